@@ -1,0 +1,122 @@
+//! The domain: identifiers, times, task states and the operations that create tasks.
+//! Types here validate once, when they are parsed, and cannot hold a bad value.
+
+pub mod ids;
+pub mod instance;
+pub mod operation;
+pub mod task;
+pub mod time;
+pub mod transition;
+
+pub use ids::{InstanceId, ProjectId, TaskId};
+pub use task::{Step, StepStatus, TaskRecord, TaskStatus};
+pub use time::{CompactTime, now_ms};
+
+/// Who a request is handled for. Produced by the auth layer, consumed by handlers and the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub project_id: ProjectId,
+    pub user_id: String,
+    pub user_name: String,
+    pub access_key: Option<String>,
+    pub role: Role,
+}
+
+/// What a credential may do; each role includes the ones before it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Readonly,
+    Operator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Readonly => "readonly",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "readonly" => Ok(Role::Readonly),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role {other:?} (expected admin, operator or readonly)"
+            )),
+        }
+    }
+}
+
+/// The IAM actions of the DMS API, each with the least role that may perform it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    GetBackgroundTask,
+    DeleteBackgroundTask,
+    ListScheduledTasks,
+    ModifyScheduledTask,
+    DeleteScheduledTask,
+    GetInstance,
+    ModifyInstance,
+    CreateInstance,
+    DeleteInstance,
+    /// Progress needs no IAM action in DMS; any authenticated caller of the project may read it.
+    Unrestricted,
+}
+
+impl Action {
+    pub fn iam_name(self) -> &'static str {
+        match self {
+            Action::GetBackgroundTask => "dms:instance:getBackgroundTask",
+            Action::DeleteBackgroundTask => "dms:instance:deleteBackgroundTask",
+            Action::ListScheduledTasks => "dms:instance:listScheduledTasks",
+            Action::ModifyScheduledTask => "dms:instance:modifyScheduledTask",
+            Action::DeleteScheduledTask => "dms:instance:deleteScheduledTask",
+            Action::GetInstance => "dms:instance:get",
+            Action::ModifyInstance => "dms:instance:modify",
+            Action::CreateInstance => "dms:instance:create",
+            Action::DeleteInstance => "dms:instance:delete",
+            Action::Unrestricted => "",
+        }
+    }
+
+    pub fn required_role(self) -> Role {
+        match self {
+            Action::GetBackgroundTask
+            | Action::ListScheduledTasks
+            | Action::GetInstance
+            | Action::Unrestricted => Role::Readonly,
+            Action::DeleteBackgroundTask
+            | Action::ModifyScheduledTask
+            | Action::DeleteScheduledTask
+            | Action::ModifyInstance => Role::Operator,
+            Action::CreateInstance | Action::DeleteInstance => Role::Admin,
+        }
+    }
+}
+
+/// Input the domain refuses. The HTTP layer maps each to its DMS error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// A named parameter has a bad value (`DMS.00400062`).
+    #[error("invalid {0} parameter")]
+    Param(&'static str),
+    /// A time value is malformed or out of range (`DMS.00400142`).
+    #[error("invalid timestamp")]
+    Timestamp,
+    /// The body is not the JSON the operation takes (`DMS.00400800`).
+    #[error("invalid request body")]
+    Body,
+    /// The instance's state does not allow the operation (`DMS.00400026`).
+    #[error("operation not allowed in the instance's state")]
+    InstanceState,
+}

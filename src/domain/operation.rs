@@ -1,0 +1,758 @@
+//! The operations that create tasks: what each one is called, the steps it runs through,
+//! what it records as `params`, and how it changes the instance when it finishes.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::Invalid;
+use super::instance::{ENGINE_VERSIONS, Instance, NewInstance, config_def, status};
+use super::task::{Step, StepStatus};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    pub name: String,
+    pub old_value: String,
+    pub new_value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeKind {
+    Storage,
+    Horizontal,
+    Vertical,
+}
+
+/// An operation on an instance, as recorded with its task so that a worker in any process
+/// (or after a restart) can carry it on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Operation {
+    CreateInstance {
+        name: String,
+        engine_version: String,
+        broker_num: u32,
+        storage_space: u32,
+    },
+    DeleteInstance,
+    Restart,
+    ModifyConfigs {
+        changes: Vec<ConfigChange>,
+    },
+    AutoTopic {
+        old: bool,
+        new: bool,
+    },
+    Resize {
+        kind: ResizeKind,
+        old_storage: u32,
+        new_storage: u32,
+        old_brokers: u32,
+        new_brokers: u32,
+        old_product: String,
+        new_product: String,
+    },
+    Reassign {
+        reassignments: Value,
+        throttle: Option<i64>,
+    },
+    Upgrade {
+        old_version: String,
+        new_version: String,
+    },
+}
+
+/// Facts about the world an operation's step may depend on, known only when the step runs.
+#[derive(Debug, Clone, Copy)]
+pub struct StepContext {
+    /// The largest storage (GB) the resource pool can allocate to one instance.
+    pub storage_pool_gb: u32,
+}
+
+/// What finishing a step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepEffect {
+    /// The step succeeded; the instance may have changed.
+    Done,
+    /// The step failed; the task ends `FAILED` and the instance is left as it was before the task
+    /// (but for its status, which `on_failure` sets).
+    Failed(String),
+    /// The step succeeded and the instance is gone.
+    InstanceRemoved,
+}
+
+impl Operation {
+    /// The task name shown by the API (camelCase; DMS's observed names where known).
+    pub fn task_name(&self) -> &'static str {
+        match self {
+            Operation::CreateInstance { .. } => "createInstance",
+            Operation::DeleteInstance => "deleteInstance",
+            Operation::Restart => "restartInstance",
+            Operation::ModifyConfigs { .. } | Operation::AutoTopic { .. } => "kafkaConfigModify",
+            Operation::Resize { .. } => "extendInstance",
+            Operation::Reassign { .. } => "kafkaPartitionReassign",
+            Operation::Upgrade { .. } => "upgradeInstance",
+        }
+    }
+
+    /// What the operation changes, old and new, as the JSON object that `params` carries.
+    pub fn params(&self) -> String {
+        let v = match self {
+            Operation::CreateInstance {
+                name,
+                engine_version,
+                broker_num,
+                storage_space,
+            } => json!({
+                "name": name, "engine_version": engine_version,
+                "broker_num": broker_num, "storage_space": storage_space,
+            }),
+            Operation::DeleteInstance | Operation::Restart => json!({}),
+            Operation::ModifyConfigs { changes } => json!({ "kafka_configs": changes }),
+            Operation::AutoTopic { old, new } => {
+                json!({ "old_auto_status": old, "new_auto_status": new })
+            }
+            Operation::Resize {
+                kind,
+                old_storage,
+                new_storage,
+                old_brokers,
+                new_brokers,
+                old_product,
+                new_product,
+            } => json!({
+                "oper_type": kind,
+                "old_storage_space": old_storage, "new_storage_space": new_storage,
+                "old_broker_num": old_brokers, "new_broker_num": new_brokers,
+                "old_product_id": old_product, "new_product_id": new_product,
+            }),
+            Operation::Reassign {
+                reassignments,
+                throttle,
+            } => json!({ "reassignments": reassignments, "throttle": throttle }),
+            Operation::Upgrade {
+                old_version,
+                new_version,
+            } => json!({ "old_version": old_version, "new_version": new_version }),
+        };
+        v.to_string()
+    }
+
+    /// The named steps and their realistic durations in milliseconds, before the time scale.
+    pub fn plan(&self) -> Vec<(&'static str, u64)> {
+        match self {
+            Operation::CreateInstance { broker_num, .. } => vec![
+                ("create_resources", 60_000),
+                ("install_brokers", 30_000 * u64::from(*broker_num)),
+                ("start_cluster", 30_000),
+            ],
+            Operation::DeleteInstance => {
+                vec![("stop_cluster", 10_000), ("release_resources", 20_000)]
+            }
+            Operation::Restart => vec![
+                ("pre_check", 2_000),
+                ("rolling_restart", 60_000),
+                ("health_check", 5_000),
+            ],
+            Operation::ModifyConfigs { changes } => {
+                let needs_restart = changes
+                    .iter()
+                    .any(|c| config_def(&c.name).is_some_and(|d| !d.dynamic));
+                let mut steps = vec![("pre_check", 1_000), ("apply_config", 5_000)];
+                if needs_restart {
+                    steps.push(("rolling_restart", 60_000));
+                }
+                steps
+            }
+            Operation::AutoTopic { .. } => vec![("pre_check", 1_000), ("apply_config", 5_000)],
+            Operation::Resize {
+                kind: ResizeKind::Storage,
+                ..
+            } => {
+                vec![
+                    ("pre_check", 5_000),
+                    ("disk_expansion", 120_000),
+                    ("rolling_scaling", 60_000),
+                ]
+            }
+            Operation::Resize {
+                kind: ResizeKind::Horizontal,
+                new_brokers,
+                old_brokers,
+                ..
+            } => vec![
+                ("pre_check", 5_000),
+                (
+                    "create_brokers",
+                    60_000 * u64::from(new_brokers.saturating_sub(*old_brokers).max(1)),
+                ),
+                ("rolling_scaling", 60_000),
+            ],
+            Operation::Resize {
+                kind: ResizeKind::Vertical,
+                old_brokers,
+                ..
+            } => {
+                vec![
+                    ("pre_check", 5_000),
+                    ("rolling_scaling", 90_000 * u64::from(*old_brokers)),
+                ]
+            }
+            Operation::Reassign { reassignments, .. } => {
+                let topics = reassignments.as_array().map_or(1, Vec::len) as u64;
+                vec![
+                    ("pre_check", 2_000),
+                    ("reassign_partitions", 30_000 * topics),
+                    ("verify", 5_000),
+                ]
+            }
+            Operation::Upgrade { .. } => {
+                vec![
+                    ("pre_check", 5_000),
+                    ("upgrade_brokers", 300_000),
+                    ("post_check", 10_000),
+                ]
+            }
+        }
+    }
+
+    /// The step list of a new task, every step `WAITING`, durations multiplied by `time_scale`.
+    pub fn steps(&self, time_scale: f64) -> Vec<Step> {
+        self.plan()
+            .into_iter()
+            .map(|(name, ms)| Step {
+                name: name.to_owned(),
+                status: StepStatus::Waiting,
+                start_time: None,
+                end_time: None,
+                duration_ms: (ms as f64 * time_scale).round() as u64,
+            })
+            .collect()
+    }
+
+    /// The instance's status while the operation runs, if the operation shows one.
+    pub fn running_status(&self) -> Option<&'static str> {
+        match self {
+            Operation::CreateInstance { .. } => Some(status::CREATING),
+            Operation::DeleteInstance => Some(status::DELETING),
+            Operation::Restart => Some(status::RESTARTING),
+            Operation::Resize { .. } | Operation::Reassign { .. } => Some(status::EXTENDING),
+            Operation::Upgrade { .. } => Some(status::UPGRADING),
+            Operation::ModifyConfigs { .. } | Operation::AutoTopic { .. } => None,
+        }
+    }
+
+    /// Runs the effect of finishing step `step` (of `total`) on the instance. Changes are applied
+    /// only by the last step, so a failure at any earlier step leaves the instance as it was.
+    pub fn finish_step(
+        &self,
+        step: &str,
+        is_last: bool,
+        inst: &mut Instance,
+        ctx: StepContext,
+    ) -> StepEffect {
+        match (self, step) {
+            (Operation::CreateInstance { storage_space, .. }, "create_resources")
+                if *storage_space > ctx.storage_pool_gb =>
+            {
+                return StepEffect::Failed(format!(
+                    "the resource pool cannot allocate {storage_space} GB (at most {} GB)",
+                    ctx.storage_pool_gb
+                ));
+            }
+            (Operation::Resize { new_storage, .. }, "disk_expansion")
+                if *new_storage > ctx.storage_pool_gb =>
+            {
+                return StepEffect::Failed(format!(
+                    "the resource pool cannot allocate {new_storage} GB (at most {} GB)",
+                    ctx.storage_pool_gb
+                ));
+            }
+            _ => {}
+        }
+        if !is_last {
+            return StepEffect::Done;
+        }
+        match self {
+            Operation::CreateInstance { .. } => {}
+            Operation::DeleteInstance => return StepEffect::InstanceRemoved,
+            Operation::Restart | Operation::Reassign { .. } => {}
+            Operation::ModifyConfigs { changes } => {
+                for c in changes {
+                    let is_default = config_def(&c.name).is_some_and(|d| d.default == c.new_value);
+                    if is_default {
+                        inst.configs.remove(&c.name);
+                    } else {
+                        inst.configs.insert(c.name.clone(), c.new_value.clone());
+                    }
+                }
+            }
+            Operation::AutoTopic { new, .. } => inst.enable_auto_topic = *new,
+            Operation::Resize {
+                new_storage,
+                new_brokers,
+                new_product,
+                ..
+            } => {
+                inst.storage_space = *new_storage;
+                inst.broker_num = *new_brokers;
+                inst.product_id = new_product.clone();
+            }
+            Operation::Upgrade { new_version, .. } => inst.engine_version = new_version.clone(),
+        }
+        inst.status = status::RUNNING.to_owned();
+        StepEffect::Done
+    }
+
+    /// The instance's status after the task failed.
+    pub fn failed_status(&self) -> &'static str {
+        match self {
+            Operation::CreateInstance { .. } => status::CREATE_FAILED,
+            _ => status::RUNNING,
+        }
+    }
+
+    /// Whether the operation may start on an instance in `status`.
+    pub fn allowed_in(&self, instance_status: &str) -> bool {
+        match self {
+            Operation::CreateInstance { .. } => true,
+            Operation::DeleteInstance => instance_status != status::DELETING,
+            _ => instance_status == status::RUNNING,
+        }
+    }
+}
+
+impl From<&NewInstance> for Operation {
+    fn from(n: &NewInstance) -> Self {
+        Operation::CreateInstance {
+            name: n.name.clone(),
+            engine_version: n.engine_version.clone(),
+            broker_num: n.broker_num,
+            storage_space: n.storage_space,
+        }
+    }
+}
+
+/// `{"kafka_configs":[{"name","value"}]}` against the instance's current values.
+pub fn modify_configs(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
+    let list = body
+        .get("kafka_configs")
+        .and_then(Value::as_array)
+        .ok_or(Invalid::Param("kafka_configs"))?;
+    if list.is_empty() || list.len() > CONFIG_LIMIT {
+        return Err(Invalid::Param("kafka_configs"));
+    }
+    let mut changes: Vec<ConfigChange> = Vec::with_capacity(list.len());
+    for item in list {
+        let name = item
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or(Invalid::Param("name"))?;
+        let def = config_def(name).ok_or(Invalid::Param("name"))?;
+        let value = match item.get("value") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Bool(b)) => b.to_string(),
+            _ => return Err(Invalid::Param("value")),
+        };
+        if !def.accepts(&value) || changes.iter().any(|c| c.name == name) {
+            return Err(Invalid::Param("value"));
+        }
+        let old_value = inst.config_value(name).unwrap_or_default();
+        changes.push(ConfigChange {
+            name: name.to_owned(),
+            old_value,
+            new_value: value,
+        });
+    }
+    Ok(Operation::ModifyConfigs { changes })
+}
+
+const CONFIG_LIMIT: usize = 50;
+
+/// Counts of dynamic and static configs in a change, as ModifyInstanceConfigs reports them.
+pub fn config_counts(op: &Operation) -> (usize, usize) {
+    match op {
+        Operation::ModifyConfigs { changes } => {
+            let dynamic = changes
+                .iter()
+                .filter(|c| config_def(&c.name).is_some_and(|d| d.dynamic))
+                .count();
+            (dynamic, changes.len() - dynamic)
+        }
+        _ => (0, 0),
+    }
+}
+
+/// `{"enable_auto_topic": bool}`
+pub fn auto_topic(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
+    let new = body
+        .get("enable_auto_topic")
+        .and_then(Value::as_bool)
+        .ok_or(Invalid::Param("enable_auto_topic"))?;
+    Ok(Operation::AutoTopic {
+        old: inst.enable_auto_topic,
+        new,
+    })
+}
+
+/// ResizeEngineInstanceReq: `oper_type` storage | horizontal | vertical.
+pub fn resize(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
+    let kind = match body.get("oper_type").and_then(Value::as_str) {
+        Some("storage") => ResizeKind::Storage,
+        Some("horizontal") => ResizeKind::Horizontal,
+        Some("vertical") => ResizeKind::Vertical,
+        _ => return Err(Invalid::Param("oper_type")),
+    };
+    let num = |key: &'static str| -> Result<Option<u32>, Invalid> {
+        match body.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Some)
+                .ok_or(Invalid::Param(key)),
+        }
+    };
+    let mut new_storage = inst.storage_space;
+    let mut new_brokers = inst.broker_num;
+    let mut new_product = inst.product_id.clone();
+    match kind {
+        ResizeKind::Storage => {
+            let s = num("new_storage_space")?.ok_or(Invalid::Param("new_storage_space"))?;
+            // Disks only grow.
+            if s <= inst.storage_space {
+                return Err(Invalid::Param("new_storage_space"));
+            }
+            new_storage = s;
+        }
+        ResizeKind::Horizontal => {
+            let b = num("new_broker_num")?.ok_or(Invalid::Param("new_broker_num"))?;
+            if b <= inst.broker_num || b > 50 {
+                return Err(Invalid::Param("new_broker_num"));
+            }
+            // Storage is per cluster and grows with the brokers unless given.
+            new_storage = match num("new_storage_space")? {
+                Some(s) if s >= inst.storage_space => s,
+                Some(_) => return Err(Invalid::Param("new_storage_space")),
+                None => inst.storage_space / inst.broker_num.max(1) * b,
+            };
+            new_brokers = b;
+        }
+        ResizeKind::Vertical => {
+            let p = body
+                .get("new_product_id")
+                .and_then(Value::as_str)
+                .ok_or(Invalid::Param("new_product_id"))?;
+            if p.is_empty() || p.len() > 64 || p == inst.product_id {
+                return Err(Invalid::Param("new_product_id"));
+            }
+            new_product = p.to_owned();
+        }
+    }
+    Ok(Operation::Resize {
+        kind,
+        old_storage: inst.storage_space,
+        new_storage,
+        old_brokers: inst.broker_num,
+        new_brokers,
+        old_product: inst.product_id.clone(),
+        new_product,
+    })
+}
+
+/// When a scheduled operation is due (`is_schedule` + `execute_at` in epoch ms), if it is one.
+pub fn schedule(body: &Value, now: i64) -> Result<Option<i64>, Invalid> {
+    match body.get("is_schedule") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(None),
+        Some(Value::Bool(true)) => {
+            let at = body
+                .get("execute_at")
+                .and_then(Value::as_i64)
+                .ok_or(Invalid::Timestamp)?;
+            // Due at least a second from now, and within ten years.
+            if at <= now + 1_000 || at > now + 10 * 366 * 86_400_000 {
+                return Err(Invalid::Timestamp);
+            }
+            Ok(Some(at))
+        }
+        Some(_) => Err(Invalid::Param("is_schedule")),
+    }
+}
+
+/// PartitionReassignRequest: every broker named must exist (ids `0..broker_num`).
+pub fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
+    let list = body
+        .get("reassignments")
+        .and_then(Value::as_array)
+        .ok_or(Invalid::Param("reassignments"))?;
+    if list.is_empty() || list.len() > 500 {
+        return Err(Invalid::Param("reassignments"));
+    }
+    let broker_ok = |v: &Value| v.as_u64().is_some_and(|b| b < u64::from(inst.broker_num));
+    for r in list {
+        let topic = r
+            .get("topic")
+            .and_then(Value::as_str)
+            .ok_or(Invalid::Param("topic"))?;
+        if topic.is_empty() || topic.len() > 249 {
+            return Err(Invalid::Param("topic"));
+        }
+        let brokers = r.get("brokers").and_then(Value::as_array);
+        let assignment = r.get("assignment").and_then(Value::as_array);
+        if brokers.is_none() && assignment.is_none() {
+            return Err(Invalid::Param("brokers"));
+        }
+        if let Some(brokers) = brokers
+            && (brokers.is_empty() || !brokers.iter().all(broker_ok))
+        {
+            return Err(Invalid::Param("brokers"));
+        }
+        if let Some(rf) = r.get("replication_factor").filter(|v| !v.is_null()) {
+            let max = brokers.map_or(inst.broker_num as usize, Vec::len) as u64;
+            if !rf.as_u64().is_some_and(|n| n >= 1 && n <= max) {
+                return Err(Invalid::Param("replication_factor"));
+            }
+        }
+        for a in assignment.into_iter().flatten() {
+            let ok = a
+                .get("assignment")
+                .and_then(Value::as_array)
+                .is_some_and(|ids| !ids.is_empty() && ids.iter().all(broker_ok));
+            if !ok {
+                return Err(Invalid::Param("assignment"));
+            }
+        }
+    }
+    let throttle = match body.get("throttle") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .filter(|t| *t == -1 || *t > 0)
+                .ok_or(Invalid::Param("throttle"))?,
+        ),
+    };
+    Ok(Operation::Reassign {
+        reassignments: Value::Array(list.clone()),
+        throttle,
+    })
+}
+
+/// Upgrade to the next engine version.
+pub fn upgrade(inst: &Instance) -> Result<Operation, Invalid> {
+    let pos = ENGINE_VERSIONS
+        .iter()
+        .position(|v| *v == inst.engine_version)
+        .ok_or(Invalid::InstanceState)?;
+    let next = ENGINE_VERSIONS.get(pos + 1).ok_or(Invalid::InstanceState)?;
+    Ok(Operation::Upgrade {
+        old_version: inst.engine_version.clone(),
+        new_version: (*next).to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{InstanceId, ProjectId};
+
+    fn instance() -> Instance {
+        Instance {
+            id: InstanceId::generate(),
+            project_id: ProjectId::generate(),
+            name: "kafka-1".into(),
+            engine_version: "2.7".into(),
+            status: status::RUNNING.into(),
+            broker_num: 3,
+            storage_space: 300,
+            product_id: "c6.2u4g.cluster".into(),
+            enable_auto_topic: false,
+            configs: Default::default(),
+            user_id: String::new(),
+            user_name: String::new(),
+            created_at: 0,
+            extra: Default::default(),
+            busy_task: None,
+        }
+    }
+
+    const CTX: StepContext = StepContext {
+        storage_pool_gb: 10_000,
+    };
+
+    #[test]
+    fn config_changes_record_old_and_new_values() {
+        let inst = instance();
+        let op = modify_configs(
+            &json!({"kafka_configs":[{"name":"log.retention.hours","value":"24"}]}),
+            &inst,
+        )
+        .unwrap();
+        assert_eq!(
+            op.params(),
+            r#"{"kafka_configs":[{"name":"log.retention.hours","new_value":"24","old_value":"72"}]}"#
+        );
+        assert_eq!(config_counts(&op), (1, 0));
+        assert_eq!(op.plan().len(), 2);
+    }
+
+    #[test]
+    fn bad_config_changes_are_refused() {
+        let inst = instance();
+        let bad = [
+            json!({}),
+            json!({"kafka_configs": []}),
+            json!({"kafka_configs":[{"name":"no.such.config","value":"1"}]}),
+            json!({"kafka_configs":[{"name":"log.retention.hours","value":"1000"}]}),
+            json!({"kafka_configs":[{"name":"log.retention.hours"}]}),
+        ];
+        for b in bad {
+            assert!(modify_configs(&b, &inst).is_err(), "{b}");
+        }
+    }
+
+    #[test]
+    fn static_configs_add_a_rolling_restart() {
+        let op = modify_configs(
+            &json!({"kafka_configs":[{"name":"num.partitions","value":"6"}]}),
+            &instance(),
+        )
+        .unwrap();
+        assert_eq!(op.plan().last().map(|s| s.0), Some("rolling_restart"));
+        assert_eq!(config_counts(&op), (0, 1));
+    }
+
+    #[test]
+    fn resize_only_grows() {
+        let inst = instance();
+        assert_eq!(
+            resize(
+                &json!({"oper_type":"storage","new_storage_space":300}),
+                &inst
+            ),
+            Err(Invalid::Param("new_storage_space"))
+        );
+        assert!(
+            resize(
+                &json!({"oper_type":"storage","new_storage_space":600}),
+                &inst
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            resize(&json!({"oper_type":"sideways"}), &inst),
+            Err(Invalid::Param("oper_type"))
+        );
+        let h = resize(&json!({"oper_type":"horizontal","new_broker_num":6}), &inst).unwrap();
+        assert!(matches!(
+            h,
+            Operation::Resize {
+                new_storage: 600,
+                new_brokers: 6,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_resize_beyond_the_pool_fails_at_disk_expansion_and_changes_nothing() {
+        let mut inst = instance();
+        let before = inst.clone();
+        let op = resize(
+            &json!({"oper_type":"storage","new_storage_space":20_000}),
+            &inst,
+        )
+        .unwrap();
+        assert_eq!(
+            op.finish_step("pre_check", false, &mut inst, CTX),
+            StepEffect::Done
+        );
+        assert!(matches!(
+            op.finish_step("disk_expansion", false, &mut inst, CTX),
+            StepEffect::Failed(_)
+        ));
+        assert_eq!(inst, before);
+    }
+
+    #[test]
+    fn the_last_step_applies_the_change() {
+        let mut inst = instance();
+        let op = resize(
+            &json!({"oper_type":"storage","new_storage_space":600}),
+            &inst,
+        )
+        .unwrap();
+        assert_eq!(
+            op.finish_step("rolling_scaling", true, &mut inst, CTX),
+            StepEffect::Done
+        );
+        assert_eq!(inst.storage_space, 600);
+    }
+
+    #[test]
+    fn reassignment_must_name_existing_brokers() {
+        let inst = instance();
+        assert!(
+            reassign(
+                &json!({"reassignments":[{"topic":"t","brokers":[0,1,2]}]}),
+                &inst
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            reassign(
+                &json!({"reassignments":[{"topic":"t","brokers":[0,3]}]}),
+                &inst
+            ),
+            Err(Invalid::Param("brokers"))
+        );
+        assert_eq!(
+            reassign(
+                &json!({"reassignments":[{"topic":"t","assignment":[{"partition":0,"assignment":[7]}]}]}),
+                &inst
+            ),
+            Err(Invalid::Param("assignment"))
+        );
+        assert_eq!(
+            reassign(
+                &json!({"reassignments":[{"topic":"t","brokers":[0],"replication_factor":2}]}),
+                &inst
+            ),
+            Err(Invalid::Param("replication_factor"))
+        );
+    }
+
+    #[test]
+    fn schedules_must_lie_in_the_future() {
+        assert_eq!(schedule(&json!({}), 0), Ok(None));
+        assert_eq!(
+            schedule(&json!({"is_schedule": true, "execute_at": 60_000}), 0),
+            Ok(Some(60_000))
+        );
+        assert_eq!(
+            schedule(&json!({"is_schedule": true, "execute_at": 10}), 0),
+            Err(Invalid::Timestamp)
+        );
+        assert_eq!(
+            schedule(&json!({"is_schedule": true}), 0),
+            Err(Invalid::Timestamp)
+        );
+    }
+
+    #[test]
+    fn upgrade_moves_to_the_next_version_only() {
+        let mut inst = instance();
+        assert!(
+            matches!(upgrade(&inst), Ok(Operation::Upgrade { ref new_version, .. }) if new_version == "3.x")
+        );
+        inst.engine_version = "3.x".into();
+        assert_eq!(upgrade(&inst), Err(Invalid::InstanceState));
+    }
+
+    #[test]
+    fn steps_scale_with_time() {
+        let op = Operation::Restart;
+        assert!(op.steps(0.0).iter().all(|s| s.duration_ms == 0));
+        assert_eq!(op.steps(0.5)[1].duration_ms, 30_000);
+    }
+}

@@ -1,0 +1,238 @@
+//! Task records, their states and their steps.
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{InstanceId, ProjectId, TaskId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TaskStatus {
+    Created,
+    Executing,
+    Success,
+    Failed,
+    Deleted,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Created => "CREATED",
+            TaskStatus::Executing => "EXECUTING",
+            TaskStatus::Success => "SUCCESS",
+            TaskStatus::Failed => "FAILED",
+            TaskStatus::Deleted => "DELETED",
+            TaskStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "CREATED" => TaskStatus::Created,
+            "EXECUTING" => TaskStatus::Executing,
+            "SUCCESS" => TaskStatus::Success,
+            "FAILED" => TaskStatus::Failed,
+            "DELETED" => TaskStatus::Deleted,
+            "CANCELLED" => TaskStatus::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Only a finished task may be deleted.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Success | TaskStatus::Failed | TaskStatus::Cancelled | TaskStatus::Deleted
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StepStatus {
+    Waiting,
+    InProgress,
+    Completed,
+    Failed,
+}
+
+/// One step of a task. `duration_ms` is the planned duration (already multiplied by the time scale).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub name: String,
+    pub status: StepStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<i64>,
+    pub duration_ms: u64,
+}
+
+/// A task record as stored: a background task, a scheduled task, or a scheduled task that has fired
+/// (which then is both, under the same id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub project_id: ProjectId,
+    pub instance_id: InstanceId,
+    pub name: String,
+    pub user_id: String,
+    pub user_name: String,
+    /// The JSON object of what the operation changes, serialised into a string as the API shows it.
+    pub params: String,
+    pub status: TaskStatus,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Set for a scheduled task: when it is due, epoch ms.
+    pub schedule_at: Option<i64>,
+    pub steps: Vec<Step>,
+}
+
+/// Progress as ShowBackgroundTaskProgress reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub percentage: u32,
+    pub remain_seconds: u64,
+}
+
+impl TaskRecord {
+    /// Percentage weighted by planned step durations (by step count when every step is instant),
+    /// and the remaining planned time, counting the running step's elapsed part as done.
+    pub fn progress(&self, now: i64) -> Progress {
+        if self.status == TaskStatus::Success {
+            return Progress {
+                percentage: 100,
+                remain_seconds: 0,
+            };
+        }
+        if self.status.is_terminal() || self.steps.is_empty() {
+            let done = self
+                .steps
+                .iter()
+                .filter(|s| s.status == StepStatus::Completed)
+                .count();
+            let pct = if self.steps.is_empty() {
+                0
+            } else {
+                done * 100 / self.steps.len()
+            };
+            return Progress {
+                percentage: pct as u32,
+                remain_seconds: 0,
+            };
+        }
+        let total: u64 = self.steps.iter().map(|s| s.duration_ms).sum();
+        let mut done_ms: u64 = 0;
+        let mut done_steps = 0usize;
+        for s in &self.steps {
+            match s.status {
+                StepStatus::Completed => {
+                    done_ms += s.duration_ms;
+                    done_steps += 1;
+                }
+                StepStatus::InProgress => {
+                    let elapsed = s.start_time.map(|t| (now - t).max(0) as u64).unwrap_or(0);
+                    done_ms += elapsed.min(s.duration_ms);
+                }
+                _ => {}
+            }
+        }
+        let percentage = if total == 0 {
+            done_steps * 100 / self.steps.len()
+        } else {
+            (done_ms * 100 / total) as usize
+        };
+        let remain_ms = total.saturating_sub(done_ms);
+        Progress {
+            // A task still running never claims to be finished.
+            percentage: percentage.min(99) as u32,
+            remain_seconds: remain_ms.div_ceil(1000),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(status: StepStatus, start: Option<i64>, dur: u64) -> Step {
+        Step {
+            name: "s".into(),
+            status,
+            start_time: start,
+            end_time: None,
+            duration_ms: dur,
+        }
+    }
+
+    fn task(status: TaskStatus, steps: Vec<Step>) -> TaskRecord {
+        TaskRecord {
+            id: TaskId::generate(),
+            project_id: ProjectId::generate(),
+            instance_id: InstanceId::generate(),
+            name: "x".into(),
+            user_id: String::new(),
+            user_name: String::new(),
+            params: "{}".into(),
+            status,
+            created_at: 0,
+            updated_at: 0,
+            schedule_at: None,
+            steps,
+        }
+    }
+
+    #[test]
+    fn progress_weighs_steps_by_planned_duration() {
+        let t = task(
+            TaskStatus::Executing,
+            vec![
+                step(StepStatus::Completed, Some(0), 10_000),
+                step(StepStatus::InProgress, Some(1_000), 20_000),
+                step(StepStatus::Waiting, None, 10_000),
+            ],
+        );
+        // 10 s done, 5 s of the second step elapsed: 15 of 40 s.
+        let p = t.progress(6_000);
+        assert_eq!(p.percentage, 37);
+        assert_eq!(p.remain_seconds, 25);
+    }
+
+    #[test]
+    fn progress_of_finished_tasks() {
+        let t = task(
+            TaskStatus::Success,
+            vec![step(StepStatus::Completed, Some(0), 0)],
+        );
+        assert_eq!(
+            t.progress(0),
+            Progress {
+                percentage: 100,
+                remain_seconds: 0
+            }
+        );
+        let t = task(
+            TaskStatus::Failed,
+            vec![
+                step(StepStatus::Completed, Some(0), 5),
+                step(StepStatus::Failed, Some(0), 5),
+            ],
+        );
+        assert_eq!(
+            t.progress(0),
+            Progress {
+                percentage: 50,
+                remain_seconds: 0
+            }
+        );
+    }
+
+    #[test]
+    fn terminal_states() {
+        assert!(TaskStatus::Success.is_terminal());
+        assert!(TaskStatus::Cancelled.is_terminal());
+        assert!(!TaskStatus::Created.is_terminal());
+        assert!(!TaskStatus::Executing.is_terminal());
+    }
+}

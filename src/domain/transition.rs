@@ -1,0 +1,115 @@
+//! How a task and its instance change as a worker starts a task and finishes its steps.
+//! Every storage engine loads the rows, calls these functions and writes the rows back in one
+//! transaction, so the rules live here once.
+
+use super::instance::Instance;
+use super::operation::{Operation, StepContext, StepEffect};
+use super::task::{StepStatus, TaskRecord, TaskStatus};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// The task runs from this step (a task taken over after a crash resumes at its unfinished step).
+    Run(usize),
+    /// A scheduled task whose instance is busy with another operation; try again later.
+    Blocked,
+    /// The task ended at once (its instance no longer allows the operation).
+    Ended,
+}
+
+/// Starts (or takes over) a task.
+pub fn begin(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, now: i64) -> Begin {
+    if task.status == TaskStatus::Created {
+        if inst.busy_task.as_ref().is_some_and(|t| *t != task.id) {
+            return Begin::Blocked;
+        }
+        task.status = TaskStatus::Executing;
+        task.updated_at = now;
+        inst.busy_task = Some(task.id.clone());
+        if !op.allowed_in(&inst.status) {
+            // Only a scheduled task can get here: its instance changed while it waited.
+            fail_at(task, inst, op, 0, now);
+            return Begin::Ended;
+        }
+        if let Some(s) = op.running_status() {
+            inst.status = s.to_owned();
+        }
+    }
+    let step = task
+        .steps
+        .iter()
+        .position(|s| s.status != StepStatus::Completed)
+        .unwrap_or(0);
+    if let Some(s) = task.steps.get_mut(step) {
+        s.status = StepStatus::InProgress;
+        s.start_time = Some(now);
+        s.end_time = None;
+    }
+    Begin::Run(step)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Advance {
+    /// Go on with this step.
+    Next(usize),
+    /// The task ended with this status; the instance was updated.
+    Ended(TaskStatus),
+    /// The task succeeded and the instance (with all its tasks) is to be removed.
+    RemoveInstance,
+}
+
+/// Finishes step `step` of a running task.
+pub fn finish_step(
+    task: &mut TaskRecord,
+    inst: &mut Instance,
+    op: &Operation,
+    step: usize,
+    now: i64,
+    ctx: StepContext,
+) -> Advance {
+    let total = task.steps.len();
+    let name = task
+        .steps
+        .get(step)
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    let effect = op.finish_step(&name, step + 1 >= total, inst, ctx);
+    task.updated_at = now;
+    match effect {
+        StepEffect::Failed(_) => {
+            fail_at(task, inst, op, step, now);
+            Advance::Ended(TaskStatus::Failed)
+        }
+        StepEffect::Done | StepEffect::InstanceRemoved => {
+            if let Some(s) = task.steps.get_mut(step) {
+                s.status = StepStatus::Completed;
+                s.end_time = Some(now);
+            }
+            if step + 1 < total {
+                if let Some(s) = task.steps.get_mut(step + 1) {
+                    s.status = StepStatus::InProgress;
+                    s.start_time = Some(now);
+                }
+                return Advance::Next(step + 1);
+            }
+            task.status = TaskStatus::Success;
+            inst.busy_task = None;
+            if effect == StepEffect::InstanceRemoved {
+                Advance::RemoveInstance
+            } else {
+                Advance::Ended(TaskStatus::Success)
+            }
+        }
+    }
+}
+
+fn fail_at(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, step: usize, now: i64) {
+    if let Some(s) = task.steps.get_mut(step) {
+        s.status = StepStatus::Failed;
+        s.start_time.get_or_insert(now);
+        s.end_time = Some(now);
+    }
+    task.status = TaskStatus::Failed;
+    task.updated_at = now;
+    inst.status = op.failed_status().to_owned();
+    inst.busy_task = None;
+}

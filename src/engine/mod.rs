@@ -1,0 +1,173 @@
+//! The engine: in-process workers that run tasks through their steps.
+//!
+//! A dispatcher leases due tasks from the store (new tasks, scheduled tasks whose time has come,
+//! and running tasks whose lease expired because their process died) and runs each in its own
+//! tokio task, sleeping through each step's planned duration and recording the step's end in
+//! the store. Every write is conditional on still holding the lease, so a task taken over by
+//! another worker is never advanced twice. A renewer keeps the leases of running tasks alive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::domain::now_ms;
+use crate::domain::operation::StepContext;
+use crate::storage::{Claimed, EngineStore, StepOutcome};
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long a lease lasts without renewal; a dead process's tasks are taken over after it.
+    pub lease_ms: i64,
+    /// How often to look for due work when nothing wakes the engine.
+    pub poll_ms: u64,
+    /// Tasks run at once by this process.
+    pub max_in_flight: usize,
+    pub step_context: StepContext,
+}
+
+pub struct Engine {
+    store: Arc<dyn EngineStore>,
+    owner: String,
+    config: EngineConfig,
+    wake: Arc<Notify>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn EngineStore>, config: EngineConfig, wake: Arc<Notify>) -> Self {
+        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+        Engine {
+            store,
+            owner,
+            config,
+            wake,
+        }
+    }
+
+    /// Runs until `shutdown` turns true, then stops its tasks and gives back their leases so
+    /// that they resume at once in whichever process runs next.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(this.config.max_in_flight));
+        let mut running = JoinSet::new();
+        let renewer = tokio::spawn(this.clone().renew_forever());
+        tracing::info!(owner = %this.owner, "engine started");
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            while running.try_join_next().is_some() {}
+            let free = slots.available_permits();
+            let mut claimed_all = false;
+            if free > 0 {
+                let want = free.min(256);
+                match this
+                    .store
+                    .claim(&this.owner, now_ms(), this.config.lease_ms, want)
+                    .await
+                {
+                    Ok(batch) => {
+                        claimed_all = batch.len() == want;
+                        for c in batch {
+                            let Ok(permit) = slots.clone().acquire_owned().await else {
+                                break;
+                            };
+                            let me = this.clone();
+                            running.spawn(async move {
+                                me.run_task(c).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "could not claim tasks"),
+                }
+            }
+            if claimed_all {
+                continue;
+            }
+            tokio::select! {
+                _ = this.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(this.config.poll_ms)) => {}
+                _ = shutdown.changed() => {}
+                _ = slots.clone().acquire_owned(), if free == 0 => {}
+            }
+        }
+        running.shutdown().await;
+        renewer.abort();
+        if let Err(e) = this.store.release_leases(&this.owner).await {
+            tracing::warn!(error = %e, "could not release leases; they expire on their own");
+        }
+        tracing::info!("engine stopped");
+    }
+
+    async fn renew_forever(self: Arc<Self>) {
+        let every = Duration::from_millis((self.config.lease_ms / 3).max(50) as u64);
+        loop {
+            tokio::time::sleep(every).await;
+            if let Err(e) = self
+                .store
+                .renew_leases(&self.owner, now_ms() + self.config.lease_ms)
+                .await
+            {
+                tracing::warn!(error = %e, "could not renew leases");
+            }
+        }
+    }
+
+    async fn run_task(&self, c: Claimed) {
+        let span = tracing::info_span!("task", task_id = %c.task.id, name = %c.task.name);
+        self.run_steps(c).instrument(span).await
+    }
+
+    async fn run_steps(&self, c: Claimed) {
+        let Claimed {
+            task,
+            step: mut current,
+            ..
+        } = c;
+        loop {
+            let Some(step) = task.steps.get(current) else {
+                return;
+            };
+            if step.duration_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(step.duration_ms)).await;
+            }
+            let outcome = loop {
+                match self
+                    .store
+                    .finish_step(
+                        &self.owner,
+                        &task.id,
+                        current,
+                        now_ms(),
+                        self.config.lease_ms,
+                        self.config.step_context,
+                    )
+                    .await
+                {
+                    Ok(o) => break o,
+                    Err(e) => {
+                        // The store may be briefly unavailable; the lease keeps the task ours meanwhile.
+                        tracing::warn!(error = %e, step = current, "could not record step; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            };
+            match outcome {
+                StepOutcome::Next(n) => current = n,
+                StepOutcome::Ended(status) => {
+                    metrics::counter!("kafka_tasks_finished_total", "status" => status.as_str())
+                        .increment(1);
+                    tracing::info!(status = status.as_str(), "task ended");
+                    return;
+                }
+                StepOutcome::Lost => {
+                    tracing::warn!("lease lost; another worker has the task");
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The one place API errors become responses: HTTP status plus `{"error_code","error_msg"}`
+//! (and `request_id` for gateway errors, as Huawei's API gateway adds it).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::domain::Invalid;
+use crate::storage::StoreError;
+
+tokio::task_local! {
+    /// The id of the request being handled, for error bodies and logs.
+    pub static REQUEST_ID: String;
+}
+
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid project id")]
+    InvalidProjectId,
+    #[error("invalid instance id")]
+    InvalidInstanceId,
+    #[error("invalid task id")]
+    InvalidTaskId,
+    #[error("invalid {0} parameter")]
+    InvalidParam(&'static str),
+    #[error("invalid timestamp")]
+    InvalidTimestamp,
+    #[error("invalid request body")]
+    InvalidBody,
+    #[error("task still running")]
+    TaskRunning,
+    #[error("instance state does not allow the operation")]
+    InstanceState,
+    #[error("role lacks permission")]
+    Forbidden,
+    #[error("no such URL")]
+    NoSuchUrl,
+    #[error("no such instance")]
+    NoInstance,
+    #[error("no such task")]
+    NoTask,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 401 from the gateway, with a detail that helps a real user and reveals no secret.
+    #[error("authentication failed: {0}")]
+    Unauthenticated(String),
+    #[error("credential not valid for this project")]
+    WrongProject,
+    #[error("request entity too large")]
+    TooLarge,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        match e {
+            Invalid::Param(name) => ApiError::InvalidParam(name),
+            Invalid::Timestamp => ApiError::InvalidTimestamp,
+            Invalid::Body => ApiError::InvalidBody,
+            Invalid::InstanceState => ApiError::InstanceState,
+        }
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            InvalidProjectId | InvalidInstanceId | InvalidTaskId | InvalidParam(_)
+            | InvalidTimestamp | InvalidBody | TaskRunning | InstanceState => {
+                StatusCode::BAD_REQUEST
+            }
+            Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Forbidden | WrongProject => StatusCode::FORBIDDEN,
+            NoSuchUrl | NoInstance | NoTask => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The DMS (or APIGW) error code and message.
+    pub fn code_and_message(&self) -> (&'static str, String) {
+        use ApiError::*;
+        match self {
+            InvalidProjectId => ("DMS.00400002", "The project ID format is invalid.".into()),
+            TaskRunning => (
+                "DMS.00400017",
+                "This DMS instance job task is still running.".into(),
+            ),
+            InstanceState => (
+                "DMS.00400026",
+                "This operation is not allowed due to the instance status.".into(),
+            ),
+            InvalidInstanceId => (
+                "DMS.00400030",
+                "Invalid DMS instance id. The id must be a uuid.".into(),
+            ),
+            InvalidParam(name) => (
+                "DMS.00400062",
+                format!("Invalid {name} parameter in the request."),
+            ),
+            InvalidTaskId => ("DMS.00400070", "Invalid task ID format.".into()),
+            InvalidTimestamp => ("DMS.00400142", "Timestamp is invalid.".into()),
+            InvalidBody => (
+                "DMS.00400800",
+                "Invalid request parameter. Check the request parameter.".into(),
+            ),
+            Forbidden => (
+                "DMS.00403003",
+                "This role does not have the permissions to perform this operation.".into(),
+            ),
+            NoSuchUrl => ("DMS.00404001", "The requested URL does not exist.".into()),
+            NoInstance => ("DMS.00404022", "This instance does not exist.".into()),
+            NoTask => ("DMS.00404070", "The background task does not exist.".into()),
+            MethodNotAllowed => ("DMS.00405001", "This request method is not allowed.".into()),
+            Internal(_) => ("DMS.00500000", "Internal service error.".into()),
+            Unauthenticated(detail) => (
+                "APIGW.0301",
+                format!("Incorrect IAM authentication information: {detail}"),
+            ),
+            WrongProject => (
+                "APIGW.0302",
+                "The IAM user is not authorized to access the API.".into(),
+            ),
+            TooLarge => ("APIGW.0201", "Request entity too large.".into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let (code, msg) = self.code_and_message();
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(request_id = %current_request_id(), %cause, "internal error");
+        }
+        let body = if code.starts_with("APIGW") {
+            json!({ "error_code": code, "error_msg": msg, "request_id": current_request_id() })
+        } else {
+            json!({ "error_code": code, "error_msg": msg })
+        };
+        (status, Json(body)).into_response()
+    }
+}

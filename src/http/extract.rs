@@ -1,0 +1,153 @@
+//! Extractors that turn the raw request into domain values, failing with the spec's errors.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, RawPathParams, Request};
+use axum::http::request::Parts;
+use serde_json::Value;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::{Action, Identity, InstanceId, ProjectId, TaskId};
+
+fn path_params(params: &RawPathParams) -> HashMap<&str, &str> {
+    params.iter().collect()
+}
+
+async fn raw_params(parts: &mut Parts) -> Result<RawPathParams, ApiError> {
+    // Percent-decoding failures are paths no route serves.
+    RawPathParams::from_request_parts(parts, &())
+        .await
+        .map_err(|_| ApiError::NoSuchUrl)
+}
+
+fn parse_project(p: &HashMap<&str, &str>) -> Result<ProjectId, ApiError> {
+    p.get("project_id")
+        .and_then(|s| s.parse().ok())
+        .ok_or(ApiError::InvalidProjectId)
+}
+
+fn parse_instance(p: &HashMap<&str, &str>) -> Result<InstanceId, ApiError> {
+    p.get("instance_id")
+        .and_then(|s| s.parse().ok())
+        .ok_or(ApiError::InvalidInstanceId)
+}
+
+/// `/v2/{project_id}/…`
+pub struct ProjectPath(pub ProjectId);
+
+/// `/v2/{project_id}/instances/{instance_id}/…`
+pub struct InstancePath {
+    pub project: ProjectId,
+    pub instance: InstanceId,
+}
+
+/// `/v2/{project_id}/instances/{instance_id}/tasks/{task_id}` and the scheduled-task twin.
+pub struct TaskPath {
+    pub project: ProjectId,
+    pub instance: InstanceId,
+    pub task: TaskId,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ProjectPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let raw = raw_params(parts).await?;
+        Ok(ProjectPath(parse_project(&path_params(&raw))?))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for InstancePath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let raw = raw_params(parts).await?;
+        let p = path_params(&raw);
+        Ok(InstancePath {
+            project: parse_project(&p)?,
+            instance: parse_instance(&p)?,
+        })
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let raw = raw_params(parts).await?;
+        let p = path_params(&raw);
+        let project = parse_project(&p)?;
+        let instance = parse_instance(&p)?;
+        let task = p
+            .get("task_id")
+            .and_then(|s| s.parse().ok())
+            .ok_or(ApiError::InvalidTaskId)?;
+        Ok(TaskPath {
+            project,
+            instance,
+            task,
+        })
+    }
+}
+
+/// The query string as name → value; a malformed query string is a bad parameter.
+pub struct QueryMap(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, ApiError> {
+        Query::<HashMap<String, String>>::from_request_parts(parts, s)
+            .await
+            .map(|Query(q)| QueryMap(q))
+            .map_err(|_| ApiError::InvalidParam("query"))
+    }
+}
+
+/// A JSON object body. Malformed JSON → `DMS.00400800`; over the size limit → 413.
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, s: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, s).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge
+            } else {
+                ApiError::InvalidBody
+            }
+        })?;
+        match serde_json::from_slice::<Value>(&bytes) {
+            Ok(v @ Value::Object(_)) => Ok(JsonBody(v)),
+            _ => Err(ApiError::InvalidBody),
+        }
+    }
+}
+
+/// The identity a request is handled for, established by the auth layer.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Identity);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        state
+            .auth
+            .authenticate(parts)
+            .await
+            .map(Caller)
+            .map_err(|e| ApiError::Unauthenticated(e.0))
+    }
+}
+
+impl Caller {
+    /// Checks that the caller may perform `action` in `project`. Another project's path is a
+    /// gateway refusal; a role too weak for the action is a DMS refusal.
+    pub fn require(&self, project: &ProjectId, action: Action) -> Result<&Identity, ApiError> {
+        if self.0.project_id != *project {
+            return Err(ApiError::WrongProject);
+        }
+        if self.0.role < action.required_role() {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(&self.0)
+    }
+}

@@ -1,0 +1,319 @@
+//! Instances and the operations that create tasks (spec 3.8): create, list, show, delete,
+//! batch restart/delete, configs, auto-topic, resize, partition reassignment and upgrade.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Caller, InstancePath, JsonBody, ProjectPath};
+use crate::domain::instance::{Instance, NewInstance, status};
+use crate::domain::operation::{self, Operation};
+use crate::domain::{Action, Identity, InstanceId, Invalid, now_ms};
+use crate::storage::{NewTask, SubmitError};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v2/kafka/{project_id}/instances", post(create))
+        .route("/v2/{project_id}/instances", get(list))
+        .route("/v2/{project_id}/instances/action", post(batch_action))
+        .route(
+            "/v2/{project_id}/instances/{instance_id}",
+            get(show).delete(delete),
+        )
+        .route(
+            "/v2/{project_id}/instances/{instance_id}/configs",
+            get(show_configs).put(modify_configs),
+        )
+        .route(
+            "/v2/{project_id}/instances/{instance_id}/autotopic",
+            post(auto_topic),
+        )
+        .route(
+            "/v2/{project_id}/kafka/instances/{instance_id}/extend",
+            post(resize),
+        )
+        .route(
+            "/v2/kafka/{project_id}/instances/{instance_id}/extend",
+            post(resize),
+        )
+        .route(
+            "/v2/{project_id}/kafka/instances/{instance_id}/reassign",
+            post(reassign),
+        )
+        .route(
+            "/v2/{project_id}/kafka/instances/{instance_id}/upgrade",
+            post(upgrade),
+        )
+}
+
+/// Submits an operation on an instance: `make` sees the instance as it is inside the
+/// submitting transaction. Returns the stored task.
+async fn submit<F>(
+    state: &AppState,
+    who: &Identity,
+    path: &InstancePath,
+    schedule_at: Option<i64>,
+    make: F,
+) -> Result<NewTask, ApiError>
+where
+    F: FnOnce(&Instance) -> Result<Operation, Invalid> + Send + 'static,
+{
+    let st = state.clone();
+    let who = who.clone();
+    let build = Box::new(move |inst: &Instance| {
+        make(inst).map(|op| st.new_task(&who, inst, op, schedule_at))
+    });
+    match state
+        .storage
+        .instances
+        .submit(&path.project, &path.instance, build)
+        .await?
+    {
+        Ok(task) => {
+            metrics::counter!("kafka_tasks_submitted_total", "name" => task.record.name.clone())
+                .increment(1);
+            state.engine_wake.notify_one();
+            Ok(task)
+        }
+        Err(SubmitError::NoInstance) => Err(ApiError::NoInstance),
+        Err(SubmitError::Busy) => Err(ApiError::InstanceState),
+        Err(SubmitError::Invalid(e)) => Err(e.into()),
+    }
+}
+
+/// `{"job_id"}` for an immediate task, `{"schedule_id"}` for a scheduled one.
+fn job_or_schedule(task: &NewTask) -> Value {
+    let task = &task.record;
+    if task.schedule_at.is_some() {
+        json!({ "schedule_id": task.id })
+    } else {
+        json!({ "job_id": task.id })
+    }
+}
+
+/// CreateInstanceByEngine: `POST /v2/kafka/{project_id}/instances` → `{"instance_id"}`.
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ProjectPath(project): ProjectPath,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let who = caller.require(&project, Action::CreateInstance)?;
+    let new = NewInstance::from_body(body)?;
+    let inst = Instance {
+        id: InstanceId::generate(),
+        project_id: project,
+        name: new.name.clone(),
+        engine_version: new.engine_version.clone(),
+        status: status::CREATING.to_owned(),
+        broker_num: new.broker_num,
+        storage_space: new.storage_space,
+        product_id: new.product_id.clone(),
+        enable_auto_topic: new.enable_auto_topic,
+        configs: BTreeMap::new(),
+        user_id: who.user_id.clone(),
+        user_name: who.user_name.clone(),
+        created_at: now_ms(),
+        extra: new.extra.clone(),
+        busy_task: None,
+    };
+    let task = state.new_task(who, &inst, Operation::from(&new), None);
+    let id = inst.id.clone();
+    state.storage.instances.create_instance(inst, task).await?;
+    state.engine_wake.notify_one();
+    Ok(Json(json!({ "instance_id": id })))
+}
+
+/// ListInstances: `GET /v2/{project_id}/instances`
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ProjectPath(project): ProjectPath,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&project, Action::GetInstance)?;
+    let all = state.storage.instances.list_instances(&project).await?;
+    let instances: Vec<Value> = all.iter().map(Instance::to_json).collect();
+    Ok(Json(
+        json!({ "instance_num": instances.len(), "instances": instances }),
+    ))
+}
+
+async fn load(state: &AppState, path: &InstancePath) -> Result<Instance, ApiError> {
+    state
+        .storage
+        .instances
+        .get_instance(&path.project, &path.instance)
+        .await?
+        .ok_or(ApiError::NoInstance)
+}
+
+/// ShowInstance: `GET /v2/{project_id}/instances/{instance_id}`
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&path.project, Action::GetInstance)?;
+    Ok(Json(load(&state, &path).await?.to_json()))
+}
+
+/// DeleteInstance: `DELETE /v2/{project_id}/instances/{instance_id}` → 204; the instance and its
+/// task records go away when the `deleteInstance` task finishes.
+async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+) -> Result<StatusCode, ApiError> {
+    let who = caller.require(&path.project, Action::DeleteInstance)?;
+    submit(&state, who, &path, None, |_| Ok(Operation::DeleteInstance)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// BatchRestartOrDeleteInstances: `POST /v2/{project_id}/instances/action`
+/// `{"action":"restart"|"delete","instances":[…]}` → one result per instance.
+async fn batch_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    ProjectPath(project): ProjectPath,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let (action, op) = match body.get("action").and_then(Value::as_str) {
+        Some("restart") => (Action::ModifyInstance, Operation::Restart),
+        Some("delete") => (Action::DeleteInstance, Operation::DeleteInstance),
+        _ => return Err(ApiError::InvalidParam("action")),
+    };
+    let who = caller.require(&project, action)?;
+    let ids = body
+        .get("instances")
+        .and_then(Value::as_array)
+        .ok_or(ApiError::InvalidParam("instances"))?;
+    if ids.is_empty() || ids.len() > 50 {
+        return Err(ApiError::InvalidParam("instances"));
+    }
+    let mut results = Vec::with_capacity(ids.len());
+    for raw in ids {
+        let name = raw.as_str().unwrap_or_default().to_owned();
+        let outcome = match name.parse::<InstanceId>() {
+            Ok(instance) => {
+                let path = InstancePath {
+                    project: project.clone(),
+                    instance,
+                };
+                let op = op.clone();
+                match submit(&state, who, &path, None, move |_| Ok(op)).await {
+                    Ok(_) => "success",
+                    Err(ApiError::Internal(e)) => return Err(ApiError::Internal(e)),
+                    Err(_) => "failed",
+                }
+            }
+            Err(_) => "failed",
+        };
+        results.push(json!({ "result": outcome, "instance": name }));
+    }
+    Ok(Json(json!({ "results": results })))
+}
+
+/// ShowInstanceConfigs: `GET …/configs`
+async fn show_configs(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&path.project, Action::GetInstance)?;
+    Ok(Json(
+        json!({ "kafka_configs": load(&state, &path).await?.config_list() }),
+    ))
+}
+
+/// ModifyInstanceConfigs: `PUT …/configs` → `{"job_id","dynamic_config","static_config"}`
+async fn modify_configs(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let who = caller.require(&path.project, Action::ModifyInstance)?;
+    let task = submit(&state, who, &path, None, move |inst| {
+        operation::modify_configs(&body, inst)
+    })
+    .await?;
+    let (dynamic, stat) = operation::config_counts(&task.operation);
+    Ok(Json(
+        json!({ "job_id": task.record.id, "dynamic_config": dynamic, "static_config": stat }),
+    ))
+}
+
+/// UpdateInstanceAutoCreateTopic: `POST …/autotopic` `{"enable_auto_topic": bool}`
+async fn auto_topic(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let who = caller.require(&path.project, Action::ModifyInstance)?;
+    let enable = body.get("enable_auto_topic").and_then(Value::as_bool);
+    let task = submit(&state, who, &path, None, move |inst| {
+        operation::auto_topic(&body, inst)
+    })
+    .await?;
+    Ok(Json(
+        json!({ "job_id": task.record.id, "enable_auto_topic": enable }),
+    ))
+}
+
+/// ResizeEngineInstance: `POST …/extend` → `{"job_id"}`
+async fn resize(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let who = caller.require(&path.project, Action::ModifyInstance)?;
+    let task = submit(&state, who, &path, None, move |inst| {
+        operation::resize(&body, inst)
+    })
+    .await?;
+    Ok(Json(json!({ "job_id": task.record.id })))
+}
+
+/// CreateKafkaReassignmentTask: `POST …/reassign`, immediate or scheduled. With
+/// `time_estimate: true` it only estimates, creating no task.
+async fn reassign(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let who = caller.require(&path.project, Action::ModifyInstance)?;
+    let schedule_at = operation::schedule(&body, now_ms())?;
+    if body.get("time_estimate").and_then(Value::as_bool) == Some(true) {
+        let inst = load(&state, &path).await?;
+        let op = operation::reassign(&body, &inst)?;
+        let secs: u64 = op.plan().iter().map(|s| s.1).sum::<u64>() / 1000;
+        return Ok(Json(json!({ "reassignment_time": secs })));
+    }
+    let task = submit(&state, who, &path, schedule_at, move |inst| {
+        operation::reassign(&body, inst)
+    })
+    .await?;
+    Ok(Json(job_or_schedule(&task)))
+}
+
+/// UpgradeInstance: `POST …/upgrade` `{"is_schedule","execute_at"}` → `{"job_id"}` or `{"schedule_id"}`
+async fn upgrade(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let who = caller.require(&path.project, Action::ModifyInstance)?;
+    let schedule_at = operation::schedule(&body, now_ms())?;
+    let task = submit(&state, who, &path, schedule_at, operation::upgrade).await?;
+    Ok(Json(job_or_schedule(&task)))
+}

@@ -1,0 +1,102 @@
+//! Scheduled tasks: ListScheduledTasks, UpdateScheduledTask and DeleteScheduledTask.
+//! A scheduled task keeps its id when it fires and from then on is also a background task.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Caller, InstancePath, QueryMap, TaskPath};
+use super::tasks::{TaskJson, page_query, remove};
+use crate::domain::{Action, CompactTime, now_ms};
+use crate::storage::{Found, ScheduleChange, View};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v2/{project_id}/instances/{instance_id}/scheduled-tasks",
+            get(list),
+        )
+        .route(
+            "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}",
+            put(update).delete(delete),
+        )
+}
+
+/// ListScheduledTasks: `GET …/scheduled-tasks`; `job_count` is a number, unlike `task_count`.
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+    QueryMap(q): QueryMap,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&path.project, Action::ListScheduledTasks)?;
+    let query = page_query(path.project, path.instance, View::Scheduled, &q)?;
+    let (total, jobs) = state
+        .storage
+        .tasks
+        .list_tasks(&query)
+        .await?
+        .ok_or(ApiError::NoInstance)?;
+    let jobs: Vec<TaskJson> = jobs.iter().map(|t| TaskJson::new(t, true)).collect();
+    Ok(Json(json!({ "job_count": total, "jobs": jobs })))
+}
+
+/// UpdateScheduledTask: `PUT …/scheduled-tasks/{task_id}?execute_at=…&status=CANCELLED`
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: TaskPath,
+    QueryMap(q): QueryMap,
+) -> Result<StatusCode, ApiError> {
+    caller.require(&path.project, Action::ModifyScheduledTask)?;
+    let now = now_ms();
+    let execute_at = match q.get("execute_at") {
+        None => None,
+        Some(s) => {
+            let t = s
+                .parse::<CompactTime>()
+                .map_err(|_| ApiError::InvalidTimestamp)?;
+            if t.0 <= now {
+                return Err(ApiError::InvalidTimestamp);
+            }
+            Some(t.0)
+        }
+    };
+    let cancel = match q.get("status").map(String::as_str) {
+        None => false,
+        Some("CANCELLED") => true,
+        Some(_) => return Err(ApiError::InvalidParam("status")),
+    };
+    if execute_at.is_none() && !cancel {
+        return Err(ApiError::InvalidParam("execute_at"));
+    }
+    let change = ScheduleChange { execute_at, cancel };
+    match state
+        .storage
+        .tasks
+        .update_scheduled(&path.project, &path.instance, &path.task, change, now)
+        .await?
+    {
+        Found::Yes(true) => {
+            state.engine_wake.notify_one();
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Found::Yes(false) => Err(ApiError::InstanceState),
+        Found::NoInstance => Err(ApiError::NoInstance),
+        Found::NoTask => Err(ApiError::NoTask),
+    }
+}
+
+/// DeleteScheduledTask: `DELETE …/scheduled-tasks/{task_id}`, allowed once the task has ended.
+async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: TaskPath,
+) -> Result<StatusCode, ApiError> {
+    caller.require(&path.project, Action::DeleteScheduledTask)?;
+    remove(&state, &path, View::Scheduled).await
+}

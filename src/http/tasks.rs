@@ -1,0 +1,228 @@
+//! Background tasks: ListBackgroundTasks, ShowBackgroundTask, DeleteBackgroundTask and
+//! ShowBackgroundTaskProgress.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Caller, InstancePath, QueryMap, TaskPath};
+use crate::domain::time::iso_ms;
+use crate::domain::{Action, CompactTime, InstanceId, ProjectId, TaskRecord, now_ms};
+use crate::storage::{DeleteOutcome, Found, TaskQuery, View};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v2/{project_id}/instances/{instance_id}/tasks", get(list))
+        .route(
+            "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}",
+            get(show).delete(delete),
+        )
+        .route(
+            "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/progress",
+            get(progress),
+        )
+}
+
+/// A task as the API shows it: every field a string.
+#[derive(Serialize)]
+pub struct TaskJson<'a> {
+    id: &'a str,
+    name: &'a str,
+    user_name: &'a str,
+    user_id: &'a str,
+    params: &'a str,
+    status: &'a str,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule_at: Option<String>,
+}
+
+impl<'a> TaskJson<'a> {
+    pub fn new(t: &'a TaskRecord, with_schedule: bool) -> Self {
+        TaskJson {
+            id: t.id.as_str(),
+            name: &t.name,
+            user_name: &t.user_name,
+            user_id: &t.user_id,
+            params: &t.params,
+            status: t.status.as_str(),
+            created_at: iso_ms(t.created_at),
+            updated_at: iso_ms(t.updated_at),
+            schedule_at: if with_schedule {
+                Some(t.schedule_at.map(iso_ms).unwrap_or_default())
+            } else {
+                None
+            },
+        }
+    }
+}
+
+/// Parses `start`/`offset`, `limit`, `begin_time` and `end_time` as ListBackgroundTasks and
+/// ListScheduledTasks take them.
+pub fn page_query(
+    project: ProjectId,
+    instance: InstanceId,
+    view: View,
+    q: &HashMap<String, String>,
+) -> Result<TaskQuery, ApiError> {
+    let start = match (q.get("start"), q.get("offset")) {
+        (Some(_), Some(_)) => return Err(ApiError::InvalidParam("start")),
+        (Some(s), None) => s
+            .parse::<u64>()
+            .map_err(|_| ApiError::InvalidParam("start"))?,
+        (None, Some(s)) => s
+            .parse::<u64>()
+            .map_err(|_| ApiError::InvalidParam("offset"))?,
+        (None, None) => 1,
+    };
+    let limit = match q.get("limit") {
+        None => 10,
+        Some(s) => s
+            .parse::<u64>()
+            .ok()
+            .filter(|l| (1..=100).contains(l))
+            .ok_or(ApiError::InvalidParam("limit"))?,
+    };
+    let time = |key: &str| -> Result<Option<CompactTime>, ApiError> {
+        q.get(key)
+            .map(|s| {
+                s.parse::<CompactTime>()
+                    .map_err(|_| ApiError::InvalidTimestamp)
+            })
+            .transpose()
+    };
+    let begin = time("begin_time")?;
+    let end = time("end_time")?;
+    if let (Some(b), Some(e)) = (begin, end)
+        && b > e
+    {
+        return Err(ApiError::InvalidParam("begin_time"));
+    }
+    Ok(TaskQuery {
+        project_id: project,
+        instance_id: instance,
+        view,
+        created_from: begin.map(|b| b.0),
+        created_to: end.map(CompactTime::end_of_second),
+        // 1-based; 0 and 1 both mean the first task.
+        offset: start.saturating_sub(1),
+        limit,
+    })
+}
+
+/// ListBackgroundTasks: `GET /v2/{project_id}/instances/{instance_id}/tasks`
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+    QueryMap(q): QueryMap,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&path.project, Action::GetBackgroundTask)?;
+    let query = page_query(path.project, path.instance, View::Background, &q)?;
+    let (total, tasks) = state
+        .storage
+        .tasks
+        .list_tasks(&query)
+        .await?
+        .ok_or(ApiError::NoInstance)?;
+    let tasks: Vec<TaskJson> = tasks.iter().map(|t| TaskJson::new(t, false)).collect();
+    // task_count is a string on the wire: Terraform parses it with Atoi.
+    Ok(Json(
+        json!({ "task_count": total.to_string(), "tasks": tasks }),
+    ))
+}
+
+/// The task a path names, or the 404 that says which part is missing.
+pub async fn find(state: &AppState, path: &TaskPath, view: View) -> Result<TaskRecord, ApiError> {
+    match state
+        .storage
+        .tasks
+        .get_task(&path.project, &path.instance, &path.task, view)
+        .await?
+    {
+        Found::Yes(t) => Ok(t),
+        Found::NoInstance => Err(ApiError::NoInstance),
+        Found::NoTask => Err(ApiError::NoTask),
+    }
+}
+
+/// ShowBackgroundTask: `GET …/tasks/{task_id}`, the list wrapper with one element.
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: TaskPath,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&path.project, Action::GetBackgroundTask)?;
+    let task = find(&state, &path, View::Background).await?;
+    Ok(Json(
+        json!({ "task_count": "1", "tasks": [TaskJson::new(&task, false)] }),
+    ))
+}
+
+/// Removes a finished task; shared by DeleteBackgroundTask and DeleteScheduledTask.
+pub async fn remove(state: &AppState, path: &TaskPath, view: View) -> Result<StatusCode, ApiError> {
+    match state
+        .storage
+        .tasks
+        .delete_task(&path.project, &path.instance, &path.task, view)
+        .await?
+    {
+        DeleteOutcome::Deleted(_) => Ok(StatusCode::NO_CONTENT),
+        DeleteOutcome::Running => Err(ApiError::TaskRunning),
+        DeleteOutcome::NoInstance => Err(ApiError::NoInstance),
+        DeleteOutcome::NoTask => Err(ApiError::NoTask),
+    }
+}
+
+/// DeleteBackgroundTask: `DELETE …/tasks/{task_id}` → 204 once the removal is durable.
+async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: TaskPath,
+) -> Result<StatusCode, ApiError> {
+    caller.require(&path.project, Action::DeleteBackgroundTask)?;
+    remove(&state, &path, View::Background).await
+}
+
+#[derive(Serialize)]
+struct StepJson<'a> {
+    name: &'a str,
+    /// Spelled `statue` on the wire, as the SDKs' attribute maps have it.
+    statue: crate::domain::StepStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_time: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_time: Option<i64>,
+}
+
+/// ShowBackgroundTaskProgress: `GET …/tasks/{task_id}/progress`
+async fn progress(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: TaskPath,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&path.project, Action::Unrestricted)?;
+    let task = find(&state, &path, View::Background).await?;
+    let p = task.progress(now_ms());
+    let steps: Vec<StepJson> = task
+        .steps
+        .iter()
+        .map(|s| StepJson {
+            name: &s.name,
+            statue: s.status,
+            start_time: s.start_time,
+            end_time: s.end_time,
+        })
+        .collect();
+    Ok(Json(
+        json!({ "progress_percentage": p.percentage, "remain_time": p.remain_seconds, "step_list": steps }),
+    ))
+}

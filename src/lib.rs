@@ -1,0 +1,18 @@
+//! kafka-tasks: the background-task subsystem of a Kafka control plane, wire-compatible with
+//! Huawei Cloud DMS for Kafka's background task management API.
+//!
+//! - [`domain`]: identifiers, times, task states, operations and their rules;
+//! - [`http`]: the API, one module per resource;
+//! - [`storage`]: the storage traits and one implementation per database engine;
+//! - [`engine`]: the workers that run tasks;
+//! - [`auth`]: who is calling;
+//! - [`server`] and [`cli`]: how the pieces are started.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod http;
+pub mod server;
+pub mod storage;

@@ -1,0 +1,227 @@
+//! Storage: the capability traits the HTTP layer and the engine use, and one implementation
+//! per database engine. SQL lives here and nowhere else.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::instance::Instance;
+use crate::domain::operation::{Operation, StepContext};
+use crate::domain::{InstanceId, Invalid, ProjectId, TaskId, TaskRecord, TaskStatus};
+
+/// A storage failure, whatever the engine. Never shown to API clients.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Backend(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("the database is shutting down")]
+    Closed,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which records a task endpoint sees: background tasks (everything that is not a scheduled task
+/// still waiting, including scheduled tasks that have fired) or scheduled tasks (in any state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    Background,
+    Scheduled,
+}
+
+/// A page of tasks of one instance, newest first.
+#[derive(Debug, Clone)]
+pub struct TaskQuery {
+    pub project_id: ProjectId,
+    pub instance_id: InstanceId,
+    pub view: View,
+    /// Inclusive bounds on `created_at`, epoch ms.
+    pub created_from: Option<i64>,
+    pub created_to: Option<i64>,
+    /// Rows to skip.
+    pub offset: u64,
+    pub limit: u64,
+}
+
+/// A lookup that distinguishes a missing instance from a missing task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found<T> {
+    NoInstance,
+    NoTask,
+    Yes(T),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeleteOutcome {
+    NoInstance,
+    NoTask,
+    /// The task has not finished; nothing changed.
+    Running,
+    /// The record as it was before it was removed.
+    Deleted(Box<TaskRecord>),
+}
+
+/// UpdateScheduledTask's inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleChange {
+    pub execute_at: Option<i64>,
+    pub cancel: bool,
+}
+
+/// A task about to be stored, with the operation it carries out.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub record: TaskRecord,
+    pub operation: Operation,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("no such instance")]
+    NoInstance,
+    #[error("instance busy or not in a state for the operation")]
+    Busy,
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+}
+
+/// Builds the task for an operation from the instance as it is inside the submitting transaction.
+pub type TaskBuilder = Box<dyn FnOnce(&Instance) -> Result<NewTask, Invalid> + Send>;
+
+/// Background and scheduled task records.
+#[async_trait]
+pub trait TaskStore: Send + Sync {
+    /// `None` when the instance does not exist in the project; else the total and the page.
+    async fn list_tasks(&self, q: &TaskQuery) -> StoreResult<Option<(u64, Vec<TaskRecord>)>>;
+    async fn get_task(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        t: &TaskId,
+        view: View,
+    ) -> StoreResult<Found<TaskRecord>>;
+    /// Removes a terminal task durably.
+    async fn delete_task(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        t: &TaskId,
+        view: View,
+    ) -> StoreResult<DeleteOutcome>;
+    /// Moves or cancels a scheduled task that has not started. `Found::Yes(false)` when it has.
+    async fn update_scheduled(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        t: &TaskId,
+        change: ScheduleChange,
+        now: i64,
+    ) -> StoreResult<Found<bool>>;
+}
+
+/// Instances and the operations submitted on them.
+#[async_trait]
+pub trait InstanceStore: Send + Sync {
+    async fn create_instance(&self, inst: Instance, task: NewTask) -> StoreResult<()>;
+    async fn get_instance(&self, p: &ProjectId, i: &InstanceId) -> StoreResult<Option<Instance>>;
+    async fn list_instances(&self, p: &ProjectId) -> StoreResult<Vec<Instance>>;
+    /// In one transaction: finds the instance, builds the task from it, and stores the task.
+    /// An immediate task takes the instance's one-operation lock (refused when it is held);
+    /// a scheduled one takes it when it fires.
+    async fn submit(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        build: TaskBuilder,
+    ) -> StoreResult<Result<NewTask, SubmitError>>;
+}
+
+/// A task a worker holds a lease on.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub task: TaskRecord,
+    pub operation: Operation,
+    pub step: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// Another worker holds the task now (our lease expired); stop working on it.
+    Lost,
+    Next(usize),
+    Ended(TaskStatus),
+}
+
+/// The engine's work queue.
+#[async_trait]
+pub trait EngineStore: Send + Sync {
+    /// Leases up to `max` due tasks to `owner` until `now + lease_ms`: new tasks, scheduled tasks
+    /// whose time has come, and running tasks whose lease has expired.
+    async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        max: usize,
+    ) -> StoreResult<Vec<Claimed>>;
+    /// Finishes a step, if `owner` still holds the task.
+    async fn finish_step(
+        &self,
+        owner: &str,
+        task: &TaskId,
+        step: usize,
+        now: i64,
+        lease_ms: i64,
+        ctx: StepContext,
+    ) -> StoreResult<StepOutcome>;
+    /// Extends every lease `owner` holds to `until`.
+    async fn renew_leases(&self, owner: &str, until: i64) -> StoreResult<()>;
+    /// Gives back every lease `owner` holds, so that another worker can take them at once.
+    async fn release_leases(&self, owner: &str) -> StoreResult<()>;
+}
+
+/// Liveness of the database itself.
+#[async_trait]
+pub trait Health: Send + Sync {
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Everything the service keeps, one handle per capability.
+#[derive(Clone)]
+pub struct Storage {
+    pub tasks: Arc<dyn TaskStore>,
+    pub instances: Arc<dyn InstanceStore>,
+    pub engine: Arc<dyn EngineStore>,
+    pub health: Arc<dyn Health>,
+}
+
+impl Storage {
+    fn from_engine<E>(e: Arc<E>) -> Self
+    where
+        E: TaskStore + InstanceStore + EngineStore + Health + 'static,
+    {
+        Storage {
+            tasks: e.clone(),
+            instances: e.clone(),
+            engine: e.clone(),
+            health: e,
+        }
+    }
+
+    /// Opens (and migrates) the database named by `url`: `sqlite:PATH`, a bare path, or
+    /// `postgres://…`.
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            anyhow::bail!("PostgreSQL support is not built yet");
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        let db = sqlite::Sqlite::open(std::path::Path::new(path)).await?;
+        Ok(Self::from_engine(Arc::new(db)))
+    }
+}

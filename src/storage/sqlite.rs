@@ -1,0 +1,642 @@
+//! The embedded SQLite engine (the default).
+//!
+//! One writer thread owns the only write connection and commits in groups: every write that
+//! queues while a commit is running joins the next transaction, each in its own savepoint, and
+//! each caller is answered only after the group's commit is on disk (`synchronous=FULL` in WAL
+//! mode). Reads run on a small pool of connections in blocking threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::domain::instance::Instance;
+use crate::domain::operation::{Operation, StepContext};
+use crate::domain::transition::{self, Advance, Begin};
+use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
+
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+/// The most writes one group commit takes.
+const MAX_GROUP: usize = 512;
+
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> Reply + Send>;
+
+pub struct Sqlite {
+    path: PathBuf,
+    writer: mpsc::Sender<Job>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if applied as usize > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the database is at schema version {applied}, newer than this build knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (n + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = StoreError::from(e);
+            for job in batch {
+                job(Err(err.clone()))(Ok(()));
+            }
+            continue;
+        }
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(Ok(&conn))).collect();
+        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        metrics::histogram!("kafka_tasks_group_commit_size").record(replies.len() as f64);
+        for reply in replies {
+            reply(committed.clone());
+        }
+    }
+}
+
+impl Sqlite {
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut conn = connect(path)?;
+        migrate(&mut conn)?;
+        let (tx, rx) = mpsc::channel::<Job>(4096);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))?;
+        Ok(Sqlite {
+            path: path.to_owned(),
+            writer: tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// Runs `f` in its own savepoint inside the next group commit and returns once it is durable.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<StoreResult<T>>();
+        let job: Job = Box::new(move |conn: Result<&Connection, StoreError>| {
+            let result = conn.and_then(|conn| {
+                conn.execute_batch("SAVEPOINT job")?;
+                let result = f(conn);
+                let undo = if result.is_ok() {
+                    "RELEASE job"
+                } else {
+                    "ROLLBACK TO job; RELEASE job"
+                };
+                conn.execute_batch(undo)?;
+                result
+            });
+            Box::new(move |committed: StoreResult<()>| {
+                let _ = tx.send(committed.and(result));
+            })
+        });
+        self.writer
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().map_err(|_| StoreError::Closed)?.pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => connect(&path)?,
+            };
+            let result = f(&conn);
+            if let Ok(mut pool) = readers.lock() {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("reader thread failed: {e}")))?
+    }
+}
+
+const TASK_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
+     created_at, updated_at, schedule_at, steps";
+
+fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, StoreError>> {
+    let status: String = r.get(7)?;
+    let steps: String = r.get(11)?;
+    let rec = (|| {
+        Ok(TaskRecord {
+            id: TaskId::from_trusted(r.get(0)?),
+            project_id: ProjectId::from_trusted(r.get(1)?),
+            instance_id: InstanceId::from_trusted(r.get(2)?),
+            name: r.get(3)?,
+            user_id: r.get(4)?,
+            user_name: r.get(5)?,
+            params: r.get(6)?,
+            status: TaskStatus::Created,
+            created_at: r.get(8)?,
+            updated_at: r.get(9)?,
+            schedule_at: r.get(10)?,
+            steps: Vec::new(),
+        })
+    })();
+    Ok(rec.and_then(|mut rec: TaskRecord| {
+        rec.status =
+            TaskStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?;
+        rec.steps = serde_json::from_str::<Vec<Step>>(&steps).map_err(corrupt)?;
+        Ok(rec)
+    }))
+}
+
+fn instance_exists(conn: &Connection, p: &ProjectId, i: &InstanceId) -> StoreResult<bool> {
+    let mut st =
+        conn.prepare_cached("SELECT 1 FROM instances WHERE id = ?1 AND project_id = ?2")?;
+    Ok(st.exists(params![i.as_str(), p.as_str()])?)
+}
+
+fn view_filter(view: View) -> &'static str {
+    match view {
+        View::Background => "in_background = 1",
+        View::Scheduled => "schedule_at IS NOT NULL",
+    }
+}
+
+fn load_task(
+    conn: &Connection,
+    i: &InstanceId,
+    t: &TaskId,
+    view: View,
+) -> StoreResult<Option<TaskRecord>> {
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1 AND instance_id = ?2 AND {}",
+        view_filter(view)
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    match st
+        .query_row(params![t.as_str(), i.as_str()], task_from_row)
+        .optional()?
+    {
+        Some(r) => r.map(Some),
+        None => Ok(None),
+    }
+}
+
+fn load_instance(conn: &Connection, i: &InstanceId) -> StoreResult<Option<Instance>> {
+    let mut st = conn.prepare_cached("SELECT doc, busy_task_id FROM instances WHERE id = ?1")?;
+    let row = st
+        .query_row(params![i.as_str()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        })
+        .optional()?;
+    row.map(|(doc, busy)| {
+        let mut inst: Instance = serde_json::from_str(&doc).map_err(corrupt)?;
+        inst.busy_task = busy.map(TaskId::from_trusted);
+        Ok(inst)
+    })
+    .transpose()
+}
+
+fn save_instance(conn: &Connection, inst: &Instance) -> StoreResult<()> {
+    let doc = serde_json::to_string(inst).map_err(corrupt)?;
+    let mut st =
+        conn.prepare_cached("UPDATE instances SET doc = ?2, busy_task_id = ?3 WHERE id = ?1")?;
+    st.execute(params![
+        inst.id.as_str(),
+        doc,
+        inst.busy_task.as_ref().map(TaskId::as_str)
+    ])?;
+    Ok(())
+}
+
+fn insert_task(conn: &Connection, t: &NewTask) -> StoreResult<()> {
+    let r = &t.record;
+    let steps = serde_json::to_string(&r.steps).map_err(corrupt)?;
+    let op = serde_json::to_string(&t.operation).map_err(corrupt)?;
+    let mut st = conn.prepare_cached(
+        "INSERT INTO tasks (id, project_id, instance_id, name, user_id, user_name, params, status, created_at, \
+         updated_at, schedule_at, in_background, steps, operation, due_at, lease_owner) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, NULL)",
+    )?;
+    st.execute(params![
+        r.id.as_str(),
+        r.project_id.as_str(),
+        r.instance_id.as_str(),
+        r.name,
+        r.user_id,
+        r.user_name,
+        r.params,
+        r.status.as_str(),
+        r.created_at,
+        r.updated_at,
+        r.schedule_at,
+        r.schedule_at.is_none() as i64,
+        steps,
+        op,
+        r.schedule_at.unwrap_or(r.created_at),
+    ])?;
+    Ok(())
+}
+
+/// Writes back a task a worker changed: its status, steps and lease.
+fn save_task_progress(
+    conn: &Connection,
+    t: &TaskRecord,
+    due_at: Option<i64>,
+    owner: Option<&str>,
+) -> StoreResult<()> {
+    let steps = serde_json::to_string(&t.steps).map_err(corrupt)?;
+    let mut st = conn.prepare_cached(
+        "UPDATE tasks SET status = ?2, updated_at = ?3, steps = ?4, due_at = ?5, lease_owner = ?6, \
+         in_background = 1 WHERE id = ?1",
+    )?;
+    st.execute(params![
+        t.id.as_str(),
+        t.status.as_str(),
+        t.updated_at,
+        steps,
+        due_at,
+        owner
+    ])?;
+    Ok(())
+}
+
+fn load_operation(conn: &Connection, t: &TaskId) -> StoreResult<Operation> {
+    let mut st = conn.prepare_cached("SELECT operation FROM tasks WHERE id = ?1")?;
+    let op: String = st.query_row(params![t.as_str()], |r| r.get(0))?;
+    serde_json::from_str(&op).map_err(corrupt)
+}
+
+fn remove_instance(conn: &Connection, i: &InstanceId) -> StoreResult<()> {
+    conn.prepare_cached("DELETE FROM tasks WHERE instance_id = ?1")?
+        .execute(params![i.as_str()])?;
+    conn.prepare_cached("DELETE FROM instances WHERE id = ?1")?
+        .execute(params![i.as_str()])?;
+    Ok(())
+}
+
+#[async_trait]
+impl TaskStore for Sqlite {
+    async fn list_tasks(&self, q: &TaskQuery) -> StoreResult<Option<(u64, Vec<TaskRecord>)>> {
+        let q = q.clone();
+        self.read(move |conn| {
+            if !instance_exists(conn, &q.project_id, &q.instance_id)? {
+                return Ok(None);
+            }
+            let filter = view_filter(q.view);
+            let from = q.created_from.unwrap_or(i64::MIN);
+            let to = q.created_to.unwrap_or(i64::MAX);
+            let count_sql = format!(
+                "SELECT count(*) FROM tasks WHERE instance_id = ?1 AND {filter} AND created_at BETWEEN ?2 AND ?3"
+            );
+            let total: i64 =
+                conn.prepare_cached(&count_sql)?.query_row(params![q.instance_id.as_str(), from, to], |r| r.get(0))?;
+            let page_sql = format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = ?1 AND {filter} AND created_at BETWEEN ?2 AND ?3 \
+                 ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5"
+            );
+            let mut st = conn.prepare_cached(&page_sql)?;
+            let rows = st.query_map(
+                params![q.instance_id.as_str(), from, to, q.limit as i64, q.offset.min(i64::MAX as u64) as i64],
+                task_from_row,
+            )?;
+            let mut tasks = Vec::with_capacity(q.limit as usize);
+            for r in rows {
+                tasks.push(r??);
+            }
+            Ok(Some((total.max(0) as u64, tasks)))
+        })
+        .await
+    }
+
+    async fn get_task(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        t: &TaskId,
+        view: View,
+    ) -> StoreResult<Found<TaskRecord>> {
+        let (p, i, t) = (p.clone(), i.clone(), t.clone());
+        self.read(move |conn| {
+            if !instance_exists(conn, &p, &i)? {
+                return Ok(Found::NoInstance);
+            }
+            Ok(match load_task(conn, &i, &t, view)? {
+                Some(task) => Found::Yes(task),
+                None => Found::NoTask,
+            })
+        })
+        .await
+    }
+
+    async fn delete_task(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        t: &TaskId,
+        view: View,
+    ) -> StoreResult<DeleteOutcome> {
+        let (p, i, t) = (p.clone(), i.clone(), t.clone());
+        self.write(move |conn| {
+            if !instance_exists(conn, &p, &i)? {
+                return Ok(DeleteOutcome::NoInstance);
+            }
+            let Some(task) = load_task(conn, &i, &t, view)? else {
+                return Ok(DeleteOutcome::NoTask);
+            };
+            if !task.status.is_terminal() {
+                return Ok(DeleteOutcome::Running);
+            }
+            conn.prepare_cached("DELETE FROM tasks WHERE id = ?1")?
+                .execute(params![t.as_str()])?;
+            Ok(DeleteOutcome::Deleted(Box::new(task)))
+        })
+        .await
+    }
+
+    async fn update_scheduled(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        t: &TaskId,
+        change: ScheduleChange,
+        now: i64,
+    ) -> StoreResult<Found<bool>> {
+        let (p, i, t) = (p.clone(), i.clone(), t.clone());
+        self.write(move |conn| {
+            if !instance_exists(conn, &p, &i)? {
+                return Ok(Found::NoInstance);
+            }
+            let Some(task) = load_task(conn, &i, &t, View::Scheduled)? else {
+                return Ok(Found::NoTask);
+            };
+            if task.status != TaskStatus::Created {
+                return Ok(Found::Yes(false));
+            }
+            let schedule_at = change.execute_at.or(task.schedule_at);
+            let (status, due_at) = if change.cancel {
+                (TaskStatus::Cancelled, None)
+            } else {
+                (TaskStatus::Created, schedule_at)
+            };
+            conn.prepare_cached(
+                "UPDATE tasks SET status = ?2, schedule_at = ?3, due_at = ?4, updated_at = ?5 WHERE id = ?1",
+            )?
+            .execute(params![t.as_str(), status.as_str(), schedule_at, due_at, now])?;
+            Ok(Found::Yes(true))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl InstanceStore for Sqlite {
+    async fn create_instance(&self, inst: Instance, task: NewTask) -> StoreResult<()> {
+        self.write(move |conn| {
+            let doc = serde_json::to_string(&inst).map_err(corrupt)?;
+            conn.prepare_cached(
+                "INSERT INTO instances (id, project_id, created_at, busy_task_id, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                inst.id.as_str(),
+                inst.project_id.as_str(),
+                inst.created_at,
+                task.record.id.as_str(),
+                doc
+            ])?;
+            insert_task(conn, &task)
+        })
+        .await
+    }
+
+    async fn get_instance(&self, p: &ProjectId, i: &InstanceId) -> StoreResult<Option<Instance>> {
+        let (p, i) = (p.clone(), i.clone());
+        self.read(move |conn| Ok(load_instance(conn, &i)?.filter(|inst| inst.project_id == p)))
+            .await
+    }
+
+    async fn list_instances(&self, p: &ProjectId) -> StoreResult<Vec<Instance>> {
+        let p = p.clone();
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT doc, busy_task_id FROM instances WHERE project_id = ?1 ORDER BY created_at DESC, id DESC",
+            )?;
+            let rows = st.query_map(params![p.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (doc, busy) = row?;
+                let mut inst: Instance = serde_json::from_str(&doc).map_err(corrupt)?;
+                inst.busy_task = busy.map(TaskId::from_trusted);
+                out.push(inst);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn submit(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        build: TaskBuilder,
+    ) -> StoreResult<Result<NewTask, SubmitError>> {
+        let (p, i) = (p.clone(), i.clone());
+        self.write(move |conn| {
+            let Some(mut inst) = load_instance(conn, &i)?.filter(|inst| inst.project_id == p)
+            else {
+                return Ok(Err(SubmitError::NoInstance));
+            };
+            let task = match build(&inst) {
+                Ok(t) => t,
+                Err(e) => return Ok(Err(e.into())),
+            };
+            if task.record.schedule_at.is_none() {
+                if inst.busy_task.is_some() || !task.operation.allowed_in(&inst.status) {
+                    return Ok(Err(SubmitError::Busy));
+                }
+                inst.busy_task = Some(task.record.id.clone());
+                save_instance(conn, &inst)?;
+            }
+            insert_task(conn, &task)?;
+            Ok(Ok(task))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl EngineStore for Sqlite {
+    async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        max: usize,
+    ) -> StoreResult<Vec<Claimed>> {
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS}, operation FROM tasks WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![now, max as i64], |r| Ok((task_from_row(r)?, r.get::<_, String>(12)?)))?;
+            let mut candidates = Vec::new();
+            for row in rows {
+                let (task, op) = row?;
+                candidates.push((task?, serde_json::from_str::<Operation>(&op).map_err(corrupt)?));
+            }
+            let mut claimed = Vec::new();
+            for (mut task, operation) in candidates {
+                let Some(mut inst) = load_instance(conn, &task.instance_id)? else {
+                    continue;
+                };
+                match transition::begin(&mut task, &mut inst, &operation, now) {
+                    Begin::Blocked => {
+                        // Look again in a while rather than on every poll.
+                        conn.prepare_cached("UPDATE tasks SET due_at = ?2 WHERE id = ?1")?
+                            .execute(params![task.id.as_str(), now + 1_000])?;
+                    }
+                    Begin::Ended => {
+                        save_instance(conn, &inst)?;
+                        save_task_progress(conn, &task, None, None)?;
+                    }
+                    Begin::Run(step) => {
+                        save_instance(conn, &inst)?;
+                        save_task_progress(conn, &task, Some(now + lease_ms), Some(&owner))?;
+                        claimed.push(Claimed { task, operation, step });
+                    }
+                }
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn finish_step(
+        &self,
+        owner: &str,
+        task_id: &TaskId,
+        step: usize,
+        now: i64,
+        lease_ms: i64,
+        ctx: StepContext,
+    ) -> StoreResult<StepOutcome> {
+        let (owner, task_id) = (owner.to_owned(), task_id.clone());
+        self.write(move |conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1 AND lease_owner = ?2 AND status = 'EXECUTING'"
+            ))?;
+            let Some(task) = st.query_row(params![task_id.as_str(), owner], task_from_row).optional()? else {
+                return Ok(StepOutcome::Lost);
+            };
+            let mut task = task?;
+            let operation = load_operation(conn, &task_id)?;
+            let Some(mut inst) = load_instance(conn, &task.instance_id)? else {
+                return Ok(StepOutcome::Lost);
+            };
+            Ok(match transition::finish_step(&mut task, &mut inst, &operation, step, now, ctx) {
+                Advance::Next(n) => {
+                    save_task_progress(conn, &task, Some(now + lease_ms), Some(&owner))?;
+                    StepOutcome::Next(n)
+                }
+                Advance::Ended(status) => {
+                    save_instance(conn, &inst)?;
+                    save_task_progress(conn, &task, None, None)?;
+                    StepOutcome::Ended(status)
+                }
+                Advance::RemoveInstance => {
+                    remove_instance(conn, &inst.id)?;
+                    StepOutcome::Ended(TaskStatus::Success)
+                }
+            })
+        })
+        .await
+    }
+
+    async fn renew_leases(&self, owner: &str, until: i64) -> StoreResult<()> {
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE tasks SET due_at = ?2 WHERE lease_owner = ?1 AND status = 'EXECUTING'",
+            )?
+            .execute(params![owner, until])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release_leases(&self, owner: &str) -> StoreResult<()> {
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE tasks SET due_at = 0, lease_owner = NULL WHERE lease_owner = ?1 AND status = 'EXECUTING'",
+            )?
+            .execute(params![owner])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Health for Sqlite {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|conn| {
+            Ok(conn
+                .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())?)
+        })
+        .await
+    }
+}
