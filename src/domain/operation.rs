@@ -515,8 +515,10 @@ pub fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
             }
         }
         for a in assignment.into_iter().flatten() {
+            // TopicAssignment: {"partition", "partition_brokers"} in the SDKs; older docs say "assignment".
             let ok = a
-                .get("assignment")
+                .get("partition_brokers")
+                .or_else(|| a.get("assignment"))
                 .and_then(Value::as_array)
                 .is_some_and(|ids| !ids.is_empty() && ids.iter().all(broker_ok));
             if !ok {

@@ -138,10 +138,9 @@ impl TaskRecord {
                 _ => {}
             }
         }
-        let percentage = if total == 0 {
-            done_steps * 100 / self.steps.len()
-        } else {
-            (done_ms * 100 / total) as usize
+        let percentage = match (done_ms * 100).checked_div(total) {
+            Some(p) => p as usize,
+            None => done_steps * 100 / self.steps.len(),
         };
         let remain_ms = total.saturating_sub(done_ms);
         Progress {

@@ -1,0 +1,426 @@
+//! `TestApp`: a real server on port 0 with its own fresh database, and one helper per endpoint.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use kafka_tasks::cli::{Cli, Command};
+use kafka_tasks::server::{self, Running};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+pub const PROJECT: &str = "0123456789abcdef0123456789abcdef";
+
+pub struct Response {
+    pub status: StatusCode,
+    pub request_id: Option<String>,
+    pub text: String,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+
+    /// Asserts a DMS error: status and code.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
+        assert_eq!(self.json()["error_code"], code, "body: {}", self.text);
+        assert!(
+            self.json()["error_msg"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub db_path: PathBuf,
+    pub project: String,
+    client: reqwest::Client,
+    running: Option<Running>,
+    child: Option<std::process::Child>,
+    _dir: tempfile::TempDir,
+}
+
+pub fn serve_args(extra: &[&str]) -> kafka_tasks::config::ServeArgs {
+    let mut argv = vec![
+        "kafka-tasks",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "text",
+    ];
+    argv.extend_from_slice(extra);
+    match Cli::try_parse_from(argv) {
+        Ok(Cli {
+            command: Command::Serve(args),
+        }) => args,
+        other => panic!("bad test arguments: {other:?}"),
+    }
+}
+
+impl TestApp {
+    /// A server whose steps complete at once.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&["--time-scale", "0"]).await
+    }
+
+    pub async fn spawn_with(flags: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db_path = dir.path().join("test.db");
+        let db = format!("sqlite:{}", db_path.display());
+        Self::start(dir, db_path, &db, flags).await
+    }
+
+    async fn start(dir: tempfile::TempDir, db_path: PathBuf, db: &str, flags: &[&str]) -> Self {
+        let mut all = vec!["--database", db, "--poll-ms", "20"];
+        all.extend_from_slice(flags);
+        let running = server::start(&serve_args(&all))
+            .await
+            .expect("server starts");
+        TestApp {
+            base: format!("http://{}", running.addr),
+            db_path,
+            project: PROJECT.to_owned(),
+            client: reqwest::Client::new(),
+            running: Some(running),
+            child: None,
+            _dir: dir,
+        }
+    }
+
+    /// The real binary in its own process, so that it can be killed with SIGKILL.
+    pub async fn spawn_process(flags: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db_path = dir.path().join("test.db");
+        let (child, base) = start_process(&db_path, flags);
+        TestApp {
+            base,
+            db_path,
+            project: PROJECT.to_owned(),
+            client: reqwest::Client::new(),
+            running: None,
+            child: Some(child),
+            _dir: dir,
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill");
+            c.wait().expect("reaped");
+        }
+    }
+
+    /// Starts the binary again on the same database (after `kill9` or `terminate`).
+    pub fn start_again(&mut self, flags: &[&str]) {
+        let (child, base) = start_process(&self.db_path, flags);
+        self.child = Some(child);
+        self.base = base;
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("a process");
+        let pid = c.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        c.wait().expect("exit status")
+    }
+
+    /// Stops the server gracefully and starts a new one on the same database.
+    pub async fn restart(mut self, flags: &[&str]) -> Self {
+        if let Some(r) = self.running.take() {
+            r.stop().await.expect("clean stop");
+        }
+        let db = format!("sqlite:{}", self.db_path.display());
+        let db_path = self.db_path.clone();
+        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("temp dir"));
+        Self::start(dir, db_path, &db, flags).await
+    }
+
+    pub async fn request(&self, method: Method, path: &str, body: Option<String>) -> Response {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .header("content-type", "application/json");
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status();
+        let request_id = res
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = res.text().await.expect("body read");
+        Response {
+            status,
+            request_id,
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path, None).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.request(Method::DELETE, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.request(Method::POST, path, Some(body.to_string()))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: Option<Value>) -> Response {
+        self.request(Method::PUT, path, body.map(|b| b.to_string()))
+            .await
+    }
+
+    pub fn instance_path(&self, instance: &str) -> String {
+        format!("/v2/{}/instances/{instance}", self.project)
+    }
+
+    // --- the task endpoints ---
+
+    pub async fn list_tasks(&self, instance: &str, query: &str) -> Response {
+        self.get(&format!("{}/tasks{query}", self.instance_path(instance)))
+            .await
+    }
+
+    pub async fn show_task(&self, instance: &str, task: &str) -> Response {
+        self.get(&format!("{}/tasks/{task}", self.instance_path(instance)))
+            .await
+    }
+
+    pub async fn delete_task(&self, instance: &str, task: &str) -> Response {
+        self.delete(&format!("{}/tasks/{task}", self.instance_path(instance)))
+            .await
+    }
+
+    pub async fn progress(&self, instance: &str, task: &str) -> Response {
+        self.get(&format!(
+            "{}/tasks/{task}/progress",
+            self.instance_path(instance)
+        ))
+        .await
+    }
+
+    pub async fn list_scheduled(&self, instance: &str, query: &str) -> Response {
+        self.get(&format!(
+            "{}/scheduled-tasks{query}",
+            self.instance_path(instance)
+        ))
+        .await
+    }
+
+    pub async fn update_scheduled(&self, instance: &str, task: &str, query: &str) -> Response {
+        self.put(
+            &format!(
+                "{}/scheduled-tasks/{task}{query}",
+                self.instance_path(instance)
+            ),
+            None,
+        )
+        .await
+    }
+
+    pub async fn delete_scheduled(&self, instance: &str, task: &str) -> Response {
+        self.delete(&format!(
+            "{}/scheduled-tasks/{task}",
+            self.instance_path(instance)
+        ))
+        .await
+    }
+
+    // --- instances and operations ---
+
+    pub async fn create_instance_with(&self, body: Value) -> Response {
+        self.post(&format!("/v2/kafka/{}/instances", self.project), body)
+            .await
+    }
+
+    /// Creates an instance and waits until it is RUNNING.
+    pub async fn create_instance(&self) -> String {
+        let res = self
+            .create_instance_with(json!({
+                "name": "kafka-test", "engine_version": "2.7", "broker_num": 3,
+                "storage_space": 300, "product_id": "c6.2u4g.cluster", "vpc_id": "vpc-1"
+            }))
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        let id = res.json()["instance_id"]
+            .as_str()
+            .expect("instance_id")
+            .to_owned();
+        self.wait_instance_status(&id, "RUNNING").await;
+        id
+    }
+
+    pub async fn show_instance(&self, instance: &str) -> Response {
+        self.get(&self.instance_path(instance)).await
+    }
+
+    pub async fn wait_instance_status(&self, instance: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let inst = self.show_instance(instance).await.json();
+            if inst["status"] == status && inst["task"].is_null() {
+                return inst;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance never reached {status}: {inst}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn modify_configs(&self, instance: &str, configs: Value) -> Response {
+        self.put(
+            &format!("{}/configs", self.instance_path(instance)),
+            Some(json!({ "kafka_configs": configs })),
+        )
+        .await
+    }
+
+    pub async fn auto_topic(&self, instance: &str, enable: bool) -> Response {
+        self.post(
+            &format!("{}/autotopic", self.instance_path(instance)),
+            json!({ "enable_auto_topic": enable }),
+        )
+        .await
+    }
+
+    pub async fn resize(&self, instance: &str, body: Value) -> Response {
+        self.post(
+            &format!("/v2/{}/kafka/instances/{instance}/extend", self.project),
+            body,
+        )
+        .await
+    }
+
+    pub async fn reassign(&self, instance: &str, body: Value) -> Response {
+        self.post(
+            &format!("/v2/{}/kafka/instances/{instance}/reassign", self.project),
+            body,
+        )
+        .await
+    }
+
+    pub async fn upgrade(&self, instance: &str, body: Value) -> Response {
+        self.post(
+            &format!("/v2/{}/kafka/instances/{instance}/upgrade", self.project),
+            body,
+        )
+        .await
+    }
+
+    /// Runs one auto-topic toggle to completion and returns its task id.
+    pub async fn finished_task(&self, instance: &str, enable: bool) -> String {
+        let res = self.auto_topic(instance, enable).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        let id = res.json()["job_id"].as_str().expect("job_id").to_owned();
+        self.wait_task_status(instance, &id, "SUCCESS").await;
+        id
+    }
+
+    pub async fn wait_task_status(&self, instance: &str, task: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let res = self.show_task(instance, task).await;
+            if res.status == 200 {
+                let t = res.json()["tasks"][0].clone();
+                if t["status"] == status {
+                    self.wait_instance_idle(instance).await;
+                    return t;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "task {task} never reached {status}: {}",
+                res.text
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_instance_idle(&self, instance: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let inst = self.show_instance(instance).await.json();
+            if inst["task"].is_null() || inst["error_code"].is_string() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "instance stayed busy: {inst}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn task_count(&self, instance: &str) -> usize {
+        let res = self.list_tasks(instance, "").await;
+        res.json()["task_count"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("task_count is a numeric string")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Starts `kafka-tasks serve` on port 0 and reads the bound address from its JSON log.
+fn start_process(db_path: &std::path::Path, flags: &[&str]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let db = format!("sqlite:{}", db_path.display());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kafka-tasks"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--poll-ms",
+            "20",
+            "--database",
+            &db,
+        ])
+        .args(flags)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent
+                && let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["message"] == "listening"
+            {
+                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                sent = true;
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("server logged its address");
+    (child, format!("http://{addr}"))
+}

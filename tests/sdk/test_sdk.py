@@ -1,0 +1,184 @@
+"""The official Python SDK (huaweicloudsdkkafka) against the running binary, unmodified."""
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from huaweicloudsdkcore.exceptions.exceptions import ClientRequestException
+from huaweicloudsdkkafka.v2 import (
+    BatchRestartOrDeleteInstanceReq, BatchRestartOrDeleteInstancesRequest, CreateInstanceByEngineReq,
+    CreateInstanceByEngineRequest, CreateKafkaReassignmentTaskRequest, DeleteBackgroundTaskRequest,
+    DeleteScheduledTaskRequest, ListBackgroundTasksRequest, ListInstancesRequest, ListScheduledTasksRequest,
+    ModifyInstanceConfig, ModifyInstanceConfigsReq, ModifyInstanceConfigsRequest, PartitionReassignEntity,
+    PartitionReassignRequest, ResizeEngineInstanceReq, ResizeEngineInstanceRequest, ShowBackgroundTaskProgressRequest,
+    ShowBackgroundTaskRequest, ShowInstanceConfigsRequest, ShowInstanceRequest, UpdateInstanceAutoCreateTopicReq,
+    UpdateInstanceAutoCreateTopicRequest, UpdateScheduledTaskRequest, UpgradeInstanceReq, UpgradeInstanceRequest,
+)
+
+
+def wait(check, timeout=20):
+    deadline = time.time() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.time() < deadline, "condition never held"
+        time.sleep(0.02)
+
+
+def task_status(client, iid, tid):
+    try:
+        res = client.show_background_task(ShowBackgroundTaskRequest(instance_id=iid, task_id=tid))
+    except ClientRequestException:
+        return None
+    return res.tasks[0].status
+
+
+def finish(client, iid, tid, status="SUCCESS"):
+    wait(lambda: task_status(client, iid, tid) == status)
+    wait(lambda: client.show_instance(ShowInstanceRequest(instance_id=iid)).status in ("RUNNING", "CREATEFAILED"))
+
+
+@pytest.fixture(scope="module")
+def instance(client):
+    body = CreateInstanceByEngineReq(
+        name="sdk-kafka", engine="kafka", engine_version="2.7", broker_num=3, storage_space=300,
+        product_id="c6.2u4g.cluster", vpc_id="vpc-1", security_group_id="sg-1", subnet_id="subnet-1",
+        available_zones=["az1"], storage_spec_code="dms.physical.storage.high.v2",
+    )
+    res = client.create_instance_by_engine(CreateInstanceByEngineRequest(engine="kafka", body=body))
+    iid = res.instance_id
+    wait(lambda: client.show_instance(ShowInstanceRequest(instance_id=iid)).status == "RUNNING")
+    return iid
+
+
+def test_create_show_and_list_instances(client, instance):
+    shown = client.show_instance(ShowInstanceRequest(instance_id=instance))
+    assert shown.instance_id == instance
+    assert shown.broker_num == 3 and shown.storage_space == 300
+    listed = client.list_instances(ListInstancesRequest(engine="kafka"))
+    assert instance in [i.instance_id for i in listed.instances]
+
+
+def test_modify_configs_then_delete_the_task(client, instance):
+    req = ModifyInstanceConfigsReq(kafka_configs=[ModifyInstanceConfig(name="log.retention.hours", value="24")])
+    res = client.modify_instance_configs(ModifyInstanceConfigsRequest(instance_id=instance, body=req))
+    assert res.dynamic_config == 1 and res.static_config == 0
+    finish(client, instance, res.job_id)
+    configs = client.show_instance_configs(ShowInstanceConfigsRequest(instance_id=instance)).kafka_configs
+    assert {c.name: c.value for c in configs}["log.retention.hours"] == "24"
+
+    shown = client.show_background_task(ShowBackgroundTaskRequest(instance_id=instance, task_id=res.job_id))
+    assert shown.task_count == "1"
+    assert shown.tasks[0].name == "kafkaConfigModify" and shown.tasks[0].status == "SUCCESS"
+    progress = client.show_background_task_progress(
+        ShowBackgroundTaskProgressRequest(instance_id=instance, task_id=res.job_id))
+    assert progress.progress_percentage == 100
+    assert [s.statue for s in progress.step_list] == ["COMPLETED", "COMPLETED"]
+    assert all(isinstance(s.start_time, int) for s in progress.step_list)
+
+    deleted = client.delete_background_task(DeleteBackgroundTaskRequest(instance_id=instance, task_id=res.job_id))
+    assert deleted.status_code == 204
+    with pytest.raises(ClientRequestException) as err:
+        client.show_background_task(ShowBackgroundTaskRequest(instance_id=instance, task_id=res.job_id))
+    assert err.value.status_code == 404
+    assert err.value.error_code == "DMS.00404070"
+    assert err.value.request_id and len(err.value.request_id) == 32
+
+
+def test_list_background_tasks_pages_and_filters(client, instance):
+    for enable in (True, False, True):
+        res = client.update_instance_auto_create_topic(UpdateInstanceAutoCreateTopicRequest(
+            instance_id=instance, body=UpdateInstanceAutoCreateTopicReq(enable_auto_topic=enable)))
+        wait(lambda: client.show_instance(ShowInstanceRequest(instance_id=instance)).enable_auto_topic == enable
+             and client.show_instance(ShowInstanceRequest(instance_id=instance)).status == "RUNNING")
+    full = client.list_background_tasks(ListBackgroundTasksRequest(instance_id=instance, start=1, limit=100))
+    total = int(full.task_count)
+    assert total == len(full.tasks) >= 4
+    seen, start = [], 1
+    while True:
+        page = client.list_background_tasks(ListBackgroundTasksRequest(instance_id=instance, start=start, limit=2))
+        seen += [t.id for t in page.tasks]
+        start += len(page.tasks)
+        if int(page.task_count) <= start - 1:
+            break
+    assert seen == [t.id for t in full.tasks]
+    future = (datetime.now(timezone.utc) + timedelta(days=1)).strftime("%Y%m%d%H%M%S")
+    empty = client.list_background_tasks(ListBackgroundTasksRequest(instance_id=instance, begin_time=future))
+    assert empty.task_count == "0" and empty.tasks == []
+    with pytest.raises(ClientRequestException) as err:
+        client.list_background_tasks(ListBackgroundTasksRequest(instance_id=instance, begin_time="yesterday"))
+    assert err.value.error_code == "DMS.00400142"
+
+
+def test_resize_storage(server):
+    slow = server.client()
+    body = ResizeEngineInstanceReq(oper_type="storage", new_storage_space=100000)
+    iid = slow.create_instance_by_engine(CreateInstanceByEngineRequest(engine="kafka", body=CreateInstanceByEngineReq(
+        name="sdk-resize", engine_version="2.7", broker_num=3, storage_space=300, product_id="p"))).instance_id
+    wait(lambda: slow.show_instance(ShowInstanceRequest(instance_id=iid)).status == "RUNNING")
+    job = slow.resize_engine_instance(ResizeEngineInstanceRequest(engine="kafka", instance_id=iid, body=body)).job_id
+    finish(slow, iid, job)
+    assert slow.show_instance(ShowInstanceRequest(instance_id=iid)).storage_space == 100000
+
+
+def test_scheduled_upgrade_update_and_delete(client, instance):
+    at = int(time.time() * 1000) + 3_600_000
+    res = client.upgrade_instance(UpgradeInstanceRequest(instance_id=instance,
+                                                         body=UpgradeInstanceReq(is_schedule=True, execute_at=at)))
+    sid = res.schedule_id
+    assert sid and not res.job_id
+    jobs = client.list_scheduled_tasks(ListScheduledTasksRequest(instance_id=instance, start="1", limit="10"))
+    assert jobs.job_count == 1 and jobs.jobs[0].id == sid and jobs.jobs[0].status == "CREATED"
+    with pytest.raises(ClientRequestException) as err:
+        client.delete_scheduled_task(DeleteScheduledTaskRequest(instance_id=instance, task_id=sid))
+    assert err.value.error_code == "DMS.00400017"
+
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=2)).strftime("%Y%m%d%H%M%S")
+    moved = client.update_scheduled_task(UpdateScheduledTaskRequest(instance_id=instance, task_id=sid, execute_at=soon))
+    assert moved.status_code == 204
+    finish(client, instance, sid)
+    assert client.show_instance(ShowInstanceRequest(instance_id=instance)).engine_version == "3.x"
+
+    later = int(time.time() * 1000) + 3_600_000
+    res = client.create_kafka_reassignment_task(CreateKafkaReassignmentTaskRequest(
+        instance_id=instance, body=PartitionReassignRequest(
+            reassignments=[PartitionReassignEntity(topic="orders", brokers=[0, 1, 2], replication_factor=3)],
+            is_schedule=True, execute_at=later)))
+    jobs = client.list_scheduled_tasks(ListScheduledTasksRequest(instance_id=instance))
+    pending = [j for j in jobs.jobs if j.status == "CREATED"]
+    assert len(pending) == 1 and pending[0].name == "kafkaPartitionReassign"
+    cancelled = client.update_scheduled_task(UpdateScheduledTaskRequest(instance_id=instance, task_id=pending[0].id,
+                                                                        status="CANCELLED"))
+    assert cancelled.status_code == 204
+    gone = client.delete_scheduled_task(DeleteScheduledTaskRequest(instance_id=instance, task_id=pending[0].id))
+    assert gone.status_code == 204
+    deleted = client.delete_scheduled_task(DeleteScheduledTaskRequest(instance_id=instance, task_id=sid))
+    assert deleted.status_code == 204
+    assert client.list_scheduled_tasks(ListScheduledTasksRequest(instance_id=instance)).job_count == 0
+
+
+def test_immediate_reassignment_and_restart(client, instance):
+    res = client.create_kafka_reassignment_task(CreateKafkaReassignmentTaskRequest(
+        instance_id=instance, body=PartitionReassignRequest(
+            reassignments=[PartitionReassignEntity(topic="orders", brokers=[0, 1])], throttle=-1)))
+    finish(client, instance, res.job_id)
+    with pytest.raises(ClientRequestException) as err:
+        client.create_kafka_reassignment_task(CreateKafkaReassignmentTaskRequest(
+            instance_id=instance, body=PartitionReassignRequest(
+                reassignments=[PartitionReassignEntity(topic="orders", brokers=[0, 9])])))
+    assert err.value.status_code == 400 and err.value.error_code == "DMS.00400062"
+    out = client.batch_restart_or_delete_instances(BatchRestartOrDeleteInstancesRequest(
+        body=BatchRestartOrDeleteInstanceReq(instances=[instance], action="restart")))
+    assert [(r.instance, r.result) for r in out.results] == [(instance, "success")]
+    wait(lambda: client.show_instance(ShowInstanceRequest(instance_id=instance)).status == "RUNNING")
+
+
+def test_errors_reach_the_sdk_in_dms_format(client, instance):
+    with pytest.raises(ClientRequestException) as err:
+        client.delete_background_task(DeleteBackgroundTaskRequest(instance_id=instance, task_id="nope"))
+    assert err.value.status_code == 400 and err.value.error_code == "DMS.00400070"
+    with pytest.raises(ClientRequestException) as err:
+        client.show_background_task(ShowBackgroundTaskRequest(
+            instance_id="11111111-2222-3333-4444-555555555555", task_id="0" * 32))
+    assert err.value.status_code == 404 and err.value.error_code == "DMS.00404022"
