@@ -5,14 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{DatabaseArgs, ServeArgs};
+use crate::auth;
+use crate::config::{DatabaseArgs, KeyArgs, ServeArgs};
+use crate::domain::{CompactTime, ProjectId, Role, now_ms};
+use crate::storage::Storage;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "kafka-tasks",
-    version,
-    about = "Background-task service for Kafka instances (DMS-compatible API)"
-)]
+#[command(name = "kafka-tasks", version, about = "Background-task service for Kafka instances (DMS-compatible API)")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -24,6 +23,152 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply the database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Manage access keys (AK/SK).
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
+    /// Issue tokens for `X-Auth-Token`.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Read the audit log of mutating requests.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialsCommand {
+    /// Create an access key; prints it as JSON, the only time the secret key is shown.
+    Create {
+        #[arg(long)]
+        project_id: String,
+        #[arg(long)]
+        user_name: String,
+        /// admin (everything), operator (tasks and operations), readonly (reads).
+        #[arg(long, default_value = "operator")]
+        role: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// List access keys, one JSON object a line (never the secrets).
+    List {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Revoke an access key; its signatures and tokens stop working at once.
+    Revoke {
+        access_key: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a token valid for 24 hours for an active access key.
+    Create {
+        #[arg(long)]
+        access_key: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print audit events, oldest first, one JSON object a line.
+    List {
+        #[arg(long)]
+        project_id: Option<String>,
+        /// Only events at or after this time: `YYYYMMDDHHmmss` (UTC) or epoch milliseconds.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 1000)]
+        limit: u64,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+fn parse_project(s: &str) -> anyhow::Result<ProjectId> {
+    s.parse().map_err(|_| anyhow::anyhow!("--project-id must be 32 hexadecimal characters"))
+}
+
+async fn credentials(cmd: CredentialsCommand) -> anyhow::Result<()> {
+    match cmd {
+        CredentialsCommand::Create { project_id, user_name, role, db, keys } => {
+            let project = parse_project(&project_id)?;
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            if user_name.is_empty() || user_name.len() > 64 {
+                anyhow::bail!("--user-name must have 1 to 64 characters");
+            }
+            let master = keys.load()?;
+            let storage = Storage::open(&db.database).await?;
+            let created = auth::create_credential(
+                storage.credentials.as_ref(),
+                &master,
+                &project,
+                &user_name,
+                role,
+                now_ms(),
+                false,
+            )
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the credential was not created"))?;
+            println!("{}", serde_json::to_string(&created)?);
+        }
+        CredentialsCommand::List { db } => {
+            let storage = Storage::open(&db.database).await?;
+            for c in storage.credentials.list_credentials().await? {
+                let line = serde_json::json!({
+                    "access_key": c.access_key, "project_id": c.project_id, "user_id": c.user_id,
+                    "user_name": c.user_name, "role": c.role, "created_at": crate::domain::time::iso_ms(c.created_at),
+                    "revoked": c.revoked_at.is_some(),
+                });
+                println!("{line}");
+            }
+        }
+        CredentialsCommand::Revoke { access_key, db } => {
+            let storage = Storage::open(&db.database).await?;
+            if !storage.credentials.revoke_credential(&access_key, now_ms()).await? {
+                anyhow::bail!("no active access key {access_key}");
+            }
+            println!("revoked {access_key}");
+        }
+    }
+    Ok(())
+}
+
+async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
+    let TokenCommand::Create { access_key, db, keys } = cmd;
+    let master = keys.load()?;
+    let storage = Storage::open(&db.database).await?;
+    let (token, _) = auth::issue_token(storage.credentials.as_ref(), &master, &access_key, now_ms())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{token}");
+    Ok(())
+}
+
+async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
+    let AuditCommand::List { project_id, since, limit, db } = cmd;
+    let project = project_id.as_deref().map(parse_project).transpose()?;
+    let since = match since {
+        None => None,
+        Some(s) if s.len() == 14 => {
+            Some(s.parse::<CompactTime>().map_err(|_| anyhow::anyhow!("--since: not a YYYYMMDDHHmmss time"))?.0)
+        }
+        Some(s) => Some(s.parse::<i64>().map_err(|_| anyhow::anyhow!("--since: YYYYMMDDHHmmss or epoch ms"))?),
+    };
+    let storage = Storage::open(&db.database).await?;
+    for e in storage.audit.list_audit(project.as_ref(), since, limit).await? {
+        let mut v = serde_json::to_value(&e)?;
+        v["at"] = serde_json::json!(crate::domain::time::iso_ms(e.at));
+        println!("{v}");
+    }
+    Ok(())
 }
 
 fn init_logging(format: &str) {
@@ -34,25 +179,12 @@ fn init_logging(format: &str) {
         "text" => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_span_list(false)
-            .try_init()
-    } else {
-        builder.try_init()
-    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().flatten_event(true).with_span_list(false).try_init() } else { builder.try_init() };
 }
 
 pub fn run(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -68,13 +200,22 @@ pub fn run(cli: Cli) -> ExitCode {
                 tracing::info!("shutting down");
                 running.stop().await
             }
+            Command::Credentials(cmd) => {
+                init_logging("text");
+                credentials(cmd).await
+            }
+            Command::Token(cmd) => {
+                init_logging("text");
+                token(cmd).await
+            }
+            Command::Audit(cmd) => {
+                init_logging("text");
+                audit(cmd).await
+            }
             Command::Migrate(db) => {
                 init_logging("auto");
                 crate::storage::Storage::open(&db.database).await?;
-                println!(
-                    "migrations applied to {}",
-                    crate::server::redact(&db.database)
-                );
+                println!("migrations applied to {}", crate::server::redact(&db.database));
                 Ok(())
             }
         }

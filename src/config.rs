@@ -51,25 +51,44 @@ pub struct ServeArgs {
     #[arg(long, env = "KAFKA_TASKS_LOG_FORMAT", default_value = "auto")]
     pub log_format: String,
 
-    /// User id recorded on tasks when authentication is off.
-    #[arg(
-        long,
-        env = "KAFKA_TASKS_DEFAULT_USER_ID",
-        default_value = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
-    )]
-    pub default_user_id: String,
-
-    /// User name recorded on tasks when authentication is off.
-    #[arg(long, env = "KAFKA_TASKS_DEFAULT_USER_NAME", default_value = "admin")]
-    pub default_user_name: String,
-
-    /// Project used when authentication is off and the path names none.
-    #[arg(
-        long,
-        env = "KAFKA_TASKS_DEFAULT_PROJECT_ID",
-        default_value = "0123456789abcdef0123456789abcdef"
-    )]
+    /// Project of the admin credential created on a database that has none.
+    #[arg(long, env = "KAFKA_TASKS_DEFAULT_PROJECT_ID", default_value = "0123456789abcdef0123456789abcdef")]
     pub default_project_id: String,
+
+    #[command(flatten)]
+    pub keys: KeyArgs,
+}
+
+/// Where the master key comes from. It seals secret keys at rest and signs tokens; every process
+/// sharing a database needs the same one.
+#[derive(Clone, Args)]
+pub struct KeyArgs {
+    /// The master key itself, 64 hexadecimal characters (wins over the file).
+    #[arg(long, env = "KAFKA_TASKS_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+
+    /// The master key file; created (mode 0600) with a new key if missing.
+    #[arg(long, env = "KAFKA_TASKS_MASTER_KEY_FILE", default_value = "data/master.key")]
+    pub master_key_file: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for KeyArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyArgs")
+            .field("master_key", &self.master_key.as_ref().map(|_| "***"))
+            .field("master_key_file", &self.master_key_file)
+            .finish()
+    }
+}
+
+impl KeyArgs {
+    pub fn load(&self) -> anyhow::Result<crate::auth::keys::MasterKey> {
+        use crate::auth::keys::MasterKey;
+        Ok(match &self.master_key {
+            Some(hex) => MasterKey::from_hex(hex)?,
+            None => MasterKey::load_or_create(&self.master_key_file)?,
+        })
+    }
 }
 
 fn parse_scale(s: &str) -> Result<f64, String> {

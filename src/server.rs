@@ -7,9 +7,13 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::auth::Authenticator;
+use std::path::Path;
+
+use crate::auth::keys::{MasterKey, write_private};
+use crate::auth::{self, Authenticator, Clock};
 use crate::config::ServeArgs;
 use crate::domain::operation::StepContext;
+use crate::domain::{ProjectId, Role};
 use crate::engine::{Engine, EngineConfig};
 use crate::http::{self, AppState};
 use crate::storage::Storage;
@@ -39,19 +43,20 @@ pub struct Running {
 
 /// Opens the database, starts the engine and binds the listener.
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
+    start_with_clock(args, Clock::default()).await
+}
+
+/// As [`start`], with a clock that tests can move.
+pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<Running> {
     let storage = Storage::open(&args.db.database).await?;
-    let default_project = args
+    let master = args.keys.load()?;
+    let default_project: ProjectId = args
         .default_project_id
         .parse()
         .map_err(|_| anyhow::anyhow!("--default-project-id must be 32 hexadecimal characters"))?;
-    let auth = Authenticator::Open {
-        user_id: args.default_user_id.clone(),
-        user_name: args.default_user_name.clone(),
-        default_project,
-    };
-    let step_context = StepContext {
-        storage_pool_gb: args.storage_pool_gb,
-    };
+    bootstrap_credential(&storage, &master, &default_project, &args.keys.master_key_file, clock.now_ms()).await?;
+    let auth = Authenticator::new(storage.credentials.clone(), master, clock);
+    let step_context = StepContext { storage_pool_gb: args.storage_pool_gb };
     let wake = Arc::new(Notify::new());
     let state = AppState {
         storage: storage.clone(),
@@ -85,12 +90,30 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
             .await
     });
     tracing::info!(%addr, database = %redact(&args.db.database), "listening");
-    Ok(Running {
-        addr,
-        shutdown,
-        server,
-        engine,
-    })
+    Ok(Running { addr, shutdown, server, engine })
+}
+
+/// On a database with no credential at all, creates an admin key for the default project and shows
+/// it once: on stdout and in `initial-credential.json` (mode 0600) beside the master key file.
+async fn bootstrap_credential(
+    storage: &Storage,
+    master: &MasterKey,
+    project: &ProjectId,
+    key_file: &Path,
+    now: i64,
+) -> anyhow::Result<()> {
+    let created =
+        auth::create_credential(storage.credentials.as_ref(), master, project, "admin", Role::Admin, now, true).await?;
+    if let Some(cred) = created {
+        let json = serde_json::to_string_pretty(&cred)?;
+        let dir = key_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("initial-credential.json");
+        write_private(&path, &json)?;
+        println!("{json}");
+        tracing::info!(access_key = %cred.access_key, file = %path.display(), "created the first admin credential");
+    }
+    Ok(())
 }
 
 /// The database URL without its password, for logs.
@@ -99,12 +122,7 @@ pub fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];
             match creds.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &creds[..colon],
-                    &url[at..]
-                ),
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
                 None => url.to_owned(),
             }
         }
@@ -154,10 +172,7 @@ pub async fn shutdown_signal() {
 mod tests {
     #[test]
     fn redacts_passwords_only() {
-        assert_eq!(
-            super::redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
+        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::redact("sqlite:data/x.db"), "sqlite:data/x.db");
     }

@@ -20,22 +20,15 @@ pub struct InvalidId;
 
 fn is_hex32(s: &str, allow_upper: bool) -> bool {
     s.len() == 32
-        && s.bytes().all(|b| {
-            b.is_ascii_digit()
-                || (b'a'..=b'f').contains(&b)
-                || (allow_upper && (b'A'..=b'F').contains(&b))
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || (allow_upper && (b'A'..=b'F').contains(&b)))
 }
 
 impl FromStr for ProjectId {
     type Err = InvalidId;
     fn from_str(s: &str) -> Result<Self, InvalidId> {
         // Huawei project ids are lowercase in practice; accept uppercase and normalise.
-        if is_hex32(s, true) {
-            Ok(ProjectId(s.to_ascii_lowercase()))
-        } else {
-            Err(InvalidId)
-        }
+        if is_hex32(s, true) { Ok(ProjectId(s.to_ascii_lowercase())) } else { Err(InvalidId) }
     }
 }
 
@@ -45,20 +38,14 @@ impl FromStr for InstanceId {
         if s.len() != 36 {
             return Err(InvalidId);
         }
-        uuid::Uuid::try_parse(s)
-            .map(|u| InstanceId(u.hyphenated().to_string()))
-            .map_err(|_| InvalidId)
+        uuid::Uuid::try_parse(s).map(|u| InstanceId(u.hyphenated().to_string())).map_err(|_| InvalidId)
     }
 }
 
 impl FromStr for TaskId {
     type Err = InvalidId;
     fn from_str(s: &str) -> Result<Self, InvalidId> {
-        if is_hex32(s, false) {
-            Ok(TaskId(s.to_owned()))
-        } else {
-            Err(InvalidId)
-        }
+        if is_hex32(s, false) { Ok(TaskId(s.to_owned())) } else { Err(InvalidId) }
     }
 }
 
@@ -117,62 +104,28 @@ mod tests {
 
     #[test]
     fn project_ids_are_32_hex_characters() {
-        assert!(
-            "0123456789abcdef0123456789abcdef"
-                .parse::<ProjectId>()
-                .is_ok()
-        );
+        assert!("0123456789abcdef0123456789abcdef".parse::<ProjectId>().is_ok());
         assert_eq!(
-            "0123456789ABCDEF0123456789ABCDEF"
-                .parse::<ProjectId>()
-                .map(|p| p.0),
+            "0123456789ABCDEF0123456789ABCDEF".parse::<ProjectId>().map(|p| p.0),
             Ok("0123456789abcdef0123456789abcdef".to_owned())
         );
-        assert!(
-            "0123456789abcdef0123456789abcde"
-                .parse::<ProjectId>()
-                .is_err()
-        );
-        assert!(
-            "0123456789abcdef0123456789abcdeg"
-                .parse::<ProjectId>()
-                .is_err()
-        );
+        assert!("0123456789abcdef0123456789abcde".parse::<ProjectId>().is_err());
+        assert!("0123456789abcdef0123456789abcdeg".parse::<ProjectId>().is_err());
         assert!("".parse::<ProjectId>().is_err());
     }
 
     #[test]
     fn instance_ids_are_dashed_uuids() {
-        assert!(
-            "11111111-2222-3333-4444-555555555555"
-                .parse::<InstanceId>()
-                .is_ok()
-        );
-        assert!(
-            "11111111222233334444555555555555"
-                .parse::<InstanceId>()
-                .is_err()
-        );
-        assert!(
-            "11111111-2222-3333-4444-55555555555x"
-                .parse::<InstanceId>()
-                .is_err()
-        );
-        assert!(
-            "{11111111-2222-3333-4444-555555555555}"
-                .parse::<InstanceId>()
-                .is_err()
-        );
+        assert!("11111111-2222-3333-4444-555555555555".parse::<InstanceId>().is_ok());
+        assert!("11111111222233334444555555555555".parse::<InstanceId>().is_err());
+        assert!("11111111-2222-3333-4444-55555555555x".parse::<InstanceId>().is_err());
+        assert!("{11111111-2222-3333-4444-555555555555}".parse::<InstanceId>().is_err());
     }
 
     #[test]
     fn task_ids_are_lowercase_hex() {
         assert!("8abfa7b372160bfd0172165864064079".parse::<TaskId>().is_ok());
-        assert!(
-            "8ABFA7B372160BFD0172165864064079"
-                .parse::<TaskId>()
-                .is_err()
-        );
+        assert!("8ABFA7B372160BFD0172165864064079".parse::<TaskId>().is_err());
         assert!("8abfa7b372160bfd017216586406407".parse::<TaskId>().is_err());
         assert_eq!(TaskId::generate().as_str().len(), 32);
     }

@@ -71,13 +71,7 @@ impl Instance {
         // DMS reports created_at as a string of epoch milliseconds.
         put("created_at", self.created_at.to_string().into());
         put("created_at_iso", iso_ms(self.created_at).into());
-        put(
-            "task",
-            self.busy_task
-                .as_ref()
-                .map(|t| Value::from(t.as_str()))
-                .unwrap_or(Value::Null),
-        );
+        put("task", self.busy_task.as_ref().map(|t| Value::from(t.as_str())).unwrap_or(Value::Null));
         Value::Object(m)
     }
 
@@ -86,11 +80,7 @@ impl Instance {
         CONFIGS
             .iter()
             .map(|c| {
-                let value = self
-                    .configs
-                    .get(c.name)
-                    .map(String::as_str)
-                    .unwrap_or(c.default);
+                let value = self.configs.get(c.name).map(String::as_str).unwrap_or(c.default);
                 serde_json::json!({
                     "name": c.name,
                     "valid_values": c.valid_values(),
@@ -105,12 +95,7 @@ impl Instance {
 
     pub fn config_value(&self, name: &str) -> Option<String> {
         let def = config_def(name)?;
-        Some(
-            self.configs
-                .get(name)
-                .cloned()
-                .unwrap_or_else(|| def.default.to_owned()),
-        )
+        Some(self.configs.get(name).cloned().unwrap_or_else(|| def.default.to_owned()))
     }
 }
 
@@ -152,37 +137,19 @@ impl ConfigDef {
 
     pub fn accepts(&self, value: &str) -> bool {
         match self.kind {
-            ConfigKind::Int { min, max } => {
-                value.parse::<i64>().is_ok_and(|v| (min..=max).contains(&v))
-            }
+            ConfigKind::Int { min, max } => value.parse::<i64>().is_ok_and(|v| (min..=max).contains(&v)),
             ConfigKind::Bool => value == "true" || value == "false",
             ConfigKind::Enum(v) => v.contains(&value),
         }
     }
 }
 
-const fn int(
-    name: &'static str,
-    default: &'static str,
-    dynamic: bool,
-    min: i64,
-    max: i64,
-) -> ConfigDef {
-    ConfigDef {
-        name,
-        default,
-        dynamic,
-        kind: ConfigKind::Int { min, max },
-    }
+const fn int(name: &'static str, default: &'static str, dynamic: bool, min: i64, max: i64) -> ConfigDef {
+    ConfigDef { name, default, dynamic, kind: ConfigKind::Int { min, max } }
 }
 
 const fn boolean(name: &'static str, default: &'static str, dynamic: bool) -> ConfigDef {
-    ConfigDef {
-        name,
-        default,
-        dynamic,
-        kind: ConfigKind::Bool,
-    }
+    ConfigDef { name, default, dynamic, kind: ConfigKind::Bool }
 }
 
 /// The modifiable broker configs of a DMS Kafka instance (a subset of the console's list).
@@ -192,13 +159,7 @@ pub const CONFIGS: &[ConfigDef] = &[
     boolean("auto.leader.rebalance.enable", "true", false),
     int("connections.max.idle.ms", "600000", false, 5000, 600000),
     int("default.replication.factor", "3", false, 1, 3),
-    int(
-        "group.max.session.timeout.ms",
-        "1800000",
-        false,
-        6000,
-        1800000,
-    ),
+    int("group.max.session.timeout.ms", "1800000", false, 6000, 1800000),
     int("group.min.session.timeout.ms", "6000", false, 6000, 300000),
     int("log.retention.hours", "72", true, 1, 168),
     ConfigDef {
@@ -242,11 +203,7 @@ fn take_str(body: &mut Map<String, Value>, key: &'static str) -> Result<Option<S
 fn take_u32(body: &mut Map<String, Value>, key: &'static str) -> Result<Option<u32>, Invalid> {
     match body.remove(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| u32::try_from(n).ok())
-            .map(Some)
-            .ok_or(Invalid::Param(key)),
+        Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).map(Some).ok_or(Invalid::Param(key)),
     }
 }
 
@@ -261,9 +218,7 @@ impl NewInstance {
         let name = take_str(&mut body, "name")?.ok_or(Invalid::Param("name"))?;
         let valid_name = (4..=64).contains(&name.chars().count())
             && name.starts_with(|c: char| c.is_ascii_alphabetic())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !valid_name {
             return Err(Invalid::Param("name"));
         }
@@ -272,8 +227,7 @@ impl NewInstance {
         {
             return Err(Invalid::Param("engine"));
         }
-        let engine_version =
-            take_str(&mut body, "engine_version")?.ok_or(Invalid::Param("engine_version"))?;
+        let engine_version = take_str(&mut body, "engine_version")?.ok_or(Invalid::Param("engine_version"))?;
         if !ENGINE_VERSIONS.contains(&engine_version.as_str()) {
             return Err(Invalid::Param("engine_version"));
         }
@@ -281,8 +235,7 @@ impl NewInstance {
         if !(1..=50).contains(&broker_num) {
             return Err(Invalid::Param("broker_num"));
         }
-        let storage_space =
-            take_u32(&mut body, "storage_space")?.ok_or(Invalid::Param("storage_space"))?;
+        let storage_space = take_u32(&mut body, "storage_space")?.ok_or(Invalid::Param("storage_space"))?;
         if storage_space < 100 {
             return Err(Invalid::Param("storage_space"));
         }
@@ -295,14 +248,6 @@ impl NewInstance {
             Some(Value::Bool(b)) => b,
             Some(_) => return Err(Invalid::Param("enable_auto_topic")),
         };
-        Ok(NewInstance {
-            name,
-            engine_version,
-            broker_num,
-            storage_space,
-            product_id,
-            enable_auto_topic,
-            extra: body,
-        })
+        Ok(NewInstance { name, engine_version, broker_num, storage_space, product_id, enable_auto_topic, extra: body })
     }
 }

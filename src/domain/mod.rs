@@ -23,9 +23,7 @@ pub struct Identity {
 }
 
 /// What a credential may do; each role includes the ones before it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Readonly,
@@ -50,9 +48,7 @@ impl std::str::FromStr for Role {
             "readonly" => Ok(Role::Readonly),
             "operator" => Ok(Role::Operator),
             "admin" => Ok(Role::Admin),
-            other => Err(format!(
-                "unknown role {other:?} (expected admin, operator or readonly)"
-            )),
+            other => Err(format!("unknown role {other:?} (expected admin, operator or readonly)")),
         }
     }
 }
@@ -71,6 +67,8 @@ pub enum Action {
     DeleteInstance,
     /// Progress needs no IAM action in DMS; any authenticated caller of the project may read it.
     Unrestricted,
+    /// `POST /v3/auth/tokens` for one's own project.
+    CreateToken,
 }
 
 impl Action {
@@ -85,7 +83,8 @@ impl Action {
             Action::ModifyInstance => "dms:instance:modify",
             Action::CreateInstance => "dms:instance:create",
             Action::DeleteInstance => "dms:instance:delete",
-            Action::Unrestricted => "",
+            Action::Unrestricted => "dms:instance:getBackgroundTaskProgress",
+            Action::CreateToken => "iam:tokens:create",
         }
     }
 
@@ -94,7 +93,8 @@ impl Action {
             Action::GetBackgroundTask
             | Action::ListScheduledTasks
             | Action::GetInstance
-            | Action::Unrestricted => Role::Readonly,
+            | Action::Unrestricted
+            | Action::CreateToken => Role::Readonly,
             Action::DeleteBackgroundTask
             | Action::ModifyScheduledTask
             | Action::DeleteScheduledTask

@@ -98,12 +98,7 @@ impl Operation {
     /// What the operation changes, old and new, as the JSON object that `params` carries.
     pub fn params(&self) -> String {
         let v = match self {
-            Operation::CreateInstance {
-                name,
-                engine_version,
-                broker_num,
-                storage_space,
-            } => json!({
+            Operation::CreateInstance { name, engine_version, broker_num, storage_space } => json!({
                 "name": name, "engine_version": engine_version,
                 "broker_num": broker_num, "storage_space": storage_space,
             }),
@@ -126,14 +121,12 @@ impl Operation {
                 "old_broker_num": old_brokers, "new_broker_num": new_brokers,
                 "old_product_id": old_product, "new_product_id": new_product,
             }),
-            Operation::Reassign {
-                reassignments,
-                throttle,
-            } => json!({ "reassignments": reassignments, "throttle": throttle }),
-            Operation::Upgrade {
-                old_version,
-                new_version,
-            } => json!({ "old_version": old_version, "new_version": new_version }),
+            Operation::Reassign { reassignments, throttle } => {
+                json!({ "reassignments": reassignments, "throttle": throttle })
+            }
+            Operation::Upgrade { old_version, new_version } => {
+                json!({ "old_version": old_version, "new_version": new_version })
+            }
         };
         v.to_string()
     }
@@ -149,15 +142,9 @@ impl Operation {
             Operation::DeleteInstance => {
                 vec![("stop_cluster", 10_000), ("release_resources", 20_000)]
             }
-            Operation::Restart => vec![
-                ("pre_check", 2_000),
-                ("rolling_restart", 60_000),
-                ("health_check", 5_000),
-            ],
+            Operation::Restart => vec![("pre_check", 2_000), ("rolling_restart", 60_000), ("health_check", 5_000)],
             Operation::ModifyConfigs { changes } => {
-                let needs_restart = changes
-                    .iter()
-                    .any(|c| config_def(&c.name).is_some_and(|d| !d.dynamic));
+                let needs_restart = changes.iter().any(|c| config_def(&c.name).is_some_and(|d| !d.dynamic));
                 let mut steps = vec![("pre_check", 1_000), ("apply_config", 5_000)];
                 if needs_restart {
                     steps.push(("rolling_restart", 60_000));
@@ -165,53 +152,23 @@ impl Operation {
                 steps
             }
             Operation::AutoTopic { .. } => vec![("pre_check", 1_000), ("apply_config", 5_000)],
-            Operation::Resize {
-                kind: ResizeKind::Storage,
-                ..
-            } => {
-                vec![
-                    ("pre_check", 5_000),
-                    ("disk_expansion", 120_000),
-                    ("rolling_scaling", 60_000),
-                ]
+            Operation::Resize { kind: ResizeKind::Storage, .. } => {
+                vec![("pre_check", 5_000), ("disk_expansion", 120_000), ("rolling_scaling", 60_000)]
             }
-            Operation::Resize {
-                kind: ResizeKind::Horizontal,
-                new_brokers,
-                old_brokers,
-                ..
-            } => vec![
+            Operation::Resize { kind: ResizeKind::Horizontal, new_brokers, old_brokers, .. } => vec![
                 ("pre_check", 5_000),
-                (
-                    "create_brokers",
-                    60_000 * u64::from(new_brokers.saturating_sub(*old_brokers).max(1)),
-                ),
+                ("create_brokers", 60_000 * u64::from(new_brokers.saturating_sub(*old_brokers).max(1))),
                 ("rolling_scaling", 60_000),
             ],
-            Operation::Resize {
-                kind: ResizeKind::Vertical,
-                old_brokers,
-                ..
-            } => {
-                vec![
-                    ("pre_check", 5_000),
-                    ("rolling_scaling", 90_000 * u64::from(*old_brokers)),
-                ]
+            Operation::Resize { kind: ResizeKind::Vertical, old_brokers, .. } => {
+                vec![("pre_check", 5_000), ("rolling_scaling", 90_000 * u64::from(*old_brokers))]
             }
             Operation::Reassign { reassignments, .. } => {
                 let topics = reassignments.as_array().map_or(1, Vec::len) as u64;
-                vec![
-                    ("pre_check", 2_000),
-                    ("reassign_partitions", 30_000 * topics),
-                    ("verify", 5_000),
-                ]
+                vec![("pre_check", 2_000), ("reassign_partitions", 30_000 * topics), ("verify", 5_000)]
             }
             Operation::Upgrade { .. } => {
-                vec![
-                    ("pre_check", 5_000),
-                    ("upgrade_brokers", 300_000),
-                    ("post_check", 10_000),
-                ]
+                vec![("pre_check", 5_000), ("upgrade_brokers", 300_000), ("post_check", 10_000)]
             }
         }
     }
@@ -244,13 +201,7 @@ impl Operation {
 
     /// Runs the effect of finishing step `step` (of `total`) on the instance. Changes are applied
     /// only by the last step, so a failure at any earlier step leaves the instance as it was.
-    pub fn finish_step(
-        &self,
-        step: &str,
-        is_last: bool,
-        inst: &mut Instance,
-        ctx: StepContext,
-    ) -> StepEffect {
+    pub fn finish_step(&self, step: &str, is_last: bool, inst: &mut Instance, ctx: StepContext) -> StepEffect {
         match (self, step) {
             (Operation::CreateInstance { storage_space, .. }, "create_resources")
                 if *storage_space > ctx.storage_pool_gb =>
@@ -260,9 +211,7 @@ impl Operation {
                     ctx.storage_pool_gb
                 ));
             }
-            (Operation::Resize { new_storage, .. }, "disk_expansion")
-                if *new_storage > ctx.storage_pool_gb =>
-            {
+            (Operation::Resize { new_storage, .. }, "disk_expansion") if *new_storage > ctx.storage_pool_gb => {
                 return StepEffect::Failed(format!(
                     "the resource pool cannot allocate {new_storage} GB (at most {} GB)",
                     ctx.storage_pool_gb
@@ -288,12 +237,7 @@ impl Operation {
                 }
             }
             Operation::AutoTopic { new, .. } => inst.enable_auto_topic = *new,
-            Operation::Resize {
-                new_storage,
-                new_brokers,
-                new_product,
-                ..
-            } => {
+            Operation::Resize { new_storage, new_brokers, new_product, .. } => {
                 inst.storage_space = *new_storage;
                 inst.broker_num = *new_brokers;
                 inst.product_id = new_product.clone();
@@ -335,19 +279,13 @@ impl From<&NewInstance> for Operation {
 
 /// `{"kafka_configs":[{"name","value"}]}` against the instance's current values.
 pub fn modify_configs(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
-    let list = body
-        .get("kafka_configs")
-        .and_then(Value::as_array)
-        .ok_or(Invalid::Param("kafka_configs"))?;
+    let list = body.get("kafka_configs").and_then(Value::as_array).ok_or(Invalid::Param("kafka_configs"))?;
     if list.is_empty() || list.len() > CONFIG_LIMIT {
         return Err(Invalid::Param("kafka_configs"));
     }
     let mut changes: Vec<ConfigChange> = Vec::with_capacity(list.len());
     for item in list {
-        let name = item
-            .get("name")
-            .and_then(Value::as_str)
-            .ok_or(Invalid::Param("name"))?;
+        let name = item.get("name").and_then(Value::as_str).ok_or(Invalid::Param("name"))?;
         let def = config_def(name).ok_or(Invalid::Param("name"))?;
         let value = match item.get("value") {
             Some(Value::String(s)) => s.clone(),
@@ -359,11 +297,7 @@ pub fn modify_configs(body: &Value, inst: &Instance) -> Result<Operation, Invali
             return Err(Invalid::Param("value"));
         }
         let old_value = inst.config_value(name).unwrap_or_default();
-        changes.push(ConfigChange {
-            name: name.to_owned(),
-            old_value,
-            new_value: value,
-        });
+        changes.push(ConfigChange { name: name.to_owned(), old_value, new_value: value });
     }
     Ok(Operation::ModifyConfigs { changes })
 }
@@ -374,10 +308,7 @@ const CONFIG_LIMIT: usize = 50;
 pub fn config_counts(op: &Operation) -> (usize, usize) {
     match op {
         Operation::ModifyConfigs { changes } => {
-            let dynamic = changes
-                .iter()
-                .filter(|c| config_def(&c.name).is_some_and(|d| d.dynamic))
-                .count();
+            let dynamic = changes.iter().filter(|c| config_def(&c.name).is_some_and(|d| d.dynamic)).count();
             (dynamic, changes.len() - dynamic)
         }
         _ => (0, 0),
@@ -386,14 +317,8 @@ pub fn config_counts(op: &Operation) -> (usize, usize) {
 
 /// `{"enable_auto_topic": bool}`
 pub fn auto_topic(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
-    let new = body
-        .get("enable_auto_topic")
-        .and_then(Value::as_bool)
-        .ok_or(Invalid::Param("enable_auto_topic"))?;
-    Ok(Operation::AutoTopic {
-        old: inst.enable_auto_topic,
-        new,
-    })
+    let new = body.get("enable_auto_topic").and_then(Value::as_bool).ok_or(Invalid::Param("enable_auto_topic"))?;
+    Ok(Operation::AutoTopic { old: inst.enable_auto_topic, new })
 }
 
 /// ResizeEngineInstanceReq: `oper_type` storage | horizontal | vertical.
@@ -407,11 +332,7 @@ pub fn resize(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
     let num = |key: &'static str| -> Result<Option<u32>, Invalid> {
         match body.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .map(Some)
-                .ok_or(Invalid::Param(key)),
+            Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).map(Some).ok_or(Invalid::Param(key)),
         }
     };
     let mut new_storage = inst.storage_space;
@@ -440,10 +361,7 @@ pub fn resize(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
             new_brokers = b;
         }
         ResizeKind::Vertical => {
-            let p = body
-                .get("new_product_id")
-                .and_then(Value::as_str)
-                .ok_or(Invalid::Param("new_product_id"))?;
+            let p = body.get("new_product_id").and_then(Value::as_str).ok_or(Invalid::Param("new_product_id"))?;
             if p.is_empty() || p.len() > 64 || p == inst.product_id {
                 return Err(Invalid::Param("new_product_id"));
             }
@@ -466,10 +384,7 @@ pub fn schedule(body: &Value, now: i64) -> Result<Option<i64>, Invalid> {
     match body.get("is_schedule") {
         None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(None),
         Some(Value::Bool(true)) => {
-            let at = body
-                .get("execute_at")
-                .and_then(Value::as_i64)
-                .ok_or(Invalid::Timestamp)?;
+            let at = body.get("execute_at").and_then(Value::as_i64).ok_or(Invalid::Timestamp)?;
             // Due at least a second from now, and within ten years.
             if at <= now + 1_000 || at > now + 10 * 366 * 86_400_000 {
                 return Err(Invalid::Timestamp);
@@ -482,19 +397,13 @@ pub fn schedule(body: &Value, now: i64) -> Result<Option<i64>, Invalid> {
 
 /// PartitionReassignRequest: every broker named must exist (ids `0..broker_num`).
 pub fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
-    let list = body
-        .get("reassignments")
-        .and_then(Value::as_array)
-        .ok_or(Invalid::Param("reassignments"))?;
+    let list = body.get("reassignments").and_then(Value::as_array).ok_or(Invalid::Param("reassignments"))?;
     if list.is_empty() || list.len() > 500 {
         return Err(Invalid::Param("reassignments"));
     }
     let broker_ok = |v: &Value| v.as_u64().is_some_and(|b| b < u64::from(inst.broker_num));
     for r in list {
-        let topic = r
-            .get("topic")
-            .and_then(Value::as_str)
-            .ok_or(Invalid::Param("topic"))?;
+        let topic = r.get("topic").and_then(Value::as_str).ok_or(Invalid::Param("topic"))?;
         if topic.is_empty() || topic.len() > 249 {
             return Err(Invalid::Param("topic"));
         }
@@ -528,29 +437,16 @@ pub fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
     }
     let throttle = match body.get("throttle") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_i64()
-                .filter(|t| *t == -1 || *t > 0)
-                .ok_or(Invalid::Param("throttle"))?,
-        ),
+        Some(v) => Some(v.as_i64().filter(|t| *t == -1 || *t > 0).ok_or(Invalid::Param("throttle"))?),
     };
-    Ok(Operation::Reassign {
-        reassignments: Value::Array(list.clone()),
-        throttle,
-    })
+    Ok(Operation::Reassign { reassignments: Value::Array(list.clone()), throttle })
 }
 
 /// Upgrade to the next engine version.
 pub fn upgrade(inst: &Instance) -> Result<Operation, Invalid> {
-    let pos = ENGINE_VERSIONS
-        .iter()
-        .position(|v| *v == inst.engine_version)
-        .ok_or(Invalid::InstanceState)?;
+    let pos = ENGINE_VERSIONS.iter().position(|v| *v == inst.engine_version).ok_or(Invalid::InstanceState)?;
     let next = ENGINE_VERSIONS.get(pos + 1).ok_or(Invalid::InstanceState)?;
-    Ok(Operation::Upgrade {
-        old_version: inst.engine_version.clone(),
-        new_version: (*next).to_owned(),
-    })
+    Ok(Operation::Upgrade { old_version: inst.engine_version.clone(), new_version: (*next).to_owned() })
 }
 
 #[cfg(test)]
@@ -578,18 +474,13 @@ mod tests {
         }
     }
 
-    const CTX: StepContext = StepContext {
-        storage_pool_gb: 10_000,
-    };
+    const CTX: StepContext = StepContext { storage_pool_gb: 10_000 };
 
     #[test]
     fn config_changes_record_old_and_new_values() {
         let inst = instance();
-        let op = modify_configs(
-            &json!({"kafka_configs":[{"name":"log.retention.hours","value":"24"}]}),
-            &inst,
-        )
-        .unwrap();
+        let op =
+            modify_configs(&json!({"kafka_configs":[{"name":"log.retention.hours","value":"24"}]}), &inst).unwrap();
         assert_eq!(
             op.params(),
             r#"{"kafka_configs":[{"name":"log.retention.hours","new_value":"24","old_value":"72"}]}"#
@@ -615,11 +506,8 @@ mod tests {
 
     #[test]
     fn static_configs_add_a_rolling_restart() {
-        let op = modify_configs(
-            &json!({"kafka_configs":[{"name":"num.partitions","value":"6"}]}),
-            &instance(),
-        )
-        .unwrap();
+        let op =
+            modify_configs(&json!({"kafka_configs":[{"name":"num.partitions","value":"6"}]}), &instance()).unwrap();
         assert_eq!(op.plan().last().map(|s| s.0), Some("rolling_restart"));
         assert_eq!(config_counts(&op), (0, 1));
     }
@@ -628,98 +516,47 @@ mod tests {
     fn resize_only_grows() {
         let inst = instance();
         assert_eq!(
-            resize(
-                &json!({"oper_type":"storage","new_storage_space":300}),
-                &inst
-            ),
+            resize(&json!({"oper_type":"storage","new_storage_space":300}), &inst),
             Err(Invalid::Param("new_storage_space"))
         );
-        assert!(
-            resize(
-                &json!({"oper_type":"storage","new_storage_space":600}),
-                &inst
-            )
-            .is_ok()
-        );
-        assert_eq!(
-            resize(&json!({"oper_type":"sideways"}), &inst),
-            Err(Invalid::Param("oper_type"))
-        );
+        assert!(resize(&json!({"oper_type":"storage","new_storage_space":600}), &inst).is_ok());
+        assert_eq!(resize(&json!({"oper_type":"sideways"}), &inst), Err(Invalid::Param("oper_type")));
         let h = resize(&json!({"oper_type":"horizontal","new_broker_num":6}), &inst).unwrap();
-        assert!(matches!(
-            h,
-            Operation::Resize {
-                new_storage: 600,
-                new_brokers: 6,
-                ..
-            }
-        ));
+        assert!(matches!(h, Operation::Resize { new_storage: 600, new_brokers: 6, .. }));
     }
 
     #[test]
     fn a_resize_beyond_the_pool_fails_at_disk_expansion_and_changes_nothing() {
         let mut inst = instance();
         let before = inst.clone();
-        let op = resize(
-            &json!({"oper_type":"storage","new_storage_space":20_000}),
-            &inst,
-        )
-        .unwrap();
-        assert_eq!(
-            op.finish_step("pre_check", false, &mut inst, CTX),
-            StepEffect::Done
-        );
-        assert!(matches!(
-            op.finish_step("disk_expansion", false, &mut inst, CTX),
-            StepEffect::Failed(_)
-        ));
+        let op = resize(&json!({"oper_type":"storage","new_storage_space":20_000}), &inst).unwrap();
+        assert_eq!(op.finish_step("pre_check", false, &mut inst, CTX), StepEffect::Done);
+        assert!(matches!(op.finish_step("disk_expansion", false, &mut inst, CTX), StepEffect::Failed(_)));
         assert_eq!(inst, before);
     }
 
     #[test]
     fn the_last_step_applies_the_change() {
         let mut inst = instance();
-        let op = resize(
-            &json!({"oper_type":"storage","new_storage_space":600}),
-            &inst,
-        )
-        .unwrap();
-        assert_eq!(
-            op.finish_step("rolling_scaling", true, &mut inst, CTX),
-            StepEffect::Done
-        );
+        let op = resize(&json!({"oper_type":"storage","new_storage_space":600}), &inst).unwrap();
+        assert_eq!(op.finish_step("rolling_scaling", true, &mut inst, CTX), StepEffect::Done);
         assert_eq!(inst.storage_space, 600);
     }
 
     #[test]
     fn reassignment_must_name_existing_brokers() {
         let inst = instance();
-        assert!(
-            reassign(
-                &json!({"reassignments":[{"topic":"t","brokers":[0,1,2]}]}),
-                &inst
-            )
-            .is_ok()
-        );
+        assert!(reassign(&json!({"reassignments":[{"topic":"t","brokers":[0,1,2]}]}), &inst).is_ok());
         assert_eq!(
-            reassign(
-                &json!({"reassignments":[{"topic":"t","brokers":[0,3]}]}),
-                &inst
-            ),
+            reassign(&json!({"reassignments":[{"topic":"t","brokers":[0,3]}]}), &inst),
             Err(Invalid::Param("brokers"))
         );
         assert_eq!(
-            reassign(
-                &json!({"reassignments":[{"topic":"t","assignment":[{"partition":0,"assignment":[7]}]}]}),
-                &inst
-            ),
+            reassign(&json!({"reassignments":[{"topic":"t","assignment":[{"partition":0,"assignment":[7]}]}]}), &inst),
             Err(Invalid::Param("assignment"))
         );
         assert_eq!(
-            reassign(
-                &json!({"reassignments":[{"topic":"t","brokers":[0],"replication_factor":2}]}),
-                &inst
-            ),
+            reassign(&json!({"reassignments":[{"topic":"t","brokers":[0],"replication_factor":2}]}), &inst),
             Err(Invalid::Param("replication_factor"))
         );
     }
@@ -727,26 +564,15 @@ mod tests {
     #[test]
     fn schedules_must_lie_in_the_future() {
         assert_eq!(schedule(&json!({}), 0), Ok(None));
-        assert_eq!(
-            schedule(&json!({"is_schedule": true, "execute_at": 60_000}), 0),
-            Ok(Some(60_000))
-        );
-        assert_eq!(
-            schedule(&json!({"is_schedule": true, "execute_at": 10}), 0),
-            Err(Invalid::Timestamp)
-        );
-        assert_eq!(
-            schedule(&json!({"is_schedule": true}), 0),
-            Err(Invalid::Timestamp)
-        );
+        assert_eq!(schedule(&json!({"is_schedule": true, "execute_at": 60_000}), 0), Ok(Some(60_000)));
+        assert_eq!(schedule(&json!({"is_schedule": true, "execute_at": 10}), 0), Err(Invalid::Timestamp));
+        assert_eq!(schedule(&json!({"is_schedule": true}), 0), Err(Invalid::Timestamp));
     }
 
     #[test]
     fn upgrade_moves_to_the_next_version_only() {
         let mut inst = instance();
-        assert!(
-            matches!(upgrade(&inst), Ok(Operation::Upgrade { ref new_version, .. }) if new_version == "3.x")
-        );
+        assert!(matches!(upgrade(&inst), Ok(Operation::Upgrade { ref new_version, .. }) if new_version == "3.x"));
         inst.engine_version = "3.x".into();
         assert_eq!(upgrade(&inst), Err(Invalid::InstanceState));
     }

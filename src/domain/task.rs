@@ -41,10 +41,7 @@ impl TaskStatus {
 
     /// Only a finished task may be deleted.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            TaskStatus::Success | TaskStatus::Failed | TaskStatus::Cancelled | TaskStatus::Deleted
-        )
+        matches!(self, TaskStatus::Success | TaskStatus::Failed | TaskStatus::Cancelled | TaskStatus::Deleted)
     }
 }
 
@@ -101,26 +98,12 @@ impl TaskRecord {
     /// and the remaining planned time, counting the running step's elapsed part as done.
     pub fn progress(&self, now: i64) -> Progress {
         if self.status == TaskStatus::Success {
-            return Progress {
-                percentage: 100,
-                remain_seconds: 0,
-            };
+            return Progress { percentage: 100, remain_seconds: 0 };
         }
         if self.status.is_terminal() || self.steps.is_empty() {
-            let done = self
-                .steps
-                .iter()
-                .filter(|s| s.status == StepStatus::Completed)
-                .count();
-            let pct = if self.steps.is_empty() {
-                0
-            } else {
-                done * 100 / self.steps.len()
-            };
-            return Progress {
-                percentage: pct as u32,
-                remain_seconds: 0,
-            };
+            let done = self.steps.iter().filter(|s| s.status == StepStatus::Completed).count();
+            let pct = if self.steps.is_empty() { 0 } else { done * 100 / self.steps.len() };
+            return Progress { percentage: pct as u32, remain_seconds: 0 };
         }
         let total: u64 = self.steps.iter().map(|s| s.duration_ms).sum();
         let mut done_ms: u64 = 0;
@@ -156,13 +139,7 @@ mod tests {
     use super::*;
 
     fn step(status: StepStatus, start: Option<i64>, dur: u64) -> Step {
-        Step {
-            name: "s".into(),
-            status,
-            start_time: start,
-            end_time: None,
-            duration_ms: dur,
-        }
+        Step { name: "s".into(), status, start_time: start, end_time: None, duration_ms: dur }
     }
 
     fn task(status: TaskStatus, steps: Vec<Step>) -> TaskRecord {
@@ -200,31 +177,13 @@ mod tests {
 
     #[test]
     fn progress_of_finished_tasks() {
-        let t = task(
-            TaskStatus::Success,
-            vec![step(StepStatus::Completed, Some(0), 0)],
-        );
-        assert_eq!(
-            t.progress(0),
-            Progress {
-                percentage: 100,
-                remain_seconds: 0
-            }
-        );
+        let t = task(TaskStatus::Success, vec![step(StepStatus::Completed, Some(0), 0)]);
+        assert_eq!(t.progress(0), Progress { percentage: 100, remain_seconds: 0 });
         let t = task(
             TaskStatus::Failed,
-            vec![
-                step(StepStatus::Completed, Some(0), 5),
-                step(StepStatus::Failed, Some(0), 5),
-            ],
+            vec![step(StepStatus::Completed, Some(0), 5), step(StepStatus::Failed, Some(0), 5)],
         );
-        assert_eq!(
-            t.progress(0),
-            Progress {
-                percentage: 50,
-                remain_seconds: 0
-            }
-        );
+        assert_eq!(t.progress(0), Progress { percentage: 50, remain_seconds: 0 });
     }
 
     #[test]

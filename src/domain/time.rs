@@ -52,10 +52,7 @@ mod tests {
 
     #[test]
     fn parses_compact_times_strictly() {
-        assert_eq!(
-            "20200515031951".parse::<CompactTime>(),
-            Ok(CompactTime(1589512791000))
-        );
+        assert_eq!("20200515031951".parse::<CompactTime>(), Ok(CompactTime(1589512791000)));
         assert!("2020051503195".parse::<CompactTime>().is_err());
         assert!("20201315031951".parse::<CompactTime>().is_err());
         assert!("20200230000000".parse::<CompactTime>().is_err());

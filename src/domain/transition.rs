@@ -34,11 +34,7 @@ pub fn begin(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, now: i6
             inst.status = s.to_owned();
         }
     }
-    let step = task
-        .steps
-        .iter()
-        .position(|s| s.status != StepStatus::Completed)
-        .unwrap_or(0);
+    let step = task.steps.iter().position(|s| s.status != StepStatus::Completed).unwrap_or(0);
     if let Some(s) = task.steps.get_mut(step) {
         s.status = StepStatus::InProgress;
         s.start_time = Some(now);
@@ -67,11 +63,7 @@ pub fn finish_step(
     ctx: StepContext,
 ) -> Advance {
     let total = task.steps.len();
-    let name = task
-        .steps
-        .get(step)
-        .map(|s| s.name.clone())
-        .unwrap_or_default();
+    let name = task.steps.get(step).map(|s| s.name.clone()).unwrap_or_default();
     let effect = op.finish_step(&name, step + 1 >= total, inst, ctx);
     task.updated_at = now;
     match effect {

@@ -38,12 +38,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(store: Arc<dyn EngineStore>, config: EngineConfig, wake: Arc<Notify>) -> Self {
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-        Engine {
-            store,
-            owner,
-            config,
-            wake,
-        }
+        Engine { store, owner, config, wake }
     }
 
     /// Runs until `shutdown` turns true, then stops its tasks and gives back their leases so
@@ -63,11 +58,7 @@ impl Engine {
             let mut claimed_all = false;
             if free > 0 {
                 let want = free.min(256);
-                match this
-                    .store
-                    .claim(&this.owner, now_ms(), this.config.lease_ms, want)
-                    .await
-                {
+                match this.store.claim(&this.owner, now_ms(), this.config.lease_ms, want).await {
                     Ok(batch) => {
                         claimed_all = batch.len() == want;
                         for c in batch {
@@ -106,11 +97,7 @@ impl Engine {
         let every = Duration::from_millis((self.config.lease_ms / 3).max(50) as u64);
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = self
-                .store
-                .renew_leases(&self.owner, now_ms() + self.config.lease_ms)
-                .await
-            {
+            if let Err(e) = self.store.renew_leases(&self.owner, now_ms() + self.config.lease_ms).await {
                 tracing::warn!(error = %e, "could not renew leases");
             }
         }
@@ -122,11 +109,7 @@ impl Engine {
     }
 
     async fn run_steps(&self, c: Claimed) {
-        let Claimed {
-            task,
-            step: mut current,
-            ..
-        } = c;
+        let Claimed { task, step: mut current, .. } = c;
         loop {
             let Some(step) = task.steps.get(current) else {
                 return;
@@ -158,8 +141,7 @@ impl Engine {
             match outcome {
                 StepOutcome::Next(n) => current = n,
                 StepOutcome::Ended(status) => {
-                    metrics::counter!("kafka_tasks_finished_total", "status" => status.as_str())
-                        .increment(1);
+                    metrics::counter!("kafka_tasks_finished_total", "status" => status.as_str()).increment(1);
                     tracing::info!(status = status.as_str(), "task ended");
                     return;
                 }

@@ -78,10 +78,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            InvalidProjectId | InvalidInstanceId | InvalidTaskId | InvalidParam(_)
-            | InvalidTimestamp | InvalidBody | TaskRunning | InstanceState => {
-                StatusCode::BAD_REQUEST
-            }
+            InvalidProjectId | InvalidInstanceId | InvalidTaskId | InvalidParam(_) | InvalidTimestamp | InvalidBody
+            | TaskRunning | InstanceState => StatusCode::BAD_REQUEST,
             Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Forbidden | WrongProject => StatusCode::FORBIDDEN,
             NoSuchUrl | NoInstance | NoTask => StatusCode::NOT_FOUND,
@@ -96,45 +94,21 @@ impl ApiError {
         use ApiError::*;
         match self {
             InvalidProjectId => ("DMS.00400002", "The project ID format is invalid.".into()),
-            TaskRunning => (
-                "DMS.00400017",
-                "This DMS instance job task is still running.".into(),
-            ),
-            InstanceState => (
-                "DMS.00400026",
-                "This operation is not allowed due to the instance status.".into(),
-            ),
-            InvalidInstanceId => (
-                "DMS.00400030",
-                "Invalid DMS instance id. The id must be a uuid.".into(),
-            ),
-            InvalidParam(name) => (
-                "DMS.00400062",
-                format!("Invalid {name} parameter in the request."),
-            ),
+            TaskRunning => ("DMS.00400017", "This DMS instance job task is still running.".into()),
+            InstanceState => ("DMS.00400026", "This operation is not allowed due to the instance status.".into()),
+            InvalidInstanceId => ("DMS.00400030", "Invalid DMS instance id. The id must be a uuid.".into()),
+            InvalidParam(name) => ("DMS.00400062", format!("Invalid {name} parameter in the request.")),
             InvalidTaskId => ("DMS.00400070", "Invalid task ID format.".into()),
             InvalidTimestamp => ("DMS.00400142", "Timestamp is invalid.".into()),
-            InvalidBody => (
-                "DMS.00400800",
-                "Invalid request parameter. Check the request parameter.".into(),
-            ),
-            Forbidden => (
-                "DMS.00403003",
-                "This role does not have the permissions to perform this operation.".into(),
-            ),
+            InvalidBody => ("DMS.00400800", "Invalid request parameter. Check the request parameter.".into()),
+            Forbidden => ("DMS.00403003", "This role does not have the permissions to perform this operation.".into()),
             NoSuchUrl => ("DMS.00404001", "The requested URL does not exist.".into()),
             NoInstance => ("DMS.00404022", "This instance does not exist.".into()),
             NoTask => ("DMS.00404070", "The background task does not exist.".into()),
             MethodNotAllowed => ("DMS.00405001", "This request method is not allowed.".into()),
             Internal(_) => ("DMS.00500000", "Internal service error.".into()),
-            Unauthenticated(detail) => (
-                "APIGW.0301",
-                format!("Incorrect IAM authentication information: {detail}"),
-            ),
-            WrongProject => (
-                "APIGW.0302",
-                "The IAM user is not authorized to access the API.".into(),
-            ),
+            Unauthenticated(detail) => ("APIGW.0301", format!("Incorrect IAM authentication information: {detail}")),
+            WrongProject => ("APIGW.0302", "The IAM user is not authorized to access the API.".into()),
             TooLarge => ("APIGW.0201", "Request entity too large.".into()),
         }
     }

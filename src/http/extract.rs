@@ -1,13 +1,13 @@
 //! Extractors that turn the raw request into domain values, failing with the spec's errors.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Query, RawPathParams, Request};
 use axum::http::request::Parts;
 use serde_json::Value;
 
-use super::AppState;
 use super::error::ApiError;
 use crate::domain::{Action, Identity, InstanceId, ProjectId, TaskId};
 
@@ -17,21 +17,15 @@ fn path_params(params: &RawPathParams) -> HashMap<&str, &str> {
 
 async fn raw_params(parts: &mut Parts) -> Result<RawPathParams, ApiError> {
     // Percent-decoding failures are paths no route serves.
-    RawPathParams::from_request_parts(parts, &())
-        .await
-        .map_err(|_| ApiError::NoSuchUrl)
+    RawPathParams::from_request_parts(parts, &()).await.map_err(|_| ApiError::NoSuchUrl)
 }
 
 fn parse_project(p: &HashMap<&str, &str>) -> Result<ProjectId, ApiError> {
-    p.get("project_id")
-        .and_then(|s| s.parse().ok())
-        .ok_or(ApiError::InvalidProjectId)
+    p.get("project_id").and_then(|s| s.parse().ok()).ok_or(ApiError::InvalidProjectId)
 }
 
 fn parse_instance(p: &HashMap<&str, &str>) -> Result<InstanceId, ApiError> {
-    p.get("instance_id")
-        .and_then(|s| s.parse().ok())
-        .ok_or(ApiError::InvalidInstanceId)
+    p.get("instance_id").and_then(|s| s.parse().ok()).ok_or(ApiError::InvalidInstanceId)
 }
 
 /// `/v2/{project_id}/…`
@@ -63,10 +57,7 @@ impl<S: Send + Sync> FromRequestParts<S> for InstancePath {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let raw = raw_params(parts).await?;
         let p = path_params(&raw);
-        Ok(InstancePath {
-            project: parse_project(&p)?,
-            instance: parse_instance(&p)?,
-        })
+        Ok(InstancePath { project: parse_project(&p)?, instance: parse_instance(&p)? })
     }
 }
 
@@ -77,15 +68,8 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
         let p = path_params(&raw);
         let project = parse_project(&p)?;
         let instance = parse_instance(&p)?;
-        let task = p
-            .get("task_id")
-            .and_then(|s| s.parse().ok())
-            .ok_or(ApiError::InvalidTaskId)?;
-        Ok(TaskPath {
-            project,
-            instance,
-            task,
-        })
+        let task = p.get("task_id").and_then(|s| s.parse().ok()).ok_or(ApiError::InvalidTaskId)?;
+        Ok(TaskPath { project, instance, task })
     }
 }
 
@@ -122,19 +106,18 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
-/// The identity a request is handled for, established by the auth layer.
+/// The identity a request is handled for, established by the auth layer, with the request's
+/// audit note, which the handler fills in (action, target, what was deleted).
 #[derive(Debug, Clone)]
-pub struct Caller(pub Identity);
+pub struct Caller(pub Identity, pub AuditNote);
 
-impl FromRequestParts<AppState> for Caller {
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state
-            .auth
-            .authenticate(parts)
-            .await
-            .map(Caller)
-            .map_err(|e| ApiError::Unauthenticated(e.0))
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let identity = parts.extensions.get::<Identity>().cloned();
+        let note = parts.extensions.get::<AuditNote>().cloned().unwrap_or_default();
+        // Only routes behind the auth layer use this extractor; reaching it without an identity is a bug.
+        identity.map(|i| Caller(i, note)).ok_or_else(|| ApiError::Internal("route without authentication".into()))
     }
 }
 
@@ -142,6 +125,7 @@ impl Caller {
     /// Checks that the caller may perform `action` in `project`. Another project's path is a
     /// gateway refusal; a role too weak for the action is a DMS refusal.
     pub fn require(&self, project: &ProjectId, action: Action) -> Result<&Identity, ApiError> {
+        self.1.set_action(action.iam_name());
         if self.0.project_id != *project {
             return Err(ApiError::WrongProject);
         }
@@ -149,5 +133,39 @@ impl Caller {
             return Err(ApiError::Forbidden);
         }
         Ok(&self.0)
+    }
+}
+
+/// What the audit event of a request records beyond who sent it.
+#[derive(Debug, Clone, Default)]
+pub struct AuditNote(Arc<Mutex<NoteFields>>);
+
+#[derive(Debug, Clone, Default)]
+pub struct NoteFields {
+    pub action: Option<&'static str>,
+    pub target: Option<String>,
+    pub detail: Option<Value>,
+}
+
+impl AuditNote {
+    fn with<R>(&self, f: impl FnOnce(&mut NoteFields) -> R) -> R {
+        let mut guard = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut guard)
+    }
+
+    pub fn set_action(&self, action: &'static str) {
+        self.with(|n| n.action = Some(action));
+    }
+
+    pub fn set_target(&self, target: impl Into<String>) {
+        self.with(|n| n.target = Some(target.into()));
+    }
+
+    pub fn set_detail(&self, detail: Value) {
+        self.with(|n| n.detail = Some(detail));
+    }
+
+    pub fn take(&self) -> NoteFields {
+        self.with(std::mem::take)
     }
 }

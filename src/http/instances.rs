@@ -22,34 +22,13 @@ pub fn router() -> Router<AppState> {
         .route("/v2/kafka/{project_id}/instances", post(create))
         .route("/v2/{project_id}/instances", get(list))
         .route("/v2/{project_id}/instances/action", post(batch_action))
-        .route(
-            "/v2/{project_id}/instances/{instance_id}",
-            get(show).delete(delete),
-        )
-        .route(
-            "/v2/{project_id}/instances/{instance_id}/configs",
-            get(show_configs).put(modify_configs),
-        )
-        .route(
-            "/v2/{project_id}/instances/{instance_id}/autotopic",
-            post(auto_topic),
-        )
-        .route(
-            "/v2/{project_id}/kafka/instances/{instance_id}/extend",
-            post(resize),
-        )
-        .route(
-            "/v2/kafka/{project_id}/instances/{instance_id}/extend",
-            post(resize),
-        )
-        .route(
-            "/v2/{project_id}/kafka/instances/{instance_id}/reassign",
-            post(reassign),
-        )
-        .route(
-            "/v2/{project_id}/kafka/instances/{instance_id}/upgrade",
-            post(upgrade),
-        )
+        .route("/v2/{project_id}/instances/{instance_id}", get(show).delete(delete))
+        .route("/v2/{project_id}/instances/{instance_id}/configs", get(show_configs).put(modify_configs))
+        .route("/v2/{project_id}/instances/{instance_id}/autotopic", post(auto_topic))
+        .route("/v2/{project_id}/kafka/instances/{instance_id}/extend", post(resize))
+        .route("/v2/kafka/{project_id}/instances/{instance_id}/extend", post(resize))
+        .route("/v2/{project_id}/kafka/instances/{instance_id}/reassign", post(reassign))
+        .route("/v2/{project_id}/kafka/instances/{instance_id}/upgrade", post(upgrade))
 }
 
 /// Submits an operation on an instance: `make` sees the instance as it is inside the
@@ -66,18 +45,10 @@ where
 {
     let st = state.clone();
     let who = who.clone();
-    let build = Box::new(move |inst: &Instance| {
-        make(inst).map(|op| st.new_task(&who, inst, op, schedule_at))
-    });
-    match state
-        .storage
-        .instances
-        .submit(&path.project, &path.instance, build)
-        .await?
-    {
+    let build = Box::new(move |inst: &Instance| make(inst).map(|op| st.new_task(&who, inst, op, schedule_at)));
+    match state.storage.instances.submit(&path.project, &path.instance, build).await? {
         Ok(task) => {
-            metrics::counter!("kafka_tasks_submitted_total", "name" => task.record.name.clone())
-                .increment(1);
+            metrics::counter!("kafka_tasks_submitted_total", "name" => task.record.name.clone()).increment(1);
             state.engine_wake.notify_one();
             Ok(task)
         }
@@ -90,11 +61,7 @@ where
 /// `{"job_id"}` for an immediate task, `{"schedule_id"}` for a scheduled one.
 fn job_or_schedule(task: &NewTask) -> Value {
     let task = &task.record;
-    if task.schedule_at.is_some() {
-        json!({ "schedule_id": task.id })
-    } else {
-        json!({ "job_id": task.id })
-    }
+    if task.schedule_at.is_some() { json!({ "schedule_id": task.id }) } else { json!({ "job_id": task.id }) }
 }
 
 /// CreateInstanceByEngine: `POST /v2/kafka/{project_id}/instances` → `{"instance_id"}`.
@@ -125,6 +92,7 @@ async fn create(
     };
     let task = state.new_task(who, &inst, Operation::from(&new), None);
     let id = inst.id.clone();
+    caller.1.set_target(id.as_str());
     state.storage.instances.create_instance(inst, task).await?;
     state.engine_wake.notify_one();
     Ok(Json(json!({ "instance_id": id })))
@@ -139,37 +107,22 @@ async fn list(
     caller.require(&project, Action::GetInstance)?;
     let all = state.storage.instances.list_instances(&project).await?;
     let instances: Vec<Value> = all.iter().map(Instance::to_json).collect();
-    Ok(Json(
-        json!({ "instance_num": instances.len(), "instances": instances }),
-    ))
+    Ok(Json(json!({ "instance_num": instances.len(), "instances": instances })))
 }
 
 async fn load(state: &AppState, path: &InstancePath) -> Result<Instance, ApiError> {
-    state
-        .storage
-        .instances
-        .get_instance(&path.project, &path.instance)
-        .await?
-        .ok_or(ApiError::NoInstance)
+    state.storage.instances.get_instance(&path.project, &path.instance).await?.ok_or(ApiError::NoInstance)
 }
 
 /// ShowInstance: `GET /v2/{project_id}/instances/{instance_id}`
-async fn show(
-    State(state): State<AppState>,
-    caller: Caller,
-    path: InstancePath,
-) -> Result<Json<Value>, ApiError> {
+async fn show(State(state): State<AppState>, caller: Caller, path: InstancePath) -> Result<Json<Value>, ApiError> {
     caller.require(&path.project, Action::GetInstance)?;
     Ok(Json(load(&state, &path).await?.to_json()))
 }
 
 /// DeleteInstance: `DELETE /v2/{project_id}/instances/{instance_id}` → 204; the instance and its
 /// task records go away when the `deleteInstance` task finishes.
-async fn delete(
-    State(state): State<AppState>,
-    caller: Caller,
-    path: InstancePath,
-) -> Result<StatusCode, ApiError> {
+async fn delete(State(state): State<AppState>, caller: Caller, path: InstancePath) -> Result<StatusCode, ApiError> {
     let who = caller.require(&path.project, Action::DeleteInstance)?;
     submit(&state, who, &path, None, |_| Ok(Operation::DeleteInstance)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -189,10 +142,7 @@ async fn batch_action(
         _ => return Err(ApiError::InvalidParam("action")),
     };
     let who = caller.require(&project, action)?;
-    let ids = body
-        .get("instances")
-        .and_then(Value::as_array)
-        .ok_or(ApiError::InvalidParam("instances"))?;
+    let ids = body.get("instances").and_then(Value::as_array).ok_or(ApiError::InvalidParam("instances"))?;
     if ids.is_empty() || ids.len() > 50 {
         return Err(ApiError::InvalidParam("instances"));
     }
@@ -201,10 +151,7 @@ async fn batch_action(
         let name = raw.as_str().unwrap_or_default().to_owned();
         let outcome = match name.parse::<InstanceId>() {
             Ok(instance) => {
-                let path = InstancePath {
-                    project: project.clone(),
-                    instance,
-                };
+                let path = InstancePath { project: project.clone(), instance };
                 let op = op.clone();
                 match submit(&state, who, &path, None, move |_| Ok(op)).await {
                     Ok(_) => "success",
@@ -226,9 +173,7 @@ async fn show_configs(
     path: InstancePath,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&path.project, Action::GetInstance)?;
-    Ok(Json(
-        json!({ "kafka_configs": load(&state, &path).await?.config_list() }),
-    ))
+    Ok(Json(json!({ "kafka_configs": load(&state, &path).await?.config_list() })))
 }
 
 /// ModifyInstanceConfigs: `PUT …/configs` → `{"job_id","dynamic_config","static_config"}`
@@ -239,14 +184,9 @@ async fn modify_configs(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let who = caller.require(&path.project, Action::ModifyInstance)?;
-    let task = submit(&state, who, &path, None, move |inst| {
-        operation::modify_configs(&body, inst)
-    })
-    .await?;
+    let task = submit(&state, who, &path, None, move |inst| operation::modify_configs(&body, inst)).await?;
     let (dynamic, stat) = operation::config_counts(&task.operation);
-    Ok(Json(
-        json!({ "job_id": task.record.id, "dynamic_config": dynamic, "static_config": stat }),
-    ))
+    Ok(Json(json!({ "job_id": task.record.id, "dynamic_config": dynamic, "static_config": stat })))
 }
 
 /// UpdateInstanceAutoCreateTopic: `POST …/autotopic` `{"enable_auto_topic": bool}`
@@ -258,13 +198,8 @@ async fn auto_topic(
 ) -> Result<Json<Value>, ApiError> {
     let who = caller.require(&path.project, Action::ModifyInstance)?;
     let enable = body.get("enable_auto_topic").and_then(Value::as_bool);
-    let task = submit(&state, who, &path, None, move |inst| {
-        operation::auto_topic(&body, inst)
-    })
-    .await?;
-    Ok(Json(
-        json!({ "job_id": task.record.id, "enable_auto_topic": enable }),
-    ))
+    let task = submit(&state, who, &path, None, move |inst| operation::auto_topic(&body, inst)).await?;
+    Ok(Json(json!({ "job_id": task.record.id, "enable_auto_topic": enable })))
 }
 
 /// ResizeEngineInstance: `POST …/extend` → `{"job_id"}`
@@ -275,10 +210,7 @@ async fn resize(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let who = caller.require(&path.project, Action::ModifyInstance)?;
-    let task = submit(&state, who, &path, None, move |inst| {
-        operation::resize(&body, inst)
-    })
-    .await?;
+    let task = submit(&state, who, &path, None, move |inst| operation::resize(&body, inst)).await?;
     Ok(Json(json!({ "job_id": task.record.id })))
 }
 
@@ -298,10 +230,7 @@ async fn reassign(
         let secs: u64 = op.plan().iter().map(|s| s.1).sum::<u64>() / 1000;
         return Ok(Json(json!({ "reassignment_time": secs })));
     }
-    let task = submit(&state, who, &path, schedule_at, move |inst| {
-        operation::reassign(&body, inst)
-    })
-    .await?;
+    let task = submit(&state, who, &path, schedule_at, move |inst| operation::reassign(&body, inst)).await?;
     Ok(Json(job_or_schedule(&task)))
 }
 

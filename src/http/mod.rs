@@ -1,12 +1,14 @@
 //! The HTTP layer: one module per resource, each exposing `router()`, assembled here with the
 //! request-id, logging and body-limit layers and the DMS-shaped 404/405 fallbacks.
 
+pub mod auth_layer;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod instances;
 pub mod scheduled;
 pub mod tasks;
+pub mod tokens;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -71,10 +73,14 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let api = Router::new()
         .merge(tasks::router())
         .merge(scheduled::router())
         .merge(instances::router())
+        .merge(tokens::router())
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth_layer::authenticate));
+    Router::new()
+        .merge(api)
         .merge(health::router())
         .fallback(|| async { ApiError::NoSuchUrl })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -90,9 +96,7 @@ async fn request_context(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let span = tracing::info_span!("request", request_id = %id, %method, %path);
-    let mut res = REQUEST_ID
-        .scope(id.clone(), next.run(req).instrument(span.clone()))
-        .await;
+    let mut res = REQUEST_ID.scope(id.clone(), next.run(req).instrument(span.clone())).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
     }

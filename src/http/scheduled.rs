@@ -16,14 +16,8 @@ use crate::storage::{Found, ScheduleChange, View};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/v2/{project_id}/instances/{instance_id}/scheduled-tasks",
-            get(list),
-        )
-        .route(
-            "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}",
-            put(update).delete(delete),
-        )
+        .route("/v2/{project_id}/instances/{instance_id}/scheduled-tasks", get(list))
+        .route("/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}", put(update).delete(delete))
 }
 
 /// ListScheduledTasks: `GET …/scheduled-tasks`; `job_count` is a number, unlike `task_count`.
@@ -35,12 +29,7 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&path.project, Action::ListScheduledTasks)?;
     let query = page_query(path.project, path.instance, View::Scheduled, &q)?;
-    let (total, jobs) = state
-        .storage
-        .tasks
-        .list_tasks(&query)
-        .await?
-        .ok_or(ApiError::NoInstance)?;
+    let (total, jobs) = state.storage.tasks.list_tasks(&query).await?.ok_or(ApiError::NoInstance)?;
     let jobs: Vec<TaskJson> = jobs.iter().map(|t| TaskJson::new(t, true)).collect();
     Ok(Json(json!({ "job_count": total, "jobs": jobs })))
 }
@@ -57,9 +46,7 @@ async fn update(
     let execute_at = match q.get("execute_at") {
         None => None,
         Some(s) => {
-            let t = s
-                .parse::<CompactTime>()
-                .map_err(|_| ApiError::InvalidTimestamp)?;
+            let t = s.parse::<CompactTime>().map_err(|_| ApiError::InvalidTimestamp)?;
             if t.0 <= now {
                 return Err(ApiError::InvalidTimestamp);
             }
@@ -75,12 +62,7 @@ async fn update(
         return Err(ApiError::InvalidParam("execute_at"));
     }
     let change = ScheduleChange { execute_at, cancel };
-    match state
-        .storage
-        .tasks
-        .update_scheduled(&path.project, &path.instance, &path.task, change, now)
-        .await?
-    {
+    match state.storage.tasks.update_scheduled(&path.project, &path.instance, &path.task, change, now).await? {
         Found::Yes(true) => {
             state.engine_wake.notify_one();
             Ok(StatusCode::NO_CONTENT)
@@ -92,11 +74,7 @@ async fn update(
 }
 
 /// DeleteScheduledTask: `DELETE …/scheduled-tasks/{task_id}`, allowed once the task has ended.
-async fn delete(
-    State(state): State<AppState>,
-    caller: Caller,
-    path: TaskPath,
-) -> Result<StatusCode, ApiError> {
+async fn delete(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<StatusCode, ApiError> {
     caller.require(&path.project, Action::DeleteScheduledTask)?;
-    remove(&state, &path, View::Scheduled).await
+    remove(&state, &caller, &path, View::Scheduled).await
 }

@@ -20,14 +20,8 @@ use crate::storage::{DeleteOutcome, Found, TaskQuery, View};
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v2/{project_id}/instances/{instance_id}/tasks", get(list))
-        .route(
-            "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}",
-            get(show).delete(delete),
-        )
-        .route(
-            "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/progress",
-            get(progress),
-        )
+        .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}", get(show).delete(delete))
+        .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/progress", get(progress))
 }
 
 /// A task as the API shows it: every field a string.
@@ -56,11 +50,7 @@ impl<'a> TaskJson<'a> {
             status: t.status.as_str(),
             created_at: iso_ms(t.created_at),
             updated_at: iso_ms(t.updated_at),
-            schedule_at: if with_schedule {
-                Some(t.schedule_at.map(iso_ms).unwrap_or_default())
-            } else {
-                None
-            },
+            schedule_at: if with_schedule { Some(t.schedule_at.map(iso_ms).unwrap_or_default()) } else { None },
         }
     }
 }
@@ -75,29 +65,16 @@ pub fn page_query(
 ) -> Result<TaskQuery, ApiError> {
     let start = match (q.get("start"), q.get("offset")) {
         (Some(_), Some(_)) => return Err(ApiError::InvalidParam("start")),
-        (Some(s), None) => s
-            .parse::<u64>()
-            .map_err(|_| ApiError::InvalidParam("start"))?,
-        (None, Some(s)) => s
-            .parse::<u64>()
-            .map_err(|_| ApiError::InvalidParam("offset"))?,
+        (Some(s), None) => s.parse::<u64>().map_err(|_| ApiError::InvalidParam("start"))?,
+        (None, Some(s)) => s.parse::<u64>().map_err(|_| ApiError::InvalidParam("offset"))?,
         (None, None) => 1,
     };
     let limit = match q.get("limit") {
         None => 10,
-        Some(s) => s
-            .parse::<u64>()
-            .ok()
-            .filter(|l| (1..=100).contains(l))
-            .ok_or(ApiError::InvalidParam("limit"))?,
+        Some(s) => s.parse::<u64>().ok().filter(|l| (1..=100).contains(l)).ok_or(ApiError::InvalidParam("limit"))?,
     };
     let time = |key: &str| -> Result<Option<CompactTime>, ApiError> {
-        q.get(key)
-            .map(|s| {
-                s.parse::<CompactTime>()
-                    .map_err(|_| ApiError::InvalidTimestamp)
-            })
-            .transpose()
+        q.get(key).map(|s| s.parse::<CompactTime>().map_err(|_| ApiError::InvalidTimestamp)).transpose()
     };
     let begin = time("begin_time")?;
     let end = time("end_time")?;
@@ -127,27 +104,15 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&path.project, Action::GetBackgroundTask)?;
     let query = page_query(path.project, path.instance, View::Background, &q)?;
-    let (total, tasks) = state
-        .storage
-        .tasks
-        .list_tasks(&query)
-        .await?
-        .ok_or(ApiError::NoInstance)?;
+    let (total, tasks) = state.storage.tasks.list_tasks(&query).await?.ok_or(ApiError::NoInstance)?;
     let tasks: Vec<TaskJson> = tasks.iter().map(|t| TaskJson::new(t, false)).collect();
     // task_count is a string on the wire: Terraform parses it with Atoi.
-    Ok(Json(
-        json!({ "task_count": total.to_string(), "tasks": tasks }),
-    ))
+    Ok(Json(json!({ "task_count": total.to_string(), "tasks": tasks })))
 }
 
 /// The task a path names, or the 404 that says which part is missing.
 pub async fn find(state: &AppState, path: &TaskPath, view: View) -> Result<TaskRecord, ApiError> {
-    match state
-        .storage
-        .tasks
-        .get_task(&path.project, &path.instance, &path.task, view)
-        .await?
-    {
+    match state.storage.tasks.get_task(&path.project, &path.instance, &path.task, view).await? {
         Found::Yes(t) => Ok(t),
         Found::NoInstance => Err(ApiError::NoInstance),
         Found::NoTask => Err(ApiError::NoTask),
@@ -155,27 +120,23 @@ pub async fn find(state: &AppState, path: &TaskPath, view: View) -> Result<TaskR
 }
 
 /// ShowBackgroundTask: `GET …/tasks/{task_id}`, the list wrapper with one element.
-async fn show(
-    State(state): State<AppState>,
-    caller: Caller,
-    path: TaskPath,
-) -> Result<Json<Value>, ApiError> {
+async fn show(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Json<Value>, ApiError> {
     caller.require(&path.project, Action::GetBackgroundTask)?;
     let task = find(&state, &path, View::Background).await?;
-    Ok(Json(
-        json!({ "task_count": "1", "tasks": [TaskJson::new(&task, false)] }),
-    ))
+    Ok(Json(json!({ "task_count": "1", "tasks": [TaskJson::new(&task, false)] })))
 }
 
-/// Removes a finished task; shared by DeleteBackgroundTask and DeleteScheduledTask.
-pub async fn remove(state: &AppState, path: &TaskPath, view: View) -> Result<StatusCode, ApiError> {
-    match state
-        .storage
-        .tasks
-        .delete_task(&path.project, &path.instance, &path.task, view)
-        .await?
-    {
-        DeleteOutcome::Deleted(_) => Ok(StatusCode::NO_CONTENT),
+/// Removes a finished task; shared by DeleteBackgroundTask and DeleteScheduledTask. The audit
+/// event keeps the record as it was, so who deleted what outlives the record.
+pub async fn remove(state: &AppState, caller: &Caller, path: &TaskPath, view: View) -> Result<StatusCode, ApiError> {
+    match state.storage.tasks.delete_task(&path.project, &path.instance, &path.task, view).await? {
+        DeleteOutcome::Deleted(task) => {
+            let mut record = serde_json::to_value(TaskJson::new(&task, task.schedule_at.is_some()))
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            record["instance_id"] = json!(task.instance_id);
+            caller.1.set_detail(json!({ "deleted_task": record }));
+            Ok(StatusCode::NO_CONTENT)
+        }
         DeleteOutcome::Running => Err(ApiError::TaskRunning),
         DeleteOutcome::NoInstance => Err(ApiError::NoInstance),
         DeleteOutcome::NoTask => Err(ApiError::NoTask),
@@ -183,13 +144,9 @@ pub async fn remove(state: &AppState, path: &TaskPath, view: View) -> Result<Sta
 }
 
 /// DeleteBackgroundTask: `DELETE …/tasks/{task_id}` → 204 once the removal is durable.
-async fn delete(
-    State(state): State<AppState>,
-    caller: Caller,
-    path: TaskPath,
-) -> Result<StatusCode, ApiError> {
+async fn delete(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<StatusCode, ApiError> {
     caller.require(&path.project, Action::DeleteBackgroundTask)?;
-    remove(&state, &path, View::Background).await
+    remove(&state, &caller, &path, View::Background).await
 }
 
 #[derive(Serialize)]
@@ -204,25 +161,14 @@ struct StepJson<'a> {
 }
 
 /// ShowBackgroundTaskProgress: `GET …/tasks/{task_id}/progress`
-async fn progress(
-    State(state): State<AppState>,
-    caller: Caller,
-    path: TaskPath,
-) -> Result<Json<Value>, ApiError> {
+async fn progress(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Json<Value>, ApiError> {
     caller.require(&path.project, Action::Unrestricted)?;
     let task = find(&state, &path, View::Background).await?;
     let p = task.progress(now_ms());
     let steps: Vec<StepJson> = task
         .steps
         .iter()
-        .map(|s| StepJson {
-            name: &s.name,
-            statue: s.status,
-            start_time: s.start_time,
-            end_time: s.end_time,
-        })
+        .map(|s| StepJson { name: &s.name, statue: s.status, start_time: s.start_time, end_time: s.end_time })
         .collect();
-    Ok(Json(
-        json!({ "progress_percentage": p.percentage, "remain_time": p.remain_seconds, "step_list": steps }),
-    ))
+    Ok(Json(json!({ "progress_percentage": p.percentage, "remain_time": p.remain_seconds, "step_list": steps })))
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::domain::instance::Instance;
 use crate::domain::operation::{Operation, StepContext};
-use crate::domain::{InstanceId, Invalid, ProjectId, TaskId, TaskRecord, TaskStatus};
+use crate::domain::{InstanceId, Invalid, ProjectId, Role, TaskId, TaskRecord, TaskStatus};
 
 /// A storage failure, whatever the engine. Never shown to API clients.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -96,21 +96,9 @@ pub type TaskBuilder = Box<dyn FnOnce(&Instance) -> Result<NewTask, Invalid> + S
 pub trait TaskStore: Send + Sync {
     /// `None` when the instance does not exist in the project; else the total and the page.
     async fn list_tasks(&self, q: &TaskQuery) -> StoreResult<Option<(u64, Vec<TaskRecord>)>>;
-    async fn get_task(
-        &self,
-        p: &ProjectId,
-        i: &InstanceId,
-        t: &TaskId,
-        view: View,
-    ) -> StoreResult<Found<TaskRecord>>;
+    async fn get_task(&self, p: &ProjectId, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<Found<TaskRecord>>;
     /// Removes a terminal task durably.
-    async fn delete_task(
-        &self,
-        p: &ProjectId,
-        i: &InstanceId,
-        t: &TaskId,
-        view: View,
-    ) -> StoreResult<DeleteOutcome>;
+    async fn delete_task(&self, p: &ProjectId, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<DeleteOutcome>;
     /// Moves or cancels a scheduled task that has not started. `Found::Yes(false)` when it has.
     async fn update_scheduled(
         &self,
@@ -160,13 +148,7 @@ pub enum StepOutcome {
 pub trait EngineStore: Send + Sync {
     /// Leases up to `max` due tasks to `owner` until `now + lease_ms`: new tasks, scheduled tasks
     /// whose time has come, and running tasks whose lease has expired.
-    async fn claim(
-        &self,
-        owner: &str,
-        now: i64,
-        lease_ms: i64,
-        max: usize,
-    ) -> StoreResult<Vec<Claimed>>;
+    async fn claim(&self, owner: &str, now: i64, lease_ms: i64, max: usize) -> StoreResult<Vec<Claimed>>;
     /// Finishes a step, if `owner` still holds the task.
     async fn finish_step(
         &self,
@@ -183,6 +165,64 @@ pub trait EngineStore: Send + Sync {
     async fn release_leases(&self, owner: &str) -> StoreResult<()>;
 }
 
+/// An access key as stored; the secret key is sealed with the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialRecord {
+    pub access_key: String,
+    pub secret_sealed: Vec<u8>,
+    pub project_id: ProjectId,
+    pub user_id: String,
+    pub user_name: String,
+    pub role: Role,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+    pub failed_attempts: u32,
+    pub locked_until: Option<i64>,
+}
+
+/// Access keys and their lockout state.
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
+    async fn insert_credential(&self, c: CredentialRecord) -> StoreResult<()>;
+    /// Inserts `c` only if no credential exists at all; `false` when one did.
+    async fn insert_first_credential(&self, c: CredentialRecord) -> StoreResult<bool>;
+    async fn get_credential(&self, access_key: &str) -> StoreResult<Option<CredentialRecord>>;
+    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRecord>>;
+    /// `false` when there is no such active key.
+    async fn revoke_credential(&self, access_key: &str, now: i64) -> StoreResult<bool>;
+    /// Counts a failed signature; at `max` consecutive failures the key is locked until `lock_until`.
+    async fn record_auth_failure(&self, access_key: &str, max: u32, lock_until: i64) -> StoreResult<()>;
+    async fn clear_auth_failures(&self, access_key: &str) -> StoreResult<()>;
+}
+
+/// One authenticated mutating request.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AuditEvent {
+    pub at: i64,
+    pub request_id: String,
+    pub project_id: String,
+    pub user_id: String,
+    pub user_name: String,
+    pub access_key: Option<String>,
+    pub action: String,
+    pub target: String,
+    pub status: u16,
+    /// For a deleted task: the record as it was.
+    pub detail: Option<serde_json::Value>,
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    async fn append_audit(&self, e: AuditEvent) -> StoreResult<()>;
+    /// Oldest first, at most `limit`.
+    async fn list_audit(
+        &self,
+        project: Option<&ProjectId>,
+        since: Option<i64>,
+        limit: u64,
+    ) -> StoreResult<Vec<AuditEvent>>;
+}
+
 /// Liveness of the database itself.
 #[async_trait]
 pub trait Health: Send + Sync {
@@ -195,18 +235,22 @@ pub struct Storage {
     pub tasks: Arc<dyn TaskStore>,
     pub instances: Arc<dyn InstanceStore>,
     pub engine: Arc<dyn EngineStore>,
+    pub credentials: Arc<dyn CredentialStore>,
+    pub audit: Arc<dyn AuditStore>,
     pub health: Arc<dyn Health>,
 }
 
 impl Storage {
     fn from_engine<E>(e: Arc<E>) -> Self
     where
-        E: TaskStore + InstanceStore + EngineStore + Health + 'static,
+        E: TaskStore + InstanceStore + EngineStore + CredentialStore + AuditStore + Health + 'static,
     {
         Storage {
             tasks: e.clone(),
             instances: e.clone(),
             engine: e.clone(),
+            credentials: e.clone(),
+            audit: e.clone(),
             health: e,
         }
     }
@@ -217,10 +261,7 @@ impl Storage {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             anyhow::bail!("PostgreSQL support is not built yet");
         }
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .unwrap_or(url);
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         let db = sqlite::Sqlite::open(std::path::Path::new(path)).await?;
         Ok(Self::from_engine(Arc::new(db)))
     }

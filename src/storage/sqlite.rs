@@ -18,7 +18,8 @@ use crate::domain::operation::{Operation, StepContext};
 use crate::domain::transition::{self, Advance, Begin};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../../migrations/sqlite/0001_init.sql"), include_str!("../../migrations/sqlite/0002_auth.sql")];
 /// The most writes one group commit takes.
 const MAX_GROUP: usize = 512;
 
@@ -107,14 +108,8 @@ impl Sqlite {
         let mut conn = connect(path)?;
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel::<Job>(4096);
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))?;
-        Ok(Sqlite {
-            path: path.to_owned(),
-            writer: tx,
-            readers: Arc::new(Mutex::new(Vec::new())),
-        })
+        std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || writer_loop(conn, rx))?;
+        Ok(Sqlite { path: path.to_owned(), writer: tx, readers: Arc::new(Mutex::new(Vec::new())) })
     }
 
     /// Runs `f` in its own savepoint inside the next group commit and returns once it is durable.
@@ -128,11 +123,7 @@ impl Sqlite {
             let result = conn.and_then(|conn| {
                 conn.execute_batch("SAVEPOINT job")?;
                 let result = f(conn);
-                let undo = if result.is_ok() {
-                    "RELEASE job"
-                } else {
-                    "ROLLBACK TO job; RELEASE job"
-                };
+                let undo = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
                 conn.execute_batch(undo)?;
                 result
             });
@@ -140,10 +131,7 @@ impl Sqlite {
                 let _ = tx.send(committed.and(result));
             })
         });
-        self.writer
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.writer.send(job).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -194,16 +182,14 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, StoreError>
         })
     })();
     Ok(rec.and_then(|mut rec: TaskRecord| {
-        rec.status =
-            TaskStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?;
+        rec.status = TaskStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?;
         rec.steps = serde_json::from_str::<Vec<Step>>(&steps).map_err(corrupt)?;
         Ok(rec)
     }))
 }
 
 fn instance_exists(conn: &Connection, p: &ProjectId, i: &InstanceId) -> StoreResult<bool> {
-    let mut st =
-        conn.prepare_cached("SELECT 1 FROM instances WHERE id = ?1 AND project_id = ?2")?;
+    let mut st = conn.prepare_cached("SELECT 1 FROM instances WHERE id = ?1 AND project_id = ?2")?;
     Ok(st.exists(params![i.as_str(), p.as_str()])?)
 }
 
@@ -214,21 +200,10 @@ fn view_filter(view: View) -> &'static str {
     }
 }
 
-fn load_task(
-    conn: &Connection,
-    i: &InstanceId,
-    t: &TaskId,
-    view: View,
-) -> StoreResult<Option<TaskRecord>> {
-    let sql = format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1 AND instance_id = ?2 AND {}",
-        view_filter(view)
-    );
+fn load_task(conn: &Connection, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<Option<TaskRecord>> {
+    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1 AND instance_id = ?2 AND {}", view_filter(view));
     let mut st = conn.prepare_cached(&sql)?;
-    match st
-        .query_row(params![t.as_str(), i.as_str()], task_from_row)
-        .optional()?
-    {
+    match st.query_row(params![t.as_str(), i.as_str()], task_from_row).optional()? {
         Some(r) => r.map(Some),
         None => Ok(None),
     }
@@ -237,9 +212,7 @@ fn load_task(
 fn load_instance(conn: &Connection, i: &InstanceId) -> StoreResult<Option<Instance>> {
     let mut st = conn.prepare_cached("SELECT doc, busy_task_id FROM instances WHERE id = ?1")?;
     let row = st
-        .query_row(params![i.as_str()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
-        })
+        .query_row(params![i.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))
         .optional()?;
     row.map(|(doc, busy)| {
         let mut inst: Instance = serde_json::from_str(&doc).map_err(corrupt)?;
@@ -251,13 +224,8 @@ fn load_instance(conn: &Connection, i: &InstanceId) -> StoreResult<Option<Instan
 
 fn save_instance(conn: &Connection, inst: &Instance) -> StoreResult<()> {
     let doc = serde_json::to_string(inst).map_err(corrupt)?;
-    let mut st =
-        conn.prepare_cached("UPDATE instances SET doc = ?2, busy_task_id = ?3 WHERE id = ?1")?;
-    st.execute(params![
-        inst.id.as_str(),
-        doc,
-        inst.busy_task.as_ref().map(TaskId::as_str)
-    ])?;
+    let mut st = conn.prepare_cached("UPDATE instances SET doc = ?2, busy_task_id = ?3 WHERE id = ?1")?;
+    st.execute(params![inst.id.as_str(), doc, inst.busy_task.as_ref().map(TaskId::as_str)])?;
     Ok(())
 }
 
@@ -291,25 +259,13 @@ fn insert_task(conn: &Connection, t: &NewTask) -> StoreResult<()> {
 }
 
 /// Writes back a task a worker changed: its status, steps and lease.
-fn save_task_progress(
-    conn: &Connection,
-    t: &TaskRecord,
-    due_at: Option<i64>,
-    owner: Option<&str>,
-) -> StoreResult<()> {
+fn save_task_progress(conn: &Connection, t: &TaskRecord, due_at: Option<i64>, owner: Option<&str>) -> StoreResult<()> {
     let steps = serde_json::to_string(&t.steps).map_err(corrupt)?;
     let mut st = conn.prepare_cached(
         "UPDATE tasks SET status = ?2, updated_at = ?3, steps = ?4, due_at = ?5, lease_owner = ?6, \
          in_background = 1 WHERE id = ?1",
     )?;
-    st.execute(params![
-        t.id.as_str(),
-        t.status.as_str(),
-        t.updated_at,
-        steps,
-        due_at,
-        owner
-    ])?;
+    st.execute(params![t.id.as_str(), t.status.as_str(), t.updated_at, steps, due_at, owner])?;
     Ok(())
 }
 
@@ -320,10 +276,8 @@ fn load_operation(conn: &Connection, t: &TaskId) -> StoreResult<Operation> {
 }
 
 fn remove_instance(conn: &Connection, i: &InstanceId) -> StoreResult<()> {
-    conn.prepare_cached("DELETE FROM tasks WHERE instance_id = ?1")?
-        .execute(params![i.as_str()])?;
-    conn.prepare_cached("DELETE FROM instances WHERE id = ?1")?
-        .execute(params![i.as_str()])?;
+    conn.prepare_cached("DELETE FROM tasks WHERE instance_id = ?1")?.execute(params![i.as_str()])?;
+    conn.prepare_cached("DELETE FROM instances WHERE id = ?1")?.execute(params![i.as_str()])?;
     Ok(())
 }
 
@@ -361,13 +315,7 @@ impl TaskStore for Sqlite {
         .await
     }
 
-    async fn get_task(
-        &self,
-        p: &ProjectId,
-        i: &InstanceId,
-        t: &TaskId,
-        view: View,
-    ) -> StoreResult<Found<TaskRecord>> {
+    async fn get_task(&self, p: &ProjectId, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<Found<TaskRecord>> {
         let (p, i, t) = (p.clone(), i.clone(), t.clone());
         self.read(move |conn| {
             if !instance_exists(conn, &p, &i)? {
@@ -381,13 +329,7 @@ impl TaskStore for Sqlite {
         .await
     }
 
-    async fn delete_task(
-        &self,
-        p: &ProjectId,
-        i: &InstanceId,
-        t: &TaskId,
-        view: View,
-    ) -> StoreResult<DeleteOutcome> {
+    async fn delete_task(&self, p: &ProjectId, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<DeleteOutcome> {
         let (p, i, t) = (p.clone(), i.clone(), t.clone());
         self.write(move |conn| {
             if !instance_exists(conn, &p, &i)? {
@@ -399,8 +341,7 @@ impl TaskStore for Sqlite {
             if !task.status.is_terminal() {
                 return Ok(DeleteOutcome::Running);
             }
-            conn.prepare_cached("DELETE FROM tasks WHERE id = ?1")?
-                .execute(params![t.as_str()])?;
+            conn.prepare_cached("DELETE FROM tasks WHERE id = ?1")?.execute(params![t.as_str()])?;
             Ok(DeleteOutcome::Deleted(Box::new(task)))
         })
         .await
@@ -426,11 +367,8 @@ impl TaskStore for Sqlite {
                 return Ok(Found::Yes(false));
             }
             let schedule_at = change.execute_at.or(task.schedule_at);
-            let (status, due_at) = if change.cancel {
-                (TaskStatus::Cancelled, None)
-            } else {
-                (TaskStatus::Created, schedule_at)
-            };
+            let (status, due_at) =
+                if change.cancel { (TaskStatus::Cancelled, None) } else { (TaskStatus::Created, schedule_at) };
             conn.prepare_cached(
                 "UPDATE tasks SET status = ?2, schedule_at = ?3, due_at = ?4, updated_at = ?5 WHERE id = ?1",
             )?
@@ -463,8 +401,7 @@ impl InstanceStore for Sqlite {
 
     async fn get_instance(&self, p: &ProjectId, i: &InstanceId) -> StoreResult<Option<Instance>> {
         let (p, i) = (p.clone(), i.clone());
-        self.read(move |conn| Ok(load_instance(conn, &i)?.filter(|inst| inst.project_id == p)))
-            .await
+        self.read(move |conn| Ok(load_instance(conn, &i)?.filter(|inst| inst.project_id == p))).await
     }
 
     async fn list_instances(&self, p: &ProjectId) -> StoreResult<Vec<Instance>> {
@@ -473,7 +410,8 @@ impl InstanceStore for Sqlite {
             let mut st = conn.prepare_cached(
                 "SELECT doc, busy_task_id FROM instances WHERE project_id = ?1 ORDER BY created_at DESC, id DESC",
             )?;
-            let rows = st.query_map(params![p.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
+            let rows =
+                st.query_map(params![p.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
             let mut out = Vec::new();
             for row in rows {
                 let (doc, busy) = row?;
@@ -494,8 +432,7 @@ impl InstanceStore for Sqlite {
     ) -> StoreResult<Result<NewTask, SubmitError>> {
         let (p, i) = (p.clone(), i.clone());
         self.write(move |conn| {
-            let Some(mut inst) = load_instance(conn, &i)?.filter(|inst| inst.project_id == p)
-            else {
+            let Some(mut inst) = load_instance(conn, &i)?.filter(|inst| inst.project_id == p) else {
                 return Ok(Err(SubmitError::NoInstance));
             };
             let task = match build(&inst) {
@@ -518,13 +455,7 @@ impl InstanceStore for Sqlite {
 
 #[async_trait]
 impl EngineStore for Sqlite {
-    async fn claim(
-        &self,
-        owner: &str,
-        now: i64,
-        lease_ms: i64,
-        max: usize,
-    ) -> StoreResult<Vec<Claimed>> {
+    async fn claim(&self, owner: &str, now: i64, lease_ms: i64, max: usize) -> StoreResult<Vec<Claimed>> {
         let owner = owner.to_owned();
         self.write(move |conn| {
             let mut st = conn.prepare_cached(&format!(
@@ -607,10 +538,8 @@ impl EngineStore for Sqlite {
     async fn renew_leases(&self, owner: &str, until: i64) -> StoreResult<()> {
         let owner = owner.to_owned();
         self.write(move |conn| {
-            conn.prepare_cached(
-                "UPDATE tasks SET due_at = ?2 WHERE lease_owner = ?1 AND status = 'EXECUTING'",
-            )?
-            .execute(params![owner, until])?;
+            conn.prepare_cached("UPDATE tasks SET due_at = ?2 WHERE lease_owner = ?1 AND status = 'EXECUTING'")?
+                .execute(params![owner, until])?;
             Ok(())
         })
         .await
@@ -629,14 +558,177 @@ impl EngineStore for Sqlite {
     }
 }
 
+const CREDENTIAL_COLUMNS: &str = "access_key, secret_sealed, project_id, user_id, user_name, role, created_at, \
+     revoked_at, failed_attempts, locked_until";
+
+fn credential_from_row(r: &Row<'_>) -> rusqlite::Result<Result<CredentialRecord, StoreError>> {
+    let role: String = r.get(5)?;
+    let project: String = r.get(2)?;
+    let rec = CredentialRecord {
+        access_key: r.get(0)?,
+        secret_sealed: r.get(1)?,
+        project_id: ProjectId::from_trusted(project),
+        user_id: r.get(3)?,
+        user_name: r.get(4)?,
+        role: crate::domain::Role::Readonly,
+        created_at: r.get(6)?,
+        revoked_at: r.get(7)?,
+        failed_attempts: r.get::<_, i64>(8)?.clamp(0, u32::MAX as i64) as u32,
+        locked_until: r.get(9)?,
+    };
+    Ok(role.parse().map(|role| CredentialRecord { role, ..rec }).map_err(corrupt))
+}
+
+fn insert_credential_row(conn: &Connection, c: &CredentialRecord) -> StoreResult<()> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO credentials ({CREDENTIAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))?
+    .execute(params![
+        c.access_key,
+        c.secret_sealed,
+        c.project_id.as_str(),
+        c.user_id,
+        c.user_name,
+        c.role.as_str(),
+        c.created_at,
+        c.revoked_at,
+        c.failed_attempts as i64,
+        c.locked_until
+    ])?;
+    Ok(())
+}
+
+#[async_trait]
+impl CredentialStore for Sqlite {
+    async fn insert_credential(&self, c: CredentialRecord) -> StoreResult<()> {
+        self.write(move |conn| insert_credential_row(conn, &c)).await
+    }
+
+    async fn insert_first_credential(&self, c: CredentialRecord) -> StoreResult<bool> {
+        self.write(move |conn| {
+            if conn.prepare_cached("SELECT 1 FROM credentials LIMIT 1")?.exists([])? {
+                return Ok(false);
+            }
+            insert_credential_row(conn, &c)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn get_credential(&self, access_key: &str) -> StoreResult<Option<CredentialRecord>> {
+        let ak = access_key.to_owned();
+        self.read(move |conn| {
+            let mut st =
+                conn.prepare_cached(&format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE access_key = ?1"))?;
+            st.query_row(params![ak], credential_from_row).optional()?.transpose()
+        })
+        .await
+    }
+
+    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRecord>> {
+        self.read(|conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {CREDENTIAL_COLUMNS} FROM credentials ORDER BY created_at, access_key"
+            ))?;
+            let rows = st.query_map([], credential_from_row)?;
+            let mut out = Vec::new();
+            for r in rows {
+                out.push(r??);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn revoke_credential(&self, access_key: &str, now: i64) -> StoreResult<bool> {
+        let ak = access_key.to_owned();
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached("UPDATE credentials SET revoked_at = ?2 WHERE access_key = ?1 AND revoked_at IS NULL")?
+                .execute(params![ak, now])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn record_auth_failure(&self, access_key: &str, max: u32, lock_until: i64) -> StoreResult<()> {
+        let ak = access_key.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE credentials SET \
+                   locked_until = CASE WHEN failed_attempts + 1 >= ?2 THEN ?3 ELSE locked_until END, \
+                   failed_attempts = CASE WHEN failed_attempts + 1 >= ?2 THEN 0 ELSE failed_attempts + 1 END \
+                 WHERE access_key = ?1",
+            )?
+            .execute(params![ak, max as i64, lock_until])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn clear_auth_failures(&self, access_key: &str) -> StoreResult<()> {
+        let ak = access_key.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE credentials SET failed_attempts = 0 WHERE access_key = ?1")?
+                .execute(params![ak])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AuditStore for Sqlite {
+    async fn append_audit(&self, e: AuditEvent) -> StoreResult<()> {
+        self.write(move |conn| {
+            let detail = e.detail.as_ref().map(|d| d.to_string());
+            conn.prepare_cached(
+                "INSERT INTO audit_events (at, request_id, project_id, user_id, user_name, access_key, action, target, status, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![e.at, e.request_id, e.project_id, e.user_id, e.user_name, e.access_key, e.action, e.target, e.status, detail])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        project: Option<&ProjectId>,
+        since: Option<i64>,
+        limit: u64,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let project = project.map(|p| p.as_str().to_owned());
+        self.read(move |conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT at, request_id, project_id, user_id, user_name, access_key, action, target, status, detail \
+                 FROM audit_events WHERE (?1 IS NULL OR project_id = ?1) AND at >= ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows =
+                st.query_map(params![project, since.unwrap_or(i64::MIN), limit.min(i64::MAX as u64) as i64], |r| {
+                    let detail: Option<String> = r.get(9)?;
+                    Ok(AuditEvent {
+                        at: r.get(0)?,
+                        request_id: r.get(1)?,
+                        project_id: r.get(2)?,
+                        user_id: r.get(3)?,
+                        user_name: r.get(4)?,
+                        access_key: r.get(5)?,
+                        action: r.get(6)?,
+                        target: r.get(7)?,
+                        status: r.get::<_, i64>(8)?.clamp(0, 999) as u16,
+                        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+                    })
+                })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl Health for Sqlite {
     async fn ping(&self) -> StoreResult<()> {
-        self.read(|conn| {
-            Ok(conn
-                .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                .map(|_| ())?)
-        })
-        .await
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?)).await
     }
 }

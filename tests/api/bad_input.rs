@@ -13,44 +13,19 @@ async fn malformed_ids_are_named_in_path_order() {
     let p = &app.project;
     for (path, code) in [
         (format!("/v2/nothex/instances/{inst}/tasks"), "DMS.00400002"),
-        (
-            format!(
-                "/v2/{}/instances/{inst}/tasks",
-                p.to_uppercase().replace('A', "G")
-            ),
-            "DMS.00400002",
-        ),
-        (
-            format!("/v2/{p}/instances/not-a-uuid/tasks"),
-            "DMS.00400030",
-        ),
-        (
-            format!("/v2/{p}/instances/{}/tasks", inst.replace('-', "")),
-            "DMS.00400030",
-        ),
-        (
-            format!("/v2/{p}/instances/{inst}/tasks/short"),
-            "DMS.00400070",
-        ),
-        (
-            format!("/v2/{p}/instances/{inst}/tasks/{}", TASK.to_uppercase()),
-            "DMS.00400070",
-        ),
-        (
-            format!("/v2/{p}/instances/{inst}/tasks/{TASK}x/progress"),
-            "DMS.00400070",
-        ),
+        (format!("/v2/{}/instances/{inst}/tasks", p.to_uppercase().replace('A', "G")), "DMS.00400002"),
+        (format!("/v2/{p}/instances/not-a-uuid/tasks"), "DMS.00400030"),
+        (format!("/v2/{p}/instances/{}/tasks", inst.replace('-', "")), "DMS.00400030"),
+        (format!("/v2/{p}/instances/{inst}/tasks/short"), "DMS.00400070"),
+        (format!("/v2/{p}/instances/{inst}/tasks/{}", TASK.to_uppercase()), "DMS.00400070"),
+        (format!("/v2/{p}/instances/{inst}/tasks/{TASK}x/progress"), "DMS.00400070"),
     ] {
         app.get(&path).await.assert_error(400, code);
     }
     // A path that does not even decode is no URL this service serves.
-    app.delete(&format!("/v2/{p}/instances/{inst}/scheduled-tasks/%FF"))
-        .await
-        .assert_error(404, "DMS.00404001");
+    app.delete(&format!("/v2/{p}/instances/{inst}/scheduled-tasks/%FF")).await.assert_error(404, "DMS.00404001");
     for method in [Method::DELETE, Method::GET] {
-        app.request(method, &format!("/v2/{p}/instances/x/tasks/{TASK}"), None)
-            .await
-            .assert_error(400, "DMS.00400030");
+        app.request(method, &format!("/v2/{p}/instances/x/tasks/{TASK}"), None).await.assert_error(400, "DMS.00400030");
     }
 }
 
@@ -69,20 +44,12 @@ async fn bad_query_values_are_refused() {
         ("?begin_time=2024", "DMS.00400142"),
         ("?begin_time=20241301000000", "DMS.00400142"),
         ("?end_time=2024-01-01T00:00", "DMS.00400142"),
-        (
-            "?begin_time=20240102000000&end_time=20240101000000",
-            "DMS.00400062",
-        ),
+        ("?begin_time=20240102000000&end_time=20240101000000", "DMS.00400062"),
     ] {
         app.list_tasks(&inst, query).await.assert_error(400, code);
-        app.list_scheduled(&inst, query)
-            .await
-            .assert_error(400, code);
+        app.list_scheduled(&inst, query).await.assert_error(400, code);
     }
-    assert_eq!(
-        app.list_tasks(&inst, "?limit=100&start=1").await.status,
-        200
-    );
+    assert_eq!(app.list_tasks(&inst, "?limit=100&start=1").await.status, 200);
     assert_eq!(app.list_tasks(&inst, "?unknown=1").await.status, 200);
 }
 
@@ -92,33 +59,18 @@ async fn unknown_paths_and_wrong_methods_have_dms_errors() {
     let inst = app.create_instance().await;
     app.get("/").await.assert_error(404, "DMS.00404001");
     app.get("/v2").await.assert_error(404, "DMS.00404001");
-    app.get(&format!(
-        "/v2/{}/instances/{inst}/tasks/{TASK}/nothing",
-        app.project
-    ))
-    .await
-    .assert_error(404, "DMS.00404001");
-    app.request(
-        Method::POST,
-        &format!("/v2/{}/instances/{inst}/tasks", app.project),
-        None,
-    )
-    .await
-    .assert_error(405, "DMS.00405001");
-    app.request(
-        Method::PUT,
-        &format!("/v2/{}/instances/{inst}/tasks/{TASK}", app.project),
-        None,
-    )
-    .await
-    .assert_error(405, "DMS.00405001");
-    app.request(
-        Method::PATCH,
-        &format!("/v2/{}/instances/{inst}/scheduled-tasks", app.project),
-        None,
-    )
-    .await
-    .assert_error(405, "DMS.00405001");
+    app.get(&format!("/v2/{}/instances/{inst}/tasks/{TASK}/nothing", app.project))
+        .await
+        .assert_error(404, "DMS.00404001");
+    app.request(Method::POST, &format!("/v2/{}/instances/{inst}/tasks", app.project), None)
+        .await
+        .assert_error(405, "DMS.00405001");
+    app.request(Method::PUT, &format!("/v2/{}/instances/{inst}/tasks/{TASK}", app.project), None)
+        .await
+        .assert_error(405, "DMS.00405001");
+    app.request(Method::PATCH, &format!("/v2/{}/instances/{inst}/scheduled-tasks", app.project), None)
+        .await
+        .assert_error(405, "DMS.00405001");
 }
 
 #[tokio::test]
@@ -128,28 +80,14 @@ async fn malformed_and_oversized_bodies_are_refused_and_change_nothing() {
     let before = app.task_count(&inst).await;
     let configs = format!("{}/configs", app.instance_path(&inst));
     for body in ["", "{", "[]", "null", "\"text\"", "{\"kafka_configs\": [}"] {
-        app.request(Method::PUT, &configs, Some(body.to_owned()))
-            .await
-            .assert_error(400, "DMS.00400800");
+        app.request(Method::PUT, &configs, Some(body.to_owned())).await.assert_error(400, "DMS.00400800");
     }
-    let huge = format!(
-        "{{\"kafka_configs\": [{{\"name\": \"{}\", \"value\": \"1\"}}]}}",
-        "x".repeat(1024 * 1024)
-    );
-    app.request(Method::PUT, &configs, Some(huge))
-        .await
-        .assert_error(413, "APIGW.0201");
+    let huge = format!("{{\"kafka_configs\": [{{\"name\": \"{}\", \"value\": \"1\"}}]}}", "x".repeat(1024 * 1024));
+    app.request(Method::PUT, &configs, Some(huge)).await.assert_error(413, "APIGW.0201");
     let create = format!("/v2/kafka/{}/instances", app.project);
-    app.request(Method::POST, &create, Some("{bad".into()))
-        .await
-        .assert_error(400, "DMS.00400800");
+    app.request(Method::POST, &create, Some("{bad".into())).await.assert_error(400, "DMS.00400800");
     assert_eq!(app.task_count(&inst).await, before);
-    assert_eq!(
-        app.get(&format!("/v2/{}/instances", app.project))
-            .await
-            .json()["instance_num"],
-        1
-    );
+    assert_eq!(app.get(&format!("/v2/{}/instances", app.project)).await.json()["instance_num"], 1);
 }
 
 #[tokio::test]
@@ -165,17 +103,9 @@ async fn every_response_carries_a_request_id() {
     ];
     let mut ids: Vec<String> = responses
         .iter()
-        .map(|r| {
-            r.request_id
-                .clone()
-                .unwrap_or_else(|| panic!("no X-Request-Id on {}", r.text))
-        })
+        .map(|r| r.request_id.clone().unwrap_or_else(|| panic!("no X-Request-Id on {}", r.text)))
         .collect();
-    assert!(
-        ids.iter()
-            .all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())),
-        "{ids:?}"
-    );
+    assert!(ids.iter().all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())), "{ids:?}");
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), responses.len(), "each request has its own id");
@@ -189,9 +119,5 @@ async fn health_readiness_and_metrics() {
     app.create_instance().await;
     let metrics = app.get("/metrics").await;
     assert_eq!(metrics.status, 200);
-    assert!(
-        metrics.text.contains("kafka_tasks_http_request_seconds"),
-        "{}",
-        metrics.text
-    );
+    assert!(metrics.text.contains("kafka_tasks_http_request_seconds"), "{}", metrics.text);
 }

@@ -11,27 +11,14 @@ async fn a_resize_beyond_the_resource_pool_fails_at_its_step_and_leaves_the_inst
     let app = TestApp::spawn_with(&["--time-scale", "0", "--storage-pool-gb", "1000"]).await;
     let inst = app.create_instance().await;
     let before = app.show_instance(&inst).await.json();
-    let res = app
-        .resize(
-            &inst,
-            json!({"oper_type": "storage", "new_storage_space": 2000}),
-        )
-        .await;
+    let res = app.resize(&inst, json!({"oper_type": "storage", "new_storage_space": 2000})).await;
     assert_eq!(res.status, 200, "{}", res.text);
     let job = res.json()["job_id"].as_str().expect("job_id").to_owned();
     app.wait_task_status(&inst, &job, "FAILED").await;
 
     let p = app.progress(&inst, &job).await.json();
-    let statues: Vec<_> = p["step_list"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .map(|s| s["statue"].clone())
-        .collect();
-    assert_eq!(
-        statues,
-        [json!("COMPLETED"), json!("FAILED"), json!("WAITING")]
-    );
+    let statues: Vec<_> = p["step_list"].as_array().expect("steps").iter().map(|s| s["statue"].clone()).collect();
+    assert_eq!(statues, [json!("COMPLETED"), json!("FAILED"), json!("WAITING")]);
     assert_eq!(p["step_list"][1]["name"], "disk_expansion");
     assert_eq!(p["remain_time"], 0);
     let after = app.show_instance(&inst).await.json();
@@ -48,26 +35,17 @@ async fn progress_reports_the_running_step_and_an_honest_remaining_time() {
     let app = TestApp::spawn_with(&["--time-scale", "0.05"]).await;
     let inst = app.create_instance().await;
     let res = app
-        .post(
-            &format!("/v2/{}/instances/action", app.project),
-            json!({"action": "restart", "instances": [inst]}),
-        )
+        .post(&format!("/v2/{}/instances/action", app.project), json!({"action": "restart", "instances": [inst]}))
         .await;
     assert_eq!(res.status, 200);
-    let task = app.list_tasks(&inst, "").await.json()["tasks"][0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let task = app.list_tasks(&inst, "").await.json()["tasks"][0]["id"].as_str().expect("id").to_owned();
     let deadline = Instant::now() + Duration::from_secs(5);
     let p = loop {
         let p = app.progress(&inst, &task).await.json();
         if p["step_list"][1]["statue"] == "IN_PROGRESS" {
             break p;
         }
-        assert!(
-            Instant::now() < deadline,
-            "never saw rolling_restart running: {p}"
-        );
+        assert!(Instant::now() < deadline, "never saw rolling_restart running: {p}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(p["step_list"][0]["statue"], "COMPLETED");
@@ -77,10 +55,7 @@ async fn progress_reports_the_running_step_and_an_honest_remaining_time() {
     assert!((1..99).contains(&pct), "{p}");
     let remain = p["remain_time"].as_u64().expect("remain");
     assert!((1..=4).contains(&remain), "3.35 s planned in all: {p}");
-    assert_eq!(
-        app.show_instance(&inst).await.json()["status"],
-        "RESTARTING"
-    );
+    assert_eq!(app.show_instance(&inst).await.json()["status"], "RESTARTING");
     app.wait_task_status(&inst, &task, "SUCCESS").await;
     assert_eq!(app.show_instance(&inst).await.json()["status"], "RUNNING");
 }
@@ -91,16 +66,10 @@ async fn a_task_interrupted_by_kill_9_resumes_at_its_step_after_restart() {
     let mut app = TestApp::spawn_process(&flags).await;
     let inst = app.create_instance().await;
     let res = app
-        .post(
-            &format!("/v2/{}/instances/action", app.project),
-            json!({"action": "restart", "instances": [inst]}),
-        )
+        .post(&format!("/v2/{}/instances/action", app.project), json!({"action": "restart", "instances": [inst]}))
         .await;
     assert_eq!(res.status, 200);
-    let task = app.list_tasks(&inst, "").await.json()["tasks"][0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let task = app.list_tasks(&inst, "").await.json()["tasks"][0]["id"].as_str().expect("id").to_owned();
     // Wait until the long middle step runs, then kill the process without warning.
     let deadline = Instant::now() + Duration::from_secs(5);
     let before = loop {
@@ -119,11 +88,7 @@ async fn a_task_interrupted_by_kill_9_resumes_at_its_step_after_restart() {
     let after = app.progress(&inst, &task).await.json();
     // The first step ran once: its times are those recorded before the crash.
     assert_eq!(after["step_list"][0], before["step_list"][0]);
-    assert!(
-        after["step_list"]
-            .as_array()
-            .is_some_and(|s| s.iter().all(|s| s["statue"] == "COMPLETED"))
-    );
+    assert!(after["step_list"].as_array().is_some_and(|s| s.iter().all(|s| s["statue"] == "COMPLETED")));
     assert_eq!(app.show_instance(&inst).await.json()["status"], "RUNNING");
 }
 
@@ -135,9 +100,7 @@ async fn a_204_delete_survives_kill_9() {
     assert_eq!(app.delete_task(&inst, &task).await.status, 204);
     app.kill9();
     app.start_again(&["--time-scale", "0"]);
-    app.show_task(&inst, &task)
-        .await
-        .assert_error(404, "DMS.00404070");
+    app.show_task(&inst, &task).await.assert_error(404, "DMS.00404070");
 }
 
 #[tokio::test]
@@ -145,26 +108,16 @@ async fn a_scheduled_task_due_while_the_service_was_down_runs_once_after_start()
     let mut app = TestApp::spawn_process(&["--time-scale", "0"]).await;
     let inst = app.create_instance().await;
     let at = chrono::Utc::now().timestamp_millis() + 1_200;
-    let res = app
-        .upgrade(&inst, json!({"is_schedule": true, "execute_at": at}))
-        .await;
-    let id = res.json()["schedule_id"]
-        .as_str()
-        .expect("schedule_id")
-        .to_owned();
+    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": at})).await;
+    let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
     app.kill9();
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     app.start_again(&["--time-scale", "0"]);
     app.wait_task_status(&inst, &id, "SUCCESS").await;
     let all = app.list_tasks(&inst, "?limit=100").await.json();
-    let upgrades = all["tasks"]
-        .as_array()
-        .map(|a| a.iter().filter(|t| t["name"] == "upgradeInstance").count());
+    let upgrades = all["tasks"].as_array().map(|a| a.iter().filter(|t| t["name"] == "upgradeInstance").count());
     assert_eq!(upgrades, Some(1));
-    assert_eq!(
-        app.show_instance(&inst).await.json()["engine_version"],
-        "3.x"
-    );
+    assert_eq!(app.show_instance(&inst).await.json()["engine_version"], "3.x");
 }
 
 #[tokio::test]
@@ -173,16 +126,10 @@ async fn sigterm_shuts_down_cleanly_and_running_tasks_resume_at_once() {
     let mut app = TestApp::spawn_process(&flags).await;
     let inst = app.create_instance().await;
     let res = app
-        .post(
-            &format!("/v2/{}/instances/action", app.project),
-            json!({"action": "restart", "instances": [inst]}),
-        )
+        .post(&format!("/v2/{}/instances/action", app.project), json!({"action": "restart", "instances": [inst]}))
         .await;
     assert_eq!(res.status, 200);
-    let task = app.list_tasks(&inst, "").await.json()["tasks"][0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let task = app.list_tasks(&inst, "").await.json()["tasks"][0]["id"].as_str().expect("id").to_owned();
     let status = app.terminate();
     assert!(status.success(), "{status:?}");
     // The lease is a minute long, but a clean stop gave it back: the task finishes promptly.

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use kafka_tasks::auth::signature::{self, Algorithm, Signer};
+use kafka_tasks::auth::{Clock, IssuedCredential};
 use kafka_tasks::cli::{Cli, Command};
+use kafka_tasks::domain::Role;
 use kafka_tasks::server::{self, Running};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -19,8 +22,7 @@ pub struct Response {
 
 impl Response {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
     }
 
     /// Asserts a DMS error: status and code.
@@ -28,11 +30,7 @@ impl Response {
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
         assert_eq!(self.json()["error_code"], code, "body: {}", self.text);
-        assert!(
-            self.json()["error_msg"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty())
-        );
+        assert!(self.json()["error_msg"].as_str().is_some_and(|m| !m.is_empty()));
     }
 }
 
@@ -40,6 +38,10 @@ pub struct TestApp {
     pub base: String,
     pub db_path: PathBuf,
     pub project: String,
+    /// The admin key the server created on its fresh database; every helper signs with it.
+    pub admin: IssuedCredential,
+    /// The server's clock (in-process servers only).
+    pub clock: Clock,
     client: reqwest::Client,
     running: Option<Running>,
     child: Option<std::process::Child>,
@@ -47,19 +49,10 @@ pub struct TestApp {
 }
 
 pub fn serve_args(extra: &[&str]) -> kafka_tasks::config::ServeArgs {
-    let mut argv = vec![
-        "kafka-tasks",
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "text",
-    ];
+    let mut argv = vec!["kafka-tasks", "serve", "--listen", "127.0.0.1:0", "--log-format", "text"];
     argv.extend_from_slice(extra);
     match Cli::try_parse_from(argv) {
-        Ok(Cli {
-            command: Command::Serve(args),
-        }) => args,
+        Ok(Cli { command: Command::Serve(args) }) => args,
         other => panic!("bad test arguments: {other:?}"),
     }
 }
@@ -78,13 +71,16 @@ impl TestApp {
     }
 
     async fn start(dir: tempfile::TempDir, db_path: PathBuf, db: &str, flags: &[&str]) -> Self {
-        let mut all = vec!["--database", db, "--poll-ms", "20"];
+        let key_file = dir.path().join("master.key");
+        let key_file = key_file.to_str().expect("utf-8 path");
+        let mut all = vec!["--database", db, "--poll-ms", "20", "--master-key-file", key_file];
         all.extend_from_slice(flags);
-        let running = server::start(&serve_args(&all))
-            .await
-            .expect("server starts");
+        let clock = Clock::default();
+        let running = server::start_with_clock(&serve_args(&all), clock.clone()).await.expect("server starts");
         TestApp {
             base: format!("http://{}", running.addr),
+            admin: initial_credential(dir.path()),
+            clock,
             db_path,
             project: PROJECT.to_owned(),
             client: reqwest::Client::new(),
@@ -101,6 +97,8 @@ impl TestApp {
         let (child, base) = start_process(&db_path, flags);
         TestApp {
             base,
+            admin: initial_credential(dir.path()),
+            clock: Clock::default(),
             db_path,
             project: PROJECT.to_owned(),
             client: reqwest::Client::new(),
@@ -129,10 +127,7 @@ impl TestApp {
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("a process");
         let pid = c.id().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
         assert!(sent.success());
         c.wait().expect("exit status")
     }
@@ -148,27 +143,89 @@ impl TestApp {
         Self::start(dir, db_path, &db, flags).await
     }
 
+    /// Another access key, made with the CLI's code path on the same database.
+    pub async fn credential(&self, project: &str, user: &str, role: Role) -> IssuedCredential {
+        let storage =
+            kafka_tasks::storage::Storage::open(&format!("sqlite:{}", self.db_path.display())).await.expect("db");
+        let master = kafka_tasks::auth::keys::MasterKey::load_or_create(&self.key_file()).expect("master key");
+        let project = project.parse().expect("project id");
+        kafka_tasks::auth::create_credential(
+            storage.credentials.as_ref(),
+            &master,
+            &project,
+            user,
+            role,
+            self.clock.now_ms(),
+            false,
+        )
+        .await
+        .expect("stored")
+        .expect("created")
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.db_path.with_file_name("master.key")
+    }
+
     pub async fn request(&self, method: Method, path: &str, body: Option<String>) -> Response {
-        let mut req = self
-            .client
-            .request(method, format!("{}{}", self.base, path))
-            .header("content-type", "application/json");
+        self.request_as(&self.admin, method, path, body).await
+    }
+
+    /// A request signed with `cred` the way the Python SDK signs (every header it sends).
+    pub async fn request_as(
+        &self,
+        cred: &IssuedCredential,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Response {
+        let headers = self.signed_headers(cred, &method, path, body.as_deref().unwrap_or(""), self.clock.now_ms());
+        self.send(method, path, body, &headers).await
+    }
+
+    /// The headers of a signed request, for tests that tamper with them.
+    pub fn signed_headers(
+        &self,
+        cred: &IssuedCredential,
+        method: &Method,
+        path_and_query: &str,
+        body: &str,
+        at_ms: i64,
+    ) -> Vec<(String, String)> {
+        let host = self.base.trim_start_matches("http://").to_owned();
+        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        let base =
+            [("content-type", "application/json"), ("host", host.as_str()), ("x-project-id", cred.project_id.as_str())];
+        let date = signature::sdk_date(at_ms);
+        let signer =
+            Signer { algorithm: Algorithm::Sha256, access_key: &cred.access_key, secret_key: &cred.secret_key };
+        let signed = signer.sign(method.as_str(), path, query, &base, body.as_bytes(), &date);
+        let mut out: Vec<(String, String)> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        out.push(("x-sdk-date".into(), signed.sdk_date));
+        out.push(("authorization".into(), signed.authorization));
+        out
+    }
+
+    /// Sends a request with exactly these headers.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        headers: &[(String, String)],
+    ) -> Response {
+        let mut req = self.client.request(method, format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
         if let Some(b) = body {
             req = req.body(b);
         }
         let res = req.send().await.expect("request sent");
         let status = res.status();
-        let request_id = res
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let request_id = res.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = res.text().await.expect("body read");
-        Response {
-            status,
-            request_id,
-            text,
-        }
+        Response { status, request_id, text }
     }
 
     pub async fn get(&self, path: &str) -> Response {
@@ -180,13 +237,11 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Response {
-        self.request(Method::POST, path, Some(body.to_string()))
-            .await
+        self.request(Method::POST, path, Some(body.to_string())).await
     }
 
     pub async fn put(&self, path: &str, body: Option<Value>) -> Response {
-        self.request(Method::PUT, path, body.map(|b| b.to_string()))
-            .await
+        self.request(Method::PUT, path, body.map(|b| b.to_string())).await
     }
 
     pub fn instance_path(&self, instance: &str) -> String {
@@ -196,60 +251,37 @@ impl TestApp {
     // --- the task endpoints ---
 
     pub async fn list_tasks(&self, instance: &str, query: &str) -> Response {
-        self.get(&format!("{}/tasks{query}", self.instance_path(instance)))
-            .await
+        self.get(&format!("{}/tasks{query}", self.instance_path(instance))).await
     }
 
     pub async fn show_task(&self, instance: &str, task: &str) -> Response {
-        self.get(&format!("{}/tasks/{task}", self.instance_path(instance)))
-            .await
+        self.get(&format!("{}/tasks/{task}", self.instance_path(instance))).await
     }
 
     pub async fn delete_task(&self, instance: &str, task: &str) -> Response {
-        self.delete(&format!("{}/tasks/{task}", self.instance_path(instance)))
-            .await
+        self.delete(&format!("{}/tasks/{task}", self.instance_path(instance))).await
     }
 
     pub async fn progress(&self, instance: &str, task: &str) -> Response {
-        self.get(&format!(
-            "{}/tasks/{task}/progress",
-            self.instance_path(instance)
-        ))
-        .await
+        self.get(&format!("{}/tasks/{task}/progress", self.instance_path(instance))).await
     }
 
     pub async fn list_scheduled(&self, instance: &str, query: &str) -> Response {
-        self.get(&format!(
-            "{}/scheduled-tasks{query}",
-            self.instance_path(instance)
-        ))
-        .await
+        self.get(&format!("{}/scheduled-tasks{query}", self.instance_path(instance))).await
     }
 
     pub async fn update_scheduled(&self, instance: &str, task: &str, query: &str) -> Response {
-        self.put(
-            &format!(
-                "{}/scheduled-tasks/{task}{query}",
-                self.instance_path(instance)
-            ),
-            None,
-        )
-        .await
+        self.put(&format!("{}/scheduled-tasks/{task}{query}", self.instance_path(instance)), None).await
     }
 
     pub async fn delete_scheduled(&self, instance: &str, task: &str) -> Response {
-        self.delete(&format!(
-            "{}/scheduled-tasks/{task}",
-            self.instance_path(instance)
-        ))
-        .await
+        self.delete(&format!("{}/scheduled-tasks/{task}", self.instance_path(instance))).await
     }
 
     // --- instances and operations ---
 
     pub async fn create_instance_with(&self, body: Value) -> Response {
-        self.post(&format!("/v2/kafka/{}/instances", self.project), body)
-            .await
+        self.post(&format!("/v2/kafka/{}/instances", self.project), body).await
     }
 
     /// Creates an instance and waits until it is RUNNING.
@@ -261,10 +293,7 @@ impl TestApp {
             }))
             .await;
         assert_eq!(res.status, 200, "{}", res.text);
-        let id = res.json()["instance_id"]
-            .as_str()
-            .expect("instance_id")
-            .to_owned();
+        let id = res.json()["instance_id"].as_str().expect("instance_id").to_owned();
         self.wait_instance_status(&id, "RUNNING").await;
         id
     }
@@ -280,52 +309,29 @@ impl TestApp {
             if inst["status"] == status && inst["task"].is_null() {
                 return inst;
             }
-            assert!(
-                Instant::now() < deadline,
-                "instance never reached {status}: {inst}"
-            );
+            assert!(Instant::now() < deadline, "instance never reached {status}: {inst}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
     pub async fn modify_configs(&self, instance: &str, configs: Value) -> Response {
-        self.put(
-            &format!("{}/configs", self.instance_path(instance)),
-            Some(json!({ "kafka_configs": configs })),
-        )
-        .await
+        self.put(&format!("{}/configs", self.instance_path(instance)), Some(json!({ "kafka_configs": configs }))).await
     }
 
     pub async fn auto_topic(&self, instance: &str, enable: bool) -> Response {
-        self.post(
-            &format!("{}/autotopic", self.instance_path(instance)),
-            json!({ "enable_auto_topic": enable }),
-        )
-        .await
+        self.post(&format!("{}/autotopic", self.instance_path(instance)), json!({ "enable_auto_topic": enable })).await
     }
 
     pub async fn resize(&self, instance: &str, body: Value) -> Response {
-        self.post(
-            &format!("/v2/{}/kafka/instances/{instance}/extend", self.project),
-            body,
-        )
-        .await
+        self.post(&format!("/v2/{}/kafka/instances/{instance}/extend", self.project), body).await
     }
 
     pub async fn reassign(&self, instance: &str, body: Value) -> Response {
-        self.post(
-            &format!("/v2/{}/kafka/instances/{instance}/reassign", self.project),
-            body,
-        )
-        .await
+        self.post(&format!("/v2/{}/kafka/instances/{instance}/reassign", self.project), body).await
     }
 
     pub async fn upgrade(&self, instance: &str, body: Value) -> Response {
-        self.post(
-            &format!("/v2/{}/kafka/instances/{instance}/upgrade", self.project),
-            body,
-        )
-        .await
+        self.post(&format!("/v2/{}/kafka/instances/{instance}/upgrade", self.project), body).await
     }
 
     /// Runs one auto-topic toggle to completion and returns its task id.
@@ -348,11 +354,7 @@ impl TestApp {
                     return t;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "task {task} never reached {status}: {}",
-                res.text
-            );
+            assert!(Instant::now() < deadline, "task {task} never reached {status}: {}", res.text);
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -371,10 +373,7 @@ impl TestApp {
 
     pub async fn task_count(&self, instance: &str) -> usize {
         let res = self.list_tasks(instance, "").await;
-        res.json()["task_count"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .expect("task_count is a numeric string")
+        res.json()["task_count"].as_str().and_then(|s| s.parse().ok()).expect("task_count is a numeric string")
     }
 }
 
@@ -384,22 +383,20 @@ impl Drop for TestApp {
     }
 }
 
+fn initial_credential(dir: &std::path::Path) -> IssuedCredential {
+    let text =
+        std::fs::read_to_string(dir.join("initial-credential.json")).expect("the server wrote its first credential");
+    serde_json::from_str(&text).expect("credential JSON")
+}
+
 /// Starts `kafka-tasks serve` on port 0 and reads the bound address from its JSON log.
 fn start_process(db_path: &std::path::Path, flags: &[&str]) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     let db = format!("sqlite:{}", db_path.display());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kafka-tasks"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--poll-ms",
-            "20",
-            "--database",
-            &db,
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--poll-ms", "20", "--database", &db])
+        .arg("--master-key-file")
+        .arg(db_path.with_file_name("master.key"))
         .args(flags)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -419,8 +416,6 @@ fn start_process(db_path: &std::path::Path, flags: &[&str]) -> (std::process::Ch
             }
         }
     });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("server logged its address");
+    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("server logged its address");
     (child, format!("http://{addr}"))
 }

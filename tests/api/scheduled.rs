@@ -12,26 +12,16 @@ fn in_ms(ms: i64) -> i64 {
 }
 
 fn compact_in(secs: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::seconds(secs))
-        .format("%Y%m%d%H%M%S")
-        .to_string()
+    (chrono::Utc::now() + chrono::Duration::seconds(secs)).format("%Y%m%d%H%M%S").to_string()
 }
 
 #[tokio::test]
 async fn a_scheduled_upgrade_fires_once_and_becomes_a_background_task() {
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
-    let res = app
-        .upgrade(
-            &inst,
-            json!({"is_schedule": true, "execute_at": in_ms(1_500)}),
-        )
-        .await;
+    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": in_ms(1_500)})).await;
     assert_eq!(res.status, 200, "{}", res.text);
-    let id = res.json()["schedule_id"]
-        .as_str()
-        .expect("schedule_id")
-        .to_owned();
+    let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
     assert!(res.json().get("job_id").is_none());
 
     let jobs = app.list_scheduled(&inst, "").await.json();
@@ -39,40 +29,24 @@ async fn a_scheduled_upgrade_fires_once_and_becomes_a_background_task() {
     assert_eq!(jobs["jobs"][0]["id"], id.as_str());
     assert_eq!(jobs["jobs"][0]["status"], "CREATED");
     assert_eq!(jobs["jobs"][0]["name"], "upgradeInstance");
-    assert!(
-        jobs["jobs"][0]["schedule_at"]
-            .as_str()
-            .is_some_and(|s| s.ends_with('Z'))
-    );
+    assert!(jobs["jobs"][0]["schedule_at"].as_str().is_some_and(|s| s.ends_with('Z')));
     // Waiting, it is not a background task yet.
-    app.show_task(&inst, &id)
-        .await
-        .assert_error(404, "DMS.00404070");
-    assert_eq!(
-        app.show_instance(&inst).await.json()["engine_version"],
-        "2.7"
-    );
+    app.show_task(&inst, &id).await.assert_error(404, "DMS.00404070");
+    assert_eq!(app.show_instance(&inst).await.json()["engine_version"], "2.7");
 
     let task = app.wait_task_status(&inst, &id, "SUCCESS").await;
     assert_eq!(task["id"], id.as_str());
-    assert_eq!(
-        app.show_instance(&inst).await.json()["engine_version"],
-        "3.x"
-    );
+    assert_eq!(app.show_instance(&inst).await.json()["engine_version"], "3.x");
     let jobs = app.list_scheduled(&inst, "").await.json();
     assert_eq!(jobs["jobs"][0]["status"], "SUCCESS");
     // Fired once: one upgrade in the background list.
     let all = app.list_tasks(&inst, "?limit=100").await.json();
-    let upgrades = all["tasks"]
-        .as_array()
-        .map(|a| a.iter().filter(|t| t["name"] == "upgradeInstance").count());
+    let upgrades = all["tasks"].as_array().map(|a| a.iter().filter(|t| t["name"] == "upgradeInstance").count());
     assert_eq!(upgrades, Some(1));
 
     // Ended: it can be deleted from the scheduled list, which removes the record.
     assert_eq!(app.delete_scheduled(&inst, &id).await.status, 204);
-    app.show_task(&inst, &id)
-        .await
-        .assert_error(404, "DMS.00404070");
+    app.show_task(&inst, &id).await.assert_error(404, "DMS.00404070");
     assert_eq!(app.list_scheduled(&inst, "").await.json()["job_count"], 0);
 }
 
@@ -80,16 +54,8 @@ async fn a_scheduled_upgrade_fires_once_and_becomes_a_background_task() {
 async fn a_cancelled_scheduled_task_never_runs() {
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
-    let res = app
-        .upgrade(
-            &inst,
-            json!({"is_schedule": true, "execute_at": in_ms(1_200)}),
-        )
-        .await;
-    let id = res.json()["schedule_id"]
-        .as_str()
-        .expect("schedule_id")
-        .to_owned();
+    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": in_ms(1_200)})).await;
+    let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
 
     let upd = app.update_scheduled(&inst, &id, "?status=CANCELLED").await;
     assert_eq!(upd.status, 204, "{}", upd.text);
@@ -97,21 +63,14 @@ async fn a_cancelled_scheduled_task_never_runs() {
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     let jobs = app.list_scheduled(&inst, "").await.json();
     assert_eq!(jobs["jobs"][0]["status"], "CANCELLED");
-    assert_eq!(
-        app.show_instance(&inst).await.json()["engine_version"],
-        "2.7"
-    );
-    app.show_task(&inst, &id)
-        .await
-        .assert_error(404, "DMS.00404070");
+    assert_eq!(app.show_instance(&inst).await.json()["engine_version"], "2.7");
+    app.show_task(&inst, &id).await.assert_error(404, "DMS.00404070");
     // Once cancelled it cannot be changed again, but it can be deleted.
     app.update_scheduled(&inst, &id, &format!("?execute_at={}", compact_in(60)))
         .await
         .assert_error(400, "DMS.00400026");
     assert_eq!(app.delete_scheduled(&inst, &id).await.status, 204);
-    app.delete_scheduled(&inst, &id)
-        .await
-        .assert_error(404, "DMS.00404070");
+    app.delete_scheduled(&inst, &id).await.assert_error(404, "DMS.00404070");
 }
 
 #[tokio::test]
@@ -122,22 +81,12 @@ async fn a_scheduled_task_can_be_moved_while_it_waits() {
         .reassign(&inst, json!({"reassignments": [{"topic": "t1", "brokers": [0, 1]}], "is_schedule": true, "execute_at": in_ms(3_600_000)}))
         .await;
     assert_eq!(res.status, 200, "{}", res.text);
-    let id = res.json()["schedule_id"]
-        .as_str()
-        .expect("schedule_id")
-        .to_owned();
+    let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
     // Still waiting: it can be neither deleted nor run.
-    app.delete_scheduled(&inst, &id)
-        .await
-        .assert_error(400, "DMS.00400017");
+    app.delete_scheduled(&inst, &id).await.assert_error(400, "DMS.00400017");
 
     let when = compact_in(2);
-    assert_eq!(
-        app.update_scheduled(&inst, &id, &format!("?execute_at={when}"))
-            .await
-            .status,
-        204
-    );
+    assert_eq!(app.update_scheduled(&inst, &id, &format!("?execute_at={when}")).await.status, 204);
     let job = &app.list_scheduled(&inst, "").await.json()["jobs"][0];
     let expected = format!(
         "{}-{}-{}T{}:{}:{}.000Z",
@@ -151,63 +100,30 @@ async fn a_scheduled_task_can_be_moved_while_it_waits() {
     assert_eq!(job["schedule_at"], expected);
     let done = app.wait_task_status(&inst, &id, "SUCCESS").await;
     assert_eq!(done["name"], "kafkaPartitionReassign");
-    app.update_scheduled(&inst, &id, "?status=CANCELLED")
-        .await
-        .assert_error(400, "DMS.00400026");
+    app.update_scheduled(&inst, &id, "?status=CANCELLED").await.assert_error(400, "DMS.00400026");
 }
 
 #[tokio::test]
 async fn bad_schedule_updates_are_refused_and_change_nothing() {
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
-    let res = app
-        .upgrade(
-            &inst,
-            json!({"is_schedule": true, "execute_at": in_ms(3_600_000)}),
-        )
-        .await;
-    let id = res.json()["schedule_id"]
-        .as_str()
-        .expect("schedule_id")
-        .to_owned();
+    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": in_ms(3_600_000)})).await;
+    let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
     let before = app.list_scheduled(&inst, "").await.json();
 
-    app.update_scheduled(&inst, &id, "")
+    app.update_scheduled(&inst, &id, "").await.assert_error(400, "DMS.00400062");
+    app.update_scheduled(&inst, &id, "?status=SUCCESS").await.assert_error(400, "DMS.00400062");
+    app.update_scheduled(&inst, &id, "?execute_at=2024").await.assert_error(400, "DMS.00400142");
+    app.update_scheduled(&inst, &id, "?execute_at=20200101000000").await.assert_error(400, "DMS.00400142");
+    app.update_scheduled(&inst, "0123456789abcdef0123456789abcdef", "?status=CANCELLED")
         .await
-        .assert_error(400, "DMS.00400062");
-    app.update_scheduled(&inst, &id, "?status=SUCCESS")
-        .await
-        .assert_error(400, "DMS.00400062");
-    app.update_scheduled(&inst, &id, "?execute_at=2024")
-        .await
-        .assert_error(400, "DMS.00400142");
-    app.update_scheduled(&inst, &id, "?execute_at=20200101000000")
-        .await
-        .assert_error(400, "DMS.00400142");
-    app.update_scheduled(
-        &inst,
-        "0123456789abcdef0123456789abcdef",
-        "?status=CANCELLED",
-    )
-    .await
-    .assert_error(404, "DMS.00404070");
-    app.update_scheduled(&inst, "not-an-id", "?status=CANCELLED")
-        .await
-        .assert_error(400, "DMS.00400070");
+        .assert_error(404, "DMS.00404070");
+    app.update_scheduled(&inst, "not-an-id", "?status=CANCELLED").await.assert_error(400, "DMS.00400070");
     assert_eq!(app.list_scheduled(&inst, "").await.json(), before);
 
     // Operation bodies with a bad schedule create nothing.
-    app.upgrade(&inst, json!({"is_schedule": true, "execute_at": 5}))
-        .await
-        .assert_error(400, "DMS.00400142");
-    app.upgrade(&inst, json!({"is_schedule": true}))
-        .await
-        .assert_error(400, "DMS.00400142");
-    app.upgrade(
-        &inst,
-        json!({"is_schedule": true, "execute_at": "tomorrow"}),
-    )
-    .await
-    .assert_error(400, "DMS.00400142");
+    app.upgrade(&inst, json!({"is_schedule": true, "execute_at": 5})).await.assert_error(400, "DMS.00400142");
+    app.upgrade(&inst, json!({"is_schedule": true})).await.assert_error(400, "DMS.00400142");
+    app.upgrade(&inst, json!({"is_schedule": true, "execute_at": "tomorrow"})).await.assert_error(400, "DMS.00400142");
     assert_eq!(app.list_scheduled(&inst, "").await.json(), before);
 }

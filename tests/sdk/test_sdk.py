@@ -112,7 +112,7 @@ def test_list_background_tasks_pages_and_filters(client, instance):
 
 
 def test_resize_storage(server):
-    slow = server.client()
+    slow = server.client(server.credential("resizer"))
     body = ResizeEngineInstanceReq(oper_type="storage", new_storage_space=100000)
     iid = slow.create_instance_by_engine(CreateInstanceByEngineRequest(engine="kafka", body=CreateInstanceByEngineReq(
         name="sdk-resize", engine_version="2.7", broker_num=3, storage_space=300, product_id="p"))).instance_id
@@ -181,4 +181,33 @@ def test_errors_reach_the_sdk_in_dms_format(client, instance):
     with pytest.raises(ClientRequestException) as err:
         client.show_background_task(ShowBackgroundTaskRequest(
             instance_id="11111111-2222-3333-4444-555555555555", task_id="0" * 32))
+    assert err.value.status_code == 404 and err.value.error_code == "DMS.00404022"
+
+
+def test_sm3_signatures_work_too(server, instance):
+    from huaweicloudsdkcore.signer.algorithm import SigningAlgorithm
+    sm3 = server.client(server.credential("sm3-user", role="readonly"), algorithm=SigningAlgorithm.HMAC_SM3)
+    res = sm3.list_background_tasks(ListBackgroundTasksRequest(instance_id=instance))
+    assert int(res.task_count) >= 1
+
+
+def test_wrong_secret_and_weak_role_are_refused(server, instance, client):
+    cred = server.credential("reader", role="readonly")
+    reader = server.client(cred)
+    tasks = reader.list_background_tasks(ListBackgroundTasksRequest(instance_id=instance, limit=1))
+    task_id = tasks.tasks[0].id
+    with pytest.raises(ClientRequestException) as err:
+        reader.delete_background_task(DeleteBackgroundTaskRequest(instance_id=instance, task_id=task_id))
+    assert err.value.status_code == 403 and err.value.error_code == "DMS.00403003"
+    assert client.show_background_task(ShowBackgroundTaskRequest(instance_id=instance, task_id=task_id)).tasks
+
+    forged = server.client(dict(cred, secret_key="x" * 40))
+    with pytest.raises(ClientRequestException) as err:
+        forged.list_background_tasks(ListBackgroundTasksRequest(instance_id=instance))
+    assert err.value.status_code == 401 and err.value.error_code == "APIGW.0301"
+
+    other = server.client(server.credential("intruder", project="fedcba9876543210fedcba9876543210"))
+    with pytest.raises(ClientRequestException) as err:
+        other.list_background_tasks(ListBackgroundTasksRequest(instance_id=instance))
+    # The SDK sends the key's project in the path: the instance is simply not there.
     assert err.value.status_code == 404 and err.value.error_code == "DMS.00404022"

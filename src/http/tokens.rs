@@ -1,0 +1,48 @@
+//! `POST /v3/auth/tokens`: an IAM-shaped token request, authenticated with AK/SK, answered with
+//! the token in `X-Subject-Token`.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Caller, JsonBody};
+use crate::domain::time::iso_ms;
+use crate::domain::{Action, ProjectId};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v3/auth/tokens", post(create))
+}
+
+async fn create(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+    let project: ProjectId = body
+        .pointer("/auth/scope/project/id")
+        .and_then(Value::as_str)
+        .ok_or(ApiError::InvalidBody)?
+        .parse()
+        .map_err(|_| ApiError::InvalidProjectId)?;
+    let who = caller.require(&project, Action::CreateToken)?;
+    let Some(ak) = who.access_key.clone() else {
+        return Err(ApiError::Unauthenticated("a token is issued only to a request signed with AK/SK".into()));
+    };
+    caller.1.set_target(ak.clone());
+    let (token, claims) = state.auth.issue_token(&ak).await?;
+    let body = json!({
+        "token": {
+            "methods": ["hw_ak_sk"],
+            "issued_at": iso_ms(claims.issued_at),
+            "expires_at": iso_ms(claims.expires_at),
+            "project": { "id": claims.project_id },
+            "user": { "id": who.user_id, "name": who.user_name },
+            "roles": [{ "name": who.role.as_str() }],
+        }
+    });
+    let mut res = (StatusCode::CREATED, Json(body)).into_response();
+    let value = HeaderValue::from_str(&token).map_err(|e| ApiError::Internal(e.to_string()))?;
+    res.headers_mut().insert("x-subject-token", value);
+    Ok(res)
+}
