@@ -25,6 +25,10 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub db: DatabaseArgs,
 
+    /// Connections in the PostgreSQL pool of this process.
+    #[arg(long, env = "KAFKA_TASKS_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub pool_size: u64,
+
     /// Multiplies every step's realistic duration; 0 completes each step as soon as a worker takes it.
     #[arg(long, env = "KAFKA_TASKS_TIME_SCALE", default_value_t = 1.0, value_parser = parse_scale)]
     pub time_scale: f64,

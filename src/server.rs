@@ -48,7 +48,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 
 /// As [`start`], with a clock that tests can move.
 pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<Running> {
-    let storage = Storage::open(&args.db.database).await?;
+    let storage = Storage::open_with_pool(&args.db.database, args.pool_size as usize).await?;
     let master = args.keys.load()?;
     let default_project: ProjectId = args
         .default_project_id

@@ -1,6 +1,7 @@
 //! Storage: the capability traits the HTTP layer and the engine use, and one implementation
 //! per database engine. SQL lives here and nowhere else.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -90,6 +91,30 @@ pub enum SubmitError {
 
 /// Builds the task for an operation from the instance as it is inside the submitting transaction.
 pub type TaskBuilder = Box<dyn FnOnce(&Instance) -> Result<NewTask, Invalid> + Send>;
+
+/// What UpdateScheduledTask does to a waiting task: its new status, `schedule_at` and `due_at`.
+pub fn rescheduled(task: &TaskRecord, change: ScheduleChange) -> (TaskStatus, Option<i64>, Option<i64>) {
+    let schedule_at = change.execute_at.or(task.schedule_at);
+    if change.cancel {
+        (TaskStatus::Cancelled, schedule_at, None)
+    } else {
+        (TaskStatus::Created, schedule_at, schedule_at)
+    }
+}
+
+/// Admits a new task on its instance: an immediate task takes the instance's one-operation lock,
+/// refused when it is held or the instance's state does not allow the operation. Returns whether
+/// the instance changed.
+pub fn admit(inst: &mut Instance, task: &NewTask) -> Result<bool, SubmitError> {
+    if task.record.schedule_at.is_some() {
+        return Ok(false);
+    }
+    if inst.busy_task.is_some() || !task.operation.allowed_in(&inst.status) {
+        return Err(SubmitError::Busy);
+    }
+    inst.busy_task = Some(task.record.id.clone());
+    Ok(true)
+}
 
 /// Background and scheduled task records.
 #[async_trait]
@@ -229,6 +254,9 @@ pub trait Health: Send + Sync {
     async fn ping(&self) -> StoreResult<()>;
 }
 
+/// Connections a PostgreSQL pool keeps unless told otherwise.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
 /// Everything the service keeps, one handle per capability.
 #[derive(Clone)]
 pub struct Storage {
@@ -256,10 +284,15 @@ impl Storage {
     }
 
     /// Opens (and migrates) the database named by `url`: `sqlite:PATH`, a bare path, or
-    /// `postgres://…`.
+    /// `postgres://…` (with a connection pool of the default size).
     pub async fn open(url: &str) -> anyhow::Result<Self> {
+        Self::open_with_pool(url, DEFAULT_POOL_SIZE).await
+    }
+
+    pub async fn open_with_pool(url: &str, pool_size: usize) -> anyhow::Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            anyhow::bail!("PostgreSQL support is not built yet");
+            let db = postgres::Postgres::open(url, pool_size).await?;
+            return Ok(Self::from_engine(Arc::new(db)));
         }
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         let db = sqlite::Sqlite::open(std::path::Path::new(path)).await?;

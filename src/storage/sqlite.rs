@@ -366,9 +366,7 @@ impl TaskStore for Sqlite {
             if task.status != TaskStatus::Created {
                 return Ok(Found::Yes(false));
             }
-            let schedule_at = change.execute_at.or(task.schedule_at);
-            let (status, due_at) =
-                if change.cancel { (TaskStatus::Cancelled, None) } else { (TaskStatus::Created, schedule_at) };
+            let (status, schedule_at, due_at) = rescheduled(&task, change);
             conn.prepare_cached(
                 "UPDATE tasks SET status = ?2, schedule_at = ?3, due_at = ?4, updated_at = ?5 WHERE id = ?1",
             )?
@@ -439,12 +437,10 @@ impl InstanceStore for Sqlite {
                 Ok(t) => t,
                 Err(e) => return Ok(Err(e.into())),
             };
-            if task.record.schedule_at.is_none() {
-                if inst.busy_task.is_some() || !task.operation.allowed_in(&inst.status) {
-                    return Ok(Err(SubmitError::Busy));
-                }
-                inst.busy_task = Some(task.record.id.clone());
-                save_instance(conn, &inst)?;
+            match admit(&mut inst, &task) {
+                Ok(true) => save_instance(conn, &inst)?,
+                Ok(false) => {}
+                Err(e) => return Ok(Err(e)),
             }
             insert_task(conn, &task)?;
             Ok(Ok(task))
@@ -506,9 +502,11 @@ impl EngineStore for Sqlite {
         let (owner, task_id) = (owner.to_owned(), task_id.clone());
         self.write(move |conn| {
             let mut st = conn.prepare_cached(&format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1 AND lease_owner = ?2 AND status = 'EXECUTING'"
+                "SELECT {TASK_COLUMNS} FROM tasks \
+                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'EXECUTING' AND due_at >= ?3"
             ))?;
-            let Some(task) = st.query_row(params![task_id.as_str(), owner], task_from_row).optional()? else {
+            // A lease that has run out is no longer ours, even if nobody has taken the task yet.
+            let Some(task) = st.query_row(params![task_id.as_str(), owner, now], task_from_row).optional()? else {
                 return Ok(StepOutcome::Lost);
             };
             let mut task = task?;

@@ -107,7 +107,7 @@ async fn a_revoked_key_stops_working() {
     let cred = app.credential(PROJECT, "alice", Role::Operator).await;
     let path = format!("/v2/{PROJECT}/instances");
     assert_eq!(app.request_as(&cred, Method::GET, &path, None).await.status, 200);
-    let storage = kafka_tasks::storage::Storage::open(&format!("sqlite:{}", app.db_path.display())).await.expect("db");
+    let storage = app.db.storage().await;
     assert!(storage.credentials.revoke_credential(&cred.access_key, app.clock.now_ms()).await.expect("revoked"));
     let res = app.request_as(&cred, Method::GET, &path, None).await;
     res.assert_error(401, "APIGW.0301");
@@ -239,7 +239,7 @@ async fn revoking_a_key_invalidates_its_tokens_and_scopes_are_checked() {
     app.request(Method::POST, "/v3/auth/tokens", Some(body)).await.assert_error(403, "APIGW.0302");
     app.request(Method::POST, "/v3/auth/tokens", Some("{}".into())).await.assert_error(400, "DMS.00400800");
 
-    let storage = kafka_tasks::storage::Storage::open(&format!("sqlite:{}", app.db_path.display())).await.expect("db");
+    let storage = app.db.storage().await;
     storage.credentials.revoke_credential(&app.admin.access_key, app.clock.now_ms()).await.expect("revoked");
     app.send(Method::GET, &path, None, &h).await.assert_error(401, "APIGW.0301");
 }
@@ -278,7 +278,7 @@ async fn every_mutation_leaves_an_audit_event_and_a_delete_keeps_the_record() {
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kafka-tasks"))
         .args(["audit", "list", "--project-id", PROJECT, "--database"])
-        .arg(format!("sqlite:{}", app.db_path.display()))
+        .arg(&app.db.url)
         .output()
         .expect("cli runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -34,9 +34,69 @@ impl Response {
     }
 }
 
+/// A fresh database for one test: SQLite in a temporary folder, or, when
+/// `KAFKA_TASKS_TEST_PG` names a PostgreSQL server (`postgres://user@host:port`), a database of
+/// its own there, dropped afterwards. The folder also holds the master key.
+pub struct TestDb {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn fresh() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match std::env::var("KAFKA_TASKS_TEST_PG") {
+            Ok(server) if !server.is_empty() => {
+                let name = format!("kt_test_{}", uuid::Uuid::new_v4().simple());
+                let (client, conn) = tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
+                    .await
+                    .expect("PostgreSQL is up");
+                tokio::spawn(conn);
+                client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("database created");
+                let url = format!("{server}/{name}");
+                eprintln!("test database: {url}");
+                TestDb { url, dir, pg: Some((server, name)) }
+            }
+            _ => {
+                let url = format!("sqlite:{}", dir.path().join("test.db").display());
+                TestDb { url, dir, pg: None }
+            }
+        }
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.path().join("master.key")
+    }
+
+    pub async fn storage(&self) -> kafka_tasks::storage::Storage {
+        kafka_tasks::storage::Storage::open(&self.url).await.expect("database opens")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((server, name)) = self.pg.take() {
+            // Drop needs its own runtime: the test's may be shutting down.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(async {
+                    if let Ok((client, conn)) =
+                        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls).await
+                    {
+                        tokio::spawn(conn);
+                        let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
 pub struct TestApp {
     pub base: String,
-    pub db_path: PathBuf,
+    pub db: TestDb,
     pub project: String,
     /// The admin key the server created on its fresh database; every helper signs with it.
     pub admin: IssuedCredential,
@@ -45,7 +105,6 @@ pub struct TestApp {
     client: reqwest::Client,
     running: Option<Running>,
     child: Option<std::process::Child>,
-    _dir: tempfile::TempDir,
 }
 
 pub fn serve_args(extra: &[&str]) -> kafka_tasks::config::ServeArgs {
@@ -64,47 +123,41 @@ impl TestApp {
     }
 
     pub async fn spawn_with(flags: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db_path = dir.path().join("test.db");
-        let db = format!("sqlite:{}", db_path.display());
-        Self::start(dir, db_path, &db, flags).await
+        Self::start(TestDb::fresh().await, flags).await
     }
 
-    async fn start(dir: tempfile::TempDir, db_path: PathBuf, db: &str, flags: &[&str]) -> Self {
-        let key_file = dir.path().join("master.key");
+    async fn start(db: TestDb, flags: &[&str]) -> Self {
+        let key_file = db.key_file();
         let key_file = key_file.to_str().expect("utf-8 path");
-        let mut all = vec!["--database", db, "--poll-ms", "20", "--master-key-file", key_file];
+        let mut all = vec!["--database", &db.url, "--poll-ms", "20", "--master-key-file", key_file];
         all.extend_from_slice(flags);
         let clock = Clock::default();
         let running = server::start_with_clock(&serve_args(&all), clock.clone()).await.expect("server starts");
         TestApp {
             base: format!("http://{}", running.addr),
-            admin: initial_credential(dir.path()),
+            admin: initial_credential(db.dir.path()),
             clock,
-            db_path,
+            db,
             project: PROJECT.to_owned(),
             client: reqwest::Client::new(),
             running: Some(running),
             child: None,
-            _dir: dir,
         }
     }
 
     /// The real binary in its own process, so that it can be killed with SIGKILL.
     pub async fn spawn_process(flags: &[&str]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db_path = dir.path().join("test.db");
-        let (child, base) = start_process(&db_path, flags);
+        let db = TestDb::fresh().await;
+        let (child, base) = start_process(&db, flags);
         TestApp {
             base,
-            admin: initial_credential(dir.path()),
+            admin: initial_credential(db.dir.path()),
             clock: Clock::default(),
-            db_path,
+            db,
             project: PROJECT.to_owned(),
             client: reqwest::Client::new(),
             running: None,
             child: Some(child),
-            _dir: dir,
         }
     }
 
@@ -118,7 +171,7 @@ impl TestApp {
 
     /// Starts the binary again on the same database (after `kill9` or `terminate`).
     pub fn start_again(&mut self, flags: &[&str]) {
-        let (child, base) = start_process(&self.db_path, flags);
+        let (child, base) = start_process(&self.db, flags);
         self.child = Some(child);
         self.base = base;
     }
@@ -137,17 +190,17 @@ impl TestApp {
         if let Some(r) = self.running.take() {
             r.stop().await.expect("clean stop");
         }
-        let db = format!("sqlite:{}", self.db_path.display());
-        let db_path = self.db_path.clone();
-        let dir = std::mem::replace(&mut self._dir, tempfile::tempdir().expect("temp dir"));
-        Self::start(dir, db_path, &db, flags).await
+        let db = std::mem::replace(
+            &mut self.db,
+            TestDb { url: String::new(), dir: tempfile::tempdir().expect("dir"), pg: None },
+        );
+        Self::start(db, flags).await
     }
 
     /// Another access key, made with the CLI's code path on the same database.
     pub async fn credential(&self, project: &str, user: &str, role: Role) -> IssuedCredential {
-        let storage =
-            kafka_tasks::storage::Storage::open(&format!("sqlite:{}", self.db_path.display())).await.expect("db");
-        let master = kafka_tasks::auth::keys::MasterKey::load_or_create(&self.key_file()).expect("master key");
+        let storage = self.db.storage().await;
+        let master = kafka_tasks::auth::keys::MasterKey::load_or_create(&self.db.key_file()).expect("master key");
         let project = project.parse().expect("project id");
         kafka_tasks::auth::create_credential(
             storage.credentials.as_ref(),
@@ -161,10 +214,6 @@ impl TestApp {
         .await
         .expect("stored")
         .expect("created")
-    }
-
-    pub fn key_file(&self) -> PathBuf {
-        self.db_path.with_file_name("master.key")
     }
 
     pub async fn request(&self, method: Method, path: &str, body: Option<String>) -> Response {
@@ -390,13 +439,12 @@ fn initial_credential(dir: &std::path::Path) -> IssuedCredential {
 }
 
 /// Starts `kafka-tasks serve` on port 0 and reads the bound address from its JSON log.
-fn start_process(db_path: &std::path::Path, flags: &[&str]) -> (std::process::Child, String) {
+fn start_process(db: &TestDb, flags: &[&str]) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
-    let db = format!("sqlite:{}", db_path.display());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kafka-tasks"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--poll-ms", "20", "--database", &db])
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--poll-ms", "20", "--database", &db.url])
         .arg("--master-key-file")
-        .arg(db_path.with_file_name("master.key"))
+        .arg(db.key_file())
         .args(flags)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

@@ -1,0 +1,683 @@
+//! The PostgreSQL engine, for several `serve` processes on one database.
+//!
+//! Concurrency rests on row locks under READ COMMITTED: an operation is admitted with its
+//! instance row locked (`FOR UPDATE`), so the one-operation-per-instance rule holds across
+//! processes; workers claim due tasks with `FOR UPDATE SKIP LOCKED` and skip a task whose
+//! instance row another transaction holds, so claims never wait on each other; every step's end
+//! is written only while the worker's lease is current. Migrations run under an advisory lock.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use tokio_postgres::{NoTls, Row};
+
+use super::*;
+use crate::domain::instance::Instance;
+use crate::domain::operation::{Operation, StepContext};
+use crate::domain::transition::{self, Advance, Begin};
+use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
+
+const MIGRATIONS: &[&str] =
+    &[include_str!("../../migrations/postgres/0001_init.sql"), include_str!("../../migrations/postgres/0002_auth.sql")];
+/// Serialises migrations of processes that start together.
+const MIGRATION_LOCK: i64 = 0x6b61_666b_6174_0001;
+/// Serialises the creation of the first credential.
+const FIRST_CREDENTIAL_LOCK: i64 = 0x6b61_666b_6174_0002;
+
+pub struct Postgres {
+    pool: Pool,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        backend(e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        backend(e)
+    }
+}
+
+impl Postgres {
+    pub async fn open(url: &str, pool_size: usize) -> anyhow::Result<Self> {
+        let config = tokio_postgres::Config::from_str(url)?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager).max_size(pool_size.max(1)).build()?;
+        let pg = Postgres { pool };
+        pg.migrate().await?;
+        Ok(pg)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+        let result = async {
+            client
+                .batch_execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+                )
+                .await?;
+            let applied: i64 =
+                client.query_one("SELECT count(*) FROM schema_migrations", &[]).await?.try_get(0)?;
+            if applied as usize > MIGRATIONS.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "the database is at schema version {applied}, newer than this build knows ({})",
+                    MIGRATIONS.len()
+                )));
+            }
+            for (n, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+                let tx = client.transaction().await?;
+                tx.batch_execute(sql).await?;
+                let version = (n + 1) as i32;
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+                    &[&version, &crate::domain::now_ms()],
+                )
+                .await?;
+                tx.commit().await?;
+            }
+            Ok(())
+        }
+        .await;
+        client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+        result
+    }
+}
+
+const TASK_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
+     created_at, updated_at, schedule_at, steps";
+
+fn task_from_row(r: &Row) -> Result<TaskRecord, StoreError> {
+    let status: String = r.try_get(7)?;
+    let steps: String = r.try_get(11)?;
+    Ok(TaskRecord {
+        id: TaskId::from_trusted(r.try_get(0)?),
+        project_id: ProjectId::from_trusted(r.try_get(1)?),
+        instance_id: InstanceId::from_trusted(r.try_get(2)?),
+        name: r.try_get(3)?,
+        user_id: r.try_get(4)?,
+        user_name: r.try_get(5)?,
+        params: r.try_get(6)?,
+        status: TaskStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?,
+        created_at: r.try_get(8)?,
+        updated_at: r.try_get(9)?,
+        schedule_at: r.try_get(10)?,
+        steps: serde_json::from_str::<Vec<Step>>(&steps).map_err(corrupt)?,
+    })
+}
+
+fn view_filter(view: View) -> &'static str {
+    match view {
+        View::Background => "in_background",
+        View::Scheduled => "schedule_at IS NOT NULL",
+    }
+}
+
+async fn instance_exists(tx: &Transaction<'_>, p: &ProjectId, i: &InstanceId) -> StoreResult<bool> {
+    let st = tx.prepare_cached("SELECT 1 FROM instances WHERE id = $1 AND project_id = $2").await?;
+    Ok(tx.query_opt(&st, &[&i.as_str(), &p.as_str()]).await?.is_some())
+}
+
+/// Loads a task; `lock` takes its row lock for the rest of the transaction.
+async fn load_task(
+    tx: &Transaction<'_>,
+    i: &InstanceId,
+    t: &TaskId,
+    view: View,
+    lock: bool,
+) -> StoreResult<Option<TaskRecord>> {
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND instance_id = $2 AND {}{}",
+        view_filter(view),
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let st = tx.prepare_cached(&sql).await?;
+    tx.query_opt(&st, &[&t.as_str(), &i.as_str()]).await?.map(|r| task_from_row(&r)).transpose()
+}
+
+fn instance_from_row(r: &Row) -> StoreResult<Instance> {
+    let doc: String = r.try_get(0)?;
+    let busy: Option<String> = r.try_get(1)?;
+    let mut inst: Instance = serde_json::from_str(&doc).map_err(corrupt)?;
+    inst.busy_task = busy.map(TaskId::from_trusted);
+    Ok(inst)
+}
+
+/// Loads and locks an instance. With `skip_locked`, `None` also when another transaction holds it.
+async fn lock_instance(tx: &Transaction<'_>, i: &InstanceId, skip_locked: bool) -> StoreResult<Option<Instance>> {
+    let sql = if skip_locked {
+        "SELECT doc, busy_task_id FROM instances WHERE id = $1 FOR UPDATE SKIP LOCKED"
+    } else {
+        "SELECT doc, busy_task_id FROM instances WHERE id = $1 FOR UPDATE"
+    };
+    let st = tx.prepare_cached(sql).await?;
+    tx.query_opt(&st, &[&i.as_str()]).await?.map(|r| instance_from_row(&r)).transpose()
+}
+
+async fn save_instance(tx: &Transaction<'_>, inst: &Instance) -> StoreResult<()> {
+    let doc = serde_json::to_string(inst).map_err(corrupt)?;
+    let st = tx.prepare_cached("UPDATE instances SET doc = $2, busy_task_id = $3 WHERE id = $1").await?;
+    tx.execute(&st, &[&inst.id.as_str(), &doc, &inst.busy_task.as_ref().map(TaskId::as_str)]).await?;
+    Ok(())
+}
+
+async fn insert_task(tx: &Transaction<'_>, t: &NewTask) -> StoreResult<()> {
+    let r = &t.record;
+    let steps = serde_json::to_string(&r.steps).map_err(corrupt)?;
+    let op = serde_json::to_string(&t.operation).map_err(corrupt)?;
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO tasks (id, project_id, instance_id, name, user_id, user_name, params, status, created_at, \
+             updated_at, schedule_at, in_background, steps, operation, due_at, lease_owner) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL)",
+        )
+        .await?;
+    let due = r.schedule_at.unwrap_or(r.created_at);
+    tx.execute(
+        &st,
+        &[
+            &r.id.as_str(),
+            &r.project_id.as_str(),
+            &r.instance_id.as_str(),
+            &r.name,
+            &r.user_id,
+            &r.user_name,
+            &r.params,
+            &r.status.as_str(),
+            &r.created_at,
+            &r.updated_at,
+            &r.schedule_at,
+            &r.schedule_at.is_none(),
+            &steps,
+            &op,
+            &due,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn save_task_progress(
+    tx: &Transaction<'_>,
+    t: &TaskRecord,
+    due_at: Option<i64>,
+    owner: Option<&str>,
+) -> StoreResult<()> {
+    let steps = serde_json::to_string(&t.steps).map_err(corrupt)?;
+    let st = tx
+        .prepare_cached(
+            "UPDATE tasks SET status = $2, updated_at = $3, steps = $4, due_at = $5, lease_owner = $6, \
+             in_background = TRUE WHERE id = $1",
+        )
+        .await?;
+    tx.execute(&st, &[&t.id.as_str(), &t.status.as_str(), &t.updated_at, &steps, &due_at, &owner]).await?;
+    Ok(())
+}
+
+async fn remove_instance(tx: &Transaction<'_>, i: &InstanceId) -> StoreResult<()> {
+    tx.execute("DELETE FROM tasks WHERE instance_id = $1", &[&i.as_str()]).await?;
+    tx.execute("DELETE FROM instances WHERE id = $1", &[&i.as_str()]).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl TaskStore for Postgres {
+    async fn list_tasks(&self, q: &TaskQuery) -> StoreResult<Option<(u64, Vec<TaskRecord>)>> {
+        let mut client = self.pool.get().await?;
+        // One snapshot for the existence check, the count and the page.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        if !instance_exists(&tx, &q.project_id, &q.instance_id).await? {
+            return Ok(None);
+        }
+        let filter = view_filter(q.view);
+        let from = q.created_from.unwrap_or(i64::MIN);
+        let to = q.created_to.unwrap_or(i64::MAX);
+        let count = tx
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM tasks WHERE instance_id = $1 AND {filter} AND created_at BETWEEN $2 AND $3"
+            ))
+            .await?;
+        let total: i64 = tx.query_one(&count, &[&q.instance_id.as_str(), &from, &to]).await?.try_get(0)?;
+        let page = tx
+            .prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = $1 AND {filter} AND created_at BETWEEN $2 AND $3 \
+                 ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
+            ))
+            .await?;
+        let limit = q.limit.min(i64::MAX as u64) as i64;
+        let offset = q.offset.min(i64::MAX as u64) as i64;
+        let rows = tx.query(&page, &[&q.instance_id.as_str(), &from, &to, &limit, &offset]).await?;
+        let tasks = rows.iter().map(task_from_row).collect::<StoreResult<Vec<_>>>()?;
+        tx.commit().await?;
+        Ok(Some((total.max(0) as u64, tasks)))
+    }
+
+    async fn get_task(&self, p: &ProjectId, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<Found<TaskRecord>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.build_transaction().read_only(true).start().await?;
+        if !instance_exists(&tx, p, i).await? {
+            return Ok(Found::NoInstance);
+        }
+        let found = match load_task(&tx, i, t, view, false).await? {
+            Some(task) => Found::Yes(task),
+            None => Found::NoTask,
+        };
+        tx.commit().await?;
+        Ok(found)
+    }
+
+    async fn delete_task(&self, p: &ProjectId, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<DeleteOutcome> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if !instance_exists(&tx, p, i).await? {
+            return Ok(DeleteOutcome::NoInstance);
+        }
+        let Some(task) = load_task(&tx, i, t, view, true).await? else {
+            return Ok(DeleteOutcome::NoTask);
+        };
+        if !task.status.is_terminal() {
+            return Ok(DeleteOutcome::Running);
+        }
+        tx.execute("DELETE FROM tasks WHERE id = $1", &[&t.as_str()]).await?;
+        tx.commit().await?;
+        Ok(DeleteOutcome::Deleted(Box::new(task)))
+    }
+
+    async fn update_scheduled(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        t: &TaskId,
+        change: ScheduleChange,
+        now: i64,
+    ) -> StoreResult<Found<bool>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if !instance_exists(&tx, p, i).await? {
+            return Ok(Found::NoInstance);
+        }
+        let Some(task) = load_task(&tx, i, t, View::Scheduled, true).await? else {
+            return Ok(Found::NoTask);
+        };
+        if task.status != TaskStatus::Created {
+            return Ok(Found::Yes(false));
+        }
+        let (status, schedule_at, due_at) = rescheduled(&task, change);
+        tx.execute(
+            "UPDATE tasks SET status = $2, schedule_at = $3, due_at = $4, updated_at = $5 WHERE id = $1",
+            &[&t.as_str(), &status.as_str(), &schedule_at, &due_at, &now],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Found::Yes(true))
+    }
+}
+
+#[async_trait]
+impl InstanceStore for Postgres {
+    async fn create_instance(&self, inst: Instance, task: NewTask) -> StoreResult<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let doc = serde_json::to_string(&inst).map_err(corrupt)?;
+        tx.execute(
+            "INSERT INTO instances (id, project_id, created_at, busy_task_id, doc) VALUES ($1, $2, $3, $4, $5)",
+            &[&inst.id.as_str(), &inst.project_id.as_str(), &inst.created_at, &task.record.id.as_str(), &doc],
+        )
+        .await?;
+        insert_task(&tx, &task).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_instance(&self, p: &ProjectId, i: &InstanceId) -> StoreResult<Option<Instance>> {
+        let client = self.pool.get().await?;
+        let st =
+            client.prepare_cached("SELECT doc, busy_task_id FROM instances WHERE id = $1 AND project_id = $2").await?;
+        client.query_opt(&st, &[&i.as_str(), &p.as_str()]).await?.map(|r| instance_from_row(&r)).transpose()
+    }
+
+    async fn list_instances(&self, p: &ProjectId) -> StoreResult<Vec<Instance>> {
+        let client = self.pool.get().await?;
+        let st = client
+            .prepare_cached(
+                "SELECT doc, busy_task_id FROM instances WHERE project_id = $1 ORDER BY created_at DESC, id DESC",
+            )
+            .await?;
+        client.query(&st, &[&p.as_str()]).await?.iter().map(instance_from_row).collect()
+    }
+
+    async fn submit(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        build: TaskBuilder,
+    ) -> StoreResult<Result<NewTask, SubmitError>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let Some(mut inst) = lock_instance(&tx, i, false).await?.filter(|inst| inst.project_id == *p) else {
+            return Ok(Err(SubmitError::NoInstance));
+        };
+        let task = match build(&inst) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        match admit(&mut inst, &task) {
+            Ok(true) => save_instance(&tx, &inst).await?,
+            Ok(false) => {}
+            Err(e) => return Ok(Err(e)),
+        }
+        insert_task(&tx, &task).await?;
+        tx.commit().await?;
+        Ok(Ok(task))
+    }
+}
+
+#[async_trait]
+impl EngineStore for Postgres {
+    async fn claim(&self, owner: &str, now: i64, lease_ms: i64, max: usize) -> StoreResult<Vec<Claimed>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let st = tx
+            .prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS}, operation FROM tasks WHERE due_at <= $1 ORDER BY due_at LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED"
+            ))
+            .await?;
+        let rows = tx.query(&st, &[&now, &(max as i64)]).await?;
+        let mut claimed = Vec::new();
+        for row in rows {
+            let mut task = task_from_row(&row)?;
+            let op: String = row.try_get(12)?;
+            let operation: Operation = serde_json::from_str(&op).map_err(corrupt)?;
+            // An instance another transaction holds is looked at again on the next poll.
+            let Some(mut inst) = lock_instance(&tx, &task.instance_id, true).await? else {
+                continue;
+            };
+            match transition::begin(&mut task, &mut inst, &operation, now) {
+                Begin::Blocked => {
+                    tx.execute("UPDATE tasks SET due_at = $2 WHERE id = $1", &[&task.id.as_str(), &(now + 1_000)])
+                        .await?;
+                }
+                Begin::Ended => {
+                    save_instance(&tx, &inst).await?;
+                    save_task_progress(&tx, &task, None, None).await?;
+                }
+                Begin::Run(step) => {
+                    save_instance(&tx, &inst).await?;
+                    save_task_progress(&tx, &task, Some(now + lease_ms), Some(owner)).await?;
+                    claimed.push(Claimed { task, operation, step });
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn finish_step(
+        &self,
+        owner: &str,
+        task_id: &TaskId,
+        step: usize,
+        now: i64,
+        lease_ms: i64,
+        ctx: StepContext,
+    ) -> StoreResult<StepOutcome> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let st = tx
+            .prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS}, operation FROM tasks \
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'EXECUTING' AND due_at >= $3 FOR UPDATE"
+            ))
+            .await?;
+        // A lease that has run out is no longer ours, even if nobody has taken the task yet.
+        let Some(row) = tx.query_opt(&st, &[&task_id.as_str(), &owner, &now]).await? else {
+            return Ok(StepOutcome::Lost);
+        };
+        let mut task = task_from_row(&row)?;
+        let op: String = row.try_get(12)?;
+        let operation: Operation = serde_json::from_str(&op).map_err(corrupt)?;
+        let Some(mut inst) = lock_instance(&tx, &task.instance_id, false).await? else {
+            return Ok(StepOutcome::Lost);
+        };
+        let outcome = match transition::finish_step(&mut task, &mut inst, &operation, step, now, ctx) {
+            Advance::Next(n) => {
+                save_task_progress(&tx, &task, Some(now + lease_ms), Some(owner)).await?;
+                StepOutcome::Next(n)
+            }
+            Advance::Ended(status) => {
+                save_instance(&tx, &inst).await?;
+                save_task_progress(&tx, &task, None, None).await?;
+                StepOutcome::Ended(status)
+            }
+            Advance::RemoveInstance => {
+                remove_instance(&tx, &inst.id).await?;
+                StepOutcome::Ended(TaskStatus::Success)
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn renew_leases(&self, owner: &str, until: i64) -> StoreResult<()> {
+        let client = self.pool.get().await?;
+        let st = client
+            .prepare_cached("UPDATE tasks SET due_at = $2 WHERE lease_owner = $1 AND status = 'EXECUTING'")
+            .await?;
+        client.execute(&st, &[&owner, &until]).await?;
+        Ok(())
+    }
+
+    async fn release_leases(&self, owner: &str) -> StoreResult<()> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE tasks SET due_at = 0, lease_owner = NULL WHERE lease_owner = $1 AND status = 'EXECUTING'",
+                &[&owner],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+const CREDENTIAL_COLUMNS: &str = "access_key, secret_sealed, project_id, user_id, user_name, role, created_at, \
+     revoked_at, failed_attempts, locked_until";
+
+fn credential_from_row(r: &Row) -> StoreResult<CredentialRecord> {
+    let role: String = r.try_get(5)?;
+    Ok(CredentialRecord {
+        access_key: r.try_get(0)?,
+        secret_sealed: r.try_get(1)?,
+        project_id: ProjectId::from_trusted(r.try_get(2)?),
+        user_id: r.try_get(3)?,
+        user_name: r.try_get(4)?,
+        role: role.parse().map_err(corrupt)?,
+        created_at: r.try_get(6)?,
+        revoked_at: r.try_get(7)?,
+        failed_attempts: r.try_get::<_, i32>(8)?.max(0) as u32,
+        locked_until: r.try_get(9)?,
+    })
+}
+
+async fn insert_credential_row(tx: &Transaction<'_>, c: &CredentialRecord) -> StoreResult<()> {
+    tx.execute(
+        &format!("INSERT INTO credentials ({CREDENTIAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+        &[
+            &c.access_key,
+            &c.secret_sealed,
+            &c.project_id.as_str(),
+            &c.user_id,
+            &c.user_name,
+            &c.role.as_str(),
+            &c.created_at,
+            &c.revoked_at,
+            &(c.failed_attempts.min(i32::MAX as u32) as i32),
+            &c.locked_until,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl CredentialStore for Postgres {
+    async fn insert_credential(&self, c: CredentialRecord) -> StoreResult<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        insert_credential_row(&tx, &c).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_first_credential(&self, c: CredentialRecord) -> StoreResult<bool> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        // Processes starting together on an empty database create one first key, not several.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&FIRST_CREDENTIAL_LOCK]).await?;
+        if tx.query_opt("SELECT 1 FROM credentials LIMIT 1", &[]).await?.is_some() {
+            return Ok(false);
+        }
+        insert_credential_row(&tx, &c).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn get_credential(&self, access_key: &str) -> StoreResult<Option<CredentialRecord>> {
+        let client = self.pool.get().await?;
+        let st = client
+            .prepare_cached(&format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE access_key = $1"))
+            .await?;
+        client.query_opt(&st, &[&access_key]).await?.map(|r| credential_from_row(&r)).transpose()
+    }
+
+    async fn list_credentials(&self) -> StoreResult<Vec<CredentialRecord>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(&format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials ORDER BY created_at, access_key"), &[])
+            .await?;
+        rows.iter().map(credential_from_row).collect()
+    }
+
+    async fn revoke_credential(&self, access_key: &str, now: i64) -> StoreResult<bool> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "UPDATE credentials SET revoked_at = $2 WHERE access_key = $1 AND revoked_at IS NULL",
+                &[&access_key, &now],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn record_auth_failure(&self, access_key: &str, max: u32, lock_until: i64) -> StoreResult<()> {
+        let client = self.pool.get().await?;
+        let st = client
+            .prepare_cached(
+                "UPDATE credentials SET \
+                   locked_until = CASE WHEN failed_attempts + 1 >= $2 THEN $3 ELSE locked_until END, \
+                   failed_attempts = CASE WHEN failed_attempts + 1 >= $2 THEN 0 ELSE failed_attempts + 1 END \
+                 WHERE access_key = $1",
+            )
+            .await?;
+        client.execute(&st, &[&access_key, &(max.min(i32::MAX as u32) as i32), &lock_until]).await?;
+        Ok(())
+    }
+
+    async fn clear_auth_failures(&self, access_key: &str) -> StoreResult<()> {
+        let client = self.pool.get().await?;
+        client.execute("UPDATE credentials SET failed_attempts = 0 WHERE access_key = $1", &[&access_key]).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditStore for Postgres {
+    async fn append_audit(&self, e: AuditEvent) -> StoreResult<()> {
+        let client = self.pool.get().await?;
+        let st = client
+            .prepare_cached(
+                "INSERT INTO audit_events (at, request_id, project_id, user_id, user_name, access_key, action, target, \
+                 status, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .await?;
+        let detail = e.detail.as_ref().map(|d| d.to_string());
+        let status = i32::from(e.status);
+        client
+            .execute(
+                &st,
+                &[
+                    &e.at,
+                    &e.request_id,
+                    &e.project_id,
+                    &e.user_id,
+                    &e.user_name,
+                    &e.access_key,
+                    &e.action,
+                    &e.target,
+                    &status,
+                    &detail,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        project: Option<&ProjectId>,
+        since: Option<i64>,
+        limit: u64,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        let client = self.pool.get().await?;
+        let project = project.map(|p| p.as_str().to_owned());
+        let rows = client
+            .query(
+                "SELECT at, request_id, project_id, user_id, user_name, access_key, action, target, status, detail \
+                 FROM audit_events WHERE ($1::TEXT IS NULL OR project_id = $1) AND at >= $2 ORDER BY seq LIMIT $3",
+                &[&project, &since.unwrap_or(i64::MIN), &(limit.min(i64::MAX as u64) as i64)],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let detail: Option<String> = r.try_get(9)?;
+                Ok(AuditEvent {
+                    at: r.try_get(0)?,
+                    request_id: r.try_get(1)?,
+                    project_id: r.try_get(2)?,
+                    user_id: r.try_get(3)?,
+                    user_name: r.try_get(4)?,
+                    access_key: r.try_get(5)?,
+                    action: r.try_get(6)?,
+                    target: r.try_get(7)?,
+                    status: r.try_get::<_, i32>(8)?.clamp(0, 999) as u16,
+                    detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Health for Postgres {
+    async fn ping(&self) -> StoreResult<()> {
+        let client = self.pool.get().await?;
+        client.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+}
