@@ -28,13 +28,23 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
-step "Rust tests (unit and integration over HTTP)"
+# The PostgreSQL server the tests make their databases on (one fresh database per test).
+export KAFKA_TASKS_TEST_PG="${KAFKA_TASKS_TEST_PG:-postgres://postgres@127.0.0.1:5432}"
+
+run_tests() {
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --no-fail-fast "$@"
+  else
+    cargo test --locked --no-fail-fast "$@"
+  fi
+}
+
+step "Rust tests: unit, storage contract (SQLite and PostgreSQL), three-node cluster, API over HTTP on SQLite"
 cargo build --locked --bins
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast
-else
-  cargo test --locked --no-fail-fast
-fi
+run_tests
+
+step "API over HTTP on PostgreSQL"
+KAFKA_TASKS_TEST_API_ENGINE=postgres run_tests --test api
 
 step "Official Python SDK against the binary"
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/sdk

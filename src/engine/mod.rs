@@ -109,11 +109,15 @@ impl Engine {
     }
 
     async fn run_steps(&self, c: Claimed) {
-        let Claimed { task, step: mut current, .. } = c;
+        let Claimed { task, step: mut current, started, .. } = c;
+        // Step events at debug level: enough to prove, from the logs of every process, that no
+        // step ever ran in two places at once (see tests/cluster).
+        tracing::debug!(task_id = %task.id, owner = %self.owner, started, at = now_ms(), "task claimed");
         loop {
             let Some(step) = task.steps.get(current) else {
                 return;
             };
+            tracing::debug!(task_id = %task.id, owner = %self.owner, step = current, at = now_ms(), "step started");
             if step.duration_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(step.duration_ms)).await;
             }
@@ -138,6 +142,12 @@ impl Engine {
                     }
                 }
             };
+            let outcome_name = match outcome {
+                StepOutcome::Next(_) => "completed",
+                StepOutcome::Ended(status) => status.as_str(),
+                StepOutcome::Lost => "lost",
+            };
+            tracing::debug!(task_id = %task.id, owner = %self.owner, step = current, at = now_ms(), outcome = outcome_name, "step ended");
             match outcome {
                 StepOutcome::Next(n) => current = n,
                 StepOutcome::Ended(status) => {

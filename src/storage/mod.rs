@@ -158,6 +158,8 @@ pub struct Claimed {
     pub task: TaskRecord,
     pub operation: Operation,
     pub step: usize,
+    /// This claim started the task (it was `CREATED`); false when it took over a running one.
+    pub started: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

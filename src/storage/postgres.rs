@@ -409,6 +409,7 @@ impl EngineStore for Postgres {
             let Some(mut inst) = lock_instance(&tx, &task.instance_id, true).await? else {
                 continue;
             };
+            let started = task.status == TaskStatus::Created;
             match transition::begin(&mut task, &mut inst, &operation, now) {
                 Begin::Blocked => {
                     tx.execute("UPDATE tasks SET due_at = $2 WHERE id = $1", &[&task.id.as_str(), &(now + 1_000)])
@@ -421,7 +422,7 @@ impl EngineStore for Postgres {
                 Begin::Run(step) => {
                     save_instance(&tx, &inst).await?;
                     save_task_progress(&tx, &task, Some(now + lease_ms), Some(owner)).await?;
-                    claimed.push(Claimed { task, operation, step });
+                    claimed.push(Claimed { task, operation, step, started });
                 }
             }
         }

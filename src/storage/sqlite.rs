@@ -468,6 +468,7 @@ impl EngineStore for Sqlite {
                 let Some(mut inst) = load_instance(conn, &task.instance_id)? else {
                     continue;
                 };
+                let started = task.status == TaskStatus::Created;
                 match transition::begin(&mut task, &mut inst, &operation, now) {
                     Begin::Blocked => {
                         // Look again in a while rather than on every poll.
@@ -481,7 +482,7 @@ impl EngineStore for Sqlite {
                     Begin::Run(step) => {
                         save_instance(conn, &inst)?;
                         save_task_progress(conn, &task, Some(now + lease_ms), Some(&owner))?;
-                        claimed.push(Claimed { task, operation, step });
+                        claimed.push(Claimed { task, operation, step, started });
                     }
                 }
             }

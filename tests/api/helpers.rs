@@ -35,8 +35,9 @@ impl Response {
 }
 
 /// A fresh database for one test: SQLite in a temporary folder, or, when
-/// `KAFKA_TASKS_TEST_PG` names a PostgreSQL server (`postgres://user@host:port`), a database of
-/// its own there, dropped afterwards. The folder also holds the master key.
+/// `KAFKA_TASKS_TEST_API_ENGINE=postgres`, a database of its own on the PostgreSQL server
+/// `KAFKA_TASKS_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`), dropped afterwards.
+/// The folder also holds the master key.
 pub struct TestDb {
     pub url: String,
     pub dir: tempfile::TempDir,
@@ -46,8 +47,12 @@ pub struct TestDb {
 impl TestDb {
     pub async fn fresh() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        match std::env::var("KAFKA_TASKS_TEST_PG") {
-            Ok(server) if !server.is_empty() => {
+        match std::env::var("KAFKA_TASKS_TEST_API_ENGINE").as_deref() {
+            Ok("postgres") => {
+                let server = std::env::var("KAFKA_TASKS_TEST_PG")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".into());
                 let name = format!("kt_test_{}", uuid::Uuid::new_v4().simple());
                 let (client, conn) = tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
                     .await
@@ -57,6 +62,9 @@ impl TestDb {
                 let url = format!("{server}/{name}");
                 eprintln!("test database: {url}");
                 TestDb { url, dir, pg: Some((server, name)) }
+            }
+            Ok(other) if !other.is_empty() && other != "sqlite" => {
+                panic!("unknown KAFKA_TASKS_TEST_API_ENGINE {other:?}")
             }
             _ => {
                 let url = format!("sqlite:{}", dir.path().join("test.db").display());

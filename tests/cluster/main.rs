@@ -1,0 +1,415 @@
+//! Three `serve` processes on one PostgreSQL database under a mixed workload sent round-robin;
+//! one is killed with SIGKILL midway. Afterwards: every task is terminal, no step ran in two
+//! places at once (from the step events every process logs), no scheduled task fired twice,
+//! every 204'd delete stayed deleted, and every acknowledged task exists.
+//!
+//! PostgreSQL is `KAFKA_TASKS_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_tasks::auth::IssuedCredential;
+use kafka_tasks::auth::signature::{Algorithm, Signer, sdk_date};
+use serde_json::{Value, json};
+
+const PROJECT: &str = "0123456789abcdef0123456789abcdef";
+const BIN: &str = env!("CARGO_BIN_EXE_kafka-tasks");
+
+struct Node {
+    child: Option<Child>,
+    base: String,
+    log: PathBuf,
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    cred: IssuedCredential,
+    http: reqwest::Client,
+    next: std::cell::Cell<usize>,
+    db_name: String,
+    server: String,
+}
+
+// The child is killed and reaped by `Cluster`'s `Drop` (or by the test, for the node it kills).
+#[allow(clippy::zombie_processes)]
+fn start_node(db: &str, key: &str, log: &Path) -> Node {
+    let file = std::fs::File::create(log).expect("log file");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--database", db, "--master-key", key])
+        .args(["--time-scale", "0.002", "--lease-ms", "1500", "--poll-ms", "50", "--pool-size", "8"])
+        .env("KAFKA_TASKS_LOG", "info,kafka_tasks::engine=debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("serve starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "listening")
+            .and_then(|v| v["addr"].as_str().map(str::to_owned))
+        {
+            return Node { child: Some(child), base: format!("http://{addr}"), log: log.to_owned() };
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("node did not start: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Cluster {
+    fn alive(&self) -> Vec<&Node> {
+        self.nodes.iter().filter(|n| n.child.is_some()).collect()
+    }
+
+    /// The next live node, round-robin.
+    fn pick(&self) -> String {
+        let alive = self.alive();
+        let i = self.next.get();
+        self.next.set(i + 1);
+        alive[i % alive.len()].base.clone()
+    }
+
+    async fn call_on(&self, base: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let host = base.trim_start_matches("http://");
+        let (p, q) = path.split_once('?').unwrap_or((path, ""));
+        let signer = Signer {
+            algorithm: Algorithm::Sha256,
+            access_key: &self.cred.access_key,
+            secret_key: &self.cred.secret_key,
+        };
+        let date = sdk_date(chrono::Utc::now().timestamp_millis());
+        let headers = [("content-type", "application/json"), ("host", host)];
+        let signed = signer.sign(method.as_str(), p, q, &headers, body.as_bytes(), &date);
+        let res = self
+            .http
+            .request(method, format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .header("x-sdk-date", signed.sdk_date)
+            .header("authorization", signed.authorization)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let base = self.pick();
+        self.call_on(&base, method, path, body).await
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        let (server, name) = (self.server.clone(), self.db_name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+            rt.block_on(async {
+                if let Ok((c, conn)) =
+                    tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls).await
+                {
+                    tokio::spawn(conn);
+                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[derive(Debug, Clone)]
+struct StepRun {
+    owner: String,
+    start: i64,
+    end: Option<i64>,
+    outcome: String,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_one_killed_every_task_ends_once() {
+    let server = std::env::var("KAFKA_TASKS_TEST_PG")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".into());
+    let db_name = format!("kt_cluster_{}", uuid::Uuid::new_v4().simple());
+    let (admin, conn) =
+        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls).await.expect("PostgreSQL is up");
+    tokio::spawn(conn);
+    admin.batch_execute(&format!("CREATE DATABASE {db_name}")).await.expect("create db");
+    let db = format!("{server}/{db_name}");
+    let key = hex::encode(uuid::Uuid::new_v4().as_bytes()).repeat(2);
+    let dir = tempfile::tempdir().expect("dir");
+
+    // The operator's key, made before any node starts (so no node makes a first admin key).
+    let out = Command::new(BIN)
+        .args(["credentials", "create", "--project-id", PROJECT, "--user-name", "ops", "--role", "admin"])
+        .args(["--database", &db, "--master-key", &key])
+        .output()
+        .expect("cli");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cred: IssuedCredential = serde_json::from_slice(&out.stdout).expect("credential JSON");
+
+    let nodes = (0..3).map(|i| start_node(&db, &key, &dir.path().join(format!("node{i}.log")))).collect();
+    let mut cluster = Cluster { nodes, cred, http: reqwest::Client::new(), next: 0.into(), db_name, server };
+    let started = Instant::now();
+
+    // Instances, created through different nodes.
+    let mut instances = vec![];
+    for i in 0..6 {
+        let body = json!({"name": format!("kafka-{i}"), "engine_version": "2.7", "broker_num": 3, "storage_space": 300, "product_id": "p"});
+        let (status, v) =
+            cluster.call(reqwest::Method::POST, &format!("/v2/kafka/{PROJECT}/instances"), Some(body)).await;
+        assert_eq!(status, 200, "{v}");
+        instances.push(v["instance_id"].as_str().expect("id").to_owned());
+    }
+
+    let upgrade_target = {
+        let body = json!({"name": "kafka-upgrade", "engine_version": "2.7", "broker_num": 3, "storage_space": 300, "product_id": "p"});
+        let (status, v) =
+            cluster.call(reqwest::Method::POST, &format!("/v2/kafka/{PROJECT}/instances"), Some(body)).await;
+        assert_eq!(status, 200, "{v}");
+        v["instance_id"].as_str().expect("id").to_owned()
+    };
+    let mut acknowledged: HashSet<String> = HashSet::new();
+    let mut scheduled: HashSet<String> = HashSet::new();
+    let mut deleted: HashSet<String> = HashSet::new();
+    let mut killed_at: Option<(String, i64)> = None;
+    let mut busy_refusals = 0;
+    for round in 0..30 {
+        if round == 12 {
+            // SIGKILL one node midway, with tasks in flight: among them an upgrade it was just
+            // handed (its own submission wakes its engine first), which must then finish elsewhere.
+            let node2 = cluster.nodes[2].base.clone();
+            let (s, v) = cluster
+                .call_on(
+                    &node2,
+                    reqwest::Method::POST,
+                    &format!("/v2/{PROJECT}/kafka/instances/{upgrade_target}/upgrade"),
+                    Some(json!({})),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            acknowledged.insert(v["job_id"].as_str().expect("job").to_owned());
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let node = &mut cluster.nodes[2];
+            let owner_log = node.log.clone();
+            let mut child = node.child.take().expect("alive");
+            let at = chrono::Utc::now().timestamp_millis();
+            child.kill().expect("kill");
+            child.wait().expect("reaped");
+            killed_at = Some((owner_log.display().to_string(), at));
+        }
+        for (i, inst) in instances.iter().enumerate() {
+            let base = format!("/v2/{PROJECT}/instances/{inst}");
+            let (path, body) = match (round + i) % 5 {
+                0 => (format!("{base}/autotopic"), json!({"enable_auto_topic": round % 2 == 0})),
+                1 => (
+                    format!("{base}/configs"),
+                    json!({"kafka_configs": [{"name": "log.retention.hours", "value": format!("{}", 24 + round)}]}),
+                ),
+                2 => (
+                    format!("/v2/{PROJECT}/kafka/instances/{inst}/reassign"),
+                    json!({"reassignments": [{"topic": "t", "brokers": [0, 1]}]}),
+                ),
+                3 if round % 3 == 0 => {
+                    let at = chrono::Utc::now().timestamp_millis() + 1_500;
+                    (
+                        format!("/v2/{PROJECT}/kafka/instances/{inst}/reassign"),
+                        json!({"reassignments": [{"topic": "s", "brokers": [1, 2]}], "is_schedule": true, "execute_at": at}),
+                    )
+                }
+                _ => (format!("/v2/{PROJECT}/instances/action"), json!({"action": "restart", "instances": [inst]})),
+            };
+            let (status, v) = cluster.call(reqwest::Method::POST, &path, Some(body.clone())).await;
+            let status = if path.ends_with("/configs") {
+                let (s, v2) = cluster.call(reqwest::Method::PUT, &path, Some(body)).await;
+                if s == 200 {
+                    acknowledged.insert(v2["job_id"].as_str().expect("job").to_owned());
+                }
+                s
+            } else {
+                status
+            };
+            match status {
+                200 => {
+                    if let Some(j) = v["job_id"].as_str() {
+                        acknowledged.insert(j.to_owned());
+                    }
+                    if let Some(s) = v["schedule_id"].as_str() {
+                        acknowledged.insert(s.to_owned());
+                        scheduled.insert(s.to_owned());
+                    }
+                    if v["results"][0]["result"] == "failed" {
+                        busy_refusals += 1;
+                    }
+                }
+                400 | 405 => busy_refusals += 1,
+                other => panic!("unexpected {other}: {v}"),
+            }
+            // Delete a finished task of this instance now and then.
+            if round % 4 == 3 {
+                let (_, list) = cluster.call(reqwest::Method::GET, &format!("{base}/tasks?limit=100"), None).await;
+                let done = list["tasks"].as_array().and_then(|ts| {
+                    ts.iter().find(|t| t["status"] == "SUCCESS" && t["name"] != "createInstance").cloned()
+                });
+                if let Some(t) = done {
+                    let id = t["id"].as_str().expect("id").to_owned();
+                    let (s, v) = cluster.call(reqwest::Method::DELETE, &format!("{base}/tasks/{id}"), None).await;
+                    assert!(s == 204 || s == 404, "{s} {v}");
+                    if s == 204 {
+                        deleted.insert(id);
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert!(acknowledged.len() > 40, "the workload did work: {} tasks, {busy_refusals} refusals", acknowledged.len());
+
+    instances.push(upgrade_target.clone());
+
+    // Everything ends, taken over from the dead node where needed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut all_tasks: BTreeMap<String, Value> = BTreeMap::new();
+    loop {
+        all_tasks.clear();
+        for inst in &instances {
+            for view in ["tasks", "scheduled-tasks"] {
+                let (s, v) = cluster
+                    .call(reqwest::Method::GET, &format!("/v2/{PROJECT}/instances/{inst}/{view}?limit=100"), None)
+                    .await;
+                assert_eq!(s, 200, "{v}");
+                let items = v["tasks"].as_array().or_else(|| v["jobs"].as_array()).cloned().unwrap_or_default();
+                for t in items {
+                    all_tasks.insert(t["id"].as_str().unwrap_or_default().to_owned(), t);
+                }
+            }
+        }
+        let open: Vec<&Value> = all_tasks
+            .values()
+            .filter(|t| !["SUCCESS", "FAILED", "CANCELLED"].contains(&t["status"].as_str().unwrap_or("")))
+            .collect();
+        if open.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "tasks never ended: {open:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The upgrade interrupted by the kill finished elsewhere, once.
+    let (_, upgraded) =
+        cluster.call(reqwest::Method::GET, &format!("/v2/{PROJECT}/instances/{upgrade_target}"), None).await;
+    assert_eq!(upgraded["engine_version"], "3.x");
+    let (_, ups) = cluster
+        .call(reqwest::Method::GET, &format!("/v2/{PROJECT}/instances/{upgrade_target}/tasks?limit=100"), None)
+        .await;
+    assert_eq!(ups["tasks"][0]["name"], "upgradeInstance");
+    assert_eq!(ups["tasks"][0]["status"], "SUCCESS");
+
+    // Every acknowledged task exists unless we deleted it; every 204'd delete stayed deleted.
+    for id in &acknowledged {
+        assert!(all_tasks.contains_key(id) || deleted.contains(id), "acknowledged task {id} is missing");
+    }
+    for id in &deleted {
+        assert!(!all_tasks.contains_key(id), "deleted task {id} came back");
+    }
+    // Any live node gives the same answer.
+    let alive: Vec<String> = cluster.alive().iter().map(|n| n.base.clone()).collect();
+    let path = format!("/v2/{PROJECT}/instances/{}/tasks?limit=100", instances[0]);
+    let a = cluster.call_on(&alive[0], reqwest::Method::GET, &path, None).await;
+    let b = cluster.call_on(&alive[1], reqwest::Method::GET, &path, None).await;
+    assert_eq!(a, b);
+
+    // From the step events of all three processes: no step ran in two places at once.
+    let (killed_log, kill_time) = killed_at.expect("a node was killed");
+    let mut runs: HashMap<(String, u64), Vec<StepRun>> = HashMap::new();
+    let mut starts: HashMap<String, usize> = HashMap::new();
+    let mut open_by_owner: HashMap<(String, u64), usize> = HashMap::new();
+    let mut killed_owners = HashSet::new();
+    for node in &cluster.nodes {
+        let file = std::fs::File::open(&node.log).expect("log");
+        for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
+            let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+            let task = v["task_id"].as_str().unwrap_or_default().to_owned();
+            let owner = v["owner"].as_str().unwrap_or_default().to_owned();
+            let at = v["at"].as_i64().unwrap_or_default();
+            match v["message"].as_str() {
+                Some("task claimed") if v["started"] == true => *starts.entry(task).or_default() += 1,
+                Some("step started") => {
+                    if node.log.display().to_string() == killed_log {
+                        killed_owners.insert(owner.clone());
+                    }
+                    let key = (task, v["step"].as_u64().unwrap_or(u64::MAX));
+                    let list = runs.entry(key.clone()).or_default();
+                    open_by_owner.insert((format!("{}|{}", key.0, owner), key.1), list.len());
+                    list.push(StepRun { owner, start: at, end: None, outcome: String::new() });
+                }
+                Some("step ended") => {
+                    let key = (task.clone(), v["step"].as_u64().unwrap_or(u64::MAX));
+                    if let Some(i) = open_by_owner.remove(&(format!("{task}|{owner}"), key.1)) {
+                        let run = &mut runs.get_mut(&key).expect("started")[i];
+                        run.end = Some(at);
+                        run.outcome = v["outcome"].as_str().unwrap_or_default().to_owned();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(!runs.is_empty(), "no step events were logged");
+    let mut taken_over = 0;
+    for ((task, step), mut list) in runs {
+        for r in &mut list {
+            if r.end.is_none() {
+                assert!(killed_owners.contains(&r.owner), "a live process left step {step} of {task} open: {r:?}");
+                r.end = Some(kill_time);
+            }
+        }
+        list.sort_by_key(|r| r.start);
+        for pair in list.windows(2) {
+            assert!(
+                pair[1].start >= pair[0].end.unwrap_or(i64::MAX),
+                "step {step} of {task} ran twice at once: {list:?}"
+            );
+        }
+        let completed = list.iter().filter(|r| r.outcome != "lost" && !r.outcome.is_empty()).count();
+        assert!(completed <= 1, "step {step} of {task} completed twice: {list:?}");
+        if list.len() > 1 {
+            taken_over += 1;
+        }
+    }
+    assert!(taken_over >= 1, "the killed node held no step: the test proved nothing about takeover");
+    for (task, n) in &starts {
+        assert_eq!(*n, 1, "task {task} was started {n} times");
+    }
+    for id in &scheduled {
+        if !deleted.contains(id) {
+            assert_eq!(starts.get(id), Some(&1), "scheduled task {id} fired {:?} times", starts.get(id));
+        }
+    }
+    eprintln!(
+        "{} tasks acknowledged, {} scheduled, {} deleted, {busy_refusals} refused while busy, {taken_over} steps taken over, {:?}",
+        acknowledged.len(),
+        scheduled.len(),
+        deleted.len(),
+        started.elapsed()
+    );
+}

@@ -1,0 +1,493 @@
+//! The storage contract: the same cases against every engine, each on a fresh database.
+//! PostgreSQL is `KAFKA_TASKS_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`); these tests
+//! do not skip it.
+
+use std::collections::{BTreeMap, HashSet};
+
+use kafka_tasks::domain::instance::{Instance, status};
+use kafka_tasks::domain::operation::{Operation, StepContext};
+use kafka_tasks::domain::{InstanceId, ProjectId, Role, TaskId, TaskRecord, TaskStatus};
+use kafka_tasks::storage::*;
+
+const CTX: StepContext = StepContext { storage_pool_gb: 10_000 };
+const T0: i64 = 1_700_000_000_000;
+
+struct Engine {
+    name: &'static str,
+    storage: Storage,
+    _dir: tempfile::TempDir,
+    pg: Option<(String, String)>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some((server, name)) = self.pg.take() {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(async {
+                    if let Ok((c, conn)) =
+                        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls).await
+                    {
+                        tokio::spawn(conn);
+                        let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// A fresh SQLite database and a fresh PostgreSQL database.
+async fn engines() -> Vec<Engine> {
+    let dir = tempfile::tempdir().expect("dir");
+    let sqlite = Storage::open(&format!("sqlite:{}", dir.path().join("c.db").display())).await.expect("sqlite");
+    let server = std::env::var("KAFKA_TASKS_TEST_PG")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".into());
+    let name = format!("kt_contract_{}", uuid::Uuid::new_v4().simple());
+    let (client, conn) =
+        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls).await.expect("PostgreSQL is up");
+    tokio::spawn(conn);
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    let pg = Storage::open(&format!("{server}/{name}")).await.expect("postgres");
+    vec![
+        Engine { name: "sqlite", storage: sqlite, _dir: dir, pg: None },
+        Engine { name: "postgres", storage: pg, _dir: tempfile::tempdir().expect("dir"), pg: Some((server, name)) },
+    ]
+}
+
+fn project() -> ProjectId {
+    "0123456789abcdef0123456789abcdef".parse().expect("project")
+}
+
+fn instance(p: &ProjectId) -> Instance {
+    Instance {
+        id: InstanceId::generate(),
+        project_id: p.clone(),
+        name: "kafka".into(),
+        engine_version: "2.7".into(),
+        status: status::RUNNING.into(),
+        broker_num: 3,
+        storage_space: 300,
+        product_id: "p".into(),
+        enable_auto_topic: false,
+        configs: BTreeMap::new(),
+        user_id: "u".into(),
+        user_name: "n".into(),
+        created_at: T0,
+        extra: Default::default(),
+        busy_task: None,
+    }
+}
+
+fn task(inst: &Instance, op: Operation, created_at: i64, schedule_at: Option<i64>) -> NewTask {
+    NewTask {
+        record: TaskRecord {
+            id: TaskId::generate(),
+            project_id: inst.project_id.clone(),
+            instance_id: inst.id.clone(),
+            name: op.task_name().into(),
+            user_id: "u".into(),
+            user_name: "n".into(),
+            params: op.params(),
+            status: TaskStatus::Created,
+            created_at,
+            updated_at: created_at,
+            schedule_at,
+            steps: op.steps(0.0),
+        },
+        operation: op,
+    }
+}
+
+/// An instance whose createInstance task has already run to the end.
+async fn running_instance(s: &Storage) -> Instance {
+    let inst = instance(&project());
+    let create = task(
+        &inst,
+        Operation::CreateInstance { name: "k".into(), engine_version: "2.7".into(), broker_num: 3, storage_space: 300 },
+        T0,
+        None,
+    );
+    s.instances
+        .create_instance(Instance { status: status::CREATING.into(), ..inst.clone() }, create)
+        .await
+        .expect("create");
+    run_all(s, "setup", T0).await;
+    s.instances.get_instance(&inst.project_id, &inst.id).await.expect("get").expect("exists")
+}
+
+/// Claims and finishes everything due at `now`.
+async fn run_all(s: &Storage, owner: &str, now: i64) -> Vec<TaskStatus> {
+    let mut ended = vec![];
+    for c in s.engine.claim(owner, now, 60_000, 100).await.expect("claim") {
+        let mut step = c.step;
+        loop {
+            match s.engine.finish_step(owner, &c.task.id, step, now, 60_000, CTX).await.expect("finish") {
+                StepOutcome::Next(n) => step = n,
+                StepOutcome::Ended(st) => {
+                    ended.push(st);
+                    break;
+                }
+                StepOutcome::Lost => panic!("lost a task it held"),
+            }
+        }
+    }
+    ended
+}
+
+async fn submit(
+    s: &Storage,
+    inst: &Instance,
+    op: Operation,
+    created_at: i64,
+    schedule_at: Option<i64>,
+) -> Result<NewTask, SubmitError> {
+    let t = task(inst, op, created_at, schedule_at);
+    s.instances.submit(&inst.project_id, &inst.id, Box::new(move |_| Ok(t))).await.expect("submit")
+}
+
+#[tokio::test]
+async fn a_task_runs_through_its_steps_and_applies_its_change_at_the_end() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        assert_eq!(inst.status, "RUNNING", "{}", e.name);
+        assert_eq!(inst.busy_task, None, "{}", e.name);
+        let t = submit(s, &inst, Operation::AutoTopic { old: false, new: true }, T0 + 1, None).await.expect("admitted");
+        let claimed = s.engine.claim("w", T0 + 2, 60_000, 10).await.expect("claim");
+        assert_eq!(claimed.len(), 1, "{}", e.name);
+        assert_eq!(claimed[0].step, 0);
+        assert_eq!(
+            s.engine.finish_step("w", &t.record.id, 0, T0 + 3, 60_000, CTX).await.expect("f"),
+            StepOutcome::Next(1)
+        );
+        let mid = s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g").expect("i");
+        assert!(!mid.enable_auto_topic, "{}: applied before the last step", e.name);
+        assert_eq!(
+            s.engine.finish_step("w", &t.record.id, 1, T0 + 4, 60_000, CTX).await.expect("f"),
+            StepOutcome::Ended(TaskStatus::Success)
+        );
+        let after = s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g").expect("i");
+        assert!(after.enable_auto_topic, "{}", e.name);
+        assert_eq!(after.busy_task, None, "{}", e.name);
+        let Found::Yes(rec) =
+            s.tasks.get_task(&inst.project_id, &inst.id, &t.record.id, View::Background).await.expect("g")
+        else {
+            panic!("{}: task missing", e.name)
+        };
+        assert_eq!(rec.status, TaskStatus::Success);
+        assert_eq!(rec.steps.iter().map(|s| s.end_time).collect::<Vec<_>>(), [Some(T0 + 3), Some(T0 + 4)]);
+    }
+}
+
+#[tokio::test]
+async fn one_immediate_operation_at_a_time_scheduled_ones_wait() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        submit(s, &inst, Operation::Restart, T0 + 1, None).await.expect("first");
+        assert_eq!(
+            submit(s, &inst, Operation::Restart, T0 + 2, None).await.err(),
+            Some(SubmitError::Busy),
+            "{}",
+            e.name
+        );
+        let sched = submit(s, &inst, Operation::Restart, T0 + 3, Some(T0 + 10)).await.expect("scheduled is admitted");
+        // Due, but the instance is busy: the scheduled task waits.
+        let claimed = s.engine.claim("w", T0 + 20, 60_000, 10).await.expect("claim");
+        assert_eq!(claimed.len(), 1, "{}", e.name);
+        assert_ne!(claimed[0].task.id, sched.record.id);
+        let mut step = claimed[0].step;
+        while let StepOutcome::Next(n) =
+            s.engine.finish_step("w", &claimed[0].task.id, step, T0 + 21, 60_000, CTX).await.expect("f")
+        {
+            step = n;
+        }
+        // A second later it is looked at again and runs.
+        assert!(s.engine.claim("w", T0 + 22, 60_000, 10).await.expect("claim").is_empty(), "{}", e.name);
+        let later = s.engine.claim("w", T0 + 1_100, 60_000, 10).await.expect("claim");
+        assert_eq!(
+            later.iter().map(|c| c.task.id.clone()).collect::<Vec<_>>(),
+            std::slice::from_ref(&sched.record.id),
+            "{}",
+            e.name
+        );
+        let busy = s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g").expect("i");
+        assert_eq!(busy.busy_task, Some(sched.record.id), "{}", e.name);
+        assert_eq!(busy.status, "RESTARTING");
+    }
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over_and_the_old_holder_loses_the_task() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let t = submit(s, &inst, Operation::Restart, T0 + 1, None).await.expect("admitted");
+        assert_eq!(s.engine.claim("a", T0 + 2, 100, 10).await.expect("c").len(), 1);
+        assert_eq!(
+            s.engine.finish_step("a", &t.record.id, 0, T0 + 3, 100, CTX).await.expect("f"),
+            StepOutcome::Next(1)
+        );
+        assert!(s.engine.claim("b", T0 + 50, 100, 10).await.expect("c").is_empty(), "{}: leased", e.name);
+        let taken = s.engine.claim("b", T0 + 200, 100, 10).await.expect("c");
+        assert_eq!(taken.len(), 1, "{}", e.name);
+        assert_eq!(taken[0].step, 1, "{}: resumes at the unfinished step", e.name);
+        assert_eq!(
+            s.engine.finish_step("a", &t.record.id, 1, T0 + 201, 100, CTX).await.expect("f"),
+            StepOutcome::Lost,
+            "{}",
+            e.name
+        );
+        // A lease that ran out is lost even before anybody takes it.
+        assert_eq!(
+            s.engine.finish_step("b", &t.record.id, 1, T0 + 400, 100, CTX).await.expect("f"),
+            StepOutcome::Lost,
+            "{}",
+            e.name
+        );
+        s.engine.claim("b", T0 + 500, 100, 10).await.expect("c");
+        s.engine.renew_leases("b", T0 + 10_000).await.expect("renew");
+        assert!(s.engine.claim("c", T0 + 9_000, 100, 10).await.expect("c").is_empty(), "{}: renewed", e.name);
+        s.engine.release_leases("b").await.expect("release");
+        assert_eq!(s.engine.claim("c", T0 + 9_000, 100, 10).await.expect("c").len(), 1, "{}: released", e.name);
+    }
+}
+
+#[tokio::test]
+async fn concurrent_claims_never_hand_out_a_task_twice() {
+    for e in engines().await {
+        let s = &e.storage;
+        let mut ids = HashSet::new();
+        for _ in 0..60 {
+            let inst = running_instance(s).await;
+            ids.insert(submit(s, &inst, Operation::Restart, T0 + 1, None).await.expect("admitted").record.id);
+        }
+        let mut handles = vec![];
+        for w in 0..6 {
+            let engine = s.engine.clone();
+            handles.push(tokio::spawn(async move {
+                let mut got = vec![];
+                for _ in 0..10 {
+                    got.extend(
+                        engine
+                            .claim(&format!("w{w}"), T0 + 2, 60_000, 4)
+                            .await
+                            .expect("claim")
+                            .into_iter()
+                            .map(|c| c.task.id),
+                    );
+                }
+                got
+            }));
+        }
+        let mut all: Vec<TaskId> = vec![];
+        for h in handles {
+            all.extend(h.await.expect("join"));
+        }
+        let unique: HashSet<_> = all.iter().cloned().collect();
+        assert_eq!(unique.len(), all.len(), "{}: a task was claimed twice", e.name);
+        assert_eq!(unique, ids, "{}: every task claimed", e.name);
+    }
+}
+
+#[tokio::test]
+async fn deletes_follow_the_rules_and_list_pages_newest_first() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let p = inst.project_id.clone();
+        let running = submit(s, &inst, Operation::Restart, T0 + 10, None).await.expect("admitted").record.id;
+        assert_eq!(
+            s.tasks.delete_task(&p, &inst.id, &running, View::Background).await.expect("d"),
+            DeleteOutcome::Running,
+            "{}",
+            e.name
+        );
+        run_all(s, "w", T0 + 11).await;
+        for i in 0..5 {
+            submit(s, &inst, Operation::AutoTopic { old: false, new: true }, T0 + 100 + i, None)
+                .await
+                .expect("admitted");
+            run_all(s, "w", T0 + 200).await;
+        }
+        let q = |offset, limit, from, to| TaskQuery {
+            project_id: p.clone(),
+            instance_id: inst.id.clone(),
+            view: View::Background,
+            created_from: from,
+            created_to: to,
+            offset,
+            limit,
+        };
+        let (total, page) = s.tasks.list_tasks(&q(0, 3, None, None)).await.expect("l").expect("instance");
+        assert_eq!(total, 7, "{}", e.name);
+        assert_eq!(page.iter().map(|t| t.created_at).collect::<Vec<_>>(), [T0 + 104, T0 + 103, T0 + 102], "{}", e.name);
+        let (_, deep) = s.tasks.list_tasks(&q(6, 3, None, None)).await.expect("l").expect("instance");
+        assert_eq!(deep.len(), 1);
+        let (in_range, _) = s.tasks.list_tasks(&q(0, 10, Some(T0 + 101), Some(T0 + 103))).await.expect("l").expect("i");
+        assert_eq!(in_range, 3, "{}: bounds are inclusive", e.name);
+
+        let Found::Yes(before) = s.tasks.get_task(&p, &inst.id, &running, View::Background).await.expect("g") else {
+            panic!()
+        };
+        let DeleteOutcome::Deleted(gone) =
+            s.tasks.delete_task(&p, &inst.id, &running, View::Background).await.expect("d")
+        else {
+            panic!("{}: not deleted", e.name)
+        };
+        assert_eq!(*gone, before);
+        assert_eq!(
+            s.tasks.delete_task(&p, &inst.id, &running, View::Background).await.expect("d"),
+            DeleteOutcome::NoTask
+        );
+        let other: ProjectId = "fedcba9876543210fedcba9876543210".parse().expect("p");
+        assert_eq!(
+            s.tasks.delete_task(&other, &inst.id, &running, View::Background).await.expect("d"),
+            DeleteOutcome::NoInstance
+        );
+        assert_eq!(s.tasks.list_tasks(&TaskQuery { project_id: other, ..q(0, 1, None, None) }).await.expect("l"), None);
+    }
+}
+
+#[tokio::test]
+async fn scheduled_tasks_wait_move_and_cancel() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let p = inst.project_id.clone();
+        let a = submit(
+            s,
+            &inst,
+            Operation::Upgrade { old_version: "2.7".into(), new_version: "3.x".into() },
+            T0 + 1,
+            Some(T0 + 5_000),
+        )
+        .await
+        .expect("a")
+        .record
+        .id;
+        let b = submit(s, &inst, Operation::Restart, T0 + 2, Some(T0 + 5_000)).await.expect("b").record.id;
+        assert!(s.engine.claim("w", T0 + 4_999, 60_000, 10).await.expect("c").is_empty(), "{}: not due", e.name);
+        assert_eq!(
+            s.tasks.get_task(&p, &inst.id, &a, View::Background).await.expect("g"),
+            Found::NoTask,
+            "{}: not yet a background task",
+            e.name
+        );
+        let moved = ScheduleChange { execute_at: Some(T0 + 9_000), cancel: false };
+        assert_eq!(s.tasks.update_scheduled(&p, &inst.id, &a, moved, T0 + 10).await.expect("u"), Found::Yes(true));
+        let cancel = ScheduleChange { execute_at: None, cancel: true };
+        assert_eq!(s.tasks.update_scheduled(&p, &inst.id, &b, cancel, T0 + 10).await.expect("u"), Found::Yes(true));
+        assert!(
+            s.engine.claim("w", T0 + 8_000, 60_000, 10).await.expect("c").is_empty(),
+            "{}: moved and cancelled",
+            e.name
+        );
+        assert_eq!(run_all(s, "w", T0 + 9_000).await, [TaskStatus::Success], "{}", e.name);
+        assert_eq!(
+            s.tasks.update_scheduled(&p, &inst.id, &a, cancel, T0 + 9_001).await.expect("u"),
+            Found::Yes(false),
+            "{}",
+            e.name
+        );
+        let Found::Yes(fired) = s.tasks.get_task(&p, &inst.id, &a, View::Background).await.expect("g") else {
+            panic!("{}", e.name)
+        };
+        assert_eq!(fired.schedule_at, Some(T0 + 9_000));
+        let Found::Yes(cancelled) = s.tasks.get_task(&p, &inst.id, &b, View::Scheduled).await.expect("g") else {
+            panic!()
+        };
+        assert_eq!(cancelled.status, TaskStatus::Cancelled);
+        assert!(run_all(s, "w", T0 + 100_000).await.is_empty(), "{}: a cancelled task never runs", e.name);
+        let upgraded = s.instances.get_instance(&p, &inst.id).await.expect("g").expect("i");
+        assert_eq!(upgraded.engine_version, "3.x");
+    }
+}
+
+#[tokio::test]
+async fn deleting_an_instance_removes_it_and_its_tasks() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        submit(s, &inst, Operation::DeleteInstance, T0 + 1, None).await.expect("admitted");
+        assert_eq!(run_all(s, "w", T0 + 2).await, [TaskStatus::Success]);
+        assert_eq!(s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g"), None, "{}", e.name);
+        assert!(s.instances.list_instances(&inst.project_id).await.expect("l").is_empty());
+    }
+}
+
+fn credential(ak: &str) -> CredentialRecord {
+    CredentialRecord {
+        access_key: ak.into(),
+        secret_sealed: vec![1, 2, 3],
+        project_id: project(),
+        user_id: "u".into(),
+        user_name: "n".into(),
+        role: Role::Operator,
+        created_at: T0,
+        revoked_at: None,
+        failed_attempts: 0,
+        locked_until: None,
+    }
+}
+
+#[tokio::test]
+async fn credentials_lock_after_failures_and_the_first_one_is_created_once() {
+    for e in engines().await {
+        let c = &e.storage.credentials;
+        let (x, y) = (c.clone(), c.clone());
+        let (first, second) =
+            tokio::join!(x.insert_first_credential(credential("AK1")), y.insert_first_credential(credential("AK2")));
+        assert_eq!([first.expect("a"), second.expect("b")].iter().filter(|b| **b).count(), 1, "{}", e.name);
+        c.insert_credential(credential("AK3")).await.expect("insert");
+        for _ in 0..4 {
+            c.record_auth_failure("AK3", 5, T0 + 300_000).await.expect("f");
+        }
+        let four = c.get_credential("AK3").await.expect("g").expect("c");
+        assert_eq!((four.failed_attempts, four.locked_until), (4, None), "{}", e.name);
+        c.record_auth_failure("AK3", 5, T0 + 300_000).await.expect("f");
+        let locked = c.get_credential("AK3").await.expect("g").expect("c");
+        assert_eq!((locked.failed_attempts, locked.locked_until), (0, Some(T0 + 300_000)), "{}", e.name);
+        assert_eq!(locked.secret_sealed, vec![1, 2, 3]);
+        assert_eq!(locked.role, Role::Operator);
+        assert!(c.revoke_credential("AK3", T0).await.expect("r"));
+        assert!(!c.revoke_credential("AK3", T0).await.expect("r"), "{}: already revoked", e.name);
+        assert_eq!(c.list_credentials().await.expect("l").len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn audit_events_are_kept_in_order_and_filtered() {
+    for e in engines().await {
+        let a = &e.storage.audit;
+        for (i, p) in
+            ["0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210", "0123456789abcdef0123456789abcdef"]
+                .iter()
+                .enumerate()
+        {
+            a.append_audit(AuditEvent {
+                at: T0 + i as i64,
+                request_id: format!("r{i}"),
+                project_id: (*p).into(),
+                user_id: "u".into(),
+                user_name: "n".into(),
+                access_key: Some("AK".into()),
+                action: "dms:instance:deleteBackgroundTask".into(),
+                target: "t".into(),
+                status: 204,
+                detail: Some(serde_json::json!({"deleted_task": {"id": i}})),
+            })
+            .await
+            .expect("append");
+        }
+        let mine = a.list_audit(Some(&project()), None, 10).await.expect("l");
+        assert_eq!(mine.iter().map(|e| e.request_id.as_str()).collect::<Vec<_>>(), ["r0", "r2"], "{}", e.name);
+        assert_eq!(mine[1].detail, Some(serde_json::json!({"deleted_task": {"id": 2}})));
+        assert_eq!(a.list_audit(None, Some(T0 + 1), 10).await.expect("l").len(), 2, "{}", e.name);
+        assert_eq!(a.list_audit(None, None, 1).await.expect("l").len(), 1);
+    }
+}
