@@ -32,6 +32,8 @@ pub enum Command {
     /// Read the audit log of mutating requests.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Measure the service: seeds a store, starts the server, drives it over loopback.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +213,10 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Audit(cmd) => {
                 init_logging("text");
                 audit(cmd).await
+            }
+            Command::Bench(args) => {
+                init_logging("text");
+                crate::bench::run(args).await
             }
             Command::Migrate(db) => {
                 init_logging("auto");

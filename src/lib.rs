@@ -9,6 +9,7 @@
 //! - [`server`] and [`cli`]: how the pieces are started.
 
 pub mod auth;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod domain;

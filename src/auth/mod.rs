@@ -76,10 +76,24 @@ pub struct SignedRequest<'a> {
     pub body: &'a [u8],
 }
 
+/// How long a node trusts what it read of a credential (its secret, whether it is revoked or
+/// locked) before reading it again. Revoking a key takes effect on every node within this time.
+pub const CREDENTIAL_CACHE_MS: i64 = 1_000;
+
+/// A credential as read, with its secret unsealed.
+struct Cached {
+    record: CredentialRecord,
+    secret: String,
+    read_at: i64,
+}
+
 pub struct Authenticator {
     store: Arc<dyn CredentialStore>,
     master: MasterKey,
     pub clock: Clock,
+    /// Active credentials by access key; only keys that exist are kept, so the map is bounded
+    /// by the number of credentials.
+    cache: std::sync::Mutex<std::collections::HashMap<String, Arc<Cached>>>,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -88,7 +102,35 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 impl Authenticator {
     pub fn new(store: Arc<dyn CredentialStore>, master: MasterKey, clock: Clock) -> Self {
-        Authenticator { store, master, clock }
+        Authenticator { store, master, clock, cache: Default::default() }
+    }
+
+    /// An active credential and its secret, from the cache while fresh.
+    async fn credential(&self, access_key: &str) -> Result<Option<Arc<Cached>>, AuthError> {
+        let now = self.clock.now_ms();
+        let hit = self.cache.lock().ok().and_then(|c| c.get(access_key).cloned());
+        if let Some(c) = hit.filter(|c| now - c.read_at < CREDENTIAL_CACHE_MS && now >= c.read_at) {
+            return Ok(Some(c));
+        }
+        let Some(record) = self.store.get_credential(access_key).await?.filter(|c| c.revoked_at.is_none()) else {
+            self.forget(access_key);
+            return Ok(None);
+        };
+        let secret = self
+            .master
+            .open(&record.secret_sealed)
+            .map_err(|e| AuthError::Internal(format!("credential {}: {e}", record.access_key)))?;
+        let cached = Arc::new(Cached { record, secret, read_at: now });
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(access_key.to_owned(), cached.clone());
+        }
+        Ok(Some(cached))
+    }
+
+    fn forget(&self, access_key: &str) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.remove(access_key);
+        }
     }
 
     pub async fn authenticate(&self, req: &SignedRequest<'_>) -> Result<Identity, AuthError> {
@@ -122,17 +164,14 @@ impl Authenticator {
                 "the request has expired: X-Sdk-Date must be within 15 minutes of the server's time",
             ));
         }
-        let cred = match self.store.get_credential(parsed.access_key).await? {
-            Some(c) if c.revoked_at.is_none() => c,
-            _ => return Err(unauthenticated(SIGNATURE_FAIL)),
+        let Some(cached) = self.credential(parsed.access_key).await? else {
+            return Err(unauthenticated(SIGNATURE_FAIL));
         };
+        let cred = &cached.record;
         if cred.locked_until.is_some_and(|t| t > now) {
             return Err(unauthenticated("the access key is locked for 5 minutes after repeated signature failures"));
         }
-        let secret = self
-            .master
-            .open(&cred.secret_sealed)
-            .map_err(|e| AuthError::Internal(format!("credential {}: {e}", cred.access_key)))?;
+        let secret = &cached.secret;
 
         let alg = parsed.algorithm;
         let empty = alg.hash_hex(b"");
@@ -160,12 +199,15 @@ impl Authenticator {
         });
         if !valid {
             self.store.record_auth_failure(&cred.access_key, LOCK_AFTER_FAILURES, now + LOCK_MS).await?;
+            // The count (and maybe a lock) changed: read it afresh next time.
+            self.forget(&cred.access_key);
             return Err(unauthenticated(SIGNATURE_FAIL));
         }
         if cred.failed_attempts > 0 {
             self.store.clear_auth_failures(&cred.access_key).await?;
+            self.forget(&cred.access_key);
         }
-        Ok(identity_of(&cred))
+        Ok(identity_of(cred))
     }
 
     async fn verify_token(&self, token: &str) -> Result<Identity, AuthError> {
@@ -173,8 +215,8 @@ impl Authenticator {
         if claims.expires_at <= self.clock.now_ms() {
             return Err(unauthenticated("token expires"));
         }
-        match self.store.get_credential(&claims.ak).await? {
-            Some(c) if c.revoked_at.is_none() && c.project_id.as_str() == claims.project_id => Ok(identity_of(&c)),
+        match self.credential(&claims.ak).await? {
+            Some(c) if c.record.project_id.as_str() == claims.project_id => Ok(identity_of(&c.record)),
             _ => Err(unauthenticated("the token is invalid")),
         }
     }

@@ -190,6 +190,8 @@ pub trait EngineStore: Send + Sync {
     async fn renew_leases(&self, owner: &str, until: i64) -> StoreResult<()>;
     /// Gives back every lease `owner` holds, so that another worker can take them at once.
     async fn release_leases(&self, owner: &str) -> StoreResult<()>;
+    /// Tasks not yet ended (waiting, due or running), across all instances.
+    async fn unfinished_count(&self) -> StoreResult<u64>;
 }
 
 /// An access key as stored; the secret key is sealed with the master key.
@@ -250,6 +252,106 @@ pub trait AuditStore: Send + Sync {
     ) -> StoreResult<Vec<AuditEvent>>;
 }
 
+/// Loading many records at once, bypassing the API: benchmarks and imports.
+#[async_trait]
+pub trait BulkStore: Send + Sync {
+    /// Stores instances and their tasks as given (any state; running tasks get no lease).
+    async fn bulk_load(&self, instances: Vec<Instance>, tasks: Vec<NewTask>) -> StoreResult<()>;
+}
+
+/// Where a stored task stands for the two views and the engine: whether it is a background task,
+/// and when a worker should look at it (`None` once it has ended).
+pub fn placement(r: &TaskRecord) -> (bool, Option<i64>) {
+    let in_background =
+        r.schedule_at.is_none() || matches!(r.status, TaskStatus::Executing | TaskStatus::Success | TaskStatus::Failed);
+    let due_at = match r.status {
+        TaskStatus::Created => Some(r.schedule_at.unwrap_or(r.created_at)),
+        TaskStatus::Executing => Some(0),
+        _ => None,
+    };
+    (in_background, due_at)
+}
+
+/// The width of a count bucket: one UTC day of `created_at`.
+pub const BUCKET_MS: i64 = 86_400_000;
+
+pub fn bucket_of(ms: i64) -> i64 {
+    ms.div_euclid(BUCKET_MS)
+}
+
+impl View {
+    /// The view's number in the bucket table.
+    pub fn code(self) -> i64 {
+        match self {
+            View::Background => 0,
+            View::Scheduled => 1,
+        }
+    }
+}
+
+/// The views a stored task is counted in.
+pub fn views_of(r: &TaskRecord) -> impl Iterator<Item = View> + use<> {
+    let (in_background, _) = placement(r);
+    [in_background.then_some(View::Background), r.schedule_at.map(|_| View::Scheduled)].into_iter().flatten()
+}
+
+/// The buckets a query touches, inclusive (`bucket_of` of its bounds).
+pub fn bucket_range(q: &TaskQuery) -> (i64, i64) {
+    (q.created_from.map_or(i64::MIN, bucket_of), q.created_to.map_or(i64::MAX, bucket_of))
+}
+
+/// Buckets only partly inside the query's time bounds, as `(bucket, from, to)`: their rows in
+/// bounds must be counted exactly (at most a day's worth each).
+pub fn partial_edges(q: &TaskQuery) -> Vec<(i64, i64, i64)> {
+    let mut out: Vec<(i64, i64, i64)> = Vec::with_capacity(2);
+    let span = |b: i64| (b.saturating_mul(BUCKET_MS), b.saturating_add(1).saturating_mul(BUCKET_MS) - 1);
+    if let Some(f) = q.created_from {
+        let b = bucket_of(f);
+        let (start, end) = span(b);
+        let hi = q.created_to.map_or(end, |t| t.min(end));
+        if f != start || hi != end {
+            out.push((b, f, hi));
+        }
+    }
+    if let Some(t) = q.created_to {
+        let b = bucket_of(t);
+        let (start, end) = span(b);
+        let lo = q.created_from.map_or(start, |f| f.max(start));
+        if (t != end || lo != start) && !out.iter().any(|e| e.0 == b) {
+            out.push((b, lo, t));
+        }
+    }
+    out
+}
+
+/// Where a page starts, found from bucket counts without reading the rows before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PagePlan {
+    pub total: u64,
+    /// The newest `created_at` the page can hold and how many rows at or below it to skip;
+    /// `None` when the page lies past the end.
+    pub start: Option<(i64, u64)>,
+}
+
+/// `buckets` are `(bucket, count)`, newest first, the counts exact within the query's bounds.
+pub fn plan_page(buckets: &[(i64, i64)], q: &TaskQuery) -> PagePlan {
+    if matches!((q.created_from, q.created_to), (Some(f), Some(t)) if f > t) {
+        return PagePlan { total: 0, start: None };
+    }
+    let total: u64 = buckets.iter().map(|b| b.1.max(0) as u64).sum();
+    let mut before: u64 = 0;
+    for &(bucket, n) in buckets {
+        let n = n.max(0) as u64;
+        if before + n > q.offset {
+            let upper = bucket.saturating_add(1).saturating_mul(BUCKET_MS) - 1;
+            let upper = q.created_to.map_or(upper, |t| t.min(upper));
+            return PagePlan { total, start: Some((upper, q.offset - before)) };
+        }
+        before += n;
+    }
+    PagePlan { total, start: None }
+}
+
 /// Liveness of the database itself.
 #[async_trait]
 pub trait Health: Send + Sync {
@@ -267,13 +369,14 @@ pub struct Storage {
     pub engine: Arc<dyn EngineStore>,
     pub credentials: Arc<dyn CredentialStore>,
     pub audit: Arc<dyn AuditStore>,
+    pub bulk: Arc<dyn BulkStore>,
     pub health: Arc<dyn Health>,
 }
 
 impl Storage {
     fn from_engine<E>(e: Arc<E>) -> Self
     where
-        E: TaskStore + InstanceStore + EngineStore + CredentialStore + AuditStore + Health + 'static,
+        E: TaskStore + InstanceStore + EngineStore + CredentialStore + AuditStore + BulkStore + Health + 'static,
     {
         Storage {
             tasks: e.clone(),
@@ -281,6 +384,7 @@ impl Storage {
             engine: e.clone(),
             credentials: e.clone(),
             audit: e.clone(),
+            bulk: e.clone(),
             health: e,
         }
     }
@@ -299,5 +403,51 @@ impl Storage {
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         let db = sqlite::Sqlite::open(std::path::Path::new(path)).await?;
         Ok(Self::from_engine(Arc::new(db)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(offset: u64, from: Option<i64>, to: Option<i64>) -> TaskQuery {
+        TaskQuery {
+            project_id: "0123456789abcdef0123456789abcdef".parse().expect("p"),
+            instance_id: "11111111-2222-3333-4444-555555555555".parse().expect("i"),
+            view: View::Background,
+            created_from: from,
+            created_to: to,
+            offset,
+            limit: 10,
+        }
+    }
+
+    const D: i64 = BUCKET_MS;
+
+    #[test]
+    fn a_page_starts_in_the_bucket_that_holds_its_offset() {
+        let buckets = [(12, 5), (11, 0), (10, 7)];
+        assert_eq!(plan_page(&buckets, &query(0, None, None)), PagePlan { total: 12, start: Some((13 * D - 1, 0)) });
+        assert_eq!(plan_page(&buckets, &query(4, None, None)).start, Some((13 * D - 1, 4)));
+        assert_eq!(plan_page(&buckets, &query(5, None, None)).start, Some((11 * D - 1, 0)));
+        assert_eq!(plan_page(&buckets, &query(11, None, None)).start, Some((11 * D - 1, 6)));
+        assert_eq!(plan_page(&buckets, &query(12, None, None)), PagePlan { total: 12, start: None });
+        assert_eq!(plan_page(&buckets, &query(0, Some(12 * D + 5), None)).start.map(|s| s.0), Some(13 * D - 1));
+        assert_eq!(plan_page(&buckets, &query(0, None, Some(12 * D + 5))).start, Some((12 * D + 5, 0)));
+        assert_eq!(plan_page(&buckets, &query(0, Some(3), Some(2))).total, 0);
+    }
+
+    #[test]
+    fn only_partly_covered_buckets_are_counted_exactly() {
+        assert!(partial_edges(&query(0, None, None)).is_empty());
+        assert!(partial_edges(&query(0, Some(10 * D), Some(13 * D - 1))).is_empty());
+        assert_eq!(partial_edges(&query(0, Some(10 * D + 1), Some(13 * D - 1))), [(10, 10 * D + 1, 11 * D - 1)]);
+        assert_eq!(
+            partial_edges(&query(0, Some(10 * D + 1), Some(12 * D))),
+            [(10, 10 * D + 1, 11 * D - 1), (12, 12 * D, 12 * D)]
+        );
+        assert_eq!(partial_edges(&query(0, Some(10 * D + 1), Some(10 * D + 9))), [(10, 10 * D + 1, 10 * D + 9)]);
+        assert_eq!(partial_edges(&query(0, None, Some(10 * D + 9))), [(10, 10 * D, 10 * D + 9)]);
+        assert_eq!(bucket_range(&query(0, Some(10 * D + 1), None)), (10, i64::MAX));
     }
 }

@@ -7,6 +7,7 @@
 //! is written only while the worker's lease is current. Migrations run under an advisory lock.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
@@ -18,8 +19,11 @@ use crate::domain::operation::{Operation, StepContext};
 use crate::domain::transition::{self, Advance, Begin};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
 
-const MIGRATIONS: &[&str] =
-    &[include_str!("../../migrations/postgres/0001_init.sql"), include_str!("../../migrations/postgres/0002_auth.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_init.sql"),
+    include_str!("../../migrations/postgres/0002_auth.sql"),
+    include_str!("../../migrations/postgres/0003_task_buckets.sql"),
+];
 /// Serialises migrations of processes that start together.
 const MIGRATION_LOCK: i64 = 0x6b61_666b_6174_0001;
 /// Serialises the creation of the first credential.
@@ -100,7 +104,7 @@ const TASK_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_nam
 
 fn task_from_row(r: &Row) -> Result<TaskRecord, StoreError> {
     let status: String = r.try_get(7)?;
-    let steps: String = r.try_get(11)?;
+    let steps: Option<String> = r.try_get(11)?;
     Ok(TaskRecord {
         id: TaskId::from_trusted(r.try_get(0)?),
         project_id: ProjectId::from_trusted(r.try_get(1)?),
@@ -113,9 +117,28 @@ fn task_from_row(r: &Row) -> Result<TaskRecord, StoreError> {
         created_at: r.try_get(8)?,
         updated_at: r.try_get(9)?,
         schedule_at: r.try_get(10)?,
-        steps: serde_json::from_str::<Vec<Step>>(&steps).map_err(corrupt)?,
+        steps: match steps {
+            Some(s) => serde_json::from_str::<Vec<Step>>(&s).map_err(corrupt)?,
+            None => Vec::new(),
+        },
     })
 }
+
+/// The columns of a list row: everything but the steps, which lists do not show.
+const SUMMARY_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
+     created_at, updated_at, schedule_at, NULL::TEXT";
+
+fn get_task_sql(filter: &str) -> String {
+    let cols: Vec<String> = TASK_COLUMNS.split(", ").map(|c| format!("t.{}", c.trim())).collect();
+    format!(
+        "SELECT {} FROM instances i LEFT JOIN tasks t ON t.id = $1 AND t.instance_id = i.id AND t.{filter} \
+         WHERE i.id = $2 AND i.project_id = $3",
+        cols.join(", ")
+    )
+}
+
+static GET_BACKGROUND_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Background)));
+static GET_SCHEDULED_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Scheduled)));
 
 fn view_filter(view: View) -> &'static str {
     match view {
@@ -172,6 +195,25 @@ async fn save_instance(tx: &Transaction<'_>, inst: &Instance) -> StoreResult<()>
     Ok(())
 }
 
+/// Moves a task in or out of a view's day bucket.
+async fn bump(tx: &Transaction<'_>, instance: &InstanceId, view: View, created_at: i64, delta: i64) -> StoreResult<()> {
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO task_buckets (instance_id, view, bucket, n) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = task_buckets.n + excluded.n",
+        )
+        .await?;
+    tx.execute(&st, &[&instance.as_str(), &(view.code() as i16), &bucket_of(created_at), &delta]).await?;
+    Ok(())
+}
+
+async fn count_in(tx: &Transaction<'_>, r: &TaskRecord, delta: i64) -> StoreResult<()> {
+    for view in views_of(r) {
+        bump(tx, &r.instance_id, view, r.created_at, delta).await?;
+    }
+    Ok(())
+}
+
 async fn insert_task(tx: &Transaction<'_>, t: &NewTask) -> StoreResult<()> {
     let r = &t.record;
     let steps = serde_json::to_string(&r.steps).map_err(corrupt)?;
@@ -183,7 +225,7 @@ async fn insert_task(tx: &Transaction<'_>, t: &NewTask) -> StoreResult<()> {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL)",
         )
         .await?;
-    let due = r.schedule_at.unwrap_or(r.created_at);
+    let (in_background, due_at) = placement(r);
     tx.execute(
         &st,
         &[
@@ -198,14 +240,14 @@ async fn insert_task(tx: &Transaction<'_>, t: &NewTask) -> StoreResult<()> {
             &r.created_at,
             &r.updated_at,
             &r.schedule_at,
-            &r.schedule_at.is_none(),
+            &in_background,
             &steps,
             &op,
-            &due,
+            &due_at,
         ],
     )
     .await?;
-    Ok(())
+    count_in(tx, r, 1).await
 }
 
 async fn save_task_progress(
@@ -227,6 +269,7 @@ async fn save_task_progress(
 
 async fn remove_instance(tx: &Transaction<'_>, i: &InstanceId) -> StoreResult<()> {
     tx.execute("DELETE FROM tasks WHERE instance_id = $1", &[&i.as_str()]).await?;
+    tx.execute("DELETE FROM task_buckets WHERE instance_id = $1", &[&i.as_str()]).await?;
     tx.execute("DELETE FROM instances WHERE id = $1", &[&i.as_str()]).await?;
     Ok(())
 }
@@ -246,40 +289,95 @@ impl TaskStore for Postgres {
             return Ok(None);
         }
         let filter = view_filter(q.view);
-        let from = q.created_from.unwrap_or(i64::MIN);
-        let to = q.created_to.unwrap_or(i64::MAX);
-        let count = tx
-            .prepare_cached(&format!(
-                "SELECT count(*) FROM tasks WHERE instance_id = $1 AND {filter} AND created_at BETWEEN $2 AND $3"
-            ))
+        let inst = q.instance_id.as_str();
+        // Counts from the day buckets, exact counts only for the days the bounds cut through.
+        let (first, last) = bucket_range(q);
+        let view = q.view.code() as i16;
+        let st = tx
+            .prepare_cached(
+                "SELECT coalesce(sum(n), 0)::BIGINT FROM task_buckets \
+                 WHERE instance_id = $1 AND view = $2 AND bucket BETWEEN $3 AND $4",
+            )
             .await?;
-        let total: i64 = tx.query_one(&count, &[&q.instance_id.as_str(), &from, &to]).await?.try_get(0)?;
+        let mut total: i64 = tx.query_one(&st, &[&inst, &view, &first, &last]).await?.try_get(0)?;
+        let mut exact: Vec<(i64, i64)> = Vec::new();
+        for (bucket, lo, hi) in partial_edges(q) {
+            let sql = format!(
+                "SELECT count(*) FROM tasks WHERE instance_id = $1 AND {filter} AND created_at BETWEEN $2 AND $3"
+            );
+            let st = tx.prepare_cached(&sql).await?;
+            let n: i64 = tx.query_one(&st, &[&inst, &lo, &hi]).await?.try_get(0)?;
+            let st = tx
+                .prepare_cached("SELECT n FROM task_buckets WHERE instance_id = $1 AND view = $2 AND bucket = $3")
+                .await?;
+            let stored: i64 =
+                tx.query_opt(&st, &[&inst, &view, &bucket]).await?.map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
+            total += n - stored;
+            exact.push((bucket, n));
+        }
+        // Newest buckets first, read in slices only as far as the page's offset.
+        let st = tx
+            .prepare_cached(
+                "SELECT bucket, n FROM task_buckets WHERE instance_id = $1 AND view = $2 AND bucket BETWEEN $3 AND $4 \
+                 ORDER BY bucket DESC LIMIT $5 OFFSET $6",
+            )
+            .await?;
+        let mut buckets: Vec<(i64, i64)> = Vec::new();
+        let mut seen: u64 = 0;
+        let slice: i64 = 64;
+        'read: loop {
+            let rows = tx.query(&st, &[&inst, &view, &first, &last, &slice, &(buckets.len() as i64)]).await?;
+            let len = rows.len() as i64;
+            for r in rows {
+                let bucket: i64 = r.try_get(0)?;
+                let n = match exact.iter().find(|e| e.0 == bucket) {
+                    Some(e) => e.1,
+                    None => r.try_get(1)?,
+                };
+                buckets.push((bucket, n));
+                seen += n.max(0) as u64;
+                if seen > q.offset {
+                    break 'read;
+                }
+            }
+            if len < slice {
+                break;
+            }
+        }
+        let plan = plan_page(&buckets, q);
+        let total = total.max(0) as u64;
+        let Some((upper, skip)) = plan.start else {
+            tx.commit().await?;
+            return Ok(Some((total, Vec::new())));
+        };
         let page = tx
             .prepare_cached(&format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = $1 AND {filter} AND created_at BETWEEN $2 AND $3 \
+                "SELECT {SUMMARY_COLUMNS} FROM tasks WHERE instance_id = $1 AND {filter} AND created_at BETWEEN $2 AND $3 \
                  ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
             ))
             .await?;
         let limit = q.limit.min(i64::MAX as u64) as i64;
-        let offset = q.offset.min(i64::MAX as u64) as i64;
-        let rows = tx.query(&page, &[&q.instance_id.as_str(), &from, &to, &limit, &offset]).await?;
+        let skip = skip.min(i64::MAX as u64) as i64;
+        let from = q.created_from.unwrap_or(i64::MIN);
+        let rows = tx.query(&page, &[&inst, &from, &upper, &limit, &skip]).await?;
         let tasks = rows.iter().map(task_from_row).collect::<StoreResult<Vec<_>>>()?;
         tx.commit().await?;
-        Ok(Some((total.max(0) as u64, tasks)))
+        Ok(Some((total, tasks)))
     }
 
     async fn get_task(&self, p: &ProjectId, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<Found<TaskRecord>> {
-        let mut client = self.pool.get().await?;
-        let tx = client.build_transaction().read_only(true).start().await?;
-        if !instance_exists(&tx, p, i).await? {
-            return Ok(Found::NoInstance);
-        }
-        let found = match load_task(&tx, i, t, view, false).await? {
-            Some(task) => Found::Yes(task),
-            None => Found::NoTask,
+        // One statement: the instance row always, the task's columns when it exists.
+        let client = self.pool.get().await?;
+        let sql = match view {
+            View::Background => &*GET_BACKGROUND_TASK,
+            View::Scheduled => &*GET_SCHEDULED_TASK,
         };
-        tx.commit().await?;
-        Ok(found)
+        let st = client.prepare_cached(sql).await?;
+        Ok(match client.query_opt(&st, &[&t.as_str(), &i.as_str(), &p.as_str()]).await? {
+            None => Found::NoInstance,
+            Some(row) if row.try_get::<_, Option<String>>(0)?.is_none() => Found::NoTask,
+            Some(row) => Found::Yes(task_from_row(&row)?),
+        })
     }
 
     async fn delete_task(&self, p: &ProjectId, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<DeleteOutcome> {
@@ -295,6 +393,7 @@ impl TaskStore for Postgres {
             return Ok(DeleteOutcome::Running);
         }
         tx.execute("DELETE FROM tasks WHERE id = $1", &[&t.as_str()]).await?;
+        count_in(&tx, &task, -1).await?;
         tx.commit().await?;
         Ok(DeleteOutcome::Deleted(Box::new(task)))
     }
@@ -410,7 +509,13 @@ impl EngineStore for Postgres {
                 continue;
             };
             let started = task.status == TaskStatus::Created;
-            match transition::begin(&mut task, &mut inst, &operation, now) {
+            let was_background = placement(&task).0;
+            let begun = transition::begin(&mut task, &mut inst, &operation, now);
+            if !was_background && placement(&task).0 {
+                // A scheduled task that fires becomes a background task.
+                bump(&tx, &task.instance_id, View::Background, task.created_at, 1).await?;
+            }
+            match begun {
                 Begin::Blocked => {
                     tx.execute("UPDATE tasks SET due_at = $2 WHERE id = $1", &[&task.id.as_str(), &(now + 1_000)])
                         .await?;
@@ -483,6 +588,12 @@ impl EngineStore for Postgres {
             .await?;
         client.execute(&st, &[&owner, &until]).await?;
         Ok(())
+    }
+
+    async fn unfinished_count(&self) -> StoreResult<u64> {
+        let client = self.pool.get().await?;
+        let n: i64 = client.query_one("SELECT count(*) FROM tasks WHERE due_at IS NOT NULL", &[]).await?.try_get(0)?;
+        Ok(n.max(0) as u64)
     }
 
     async fn release_leases(&self, owner: &str) -> StoreResult<()> {
@@ -671,6 +782,104 @@ impl AuditStore for Postgres {
                 })
             })
             .collect()
+    }
+}
+
+#[async_trait]
+impl BulkStore for Postgres {
+    async fn bulk_load(&self, instances: Vec<Instance>, tasks: Vec<NewTask>) -> StoreResult<()> {
+        use tokio_postgres::binary_copy::BinaryCopyInWriter;
+        use tokio_postgres::types::Type;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let sink =
+            tx.copy_in("COPY instances (id, project_id, created_at, busy_task_id, doc) FROM STDIN BINARY").await?;
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(
+            sink,
+            &[Type::TEXT, Type::TEXT, Type::INT8, Type::TEXT, Type::TEXT]
+        ));
+        for inst in &instances {
+            let doc = serde_json::to_string(inst).map_err(corrupt)?;
+            let busy = inst.busy_task.as_ref().map(TaskId::as_str);
+            writer
+                .as_mut()
+                .write(&[&inst.id.as_str(), &inst.project_id.as_str(), &inst.created_at, &busy, &doc])
+                .await?;
+        }
+        writer.as_mut().finish().await?;
+        let sink = tx
+            .copy_in(
+                "COPY tasks (id, project_id, instance_id, name, user_id, user_name, params, status, created_at, \
+                 updated_at, schedule_at, in_background, steps, operation, due_at, lease_owner) FROM STDIN BINARY",
+            )
+            .await?;
+        let types = [
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::BOOL,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+        ];
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+        for t in &tasks {
+            let r = &t.record;
+            let (in_background, due_at) = placement(r);
+            let steps = serde_json::to_string(&r.steps).map_err(corrupt)?;
+            let op = serde_json::to_string(&t.operation).map_err(corrupt)?;
+            let owner: Option<&str> = None;
+            writer
+                .as_mut()
+                .write(&[
+                    &r.id.as_str(),
+                    &r.project_id.as_str(),
+                    &r.instance_id.as_str(),
+                    &r.name,
+                    &r.user_id,
+                    &r.user_name,
+                    &r.params,
+                    &r.status.as_str(),
+                    &r.created_at,
+                    &r.updated_at,
+                    &r.schedule_at,
+                    &in_background,
+                    &steps,
+                    &op,
+                    &due_at,
+                    &owner,
+                ])
+                .await?;
+        }
+        writer.as_mut().finish().await?;
+        let mut counts: std::collections::HashMap<(&str, i16, i64), i64> = std::collections::HashMap::new();
+        for t in &tasks {
+            for view in views_of(&t.record) {
+                *counts
+                    .entry((t.record.instance_id.as_str(), view.code() as i16, bucket_of(t.record.created_at)))
+                    .or_default() += 1;
+            }
+        }
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO task_buckets (instance_id, view, bucket, n) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = task_buckets.n + excluded.n",
+            )
+            .await?;
+        for ((inst, view, bucket), n) in counts {
+            tx.execute(&st, &[&inst, &view, &bucket, &n]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }
 

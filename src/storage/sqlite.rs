@@ -6,7 +6,7 @@
 //! mode). Reads run on a small pool of connections in blocking threads.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{LazyLock, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -18,8 +18,11 @@ use crate::domain::operation::{Operation, StepContext};
 use crate::domain::transition::{self, Advance, Begin};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
 
-const MIGRATIONS: &[&str] =
-    &[include_str!("../../migrations/sqlite/0001_init.sql"), include_str!("../../migrations/sqlite/0002_auth.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_auth.sql"),
+    include_str!("../../migrations/sqlite/0003_task_buckets.sql"),
+];
 /// The most writes one group commit takes.
 const MAX_GROUP: usize = 512;
 
@@ -29,7 +32,7 @@ type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> Reply + Send>;
 pub struct Sqlite {
     path: PathBuf,
     writer: mpsc::Sender<Job>,
-    readers: Arc<Mutex<Vec<Connection>>>,
+    readers: Mutex<Vec<Connection>>,
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -52,6 +55,9 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
          PRAGMA temp_store = MEMORY;",
     )?;
     conn.set_prepared_statement_cache_capacity(64);
+    // Plans that do not depend on bound values: otherwise SQLite re-prepares statements with an
+    // ORDER BY, a LIMIT or a join on every new binding, which cost more than the queries.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(conn)
 }
 
@@ -109,7 +115,7 @@ impl Sqlite {
         migrate(&mut conn)?;
         let (tx, rx) = mpsc::channel::<Job>(4096);
         std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || writer_loop(conn, rx))?;
-        Ok(Sqlite { path: path.to_owned(), writer: tx, readers: Arc::new(Mutex::new(Vec::new())) })
+        Ok(Sqlite { path: path.to_owned(), writer: tx, readers: Mutex::new(Vec::new()) })
     }
 
     /// Runs `f` in its own savepoint inside the next group commit and returns once it is durable.
@@ -135,57 +141,84 @@ impl Sqlite {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Runs a read on a pooled connection, on the calling thread. Reads are short indexed lookups;
+    /// handing each to a blocking thread cost more in wake-ups than the query itself, and running
+    /// them inline bounds the open connections by the runtime's worker threads.
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T>,
     {
-        let readers = self.readers.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = readers.lock().map_err(|_| StoreError::Closed)?.pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => connect(&path)?,
-            };
-            let result = f(&conn);
-            if let Ok(mut pool) = readers.lock() {
-                pool.push(conn);
-            }
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Backend(format!("reader thread failed: {e}")))?
+        let pooled = self.readers.lock().map_err(|_| StoreError::Closed)?.pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => connect(&self.path)?,
+        };
+        let result = f(&conn);
+        if let Ok(mut pool) = self.readers.lock() {
+            pool.push(conn);
+        }
+        result
     }
 }
 
 const TASK_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
      created_at, updated_at, schedule_at, steps";
 
+fn get_task_sql(filter: &str) -> String {
+    let cols: Vec<String> = TASK_COLUMNS.split(", ").map(|c| format!("t.{}", c.trim())).collect();
+    format!(
+        "SELECT {} FROM instances i LEFT JOIN tasks t ON t.id = ?1 AND t.instance_id = i.id AND t.{filter} \
+         WHERE i.id = ?2 AND i.project_id = ?3",
+        cols.join(", ")
+    )
+}
+
+static GET_BACKGROUND_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Background)));
+static GET_SCHEDULED_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Scheduled)));
+
+const BUCKET_SUM: &str = "SELECT coalesce(sum(n), 0) FROM task_buckets \
+     WHERE instance_id = ?1 AND view = ?2 AND bucket BETWEEN ?3 AND ?4";
+
+const BUCKETS_NEWEST_FIRST: &str = "SELECT bucket, n FROM task_buckets \
+     WHERE instance_id = ?1 AND view = ?2 AND bucket BETWEEN ?3 AND ?4 ORDER BY bucket DESC";
+
+/// A page of a view, newest first, below an upper bound on `created_at`.
+fn page_sql(view: View) -> String {
+    format!(
+        "SELECT {SUMMARY_COLUMNS} FROM tasks WHERE instance_id = ?1 AND {} AND created_at BETWEEN ?2 AND ?3 \
+         ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5",
+        view_filter(view)
+    )
+}
+
+/// The columns of a list row: everything but the steps, which lists do not show.
+const SUMMARY_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
+     created_at, updated_at, schedule_at, NULL";
+
 fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, StoreError>> {
     let status: String = r.get(7)?;
-    let steps: String = r.get(11)?;
-    let rec = (|| {
-        Ok(TaskRecord {
-            id: TaskId::from_trusted(r.get(0)?),
-            project_id: ProjectId::from_trusted(r.get(1)?),
-            instance_id: InstanceId::from_trusted(r.get(2)?),
-            name: r.get(3)?,
-            user_id: r.get(4)?,
-            user_name: r.get(5)?,
-            params: r.get(6)?,
-            status: TaskStatus::Created,
-            created_at: r.get(8)?,
-            updated_at: r.get(9)?,
-            schedule_at: r.get(10)?,
-            steps: Vec::new(),
-        })
-    })();
-    Ok(rec.and_then(|mut rec: TaskRecord| {
+    let steps: Option<String> = r.get(11)?;
+    let mut rec = TaskRecord {
+        id: TaskId::from_trusted(r.get(0)?),
+        project_id: ProjectId::from_trusted(r.get(1)?),
+        instance_id: InstanceId::from_trusted(r.get(2)?),
+        name: r.get(3)?,
+        user_id: r.get(4)?,
+        user_name: r.get(5)?,
+        params: r.get(6)?,
+        status: TaskStatus::Created,
+        created_at: r.get(8)?,
+        updated_at: r.get(9)?,
+        schedule_at: r.get(10)?,
+        steps: Vec::new(),
+    };
+    Ok((|| {
         rec.status = TaskStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?;
-        rec.steps = serde_json::from_str::<Vec<Step>>(&steps).map_err(corrupt)?;
+        if let Some(steps) = steps {
+            rec.steps = serde_json::from_str::<Vec<Step>>(&steps).map_err(corrupt)?;
+        }
         Ok(rec)
-    }))
+    })())
 }
 
 fn instance_exists(conn: &Connection, p: &ProjectId, i: &InstanceId) -> StoreResult<bool> {
@@ -229,8 +262,26 @@ fn save_instance(conn: &Connection, inst: &Instance) -> StoreResult<()> {
     Ok(())
 }
 
+/// Moves a task in or out of a view's day bucket.
+fn bump(conn: &Connection, instance: &InstanceId, view: View, created_at: i64, delta: i64) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO task_buckets (instance_id, view, bucket, n) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = n + excluded.n",
+    )?
+    .execute(params![instance.as_str(), view.code(), bucket_of(created_at), delta])?;
+    Ok(())
+}
+
+fn count_in(conn: &Connection, r: &TaskRecord, delta: i64) -> StoreResult<()> {
+    for view in views_of(r) {
+        bump(conn, &r.instance_id, view, r.created_at, delta)?;
+    }
+    Ok(())
+}
+
 fn insert_task(conn: &Connection, t: &NewTask) -> StoreResult<()> {
     let r = &t.record;
+    let (in_background, due_at) = placement(r);
     let steps = serde_json::to_string(&r.steps).map_err(corrupt)?;
     let op = serde_json::to_string(&t.operation).map_err(corrupt)?;
     let mut st = conn.prepare_cached(
@@ -250,12 +301,12 @@ fn insert_task(conn: &Connection, t: &NewTask) -> StoreResult<()> {
         r.created_at,
         r.updated_at,
         r.schedule_at,
-        r.schedule_at.is_none() as i64,
+        in_background as i64,
         steps,
         op,
-        r.schedule_at.unwrap_or(r.created_at),
+        due_at,
     ])?;
-    Ok(())
+    count_in(conn, r, 1)
 }
 
 /// Writes back a task a worker changed: its status, steps and lease.
@@ -277,6 +328,7 @@ fn load_operation(conn: &Connection, t: &TaskId) -> StoreResult<Operation> {
 
 fn remove_instance(conn: &Connection, i: &InstanceId) -> StoreResult<()> {
     conn.prepare_cached("DELETE FROM tasks WHERE instance_id = ?1")?.execute(params![i.as_str()])?;
+    conn.prepare_cached("DELETE FROM task_buckets WHERE instance_id = ?1")?.execute(params![i.as_str()])?;
     conn.prepare_cached("DELETE FROM instances WHERE id = ?1")?.execute(params![i.as_str()])?;
     Ok(())
 }
@@ -290,40 +342,79 @@ impl TaskStore for Sqlite {
                 return Ok(None);
             }
             let filter = view_filter(q.view);
+            let inst = q.instance_id.as_str();
+            // Counts from the day buckets, exact counts only for the days the bounds cut through.
+            let (first, last) = bucket_range(&q);
+            let args = params![inst, q.view.code(), first, last];
+            let mut total: i64 = conn.prepare_cached(BUCKET_SUM)?.query_row(args, |r| r.get(0))?;
+            let edges = partial_edges(&q);
+            let mut exact: Vec<(i64, i64)> = Vec::with_capacity(edges.len());
+            for (bucket, lo, hi) in edges {
+                let sql = format!(
+                    "SELECT count(*) FROM tasks WHERE instance_id = ?1 AND {filter} AND created_at BETWEEN ?2 AND ?3"
+                );
+                let n: i64 = conn.prepare_cached(&sql)?.query_row(params![inst, lo, hi], |r| r.get(0))?;
+                let stored: i64 = conn
+                    .prepare_cached("SELECT n FROM task_buckets WHERE instance_id = ?1 AND view = ?2 AND bucket = ?3")?
+                    .query_row(params![inst, q.view.code(), bucket], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(0);
+                total += n - stored;
+                exact.push((bucket, n));
+            }
+            // Newest buckets first, read only as far as the page's offset.
+            let mut st = conn.prepare_cached(BUCKETS_NEWEST_FIRST)?;
+            let mut rows = st.query(args)?;
+            let mut buckets: Vec<(i64, i64)> = Vec::new();
+            let mut seen: u64 = 0;
+            while let Some(r) = rows.next()? {
+                let bucket: i64 = r.get(0)?;
+                let n = exact.iter().find(|e| e.0 == bucket).map_or(r.get(1)?, |e| e.1);
+                buckets.push((bucket, n));
+                seen += n.max(0) as u64;
+                if seen > q.offset {
+                    break;
+                }
+            }
+            drop(rows);
+            let plan = plan_page(&buckets, &q);
+            let total = total.max(0) as u64;
+            let Some((upper, skip)) = plan.start else {
+                return Ok(Some((total, Vec::new())));
+            };
+            let mut st = conn.prepare_cached(&page_sql(q.view))?;
             let from = q.created_from.unwrap_or(i64::MIN);
-            let to = q.created_to.unwrap_or(i64::MAX);
-            let count_sql = format!(
-                "SELECT count(*) FROM tasks WHERE instance_id = ?1 AND {filter} AND created_at BETWEEN ?2 AND ?3"
-            );
-            let total: i64 =
-                conn.prepare_cached(&count_sql)?.query_row(params![q.instance_id.as_str(), from, to], |r| r.get(0))?;
-            let page_sql = format!(
-                "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = ?1 AND {filter} AND created_at BETWEEN ?2 AND ?3 \
-                 ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5"
-            );
-            let mut st = conn.prepare_cached(&page_sql)?;
             let rows = st.query_map(
-                params![q.instance_id.as_str(), from, to, q.limit as i64, q.offset.min(i64::MAX as u64) as i64],
+                params![inst, from, upper, q.limit as i64, skip.min(i64::MAX as u64) as i64],
                 task_from_row,
             )?;
             let mut tasks = Vec::with_capacity(q.limit as usize);
             for r in rows {
                 tasks.push(r??);
             }
-            Ok(Some((total.max(0) as u64, tasks)))
+            Ok(Some((total, tasks)))
         })
         .await
     }
 
     async fn get_task(&self, p: &ProjectId, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<Found<TaskRecord>> {
-        let (p, i, t) = (p.clone(), i.clone(), t.clone());
         self.read(move |conn| {
-            if !instance_exists(conn, &p, &i)? {
-                return Ok(Found::NoInstance);
-            }
-            Ok(match load_task(conn, &i, &t, view)? {
-                Some(task) => Found::Yes(task),
-                None => Found::NoTask,
+            // One statement: the instance row always, the task's columns when it exists.
+            let sql = match view {
+                View::Background => &*GET_BACKGROUND_TASK,
+                View::Scheduled => &*GET_SCHEDULED_TASK,
+            };
+            let mut st = conn.prepare_cached(sql)?;
+            let found = st
+                .query_row(params![t.as_str(), i.as_str(), p.as_str()], |r| match r.get::<_, Option<String>>(0)? {
+                    None => Ok(None),
+                    Some(_) => task_from_row(r).map(Some),
+                })
+                .optional()?;
+            Ok(match found {
+                None => Found::NoInstance,
+                Some(None) => Found::NoTask,
+                Some(Some(task)) => Found::Yes(task?),
             })
         })
         .await
@@ -342,6 +433,7 @@ impl TaskStore for Sqlite {
                 return Ok(DeleteOutcome::Running);
             }
             conn.prepare_cached("DELETE FROM tasks WHERE id = ?1")?.execute(params![t.as_str()])?;
+            count_in(conn, &task, -1)?;
             Ok(DeleteOutcome::Deleted(Box::new(task)))
         })
         .await
@@ -469,7 +561,13 @@ impl EngineStore for Sqlite {
                     continue;
                 };
                 let started = task.status == TaskStatus::Created;
-                match transition::begin(&mut task, &mut inst, &operation, now) {
+                let was_background = placement(&task).0;
+                let begun = transition::begin(&mut task, &mut inst, &operation, now);
+                if !was_background && placement(&task).0 {
+                    // A scheduled task that fires becomes a background task.
+                    bump(conn, &task.instance_id, View::Background, task.created_at, 1)?;
+                }
+                match begun {
                     Begin::Blocked => {
                         // Look again in a while rather than on every poll.
                         conn.prepare_cached("UPDATE tasks SET due_at = ?2 WHERE id = ?1")?
@@ -540,6 +638,16 @@ impl EngineStore for Sqlite {
             conn.prepare_cached("UPDATE tasks SET due_at = ?2 WHERE lease_owner = ?1 AND status = 'EXECUTING'")?
                 .execute(params![owner, until])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn unfinished_count(&self) -> StoreResult<u64> {
+        self.read(|conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT count(*) FROM tasks WHERE due_at IS NOT NULL")?
+                .query_row([], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
         })
         .await
     }
@@ -726,8 +834,68 @@ impl AuditStore for Sqlite {
 }
 
 #[async_trait]
+impl BulkStore for Sqlite {
+    async fn bulk_load(&self, instances: Vec<Instance>, tasks: Vec<NewTask>) -> StoreResult<()> {
+        self.write(move |conn| {
+            let mut st = conn.prepare_cached(
+                "INSERT INTO instances (id, project_id, created_at, busy_task_id, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for inst in &instances {
+                let doc = serde_json::to_string(inst).map_err(corrupt)?;
+                st.execute(params![
+                    inst.id.as_str(),
+                    inst.project_id.as_str(),
+                    inst.created_at,
+                    inst.busy_task.as_ref().map(TaskId::as_str),
+                    doc
+                ])?;
+            }
+            for t in &tasks {
+                insert_task(conn, t)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
 impl Health for Sqlite {
     async fn ping(&self) -> StoreResult<()> {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?)).await
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite re-prepares a statement on every new binding when the plan might depend on bound
+    /// values (ORDER BY, LIMIT, joins), unless the query planner stability guarantee is on.
+    #[test]
+    fn hot_statements_are_never_reprepared() {
+        let dir = std::env::temp_dir().join(format!("kt-reprepare-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut conn = connect(&dir.join("t.db")).expect("open");
+        migrate(&mut conn).expect("migrate");
+        let statements = [
+            (GET_BACKGROUND_TASK.as_str().to_owned(), 3),
+            (BUCKETS_NEWEST_FIRST.to_owned(), 4),
+            (BUCKET_SUM.to_owned(), 4),
+            (page_sql(View::Background), 5),
+        ];
+        for (sql, n) in statements {
+            let mut last = 0;
+            for i in 0..5i64 {
+                let mut st = conn.prepare_cached(&sql).expect("prepare");
+                let values: Vec<rusqlite::types::Value> =
+                    (0..n).map(|k| if k == 0 { format!("i{i}").into() } else { (i * 10 + k).into() }).collect();
+                let mut rows = st.query(rusqlite::params_from_iter(values)).expect("query");
+                while rows.next().expect("step").is_some() {}
+                drop(rows);
+                last = st.get_status(rusqlite::StatementStatus::RePrepare);
+            }
+            assert_eq!(last, 0, "{sql}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -109,6 +109,8 @@ async fn a_revoked_key_stops_working() {
     assert_eq!(app.request_as(&cred, Method::GET, &path, None).await.status, 200);
     let storage = app.db.storage().await;
     assert!(storage.credentials.revoke_credential(&cred.access_key, app.clock.now_ms()).await.expect("revoked"));
+    // Every node rereads a credential at least this often.
+    app.clock.advance(kafka_tasks::auth::CREDENTIAL_CACHE_MS);
     let res = app.request_as(&cred, Method::GET, &path, None).await;
     res.assert_error(401, "APIGW.0301");
     assert!(res.text.contains("verify aksk signature fail"));
@@ -241,6 +243,7 @@ async fn revoking_a_key_invalidates_its_tokens_and_scopes_are_checked() {
 
     let storage = app.db.storage().await;
     storage.credentials.revoke_credential(&app.admin.access_key, app.clock.now_ms()).await.expect("revoked");
+    app.clock.advance(kafka_tasks::auth::CREDENTIAL_CACHE_MS);
     app.send(Method::GET, &path, None, &h).await.assert_error(401, "APIGW.0301");
 }
 

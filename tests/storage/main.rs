@@ -491,3 +491,98 @@ async fn audit_events_are_kept_in_order_and_filtered() {
         assert_eq!(a.list_audit(None, None, 1).await.expect("l").len(), 1);
     }
 }
+
+/// Bucket counts and the page planner against a full scan done here: any offset, any bounds,
+/// also after deletes and after scheduled tasks fire.
+#[tokio::test]
+async fn pages_match_a_full_scan_for_any_offset_and_bounds() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = instance(&project());
+        let day = 86_400_000;
+        let mut records: Vec<TaskRecord> = Vec::new();
+        let mut tasks = Vec::new();
+        for n in 0..240i64 {
+            // Spread over ten days, several tasks in the same millisecond now and then.
+            let created = T0 + (n * 7_919 % 10) * day + (n * 104_729 % day) / 3 * 3;
+            let mut t = task(&inst, Operation::Restart, created, None);
+            match n % 10 {
+                0 => {
+                    t.record.status = TaskStatus::Cancelled;
+                    t.record.schedule_at = Some(created + day);
+                }
+                1 => {
+                    t.record.schedule_at = Some(T0 + 5 * day);
+                }
+                2 => t.record.status = TaskStatus::Failed,
+                _ => t.record.status = TaskStatus::Success,
+            }
+            records.push(t.record.clone());
+            tasks.push(t);
+        }
+        s.bulk.bulk_load(vec![inst.clone()], tasks).await.expect("bulk");
+        let expected = |records: &[TaskRecord], view: View, from: Option<i64>, to: Option<i64>| -> Vec<TaskId> {
+            let mut v: Vec<&TaskRecord> = records
+                .iter()
+                .filter(|r| views_of(r).any(|x| x == view))
+                .filter(|r| from.is_none_or(|f| r.created_at >= f) && to.is_none_or(|t| r.created_at <= t))
+                .collect();
+            v.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+            v.into_iter().map(|r| r.id.clone()).collect()
+        };
+        let check = |records: Vec<TaskRecord>| {
+            let s = s.clone();
+            let inst = inst.clone();
+            async move {
+                let bounds = [
+                    (None, None),
+                    (Some(T0 + 2 * day), None),
+                    (None, Some(T0 + 6 * day + 12_345)),
+                    (Some(T0 + 3 * day + 5), Some(T0 + 3 * day + day / 2)),
+                    (Some(T0 + day / 3), Some(T0 + 8 * day)),
+                    (Some(T0 + 20 * day), None),
+                ];
+                for view in [View::Background, View::Scheduled] {
+                    for (from, to) in bounds {
+                        let all = expected(&records, view, from, to);
+                        for offset in [0u64, 1, 9, 10, 37, 100, 150, 199, 239, 500] {
+                            let q = TaskQuery {
+                                project_id: inst.project_id.clone(),
+                                instance_id: inst.id.clone(),
+                                view,
+                                created_from: from,
+                                created_to: to,
+                                offset,
+                                limit: 10,
+                            };
+                            let (total, page) = s.tasks.list_tasks(&q).await.expect("list").expect("instance");
+                            let want: Vec<TaskId> = all.iter().skip(offset as usize).take(10).cloned().collect();
+                            let got: Vec<TaskId> = page.into_iter().map(|t| t.id).collect();
+                            assert_eq!(total as usize, all.len(), "total {view:?} {from:?} {to:?}");
+                            assert_eq!(got, want, "page {view:?} {from:?} {to:?} offset {offset}");
+                        }
+                    }
+                }
+            }
+        };
+        check(records.clone()).await;
+
+        // Delete some, let the waiting scheduled tasks fire, and check again.
+        for r in records.iter().filter(|r| r.status != TaskStatus::Created).take(30) {
+            let view = if placement(r).0 { View::Background } else { View::Scheduled };
+            let out = s.tasks.delete_task(&r.project_id, &r.instance_id, &r.id, view).await.expect("delete");
+            assert!(matches!(out, DeleteOutcome::Deleted(_)), "{}: {out:?}", e.name);
+        }
+        let deleted: HashSet<TaskId> =
+            records.iter().filter(|r| r.status != TaskStatus::Created).take(30).map(|r| r.id.clone()).collect();
+        records.retain(|r| !deleted.contains(&r.id));
+        let claimed = s.engine.claim("w", T0 + 6 * day, 60_000, 1).await.expect("claim");
+        assert_eq!(claimed.len(), 1, "{}", e.name);
+        for r in records.iter_mut() {
+            if r.id == claimed[0].task.id {
+                r.status = TaskStatus::Executing;
+            }
+        }
+        check(records).await;
+    }
+}

@@ -1,0 +1,160 @@
+//! Seeding a benchmark population straight into the store.
+
+use std::collections::BTreeMap;
+
+use crate::domain::instance::{Instance, status};
+use crate::domain::operation::Operation;
+use crate::domain::{InstanceId, ProjectId, Step, StepStatus, TaskId, TaskRecord, TaskStatus};
+use crate::storage::{NewTask, Storage};
+
+/// What was seeded, for the load phases to aim at.
+pub struct Population {
+    pub hot: InstanceId,
+    /// A sample of the hot instance's task ids (for show and progress).
+    pub hot_sample: Vec<TaskId>,
+    pub others: Vec<InstanceId>,
+    /// Background task ids of the other instances, by instance (for delete).
+    pub other_tasks: Vec<Vec<TaskId>>,
+    /// Range of `created_at` the tasks span.
+    pub oldest: i64,
+    pub newest: i64,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+fn instance(project: &ProjectId, now: i64, i: usize) -> Instance {
+    Instance {
+        id: InstanceId::generate(),
+        project_id: project.clone(),
+        name: format!("bench-{i}"),
+        engine_version: "2.7".into(),
+        status: status::RUNNING.into(),
+        broker_num: 3,
+        storage_space: 300,
+        product_id: "c6.2u4g.cluster".into(),
+        enable_auto_topic: false,
+        configs: BTreeMap::new(),
+        user_id: "0a1b2c3d4e5f60718293a4b5c6d7e8f9".into(),
+        user_name: "bench".into(),
+        created_at: now - 400 * DAY_MS,
+        extra: Default::default(),
+        busy_task: None,
+    }
+}
+
+/// A cheap deterministic spread (splitmix64), so that runs seed comparable data.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A finished task of a realistic mix: 90 % SUCCESS, 8 % FAILED, 2 % cancelled scheduled tasks.
+fn finished_task(inst: &Instance, n: u64, created_at: i64) -> NewTask {
+    let r = mix(n);
+    let op = match r % 4 {
+        0 => Operation::AutoTopic { old: false, new: true },
+        1 => Operation::Restart,
+        2 => Operation::Upgrade { old_version: "2.7".into(), new_version: "3.x".into() },
+        _ => Operation::ModifyConfigs { changes: vec![] },
+    };
+    let roll = (r >> 8) % 100;
+    let (status, schedule_at) = match roll {
+        0..=89 => (TaskStatus::Success, None),
+        90..=97 => (TaskStatus::Failed, None),
+        _ => (TaskStatus::Cancelled, Some(created_at + DAY_MS)),
+    };
+    let mut t = created_at;
+    let steps: Vec<Step> = op
+        .plan()
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ms))| {
+            let (st, start, end) = match status {
+                TaskStatus::Cancelled => (StepStatus::Waiting, None, None),
+                TaskStatus::Failed if i == 1 => (StepStatus::Failed, Some(t), Some(t + *ms as i64)),
+                TaskStatus::Failed if i > 1 => (StepStatus::Waiting, None, None),
+                _ => (StepStatus::Completed, Some(t), Some(t + *ms as i64)),
+            };
+            t += *ms as i64;
+            Step { name: (*name).to_owned(), status: st, start_time: start, end_time: end, duration_ms: *ms }
+        })
+        .collect();
+    NewTask {
+        record: TaskRecord {
+            id: TaskId::generate(),
+            project_id: inst.project_id.clone(),
+            instance_id: inst.id.clone(),
+            name: op.task_name().into(),
+            user_id: inst.user_id.clone(),
+            user_name: inst.user_name.clone(),
+            params: op.params(),
+            status,
+            created_at,
+            updated_at: t,
+            schedule_at,
+            steps,
+        },
+        operation: op,
+    }
+}
+
+/// Seeds `hot_tasks` tasks in one instance and `tasks_per_instance` in each of `instances` more,
+/// spread over the last year, in chunks so that memory stays flat.
+pub async fn seed(
+    storage: &Storage,
+    project: &ProjectId,
+    now: i64,
+    hot_tasks: usize,
+    instances: usize,
+    tasks_per_instance: usize,
+) -> anyhow::Result<Population> {
+    const CHUNK: usize = 50_000;
+    let span = 365 * DAY_MS;
+    let oldest = now - span;
+    let created = |n: u64| oldest + (mix(n ^ 0x5eed) % span as u64) as i64;
+    let hot = instance(project, now, 0);
+    let mut pop = Population {
+        hot: hot.id.clone(),
+        hot_sample: Vec::new(),
+        others: Vec::new(),
+        other_tasks: Vec::new(),
+        oldest,
+        newest: now,
+    };
+    let mut counter: u64 = 0;
+    let mut batch: Vec<NewTask> = Vec::with_capacity(CHUNK);
+    let mut pending_instances = vec![hot.clone()];
+    for _ in 0..hot_tasks {
+        counter += 1;
+        let t = finished_task(&hot, counter, created(counter));
+        if pop.hot_sample.len() < 10_000 && t.record.status != TaskStatus::Cancelled {
+            pop.hot_sample.push(t.record.id.clone());
+        }
+        batch.push(t);
+        if batch.len() == CHUNK {
+            storage.bulk.bulk_load(std::mem::take(&mut pending_instances), std::mem::take(&mut batch)).await?;
+        }
+    }
+    for i in 0..instances {
+        let inst = instance(project, now, i + 1);
+        let mut ids = Vec::with_capacity(tasks_per_instance);
+        for _ in 0..tasks_per_instance {
+            counter += 1;
+            let t = finished_task(&inst, counter, created(counter));
+            if t.record.status != TaskStatus::Cancelled {
+                ids.push(t.record.id.clone());
+            }
+            batch.push(t);
+        }
+        pop.others.push(inst.id.clone());
+        pop.other_tasks.push(ids);
+        pending_instances.push(inst);
+        if batch.len() >= CHUNK {
+            storage.bulk.bulk_load(std::mem::take(&mut pending_instances), std::mem::take(&mut batch)).await?;
+        }
+    }
+    storage.bulk.bulk_load(pending_instances, batch).await?;
+    Ok(pop)
+}
