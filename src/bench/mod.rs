@@ -51,6 +51,13 @@ pub struct BenchArgs {
     /// Keep the seeded database (its location is printed).
     #[arg(long)]
     pub keep: bool,
+    /// Tasks queued for the drain measurement (the server restarts onto them).
+    #[arg(long, default_value_t = 20_000)]
+    pub drain_tasks: usize,
+    /// Also run graphile-worker's no-op jobs on the same PostgreSQL (`bench/graphile-worker`,
+    /// after `npm ci --prefix bench/graphile-worker`); with `--engine postgres` only.
+    #[arg(long)]
+    pub peer: bool,
 }
 
 struct Row {
@@ -143,6 +150,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         args.tasks_per_instance = args.tasks_per_instance.min(100);
         args.seconds = args.seconds.min(1.0);
         args.connections = args.connections.min(16);
+        args.drain_tasks = args.drain_tasks.min(500);
     }
     let work = std::env::temp_dir().join(format!("kafka-tasks-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&work)?;
@@ -316,22 +324,72 @@ async fn bench(args: &BenchArgs, database: &str, work: &std::path::Path) -> anyh
 
     let rss_kib = peak_rss_kib(server.child.id());
     drop(server);
-    print_report(args, &rows, seeded, seed_secs, startup, rss_kib, accepted, refused, database);
+
+    // Drain: tasks already queued when the server starts, run to SUCCESS.
+    seed::queue(&storage, &project, now_ms(), args.drain_tasks).await?;
+    let started = Instant::now();
+    let (server, _) = start_server(database, &key_hex, &log).await?;
+    while storage.engine.unfinished_count().await? > 0 {
+        if started.elapsed() > Duration::from_secs(600) {
+            anyhow::bail!("the engine did not drain the queue");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drain = Drain { tasks: args.drain_tasks, seconds: started.elapsed().as_secs_f64() };
+    drop(server);
+    let peer = if args.peer { Some(run_peer(args, database, args.drain_tasks).await) } else { None };
+    let summary = Summary { seeded, seed_secs, startup, rss_kib, accepted, refused, drain, peer };
+    print_report(args, &rows, &summary, database);
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn print_report(
-    args: &BenchArgs,
-    rows: &[Row],
+struct Drain {
+    tasks: usize,
+    seconds: f64,
+}
+
+impl Drain {
+    fn rate(&self) -> f64 {
+        self.tasks as f64 / self.seconds.max(1e-9)
+    }
+}
+
+struct Summary {
     seeded: usize,
     seed_secs: f64,
     startup: Duration,
     rss_kib: u64,
     accepted: u64,
     refused: u64,
-    database: &str,
-) {
+    drain: Drain,
+    /// graphile-worker's jobs/s on the same server, or why it did not run.
+    peer: Option<Result<f64, String>>,
+}
+
+/// Runs `bench/graphile-worker/run.mjs` on the PostgreSQL server of `--pg-server`.
+async fn run_peer(args: &BenchArgs, _database: &str, jobs: usize) -> Result<f64, String> {
+    if args.engine != "postgres" {
+        return Err("--peer needs --engine postgres".into());
+    }
+    let script = std::path::Path::new("bench/graphile-worker/run.mjs");
+    if !script.exists() || !std::path::Path::new("bench/graphile-worker/node_modules").exists() {
+        return Err("run `npm ci --prefix bench/graphile-worker` first (from the repository root)".into());
+    }
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .args(["--url", &args.pg_server, "--jobs", &jobs.to_string(), "--concurrency", &args.connections.to_string()])
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run node: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line =
+        text.lines().rev().find(|l| l.starts_with('{')).ok_or_else(|| format!("no result from the peer: {text}"))?;
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    v["jobs_per_s"].as_f64().ok_or_else(|| format!("no jobs_per_s in {line}"))
+}
+
+fn print_report(args: &BenchArgs, rows: &[Row], sum: &Summary, database: &str) {
     let base = rows.first().map_or(1.0, |r| r.m.rps().max(1e-9));
     let machine = format!(
         "{} cores, {}",
@@ -346,6 +404,11 @@ fn print_report(
                 .to_owned()))
             .unwrap_or_default()
     );
+    let peer = match &sum.peer {
+        Some(Ok(r)) => json!(r),
+        Some(Err(e)) => json!(e),
+        None => serde_json::Value::Null,
+    };
     if args.json {
         let ops: Vec<_> = rows
             .iter()
@@ -359,17 +422,20 @@ fn print_report(
             .collect();
         let out = json!({
             "engine": args.engine, "machine": machine, "connections": args.connections, "seconds": args.seconds,
-            "seeded_tasks": seeded, "seed_seconds": seed_secs, "startup_ms": startup.as_secs_f64() * 1000.0,
-            "server_peak_rss_mib": rss_kib as f64 / 1024.0, "engine_accepted": accepted, "engine_refused_busy": refused,
-            "operations": ops,
+            "seeded_tasks": sum.seeded, "seed_seconds": sum.seed_secs, "startup_ms": sum.startup.as_secs_f64() * 1000.0,
+            "server_peak_rss_mib": sum.rss_kib as f64 / 1024.0, "engine_accepted": sum.accepted,
+            "engine_refused_busy": sum.refused, "drain_tasks": sum.drain.tasks, "drain_tasks_per_s": sum.drain.rate(),
+            "peer_graphile_worker_jobs_per_s": peer, "operations": ops,
         });
         println!("{out}");
         return;
     }
     println!(
-        "kafka-tasks bench: {} ({}), {seeded} tasks seeded in {seed_secs:.1} s, {} connections, {} s per operation, {machine}",
+        "kafka-tasks bench: {} ({}), {} tasks seeded in {:.1} s, {} connections, {} s per operation, {machine}",
         args.engine,
         crate::server::redact(database),
+        sum.seeded,
+        sum.seed_secs,
         args.connections,
         args.seconds
     );
@@ -392,12 +458,24 @@ fn print_report(
         );
     }
     println!(
-        "engine: {accepted} operations accepted and run to SUCCESS ({refused} refused while their instance was busy); \
-         the req/s above counts them over submission plus drain time"
+        "engine over HTTP: {} operations submitted, authenticated, audited and run to SUCCESS ({} refused while \
+         their instance was busy); req/s counts them over submission plus drain time",
+        sum.accepted, sum.refused
     );
     println!(
+        "engine drain: {} queued tasks run to SUCCESS in {:.2} s = {:.0} tasks/s",
+        sum.drain.tasks,
+        sum.drain.seconds,
+        sum.drain.rate()
+    );
+    match &sum.peer {
+        Some(Ok(r)) => println!("peer: graphile-worker no-op jobs on the same PostgreSQL: {r:.0} jobs/s"),
+        Some(Err(e)) => println!("peer: not run: {e}"),
+        None => {}
+    }
+    println!(
         "server start-up to ready: {:.0} ms; server peak RSS: {:.1} MiB",
-        startup.as_secs_f64() * 1000.0,
-        rss_kib as f64 / 1024.0
+        sum.startup.as_secs_f64() * 1000.0,
+        sum.rss_kib as f64 / 1024.0
     );
 }

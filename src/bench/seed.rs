@@ -158,3 +158,40 @@ pub async fn seed(
     storage.bulk.bulk_load(pending_instances, batch).await?;
     Ok(pop)
 }
+
+/// `n` new instances, each with one operation queued (`CREATED`, due now, holding its instance's
+/// lock), so that a starting engine finds `n` tasks to run: the queue-drain measurement.
+pub async fn queue(storage: &Storage, project: &ProjectId, now: i64, n: usize) -> anyhow::Result<()> {
+    const CHUNK: usize = 10_000;
+    let mut instances = Vec::with_capacity(CHUNK);
+    let mut tasks = Vec::with_capacity(CHUNK);
+    for i in 0..n {
+        let mut inst = instance(project, now, 1_000_000 + i);
+        let op = Operation::AutoTopic { old: false, new: true };
+        let id = TaskId::generate();
+        inst.busy_task = Some(id.clone());
+        tasks.push(NewTask {
+            record: TaskRecord {
+                id,
+                project_id: project.clone(),
+                instance_id: inst.id.clone(),
+                name: op.task_name().into(),
+                user_id: inst.user_id.clone(),
+                user_name: inst.user_name.clone(),
+                params: op.params(),
+                status: TaskStatus::Created,
+                created_at: now,
+                updated_at: now,
+                schedule_at: None,
+                steps: op.steps(0.0),
+            },
+            operation: op,
+        });
+        instances.push(inst);
+        if tasks.len() == CHUNK {
+            storage.bulk.bulk_load(std::mem::take(&mut instances), std::mem::take(&mut tasks)).await?;
+        }
+    }
+    storage.bulk.bulk_load(instances, tasks).await?;
+    Ok(())
+}

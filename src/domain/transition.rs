@@ -94,6 +94,56 @@ pub fn finish_step(
     }
 }
 
+/// Finishes step `step` and, in the same breath, every following step planned to take no time
+/// (at `--time-scale 0` a whole task ends in one write).
+pub fn finish_steps(
+    task: &mut TaskRecord,
+    inst: &mut Instance,
+    op: &Operation,
+    step: usize,
+    now: i64,
+    ctx: StepContext,
+) -> Advance {
+    let mut advance = finish_step(task, inst, op, step, now, ctx);
+    while let Advance::Next(n) = advance {
+        if task.steps.get(n).is_none_or(|s| s.duration_ms > 0) {
+            break;
+        }
+        advance = finish_step(task, inst, op, n, now, ctx);
+    }
+    advance
+}
+
+/// What a worker taking a due task leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// A scheduled task whose instance is busy; look again later.
+    Blocked,
+    /// The task runs, from this step on.
+    Running(usize),
+    /// The task ended as it was taken: its steps take no time, or its instance no longer allows it.
+    Ended(TaskStatus),
+    /// The task ended as it was taken and its instance (with all its tasks) is to be removed.
+    RemoveInstance,
+}
+
+/// Starts or takes over a task and, when its next steps are planned to take no time, finishes
+/// them at once: at `--time-scale 0` a task is done in the transaction that takes it.
+pub fn take(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, now: i64, ctx: StepContext) -> Taken {
+    match begin(task, inst, op, now) {
+        Begin::Blocked => Taken::Blocked,
+        Begin::Ended => Taken::Ended(task.status),
+        Begin::Run(step) if task.steps.get(step).is_some_and(|s| s.duration_ms == 0) => {
+            match finish_steps(task, inst, op, step, now, ctx) {
+                Advance::Next(n) => Taken::Running(n),
+                Advance::Ended(status) => Taken::Ended(status),
+                Advance::RemoveInstance => Taken::RemoveInstance,
+            }
+        }
+        Begin::Run(step) => Taken::Running(step),
+    }
+}
+
 fn fail_at(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, step: usize, now: i64) {
     if let Some(s) = task.steps.get_mut(step) {
         s.status = StepStatus::Failed;

@@ -58,7 +58,11 @@ impl Engine {
             let mut claimed_all = false;
             if free > 0 {
                 let want = free.min(256);
-                match this.store.claim(&this.owner, now_ms(), this.config.lease_ms, want).await {
+                match this
+                    .store
+                    .claim(&this.owner, now_ms(), this.config.lease_ms, want, this.config.step_context)
+                    .await
+                {
                     Ok(batch) => {
                         claimed_all = batch.len() == want;
                         for c in batch {
@@ -109,10 +113,15 @@ impl Engine {
     }
 
     async fn run_steps(&self, c: Claimed) {
-        let Claimed { task, step: mut current, started, .. } = c;
+        let Claimed { task, step: mut current, started, ended, .. } = c;
         // Step events at debug level: enough to prove, from the logs of every process, that no
         // step ever ran in two places at once (see tests/cluster).
         tracing::debug!(task_id = %task.id, owner = %self.owner, started, at = now_ms(), "task claimed");
+        if let Some(status) = ended {
+            metrics::counter!("kafka_tasks_finished_total", "status" => status.as_str()).increment(1);
+            tracing::info!(status = status.as_str(), "task ended");
+            return;
+        }
         loop {
             let Some(step) = task.steps.get(current) else {
                 return;

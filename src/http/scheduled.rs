@@ -3,9 +3,9 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
@@ -26,12 +26,17 @@ async fn list(
     caller: Caller,
     path: InstancePath,
     QueryMap(q): QueryMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(&path.project, Action::ListScheduledTasks)?;
     let query = page_query(path.project, path.instance, View::Scheduled, &q)?;
     let (total, jobs) = state.storage.tasks.list_tasks(&query).await?.ok_or(ApiError::NoInstance)?;
-    let jobs: Vec<TaskJson> = jobs.iter().map(|t| TaskJson::new(t, true)).collect();
-    Ok(Json(json!({ "job_count": total, "jobs": jobs })))
+    #[derive(serde::Serialize)]
+    struct JobList<'a> {
+        job_count: u64,
+        jobs: Vec<TaskJson<'a>>,
+    }
+    let jobs = jobs.iter().map(|t| TaskJson::new(t, true)).collect();
+    Ok(Json(JobList { job_count: total, jobs }).into_response())
 }
 
 /// UpdateScheduledTask: `PUT …/scheduled-tasks/{task_id}?execute_at=…&status=CANCELLED`

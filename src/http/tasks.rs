@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -101,13 +102,23 @@ async fn list(
     caller: Caller,
     path: InstancePath,
     QueryMap(q): QueryMap,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(&path.project, Action::GetBackgroundTask)?;
     let query = page_query(path.project, path.instance, View::Background, &q)?;
     let (total, tasks) = state.storage.tasks.list_tasks(&query).await?.ok_or(ApiError::NoInstance)?;
-    let tasks: Vec<TaskJson> = tasks.iter().map(|t| TaskJson::new(t, false)).collect();
-    // task_count is a string on the wire: Terraform parses it with Atoi.
-    Ok(Json(json!({ "task_count": total.to_string(), "tasks": tasks })))
+    Ok(task_list(total, &tasks))
+}
+
+/// `{"task_count": "<n>", "tasks": [...]}`: task_count is a string on the wire (Terraform parses
+/// it with Atoi). Serialised straight from the records, without an intermediate JSON tree.
+fn task_list(total: u64, tasks: &[TaskRecord]) -> Response {
+    #[derive(Serialize)]
+    struct TaskList<'a> {
+        task_count: String,
+        tasks: Vec<TaskJson<'a>>,
+    }
+    let tasks = tasks.iter().map(|t| TaskJson::new(t, false)).collect();
+    Json(TaskList { task_count: total.to_string(), tasks }).into_response()
 }
 
 /// The task a path names, or the 404 that says which part is missing.
@@ -120,10 +131,10 @@ pub async fn find(state: &AppState, path: &TaskPath, view: View) -> Result<TaskR
 }
 
 /// ShowBackgroundTask: `GET …/tasks/{task_id}`, the list wrapper with one element.
-async fn show(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Json<Value>, ApiError> {
+async fn show(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Response, ApiError> {
     caller.require(&path.project, Action::GetBackgroundTask)?;
     let task = find(&state, &path, View::Background).await?;
-    Ok(Json(json!({ "task_count": "1", "tasks": [TaskJson::new(&task, false)] })))
+    Ok(task_list(1, std::slice::from_ref(&task)))
 }
 
 /// Removes a finished task; shared by DeleteBackgroundTask and DeleteScheduledTask. The audit

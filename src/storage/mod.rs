@@ -160,6 +160,8 @@ pub struct Claimed {
     pub step: usize,
     /// This claim started the task (it was `CREATED`); false when it took over a running one.
     pub started: bool,
+    /// Set when the task ended in the claim itself (its steps take no time): nothing left to run.
+    pub ended: Option<TaskStatus>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +177,15 @@ pub enum StepOutcome {
 pub trait EngineStore: Send + Sync {
     /// Leases up to `max` due tasks to `owner` until `now + lease_ms`: new tasks, scheduled tasks
     /// whose time has come, and running tasks whose lease has expired.
-    async fn claim(&self, owner: &str, now: i64, lease_ms: i64, max: usize) -> StoreResult<Vec<Claimed>>;
+    /// Steps planned to take no time are finished in the same transaction.
+    async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        max: usize,
+        ctx: StepContext,
+    ) -> StoreResult<Vec<Claimed>>;
     /// Finishes a step, if `owner` still holds the task.
     async fn finish_step(
         &self,

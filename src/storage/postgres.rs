@@ -16,13 +16,14 @@ use tokio_postgres::{NoTls, Row};
 use super::*;
 use crate::domain::instance::Instance;
 use crate::domain::operation::{Operation, StepContext};
-use crate::domain::transition::{self, Advance, Begin};
+use crate::domain::transition::{self, Advance, Taken};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_auth.sql"),
     include_str!("../../migrations/postgres/0003_task_buckets.sql"),
+    include_str!("../../migrations/postgres/0004_task_totals.sql"),
 ];
 /// Serialises migrations of processes that start together.
 const MIGRATION_LOCK: i64 = 0x6b61_666b_6174_0001;
@@ -204,6 +205,13 @@ async fn bump(tx: &Transaction<'_>, instance: &InstanceId, view: View, created_a
         )
         .await?;
     tx.execute(&st, &[&instance.as_str(), &(view.code() as i16), &bucket_of(created_at), &delta]).await?;
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO task_totals (instance_id, view, n) VALUES ($1, $2, $3) \
+             ON CONFLICT (instance_id, view) DO UPDATE SET n = task_totals.n + excluded.n",
+        )
+        .await?;
+    tx.execute(&st, &[&instance.as_str(), &(view.code() as i16), &delta]).await?;
     Ok(())
 }
 
@@ -267,9 +275,77 @@ async fn save_task_progress(
     Ok(())
 }
 
+/// Task rows a claim changes, written back in one statement.
+#[derive(Default)]
+struct TaskUpdates {
+    ids: Vec<String>,
+    statuses: Vec<&'static str>,
+    updated: Vec<i64>,
+    steps: Vec<String>,
+    due: Vec<Option<i64>>,
+    owners: Vec<Option<String>>,
+    background: Vec<bool>,
+}
+
+impl TaskUpdates {
+    fn push(&mut self, t: &TaskRecord, due_at: Option<i64>, owner: Option<&str>) -> StoreResult<()> {
+        self.ids.push(t.id.as_str().to_owned());
+        self.statuses.push(t.status.as_str());
+        self.updated.push(t.updated_at);
+        self.steps.push(serde_json::to_string(&t.steps).map_err(corrupt)?);
+        self.due.push(due_at);
+        self.owners.push(owner.map(str::to_owned));
+        self.background.push(placement(t).0);
+        Ok(())
+    }
+
+    async fn apply(&self, tx: &Transaction<'_>) -> StoreResult<()> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        let st = tx
+            .prepare_cached(
+                "UPDATE tasks AS t SET status = u.status, updated_at = u.updated_at, steps = u.steps, \
+                 due_at = u.due_at, lease_owner = u.owner, in_background = u.background \
+                 FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[], $6::TEXT[], $7::BOOL[]) \
+                   AS u(id, status, updated_at, steps, due_at, owner, background) \
+                 WHERE t.id = u.id",
+            )
+            .await?;
+        tx.execute(
+            &st,
+            &[&self.ids, &self.statuses, &self.updated, &self.steps, &self.due, &self.owners, &self.background],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Writes back several instances in one statement.
+async fn save_instances<'a>(tx: &Transaction<'_>, instances: impl Iterator<Item = &'a Instance>) -> StoreResult<()> {
+    let (mut ids, mut docs, mut busy) = (Vec::new(), Vec::new(), Vec::new());
+    for inst in instances {
+        ids.push(inst.id.as_str().to_owned());
+        docs.push(serde_json::to_string(inst).map_err(corrupt)?);
+        busy.push(inst.busy_task.as_ref().map(|t| t.as_str().to_owned()));
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let st = tx
+        .prepare_cached(
+            "UPDATE instances AS i SET doc = u.doc, busy_task_id = u.busy \
+             FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[]) AS u(id, doc, busy) WHERE i.id = u.id",
+        )
+        .await?;
+    tx.execute(&st, &[&ids, &docs, &busy]).await?;
+    Ok(())
+}
+
 async fn remove_instance(tx: &Transaction<'_>, i: &InstanceId) -> StoreResult<()> {
     tx.execute("DELETE FROM tasks WHERE instance_id = $1", &[&i.as_str()]).await?;
     tx.execute("DELETE FROM task_buckets WHERE instance_id = $1", &[&i.as_str()]).await?;
+    tx.execute("DELETE FROM task_totals WHERE instance_id = $1", &[&i.as_str()]).await?;
     tx.execute("DELETE FROM instances WHERE id = $1", &[&i.as_str()]).await?;
     Ok(())
 }
@@ -285,21 +361,26 @@ impl TaskStore for Postgres {
             .read_only(true)
             .start()
             .await?;
-        if !instance_exists(&tx, &q.project_id, &q.instance_id).await? {
-            return Ok(None);
-        }
         let filter = view_filter(q.view);
         let inst = q.instance_id.as_str();
-        // Counts from the day buckets, exact counts only for the days the bounds cut through.
         let (first, last) = bucket_range(q);
         let view = q.view.code() as i16;
-        let st = tx
-            .prepare_cached(
-                "SELECT coalesce(sum(n), 0)::BIGINT FROM task_buckets \
-                 WHERE instance_id = $1 AND view = $2 AND bucket BETWEEN $3 AND $4",
-            )
-            .await?;
-        let mut total: i64 = tx.query_one(&st, &[&inst, &view, &first, &last]).await?.try_get(0)?;
+        // The instance check and the total in one statement: the total from the instance's
+        // running count when unfiltered, else from the day buckets in range.
+        let head = if q.created_from.is_none() && q.created_to.is_none() {
+            "SELECT EXISTS (SELECT 1 FROM instances WHERE id = $1 AND project_id = $5), \
+             coalesce((SELECT n FROM task_totals WHERE instance_id = $1 AND view = $2 AND $3::BIGINT <= $4::BIGINT), 0)"
+        } else {
+            "SELECT EXISTS (SELECT 1 FROM instances WHERE id = $1 AND project_id = $5), \
+             (SELECT coalesce(sum(n), 0)::BIGINT FROM task_buckets \
+              WHERE instance_id = $1 AND view = $2 AND bucket BETWEEN $3 AND $4)"
+        };
+        let st = tx.prepare_cached(head).await?;
+        let row = tx.query_one(&st, &[&inst, &view, &first, &last, &q.project_id.as_str()]).await?;
+        if !row.try_get::<_, bool>(0)? {
+            return Ok(None);
+        }
+        let mut total: i64 = row.try_get(1)?;
         let mut exact: Vec<(i64, i64)> = Vec::new();
         for (bucket, lo, hi) in partial_edges(q) {
             let sql = format!(
@@ -489,7 +570,14 @@ impl InstanceStore for Postgres {
 
 #[async_trait]
 impl EngineStore for Postgres {
-    async fn claim(&self, owner: &str, now: i64, lease_ms: i64, max: usize) -> StoreResult<Vec<Claimed>> {
+    async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        max: usize,
+        ctx: StepContext,
+    ) -> StoreResult<Vec<Claimed>> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let st = tx
@@ -499,38 +587,66 @@ impl EngineStore for Postgres {
             ))
             .await?;
         let rows = tx.query(&st, &[&now, &(max as i64)]).await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Lock every instance of the batch in one statement; an instance another transaction
+        // holds is skipped, and its tasks are looked at again on the next poll.
+        let ids: Vec<String> = rows.iter().map(|r| r.try_get::<_, String>(2)).collect::<Result<_, _>>()?;
+        let st = tx
+            .prepare_cached("SELECT doc, busy_task_id FROM instances WHERE id = ANY($1) FOR UPDATE SKIP LOCKED")
+            .await?;
+        let mut instances: std::collections::HashMap<InstanceId, Instance> = std::collections::HashMap::new();
+        for r in tx.query(&st, &[&ids]).await? {
+            let inst = instance_from_row(&r)?;
+            instances.insert(inst.id.clone(), inst);
+        }
+        let mut removed: Vec<InstanceId> = Vec::new();
         let mut claimed = Vec::new();
+        let mut updates = TaskUpdates::default();
         for row in rows {
             let mut task = task_from_row(&row)?;
             let op: String = row.try_get(12)?;
             let operation: Operation = serde_json::from_str(&op).map_err(corrupt)?;
-            // An instance another transaction holds is looked at again on the next poll.
-            let Some(mut inst) = lock_instance(&tx, &task.instance_id, true).await? else {
+            if removed.contains(&task.instance_id) {
+                continue;
+            }
+            let Some(inst) = instances.get_mut(&task.instance_id) else {
                 continue;
             };
             let started = task.status == TaskStatus::Created;
             let was_background = placement(&task).0;
-            let begun = transition::begin(&mut task, &mut inst, &operation, now);
+            let taken = transition::take(&mut task, inst, &operation, now, ctx);
             if !was_background && placement(&task).0 {
                 // A scheduled task that fires becomes a background task.
                 bump(&tx, &task.instance_id, View::Background, task.created_at, 1).await?;
             }
-            match begun {
-                Begin::Blocked => {
-                    tx.execute("UPDATE tasks SET due_at = $2 WHERE id = $1", &[&task.id.as_str(), &(now + 1_000)])
-                        .await?;
+            let (step, ended) = match taken {
+                Taken::Blocked => {
+                    updates.push(&task, Some(now + 1_000), None)?;
+                    continue;
                 }
-                Begin::Ended => {
-                    save_instance(&tx, &inst).await?;
-                    save_task_progress(&tx, &task, None, None).await?;
+                Taken::Running(step) => {
+                    updates.push(&task, Some(now + lease_ms), Some(owner))?;
+                    (step, None)
                 }
-                Begin::Run(step) => {
-                    save_instance(&tx, &inst).await?;
-                    save_task_progress(&tx, &task, Some(now + lease_ms), Some(owner)).await?;
-                    claimed.push(Claimed { task, operation, step, started });
+                Taken::Ended(status) => {
+                    updates.push(&task, None, None)?;
+                    (task.steps.len(), Some(status))
                 }
-            }
+                Taken::RemoveInstance => {
+                    remove_instance(&tx, &task.instance_id).await?;
+                    removed.push(task.instance_id.clone());
+                    (task.steps.len(), Some(TaskStatus::Success))
+                }
+            };
+            claimed.push(Claimed { task, operation, step, started, ended });
         }
+        for id in &removed {
+            instances.remove(id);
+        }
+        updates.apply(&tx).await?;
+        save_instances(&tx, instances.values()).await?;
         tx.commit().await?;
         Ok(claimed)
     }
@@ -562,7 +678,7 @@ impl EngineStore for Postgres {
         let Some(mut inst) = lock_instance(&tx, &task.instance_id, false).await? else {
             return Ok(StepOutcome::Lost);
         };
-        let outcome = match transition::finish_step(&mut task, &mut inst, &operation, step, now, ctx) {
+        let outcome = match transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx) {
             Advance::Next(n) => {
                 save_task_progress(&tx, &task, Some(now + lease_ms), Some(owner)).await?;
                 StepOutcome::Next(n)
@@ -862,12 +978,22 @@ impl BulkStore for Postgres {
         }
         writer.as_mut().finish().await?;
         let mut counts: std::collections::HashMap<(&str, i16, i64), i64> = std::collections::HashMap::new();
+        let mut totals: std::collections::HashMap<(&str, i16), i64> = std::collections::HashMap::new();
         for t in &tasks {
             for view in views_of(&t.record) {
-                *counts
-                    .entry((t.record.instance_id.as_str(), view.code() as i16, bucket_of(t.record.created_at)))
-                    .or_default() += 1;
+                let key = (t.record.instance_id.as_str(), view.code() as i16);
+                *counts.entry((key.0, key.1, bucket_of(t.record.created_at))).or_default() += 1;
+                *totals.entry(key).or_default() += 1;
             }
+        }
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO task_totals (instance_id, view, n) VALUES ($1, $2, $3) \
+                 ON CONFLICT (instance_id, view) DO UPDATE SET n = task_totals.n + excluded.n",
+            )
+            .await?;
+        for ((inst, view), n) in totals {
+            tx.execute(&st, &[&inst, &view, &n]).await?;
         }
         let st = tx
             .prepare_cached(

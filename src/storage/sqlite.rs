@@ -15,13 +15,14 @@ use tokio::sync::{mpsc, oneshot};
 use super::*;
 use crate::domain::instance::Instance;
 use crate::domain::operation::{Operation, StepContext};
-use crate::domain::transition::{self, Advance, Begin};
+use crate::domain::transition::{self, Advance, Taken};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
     include_str!("../../migrations/sqlite/0002_auth.sql"),
     include_str!("../../migrations/sqlite/0003_task_buckets.sql"),
+    include_str!("../../migrations/sqlite/0004_task_totals.sql"),
 ];
 /// The most writes one group commit takes.
 const MAX_GROUP: usize = 512;
@@ -176,14 +177,26 @@ fn get_task_sql(filter: &str) -> String {
 static GET_BACKGROUND_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Background)));
 static GET_SCHEDULED_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Scheduled)));
 
-const BUCKET_SUM: &str = "SELECT coalesce(sum(n), 0) FROM task_buckets \
-     WHERE instance_id = ?1 AND view = ?2 AND bucket BETWEEN ?3 AND ?4";
+const LIST_HEAD_ALL: &str = "SELECT EXISTS (SELECT 1 FROM instances WHERE id = ?1 AND project_id = ?5), \
+     coalesce((SELECT n FROM task_totals WHERE instance_id = ?1 AND view = ?2 AND ?3 <= ?4), 0)";
+
+const LIST_HEAD_RANGE: &str = "SELECT EXISTS (SELECT 1 FROM instances WHERE id = ?1 AND project_id = ?5), \
+     (SELECT coalesce(sum(n), 0) FROM task_buckets WHERE instance_id = ?1 AND view = ?2 AND bucket BETWEEN ?3 AND ?4)";
 
 const BUCKETS_NEWEST_FIRST: &str = "SELECT bucket, n FROM task_buckets \
      WHERE instance_id = ?1 AND view = ?2 AND bucket BETWEEN ?3 AND ?4 ORDER BY bucket DESC";
 
 /// A page of a view, newest first, below an upper bound on `created_at`.
-fn page_sql(view: View) -> String {
+fn page_sql(view: View) -> &'static str {
+    static BACKGROUND: LazyLock<String> = LazyLock::new(|| page_sql_text(View::Background));
+    static SCHEDULED: LazyLock<String> = LazyLock::new(|| page_sql_text(View::Scheduled));
+    match view {
+        View::Background => &BACKGROUND,
+        View::Scheduled => &SCHEDULED,
+    }
+}
+
+fn page_sql_text(view: View) -> String {
     format!(
         "SELECT {SUMMARY_COLUMNS} FROM tasks WHERE instance_id = ?1 AND {} AND created_at BETWEEN ?2 AND ?3 \
          ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5",
@@ -269,6 +282,11 @@ fn bump(conn: &Connection, instance: &InstanceId, view: View, created_at: i64, d
          ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = n + excluded.n",
     )?
     .execute(params![instance.as_str(), view.code(), bucket_of(created_at), delta])?;
+    conn.prepare_cached(
+        "INSERT INTO task_totals (instance_id, view, n) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (instance_id, view) DO UPDATE SET n = n + excluded.n",
+    )?
+    .execute(params![instance.as_str(), view.code(), delta])?;
     Ok(())
 }
 
@@ -329,6 +347,7 @@ fn load_operation(conn: &Connection, t: &TaskId) -> StoreResult<Operation> {
 fn remove_instance(conn: &Connection, i: &InstanceId) -> StoreResult<()> {
     conn.prepare_cached("DELETE FROM tasks WHERE instance_id = ?1")?.execute(params![i.as_str()])?;
     conn.prepare_cached("DELETE FROM task_buckets WHERE instance_id = ?1")?.execute(params![i.as_str()])?;
+    conn.prepare_cached("DELETE FROM task_totals WHERE instance_id = ?1")?.execute(params![i.as_str()])?;
     conn.prepare_cached("DELETE FROM instances WHERE id = ?1")?.execute(params![i.as_str()])?;
     Ok(())
 }
@@ -338,15 +357,21 @@ impl TaskStore for Sqlite {
     async fn list_tasks(&self, q: &TaskQuery) -> StoreResult<Option<(u64, Vec<TaskRecord>)>> {
         let q = q.clone();
         self.read(move |conn| {
-            if !instance_exists(conn, &q.project_id, &q.instance_id)? {
-                return Ok(None);
-            }
             let filter = view_filter(q.view);
             let inst = q.instance_id.as_str();
-            // Counts from the day buckets, exact counts only for the days the bounds cut through.
             let (first, last) = bucket_range(&q);
             let args = params![inst, q.view.code(), first, last];
-            let mut total: i64 = conn.prepare_cached(BUCKET_SUM)?.query_row(args, |r| r.get(0))?;
+            // The instance check and the total in one statement: the total from the instance's
+            // running count when unfiltered, else from the day buckets in range.
+            let head = if q.created_from.is_none() && q.created_to.is_none() { LIST_HEAD_ALL } else { LIST_HEAD_RANGE };
+            let (exists, mut total): (bool, i64) = conn
+                .prepare_cached(head)?
+                .query_row(params![inst, q.view.code(), first, last, q.project_id.as_str()], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            if !exists {
+                return Ok(None);
+            }
             let edges = partial_edges(&q);
             let mut exact: Vec<(i64, i64)> = Vec::with_capacity(edges.len());
             for (bucket, lo, hi) in edges {
@@ -382,7 +407,7 @@ impl TaskStore for Sqlite {
             let Some((upper, skip)) = plan.start else {
                 return Ok(Some((total, Vec::new())));
             };
-            let mut st = conn.prepare_cached(&page_sql(q.view))?;
+            let mut st = conn.prepare_cached(page_sql(q.view))?;
             let from = q.created_from.unwrap_or(i64::MIN);
             let rows = st.query_map(
                 params![inst, from, upper, q.limit as i64, skip.min(i64::MAX as u64) as i64],
@@ -543,7 +568,14 @@ impl InstanceStore for Sqlite {
 
 #[async_trait]
 impl EngineStore for Sqlite {
-    async fn claim(&self, owner: &str, now: i64, lease_ms: i64, max: usize) -> StoreResult<Vec<Claimed>> {
+    async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        max: usize,
+        ctx: StepContext,
+    ) -> StoreResult<Vec<Claimed>> {
         let owner = owner.to_owned();
         self.write(move |conn| {
             let mut st = conn.prepare_cached(&format!(
@@ -562,27 +594,34 @@ impl EngineStore for Sqlite {
                 };
                 let started = task.status == TaskStatus::Created;
                 let was_background = placement(&task).0;
-                let begun = transition::begin(&mut task, &mut inst, &operation, now);
+                let taken = transition::take(&mut task, &mut inst, &operation, now, ctx);
                 if !was_background && placement(&task).0 {
                     // A scheduled task that fires becomes a background task.
                     bump(conn, &task.instance_id, View::Background, task.created_at, 1)?;
                 }
-                match begun {
-                    Begin::Blocked => {
+                let (step, ended) = match taken {
+                    Taken::Blocked => {
                         // Look again in a while rather than on every poll.
                         conn.prepare_cached("UPDATE tasks SET due_at = ?2 WHERE id = ?1")?
                             .execute(params![task.id.as_str(), now + 1_000])?;
+                        continue;
                     }
-                    Begin::Ended => {
-                        save_instance(conn, &inst)?;
-                        save_task_progress(conn, &task, None, None)?;
-                    }
-                    Begin::Run(step) => {
+                    Taken::Running(step) => {
                         save_instance(conn, &inst)?;
                         save_task_progress(conn, &task, Some(now + lease_ms), Some(&owner))?;
-                        claimed.push(Claimed { task, operation, step, started });
+                        (step, None)
                     }
-                }
+                    Taken::Ended(status) => {
+                        save_instance(conn, &inst)?;
+                        save_task_progress(conn, &task, None, None)?;
+                        (task.steps.len(), Some(status))
+                    }
+                    Taken::RemoveInstance => {
+                        remove_instance(conn, &inst.id)?;
+                        (task.steps.len(), Some(TaskStatus::Success))
+                    }
+                };
+                claimed.push(Claimed { task, operation, step, started, ended });
             }
             Ok(claimed)
         })
@@ -613,7 +652,7 @@ impl EngineStore for Sqlite {
             let Some(mut inst) = load_instance(conn, &task.instance_id)? else {
                 return Ok(StepOutcome::Lost);
             };
-            Ok(match transition::finish_step(&mut task, &mut inst, &operation, step, now, ctx) {
+            Ok(match transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx) {
                 Advance::Next(n) => {
                     save_task_progress(conn, &task, Some(now + lease_ms), Some(&owner))?;
                     StepOutcome::Next(n)
@@ -880,8 +919,9 @@ mod tests {
         let statements = [
             (GET_BACKGROUND_TASK.as_str().to_owned(), 3),
             (BUCKETS_NEWEST_FIRST.to_owned(), 4),
-            (BUCKET_SUM.to_owned(), 4),
-            (page_sql(View::Background), 5),
+            (LIST_HEAD_ALL.to_owned(), 5),
+            (LIST_HEAD_RANGE.to_owned(), 5),
+            (page_sql(View::Background).to_owned(), 5),
         ];
         for (sql, n) in statements {
             let mut last = 0;

@@ -96,7 +96,8 @@ fn task(inst: &Instance, op: Operation, created_at: i64, schedule_at: Option<i64
             created_at,
             updated_at: created_at,
             schedule_at,
-            steps: op.steps(0.0),
+            // Short but not zero: zero-length steps would all finish in one write.
+            steps: op.steps(0.001),
         },
         operation: op,
     }
@@ -122,7 +123,7 @@ async fn running_instance(s: &Storage) -> Instance {
 /// Claims and finishes everything due at `now`.
 async fn run_all(s: &Storage, owner: &str, now: i64) -> Vec<TaskStatus> {
     let mut ended = vec![];
-    for c in s.engine.claim(owner, now, 60_000, 100).await.expect("claim") {
+    for c in s.engine.claim(owner, now, 60_000, 100, CTX).await.expect("claim") {
         let mut step = c.step;
         loop {
             match s.engine.finish_step(owner, &c.task.id, step, now, 60_000, CTX).await.expect("finish") {
@@ -157,7 +158,7 @@ async fn a_task_runs_through_its_steps_and_applies_its_change_at_the_end() {
         assert_eq!(inst.status, "RUNNING", "{}", e.name);
         assert_eq!(inst.busy_task, None, "{}", e.name);
         let t = submit(s, &inst, Operation::AutoTopic { old: false, new: true }, T0 + 1, None).await.expect("admitted");
-        let claimed = s.engine.claim("w", T0 + 2, 60_000, 10).await.expect("claim");
+        let claimed = s.engine.claim("w", T0 + 2, 60_000, 10, CTX).await.expect("claim");
         assert_eq!(claimed.len(), 1, "{}", e.name);
         assert_eq!(claimed[0].step, 0);
         assert_eq!(
@@ -184,6 +185,46 @@ async fn a_task_runs_through_its_steps_and_applies_its_change_at_the_end() {
 }
 
 #[tokio::test]
+async fn steps_planned_to_take_no_time_finish_in_the_same_write() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let mut t = task(&inst, Operation::Restart, T0 + 1, None);
+        t.record.steps = t.operation.steps(0.0);
+        s.instances
+            .submit(&inst.project_id, &inst.id, Box::new(move |_| Ok(t)))
+            .await
+            .expect("submit")
+            .expect("admitted");
+        // Taken and done in the claim itself: nothing is left for a worker to run.
+        let claimed = s.engine.claim("w", T0 + 2, 60_000, 10, CTX).await.expect("claim");
+        assert_eq!(claimed.len(), 1, "{}", e.name);
+        assert_eq!(claimed[0].ended, Some(TaskStatus::Success), "{}", e.name);
+        let id = &claimed[0].task.id;
+        assert_eq!(
+            s.engine.finish_step("w", id, 0, T0 + 3, 60_000, CTX).await.expect("f"),
+            StepOutcome::Lost,
+            "{}",
+            e.name
+        );
+        let Found::Yes(rec) = s.tasks.get_task(&inst.project_id, &inst.id, id, View::Background).await.expect("g")
+        else {
+            panic!()
+        };
+        assert_eq!(rec.status, TaskStatus::Success);
+        assert!(
+            rec.steps
+                .iter()
+                .all(|st| st.status == kafka_tasks::domain::StepStatus::Completed && st.end_time == Some(T0 + 2)),
+            "{}",
+            e.name
+        );
+        let after = s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g").expect("i");
+        assert_eq!((after.status.as_str(), after.busy_task.clone()), ("RUNNING", None), "{}", e.name);
+    }
+}
+
+#[tokio::test]
 async fn one_immediate_operation_at_a_time_scheduled_ones_wait() {
     for e in engines().await {
         let s = &e.storage;
@@ -197,7 +238,7 @@ async fn one_immediate_operation_at_a_time_scheduled_ones_wait() {
         );
         let sched = submit(s, &inst, Operation::Restart, T0 + 3, Some(T0 + 10)).await.expect("scheduled is admitted");
         // Due, but the instance is busy: the scheduled task waits.
-        let claimed = s.engine.claim("w", T0 + 20, 60_000, 10).await.expect("claim");
+        let claimed = s.engine.claim("w", T0 + 20, 60_000, 10, CTX).await.expect("claim");
         assert_eq!(claimed.len(), 1, "{}", e.name);
         assert_ne!(claimed[0].task.id, sched.record.id);
         let mut step = claimed[0].step;
@@ -207,8 +248,8 @@ async fn one_immediate_operation_at_a_time_scheduled_ones_wait() {
             step = n;
         }
         // A second later it is looked at again and runs.
-        assert!(s.engine.claim("w", T0 + 22, 60_000, 10).await.expect("claim").is_empty(), "{}", e.name);
-        let later = s.engine.claim("w", T0 + 1_100, 60_000, 10).await.expect("claim");
+        assert!(s.engine.claim("w", T0 + 22, 60_000, 10, CTX).await.expect("claim").is_empty(), "{}", e.name);
+        let later = s.engine.claim("w", T0 + 1_100, 60_000, 10, CTX).await.expect("claim");
         assert_eq!(
             later.iter().map(|c| c.task.id.clone()).collect::<Vec<_>>(),
             std::slice::from_ref(&sched.record.id),
@@ -227,13 +268,13 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_loses_the_task() {
         let s = &e.storage;
         let inst = running_instance(s).await;
         let t = submit(s, &inst, Operation::Restart, T0 + 1, None).await.expect("admitted");
-        assert_eq!(s.engine.claim("a", T0 + 2, 100, 10).await.expect("c").len(), 1);
+        assert_eq!(s.engine.claim("a", T0 + 2, 100, 10, CTX).await.expect("c").len(), 1);
         assert_eq!(
             s.engine.finish_step("a", &t.record.id, 0, T0 + 3, 100, CTX).await.expect("f"),
             StepOutcome::Next(1)
         );
-        assert!(s.engine.claim("b", T0 + 50, 100, 10).await.expect("c").is_empty(), "{}: leased", e.name);
-        let taken = s.engine.claim("b", T0 + 200, 100, 10).await.expect("c");
+        assert!(s.engine.claim("b", T0 + 50, 100, 10, CTX).await.expect("c").is_empty(), "{}: leased", e.name);
+        let taken = s.engine.claim("b", T0 + 200, 100, 10, CTX).await.expect("c");
         assert_eq!(taken.len(), 1, "{}", e.name);
         assert_eq!(taken[0].step, 1, "{}: resumes at the unfinished step", e.name);
         assert_eq!(
@@ -249,11 +290,11 @@ async fn an_expired_lease_is_taken_over_and_the_old_holder_loses_the_task() {
             "{}",
             e.name
         );
-        s.engine.claim("b", T0 + 500, 100, 10).await.expect("c");
+        s.engine.claim("b", T0 + 500, 100, 10, CTX).await.expect("c");
         s.engine.renew_leases("b", T0 + 10_000).await.expect("renew");
-        assert!(s.engine.claim("c", T0 + 9_000, 100, 10).await.expect("c").is_empty(), "{}: renewed", e.name);
+        assert!(s.engine.claim("c", T0 + 9_000, 100, 10, CTX).await.expect("c").is_empty(), "{}: renewed", e.name);
         s.engine.release_leases("b").await.expect("release");
-        assert_eq!(s.engine.claim("c", T0 + 9_000, 100, 10).await.expect("c").len(), 1, "{}: released", e.name);
+        assert_eq!(s.engine.claim("c", T0 + 9_000, 100, 10, CTX).await.expect("c").len(), 1, "{}: released", e.name);
     }
 }
 
@@ -274,7 +315,7 @@ async fn concurrent_claims_never_hand_out_a_task_twice() {
                 for _ in 0..10 {
                     got.extend(
                         engine
-                            .claim(&format!("w{w}"), T0 + 2, 60_000, 4)
+                            .claim(&format!("w{w}"), T0 + 2, 60_000, 4, CTX)
                             .await
                             .expect("claim")
                             .into_iter()
@@ -371,7 +412,7 @@ async fn scheduled_tasks_wait_move_and_cancel() {
         .record
         .id;
         let b = submit(s, &inst, Operation::Restart, T0 + 2, Some(T0 + 5_000)).await.expect("b").record.id;
-        assert!(s.engine.claim("w", T0 + 4_999, 60_000, 10).await.expect("c").is_empty(), "{}: not due", e.name);
+        assert!(s.engine.claim("w", T0 + 4_999, 60_000, 10, CTX).await.expect("c").is_empty(), "{}: not due", e.name);
         assert_eq!(
             s.tasks.get_task(&p, &inst.id, &a, View::Background).await.expect("g"),
             Found::NoTask,
@@ -383,7 +424,7 @@ async fn scheduled_tasks_wait_move_and_cancel() {
         let cancel = ScheduleChange { execute_at: None, cancel: true };
         assert_eq!(s.tasks.update_scheduled(&p, &inst.id, &b, cancel, T0 + 10).await.expect("u"), Found::Yes(true));
         assert!(
-            s.engine.claim("w", T0 + 8_000, 60_000, 10).await.expect("c").is_empty(),
+            s.engine.claim("w", T0 + 8_000, 60_000, 10, CTX).await.expect("c").is_empty(),
             "{}: moved and cancelled",
             e.name
         );
@@ -558,8 +599,8 @@ async fn pages_match_a_full_scan_for_any_offset_and_bounds() {
                             let (total, page) = s.tasks.list_tasks(&q).await.expect("list").expect("instance");
                             let want: Vec<TaskId> = all.iter().skip(offset as usize).take(10).cloned().collect();
                             let got: Vec<TaskId> = page.into_iter().map(|t| t.id).collect();
-                            assert_eq!(total as usize, all.len(), "total {view:?} {from:?} {to:?}");
-                            assert_eq!(got, want, "page {view:?} {from:?} {to:?} offset {offset}");
+                            assert_eq!(total as usize, all.len(), "{}: total {view:?} {from:?} {to:?}", e.name);
+                            assert_eq!(got, want, "{}: page {view:?} {from:?} {to:?} offset {offset}", e.name);
                         }
                     }
                 }
@@ -576,7 +617,7 @@ async fn pages_match_a_full_scan_for_any_offset_and_bounds() {
         let deleted: HashSet<TaskId> =
             records.iter().filter(|r| r.status != TaskStatus::Created).take(30).map(|r| r.id.clone()).collect();
         records.retain(|r| !deleted.contains(&r.id));
-        let claimed = s.engine.claim("w", T0 + 6 * day, 60_000, 1).await.expect("claim");
+        let claimed = s.engine.claim("w", T0 + 6 * day, 60_000, 1, CTX).await.expect("claim");
         assert_eq!(claimed.len(), 1, "{}", e.name);
         for r in records.iter_mut() {
             if r.id == claimed[0].task.id {
