@@ -326,7 +326,7 @@ async fn bench(args: &BenchArgs, database: &str, work: &std::path::Path) -> anyh
     drop(server);
 
     // Drain: tasks already queued when the server starts, run to SUCCESS.
-    seed::queue(&storage, &project, now_ms(), args.drain_tasks).await?;
+    seed::queue(&storage, project, now_ms(), args.drain_tasks).await?;
     let started = Instant::now();
     let (server, _) = start_server(database, &key_hex, &log).await?;
     while storage.engine.unfinished_count().await? > 0 {
