@@ -46,5 +46,9 @@ run_tests
 step "API over HTTP on PostgreSQL"
 KAFKA_TASKS_TEST_API_ENGINE=postgres run_tests --test api
 
+step "Benchmark, quick mode (proves the command works; asserts no numbers)"
+./target/debug/kafka-tasks bench --quick
+./target/debug/kafka-tasks bench --quick --engine postgres --pg-server "$KAFKA_TASKS_TEST_PG"
+
 step "Official Python SDK against the binary"
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/sdk

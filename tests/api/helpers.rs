@@ -41,7 +41,7 @@ impl Response {
 pub struct TestDb {
     pub url: String,
     pub dir: tempfile::TempDir,
-    pg: Option<(String, String)>,
+    _pg: Option<crate::pg::FreshDatabase>,
 }
 
 impl TestDb {
@@ -49,26 +49,16 @@ impl TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         match std::env::var("KAFKA_TASKS_TEST_API_ENGINE").as_deref() {
             Ok("postgres") => {
-                let server = std::env::var("KAFKA_TASKS_TEST_PG")
-                    .ok()
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".into());
-                let name = format!("kt_test_{}", uuid::Uuid::new_v4().simple());
-                let (client, conn) = tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
-                    .await
-                    .expect("PostgreSQL is up");
-                tokio::spawn(conn);
-                client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("database created");
-                let url = format!("{server}/{name}");
-                eprintln!("test database: {url}");
-                TestDb { url, dir, pg: Some((server, name)) }
+                let pg = crate::pg::FreshDatabase::create("kt_test").await;
+                eprintln!("test database: {}", pg.url);
+                TestDb { url: pg.url.clone(), dir, _pg: Some(pg) }
             }
             Ok(other) if !other.is_empty() && other != "sqlite" => {
                 panic!("unknown KAFKA_TASKS_TEST_API_ENGINE {other:?}")
             }
             _ => {
                 let url = format!("sqlite:{}", dir.path().join("test.db").display());
-                TestDb { url, dir, pg: None }
+                TestDb { url, dir, _pg: None }
             }
         }
     }
@@ -79,26 +69,6 @@ impl TestDb {
 
     pub async fn storage(&self) -> kafka_tasks::storage::Storage {
         kafka_tasks::storage::Storage::open(&self.url).await.expect("database opens")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Some((server, name)) = self.pg.take() {
-            // Drop needs its own runtime: the test's may be shutting down.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                rt.block_on(async {
-                    if let Ok((client, conn)) =
-                        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls).await
-                    {
-                        tokio::spawn(conn);
-                        let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-                    }
-                });
-            })
-            .join();
-        }
     }
 }
 
@@ -200,7 +170,7 @@ impl TestApp {
         }
         let db = std::mem::replace(
             &mut self.db,
-            TestDb { url: String::new(), dir: tempfile::tempdir().expect("dir"), pg: None },
+            TestDb { url: String::new(), dir: tempfile::tempdir().expect("dir"), _pg: None },
         );
         Self::start(db, flags).await
     }

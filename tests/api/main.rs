@@ -5,5 +5,7 @@ mod bad_input;
 mod engine;
 mod helpers;
 mod instances;
+#[path = "../common/pg.rs"]
+mod pg;
 mod scheduled;
 mod tasks;

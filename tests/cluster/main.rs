@@ -15,6 +15,9 @@ use kafka_tasks::auth::IssuedCredential;
 use kafka_tasks::auth::signature::{Algorithm, Signer, sdk_date};
 use serde_json::{Value, json};
 
+#[path = "../common/pg.rs"]
+mod pg;
+
 const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 const BIN: &str = env!("CARGO_BIN_EXE_kafka-tasks");
 
@@ -29,8 +32,6 @@ struct Cluster {
     cred: IssuedCredential,
     http: reqwest::Client,
     next: std::cell::Cell<usize>,
-    db_name: String,
-    server: String,
 }
 
 // The child is killed and reaped by `Cluster`'s `Drop` (or by the test, for the node it kills).
@@ -119,19 +120,6 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
-        let (server, name) = (self.server.clone(), self.db_name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-            rt.block_on(async {
-                if let Ok((c, conn)) =
-                    tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(conn);
-                    let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-                }
-            });
-        })
-        .join();
     }
 }
 
@@ -145,16 +133,9 @@ struct StepRun {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_one_killed_every_task_ends_once() {
-    let server = std::env::var("KAFKA_TASKS_TEST_PG")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".into());
-    let db_name = format!("kt_cluster_{}", uuid::Uuid::new_v4().simple());
-    let (admin, conn) =
-        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls).await.expect("PostgreSQL is up");
-    tokio::spawn(conn);
-    admin.batch_execute(&format!("CREATE DATABASE {db_name}")).await.expect("create db");
-    let db = format!("{server}/{db_name}");
+    // Declared first, dropped last: after the cluster, whose Drop stops the nodes.
+    let fresh = pg::FreshDatabase::create("kt_cluster").await;
+    let db = fresh.url.clone();
     let key = hex::encode(uuid::Uuid::new_v4().as_bytes()).repeat(2);
     let dir = tempfile::tempdir().expect("dir");
 
@@ -168,7 +149,7 @@ async fn three_processes_one_killed_every_task_ends_once() {
     let cred: IssuedCredential = serde_json::from_slice(&out.stdout).expect("credential JSON");
 
     let nodes = (0..3).map(|i| start_node(&db, &key, &dir.path().join(format!("node{i}.log")))).collect();
-    let mut cluster = Cluster { nodes, cred, http: reqwest::Client::new(), next: 0.into(), db_name, server };
+    let mut cluster = Cluster { nodes, cred, http: reqwest::Client::new(), next: 0.into() };
     let started = Instant::now();
 
     // Instances, created through different nodes.

@@ -12,49 +12,25 @@ use kafka_tasks::storage::*;
 const CTX: StepContext = StepContext { storage_pool_gb: 10_000 };
 const T0: i64 = 1_700_000_000_000;
 
+#[path = "../common/pg.rs"]
+mod pg;
+
 struct Engine {
     name: &'static str,
     storage: Storage,
-    _dir: tempfile::TempDir,
-    pg: Option<(String, String)>,
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        if let Some((server, name)) = self.pg.take() {
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                rt.block_on(async {
-                    if let Ok((c, conn)) =
-                        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls).await
-                    {
-                        tokio::spawn(conn);
-                        let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
+    _dir: Option<tempfile::TempDir>,
+    _pg: Option<pg::FreshDatabase>,
 }
 
 /// A fresh SQLite database and a fresh PostgreSQL database.
 async fn engines() -> Vec<Engine> {
     let dir = tempfile::tempdir().expect("dir");
     let sqlite = Storage::open(&format!("sqlite:{}", dir.path().join("c.db").display())).await.expect("sqlite");
-    let server = std::env::var("KAFKA_TASKS_TEST_PG")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".into());
-    let name = format!("kt_contract_{}", uuid::Uuid::new_v4().simple());
-    let (client, conn) =
-        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls).await.expect("PostgreSQL is up");
-    tokio::spawn(conn);
-    client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
-    let pg = Storage::open(&format!("{server}/{name}")).await.expect("postgres");
+    let db = pg::FreshDatabase::create("kt_contract").await;
+    let postgres = Storage::open(&db.url).await.expect("postgres");
     vec![
-        Engine { name: "sqlite", storage: sqlite, _dir: dir, pg: None },
-        Engine { name: "postgres", storage: pg, _dir: tempfile::tempdir().expect("dir"), pg: Some((server, name)) },
+        Engine { name: "sqlite", storage: sqlite, _dir: Some(dir), _pg: None },
+        Engine { name: "postgres", storage: postgres, _dir: None, _pg: Some(db) },
     ]
 }
 
