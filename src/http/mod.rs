@@ -2,6 +2,7 @@
 //! request-id, logging and body-limit layers and the DMS-shaped 404/405 fallbacks.
 
 pub mod auth_layer;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(health::router())
+        .merge(console::router())
         .fallback(|| async { ApiError::NoSuchUrl })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -405,7 +405,8 @@ impl TaskStore for Postgres {
             .await?;
         let mut buckets: Vec<(i64, i64)> = Vec::new();
         let mut seen: u64 = 0;
-        let slice: i64 = 64;
+        // A year of days in one round trip; deeper offsets read on.
+        let slice: i64 = 512;
         'read: loop {
             let rows = tx.query(&st, &[&inst, &view, &first, &last, &slice, &(buckets.len() as i64)]).await?;
             let len = rows.len() as i64;

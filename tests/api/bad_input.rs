@@ -57,8 +57,8 @@ async fn bad_query_values_are_refused() {
 async fn unknown_paths_and_wrong_methods_have_dms_errors() {
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
-    app.get("/").await.assert_error(404, "DMS.00404001");
     app.get("/v2").await.assert_error(404, "DMS.00404001");
+    app.get("/v3").await.assert_error(404, "DMS.00404001");
     app.get(&format!("/v2/{}/instances/{inst}/tasks/{TASK}/nothing", app.project))
         .await
         .assert_error(404, "DMS.00404001");
@@ -120,4 +120,15 @@ async fn health_readiness_and_metrics() {
     let metrics = app.get("/metrics").await;
     assert_eq!(metrics.status, 200);
     assert!(metrics.text.contains("kafka_tasks_http_request_seconds"), "{}", metrics.text);
+}
+
+#[tokio::test]
+async fn the_console_page_is_served_without_credentials() {
+    let app = TestApp::spawn().await;
+    let page = app.send(Method::GET, "/console", None, &[]).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("<title>kafka-tasks console</title>"), "{}", page.text);
+    assert!(page.text.contains("X-Auth-Token"), "the page authenticates with a token");
+    let root = app.send(Method::GET, "/", None, &[]).await;
+    assert_eq!(root.status, 200, "/ leads to the console");
 }
