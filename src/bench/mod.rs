@@ -337,7 +337,7 @@ async fn bench(args: &BenchArgs, database: &str, work: &std::path::Path) -> anyh
     }
     let drain = Drain { tasks: args.drain_tasks, seconds: started.elapsed().as_secs_f64() };
     drop(server);
-    let peer = if args.peer { Some(run_peer(args, database, args.drain_tasks).await) } else { None };
+    let peer = if args.peer { Some(run_peer(args, args.drain_tasks).await) } else { None };
     let summary = Summary { seeded, seed_secs, startup, rss_kib, accepted, refused, drain, peer };
     print_report(args, &rows, &summary, database);
     Ok(())
@@ -367,7 +367,7 @@ struct Summary {
 }
 
 /// Runs `bench/graphile-worker/run.mjs` on the PostgreSQL server of `--pg-server`.
-async fn run_peer(args: &BenchArgs, _database: &str, jobs: usize) -> Result<f64, String> {
+async fn run_peer(args: &BenchArgs, jobs: usize) -> Result<f64, String> {
     if args.engine != "postgres" {
         return Err("--peer needs --engine postgres".into());
     }

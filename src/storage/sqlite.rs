@@ -378,11 +378,10 @@ fn remove_instance(conn: &Connection, i: &InstanceId) -> StoreResult<()> {
 #[async_trait]
 impl TaskStore for Sqlite {
     async fn list_tasks(&self, q: &TaskQuery) -> StoreResult<Option<(u64, Vec<TaskRecord>)>> {
-        let q = q.clone();
-        self.read(move |conn| {
+        self.read(|conn| {
             let filter = view_filter(q.view);
             let inst = q.instance_id.as_str();
-            let (first, last) = bucket_range(&q);
+            let (first, last) = bucket_range(q);
             let args = params![inst, q.view.code(), first, last];
             // The instance check and the total in one statement: the total from the instance's
             // running count when unfiltered, else from the day buckets in range.
@@ -395,7 +394,7 @@ impl TaskStore for Sqlite {
             if !exists {
                 return Ok(None);
             }
-            let edges = partial_edges(&q);
+            let edges = partial_edges(q);
             let mut exact: Vec<(i64, i64)> = Vec::with_capacity(edges.len());
             for (bucket, lo, hi) in edges {
                 let sql = format!(
@@ -425,7 +424,7 @@ impl TaskStore for Sqlite {
                 }
             }
             drop(rows);
-            let plan = plan_page(&buckets, &q);
+            let plan = plan_page(&buckets, q);
             let total = total.max(0) as u64;
             let Some((upper, skip)) = plan.start else {
                 return Ok(Some((total, Vec::new())));
@@ -538,13 +537,11 @@ impl InstanceStore for Sqlite {
     }
 
     async fn get_instance(&self, p: &ProjectId, i: &InstanceId) -> StoreResult<Option<Instance>> {
-        let (p, i) = (p.clone(), i.clone());
-        self.read(move |conn| Ok(load_instance(conn, &i)?.filter(|inst| inst.project_id == p))).await
+        self.read(|conn| Ok(load_instance(conn, i)?.filter(|inst| inst.project_id == *p))).await
     }
 
     async fn list_instances(&self, p: &ProjectId) -> StoreResult<Vec<Instance>> {
-        let p = p.clone();
-        self.read(move |conn| {
+        self.read(|conn| {
             let mut st = conn.prepare_cached(
                 "SELECT doc, busy_task_id FROM instances WHERE project_id = ?1 ORDER BY created_at DESC, id DESC",
             )?;
@@ -785,11 +782,10 @@ impl CredentialStore for Sqlite {
     }
 
     async fn get_credential(&self, access_key: &str) -> StoreResult<Option<CredentialRecord>> {
-        let ak = access_key.to_owned();
-        self.read(move |conn| {
+        self.read(|conn| {
             let mut st =
                 conn.prepare_cached(&format!("SELECT {CREDENTIAL_COLUMNS} FROM credentials WHERE access_key = ?1"))?;
-            st.query_row(params![ak], credential_from_row).optional()?.transpose()
+            st.query_row(params![access_key], credential_from_row).optional()?.transpose()
         })
         .await
     }
