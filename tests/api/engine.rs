@@ -34,20 +34,8 @@ async fn progress_reports_the_running_step_and_an_honest_remaining_time() {
     // Restart: 2 s, 60 s, 5 s; at 0.05 that is 0.1 s, 3 s, 0.25 s.
     let app = TestApp::spawn_with(&["--time-scale", "0.05"]).await;
     let inst = app.create_instance().await;
-    let res = app
-        .post(&format!("/v2/{}/instances/action", app.project), json!({"action": "restart", "instances": [inst]}))
-        .await;
-    assert_eq!(res.status, 200);
-    let task = app.list_tasks(&inst, "").await.json()["tasks"][0]["id"].as_str().expect("id").to_owned();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let p = loop {
-        let p = app.progress(&inst, &task).await.json();
-        if p["step_list"][1]["statue"] == "IN_PROGRESS" {
-            break p;
-        }
-        assert!(Instant::now() < deadline, "never saw rolling_restart running: {p}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let task = app.restart_instance(&inst).await;
+    let p = app.wait_step_running(&inst, &task, 1).await;
     assert_eq!(p["step_list"][0]["statue"], "COMPLETED");
     assert_eq!(p["step_list"][2]["statue"], "WAITING");
     assert!(p["step_list"][2].get("start_time").is_none());
@@ -65,21 +53,9 @@ async fn a_task_interrupted_by_kill_9_resumes_at_its_step_after_restart() {
     let flags = ["--time-scale", "0.05", "--lease-ms", "600"];
     let mut app = TestApp::spawn_process(&flags).await;
     let inst = app.create_instance().await;
-    let res = app
-        .post(&format!("/v2/{}/instances/action", app.project), json!({"action": "restart", "instances": [inst]}))
-        .await;
-    assert_eq!(res.status, 200);
-    let task = app.list_tasks(&inst, "").await.json()["tasks"][0]["id"].as_str().expect("id").to_owned();
+    let task = app.restart_instance(&inst).await;
     // Wait until the long middle step runs, then kill the process without warning.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let before = loop {
-        let p = app.progress(&inst, &task).await.json();
-        if p["step_list"][1]["statue"] == "IN_PROGRESS" {
-            break p;
-        }
-        assert!(Instant::now() < deadline, "{p}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let before = app.wait_step_running(&inst, &task, 1).await;
     app.kill9();
 
     app.start_again(&flags);
@@ -125,11 +101,7 @@ async fn sigterm_shuts_down_cleanly_and_running_tasks_resume_at_once() {
     let flags = ["--time-scale", "0.02", "--lease-ms", "60000"];
     let mut app = TestApp::spawn_process(&flags).await;
     let inst = app.create_instance().await;
-    let res = app
-        .post(&format!("/v2/{}/instances/action", app.project), json!({"action": "restart", "instances": [inst]}))
-        .await;
-    assert_eq!(res.status, 200);
-    let task = app.list_tasks(&inst, "").await.json()["tasks"][0]["id"].as_str().expect("id").to_owned();
+    let task = app.restart_instance(&inst).await;
     let status = app.terminate();
     assert!(status.success(), "{status:?}");
     // The lease is a minute long, but a clean stop gave it back: the task finishes promptly.

@@ -398,6 +398,27 @@ impl TestApp {
         }
     }
 
+    /// Restarts the instance through the batch action and returns the restart task's id.
+    pub async fn restart_instance(&self, instance: &str) -> String {
+        let body = json!({"action": "restart", "instances": [instance]});
+        let res = self.post(&format!("/v2/{}/instances/action", self.project), body).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        self.list_tasks(instance, "").await.json()["tasks"][0]["id"].as_str().expect("restart task").to_owned()
+    }
+
+    /// Waits until step `step` of the task runs; returns the progress seen then.
+    pub async fn wait_step_running(&self, instance: &str, task: &str, step: usize) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let p = self.progress(instance, task).await.json();
+            if p["step_list"][step]["statue"] == "IN_PROGRESS" {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "step {step} never ran: {p}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn task_count(&self, instance: &str) -> usize {
         let res = self.list_tasks(instance, "").await;
         res.json()["task_count"].as_str().and_then(|s| s.parse().ok()).expect("task_count is a numeric string")
