@@ -77,21 +77,26 @@ impl MasterKey {
         String::from_utf8(plain).map_err(|_| KeyError::Unseal)
     }
 
-    fn token_mac(&self) -> hmac::Hmac<Sha256> {
-        // A key of its own for tokens, derived so that a token never doubles as a sealing key.
-        let mut derive =
-            <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!());
+    /// A key of its own for tokens, derived so that a token never doubles as a sealing key.
+    /// (HMAC takes keys of any length: `None` does not happen.)
+    fn token_mac(&self) -> Option<hmac::Hmac<Sha256>> {
+        let mut derive = <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.0).ok()?;
         derive.update(b"kafka-tasks token key v1");
         let k = derive.finalize().into_bytes();
-        <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&k).unwrap_or_else(|_| unreachable!())
+        <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&k).ok()
     }
 
     /// A token for `access_key` valid until `expires_at` (epoch ms).
     pub fn mint_token(&self, claims: &TokenClaims) -> String {
         let payload = hex::encode(serde_json::to_vec(claims).unwrap_or_default());
-        let mut mac = self.token_mac();
-        mac.update(payload.as_bytes());
-        format!("KT1.{payload}.{}", hex::encode(mac.finalize().into_bytes()))
+        let signature = self
+            .token_mac()
+            .map(|mut mac| {
+                mac.update(payload.as_bytes());
+                hex::encode(mac.finalize().into_bytes())
+            })
+            .unwrap_or_default();
+        format!("KT1.{payload}.{signature}")
     }
 
     /// The claims of a token this key minted; `None` for anything else.
@@ -102,7 +107,7 @@ impl MasterKey {
             return None;
         };
         let given = hex::decode(sig).ok()?;
-        let mut mac = self.token_mac();
+        let mut mac = self.token_mac()?;
         mac.update(payload.as_bytes());
         mac.verify_slice(&given).ok()?;
         serde_json::from_slice(&hex::decode(payload).ok()?).ok()

@@ -39,18 +39,22 @@ impl Algorithm {
         }
     }
 
+    /// HMAC accepts keys of any length, so the error arm is never taken; an empty result would
+    /// match no signature.
     fn mac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         match self {
-            Algorithm::Sha256 => {
-                let mut m = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-                m.update(data);
-                m.finalize().into_bytes().to_vec()
-            }
-            Algorithm::Sm3 => {
-                let mut m = <hmac::Hmac<sm3::Sm3> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-                m.update(data);
-                m.finalize().into_bytes().to_vec()
-            }
+            Algorithm::Sha256 => <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key)
+                .map(|mut m| {
+                    m.update(data);
+                    m.finalize().into_bytes().to_vec()
+                })
+                .unwrap_or_default(),
+            Algorithm::Sm3 => <hmac::Hmac<sm3::Sm3> as KeyInit>::new_from_slice(key)
+                .map(|mut m| {
+                    m.update(data);
+                    m.finalize().into_bytes().to_vec()
+                })
+                .unwrap_or_default(),
         }
     }
 

@@ -18,7 +18,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio::sync::Notify;
 use tracing::Instrument;
 
@@ -87,6 +87,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NoSuchUrl })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // A bug that panics answers 500 in the DMS format (and is logged) instead of a reset connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            ApiError::Internal("a handler panicked".into()).into_response()
+        }))
         .layer(middleware::from_fn(request_context))
         .with_state(state)
 }
