@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::{InstanceId, ProjectId, TaskId};
+use super::time::iso_ms;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -84,6 +85,46 @@ pub struct TaskRecord {
     /// Set for a scheduled task: when it is due, epoch ms.
     pub schedule_at: Option<i64>,
     pub steps: Vec<Step>,
+}
+
+/// A task as the API shows it: every field a string (`schedule_at` only in scheduled lists).
+#[derive(Debug, Serialize)]
+pub struct TaskJson<'a> {
+    id: &'a str,
+    name: &'a str,
+    user_name: &'a str,
+    user_id: &'a str,
+    params: &'a str,
+    status: &'a str,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule_at: Option<String>,
+}
+
+impl<'a> TaskJson<'a> {
+    pub fn new(t: &'a TaskRecord, with_schedule: bool) -> Self {
+        TaskJson {
+            id: t.id.as_str(),
+            name: &t.name,
+            user_name: &t.user_name,
+            user_id: &t.user_id,
+            params: &t.params,
+            status: t.status.as_str(),
+            created_at: iso_ms(t.created_at),
+            updated_at: iso_ms(t.updated_at),
+            schedule_at: if with_schedule { Some(t.schedule_at.map(iso_ms).unwrap_or_default()) } else { None },
+        }
+    }
+}
+
+impl TaskRecord {
+    /// The record as it was, for the audit event of its deletion: the API's fields and its instance.
+    pub fn audit_record(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(TaskJson::new(self, self.schedule_at.is_some())).unwrap_or_default();
+        v["instance_id"] = serde_json::Value::from(self.instance_id.as_str());
+        v
+    }
 }
 
 /// Progress as ShowBackgroundTaskProgress reports it.

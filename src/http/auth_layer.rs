@@ -55,8 +55,8 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     let method = parts.method.clone();
     let res = next.run(Request::from_parts(parts, Body::from(bytes))).await;
 
-    if mutating {
-        let fields = note.take();
+    let fields = note.take();
+    if mutating && !fields.recorded {
         let event = AuditEvent {
             at: state.auth.clock.now_ms(),
             request_id: current_request_id(),

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use crate::domain::{Action, Identity, InstanceId, ProjectId, TaskId};
+use crate::storage::AuditEvent;
 
 fn path_params(params: &RawPathParams) -> HashMap<&str, &str> {
     params.iter().collect()
@@ -136,6 +137,31 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// The audit event this request leaves if it succeeds with `status`. The store writes it in
+    /// the change's own transaction; then call [`Caller::recorded`].
+    pub fn audit_event(&self, target: &str, status: axum::http::StatusCode, at: i64) -> AuditEvent {
+        let action = self.1.with(|n| n.action).unwrap_or_default();
+        AuditEvent {
+            at,
+            request_id: super::error::current_request_id(),
+            project_id: self.0.project_id.as_str().to_owned(),
+            user_id: self.0.user_id.clone(),
+            user_name: self.0.user_name.clone(),
+            access_key: self.0.access_key.clone(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            status: status.as_u16(),
+            detail: None,
+        }
+    }
+
+    /// The change and its audit event were stored together.
+    pub fn recorded(&self) {
+        self.1.set_recorded();
+    }
+}
+
 /// What the audit event of a request records beyond who sent it.
 #[derive(Debug, Clone, Default)]
 pub struct AuditNote(Arc<Mutex<NoteFields>>);
@@ -145,6 +171,8 @@ pub struct NoteFields {
     pub action: Option<&'static str>,
     pub target: Option<String>,
     pub detail: Option<Value>,
+    /// The event was written with the change itself; the middleware must not write another.
+    pub recorded: bool,
 }
 
 impl AuditNote {
@@ -163,6 +191,10 @@ impl AuditNote {
 
     pub fn set_detail(&self, detail: Value) {
         self.with(|n| n.detail = Some(detail));
+    }
+
+    pub fn set_recorded(&self) {
+        self.with(|n| n.recorded = true);
     }
 
     pub fn take(&self) -> NoteFields {

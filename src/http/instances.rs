@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::extract::{Caller, InstancePath, JsonBody, ProjectPath};
 use crate::domain::instance::{Instance, NewInstance, status};
 use crate::domain::operation::{self, Operation};
-use crate::domain::{Action, Identity, InstanceId, Invalid, now_ms};
+use crate::domain::{Action, InstanceId, Invalid, now_ms};
 use crate::storage::{NewTask, SubmitError};
 
 pub fn router() -> Router<AppState> {
@@ -33,21 +33,25 @@ pub fn router() -> Router<AppState> {
 
 /// Submits an operation on an instance: `make` sees the instance as it is inside the
 /// submitting transaction. Returns the stored task.
+/// `status` is the answer on success, recorded in the audit event stored with the task.
 async fn submit<F>(
     state: &AppState,
-    who: &Identity,
+    caller: &Caller,
     path: &InstancePath,
     schedule_at: Option<i64>,
+    status: StatusCode,
     make: F,
 ) -> Result<NewTask, ApiError>
 where
     F: FnOnce(&Instance) -> Result<Operation, Invalid> + Send + 'static,
 {
     let st = state.clone();
-    let who = who.clone();
+    let who = caller.0.clone();
     let build = Box::new(move |inst: &Instance| make(inst).map(|op| st.new_task(&who, inst, op, schedule_at)));
-    match state.storage.instances.submit(&path.project, &path.instance, build).await? {
+    let event = caller.audit_event(path.instance.as_str(), status, state.auth.clock.now_ms());
+    match state.storage.instances.submit(&path.project, &path.instance, build, Some(event)).await? {
         Ok(task) => {
+            caller.recorded();
             metrics::counter!("kafka_tasks_submitted_total", "name" => task.record.name.clone()).increment(1);
             state.engine_wake.notify_one();
             Ok(task)
@@ -92,8 +96,9 @@ async fn create(
     };
     let task = state.new_task(who, &inst, Operation::from(&new), None);
     let id = inst.id.clone();
-    caller.1.set_target(id.as_str());
-    state.storage.instances.create_instance(inst, task).await?;
+    let event = caller.audit_event(id.as_str(), StatusCode::OK, state.auth.clock.now_ms());
+    state.storage.instances.create_instance(inst, task, Some(event)).await?;
+    caller.recorded();
     state.engine_wake.notify_one();
     Ok(Json(json!({ "instance_id": id })))
 }
@@ -123,8 +128,8 @@ async fn show(State(state): State<AppState>, caller: Caller, path: InstancePath)
 /// DeleteInstance: `DELETE /v2/{project_id}/instances/{instance_id}` → 204; the instance and its
 /// task records go away when the `deleteInstance` task finishes.
 async fn delete(State(state): State<AppState>, caller: Caller, path: InstancePath) -> Result<StatusCode, ApiError> {
-    let who = caller.require(&path.project, Action::DeleteInstance)?;
-    submit(&state, who, &path, None, |_| Ok(Operation::DeleteInstance)).await?;
+    caller.require(&path.project, Action::DeleteInstance)?;
+    submit(&state, &caller, &path, None, StatusCode::NO_CONTENT, |_| Ok(Operation::DeleteInstance)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -141,7 +146,7 @@ async fn batch_action(
         Some("delete") => (Action::DeleteInstance, Operation::DeleteInstance),
         _ => return Err(ApiError::InvalidParam("action")),
     };
-    let who = caller.require(&project, action)?;
+    caller.require(&project, action)?;
     let ids = body.get("instances").and_then(Value::as_array).ok_or(ApiError::InvalidParam("instances"))?;
     if ids.is_empty() || ids.len() > 50 {
         return Err(ApiError::InvalidParam("instances"));
@@ -153,10 +158,15 @@ async fn batch_action(
             Ok(instance) => {
                 let path = InstancePath { project: project.clone(), instance };
                 let op = op.clone();
-                match submit(&state, who, &path, None, move |_| Ok(op)).await {
+                match submit(&state, &caller, &path, None, StatusCode::OK, move |_| Ok(op)).await {
                     Ok(_) => "success",
                     Err(ApiError::Internal(e)) => return Err(ApiError::Internal(e)),
-                    Err(_) => "failed",
+                    Err(e) => {
+                        // Each refused instance leaves its own event, as each accepted one does.
+                        let event = caller.audit_event(&name, e.status(), state.auth.clock.now_ms());
+                        state.storage.audit.append_audit(event).await?;
+                        "failed"
+                    }
                 }
             }
             Err(_) => "failed",
@@ -183,8 +193,9 @@ async fn modify_configs(
     path: InstancePath,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let who = caller.require(&path.project, Action::ModifyInstance)?;
-    let task = submit(&state, who, &path, None, move |inst| operation::modify_configs(&body, inst)).await?;
+    caller.require(&path.project, Action::ModifyInstance)?;
+    let task = submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::modify_configs(&body, inst))
+        .await?;
     let (dynamic, stat) = operation::config_counts(&task.operation);
     Ok(Json(json!({ "job_id": task.record.id, "dynamic_config": dynamic, "static_config": stat })))
 }
@@ -196,9 +207,10 @@ async fn auto_topic(
     path: InstancePath,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let who = caller.require(&path.project, Action::ModifyInstance)?;
+    caller.require(&path.project, Action::ModifyInstance)?;
     let enable = body.get("enable_auto_topic").and_then(Value::as_bool);
-    let task = submit(&state, who, &path, None, move |inst| operation::auto_topic(&body, inst)).await?;
+    let task =
+        submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::auto_topic(&body, inst)).await?;
     Ok(Json(json!({ "job_id": task.record.id, "enable_auto_topic": enable })))
 }
 
@@ -209,8 +221,8 @@ async fn resize(
     path: InstancePath,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let who = caller.require(&path.project, Action::ModifyInstance)?;
-    let task = submit(&state, who, &path, None, move |inst| operation::resize(&body, inst)).await?;
+    caller.require(&path.project, Action::ModifyInstance)?;
+    let task = submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::resize(&body, inst)).await?;
     Ok(Json(json!({ "job_id": task.record.id })))
 }
 
@@ -222,7 +234,7 @@ async fn reassign(
     path: InstancePath,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let who = caller.require(&path.project, Action::ModifyInstance)?;
+    caller.require(&path.project, Action::ModifyInstance)?;
     let schedule_at = operation::schedule(&body, now_ms())?;
     if body.get("time_estimate").and_then(Value::as_bool) == Some(true) {
         let inst = load(&state, &path).await?;
@@ -230,7 +242,9 @@ async fn reassign(
         let secs: u64 = op.plan().iter().map(|s| s.1).sum::<u64>() / 1000;
         return Ok(Json(json!({ "reassignment_time": secs })));
     }
-    let task = submit(&state, who, &path, schedule_at, move |inst| operation::reassign(&body, inst)).await?;
+    let task =
+        submit(&state, &caller, &path, schedule_at, StatusCode::OK, move |inst| operation::reassign(&body, inst))
+            .await?;
     Ok(Json(job_or_schedule(&task)))
 }
 
@@ -241,8 +255,8 @@ async fn upgrade(
     path: InstancePath,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let who = caller.require(&path.project, Action::ModifyInstance)?;
+    caller.require(&path.project, Action::ModifyInstance)?;
     let schedule_at = operation::schedule(&body, now_ms())?;
-    let task = submit(&state, who, &path, schedule_at, operation::upgrade).await?;
+    let task = submit(&state, &caller, &path, schedule_at, StatusCode::OK, operation::upgrade).await?;
     Ok(Json(job_or_schedule(&task)))
 }

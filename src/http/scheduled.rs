@@ -10,7 +10,8 @@ use axum::{Json, Router};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, QueryMap, TaskPath};
-use super::tasks::{TaskJson, page_query, remove};
+use super::tasks::{page_query, remove};
+use crate::domain::task::TaskJson;
 use crate::domain::{Action, CompactTime, now_ms};
 use crate::storage::{Found, ScheduleChange, View};
 
@@ -67,8 +68,15 @@ async fn update(
         return Err(ApiError::InvalidParam("execute_at"));
     }
     let change = ScheduleChange { execute_at, cancel };
-    match state.storage.tasks.update_scheduled(&path.project, &path.instance, &path.task, change, now).await? {
+    let event = caller.audit_event(path.task.as_str(), StatusCode::NO_CONTENT, state.auth.clock.now_ms());
+    match state
+        .storage
+        .tasks
+        .update_scheduled(&path.project, &path.instance, &path.task, change, now, Some(event))
+        .await?
+    {
         Found::Yes(true) => {
+            caller.recorded();
             state.engine_wake.notify_one();
             Ok(StatusCode::NO_CONTENT)
         }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, QueryMap, TaskPath};
-use crate::domain::time::iso_ms;
+use crate::domain::task::TaskJson;
 use crate::domain::{Action, CompactTime, InstanceId, ProjectId, TaskRecord, now_ms};
 use crate::storage::{DeleteOutcome, Found, TaskQuery, View};
 
@@ -23,37 +23,6 @@ pub fn router() -> Router<AppState> {
         .route("/v2/{project_id}/instances/{instance_id}/tasks", get(list))
         .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}", get(show).delete(delete))
         .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/progress", get(progress))
-}
-
-/// A task as the API shows it: every field a string.
-#[derive(Serialize)]
-pub struct TaskJson<'a> {
-    id: &'a str,
-    name: &'a str,
-    user_name: &'a str,
-    user_id: &'a str,
-    params: &'a str,
-    status: &'a str,
-    created_at: String,
-    updated_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    schedule_at: Option<String>,
-}
-
-impl<'a> TaskJson<'a> {
-    pub fn new(t: &'a TaskRecord, with_schedule: bool) -> Self {
-        TaskJson {
-            id: t.id.as_str(),
-            name: &t.name,
-            user_name: &t.user_name,
-            user_id: &t.user_id,
-            params: &t.params,
-            status: t.status.as_str(),
-            created_at: iso_ms(t.created_at),
-            updated_at: iso_ms(t.updated_at),
-            schedule_at: if with_schedule { Some(t.schedule_at.map(iso_ms).unwrap_or_default()) } else { None },
-        }
-    }
 }
 
 /// Parses `start`/`offset`, `limit`, `begin_time` and `end_time` as ListBackgroundTasks and
@@ -140,12 +109,10 @@ async fn show(State(state): State<AppState>, caller: Caller, path: TaskPath) -> 
 /// Removes a finished task; shared by DeleteBackgroundTask and DeleteScheduledTask. The audit
 /// event keeps the record as it was, so who deleted what outlives the record.
 pub async fn remove(state: &AppState, caller: &Caller, path: &TaskPath, view: View) -> Result<StatusCode, ApiError> {
-    match state.storage.tasks.delete_task(&path.project, &path.instance, &path.task, view).await? {
-        DeleteOutcome::Deleted(task) => {
-            let mut record = serde_json::to_value(TaskJson::new(&task, task.schedule_at.is_some()))
-                .map_err(|e| ApiError::Internal(e.to_string()))?;
-            record["instance_id"] = json!(task.instance_id);
-            caller.1.set_detail(json!({ "deleted_task": record }));
+    let event = caller.audit_event(path.task.as_str(), StatusCode::NO_CONTENT, state.auth.clock.now_ms());
+    match state.storage.tasks.delete_task(&path.project, &path.instance, &path.task, view, Some(event)).await? {
+        DeleteOutcome::Deleted(_) => {
+            caller.recorded();
             Ok(StatusCode::NO_CONTENT)
         }
         DeleteOutcome::Running => Err(ApiError::TaskRunning),

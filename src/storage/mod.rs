@@ -122,9 +122,18 @@ pub trait TaskStore: Send + Sync {
     /// `None` when the instance does not exist in the project; else the total and the page.
     async fn list_tasks(&self, q: &TaskQuery) -> StoreResult<Option<(u64, Vec<TaskRecord>)>>;
     async fn get_task(&self, p: &ProjectId, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<Found<TaskRecord>>;
-    /// Removes a terminal task durably.
-    async fn delete_task(&self, p: &ProjectId, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<DeleteOutcome>;
+    /// Removes a terminal task durably. `audit`, when given, is written in the same transaction
+    /// if the task is removed, with the record as it was in its `detail`.
+    async fn delete_task(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        t: &TaskId,
+        view: View,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<DeleteOutcome>;
     /// Moves or cancels a scheduled task that has not started. `Found::Yes(false)` when it has.
+    /// `audit`, when given, is written in the same transaction if the task changes.
     async fn update_scheduled(
         &self,
         p: &ProjectId,
@@ -132,23 +141,32 @@ pub trait TaskStore: Send + Sync {
         t: &TaskId,
         change: ScheduleChange,
         now: i64,
+        audit: Option<AuditEvent>,
     ) -> StoreResult<Found<bool>>;
+}
+
+/// The audit detail of a deleted task: the record as it was.
+pub fn deleted_detail(task: &TaskRecord) -> serde_json::Value {
+    serde_json::json!({ "deleted_task": task.audit_record() })
 }
 
 /// Instances and the operations submitted on them.
 #[async_trait]
 pub trait InstanceStore: Send + Sync {
-    async fn create_instance(&self, inst: Instance, task: NewTask) -> StoreResult<()>;
+    /// Stores a new instance with its creation task (and `audit`, in the same transaction).
+    async fn create_instance(&self, inst: Instance, task: NewTask, audit: Option<AuditEvent>) -> StoreResult<()>;
     async fn get_instance(&self, p: &ProjectId, i: &InstanceId) -> StoreResult<Option<Instance>>;
     async fn list_instances(&self, p: &ProjectId) -> StoreResult<Vec<Instance>>;
     /// In one transaction: finds the instance, builds the task from it, and stores the task.
     /// An immediate task takes the instance's one-operation lock (refused when it is held);
-    /// a scheduled one takes it when it fires.
+    /// a scheduled one takes it when it fires. `audit`, when given, is written in the same
+    /// transaction if the task is stored.
     async fn submit(
         &self,
         p: &ProjectId,
         i: &InstanceId,
         build: TaskBuilder,
+        audit: Option<AuditEvent>,
     ) -> StoreResult<Result<NewTask, SubmitError>>;
 }
 

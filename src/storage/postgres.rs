@@ -462,7 +462,14 @@ impl TaskStore for Postgres {
         })
     }
 
-    async fn delete_task(&self, p: &ProjectId, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<DeleteOutcome> {
+    async fn delete_task(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        t: &TaskId,
+        view: View,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<DeleteOutcome> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         if !instance_exists(&tx, p, i).await? {
@@ -476,6 +483,10 @@ impl TaskStore for Postgres {
         }
         tx.execute("DELETE FROM tasks WHERE id = $1", &[&t.as_str()]).await?;
         count_in(&tx, &task, -1).await?;
+        if let Some(mut event) = audit {
+            event.detail = Some(deleted_detail(&task));
+            insert_audit(&tx, &event).await?;
+        }
         tx.commit().await?;
         Ok(DeleteOutcome::Deleted(Box::new(task)))
     }
@@ -487,6 +498,7 @@ impl TaskStore for Postgres {
         t: &TaskId,
         change: ScheduleChange,
         now: i64,
+        audit: Option<AuditEvent>,
     ) -> StoreResult<Found<bool>> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -505,6 +517,9 @@ impl TaskStore for Postgres {
             &[&t.as_str(), &status.as_str(), &schedule_at, &due_at, &now],
         )
         .await?;
+        if let Some(event) = &audit {
+            insert_audit(&tx, event).await?;
+        }
         tx.commit().await?;
         Ok(Found::Yes(true))
     }
@@ -512,7 +527,7 @@ impl TaskStore for Postgres {
 
 #[async_trait]
 impl InstanceStore for Postgres {
-    async fn create_instance(&self, inst: Instance, task: NewTask) -> StoreResult<()> {
+    async fn create_instance(&self, inst: Instance, task: NewTask, audit: Option<AuditEvent>) -> StoreResult<()> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let doc = serde_json::to_string(&inst).map_err(corrupt)?;
@@ -522,6 +537,9 @@ impl InstanceStore for Postgres {
         )
         .await?;
         insert_task(&tx, &task).await?;
+        if let Some(event) = &audit {
+            insert_audit(&tx, event).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -548,6 +566,7 @@ impl InstanceStore for Postgres {
         p: &ProjectId,
         i: &InstanceId,
         build: TaskBuilder,
+        audit: Option<AuditEvent>,
     ) -> StoreResult<Result<NewTask, SubmitError>> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -564,6 +583,9 @@ impl InstanceStore for Postgres {
             Err(e) => return Ok(Err(e)),
         }
         insert_task(&tx, &task).await?;
+        if let Some(event) = &audit {
+            insert_audit(&tx, event).await?;
+        }
         tx.commit().await?;
         Ok(Ok(task))
     }
@@ -835,35 +857,41 @@ impl CredentialStore for Postgres {
     }
 }
 
+async fn insert_audit(tx: &Transaction<'_>, e: &AuditEvent) -> StoreResult<()> {
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO audit_events (at, request_id, project_id, user_id, user_name, access_key, action, target, \
+             status, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .await?;
+    let detail = e.detail.as_ref().map(|d| d.to_string());
+    let status = i32::from(e.status);
+    tx.execute(
+        &st,
+        &[
+            &e.at,
+            &e.request_id,
+            &e.project_id,
+            &e.user_id,
+            &e.user_name,
+            &e.access_key,
+            &e.action,
+            &e.target,
+            &status,
+            &detail,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl AuditStore for Postgres {
     async fn append_audit(&self, e: AuditEvent) -> StoreResult<()> {
-        let client = self.pool.get().await?;
-        let st = client
-            .prepare_cached(
-                "INSERT INTO audit_events (at, request_id, project_id, user_id, user_name, access_key, action, target, \
-                 status, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .await?;
-        let detail = e.detail.as_ref().map(|d| d.to_string());
-        let status = i32::from(e.status);
-        client
-            .execute(
-                &st,
-                &[
-                    &e.at,
-                    &e.request_id,
-                    &e.project_id,
-                    &e.user_id,
-                    &e.user_name,
-                    &e.access_key,
-                    &e.action,
-                    &e.target,
-                    &status,
-                    &detail,
-                ],
-            )
-            .await?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        insert_audit(&tx, &e).await?;
+        tx.commit().await?;
         Ok(())
     }
 

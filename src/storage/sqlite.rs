@@ -467,7 +467,14 @@ impl TaskStore for Sqlite {
         .await
     }
 
-    async fn delete_task(&self, p: &ProjectId, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<DeleteOutcome> {
+    async fn delete_task(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        t: &TaskId,
+        view: View,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<DeleteOutcome> {
         let (p, i, t) = (p.clone(), i.clone(), t.clone());
         self.write(move |conn| {
             if !instance_exists(conn, &p, &i)? {
@@ -481,6 +488,10 @@ impl TaskStore for Sqlite {
             }
             conn.prepare_cached("DELETE FROM tasks WHERE id = ?1")?.execute(params![t.as_str()])?;
             count_in(conn, &task, -1)?;
+            if let Some(mut event) = audit {
+                event.detail = Some(deleted_detail(&task));
+                insert_audit(conn, &event)?;
+            }
             Ok(DeleteOutcome::Deleted(Box::new(task)))
         })
         .await
@@ -493,6 +504,7 @@ impl TaskStore for Sqlite {
         t: &TaskId,
         change: ScheduleChange,
         now: i64,
+        audit: Option<AuditEvent>,
     ) -> StoreResult<Found<bool>> {
         let (p, i, t) = (p.clone(), i.clone(), t.clone());
         self.write(move |conn| {
@@ -510,6 +522,9 @@ impl TaskStore for Sqlite {
                 "UPDATE tasks SET status = ?2, schedule_at = ?3, due_at = ?4, updated_at = ?5 WHERE id = ?1",
             )?
             .execute(params![t.as_str(), status.as_str(), schedule_at, due_at, now])?;
+            if let Some(event) = &audit {
+                insert_audit(conn, event)?;
+            }
             Ok(Found::Yes(true))
         })
         .await
@@ -518,7 +533,7 @@ impl TaskStore for Sqlite {
 
 #[async_trait]
 impl InstanceStore for Sqlite {
-    async fn create_instance(&self, inst: Instance, task: NewTask) -> StoreResult<()> {
+    async fn create_instance(&self, inst: Instance, task: NewTask, audit: Option<AuditEvent>) -> StoreResult<()> {
         self.write(move |conn| {
             let doc = serde_json::to_string(&inst).map_err(corrupt)?;
             conn.prepare_cached(
@@ -531,7 +546,11 @@ impl InstanceStore for Sqlite {
                 task.record.id.as_str(),
                 doc
             ])?;
-            insert_task(conn, &task)
+            insert_task(conn, &task)?;
+            if let Some(event) = &audit {
+                insert_audit(conn, event)?;
+            }
+            Ok(())
         })
         .await
     }
@@ -564,6 +583,7 @@ impl InstanceStore for Sqlite {
         p: &ProjectId,
         i: &InstanceId,
         build: TaskBuilder,
+        audit: Option<AuditEvent>,
     ) -> StoreResult<Result<NewTask, SubmitError>> {
         let (p, i) = (p.clone(), i.clone());
         self.write(move |conn| {
@@ -580,6 +600,9 @@ impl InstanceStore for Sqlite {
                 Err(e) => return Ok(Err(e)),
             }
             insert_task(conn, &task)?;
+            if let Some(event) = &audit {
+                insert_audit(conn, event)?;
+            }
             Ok(Ok(task))
         })
         .await
@@ -842,19 +865,20 @@ impl CredentialStore for Sqlite {
     }
 }
 
+fn insert_audit(conn: &Connection, e: &AuditEvent) -> StoreResult<()> {
+    let detail = e.detail.as_ref().map(|d| d.to_string());
+    conn.prepare_cached(
+        "INSERT INTO audit_events (at, request_id, project_id, user_id, user_name, access_key, action, target, status, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![e.at, e.request_id, e.project_id, e.user_id, e.user_name, e.access_key, e.action, e.target, e.status, detail])?;
+    Ok(())
+}
+
 #[async_trait]
 impl AuditStore for Sqlite {
     async fn append_audit(&self, e: AuditEvent) -> StoreResult<()> {
-        self.write(move |conn| {
-            let detail = e.detail.as_ref().map(|d| d.to_string());
-            conn.prepare_cached(
-                "INSERT INTO audit_events (at, request_id, project_id, user_id, user_name, access_key, action, target, status, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?
-            .execute(params![e.at, e.request_id, e.project_id, e.user_id, e.user_name, e.access_key, e.action, e.target, e.status, detail])?;
-            Ok(())
-        })
-        .await
+        self.write(move |conn| insert_audit(conn, &e)).await
     }
 
     async fn list_audit(

@@ -89,7 +89,7 @@ async fn running_instance(s: &Storage) -> Instance {
         None,
     );
     s.instances
-        .create_instance(Instance { status: status::CREATING.into(), ..inst.clone() }, create)
+        .create_instance(Instance { status: status::CREATING.into(), ..inst.clone() }, create, None)
         .await
         .expect("create");
     run_all(s, "setup", T0).await;
@@ -123,7 +123,7 @@ async fn submit(
     schedule_at: Option<i64>,
 ) -> Result<NewTask, SubmitError> {
     let t = task(inst, op, created_at, schedule_at);
-    s.instances.submit(&inst.project_id, &inst.id, Box::new(move |_| Ok(t))).await.expect("submit")
+    s.instances.submit(&inst.project_id, &inst.id, Box::new(move |_| Ok(t)), None).await.expect("submit")
 }
 
 #[tokio::test]
@@ -168,7 +168,7 @@ async fn steps_planned_to_take_no_time_finish_in_the_same_write() {
         let mut t = task(&inst, Operation::Restart, T0 + 1, None);
         t.record.steps = t.operation.steps(0.0);
         s.instances
-            .submit(&inst.project_id, &inst.id, Box::new(move |_| Ok(t)))
+            .submit(&inst.project_id, &inst.id, Box::new(move |_| Ok(t)), None)
             .await
             .expect("submit")
             .expect("admitted");
@@ -319,7 +319,7 @@ async fn deletes_follow_the_rules_and_list_pages_newest_first() {
         let p = inst.project_id.clone();
         let running = submit(s, &inst, Operation::Restart, T0 + 10, None).await.expect("admitted").record.id;
         assert_eq!(
-            s.tasks.delete_task(&p, &inst.id, &running, View::Background).await.expect("d"),
+            s.tasks.delete_task(&p, &inst.id, &running, View::Background, Some(event("refused"))).await.expect("d"),
             DeleteOutcome::Running,
             "{}",
             e.name
@@ -352,18 +352,25 @@ async fn deletes_follow_the_rules_and_list_pages_newest_first() {
             panic!()
         };
         let DeleteOutcome::Deleted(gone) =
-            s.tasks.delete_task(&p, &inst.id, &running, View::Background).await.expect("d")
+            s.tasks.delete_task(&p, &inst.id, &running, View::Background, Some(event("deleted"))).await.expect("d")
         else {
             panic!("{}: not deleted", e.name)
         };
+        // The audit event went in with the delete, carrying the record; the refused delete left none.
+        let events = s.audit.list_audit(None, None, 10).await.expect("audit");
+        assert_eq!(events.iter().map(|e| e.request_id.as_str()).collect::<Vec<_>>(), ["deleted"], "{}", e.name);
+        assert_eq!(
+            events[0].detail.as_ref().map(|d| d["deleted_task"]["id"].clone()),
+            Some(serde_json::json!(running.as_str()))
+        );
         assert_eq!(*gone, before);
         assert_eq!(
-            s.tasks.delete_task(&p, &inst.id, &running, View::Background).await.expect("d"),
+            s.tasks.delete_task(&p, &inst.id, &running, View::Background, None).await.expect("d"),
             DeleteOutcome::NoTask
         );
         let other: ProjectId = "fedcba9876543210fedcba9876543210".parse().expect("p");
         assert_eq!(
-            s.tasks.delete_task(&other, &inst.id, &running, View::Background).await.expect("d"),
+            s.tasks.delete_task(&other, &inst.id, &running, View::Background, None).await.expect("d"),
             DeleteOutcome::NoInstance
         );
         assert_eq!(s.tasks.list_tasks(&TaskQuery { project_id: other, ..q(0, 1, None, None) }).await.expect("l"), None);
@@ -396,9 +403,15 @@ async fn scheduled_tasks_wait_move_and_cancel() {
             e.name
         );
         let moved = ScheduleChange { execute_at: Some(T0 + 9_000), cancel: false };
-        assert_eq!(s.tasks.update_scheduled(&p, &inst.id, &a, moved, T0 + 10).await.expect("u"), Found::Yes(true));
+        assert_eq!(
+            s.tasks.update_scheduled(&p, &inst.id, &a, moved, T0 + 10, None).await.expect("u"),
+            Found::Yes(true)
+        );
         let cancel = ScheduleChange { execute_at: None, cancel: true };
-        assert_eq!(s.tasks.update_scheduled(&p, &inst.id, &b, cancel, T0 + 10).await.expect("u"), Found::Yes(true));
+        assert_eq!(
+            s.tasks.update_scheduled(&p, &inst.id, &b, cancel, T0 + 10, None).await.expect("u"),
+            Found::Yes(true)
+        );
         assert!(
             s.engine.claim("w", T0 + 8_000, 60_000, 10, CTX).await.expect("c").is_empty(),
             "{}: moved and cancelled",
@@ -406,7 +419,7 @@ async fn scheduled_tasks_wait_move_and_cancel() {
         );
         assert_eq!(run_all(s, "w", T0 + 9_000).await, [TaskStatus::Success], "{}", e.name);
         assert_eq!(
-            s.tasks.update_scheduled(&p, &inst.id, &a, cancel, T0 + 9_001).await.expect("u"),
+            s.tasks.update_scheduled(&p, &inst.id, &a, cancel, T0 + 9_001, None).await.expect("u"),
             Found::Yes(false),
             "{}",
             e.name
@@ -434,6 +447,22 @@ async fn deleting_an_instance_removes_it_and_its_tasks() {
         assert_eq!(run_all(s, "w", T0 + 2).await, [TaskStatus::Success]);
         assert_eq!(s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g"), None, "{}", e.name);
         assert!(s.instances.list_instances(&inst.project_id).await.expect("l").is_empty());
+    }
+}
+
+/// An audit event for a change made in these tests.
+fn event(request_id: &str) -> AuditEvent {
+    AuditEvent {
+        at: T0,
+        request_id: request_id.into(),
+        project_id: project().as_str().into(),
+        user_id: "u".into(),
+        user_name: "n".into(),
+        access_key: None,
+        action: "dms:instance:deleteBackgroundTask".into(),
+        target: "t".into(),
+        status: 204,
+        detail: None,
     }
 }
 
@@ -587,7 +616,7 @@ async fn pages_match_a_full_scan_for_any_offset_and_bounds() {
         // Delete some, let the waiting scheduled tasks fire, and check again.
         for r in records.iter().filter(|r| r.status != TaskStatus::Created).take(30) {
             let view = if placement(r).0 { View::Background } else { View::Scheduled };
-            let out = s.tasks.delete_task(&r.project_id, &r.instance_id, &r.id, view).await.expect("delete");
+            let out = s.tasks.delete_task(&r.project_id, &r.instance_id, &r.id, view, None).await.expect("delete");
             assert!(matches!(out, DeleteOutcome::Deleted(_)), "{}: {out:?}", e.name);
         }
         let deleted: HashSet<TaskId> =
