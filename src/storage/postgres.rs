@@ -405,8 +405,8 @@ impl TaskStore for Postgres {
             .await?;
         let mut buckets: Vec<(i64, i64)> = Vec::new();
         let mut seen: u64 = 0;
-        // A year of days in one round trip; deeper offsets read on.
-        let slice: i64 = 512;
+        // A first page needs a bucket or two; deep offsets read on in growing slices.
+        let mut slice: i64 = 16;
         'read: loop {
             let rows = tx.query(&st, &[&inst, &view, &first, &last, &slice, &(buckets.len() as i64)]).await?;
             let len = rows.len() as i64;
@@ -425,6 +425,7 @@ impl TaskStore for Postgres {
             if len < slice {
                 break;
             }
+            slice *= 8;
         }
         let plan = plan_page(&buckets, q);
         let total = total.max(0) as u64;
