@@ -312,3 +312,70 @@ async fn every_mutation_leaves_an_audit_event_and_a_delete_keeps_the_record() {
     assert_eq!(record["instance_id"], inst.as_str());
     assert!(record["params"].as_str().is_some_and(|p| p.contains("new_auto_status")));
 }
+
+fn cli(app: &TestApp, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_kafka-tasks"))
+        .args(args)
+        .args(["--database", &app.db.url])
+        .output()
+        .expect("cli runs")
+}
+
+#[tokio::test]
+async fn credentials_are_managed_from_the_command_line_and_secrets_stay_private() {
+    let app = TestApp::spawn().await;
+    let key_file = app.db.key_file();
+    let key_file = key_file.to_str().expect("utf-8");
+
+    // The first key and the master key were written for the owner only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["initial-credential.json", "master.key"] {
+            let mode = std::fs::metadata(app.db.dir.path().join(f)).expect("file").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+    }
+
+    let out = cli(
+        &app,
+        &[
+            "credentials",
+            "create",
+            "--project-id",
+            PROJECT,
+            "--user-name",
+            "cli-user",
+            "--role",
+            "readonly",
+            "--master-key-file",
+            key_file,
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let (ak, sk) = (created["access_key"].as_str().expect("ak"), created["secret_key"].as_str().expect("sk"));
+    assert_eq!(created["role"], "readonly");
+    assert_eq!(sk.len(), 40);
+
+    let listed = cli(&app, &["credentials", "list"]);
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(text.contains(ak) && !text.contains(sk) && !text.contains("secret"), "{text}");
+    assert_eq!(text.lines().count(), 2, "the first admin key and the new one");
+
+    let token = cli(&app, &["token", "create", "--access-key", ak, "--master-key-file", key_file]);
+    assert!(token.status.success());
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let h = vec![("x-auth-token".to_owned(), token)];
+    assert_eq!(app.send(Method::GET, &format!("/v2/{PROJECT}/instances"), None, &h).await.status, 200);
+
+    assert!(cli(&app, &["credentials", "revoke", ak]).status.success());
+    assert!(!cli(&app, &["credentials", "revoke", ak]).status.success(), "already revoked");
+    assert!(!cli(&app, &["token", "create", "--access-key", ak, "--master-key-file", key_file]).status.success());
+    let bad = cli(
+        &app,
+        &["credentials", "create", "--project-id", "nothex", "--user-name", "x", "--master-key-file", key_file],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--project-id"));
+}
