@@ -67,7 +67,7 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
             action: fields.action.map(str::to_owned).unwrap_or_else(|| format!("{method} {route}")),
             target: fields.target.or(path_target).unwrap_or_default(),
             status: res.status().as_u16(),
-            detail: fields.detail,
+            detail: None,
         };
         if let Err(e) = state.storage.audit.append_audit(event).await {
             tracing::error!(error = %e, "could not write the audit event");

@@ -170,7 +170,6 @@ pub struct AuditNote(Arc<Mutex<NoteFields>>);
 pub struct NoteFields {
     pub action: Option<&'static str>,
     pub target: Option<String>,
-    pub detail: Option<Value>,
     /// The event was written with the change itself; the middleware must not write another.
     pub recorded: bool,
 }
@@ -187,10 +186,6 @@ impl AuditNote {
 
     pub fn set_target(&self, target: impl Into<String>) {
         self.with(|n| n.target = Some(target.into()));
-    }
-
-    pub fn set_detail(&self, detail: Value) {
-        self.with(|n| n.detail = Some(detail));
     }
 
     pub fn set_recorded(&self) {
