@@ -123,6 +123,25 @@ impl Drop for Cluster {
     }
 }
 
+/// The index of the node whose log shows step `step` of `task` started.
+async fn wait_for_step(nodes: &[Node], task: &str, step: u64) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        for (i, node) in nodes.iter().enumerate() {
+            let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+            let found = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .any(|v| v["message"] == "step started" && v["task_id"] == task && v["step"].as_u64() == Some(step));
+            if found {
+                return i;
+            }
+        }
+        assert!(Instant::now() < deadline, "no node started step {step} of {task}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[derive(Debug, Clone)]
 struct StepRun {
     owner: String,
@@ -176,21 +195,21 @@ async fn three_processes_one_killed_every_task_ends_once() {
     let mut busy_refusals = 0;
     for round in 0..30 {
         if round == 12 {
-            // SIGKILL one node midway, with tasks in flight: among them an upgrade it was just
-            // handed (its own submission wakes its engine first), which must then finish elsewhere.
-            let node2 = cluster.nodes[2].base.clone();
+            // SIGKILL one node midway, with tasks in flight: the node found running the long step
+            // of an upgrade, which must then finish elsewhere.
             let (s, v) = cluster
-                .call_on(
-                    &node2,
+                .call(
                     reqwest::Method::POST,
                     &format!("/v2/{PROJECT}/kafka/instances/{upgrade_target}/upgrade"),
                     Some(json!({})),
                 )
                 .await;
             assert_eq!(s, 200, "{v}");
-            acknowledged.insert(v["job_id"].as_str().expect("job").to_owned());
-            tokio::time::sleep(Duration::from_millis(150)).await;
-            let node = &mut cluster.nodes[2];
+            let job = v["job_id"].as_str().expect("job").to_owned();
+            acknowledged.insert(job.clone());
+            let victim = wait_for_step(&cluster.nodes, &job, 1).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let node = &mut cluster.nodes[victim];
             let owner_log = node.log.clone();
             let mut child = node.child.take().expect("alive");
             let at = chrono::Utc::now().timestamp_millis();
