@@ -1,10 +1,8 @@
 //! Seeding a benchmark population straight into the store.
 
-use std::collections::BTreeMap;
-
-use crate::domain::instance::{Instance, status};
+use crate::domain::instance::{Instance, NewInstance, status};
 use crate::domain::operation::Operation;
-use crate::domain::{InstanceId, ProjectId, Step, StepStatus, TaskId, TaskRecord, TaskStatus};
+use crate::domain::{InstanceId, ProjectId, Step, StepStatus, TaskId, TaskStatus};
 use crate::storage::{NewTask, Storage};
 
 /// What was seeded, for the load phases to aim at.
@@ -23,24 +21,22 @@ pub struct Population {
 const DAY_MS: i64 = 86_400_000;
 
 fn instance(project: &ProjectId, now: i64, i: usize) -> Instance {
-    Instance {
-        id: InstanceId::generate(),
-        project_id: project.clone(),
+    let new = NewInstance {
         name: format!("bench-{i}"),
         engine_version: "2.7".into(),
-        status: status::RUNNING.into(),
         broker_num: 3,
         storage_space: 300,
         product_id: "c6.2u4g.cluster".into(),
         enable_auto_topic: false,
-        configs: BTreeMap::new(),
-        user_id: "0a1b2c3d4e5f60718293a4b5c6d7e8f9".into(),
-        user_name: "bench".into(),
-        created_at: now - 400 * DAY_MS,
         extra: Default::default(),
-        busy_task: None,
-    }
+    };
+    let mut inst = Instance::create(project.clone(), &new, USER.0, USER.1, now - 400 * DAY_MS);
+    inst.status = status::RUNNING.into();
+    inst
 }
+
+/// Who the seeded tasks were started by.
+const USER: (&str, &str) = ("0a1b2c3d4e5f60718293a4b5c6d7e8f9", "bench");
 
 /// A cheap deterministic spread (splitmix64), so that runs seed comparable data.
 fn mix(mut x: u64) -> u64 {
@@ -81,23 +77,11 @@ fn finished_task(inst: &Instance, n: u64, created_at: i64) -> NewTask {
             Step { name: (*name).to_owned(), status: st, start_time: start, end_time: end, duration_ms: *ms }
         })
         .collect();
-    NewTask {
-        record: TaskRecord {
-            id: TaskId::generate(),
-            project_id: inst.project_id.clone(),
-            instance_id: inst.id.clone(),
-            name: op.task_name().into(),
-            user_id: inst.user_id.clone(),
-            user_name: inst.user_name.clone(),
-            params: op.params(),
-            status,
-            created_at,
-            updated_at: t,
-            schedule_at,
-            steps,
-        },
-        operation: op,
-    }
+    let mut task = NewTask::new(inst, op, USER, created_at, schedule_at, 1.0);
+    task.record.status = status;
+    task.record.updated_at = t;
+    task.record.steps = steps;
+    task
 }
 
 /// Seeds `hot_tasks` tasks in one instance and `tasks_per_instance` in each of `instances` more,
@@ -167,26 +151,9 @@ pub async fn queue(storage: &Storage, project: &ProjectId, now: i64, n: usize) -
     let mut tasks = Vec::with_capacity(CHUNK);
     for i in 0..n {
         let mut inst = instance(project, now, 1_000_000 + i);
-        let op = Operation::AutoTopic { old: false, new: true };
-        let id = TaskId::generate();
-        inst.busy_task = Some(id.clone());
-        tasks.push(NewTask {
-            record: TaskRecord {
-                id,
-                project_id: project.clone(),
-                instance_id: inst.id.clone(),
-                name: op.task_name().into(),
-                user_id: inst.user_id.clone(),
-                user_name: inst.user_name.clone(),
-                params: op.params(),
-                status: TaskStatus::Created,
-                created_at: now,
-                updated_at: now,
-                schedule_at: None,
-                steps: op.steps(0.0),
-            },
-            operation: op,
-        });
+        let task = NewTask::new(&inst, Operation::AutoTopic { old: false, new: true }, USER, now, None, 0.0);
+        inst.busy_task = Some(task.record.id.clone());
+        tasks.push(task);
         instances.push(inst);
         if tasks.len() == CHUNK {
             storage.bulk.bulk_load(std::mem::take(&mut instances), std::mem::take(&mut tasks)).await?;

@@ -49,6 +49,27 @@ pub mod status {
 }
 
 impl Instance {
+    /// A new instance as a create request describes it, `CREATING` until its task ends.
+    pub fn create(project: ProjectId, new: &NewInstance, user_id: &str, user_name: &str, now: i64) -> Self {
+        Instance {
+            id: InstanceId::generate(),
+            project_id: project,
+            name: new.name.clone(),
+            engine_version: new.engine_version.clone(),
+            status: status::CREATING.to_owned(),
+            broker_num: new.broker_num,
+            storage_space: new.storage_space,
+            product_id: new.product_id.clone(),
+            enable_auto_topic: new.enable_auto_topic,
+            configs: BTreeMap::new(),
+            user_id: user_id.to_owned(),
+            user_name: user_name.to_owned(),
+            created_at: now,
+            extra: new.extra.clone(),
+            busy_task: None,
+        }
+    }
+
     /// The instance as ShowInstance / ListInstances return it.
     pub fn to_json(&self) -> Value {
         let mut m = self.extra.clone();

@@ -452,26 +452,21 @@ pub fn upgrade(inst: &Instance) -> Result<Operation, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{InstanceId, ProjectId};
+    use crate::domain::ProjectId;
 
     fn instance() -> Instance {
-        Instance {
-            id: InstanceId::generate(),
-            project_id: ProjectId::generate(),
+        let new = NewInstance {
             name: "kafka-1".into(),
             engine_version: "2.7".into(),
-            status: status::RUNNING.into(),
             broker_num: 3,
             storage_space: 300,
             product_id: "c6.2u4g.cluster".into(),
             enable_auto_topic: false,
-            configs: Default::default(),
-            user_id: String::new(),
-            user_name: String::new(),
-            created_at: 0,
             extra: Default::default(),
-            busy_task: None,
-        }
+        };
+        let mut inst = Instance::create(ProjectId::generate(), &new, "", "", 0);
+        inst.status = status::RUNNING.into();
+        inst
     }
 
     const CTX: StepContext = StepContext { storage_pool_gb: 10_000 };

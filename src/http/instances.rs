@@ -1,8 +1,6 @@
 //! Instances and the operations that create tasks (spec 3.8): create, list, show, delete,
 //! batch restart/delete, configs, auto-topic, resize, partition reassignment and upgrade.
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -12,7 +10,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, JsonBody, ProjectPath};
-use crate::domain::instance::{Instance, NewInstance, status};
+use crate::domain::instance::{Instance, NewInstance};
 use crate::domain::operation::{self, Operation};
 use crate::domain::{Action, InstanceId, Invalid, now_ms};
 use crate::storage::{NewTask, SubmitError};
@@ -77,23 +75,7 @@ async fn create(
 ) -> Result<Json<Value>, ApiError> {
     let who = caller.require(&project, Action::CreateInstance)?;
     let new = NewInstance::from_body(body)?;
-    let inst = Instance {
-        id: InstanceId::generate(),
-        project_id: project,
-        name: new.name.clone(),
-        engine_version: new.engine_version.clone(),
-        status: status::CREATING.to_owned(),
-        broker_num: new.broker_num,
-        storage_space: new.storage_space,
-        product_id: new.product_id.clone(),
-        enable_auto_topic: new.enable_auto_topic,
-        configs: BTreeMap::new(),
-        user_id: who.user_id.clone(),
-        user_name: who.user_name.clone(),
-        created_at: now_ms(),
-        extra: new.extra.clone(),
-        busy_task: None,
-    };
+    let inst = Instance::create(project, &new, &who.user_id, &who.user_name, now_ms());
     let task = state.new_task(who, &inst, Operation::from(&new), None);
     let id = inst.id.clone();
     let event = caller.audit_event(id.as_str(), StatusCode::OK, state.auth.clock.now_ms());

@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use crate::auth::Authenticator;
 use crate::domain::operation::{Operation, StepContext};
-use crate::domain::{Identity, TaskRecord, TaskStatus, now_ms};
+use crate::domain::{Identity, now_ms};
 use crate::storage::{NewTask, Storage};
 use error::{ApiError, REQUEST_ID};
 
@@ -52,24 +52,7 @@ impl AppState {
         op: Operation,
         schedule_at: Option<i64>,
     ) -> NewTask {
-        let now = now_ms();
-        NewTask {
-            record: TaskRecord {
-                id: crate::domain::TaskId::generate(),
-                project_id: inst.project_id.clone(),
-                instance_id: inst.id.clone(),
-                name: op.task_name().to_owned(),
-                user_id: who.user_id.clone(),
-                user_name: who.user_name.clone(),
-                params: op.params(),
-                status: TaskStatus::Created,
-                created_at: now,
-                updated_at: now,
-                schedule_at,
-                steps: op.steps(self.time_scale),
-            },
-            operation: op,
-        }
+        NewTask::new(inst, op, (&who.user_id, &who.user_name), now_ms(), schedule_at, self.time_scale)
     }
 }
 

@@ -79,6 +79,37 @@ pub struct NewTask {
     pub operation: Operation,
 }
 
+impl NewTask {
+    /// A `CREATED` task for `op` on `inst`, started by the given user at `now`, due at
+    /// `schedule_at` when scheduled, its steps' durations multiplied by `time_scale`.
+    pub fn new(
+        inst: &Instance,
+        op: Operation,
+        user: (&str, &str),
+        now: i64,
+        schedule_at: Option<i64>,
+        time_scale: f64,
+    ) -> Self {
+        NewTask {
+            record: TaskRecord {
+                id: TaskId::generate(),
+                project_id: inst.project_id.clone(),
+                instance_id: inst.id.clone(),
+                name: op.task_name().to_owned(),
+                user_id: user.0.to_owned(),
+                user_name: user.1.to_owned(),
+                params: op.params(),
+                status: TaskStatus::Created,
+                created_at: now,
+                updated_at: now,
+                schedule_at,
+                steps: op.steps(time_scale),
+            },
+            operation: op,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SubmitError {
     #[error("no such instance")]

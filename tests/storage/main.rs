@@ -2,11 +2,11 @@
 //! PostgreSQL is `KAFKA_TASKS_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`); these tests
 //! do not skip it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
-use kafka_tasks::domain::instance::{Instance, status};
+use kafka_tasks::domain::instance::{Instance, NewInstance, status};
 use kafka_tasks::domain::operation::{Operation, StepContext};
-use kafka_tasks::domain::{InstanceId, ProjectId, Role, TaskId, TaskRecord, TaskStatus};
+use kafka_tasks::domain::{ProjectId, Role, TaskId, TaskRecord, TaskStatus};
 use kafka_tasks::storage::*;
 
 const CTX: StepContext = StepContext { storage_pool_gb: 10_000 };
@@ -39,44 +39,23 @@ fn project() -> ProjectId {
 }
 
 fn instance(p: &ProjectId) -> Instance {
-    Instance {
-        id: InstanceId::generate(),
-        project_id: p.clone(),
+    let new = NewInstance {
         name: "kafka".into(),
         engine_version: "2.7".into(),
-        status: status::RUNNING.into(),
         broker_num: 3,
         storage_space: 300,
         product_id: "p".into(),
         enable_auto_topic: false,
-        configs: BTreeMap::new(),
-        user_id: "u".into(),
-        user_name: "n".into(),
-        created_at: T0,
         extra: Default::default(),
-        busy_task: None,
-    }
+    };
+    let mut inst = Instance::create(p.clone(), &new, "u", "n", T0);
+    inst.status = status::RUNNING.into();
+    inst
 }
 
 fn task(inst: &Instance, op: Operation, created_at: i64, schedule_at: Option<i64>) -> NewTask {
-    NewTask {
-        record: TaskRecord {
-            id: TaskId::generate(),
-            project_id: inst.project_id.clone(),
-            instance_id: inst.id.clone(),
-            name: op.task_name().into(),
-            user_id: "u".into(),
-            user_name: "n".into(),
-            params: op.params(),
-            status: TaskStatus::Created,
-            created_at,
-            updated_at: created_at,
-            schedule_at,
-            // Short but not zero: zero-length steps would all finish in one write.
-            steps: op.steps(0.001),
-        },
-        operation: op,
-    }
+    // Short steps, but not zero-length: those would all finish in one write.
+    NewTask::new(inst, op, ("u", "n"), created_at, schedule_at, 0.001)
 }
 
 /// An instance whose createInstance task has already run to the end.
