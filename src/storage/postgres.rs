@@ -222,40 +222,71 @@ async fn count_in(tx: &Transaction<'_>, r: &TaskRecord, delta: i64) -> StoreResu
     Ok(())
 }
 
-async fn insert_task(tx: &Transaction<'_>, t: &NewTask) -> StoreResult<()> {
-    let r = &t.record;
-    let steps = serde_json::to_string(&r.steps).map_err(corrupt)?;
-    let op = serde_json::to_string(&t.operation).map_err(corrupt)?;
-    let st = tx
-        .prepare_cached(
-            "INSERT INTO tasks (id, project_id, instance_id, name, user_id, user_name, params, status, created_at, \
-             updated_at, schedule_at, in_background, steps, operation, due_at, lease_owner) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, NULL)",
-        )
-        .await?;
-    let (in_background, due_at) = placement(r);
-    tx.execute(
-        &st,
-        &[
-            &r.id.as_str(),
-            &r.project_id.as_str(),
-            &r.instance_id.as_str(),
+/// The columns a new task row is written with, by INSERT and by COPY alike.
+const TASK_INSERT_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
+     created_at, updated_at, schedule_at, in_background, steps, operation, due_at, lease_owner";
+
+/// A new task's row values, in `TASK_INSERT_COLUMNS` order.
+struct TaskRow<'a> {
+    r: &'a TaskRecord,
+    ids: [&'a str; 3],
+    status: &'static str,
+    in_background: bool,
+    due_at: Option<i64>,
+    steps: String,
+    operation: String,
+    owner: Option<&'a str>,
+}
+
+impl<'a> TaskRow<'a> {
+    fn new(t: &'a NewTask) -> StoreResult<Self> {
+        let (in_background, due_at) = placement(&t.record);
+        let r = &t.record;
+        Ok(TaskRow {
+            r,
+            ids: [r.id.as_str(), r.project_id.as_str(), r.instance_id.as_str()],
+            status: r.status.as_str(),
+            in_background,
+            due_at,
+            steps: serde_json::to_string(&t.record.steps).map_err(corrupt)?,
+            operation: serde_json::to_string(&t.operation).map_err(corrupt)?,
+            owner: None,
+        })
+    }
+
+    fn values(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 16] {
+        let r = self.r;
+        [
+            &self.ids[0],
+            &self.ids[1],
+            &self.ids[2],
             &r.name,
             &r.user_id,
             &r.user_name,
             &r.params,
-            &r.status.as_str(),
+            &self.status,
             &r.created_at,
             &r.updated_at,
             &r.schedule_at,
-            &in_background,
-            &steps,
-            &op,
-            &due_at,
-        ],
-    )
-    .await?;
-    count_in(tx, r, 1).await
+            &self.in_background,
+            &self.steps,
+            &self.operation,
+            &self.due_at,
+            &self.owner,
+        ]
+    }
+}
+
+async fn insert_task(tx: &Transaction<'_>, t: &NewTask) -> StoreResult<()> {
+    let row = TaskRow::new(t)?;
+    let st = tx
+        .prepare_cached(&format!(
+            "INSERT INTO tasks ({TASK_INSERT_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        ))
+        .await?;
+    tx.execute(&st, &row.values()).await?;
+    count_in(tx, &t.record, 1).await
 }
 
 async fn save_task_progress(
@@ -953,12 +984,7 @@ impl BulkStore for Postgres {
                 .await?;
         }
         writer.as_mut().finish().await?;
-        let sink = tx
-            .copy_in(
-                "COPY tasks (id, project_id, instance_id, name, user_id, user_name, params, status, created_at, \
-                 updated_at, schedule_at, in_background, steps, operation, due_at, lease_owner) FROM STDIN BINARY",
-            )
-            .await?;
+        let sink = tx.copy_in(&format!("COPY tasks ({TASK_INSERT_COLUMNS}) FROM STDIN BINARY")).await?;
         let types = [
             Type::TEXT,
             Type::TEXT,
@@ -979,32 +1005,7 @@ impl BulkStore for Postgres {
         ];
         let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
         for t in &tasks {
-            let r = &t.record;
-            let (in_background, due_at) = placement(r);
-            let steps = serde_json::to_string(&r.steps).map_err(corrupt)?;
-            let op = serde_json::to_string(&t.operation).map_err(corrupt)?;
-            let owner: Option<&str> = None;
-            writer
-                .as_mut()
-                .write(&[
-                    &r.id.as_str(),
-                    &r.project_id.as_str(),
-                    &r.instance_id.as_str(),
-                    &r.name,
-                    &r.user_id,
-                    &r.user_name,
-                    &r.params,
-                    &r.status.as_str(),
-                    &r.created_at,
-                    &r.updated_at,
-                    &r.schedule_at,
-                    &in_background,
-                    &steps,
-                    &op,
-                    &due_at,
-                    &owner,
-                ])
-                .await?;
+            writer.as_mut().write(&TaskRow::new(t)?.values()).await?;
         }
         writer.as_mut().finish().await?;
         let mut counts: std::collections::HashMap<(&str, i16, i64), i64> = std::collections::HashMap::new();
