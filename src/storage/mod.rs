@@ -211,6 +211,8 @@ pub struct Claimed {
     pub started: bool,
     /// Set when the task ended in the claim itself (its steps take no time): nothing left to run.
     pub ended: Option<TaskStatus>,
+    /// Why the task failed as it was claimed, when its operation no longer applied.
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -676,10 +676,16 @@ impl EngineStore for Postgres {
                 // A scheduled task that fires becomes a background task.
                 bump(&tx, &task.instance_id, View::Background, task.created_at, 1).await?;
             }
+            let mut reason = None;
             let (step, ended) = match taken {
                 Taken::Blocked => {
                     updates.push(&task, Some(now + 1_000), None)?;
                     continue;
+                }
+                Taken::Refused(why) => {
+                    updates.push(&task, None, None)?;
+                    reason = Some(why);
+                    (task.steps.len(), Some(TaskStatus::Failed))
                 }
                 Taken::Running(step) => {
                     updates.push(&task, Some(now + lease_ms), Some(owner))?;
@@ -695,7 +701,7 @@ impl EngineStore for Postgres {
                     (task.steps.len(), Some(TaskStatus::Success))
                 }
             };
-            claimed.push(Claimed { task, operation, step, started, ended });
+            claimed.push(Claimed { task, operation, step, started, ended, reason });
         }
         for id in &removed {
             instances.remove(id);

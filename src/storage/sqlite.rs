@@ -642,6 +642,7 @@ impl EngineStore for Sqlite {
                     // A scheduled task that fires becomes a background task.
                     bump(conn, &task.instance_id, View::Background, task.created_at, 1)?;
                 }
+                let mut reason = None;
                 let (step, ended) = match taken {
                     Taken::Blocked => {
                         // Look again in a while rather than on every poll.
@@ -659,12 +660,19 @@ impl EngineStore for Sqlite {
                         save_task_progress(conn, &task, None, None)?;
                         (task.steps.len(), Some(status))
                     }
+                    Taken::Refused(why) => {
+                        // The instance is as it was, but for a lock an immediate task held.
+                        save_instance(conn, &inst)?;
+                        save_task_progress(conn, &task, None, None)?;
+                        reason = Some(why);
+                        (task.steps.len(), Some(TaskStatus::Failed))
+                    }
                     Taken::RemoveInstance => {
                         remove_instance(conn, &inst.id)?;
                         (task.steps.len(), Some(TaskStatus::Success))
                     }
                 };
-                claimed.push(Claimed { task, operation, step, started, ended });
+                claimed.push(Claimed { task, operation, step, started, ended, reason });
             }
             Ok(claimed)
         })
