@@ -459,13 +459,18 @@ pub fn schedule(body: &Value, now: i64) -> Result<Option<i64>, Invalid> {
     }
 }
 
-/// PartitionReassignRequest: every broker named must exist (ids `0..broker_num`).
+/// PartitionReassignRequest: every broker named must exist (ids `0..broker_num`). Only the
+/// fields it interprets are recorded (topic, brokers, replication_factor, and each assignment's
+/// partition and brokers): whatever else an entry carries is dropped, not stored.
 pub fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
     let list = body.get("reassignments").and_then(Value::as_array).ok_or(Invalid::Param("reassignments"))?;
     if list.is_empty() || list.len() > 500 {
         return Err(Invalid::Param("reassignments"));
     }
     let broker_ok = |v: &Value| v.as_u64().is_some_and(|b| b < u64::from(inst.broker_num));
+    let brokers_ok =
+        |ids: &Vec<Value>| !ids.is_empty() && ids.len() <= MAX_BROKERS as usize && ids.iter().all(broker_ok);
+    let mut kept = Vec::with_capacity(list.len());
     for r in list {
         let topic = r.get("topic").and_then(Value::as_str).ok_or(Invalid::Param("topic"))?;
         if topic.is_empty() || topic.len() > 249 {
@@ -476,34 +481,47 @@ pub fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
         if brokers.is_none() && assignment.is_none() {
             return Err(Invalid::Param("brokers"));
         }
-        if let Some(brokers) = brokers
-            && (brokers.is_empty() || !brokers.iter().all(broker_ok))
-        {
-            return Err(Invalid::Param("brokers"));
+        let mut entry = serde_json::Map::new();
+        entry.insert("topic".into(), topic.into());
+        if let Some(brokers) = brokers {
+            if !brokers_ok(brokers) {
+                return Err(Invalid::Param("brokers"));
+            }
+            entry.insert("brokers".into(), Value::Array(brokers.clone()));
         }
         if let Some(rf) = r.get("replication_factor").filter(|v| !v.is_null()) {
             let max = brokers.map_or(inst.broker_num as usize, Vec::len) as u64;
             if !rf.as_u64().is_some_and(|n| n >= 1 && n <= max) {
                 return Err(Invalid::Param("replication_factor"));
             }
+            entry.insert("replication_factor".into(), rf.clone());
         }
-        for a in assignment.into_iter().flatten() {
-            // TopicAssignment: {"partition", "partition_brokers"} in the SDKs; older docs say "assignment".
-            let ok = a
-                .get("partition_brokers")
-                .or_else(|| a.get("assignment"))
-                .and_then(Value::as_array)
-                .is_some_and(|ids| !ids.is_empty() && ids.iter().all(broker_ok));
-            if !ok {
-                return Err(Invalid::Param("assignment"));
+        if let Some(assignment) = assignment {
+            let mut parts = Vec::with_capacity(assignment.len());
+            for a in assignment {
+                // TopicAssignment: {"partition", "partition_brokers"} in the SDKs; older docs say "assignment".
+                let ids = a
+                    .get("partition_brokers")
+                    .or_else(|| a.get("assignment"))
+                    .and_then(Value::as_array)
+                    .filter(|ids| brokers_ok(ids))
+                    .ok_or(Invalid::Param("assignment"))?;
+                let partition = match a.get("partition") {
+                    None | Some(Value::Null) => Value::Null,
+                    Some(p) if p.is_u64() => p.clone(),
+                    Some(_) => return Err(Invalid::Param("partition")),
+                };
+                parts.push(json!({ "partition": partition, "partition_brokers": ids }));
             }
+            entry.insert("assignment".into(), Value::Array(parts));
         }
+        kept.push(Value::Object(entry));
     }
     let throttle = match body.get("throttle") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_i64().filter(|t| *t == -1 || *t > 0).ok_or(Invalid::Param("throttle"))?),
     };
-    Ok(Operation::Reassign { reassignments: Value::Array(list.clone()), throttle })
+    Ok(Operation::Reassign { reassignments: Value::Array(kept), throttle })
 }
 
 /// Upgrade to the next engine version.
@@ -676,6 +694,18 @@ mod tests {
             reassign(&json!({"reassignments":[{"topic":"t","brokers":[0],"replication_factor":2}]}), &inst),
             Err(Invalid::Param("replication_factor"))
         );
+    }
+
+    #[test]
+    fn a_reassignment_records_only_what_it_interprets() {
+        let inst = instance();
+        let body = json!({"reassignments":[{"topic":"t","brokers":[0,1],"junk":"x".repeat(1000),
+            "assignment":[{"partition":0,"assignment":[2],"junk":1}]}]});
+        let op = reassign(&body, &inst).unwrap();
+        assert!(!op.params().contains("junk"), "{}", op.params());
+        assert_eq!(op.still_applies(&inst), Ok(()), "a recorded reassignment checks again");
+        let many = json!({"reassignments":[{"topic":"t","brokers": vec![0; 51]}]});
+        assert_eq!(reassign(&many, &inst), Err(Invalid::Param("brokers")));
     }
 
     #[test]

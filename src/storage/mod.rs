@@ -317,11 +317,13 @@ fn storable_text(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.contains('\0') && s.len() <= AUDIT_FIELD_MAX {
         return std::borrow::Cow::Borrowed(s);
     }
+    let mut s = s.replace('\0', "\u{FFFD}");
     let mut end = s.len().min(AUDIT_FIELD_MAX);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    std::borrow::Cow::Owned(s[..end].replace('\0', "\u{FFFD}"))
+    s.truncate(end);
+    std::borrow::Cow::Owned(s)
 }
 
 impl AuditEvent {
@@ -523,6 +525,7 @@ mod tests {
         let long = "é".repeat(AUDIT_FIELD_MAX);
         let cut = storable_text(&long);
         assert!(cut.len() <= AUDIT_FIELD_MAX && cut.chars().all(|c| c == 'é'));
+        assert!(storable_text(&"\0".repeat(AUDIT_FIELD_MAX)).len() <= AUDIT_FIELD_MAX);
     }
 
     fn query(offset: u64, from: Option<i64>, to: Option<i64>) -> TaskQuery {
