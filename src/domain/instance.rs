@@ -31,6 +31,9 @@ pub struct Instance {
     pub user_id: String,
     pub user_name: String,
     pub created_at: i64,
+    /// Read through the whitelist: a row stored before it existed loses its other fields
+    /// (passwords included) the next time the instance is written.
+    #[serde(default, deserialize_with = "kept_only")]
     pub extra: Map<String, Value>,
     /// The task that holds this instance's one-operation-at-a-time lock, if any.
     #[serde(skip)]
@@ -284,6 +287,11 @@ fn is_kept_field(key: &str) -> bool {
     kept_shape(key).is_some() && !is_secret_name(key)
 }
 
+fn kept_only<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
+    let all = Map::<String, Value>::deserialize(d)?;
+    Ok(all.into_iter().filter(|(k, _)| is_kept_field(k)).collect())
+}
+
 /// `password`, `kafka_manager_password`, `sasl_password`…: any name that holds "password".
 pub fn is_secret_name(key: &str) -> bool {
     key.to_ascii_lowercase().contains("password")
@@ -399,6 +407,18 @@ mod tests {
         let mut b = body();
         b["storage_space"] = json!(MAX_STORAGE_GB);
         assert!(NewInstance::from_body(b).is_ok());
+    }
+
+    #[test]
+    fn old_rows_lose_unkept_fields_when_read() {
+        let n = NewInstance::from_body(body()).expect("valid");
+        let mut inst = Instance::create(ProjectId::generate(), &n, "", "", 0);
+        inst.extra.insert("kafka_manager_password".into(), json!("Secret#1"));
+        inst.extra.insert("vpc_id".into(), json!("vpc-1"));
+        let old_row = serde_json::to_string(&inst).expect("json");
+        let read: Instance = serde_json::from_str(&old_row).expect("readable");
+        assert_eq!(read.extra.keys().collect::<Vec<_>>(), ["vpc_id"]);
+        assert!(!serde_json::to_string(&read).expect("json").contains("Secret#"));
     }
 
     #[test]
