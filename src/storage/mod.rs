@@ -134,13 +134,13 @@ pub fn rescheduled(task: &TaskRecord, change: ScheduleChange) -> (TaskStatus, Op
 }
 
 /// Admits a new task on its instance: an immediate task takes the instance's one-operation lock,
-/// refused when it is held or the instance's state does not allow the operation. Returns whether
-/// the instance changed.
+/// refused when it is held or the operation does not apply to the instance as it is (the rule a
+/// scheduled task meets again when it fires). Returns whether the instance changed.
 pub fn admit(inst: &mut Instance, task: &NewTask) -> Result<bool, SubmitError> {
     if task.record.schedule_at.is_some() {
         return Ok(false);
     }
-    if inst.busy_task.is_some() || !task.operation.allowed_in(&inst.status) {
+    if inst.busy_task.is_some() || task.operation.still_applies(inst).is_err() {
         return Err(SubmitError::Busy);
     }
     inst.busy_task = Some(task.record.id.clone());
