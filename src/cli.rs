@@ -106,8 +106,8 @@ async fn credentials(cmd: CredentialsCommand) -> anyhow::Result<()> {
             if user_name.is_empty() || user_name.len() > 64 {
                 anyhow::bail!("--user-name must have 1 to 64 characters");
             }
-            let master = keys.load()?;
             let storage = Storage::open(&db.database).await?;
+            let master = keys.open(&storage, now_ms()).await?;
             let created = auth::create_credential(
                 storage.credentials.as_ref(),
                 &master,
@@ -119,6 +119,22 @@ async fn credentials(cmd: CredentialsCommand) -> anyhow::Result<()> {
             )
             .await?
             .ok_or_else(|| anyhow::anyhow!("the credential was not created"))?;
+            let detail =
+                serde_json::json!({ "user_id": created.user_id, "user_name": created.user_name, "role": created.role });
+            let audited = operator_audit(
+                &storage,
+                "kafka:credentials:create",
+                &created.access_key,
+                &project_id,
+                201,
+                Some(detail),
+            )
+            .await;
+            if let Err(e) = audited {
+                // An unaudited key must not stay usable; its secret was never shown.
+                storage.credentials.revoke_credential(&created.access_key, now_ms()).await?;
+                return Err(e.context(format!("the key {} was revoked at once", created.access_key)));
+            }
             println!("{}", serde_json::to_string(&created)?);
         }
         CredentialsCommand::List { db } => {
@@ -134,7 +150,12 @@ async fn credentials(cmd: CredentialsCommand) -> anyhow::Result<()> {
         }
         CredentialsCommand::Revoke { access_key, db } => {
             let storage = Storage::open(&db.database).await?;
-            if !storage.credentials.revoke_credential(&access_key, now_ms()).await? {
+            let project = storage.credentials.get_credential(&access_key).await?.map(|c| c.project_id);
+            let project = project.as_ref().map_or("", |p| p.as_str());
+            let revoked = storage.credentials.revoke_credential(&access_key, now_ms()).await?;
+            let status = if revoked { 204 } else { 404 };
+            operator_audit(&storage, "kafka:credentials:revoke", &access_key, project, status, None).await?;
+            if !revoked {
                 anyhow::bail!("no active access key {access_key}");
             }
             println!("revoked {access_key}");
@@ -143,10 +164,37 @@ async fn credentials(cmd: CredentialsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Audits a change made from the command line. The actor is the local operator: user id
+/// `cli`, the login name as user name (`$USER`, else `cli`), no access key. Never a secret.
+async fn operator_audit(
+    storage: &Storage,
+    action: &str,
+    target: &str,
+    project: &str,
+    status: u16,
+    detail: Option<serde_json::Value>,
+) -> anyhow::Result<()> {
+    let login = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_default();
+    let user_name = if login.is_empty() || login.len() > 64 { "cli".to_owned() } else { login };
+    let event = crate::storage::AuditEvent {
+        at: now_ms(),
+        request_id: uuid::Uuid::new_v4().simple().to_string(),
+        project_id: project.to_owned(),
+        user_id: "cli".to_owned(),
+        user_name,
+        access_key: None,
+        action: action.to_owned(),
+        target: target.to_owned(),
+        status,
+        detail,
+    };
+    storage.audit.append_audit(event).await.map_err(|e| anyhow::anyhow!("could not write the audit event: {e}"))
+}
+
 async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
     let TokenCommand::Create { access_key, db, keys } = cmd;
-    let master = keys.load()?;
     let storage = Storage::open(&db.database).await?;
+    let master = keys.open(&storage, now_ms()).await?;
     let (token, _) = auth::issue_token(storage.credentials.as_ref(), &master, &access_key, now_ms())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -86,12 +86,58 @@ impl std::fmt::Debug for KeyArgs {
 }
 
 impl KeyArgs {
-    pub fn load(&self) -> anyhow::Result<crate::auth::keys::MasterKey> {
+    /// The master key for the database `storage` opened, checked against it: a database whose
+    /// secrets were sealed under another key is refused with a clear error (rather than sealing
+    /// new secrets no other process can open), and a missing key file is created only for a
+    /// database that holds no credential yet. The first key used records its check value.
+    pub async fn open(
+        &self,
+        storage: &crate::storage::Storage,
+        now: i64,
+    ) -> anyhow::Result<crate::auth::keys::MasterKey> {
         use crate::auth::keys::MasterKey;
-        Ok(match &self.master_key {
+        const HOW: &str = "pass the key it was made with: --master-key (KAFKA_TASKS_MASTER_KEY) or \
+                           --master-key-file (KAFKA_TASKS_MASTER_KEY_FILE)";
+        let store = storage.credentials.as_ref();
+        let recorded = store.master_key_check().await?;
+        let key = match &self.master_key {
             Some(hex) => MasterKey::from_hex(hex)?,
-            None => MasterKey::load_or_create(&self.master_key_file)?,
-        })
+            None => match MasterKey::load(&self.master_key_file)? {
+                Some(key) => key,
+                None if recorded.is_some() || store.has_credentials().await? => anyhow::bail!(
+                    "the master key file {} does not exist, and the database already holds credentials sealed with \
+                     a master key; {HOW}",
+                    self.master_key_file.display()
+                ),
+                None => MasterKey::create(&self.master_key_file)?,
+            },
+        };
+        let check = key.check_value();
+        let wrong = || {
+            anyhow::anyhow!(
+                "the database's credentials are sealed with another master key than the one given ({}); {HOW}",
+                match &self.master_key {
+                    Some(_) => "--master-key".to_owned(),
+                    None => format!("file {}", self.master_key_file.display()),
+                }
+            )
+        };
+        match recorded {
+            Some(r) if r == check => {}
+            Some(_) => return Err(wrong()),
+            None => {
+                // A database from before check values: any stored secret tells whether the key fits.
+                if let Some(c) = store.list_credentials().await?.first()
+                    && key.open(&c.secret_sealed).is_err()
+                {
+                    return Err(wrong());
+                }
+                if store.record_master_key_check(&check, now).await? != check {
+                    return Err(wrong());
+                }
+            }
+        }
+        Ok(key)
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 
 use std::path::Path;
 
-use crate::auth::keys::{MasterKey, write_private};
+use crate::auth::keys::{MasterKey, create_private_dir, write_private};
 use crate::auth::{self, Authenticator, Clock};
 use crate::config::ServeArgs;
 use crate::domain::operation::StepContext;
@@ -49,7 +49,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 /// As [`start`], with a clock that tests can move.
 pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<Running> {
     let storage = Storage::open_with_pool(&args.db.database, args.pool_size as usize).await?;
-    let master = args.keys.load()?;
+    let master = args.keys.open(&storage, clock.now_ms()).await?;
     let default_project: ProjectId = args
         .default_project_id
         .parse()
@@ -93,8 +93,10 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     Ok(Running { addr, shutdown, server, engine })
 }
 
-/// On a database with no credential at all, creates an admin key for the default project and shows
-/// it once: on stdout and in `initial-credential.json` (mode 0600) beside the master key file.
+/// On a database with no credential at all, creates an admin key for the default project. Its
+/// secret goes to `initial-credential.json` (mode 0600) beside the master key file, and to the
+/// terminal only when stdout is one: never into a captured stdout (journald, docker logs). The
+/// log says where the file is.
 async fn bootstrap_credential(
     storage: &Storage,
     master: &MasterKey,
@@ -102,16 +104,25 @@ async fn bootstrap_credential(
     key_file: &Path,
     now: i64,
 ) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     let created =
         auth::create_credential(storage.credentials.as_ref(), master, project, "admin", Role::Admin, now, true).await?;
     if let Some(cred) = created {
         let json = serde_json::to_string_pretty(&cred)?;
         let dir = key_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         let path = dir.join("initial-credential.json");
         write_private(&path, &json)?;
-        println!("{json}");
-        tracing::info!(access_key = %cred.access_key, file = %path.display(), "created the first admin credential");
+        let shown = std::io::stdout().is_terminal();
+        if shown {
+            println!("{json}");
+        }
+        tracing::info!(
+            access_key = %cred.access_key,
+            file = %path.display(),
+            printed = shown,
+            "created the first admin credential; its secret key is in the file (mode 0600)"
+        );
     }
     Ok(())
 }

@@ -42,19 +42,41 @@ impl MasterKey {
 
     /// Reads the key file, or creates it (mode 0600) with a new random key.
     pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
-        let file_err = |source| KeyError::File { path: path.display().to_string(), source };
-        match std::fs::read_to_string(path) {
-            Ok(s) => Self::from_hex(&s),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir).map_err(file_err)?;
-                }
-                let key = MasterKey(random_bytes());
-                write_private(path, &hex::encode(key.0)).map_err(file_err)?;
-                Ok(key)
-            }
-            Err(e) => Err(file_err(e)),
+        match Self::load(path)? {
+            Some(key) => Ok(key),
+            None => Self::create(path),
         }
+    }
+
+    /// Reads the key file; `None` when there is none.
+    pub fn load(path: &Path) -> Result<Option<Self>, KeyError> {
+        match std::fs::read_to_string(path) {
+            Ok(s) => Self::from_hex(&s).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(KeyError::File { path: path.display().to_string(), source }),
+        }
+    }
+
+    /// Creates the key file (mode 0600, its folder 0700 when created) with a new random key.
+    pub fn create(path: &Path) -> Result<Self, KeyError> {
+        let file_err = |source| KeyError::File { path: path.display().to_string(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir).map_err(file_err)?;
+        }
+        let key = MasterKey(random_bytes());
+        write_private(path, &hex::encode(key.0)).map_err(file_err)?;
+        Ok(key)
+    }
+
+    /// A value that identifies this key without revealing it (an HMAC of a fixed label),
+    /// stored with the database so that a process given another key can be refused at once.
+    pub fn check_value(&self) -> String {
+        <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.0)
+            .map(|mut mac| {
+                mac.update(b"kafka-tasks master key check v1");
+                hex::encode(mac.finalize().into_bytes())
+            })
+            .unwrap_or_default()
     }
 
     /// AES-256-GCM: a random 12-byte nonce followed by the ciphertext and tag.
@@ -122,6 +144,22 @@ pub struct TokenClaims {
     pub expires_at: i64,
 }
 
+/// Creates a folder (and its missing parents) readable by its owner only; an existing folder
+/// is left as it is.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 /// Writes a file readable by its owner only.
 pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -133,6 +171,12 @@ pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
         opts.mode(0o600);
     }
     let mut f = opts.open(path)?;
+    // The mode applies only to a file this call creates: make an existing one private too.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     f.write_all(contents.as_bytes())?;
     f.sync_all()
 }
@@ -201,5 +245,14 @@ mod tests {
         assert!(MasterKey::from_hex("00").is_err());
         assert!(MasterKey::from_hex(&"ab".repeat(32)).is_ok());
         assert_eq!(format!("{:?}", MasterKey(random_bytes())), "MasterKey(***)");
+    }
+
+    #[test]
+    fn check_values_tell_keys_apart_without_showing_them() {
+        let k = MasterKey(random_bytes());
+        assert_eq!(k.check_value(), k.check_value());
+        assert_eq!(k.check_value().len(), 64);
+        assert_ne!(k.check_value(), MasterKey(random_bytes()).check_value());
+        assert_ne!(k.check_value(), hex::encode(k.0));
     }
 }

@@ -13,8 +13,8 @@ use super::time::iso_ms;
 /// Engine versions this control plane can run, oldest first; an upgrade moves to the next one.
 pub const ENGINE_VERSIONS: &[&str] = &["2.7", "3.x"];
 
-/// An instance as stored. The DMS fields this service does not interpret are kept in `extra`
-/// and returned as they were given.
+/// An instance as stored. `extra` holds the descriptive DMS create fields this service keeps
+/// (see [`KEPT_FIELDS`]); nothing else a client sends is stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub id: InstanceId,
@@ -31,11 +31,25 @@ pub struct Instance {
     pub user_id: String,
     pub user_name: String,
     pub created_at: i64,
+    /// Read through the whitelist: a row stored before it existed loses its other fields
+    /// (passwords included) the next time the instance is written.
+    #[serde(default, deserialize_with = "kept_only")]
     pub extra: Map<String, Value>,
     /// The task that holds this instance's one-operation-at-a-time lock, if any.
     #[serde(skip)]
     pub busy_task: Option<TaskId>,
+    /// The status the instance had when its running operation began: what a failure restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_before: Option<String>,
 }
+
+/// The largest storage (GB) an instance may have, at creation or after a resize: 10 PB, far
+/// above any DMS flavour (50 brokers of 30,000 GB), and small enough that every size sum and
+/// product fits a `u32` with room to spare.
+pub const MAX_STORAGE_GB: u32 = 10_000_000;
+
+/// The most brokers an instance may have.
+pub const MAX_BROKERS: u32 = 50;
 
 /// Instance states as DMS names them.
 pub mod status {
@@ -67,12 +81,15 @@ impl Instance {
             created_at: now,
             extra: new.extra.clone(),
             busy_task: None,
+            status_before: None,
         }
     }
 
     /// The instance as ShowInstance / ListInstances return it.
     pub fn to_json(&self) -> Value {
-        let mut m = self.extra.clone();
+        // Only the kept fields, even from a row written before the whitelist existed.
+        let mut m: Map<String, Value> =
+            self.extra.iter().filter(|(k, _)| is_kept_field(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         let mut put = |k: &str, v: Value| {
             m.insert(k.to_owned(), v);
         };
@@ -228,14 +245,79 @@ fn take_u32(body: &mut Map<String, Value>, key: &'static str) -> Result<Option<u
     }
 }
 
+/// The shape a kept descriptive field must have.
+#[derive(Debug, Clone, Copy)]
+enum Kept {
+    /// A string of at most this many bytes.
+    Str(usize),
+    Bool,
+    /// A list of at most `.0` strings of at most `.1` bytes each.
+    StrList(usize, usize),
+}
+
+/// The DMS create fields kafka-tasks keeps besides the ones it interprets, and returns in
+/// ShowInstance: descriptive, bounded, and never a secret. Everything else is dropped.
+pub const KEPT_FIELDS: &[&str] = &[
+    "description",
+    "specification",
+    "storage_spec_code",
+    "vpc_id",
+    "subnet_id",
+    "security_group_id",
+    "available_zones",
+    "enterprise_project_id",
+    "ssl_enable",
+    "retention_policy",
+    "disk_encrypted_enable",
+];
+
+fn kept_shape(key: &str) -> Option<Kept> {
+    Some(match key {
+        "description" => Kept::Str(1024),
+        "specification" | "storage_spec_code" | "vpc_id" | "subnet_id" | "security_group_id" => Kept::Str(64),
+        "enterprise_project_id" | "retention_policy" => Kept::Str(64),
+        "available_zones" => Kept::StrList(8, 64),
+        "ssl_enable" | "disk_encrypted_enable" => Kept::Bool,
+        _ => return None,
+    })
+}
+
+/// Whether a stored descriptive field may be kept and shown: whitelisted, and never a password.
+fn is_kept_field(key: &str) -> bool {
+    kept_shape(key).is_some() && !is_secret_name(key)
+}
+
+fn kept_only<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Map<String, Value>, D::Error> {
+    let all = Map::<String, Value>::deserialize(d)?;
+    Ok(all.into_iter().filter(|(k, _)| is_kept_field(k)).collect())
+}
+
+/// `password`, `kafka_manager_password`, `sasl_password`…: any name that holds "password".
+pub fn is_secret_name(key: &str) -> bool {
+    key.to_ascii_lowercase().contains("password")
+}
+
+fn kept_value(key: &'static str, shape: Kept, v: Value) -> Result<Option<Value>, Invalid> {
+    let ok = match (&v, shape) {
+        (Value::Null, _) => return Ok(None),
+        (Value::String(s), Kept::Str(max)) => s.len() <= max,
+        (Value::Bool(_), Kept::Bool) => true,
+        (Value::Array(items), Kept::StrList(n, max)) => {
+            items.len() <= n && items.iter().all(|i| i.as_str().is_some_and(|s| s.len() <= max))
+        }
+        _ => false,
+    };
+    if ok { Ok(Some(v)) } else { Err(Invalid::Param(key)) }
+}
+
 impl NewInstance {
-    /// Validates a create request body; fields this service does not interpret are kept.
+    /// Validates a create request body. Besides the fields it interprets, only [`KEPT_FIELDS`]
+    /// are kept (each checked for type and size); every other field, passwords included
+    /// (`password`, `kafka_manager_password`, any `*password*`), is dropped unread.
     pub fn from_body(body: Value) -> Result<Self, Invalid> {
         let Value::Object(mut body) = body else {
             return Err(Invalid::Body);
         };
-        // Secrets are accepted, as DMS does, but never stored or echoed.
-        body.remove("password");
         let name = take_str(&mut body, "name")?.ok_or(Invalid::Param("name"))?;
         let valid_name = (4..=64).contains(&name.chars().count())
             && name.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -253,11 +335,11 @@ impl NewInstance {
             return Err(Invalid::Param("engine_version"));
         }
         let broker_num = take_u32(&mut body, "broker_num")?.ok_or(Invalid::Param("broker_num"))?;
-        if !(1..=50).contains(&broker_num) {
+        if !(1..=MAX_BROKERS).contains(&broker_num) {
             return Err(Invalid::Param("broker_num"));
         }
         let storage_space = take_u32(&mut body, "storage_space")?.ok_or(Invalid::Param("storage_space"))?;
-        if storage_space < 100 {
+        if !(100..=MAX_STORAGE_GB).contains(&storage_space) {
             return Err(Invalid::Param("storage_space"));
         }
         let product_id = take_str(&mut body, "product_id")?.ok_or(Invalid::Param("product_id"))?;
@@ -269,6 +351,84 @@ impl NewInstance {
             Some(Value::Bool(b)) => b,
             Some(_) => return Err(Invalid::Param("enable_auto_topic")),
         };
-        Ok(NewInstance { name, engine_version, broker_num, storage_space, product_id, enable_auto_topic, extra: body })
+        let mut extra = Map::new();
+        for key in KEPT_FIELDS {
+            if let (Some(v), Some(shape)) = (body.remove(*key), kept_shape(key))
+                && let Some(v) = kept_value(key, shape, v)?
+            {
+                extra.insert((*key).to_owned(), v);
+            }
+        }
+        Ok(NewInstance { name, engine_version, broker_num, storage_space, product_id, enable_auto_topic, extra })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body() -> Value {
+        json!({"name": "kafka-1", "engine_version": "2.7", "broker_num": 3, "storage_space": 300, "product_id": "p"})
+    }
+
+    #[test]
+    fn only_kept_fields_survive_and_passwords_never_do() {
+        let mut b = body();
+        b["password"] = json!("Secret#1");
+        b["kafka_manager_password"] = json!("Secret#2");
+        b["Sasl_Password_x"] = json!("Secret#3");
+        b["vpc_id"] = json!("vpc-1");
+        b["unknown"] = json!("x".repeat(200_000));
+        b["nested"] = json!({"password": "Secret#4"});
+        let n = NewInstance::from_body(b).expect("valid");
+        assert_eq!(n.extra.keys().collect::<Vec<_>>(), ["vpc_id"]);
+        let inst = Instance::create(ProjectId::generate(), &n, "", "", 0);
+        let stored = serde_json::to_string(&inst).expect("json");
+        assert!(!stored.contains("Secret#"), "{stored}");
+        assert!(!inst.to_json().to_string().contains("Secret#"));
+    }
+
+    #[test]
+    fn kept_fields_are_bounded() {
+        let mut b = body();
+        b["description"] = json!("d".repeat(2000));
+        assert_eq!(NewInstance::from_body(b).err(), Some(Invalid::Param("description")));
+        let mut b = body();
+        b["available_zones"] = json!([1]);
+        assert_eq!(NewInstance::from_body(b).err(), Some(Invalid::Param("available_zones")));
+    }
+
+    #[test]
+    fn storage_has_a_maximum() {
+        let mut b = body();
+        b["storage_space"] = json!(3_000_000_000u64);
+        assert_eq!(NewInstance::from_body(b).err(), Some(Invalid::Param("storage_space")));
+        let mut b = body();
+        b["storage_space"] = json!(MAX_STORAGE_GB);
+        assert!(NewInstance::from_body(b).is_ok());
+    }
+
+    #[test]
+    fn old_rows_lose_unkept_fields_when_read() {
+        let n = NewInstance::from_body(body()).expect("valid");
+        let mut inst = Instance::create(ProjectId::generate(), &n, "", "", 0);
+        inst.extra.insert("kafka_manager_password".into(), json!("Secret#1"));
+        inst.extra.insert("vpc_id".into(), json!("vpc-1"));
+        let old_row = serde_json::to_string(&inst).expect("json");
+        let read: Instance = serde_json::from_str(&old_row).expect("readable");
+        assert_eq!(read.extra.keys().collect::<Vec<_>>(), ["vpc_id"]);
+        assert!(!serde_json::to_string(&read).expect("json").contains("Secret#"));
+    }
+
+    #[test]
+    fn old_rows_do_not_echo_unkept_fields() {
+        let n = NewInstance::from_body(body()).expect("valid");
+        let mut inst = Instance::create(ProjectId::generate(), &n, "", "", 0);
+        inst.extra.insert("kafka_manager_password".into(), json!("Secret#1"));
+        inst.extra.insert("vpc_id".into(), json!("vpc-1"));
+        let shown = inst.to_json();
+        assert!(shown.get("kafka_manager_password").is_none());
+        assert_eq!(shown["vpc_id"], "vpc-1");
     }
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Invalid;
-use super::instance::{ENGINE_VERSIONS, Instance, NewInstance, config_def, status};
+use super::instance::{ENGINE_VERSIONS, Instance, MAX_BROKERS, MAX_STORAGE_GB, NewInstance, config_def, status};
 use super::task::{Step, StepStatus};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,12 +248,71 @@ impl Operation {
         StepEffect::Done
     }
 
-    /// The instance's status after the task failed.
-    pub fn failed_status(&self) -> &'static str {
-        match self {
-            Operation::CreateInstance { .. } => status::CREATE_FAILED,
-            _ => status::RUNNING,
+    /// The instance's status after the task failed: a failed create is `CREATEFAILED`; any other
+    /// operation restores the status the instance had before it began (`before`), so that a
+    /// failure never turns an instance that was not running into a `RUNNING` one.
+    pub fn failed_status(&self, before: Option<&str>) -> String {
+        match (self, before) {
+            (Operation::CreateInstance { .. }, _) => status::CREATE_FAILED.to_owned(),
+            (_, Some(before)) => before.to_owned(),
+            // A task begun before the previous status was recorded: RUNNING is what admitted it.
+            (_, None) => status::RUNNING.to_owned(),
         }
+    }
+
+    /// Whether the operation, recorded when it was submitted, still applies to the instance as it
+    /// is now: the checks an immediate submission makes (status, versions, sizes), made again
+    /// when a scheduled task fires. `Err` says why not. The one-operation lock is checked by the
+    /// caller: a busy instance makes a scheduled task wait, not fail.
+    pub fn still_applies(&self, inst: &Instance) -> Result<(), String> {
+        if !self.allowed_in(&inst.status) {
+            return Err(format!("the instance is {}, which does not allow {}", inst.status, self.task_name()));
+        }
+        match self {
+            Operation::Upgrade { old_version, new_version } => {
+                // An immediate upgrade now would go from the current version to the next one.
+                if upgrade(inst).ok().as_ref() != Some(self) {
+                    return Err(format!(
+                        "the instance runs version {}, not {old_version}: the upgrade to {new_version} no longer applies",
+                        inst.engine_version
+                    ));
+                }
+            }
+            Operation::Resize {
+                kind,
+                old_storage,
+                new_storage,
+                old_brokers,
+                new_brokers,
+                old_product,
+                new_product,
+            } => {
+                let unchanged = inst.storage_space == *old_storage
+                    && inst.broker_num == *old_brokers
+                    && inst.product_id == *old_product;
+                let grows = match kind {
+                    ResizeKind::Storage => *new_storage > inst.storage_space,
+                    ResizeKind::Horizontal => *new_brokers > inst.broker_num && *new_storage >= inst.storage_space,
+                    ResizeKind::Vertical => *new_product != inst.product_id,
+                };
+                if !unchanged || !grows || *new_storage > MAX_STORAGE_GB || *new_brokers > MAX_BROKERS {
+                    return Err(format!(
+                        "the instance changed since the resize was scheduled ({} GB, {} brokers, {}): it no longer applies",
+                        inst.storage_space, inst.broker_num, inst.product_id
+                    ));
+                }
+            }
+            Operation::Reassign { reassignments, throttle } => {
+                reassign(&json!({ "reassignments": reassignments, "throttle": throttle }), inst)
+                    .map_err(|e| format!("the reassignment no longer applies to the instance: {e}"))?;
+            }
+            Operation::CreateInstance { .. }
+            | Operation::DeleteInstance
+            | Operation::Restart
+            | Operation::ModifyConfigs { .. }
+            | Operation::AutoTopic { .. } => {}
+        }
+        Ok(())
     }
 
     /// Whether the operation may start on an instance in `status`.
@@ -341,22 +400,27 @@ pub fn resize(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
     match kind {
         ResizeKind::Storage => {
             let s = num("new_storage_space")?.ok_or(Invalid::Param("new_storage_space"))?;
-            // Disks only grow.
-            if s <= inst.storage_space {
+            // Disks only grow, up to the maximum.
+            if s <= inst.storage_space || s > MAX_STORAGE_GB {
                 return Err(Invalid::Param("new_storage_space"));
             }
             new_storage = s;
         }
         ResizeKind::Horizontal => {
             let b = num("new_broker_num")?.ok_or(Invalid::Param("new_broker_num"))?;
-            if b <= inst.broker_num || b > 50 {
+            if b <= inst.broker_num || b > MAX_BROKERS {
                 return Err(Invalid::Param("new_broker_num"));
             }
-            // Storage is per cluster and grows with the brokers unless given.
+            // Storage is per cluster and grows with the brokers unless given; the computed size
+            // is checked against the maximum (in u64, so that it cannot wrap).
             new_storage = match num("new_storage_space")? {
-                Some(s) if s >= inst.storage_space => s,
+                Some(s) if s >= inst.storage_space && s <= MAX_STORAGE_GB => s,
                 Some(_) => return Err(Invalid::Param("new_storage_space")),
-                None => inst.storage_space / inst.broker_num.max(1) * b,
+                None => (u64::from(inst.storage_space) / u64::from(inst.broker_num.max(1)))
+                    .checked_mul(u64::from(b))
+                    .and_then(|s| u32::try_from(s).ok())
+                    .filter(|s| *s <= MAX_STORAGE_GB)
+                    .ok_or(Invalid::Param("new_broker_num"))?,
             };
             new_brokers = b;
         }
@@ -395,13 +459,18 @@ pub fn schedule(body: &Value, now: i64) -> Result<Option<i64>, Invalid> {
     }
 }
 
-/// PartitionReassignRequest: every broker named must exist (ids `0..broker_num`).
+/// PartitionReassignRequest: every broker named must exist (ids `0..broker_num`). Only the
+/// fields it interprets are recorded (topic, brokers, replication_factor, and each assignment's
+/// partition and brokers): whatever else an entry carries is dropped, not stored.
 pub fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
     let list = body.get("reassignments").and_then(Value::as_array).ok_or(Invalid::Param("reassignments"))?;
     if list.is_empty() || list.len() > 500 {
         return Err(Invalid::Param("reassignments"));
     }
     let broker_ok = |v: &Value| v.as_u64().is_some_and(|b| b < u64::from(inst.broker_num));
+    let brokers_ok =
+        |ids: &Vec<Value>| !ids.is_empty() && ids.len() <= MAX_BROKERS as usize && ids.iter().all(broker_ok);
+    let mut kept = Vec::with_capacity(list.len());
     for r in list {
         let topic = r.get("topic").and_then(Value::as_str).ok_or(Invalid::Param("topic"))?;
         if topic.is_empty() || topic.len() > 249 {
@@ -412,34 +481,47 @@ pub fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
         if brokers.is_none() && assignment.is_none() {
             return Err(Invalid::Param("brokers"));
         }
-        if let Some(brokers) = brokers
-            && (brokers.is_empty() || !brokers.iter().all(broker_ok))
-        {
-            return Err(Invalid::Param("brokers"));
+        let mut entry = serde_json::Map::new();
+        entry.insert("topic".into(), topic.into());
+        if let Some(brokers) = brokers {
+            if !brokers_ok(brokers) {
+                return Err(Invalid::Param("brokers"));
+            }
+            entry.insert("brokers".into(), Value::Array(brokers.clone()));
         }
         if let Some(rf) = r.get("replication_factor").filter(|v| !v.is_null()) {
             let max = brokers.map_or(inst.broker_num as usize, Vec::len) as u64;
             if !rf.as_u64().is_some_and(|n| n >= 1 && n <= max) {
                 return Err(Invalid::Param("replication_factor"));
             }
+            entry.insert("replication_factor".into(), rf.clone());
         }
-        for a in assignment.into_iter().flatten() {
-            // TopicAssignment: {"partition", "partition_brokers"} in the SDKs; older docs say "assignment".
-            let ok = a
-                .get("partition_brokers")
-                .or_else(|| a.get("assignment"))
-                .and_then(Value::as_array)
-                .is_some_and(|ids| !ids.is_empty() && ids.iter().all(broker_ok));
-            if !ok {
-                return Err(Invalid::Param("assignment"));
+        if let Some(assignment) = assignment {
+            let mut parts = Vec::with_capacity(assignment.len());
+            for a in assignment {
+                // TopicAssignment: {"partition", "partition_brokers"} in the SDKs; older docs say "assignment".
+                let ids = a
+                    .get("partition_brokers")
+                    .or_else(|| a.get("assignment"))
+                    .and_then(Value::as_array)
+                    .filter(|ids| brokers_ok(ids))
+                    .ok_or(Invalid::Param("assignment"))?;
+                let partition = match a.get("partition") {
+                    None | Some(Value::Null) => Value::Null,
+                    Some(p) if p.is_u64() => p.clone(),
+                    Some(_) => return Err(Invalid::Param("partition")),
+                };
+                parts.push(json!({ "partition": partition, "partition_brokers": ids }));
             }
+            entry.insert("assignment".into(), Value::Array(parts));
         }
+        kept.push(Value::Object(entry));
     }
     let throttle = match body.get("throttle") {
         None | Some(Value::Null) => None,
         Some(v) => Some(v.as_i64().filter(|t| *t == -1 || *t > 0).ok_or(Invalid::Param("throttle"))?),
     };
-    Ok(Operation::Reassign { reassignments: Value::Array(list.clone()), throttle })
+    Ok(Operation::Reassign { reassignments: Value::Array(kept), throttle })
 }
 
 /// Upgrade to the next engine version.
@@ -521,6 +603,64 @@ mod tests {
     }
 
     #[test]
+    fn a_horizontal_resize_never_wraps_and_stays_within_the_maximum() {
+        let mut inst = instance();
+        inst.broker_num = 1;
+        inst.storage_space = 3_000_000_000;
+        assert_eq!(
+            resize(&json!({"oper_type":"horizontal","new_broker_num":2}), &inst),
+            Err(Invalid::Param("new_broker_num"))
+        );
+        inst.storage_space = MAX_STORAGE_GB;
+        assert_eq!(
+            resize(&json!({"oper_type":"horizontal","new_broker_num":2}), &inst),
+            Err(Invalid::Param("new_broker_num"))
+        );
+        inst.storage_space = MAX_STORAGE_GB / 2;
+        let ok = resize(&json!({"oper_type":"horizontal","new_broker_num":2}), &inst).unwrap();
+        assert!(matches!(ok, Operation::Resize { new_storage: s, .. } if s == MAX_STORAGE_GB / 2 * 2));
+        assert_eq!(
+            resize(&json!({"oper_type":"storage","new_storage_space": MAX_STORAGE_GB + 1}), &inst),
+            Err(Invalid::Param("new_storage_space"))
+        );
+    }
+
+    #[test]
+    fn a_failure_restores_the_status_before_the_operation() {
+        assert_eq!(Operation::Restart.failed_status(Some(status::RUNNING)), status::RUNNING);
+        assert_eq!(Operation::Restart.failed_status(Some(status::CREATE_FAILED)), status::CREATE_FAILED);
+        assert_eq!(Operation::DeleteInstance.failed_status(Some(status::CREATE_FAILED)), status::CREATE_FAILED);
+        let create = Operation::from(&NewInstance {
+            name: "k".into(),
+            engine_version: "2.7".into(),
+            broker_num: 1,
+            storage_space: 100,
+            product_id: "p".into(),
+            enable_auto_topic: false,
+            extra: Default::default(),
+        });
+        assert_eq!(create.failed_status(Some(status::CREATING)), status::CREATE_FAILED);
+    }
+
+    #[test]
+    fn a_scheduled_operation_is_checked_again_against_the_instance() {
+        let mut inst = instance();
+        let up = upgrade(&inst).unwrap();
+        assert_eq!(up.still_applies(&inst), Ok(()));
+        inst.engine_version = "3.x".into();
+        assert!(up.still_applies(&inst).is_err());
+        let mut inst = instance();
+        let grow = resize(&json!({"oper_type":"storage","new_storage_space":600}), &inst).unwrap();
+        inst.storage_space = 900;
+        assert!(grow.still_applies(&inst).is_err(), "a resize would shrink the disks");
+        let mut inst = instance();
+        assert_eq!(Operation::Restart.still_applies(&inst), Ok(()));
+        inst.status = status::CREATE_FAILED.into();
+        assert!(Operation::Restart.still_applies(&inst).is_err());
+        assert_eq!(Operation::DeleteInstance.still_applies(&inst), Ok(()));
+    }
+
+    #[test]
     fn a_resize_beyond_the_pool_fails_at_disk_expansion_and_changes_nothing() {
         let mut inst = instance();
         let before = inst.clone();
@@ -554,6 +694,18 @@ mod tests {
             reassign(&json!({"reassignments":[{"topic":"t","brokers":[0],"replication_factor":2}]}), &inst),
             Err(Invalid::Param("replication_factor"))
         );
+    }
+
+    #[test]
+    fn a_reassignment_records_only_what_it_interprets() {
+        let inst = instance();
+        let body = json!({"reassignments":[{"topic":"t","brokers":[0,1],"junk":"x".repeat(1000),
+            "assignment":[{"partition":0,"assignment":[2],"junk":1}]}]});
+        let op = reassign(&body, &inst).unwrap();
+        assert!(!op.params().contains("junk"), "{}", op.params());
+        assert_eq!(op.still_applies(&inst), Ok(()), "a recorded reassignment checks again");
+        let many = json!({"reassignments":[{"topic":"t","brokers": vec![0; 51]}]});
+        assert_eq!(reassign(&many, &inst), Err(Invalid::Param("brokers")));
     }
 
     #[test]

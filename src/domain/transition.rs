@@ -12,24 +12,33 @@ pub enum Begin {
     Run(usize),
     /// A scheduled task whose instance is busy with another operation; try again later.
     Blocked,
-    /// The task ended at once (its instance no longer allows the operation).
-    Ended,
+    /// The task failed at once, for this reason: the operation no longer applies to its
+    /// instance (a scheduled task whose instance changed while it waited). The instance is
+    /// left untouched.
+    Refused(String),
 }
 
-/// Starts (or takes over) a task.
+/// Starts (or takes over) a task. A task that starts now is checked against the instance as it
+/// is now, exactly as an immediate submission is ([`Operation::still_applies`]): a scheduled
+/// task fires on an instance that may have changed since it was submitted.
 pub fn begin(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, now: i64) -> Begin {
     if task.status == TaskStatus::Created {
         if inst.busy_task.as_ref().is_some_and(|t| *t != task.id) {
             return Begin::Blocked;
         }
+        if let Err(reason) = op.still_applies(inst) {
+            refuse(task, now);
+            if inst.busy_task.as_ref() == Some(&task.id) {
+                // Only an immediate task holds the lock before it starts (and its instance
+                // cannot change meanwhile); never leave the lock behind.
+                inst.busy_task = None;
+            }
+            return Begin::Refused(reason);
+        }
         task.status = TaskStatus::Executing;
         task.updated_at = now;
         inst.busy_task = Some(task.id.clone());
-        if !op.allowed_in(&inst.status) {
-            // Only a scheduled task can get here: its instance changed while it waited.
-            fail_at(task, inst, op, 0, now);
-            return Begin::Ended;
-        }
+        inst.status_before = Some(inst.status.clone());
         if let Some(s) = op.running_status() {
             inst.status = s.to_owned();
         }
@@ -85,6 +94,7 @@ pub fn finish_step(
             }
             task.status = TaskStatus::Success;
             inst.busy_task = None;
+            inst.status_before = None;
             if effect == StepEffect::InstanceRemoved {
                 Advance::RemoveInstance
             } else {
@@ -121,8 +131,11 @@ pub enum Taken {
     Blocked,
     /// The task runs, from this step on.
     Running(usize),
-    /// The task ended as it was taken: its steps take no time, or its instance no longer allows it.
+    /// The task ended as it was taken: its steps take no time.
     Ended(TaskStatus),
+    /// The task failed as it was taken, for this reason: its operation no longer applies to the
+    /// instance, which is left untouched.
+    Refused(String),
     /// The task ended as it was taken and its instance (with all its tasks) is to be removed.
     RemoveInstance,
 }
@@ -132,7 +145,7 @@ pub enum Taken {
 pub fn take(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, now: i64, ctx: StepContext) -> Taken {
     match begin(task, inst, op, now) {
         Begin::Blocked => Taken::Blocked,
-        Begin::Ended => Taken::Ended(task.status),
+        Begin::Refused(reason) => Taken::Refused(reason),
         Begin::Run(step) if task.steps.get(step).is_some_and(|s| s.duration_ms == 0) => {
             match finish_steps(task, inst, op, step, now, ctx) {
                 Advance::Next(n) => Taken::Running(n),
@@ -144,6 +157,19 @@ pub fn take(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, now: i64
     }
 }
 
+/// Ends a task `FAILED` at its first step without touching its instance.
+fn refuse(task: &mut TaskRecord, now: i64) {
+    if let Some(s) = task.steps.first_mut() {
+        s.status = StepStatus::Failed;
+        s.start_time = Some(now);
+        s.end_time = Some(now);
+    }
+    task.status = TaskStatus::Failed;
+    task.updated_at = now;
+}
+
+/// Ends a running task `FAILED` at `step`: the instance gets back the status it had before the
+/// operation began (a create: `CREATEFAILED`) and its lock is released.
 fn fail_at(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, step: usize, now: i64) {
     if let Some(s) = task.steps.get_mut(step) {
         s.status = StepStatus::Failed;
@@ -152,6 +178,7 @@ fn fail_at(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, step: usi
     }
     task.status = TaskStatus::Failed;
     task.updated_at = now;
-    inst.status = op.failed_status().to_owned();
+    inst.status = op.failed_status(inst.status_before.as_deref());
+    inst.status_before = None;
     inst.busy_task = None;
 }

@@ -113,13 +113,18 @@ impl Engine {
     }
 
     async fn run_steps(&self, c: Claimed) {
-        let Claimed { task, step: mut current, started, ended, .. } = c;
+        let Claimed { task, step: mut current, started, ended, reason, .. } = c;
         // Step events at debug level: enough to prove, from the logs of every process, that no
         // step ever ran in two places at once (see tests/cluster).
         tracing::debug!(task_id = %task.id, owner = %self.owner, started, at = now_ms(), "task claimed");
         if let Some(status) = ended {
             metrics::counter!("kafka_tasks_finished_total", "status" => status.as_str()).increment(1);
-            tracing::info!(status = status.as_str(), "task ended");
+            match reason {
+                Some(reason) => {
+                    tracing::warn!(status = status.as_str(), %reason, "task refused: its operation no longer applies")
+                }
+                None => tracing::info!(status = status.as_str(), "task ended"),
+            }
             return;
         }
         loop {

@@ -217,7 +217,7 @@ async fn reassign(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&path.project, Action::ModifyInstance)?;
-    let schedule_at = operation::schedule(&body, now_ms())?;
+    let schedule_at = operation::schedule(&body, state.auth.clock.now_ms())?;
     if body.get("time_estimate").and_then(Value::as_bool) == Some(true) {
         let inst = load(&state, &path).await?;
         let op = operation::reassign(&body, &inst)?;
@@ -238,7 +238,7 @@ async fn upgrade(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&path.project, Action::ModifyInstance)?;
-    let schedule_at = operation::schedule(&body, now_ms())?;
+    let schedule_at = operation::schedule(&body, state.auth.clock.now_ms())?;
     let task = submit(&state, &caller, &path, schedule_at, StatusCode::OK, operation::upgrade).await?;
     Ok(Json(job_or_schedule(&task)))
 }

@@ -134,13 +134,13 @@ pub fn rescheduled(task: &TaskRecord, change: ScheduleChange) -> (TaskStatus, Op
 }
 
 /// Admits a new task on its instance: an immediate task takes the instance's one-operation lock,
-/// refused when it is held or the instance's state does not allow the operation. Returns whether
-/// the instance changed.
+/// refused when it is held or the operation does not apply to the instance as it is (the rule a
+/// scheduled task meets again when it fires). Returns whether the instance changed.
 pub fn admit(inst: &mut Instance, task: &NewTask) -> Result<bool, SubmitError> {
     if task.record.schedule_at.is_some() {
         return Ok(false);
     }
-    if inst.busy_task.is_some() || !task.operation.allowed_in(&inst.status) {
+    if inst.busy_task.is_some() || task.operation.still_applies(inst).is_err() {
         return Err(SubmitError::Busy);
     }
     inst.busy_task = Some(task.record.id.clone());
@@ -211,6 +211,8 @@ pub struct Claimed {
     pub started: bool,
     /// Set when the task ended in the claim itself (its steps take no time): nothing left to run.
     pub ended: Option<TaskStatus>,
+    /// Why the task failed as it was claimed, when its operation no longer applied.
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,6 +273,13 @@ pub struct CredentialRecord {
 /// Access keys and their lockout state.
 #[async_trait]
 pub trait CredentialStore: Send + Sync {
+    /// The check value of the master key the secrets are sealed with, once one was recorded.
+    async fn master_key_check(&self) -> StoreResult<Option<String>>;
+    /// Records `value` as the master key's check value unless one is recorded already;
+    /// returns the recorded one (which may be another process's).
+    async fn record_master_key_check(&self, value: &str, now: i64) -> StoreResult<String>;
+    /// Whether any access key (active or revoked) is stored.
+    async fn has_credentials(&self) -> StoreResult<bool>;
     async fn insert_credential(&self, c: CredentialRecord) -> StoreResult<()>;
     /// Inserts `c` only if no credential exists at all; `false` when one did.
     async fn insert_first_credential(&self, c: CredentialRecord) -> StoreResult<bool>;
@@ -297,6 +306,46 @@ pub struct AuditEvent {
     pub status: u16,
     /// For a deleted task: the record as it was.
     pub detail: Option<serde_json::Value>,
+}
+
+/// The longest text an audit field keeps (bytes); a client-chosen target (a path segment) is cut there.
+pub const AUDIT_FIELD_MAX: usize = 1024;
+
+/// A text field as it can be stored in any engine: NUL (which PostgreSQL's `text` cannot hold)
+/// becomes U+FFFD, and the text is cut at [`AUDIT_FIELD_MAX`] bytes on a character boundary.
+fn storable_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('\0') && s.len() <= AUDIT_FIELD_MAX {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut s = s.replace('\0', "\u{FFFD}");
+    let mut end = s.len().min(AUDIT_FIELD_MAX);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    std::borrow::Cow::Owned(s)
+}
+
+impl AuditEvent {
+    /// The event as every engine stores it: any byte a client could send in a path or header
+    /// (NUL included) is written, so that an event is never lost to its own content. Storage
+    /// engines call this in their one audit insert.
+    pub fn storable(&self) -> AuditEvent {
+        let t = |s: &str| storable_text(s).into_owned();
+        AuditEvent {
+            at: self.at,
+            request_id: t(&self.request_id),
+            project_id: t(&self.project_id),
+            user_id: t(&self.user_id),
+            user_name: t(&self.user_name),
+            access_key: self.access_key.as_deref().map(t),
+            action: t(&self.action),
+            target: t(&self.target),
+            status: self.status,
+            // Serialised JSON escapes NUL (`\u0000`), so the detail needs nothing.
+            detail: self.detail.clone(),
+        }
+    }
 }
 
 #[async_trait]
@@ -468,6 +517,16 @@ impl Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_text_is_storable_whatever_the_client_sent() {
+        assert_eq!(storable_text("a\0b"), "a\u{FFFD}b");
+        assert_eq!(storable_text("plain"), "plain");
+        let long = "é".repeat(AUDIT_FIELD_MAX);
+        let cut = storable_text(&long);
+        assert!(cut.len() <= AUDIT_FIELD_MAX && cut.chars().all(|c| c == 'é'));
+        assert!(storable_text(&"\0".repeat(AUDIT_FIELD_MAX)).len() <= AUDIT_FIELD_MAX);
+    }
 
     fn query(offset: u64, from: Option<i64>, to: Option<i64>) -> TaskQuery {
         TaskQuery {

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0002_auth.sql"),
     include_str!("../../migrations/postgres/0003_task_buckets.sql"),
     include_str!("../../migrations/postgres/0004_task_totals.sql"),
+    include_str!("../../migrations/postgres/0005_master_key_check.sql"),
 ];
 /// Serialises migrations of processes that start together.
 const MIGRATION_LOCK: i64 = 0x6b61_666b_6174_0001;
@@ -676,10 +677,16 @@ impl EngineStore for Postgres {
                 // A scheduled task that fires becomes a background task.
                 bump(&tx, &task.instance_id, View::Background, task.created_at, 1).await?;
             }
+            let mut reason = None;
             let (step, ended) = match taken {
                 Taken::Blocked => {
                     updates.push(&task, Some(now + 1_000), None)?;
                     continue;
+                }
+                Taken::Refused(why) => {
+                    updates.push(&task, None, None)?;
+                    reason = Some(why);
+                    (task.steps.len(), Some(TaskStatus::Failed))
                 }
                 Taken::Running(step) => {
                     updates.push(&task, Some(now + lease_ms), Some(owner))?;
@@ -695,7 +702,7 @@ impl EngineStore for Postgres {
                     (task.steps.len(), Some(TaskStatus::Success))
                 }
             };
-            claimed.push(Claimed { task, operation, step, started, ended });
+            claimed.push(Claimed { task, operation, step, started, ended, reason });
         }
         for id in &removed {
             instances.remove(id);
@@ -820,6 +827,28 @@ async fn insert_credential_row(tx: &Transaction<'_>, c: &CredentialRecord) -> St
 
 #[async_trait]
 impl CredentialStore for Postgres {
+    async fn master_key_check(&self) -> StoreResult<Option<String>> {
+        let client = self.pool.get().await?;
+        let row = client.query_opt("SELECT check_value FROM master_key_check WHERE id = 1", &[]).await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    async fn record_master_key_check(&self, value: &str, now: i64) -> StoreResult<String> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO master_key_check (id, check_value, created_at) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+                &[&value, &now],
+            )
+            .await?;
+        Ok(client.query_one("SELECT check_value FROM master_key_check WHERE id = 1", &[]).await?.try_get(0)?)
+    }
+
+    async fn has_credentials(&self) -> StoreResult<bool> {
+        let client = self.pool.get().await?;
+        Ok(client.query_opt("SELECT 1 FROM credentials LIMIT 1", &[]).await?.is_some())
+    }
+
     async fn insert_credential(&self, c: CredentialRecord) -> StoreResult<()> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -890,6 +919,7 @@ impl CredentialStore for Postgres {
 }
 
 async fn insert_audit(tx: &Transaction<'_>, e: &AuditEvent) -> StoreResult<()> {
+    let e = &e.storable();
     let st = tx
         .prepare_cached(
             "INSERT INTO audit_events (at, request_id, project_id, user_id, user_name, access_key, action, target, \

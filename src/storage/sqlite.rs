@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_auth.sql"),
     include_str!("../../migrations/sqlite/0003_task_buckets.sql"),
     include_str!("../../migrations/sqlite/0004_task_totals.sql"),
+    include_str!("../../migrations/sqlite/0005_master_key_check.sql"),
 ];
 /// The most writes one group commit takes.
 const MAX_GROUP: usize = 512;
@@ -62,6 +63,31 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     // ORDER BY, a LIMIT or a join on every new binding, which cost more than the queries.
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     Ok(conn)
+}
+
+/// Creates the database file readable by its owner only (SQLite gives its `-wal` and `-shm`
+/// files the database file's mode), and makes existing files of an older database private.
+/// The database holds the audit log and the sealed secrets.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    // Another owner's file: it still opens, as before; say so.
+                    tracing::warn!(file = %std::path::Path::new(&name).display(), error = %e, "cannot make the database file private");
+                }
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -123,8 +149,9 @@ fn checkpoint_loop(conn: Connection, alive: std::sync::Weak<()>) {
 impl Sqlite {
     pub async fn open(path: &Path) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            crate::auth::keys::create_private_dir(dir)?;
         }
+        make_private(path)?;
         let mut conn = connect(path)?;
         migrate(&mut conn)?;
         // Checkpoints run on their own thread, so that a commit never waits for one.
@@ -642,6 +669,7 @@ impl EngineStore for Sqlite {
                     // A scheduled task that fires becomes a background task.
                     bump(conn, &task.instance_id, View::Background, task.created_at, 1)?;
                 }
+                let mut reason = None;
                 let (step, ended) = match taken {
                     Taken::Blocked => {
                         // Look again in a while rather than on every poll.
@@ -659,12 +687,19 @@ impl EngineStore for Sqlite {
                         save_task_progress(conn, &task, None, None)?;
                         (task.steps.len(), Some(status))
                     }
+                    Taken::Refused(why) => {
+                        // The instance is as it was, but for a lock an immediate task held.
+                        save_instance(conn, &inst)?;
+                        save_task_progress(conn, &task, None, None)?;
+                        reason = Some(why);
+                        (task.steps.len(), Some(TaskStatus::Failed))
+                    }
                     Taken::RemoveInstance => {
                         remove_instance(conn, &inst.id)?;
                         (task.steps.len(), Some(TaskStatus::Success))
                     }
                 };
-                claimed.push(Claimed { task, operation, step, started, ended });
+                claimed.push(Claimed { task, operation, step, started, ended, reason });
             }
             Ok(claimed)
         })
@@ -789,6 +824,32 @@ fn insert_credential_row(conn: &Connection, c: &CredentialRecord) -> StoreResult
 
 #[async_trait]
 impl CredentialStore for Sqlite {
+    async fn master_key_check(&self) -> StoreResult<Option<String>> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT check_value FROM master_key_check WHERE id = 1")?
+                .query_row([], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn record_master_key_check(&self, value: &str, now: i64) -> StoreResult<String> {
+        let value = value.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO master_key_check (id, check_value, created_at) VALUES (1, ?1, ?2) ON CONFLICT (id) DO NOTHING",
+            )?
+            .execute(params![value, now])?;
+            Ok(conn.prepare_cached("SELECT check_value FROM master_key_check WHERE id = 1")?.query_row([], |r| r.get(0))?)
+        })
+        .await
+    }
+
+    async fn has_credentials(&self) -> StoreResult<bool> {
+        self.read(|conn| Ok(conn.prepare_cached("SELECT 1 FROM credentials LIMIT 1")?.exists([])?)).await
+    }
+
     async fn insert_credential(&self, c: CredentialRecord) -> StoreResult<()> {
         self.write(move |conn| insert_credential_row(conn, &c)).await
     }
@@ -866,6 +927,7 @@ impl CredentialStore for Sqlite {
 }
 
 fn insert_audit(conn: &Connection, e: &AuditEvent) -> StoreResult<()> {
+    let e = &e.storable();
     let detail = e.detail.as_ref().map(|d| d.to_string());
     conn.prepare_cached(
         "INSERT INTO audit_events (at, request_id, project_id, user_id, user_name, access_key, action, target, status, detail) \

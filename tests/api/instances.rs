@@ -11,7 +11,7 @@ async fn an_instance_is_created_and_runs() {
     let shown = app.show_instance(&inst).await.json();
     assert_eq!(shown["status"], "RUNNING");
     assert_eq!(shown["broker_num"], 3);
-    assert_eq!(shown["vpc_id"], "vpc-1", "other DMS fields are kept");
+    assert_eq!(shown["vpc_id"], "vpc-1", "descriptive DMS fields are kept");
     let listed = app.get(&format!("/v2/{}/instances", app.project)).await.json();
     assert_eq!(listed["instance_num"], 1);
     assert_eq!(listed["instances"][0]["instance_id"], inst.as_str());
@@ -175,4 +175,73 @@ async fn reassignment_can_estimate_without_creating_a_task() {
         .await;
     let job = res.json()["job_id"].as_str().expect("job_id").to_owned();
     app.wait_task_status(&inst, &job, "SUCCESS").await;
+}
+
+/// Every byte of the SQLite database files (the database, its WAL and shared memory).
+fn sqlite_bytes(app: &TestApp) -> Option<Vec<u8>> {
+    let path = app.db.url.strip_prefix("sqlite:")?;
+    let mut all = Vec::new();
+    for suffix in ["", "-wal", "-shm"] {
+        if let Ok(b) = std::fs::read(format!("{path}{suffix}")) {
+            all.extend(b);
+        }
+    }
+    Some(all)
+}
+
+#[tokio::test]
+async fn passwords_and_unknown_fields_of_a_create_are_neither_stored_nor_shown() {
+    let app = TestApp::spawn().await;
+    let reader = app.credential(&app.project, "reader", kafka_tasks::domain::Role::Readonly).await;
+    let filler = "Z".repeat(200 * 1024);
+    let res = app
+        .create_instance_with(json!({
+            "name": "kafka-secret", "engine_version": "2.7", "broker_num": 3, "storage_space": 300,
+            "product_id": "p", "vpc_id": "vpc-1",
+            "password": "Pw-Top-1-Secret", "kafka_manager_password": "Pw-Manager-2-Secret",
+            "ssl_user_password": "Pw-Ssl-3-Secret", "unknown_field": filler,
+        }))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let inst = res.json()["instance_id"].as_str().expect("instance_id").to_owned();
+    app.wait_instance_status(&inst, "RUNNING").await;
+
+    for cred in [&app.admin, &reader] {
+        for path in [app.instance_path(&inst), format!("/v2/{}/instances", app.project)] {
+            let res = app.request_as(cred, reqwest::Method::GET, &path, None).await;
+            assert_eq!(res.status, 200, "{}", res.text);
+            assert!(!res.text.contains("Secret"), "a password is shown: {}", res.text);
+            assert!(!res.text.contains("ZZZZ") && !res.text.contains("unknown_field"), "an unknown field is kept");
+            assert!(res.text.contains("vpc-1"), "kept fields are shown: {}", res.text);
+        }
+    }
+    if let Some(bytes) = sqlite_bytes(&app) {
+        let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(!has(b"Secret"), "a password reached the database file");
+        assert!(!has(&[b'Z'; 64]), "the unknown 200 KB field reached the database file");
+    }
+}
+
+#[tokio::test]
+async fn sizes_have_a_maximum_and_a_horizontal_resize_never_wraps() {
+    let app = TestApp::spawn_with(&["--time-scale", "0", "--storage-pool-gb", "4000000000"]).await;
+    let body = |storage: u64| json!({"name": "kafka-huge", "engine_version": "2.7", "broker_num": 1, "storage_space": storage, "product_id": "p"});
+    let res = app.create_instance_with(body(3_000_000_000)).await;
+    res.assert_error(400, "DMS.00400062");
+    assert!(res.json()["error_msg"].as_str().is_some_and(|m| m.contains("storage_space")), "{}", res.text);
+
+    let max = u64::from(kafka_tasks::domain::instance::MAX_STORAGE_GB);
+    let res = app.create_instance_with(body(max)).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let inst = res.json()["instance_id"].as_str().expect("instance_id").to_owned();
+    app.wait_instance_status(&inst, "RUNNING").await;
+    let res = app.resize(&inst, json!({"oper_type": "horizontal", "new_broker_num": 2})).await;
+    res.assert_error(400, "DMS.00400062");
+    assert!(res.json()["error_msg"].as_str().is_some_and(|m| m.contains("new_broker_num")), "{}", res.text);
+    let shown = app.show_instance(&inst).await.json();
+    assert_eq!(shown["storage_space"], max);
+    assert_eq!(shown["broker_num"], 1);
+    app.resize(&inst, json!({"oper_type": "storage", "new_storage_space": max + 1}))
+        .await
+        .assert_error(400, "DMS.00400062");
 }

@@ -8,4 +8,5 @@ mod instances;
 #[path = "../common/pg.rs"]
 mod pg;
 mod scheduled;
+mod secrets;
 mod tasks;

@@ -127,3 +127,62 @@ async fn bad_schedule_updates_are_refused_and_change_nothing() {
     app.upgrade(&inst, json!({"is_schedule": true, "execute_at": "tomorrow"})).await.assert_error(400, "DMS.00400142");
     assert_eq!(app.list_scheduled(&inst, "").await.json(), before);
 }
+
+/// Moves the server's clock a minute back, so that a schedule can be due a few hundred
+/// milliseconds from now (the API asks for at least a second ahead of its clock) while the
+/// engine fires it by the wall clock: tests stay short without sleeping through a schedule.
+fn soon(app: &TestApp, ms: i64) -> i64 {
+    app.clock.advance(-60_000);
+    in_ms(ms)
+}
+
+#[tokio::test]
+async fn a_scheduled_operation_firing_on_a_failed_create_fails_and_leaves_it_createfailed() {
+    let app = TestApp::spawn_with(&["--time-scale", "0", "--storage-pool-gb", "1000"]).await;
+    let res = app
+        .create_instance_with(json!({
+            "name": "too-big", "engine_version": "2.7", "broker_num": 1, "storage_space": 2000, "product_id": "p"
+        }))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let inst = res.json()["instance_id"].as_str().expect("instance_id").to_owned();
+    app.wait_instance_status(&inst, "CREATEFAILED").await;
+
+    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": soon(&app, 1_200)})).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
+    app.wait_task_status(&inst, &id, "FAILED").await;
+
+    let shown = app.show_instance(&inst).await.json();
+    assert_eq!(shown["status"], "CREATEFAILED", "{shown}");
+    assert_eq!(shown["engine_version"], "2.7");
+    let p = app.progress(&inst, &id).await.json();
+    assert_eq!(p["step_list"][0]["statue"], "FAILED", "{p}");
+    // Still refused for anything but a delete.
+    app.auto_topic(&inst, true).await.assert_error(400, "DMS.00400026");
+    app.upgrade(&inst, json!({})).await.assert_error(400, "DMS.00400026");
+}
+
+#[tokio::test]
+async fn an_upgrade_scheduled_before_an_immediate_upgrade_fails_when_it_fires() {
+    let app = TestApp::spawn().await;
+    let inst = app.create_instance().await;
+    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": soon(&app, 1_500)})).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let scheduled = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
+
+    let now = app.upgrade(&inst, json!({})).await;
+    assert_eq!(now.status, 200, "{}", now.text);
+    let job = now.json()["job_id"].as_str().expect("job_id").to_owned();
+    app.wait_task_status(&inst, &job, "SUCCESS").await;
+    assert_eq!(app.show_instance(&inst).await.json()["engine_version"], "3.x");
+
+    // The scheduled upgrade was from 2.7; the instance runs 3.x now, so it no longer applies.
+    app.wait_task_status(&inst, &scheduled, "FAILED").await;
+    let shown = app.show_instance(&inst).await.json();
+    assert_eq!(shown["engine_version"], "3.x");
+    assert_eq!(shown["status"], "RUNNING");
+    assert_eq!(app.list_scheduled(&inst, "").await.json()["jobs"][0]["status"], "FAILED");
+    // The instance was left free.
+    app.finished_task(&inst, true).await;
+}

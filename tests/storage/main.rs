@@ -611,3 +611,64 @@ async fn pages_match_a_full_scan_for_any_offset_and_bounds() {
         check(records).await;
     }
 }
+
+#[tokio::test]
+async fn audit_events_keep_any_byte_a_client_can_send() {
+    for e in engines().await {
+        let a = &e.storage.audit;
+        a.append_audit(AuditEvent {
+            at: T0,
+            request_id: "r\0".into(),
+            project_id: project().as_str().into(),
+            user_id: "u".into(),
+            user_name: "n\0n".into(),
+            access_key: Some("AK\0".into()),
+            action: "dms:instance:deleteBackgroundTask".into(),
+            target: format!("a\0b{}", "é".repeat(2_000)),
+            status: 400,
+            detail: Some(serde_json::json!({"path": "a\0b"})),
+        })
+        .await
+        .unwrap_or_else(|err| panic!("{}: {err}", e.name));
+        let got = a.list_audit(None, None, 10).await.expect("l");
+        assert_eq!(got.len(), 1, "{}", e.name);
+        assert!(got[0].target.starts_with("a\u{FFFD}b"), "{}: {:?}", e.name, &got[0].target[..8]);
+        assert!(got[0].target.len() <= AUDIT_FIELD_MAX);
+        assert_eq!(got[0].detail, Some(serde_json::json!({"path": "a\0b"})), "{}", e.name);
+    }
+}
+
+#[tokio::test]
+async fn the_master_key_check_is_recorded_once() {
+    for e in engines().await {
+        let c = &e.storage.credentials;
+        assert_eq!(c.master_key_check().await.expect("r"), None, "{}", e.name);
+        assert!(!c.has_credentials().await.expect("r"));
+        assert_eq!(c.record_master_key_check("one", T0).await.expect("w"), "one", "{}", e.name);
+        assert_eq!(c.record_master_key_check("two", T0).await.expect("w"), "one", "{}", e.name);
+        assert_eq!(c.master_key_check().await.expect("r").as_deref(), Some("one"));
+    }
+}
+
+#[tokio::test]
+async fn a_scheduled_operation_that_no_longer_applies_fails_and_leaves_the_instance_alone() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let up = Operation::Upgrade { old_version: "2.7".into(), new_version: "3.x".into() };
+        let sched = submit(s, &inst, up.clone(), T0 + 1, Some(T0 + 10)).await.expect("scheduled");
+        submit(s, &inst, up, T0 + 2, None).await.expect("immediate");
+        assert_eq!(run_all(s, "w", T0 + 5).await, [TaskStatus::Success], "{}", e.name);
+        let before = s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g").expect("i");
+        assert_eq!(before.engine_version, "3.x");
+        let claimed = s.engine.claim("w", T0 + 20, 60_000, 10, CTX).await.expect("claim");
+        assert_eq!(claimed.len(), 1, "{}", e.name);
+        assert_eq!(claimed[0].task.id, sched.record.id);
+        assert_eq!(claimed[0].ended, Some(TaskStatus::Failed), "{}", e.name);
+        assert!(claimed[0].reason.as_deref().is_some_and(|r| r.contains("3.x")), "{:?}", claimed[0].reason);
+        let after = s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g").expect("i");
+        assert_eq!(after, before, "{}", e.name);
+        let t = s.tasks.get_task(&inst.project_id, &inst.id, &sched.record.id, View::Background).await.expect("t");
+        assert!(matches!(t, Found::Yes(ref t) if t.status == TaskStatus::Failed), "{}: {t:?}", e.name);
+    }
+}
