@@ -109,7 +109,17 @@ async fn start_server(database: &str, master_key: &str, log: &PathBuf) -> anyhow
     let log_file = std::fs::File::create(log)?;
     let started = Instant::now();
     let child = Command::new(exe)
-        .args(["serve", "--listen", &addr.to_string(), "--database", database, "--master-key", master_key])
+        .args([
+            "serve",
+            "--listen",
+            &addr.to_string(),
+            "--database",
+            database,
+            "--master-key",
+            master_key,
+            "--rate-limit-per-key",
+            "0",
+        ])
         .args(["--time-scale", "0", "--log-format", "json"])
         .stdout(Stdio::null())
         .stderr(Stdio::from(log_file))
