@@ -298,14 +298,14 @@ impl Authenticator {
 
     /// Both steps at once, for callers that already hold the body.
     pub async fn authenticate(&self, req: &SignedRequest<'_>, client: Option<IpAddr>) -> Result<Identity, AuthError> {
-        let checked = self.precheck(req.headers, client).await?;
+        let checked = self.precheck(req.headers).await?;
         self.finish(checked, req, client).await
     }
 
     /// Everything decided from the headers alone, before the body is read: the credential's
     /// format, the date window, that the access key exists and is active, and its rate limit.
     /// A token is checked completely here.
-    pub async fn precheck(&self, headers: &HeaderMap, _client: Option<IpAddr>) -> Result<Checked, AuthError> {
+    pub async fn precheck(&self, headers: &HeaderMap) -> Result<Checked, AuthError> {
         if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
             let malformed = || unauthenticated(Reason::MalformedAuthorization, "the Authorization header is malformed");
             let auth = auth.to_str().map_err(|_| malformed())?;
@@ -511,4 +511,50 @@ pub async fn create_credential(
     }
     store.insert_credential(record).await?;
     Ok(Some(issued))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failure_leaves_one_security_line_with_key_reason_client_and_request() {
+        let buf = Buffer::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt().json().with_writer(move || writer.clone()).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            record_failure(Reason::BadSignature, Some("AKEXAMPLE"), "127.0.0.2".parse().ok(), "req-1");
+        });
+        let text = String::from_utf8(buf.0.lock().map(|b| b.clone()).unwrap_or_default()).unwrap_or_default();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_default();
+        assert_eq!(line["target"], "security", "{text}");
+        assert_eq!(line["fields"]["reason"], "bad_signature", "{text}");
+        assert_eq!(line["fields"]["access_key"], "AKEXAMPLE", "{text}");
+        assert_eq!(line["fields"]["client"], "127.0.0.2", "{text}");
+        assert_eq!(line["fields"]["request_id"], "req-1", "{text}");
+    }
+
+    #[test]
+    fn only_plain_access_keys_reach_the_log() {
+        assert_eq!(loggable("AKEXAMPLE0123").as_deref(), Some("AKEXAMPLE0123"));
+        for bad in ["", "a b", "x\ny", "é", &"A".repeat(65)] {
+            assert_eq!(loggable(bad), None, "{bad:?}");
+        }
+    }
 }

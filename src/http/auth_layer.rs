@@ -59,7 +59,7 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let client = state.auth.client_address(peer, &parts.headers);
     // The cheap checks come first: a stranger's body is never buffered.
-    let checked = match state.auth.precheck(&parts.headers, client).await {
+    let checked = match state.auth.precheck(&parts.headers).await {
         Ok(c) => c,
         Err(e) => return refuse(&state, &parts.headers, client, e),
     };

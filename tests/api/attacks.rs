@@ -238,3 +238,31 @@ async fn a_large_body_from_an_unknown_key_is_refused_before_it_is_read() {
     assert!(answer.contains("APIGW.0301"), "{answer:?}");
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
+    let path = format!("/v2/{PROJECT}/instances");
+    for trusted in [false, true] {
+        let mut flags = vec!["--time-scale", "0", "--auth-failure-limit", "2"];
+        if trusted {
+            flags.extend(["--trusted-proxies", "127.0.0.1/32"]);
+        }
+        let app = TestApp::spawn_with(&flags).await;
+        let mut guess = app.admin.clone();
+        guess.secret_key = "not-the-secret".into();
+        let status_as = |client: &'static str| {
+            let mut h = app.signed_headers(&guess, &Method::GET, &path, "", app.clock.now_ms());
+            h.push(("x-forwarded-for".into(), format!("198.51.100.77, {client}")));
+            let path = path.clone();
+            let app = &app;
+            async move { app.send_from(ip("127.0.0.1"), Method::GET, &path, None, &h).await.status().as_u16() }
+        };
+        for _ in 0..2 {
+            assert_eq!(status_as("203.0.113.1").await, 401);
+        }
+        assert_eq!(status_as("203.0.113.1").await, 429);
+        // Another client behind the proxy has its own count; without a trusted proxy the header is
+        // the sender's own claim and changes nothing.
+        assert_eq!(status_as("203.0.113.2").await, if trusted { 401 } else { 429 }, "trusted: {trusted}");
+    }
+}
