@@ -557,4 +557,91 @@ mod tests {
             assert_eq!(loggable(bad), None, "{bad:?}");
         }
     }
+
+    /// One credential, in memory: the authenticator without a database.
+    struct OneKey(CredentialRecord);
+
+    #[async_trait::async_trait]
+    impl CredentialStore for OneKey {
+        async fn insert_credential(&self, _: CredentialRecord) -> crate::storage::StoreResult<()> {
+            Ok(())
+        }
+        async fn insert_first_credential(&self, _: CredentialRecord) -> crate::storage::StoreResult<bool> {
+            Ok(false)
+        }
+        async fn get_credential(&self, ak: &str) -> crate::storage::StoreResult<Option<CredentialRecord>> {
+            Ok((ak == self.0.access_key).then(|| self.0.clone()))
+        }
+        async fn list_credentials(&self) -> crate::storage::StoreResult<Vec<CredentialRecord>> {
+            Ok(vec![self.0.clone()])
+        }
+        async fn revoke_credential(&self, _: &str, _: i64) -> crate::storage::StoreResult<bool> {
+            Ok(false)
+        }
+    }
+
+    const AK: &str = "AKPROPERTYTEST000001";
+    const SK: &str = "secretsecretsecretsecretsecretsecret0000";
+
+    fn authenticator() -> Authenticator {
+        let master = MasterKey::from_hex(&"ab".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
+        let record = CredentialRecord {
+            access_key: AK.into(),
+            secret_sealed: master.seal(SK),
+            project_id: "0123456789abcdef0123456789abcdef".parse().unwrap_or_else(|_| panic!("project")),
+            user_id: "u".into(),
+            user_name: "n".into(),
+            role: Role::Admin,
+            created_at: 0,
+            revoked_at: None,
+            failed_attempts: 0,
+            locked_until: None,
+        };
+        Authenticator::new(Arc::new(OneKey(record)), master, Clock::default())
+    }
+
+    mod properties {
+        use super::*;
+        use axum::http::{HeaderName, HeaderValue};
+        use proptest::prelude::*;
+
+        /// Authorization values near the real shape, so that parsing often succeeds.
+        fn authorization() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..120),
+                (".{0,30}", ".{0,30}", ".{0,70}").prop_map(|(h, s, g)| format!(
+                    "SDK-HMAC-SHA256 Access={AK}, SignedHeaders={h}x-sdk-date{s}, Signature={g}"
+                )
+                .into_bytes()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+            /// Whatever the headers and body, the authenticator answers (and never a valid
+            /// identity for a made-up signature).
+            #[test]
+            fn the_authenticator_never_panics_on_arbitrary_headers(
+                auth in authorization(),
+                date in prop_oneof![Just(signature::sdk_date(crate::domain::now_ms()).into_bytes()), proptest::collection::vec(any::<u8>(), 0..20)],
+                content in proptest::collection::vec(any::<u8>(), 0..70),
+                token in proptest::collection::vec(any::<u8>(), 0..80),
+                body in proptest::collection::vec(any::<u8>(), 0..40),
+                query in ".{0,30}",
+            ) {
+                let a = authenticator();
+                let mut headers = HeaderMap::new();
+                for (name, value) in [("authorization", &auth), ("x-sdk-date", &date), ("x-sdk-content-sha256", &content), ("x-auth-token", &token)] {
+                    if let Ok(v) = HeaderValue::from_bytes(value) {
+                        headers.insert(HeaderName::from_static(name), v);
+                    }
+                }
+                let req = SignedRequest { method: "POST", path: "/v2/x", query: &query, headers: &headers, body: &body };
+                let rt = tokio::runtime::Builder::new_current_thread().build().map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let out = rt.block_on(a.authenticate(&req, None));
+                prop_assert!(out.is_err(), "{out:?}");
+            }
+        }
+    }
 }

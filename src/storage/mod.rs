@@ -268,7 +268,7 @@ pub struct CredentialRecord {
     pub locked_until: Option<i64>,
 }
 
-/// Access keys and their lockout state.
+/// Access keys.
 #[async_trait]
 pub trait CredentialStore: Send + Sync {
     async fn insert_credential(&self, c: CredentialRecord) -> StoreResult<()>;
