@@ -61,6 +61,8 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub auth: crate::auth::config::AuthArgs,
 }
 
 /// Where the master key comes from. It seals secret keys at rest and signs tokens; every process

@@ -55,7 +55,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         .parse()
         .map_err(|_| anyhow::anyhow!("--default-project-id must be 32 hexadecimal characters"))?;
     bootstrap_credential(&storage, &master, &default_project, &args.keys.master_key_file, clock.now_ms()).await?;
-    let auth = Authenticator::new(storage.credentials.clone(), master, clock);
+    let auth = Authenticator::with_args(storage.credentials.clone(), master, clock, &args.auth);
     let step_context = StepContext { storage_pool_gb: args.storage_pool_gb };
     let wake = Arc::new(Notify::new());
     let state = AppState {
@@ -83,7 +83,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     let mut server_stop = shutdown_rx;
     let app = http::router(state);
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = server_stop.wait_for(|stop| *stop).await;
             })

@@ -1,29 +1,39 @@
 //! Who is calling. Every API request proves it, the way Huawei Cloud's API gateway checks it:
 //! an AK/SK signature (`SDK-HMAC-SHA256` or `SDK-HMAC-SM3`) or an `X-Auth-Token`.
 //! Credentials live in the database with their secret sealed by the master key.
+//!
+//! Authentication runs in two steps so that nothing a stranger sends is buffered before the
+//! cheap checks: [`Authenticator::precheck`] decides what the headers alone can (format, date
+//! window, a known active key, the key's rate), then the body is read and
+//! [`Authenticator::finish`] verifies the signature over exactly the bytes the handler reads.
 
+pub mod client_addr;
+pub mod config;
 pub mod keys;
 pub mod signature;
+pub mod throttle;
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::http::HeaderMap;
 use sha2::Digest;
 
-use crate::domain::{Identity, ProjectId, Role};
+use crate::domain::{AuthMethod, Identity, ProjectId, Role};
 use crate::storage::{CredentialRecord, CredentialStore, StoreError};
+use config::AuthArgs;
 use keys::{MasterKey, TokenClaims};
-use signature::{parse_authorization, parse_sdk_date};
+use signature::{Algorithm, PayloadError, parse_authorization, parse_sdk_date};
+use throttle::{FailureThrottle, KeyRateLimiter};
 
 /// How far `X-Sdk-Date` may be from the server's clock.
 pub const MAX_CLOCK_SKEW_MS: i64 = 15 * 60 * 1000;
-/// Consecutive signature failures that lock an access key …
-pub const LOCK_AFTER_FAILURES: u32 = 5;
-/// … for this long.
-pub const LOCK_MS: i64 = 5 * 60 * 1000;
 /// How long a token is valid.
 pub const TOKEN_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+/// Access keys are 20 characters; a longer one is unknown without asking the database.
+const MAX_ACCESS_KEY_LEN: usize = 64;
 
 /// The message of a bad signature, an unknown key and a revoked key alike, so that a caller
 /// learns nothing about which keys exist.
@@ -45,16 +55,79 @@ impl Clock {
     }
 }
 
+/// Why a request was refused: the label of `kafka_tasks_auth_failures_total` and of the
+/// security log line. A fixed set, so the metric's cardinality is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    MissingCredentials,
+    MalformedAuthorization,
+    BadDate,
+    ExpiredDate,
+    UnknownKey,
+    BadSignature,
+    PayloadHashMismatch,
+    UnsignedPayload,
+    BadToken,
+    ExpiredToken,
+    WrongProject,
+    TokenForToken,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MissingCredentials => "missing_credentials",
+            Reason::MalformedAuthorization => "malformed_authorization",
+            Reason::BadDate => "bad_date",
+            Reason::ExpiredDate => "expired_date",
+            Reason::UnknownKey => "unknown_key",
+            Reason::BadSignature => "bad_signature",
+            Reason::PayloadHashMismatch => "payload_hash_mismatch",
+            Reason::UnsignedPayload => "unsigned_payload",
+            Reason::BadToken => "bad_token",
+            Reason::ExpiredToken => "expired_token",
+            Reason::WrongProject => "wrong_project",
+            Reason::TokenForToken => "token_for_token",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// 401: the detail is shown to the caller.
-    #[error("{0}")]
-    Unauthenticated(String),
+    #[error("{1}")]
+    Unauthenticated(Reason, String),
     /// 403: the credential is not valid for the project asked for.
     #[error("credential not valid for this project")]
     WrongProject,
+    /// 429: a failed signature from a client past its limit of failures (seconds to wait).
+    #[error("too many failed signatures")]
+    FailuresThrottled(Reason, u64),
+    /// 429: the access key's rate limit (seconds to wait).
+    #[error("the access key's rate limit is reached")]
+    RateLimited(u64),
     #[error("{0}")]
     Internal(String),
+}
+
+impl AuthError {
+    /// The failure's reason, for the security log; `None` for what is no authentication failure.
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            AuthError::Unauthenticated(r, _) | AuthError::FailuresThrottled(r, _) => Some(*r),
+            AuthError::WrongProject => Some(Reason::WrongProject),
+            AuthError::RateLimited(_) | AuthError::Internal(_) => None,
+        }
+    }
+
+    /// The label of `kafka_tasks_rate_limited_total`, for refusals that are throttling.
+    pub fn throttle_reason(&self) -> Option<&'static str> {
+        match self {
+            AuthError::FailuresThrottled(..) => Some("auth_failures"),
+            AuthError::RateLimited(_) => Some("per_key"),
+            _ => None,
+        }
+    }
 }
 
 impl From<StoreError> for AuthError {
@@ -63,8 +136,28 @@ impl From<StoreError> for AuthError {
     }
 }
 
-fn unauthenticated(detail: &str) -> AuthError {
-    AuthError::Unauthenticated(detail.to_owned())
+fn unauthenticated(reason: Reason, detail: &str) -> AuthError {
+    AuthError::Unauthenticated(reason, detail.to_owned())
+}
+
+/// Writes the security log line and counts an authentication failure. Never logs a secret, a
+/// signature or a token; `access_key` is what the caller claimed (sanitised).
+pub fn record_failure(reason: Reason, access_key: Option<&str>, client: Option<IpAddr>, request_id: &str) {
+    metrics::counter!("kafka_tasks_auth_failures_total", "reason" => reason.as_str()).increment(1);
+    let client = client.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into());
+    tracing::warn!(
+        target: "security",
+        access_key = access_key.unwrap_or(""),
+        reason = reason.as_str(),
+        client = %client,
+        request_id,
+        "authentication failed"
+    );
+}
+
+/// Counts a request refused by a throttle or rate limit.
+pub fn record_throttled(reason: &'static str) {
+    metrics::counter!("kafka_tasks_rate_limited_total", "reason" => reason).increment(1);
 }
 
 /// The parts of a request a signature covers.
@@ -76,9 +169,12 @@ pub struct SignedRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// How long a node trusts what it read of a credential (its secret, whether it is revoked or
-/// locked) before reading it again. Revoking a key takes effect on every node within this time.
+/// How long a node trusts what it read of a credential (its secret, whether it is revoked)
+/// before reading it again. Revoking a key takes effect on every node within this time; a key
+/// just created may be unknown for as long.
 pub const CREDENTIAL_CACHE_MS: i64 = 1_000;
+/// Unknown access keys remembered at most (the memory is dropped whole when full).
+const UNKNOWN_CACHE_CAP: usize = 4_096;
 
 /// A credential as read, with its secret unsealed.
 struct Cached {
@@ -87,33 +183,100 @@ struct Cached {
     read_at: i64,
 }
 
+/// What the headers alone established; [`Authenticator::finish`] completes it with the body.
+pub enum Checked {
+    /// A valid token: nothing it proves depends on the body.
+    Token(Identity),
+    /// A well-formed, current signature by a known active key, not yet verified.
+    Signed(Pending),
+}
+
+pub struct Pending {
+    algorithm: Algorithm,
+    signed_headers: Vec<String>,
+    signature: String,
+    date: String,
+    cred: Arc<Cached>,
+}
+
 pub struct Authenticator {
     store: Arc<dyn CredentialStore>,
     master: MasterKey,
     pub clock: Clock,
     /// Active credentials by access key; only keys that exist are kept, so the map is bounded
     /// by the number of credentials.
-    cache: std::sync::Mutex<std::collections::HashMap<String, Arc<Cached>>>,
+    cache: std::sync::Mutex<HashMap<String, Arc<Cached>>>,
+    /// Access keys recently found not to exist (or revoked), and when.
+    unknown: std::sync::Mutex<HashMap<String, i64>>,
+    args: AuthArgs,
+    failures: FailureThrottle,
+    rate: Option<KeyRateLimiter>,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// An access key as it may appear in a log line: short and plain, else nothing.
+fn loggable(ak: &str) -> Option<String> {
+    (ak.len() <= MAX_ACCESS_KEY_LEN && !ak.is_empty() && ak.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| ak.to_owned())
+}
+
 impl Authenticator {
     pub fn new(store: Arc<dyn CredentialStore>, master: MasterKey, clock: Clock) -> Self {
-        Authenticator { store, master, clock, cache: Default::default() }
+        Self::with_args(store, master, clock, &AuthArgs::default())
+    }
+
+    pub fn with_args(store: Arc<dyn CredentialStore>, master: MasterKey, clock: Clock, args: &AuthArgs) -> Self {
+        let window_ms = i64::try_from(args.auth_failure_window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        Authenticator {
+            store,
+            master,
+            clock,
+            cache: Default::default(),
+            unknown: Default::default(),
+            failures: FailureThrottle::new(args.auth_failure_limit, window_ms),
+            rate: KeyRateLimiter::new(args.rate_limit_per_key, args.rate_limit_burst),
+            args: args.clone(),
+        }
+    }
+
+    /// The client's address given the TCP peer's, honouring `--trusted-proxies`.
+    pub fn client_address(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        client_addr::client_address(peer, headers, &self.args.trusted_proxies)
+    }
+
+    /// The access key a request claims (from its `Authorization` or its token), for the log.
+    pub fn claimed_access_key(&self, headers: &HeaderMap) -> Option<String> {
+        if let Some(auth) = header(headers, "authorization") {
+            return parse_authorization(auth).and_then(|a| loggable(a.access_key));
+        }
+        let claims = self.master.read_token(header(headers, "x-auth-token")?)?;
+        loggable(&claims.ak)
     }
 
     /// An active credential and its secret, from the cache while fresh.
     async fn credential(&self, access_key: &str) -> Result<Option<Arc<Cached>>, AuthError> {
         let now = self.clock.now_ms();
+        let fresh = |at: i64| now - at < CREDENTIAL_CACHE_MS && now >= at;
         let hit = self.cache.lock().ok().and_then(|c| c.get(access_key).cloned());
-        if let Some(c) = hit.filter(|c| now - c.read_at < CREDENTIAL_CACHE_MS && now >= c.read_at) {
+        if let Some(c) = hit.filter(|c| fresh(c.read_at)) {
             return Ok(Some(c));
+        }
+        if access_key.len() > MAX_ACCESS_KEY_LEN
+            || self.unknown.lock().ok().and_then(|u| u.get(access_key).copied()).is_some_and(fresh)
+        {
+            return Ok(None);
         }
         let Some(record) = self.store.get_credential(access_key).await?.filter(|c| c.revoked_at.is_none()) else {
             self.forget(access_key);
+            if let Ok(mut u) = self.unknown.lock() {
+                if u.len() >= UNKNOWN_CACHE_CAP {
+                    u.clear();
+                }
+                u.insert(access_key.to_owned(), now);
+            }
             return Ok(None);
         };
         let secret = self
@@ -133,91 +296,127 @@ impl Authenticator {
         }
     }
 
-    pub async fn authenticate(&self, req: &SignedRequest<'_>) -> Result<Identity, AuthError> {
-        let identity = if let Some(auth) = req.headers.get(axum::http::header::AUTHORIZATION) {
-            let auth = auth.to_str().map_err(|_| unauthenticated("the Authorization header is malformed"))?;
-            self.verify_signature(auth, req).await?
-        } else if let Some(token) = header(req.headers, "x-auth-token") {
-            self.verify_token(token).await?
+    /// Both steps at once, for callers that already hold the body.
+    pub async fn authenticate(&self, req: &SignedRequest<'_>, client: Option<IpAddr>) -> Result<Identity, AuthError> {
+        let checked = self.precheck(req.headers).await?;
+        self.finish(checked, req, client).await
+    }
+
+    /// Everything decided from the headers alone, before the body is read: the credential's
+    /// format, the date window, that the access key exists and is active, and its rate limit.
+    /// A token is checked completely here.
+    pub async fn precheck(&self, headers: &HeaderMap) -> Result<Checked, AuthError> {
+        if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
+            let malformed = || unauthenticated(Reason::MalformedAuthorization, "the Authorization header is malformed");
+            let auth = auth.to_str().map_err(|_| malformed())?;
+            let parsed = parse_authorization(auth).ok_or_else(malformed)?;
+            if !parsed.signed_headers.contains(&"x-sdk-date") {
+                return Err(unauthenticated(Reason::BadDate, "x-sdk-date must be among the signed headers"));
+            }
+            let date = header(headers, "x-sdk-date")
+                .ok_or_else(|| unauthenticated(Reason::BadDate, "x-sdk-date not found"))?;
+            let signed_at =
+                parse_sdk_date(date).ok_or_else(|| unauthenticated(Reason::BadDate, "x-sdk-date is malformed"))?;
+            let now = self.clock.now_ms();
+            if (now - signed_at).abs() > MAX_CLOCK_SKEW_MS {
+                return Err(unauthenticated(
+                    Reason::ExpiredDate,
+                    "the request has expired: X-Sdk-Date must be within 15 minutes of the server's time",
+                ));
+            }
+            let Some(cred) = self.credential(parsed.access_key).await? else {
+                return Err(unauthenticated(Reason::UnknownKey, SIGNATURE_FAIL));
+            };
+            // Only the key's own authenticated requests empty its bucket, so refusing here
+            // (before its body is read) cannot be caused by a stranger.
+            if let Some(secs) = self.rate.as_ref().and_then(|r| r.peek(&cred.record.access_key, now)) {
+                return Err(AuthError::RateLimited(secs));
+            }
+            Ok(Checked::Signed(Pending {
+                algorithm: parsed.algorithm,
+                signed_headers: parsed.signed_headers.iter().map(|h| (*h).to_owned()).collect(),
+                signature: parsed.signature.to_owned(),
+                date: date.to_owned(),
+                cred,
+            }))
+        } else if let Some(token) = header(headers, "x-auth-token") {
+            let identity = self.verify_token(token).await?;
+            self.admit(&identity, headers)?;
+            Ok(Checked::Token(identity))
         } else {
-            return Err(unauthenticated("x-auth-token not found"));
+            Err(unauthenticated(Reason::MissingCredentials, "x-auth-token not found"))
+        }
+    }
+
+    /// Verifies what [`Authenticator::precheck`] could not: the signature over the body.
+    pub async fn finish(
+        &self,
+        checked: Checked,
+        req: &SignedRequest<'_>,
+        client: Option<IpAddr>,
+    ) -> Result<Identity, AuthError> {
+        let p = match checked {
+            Checked::Token(identity) => return Ok(identity),
+            Checked::Signed(p) => p,
         };
-        if let Some(p) = header(req.headers, "x-project-id")
+        let cred = &p.cred.record;
+        let alg = p.algorithm;
+        let declared = header(req.headers, alg.content_header()).filter(|v| !v.is_empty());
+        let failed = |reason: Reason| match self.failures.fail(&cred.access_key, client, self.clock.now_ms()) {
+            Some(secs) => AuthError::FailuresThrottled(reason, secs),
+            None => unauthenticated(reason, SIGNATURE_FAIL),
+        };
+        let payloads = match signature::payload_hashes(alg, declared, req.body, self.args.allow_unsigned_payload) {
+            Ok(p) => p,
+            Err(PayloadError::Mismatch) => return Err(failed(Reason::PayloadHashMismatch)),
+            Err(PayloadError::Unsigned) => return Err(failed(Reason::UnsignedPayload)),
+        };
+        let signed_headers: Vec<&str> = p.signed_headers.iter().map(String::as_str).collect();
+        let valid = signature::verify_request(
+            alg,
+            p.cred.secret.as_bytes(),
+            &p.signature,
+            &signed_headers,
+            &p.date,
+            req.method,
+            req.path,
+            req.query,
+            |name| header(req.headers, name),
+            &payloads,
+        );
+        if !valid {
+            return Err(failed(Reason::BadSignature));
+        }
+        let identity = identity_of(cred, AuthMethod::AkSk);
+        self.admit(&identity, req.headers)?;
+        Ok(identity)
+    }
+
+    /// What an authenticated caller must still pass: `X-Project-Id`, when sent, names the
+    /// key's project; the key is within its rate.
+    fn admit(&self, identity: &Identity, headers: &HeaderMap) -> Result<(), AuthError> {
+        if let Some(p) = header(headers, "x-project-id")
             && p != identity.project_id.as_str()
         {
             return Err(AuthError::WrongProject);
         }
-        Ok(identity)
-    }
-
-    async fn verify_signature(&self, auth: &str, req: &SignedRequest<'_>) -> Result<Identity, AuthError> {
-        let parsed =
-            parse_authorization(auth).ok_or_else(|| unauthenticated("the Authorization header is malformed"))?;
-        if !parsed.signed_headers.contains(&"x-sdk-date") {
-            return Err(unauthenticated("x-sdk-date must be among the signed headers"));
+        if let (Some(rate), Some(ak)) = (&self.rate, &identity.access_key) {
+            rate.take(ak, self.clock.now_ms()).map_err(AuthError::RateLimited)?;
         }
-        let date = header(req.headers, "x-sdk-date").ok_or_else(|| unauthenticated("x-sdk-date not found"))?;
-        let signed_at = parse_sdk_date(date).ok_or_else(|| unauthenticated("x-sdk-date is malformed"))?;
-        let now = self.clock.now_ms();
-        if (now - signed_at).abs() > MAX_CLOCK_SKEW_MS {
-            return Err(unauthenticated(
-                "the request has expired: X-Sdk-Date must be within 15 minutes of the server's time",
-            ));
-        }
-        let Some(cached) = self.credential(parsed.access_key).await? else {
-            return Err(unauthenticated(SIGNATURE_FAIL));
-        };
-        let cred = &cached.record;
-        if cred.locked_until.is_some_and(|t| t > now) {
-            return Err(unauthenticated("the access key is locked for 5 minutes after repeated signature failures"));
-        }
-        let secret = &cached.secret;
-
-        let alg = parsed.algorithm;
-        let empty = alg.hash_hex(b"");
-        let declared = header(req.headers, alg.content_header()).filter(|v| !v.is_empty());
-        // The Python SDK hashes an empty body as empty even when it sends a content-hash header;
-        // the Go SDK uses the header whenever it is there. Accept either canonical form.
-        let mut payloads: Vec<String> = Vec::with_capacity(2);
-        match (req.body.is_empty(), declared) {
-            (true, Some(d)) => payloads.extend([d.to_owned(), empty]),
-            (true, None) => payloads.push(empty),
-            (false, Some(d)) => payloads.push(d.to_owned()),
-            (false, None) => payloads.push(alg.hash_hex(req.body)),
-        }
-        let valid = payloads.iter().any(|payload| {
-            let canonical = signature::canonical_request(
-                req.method,
-                req.path,
-                req.query,
-                &parsed.signed_headers,
-                |name| header(req.headers, name),
-                payload,
-            );
-            let sts = signature::string_to_sign(alg, date, &canonical);
-            alg.verify(secret.as_bytes(), sts.as_bytes(), parsed.signature)
-        });
-        if !valid {
-            self.store.record_auth_failure(&cred.access_key, LOCK_AFTER_FAILURES, now + LOCK_MS).await?;
-            // The count (and maybe a lock) changed: read it afresh next time.
-            self.forget(&cred.access_key);
-            return Err(unauthenticated(SIGNATURE_FAIL));
-        }
-        if cred.failed_attempts > 0 {
-            self.store.clear_auth_failures(&cred.access_key).await?;
-            self.forget(&cred.access_key);
-        }
-        Ok(identity_of(cred))
+        Ok(())
     }
 
     async fn verify_token(&self, token: &str) -> Result<Identity, AuthError> {
-        let claims = self.master.read_token(token).ok_or_else(|| unauthenticated("the token is invalid"))?;
+        let invalid = || unauthenticated(Reason::BadToken, "the token is invalid");
+        let claims = self.master.read_token(token).ok_or_else(invalid)?;
         if claims.expires_at <= self.clock.now_ms() {
-            return Err(unauthenticated("token expires"));
+            return Err(unauthenticated(Reason::ExpiredToken, "token expires"));
         }
         match self.credential(&claims.ak).await? {
-            Some(c) if c.record.project_id.as_str() == claims.project_id => Ok(identity_of(&c.record)),
-            _ => Err(unauthenticated("the token is invalid")),
+            Some(c) if c.record.project_id.as_str() == claims.project_id => {
+                Ok(identity_of(&c.record, AuthMethod::Token))
+            }
+            _ => Err(invalid()),
         }
     }
 
@@ -227,13 +426,14 @@ impl Authenticator {
     }
 }
 
-fn identity_of(c: &CredentialRecord) -> Identity {
+fn identity_of(c: &CredentialRecord, method: AuthMethod) -> Identity {
     Identity {
         project_id: c.project_id.clone(),
         user_id: c.user_id.clone(),
         user_name: c.user_name.clone(),
         access_key: Some(c.access_key.clone()),
         role: c.role,
+        method,
     }
 }
 
@@ -253,7 +453,7 @@ pub async fn issue_token(
             };
             Ok((master.mint_token(&claims), claims))
         }
-        _ => Err(unauthenticated("no such active access key")),
+        _ => Err(unauthenticated(Reason::UnknownKey, "no such active access key")),
     }
 }
 
@@ -311,4 +511,146 @@ pub async fn create_credential(
     }
     store.insert_credential(record).await?;
     Ok(Some(issued))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failure_leaves_one_security_line_with_key_reason_client_and_request() {
+        let buf = Buffer::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt().json().with_writer(move || writer.clone()).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            record_failure(Reason::BadSignature, Some("AKEXAMPLE"), "127.0.0.2".parse().ok(), "req-1");
+        });
+        let text = String::from_utf8(buf.0.lock().map(|b| b.clone()).unwrap_or_default()).unwrap_or_default();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_default();
+        assert_eq!(line["target"], "security", "{text}");
+        assert_eq!(line["fields"]["reason"], "bad_signature", "{text}");
+        assert_eq!(line["fields"]["access_key"], "AKEXAMPLE", "{text}");
+        assert_eq!(line["fields"]["client"], "127.0.0.2", "{text}");
+        assert_eq!(line["fields"]["request_id"], "req-1", "{text}");
+    }
+
+    #[test]
+    fn only_plain_access_keys_reach_the_log() {
+        assert_eq!(loggable("AKEXAMPLE0123").as_deref(), Some("AKEXAMPLE0123"));
+        for bad in ["", "a b", "x\ny", "é", &"A".repeat(65)] {
+            assert_eq!(loggable(bad), None, "{bad:?}");
+        }
+    }
+
+    /// One credential, in memory: the authenticator without a database.
+    struct OneKey(CredentialRecord);
+
+    #[async_trait::async_trait]
+    impl CredentialStore for OneKey {
+        async fn master_key_check(&self) -> crate::storage::StoreResult<Option<String>> {
+            Ok(None)
+        }
+        async fn record_master_key_check(&self, value: &str, _: i64) -> crate::storage::StoreResult<String> {
+            Ok(value.to_owned())
+        }
+        async fn has_credentials(&self) -> crate::storage::StoreResult<bool> {
+            Ok(true)
+        }
+        async fn insert_credential(&self, _: CredentialRecord) -> crate::storage::StoreResult<()> {
+            Ok(())
+        }
+        async fn insert_first_credential(&self, _: CredentialRecord) -> crate::storage::StoreResult<bool> {
+            Ok(false)
+        }
+        async fn get_credential(&self, ak: &str) -> crate::storage::StoreResult<Option<CredentialRecord>> {
+            Ok((ak == self.0.access_key).then(|| self.0.clone()))
+        }
+        async fn list_credentials(&self) -> crate::storage::StoreResult<Vec<CredentialRecord>> {
+            Ok(vec![self.0.clone()])
+        }
+        async fn revoke_credential(&self, _: &str, _: i64) -> crate::storage::StoreResult<bool> {
+            Ok(false)
+        }
+    }
+
+    const AK: &str = "AKPROPERTYTEST000001";
+    const SK: &str = "secretsecretsecretsecretsecretsecret0000";
+
+    fn authenticator() -> Authenticator {
+        let master = MasterKey::from_hex(&"ab".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
+        let record = CredentialRecord {
+            access_key: AK.into(),
+            secret_sealed: master.seal(SK),
+            project_id: "0123456789abcdef0123456789abcdef".parse().unwrap_or_else(|_| panic!("project")),
+            user_id: "u".into(),
+            user_name: "n".into(),
+            role: Role::Admin,
+            created_at: 0,
+            revoked_at: None,
+            failed_attempts: 0,
+            locked_until: None,
+        };
+        Authenticator::new(Arc::new(OneKey(record)), master, Clock::default())
+    }
+
+    mod properties {
+        use super::*;
+        use axum::http::{HeaderName, HeaderValue};
+        use proptest::prelude::*;
+
+        /// Authorization values near the real shape, so that parsing often succeeds.
+        fn authorization() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..120),
+                (".{0,30}", ".{0,30}", ".{0,70}").prop_map(|(h, s, g)| format!(
+                    "SDK-HMAC-SHA256 Access={AK}, SignedHeaders={h}x-sdk-date{s}, Signature={g}"
+                )
+                .into_bytes()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+            /// Whatever the headers and body, the authenticator answers (and never a valid
+            /// identity for a made-up signature).
+            #[test]
+            fn the_authenticator_never_panics_on_arbitrary_headers(
+                auth in authorization(),
+                date in prop_oneof![Just(signature::sdk_date(crate::domain::now_ms()).into_bytes()), proptest::collection::vec(any::<u8>(), 0..20)],
+                content in proptest::collection::vec(any::<u8>(), 0..70),
+                token in proptest::collection::vec(any::<u8>(), 0..80),
+                body in proptest::collection::vec(any::<u8>(), 0..40),
+                query in ".{0,30}",
+            ) {
+                let a = authenticator();
+                let mut headers = HeaderMap::new();
+                for (name, value) in [("authorization", &auth), ("x-sdk-date", &date), ("x-sdk-content-sha256", &content), ("x-auth-token", &token)] {
+                    if let Ok(v) = HeaderValue::from_bytes(value) {
+                        headers.insert(HeaderName::from_static(name), v);
+                    }
+                }
+                let req = SignedRequest { method: "POST", path: "/v2/x", query: &query, headers: &headers, body: &body };
+                let rt = tokio::runtime::Builder::new_current_thread().build().map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let out = rt.block_on(a.authenticate(&req, None));
+                prop_assert!(out.is_err(), "{out:?}");
+            }
+        }
+    }
 }

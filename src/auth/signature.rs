@@ -103,16 +103,19 @@ pub fn canonical_uri(path: &str) -> String {
     out
 }
 
+/// The query's `name=value` pairs, percent-decoded, in the order sent. `+` stays a plus: the
+/// signature is computed over these values, and the handlers read exactly these (see
+/// `QueryMap`), so that one signature never stands for two different requests.
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|p| match p.split_once('=') {
+        Some((k, v)) => (decode(k), decode(v)),
+        None => (decode(p), String::new()),
+    })
+}
+
 /// The query's pairs decoded, sorted by key then value, encoded the canonical way.
 pub fn canonical_query(query: &str) -> String {
-    let mut pairs: Vec<(String, String)> = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
-        })
-        .collect();
+    let mut pairs: Vec<(String, String)> = query_pairs(query).collect();
     pairs.sort();
     let mut out = String::with_capacity(query.len() + 8);
     for (i, (k, v)) in pairs.iter().enumerate() {
@@ -124,6 +127,46 @@ pub fn canonical_query(query: &str) -> String {
         encode(v, &mut out);
     }
     out
+}
+
+/// The value of `X-Sdk-Content-Sha256` (or its SM3 twin) that says the body is not signed.
+pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadError {
+    /// The declared content hash is not the body's.
+    Mismatch,
+    /// `UNSIGNED-PAYLOAD` on a request with a body, not allowed.
+    Unsigned,
+}
+
+/// The payload hashes a valid signature of this request may have been made over. The
+/// signature then covers exactly the body the handler reads:
+/// - a declared content hash must be the body's hash (any case); it is then signed as sent,
+///   as the Go SDK does;
+/// - an empty body is also accepted with the hash of nothing, as the Python SDK signs it
+///   whatever the header says (it sends `UNSIGNED-PAYLOAD` for non-JSON content types), and
+///   `UNSIGNED-PAYLOAD` there covers nothing a handler reads;
+/// - `UNSIGNED-PAYLOAD` with a body only when the operator allows it.
+pub fn payload_hashes(
+    alg: Algorithm,
+    declared: Option<&str>,
+    body: &[u8],
+    allow_unsigned: bool,
+) -> Result<Vec<String>, PayloadError> {
+    let actual = alg.hash_hex(body);
+    let Some(declared) = declared else { return Ok(vec![actual]) };
+    let truthful = declared.eq_ignore_ascii_case(&actual);
+    match (body.is_empty(), declared == UNSIGNED_PAYLOAD) {
+        (true, true) => Ok(vec![actual, declared.to_owned()]),
+        (true, false) if truthful && declared != actual => Ok(vec![actual, declared.to_owned()]),
+        // The Python SDK ignores the header on an empty body; the Go SDK's form is this one.
+        (true, false) => Ok(vec![actual]),
+        (false, true) if allow_unsigned => Ok(vec![declared.to_owned()]),
+        (false, true) => Err(PayloadError::Unsigned),
+        (false, false) if truthful => Ok(vec![declared.to_owned()]),
+        (false, false) => Err(PayloadError::Mismatch),
+    }
 }
 
 /// The request as the signature covers it. `header` looks up a header by lowercase name.
@@ -158,6 +201,28 @@ pub fn string_to_sign(alg: Algorithm, sdk_date: &str, canonical_request: &str) -
 
 pub fn signature(alg: Algorithm, secret_key: &str, string_to_sign: &str) -> String {
     hex::encode(alg.mac(secret_key.as_bytes(), string_to_sign.as_bytes()))
+}
+
+/// Whether `signature_hex` signs the request with `secret` over one of `payloads` (see
+/// [`payload_hashes`]): the server's whole check, given a known key. `header` looks up a header
+/// by lowercase name.
+#[allow(clippy::too_many_arguments)]
+pub fn verify_request<'a>(
+    alg: Algorithm,
+    secret: &[u8],
+    signature_hex: &str,
+    signed_headers: &[&str],
+    sdk_date: &str,
+    method: &str,
+    path: &str,
+    query: &str,
+    header: impl Fn(&str) -> Option<&'a str>,
+    payloads: &[String],
+) -> bool {
+    payloads.iter().any(|payload| {
+        let canonical = canonical_request(method, path, query, signed_headers, &header, payload);
+        alg.verify(secret, string_to_sign(alg, sdk_date, &canonical).as_bytes(), signature_hex)
+    })
 }
 
 /// The parts of an `Authorization: SDK-HMAC-SHA256 Access=…, SignedHeaders=…, Signature=…` header.
@@ -221,19 +286,32 @@ impl Signer<'_> {
         body: &[u8],
         sdk_date: &str,
     ) -> SignedHeaders {
+        self.sign_payload(method, path, query, headers, &self.algorithm.hash_hex(body), sdk_date)
+    }
+
+    /// As [`Signer::sign`], over a given payload hash: a content-hash header's value, or
+    /// [`UNSIGNED_PAYLOAD`].
+    pub fn sign_payload(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+        payload: &str,
+        sdk_date: &str,
+    ) -> SignedHeaders {
         let alg = self.algorithm;
         let mut all: Vec<(&str, &str)> = headers.to_vec();
         all.push(("x-sdk-date", sdk_date));
         all.sort();
         let names: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
-        let payload = alg.hash_hex(body);
         let canonical = canonical_request(
             method,
             path,
             query,
             &names,
             |n| all.iter().find(|(k, _)| *k == n).map(|(_, v)| *v),
-            &payload,
+            payload,
         );
         let sts = string_to_sign(alg, sdk_date, &canonical);
         let sig = signature(alg, self.secret_key, &sts);
@@ -395,5 +473,236 @@ mod tests {
         assert_eq!(parse_sdk_date("20240102T030405Z"), Some(1704164645000));
         assert_eq!(sdk_date(1704164645000), "20240102T030405Z");
         assert!(parse_sdk_date("2024-01-02").is_none());
+    }
+
+    #[test]
+    fn payload_hashes_cover_exactly_the_body() {
+        let alg = Algorithm::Sha256;
+        let h = alg.hash_hex(b"{}");
+        assert_eq!(payload_hashes(alg, None, b"{}", false), Ok(vec![h.clone()]));
+        assert_eq!(payload_hashes(alg, Some(&h), b"{}", false), Ok(vec![h.clone()]));
+        let upper = h.to_uppercase();
+        assert_eq!(payload_hashes(alg, Some(&upper), b"{}", false), Ok(vec![upper]));
+        assert_eq!(payload_hashes(alg, Some(EMPTY), b"{}", false), Err(PayloadError::Mismatch));
+        assert_eq!(payload_hashes(alg, Some(UNSIGNED_PAYLOAD), b"{}", false), Err(PayloadError::Unsigned));
+        assert_eq!(payload_hashes(alg, Some(UNSIGNED_PAYLOAD), b"{}", true), Ok(vec![UNSIGNED_PAYLOAD.into()]));
+        // Empty bodies: the Python SDK's form (hash of nothing) always, the Go SDK's when true.
+        assert_eq!(
+            payload_hashes(alg, Some(UNSIGNED_PAYLOAD), b"", false),
+            Ok(vec![EMPTY.into(), UNSIGNED_PAYLOAD.into()])
+        );
+        assert_eq!(payload_hashes(alg, Some(&h), b"", false), Ok(vec![EMPTY.into()]));
+        assert_eq!(payload_hashes(alg, Some(EMPTY), b"", false), Ok(vec![EMPTY.into()]));
+    }
+
+    #[test]
+    fn query_pairs_decode_as_the_signature_does() {
+        let pairs: Vec<_> = query_pairs("a=1&b&c=x%20y+z&&d=%FF").collect();
+        assert_eq!(
+            pairs,
+            [
+                ("a".into(), "1".into()),
+                ("b".into(), String::new()),
+                ("c".into(), "x y+z".into()),
+                ("d".into(), "\u{fffd}".into())
+            ]
+        );
+    }
+
+    mod properties {
+        //! The signature's canonical form, checked on random requests: what our signer signs,
+        //! the server's check accepts, and any change to what is signed is refused.
+
+        use super::super::*;
+        use axum::http::{HeaderMap, HeaderName, HeaderValue};
+        use proptest::prelude::*;
+
+        const SECRET: &str = "0123456789abcdefghijABCDEFGHIJ0123456789";
+        const DATE: &str = "20240102T030405Z";
+
+        #[derive(Debug, Clone)]
+        struct Req {
+            method: String,
+            segments: Vec<String>,
+            query: Vec<(String, String)>,
+            headers: Vec<(String, String)>,
+            body: Vec<u8>,
+        }
+
+        /// Text with reserved characters, percent signs, spaces and non-ASCII.
+        fn text() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    4 => proptest::char::range('a', 'z'),
+                    1 => prop::sample::select(vec!['/', '?', '#', '&', '=', '+', '%', ' ', '~', '.', '-', '_', ';', ',', '*']),
+                    1 => any::<char>().prop_filter("not a control", |c| !c.is_control()),
+                ],
+                0..8,
+            )
+            .prop_map(|v| v.into_iter().collect())
+        }
+
+        fn header_value() -> impl Strategy<Value = String> {
+            // Visible ASCII, no surrounding space (the canonical form trims it).
+            "[!-~]([ -~]{0,20}[!-~])?"
+        }
+
+        fn request() -> impl Strategy<Value = Req> {
+            let method = prop_oneof![
+                Just("GET".to_owned()),
+                Just("POST".to_owned()),
+                Just("PUT".to_owned()),
+                Just("DELETE".to_owned()),
+                "[A-Z]{1,8}",
+            ];
+            // Names from a small set, so duplicates are common.
+            let key = prop_oneof![Just("limit".to_owned()), Just("start".to_owned()), text()];
+            let headers = proptest::collection::btree_map("[a-w][a-z0-9-]{0,10}", header_value(), 0..4)
+                .prop_map(|m| m.into_iter().collect::<Vec<_>>());
+            (
+                method,
+                proptest::collection::vec(text(), 1..5),
+                proptest::collection::vec((key, text()), 0..6),
+                headers,
+                proptest::collection::vec(any::<u8>(), 0..64),
+            )
+                .prop_map(|(method, segments, query, headers, body)| Req {
+                    method,
+                    segments,
+                    query,
+                    headers,
+                    body,
+                })
+        }
+
+        fn raw_path(segments: &[String]) -> String {
+            segments.iter().map(|s| format!("/{}", utf8_percent_encode(s, ENCODE))).collect()
+        }
+
+        fn raw_query(pairs: &[(String, String)]) -> String {
+            pairs
+                .iter()
+                .map(|(k, v)| format!("{}={}", utf8_percent_encode(k, ENCODE), utf8_percent_encode(v, ENCODE)))
+                .collect::<Vec<_>>()
+                .join("&")
+        }
+
+        /// The request as it arrives: raw path, raw query, header map.
+        fn wire(r: &Req) -> (String, String, HeaderMap) {
+            let mut map = HeaderMap::new();
+            for (k, v) in &r.headers {
+                if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                    map.insert(k, v);
+                }
+            }
+            map.insert("x-sdk-date", HeaderValue::from_static(DATE));
+            (raw_path(&r.segments), raw_query(&r.query), map)
+        }
+
+        /// The `Authorization` header our signer makes for `r`.
+        fn sign(r: &Req) -> String {
+            let (path, query, _) = wire(r);
+            let signer = Signer { algorithm: Algorithm::Sha256, access_key: "AK", secret_key: SECRET };
+            let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            signer.sign(&r.method, &path, &query, &headers, &r.body, DATE).authorization
+        }
+
+        /// The server's check of `r` against the `Authorization` value `auth`.
+        fn verifies(r: &Req, auth: &str) -> bool {
+            let Some(auth) = parse_authorization(auth) else { return false };
+            let (path, query, map) = wire(r);
+            let Ok(payloads) = payload_hashes(Algorithm::Sha256, None, &r.body, false) else { return false };
+            verify_request(
+                auth.algorithm,
+                SECRET.as_bytes(),
+                auth.signature,
+                &auth.signed_headers,
+                DATE,
+                &r.method,
+                &path,
+                &query,
+                |n| map.get(n).and_then(|v| v.to_str().ok()),
+                &payloads,
+            )
+        }
+
+        /// A different character in a string (appended when empty).
+        fn changed(s: &str, at: usize) -> String {
+            let mut chars: Vec<char> = s.chars().collect();
+            if chars.is_empty() {
+                return "x".into();
+            }
+            let i = at % chars.len();
+            chars[i] = if chars[i] == 'x' { 'y' } else { 'x' };
+            chars.into_iter().collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn what_our_signer_signs_verifies(r in request()) {
+                let auth = sign(&r);
+                prop_assert!(verifies(&r, &auth));
+                // The Node SDK sends the query unsorted: the order on the wire does not matter.
+                let mut reversed = r.clone();
+                reversed.query.reverse();
+                prop_assert!(verifies(&reversed, &auth));
+            }
+
+            #[test]
+            fn any_change_to_what_is_signed_is_refused(r in request(), which in 0usize..5, at in any::<usize>()) {
+                let auth = sign(&r);
+                let mut t = r.clone();
+                match which {
+                    0 => { let i = at % t.segments.len(); t.segments[i] = changed(&t.segments[i], at / 7); }
+                    1 if !t.query.is_empty() => {
+                        let i = at % t.query.len();
+                        if at % 2 == 0 { t.query[i].1 = changed(&t.query[i].1, at / 7) } else { t.query[i].0 = changed(&t.query[i].0, at / 7) }
+                    }
+                    1 => t.query.push(("limit".into(), "1".into())),
+                    2 if !t.headers.is_empty() => {
+                        let i = at % t.headers.len();
+                        t.headers[i].1 = changed(&t.headers[i].1, at / 7);
+                    }
+                    2 => t.method.push('X'),
+                    3 if !t.body.is_empty() => { let i = at % t.body.len(); t.body[i] ^= 1 << (at % 8); }
+                    3 => t.body.push(b'{'),
+                    _ => t.method = if t.method == "GET" { "POST".into() } else { "GET".into() },
+                }
+                prop_assert!(!verifies(&t, &auth), "changed {which}: {t:?}");
+            }
+
+            #[test]
+            fn a_declared_content_hash_must_be_the_bodys(body in proptest::collection::vec(any::<u8>(), 1..64), other in proptest::collection::vec(any::<u8>(), 0..64)) {
+                prop_assume!(body != other);
+                let lie = Algorithm::Sha256.hash_hex(&other);
+                prop_assert_eq!(payload_hashes(Algorithm::Sha256, Some(&lie), &body, false), Err(PayloadError::Mismatch));
+                prop_assert_eq!(payload_hashes(Algorithm::Sha256, Some(&lie), &body, true), Err(PayloadError::Mismatch));
+            }
+
+            #[test]
+            fn arbitrary_authorization_values_never_panic(value in ".{0,200}", raw in proptest::collection::vec(any::<u8>(), 0..200)) {
+                let _ = parse_authorization(&value);
+                let _ = parse_authorization(&String::from_utf8_lossy(&raw));
+                let structured = format!("SDK-HMAC-SHA256 Access={value}, SignedHeaders={value};x-sdk-date, Signature={value}");
+                if let Some(a) = parse_authorization(&structured) {
+                    let _ = verify_request(a.algorithm, b"k", a.signature, &a.signed_headers, &value, &value, &value, &value, |_| Some(value.as_str()), std::slice::from_ref(&value));
+                }
+                let _ = parse_sdk_date(&value);
+            }
+
+            #[test]
+            fn arbitrary_header_bytes_never_panic(name in "[a-z-]{1,12}", raw in proptest::collection::vec(any::<u8>(), 0..100), body in proptest::collection::vec(any::<u8>(), 0..32)) {
+                let mut map = HeaderMap::new();
+                if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&raw)) {
+                    map.insert(n, v);
+                }
+                let declared = map.get(name.as_str()).and_then(|v| v.to_str().ok());
+                let payloads = payload_hashes(Algorithm::Sm3, declared, &body, false).unwrap_or_default();
+                let names = [name.as_str(), "x-sdk-date"];
+                let _ = verify_request(Algorithm::Sm3, b"k", "00", &names, DATE, "GET", &String::from_utf8_lossy(&raw), &String::from_utf8_lossy(&raw), |n| map.get(n).and_then(|v| v.to_str().ok()), &payloads);
+            }
+        }
     }
 }

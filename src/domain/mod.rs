@@ -20,6 +20,17 @@ pub struct Identity {
     pub user_name: String,
     pub access_key: Option<String>,
     pub role: Role,
+    /// How the caller proved who they are.
+    pub method: AuthMethod,
+}
+
+/// How a request was authenticated. Some actions (minting a token) need the stronger proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// An `SDK-HMAC-SHA256`/`SDK-HMAC-SM3` signature made with the secret key.
+    AkSk,
+    /// An `X-Auth-Token` minted earlier.
+    Token,
 }
 
 /// What a credential may do; each role includes the ones before it.

@@ -1,10 +1,14 @@
 //! The gateway in front of every API route: authenticates the request (AK/SK signature or token),
 //! hands the identity to the handler, and writes the audit event of every authenticated
-//! mutating request before the response leaves.
+//! mutating request before the response leaves. Refusals leave a line in the `security` log and
+//! a count in `/metrics`; throttled ones carry `Retry-After`.
+
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
-use axum::http::Method;
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, RawPathParams, Request, State};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -17,15 +21,48 @@ use crate::storage::AuditEvent;
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Unauthenticated(detail) => ApiError::Unauthenticated(detail),
+            AuthError::Unauthenticated(_, detail) => ApiError::Unauthenticated(detail),
             AuthError::WrongProject => ApiError::WrongProject,
+            AuthError::FailuresThrottled(_, secs) | AuthError::RateLimited(secs) => ApiError::Throttled(secs),
             AuthError::Internal(cause) => ApiError::Internal(cause),
         }
     }
 }
 
+/// The response to a refused request, after its security log line and counters.
+fn refuse(state: &AppState, headers: &axum::http::HeaderMap, client: Option<IpAddr>, e: AuthError) -> Response {
+    if let Some(reason) = e.reason() {
+        let ak = state.auth.claimed_access_key(headers);
+        crate::auth::record_failure(reason, ak.as_deref(), client, &current_request_id());
+    }
+    if let Some(reason) = e.throttle_reason() {
+        crate::auth::record_throttled(reason);
+    }
+    let retry_after = match e {
+        AuthError::FailuresThrottled(_, secs) | AuthError::RateLimited(secs) => Some(secs),
+        _ => None,
+    };
+    let mut res = ApiError::from(e).into_response();
+    if let Some(secs) = retry_after {
+        res.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    res
+}
+
+/// The client's address as the auth layer saw it, for handlers that log a refusal.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub Option<IpAddr>);
+
 pub async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
+    // Without the peer's address (a server not started with connect info) the client is unknown.
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let client = state.auth.client_address(peer, &parts.headers);
+    // The cheap checks come first: a stranger's body is never buffered.
+    let checked = match state.auth.precheck(&parts.headers).await {
+        Ok(c) => c,
+        Err(e) => return refuse(&state, &parts.headers, client, e),
+    };
     // The signature covers the body, so it is read here (bounded) and handed on.
     let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
         return ApiError::TooLarge.into_response();
@@ -37,10 +74,11 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         headers: &parts.headers,
         body: &bytes,
     };
-    let identity = match state.auth.authenticate(&signed).await {
+    let identity = match state.auth.finish(checked, &signed, client).await {
         Ok(i) => i,
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => return refuse(&state, &parts.headers, client, e),
     };
+    parts.extensions.insert(ClientAddress(client));
     let mutating = !matches!(parts.method, Method::GET | Method::HEAD);
     let route = parts.extensions.get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_default();
     let path_target = match RawPathParams::from_request_parts(&mut parts, &()).await {

@@ -55,6 +55,13 @@ pub enum ApiError {
     TooLarge,
     #[error("internal error: {0}")]
     Internal(String),
+    /// 429 from the gateway; the seconds to wait go in `Retry-After` (see the auth layer).
+    #[error("throttled")]
+    Throttled(u64),
+    /// A query parameter given more than once: which of its values a handler would read is
+    /// not what the signature pins down.
+    #[error("duplicate query parameter {0}")]
+    DuplicateParam(String),
 }
 
 impl From<StoreError> for ApiError {
@@ -86,6 +93,8 @@ impl ApiError {
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            DuplicateParam(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -110,6 +119,10 @@ impl ApiError {
             Unauthenticated(detail) => ("APIGW.0301", format!("Incorrect IAM authentication information: {detail}")),
             WrongProject => ("APIGW.0302", "The IAM user is not authorized to access the API.".into()),
             TooLarge => ("APIGW.0201", "Request entity too large.".into()),
+            Throttled(_) => ("APIGW.0308", "The throttling threshold has been reached.".into()),
+            DuplicateParam(name) => {
+                ("DMS.00400062", format!("Invalid {name} parameter in the request: it is given more than once."))
+            }
         }
     }
 }

@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, RawPathParams, Request};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use serde_json::Value;
 
 use super::error::ApiError;
+use crate::auth::signature;
 use crate::domain::{Action, Identity, InstanceId, ProjectId, TaskId};
 use crate::storage::AuditEvent;
 
@@ -74,16 +75,26 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
     }
 }
 
-/// The query string as name → value; a malformed query string is a bad parameter.
+/// The query string as name → value, decoded exactly as the signature decodes it
+/// ([`signature::query_pairs`]). A name given twice is refused: both values are signed, and
+/// which one a handler would read is not something the signer chose.
 pub struct QueryMap(pub HashMap<String, String>);
+
+/// Longest parameter name echoed back in an error.
+const MAX_ECHOED_NAME: usize = 64;
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
     type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, ApiError> {
-        Query::<HashMap<String, String>>::from_request_parts(parts, s)
-            .await
-            .map(|Query(q)| QueryMap(q))
-            .map_err(|_| ApiError::InvalidParam("query"))
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let mut map = HashMap::new();
+        for (name, value) in signature::query_pairs(parts.uri.query().unwrap_or("")) {
+            if map.contains_key(&name) {
+                let shown: String = name.chars().take(MAX_ECHOED_NAME).collect();
+                return Err(ApiError::DuplicateParam(shown));
+            }
+            map.insert(name, value);
+        }
+        Ok(QueryMap(map))
     }
 }
 

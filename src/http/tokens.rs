@@ -1,7 +1,7 @@
-//! `POST /v3/auth/tokens`: an IAM-shaped token request, authenticated with AK/SK, answered with
-//! the token in `X-Subject-Token`.
+//! `POST /v3/auth/tokens`: an IAM-shaped token request, authenticated with AK/SK (never with a
+//! token), answered with the token in `X-Subject-Token`.
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -9,16 +9,33 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::error::ApiError;
+use super::auth_layer::ClientAddress;
+use super::error::{ApiError, current_request_id};
 use super::extract::{Caller, JsonBody};
+use crate::auth::{self, Reason};
 use crate::domain::time::iso_ms;
-use crate::domain::{Action, ProjectId};
+use crate::domain::{Action, AuthMethod, ProjectId};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v3/auth/tokens", post(create))
 }
 
-async fn create(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+/// `POST /v3/auth/tokens`. Only a request signed with the secret key gets a token: a token that
+/// could mint its successor would never expire.
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    client: Option<Extension<ClientAddress>>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    if caller.0.method != AuthMethod::AkSk {
+        caller.1.set_action(Action::CreateToken.iam_name());
+        let client = client.and_then(|Extension(ClientAddress(c))| c);
+        auth::record_failure(Reason::TokenForToken, caller.0.access_key.as_deref(), client, &current_request_id());
+        return Err(ApiError::Unauthenticated(
+            "a token cannot be used to request a token; sign the request with AK/SK".into(),
+        ));
+    }
     let project: ProjectId = body
         .pointer("/auth/scope/project/id")
         .and_then(Value::as_str)

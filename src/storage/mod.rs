@@ -270,7 +270,7 @@ pub struct CredentialRecord {
     pub locked_until: Option<i64>,
 }
 
-/// Access keys and their lockout state.
+/// Access keys.
 #[async_trait]
 pub trait CredentialStore: Send + Sync {
     /// The check value of the master key the secrets are sealed with, once one was recorded.
@@ -287,9 +287,6 @@ pub trait CredentialStore: Send + Sync {
     async fn list_credentials(&self) -> StoreResult<Vec<CredentialRecord>>;
     /// `false` when there is no such active key.
     async fn revoke_credential(&self, access_key: &str, now: i64) -> StoreResult<bool>;
-    /// Counts a failed signature; at `max` consecutive failures the key is locked until `lock_until`.
-    async fn record_auth_failure(&self, access_key: &str, max: u32, lock_until: i64) -> StoreResult<()>;
-    async fn clear_auth_failures(&self, access_key: &str) -> StoreResult<()>;
 }
 
 /// One authenticated mutating request.

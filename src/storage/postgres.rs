@@ -896,26 +896,6 @@ impl CredentialStore for Postgres {
             .await?;
         Ok(n == 1)
     }
-
-    async fn record_auth_failure(&self, access_key: &str, max: u32, lock_until: i64) -> StoreResult<()> {
-        let client = self.pool.get().await?;
-        let st = client
-            .prepare_cached(
-                "UPDATE credentials SET \
-                   locked_until = CASE WHEN failed_attempts + 1 >= $2 THEN $3 ELSE locked_until END, \
-                   failed_attempts = CASE WHEN failed_attempts + 1 >= $2 THEN 0 ELSE failed_attempts + 1 END \
-                 WHERE access_key = $1",
-            )
-            .await?;
-        client.execute(&st, &[&access_key, &(max.min(i32::MAX as u32) as i32), &lock_until]).await?;
-        Ok(())
-    }
-
-    async fn clear_auth_failures(&self, access_key: &str) -> StoreResult<()> {
-        let client = self.pool.get().await?;
-        client.execute("UPDATE credentials SET failed_attempts = 0 WHERE access_key = $1", &[&access_key]).await?;
-        Ok(())
-    }
 }
 
 async fn insert_audit(tx: &Transaction<'_>, e: &AuditEvent) -> StoreResult<()> {

@@ -899,31 +899,6 @@ impl CredentialStore for Sqlite {
         })
         .await
     }
-
-    async fn record_auth_failure(&self, access_key: &str, max: u32, lock_until: i64) -> StoreResult<()> {
-        let ak = access_key.to_owned();
-        self.write(move |conn| {
-            conn.prepare_cached(
-                "UPDATE credentials SET \
-                   locked_until = CASE WHEN failed_attempts + 1 >= ?2 THEN ?3 ELSE locked_until END, \
-                   failed_attempts = CASE WHEN failed_attempts + 1 >= ?2 THEN 0 ELSE failed_attempts + 1 END \
-                 WHERE access_key = ?1",
-            )?
-            .execute(params![ak, max as i64, lock_until])?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn clear_auth_failures(&self, access_key: &str) -> StoreResult<()> {
-        let ak = access_key.to_owned();
-        self.write(move |conn| {
-            conn.prepare_cached("UPDATE credentials SET failed_attempts = 0 WHERE access_key = ?1")?
-                .execute(params![ak])?;
-            Ok(())
-        })
-        .await
-    }
 }
 
 fn insert_audit(conn: &Connection, e: &AuditEvent) -> StoreResult<()> {

@@ -466,3 +466,57 @@ fn start_process(db: &TestDb, flags: &[&str]) -> (std::process::Child, String) {
     let addr = rx.recv_timeout(Duration::from_secs(20)).expect("server logged its address");
     (child, format!("http://{addr}"))
 }
+
+// --- raw requests, for the attack tests ---
+
+impl TestApp {
+    /// The headers of a request signed over `payload` (a body hash, or `UNSIGNED-PAYLOAD`) with
+    /// `extra` headers signed too: what an SDK that sends `X-Sdk-Content-Sha256` produces.
+    pub fn signed_headers_over(
+        &self,
+        cred: &IssuedCredential,
+        method: &Method,
+        path_and_query: &str,
+        extra: &[(&str, &str)],
+        payload: &str,
+        at_ms: i64,
+    ) -> Vec<(String, String)> {
+        let host = self.base.trim_start_matches("http://").to_owned();
+        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        let mut base = vec![
+            ("content-type", "application/json"),
+            ("host", host.as_str()),
+            ("x-project-id", cred.project_id.as_str()),
+        ];
+        base.extend_from_slice(extra);
+        let date = signature::sdk_date(at_ms);
+        let signer =
+            Signer { algorithm: Algorithm::Sha256, access_key: &cred.access_key, secret_key: &cred.secret_key };
+        let signed = signer.sign_payload(method.as_str(), path, query, &base, payload, &date);
+        let mut out: Vec<(String, String)> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        out.push(("x-sdk-date".into(), signed.sdk_date));
+        out.push(("authorization".into(), signed.authorization));
+        out
+    }
+
+    /// Sends a request with exactly these headers from the local address `from` (any of
+    /// 127.0.0.0/8 on Linux), returning the raw response so its headers can be read.
+    pub async fn send_from(
+        &self,
+        from: std::net::IpAddr,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+        headers: &[(String, String)],
+    ) -> reqwest::Response {
+        let client = reqwest::Client::builder().local_address(from).build().expect("client");
+        let mut req = client.request(method, format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some(b) = body {
+            req = req.body(b);
+        }
+        req.send().await.expect("request sent")
+    }
+}

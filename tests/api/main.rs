@@ -1,5 +1,6 @@
 //! Integration tests: the real server over real HTTP, each test on its own fresh database.
 
+mod attacks;
 mod auth;
 mod bad_input;
 mod engine;
