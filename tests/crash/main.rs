@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "../common/invariants.rs"]
+mod invariants;
 #[path = "../common/rng.rs"]
 mod rng;
 #[path = "../common/serve.rs"]
 mod serve;
 
+use invariants::is_terminal;
 use rng::Rng;
 use serve::{Api, PROJECT, Reply, ServerProcess, compact_time, now_ms};
 
@@ -28,9 +31,6 @@ const MASTER_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5
 /// The simulated resource pool: creates and resizes beyond it fail at their allocation step.
 const POOL_GB: u64 = 1000;
 const WORKERS: usize = 6;
-const TERMINAL: [&str; 3] = ["SUCCESS", "FAILED", "CANCELLED"];
-/// Instance states that exist only while a task runs.
-const TRANSIENT: [&str; 5] = ["CREATING", "RESTARTING", "EXTENDING", "UPGRADING", "DELETING"];
 
 fn runs() -> u64 {
     std::env::var("KAFKA_TASKS_CRASH_RUNS").ok().and_then(|s| s.parse().ok()).filter(|n| *n > 0).unwrap_or(5)
@@ -269,10 +269,7 @@ async fn delete_finished_task(api: &Api, l: &Shared, rng: &mut Rng, inst: &str) 
     };
     let list = list.json();
     let items = list["tasks"].as_array().or_else(|| list["jobs"].as_array()).cloned().unwrap_or_default();
-    let done: Vec<&Value> = items
-        .iter()
-        .filter(|t| TERMINAL.contains(&t["status"].as_str().unwrap_or("")) && t["name"] != "createInstance")
-        .collect();
+    let done: Vec<&Value> = items.iter().filter(|t| is_terminal(t) && t["name"] != "createInstance").collect();
     if done.is_empty() {
         return;
     }
@@ -363,7 +360,7 @@ async fn snapshot(api: &Api, problems: &mut Vec<String>) -> BTreeMap<String, See
 fn open_tasks(seen: &BTreeMap<String, Seen>) -> Vec<String> {
     seen.iter()
         .flat_map(|(i, s)| s.background.1.iter().chain(&s.scheduled.1).map(move |t| (i, t)))
-        .filter(|(_, t)| !TERMINAL.contains(&t["status"].as_str().unwrap_or("")))
+        .filter(|(_, t)| !is_terminal(t))
         .map(|(i, t)| format!("{} {} {} on {i}", t["id"], t["name"], t["status"]))
         .collect()
 }
@@ -386,77 +383,24 @@ async fn settle(api: &Api, violations: &mut Vec<String>) -> BTreeMap<String, See
     }
 }
 
-fn params(task: &Value) -> Value {
-    task["params"].as_str().and_then(|p| serde_json::from_str(p).ok()).unwrap_or(Value::Null)
-}
-
 /// The end checks of one run.
 async fn check(api: &Api, l: &Ledger, seen: &BTreeMap<String, Seen>, v: &mut Vec<String>) {
     let mut tasks: HashMap<String, (String, Value)> = HashMap::new();
     for (inst, s) in seen {
-        let doc = &s.doc;
-        let status = doc["status"].as_str().unwrap_or_default();
-        // Counts match the records paged through, each record once.
         for (view, (count, items)) in [("tasks", &s.background), ("scheduled-tasks", &s.scheduled)] {
-            let ids: HashSet<&str> = items.iter().filter_map(|t| t["id"].as_str()).collect();
-            if *count != items.len() as u64 || ids.len() != items.len() {
-                v.push(format!(
-                    "{view} of {inst}: count {count}, {} records paged through, {} distinct",
-                    items.len(),
-                    ids.len()
-                ));
-            }
+            v.extend(invariants::count_problem(&format!("{view} of {inst}"), *count, items));
             for t in items {
                 tasks.insert(t["id"].as_str().unwrap_or_default().to_owned(), (inst.clone(), t.clone()));
             }
         }
-        // No instance busy, or in a state that exists only while a task runs.
-        if !doc["task"].is_null() {
-            v.push(format!("instance {inst} still busy with {} after every task ended", doc["task"]));
-        }
-        if TRANSIENT.contains(&status) {
-            v.push(format!("instance {inst} left {status} after every task ended"));
-        }
-        // Its creation decides what it can be.
-        let mine: Vec<&Value> = s.background.1.iter().collect();
-        let creates: Vec<&&Value> = mine.iter().filter(|t| t["name"] == "createInstance").collect();
-        let [create] = creates.as_slice() else {
-            v.push(format!("instance {inst} has {} createInstance tasks", creates.len()));
-            continue;
-        };
-        let created_storage = params(create)["storage_space"].as_u64().unwrap_or(0);
-        match create["status"].as_str().unwrap_or_default() {
-            "FAILED" => {
-                if status != "CREATEFAILED" {
-                    v.push(format!("instance {inst} is {status} though its createInstance task FAILED"));
-                }
-                for t in mine.iter().filter(|t| t["status"] == "SUCCESS") {
-                    v.push(format!("instance {inst} never created, yet {} {} succeeded on it", t["name"], t["id"]));
-                }
-            }
-            "SUCCESS" if status == "CREATEFAILED" => {
-                v.push(format!("instance {inst} is CREATEFAILED though its createInstance task succeeded"));
-            }
-            _ => {}
-        }
-        let storage = doc["storage_space"].as_u64().unwrap_or(0);
-        if status == "RUNNING" && storage > POOL_GB {
-            v.push(format!("instance {inst} RUNNING with {storage} GB, more than the pool ever allocates ({POOL_GB})"));
-        }
-        if storage < created_storage {
-            v.push(format!("instance {inst} shrank from {created_storage} GB to {storage} GB"));
-        }
-        // The engine moves 2.7 to 3.x once; a second successful upgrade ran on a stale check.
         let deleted_upgrades = l
             .deleted
             .values()
             .chain(l.unsure_deleted.values())
             .filter(|(i, name, st)| i == inst && name == "upgradeInstance" && st == "SUCCESS")
             .count();
-        let upgrades = mine.iter().filter(|t| t["name"] == "upgradeInstance" && t["status"] == "SUCCESS").count();
-        if upgrades + deleted_upgrades > 1 {
-            v.push(format!("instance {inst}: {} successful upgrades from 2.7", upgrades + deleted_upgrades));
-        }
+        v.extend(invariants::instance_problems(&s.doc, &s.background.1, POOL_GB, deleted_upgrades));
+        let mine = &s.background.1;
         // Every acknowledged restart left a task.
         let restarts = mine.iter().filter(|t| t["name"] == "restartInstance").count()
             + l.deleted
@@ -486,9 +430,7 @@ async fn check(api: &Api, l: &Ledger, seen: &BTreeMap<String, Seen>, v: &mut Vec
         }
         match tasks.get(id) {
             None => v.push(format!("acknowledged {what} task {id} on {inst} is missing")),
-            Some((_, t)) if !TERMINAL.contains(&t["status"].as_str().unwrap_or("")) => {
-                v.push(format!("acknowledged {what} task {id} never ended: {t}"))
-            }
+            Some((_, t)) if !is_terminal(t) => v.push(format!("acknowledged {what} task {id} never ended: {t}")),
             Some(_) => {}
         }
     }
