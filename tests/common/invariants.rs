@@ -28,7 +28,11 @@ pub fn instance_problems(doc: &Value, tasks: &[Value], pool_gb: u64, deleted_upg
     let status = doc["status"].as_str().unwrap_or_default();
     // Not busy, and in no state that exists only while a task runs.
     if !doc["task"].is_null() {
-        v.push(format!("instance {inst} still busy with {} after every task ended", doc["task"]));
+        let holder = tasks.iter().find(|t| t["id"] == doc["task"]).map_or_else(
+            || "a task not among its background tasks".to_owned(),
+            |t| format!("{} {} {}", t["name"], t["status"], t["params"]),
+        );
+        v.push(format!("instance {inst} still busy with {} ({holder}) after every task ended", doc["task"]));
     }
     if TRANSIENT.contains(&status) {
         v.push(format!("instance {inst} left {status} after every task ended"));

@@ -373,6 +373,11 @@ async fn settle(api: &Api, violations: &mut Vec<String>) -> BTreeMap<String, See
         let seen = snapshot(api, &mut problems).await;
         let open = open_tasks(&seen);
         if open.is_empty() && problems.is_empty() {
+            // Instances were listed before their tasks: read everything again now that no task
+            // is open, so that what is checked was read after the last task ended.
+            let mut problems = vec![];
+            let seen = snapshot(api, &mut problems).await;
+            violations.extend(problems);
             return seen;
         }
         if Instant::now() > deadline {

@@ -535,7 +535,14 @@ fn broken_template(rng: &mut Rng, route: Route, t: &Targets) -> Value {
         },
         Tokens => match rng.below(5) {
             0 => json!({"auth": {"identity": {"methods": ["hw_ak_sk"]}}}),
-            1 => json!({"auth": {"scope": {"project": {"id": weird_id(rng)}}}}),
+            1 => {
+                // Any id but the caller's own project, in any case.
+                let mut id = weird_id(rng);
+                while id.eq_ignore_ascii_case(&t.project) {
+                    id = weird_id(rng);
+                }
+                json!({"auth": {"scope": {"project": {"id": id}}}})
+            }
             2 => json!({"auth": {"scope": {"project": {"id": hex_id(rng, 32)}}}}),
             3 => json!({"auth": {"scope": {"project": {"name": t.project.clone()}}}}),
             _ => json!({"auth": {"scope": {"project": {"id": wrong(rng)}}}}),
