@@ -93,6 +93,16 @@ impl ServerProcess {
         }
     }
 
+    /// Its resident memory now and at its peak, in KiB (`VmRSS`, `VmHWM`), on Linux.
+    pub fn memory_kib(&self) -> Option<(u64, u64)> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
     /// The lines of its stderr that report a panic.
     pub fn panics(&self) -> Vec<String> {
         log_panics(&self.log)

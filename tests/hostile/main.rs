@@ -1055,11 +1055,16 @@ async fn run(name: &str, mode: Mode, stage: &mut Stage, count: usize, seed: u64)
         failures.push("the server process died".into());
     }
     failures.extend(stage.server.panics().into_iter().map(|p| format!("server stderr: {p}")));
+    let scrape = Instant::now();
+    let metrics = admin.send("GET", "/metrics", None).await.map(|r| r.text.len()).unwrap_or(0);
+    let scrape = scrape.elapsed();
+    let (rss, peak) = stage.server.memory_kib().unwrap_or_default();
     let (changes, audited) = database_changes(&stage.db_path, &before);
     failures.extend(changes.into_iter().map(|c| format!("database changed by rejected requests: {c}")));
     eprintln!(
         "hostile {name}: {} requests in {elapsed:?} ({:.0}/s) over {WORKERS} connections; statuses {:?}; {} past the \
-         gateway; {} closed without an answer, {} timed out; {audited} refusals audited; {} kinds of failure",
+         gateway; {} closed without an answer, {} timed out; {audited} refusals audited; {} kinds of failure; \
+         server RSS {rss} KiB (peak {peak} KiB), /metrics {metrics} bytes in {scrape:?}",
         tally.sent,
         tally.sent as f64 / elapsed.as_secs_f64(),
         tally.by_status,
@@ -1072,6 +1077,29 @@ async fn run(name: &str, mode: Mode, stage: &mut Stage, count: usize, seed: u64)
         eprintln!("  unanswered: {u}");
     }
     (tally, failures)
+}
+
+/// The generated runs hide a valid value behind a duplicated query key only now and then; these
+/// requests do it every time, on the one task a reschedule or a cancel could change. The answer
+/// must be a 400 naming the parameter, and nothing may change.
+async fn duplicate_key_probes(stage: &Stage) -> Vec<String> {
+    let t = &stage.targets;
+    let api = Api::new(&stage.server.base, stage.admin.clone());
+    let before = dump(&stage.db_path);
+    let valid_time = serve::compact_time(now_ms() + 2 * 86_400_000);
+    let path = format!("/v2/{PROJECT}/instances/{}/scheduled-tasks/{}", t.running, t.waiting);
+    let mut failures = vec![];
+    for query in [format!("execute_at=20200101000000&execute_at={valid_time}"), "status=PAUSED&status=CANCELLED".into()]
+    {
+        let r = api.send_patiently("PUT", &format!("{path}?{query}"), None).await;
+        let code = r.json()["error_code"].as_str().unwrap_or_default().to_owned();
+        if r.status != 400 || !code.starts_with("DMS.") {
+            failures.push(format!("duplicate query keys ?{query} on a waiting task → {} {}", r.status, r.text));
+        }
+    }
+    let (changes, _) = database_changes(&stage.db_path, &before);
+    failures.extend(changes.into_iter().map(|c| format!("database changed by duplicate query keys: {c}")));
+    failures
 }
 
 fn share(percent: usize) -> usize {
@@ -1121,7 +1149,9 @@ async fn hostile_input_from_signed_callers_is_refused_cleanly_and_changes_nothin
     ])
     .await;
     let count = share(45);
+    let probes = duplicate_key_probes(&stage).await;
     let (tally, mut failures) = run("signed", Mode::Signed, &mut stage, count, seed).await;
+    failures.extend(probes);
     // The run proves something only if the handlers saw most of it.
     if tally.past_gateway * 4 < tally.sent {
         failures.push(format!("only {} of {} signed requests got past the gateway", tally.past_gateway, tally.sent));
