@@ -183,7 +183,11 @@ async fn act(api: &Api, l: &Shared, rng: &mut Rng) {
                     let grow = if rng.percent(15) { POOL_GB * 2 } else { 100 };
                     json!({"oper_type": "storage", "new_storage_space": storage + grow})
                 }
-                1 if brokers < 6 => json!({"oper_type": "horizontal", "new_broker_num": brokers + 1}),
+                // A horizontal resize grows storage with the brokers and has no allocation step:
+                // kept within the pool, so that storage beyond it can only mean a failure ignored.
+                1 if brokers < 6 && storage / brokers.max(1) * (brokers + 1) <= POOL_GB => {
+                    json!({"oper_type": "horizontal", "new_broker_num": brokers + 1})
+                }
                 _ => json!({"oper_type": "vertical", "new_product_id": format!("c6.{}u8g.cluster", rng.range(2, 9))}),
             };
             let r = call(api, l, "POST", &format!("{kafka}/extend"), Some(body)).await;
