@@ -1,7 +1,9 @@
 //! Three `serve` processes on one PostgreSQL database under a mixed workload sent round-robin;
 //! one is killed with SIGKILL midway. Afterwards: every task is terminal, no step ran in two
 //! places at once (from the step events every process logs), no scheduled task fired twice,
-//! every 204'd delete stayed deleted, and every acknowledged task exists.
+//! every 204'd delete stayed deleted, every acknowledged task exists, no instance is left busy
+//! or in a state its tasks make impossible (one instance fails to create and gets operations
+//! anyway), and every count equals the records paged through.
 //!
 //! PostgreSQL is `KAFKA_TASKS_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`).
 
@@ -15,11 +17,15 @@ use kafka_tasks::auth::IssuedCredential;
 use kafka_tasks::auth::signature::{Algorithm, Signer, sdk_date};
 use serde_json::{Value, json};
 
+#[path = "../common/invariants.rs"]
+mod invariants;
 #[path = "../common/pg.rs"]
 mod pg;
 
 const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 const BIN: &str = env!("CARGO_BIN_EXE_kafka-tasks");
+/// The simulated resource pool of every node: a create beyond it fails at its allocation step.
+const POOL_GB: u64 = 1000;
 
 struct Node {
     child: Option<Child>,
@@ -41,6 +47,7 @@ fn start_node(db: &str, key: &str, log: &Path) -> Node {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--database", db, "--master-key", key])
         .args(["--time-scale", "0.002", "--lease-ms", "1500", "--poll-ms", "50", "--pool-size", "8"])
+        .args(["--storage-pool-gb", &POOL_GB.to_string()])
         .env("KAFKA_TASKS_LOG", "info,kafka_tasks::engine=debug")
         .stdout(Stdio::null())
         .stderr(Stdio::from(file))
@@ -142,6 +149,35 @@ async fn wait_for_step(nodes: &[Node], task: &str, step: u64) -> usize {
     }
 }
 
+/// Every record of a view of the instance, paged 7 at a time, with the count the first page
+/// gave (pages whose count differs are reported through a count of `u64::MAX`).
+async fn page_all(cluster: &Cluster, inst: &str, view: &str) -> (u64, Vec<Value>) {
+    let (mut start, limit) = (1, 7);
+    let mut all = vec![];
+    let mut first: Option<u64> = None;
+    loop {
+        let path = format!("/v2/{PROJECT}/instances/{inst}/{view}?limit={limit}&start={start}");
+        let (s, v) = cluster.call(reqwest::Method::GET, &path, None).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        let count = v["task_count"]
+            .as_str()
+            .and_then(|c| c.parse::<u64>().ok())
+            .or_else(|| v["job_count"].as_u64())
+            .unwrap_or(u64::MAX);
+        if first.is_some_and(|f| f != count) {
+            first = Some(u64::MAX);
+        }
+        first.get_or_insert(count);
+        let items = v["tasks"].as_array().or_else(|| v["jobs"].as_array()).cloned().unwrap_or_default();
+        let n = items.len();
+        all.extend(items);
+        if n < limit || all.len() > 10_000 {
+            return (first.unwrap_or(0), all);
+        }
+        start += limit;
+    }
+}
+
 #[derive(Debug, Clone)]
 struct StepRun {
     owner: String,
@@ -181,6 +217,16 @@ async fn three_processes_one_killed_every_task_ends_once() {
         instances.push(v["instance_id"].as_str().expect("id").to_owned());
     }
 
+    // One instance fails to create (beyond the pool); the workload's operations reach it anyway,
+    // scheduled ones included, and must leave it CREATEFAILED.
+    {
+        let body = json!({"name": "kafka-doomed", "engine_version": "2.7", "broker_num": 3, "storage_space": POOL_GB * 5, "product_id": "p"});
+        let (status, v) =
+            cluster.call(reqwest::Method::POST, &format!("/v2/kafka/{PROJECT}/instances"), Some(body)).await;
+        assert_eq!(status, 200, "{v}");
+        instances.push(v["instance_id"].as_str().expect("id").to_owned());
+    }
+
     let upgrade_target = {
         let body = json!({"name": "kafka-upgrade", "engine_version": "2.7", "broker_num": 3, "storage_space": 300, "product_id": "p"});
         let (status, v) =
@@ -191,6 +237,7 @@ async fn three_processes_one_killed_every_task_ends_once() {
     let mut acknowledged: HashSet<String> = HashSet::new();
     let mut scheduled: HashSet<String> = HashSet::new();
     let mut deleted: HashSet<String> = HashSet::new();
+    let mut deleted_from: HashMap<String, String> = HashMap::new();
     let mut killed_at: Option<(String, i64)> = None;
     let mut busy_refusals = 0;
     for round in 0..30 {
@@ -275,6 +322,7 @@ async fn three_processes_one_killed_every_task_ends_once() {
                     let (s, v) = cluster.call(reqwest::Method::DELETE, &format!("{base}/tasks/{id}"), None).await;
                     assert!(s == 204 || s == 404, "{s} {v}");
                     if s == 204 {
+                        deleted_from.insert(id.clone(), inst.clone());
                         deleted.insert(id);
                     }
                 }
@@ -331,6 +379,34 @@ async fn three_processes_one_killed_every_task_ends_once() {
     for id in &deleted {
         assert!(!all_tasks.contains_key(id), "deleted task {id} came back");
     }
+    // No instance busy or in an impossible state; counts equal the records paged through;
+    // deleted tasks answer 404. Every failure is listed, after the checks below have run.
+    let mut problems: Vec<String> = vec![];
+    let (s, listed) = cluster.call(reqwest::Method::GET, &format!("/v2/{PROJECT}/instances"), None).await;
+    assert_eq!(s, 200, "{listed}");
+    let docs = listed["instances"].as_array().cloned().unwrap_or_default();
+    for inst in &instances {
+        if !docs.iter().any(|d| d["instance_id"] == inst.as_str()) {
+            problems.push(format!("acknowledged instance {inst} is missing"));
+        }
+    }
+    for doc in &docs {
+        let inst = doc["instance_id"].as_str().unwrap_or_default();
+        let background = page_all(&cluster, inst, "tasks").await;
+        let scheduled = page_all(&cluster, inst, "scheduled-tasks").await;
+        for (view, (count, items)) in [("tasks", &background), ("scheduled-tasks", &scheduled)] {
+            problems.extend(invariants::count_problem(&format!("{view} of {inst}"), *count, items));
+        }
+        problems.extend(invariants::instance_problems(doc, &background.1, POOL_GB, 0));
+    }
+    for (id, inst) in &deleted_from {
+        let (s, v) =
+            cluster.call(reqwest::Method::GET, &format!("/v2/{PROJECT}/instances/{inst}/tasks/{id}"), None).await;
+        if s != 404 {
+            problems.push(format!("task {id}, deleted with a 204, answers {s} {v}"));
+        }
+    }
+
     // Any live node gives the same answer.
     let alive: Vec<String> = cluster.alive().iter().map(|n| n.base.clone()).collect();
     let path = format!("/v2/{PROJECT}/instances/{}/tasks?limit=100", instances[0]);
@@ -412,4 +488,5 @@ async fn three_processes_one_killed_every_task_ends_once() {
         deleted.len(),
         started.elapsed()
     );
+    assert!(problems.is_empty(), "{} end checks failed:\n  {}", problems.len(), problems.join("\n  "));
 }

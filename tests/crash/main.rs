@@ -1,0 +1,596 @@
+//! Crash loop on SQLite: the built binary under a mixed concurrent workload (instances created,
+//! some of them failing, config changes, restarts, resizes, scheduled operations moved and
+//! cancelled, finished tasks and instances deleted), killed with SIGKILL at a random moment,
+//! started again on the same database and left to settle. Then, from the API and the file:
+//! every acknowledged task exists and has ended (unless a 204 deleted it), no 204'd delete came
+//! back, no instance is busy or in a state its tasks make impossible, every `task_count` and
+//! `job_count` equals the records paged through, and `PRAGMA integrity_check` says ok.
+//!
+//! Bounded: `KAFKA_TASKS_CRASH_RUNS` runs (default 5); `KAFKA_TASKS_CRASH_SEED` replays a seed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+#[path = "../common/invariants.rs"]
+mod invariants;
+#[path = "../common/rng.rs"]
+mod rng;
+#[path = "../common/serve.rs"]
+mod serve;
+
+use invariants::is_terminal;
+use rng::Rng;
+use serve::{Api, PROJECT, Reply, ServerProcess, compact_time, now_ms};
+
+/// The master key of every process of the loop, given through `KAFKA_TASKS_MASTER_KEY`.
+const MASTER_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+/// The simulated resource pool: creates and resizes beyond it fail at their allocation step.
+const POOL_GB: u64 = 1000;
+const WORKERS: usize = 6;
+
+fn runs() -> u64 {
+    std::env::var("KAFKA_TASKS_CRASH_RUNS").ok().and_then(|s| s.parse().ok()).filter(|n| *n > 0).unwrap_or(5)
+}
+
+/// What the clients were told, and what they cannot know (requests cut off by the kill).
+#[derive(Default)]
+struct Ledger {
+    /// Instances whose creation was acknowledged.
+    instances: Vec<String>,
+    /// Acknowledged tasks (`job_id` / `schedule_id`): id → (instance, what).
+    acked: BTreeMap<String, (String, &'static str)>,
+    /// Acknowledged scheduled tasks: (instance, id).
+    scheduled: Vec<(String, String)>,
+    /// Scheduled tasks whose cancellation was answered 204.
+    cancelled: HashSet<String>,
+    /// Tasks deleted with a 204: id → (instance, name, status when deleted).
+    deleted: HashMap<String, (String, String, String)>,
+    /// Tasks whose delete got no answer: they may or may not exist.
+    unsure_deleted: HashMap<String, (String, String, String)>,
+    deleted_instances: HashSet<String>,
+    unsure_instances: HashSet<String>,
+    /// Batch restarts answered "success", per instance.
+    restarts: HashMap<String, usize>,
+    sent: usize,
+    unanswered: usize,
+    refused: usize,
+    server_errors: Vec<String>,
+}
+
+impl Ledger {
+    fn live_instance(&self, rng: &mut Rng) -> Option<String> {
+        let live: Vec<&String> = self
+            .instances
+            .iter()
+            .filter(|i| !self.deleted_instances.contains(*i) && !self.unsure_instances.contains(*i))
+            .collect();
+        (!live.is_empty()).then(|| live[rng.index(live.len())].clone())
+    }
+
+    fn instance_gone(&self, inst: &str) -> bool {
+        self.deleted_instances.contains(inst) || self.unsure_instances.contains(inst)
+    }
+}
+
+type Shared = Arc<Mutex<Ledger>>;
+
+fn ledger(l: &Shared) -> std::sync::MutexGuard<'_, Ledger> {
+    l.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sends one request of the workload and books its answer: `None` when it got none.
+async fn call(api: &Api, l: &Shared, method: &str, path: &str, body: Option<Value>) -> Option<Reply> {
+    let body = body.map(|b| b.to_string());
+    ledger(l).sent += 1;
+    match api.send(method, path, body.as_deref()).await {
+        Ok(r) => {
+            let mut l = ledger(l);
+            if r.status >= 500 {
+                l.server_errors.push(format!("{method} {path} → {} {}", r.status, r.text));
+            } else if r.status >= 400 {
+                l.refused += 1;
+            }
+            Some(r)
+        }
+        Err(_) => {
+            ledger(l).unanswered += 1;
+            None
+        }
+    }
+}
+
+/// Books an operation's answer: its `job_id` or `schedule_id` is acknowledged.
+fn book(l: &Shared, inst: &str, what: &'static str, reply: Option<Reply>) -> Option<String> {
+    let r = reply.filter(|r| r.status == 200)?;
+    let v = r.json();
+    let mut l = ledger(l);
+    if let Some(id) = v["job_id"].as_str() {
+        l.acked.insert(id.to_owned(), (inst.to_owned(), what));
+        return Some(id.to_owned());
+    }
+    if let Some(id) = v["schedule_id"].as_str() {
+        l.acked.insert(id.to_owned(), (inst.to_owned(), what));
+        l.scheduled.push((inst.to_owned(), id.to_owned()));
+        return Some(id.to_owned());
+    }
+    None
+}
+
+async fn create_instance(api: &Api, l: &Shared, rng: &mut Rng, failing: bool) -> Option<String> {
+    let storage = if failing { POOL_GB * 5 } else { rng.range(100, 400) };
+    let body = json!({
+        "name": format!("crash-{}", rng.below(1_000_000)), "engine_version": "2.7",
+        "broker_num": rng.range(1, 4), "storage_space": storage, "product_id": "c6.2u4g.cluster",
+    });
+    let r = call(api, l, "POST", &format!("/v2/kafka/{PROJECT}/instances"), Some(body)).await?;
+    let id = r.json()["instance_id"].as_str().map(str::to_owned).filter(|_| r.status == 200)?;
+    let mut l = ledger(l);
+    l.instances.push(id.clone());
+    Some(id)
+}
+
+fn schedule_at(rng: &mut Rng) -> i64 {
+    now_ms() + rng.range(1_300, 2_600) as i64
+}
+
+/// One request (or two) of the mixed workload.
+async fn act(api: &Api, l: &Shared, rng: &mut Rng) {
+    let roll = rng.below(100);
+    let picked = ledger(l).live_instance(rng);
+    let Some(inst) = picked.filter(|_| roll >= 10) else {
+        let failing = rng.percent(20);
+        create_instance(api, l, rng, failing).await;
+        return;
+    };
+    let base = format!("/v2/{PROJECT}/instances/{inst}");
+    let kafka = format!("/v2/{PROJECT}/kafka/instances/{inst}");
+    match roll {
+        10..22 => {
+            let (name, value) = match rng.below(4) {
+                0 => ("log.retention.hours", json!(rng.range(1, 169).to_string())),
+                1 => ("num.partitions", json!(rng.range(1, 201).to_string())),
+                2 => ("min.insync.replicas", json!(rng.range(1, 4).to_string())),
+                _ => ("unclean.leader.election.enable", json!(if rng.percent(50) { "true" } else { "false" })),
+            };
+            let body = json!({"kafka_configs": [{"name": name, "value": value}]});
+            let r = call(api, l, "PUT", &format!("{base}/configs"), Some(body)).await;
+            book(l, &inst, "configs", r);
+        }
+        22..30 => {
+            let r =
+                call(api, l, "POST", &format!("{base}/autotopic"), Some(json!({"enable_auto_topic": rng.percent(50)})))
+                    .await;
+            book(l, &inst, "autotopic", r);
+        }
+        30..38 => {
+            let body = json!({"action": "restart", "instances": [inst]});
+            let r = call(api, l, "POST", &format!("/v2/{PROJECT}/instances/action"), Some(body)).await;
+            if r.is_some_and(|r| r.status == 200 && r.json()["results"][0]["result"] == "success") {
+                *ledger(l).restarts.entry(inst.clone()).or_default() += 1;
+            }
+        }
+        38..46 => {
+            let Some(shown) = call(api, l, "GET", &base, None).await.filter(|r| r.status == 200) else { return };
+            let shown = shown.json();
+            let storage = shown["storage_space"].as_u64().unwrap_or(100);
+            let brokers = shown["broker_num"].as_u64().unwrap_or(1);
+            let body = match rng.below(3) {
+                0 => {
+                    let grow = if rng.percent(15) { POOL_GB * 2 } else { 100 };
+                    json!({"oper_type": "storage", "new_storage_space": storage + grow})
+                }
+                // A horizontal resize grows storage with the brokers and has no allocation step:
+                // kept within the pool, so that storage beyond it can only mean a failure ignored.
+                1 if brokers < 6 && storage / brokers.max(1) * (brokers + 1) <= POOL_GB => {
+                    json!({"oper_type": "horizontal", "new_broker_num": brokers + 1})
+                }
+                _ => json!({"oper_type": "vertical", "new_product_id": format!("c6.{}u8g.cluster", rng.range(2, 9))}),
+            };
+            let r = call(api, l, "POST", &format!("{kafka}/extend"), Some(body)).await;
+            book(l, &inst, "resize", r);
+        }
+        46..50 => {
+            let body = json!({"reassignments": [{"topic": "t", "brokers": [0]}]});
+            let r = call(api, l, "POST", &format!("{kafka}/reassign"), Some(body)).await;
+            book(l, &inst, "reassign", r);
+        }
+        50..62 => {
+            let body = json!({"reassignments": [{"topic": "s", "brokers": [0]}], "is_schedule": true, "execute_at": schedule_at(rng)});
+            let r = call(api, l, "POST", &format!("{kafka}/reassign"), Some(body)).await;
+            book(l, &inst, "scheduled reassign", r);
+        }
+        62..66 => {
+            // A scheduled upgrade, sometimes overtaken by an immediate one: when it fires it
+            // must find the instance already upgraded and fail, not upgrade it again.
+            let body = json!({"is_schedule": true, "execute_at": schedule_at(rng)});
+            let r = call(api, l, "POST", &format!("{kafka}/upgrade"), Some(body)).await;
+            book(l, &inst, "scheduled upgrade", r);
+            if rng.percent(50) {
+                let r = call(api, l, "POST", &format!("{kafka}/upgrade"), Some(json!({}))).await;
+                book(l, &inst, "upgrade", r);
+            }
+        }
+        66..70 => {
+            let r = call(api, l, "POST", &format!("{kafka}/upgrade"), Some(json!({}))).await;
+            book(l, &inst, "upgrade", r);
+        }
+        70..80 => {
+            let target = {
+                let l = ledger(l);
+                (!l.scheduled.is_empty()).then(|| l.scheduled[rng.index(l.scheduled.len())].clone())
+            };
+            let Some((sinst, task)) = target else { return };
+            let cancel = roll >= 76;
+            let query = if cancel {
+                "status=CANCELLED".to_owned()
+            } else {
+                format!("execute_at={}", compact_time(now_ms() + rng.range(2_000, 3_500) as i64))
+            };
+            let path = format!("/v2/{PROJECT}/instances/{sinst}/scheduled-tasks/{task}?{query}");
+            let r = call(api, l, "PUT", &path, None).await;
+            if cancel && r.is_some_and(|r| r.status == 204) {
+                ledger(l).cancelled.insert(task);
+            }
+        }
+        80..92 => delete_finished_task(api, l, rng, &inst).await,
+        92..95 => {
+            if ledger(l).instances.len() < 4 {
+                return;
+            }
+            ledger(l).unsure_instances.insert(inst.clone());
+            let r = call(api, l, "DELETE", &base, None).await;
+            let mut l = ledger(l);
+            if let Some(r) = r {
+                l.unsure_instances.remove(&inst);
+                if r.status == 204 {
+                    l.deleted_instances.insert(inst.clone());
+                }
+            }
+        }
+        _ => {
+            let path = match rng.below(3) {
+                0 => format!("{base}/tasks?limit=5"),
+                1 => base.clone(),
+                _ => format!("{base}/scheduled-tasks"),
+            };
+            call(api, l, "GET", &path, None).await;
+        }
+    }
+}
+
+/// Lists a view of the instance and deletes one of its ended tasks (never the createInstance
+/// task, which the end checks read).
+async fn delete_finished_task(api: &Api, l: &Shared, rng: &mut Rng, inst: &str) {
+    let scheduled_view = rng.percent(30);
+    let view = if scheduled_view { "scheduled-tasks" } else { "tasks" };
+    let base = format!("/v2/{PROJECT}/instances/{inst}/{view}");
+    let Some(list) = call(api, l, "GET", &format!("{base}?limit=20"), None).await.filter(|r| r.status == 200) else {
+        return;
+    };
+    let list = list.json();
+    let items = list["tasks"].as_array().or_else(|| list["jobs"].as_array()).cloned().unwrap_or_default();
+    let done: Vec<&Value> = items.iter().filter(|t| is_terminal(t) && t["name"] != "createInstance").collect();
+    if done.is_empty() {
+        return;
+    }
+    let t = done[rng.index(done.len())];
+    let id = t["id"].as_str().unwrap_or_default().to_owned();
+    let entry = (
+        inst.to_owned(),
+        t["name"].as_str().unwrap_or_default().to_owned(),
+        t["status"].as_str().unwrap_or_default().to_owned(),
+    );
+    ledger(l).unsure_deleted.insert(id.clone(), entry.clone());
+    let r = call(api, l, "DELETE", &format!("{base}/{id}"), None).await;
+    let mut l = ledger(l);
+    if let Some(r) = r {
+        l.unsure_deleted.remove(&id);
+        if r.status == 204 {
+            l.deleted.insert(id, entry);
+        }
+    }
+}
+
+async fn worker(api: Api, l: Shared, stop: Arc<AtomicBool>, mut rng: Rng) {
+    while !stop.load(Ordering::Relaxed) {
+        act(&api, &l, &mut rng).await;
+        tokio::time::sleep(Duration::from_millis(rng.below(12))).await;
+    }
+}
+
+/// One instance as the API shows it after the run, with both views paged through.
+struct Seen {
+    doc: Value,
+    /// (`task_count` of the first page, every record of every page) of ListBackgroundTasks.
+    background: (u64, Vec<Value>),
+    /// The same for ListScheduledTasks (`job_count`).
+    scheduled: (u64, Vec<Value>),
+}
+
+/// Pages through a view, `limit` 7 at a time; notes any page whose count differs.
+async fn page_all(api: &Api, inst: &str, view: &str, problems: &mut Vec<String>) -> (u64, Vec<Value>) {
+    let (mut start, limit) = (1, 7);
+    let mut all: Vec<Value> = vec![];
+    let mut first: Option<u64> = None;
+    loop {
+        let path = format!("/v2/{PROJECT}/instances/{inst}/{view}?limit={limit}&start={start}");
+        let r = api.send_patiently("GET", &path, None).await;
+        if r.status != 200 {
+            problems.push(format!("GET {path} → {} {}", r.status, r.text));
+            return (first.unwrap_or(0), all);
+        }
+        let v = r.json();
+        let count = v["task_count"]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            .or_else(|| v["job_count"].as_u64())
+            .unwrap_or(u64::MAX);
+        match first {
+            None => first = Some(count),
+            Some(c) if c != count => {
+                problems.push(format!("{view} of {inst}: count {c} on page 1, {count} at start={start}"))
+            }
+            _ => {}
+        }
+        let items = v["tasks"].as_array().or_else(|| v["jobs"].as_array()).cloned().unwrap_or_default();
+        let n = items.len();
+        all.extend(items);
+        if n < limit || all.len() > 10_000 {
+            break;
+        }
+        start += limit;
+    }
+    (first.unwrap_or(0), all)
+}
+
+async fn snapshot(api: &Api, problems: &mut Vec<String>) -> BTreeMap<String, Seen> {
+    let r = api.send_patiently("GET", &format!("/v2/{PROJECT}/instances"), None).await;
+    assert_eq!(r.status, 200, "ListInstances: {}", r.text);
+    let list = r.json();
+    let mut out = BTreeMap::new();
+    for doc in list["instances"].as_array().cloned().unwrap_or_default() {
+        let id = doc["instance_id"].as_str().unwrap_or_default().to_owned();
+        let background = page_all(api, &id, "tasks", problems).await;
+        let scheduled = page_all(api, &id, "scheduled-tasks", problems).await;
+        out.insert(id, Seen { doc, background, scheduled });
+    }
+    out
+}
+
+fn open_tasks(seen: &BTreeMap<String, Seen>) -> Vec<String> {
+    seen.iter()
+        .flat_map(|(i, s)| s.background.1.iter().chain(&s.scheduled.1).map(move |t| (i, t)))
+        .filter(|(_, t)| !is_terminal(t))
+        .map(|(i, t)| format!("{} {} {} on {i}", t["id"], t["name"], t["status"]))
+        .collect()
+}
+
+/// Waits (generously) until every task has ended; returns what the API shows then.
+async fn settle(api: &Api, violations: &mut Vec<String>) -> BTreeMap<String, Seen> {
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        let mut problems = vec![];
+        let seen = snapshot(api, &mut problems).await;
+        let open = open_tasks(&seen);
+        if open.is_empty() && problems.is_empty() {
+            // Instances were listed before their tasks: read everything again now that no task
+            // is open, so that what is checked was read after the last task ended.
+            let mut problems = vec![];
+            let seen = snapshot(api, &mut problems).await;
+            violations.extend(problems);
+            return seen;
+        }
+        if Instant::now() > deadline {
+            violations.push(format!("tasks still open 45 s after the restart: {open:?} {problems:?}"));
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// The end checks of one run.
+async fn check(api: &Api, l: &Ledger, seen: &BTreeMap<String, Seen>, v: &mut Vec<String>) {
+    let mut tasks: HashMap<String, (String, Value)> = HashMap::new();
+    for (inst, s) in seen {
+        for (view, (count, items)) in [("tasks", &s.background), ("scheduled-tasks", &s.scheduled)] {
+            v.extend(invariants::count_problem(&format!("{view} of {inst}"), *count, items));
+            for t in items {
+                tasks.insert(t["id"].as_str().unwrap_or_default().to_owned(), (inst.clone(), t.clone()));
+            }
+        }
+        let deleted_upgrades = l
+            .deleted
+            .values()
+            .chain(l.unsure_deleted.values())
+            .filter(|(i, name, st)| i == inst && name == "upgradeInstance" && st == "SUCCESS")
+            .count();
+        v.extend(invariants::instance_problems(&s.doc, &s.background.1, POOL_GB, deleted_upgrades));
+        let mine = &s.background.1;
+        // Every acknowledged restart left a task.
+        let restarts = mine.iter().filter(|t| t["name"] == "restartInstance").count()
+            + l.deleted
+                .values()
+                .chain(l.unsure_deleted.values())
+                .filter(|(i, name, _)| i == inst && name == "restartInstance")
+                .count();
+        let acked = l.restarts.get(inst).copied().unwrap_or(0);
+        if restarts < acked {
+            v.push(format!("instance {inst}: {acked} restarts acknowledged, {restarts} restart tasks"));
+        }
+    }
+
+    for inst in &l.instances {
+        if !l.instance_gone(inst) && !seen.contains_key(inst) {
+            v.push(format!("acknowledged instance {inst} is missing"));
+        }
+    }
+    for inst in &l.deleted_instances {
+        if seen.contains_key(inst) {
+            v.push(format!("instance {inst}, deleted with a 204, is still there"));
+        }
+    }
+    for (id, (inst, what)) in &l.acked {
+        if l.deleted.contains_key(id) || l.unsure_deleted.contains_key(id) || l.instance_gone(inst) {
+            continue;
+        }
+        match tasks.get(id) {
+            None => v.push(format!("acknowledged {what} task {id} on {inst} is missing")),
+            Some((_, t)) if !is_terminal(t) => v.push(format!("acknowledged {what} task {id} never ended: {t}")),
+            Some(_) => {}
+        }
+    }
+    for id in &l.cancelled {
+        if let Some((_, t)) = tasks.get(id)
+            && t["status"] != "CANCELLED"
+        {
+            v.push(format!("task {id}, cancelled with a 204, ended {}", t["status"]));
+        }
+    }
+    for (id, (inst, name, _)) in &l.deleted {
+        if tasks.contains_key(id) {
+            v.push(format!("{name} task {id}, deleted with a 204, came back"));
+        }
+        if l.instance_gone(inst) {
+            continue;
+        }
+        let r = api.send_patiently("GET", &format!("/v2/{PROJECT}/instances/{inst}/tasks/{id}"), None).await;
+        if r.status != 404 {
+            v.push(format!("{name} task {id}, deleted with a 204, answers {} {}", r.status, r.text));
+        }
+    }
+}
+
+/// `PRAGMA integrity_check` (and the foreign keys) of the file, opened after the last stop.
+fn check_file(path: &std::path::Path, v: &mut Vec<String>) {
+    let conn = match rusqlite::Connection::open(path) {
+        Ok(c) => c,
+        Err(e) => return v.push(format!("cannot open {}: {e}", path.display())),
+    };
+    let rows = |sql: &str| -> Result<Vec<String>, rusqlite::Error> {
+        let mut stmt = conn.prepare(sql)?;
+        let out = stmt.query_map([], |r| r.get::<_, rusqlite::types::Value>(0))?;
+        out.map(|r| r.map(|x| format!("{x:?}"))).collect()
+    };
+    match rows("PRAGMA integrity_check") {
+        Ok(r) if r == [format!("{:?}", rusqlite::types::Value::Text("ok".into()))] => {}
+        other => v.push(format!("PRAGMA integrity_check: {other:?}")),
+    }
+    match rows("PRAGMA foreign_key_check") {
+        Ok(r) if r.is_empty() => {}
+        other => v.push(format!("PRAGMA foreign_key_check: {other:?}")),
+    }
+}
+
+struct RunReport {
+    line: String,
+    violations: Vec<String>,
+}
+
+async fn one_run(run: u64, seed: u64) -> RunReport {
+    let mut rng = Rng::new(seed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_path = dir.path().join("crash.db");
+    let db = format!("sqlite:{}", db_path.display());
+    let key_file = dir.path().join("master.key");
+    let key_file = key_file.to_str().expect("utf-8 path");
+    let pool = POOL_GB.to_string();
+    let args = [
+        "--database",
+        &db,
+        "--master-key-file",
+        key_file,
+        "--time-scale",
+        "0.001",
+        "--poll-ms",
+        "20",
+        "--lease-ms",
+        "1000",
+        "--storage-pool-gb",
+        &pool,
+    ];
+    let envs = [("KAFKA_TASKS_MASTER_KEY", MASTER_KEY), ("KAFKA_TASKS_LOG", "info")];
+    let cred = serve::cli_credential(&db, MASTER_KEY, "crash", "admin");
+    let mut violations = vec![];
+
+    let mut server = ServerProcess::start(&args, &envs, &dir.path().join("first.log"));
+    let api = Api::new(&server.base, cred.clone());
+    let l: Shared = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+
+    // Every run holds one instance that fails to create and a scheduled operation due after the
+    // failure: when it fires, the instance must stay CREATEFAILED.
+    if let Some(doomed) = create_instance(&api, &l, &mut rng, true).await {
+        let body = json!({"reassignments": [{"topic": "d", "brokers": [0]}], "is_schedule": true, "execute_at": now_ms() + 1_500});
+        let r = call(&api, &l, "POST", &format!("/v2/{PROJECT}/kafka/instances/{doomed}/reassign"), Some(body)).await;
+        book(&l, &doomed, "scheduled reassign on a failing instance", r);
+    }
+    let workers: Vec<_> =
+        (0..WORKERS).map(|_| tokio::spawn(worker(api.clone(), l.clone(), stop.clone(), rng.fork()))).collect();
+    let kill_after = Duration::from_millis(rng.range(300, 2_500));
+    tokio::time::sleep(kill_after).await;
+    server.kill9();
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.await;
+    }
+    violations.extend(server.panics().into_iter().map(|p| format!("first process: {p}")));
+
+    // The same database, a new process.
+    let mut server = ServerProcess::start(&args, &envs, &dir.path().join("second.log"));
+    let api = Api::new(&server.base, cred);
+    let seen = settle(&api, &mut violations).await;
+    let l = Arc::try_unwrap(l).map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).unwrap_or_default();
+    check(&api, &l, &seen, &mut violations).await;
+    violations.extend(l.server_errors.iter().map(|e| format!("5xx under load: {e}")));
+    drop(api);
+    match server.terminate(Duration::from_secs(30)) {
+        Ok(status) if status.success() => {}
+        other => violations.push(format!("the restarted process did not stop cleanly on SIGTERM: {other:?}")),
+    }
+    violations.extend(server.panics().into_iter().map(|p| format!("restarted process: {p}")));
+    check_file(&db_path, &mut violations);
+
+    let tasks: usize = seen.values().map(|s| s.background.1.len()).sum();
+    let line = format!(
+        "run {run} (seed {seed}): killed after {kill_after:?}; {} requests ({} unanswered, {} refused), {} instances, \
+         {} tasks acknowledged, {} scheduled, {} cancelled, {} deleted, {} instances deleted; {tasks} tasks after \
+         restart; {:?}",
+        l.sent,
+        l.unanswered,
+        l.refused,
+        l.instances.len(),
+        l.acked.len(),
+        l.scheduled.len(),
+        l.cancelled.len(),
+        l.deleted.len(),
+        l.deleted_instances.len(),
+        started.elapsed(),
+    );
+    eprintln!("{line}");
+    for x in &violations {
+        eprintln!("  run {run}: {x}");
+    }
+    RunReport { line, violations }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_acknowledged_work_and_leaves_no_impossible_state() {
+    let mut rng = Rng::new(Rng::seed_from_env("KAFKA_TASKS_CRASH_SEED"));
+    let started = Instant::now();
+    let mut reports = vec![];
+    for run in 0..runs() {
+        reports.push(one_run(run, rng.next_u64()).await);
+    }
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.violations.is_empty())
+        .map(|r| format!("{}\n    {}", r.line, r.violations.join("\n    ")))
+        .collect();
+    eprintln!("{} runs in {:?}", reports.len(), started.elapsed());
+    assert!(failed.is_empty(), "{} of {} runs broke an invariant:\n{}", failed.len(), reports.len(), failed.join("\n"));
+}
