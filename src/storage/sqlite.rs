@@ -24,6 +24,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_task_buckets.sql"),
     include_str!("../../migrations/sqlite/0004_task_totals.sql"),
 ];
+/// Written into the database header by the readiness probe ("kt" twice).
+const APPLICATION_ID: i32 = 0x6b74_6b74;
 /// The most writes one group commit takes.
 const MAX_GROUP: usize = 512;
 
@@ -40,7 +42,18 @@ pub struct Sqlite {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        use rusqlite::ErrorCode::*;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(
+                    f.code,
+                    DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked | CannotOpen | ReadOnly | OutOfMemory
+                ) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Backend(e.to_string()),
+        }
     }
 }
 
@@ -945,6 +958,12 @@ impl BulkStore for Sqlite {
 impl Health for Sqlite {
     async fn ping(&self) -> StoreResult<()> {
         self.read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?)).await
+    }
+
+    /// Rewrites the header's `application_id` (a field this application owns, the same value
+    /// each time): it dirties page 1, so the group commit must append to the WAL and sync.
+    async fn write_probe(&self) -> StoreResult<()> {
+        self.write(|conn| Ok(conn.pragma_update(None, "application_id", APPLICATION_ID)?)).await
     }
 }
 #[cfg(test)]
