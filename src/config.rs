@@ -61,6 +61,8 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub net: crate::http::serve::NetArgs,
 }
 
 /// Where the master key comes from. It seals secret keys at rest and signs tokens; every process

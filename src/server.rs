@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::{Notify, watch};
@@ -15,18 +16,42 @@ use crate::config::ServeArgs;
 use crate::domain::operation::StepContext;
 use crate::domain::{ProjectId, Role};
 use crate::engine::{Engine, EngineConfig};
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, serve};
 use crate::storage::Storage;
 
-/// The process-wide Prometheus recorder (metrics has one global recorder).
+/// Histogram buckets (seconds for latencies; the group-commit size histogram shares them, which
+/// is coarse but bounded). Buckets rather than summaries: a fixed number of counters per series.
+const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// How often recorded histogram samples are folded into their buckets when nothing scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// The process-wide Prometheus recorder (metrics has one global recorder), with a thread that
+/// runs its upkeep, so that samples recorded between scrapes never pile up.
 fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let builder = match PrometheusBuilder::new().set_buckets(BUCKETS) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "histogram buckets refused; using summaries");
+                    PrometheusBuilder::new()
+                }
+            };
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed");
+            }
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+                loop {
+                    std::thread::sleep(METRICS_UPKEEP);
+                    upkeep.run_upkeep();
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
             }
             handle
         })
@@ -36,8 +61,11 @@ fn metrics_handle() -> PrometheusHandle {
 /// A started service.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served when `--metrics-listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
-    server: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<()>,
+    metrics_server: Option<JoinHandle<()>>,
     engine: JoinHandle<()>,
 }
 
@@ -64,7 +92,12 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         engine_wake: wake.clone(),
         time_scale: args.time_scale,
         step_context,
-        metrics: Some(metrics_handle()),
+        metrics: if args.net.metrics_listen.is_some() { None } else { Some(metrics_handle()) },
+        body_guard: Arc::new(http::BodyGuard::new(
+            args.net.body_budget_bytes,
+            Duration::from_millis(args.net.body_timeout_ms),
+        )),
+        readiness: Arc::default(),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let engine = Engine::new(
@@ -78,19 +111,26 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         wake,
     );
     let engine = tokio::spawn(engine.run(shutdown_rx.clone()));
+    let mut opts = args.net.serve_options();
+    opts.max_connections = serve::fit_connection_cap(opts.max_connections);
+    let (metrics_addr, metrics_server) = match args.net.metrics_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at).await?;
+            let bound = listener.local_addr()?;
+            let app = http::health::metrics_router(metrics_handle());
+            let stop = shutdown_rx.clone();
+            let small = serve::ServeOptions { max_connections: 64, ..opts };
+            tracing::info!(addr = %bound, "serving metrics");
+            (Some(bound), Some(tokio::spawn(serve::serve(listener, app, small, stop))))
+        }
+        None => (None, None),
+    };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
-    let mut server_stop = shutdown_rx;
     let app = http::router(state);
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
-    tracing::info!(%addr, database = %redact(&args.db.database), "listening");
-    Ok(Running { addr, shutdown, server, engine })
+    let server = tokio::spawn(serve::serve(listener, app, opts, shutdown_rx));
+    tracing::info!(%addr, database = %redact(&args.db.database), max_connections = opts.max_connections, "listening");
+    Ok(Running { addr, metrics_addr, shutdown, server, metrics_server, engine })
 }
 
 /// On a database with no credential at all, creates an admin key for the default project and shows
@@ -131,10 +171,14 @@ pub fn redact(url: &str) -> String {
 }
 
 impl Running {
-    /// Stops accepting connections, lets in-flight requests finish, stops the engine.
+    /// Stops accepting connections, lets in-flight requests finish (within the grace period),
+    /// stops the engine.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        self.server.await??;
+        self.server.await?;
+        if let Some(m) = self.metrics_server {
+            m.await?;
+        }
         self.engine.await?;
         Ok(())
     }
