@@ -42,7 +42,7 @@ use tower::ServiceExt;
 use super::error::ApiError;
 
 /// Hyper's read buffer cap, and so the largest request head (request line plus headers).
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 /// Headers a request may carry (hyper's default; more is 431).
 pub const MAX_HEADERS: usize = 100;
 
@@ -63,7 +63,7 @@ pub struct NetArgs {
 
     /// Open client connections at most; more wait in the listen backlog. Lowered to fit the
     /// process's file-descriptor limit.
-    #[arg(long, env = "KAFKA_TASKS_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, env = "KAFKA_TASKS_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
 
     /// On SIGTERM, how long (ms) in-flight requests may take before their connections are dropped.
@@ -73,7 +73,7 @@ pub struct NetArgs {
     /// Bytes of request bodies buffered at once across all requests (a body reserves its
     /// Content-Length, or the 256 KiB body limit when chunked, before it is read). A request that
     /// cannot reserve within half a second is answered 503 DMS.00503001.
-    #[arg(long, env = "KAFKA_TASKS_BODY_BUDGET_BYTES", default_value_t = 32 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(262_144..=1 << 34))]
+    #[arg(long, env = "KAFKA_TASKS_BODY_BUDGET_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(262_144..=1 << 34))]
     pub body_budget_bytes: u64,
 
     /// Serve `GET /metrics` on this address instead of the API's (where it then answers 404).
@@ -127,6 +127,18 @@ pub fn fit_connection_cap(wanted: usize) -> usize {
     } else {
         wanted
     }
+}
+
+/// Connections the kernel queues for us past the cap (it also caps this at `somaxconn`).
+const BACKLOG: u32 = 4096;
+
+/// Binds a listener with a deep backlog (tokio's `bind` asks for 1024), so that connections past
+/// the cap wait instead of being refused.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// Serves `app` on `listener` until `stop` turns true, then shuts down within `opts.grace`.
