@@ -4,8 +4,8 @@
 //!   the kernel's backlog (and are refused by the kernel once that is full); it never crashes;
 //! - a header-read timeout, counted from the first byte of a request head, and a keep-alive idle
 //!   timeout, counted from the end of the previous response (or the accept) while no byte of a
-//!   new request has arrived — both through a per-connection [`hyper::rt::Timer`] that hyper
-//!   arms when it starts reading a head;
+//!   new request has arrived — hyper arms a per-connection [`hyper::rt::Timer`] when it starts
+//!   reading a head, and a per-connection watchdog closes the connection when either passes;
 //! - the peer address as `ConnectInfo<SocketAddr>` in every request's extensions;
 //! - hyper's own error responses (unparsable request line or header, > 100 headers, a head
 //!   larger than the read buffer, a URI hyper cannot hold) rewritten into DMS-shaped JSON with an
@@ -211,73 +211,146 @@ async fn serve_connection(
     opts: ServeOptions,
     mut closing: watch::Receiver<bool>,
 ) {
-    let reads = Arc::new(AtomicU64::new(0));
-    let io = TokioIo::new(ConnIo::new(stream, reads.clone()));
-    let timer = ConnTimer { reads, header: opts.header_timeout, idle: opts.idle_timeout };
+    let clock = Arc::new(ConnClock::new());
+    let io = TokioIo::new(ConnIo::new(stream, clock.clone()));
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         app.clone().oneshot(req.map(axum::body::Body::new))
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .timer(timer)
+        .timer(ConnTimer { clock: clock.clone() })
         .header_read_timeout(opts.header_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
         .max_headers(MAX_HEADERS)
         .keep_alive(true);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
+    let watchdog = watchdog(clock, opts.header_timeout, opts.idle_timeout);
+    tokio::pin!(watchdog);
     let result = tokio::select! {
         r = conn.as_mut() => r,
+        _ = &mut watchdog => return,
         _ = stopped(&mut closing) => {
             conn.as_mut().graceful_shutdown();
-            conn.as_mut().await
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = &mut watchdog => return,
+            }
         }
     };
     if let Err(e) = result {
-        // Client behaviour (resets, timeouts, garbage) rather than faults: debug, and limited.
+        // Client behaviour (resets, garbage) rather than faults: debug, and limited.
         crate::limited!(debug, "connection error", error = %e, %peer, "connection ended with an error");
     }
 }
 
-/// hyper's timer for one connection. hyper arms it when it starts reading a request head; the
-/// deadline is `idle` from then while nothing has been read, and `header` from the first read
-/// of the head once something has. (hyper polls it after each read that leaves the head
-/// incomplete, which is when the deadline moves.)
+/// The head-reading state of one connection, shared by its IO (which counts reads), hyper's
+/// timer (armed while hyper waits for a request head) and the connection's watchdog. Times are
+/// milliseconds since the connection opened, plus one (0 means "not set").
+struct ConnClock {
+    origin: Instant,
+    reads: AtomicU64,
+    /// When hyper started waiting for the current head; 0 while a request is under way.
+    armed_at: AtomicU64,
+    /// Which arming `armed_at` belongs to (hyper replaces its timer by making a new one first).
+    generation: AtomicU64,
+    reads_at_arm: AtomicU64,
+    /// When the first byte of the current head was read.
+    head_at: AtomicU64,
+}
+
+impl ConnClock {
+    fn new() -> Self {
+        ConnClock {
+            origin: Instant::now(),
+            reads: AtomicU64::new(0),
+            armed_at: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            reads_at_arm: AtomicU64::new(0),
+            head_at: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Notes the head's first byte if a read happened since the timer was armed.
+    fn note_head(&self) {
+        if self.head_at.load(Ordering::Relaxed) == 0
+            && self.reads.load(Ordering::Relaxed) != self.reads_at_arm.load(Ordering::Relaxed)
+        {
+            self.head_at.store(self.now(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Closes the connection (by ending) when a head is not complete `header` after its first
+/// byte, or when no byte of a new request came `idle` after hyper started waiting for one.
+/// Checking at least every `min(header, idle)` keeps it on time; a request under way is never
+/// timed here (its body has its own deadline in the body guard). One sleep per connection and
+/// period rather than a timer per request: the latter cost several per cent of throughput.
+async fn watchdog(clock: Arc<ConnClock>, header: Duration, idle: Duration) {
+    let step = header.min(idle).max(Duration::from_millis(1));
+    let (header, idle) = (header.as_millis() as u64, idle.as_millis() as u64);
+    let mut wait = step;
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = step;
+        let armed = clock.armed_at.load(Ordering::Relaxed);
+        if armed == 0 {
+            continue;
+        }
+        clock.note_head();
+        let head = clock.head_at.load(Ordering::Relaxed);
+        let deadline = if head != 0 { head + header } else { armed + idle };
+        let now = clock.now();
+        if now >= deadline {
+            return;
+        }
+        wait = Duration::from_millis(deadline - now).min(step);
+    }
+}
+
+/// hyper's timer for one connection: hyper arms it when it starts reading a request head and
+/// drops it once the head is read. It never fires itself: it records the arming in the
+/// [`ConnClock`], and the [`watchdog`] closes the connection. (hyper polls it after each read
+/// that leaves the head incomplete, which is when the head's first byte is noted.)
 #[derive(Clone)]
 struct ConnTimer {
-    reads: Arc<AtomicU64>,
-    header: Duration,
-    idle: Duration,
+    clock: Arc<ConnClock>,
 }
 
 impl hyper::rt::Timer for ConnTimer {
     fn sleep(&self, _: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(HeadSleep::new(self))
+        Box::pin(HeadSleep::new(&self.clock))
     }
 
     fn sleep_until(&self, _: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        Box::pin(HeadSleep::new(self))
+        Box::pin(HeadSleep::new(&self.clock))
     }
 }
 
 struct HeadSleep {
-    reads: Arc<AtomicU64>,
-    reads_at_start: u64,
-    header: Duration,
-    head_started: bool,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    clock: Arc<ConnClock>,
+    generation: u64,
 }
 
 impl HeadSleep {
-    fn new(t: &ConnTimer) -> Self {
-        let deadline = tokio::time::Instant::now() + t.idle;
-        HeadSleep {
-            reads: t.reads.clone(),
-            reads_at_start: t.reads.load(Ordering::Relaxed),
-            header: t.header,
-            head_started: false,
-            sleep: Box::pin(tokio::time::sleep_until(deadline)),
+    fn new(clock: &Arc<ConnClock>) -> Self {
+        let generation = clock.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        clock.reads_at_arm.store(clock.reads.load(Ordering::Relaxed), Ordering::Relaxed);
+        clock.head_at.store(0, Ordering::Relaxed);
+        clock.armed_at.store(clock.now(), Ordering::Relaxed);
+        HeadSleep { clock: clock.clone(), generation }
+    }
+}
+
+impl Drop for HeadSleep {
+    fn drop(&mut self) {
+        if self.clock.generation.load(Ordering::Relaxed) == self.generation {
+            self.clock.armed_at.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -287,29 +360,25 @@ impl hyper::rt::Sleep for HeadSleep {}
 impl Future for HeadSleep {
     type Output = ();
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.head_started && self.reads.load(Ordering::Relaxed) != self.reads_at_start {
-            self.head_started = true;
-            let deadline = tokio::time::Instant::now() + self.header;
-            self.sleep.as_mut().reset(deadline);
-        }
-        self.sleep.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        self.clock.note_head();
+        Poll::Pending
     }
 }
 
-/// The connection's socket, counting reads (for [`ConnTimer`]) and replacing hyper's own error
+/// The connection's socket, counting reads (for the [`ConnClock`]) and replacing hyper's own error
 /// responses with DMS-shaped ones.
 struct ConnIo {
     inner: TcpStream,
-    reads: Arc<AtomicU64>,
+    clock: Arc<ConnClock>,
     /// Our replacement for hyper's error response, and how much of it is written. Once set,
     /// everything hyper writes is swallowed (hyper closes the connection after such a response).
     replacement: Option<(Vec<u8>, usize)>,
 }
 
 impl ConnIo {
-    fn new(inner: TcpStream, reads: Arc<AtomicU64>) -> Self {
-        ConnIo { inner, reads, replacement: None }
+    fn new(inner: TcpStream, clock: Arc<ConnClock>) -> Self {
+        ConnIo { inner, clock, replacement: None }
     }
 
     /// Writes what is left of the replacement.
@@ -332,7 +401,7 @@ impl AsyncRead for ConnIo {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
         if buf.filled().len() > before {
-            self.reads.fetch_add(1, Ordering::Relaxed);
+            self.clock.reads.fetch_add(1, Ordering::Relaxed);
         }
         Poll::Ready(Ok(()))
     }
