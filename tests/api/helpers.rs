@@ -607,3 +607,10 @@ pub async fn raw_read_response(mut stream: tokio::net::TcpStream, wait: Duration
         }
     }
 }
+
+impl TestApp {
+    /// Where `--metrics-listen` serves `/metrics` (in-process servers only).
+    pub fn metrics_base(&self) -> Option<String> {
+        self.running.as_ref().and_then(|r| r.metrics_addr).map(|a| format!("http://{a}"))
+    }
+}

@@ -299,3 +299,15 @@ async fn a_postgresql_outage_answers_503_and_readyz_follows() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn metrics_listen_moves_metrics_off_the_api_address() {
+    let app = TestApp::spawn_with(&["--time-scale", "0", "--metrics-listen", "127.0.0.1:0"]).await;
+    app.get("/v2/x").await;
+    let res = app.send(Method::GET, "/metrics", None, &[]).await;
+    res.assert_error(404, "DMS.00404001");
+    assert!(res.request_id.is_some());
+    let other = app.metrics_base().expect("a metrics address");
+    let text = reqwest::get(format!("{other}/metrics")).await.expect("scrape").text().await.expect("text");
+    assert!(text.contains("kafka_tasks_http_request_seconds_bucket"), "{text}");
+}
