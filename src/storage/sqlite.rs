@@ -127,7 +127,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
 fn checkpoint_loop(conn: Connection, alive: std::sync::Weak<()>) {
     while alive.upgrade().is_some() {
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+            crate::limited!(warn, &format!("checkpoint {e}"), error = %e, "WAL checkpoint failed");
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
