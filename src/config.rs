@@ -63,6 +63,8 @@ pub struct ServeArgs {
     pub keys: KeyArgs,
     #[command(flatten)]
     pub auth: crate::auth::config::AuthArgs,
+    #[command(flatten)]
+    pub net: crate::http::serve::NetArgs,
 }
 
 /// Where the master key comes from. It seals secret keys at rest and signs tokens; every process

@@ -15,5 +15,6 @@ pub mod config;
 pub mod domain;
 pub mod engine;
 pub mod http;
+pub mod log_limit;
 pub mod server;
 pub mod storage;

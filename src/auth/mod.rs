@@ -106,6 +106,9 @@ pub enum AuthError {
     /// 429: the access key's rate limit (seconds to wait).
     #[error("the access key's rate limit is reached")]
     RateLimited(u64),
+    /// The credential store failed (an outage answers 503, anything else 500).
+    #[error(transparent)]
+    Store(#[from] StoreError),
     #[error("{0}")]
     Internal(String),
 }
@@ -116,7 +119,7 @@ impl AuthError {
         match self {
             AuthError::Unauthenticated(r, _) | AuthError::FailuresThrottled(r, _) => Some(*r),
             AuthError::WrongProject => Some(Reason::WrongProject),
-            AuthError::RateLimited(_) | AuthError::Internal(_) => None,
+            AuthError::RateLimited(_) | AuthError::Store(_) | AuthError::Internal(_) => None,
         }
     }
 
@@ -127,12 +130,6 @@ impl AuthError {
             AuthError::RateLimited(_) => Some("per_key"),
             _ => None,
         }
-    }
-}
-
-impl From<StoreError> for AuthError {
-    fn from(e: StoreError) -> Self {
-        AuthError::Internal(e.to_string())
     }
 }
 

@@ -76,7 +76,9 @@ impl Engine {
                             });
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "could not claim tasks"),
+                    Err(e) => {
+                        crate::limited!(error, &format!("claim {e}"), error = %e, "could not claim tasks");
+                    }
                 }
             }
             if claimed_all {
@@ -102,7 +104,7 @@ impl Engine {
         loop {
             tokio::time::sleep(every).await;
             if let Err(e) = self.store.renew_leases(&self.owner, now_ms() + self.config.lease_ms).await {
-                tracing::warn!(error = %e, "could not renew leases");
+                crate::limited!(warn, &format!("renew {e}"), error = %e, "could not renew leases");
             }
         }
     }
@@ -151,7 +153,13 @@ impl Engine {
                     Ok(o) => break o,
                     Err(e) => {
                         // The store may be briefly unavailable; the lease keeps the task ours meanwhile.
-                        tracing::warn!(error = %e, step = current, "could not record step; retrying");
+                        crate::limited!(
+                            warn,
+                            &format!("record step {e}"),
+                            error = %e,
+                            step = current,
+                            "could not record step; retrying"
+                        );
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }

@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, current_request_id};
-use super::extract::AuditNote;
+use super::extract::{AuditNote, QueryMap};
 use super::{AppState, BODY_LIMIT};
 use crate::auth::{AuthError, SignedRequest};
 use crate::storage::AuditEvent;
@@ -24,6 +24,7 @@ impl From<AuthError> for ApiError {
             AuthError::Unauthenticated(_, detail) => ApiError::Unauthenticated(detail),
             AuthError::WrongProject => ApiError::WrongProject,
             AuthError::FailuresThrottled(_, secs) | AuthError::RateLimited(secs) => ApiError::Throttled(secs),
+            AuthError::Store(e) => ApiError::from(e),
             AuthError::Internal(cause) => ApiError::Internal(cause),
         }
     }
@@ -91,7 +92,14 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     parts.extensions.insert(identity.clone());
     parts.extensions.insert(note.clone());
     let method = parts.method.clone();
-    let res = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    // Refused after authentication, so that it is audited like any other refusal.
+    let res = match QueryMap::parse(parts.uri.query().unwrap_or("")) {
+        Ok(query) => {
+            parts.extensions.insert(query);
+            next.run(Request::from_parts(parts, Body::from(bytes))).await
+        }
+        Err(e) => e.into_response(),
+    };
 
     let fields = note.take();
     if mutating && !fields.recorded {

@@ -62,11 +62,27 @@ pub enum ApiError {
     /// not what the signature pins down.
     #[error("duplicate query parameter {0}")]
     DuplicateParam(String),
+    /// The database cannot serve now (down, full, locked past its timeout); the cause is logged.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The memory budget for request bodies is spent.
+    #[error("server busy")]
+    Busy,
+    /// The body did not arrive within the body-read timeout.
+    #[error("request body timeout")]
+    BodyTimeout,
+    #[error("request URI too long")]
+    UriTooLong,
+    #[error("request header fields too large")]
+    HeadersTooLarge,
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::Internal(e.to_string())
+        match e {
+            StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
+            e => ApiError::Internal(e.to_string()),
+        }
     }
 }
 
@@ -95,6 +111,10 @@ impl ApiError {
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             DuplicateParam(_) => StatusCode::BAD_REQUEST,
+            Unavailable(_) | Busy => StatusCode::SERVICE_UNAVAILABLE,
+            BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            UriTooLong => StatusCode::URI_TOO_LONG,
+            HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -123,22 +143,38 @@ impl ApiError {
             DuplicateParam(name) => {
                 ("DMS.00400062", format!("Invalid {name} parameter in the request: it is given more than once."))
             }
+            Unavailable(_) => ("DMS.00503000", "The database is temporarily unavailable. Try again later.".into()),
+            Busy => ("DMS.00503001", "The server is busy. Try again later.".into()),
+            BodyTimeout => ("DMS.00408000", "The request body was not received in time.".into()),
+            UriTooLong => ("DMS.00414000", "The request URI is too long.".into()),
+            HeadersTooLarge => ("DMS.00431000", "The request header fields are too large.".into()),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let (code, msg) = self.code_and_message();
-        if let ApiError::Internal(cause) = &self {
-            tracing::error!(request_id = %current_request_id(), %cause, "internal error");
+        let this = self;
+        let status = this.status();
+        let (code, msg) = this.code_and_message();
+        match &this {
+            ApiError::Internal(cause) => {
+                crate::limited!(error, cause, request_id = %current_request_id(), %cause, "internal error");
+            }
+            ApiError::Unavailable(cause) => {
+                crate::limited!(warn, cause, request_id = %current_request_id(), %cause, "database unavailable");
+            }
+            _ => {}
         }
         let body = if code.starts_with("APIGW") {
             json!({ "error_code": code, "error_msg": msg, "request_id": current_request_id() })
         } else {
             json!({ "error_code": code, "error_msg": msg })
         };
-        (status, Json(body)).into_response()
+        let mut res = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        res
     }
 }

@@ -78,16 +78,18 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
 /// The query string as name → value, decoded exactly as the signature decodes it
 /// ([`signature::query_pairs`]). A name given twice is refused: both values are signed, and
 /// which one a handler would read is not something the signer chose.
+/// The gateway parses it once for every authenticated request, so that a duplicated name is
+/// refused on every route, including those whose handler reads no query at all.
+#[derive(Debug, Clone)]
 pub struct QueryMap(pub HashMap<String, String>);
 
 /// Longest parameter name echoed back in an error.
 const MAX_ECHOED_NAME: usize = 64;
 
-impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+impl QueryMap {
+    pub fn parse(query: &str) -> Result<Self, ApiError> {
         let mut map = HashMap::new();
-        for (name, value) in signature::query_pairs(parts.uri.query().unwrap_or("")) {
+        for (name, value) in signature::query_pairs(query) {
             if map.contains_key(&name) {
                 let shown: String = name.chars().take(MAX_ECHOED_NAME).collect();
                 return Err(ApiError::DuplicateParam(shown));
@@ -95,6 +97,16 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
             map.insert(name, value);
         }
         Ok(QueryMap(map))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        match parts.extensions.remove::<QueryMap>() {
+            Some(parsed) => Ok(parsed),
+            None => QueryMap::parse(parts.uri.query().unwrap_or("")),
+        }
     }
 }
 

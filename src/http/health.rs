@@ -1,31 +1,105 @@
 //! Liveness, readiness and metrics.
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::task::JoinHandle;
 
 use super::AppState;
+use super::error::ApiError;
+use crate::storage::{Health, StoreResult};
+
+/// How long a readiness result is reused: /readyz cannot make more than one probe a second,
+/// however often it is called.
+const READY_TTL: Duration = Duration::from_secs(1);
+/// A probe that has not answered in this time makes /readyz 503 (a stalled write path).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(ready)).route("/metrics", get(metrics))
 }
 
-/// Ready when the database answers.
-async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    match state.storage.health.ping().await {
-        Ok(()) => (StatusCode::OK, "ready"),
+/// The router of `--metrics-listen`: only `GET /metrics`.
+pub fn metrics_router(handle: PrometheusHandle) -> Router {
+    Router::new().route("/metrics", get(move || render(handle.clone()))).fallback(|| async { ApiError::NoSuchUrl })
+}
+
+/// Ready when the database answers a read and takes a write in time.
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.readiness.check(state.storage.health.clone()).await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => {
-            tracing::warn!(error = %e, "database not reachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+            crate::limited!(warn, "readiness", error = %e, "not ready: the database does not take writes");
+            ApiError::Unavailable(e).into_response()
         }
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    match &state.metrics {
-        Some(h) => (StatusCode::OK, h.render()),
-        None => (StatusCode::NOT_FOUND, String::new()),
+/// The last readiness result, and the probe still running if the last one did not answer.
+#[derive(Default)]
+pub struct Readiness {
+    state: tokio::sync::Mutex<ReadyState>,
+}
+
+#[derive(Default)]
+struct ReadyState {
+    last: Option<(Instant, Result<(), String>)>,
+    running: Option<(Instant, JoinHandle<StoreResult<()>>)>,
+}
+
+impl Readiness {
+    /// Probes (a read, then a write) at most once per [`READY_TTL`]; a probe still unanswered
+    /// after [`PROBE_TIMEOUT`] counts as a failure, and is not started again while it hangs.
+    pub async fn check(&self, health: Arc<dyn Health>) -> Result<(), String> {
+        let mut st = self.state.lock().await;
+        if let Some((at, result)) = &st.last
+            && at.elapsed() < READY_TTL
+        {
+            return result.clone();
+        }
+        let (started, mut probe) = match st.running.take() {
+            Some(running) => running,
+            None => (
+                Instant::now(),
+                tokio::spawn(async move {
+                    health.ping().await?;
+                    health.write_probe().await
+                }),
+            ),
+        };
+        let left = PROBE_TIMEOUT.saturating_sub(started.elapsed());
+        let result = match tokio::time::timeout(left, &mut probe).await {
+            Ok(Ok(r)) => r.map_err(|e| e.to_string()),
+            Ok(Err(e)) => Err(format!("the readiness probe failed: {e}")),
+            Err(_) => {
+                st.running = Some((started, probe));
+                Err(format!("a database write has not completed in {} ms", started.elapsed().as_millis()))
+            }
+        };
+        st.last = Some((Instant::now(), result.clone()));
+        result
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.metrics {
+        Some(h) => render(h).await,
+        None => ApiError::NoSuchUrl.into_response(),
+    }
+}
+
+/// Renders on a blocking thread: rendering is proportional to the series and must not hold an
+/// async worker.
+async fn render(handle: PrometheusHandle) -> Response {
+    match tokio::task::spawn_blocking(move || handle.render()).await {
+        Ok(text) => ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => ApiError::Internal(format!("rendering metrics failed: {e}")).into_response(),
     }
 }

@@ -13,7 +13,7 @@ use crate::domain::operation::{Operation, StepContext};
 use crate::domain::{InstanceId, Invalid, ProjectId, Role, TaskId, TaskRecord, TaskStatus};
 
 /// A storage failure, whatever the engine. Never shown to API clients.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Backend(String),
@@ -21,6 +21,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the database is shutting down")]
     Closed,
+    /// The database cannot serve now (connection refused or lost, disk full, I/O error, locked
+    /// past the busy timeout, administrator shutdown); worth retrying later. API: 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -461,6 +465,10 @@ pub fn plan_page(buckets: &[(i64, i64)], q: &TaskQuery) -> PagePlan {
 #[async_trait]
 pub trait Health: Send + Sync {
     async fn ping(&self) -> StoreResult<()>;
+    /// A small durable write through the same path as every other write (SQLite's writer
+    /// thread and group commit; a PostgreSQL transaction that takes a transaction id), so that
+    /// a full disk, a read-only database or a stalled writer shows.
+    async fn write_probe(&self) -> StoreResult<()>;
 }
 
 /// Connections a PostgreSQL pool keeps unless told otherwise.

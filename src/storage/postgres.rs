@@ -43,15 +43,65 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
+/// SQLSTATE classes and codes that mean "the database cannot serve now" rather than "this
+/// statement is wrong": connection exceptions (08), insufficient resources (53: disk full, out
+/// of memory, too many connections), operator intervention (57: admin/crash shutdown, cannot
+/// connect now, statement cancelled), a read-only transaction (25006: a standby), and a
+/// database that does not exist (3D000: dropped under us).
+fn unavailable_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57") || code == "25006" || code == "3D000"
+}
+
+/// Keeps what PostgreSQL said (SQLSTATE, message, detail, hint, where) instead of the bare
+/// "db error" that `tokio_postgres::Error` displays, and tells outages from faults.
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        backend(e)
+        if let Some(db) = e.as_db_error() {
+            let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+            for (label, part) in [("detail", db.detail()), ("hint", db.hint()), ("where", db.where_())] {
+                if let Some(part) = part {
+                    text.push_str(&format!("; {label}: {part}"));
+                }
+            }
+            if let (Some(table), Some(constraint)) = (db.table(), db.constraint()) {
+                text.push_str(&format!("; table {table}, constraint {constraint}"));
+            }
+            return if unavailable_sqlstate(db.code().code()) {
+                StoreError::Unavailable(text)
+            } else {
+                StoreError::Backend(text)
+            };
+        }
+        // Not from the server: the connection is closed, refused, or broke mid-way.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
+            StoreError::Unavailable(text)
+        } else {
+            StoreError::Backend(text)
+        }
     }
 }
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        backend(e)
+        use deadpool_postgres::PoolError;
+        match e {
+            // With `RecyclingMethod::Fast` nothing runs on a pooled connection before it is
+            // handed out, so a backend error here comes from connecting: the server is down,
+            // refuses connections, or this database does not accept them.
+            PoolError::Backend(e) => match StoreError::from(e) {
+                StoreError::Backend(text) => StoreError::Unavailable(format!("cannot connect: {text}")),
+                other => other,
+            },
+            PoolError::Closed => StoreError::Closed,
+            PoolError::Timeout(_) => StoreError::Unavailable(format!("connection pool: {e}")),
+            PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => backend(e),
+        }
     }
 }
 
@@ -1055,6 +1105,14 @@ impl Health for Postgres {
     async fn ping(&self) -> StoreResult<()> {
         let client = self.pool.get().await?;
         client.query_one("SELECT 1", &[]).await?;
+        Ok(())
+    }
+
+    /// `txid_current()` assigns a transaction id, so its commit is a WAL record: it fails on a
+    /// read-only server (a standby, `default_transaction_read_only`) and waits on a stalled WAL.
+    async fn write_probe(&self) -> StoreResult<()> {
+        let client = self.pool.get().await?;
+        client.query_one("SELECT txid_current()", &[]).await?;
         Ok(())
     }
 }

@@ -9,13 +9,9 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{PROJECT, TestApp};
-use kafka_tasks::auth::signature::{Algorithm, UNSIGNED_PAYLOAD};
+use crate::helpers::{PROJECT, TestApp, sha256};
+use kafka_tasks::auth::signature::UNSIGNED_PAYLOAD;
 use kafka_tasks::domain::Role;
-
-fn sha256(s: &str) -> String {
-    Algorithm::Sha256.hash_hex(s.as_bytes())
-}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
@@ -186,6 +182,12 @@ async fn a_query_key_given_twice_is_refused_by_name() {
     assert!(res.text.contains("status"), "{}", res.text);
     let job = &app.list_scheduled(&inst, "").await.json()["jobs"][0];
     assert_ne!(job["status"], "CANCELLED", "{job}");
+
+    // A route whose handler reads no query is covered too: the gateway checks every request.
+    let task = app.finished_task(&inst, true).await;
+    let res = app.delete(&format!("/v2/{PROJECT}/instances/{inst}/tasks/{task}?x=1&x=2")).await;
+    res.assert_error(400, "DMS.00400062");
+    assert_eq!(app.show_task(&inst, &task).await.status, 200, "the refused delete removed nothing");
 }
 
 #[tokio::test]

@@ -469,6 +469,11 @@ fn start_process(db: &TestDb, flags: &[&str]) -> (std::process::Child, String) {
 
 // --- raw requests, for the attack tests ---
 
+/// The hex SHA-256 of a body, as a signed request declares it.
+pub fn sha256(s: &str) -> String {
+    kafka_tasks::auth::signature::Algorithm::Sha256.hash_hex(s.as_bytes())
+}
+
 impl TestApp {
     /// The headers of a request signed over `payload` (a body hash, or `UNSIGNED-PAYLOAD`) with
     /// `extra` headers signed too: what an SDK that sends `X-Sdk-Content-Sha256` produces.
@@ -518,5 +523,153 @@ impl TestApp {
             req = req.body(b);
         }
         req.send().await.expect("request sent")
+    }
+}
+
+// --- raw connections and processes, for the connection-hygiene tests ---
+
+/// What came back on a raw connection: the bytes, and whether (and when) the server closed it.
+pub struct RawReply {
+    pub bytes: Vec<u8>,
+    /// Time from the end of the send until the server closed the connection, if it did
+    /// within the wait.
+    pub closed_after: Option<Duration>,
+}
+
+impl RawReply {
+    /// The first response's status, headers (lower-case names) and body.
+    pub fn response(&self) -> (u16, Vec<(String, String)>, String) {
+        let text = String::from_utf8_lossy(&self.bytes).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no response head: {text:?}"));
+        let mut lines = head.split("\r\n");
+        let status = lines.next().and_then(|l| l.get(9..12)).and_then(|s| s.parse().ok()).expect("a status line");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let len = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok());
+        let body = match len {
+            Some(n) if n <= body.len() => body[..n].to_owned(),
+            _ => body.to_owned(),
+        };
+        (status, headers, body)
+    }
+
+    /// Asserts one DMS/APIGW-shaped JSON error with an `X-Request-Id`.
+    #[track_caller]
+    pub fn assert_dms_error(&self, status: u16, code: &str) {
+        let (got, headers, body) = self.response();
+        assert_eq!(got, status, "{body}");
+        let id = headers.iter().find(|(k, _)| k == "x-request-id").map(|(_, v)| v.clone());
+        assert!(id.is_some_and(|id| id.len() == 32), "no X-Request-Id: {headers:?}");
+        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"));
+        assert_eq!(v["error_code"], code, "{body}");
+        assert!(v["error_msg"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    }
+}
+
+/// Opens a connection to `base` (`http://host:port`), sends `bytes`, and reads until the server
+/// closes or `wait` passes.
+pub async fn raw_exchange(base: &str, bytes: &[u8], wait: Duration) -> RawReply {
+    let stream = raw_connect(base).await;
+    raw_send_and_read(stream, bytes, wait).await
+}
+
+pub async fn raw_connect(base: &str) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(base.trim_start_matches("http://")).await.expect("connects")
+}
+
+pub async fn raw_send_and_read(mut stream: tokio::net::TcpStream, bytes: &[u8], wait: Duration) -> RawReply {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A server may answer (and close) before it has read everything.
+    let _ = stream.write_all(bytes).await;
+    let sent = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return RawReply { bytes: out, closed_after: Some(sent.elapsed()) },
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return RawReply { bytes: out, closed_after: None },
+        }
+    }
+}
+
+impl TestApp {
+    /// A server in this process on a fresh PostgreSQL database of its own, whatever the
+    /// engine of the run.
+    pub async fn spawn_on_postgres(flags: &[&str]) -> (Self, String) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pg = crate::pg::FreshDatabase::create("kt_test").await;
+        let url = pg.url.clone();
+        (Self::start(TestDb { url: url.clone(), dir, _pg: Some(pg) }, flags).await, url)
+    }
+
+    /// The server process's id (process servers only).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a process").id()
+    }
+
+    /// SIGTERM, then waits at most `limit` for the process to exit; `None` if it did not
+    /// (it is then killed).
+    pub fn terminate_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take().expect("a process");
+        let pid = c.id().to_string();
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(sent.success());
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+}
+
+/// A line of `/proc/PID/status` in kB (`VmRSS`, `VmHWM`).
+pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// Reads one whole response (head and Content-Length body), or what came before `wait` passed
+/// or the server closed.
+pub async fn raw_read_response(mut stream: tokio::net::TcpStream, wait: Duration) -> RawReply {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if out.len() >= end + 4 + len {
+                return RawReply { bytes: out, closed_after: None };
+            }
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return RawReply { bytes: out, closed_after: Some(started.elapsed()) },
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return RawReply { bytes: out, closed_after: None },
+        }
+    }
+}
+
+impl TestApp {
+    /// Where `--metrics-listen` serves `/metrics` (in-process servers only).
+    pub fn metrics_base(&self) -> Option<String> {
+        self.running.as_ref().and_then(|r| r.metrics_addr).map(|a| format!("http://{a}"))
     }
 }

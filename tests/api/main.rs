@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod engine;
 mod helpers;
+mod hygiene;
 mod instances;
 #[path = "../common/pg.rs"]
 mod pg;

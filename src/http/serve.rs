@@ -1,0 +1,522 @@
+//! The HTTP/1 serve loop (instead of `axum::serve`), which owns connection hygiene:
+//!
+//! - a cap on open connections: past it the loop stops accepting, so new connections wait in
+//!   the kernel's backlog (and are refused by the kernel once that is full); it never crashes;
+//! - a header-read timeout, counted from the first byte of a request head, and a keep-alive idle
+//!   timeout, counted from the end of the previous response (or the accept) while no byte of a
+//!   new request has arrived — hyper arms a per-connection [`hyper::rt::Timer`] when it starts
+//!   reading a head, and a per-connection watchdog closes the connection when either passes;
+//! - the peer address as `ConnectInfo<SocketAddr>` in every request's extensions;
+//! - hyper's own error responses (unparsable request line or header, > 100 headers, a head
+//!   larger than the read buffer, a URI hyper cannot hold) rewritten into DMS-shaped JSON with an
+//!   `X-Request-Id`: hyper writes an empty 400/414/431 itself and offers no hook, so the
+//!   connection's IO recognises such a head — the only kind that lacks `x-request-id`, which every
+//!   response of ours carries — at the end of what hyper writes, and writes ours instead;
+//! - graceful shutdown bounded by a grace period: in-flight requests finish, idle connections
+//!   close, and whatever is still open when the grace period ends is dropped;
+//! - `accept` errors (EMFILE, ENFILE, ECONNABORTED) logged at most once a second and answered
+//!   with a short pause, never a busy loop.
+//!
+//! The body-read timeout and the memory budget for bodies are per request, in
+//! [`super::body_guard`].
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+use super::error::ApiError;
+
+/// Hyper's read buffer cap, and so the largest request head (request line plus headers).
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+/// Headers a request may carry (hyper's default; more is 431).
+pub const MAX_HEADERS: usize = 100;
+
+/// Connection limits and timeouts of `serve` (flags of `kafka-tasks serve`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetArgs {
+    /// A request's head (request line and headers) must arrive within this (ms) of its first byte.
+    #[arg(long, env = "KAFKA_TASKS_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub header_timeout_ms: u64,
+
+    /// A request's body must arrive within this (ms) of its head; a slower one is answered 408.
+    #[arg(long, env = "KAFKA_TASKS_BODY_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub body_timeout_ms: u64,
+
+    /// A keep-alive connection with no request under way is closed after this (ms).
+    #[arg(long, env = "KAFKA_TASKS_IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub idle_timeout_ms: u64,
+
+    /// Open client connections at most; more wait in the listen backlog. Lowered to fit the
+    /// process's file-descriptor limit.
+    #[arg(long, env = "KAFKA_TASKS_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// On SIGTERM, how long (ms) in-flight requests may take before their connections are dropped.
+    #[arg(long, env = "KAFKA_TASKS_SHUTDOWN_GRACE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub shutdown_grace_ms: u64,
+
+    /// Bytes of request bodies buffered at once across all requests (a body reserves its
+    /// Content-Length, or the 256 KiB body limit when chunked, before it is read). A request that
+    /// cannot reserve within half a second is answered 503 DMS.00503001.
+    #[arg(long, env = "KAFKA_TASKS_BODY_BUDGET_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(262_144..=1 << 34))]
+    pub body_budget_bytes: u64,
+
+    /// Serve `GET /metrics` on this address instead of the API's (where it then answers 404).
+    #[arg(long, env = "KAFKA_TASKS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// What [`serve`] needs from the flags.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub grace: Duration,
+}
+
+impl NetArgs {
+    pub fn serve_options(&self) -> ServeOptions {
+        ServeOptions {
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.max_connections as usize,
+            grace: Duration::from_millis(self.shutdown_grace_ms),
+        }
+    }
+}
+
+/// Descriptors kept for everything but client connections (database files and connections,
+/// the listeners, logs).
+const RESERVED_FDS: u64 = 128;
+
+/// Raises the soft file-descriptor limit to the hard one (cheap, and the default soft limit of
+/// 1024 is what a few hundred slow clients exhaust) and returns the connection cap that fits.
+pub fn fit_connection_cap(wanted: usize) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        let raised = rustix::process::Rlimit { current: lim.maximum, maximum: lim.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => lim = getrlimit(Resource::Nofile),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the file-descriptor limit"),
+        }
+    }
+    let Some(soft) = lim.current else {
+        return wanted;
+    };
+    let fits = soft.saturating_sub(RESERVED_FDS).max(16) as usize;
+    if fits < wanted {
+        tracing::warn!(wanted, cap = fits, fd_limit = soft, "connection cap lowered to fit the file-descriptor limit");
+        fits
+    } else {
+        wanted
+    }
+}
+
+/// Connections the kernel queues for us past the cap (it also caps this at `somaxconn`).
+const BACKLOG: u32 = 4096;
+
+/// Binds a listener with a deep backlog (tokio's `bind` asks for 1024), so that connections past
+/// the cap wait instead of being refused.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then shuts down within `opts.grace`.
+pub async fn serve(listener: TcpListener, app: Router, opts: ServeOptions, mut stop: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let (closing_tx, closing) = watch::channel(false);
+    let mut conns = JoinSet::new();
+    loop {
+        while conns.try_join_next().is_some() {}
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                crate::limited!(
+                    warn,
+                    "connection cap",
+                    cap = opts.max_connections,
+                    "connection cap reached; new connections wait in the backlog"
+                );
+                tokio::select! {
+                    p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    _ = stopped(&mut stop) => break,
+                }
+            }
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopped(&mut stop) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                crate::limited!(error, &format!("accept {e}"), error = %e, "accept failed; pausing");
+                // EMFILE and friends do not clear by retrying at once.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let closing = closing.clone();
+        conns.spawn(async move {
+            serve_connection(stream, peer, app, opts, closing).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let open = conns.len();
+    let _ = closing_tx.send(true);
+    let drained = tokio::time::timeout(opts.grace, async { while conns.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = conns.len(),
+            grace_ms = opts.grace.as_millis() as u64,
+            "connections still open after the grace period; dropping them"
+        );
+        conns.shutdown().await;
+    }
+    tracing::info!(connections_at_stop = open, "HTTP server stopped");
+}
+
+/// Resolves once the flag turns true (or its sender is gone).
+async fn stopped(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|s| *s).await;
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    opts: ServeOptions,
+    mut closing: watch::Receiver<bool>,
+) {
+    let clock = Arc::new(ConnClock::new());
+    let io = TokioIo::new(ConnIo::new(stream, clock.clone()));
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        app.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(ConnTimer { clock: clock.clone() })
+        .header_read_timeout(opts.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let watchdog = watchdog(clock, opts.header_timeout, opts.idle_timeout);
+    tokio::pin!(watchdog);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = &mut watchdog => return,
+        _ = stopped(&mut closing) => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = &mut watchdog => return,
+            }
+        }
+    };
+    if let Err(e) = result {
+        // Client behaviour (resets, garbage) rather than faults: debug, and limited.
+        crate::limited!(debug, "connection error", error = %e, %peer, "connection ended with an error");
+    }
+}
+
+/// The head-reading state of one connection, shared by its IO (which counts reads), hyper's
+/// timer (armed while hyper waits for a request head) and the connection's watchdog. Times are
+/// milliseconds since the connection opened, plus one (0 means "not set").
+struct ConnClock {
+    origin: Instant,
+    reads: AtomicU64,
+    /// When hyper started waiting for the current head; 0 while a request is under way.
+    armed_at: AtomicU64,
+    /// Which arming `armed_at` belongs to (hyper replaces its timer by making a new one first).
+    generation: AtomicU64,
+    reads_at_arm: AtomicU64,
+    /// When the first byte of the current head was read.
+    head_at: AtomicU64,
+}
+
+impl ConnClock {
+    fn new() -> Self {
+        ConnClock {
+            origin: Instant::now(),
+            reads: AtomicU64::new(0),
+            armed_at: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            reads_at_arm: AtomicU64::new(0),
+            head_at: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Notes the head's first byte if a read happened since the timer was armed.
+    fn note_head(&self) {
+        if self.head_at.load(Ordering::Relaxed) == 0
+            && self.reads.load(Ordering::Relaxed) != self.reads_at_arm.load(Ordering::Relaxed)
+        {
+            self.head_at.store(self.now(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Closes the connection (by ending) when a head is not complete `header` after its first
+/// byte, or when no byte of a new request came `idle` after hyper started waiting for one.
+/// Checking at least every `min(header, idle)` keeps it on time; a request under way is never
+/// timed here (its body has its own deadline in the body guard). One sleep per connection and
+/// period rather than a timer per request: the latter cost several per cent of throughput.
+async fn watchdog(clock: Arc<ConnClock>, header: Duration, idle: Duration) {
+    let step = header.min(idle).max(Duration::from_millis(1));
+    let (header, idle) = (header.as_millis() as u64, idle.as_millis() as u64);
+    let mut wait = step;
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = step;
+        let armed = clock.armed_at.load(Ordering::Relaxed);
+        if armed == 0 {
+            continue;
+        }
+        clock.note_head();
+        let head = clock.head_at.load(Ordering::Relaxed);
+        let deadline = if head != 0 { head + header } else { armed + idle };
+        let now = clock.now();
+        if now >= deadline {
+            return;
+        }
+        wait = Duration::from_millis(deadline - now).min(step);
+    }
+}
+
+/// hyper's timer for one connection: hyper arms it when it starts reading a request head and
+/// drops it once the head is read. It never fires itself: it records the arming in the
+/// [`ConnClock`], and the [`watchdog`] closes the connection. (hyper polls it after each read
+/// that leaves the head incomplete, which is when the head's first byte is noted.)
+#[derive(Clone)]
+struct ConnTimer {
+    clock: Arc<ConnClock>,
+}
+
+impl hyper::rt::Timer for ConnTimer {
+    fn sleep(&self, _: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HeadSleep::new(&self.clock))
+    }
+
+    fn sleep_until(&self, _: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HeadSleep::new(&self.clock))
+    }
+}
+
+struct HeadSleep {
+    clock: Arc<ConnClock>,
+    generation: u64,
+}
+
+impl HeadSleep {
+    fn new(clock: &Arc<ConnClock>) -> Self {
+        let generation = clock.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        clock.reads_at_arm.store(clock.reads.load(Ordering::Relaxed), Ordering::Relaxed);
+        clock.head_at.store(0, Ordering::Relaxed);
+        clock.armed_at.store(clock.now(), Ordering::Relaxed);
+        HeadSleep { clock: clock.clone(), generation }
+    }
+}
+
+impl Drop for HeadSleep {
+    fn drop(&mut self) {
+        if self.clock.generation.load(Ordering::Relaxed) == self.generation {
+            self.clock.armed_at.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl hyper::rt::Sleep for HeadSleep {}
+
+impl Future for HeadSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        self.clock.note_head();
+        Poll::Pending
+    }
+}
+
+/// The connection's socket, counting reads (for the [`ConnClock`]) and replacing hyper's own error
+/// responses with DMS-shaped ones.
+struct ConnIo {
+    inner: TcpStream,
+    clock: Arc<ConnClock>,
+    /// Our replacement for hyper's error response, and how much of it is written. Once set,
+    /// everything hyper writes is swallowed (hyper closes the connection after such a response).
+    replacement: Option<(Vec<u8>, usize)>,
+}
+
+impl ConnIo {
+    fn new(inner: TcpStream, clock: Arc<ConnClock>) -> Self {
+        ConnIo { inner, clock, replacement: None }
+    }
+
+    /// Writes what is left of the replacement.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some((bytes, done)) = &mut self.replacement {
+            while *done < bytes.len() {
+                let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*done..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                *done += n;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for ConnIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            self.clock.reads.fetch_add(1, Ordering::Relaxed);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.replacement.is_some() {
+            ready!(self.poll_replacement(cx))?;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        match find_stack_error(buf) {
+            None => Pin::new(&mut self.inner).poll_write(cx, buf),
+            Some((0, status)) => {
+                self.replacement = Some((stack_error_response(status), 0));
+                ready!(self.poll_replacement(cx))?;
+                Poll::Ready(Ok(buf.len()))
+            }
+            Some((at, _)) => Pin::new(&mut self.inner).poll_write(cx, &buf[..at]),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_replacement(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_replacement(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Where, in a buffer hyper is about to write, a response head of hyper's own starts, and its
+/// status: a head at the very end of the buffer (hyper writes nothing after it and closes)
+/// whose status is 4xx or 5xx and whose headers are only those hyper adds
+/// (`connection`, `content-length: 0`, `date`). Every response of ours carries `x-request-id`
+/// and a body, so none matches.
+fn find_stack_error(buf: &[u8]) -> Option<(usize, u16)> {
+    if !buf.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let start = buf.windows(9).rposition(|w| w == b"HTTP/1.1 " || w == b"HTTP/1.0 ")?;
+    let head = std::str::from_utf8(&buf[start..]).ok()?;
+    let mut lines = head.strip_suffix("\r\n\r\n")?.split("\r\n");
+    let status: u16 = lines.next()?.get(9..12)?.parse().ok()?;
+    if !(400..600).contains(&status) {
+        return None;
+    }
+    for line in lines {
+        let (name, value) = line.split_once(':')?;
+        let ok = match name.to_ascii_lowercase().as_str() {
+            "connection" | "date" => true,
+            "content-length" => value.trim() == "0",
+            _ => false,
+        };
+        if !ok {
+            return None;
+        }
+    }
+    Some((start, status))
+}
+
+/// Our answer in place of hyper's empty one.
+fn stack_error_response(status: u16) -> Vec<u8> {
+    let err = match status {
+        414 => ApiError::UriTooLong,
+        431 => ApiError::HeadersTooLarge,
+        _ => ApiError::InvalidBody,
+    };
+    let status = err.status();
+    let (code, msg) = err.code_and_message();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    crate::limited!(
+        info,
+        &format!("stack error {}", status.as_u16()),
+        request_id = %id,
+        status = status.as_u16(),
+        error_code = code,
+        "request refused by the HTTP parser"
+    );
+    let body = if code.starts_with("APIGW") {
+        serde_json::json!({ "error_code": code, "error_msg": msg, "request_id": id })
+    } else {
+        serde_json::json!({ "error_code": code, "error_msg": msg })
+    }
+    .to_string();
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nx-request-id: {id}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error"),
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hypers_own_error_heads_are_recognised_and_ours_are_not() {
+        let hyper400 = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Sat, 28 Nov 2026 06:04:11 GMT\r\n\r\n";
+        assert_eq!(find_stack_error(hyper400), Some((0, 400)));
+        let ours = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-request-id: e7\r\ncontent-length: 2\r\ndate: x\r\n\r\nok";
+        let mut both = ours.to_vec();
+        both.extend_from_slice(hyper400);
+        assert_eq!(find_stack_error(&both), Some((ours.len(), 400)));
+        assert_eq!(find_stack_error(ours), None);
+        let ours_empty = b"HTTP/1.1 404 Not Found\r\nx-request-id: e7\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(find_stack_error(ours_empty), None);
+        let continue100 = b"HTTP/1.1 100 Continue\r\n\r\n";
+        assert_eq!(find_stack_error(continue100), None);
+        let r = String::from_utf8(stack_error_response(431)).unwrap_or_default();
+        assert!(r.starts_with("HTTP/1.1 431 "), "{r}");
+        assert!(r.contains("x-request-id: ") && r.contains("\"error_code\""), "{r}");
+    }
+}
