@@ -105,11 +105,22 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     }
 }
 
+/// The longest a request waits for a connection from the pool, or for a new one to open.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Postgres {
     pub async fn open(url: &str, pool_size: usize) -> anyhow::Result<Self> {
         let config = tokio_postgres::Config::from_str(url)?;
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager).max_size(pool_size.max(1)).build()?;
+        // Bounded waits: with the server down or every connection stuck, a request answers
+        // 503 after POOL_WAIT instead of hanging.
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .recycle_timeout(Some(POOL_WAIT))
+            .build()?;
         let pg = Postgres { pool };
         pg.migrate().await?;
         Ok(pg)
