@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kafka_tasks::auth::IssuedCredential;
@@ -21,17 +21,16 @@ use serde_json::{Value, json};
 mod invariants;
 #[path = "../common/pg.rs"]
 mod pg;
+#[path = "../common/serve.rs"]
+mod serve;
 
 const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 const BIN: &str = env!("CARGO_BIN_EXE_kafka-tasks");
 /// The simulated resource pool of every node: a create beyond it fails at its allocation step.
 const POOL_GB: u64 = 1000;
 
-struct Node {
-    child: Option<Child>,
-    base: String,
-    log: PathBuf,
-}
+/// One `serve` process of the cluster.
+type Node = serve::ServerProcess;
 
 struct Cluster {
     nodes: Vec<Node>,
@@ -40,42 +39,16 @@ struct Cluster {
     next: std::cell::Cell<usize>,
 }
 
-// The child is killed and reaped by `Cluster`'s `Drop` (or by the test, for the node it kills).
-#[allow(clippy::zombie_processes)]
 fn start_node(db: &str, key: &str, log: &Path) -> Node {
-    let file = std::fs::File::create(log).expect("log file");
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--database", db, "--master-key", key])
-        .args(["--time-scale", "0.002", "--lease-ms", "1500", "--poll-ms", "50", "--pool-size", "8"])
-        .args(["--storage-pool-gb", &POOL_GB.to_string()])
-        .env("KAFKA_TASKS_LOG", "info,kafka_tasks::engine=debug")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(file))
-        .spawn()
-        .expect("serve starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if let Some(addr) = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["message"] == "listening")
-            .and_then(|v| v["addr"].as_str().map(str::to_owned))
-        {
-            return Node { child: Some(child), base: format!("http://{addr}"), log: log.to_owned() };
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("node did not start: {text}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let pool = POOL_GB.to_string();
+    let args = ["--database", db, "--master-key", key, "--time-scale", "0.002", "--lease-ms", "1500"];
+    let more = ["--poll-ms", "50", "--pool-size", "8", "--storage-pool-gb", &pool];
+    Node::start(&[&args[..], &more[..]].concat(), &[("KAFKA_TASKS_LOG", "info,kafka_tasks::engine=debug")], log)
 }
 
 impl Cluster {
     fn alive(&self) -> Vec<&Node> {
-        self.nodes.iter().filter(|n| n.child.is_some()).collect()
+        self.nodes.iter().filter(|n| n.is_started()).collect()
     }
 
     /// The next live node, round-robin.
@@ -116,17 +89,6 @@ impl Cluster {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let base = self.pick();
         self.call_on(&base, method, path, body).await
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
     }
 }
 
@@ -258,10 +220,9 @@ async fn three_processes_one_killed_every_task_ends_once() {
             tokio::time::sleep(Duration::from_millis(50)).await;
             let node = &mut cluster.nodes[victim];
             let owner_log = node.log.clone();
-            let mut child = node.child.take().expect("alive");
+            assert!(node.is_started(), "the victim is alive");
             let at = chrono::Utc::now().timestamp_millis();
-            child.kill().expect("kill");
-            child.wait().expect("reaped");
+            node.kill9();
             killed_at = Some((owner_log.display().to_string(), at));
         }
         for (i, inst) in instances.iter().enumerate() {

@@ -58,6 +58,11 @@ impl ServerProcess {
         }
     }
 
+    /// Started and not yet killed or stopped by this handle.
+    pub fn is_started(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
