@@ -593,4 +593,62 @@ mod tests {
         assert!(shown.get("kafka_manager_password").is_none());
         assert_eq!(shown["vpc_id"], "vpc-1");
     }
+
+    fn running() -> Instance {
+        let mut inst =
+            Instance::create(ProjectId::generate(), &NewInstance::from_body(body()).expect("valid"), "", "", 0);
+        inst.status = status::RUNNING.into();
+        inst
+    }
+
+    #[test]
+    fn an_update_is_validated_as_create_validates() {
+        let ok = InstanceUpdate::from_body(
+            json!({"name": "kafka-2", "maintain_begin": "18:00:00", "maintain_end": "22:00:00"}),
+        );
+        assert_eq!(ok.map(|u| u.maintenance), Ok(Some(("18:00:00".into(), "22:00:00".into()))));
+        assert_eq!(InstanceUpdate::from_body(json!({"name": "k"})), Err(Invalid::Param("name")));
+        assert_eq!(InstanceUpdate::from_body(json!({})), Err(Invalid::Body));
+        assert_eq!(InstanceUpdate::from_body(json!([])), Err(Invalid::Body));
+        let mut b = body();
+        b["retention_policy"] = json!("sometimes");
+        assert_eq!(NewInstance::from_body(b).err(), Some(Invalid::Param("retention_policy")));
+        let mut b = body();
+        b["maintain_begin"] = json!("22:00:00");
+        assert_eq!(NewInstance::from_body(b).err(), Some(Invalid::Param("maintain_end")));
+    }
+
+    #[test]
+    fn broker_settings_change_only_on_an_idle_running_instance() {
+        let sg = InstanceUpdate::from_body(json!({"security_group_id": "sg-2"})).expect("valid");
+        let name = InstanceUpdate::from_body(json!({"name": "other-name"})).expect("valid");
+        let mut busy = running();
+        busy.busy_task = Some(TaskId::generate());
+        let before = busy.clone();
+        assert_eq!(sg.apply(&mut busy), Err(Invalid::InstanceState));
+        assert_eq!(busy, before, "a refusal changes nothing");
+        assert_eq!(name.apply(&mut busy), Ok(()));
+        assert_eq!(busy.name, "other-name");
+        busy.extra.insert("security_group_id".into(), json!("sg-2"));
+        assert_eq!(sg.apply(&mut busy), Ok(()), "the current value is no change");
+        let mut failed = running();
+        failed.status = status::CREATE_FAILED.into();
+        assert_eq!(sg.apply(&mut failed), Err(Invalid::InstanceState));
+        let mut deleting = running();
+        deleting.status = status::DELETING.into();
+        assert_eq!(name.apply(&mut deleting), Err(Invalid::InstanceState));
+        let mut idle = running();
+        assert_eq!(sg.apply(&mut idle), Ok(()));
+        assert_eq!(idle.to_json()["security_group_id"], "sg-2");
+    }
+
+    #[test]
+    fn an_instance_stored_before_kernels_runs_the_first_build() {
+        let inst = running();
+        let mut row: Value = serde_json::to_value(&inst).expect("json");
+        assert!(row.get("kernel_version").is_none());
+        row["engine_version"] = json!("3.x");
+        let read: Instance = serde_json::from_value(row).expect("readable");
+        assert_eq!(read.kernel_version(), "3.1.1-h0.cbu.dms.100.r0");
+    }
 }
