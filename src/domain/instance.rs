@@ -363,8 +363,8 @@ fn checked_kept(key: &'static str, v: Option<Value>) -> Result<Option<Value>, In
 
 /// A maintenance window is given whole or not at all: a start DMS allows and the end four
 /// hours later (`HH:mm:ss`).
-fn check_window(begin: Option<&Value>, end: Option<&Value>) -> Result<(), Invalid> {
-    match (begin.and_then(Value::as_str), end.and_then(Value::as_str)) {
+fn check_window(begin: Option<&str>, end: Option<&str>) -> Result<(), Invalid> {
+    match (begin, end) {
         (None, None) => Ok(()),
         (None, Some(_)) => Err(Invalid::Param("maintain_begin")),
         (Some(_), None) => Err(Invalid::Param("maintain_end")),
@@ -410,7 +410,7 @@ impl InstanceUpdate {
         let description = text(&mut body, "description")?;
         let begin = text(&mut body, "maintain_begin")?;
         let end = text(&mut body, "maintain_end")?;
-        check_window(begin.clone().map(Value::from).as_ref(), end.clone().map(Value::from).as_ref())?;
+        check_window(begin.as_deref(), end.as_deref())?;
         let maintenance = begin.zip(end);
         let mut id = |key: &'static str| -> Result<Option<String>, Invalid> {
             match text(&mut body, key)? {
@@ -520,7 +520,8 @@ impl NewInstance {
                 extra.insert((*key).to_owned(), v);
             }
         }
-        check_window(extra.get("maintain_begin"), extra.get("maintain_end"))?;
+        let window = |key: &str| extra.get(key).and_then(Value::as_str);
+        check_window(window("maintain_begin"), window("maintain_end"))?;
         Ok(NewInstance { name, engine_version, broker_num, storage_space, product_id, enable_auto_topic, extra })
     }
 }
