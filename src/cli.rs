@@ -34,6 +34,30 @@ pub enum Command {
     Audit(AuditCommand),
     /// Measure the service: seeds a store, starts the server, drives it over loopback.
     Bench(crate::bench::BenchArgs),
+    /// Manage kernel builds: the patch builds of each engine version that instances upgrade to.
+    #[command(subcommand)]
+    Kernels(KernelsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KernelsCommand {
+    /// Add a kernel build to an engine version. It becomes that version's latest build: new
+    /// instances run it, and existing ones can be upgraded to it (UpgradeInstance).
+    Add {
+        /// `2.7` or `3.x`.
+        #[arg(long)]
+        engine_version: String,
+        /// The build's name, e.g. `2.7.1-h0.cbu.dms.102.r0`: letters, digits, `.`, `-`, `_`.
+        #[arg(long)]
+        build: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Print each engine version's kernel builds, oldest first (the last is the latest), as JSON.
+    List {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,6 +215,46 @@ async fn operator_audit(
     storage.audit.append_audit(event).await.map_err(|e| anyhow::anyhow!("could not write the audit event: {e}"))
 }
 
+/// Adds a kernel build to an engine version (the `kernels add` command): checked against the
+/// catalog ([`crate::domain::kernel::Catalog::check_new`]), stored, audited.
+pub async fn add_kernel_build(storage: &Storage, engine_version: &str, build: &str) -> anyhow::Result<()> {
+    let catalog = storage.kernel_catalog(engine_version).await?.ok_or_else(|| {
+        let known: Vec<&str> = crate::domain::kernel::BUILT_IN.iter().map(|(v, _)| *v).collect();
+        anyhow::anyhow!("unknown --engine-version {engine_version:?} (expected one of {})", known.join(", "))
+    })?;
+    catalog.check_new(build).map_err(|e| anyhow::anyhow!("--build: {e}"))?;
+    let added = storage.kernels.add_kernel_build(engine_version, build, now_ms()).await?;
+    let status = if added { 201 } else { 409 };
+    let detail = serde_json::json!({ "engine_version": engine_version });
+    operator_audit(storage, "kafka:kernels:add", build, "", status, Some(detail)).await?;
+    if !added {
+        anyhow::bail!("{build} is already a build of {engine_version}");
+    }
+    Ok(())
+}
+
+async fn kernels(cmd: KernelsCommand) -> anyhow::Result<()> {
+    match cmd {
+        KernelsCommand::Add { engine_version, build, db } => {
+            let storage = Storage::open(&db.database).await?;
+            add_kernel_build(&storage, &engine_version, &build).await?;
+            println!("added {build} to {engine_version}; it is now the latest build");
+        }
+        KernelsCommand::List { db } => {
+            let storage = Storage::open(&db.database).await?;
+            for (version, _) in crate::domain::kernel::BUILT_IN {
+                if let Some(c) = storage.kernel_catalog(version).await? {
+                    let line = serde_json::json!({
+                        "engine_version": version, "builds": c.builds(), "latest": c.latest(),
+                    });
+                    println!("{line}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
     let TokenCommand::Create { access_key, db, keys } = cmd;
     let storage = Storage::open(&db.database).await?;
@@ -265,6 +329,10 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Bench(args) => {
                 init_logging("text");
                 crate::bench::run(args).await
+            }
+            Command::Kernels(cmd) => {
+                init_logging("text");
+                kernels(cmd).await
             }
             Command::Migrate(db) => {
                 init_logging("auto");

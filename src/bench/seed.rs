@@ -52,7 +52,12 @@ fn finished_task(inst: &Instance, n: u64, created_at: i64) -> NewTask {
     let op = match r % 4 {
         0 => Operation::AutoTopic { old: false, new: true },
         1 => Operation::Restart,
-        2 => Operation::Upgrade { old_version: "2.7".into(), new_version: "3.x".into() },
+        2 => Operation::Upgrade {
+            engine_version: "2.7".into(),
+            old_kernel: "2.7.1-h0.cbu.dms.100.r0".into(),
+            new_kernel: "2.7.1-h0.cbu.dms.101.r0".into(),
+            brokers: 3,
+        },
         _ => Operation::ModifyConfigs { changes: vec![] },
     };
     let roll = (r >> 8) % 100;
@@ -66,7 +71,7 @@ fn finished_task(inst: &Instance, n: u64, created_at: i64) -> NewTask {
         .plan()
         .iter()
         .enumerate()
-        .map(|(i, (name, ms))| {
+        .map(|(i, (kind, ms))| {
             let (st, start, end) = match status {
                 TaskStatus::Cancelled => (StepStatus::Waiting, None, None),
                 TaskStatus::Failed if i == 1 => (StepStatus::Failed, Some(t), Some(t + *ms as i64)),
@@ -74,7 +79,7 @@ fn finished_task(inst: &Instance, n: u64, created_at: i64) -> NewTask {
                 _ => (StepStatus::Completed, Some(t), Some(t + *ms as i64)),
             };
             t += *ms as i64;
-            Step { name: (*name).to_owned(), status: st, start_time: start, end_time: end, duration_ms: *ms }
+            Step { name: kind.name().into_owned(), status: st, start_time: start, end_time: end, duration_ms: *ms }
         })
         .collect();
     let mut task = NewTask::new(inst, op, USER, created_at, schedule_at, 1.0);

@@ -41,6 +41,10 @@ pub struct Instance {
     /// The status the instance had when its running operation began: what a failure restores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_before: Option<String>,
+    /// The kernel build the instance runs (see [`super::kernel`]). `None` in a row stored
+    /// before kernels were recorded: such an instance runs its engine version's first build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_version: Option<String>,
 }
 
 /// The largest storage (GB) an instance may have, at creation or after a resize: 10 PB, far
@@ -82,6 +86,16 @@ impl Instance {
             extra: new.extra.clone(),
             busy_task: None,
             status_before: None,
+            kernel_version: None,
+        }
+    }
+
+    /// The kernel build the instance runs: the one recorded, else (a row stored before kernels
+    /// were recorded) its engine version's first build.
+    pub fn kernel_version(&self) -> &str {
+        match &self.kernel_version {
+            Some(k) => k,
+            None => super::kernel::initial(&self.engine_version).unwrap_or(""),
         }
     }
 
@@ -110,6 +124,10 @@ impl Instance {
         put("created_at", self.created_at.to_string().into());
         put("created_at_iso", iso_ms(self.created_at).into());
         put("task", self.busy_task.as_ref().map(|t| Value::from(t.as_str())).unwrap_or(Value::Null));
+        if !m.contains_key("maintain_begin") {
+            m.insert("maintain_begin".into(), DEFAULT_WINDOW.0.into());
+            m.insert("maintain_end".into(), DEFAULT_WINDOW.1.into());
+        }
         Value::Object(m)
     }
 
@@ -269,6 +287,8 @@ pub const KEPT_FIELDS: &[&str] = &[
     "ssl_enable",
     "retention_policy",
     "disk_encrypted_enable",
+    "maintain_begin",
+    "maintain_end",
 ];
 
 fn kept_shape(key: &str) -> Option<Kept> {
@@ -276,6 +296,7 @@ fn kept_shape(key: &str) -> Option<Kept> {
         "description" => Kept::Str(1024),
         "specification" | "storage_spec_code" | "vpc_id" | "subnet_id" | "security_group_id" => Kept::Str(64),
         "enterprise_project_id" | "retention_policy" => Kept::Str(64),
+        "maintain_begin" | "maintain_end" => Kept::Str(8),
         "available_zones" => Kept::StrList(8, 64),
         "ssl_enable" | "disk_encrypted_enable" => Kept::Bool,
         _ => return None,
@@ -310,6 +331,151 @@ fn kept_value(key: &'static str, shape: Kept, v: Value) -> Result<Option<Value>,
     if ok { Ok(Some(v)) } else { Err(Invalid::Param(key)) }
 }
 
+/// DMS's instance name rule: 4 to 64 characters, a letter first, then letters, digits, `_`, `-`.
+fn valid_name(name: &str) -> bool {
+    (4..=64).contains(&name.chars().count())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The values `retention_policy` takes (DMS's capacity threshold policy).
+pub const RETENTION_POLICIES: &[&str] = &["produce_reject", "time_base"];
+
+/// The start times DMS allows for a maintenance window; each window lasts four hours.
+pub const MAINTAIN_BEGINS: &[&str] = &["22:00:00", "02:00:00", "06:00:00", "10:00:00", "14:00:00", "18:00:00"];
+
+/// The window an instance has until one is set (DMS's default start, and four hours).
+pub const DEFAULT_WINDOW: (&str, &str) = ("02:00:00", "06:00:00");
+
+/// A kept field as given (`None` when absent or null), checked for its shape and rule: what
+/// create and UpdateInstance both accept.
+fn checked_kept(key: &'static str, v: Option<Value>) -> Result<Option<Value>, Invalid> {
+    let (Some(v), Some(shape)) = (v, kept_shape(key)) else {
+        return Ok(None);
+    };
+    let v = kept_value(key, shape, v)?;
+    if key == "retention_policy" && v.as_ref().and_then(Value::as_str).is_some_and(|p| !RETENTION_POLICIES.contains(&p))
+    {
+        return Err(Invalid::Param(key));
+    }
+    Ok(v)
+}
+
+/// A maintenance window is given whole or not at all: a start DMS allows and the end four
+/// hours later (`HH:mm:ss`).
+fn check_window(begin: Option<&str>, end: Option<&str>) -> Result<(), Invalid> {
+    match (begin, end) {
+        (None, None) => Ok(()),
+        (None, Some(_)) => Err(Invalid::Param("maintain_begin")),
+        (Some(_), None) => Err(Invalid::Param("maintain_end")),
+        (Some(b), Some(e)) => {
+            let hour: u32 = b
+                .get(..2)
+                .and_then(|h| h.parse().ok())
+                .filter(|_| MAINTAIN_BEGINS.contains(&b))
+                .ok_or(Invalid::Param("maintain_begin"))?;
+            let want = format!("{:02}:00:00", (hour + 4) % 24);
+            if e == want { Ok(()) } else { Err(Invalid::Param("maintain_end")) }
+        }
+    }
+}
+
+/// A validated UpdateInstance body: the fields it changes, each checked as create checks it.
+/// `description: ""` clears the description.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// `(maintain_begin, maintain_end)`, given together.
+    pub maintenance: Option<(String, String)>,
+    pub security_group_id: Option<String>,
+    pub retention_policy: Option<String>,
+    pub enterprise_project_id: Option<String>,
+}
+
+impl InstanceUpdate {
+    /// Validates an UpdateInstance body. Unknown fields are ignored, a null field is absent;
+    /// a body that changes nothing is refused (`Invalid::Body`).
+    pub fn from_body(body: Value) -> Result<Self, Invalid> {
+        let Value::Object(mut body) = body else {
+            return Err(Invalid::Body);
+        };
+        let name = take_str(&mut body, "name")?;
+        if name.as_deref().is_some_and(|n| !valid_name(n)) {
+            return Err(Invalid::Param("name"));
+        }
+        let text = |body: &mut Map<String, Value>, key: &'static str| -> Result<Option<String>, Invalid> {
+            Ok(checked_kept(key, body.remove(key))?.and_then(|v| v.as_str().map(str::to_owned)))
+        };
+        let description = text(&mut body, "description")?;
+        let begin = text(&mut body, "maintain_begin")?;
+        let end = text(&mut body, "maintain_end")?;
+        check_window(begin.as_deref(), end.as_deref())?;
+        let maintenance = begin.zip(end);
+        let mut id = |key: &'static str| -> Result<Option<String>, Invalid> {
+            match text(&mut body, key)? {
+                Some(v) if v.is_empty() => Err(Invalid::Param(key)),
+                v => Ok(v),
+            }
+        };
+        let security_group_id = id("security_group_id")?;
+        let enterprise_project_id = id("enterprise_project_id")?;
+        let retention_policy = text(&mut body, "retention_policy")?;
+        let update = InstanceUpdate {
+            name,
+            description,
+            maintenance,
+            security_group_id,
+            retention_policy,
+            enterprise_project_id,
+        };
+        if update == InstanceUpdate::default() {
+            return Err(Invalid::Body);
+        }
+        Ok(update)
+    }
+
+    /// The rule of what may change, when. Descriptive fields (name, description, maintenance
+    /// window, enterprise project) change in any state but `DELETING`. The security group and
+    /// the retention policy reconfigure the brokers, so changing them needs a `RUNNING`
+    /// instance with no operation running; giving their current value is no change (Terraform
+    /// sends every field on each update). Refusals change nothing.
+    pub fn apply(&self, inst: &mut Instance) -> Result<(), Invalid> {
+        if inst.status == status::DELETING {
+            return Err(Invalid::InstanceState);
+        }
+        let current = |inst: &Instance, key: &str| inst.extra.get(key).and_then(Value::as_str).map(str::to_owned);
+        let broker_change =
+            [("security_group_id", &self.security_group_id), ("retention_policy", &self.retention_policy)]
+                .iter()
+                .any(|(key, new)| new.is_some() && **new != current(inst, key));
+        if broker_change && (inst.status != status::RUNNING || inst.busy_task.is_some()) {
+            return Err(Invalid::InstanceState);
+        }
+        if let Some(name) = &self.name {
+            inst.name = name.clone();
+        }
+        let mut set = |key: &str, v: &Option<String>| match v.as_deref() {
+            None => {}
+            Some("") => {
+                inst.extra.remove(key);
+            }
+            Some(v) => {
+                inst.extra.insert(key.to_owned(), Value::from(v));
+            }
+        };
+        set("description", &self.description);
+        set("security_group_id", &self.security_group_id);
+        set("retention_policy", &self.retention_policy);
+        set("enterprise_project_id", &self.enterprise_project_id);
+        if let Some((begin, end)) = &self.maintenance {
+            set("maintain_begin", &Some(begin.clone()));
+            set("maintain_end", &Some(end.clone()));
+        }
+        Ok(())
+    }
+}
+
 impl NewInstance {
     /// Validates a create request body. Besides the fields it interprets, only [`KEPT_FIELDS`]
     /// are kept (each checked for type and size); every other field, passwords included
@@ -319,10 +485,7 @@ impl NewInstance {
             return Err(Invalid::Body);
         };
         let name = take_str(&mut body, "name")?.ok_or(Invalid::Param("name"))?;
-        let valid_name = (4..=64).contains(&name.chars().count())
-            && name.starts_with(|c: char| c.is_ascii_alphabetic())
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !valid_name {
+        if !valid_name(&name) {
             return Err(Invalid::Param("name"));
         }
         if let Some(engine) = take_str(&mut body, "engine")?
@@ -353,12 +516,12 @@ impl NewInstance {
         };
         let mut extra = Map::new();
         for key in KEPT_FIELDS {
-            if let (Some(v), Some(shape)) = (body.remove(*key), kept_shape(key))
-                && let Some(v) = kept_value(key, shape, v)?
-            {
+            if let Some(v) = checked_kept(key, body.remove(*key))? {
                 extra.insert((*key).to_owned(), v);
             }
         }
+        let window = |key: &str| extra.get(key).and_then(Value::as_str);
+        check_window(window("maintain_begin"), window("maintain_end"))?;
         Ok(NewInstance { name, engine_version, broker_num, storage_space, product_id, enable_auto_topic, extra })
     }
 }
@@ -430,5 +593,63 @@ mod tests {
         let shown = inst.to_json();
         assert!(shown.get("kafka_manager_password").is_none());
         assert_eq!(shown["vpc_id"], "vpc-1");
+    }
+
+    fn running() -> Instance {
+        let mut inst =
+            Instance::create(ProjectId::generate(), &NewInstance::from_body(body()).expect("valid"), "", "", 0);
+        inst.status = status::RUNNING.into();
+        inst
+    }
+
+    #[test]
+    fn an_update_is_validated_as_create_validates() {
+        let ok = InstanceUpdate::from_body(
+            json!({"name": "kafka-2", "maintain_begin": "18:00:00", "maintain_end": "22:00:00"}),
+        );
+        assert_eq!(ok.map(|u| u.maintenance), Ok(Some(("18:00:00".into(), "22:00:00".into()))));
+        assert_eq!(InstanceUpdate::from_body(json!({"name": "k"})), Err(Invalid::Param("name")));
+        assert_eq!(InstanceUpdate::from_body(json!({})), Err(Invalid::Body));
+        assert_eq!(InstanceUpdate::from_body(json!([])), Err(Invalid::Body));
+        let mut b = body();
+        b["retention_policy"] = json!("sometimes");
+        assert_eq!(NewInstance::from_body(b).err(), Some(Invalid::Param("retention_policy")));
+        let mut b = body();
+        b["maintain_begin"] = json!("22:00:00");
+        assert_eq!(NewInstance::from_body(b).err(), Some(Invalid::Param("maintain_end")));
+    }
+
+    #[test]
+    fn broker_settings_change_only_on_an_idle_running_instance() {
+        let sg = InstanceUpdate::from_body(json!({"security_group_id": "sg-2"})).expect("valid");
+        let name = InstanceUpdate::from_body(json!({"name": "other-name"})).expect("valid");
+        let mut busy = running();
+        busy.busy_task = Some(TaskId::generate());
+        let before = busy.clone();
+        assert_eq!(sg.apply(&mut busy), Err(Invalid::InstanceState));
+        assert_eq!(busy, before, "a refusal changes nothing");
+        assert_eq!(name.apply(&mut busy), Ok(()));
+        assert_eq!(busy.name, "other-name");
+        busy.extra.insert("security_group_id".into(), json!("sg-2"));
+        assert_eq!(sg.apply(&mut busy), Ok(()), "the current value is no change");
+        let mut failed = running();
+        failed.status = status::CREATE_FAILED.into();
+        assert_eq!(sg.apply(&mut failed), Err(Invalid::InstanceState));
+        let mut deleting = running();
+        deleting.status = status::DELETING.into();
+        assert_eq!(name.apply(&mut deleting), Err(Invalid::InstanceState));
+        let mut idle = running();
+        assert_eq!(sg.apply(&mut idle), Ok(()));
+        assert_eq!(idle.to_json()["security_group_id"], "sg-2");
+    }
+
+    #[test]
+    fn an_instance_stored_before_kernels_runs_the_first_build() {
+        let inst = running();
+        let mut row: Value = serde_json::to_value(&inst).expect("json");
+        assert!(row.get("kernel_version").is_none());
+        row["engine_version"] = json!("3.x");
+        let read: Instance = serde_json::from_value(row).expect("readable");
+        assert_eq!(read.kernel_version(), "3.1.1-h0.cbu.dms.100.r0");
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod ids;
 pub mod instance;
+pub mod kernel;
 pub mod operation;
 pub mod task;
 pub mod time;
@@ -130,4 +131,7 @@ pub enum Invalid {
     /// The instance's state does not allow the operation (`DMS.00400026`).
     #[error("operation not allowed in the instance's state")]
     InstanceState,
+    /// A kernel upgrade of an instance already on its newest kernel build (`DMS.00400026`).
+    #[error("the instance already runs the latest kernel")]
+    AlreadyLatest,
 }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Invalid;
-use super::instance::{ENGINE_VERSIONS, Instance, MAX_BROKERS, MAX_STORAGE_GB, NewInstance, config_def, status};
+use super::instance::{Instance, MAX_BROKERS, MAX_STORAGE_GB, NewInstance, config_def, status};
 use super::task::{Step, StepStatus};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,11 +56,81 @@ pub enum Operation {
         reassignments: Value,
         throttle: Option<i64>,
     },
+    /// A rolling kernel upgrade: each broker in turn moves from `old_kernel` to `new_kernel`,
+    /// builds of the same `engine_version`, which never changes.
+    #[serde(rename = "kernel_upgrade")]
     Upgrade {
+        engine_version: String,
+        old_kernel: String,
+        new_kernel: String,
+        /// The brokers upgraded one by one, ids `0..brokers`: the instance's when submitted.
+        brokers: u32,
+    },
+    /// An engine-version upgrade (2.7 to 3.x) as recorded before upgrades became kernel
+    /// upgrades. Never created now; still read so that such a record loads. One still waiting
+    /// fails when it fires ([`Operation::still_applies`]); one already running ends without
+    /// changing the engine version.
+    #[serde(rename = "upgrade")]
+    LegacyUpgrade {
         old_version: String,
         new_version: String,
     },
 }
+
+/// What a step does, typed: the step's wire name is derived from it ([`StepKind::name`]), and
+/// step effects match on it, never on names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKind {
+    CreateResources,
+    InstallBrokers,
+    StartCluster,
+    StopCluster,
+    ReleaseResources,
+    PreCheck,
+    RollingRestart,
+    HealthCheck,
+    ApplyConfig,
+    DiskExpansion,
+    CreateBrokers,
+    RollingScaling,
+    ReassignPartitions,
+    Verify,
+    /// The kernel upgrade of one broker (by id) in a rolling upgrade: `upgrade_broker_{id}`.
+    UpgradeBroker(u32),
+    /// The one upgrade step of a [`Operation::LegacyUpgrade`].
+    UpgradeBrokers,
+    PostCheck,
+}
+
+impl StepKind {
+    /// The step's name as the progress API shows it.
+    pub fn name(self) -> std::borrow::Cow<'static, str> {
+        use StepKind::*;
+        std::borrow::Cow::Borrowed(match self {
+            CreateResources => "create_resources",
+            InstallBrokers => "install_brokers",
+            StartCluster => "start_cluster",
+            StopCluster => "stop_cluster",
+            ReleaseResources => "release_resources",
+            PreCheck => "pre_check",
+            RollingRestart => "rolling_restart",
+            HealthCheck => "health_check",
+            ApplyConfig => "apply_config",
+            DiskExpansion => "disk_expansion",
+            CreateBrokers => "create_brokers",
+            RollingScaling => "rolling_scaling",
+            ReassignPartitions => "reassign_partitions",
+            Verify => "verify",
+            UpgradeBroker(id) => return std::borrow::Cow::Owned(format!("upgrade_broker_{id}")),
+            UpgradeBrokers => "upgrade_brokers",
+            PostCheck => "post_check",
+        })
+    }
+}
+
+/// The realistic duration of upgrading one broker's kernel (DMS's guide: about 5 minutes each,
+/// data synchronisation included), before the time scale.
+pub const BROKER_UPGRADE_MS: u64 = 300_000;
 
 /// Facts about the world an operation's step may depend on, known only when the step runs.
 #[derive(Debug, Clone, Copy)]
@@ -91,7 +161,7 @@ impl Operation {
             Operation::ModifyConfigs { .. } | Operation::AutoTopic { .. } => "kafkaConfigModify",
             Operation::Resize { .. } => "extendInstance",
             Operation::Reassign { .. } => "kafkaPartitionReassign",
-            Operation::Upgrade { .. } => "upgradeInstance",
+            Operation::Upgrade { .. } | Operation::LegacyUpgrade { .. } => "upgradeInstance",
         }
     }
 
@@ -121,54 +191,62 @@ impl Operation {
                 "old_broker_num": old_brokers, "new_broker_num": new_brokers,
                 "old_product_id": old_product, "new_product_id": new_product,
             }),
-            Operation::Reassign { reassignments, throttle } => {
-                json!({ "reassignments": reassignments, "throttle": throttle })
-            }
-            Operation::Upgrade { old_version, new_version } => {
+            Operation::Reassign { reassignments, throttle } => reassign_body(reassignments, *throttle),
+            Operation::Upgrade { engine_version, old_kernel, new_kernel, .. } => json!({
+                "engine_version": engine_version, "old_version": old_kernel, "new_version": new_kernel,
+            }),
+            Operation::LegacyUpgrade { old_version, new_version } => {
                 json!({ "old_version": old_version, "new_version": new_version })
             }
         };
         v.to_string()
     }
 
-    /// The named steps and their realistic durations in milliseconds, before the time scale.
-    pub fn plan(&self) -> Vec<(&'static str, u64)> {
+    /// The steps and their realistic durations in milliseconds, before the time scale.
+    pub fn plan(&self) -> Vec<(StepKind, u64)> {
+        use StepKind::*;
         match self {
             Operation::CreateInstance { broker_num, .. } => vec![
-                ("create_resources", 60_000),
-                ("install_brokers", 30_000 * u64::from(*broker_num)),
-                ("start_cluster", 30_000),
+                (CreateResources, 60_000),
+                (InstallBrokers, 30_000 * u64::from(*broker_num)),
+                (StartCluster, 30_000),
             ],
             Operation::DeleteInstance => {
-                vec![("stop_cluster", 10_000), ("release_resources", 20_000)]
+                vec![(StopCluster, 10_000), (ReleaseResources, 20_000)]
             }
-            Operation::Restart => vec![("pre_check", 2_000), ("rolling_restart", 60_000), ("health_check", 5_000)],
+            Operation::Restart => vec![(PreCheck, 2_000), (RollingRestart, 60_000), (HealthCheck, 5_000)],
             Operation::ModifyConfigs { changes } => {
                 let needs_restart = changes.iter().any(|c| config_def(&c.name).is_some_and(|d| !d.dynamic));
-                let mut steps = vec![("pre_check", 1_000), ("apply_config", 5_000)];
+                let mut steps = vec![(PreCheck, 1_000), (ApplyConfig, 5_000)];
                 if needs_restart {
-                    steps.push(("rolling_restart", 60_000));
+                    steps.push((RollingRestart, 60_000));
                 }
                 steps
             }
-            Operation::AutoTopic { .. } => vec![("pre_check", 1_000), ("apply_config", 5_000)],
+            Operation::AutoTopic { .. } => vec![(PreCheck, 1_000), (ApplyConfig, 5_000)],
             Operation::Resize { kind: ResizeKind::Storage, .. } => {
-                vec![("pre_check", 5_000), ("disk_expansion", 120_000), ("rolling_scaling", 60_000)]
+                vec![(PreCheck, 5_000), (DiskExpansion, 120_000), (RollingScaling, 60_000)]
             }
             Operation::Resize { kind: ResizeKind::Horizontal, new_brokers, old_brokers, .. } => vec![
-                ("pre_check", 5_000),
-                ("create_brokers", 60_000 * u64::from(new_brokers.saturating_sub(*old_brokers).max(1))),
-                ("rolling_scaling", 60_000),
+                (PreCheck, 5_000),
+                (CreateBrokers, 60_000 * u64::from(new_brokers.saturating_sub(*old_brokers).max(1))),
+                (RollingScaling, 60_000),
             ],
             Operation::Resize { kind: ResizeKind::Vertical, old_brokers, .. } => {
-                vec![("pre_check", 5_000), ("rolling_scaling", 90_000 * u64::from(*old_brokers))]
+                vec![(PreCheck, 5_000), (RollingScaling, 90_000 * u64::from(*old_brokers))]
             }
             Operation::Reassign { reassignments, .. } => {
                 let topics = reassignments.as_array().map_or(1, Vec::len) as u64;
-                vec![("pre_check", 2_000), ("reassign_partitions", 30_000 * topics), ("verify", 5_000)]
+                vec![(PreCheck, 2_000), (ReassignPartitions, 30_000 * topics), (Verify, 5_000)]
             }
-            Operation::Upgrade { .. } => {
-                vec![("pre_check", 5_000), ("upgrade_brokers", 300_000), ("post_check", 10_000)]
+            Operation::Upgrade { brokers, .. } => {
+                let mut steps = vec![(PreCheck, 5_000)];
+                steps.extend((0..*brokers).map(|id| (UpgradeBroker(id), BROKER_UPGRADE_MS)));
+                steps.push((PostCheck, 10_000));
+                steps
+            }
+            Operation::LegacyUpgrade { .. } => {
+                vec![(PreCheck, 5_000), (UpgradeBrokers, 300_000), (PostCheck, 10_000)]
             }
         }
     }
@@ -177,8 +255,8 @@ impl Operation {
     pub fn steps(&self, time_scale: f64) -> Vec<Step> {
         self.plan()
             .into_iter()
-            .map(|(name, ms)| Step {
-                name: name.to_owned(),
+            .map(|(kind, ms)| Step {
+                name: kind.name().into_owned(),
                 status: StepStatus::Waiting,
                 start_time: None,
                 end_time: None,
@@ -194,16 +272,18 @@ impl Operation {
             Operation::DeleteInstance => Some(status::DELETING),
             Operation::Restart => Some(status::RESTARTING),
             Operation::Resize { .. } | Operation::Reassign { .. } => Some(status::EXTENDING),
-            Operation::Upgrade { .. } => Some(status::UPGRADING),
+            Operation::Upgrade { .. } | Operation::LegacyUpgrade { .. } => Some(status::UPGRADING),
             Operation::ModifyConfigs { .. } | Operation::AutoTopic { .. } => None,
         }
     }
 
-    /// Runs the effect of finishing step `step` (of `total`) on the instance. Changes are applied
-    /// only by the last step, so a failure at any earlier step leaves the instance as it was.
-    pub fn finish_step(&self, step: &str, is_last: bool, inst: &mut Instance, ctx: StepContext) -> StepEffect {
-        match (self, step) {
-            (Operation::CreateInstance { storage_space, .. }, "create_resources")
+    /// Runs the effect of finishing step number `step` of the operation's [`plan`](Self::plan)
+    /// on the instance. Changes are applied only by the last step, so a failure at any earlier
+    /// step leaves the instance as it was.
+    pub fn finish_step(&self, step: usize, is_last: bool, inst: &mut Instance, ctx: StepContext) -> StepEffect {
+        let kind = self.plan().get(step).map(|s| s.0);
+        match (self, kind) {
+            (Operation::CreateInstance { storage_space, .. }, Some(StepKind::CreateResources))
                 if *storage_space > ctx.storage_pool_gb =>
             {
                 return StepEffect::Failed(format!(
@@ -211,7 +291,9 @@ impl Operation {
                     ctx.storage_pool_gb
                 ));
             }
-            (Operation::Resize { new_storage, .. }, "disk_expansion") if *new_storage > ctx.storage_pool_gb => {
+            (Operation::Resize { new_storage, .. }, Some(StepKind::DiskExpansion))
+                if *new_storage > ctx.storage_pool_gb =>
+            {
                 return StepEffect::Failed(format!(
                     "the resource pool cannot allocate {new_storage} GB (at most {} GB)",
                     ctx.storage_pool_gb
@@ -242,7 +324,9 @@ impl Operation {
                 inst.broker_num = *new_brokers;
                 inst.product_id = new_product.clone();
             }
-            Operation::Upgrade { new_version, .. } => inst.engine_version = new_version.clone(),
+            Operation::Upgrade { new_kernel, .. } => inst.kernel_version = Some(new_kernel.clone()),
+            // The engine version never changes; an old record ends as a no-op.
+            Operation::LegacyUpgrade { .. } => {}
         }
         inst.status = status::RUNNING.to_owned();
         StepEffect::Done
@@ -269,14 +353,27 @@ impl Operation {
             return Err(format!("the instance is {}, which does not allow {}", inst.status, self.task_name()));
         }
         match self {
-            Operation::Upgrade { old_version, new_version } => {
-                // An immediate upgrade now would go from the current version to the next one.
-                if upgrade(inst).ok().as_ref() != Some(self) {
+            Operation::Upgrade { engine_version, old_kernel, new_kernel, brokers } => {
+                // Kernels only move forward (to a build added later), so an instance still on
+                // the build the upgrade was computed from is still behind its target.
+                if inst.engine_version != *engine_version || inst.kernel_version() != old_kernel {
                     return Err(format!(
-                        "the instance runs version {}, not {old_version}: the upgrade to {new_version} no longer applies",
+                        "the instance runs kernel {} of {}, not {old_kernel}: the upgrade to {new_kernel} no longer applies",
+                        inst.kernel_version(),
                         inst.engine_version
                     ));
                 }
+                if inst.broker_num != *brokers {
+                    return Err(format!(
+                        "the instance has {} brokers, not {brokers}: the rolling upgrade planned for them no longer applies",
+                        inst.broker_num
+                    ));
+                }
+            }
+            Operation::LegacyUpgrade { new_version, .. } => {
+                return Err(format!(
+                    "an upgrade to engine version {new_version} is no longer run: upgrades change the kernel only"
+                ));
             }
             Operation::Resize {
                 kind,
@@ -303,7 +400,7 @@ impl Operation {
                 }
             }
             Operation::Reassign { reassignments, throttle } => {
-                reassign(&json!({ "reassignments": reassignments, "throttle": throttle }), inst)
+                reassign(&reassign_body(reassignments, *throttle), inst)
                     .map_err(|e| format!("the reassignment no longer applies to the instance: {e}"))?;
             }
             Operation::CreateInstance { .. }
@@ -524,11 +621,27 @@ pub fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
     Ok(Operation::Reassign { reassignments: Value::Array(kept), throttle })
 }
 
-/// Upgrade to the next engine version.
-pub fn upgrade(inst: &Instance) -> Result<Operation, Invalid> {
-    let pos = ENGINE_VERSIONS.iter().position(|v| *v == inst.engine_version).ok_or(Invalid::InstanceState)?;
-    let next = ENGINE_VERSIONS.get(pos + 1).ok_or(Invalid::InstanceState)?;
-    Ok(Operation::Upgrade { old_version: inst.engine_version.clone(), new_version: (*next).to_owned() })
+/// A rolling kernel upgrade of the instance to `latest`, the newest build of its engine
+/// version. An instance already on it has nothing to upgrade.
+pub fn upgrade(inst: &Instance, latest: &str) -> Result<Operation, Invalid> {
+    if latest.is_empty() || inst.kernel_version() == latest {
+        return Err(Invalid::AlreadyLatest);
+    }
+    Ok(Operation::Upgrade {
+        engine_version: inst.engine_version.clone(),
+        old_kernel: inst.kernel_version().to_owned(),
+        new_kernel: latest.to_owned(),
+        brokers: inst.broker_num,
+    })
+}
+
+/// A reassignment as `params` records it and [`reassign`] reads it: `throttle` only when given.
+fn reassign_body(reassignments: &Value, throttle: Option<i64>) -> Value {
+    let mut body = json!({ "reassignments": reassignments });
+    if let Some(t) = throttle {
+        body["throttle"] = json!(t);
+    }
+    body
 }
 
 #[cfg(test)]
@@ -585,7 +698,7 @@ mod tests {
     fn static_configs_add_a_rolling_restart() {
         let op =
             modify_configs(&json!({"kafka_configs":[{"name":"num.partitions","value":"6"}]}), &instance()).unwrap();
-        assert_eq!(op.plan().last().map(|s| s.0), Some("rolling_restart"));
+        assert_eq!(op.plan().last().map(|s| s.0), Some(StepKind::RollingRestart));
         assert_eq!(config_counts(&op), (0, 1));
     }
 
@@ -645,10 +758,13 @@ mod tests {
     #[test]
     fn a_scheduled_operation_is_checked_again_against_the_instance() {
         let mut inst = instance();
-        let up = upgrade(&inst).unwrap();
+        let up = upgrade(&inst, LATER).unwrap();
         assert_eq!(up.still_applies(&inst), Ok(()));
-        inst.engine_version = "3.x".into();
-        assert!(up.still_applies(&inst).is_err());
+        inst.kernel_version = Some(LATER.into());
+        assert!(up.still_applies(&inst).is_err(), "the instance is on the target already");
+        let mut inst = instance();
+        inst.broker_num = 4;
+        assert!(up.still_applies(&inst).is_err(), "the rolling plan names 3 brokers");
         let mut inst = instance();
         let grow = resize(&json!({"oper_type":"storage","new_storage_space":600}), &inst).unwrap();
         inst.storage_space = 900;
@@ -665,8 +781,8 @@ mod tests {
         let mut inst = instance();
         let before = inst.clone();
         let op = resize(&json!({"oper_type":"storage","new_storage_space":20_000}), &inst).unwrap();
-        assert_eq!(op.finish_step("pre_check", false, &mut inst, CTX), StepEffect::Done);
-        assert!(matches!(op.finish_step("disk_expansion", false, &mut inst, CTX), StepEffect::Failed(_)));
+        assert_eq!(op.finish_step(0, false, &mut inst, CTX), StepEffect::Done);
+        assert!(matches!(op.finish_step(1, false, &mut inst, CTX), StepEffect::Failed(_)));
         assert_eq!(inst, before);
     }
 
@@ -674,7 +790,7 @@ mod tests {
     fn the_last_step_applies_the_change() {
         let mut inst = instance();
         let op = resize(&json!({"oper_type":"storage","new_storage_space":600}), &inst).unwrap();
-        assert_eq!(op.finish_step("rolling_scaling", true, &mut inst, CTX), StepEffect::Done);
+        assert_eq!(op.finish_step(2, true, &mut inst, CTX), StepEffect::Done);
         assert_eq!(inst.storage_space, 600);
     }
 
@@ -716,12 +832,46 @@ mod tests {
         assert_eq!(schedule(&json!({"is_schedule": true}), 0), Err(Invalid::Timestamp));
     }
 
+    const LATER: &str = "2.7.1-h0.cbu.dms.102.r0";
+
     #[test]
-    fn upgrade_moves_to_the_next_version_only() {
+    fn an_upgrade_changes_the_kernel_broker_by_broker_never_the_engine_version() {
         let mut inst = instance();
-        assert!(matches!(upgrade(&inst), Ok(Operation::Upgrade { ref new_version, .. }) if new_version == "3.x"));
-        inst.engine_version = "3.x".into();
-        assert_eq!(upgrade(&inst), Err(Invalid::InstanceState));
+        let before = inst.kernel_version().to_owned();
+        assert_eq!(upgrade(&inst, &before), Err(Invalid::AlreadyLatest));
+        let op = upgrade(&inst, LATER).unwrap();
+        let names: Vec<String> = op.steps(1.0).into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["pre_check", "upgrade_broker_0", "upgrade_broker_1", "upgrade_broker_2", "post_check"]);
+        assert!(op.steps(1.0)[1..4].iter().all(|s| s.duration_ms == BROKER_UPGRADE_MS));
+        assert_eq!(
+            op.params(),
+            format!(r#"{{"engine_version":"2.7","new_version":"{LATER}","old_version":"{before}"}}"#)
+        );
+        for step in 0..4 {
+            assert_eq!(op.finish_step(step, false, &mut inst, CTX), StepEffect::Done);
+            assert_eq!(inst.kernel_version(), before, "only the last step applies the change");
+        }
+        assert_eq!(op.finish_step(4, true, &mut inst, CTX), StepEffect::Done);
+        assert_eq!(inst.kernel_version(), LATER);
+        assert_eq!(inst.engine_version, "2.7");
+    }
+
+    #[test]
+    fn an_old_engine_version_upgrade_record_still_loads_and_no_longer_applies() {
+        let old: Operation =
+            serde_json::from_str(r#"{"op":"upgrade","old_version":"2.7","new_version":"3.x"}"#).expect("readable");
+        let mut inst = instance();
+        assert!(old.still_applies(&inst).is_err());
+        assert_eq!(old.finish_step(2, true, &mut inst, CTX), StepEffect::Done);
+        assert_eq!(inst.engine_version, "2.7");
+    }
+
+    #[test]
+    fn a_reassignment_without_throttle_records_none() {
+        let op = reassign(&json!({"reassignments":[{"topic":"t","brokers":[0]}]}), &instance()).unwrap();
+        assert_eq!(op.params(), r#"{"reassignments":[{"brokers":[0],"topic":"t"}]}"#);
+        let op = reassign(&json!({"reassignments":[{"topic":"t","brokers":[0]}],"throttle":-1}), &instance()).unwrap();
+        assert!(op.params().contains(r#""throttle":-1"#));
     }
 
     #[test]

@@ -72,8 +72,7 @@ pub fn finish_step(
     ctx: StepContext,
 ) -> Advance {
     let total = task.steps.len();
-    let name = task.steps.get(step).map(|s| s.name.clone()).unwrap_or_default();
-    let effect = op.finish_step(&name, step + 1 >= total, inst, ctx);
+    let effect = op.finish_step(step, step + 1 >= total, inst, ctx);
     task.updated_at = now;
     match effect {
         StepEffect::Failed(_) => {

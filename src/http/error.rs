@@ -75,6 +75,9 @@ pub enum ApiError {
     UriTooLong,
     #[error("request header fields too large")]
     HeadersTooLarge,
+    /// A kernel upgrade of an instance already on the newest build: DMS's state refusal.
+    #[error("the instance already runs the latest kernel")]
+    AlreadyLatestKernel,
 }
 
 impl From<StoreError> for ApiError {
@@ -93,6 +96,7 @@ impl From<Invalid> for ApiError {
             Invalid::Timestamp => ApiError::InvalidTimestamp,
             Invalid::Body => ApiError::InvalidBody,
             Invalid::InstanceState => ApiError::InstanceState,
+            Invalid::AlreadyLatest => ApiError::AlreadyLatestKernel,
         }
     }
 }
@@ -115,6 +119,7 @@ impl ApiError {
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             UriTooLong => StatusCode::URI_TOO_LONG,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            AlreadyLatestKernel => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -148,6 +153,11 @@ impl ApiError {
             BodyTimeout => ("DMS.00408000", "The request body was not received in time.".into()),
             UriTooLong => ("DMS.00414000", "The request URI is too long.".into()),
             HeadersTooLarge => ("DMS.00431000", "The request header fields are too large.".into()),
+            AlreadyLatestKernel => (
+                "DMS.00400026",
+                "This operation is not allowed due to the instance status: it already runs the latest kernel version."
+                    .into(),
+            ),
         }
     }
 }

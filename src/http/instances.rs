@@ -10,23 +10,28 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, JsonBody, ProjectPath};
-use crate::domain::instance::{Instance, NewInstance};
+use crate::domain::instance::{Instance, InstanceUpdate, NewInstance};
 use crate::domain::operation::{self, Operation};
 use crate::domain::{Action, InstanceId, Invalid, now_ms};
 use crate::storage::{NewTask, SubmitError};
 
+/// Several operations have two documented paths (the SDKs and Terraform use both); each pair
+/// is served by one handler, so auth, audit and errors cannot drift apart.
 pub fn router() -> Router<AppState> {
     Router::new()
+        // CreateInstanceByEngine (engine `kafka`) and CreatePostPaidKafkaInstance.
         .route("/v2/kafka/{project_id}/instances", post(create))
+        .route("/v2/{project_id}/kafka/instances", post(create))
         .route("/v2/{project_id}/instances", get(list))
         .route("/v2/{project_id}/instances/action", post(batch_action))
-        .route("/v2/{project_id}/instances/{instance_id}", get(show).delete(delete))
+        .route("/v2/{project_id}/instances/{instance_id}", get(show).put(update).delete(delete))
         .route("/v2/{project_id}/instances/{instance_id}/configs", get(show_configs).put(modify_configs))
         .route("/v2/{project_id}/instances/{instance_id}/autotopic", post(auto_topic))
         .route("/v2/{project_id}/kafka/instances/{instance_id}/extend", post(resize))
         .route("/v2/kafka/{project_id}/instances/{instance_id}/extend", post(resize))
         .route("/v2/{project_id}/kafka/instances/{instance_id}/reassign", post(reassign))
-        .route("/v2/{project_id}/kafka/instances/{instance_id}/upgrade", post(upgrade))
+        .route("/v2/kafka/{project_id}/instances/{instance_id}/reassign", post(reassign))
+        .route("/v2/{project_id}/kafka/instances/{instance_id}/upgrade", get(show_upgrade).post(upgrade))
 }
 
 /// Submits an operation on an instance: `make` sees the instance as it is inside the
@@ -66,7 +71,9 @@ fn job_or_schedule(task: &NewTask) -> Value {
     if task.schedule_at.is_some() { json!({ "schedule_id": task.id }) } else { json!({ "job_id": task.id }) }
 }
 
-/// CreateInstanceByEngine: `POST /v2/kafka/{project_id}/instances` → `{"instance_id"}`.
+/// CreateInstanceByEngine: `POST /v2/kafka/{project_id}/instances`, and
+/// CreatePostPaidKafkaInstance: `POST /v2/{project_id}/kafka/instances` → `{"instance_id"}`.
+/// The instance runs the latest kernel build of its engine version.
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -75,7 +82,9 @@ async fn create(
 ) -> Result<Json<Value>, ApiError> {
     let who = caller.require(&project, Action::CreateInstance)?;
     let new = NewInstance::from_body(body)?;
-    let inst = Instance::create(project, &new, &who.user_id, &who.user_name, now_ms());
+    let catalog = state.storage.kernel_catalog(&new.engine_version).await?;
+    let mut inst = Instance::create(project, &new, &who.user_id, &who.user_name, now_ms());
+    inst.kernel_version = catalog.map(|c| c.latest().to_owned());
     let task = state.new_task(who, &inst, Operation::from(&new), None);
     let id = inst.id.clone();
     let event = caller.audit_event(id.as_str(), StatusCode::OK, state.auth.clock.now_ms());
@@ -158,6 +167,31 @@ async fn batch_action(
     Ok(Json(json!({ "results": results })))
 }
 
+/// UpdateInstance: `PUT /v2/{project_id}/instances/{instance_id}` with any of `name`,
+/// `description`, `maintain_begin` + `maintain_end`, `security_group_id`, `retention_policy`,
+/// `enterprise_project_id` → 204. What may change when is
+/// [`InstanceUpdate::apply`]'s rule, applied in the storing transaction.
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+    JsonBody(body): JsonBody,
+) -> Result<StatusCode, ApiError> {
+    caller.require(&path.project, Action::ModifyInstance)?;
+    let change = InstanceUpdate::from_body(body)?;
+    let event = caller.audit_event(path.instance.as_str(), StatusCode::NO_CONTENT, state.auth.clock.now_ms());
+    let apply = Box::new(move |inst: &mut Instance| change.apply(inst));
+    match state.storage.instances.modify_instance(&path.project, &path.instance, apply, Some(event)).await? {
+        Ok(()) => {
+            caller.recorded();
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(SubmitError::NoInstance) => Err(ApiError::NoInstance),
+        Err(SubmitError::Busy) => Err(ApiError::InstanceState),
+        Err(SubmitError::Invalid(e)) => Err(e.into()),
+    }
+}
+
 /// ShowInstanceConfigs: `GET …/configs`
 async fn show_configs(
     State(state): State<AppState>,
@@ -208,7 +242,9 @@ async fn resize(
     Ok(Json(json!({ "job_id": task.record.id })))
 }
 
-/// CreateKafkaReassignmentTask: `POST …/reassign`, immediate or scheduled. With
+/// CreateKafkaReassignmentTask: `POST /v2/{project_id}/kafka/instances/{instance_id}/reassign`
+/// and the documented `POST /v2/kafka/{project_id}/instances/{instance_id}/reassign` (Terraform's),
+/// immediate or scheduled. With
 /// `time_estimate: true` it only estimates, creating no task.
 async fn reassign(
     State(state): State<AppState>,
@@ -230,7 +266,28 @@ async fn reassign(
     Ok(Json(job_or_schedule(&task)))
 }
 
-/// UpgradeInstance: `POST …/upgrade` `{"is_schedule","execute_at"}` → `{"job_id"}` or `{"schedule_id"}`
+/// The newest kernel build of the instance's engine version.
+async fn latest_kernel(state: &AppState, inst: &Instance) -> Result<String, ApiError> {
+    let catalog = state.storage.kernel_catalog(&inst.engine_version).await?;
+    Ok(catalog.map(|c| c.latest().to_owned()).unwrap_or_default())
+}
+
+/// ShowUpgradeInstanceVersion: `GET …/upgrade` → `{"current_version","latest_version"}`, the
+/// kernel build the instance runs and the newest one of its engine version.
+async fn show_upgrade(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&path.project, Action::GetInstance)?;
+    let inst = load(&state, &path).await?;
+    let latest = latest_kernel(&state, &inst).await?;
+    Ok(Json(json!({ "current_version": inst.kernel_version(), "latest_version": latest })))
+}
+
+/// UpgradeInstance: `POST …/upgrade` `{"is_schedule","execute_at"}` → `{"job_id"}` or
+/// `{"schedule_id"}`: a rolling kernel upgrade to the newest build of the instance's engine
+/// version (refused when it runs it already).
 async fn upgrade(
     State(state): State<AppState>,
     caller: Caller,
@@ -239,6 +296,12 @@ async fn upgrade(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&path.project, Action::ModifyInstance)?;
     let schedule_at = operation::schedule(&body, state.auth.clock.now_ms())?;
-    let task = submit(&state, &caller, &path, schedule_at, StatusCode::OK, operation::upgrade).await?;
+    // Read before the submitting transaction: builds are only ever appended, so a build added
+    // meanwhile makes this one older, never invalid.
+    let inst = load(&state, &path).await?;
+    let latest = latest_kernel(&state, &inst).await?;
+    let task =
+        submit(&state, &caller, &path, schedule_at, StatusCode::OK, move |inst| operation::upgrade(inst, &latest))
+            .await?;
     Ok(Json(job_or_schedule(&task)))
 }

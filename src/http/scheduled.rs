@@ -13,7 +13,7 @@ use super::extract::{Caller, InstancePath, QueryMap, TaskPath};
 use super::tasks::{page_query, remove};
 use crate::domain::task::TaskJson;
 use crate::domain::{Action, CompactTime, now_ms};
-use crate::storage::{Found, ScheduleChange, View};
+use crate::storage::{Found, ScheduleChange, StatusChange, View};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -40,7 +40,9 @@ async fn list(
     Ok(Json(JobList { job_count: total, jobs }).into_response())
 }
 
-/// UpdateScheduledTask: `PUT …/scheduled-tasks/{task_id}?execute_at=…&status=CANCELLED`
+/// UpdateScheduledTask: `PUT …/scheduled-tasks/{task_id}?execute_at=…&status=CANCELLED|null`:
+/// moves a waiting task, cancels it, or (`status=null`) makes a cancelled one whose time is still
+/// ahead wait again ([`crate::storage::rescheduled`]).
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -59,15 +61,17 @@ async fn update(
             Some(t.0)
         }
     };
-    let cancel = match q.get("status").map(String::as_str) {
-        None => false,
-        Some("CANCELLED") => true,
+    let status = match q.get("status").map(String::as_str) {
+        None => StatusChange::Keep,
+        Some("CANCELLED") => StatusChange::Cancel,
+        // DMS lists `null` ("to be executed") among the statuses: wait (again) for execute_at.
+        Some("null") => StatusChange::Wait,
         Some(_) => return Err(ApiError::InvalidParam("status")),
     };
-    if execute_at.is_none() && !cancel {
+    if execute_at.is_none() && status == StatusChange::Keep {
         return Err(ApiError::InvalidParam("execute_at"));
     }
-    let change = ScheduleChange { execute_at, cancel };
+    let change = ScheduleChange { execute_at, status };
     let event = caller.audit_event(path.task.as_str(), StatusCode::NO_CONTENT, state.auth.clock.now_ms());
     match state
         .storage

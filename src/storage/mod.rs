@@ -73,7 +73,19 @@ pub enum DeleteOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScheduleChange {
     pub execute_at: Option<i64>,
-    pub cancel: bool,
+    pub status: StatusChange,
+}
+
+/// What UpdateScheduledTask's `status` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusChange {
+    /// No `status`: only the time moves.
+    Keep,
+    /// `status=CANCELLED`.
+    Cancel,
+    /// `status=null`, DMS's "to be executed": a waiting task stays waiting; a cancelled one
+    /// whose time (given now, or kept) is still ahead waits again.
+    Wait,
 }
 
 /// A task about to be stored, with the operation it carries out.
@@ -127,15 +139,31 @@ pub enum SubmitError {
 /// Builds the task for an operation from the instance as it is inside the submitting transaction.
 pub type TaskBuilder = Box<dyn FnOnce(&Instance) -> Result<NewTask, Invalid> + Send>;
 
-/// What UpdateScheduledTask does to a waiting task: its new status, `schedule_at` and `due_at`.
-pub fn rescheduled(task: &TaskRecord, change: ScheduleChange) -> (TaskStatus, Option<i64>, Option<i64>) {
+/// What UpdateScheduledTask does to a scheduled task at `now`: its new status, `schedule_at`
+/// and `due_at`, or `None` when the task's state does not allow the change (it has started or
+/// ended; or it was cancelled and is not asked to wait again at a time still ahead).
+pub fn rescheduled(
+    task: &TaskRecord,
+    change: ScheduleChange,
+    now: i64,
+) -> Option<(TaskStatus, Option<i64>, Option<i64>)> {
     let schedule_at = change.execute_at.or(task.schedule_at);
-    if change.cancel {
-        (TaskStatus::Cancelled, schedule_at, None)
-    } else {
-        (TaskStatus::Created, schedule_at, schedule_at)
+    match (task.status, change.status) {
+        (TaskStatus::Created, StatusChange::Cancel) => Some((TaskStatus::Cancelled, schedule_at, None)),
+        (TaskStatus::Created, StatusChange::Keep | StatusChange::Wait) => {
+            Some((TaskStatus::Created, schedule_at, schedule_at))
+        }
+        (TaskStatus::Cancelled, StatusChange::Wait) if schedule_at.is_some_and(|at| at > now) => {
+            Some((TaskStatus::Created, schedule_at, schedule_at))
+        }
+        _ => None,
     }
 }
+
+/// Changes UpdateInstance makes to an instance, decided by the domain's rule
+/// ([`crate::domain::instance::InstanceUpdate::apply`]) on the instance as it is inside the
+/// storing transaction.
+pub type InstanceChange = Box<dyn FnOnce(&mut Instance) -> Result<(), Invalid> + Send>;
 
 /// Admits a new task on its instance: an immediate task takes the instance's one-operation lock,
 /// refused when it is held or the operation does not apply to the instance as it is (the rule a
@@ -203,6 +231,24 @@ pub trait InstanceStore: Send + Sync {
         build: TaskBuilder,
         audit: Option<AuditEvent>,
     ) -> StoreResult<Result<NewTask, SubmitError>>;
+    /// In one transaction: finds the instance (locked), applies `change` to it, and stores it with
+    /// `audit`. Nothing is written when `change` refuses.
+    async fn modify_instance(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        change: InstanceChange,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<Result<(), SubmitError>>;
+}
+
+/// Kernel builds the operator added, beyond the built-in ones ([`crate::domain::kernel`]).
+#[async_trait]
+pub trait KernelStore: Send + Sync {
+    /// The builds added to `engine_version`, in the order they were added.
+    async fn added_kernel_builds(&self, engine_version: &str) -> StoreResult<Vec<String>>;
+    /// Appends a build to `engine_version`'s list; `false` when it was listed already.
+    async fn add_kernel_build(&self, engine_version: &str, build: &str, now: i64) -> StoreResult<bool>;
 }
 
 /// A task a worker holds a lease on.
@@ -484,12 +530,21 @@ pub struct Storage {
     pub audit: Arc<dyn AuditStore>,
     pub bulk: Arc<dyn BulkStore>,
     pub health: Arc<dyn Health>,
+    pub kernels: Arc<dyn KernelStore>,
 }
 
 impl Storage {
     fn from_engine<E>(e: Arc<E>) -> Self
     where
-        E: TaskStore + InstanceStore + EngineStore + CredentialStore + AuditStore + BulkStore + Health + 'static,
+        E: TaskStore
+            + InstanceStore
+            + EngineStore
+            + CredentialStore
+            + AuditStore
+            + BulkStore
+            + Health
+            + KernelStore
+            + 'static,
     {
         Storage {
             tasks: e.clone(),
@@ -498,8 +553,16 @@ impl Storage {
             credentials: e.clone(),
             audit: e.clone(),
             bulk: e.clone(),
-            health: e,
+            health: e.clone(),
+            kernels: e,
         }
+    }
+
+    /// The kernel builds of `engine_version`, built-in then added; `None` for an unknown
+    /// engine version.
+    pub async fn kernel_catalog(&self, engine_version: &str) -> StoreResult<Option<crate::domain::kernel::Catalog>> {
+        let added = self.kernels.added_kernel_builds(engine_version).await?;
+        Ok(crate::domain::kernel::Catalog::new(engine_version, added))
     }
 
     /// Opens (and migrates) the database named by `url`: `sqlite:PATH`, a bare path, or

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0003_task_buckets.sql"),
     include_str!("../../migrations/postgres/0004_task_totals.sql"),
     include_str!("../../migrations/postgres/0005_master_key_check.sql"),
+    include_str!("../../migrations/postgres/0006_kernel_builds.sql"),
 ];
 /// Serialises migrations of processes that start together.
 const MIGRATION_LOCK: i64 = 0x6b61_666b_6174_0001;
@@ -602,10 +603,9 @@ impl TaskStore for Postgres {
         let Some(task) = load_task(&tx, i, t, View::Scheduled, true).await? else {
             return Ok(Found::NoTask);
         };
-        if task.status != TaskStatus::Created {
+        let Some((status, schedule_at, due_at)) = rescheduled(&task, change, now) else {
             return Ok(Found::Yes(false));
-        }
-        let (status, schedule_at, due_at) = rescheduled(&task, change);
+        };
         tx.execute(
             "UPDATE tasks SET status = $2, schedule_at = $3, due_at = $4, updated_at = $5 WHERE id = $1",
             &[&t.as_str(), &status.as_str(), &schedule_at, &due_at, &now],
@@ -682,6 +682,51 @@ impl InstanceStore for Postgres {
         }
         tx.commit().await?;
         Ok(Ok(task))
+    }
+
+    async fn modify_instance(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        change: InstanceChange,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<Result<(), SubmitError>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let Some(mut inst) = lock_instance(&tx, i, false).await?.filter(|inst| inst.project_id == *p) else {
+            return Ok(Err(SubmitError::NoInstance));
+        };
+        if let Err(e) = change(&mut inst) {
+            return Ok(Err(e.into()));
+        }
+        save_instance(&tx, &inst).await?;
+        if let Some(event) = &audit {
+            insert_audit(&tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+}
+
+#[async_trait]
+impl KernelStore for Postgres {
+    async fn added_kernel_builds(&self, engine_version: &str) -> StoreResult<Vec<String>> {
+        let client = self.pool.get().await?;
+        let st =
+            client.prepare_cached("SELECT build FROM kernel_builds WHERE engine_version = $1 ORDER BY seq").await?;
+        client.query(&st, &[&engine_version]).await?.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    async fn add_kernel_build(&self, engine_version: &str, build: &str, now: i64) -> StoreResult<bool> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "INSERT INTO kernel_builds (engine_version, build, added_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (engine_version, build) DO NOTHING",
+                &[&engine_version, &build, &now],
+            )
+            .await?;
+        Ok(n == 1)
     }
 }
 

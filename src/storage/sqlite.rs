@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_task_buckets.sql"),
     include_str!("../../migrations/sqlite/0004_task_totals.sql"),
     include_str!("../../migrations/sqlite/0005_master_key_check.sql"),
+    include_str!("../../migrations/sqlite/0006_kernel_builds.sql"),
 ];
 /// Written into the database header by the readiness probe ("kt" twice).
 const APPLICATION_ID: i32 = 0x6b74_6b74;
@@ -554,10 +555,9 @@ impl TaskStore for Sqlite {
             let Some(task) = load_task(conn, &i, &t, View::Scheduled)? else {
                 return Ok(Found::NoTask);
             };
-            if task.status != TaskStatus::Created {
+            let Some((status, schedule_at, due_at)) = rescheduled(&task, change, now) else {
                 return Ok(Found::Yes(false));
-            }
-            let (status, schedule_at, due_at) = rescheduled(&task, change);
+            };
             conn.prepare_cached(
                 "UPDATE tasks SET status = ?2, schedule_at = ?3, due_at = ?4, updated_at = ?5 WHERE id = ?1",
             )?
@@ -644,6 +644,57 @@ impl InstanceStore for Sqlite {
                 insert_audit(conn, event)?;
             }
             Ok(Ok(task))
+        })
+        .await
+    }
+
+    async fn modify_instance(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        change: InstanceChange,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<Result<(), SubmitError>> {
+        let (p, i) = (p.clone(), i.clone());
+        self.write(move |conn| {
+            let Some(mut inst) = load_instance(conn, &i)?.filter(|inst| inst.project_id == p) else {
+                return Ok(Err(SubmitError::NoInstance));
+            };
+            if let Err(e) = change(&mut inst) {
+                return Ok(Err(e.into()));
+            }
+            save_instance(conn, &inst)?;
+            if let Some(event) = &audit {
+                insert_audit(conn, event)?;
+            }
+            Ok(Ok(()))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl KernelStore for Sqlite {
+    async fn added_kernel_builds(&self, engine_version: &str) -> StoreResult<Vec<String>> {
+        self.read(|conn| {
+            let mut st =
+                conn.prepare_cached("SELECT build FROM kernel_builds WHERE engine_version = ?1 ORDER BY seq")?;
+            let rows = st.query_map(params![engine_version], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn add_kernel_build(&self, engine_version: &str, build: &str, now: i64) -> StoreResult<bool> {
+        let (engine_version, build) = (engine_version.to_owned(), build.to_owned());
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "INSERT INTO kernel_builds (engine_version, build, added_at) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (engine_version, build) DO NOTHING",
+                )?
+                .execute(params![engine_version, build, now])?;
+            Ok(n == 1)
         })
         .await
     }

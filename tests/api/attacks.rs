@@ -173,6 +173,7 @@ async fn a_query_key_given_twice_is_refused_by_name() {
         res.assert_error(400, "DMS.00400062");
         assert!(res.json()["error_msg"].as_str().is_some_and(|m| m.contains("limit")), "{}", res.text);
     }
+    app.newer_kernel().await;
     let res = app
         .upgrade(&inst, json!({"is_schedule": true, "execute_at": chrono::Utc::now().timestamp_millis() + 60_000}))
         .await;

@@ -673,3 +673,44 @@ impl TestApp {
         self.running.as_ref().and_then(|r| r.metrics_addr).map(|a| format!("http://{a}"))
     }
 }
+
+// --- issue 9: kernel versions, the second paths, UpdateInstance ---
+
+/// The build every 2.7 instance is created on while the operator has added none.
+pub const LATEST_BUILT_IN_27: &str = "2.7.1-h0.cbu.dms.101.r0";
+
+impl TestApp {
+    /// ShowUpgradeInstanceVersion: `GET /v2/{project_id}/kafka/instances/{instance_id}/upgrade`.
+    pub async fn show_upgrade(&self, instance: &str) -> Response {
+        self.get(&format!("/v2/{}/kafka/instances/{instance}/upgrade", self.project)).await
+    }
+
+    /// Adds a kernel build the way `kafka-tasks kernels add` does, on the server's database.
+    pub async fn add_kernel_build(&self, engine_version: &str, build: &str) -> anyhow::Result<()> {
+        kafka_tasks::cli::add_kernel_build(&self.db.storage().await, engine_version, build).await
+    }
+
+    /// Adds a 2.7 build newer than every one so far and returns its name: instances created
+    /// before it can then be upgraded.
+    pub async fn newer_kernel(&self) -> String {
+        let added = self.db.storage().await.kernels.added_kernel_builds("2.7").await.expect("builds read");
+        let build = format!("2.7.1-h0.cbu.dms.{}.r0", 102 + added.len());
+        self.add_kernel_build("2.7", &build).await.expect("build added");
+        build
+    }
+
+    /// CreatePostPaidKafkaInstance: `POST /v2/{project_id}/kafka/instances`.
+    pub async fn create_post_paid(&self, body: Value) -> Response {
+        self.post(&format!("/v2/{}/kafka/instances", self.project), body).await
+    }
+
+    /// CreateReassignmentTask on its documented path: `POST /v2/kafka/{project_id}/instances/{instance_id}/reassign`.
+    pub async fn reassign_documented(&self, instance: &str, body: Value) -> Response {
+        self.post(&format!("/v2/kafka/{}/instances/{instance}/reassign", self.project), body).await
+    }
+
+    /// UpdateInstance: `PUT /v2/{project_id}/instances/{instance_id}`.
+    pub async fn update_instance(&self, instance: &str, body: Value) -> Response {
+        self.put(&self.instance_path(instance), Some(body)).await
+    }
+}

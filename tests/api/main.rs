@@ -4,6 +4,7 @@ mod attacks;
 mod auth;
 mod bad_input;
 mod engine;
+mod fidelity;
 mod helpers;
 mod hygiene;
 mod instances;

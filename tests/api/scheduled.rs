@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::{LATEST_BUILT_IN_27, TestApp};
 
 fn in_ms(ms: i64) -> i64 {
     chrono::Utc::now().timestamp_millis() + ms
@@ -19,6 +19,7 @@ fn compact_in(secs: i64) -> String {
 async fn a_scheduled_upgrade_fires_once_and_becomes_a_background_task() {
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
+    let newer = app.newer_kernel().await;
     let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": in_ms(1_500)})).await;
     assert_eq!(res.status, 200, "{}", res.text);
     let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
@@ -32,11 +33,12 @@ async fn a_scheduled_upgrade_fires_once_and_becomes_a_background_task() {
     assert!(jobs["jobs"][0]["schedule_at"].as_str().is_some_and(|s| s.ends_with('Z')));
     // Waiting, it is not a background task yet.
     app.show_task(&inst, &id).await.assert_error(404, "DMS.00404070");
-    assert_eq!(app.show_instance(&inst).await.json()["engine_version"], "2.7");
+    assert_eq!(app.show_upgrade(&inst).await.json()["current_version"], LATEST_BUILT_IN_27);
 
     let task = app.wait_task_status(&inst, &id, "SUCCESS").await;
     assert_eq!(task["id"], id.as_str());
-    assert_eq!(app.show_instance(&inst).await.json()["engine_version"], "3.x");
+    assert_eq!(app.show_upgrade(&inst).await.json()["current_version"], newer.as_str());
+    assert_eq!(app.show_instance(&inst).await.json()["engine_version"], "2.7");
     let jobs = app.list_scheduled(&inst, "").await.json();
     assert_eq!(jobs["jobs"][0]["status"], "SUCCESS");
     // Fired once: one upgrade in the background list.
@@ -54,6 +56,7 @@ async fn a_scheduled_upgrade_fires_once_and_becomes_a_background_task() {
 async fn a_cancelled_scheduled_task_never_runs() {
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
+    app.newer_kernel().await;
     let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": in_ms(1_200)})).await;
     let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
 
@@ -63,7 +66,7 @@ async fn a_cancelled_scheduled_task_never_runs() {
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     let jobs = app.list_scheduled(&inst, "").await.json();
     assert_eq!(jobs["jobs"][0]["status"], "CANCELLED");
-    assert_eq!(app.show_instance(&inst).await.json()["engine_version"], "2.7");
+    assert_eq!(app.show_upgrade(&inst).await.json()["current_version"], LATEST_BUILT_IN_27);
     app.show_task(&inst, &id).await.assert_error(404, "DMS.00404070");
     // Once cancelled it cannot be changed again, but it can be deleted.
     app.update_scheduled(&inst, &id, &format!("?execute_at={}", compact_in(60)))
@@ -107,6 +110,7 @@ async fn a_scheduled_task_can_be_moved_while_it_waits() {
 async fn bad_schedule_updates_are_refused_and_change_nothing() {
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
+    app.newer_kernel().await;
     let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": in_ms(3_600_000)})).await;
     let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
     let before = app.list_scheduled(&inst, "").await.json();
@@ -147,6 +151,7 @@ async fn a_scheduled_operation_firing_on_a_failed_create_fails_and_leaves_it_cre
     assert_eq!(res.status, 200, "{}", res.text);
     let inst = res.json()["instance_id"].as_str().expect("instance_id").to_owned();
     app.wait_instance_status(&inst, "CREATEFAILED").await;
+    app.newer_kernel().await;
 
     let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": soon(&app, 1_200)})).await;
     assert_eq!(res.status, 200, "{}", res.text);
@@ -167,6 +172,7 @@ async fn a_scheduled_operation_firing_on_a_failed_create_fails_and_leaves_it_cre
 async fn an_upgrade_scheduled_before_an_immediate_upgrade_fails_when_it_fires() {
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
+    let newer = app.newer_kernel().await;
     let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": soon(&app, 1_500)})).await;
     assert_eq!(res.status, 200, "{}", res.text);
     let scheduled = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
@@ -175,12 +181,14 @@ async fn an_upgrade_scheduled_before_an_immediate_upgrade_fails_when_it_fires() 
     assert_eq!(now.status, 200, "{}", now.text);
     let job = now.json()["job_id"].as_str().expect("job_id").to_owned();
     app.wait_task_status(&inst, &job, "SUCCESS").await;
-    assert_eq!(app.show_instance(&inst).await.json()["engine_version"], "3.x");
+    assert_eq!(app.show_upgrade(&inst).await.json()["current_version"], newer.as_str());
 
-    // The scheduled upgrade was from 2.7; the instance runs 3.x now, so it no longer applies.
+    // The scheduled upgrade started from the older build; the instance runs the newer one now,
+    // so it no longer applies.
     app.wait_task_status(&inst, &scheduled, "FAILED").await;
+    assert_eq!(app.show_upgrade(&inst).await.json()["current_version"], newer.as_str());
     let shown = app.show_instance(&inst).await.json();
-    assert_eq!(shown["engine_version"], "3.x");
+    assert_eq!(shown["engine_version"], "2.7");
     assert_eq!(shown["status"], "RUNNING");
     assert_eq!(app.list_scheduled(&inst, "").await.json()["jobs"][0]["status"], "FAILED");
     // The instance was left free.

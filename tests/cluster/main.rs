@@ -17,6 +17,8 @@ use kafka_tasks::auth::IssuedCredential;
 use kafka_tasks::auth::signature::{Algorithm, Signer, sdk_date};
 use serde_json::{Value, json};
 
+const NEWER_KERNEL: &str = "2.7.1-h0.cbu.dms.102.r0";
+
 #[path = "../common/invariants.rs"]
 mod invariants;
 #[path = "../common/pg.rs"]
@@ -196,6 +198,9 @@ async fn three_processes_one_killed_every_task_ends_once() {
         assert_eq!(status, 200, "{v}");
         v["instance_id"].as_str().expect("id").to_owned()
     };
+    // A newer kernel build, so that the instance (created on the latest) can be upgraded.
+    let storage = kafka_tasks::storage::Storage::open(&db).await.expect("database opens");
+    kafka_tasks::cli::add_kernel_build(&storage, "2.7", NEWER_KERNEL).await.expect("build added");
     let mut acknowledged: HashSet<String> = HashSet::new();
     let mut scheduled: HashSet<String> = HashSet::new();
     let mut deleted: HashSet<String> = HashSet::new();
@@ -326,7 +331,11 @@ async fn three_processes_one_killed_every_task_ends_once() {
     // The upgrade interrupted by the kill finished elsewhere, once.
     let (_, upgraded) =
         cluster.call(reqwest::Method::GET, &format!("/v2/{PROJECT}/instances/{upgrade_target}"), None).await;
-    assert_eq!(upgraded["engine_version"], "3.x");
+    assert_eq!(upgraded["engine_version"], "2.7");
+    let (_, versions) = cluster
+        .call(reqwest::Method::GET, &format!("/v2/{PROJECT}/kafka/instances/{upgrade_target}/upgrade"), None)
+        .await;
+    assert_eq!(versions["current_version"], NEWER_KERNEL, "{versions}");
     let (_, ups) = cluster
         .call(reqwest::Method::GET, &format!("/v2/{PROJECT}/instances/{upgrade_target}/tasks?limit=100"), None)
         .await;

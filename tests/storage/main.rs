@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use kafka_tasks::domain::instance::{Instance, NewInstance, status};
-use kafka_tasks::domain::operation::{Operation, StepContext};
+use kafka_tasks::domain::operation::{self, Operation, StepContext};
 use kafka_tasks::domain::{ProjectId, Role, TaskId, TaskRecord, TaskStatus};
 use kafka_tasks::storage::*;
 
@@ -362,17 +362,11 @@ async fn scheduled_tasks_wait_move_and_cancel() {
         let s = &e.storage;
         let inst = running_instance(s).await;
         let p = inst.project_id.clone();
-        let a = submit(
-            s,
-            &inst,
-            Operation::Upgrade { old_version: "2.7".into(), new_version: "3.x".into() },
-            T0 + 1,
-            Some(T0 + 5_000),
-        )
-        .await
-        .expect("a")
-        .record
-        .id;
+        let a = submit(s, &inst, operation::upgrade(&inst, NEWER).expect("upgradable"), T0 + 1, Some(T0 + 5_000))
+            .await
+            .expect("a")
+            .record
+            .id;
         let b = submit(s, &inst, Operation::Restart, T0 + 2, Some(T0 + 5_000)).await.expect("b").record.id;
         assert!(s.engine.claim("w", T0 + 4_999, 60_000, 10, CTX).await.expect("c").is_empty(), "{}: not due", e.name);
         assert_eq!(
@@ -381,12 +375,12 @@ async fn scheduled_tasks_wait_move_and_cancel() {
             "{}: not yet a background task",
             e.name
         );
-        let moved = ScheduleChange { execute_at: Some(T0 + 9_000), cancel: false };
+        let moved = ScheduleChange { execute_at: Some(T0 + 9_000), status: StatusChange::Keep };
         assert_eq!(
             s.tasks.update_scheduled(&p, &inst.id, &a, moved, T0 + 10, None).await.expect("u"),
             Found::Yes(true)
         );
-        let cancel = ScheduleChange { execute_at: None, cancel: true };
+        let cancel = ScheduleChange { execute_at: None, status: StatusChange::Cancel };
         assert_eq!(
             s.tasks.update_scheduled(&p, &inst.id, &b, cancel, T0 + 10, None).await.expect("u"),
             Found::Yes(true)
@@ -413,7 +407,89 @@ async fn scheduled_tasks_wait_move_and_cancel() {
         assert_eq!(cancelled.status, TaskStatus::Cancelled);
         assert!(run_all(s, "w", T0 + 100_000).await.is_empty(), "{}: a cancelled task never runs", e.name);
         let upgraded = s.instances.get_instance(&p, &inst.id).await.expect("g").expect("i");
-        assert_eq!(upgraded.engine_version, "3.x");
+        assert_eq!(upgraded.kernel_version(), NEWER);
+        assert_eq!(upgraded.engine_version, "2.7");
+    }
+}
+
+/// A build newer than every built-in one of 2.7.
+const NEWER: &str = "2.7.1-h0.cbu.dms.101.r0";
+
+#[tokio::test]
+async fn a_cancelled_scheduled_task_waits_again_only_while_its_time_is_ahead() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let p = inst.project_id.clone();
+        let a = submit(s, &inst, Operation::Restart, T0 + 1, Some(T0 + 5_000)).await.expect("a").record.id;
+        let change = |execute_at, status| ScheduleChange { execute_at, status };
+        let update = |c, now| s.tasks.update_scheduled(&p, &inst.id, &a, c, now, None);
+        assert_eq!(update(change(None, StatusChange::Cancel), T0 + 10).await.expect("u"), Found::Yes(true));
+        assert_eq!(update(change(None, StatusChange::Wait), T0 + 20).await.expect("u"), Found::Yes(true), "{}", e.name);
+        assert_eq!(update(change(None, StatusChange::Cancel), T0 + 30).await.expect("u"), Found::Yes(true));
+        assert_eq!(
+            update(change(None, StatusChange::Wait), T0 + 6_000).await.expect("u"),
+            Found::Yes(false),
+            "{}: its time has passed",
+            e.name
+        );
+        assert_eq!(
+            update(change(Some(T0 + 9_000), StatusChange::Wait), T0 + 6_000).await.expect("u"),
+            Found::Yes(true),
+            "{}: with a new time ahead",
+            e.name
+        );
+        assert_eq!(run_all(s, "w", T0 + 9_000).await, [TaskStatus::Success], "{}", e.name);
+        assert_eq!(
+            update(change(None, StatusChange::Wait), T0 + 9_001).await.expect("u"),
+            Found::Yes(false),
+            "{}: it ran",
+            e.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn kernel_builds_are_appended_in_order_per_engine_version() {
+    for e in engines().await {
+        let s = &e.storage;
+        assert!(s.kernels.added_kernel_builds("2.7").await.expect("r").is_empty(), "{}", e.name);
+        assert!(s.kernels.add_kernel_build("2.7", "b-2", T0).await.expect("w"));
+        assert!(s.kernels.add_kernel_build("2.7", "b-1", T0).await.expect("w"));
+        assert!(!s.kernels.add_kernel_build("2.7", "b-2", T0).await.expect("w"), "{}: once", e.name);
+        assert!(s.kernels.add_kernel_build("3.x", "b-3", T0).await.expect("w"));
+        assert_eq!(s.kernels.added_kernel_builds("2.7").await.expect("r"), ["b-2", "b-1"], "{}", e.name);
+        let catalog = s.kernel_catalog("2.7").await.expect("r").expect("known");
+        assert_eq!(catalog.latest(), "b-1", "{}: the last added is the latest", e.name);
+    }
+}
+
+#[tokio::test]
+async fn modifying_an_instance_stores_what_the_change_made_or_nothing() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let p = inst.project_id.clone();
+        let rename: InstanceChange = Box::new(|i: &mut Instance| {
+            i.name = "renamed".into();
+            Ok(())
+        });
+        assert_eq!(s.instances.modify_instance(&p, &inst.id, rename, None).await.expect("m"), Ok(()));
+        let refuse: InstanceChange = Box::new(|i: &mut Instance| {
+            i.name = "never".into();
+            Err(kafka_tasks::domain::Invalid::InstanceState)
+        });
+        assert!(s.instances.modify_instance(&p, &inst.id, refuse, None).await.expect("m").is_err());
+        let got = s.instances.get_instance(&p, &inst.id).await.expect("g").expect("i");
+        assert_eq!(got.name, "renamed", "{}", e.name);
+        let other = ProjectId::generate();
+        let noop: InstanceChange = Box::new(|_: &mut Instance| Ok(()));
+        assert_eq!(
+            s.instances.modify_instance(&other, &inst.id, noop, None).await.expect("m"),
+            Err(SubmitError::NoInstance),
+            "{}",
+            e.name
+        );
     }
 }
 
@@ -648,17 +724,17 @@ async fn a_scheduled_operation_that_no_longer_applies_fails_and_leaves_the_insta
     for e in engines().await {
         let s = &e.storage;
         let inst = running_instance(s).await;
-        let up = Operation::Upgrade { old_version: "2.7".into(), new_version: "3.x".into() };
+        let up = operation::upgrade(&inst, NEWER).expect("upgradable");
         let sched = submit(s, &inst, up.clone(), T0 + 1, Some(T0 + 10)).await.expect("scheduled");
         submit(s, &inst, up, T0 + 2, None).await.expect("immediate");
         assert_eq!(run_all(s, "w", T0 + 5).await, [TaskStatus::Success], "{}", e.name);
         let before = s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g").expect("i");
-        assert_eq!(before.engine_version, "3.x");
+        assert_eq!(before.kernel_version(), NEWER);
         let claimed = s.engine.claim("w", T0 + 20, 60_000, 10, CTX).await.expect("claim");
         assert_eq!(claimed.len(), 1, "{}", e.name);
         assert_eq!(claimed[0].task.id, sched.record.id);
         assert_eq!(claimed[0].ended, Some(TaskStatus::Failed), "{}", e.name);
-        assert!(claimed[0].reason.as_deref().is_some_and(|r| r.contains("3.x")), "{:?}", claimed[0].reason);
+        assert!(claimed[0].reason.as_deref().is_some_and(|r| r.contains(NEWER)), "{:?}", claimed[0].reason);
         let after = s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g").expect("i");
         assert_eq!(after, before, "{}", e.name);
         let t = s.tasks.get_task(&inst.project_id, &inst.id, &sched.record.id, View::Background).await.expect("t");
