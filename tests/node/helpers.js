@@ -65,7 +65,7 @@ class Server {
   }
 
   /** Runs another subcommand of the binary on this server's database (e.g. `kernels add`). */
-  admin_command(...args) {
+  adminCommand(...args) {
     return execFileSync(BINARY, [...args, '--database', this.db, '--master-key-file', this.keyFile],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   }

@@ -18,9 +18,13 @@ function stamp(ms) {
   return new Date(ms).toISOString().replace(/[-:T]/g, '').slice(0, 14);
 }
 
+function showTask(client, iid, tid) {
+  return client.showBackgroundTask(new kafka.ShowBackgroundTaskRequest().withInstanceId(iid).withTaskId(tid));
+}
+
 async function taskStatus(client, iid, tid) {
   try {
-    const res = await client.showBackgroundTask(new kafka.ShowBackgroundTaskRequest().withInstanceId(iid).withTaskId(tid));
+    const res = await showTask(client, iid, tid);
     return res.tasks[0].status;
   } catch {
     return null;
@@ -56,7 +60,8 @@ function reassign(topic, brokers) {
 }
 
 async function listAll(client, iid) {
-  return client.listBackgroundTasks(new kafka.ListBackgroundTasksRequest().withInstanceId(iid).withStart(1).withLimit(100));
+  return client.listBackgroundTasks(
+    new kafka.ListBackgroundTasksRequest().withInstanceId(iid).withStart(1).withLimit(100));
 }
 
 /**
@@ -65,7 +70,7 @@ async function listAll(client, iid) {
  * binary working on the server's database.
  */
 function addKernel(server, engineVersion, build) {
-  server.admin_command('kernels', 'add', '--engine-version', engineVersion, '--build', build);
+  server.adminCommand('kernels', 'add', '--engine-version', engineVersion, '--build', build);
 }
 
 describe('official Node.js SDK, end to end', () => {
@@ -160,7 +165,8 @@ describe('official Node.js SDK, end to end', () => {
     assert.equal((await listAll(client, iid)).task_count, before, 'an estimate creates no task');
 
     const err = await refused(client.createKafkaReassignmentTask(new kafka.CreateKafkaReassignmentTaskRequest()
-      .withInstanceId(iid).withBody(new kafka.PartitionReassignRequest().withReassignments([reassign('orders', [0, 9])]))));
+      .withInstanceId(iid)
+      .withBody(new kafka.PartitionReassignRequest().withReassignments([reassign('orders', [0, 9])]))));
     assert.equal(err.httpStatusCode, 400);
     assert.equal(err.errorCode, 'DMS.00400062');
   });
@@ -177,7 +183,8 @@ describe('official Node.js SDK, end to end', () => {
     let jobs = await client.listScheduledTasks(
       new kafka.ListScheduledTasksRequest().withInstanceId(iid).withStart('1').withLimit('10'));
     assert.equal(jobs.job_count, 1);
-    assert.deepEqual([jobs.jobs[0].id, jobs.jobs[0].name, jobs.jobs[0].status], [sid, 'kafkaPartitionReassign', 'CREATED']);
+    assert.deepEqual([jobs.jobs[0].id, jobs.jobs[0].name, jobs.jobs[0].status],
+      [sid, 'kafkaPartitionReassign', 'CREATED']);
 
     const busy = await refused(client.deleteScheduledTask(
       new kafka.DeleteScheduledTaskRequest().withInstanceId(iid).withTaskId(sid)));
@@ -195,7 +202,8 @@ describe('official Node.js SDK, end to end', () => {
     jobs = await client.listScheduledTasks(new kafka.ListScheduledTasksRequest().withInstanceId(iid));
     assert.equal(jobs.jobs.find((j) => j.id === sid).status, 'CANCELLED');
 
-    const gone = await client.deleteScheduledTask(new kafka.DeleteScheduledTaskRequest().withInstanceId(iid).withTaskId(sid));
+    const gone = await client.deleteScheduledTask(
+      new kafka.DeleteScheduledTaskRequest().withInstanceId(iid).withTaskId(sid));
     assert.equal(gone.httpStatusCode, 204);
     jobs = await client.listScheduledTasks(new kafka.ListScheduledTasksRequest().withInstanceId(iid));
     assert.equal(jobs.job_count, 0);
@@ -270,7 +278,8 @@ describe('official Node.js SDK, end to end', () => {
 
     // A read-only key may read but not delete.
     const reader = server.client(server.credential('node-reader', 'readonly'));
-    const tasks = await reader.listBackgroundTasks(new kafka.ListBackgroundTasksRequest().withInstanceId(iid).withLimit(1));
+    const tasks = await reader.listBackgroundTasks(
+      new kafka.ListBackgroundTasksRequest().withInstanceId(iid).withLimit(1));
     err = await refused(reader.deleteBackgroundTask(
       new kafka.DeleteBackgroundTaskRequest().withInstanceId(iid).withTaskId(tasks.tasks[0].id)));
     assert.deepEqual([err.httpStatusCode, err.errorCode], [403, 'DMS.00403003']);
@@ -318,7 +327,8 @@ describe('fidelity (issue 9): calls the server gains with the `fidelity` branch'
   after(() => server && server.stop());
 
   async function versions(iid) {
-    const v = await client.showUpgradeInstanceVersion(new kafka.ShowUpgradeInstanceVersionRequest().withInstanceId(iid));
+    const v = await client.showUpgradeInstanceVersion(
+      new kafka.ShowUpgradeInstanceVersionRequest().withInstanceId(iid));
     assert.equal(v.httpStatusCode, 200);
     assert.equal(typeof v.current_version, 'string');
     assert.equal(typeof v.latest_version, 'string');
@@ -362,7 +372,7 @@ describe('fidelity (issue 9): calls the server gains with the `fidelity` branch'
       .withBody(new kafka.UpgradeInstanceReq().withIsSchedule(false)));
     assert.ok(/^[0-9a-f]{32}$/.test(res.job_id), res.job_id);
     await finish(client, iid, res.job_id);
-    const shown = await client.showBackgroundTask(new kafka.ShowBackgroundTaskRequest().withInstanceId(iid).withTaskId(res.job_id));
+    const shown = await showTask(client, iid, res.job_id);
     assert.equal(shown.tasks[0].name, 'upgradeInstance');
     const progress = await client.showBackgroundTaskProgress(
       new kafka.ShowBackgroundTaskProgressRequest().withInstanceId(iid).withTaskId(res.job_id));
@@ -410,7 +420,8 @@ describe('fidelity (issue 9): calls the server gains with the `fidelity` branch'
     assert.equal(res.httpStatusCode, 204);
     const shown = await instanceOf(client, iid);
     assert.deepEqual(
-      [shown.name, shown.description, shown.maintain_begin, shown.maintain_end, shown.security_group_id, shown.retention_policy],
+      [shown.name, shown.description, shown.maintain_begin, shown.maintain_end, shown.security_group_id,
+        shown.retention_policy],
       ['node-renamed', 'orders cluster', '02:00:00', '06:00:00', 'sg-2', 'produce_reject']);
     const listed = await client.listInstances(new kafka.ListInstancesRequest());
     assert.equal(listed.instances.find((i) => i.instance_id === iid).name, 'node-renamed');
@@ -425,9 +436,10 @@ describe('fidelity (issue 9): calls the server gains with the `fidelity` branch'
   it('a reassignment task leaves out the fields it was not given (no "throttle":null)', async () => {
     const iid = await createInstance(client, 'node-params');
     const res = await client.createKafkaReassignmentTask(new kafka.CreateKafkaReassignmentTaskRequest()
-      .withInstanceId(iid).withBody(new kafka.PartitionReassignRequest().withReassignments([reassign('orders', [0, 1])])));
+      .withInstanceId(iid)
+      .withBody(new kafka.PartitionReassignRequest().withReassignments([reassign('orders', [0, 1])])));
     await finish(client, iid, res.job_id);
-    const shown = await client.showBackgroundTask(new kafka.ShowBackgroundTaskRequest().withInstanceId(iid).withTaskId(res.job_id));
+    const shown = await showTask(client, iid, res.job_id);
     const params = JSON.parse(shown.tasks[0].params);
     assert.ok(!('throttle' in params), shown.tasks[0].params);
     assert.ok(Object.values(params).every((v) => v !== null), shown.tasks[0].params);
