@@ -12,8 +12,9 @@ kernel upgrades); they fail until the `fidelity` branch lands.
 import time
 from datetime import datetime, timedelta, timezone
 
+import golangsdk
 import pytest
-from golangsdk import UnexpectedResponse
+from golangsdk import GoClient, UnexpectedResponse
 
 # The content types the provider sets with MoreHeaders on some reads.
 JSON = {"Content-Type": "application/json"}
@@ -103,6 +104,21 @@ def test_requests_are_signed_as_golangsdk_signs(go):
     signed = headers["Authorization"].split("SignedHeaders=")[1].split(",")[0]
     assert signed == "accept;content-type;user-agent;x-sdk-date"
     assert headers["X-Project-Id"] == go.project_id
+
+
+def test_unsigned_project_header_and_body_are_still_checked(server, go, monkeypatch):
+    """golangsdk sends X-Project-Id unsigned: one naming another project than the path is refused;
+    and the signature covers the JSON body as Go encodes it (a body changed after signing is refused)."""
+    other = GoClient(server.url, go.ak, go.sk, "fedcba9876543210fedcba9876543210")
+    with pytest.raises(UnexpectedResponse) as err:
+        other.request("GET", server.url + f"/v2/{go.project_id}/instances", more_headers=JSON)
+    assert (err.value.status, err.value.error_code) == (403, "APIGW.0302")
+
+    real = golangsdk.sign
+    monkeypatch.setattr(golangsdk, "sign", lambda m, p, q, h, payload, ak, sk: real(m, p, q, h, payload + b" ", ak, sk))
+    with pytest.raises(UnexpectedResponse) as err:
+        go.request("POST", go.url("v2/{project_id}/instances/action"), json_body={"action": "restart", "instances": []})
+    assert (err.value.status, err.value.error_code) == (401, "APIGW.0301")
 
 
 def test_background_tasks_data_source_pages_by_ten(server, go):
