@@ -64,9 +64,9 @@ class Server {
     return JSON.parse(out);
   }
 
-  /** Runs another subcommand of the binary on this server's database (e.g. `kernels add`). */
+  /** Runs an operator subcommand of the binary on this server's database (e.g. `kernels add`). */
   adminCommand(...args) {
-    return execFileSync(BINARY, [...args, '--database', this.db, '--master-key-file', this.keyFile],
+    return execFileSync(BINARY, [...args, '--database', this.db],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   }
 

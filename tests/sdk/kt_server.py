@@ -55,11 +55,9 @@ class Server:
 
     def add_kernel(self, engine_version, build):
         """Adds a newer kernel build for an engine version, so that `latest_version` moves ahead of the
-        instances. The interface is the one issue 9 asks of the `fidelity` branch (an operator
-        command of the binary on the server's database)."""
+        instances: `kafka-tasks kernels add` (issue 9, the `fidelity` branch) on the server's database."""
         subprocess.run(
-            [BINARY, "kernels", "add", "--engine-version", engine_version, "--build", build,
-             "--database", self.db, "--master-key-file", self.key_file],
+            [BINARY, "kernels", "add", "--engine-version", engine_version, "--build", build, "--database", self.db],
             check=True, capture_output=True, text=True,
         )
 

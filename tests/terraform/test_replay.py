@@ -335,14 +335,14 @@ def test_upgrade_waiter(server, go):
     A scheduled upgrade (`is_schedule` true, `execute_at`) is not waited for. The instance must be
     behind the latest kernel: a newer build is added first (issue 9's operator command)."""
     iid = create_instance_older_path(go, "tf-upgrade")
-    server.add_kernel("2.7", "2.7.0.701")
+    server.add_kernel("2.7", "2.7.1-h0.cbu.dms.401.r0")
     upgrade = go.url("v2/{project_id}/kafka/instances/{instance_id}/upgrade", instance_id=iid)
     res = go.request("POST", upgrade, json_body={"is_schedule": False}, more_headers=JSON).json()
     task = wait_for_state(instance_task_status_refresh(go, iid, res["job_id"]), ["PENDING"], ["COMPLETED"], 20, 30)
     assert task["name"] == "upgradeInstance"
     assert instance_state(go, iid)()[0]["engine_version"] == "2.7"
 
-    server.add_kernel("2.7", "2.7.0.702")
+    server.add_kernel("2.7", "2.7.1-h0.cbu.dms.402.r0")
     at = int(time.time() * 1000) + 3_600_000
     res = go.request("POST", upgrade, json_body={"is_schedule": True, "execute_at": at}, more_headers=JSON).json()
     assert res.get("schedule_id") and not res.get("job_id")
