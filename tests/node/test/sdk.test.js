@@ -342,7 +342,7 @@ describe('fidelity (issue 9): calls the server gains with the `fidelity` branch'
     assert.equal(res.httpStatusCode, 200);
     assert.match(res.instance_id, /^[0-9a-f-]{36}$/);
     await wait(async () => (await instanceOf(client, res.instance_id)).status === 'RUNNING');
-    const listed = await client.listInstances(new kafka.ListInstancesRequest());
+    const listed = await client.listInstances(new kafka.ListInstancesRequest().withEngine('kafka'));
     assert.ok(listed.instances.some((i) => i.instance_id === res.instance_id && i.name === 'node-postpaid'));
     const tasks = await listAll(client, res.instance_id);
     assert.deepEqual(tasks.tasks.map((t) => [t.name, t.status]), [['createInstance', 'SUCCESS']]);
@@ -427,7 +427,7 @@ describe('fidelity (issue 9): calls the server gains with the `fidelity` branch'
       [shown.name, shown.description, shown.maintain_begin, shown.maintain_end, shown.security_group_id,
         shown.retention_policy],
       ['node-renamed', 'orders cluster', '02:00:00', '06:00:00', 'sg-2', 'produce_reject']);
-    const listed = await client.listInstances(new kafka.ListInstancesRequest());
+    const listed = await client.listInstances(new kafka.ListInstancesRequest().withEngine('kafka'));
     assert.equal(listed.instances.find((i) => i.instance_id === iid).name, 'node-renamed');
 
     const err = await refused(client.updateInstance(new kafka.UpdateInstanceRequest().withInstanceId(iid)
