@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project, doing its own set-up on a fresh machine:
 # the Python venv with the official Huawei SDK, PostgreSQL up, formatting, lints,
-# the Rust unit and integration tests, and the SDK tests against the built binary.
+# the Rust unit and integration tests, and the official clients (Python and Node.js SDKs, a replay
+# of the Terraform provider's requests) against the built binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,3 +53,8 @@ step "Benchmark, quick mode (proves the command works; asserts no numbers)"
 
 step "Official Python SDK against the binary"
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/sdk
+
+step "Official Node.js SDK and Terraform replay"
+npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" npm test --prefix tests/node
+KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/terraform

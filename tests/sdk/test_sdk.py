@@ -13,6 +13,8 @@ from huaweicloudsdkkafka.v2 import (
     PartitionReassignRequest, ResizeEngineInstanceReq, ResizeEngineInstanceRequest, ShowBackgroundTaskProgressRequest,
     ShowBackgroundTaskRequest, ShowInstanceConfigsRequest, ShowInstanceRequest, UpdateInstanceAutoCreateTopicReq,
     UpdateInstanceAutoCreateTopicRequest, UpdateScheduledTaskRequest, UpgradeInstanceReq, UpgradeInstanceRequest,
+    # Issue 9:
+    CreatePostPaidKafkaInstanceRequest, ShowUpgradeInstanceVersionRequest, UpdateInstanceReq, UpdateInstanceRequest,
 )
 
 
@@ -122,14 +124,21 @@ def test_resize_storage(server):
     assert slow.show_instance(ShowInstanceRequest(instance_id=iid)).storage_space == 100000
 
 
-def test_scheduled_upgrade_update_and_delete(client, instance):
+def test_scheduled_reassignment_update_cancel_and_delete(client, instance):
+    # A scheduled reassignment rather than an upgrade: since issue 9 an upgrade needs a newer kernel
+    # (see the fidelity tests below), while the scheduled-task calls are the same for every task.
     at = int(time.time() * 1000) + 3_600_000
-    res = client.upgrade_instance(UpgradeInstanceRequest(instance_id=instance,
-                                                         body=UpgradeInstanceReq(is_schedule=True, execute_at=at)))
-    sid = res.schedule_id
-    assert sid and not res.job_id
+    res = client.create_kafka_reassignment_task(CreateKafkaReassignmentTaskRequest(
+        instance_id=instance, body=PartitionReassignRequest(
+            reassignments=[PartitionReassignEntity(topic="orders", brokers=[0, 1, 2])],
+            is_schedule=True, execute_at=at)))
+    # The SDK's CreateKafkaReassignmentTaskResponse has no `schedule_id` field (only job_id and
+    # reassignment_time), so the id the server returned is dropped; the scheduled list has it.
+    assert not res.job_id
     jobs = client.list_scheduled_tasks(ListScheduledTasksRequest(instance_id=instance, start="1", limit="10"))
-    assert jobs.job_count == 1 and jobs.jobs[0].id == sid and jobs.jobs[0].status == "CREATED"
+    assert jobs.job_count == 1 and jobs.jobs[0].status == "CREATED"
+    assert jobs.jobs[0].name == "kafkaPartitionReassign"
+    sid = jobs.jobs[0].id
     with pytest.raises(ClientRequestException) as err:
         client.delete_scheduled_task(DeleteScheduledTaskRequest(instance_id=instance, task_id=sid))
     assert err.value.error_code == "DMS.00400017"
@@ -138,7 +147,6 @@ def test_scheduled_upgrade_update_and_delete(client, instance):
     moved = client.update_scheduled_task(UpdateScheduledTaskRequest(instance_id=instance, task_id=sid, execute_at=soon))
     assert moved.status_code == 204
     finish(client, instance, sid)
-    assert client.show_instance(ShowInstanceRequest(instance_id=instance)).engine_version == "3.x"
 
     later = int(time.time() * 1000) + 3_600_000
     res = client.create_kafka_reassignment_task(CreateKafkaReassignmentTaskRequest(
@@ -211,3 +219,121 @@ def test_wrong_secret_and_weak_role_are_refused(server, instance, client):
         other.list_background_tasks(ListBackgroundTasksRequest(instance_id=instance))
     # The SDK sends the key's project in the path: the instance is simply not there.
     assert err.value.status_code == 404 and err.value.error_code == "DMS.00404022"
+
+
+# Issue 9 ("Fidelity"): calls the server gains with the `fidelity` branch. Strict: they fail until
+# it lands. Deselect with `-m "not fidelity"`.
+
+
+def engine_body(name):
+    return CreateInstanceByEngineReq(
+        name=name, engine="kafka", engine_version="2.7", broker_num=3, storage_space=300,
+        product_id="c6.2u4g.cluster", vpc_id="vpc-1", security_group_id="sg-1", subnet_id="subnet-1",
+        available_zones=["az1"], storage_spec_code="dms.physical.storage.high.v2",
+    )
+
+
+def running_instance(client, name):
+    res = client.create_instance_by_engine(CreateInstanceByEngineRequest(engine="kafka", body=engine_body(name)))
+    iid = res.instance_id
+    wait(lambda: client.show_instance(ShowInstanceRequest(instance_id=iid)).status == "RUNNING")
+    return iid
+
+
+def versions(client, iid):
+    v = client.show_upgrade_instance_version(ShowUpgradeInstanceVersionRequest(instance_id=iid))
+    assert v.status_code == 200
+    assert isinstance(v.current_version, str) and v.current_version
+    assert isinstance(v.latest_version, str) and v.latest_version
+    return v
+
+
+@pytest.mark.fidelity
+def test_create_post_paid_kafka_instance(client):
+    res = client.create_post_paid_kafka_instance(CreatePostPaidKafkaInstanceRequest(body=engine_body("sdk-postpaid")))
+    iid = res.instance_id
+    assert iid and len(iid) == 36
+    wait(lambda: client.show_instance(ShowInstanceRequest(instance_id=iid)).status == "RUNNING")
+    listed = client.list_instances(ListInstancesRequest())
+    assert [(i.name, i.engine_version) for i in listed.instances if i.instance_id == iid] == [("sdk-postpaid", "2.7")]
+    tasks = client.list_background_tasks(ListBackgroundTasksRequest(instance_id=iid))
+    assert [(t.name, t.status) for t in tasks.tasks] == [("createInstance", "SUCCESS")]
+
+
+@pytest.mark.fidelity
+def test_show_upgrade_instance_version_and_no_upgrade_on_the_latest_kernel(client):
+    iid = running_instance(client, "sdk-kernel-latest")
+    v = versions(client, iid)
+    assert v.current_version == v.latest_version
+    with pytest.raises(ClientRequestException) as err:
+        client.upgrade_instance(UpgradeInstanceRequest(instance_id=iid, body=UpgradeInstanceReq(is_schedule=False)))
+    assert err.value.status_code == 400 and err.value.error_code.startswith("DMS.")
+    assert client.show_instance(ShowInstanceRequest(instance_id=iid)).engine_version == "2.7"
+
+
+@pytest.mark.fidelity
+def test_kernel_upgrade_is_rolling_and_keeps_the_kafka_version(server, client):
+    iid = running_instance(client, "sdk-kernel-upgrade")
+    before = versions(client, iid)
+    server.add_kernel("2.7", "2.7.1-h0.cbu.dms.301.r0")
+    ahead = versions(client, iid)
+    assert ahead.current_version == before.current_version
+    assert ahead.latest_version != ahead.current_version and ahead.latest_version == "2.7.1-h0.cbu.dms.301.r0"
+
+    job = client.upgrade_instance(
+        UpgradeInstanceRequest(instance_id=iid, body=UpgradeInstanceReq(is_schedule=False))).job_id
+    assert job
+    finish(client, iid, job)
+    shown = client.show_background_task(ShowBackgroundTaskRequest(instance_id=iid, task_id=job))
+    assert shown.tasks[0].name == "upgradeInstance"
+    progress = client.show_background_task_progress(ShowBackgroundTaskProgressRequest(instance_id=iid, task_id=job))
+    # Rolling: one step per broker (other steps, such as checks, may come before and after).
+    broker_steps = [st.name for st in progress.step_list if "broker" in st.name.lower()]
+    assert len(broker_steps) == len(set(broker_steps)) == 3, [st.name for st in progress.step_list]
+    assert all(st.statue == "COMPLETED" for st in progress.step_list)
+    assert progress.progress_percentage == 100
+    after = versions(client, iid)
+    assert after.current_version == after.latest_version == ahead.latest_version
+    assert client.show_instance(ShowInstanceRequest(instance_id=iid)).engine_version == "2.7"
+
+
+@pytest.mark.fidelity
+def test_scheduled_kernel_upgrade_and_status_null(server, client):
+    iid = running_instance(client, "sdk-kernel-scheduled")
+    server.add_kernel("2.7", "2.7.1-h0.cbu.dms.302.r0")
+    ahead = versions(client, iid)
+    at = int(time.time() * 1000) + 3_600_000
+    sid = client.upgrade_instance(UpgradeInstanceRequest(
+        instance_id=iid, body=UpgradeInstanceReq(is_schedule=True, execute_at=at))).schedule_id
+    assert sid
+    client.update_scheduled_task(UpdateScheduledTaskRequest(instance_id=iid, task_id=sid, status="CANCELLED"))
+    # DMS lists `null` ("to be executed") among the statuses: it puts a cancelled task, still ahead, back.
+    back = client.update_scheduled_task(UpdateScheduledTaskRequest(instance_id=iid, task_id=sid, status="null"))
+    assert back.status_code == 204
+    jobs = client.list_scheduled_tasks(ListScheduledTasksRequest(instance_id=iid)).jobs
+    assert [(j.name, j.status) for j in jobs if j.id == sid] == [("upgradeInstance", "CREATED")]
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=2)).strftime("%Y%m%d%H%M%S")
+    client.update_scheduled_task(UpdateScheduledTaskRequest(instance_id=iid, task_id=sid, execute_at=soon))
+    finish(client, iid, sid)
+    assert versions(client, iid).current_version == ahead.latest_version
+    assert client.show_instance(ShowInstanceRequest(instance_id=iid)).engine_version == "2.7"
+
+
+@pytest.mark.fidelity
+def test_update_instance(client):
+    iid = running_instance(client, "sdk-update")
+    res = client.update_instance(UpdateInstanceRequest(instance_id=iid, body=UpdateInstanceReq(
+        name="sdk-renamed", description="orders cluster", maintain_begin="02:00:00", maintain_end="06:00:00",
+        security_group_id="sg-2", retention_policy="produce_reject")))
+    assert res.status_code == 204
+    shown = client.show_instance(ShowInstanceRequest(instance_id=iid))
+    assert (shown.name, shown.description, shown.maintain_begin, shown.maintain_end, shown.security_group_id,
+            shown.retention_policy) == (
+        "sdk-renamed", "orders cluster", "02:00:00", "06:00:00", "sg-2", "produce_reject")
+    listed = client.list_instances(ListInstancesRequest())
+    assert [i.name for i in listed.instances if i.instance_id == iid] == ["sdk-renamed"]
+    with pytest.raises(ClientRequestException) as err:
+        client.update_instance(UpdateInstanceRequest(
+            instance_id=iid, body=UpdateInstanceReq(retention_policy="keep_forever")))
+    assert err.value.status_code == 400 and err.value.error_code.startswith("DMS.00400")
+    assert client.show_instance(ShowInstanceRequest(instance_id=iid)).retention_policy == "produce_reject"
