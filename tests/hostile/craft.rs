@@ -51,6 +51,10 @@ pub enum Route {
     Reassign,
     Upgrade,
     Tokens,
+    CreatePostPaid,
+    ReassignAlt,
+    UpgradeInfo,
+    UpdateInstance,
     Health,
     Ready,
     Metrics,
@@ -78,6 +82,10 @@ pub const API_ROUTES: &[Route] = &[
     Route::Reassign,
     Route::Upgrade,
     Route::Tokens,
+    Route::CreatePostPaid,
+    Route::ReassignAlt,
+    Route::UpgradeInfo,
+    Route::UpdateInstance,
 ];
 
 pub const OPEN_ROUTES: &[Route] = &[Route::Health, Route::Ready, Route::Metrics, Route::Console];
@@ -86,11 +94,12 @@ impl Route {
     pub fn method(self) -> &'static str {
         use Route::*;
         match self {
-            ListTasks | ShowTask | Progress | ListScheduled | ListInstances | ShowInstance | ShowConfigs | Health
-            | Ready | Metrics | Console => "GET",
+            ListTasks | ShowTask | Progress | ListScheduled | ListInstances | ShowInstance | ShowConfigs
+            | UpgradeInfo | Health | Ready | Metrics | Console => "GET",
             DeleteTask | DeleteScheduled | DeleteInstance => "DELETE",
-            UpdateScheduled | ModifyConfigs => "PUT",
-            Create | Action | AutoTopic | Extend | ExtendAlt | Reassign | Upgrade | Tokens => "POST",
+            UpdateScheduled | ModifyConfigs | UpdateInstance => "PUT",
+            Create | CreatePostPaid | Action | AutoTopic | Extend | ExtendAlt | Reassign | ReassignAlt | Upgrade
+            | Tokens => "POST",
         }
     }
 
@@ -111,8 +120,11 @@ impl Route {
             Extend => "/v2/{p}/kafka/instances/{i}/extend",
             ExtendAlt => "/v2/kafka/{p}/instances/{i}/extend",
             Reassign => "/v2/{p}/kafka/instances/{i}/reassign",
-            Upgrade => "/v2/{p}/kafka/instances/{i}/upgrade",
+            Upgrade | UpgradeInfo => "/v2/{p}/kafka/instances/{i}/upgrade",
             Tokens => "/v3/auth/tokens",
+            CreatePostPaid => "/v2/{p}/kafka/instances",
+            ReassignAlt => "/v2/kafka/{p}/instances/{i}/reassign",
+            UpdateInstance => "/v2/{p}/instances/{i}",
             Health => "/healthz",
             Ready => "/readyz",
             Metrics => "/metrics",
@@ -415,7 +427,7 @@ fn noise_fields(rng: &mut Rng, v: &mut Value) {
 fn broken_template(rng: &mut Rng, route: Route, t: &Targets) -> Value {
     use Route::*;
     let mut v = match route {
-        Create => {
+        Create | CreatePostPaid => {
             let mut b = json!({"name": "hostile-1", "engine_version": "2.7", "broker_num": 3, "storage_space": 300, "product_id": "p1"});
             let (k, bad): (&str, Value) = match rng.below(7) {
                 0 => (
@@ -493,7 +505,7 @@ fn broken_template(rng: &mut Rng, route: Route, t: &Targets) -> Value {
             5 => json!({"oper_type": "storage"}),
             _ => json!({"new_storage_space": 600}),
         },
-        Reassign => {
+        Reassign | ReassignAlt => {
             let mut b = match rng.below(9) {
                 0 => json!({}),
                 1 => json!({"reassignments": []}),
@@ -524,6 +536,22 @@ fn broken_template(rng: &mut Rng, route: Route, t: &Targets) -> Value {
             }
             3 => json!({"is_schedule": true, "execute_at": crate::serve::now_ms() - 60_000}),
             _ => json!({"is_schedule": true, "execute_at": crate::serve::now_ms() + 20 * 366 * 86_400_000}),
+        },
+        // UpdateInstance: every body breaks at least one of its rules (docs/decisions.md).
+        UpdateInstance => match rng.below(9) {
+            0 => json!({}),
+            1 => {
+                json!({"name": rng.pick(&[json!("ab"), json!("1abc"), json!("a".repeat(65)), json!(5), json!("a b c")])})
+            }
+            2 => json!({"description": "d".repeat(1_025)}),
+            3 => json!({"maintain_begin": "02:00:00"}),
+            4 => {
+                json!({"maintain_begin": rng.pick(&[json!("03:00:00"), json!("2:00"), json!(2), json!("25:00:00")]), "maintain_end": "07:00:00"})
+            }
+            5 => json!({"retention_policy": rng.pick(&[json!("delete"), json!(""), json!(1), json!("TIME_BASE")])}),
+            6 => json!({"security_group_id": rng.pick(&[json!(""), json!("s".repeat(65)), json!(7), json!([])])}),
+            7 => json!({"name": null, "description": null}),
+            _ => json!({"enterprise_project_id": rng.pick(&[json!(""), json!("e".repeat(65)), json!({})])}),
         },
         Action => match rng.below(5) {
             0 => {
