@@ -21,6 +21,8 @@ pub const HTTP_IN_FLIGHT: &str = "kafka_tasks_http_requests_in_flight";
 /// body_malformed). Authentication failures, throttling and body-budget refusals have their own
 /// families below; a request is counted in exactly one of them.
 pub const HTTP_REJECTED: &str = "kafka_tasks_http_rejected_total";
+/// The reasons of [`HTTP_REJECTED`].
+pub const REJECT_REASONS: &[&str] = &["uri_too_long", "body_too_large", "body_timeout", "body_malformed"];
 /// Written in src/auth (issue 8); named here so that every name is listed in one place.
 pub const AUTH_FAILURES: &str = "kafka_tasks_auth_failures_total";
 pub const RATE_LIMITED: &str = "kafka_tasks_rate_limited_total";
@@ -162,6 +164,7 @@ const OPERATIONS: &[&str] = &[
 /// Series that must exist at 0 before their first event, for the same reason.
 fn initialise() {
     for op in OPERATIONS {
+        metrics::counter!(SUBMITTED, "name" => *op).increment(0);
         for status in ["SUCCESS", "FAILED"] {
             metrics::counter!(TASK_OUTCOMES, "operation" => *op, "status" => status).increment(0);
         }
@@ -169,6 +172,10 @@ fn initialise() {
     for kind in ["backend", "corrupt", "closed", "unavailable"] {
         metrics::counter!(STORE_ERRORS, "kind" => kind).increment(0);
     }
+    for reason in REJECT_REASONS {
+        metrics::counter!(HTTP_REJECTED, "reason" => *reason).increment(0);
+    }
+    metrics::counter!(BODY_BUDGET_REFUSALS).increment(0);
     metrics::counter!(LEASE_TAKEOVERS).increment(0);
     metrics::counter!(SCHEDULED_FIRED).increment(0);
     metrics::gauge!(HTTP_IN_FLIGHT).increment(0.0);
