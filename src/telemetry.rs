@@ -294,6 +294,21 @@ mod tests {
     }
 
     #[test]
+    fn step_labels_are_the_operations_own_step_names() {
+        let op = crate::domain::operation::Operation::Restart;
+        let first = op.steps(1.0).first().map(|s| s.name.clone()).unwrap_or_default();
+        assert!(!first.is_empty());
+        assert_eq!(step_label(&op, &first), first);
+        assert_eq!(step_label(&op, "'; DROP TABLE tasks; --"), "other");
+    }
+
+    #[test]
+    fn store_error_kinds_are_the_variants() {
+        assert_eq!(store_error_kind(&StoreError::Unavailable("x".into())), "unavailable");
+        assert_eq!(store_error_kind(&StoreError::Closed), "closed");
+    }
+
+    #[test]
     fn names_follow_prometheus_conventions() {
         let counters = [
             HTTP_REQUESTS,
