@@ -51,6 +51,14 @@ step "Benchmark, quick mode (proves the command works; asserts no numbers)"
 ./target/debug/kafka-tasks bench --quick
 ./target/debug/kafka-tasks bench --quick --engine postgres --pg-server "$KAFKA_TASKS_TEST_PG"
 
+step "Prometheus rules, dashboard and live scrape"
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq prometheus
+fi
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts_test.yml
+KAFKA_TASKS_REQUIRE_PROMETHEUS=1 run_tests --test prometheus
+
 step "Official Python SDK against the binary"
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/sdk
 

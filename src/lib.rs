@@ -18,3 +18,4 @@ pub mod http;
 pub mod log_limit;
 pub mod server;
 pub mod storage;
+pub mod telemetry;

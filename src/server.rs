@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -18,45 +18,14 @@ use crate::domain::{ProjectId, Role};
 use crate::engine::{Engine, EngineConfig};
 use crate::http::{self, AppState, serve};
 use crate::storage::Storage;
+use crate::telemetry;
 
-/// Histogram buckets (seconds for latencies; the group-commit size histogram shares them, which
-/// is coarse but bounded). Buckets rather than summaries: a fixed number of counters per series.
-const BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-/// How often recorded histogram samples are folded into their buckets when nothing scrapes.
-const METRICS_UPKEEP: Duration = Duration::from_secs(5);
-
-/// The process-wide Prometheus recorder (metrics has one global recorder), with a thread that
-/// runs its upkeep, so that samples recorded between scrapes never pile up.
+/// The process-wide Prometheus recorder (see [`crate::telemetry`]), with the memory trimmer
+/// that started with it.
 fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = match PrometheusBuilder::new().set_buckets(BUCKETS) {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::warn!(error = %e, "histogram buckets refused; using summaries");
-                    PrometheusBuilder::new()
-                }
-            };
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            if metrics::set_global_recorder(recorder).is_err() {
-                tracing::warn!("a metrics recorder was already installed");
-            }
-            let upkeep = handle.clone();
-            let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
-                loop {
-                    std::thread::sleep(METRICS_UPKEEP);
-                    upkeep.run_upkeep();
-                }
-            });
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "cannot start the metrics upkeep thread");
-            }
-            start_memory_trimmer();
-            handle
-        })
-        .clone()
+    static TRIMMER: OnceLock<()> = OnceLock::new();
+    TRIMMER.get_or_init(start_memory_trimmer);
+    telemetry::handle()
 }
 
 /// How often freed heap memory is handed back to the system.
@@ -139,6 +108,10 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         wake,
     );
     let engine = tokio::spawn(engine.run(shutdown_rx.clone()));
+    // The recorder is installed whether or not /metrics is served here.
+    let _ = metrics_handle();
+    telemetry::build_info(&args.db.database);
+    tokio::spawn(telemetry::sample_forever(storage.clone(), shutdown_rx.clone()));
     let mut opts = args.net.serve_options();
     opts.max_connections = serve::fit_connection_cap(opts.max_connections);
     let (metrics_addr, metrics_server) = match args.net.metrics_listen {

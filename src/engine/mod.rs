@@ -16,6 +16,7 @@ use tracing::Instrument;
 use crate::domain::now_ms;
 use crate::domain::operation::StepContext;
 use crate::storage::{Claimed, EngineStore, StepOutcome};
+use crate::telemetry;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -66,6 +67,7 @@ impl Engine {
                     Ok(batch) => {
                         claimed_all = batch.len() == want;
                         for c in batch {
+                            telemetry::claimed(&c);
                             let Ok(permit) = slots.clone().acquire_owned().await else {
                                 break;
                             };
@@ -111,16 +113,18 @@ impl Engine {
 
     async fn run_task(&self, c: Claimed) {
         let span = tracing::info_span!("task", task_id = %c.task.id, name = %c.task.name);
+        let _running = telemetry::RunningStep::new();
         self.run_steps(c).instrument(span).await
     }
 
     async fn run_steps(&self, c: Claimed) {
-        let Claimed { task, step: mut current, started, ended, reason, .. } = c;
+        let Claimed { task, operation, step: mut current, started, ended, reason } = c;
+        let op = operation.task_name();
         // Step events at debug level: enough to prove, from the logs of every process, that no
         // step ever ran in two places at once (see tests/cluster).
         tracing::debug!(task_id = %task.id, owner = %self.owner, started, at = now_ms(), "task claimed");
         if let Some(status) = ended {
-            metrics::counter!("kafka_tasks_finished_total", "status" => status.as_str()).increment(1);
+            telemetry::task_ended(op, status);
             match reason {
                 Some(reason) => {
                     tracing::warn!(status = status.as_str(), %reason, "task refused: its operation no longer applies")
@@ -134,6 +138,7 @@ impl Engine {
                 return;
             };
             tracing::debug!(task_id = %task.id, owner = %self.owner, step = current, at = now_ms(), "step started");
+            let step_started = std::time::Instant::now();
             if step.duration_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(step.duration_ms)).await;
             }
@@ -164,6 +169,9 @@ impl Engine {
                     }
                 }
             };
+            if !matches!(outcome, StepOutcome::Lost) {
+                telemetry::step_done(&operation, op, &step.name, step_started.elapsed());
+            }
             let outcome_name = match outcome {
                 StepOutcome::Next(_) => "completed",
                 StepOutcome::Ended(status) => status.as_str(),
@@ -173,7 +181,7 @@ impl Engine {
             match outcome {
                 StepOutcome::Next(n) => current = n,
                 StepOutcome::Ended(status) => {
-                    metrics::counter!("kafka_tasks_finished_total", "status" => status.as_str()).increment(1);
+                    telemetry::task_ended(op, status);
                     tracing::info!(status = status.as_str(), "task ended");
                     return;
                 }

@@ -303,6 +303,30 @@ pub trait EngineStore: Send + Sync {
     async fn release_leases(&self, owner: &str) -> StoreResult<()>;
     /// Tasks not yet ended (waiting, due or running), across all instances.
     async fn unfinished_count(&self) -> StoreResult<u64>;
+    /// The counts behind the engine's gauges at `now` (see [`EngineStats`]).
+    async fn engine_stats(&self, now: i64) -> StoreResult<EngineStats>;
+}
+
+/// What the store's gauges show: unfinished tasks only (read through the index of due tasks,
+/// so that sampling costs what the queue holds, not the whole history).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    pub created: u64,
+    pub executing: u64,
+    /// Due and not taken: CREATED and due, or EXECUTING past its lease.
+    pub due: u64,
+    /// The earliest due time among those (a released lease, due at 0, is not counted here).
+    pub oldest_due_at: Option<i64>,
+    pub lease_expired: u64,
+    /// PostgreSQL's connection pool, when there is one.
+    pub pool: Option<PoolStats>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    pub in_use: u64,
+    pub idle: u64,
+    pub waiting: u64,
 }
 
 /// An access key as stored; the secret key is sealed with the master key.

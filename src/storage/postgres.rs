@@ -18,6 +18,7 @@ use crate::domain::instance::Instance;
 use crate::domain::operation::{Operation, StepContext};
 use crate::domain::transition::{self, Advance, Taken};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
+use crate::telemetry;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
@@ -37,11 +38,11 @@ pub struct Postgres {
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
+    telemetry::store_error(StoreError::Backend(e.to_string()))
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
+    telemetry::store_error(StoreError::Corrupt(e.to_string()))
 }
 
 /// SQLSTATE classes and codes that mean "the database cannot serve now" rather than "this
@@ -57,6 +58,12 @@ fn unavailable_sqlstate(code: &str) -> bool {
 /// "db error" that `tokio_postgres::Error` displays, and tells outages from faults.
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
+        telemetry::store_error(classify(e))
+    }
+}
+
+fn classify(e: tokio_postgres::Error) -> StoreError {
+    {
         if let Some(db) = e.as_db_error() {
             let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
             for (label, part) in [("detail", db.detail()), ("hint", db.hint()), ("where", db.where_())] {
@@ -95,12 +102,12 @@ impl From<deadpool_postgres::PoolError> for StoreError {
             // With `RecyclingMethod::Fast` nothing runs on a pooled connection before it is
             // handed out, so a backend error here comes from connecting: the server is down,
             // refuses connections, or this database does not accept them.
-            PoolError::Backend(e) => match StoreError::from(e) {
+            PoolError::Backend(e) => telemetry::store_error(match classify(e) {
                 StoreError::Backend(text) => StoreError::Unavailable(format!("cannot connect: {text}")),
                 other => other,
-            },
-            PoolError::Closed => StoreError::Closed,
-            PoolError::Timeout(_) => StoreError::Unavailable(format!("connection pool: {e}")),
+            }),
+            PoolError::Closed => telemetry::store_error(StoreError::Closed),
+            PoolError::Timeout(_) => telemetry::store_error(StoreError::Unavailable(format!("connection pool: {e}"))),
             PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => backend(e),
         }
     }
@@ -878,6 +885,29 @@ impl EngineStore for Postgres {
         let client = self.pool.get().await?;
         let n: i64 = client.query_one("SELECT count(*) FROM tasks WHERE due_at IS NOT NULL", &[]).await?.try_get(0)?;
         Ok(n.max(0) as u64)
+    }
+
+    async fn engine_stats(&self, now: i64) -> StoreResult<EngineStats> {
+        let status = self.pool.status();
+        let client = self.pool.get().await?;
+        let r = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 'CREATED'), count(*) FILTER (WHERE status = 'EXECUTING'), \
+                 count(*) FILTER (WHERE due_at <= $1), min(due_at) FILTER (WHERE due_at <= $1 AND due_at > 0), \
+                 count(*) FILTER (WHERE status = 'EXECUTING' AND due_at <= $1) FROM tasks WHERE due_at IS NOT NULL",
+                &[&now],
+            )
+            .await?;
+        let n = |i: usize| -> StoreResult<u64> { Ok(r.try_get::<_, i64>(i)?.max(0) as u64) };
+        let in_use = status.size.saturating_sub(status.available) as u64;
+        Ok(EngineStats {
+            created: n(0)?,
+            executing: n(1)?,
+            due: n(2)?,
+            oldest_due_at: r.try_get(3)?,
+            lease_expired: n(4)?,
+            pool: Some(PoolStats { in_use, idle: status.available as u64, waiting: status.waiting as u64 }),
+        })
     }
 
     async fn release_leases(&self, owner: &str) -> StoreResult<()> {

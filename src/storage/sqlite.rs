@@ -17,6 +17,7 @@ use crate::domain::instance::Instance;
 use crate::domain::operation::{Operation, StepContext};
 use crate::domain::transition::{self, Advance, Taken};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
+use crate::telemetry;
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),
@@ -45,7 +46,7 @@ pub struct Sqlite {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ErrorCode::*;
-        match &e {
+        let err = match &e {
             rusqlite::Error::SqliteFailure(f, _)
                 if matches!(
                     f.code,
@@ -55,12 +56,13 @@ impl From<rusqlite::Error> for StoreError {
                 StoreError::Unavailable(e.to_string())
             }
             _ => StoreError::Backend(e.to_string()),
-        }
+        };
+        telemetry::store_error(err)
     }
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(e.to_string())
+    telemetry::store_error(StoreError::Corrupt(e.to_string()))
 }
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -138,11 +140,13 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             continue;
         }
         let replies: Vec<Reply> = batch.into_iter().map(|job| job(Ok(&conn))).collect();
+        let commit_started = std::time::Instant::now();
         let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
-        metrics::histogram!("kafka_tasks_group_commit_size").record(replies.len() as f64);
+        metrics::histogram!(telemetry::SQLITE_COMMIT_DURATION).record(commit_started.elapsed().as_secs_f64());
+        metrics::histogram!(telemetry::SQLITE_GROUP_SIZE).record(replies.len() as f64);
         for reply in replies {
             reply(committed.clone());
         }
@@ -700,6 +704,11 @@ impl KernelStore for Sqlite {
     }
 }
 
+/// The engine's gauges, read through the partial index of unfinished tasks (`tasks_due`).
+const STATS_SQL: &str = "SELECT coalesce(sum(status = 'CREATED'), 0), coalesce(sum(status = 'EXECUTING'), 0), \
+     coalesce(sum(due_at <= ?1), 0), min(CASE WHEN due_at <= ?1 AND due_at > 0 THEN due_at END), \
+     coalesce(sum(status = 'EXECUTING' AND due_at <= ?1), 0) FROM tasks WHERE due_at IS NOT NULL";
+
 #[async_trait]
 impl EngineStore for Sqlite {
     async fn claim(
@@ -829,6 +838,24 @@ impl EngineStore for Sqlite {
                 .prepare_cached("SELECT count(*) FROM tasks WHERE due_at IS NOT NULL")?
                 .query_row([], |r| r.get(0))?;
             Ok(n.max(0) as u64)
+        })
+        .await
+    }
+
+    async fn engine_stats(&self, now: i64) -> StoreResult<EngineStats> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(STATS_SQL)?;
+            let stats = stmt.query_row(params![now], |r| {
+                Ok(EngineStats {
+                    created: r.get::<_, i64>(0)?.max(0) as u64,
+                    executing: r.get::<_, i64>(1)?.max(0) as u64,
+                    due: r.get::<_, i64>(2)?.max(0) as u64,
+                    oldest_due_at: r.get(3)?,
+                    lease_expired: r.get::<_, i64>(4)?.max(0) as u64,
+                    pool: None,
+                })
+            })?;
+            Ok(stats)
         })
         .await
     }

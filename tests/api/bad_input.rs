@@ -119,7 +119,7 @@ async fn health_readiness_and_metrics() {
     app.create_instance().await;
     let metrics = app.get("/metrics").await;
     assert_eq!(metrics.status, 200);
-    assert!(metrics.text.contains("kafka_tasks_http_request_seconds"), "{}", metrics.text);
+    assert!(metrics.text.contains("kafka_tasks_http_request_duration_seconds"), "{}", metrics.text);
 }
 
 #[tokio::test]

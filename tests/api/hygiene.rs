@@ -313,5 +313,5 @@ async fn metrics_listen_moves_metrics_off_the_api_address() {
     assert!(res.request_id.is_some());
     let other = app.metrics_base().expect("a metrics address");
     let text = reqwest::get(format!("{other}/metrics")).await.expect("scrape").text().await.expect("text");
-    assert!(text.contains("kafka_tasks_http_request_seconds_bucket"), "{text}");
+    assert!(text.contains("kafka_tasks_http_request_duration_seconds_bucket"), "{text}");
 }
