@@ -849,7 +849,10 @@ fn raw_draft(rng: &mut Rng, ctx: &Ctx) -> (Vec<u8>, bool, &'static str) {
         }
         10..14 => {
             let mut t = d.target.clone().into_bytes();
-            let at = rng.index(t.len() + 1);
+            // Into the path only: a byte dropped into a query key (`sta\xc3\xa9tus`) can turn
+            // a refused duplicate into a different key, and so into a valid request.
+            let path_len = t.iter().position(|&b| b == b'?').unwrap_or(t.len());
+            let at = rng.index(path_len + 1);
             let junk: &[u8] = rng.pick(&[&b"\x00"[..], b"\x7f", b"\xff\xfe", b" ", b"\x01", b"\xc3\xa9"]);
             t.splice(at..at, junk.iter().copied());
             t
