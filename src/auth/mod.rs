@@ -555,55 +555,42 @@ mod tests {
         }
     }
 
-    /// One credential, in memory: the authenticator without a database.
-    struct OneKey(CredentialRecord);
-
-    #[async_trait::async_trait]
-    impl CredentialStore for OneKey {
-        async fn master_key_check(&self) -> crate::storage::StoreResult<Option<String>> {
-            Ok(None)
-        }
-        async fn record_master_key_check(&self, value: &str, _: i64) -> crate::storage::StoreResult<String> {
-            Ok(value.to_owned())
-        }
-        async fn has_credentials(&self) -> crate::storage::StoreResult<bool> {
-            Ok(true)
-        }
-        async fn insert_credential(&self, _: CredentialRecord) -> crate::storage::StoreResult<()> {
-            Ok(())
-        }
-        async fn insert_first_credential(&self, _: CredentialRecord) -> crate::storage::StoreResult<bool> {
-            Ok(false)
-        }
-        async fn get_credential(&self, ak: &str) -> crate::storage::StoreResult<Option<CredentialRecord>> {
-            Ok((ak == self.0.access_key).then(|| self.0.clone()))
-        }
-        async fn list_credentials(&self) -> crate::storage::StoreResult<Vec<CredentialRecord>> {
-            Ok(vec![self.0.clone()])
-        }
-        async fn revoke_credential(&self, _: &str, _: i64) -> crate::storage::StoreResult<bool> {
-            Ok(false)
-        }
-    }
-
     const AK: &str = "AKPROPERTYTEST000001";
     const SK: &str = "secretsecretsecretsecretsecretsecret0000";
 
-    fn authenticator() -> Authenticator {
-        let master = MasterKey::from_hex(&"ab".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
-        let record = CredentialRecord {
-            access_key: AK.into(),
-            secret_sealed: master.seal(SK),
-            project_id: "0123456789abcdef0123456789abcdef".parse().unwrap_or_else(|_| panic!("project")),
-            user_id: "u".into(),
-            user_name: "n".into(),
-            role: Role::Admin,
-            created_at: 0,
-            revoked_at: None,
-            failed_attempts: 0,
-            locked_until: None,
-        };
-        Authenticator::new(Arc::new(OneKey(record)), master, Clock::default())
+    /// One authenticator over a real SQLite store that holds one credential, shared by every
+    /// case of the property tests (with the runtime it was opened on).
+    fn shared() -> &'static (tokio::runtime::Runtime, Authenticator, tempfile::TempDir) {
+        static SHARED: std::sync::OnceLock<(tokio::runtime::Runtime, Authenticator, tempfile::TempDir)> =
+            std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("runtime: {e}"));
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+            let master = MasterKey::from_hex(&"ab".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
+            let record = CredentialRecord {
+                access_key: AK.into(),
+                secret_sealed: master.seal(SK),
+                project_id: "0123456789abcdef0123456789abcdef".parse().unwrap_or_else(|_| panic!("project")),
+                user_id: "u".into(),
+                user_name: "n".into(),
+                role: Role::Admin,
+                created_at: 0,
+                revoked_at: None,
+                failed_attempts: 0,
+                locked_until: None,
+            };
+            let url = format!("sqlite:{}", dir.path().join("auth.db").display());
+            let storage = rt.block_on(async {
+                let storage = crate::storage::Storage::open(&url).await.unwrap_or_else(|e| panic!("open: {e}"));
+                storage.credentials.insert_credential(record).await.unwrap_or_else(|e| panic!("insert: {e}"));
+                storage
+            });
+            (rt, Authenticator::new(storage.credentials, master, Clock::default()), dir)
+        })
     }
 
     mod properties {
@@ -636,7 +623,7 @@ mod tests {
                 body in proptest::collection::vec(any::<u8>(), 0..40),
                 query in ".{0,30}",
             ) {
-                let a = authenticator();
+                let (rt, a, _) = shared();
                 let mut headers = HeaderMap::new();
                 for (name, value) in [("authorization", &auth), ("x-sdk-date", &date), ("x-sdk-content-sha256", &content), ("x-auth-token", &token)] {
                     if let Ok(v) = HeaderValue::from_bytes(value) {
@@ -644,7 +631,6 @@ mod tests {
                     }
                 }
                 let req = SignedRequest { method: "POST", path: "/v2/x", query: &query, headers: &headers, body: &body };
-                let rt = tokio::runtime::Builder::new_current_thread().build().map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let out = rt.block_on(a.authenticate(&req, None));
                 prop_assert!(out.is_err(), "{out:?}");
             }
