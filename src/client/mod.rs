@@ -426,12 +426,7 @@ pub async fn run(cmd: ClientCommand) -> ExitCode {
     match dispatch(cmd).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            let label = match f {
-                Failure::TaskFailed(_) => "task failed",
-                Failure::Timeout(_) => "timeout",
-                _ => "error",
-            };
-            eprintln!("{label}: {f}");
+            eprintln!("error: {f}");
             ExitCode::from(f.exit_code())
         }
     }

@@ -78,7 +78,12 @@ pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
     let colour = live && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let bar = if live {
         let bar = ProgressBar::with_draw_target(Some(100), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{spinner} [{bar:30.cyan/blue}] {pos:>3}% {msg}")
+        let template = if colour {
+            "{spinner} [{bar:24.cyan/blue}] {pos:>3}% {wide_msg}"
+        } else {
+            "{spinner} [{bar:24}] {pos:>3}% {wide_msg}"
+        };
+        let style = ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
         bar.set_style(style);
@@ -142,7 +147,9 @@ pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     if let Some(bar) = bar {
+        // The finished bar stays on screen; indicatif leaves the cursor at its end.
         bar.finish();
+        eprintln!();
     }
     if result.is_ok() && w.gone_is_success && last.as_ref().is_some_and(|l| l.status != "SUCCESS") {
         // The instance went away with its task: the deletion is done.
