@@ -136,7 +136,7 @@ pub struct Page {
 pub enum ClientCommand {
     /// Background tasks of an instance: list, show, progress, wait, delete.
     Tasks(TasksArgs),
-    /// Scheduled tasks of an instance: list, reschedule, cancel, delete.
+    /// Scheduled tasks of an instance: list, reschedule, cancel, resume, delete.
     Scheduled(ScheduledArgs),
     /// Instances: list, show, create, update, delete.
     Instances(InstancesArgs),
@@ -225,6 +225,12 @@ pub enum ScheduledCommand {
         /// The new time (see `reassign --at` for the forms).
         #[arg(long, value_name = "TIME")]
         at: String,
+    },
+    /// Make a cancelled task whose time is still ahead wait again.
+    Resume {
+        #[command(flatten)]
+        inst: Inst,
+        task: String,
     },
     /// Cancel a waiting task.
     Cancel {
@@ -784,6 +790,10 @@ async fn scheduled(c: Ctx, cmd: ScheduledCommand) -> Result<(), Failure> {
             let v = c.api.send("PUT", &task_path(&inst, &task), &[("execute_at", compact(ms))], None).await?;
             c.done(&v, || format!("task {task} now due {}", when(&json!(ms), now_ms())));
         }
+        ScheduledCommand::Resume { inst, task } => {
+            let v = c.api.send("PUT", &task_path(&inst, &task), &[("status", "null".into())], None).await?;
+            c.done(&v, || format!("task {task} waits again"));
+        }
         ScheduledCommand::Cancel { inst, task } => {
             let v = c.api.send("PUT", &task_path(&inst, &task), &[("status", "CANCELLED".into())], None).await?;
             c.done(&v, || format!("cancelled task {task}"));
@@ -917,9 +927,15 @@ async fn instances(c: Ctx, cmd: InstancesCommand) -> Result<(), Failure> {
             let v = c.api.send("DELETE", &c.api.instance_path(&instance, ""), &[], None).await?;
             c.done(&v, || format!("instance {instance} is being deleted"));
             if wait.wait {
-                let job = c.newest_task(&instance, "deleteInstance").await?;
                 let started = std::time::Instant::now();
-                c.wait_for(&instance, &job, &wait, true).await?;
+                match c.newest_task(&instance, "deleteInstance").await {
+                    Ok(job) => {
+                        c.wait_for(&instance, &job, &wait, true).await?;
+                    }
+                    // Already gone with its task (a fast engine): the deletion is done.
+                    Err(Failure::Api { status: 404, .. }) => {}
+                    Err(e) => return Err(e),
+                }
                 if !c.json() {
                     println!("instance {instance} deleted after {}", output::duration(started.elapsed().as_secs()));
                 }

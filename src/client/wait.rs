@@ -97,16 +97,15 @@ pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
     let result = loop {
         let shown = match w.api.get(&task_path, &[]).await {
             Ok(v) => v,
-            Err(Failure::Api { status: 404, .. }) if w.gone_is_success && last.is_some() => {
-                break Ok(Value::Null);
-            }
+            // The instance went away with its task (perhaps before the first look).
+            Err(Failure::Api { status: 404, .. }) if w.gone_is_success => break Ok(Value::Null),
             Err(e) => break Err(e),
         };
         let task = shown.get("tasks").and_then(|t| t.get(0)).cloned().unwrap_or(Value::Null);
         let status = task.get("status").and_then(Value::as_str).unwrap_or("UNKNOWN").to_owned();
         let progress = match w.api.get(&format!("{task_path}/progress"), &[]).await {
             Ok(p) => p,
-            Err(Failure::Api { status: 404, .. }) if w.gone_is_success && last.is_some() => break Ok(Value::Null),
+            Err(Failure::Api { status: 404, .. }) if w.gone_is_success => break Ok(Value::Null),
             Err(e) => break Err(e),
         };
         let seen = parse_progress(&progress, &status);

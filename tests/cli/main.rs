@@ -47,6 +47,11 @@ struct Fixture {
 
 impl Fixture {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With more `serve` flags.
+    fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = format!("sqlite:{}", dir.path().join("cli.db").display());
         let key_file = dir.path().join("master.key").display().to_string();
@@ -63,6 +68,7 @@ impl Fixture {
             "--storage-pool-gb",
             POOL_GB,
         ];
+        let args: Vec<&str> = args.iter().chain(extra).copied().collect();
         let server =
             ServerProcess::start(&args, &[("KAFKA_TASKS_MASTER_KEY", MASTER_KEY)], &dir.path().join("server.log"));
         let api = Api::new(&server.base, cred.clone());
@@ -192,6 +198,9 @@ async fn scheduled_commands_list_reschedule_cancel_and_delete() {
 
     f.run(&["scheduled", "cancel", "-i", &inst, &id]).ok();
     assert_eq!(f.get(&path).await["jobs"][0]["status"], "CANCELLED");
+    f.run(&["scheduled", "resume", "-i", &inst, &id]).ok();
+    assert_eq!(f.get(&path).await["jobs"][0]["status"], "CREATED");
+    f.run(&["scheduled", "cancel", "-i", &inst, &id]).ok();
 
     f.run(&["scheduled", "delete", "-i", &inst, &id]).ok();
     assert_eq!(f.get(&path).await["job_count"], 0);
@@ -402,6 +411,18 @@ async fn credentials_come_from_a_private_profile_file_or_a_token_never_a_readabl
     assert_eq!(with_token.json()["instance_num"], 0);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limited_client_waits_out_429_and_still_follows_its_task() {
+    let f = Fixture::start_with(&["--rate-limit-per-key", "1", "--rate-limit-burst", "1"]);
+    let created = f.run(&["instances", "create", "--name", "cli-throttled", "--wait", "-o", "json"]);
+    assert_eq!(created.code, 0, "{created:?}");
+    let inst = created.json()["instance_id"].as_str().expect("instance_id").to_owned();
+    let listed = f.run(&["tasks", "list", "-i", &inst, "-o", "json"]).ok();
+    assert_eq!(listed.json()["tasks"][0]["status"], "SUCCESS");
+    let log = std::fs::read_to_string(&f.server.log).unwrap_or_default();
+    assert!(log.contains("\"status\":429"), "the limit was never hit, so nothing was tested");
+}
+
 #[test]
 fn completions_are_printed_for_bash_zsh_and_fish() {
     for shell in ["bash", "zsh", "fish"] {
@@ -429,6 +450,7 @@ fn help_is_there_for_every_client_command() {
         &["scheduled", "list"],
         &["scheduled", "reschedule"],
         &["scheduled", "cancel"],
+        &["scheduled", "resume"],
         &["scheduled", "delete"],
         &["instances", "list"],
         &["instances", "show"],
