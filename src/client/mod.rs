@@ -571,10 +571,13 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
             let ok = v.get("results").and_then(|r| r.get(0)).and_then(|r| r.get("result")).and_then(Value::as_str)
                 == Some("success");
             if !ok {
-                c.print_json(&v);
+                if c.json() {
+                    c.print_json(&v);
+                }
+                // The batch answers 200 with a per-instance result and no error code.
                 return Err(Failure::Api {
-                    status: 409,
-                    code: "restart failed".into(),
+                    status: 400,
+                    code: "BatchRestartOrDeleteInstances".into(),
                     message: format!("the instance {} could not be restarted now", a.inst.instance),
                     request_id: None,
                 });

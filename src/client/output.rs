@@ -66,7 +66,8 @@ pub fn table(headers: &[&str], rows: Vec<Vec<Cell>>, colour: bool) -> String {
     let line = |cells: Vec<(String, Option<&str>)>, out: &mut String| {
         let last = cells.len().saturating_sub(1);
         for (i, (text, col)) in cells.into_iter().enumerate() {
-            let pad = if i == last { 0 } else { widths[i].saturating_sub(text.chars().count()) + 2 };
+            let width = widths.get(i).copied().unwrap_or(0);
+            let pad = if i == last { 0 } else { width.saturating_sub(text.chars().count()) + 2 };
             match col {
                 Some(c) if colour => out.push_str(&format!("\x1b[{c}m{text}\x1b[0m")),
                 _ => out.push_str(&text),

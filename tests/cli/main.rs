@@ -360,6 +360,13 @@ async fn errors_show_the_dms_code_message_and_request_id_and_exit_codes_tell_the
     let busy = f.run(&["upgrade", "-i", &inst]);
     assert_eq!(busy.code, 1);
     assert!(busy.stderr.contains("DMS.00400026"), "{}", busy.stderr);
+
+    // The batch restart answers 200 with a per-instance "failed": still a refusal, exit 1.
+    let creating = f.json(&["instances", "create", "--name", "cli-creating"]);
+    let creating = creating["instance_id"].as_str().expect("instance_id");
+    let refused = f.run(&["restart", "-i", creating, "--wait"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("could not be restarted") && refused.stdout.is_empty(), "{refused:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
