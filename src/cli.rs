@@ -306,6 +306,9 @@ fn init_logging(format: &str) {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
+    if matches!(cli.command, Command::Client(_) | Command::Completions { .. }) {
+        crate::client::default_sigpipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -427,6 +427,16 @@ pub struct RestartArgs {
     pub wait: WaitArgs,
 }
 
+/// Lets a closed pipe end the process quietly, as it does `cat` (`kafka-tasks tasks list | head`):
+/// Rust ignores SIGPIPE, and the next `println!` would then panic on the broken pipe.
+pub fn default_sigpipe() {
+    // SAFETY: called before the client starts any thread of its own; SIG_DFL is a valid
+    // disposition and no Rust state depends on SIGPIPE being ignored in a client process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Runs a client command; prints the failure (never a backtrace) and returns its exit code.
 pub async fn run(cmd: ClientCommand) -> ExitCode {
     match dispatch(cmd).await {

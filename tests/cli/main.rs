@@ -446,6 +446,23 @@ fn completions_are_printed_for_bash_zsh_and_fish() {
 }
 
 #[test]
+fn a_closed_pipe_ends_the_client_quietly_not_with_a_panic() {
+    use std::io::Read;
+    let mut child = Command::new(BIN)
+        .args(["completions", "zsh"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the CLI runs");
+    let mut first = [0u8; 1];
+    child.stdout.take().expect("stdout").read_exact(&mut first).expect("one byte");
+    // The reader is gone (as `| head -c 1` leaves it); the rest of the script hits a closed pipe.
+    let out = child.wait_with_output().expect("it ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+}
+
+#[test]
 fn help_is_there_for_every_client_command() {
     let commands: &[&[&str]] = &[
         &["tasks"],
