@@ -37,6 +37,14 @@ pub enum Command {
     /// Manage kernel builds: the patch builds of each engine version that instances upgrade to.
     #[command(subcommand)]
     Kernels(KernelsCommand),
+    /// The API from the command line (tasks, scheduled, instances, configs, operations).
+    #[command(flatten)]
+    Client(crate::client::ClientCommand),
+    /// Print a shell completion script: `source <(kafka-tasks completions bash)`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -298,6 +306,9 @@ fn init_logging(format: &str) {
 }
 
 pub fn run(cli: Cli) -> ExitCode {
+    if matches!(cli.command, Command::Client(_) | Command::Completions { .. }) {
+        crate::client::default_sigpipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -305,8 +316,17 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let command = match cli.command {
+        Command::Client(cmd) => return runtime.block_on(crate::client::run(cmd)),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "kafka-tasks", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        other => other,
+    };
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Serve(args) => {
                 init_logging(&args.log_format);
                 let running = crate::server::start(&args).await?;
@@ -340,6 +360,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 println!("migrations applied to {}", crate::server::redact(&db.database));
                 Ok(())
             }
+            Command::Client(_) | Command::Completions { .. } => Ok(()),
         }
     });
     match result {

@@ -6,11 +6,13 @@
 //! - [`storage`]: the storage traits and one implementation per database engine;
 //! - [`engine`]: the workers that run tasks;
 //! - [`auth`]: who is calling;
-//! - [`server`] and [`cli`]: how the pieces are started.
+//! - [`server`] and [`cli`]: how the pieces are started;
+//! - [`client`]: the CLI client of the API (signed with [`auth::signature`]).
 
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod domain;
 pub mod engine;

@@ -1,0 +1,299 @@
+//! The CLI's connection to the service: where it is, who is calling (AK/SK signed with the
+//! server's own [`Signer`], or a token), and one `send` that turns every answer into JSON or a
+//! [`Failure`] carrying the DMS error code, message and request id.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::auth::signature::{Algorithm, Signer, sdk_date};
+use crate::domain::now_ms;
+
+use super::{Conn, Failure};
+
+/// The endpoint when neither `--endpoint`, `KAFKA_TASKS_ENDPOINT` nor the profile names one.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";
+
+/// How many times a request refused with 429 is sent again (after its `Retry-After`).
+const RETRIES_ON_429: u32 = 5;
+
+/// Secrets whose `Debug` says nothing.
+#[derive(Clone)]
+pub enum Credentials {
+    AkSk { access_key: String, secret_key: String },
+    Token(String),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::AkSk { access_key, .. } => write!(f, "AkSk({access_key}, <redacted>)"),
+            Credentials::Token(_) => f.write_str("Token(<redacted>)"),
+        }
+    }
+}
+
+/// One profile of the profiles file. Every field is optional; flags and the environment win
+/// over `endpoint` and `project_id`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub endpoint: Option<String>,
+    pub project_id: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub token: Option<String>,
+}
+
+/// `$KAFKA_TASKS_PROFILES`, else `$XDG_CONFIG_HOME/kafka-tasks/profiles.toml`, else
+/// `~/.config/kafka-tasks/profiles.toml`.
+pub fn profiles_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KAFKA_TASKS_PROFILES").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|p| !p.is_empty()).map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("kafka-tasks").join("profiles.toml"))
+}
+
+/// Reads the profiles file, refusing one that others may read (it holds secret keys).
+pub fn read_profiles(path: &Path) -> Result<BTreeMap<String, Profile>, Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Failure::Usage(format!("cannot read the profiles file {}: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(Failure::Usage(format!(
+            "refusing to read {}: it holds secret keys but its mode is {mode:04o} (group or others may read it); \
+             run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Usage(format!("cannot read the profiles file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))
+}
+
+/// Everything a request needs: resolved once from flags, environment and profile.
+#[derive(Debug, Clone)]
+pub struct Api {
+    endpoint: String,
+    /// `host[:port]` as sent and signed.
+    host: String,
+    pub project: String,
+    creds: Credentials,
+    http: reqwest::Client,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Api {
+    /// Resolves the connection. Credentials: `--profile NAME`; else `HUAWEICLOUD_SDK_AK` +
+    /// `HUAWEICLOUD_SDK_SK`; else `KAFKA_TASKS_TOKEN`; else the profile `default` when the
+    /// profiles file exists.
+    pub fn from_conn(conn: &Conn) -> Result<Api, Failure> {
+        let mut profile = Profile::default();
+        let from_file = |name: &str| -> Result<Profile, Failure> {
+            let path = profiles_path().ok_or_else(|| Failure::Usage("no HOME to find the profiles file in".into()))?;
+            let mut all = read_profiles(&path)?;
+            all.remove(name).ok_or_else(|| Failure::Usage(format!("no profile [{name}] in {}", path.display())))
+        };
+        let creds = if let Some(name) = &conn.profile {
+            profile = from_file(name)?;
+            profile_creds(&profile, name)?
+        } else if let (Some(ak), Some(sk)) = (env("HUAWEICLOUD_SDK_AK"), env("HUAWEICLOUD_SDK_SK")) {
+            Credentials::AkSk { access_key: ak, secret_key: sk }
+        } else if let Some(t) = env("KAFKA_TASKS_TOKEN") {
+            Credentials::Token(t)
+        } else if profiles_path().is_some_and(|p| p.exists()) {
+            profile = from_file("default")?;
+            profile_creds(&profile, "default")?
+        } else {
+            return Err(Failure::Usage(
+                "no credentials: set HUAWEICLOUD_SDK_AK and HUAWEICLOUD_SDK_SK (or KAFKA_TASKS_TOKEN), \
+                 or name a profile with --profile"
+                    .into(),
+            ));
+        };
+        let endpoint = conn.endpoint.clone().or(profile.endpoint.take()).unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
+        let project = conn.project_id.clone().or(profile.project_id.take()).ok_or_else(|| {
+            Failure::Usage(
+                "no project: set HUAWEICLOUD_SDK_PROJECT_ID or --project-id (or project_id in the profile)".into(),
+            )
+        })?;
+        if project.len() != 32 || !project.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Failure::Usage(format!("the project id {project:?} is not 32 hexadecimal characters")));
+        }
+        Api::new(&endpoint, project, creds)
+    }
+
+    pub fn new(endpoint: &str, project: String, creds: Credentials) -> Result<Api, Failure> {
+        let url = reqwest::Url::parse(endpoint)
+            .map_err(|e| Failure::Usage(format!("--endpoint {endpoint:?} is not a URL: {e}")))?;
+        match url.scheme() {
+            "http" => {}
+            "https" => {
+                return Err(Failure::Usage(format!(
+                    "--endpoint {endpoint}: this client speaks plain HTTP only (TLS terminates at the proxy in \
+                     front of the service); use the service's http:// address on a trusted network, or a \
+                     tunnel such as `ssh -L 8080:127.0.0.1:8080 host`"
+                )));
+            }
+            other => return Err(Failure::Usage(format!("--endpoint {endpoint}: unsupported scheme {other:?}"))),
+        }
+        let host = match (url.host_str(), url.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_owned(),
+            (None, _) => return Err(Failure::Usage(format!("--endpoint {endpoint} has no host"))),
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("kafka-tasks-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Failure::Network(format!("cannot build the HTTP client: {e}")))?;
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        Ok(Api { endpoint, host, project, creds, http })
+    }
+
+    /// `/v2/{project_id}/instances/{instance}` plus `rest`.
+    pub fn instance_path(&self, instance: &str, rest: &str) -> String {
+        format!("/v2/{}/instances/{instance}{rest}", self.project)
+    }
+
+    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, Failure> {
+        self.send("GET", path, query, None).await
+    }
+
+    /// One request; answers refused with 429 are sent again after their `Retry-After` (a few
+    /// times). A 2xx answer's body as JSON (`Null` when empty), else the DMS error.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, Failure> {
+        let query = encode_query(query);
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut attempt = 0;
+        loop {
+            let res = self.send_once(method, path, &query, &body).await?;
+            let status = res.status().as_u16();
+            let header = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let request_id = header("x-request-id");
+            let retry_after = header("retry-after").and_then(|v| v.trim().parse::<u64>().ok());
+            let text = res.text().await.map_err(|e| Failure::Network(format!("{method} {path}: {e}")))?;
+            if status == 429 && attempt < RETRIES_ON_429 {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(retry_after.unwrap_or(1).clamp(1, 30))).await;
+                continue;
+            }
+            if (200..300).contains(&status) {
+                if text.trim().is_empty() {
+                    return Ok(Value::Null);
+                }
+                return serde_json::from_str(&text)
+                    .map_err(|e| Failure::Network(format!("{method} {path}: the answer is not JSON: {e}")));
+            }
+            return Err(api_error(status, request_id, &text));
+        }
+    }
+
+    async fn send_once(&self, method: &str, path: &str, query: &str, body: &str) -> Result<reqwest::Response, Failure> {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| Failure::Usage(e.to_string()))?;
+        let url = if query.is_empty() {
+            format!("{}{path}", self.endpoint)
+        } else {
+            format!("{}{path}?{query}", self.endpoint)
+        };
+        let mut req = self
+            .http
+            .request(m, &url)
+            .header("content-type", "application/json")
+            .header("host", &self.host)
+            .header("x-project-id", &self.project);
+        match &self.creds {
+            Credentials::AkSk { access_key, secret_key } => {
+                let signer = Signer { algorithm: Algorithm::Sha256, access_key, secret_key };
+                let headers = [
+                    ("content-type", "application/json"),
+                    ("host", self.host.as_str()),
+                    ("x-project-id", &self.project),
+                ];
+                let signed = signer.sign(method, path, query, &headers, body.as_bytes(), &sdk_date(now_ms()));
+                req = req.header("x-sdk-date", signed.sdk_date).header("authorization", signed.authorization);
+            }
+            Credentials::Token(t) => req = req.header("x-auth-token", t),
+        }
+        req.body(body.to_owned()).send().await.map_err(|e| {
+            // reqwest's own message is generic ("error sending request"); the causes say why.
+            let mut why = vec![];
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why.push(s.to_string());
+                source = s.source();
+            }
+            let why = why.last().cloned().unwrap_or_else(|| e.to_string());
+            Failure::Network(format!("no answer from {} ({method} {path}): {why}", self.endpoint))
+        })
+    }
+}
+
+fn profile_creds(p: &Profile, name: &str) -> Result<Credentials, Failure> {
+    match (&p.access_key, &p.secret_key, &p.token) {
+        (Some(ak), Some(sk), _) => Ok(Credentials::AkSk { access_key: ak.clone(), secret_key: sk.clone() }),
+        (None, None, Some(t)) => Ok(Credentials::Token(t.clone())),
+        _ => Err(Failure::Usage(format!("profile [{name}] needs access_key and secret_key, or token"))),
+    }
+}
+
+/// `k=v&…` with the values percent-encoded as the signature's canonical form expects.
+fn encode_query(pairs: &[(&str, String)]) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+    pairs.iter().map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, SET))).collect::<Vec<_>>().join("&")
+}
+
+fn api_error(status: u16, header_id: Option<String>, text: &str) -> Failure {
+    let body: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+    let field = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+    let code = field("error_code").unwrap_or_else(|| format!("HTTP {status}"));
+    let message = field("error_msg").unwrap_or_else(|| text.chars().take(200).collect());
+    let request_id = header_id.or_else(|| field("request_id"));
+    Failure::Api { status, code, message, request_id }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_encoded_as_the_canonical_form_wants() {
+        let q = encode_query(&[("execute_at", "20260101000000".into()), ("status", "a b/c".into())]);
+        assert_eq!(q, "execute_at=20260101000000&status=a%20b%2Fc");
+    }
+
+    #[test]
+    fn an_error_body_gives_code_message_and_request_id() {
+        let f = api_error(404, None, r#"{"error_code":"DMS.00404070","error_msg":"no task","request_id":"r1"}"#);
+        let Failure::Api { status, code, message, request_id } = f else { panic!("not an API failure") };
+        assert_eq!(
+            (status, code.as_str(), message.as_str(), request_id.as_deref()),
+            (404, "DMS.00404070", "no task", Some("r1"))
+        );
+    }
+
+    #[test]
+    fn https_is_refused_with_a_reason() {
+        let f = Api::new("https://example.com", "p".into(), Credentials::Token("t".into()));
+        assert!(matches!(f, Err(Failure::Usage(m)) if m.contains("plain HTTP")));
+    }
+}

@@ -1,0 +1,1031 @@
+//! The CLI client: every API call from a terminal or a script, signed with the server's own
+//! [`crate::auth::signature::Signer`]. The commands and their flags are here; [`http`] holds the
+//! connection and credentials, [`output`] the tables, [`wait`] the live progress.
+//!
+//! Exit codes (scripts may rely on them; README "CLI"):
+//! 0 done · 1 the API refused (4xx) · 2 usage or local configuration · 3 the task FAILED (or was
+//! cancelled) · 4 server error (5xx) or no answer · 5 `--timeout` passed while waiting.
+
+pub mod http;
+pub mod output;
+pub mod wait;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::domain::now_ms;
+use http::Api;
+use output::{Cell, colour_stdout, fields, status, table, when};
+
+/// Task statuses that end well.
+pub const OK_STATUSES: [&str; 1] = ["SUCCESS"];
+
+/// Why a client command did not succeed; each maps to one exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad flags, missing credentials, an unreadable profile: exit 2.
+    Usage(String),
+    /// The API answered with an error: exit 1 (4xx) or 4 (5xx).
+    Api { status: u16, code: String, message: String, request_id: Option<String> },
+    /// No answer (refused, reset, timed out) or an unreadable one: exit 4.
+    Network(String),
+    /// The awaited task ended FAILED or CANCELLED: exit 3.
+    TaskFailed(String),
+    /// `--timeout` passed while the task was still running: exit 5.
+    Timeout(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Api { status, .. } if *status >= 500 => 4,
+            Failure::Api { .. } => 1,
+            Failure::Usage(_) => 2,
+            Failure::TaskFailed(_) => 3,
+            Failure::Network(_) => 4,
+            Failure::Timeout(_) => 5,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Api { status, code, message, request_id } => {
+                write!(f, "{code}: {message} (HTTP {status}")?;
+                if let Some(id) = request_id {
+                    write!(f, ", request id {id}")?;
+                }
+                f.write_str(")")
+            }
+            Failure::Usage(m) | Failure::Network(m) | Failure::TaskFailed(m) | Failure::Timeout(m) => f.write_str(m),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Tables and sentences for people.
+    Table,
+    /// The API's own JSON, for scripts.
+    Json,
+}
+
+/// Where the service is and who calls it. Secrets come only from the environment or the
+/// profiles file, never from flags.
+#[derive(Debug, Clone, Args)]
+pub struct Conn {
+    /// The service's base URL, plain http [env: KAFKA_TASKS_ENDPOINT; default: the profile's
+    /// endpoint, else http://127.0.0.1:8080].
+    #[arg(long, global = true, env = "KAFKA_TASKS_ENDPOINT", hide_env = true)]
+    pub endpoint: Option<String>,
+    /// A profile of ~/.config/kafka-tasks/profiles.toml (mode 600; `KAFKA_TASKS_PROFILES` names
+    /// another file). Without it: HUAWEICLOUD_SDK_AK + HUAWEICLOUD_SDK_SK, else
+    /// KAFKA_TASKS_TOKEN, else the profile `default`.
+    #[arg(long, global = true, env = "KAFKA_TASKS_PROFILE")]
+    pub profile: Option<String>,
+    /// The project (32 hex characters).
+    #[arg(long, global = true, env = "HUAWEICLOUD_SDK_PROJECT_ID")]
+    pub project_id: Option<String>,
+    /// `table` for people, `json` for the API's own JSON.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "table", env = "KAFKA_TASKS_OUTPUT")]
+    pub output: Output,
+}
+
+/// The instance a command acts on.
+#[derive(Debug, Clone, Args)]
+pub struct Inst {
+    /// The instance id.
+    #[arg(long, short = 'i', env = "KAFKA_TASKS_INSTANCE")]
+    pub instance: String,
+}
+
+/// Waiting for the task an operation starts.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// Follow the task until it ends (live bar on a terminal, a line per change otherwise);
+    /// exit 3 if it fails.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds (exit 5); 0 waits as long as it takes.
+    #[arg(long, default_value_t = 0)]
+    pub timeout: u64,
+}
+
+/// Paging and time range of the task lists.
+#[derive(Debug, Clone, Args)]
+pub struct Page {
+    /// At most this many (1-100; the API's default 10).
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Skip this many.
+    #[arg(long)]
+    pub offset: Option<u64>,
+    /// Only tasks created at or after TIME: RFC 3339, local `YYYY-MM-DD HH:MM[:SS]`, or `+2h`-style.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only tasks created at or before TIME.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Background tasks of an instance: list, show, progress, wait, delete.
+    Tasks(TasksArgs),
+    /// Scheduled tasks of an instance: list, reschedule, cancel, resume, delete.
+    Scheduled(ScheduledArgs),
+    /// Instances: list, show, create, update, delete.
+    Instances(InstancesArgs),
+    /// An instance's Kafka configuration: get, set.
+    Configs(ConfigsArgs),
+    /// Turn automatic topic creation on or off.
+    Autotopic(AutotopicArgs),
+    /// Grow the disks, add brokers, or change the flavour.
+    Resize(ResizeArgs),
+    /// Move a topic's partitions to other brokers, now or at a time; or estimate how long it takes.
+    Reassign(ReassignArgs),
+    /// Upgrade the kernel to the newest build of the instance's engine version, now or at a time.
+    Upgrade(UpgradeArgs),
+    /// Restart an instance's brokers.
+    Restart(RestartArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TasksArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(subcommand)]
+    pub cmd: TasksCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// List the instance's background tasks, newest first.
+    List {
+        #[command(flatten)]
+        inst: Inst,
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Show one task with its parameters.
+    Show {
+        #[command(flatten)]
+        inst: Inst,
+        task: String,
+    },
+    /// Show a task's steps, percentage and remaining time.
+    Progress {
+        #[command(flatten)]
+        inst: Inst,
+        task: String,
+    },
+    /// Delete a finished task's record.
+    Delete {
+        #[command(flatten)]
+        inst: Inst,
+        task: String,
+    },
+    /// Follow a task until it ends; exit 3 if it fails.
+    Wait {
+        #[command(flatten)]
+        inst: Inst,
+        task: String,
+        /// Give up after this many seconds (exit 5); 0 waits as long as it takes.
+        #[arg(long, default_value_t = 0)]
+        timeout: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduledArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(subcommand)]
+    pub cmd: ScheduledCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduledCommand {
+    /// List the instance's scheduled tasks.
+    List {
+        #[command(flatten)]
+        inst: Inst,
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Move a waiting task to another time (a cancelled one whose time is ahead waits again).
+    Reschedule {
+        #[command(flatten)]
+        inst: Inst,
+        task: String,
+        /// The new time (see `reassign --at` for the forms).
+        #[arg(long, value_name = "TIME")]
+        at: String,
+    },
+    /// Make a cancelled task whose time is still ahead wait again.
+    Resume {
+        #[command(flatten)]
+        inst: Inst,
+        task: String,
+    },
+    /// Cancel a waiting task.
+    Cancel {
+        #[command(flatten)]
+        inst: Inst,
+        task: String,
+    },
+    /// Delete an ended scheduled task's record.
+    Delete {
+        #[command(flatten)]
+        inst: Inst,
+        task: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InstancesArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(subcommand)]
+    pub cmd: InstancesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InstancesCommand {
+    /// List the project's instances.
+    List,
+    /// Show one instance.
+    Show { instance: String },
+    /// Create an instance (admin role); `--wait` follows its createInstance task.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// `2.7` or `3.x`.
+        #[arg(long, default_value = "2.7")]
+        engine_version: String,
+        #[arg(long, default_value_t = 3)]
+        broker_num: u32,
+        /// Storage of the whole cluster, in GB.
+        #[arg(long, default_value_t = 300)]
+        storage_space: u32,
+        #[arg(long, default_value = "c6.2u4g.cluster")]
+        product_id: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        enable_auto_topic: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Change an instance's name, description, maintenance window, … (no task).
+    Update {
+        instance: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Maintenance window start, `HH:mm:ss` (with --maintain-end).
+        #[arg(long, requires = "maintain_end")]
+        maintain_begin: Option<String>,
+        /// Maintenance window end, `HH:mm:ss` (with --maintain-begin).
+        #[arg(long, requires = "maintain_begin")]
+        maintain_end: Option<String>,
+        #[arg(long)]
+        security_group_id: Option<String>,
+        /// `produce_reject` or `time_base`.
+        #[arg(long)]
+        retention_policy: Option<String>,
+        #[arg(long)]
+        enterprise_project_id: Option<String>,
+    },
+    /// Delete an instance (admin role); `--wait` follows its deleteInstance task.
+    Delete {
+        instance: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigsArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(subcommand)]
+    pub cmd: ConfigsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigsCommand {
+    /// Show every configuration item with its value, default and kind.
+    Get {
+        #[command(flatten)]
+        inst: Inst,
+    },
+    /// Change items: `NAME=VALUE …`; starts a kafkaConfigModify task.
+    Set {
+        #[command(flatten)]
+        inst: Inst,
+        #[arg(required = true, value_name = "NAME=VALUE")]
+        items: Vec<String>,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Debug, Args)]
+pub struct AutotopicArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub inst: Inst,
+    pub state: OnOff,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["storage", "brokers", "product"]))]
+pub struct ResizeArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub inst: Inst,
+    /// New storage of the cluster in GB (grows only); with --brokers, the storage after adding them.
+    #[arg(long, value_name = "GB")]
+    pub storage: Option<u32>,
+    /// New number of brokers (grows only).
+    #[arg(long, value_name = "N")]
+    pub brokers: Option<u32>,
+    /// New flavour (product id).
+    #[arg(long, value_name = "ID", conflicts_with_all = ["storage", "brokers"])]
+    pub product: Option<String>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReassignArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub inst: Inst,
+    /// The topic whose partitions move.
+    #[arg(long)]
+    pub topic: String,
+    /// The brokers to spread them over: `0,1,2`.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub brokers: Vec<u32>,
+    #[arg(long)]
+    pub replication_factor: Option<u32>,
+    /// Replication throttle in bytes/s.
+    #[arg(long)]
+    pub throttle: Option<i64>,
+    /// Run at TIME instead of now: RFC 3339 (`2026-12-01T02:00:00Z`), local `YYYY-MM-DD HH:MM[:SS]`,
+    /// or from now (`+30m`, `+2h`, `+1d`).
+    #[arg(long, value_name = "TIME", conflicts_with = "wait")]
+    pub at: Option<String>,
+    /// Only print how long it would take (seconds); creates no task.
+    #[arg(long, conflicts_with_all = ["at", "wait"])]
+    pub estimate: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub inst: Inst,
+    /// Run at TIME instead of now (see `reassign --at`).
+    #[arg(long, value_name = "TIME", conflicts_with = "wait")]
+    pub at: Option<String>,
+    /// Only show the current and the newest kernel build.
+    #[arg(long, conflicts_with_all = ["at", "wait"])]
+    pub check: bool,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(flatten)]
+    pub inst: Inst,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// Lets a closed pipe end the process quietly, as it does `cat` (`kafka-tasks tasks list | head`):
+/// Rust ignores SIGPIPE, and the next `println!` would then panic on the broken pipe.
+pub fn default_sigpipe() {
+    // SAFETY: called before the client starts any thread of its own; SIG_DFL is a valid
+    // disposition and no Rust state depends on SIGPIPE being ignored in a client process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Runs a client command; prints the failure (never a backtrace) and returns its exit code.
+pub async fn run(cmd: ClientCommand) -> ExitCode {
+    match dispatch(cmd).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {f}");
+            ExitCode::from(f.exit_code())
+        }
+    }
+}
+
+/// What one command prints and does; `out` is how to print.
+struct Ctx {
+    api: Api,
+    output: Output,
+    colour: bool,
+}
+
+impl Ctx {
+    fn new(conn: &Conn) -> Result<Ctx, Failure> {
+        Ok(Ctx { api: Api::from_conn(conn)?, output: conn.output, colour: colour_stdout() })
+    }
+
+    fn json(&self) -> bool {
+        self.output == Output::Json
+    }
+
+    /// The API's JSON as it came (pretty), for `--output json`.
+    fn print_json(&self, v: &Value) {
+        if !v.is_null() {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        }
+    }
+
+    /// `msg` for people, or the API's JSON.
+    fn done(&self, v: &Value, msg: impl FnOnce() -> String) {
+        if self.json() { self.print_json(v) } else { println!("{}", msg()) }
+    }
+
+    async fn wait_for(
+        &self,
+        instance: &str,
+        task: &str,
+        w: &WaitArgs,
+        gone_is_success: bool,
+    ) -> Result<Value, Failure> {
+        let timeout = (w.timeout > 0).then(|| Duration::from_secs(w.timeout));
+        wait::wait(wait::Waiting { api: &self.api, instance, task, timeout, gone_is_success }).await
+    }
+
+    /// Follows the operation's task when `--wait`, then says how it ended.
+    async fn follow(&self, instance: &str, job: Option<&str>, w: &WaitArgs) -> Result<(), Failure> {
+        let (true, Some(job)) = (w.wait, job) else { return Ok(()) };
+        let started = std::time::Instant::now();
+        self.wait_for(instance, job, w, false).await?;
+        if !self.json() {
+            println!("task {job} SUCCESS after {}", output::duration(started.elapsed().as_secs()));
+        }
+        Ok(())
+    }
+
+    /// The newest task named `name` of the instance (for calls whose answer names no task).
+    async fn newest_task(&self, instance: &str, name: &str) -> Result<String, Failure> {
+        let path = self.api.instance_path(instance, "/tasks");
+        let list = self.api.get(&path, &[("limit", "100".into())]).await?;
+        let tasks = list.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default();
+        tasks
+            .iter()
+            .filter(|t| t.get("name").and_then(Value::as_str) == Some(name))
+            .max_by_key(|t| t.get("created_at").and_then(output::parse_api_time).unwrap_or(0))
+            .and_then(|t| t.get("id").and_then(Value::as_str).map(str::to_owned))
+            .ok_or_else(|| Failure::Network(format!("no {name} task found on instance {instance}")))
+    }
+}
+
+async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
+    match cmd {
+        ClientCommand::Tasks(a) => tasks(Ctx::new(&a.conn)?, a.cmd).await,
+        ClientCommand::Scheduled(a) => scheduled(Ctx::new(&a.conn)?, a.cmd).await,
+        ClientCommand::Instances(a) => instances(Ctx::new(&a.conn)?, a.cmd).await,
+        ClientCommand::Configs(a) => configs(Ctx::new(&a.conn)?, a.cmd).await,
+        ClientCommand::Autotopic(a) => {
+            let c = Ctx::new(&a.conn)?;
+            let body = json!({ "enable_auto_topic": matches!(a.state, OnOff::On) });
+            let path = c.api.instance_path(&a.inst.instance, "/autotopic");
+            let v = c.api.send("POST", &path, &[], Some(&body)).await?;
+            let job = v.get("job_id").and_then(Value::as_str);
+            c.done(&v, || format!("task {} started", job.unwrap_or("?")));
+            c.follow(&a.inst.instance, job, &a.wait).await
+        }
+        ClientCommand::Resize(a) => {
+            let c = Ctx::new(&a.conn)?;
+            let body = match (a.storage, a.brokers, &a.product) {
+                (_, _, Some(p)) => json!({ "oper_type": "vertical", "new_product_id": p }),
+                (s, Some(b), None) => json!({ "oper_type": "horizontal", "new_broker_num": b, "new_storage_space": s }),
+                (Some(s), None, None) => json!({ "oper_type": "storage", "new_storage_space": s }),
+                (None, None, None) => return Err(Failure::Usage("give --storage, --brokers or --product".into())),
+            };
+            let path = format!("/v2/{}/kafka/instances/{}/extend", c.api.project, a.inst.instance);
+            let v = c.api.send("POST", &path, &[], Some(&body)).await?;
+            let job = v.get("job_id").and_then(Value::as_str);
+            c.done(&v, || format!("task {} started", job.unwrap_or("?")));
+            c.follow(&a.inst.instance, job, &a.wait).await
+        }
+        ClientCommand::Reassign(a) => {
+            let c = Ctx::new(&a.conn)?;
+            let mut r = json!({ "topic": a.topic, "brokers": a.brokers });
+            if let Some(rf) = a.replication_factor {
+                r["replication_factor"] = json!(rf);
+            }
+            let mut body = json!({ "reassignments": [r] });
+            if let Some(t) = a.throttle {
+                body["throttle"] = json!(t);
+            }
+            if a.estimate {
+                body["time_estimate"] = json!(true);
+            }
+            schedule(&mut body, a.at.as_deref())?;
+            let path = format!("/v2/{}/kafka/instances/{}/reassign", c.api.project, a.inst.instance);
+            let v = c.api.send("POST", &path, &[], Some(&body)).await?;
+            operation_started(&c, &v, &a.inst.instance, &a.wait).await
+        }
+        ClientCommand::Upgrade(a) => {
+            let c = Ctx::new(&a.conn)?;
+            let path = format!("/v2/{}/kafka/instances/{}/upgrade", c.api.project, a.inst.instance);
+            if a.check {
+                let v = c.api.get(&path, &[]).await?;
+                let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+                c.done(&v, || fields(&[("current", s("current_version")), ("latest", s("latest_version"))]));
+                return Ok(());
+            }
+            let mut body = json!({});
+            schedule(&mut body, a.at.as_deref())?;
+            let v = c.api.send("POST", &path, &[], Some(&body)).await?;
+            operation_started(&c, &v, &a.inst.instance, &a.wait).await
+        }
+        ClientCommand::Restart(a) => {
+            let c = Ctx::new(&a.conn)?;
+            let body = json!({ "action": "restart", "instances": [a.inst.instance] });
+            let path = format!("/v2/{}/instances/action", c.api.project);
+            let v = c.api.send("POST", &path, &[], Some(&body)).await?;
+            let ok = v.get("results").and_then(|r| r.get(0)).and_then(|r| r.get("result")).and_then(Value::as_str)
+                == Some("success");
+            if !ok {
+                if c.json() {
+                    c.print_json(&v);
+                }
+                // The batch answers 200 with a per-instance result and no error code.
+                return Err(Failure::Api {
+                    status: 400,
+                    code: "BatchRestartOrDeleteInstances".into(),
+                    message: format!("the instance {} could not be restarted now", a.inst.instance),
+                    request_id: None,
+                });
+            }
+            c.done(&v, || format!("restart of {} started", a.inst.instance));
+            if a.wait.wait {
+                let job = c.newest_task(&a.inst.instance, "restartInstance").await?;
+                c.follow(&a.inst.instance, Some(&job), &a.wait).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `{"job_id"}` (follows it with `--wait`), `{"schedule_id"}` or `{"reassignment_time"}`.
+async fn operation_started(c: &Ctx, v: &Value, instance: &str, w: &WaitArgs) -> Result<(), Failure> {
+    let s = |k: &str| v.get(k).and_then(Value::as_str);
+    if let Some(secs) = v.get("reassignment_time").and_then(Value::as_u64) {
+        c.done(v, || format!("estimated time: {}", output::duration(secs)));
+        return Ok(());
+    }
+    if let Some(id) = s("schedule_id") {
+        c.done(v, || format!("task {id} scheduled; see `kafka-tasks scheduled list -i {instance}`"));
+        return Ok(());
+    }
+    let job = s("job_id");
+    c.done(v, || format!("task {} started", job.unwrap_or("?")));
+    c.follow(instance, job, w).await
+}
+
+/// Adds `is_schedule` + `execute_at` (epoch ms) for `--at`.
+fn schedule(body: &mut Value, at: Option<&str>) -> Result<(), Failure> {
+    if let Some(at) = at {
+        body["is_schedule"] = json!(true);
+        body["execute_at"] = json!(parse_time(at, now_ms())?);
+    }
+    Ok(())
+}
+
+/// Epoch ms of a time given on the command line: RFC 3339, local `YYYY-MM-DD HH:MM[:SS]`,
+/// `+N{s,m,h,d}` from now, or epoch milliseconds.
+pub fn parse_time(s: &str, now: i64) -> Result<i64, Failure> {
+    use chrono::{Local, NaiveDateTime, TimeZone};
+    let s = s.trim();
+    let bad = || {
+        Failure::Usage(format!(
+            "{s:?} is not a time: use RFC 3339 (2026-12-01T02:00:00Z), local YYYY-MM-DD HH:MM[:SS], or +30m/+2h/+1d"
+        ))
+    };
+    if let Some(rel) = s.strip_prefix('+') {
+        let (num, unit) = rel.split_at(rel.find(|c: char| !c.is_ascii_digit()).unwrap_or(rel.len()));
+        let n: i64 = num.parse().map_err(|_| bad())?;
+        let ms = match unit {
+            "s" => 1_000,
+            "m" | "min" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            _ => return Err(bad()),
+        };
+        return n.checked_mul(ms).and_then(|d| now.checked_add(d)).ok_or_else(bad);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    for f in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+            return Local.from_local_datetime(&t).earliest().map(|t| t.timestamp_millis()).ok_or_else(bad);
+        }
+    }
+    if s.len() >= 12 && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map_err(|_| bad());
+    }
+    Err(bad())
+}
+
+/// `YYYYMMDDHHmmss` in UTC, as the query strings carry times.
+fn compact(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y%m%d%H%M%S").to_string())
+        .unwrap_or_default()
+}
+
+fn page_query(p: &Page) -> Result<Vec<(&'static str, String)>, Failure> {
+    let mut q = vec![];
+    if let Some(l) = p.limit {
+        q.push(("limit", l.to_string()));
+    }
+    if let Some(o) = p.offset {
+        q.push(("offset", o.to_string()));
+    }
+    let now = now_ms();
+    if let Some(s) = &p.since {
+        q.push(("begin_time", compact(parse_time(s, now)?)));
+    }
+    if let Some(s) = &p.until {
+        q.push(("end_time", compact(parse_time(s, now)?)));
+    }
+    Ok(q)
+}
+
+fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn task_rows(tasks: &[Value], scheduled: bool) -> Vec<Vec<Cell>> {
+    let now = now_ms();
+    tasks
+        .iter()
+        .map(|t| {
+            let mut row = vec![Cell::from(str_of(t, "id")), Cell::from(str_of(t, "name")), status(str_of(t, "status"))];
+            if scheduled {
+                row.push(Cell::from(t.get("schedule_at").map(|s| when(s, now)).unwrap_or_default()));
+            }
+            row.push(Cell::from(t.get("created_at").map(|s| when(s, now)).unwrap_or_default()));
+            row.push(Cell::from(str_of(t, "user_name")));
+            row
+        })
+        .collect()
+}
+
+async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
+    let now = now_ms();
+    match cmd {
+        TasksCommand::List { inst, page } => {
+            let path = c.api.instance_path(&inst.instance, "/tasks");
+            let v = c.api.get(&path, &page_query(&page)?).await?;
+            if c.json() {
+                c.print_json(&v);
+            } else {
+                let list = v.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default();
+                let rows = task_rows(&list, false);
+                print!("{}", table(&["ID", "NAME", "STATUS", "CREATED", "USER"], rows, c.colour));
+                println!("{} of {} tasks", list.len(), str_of(&v, "task_count"));
+            }
+        }
+        TasksCommand::Show { inst, task } => {
+            let path = c.api.instance_path(&inst.instance, &format!("/tasks/{task}"));
+            let v = c.api.get(&path, &[]).await?;
+            let t = v.get("tasks").and_then(|t| t.get(0)).cloned().unwrap_or(Value::Null);
+            c.done(&v, || {
+                let mut out = fields(&[
+                    ("id", str_of(&t, "id").to_owned()),
+                    ("name", str_of(&t, "name").to_owned()),
+                    ("status", output::paint_status(str_of(&t, "status"), c.colour)),
+                    ("user", format!("{} ({})", str_of(&t, "user_name"), str_of(&t, "user_id"))),
+                    ("created", t.get("created_at").map(|s| when(s, now)).unwrap_or_default()),
+                    ("updated", t.get("updated_at").map(|s| when(s, now)).unwrap_or_default()),
+                    ("params", str_of(&t, "params").to_owned()),
+                ]);
+                out.pop();
+                out
+            });
+        }
+        TasksCommand::Progress { inst, task } => {
+            let path = c.api.instance_path(&inst.instance, &format!("/tasks/{task}/progress"));
+            let v = c.api.get(&path, &[]).await?;
+            c.done(&v, || {
+                let steps = v.get("step_list").and_then(Value::as_array).cloned().unwrap_or_default();
+                let rows = steps
+                    .iter()
+                    .map(|s| {
+                        let t = |k: &str| s.get(k).map(|x| when(x, now)).unwrap_or_default();
+                        vec![
+                            Cell::from(str_of(s, "name")),
+                            status(str_of(s, "statue")),
+                            t("start_time").into(),
+                            t("end_time").into(),
+                        ]
+                    })
+                    .collect();
+                let pct = v.get("progress_percentage").and_then(Value::as_u64).unwrap_or(0);
+                let left = v.get("remain_time").and_then(Value::as_u64).unwrap_or(0);
+                let mut out = table(&["STEP", "STATUS", "STARTED", "ENDED"], rows, c.colour);
+                out.push_str(&format!("{pct}% done, {} left", output::duration(left)));
+                out
+            });
+        }
+        TasksCommand::Delete { inst, task } => {
+            let path = c.api.instance_path(&inst.instance, &format!("/tasks/{task}"));
+            let v = c.api.send("DELETE", &path, &[], None).await?;
+            c.done(&v, || format!("deleted task {task}"));
+        }
+        TasksCommand::Wait { inst, task, timeout } => {
+            let w = WaitArgs { wait: true, timeout };
+            let started = std::time::Instant::now();
+            let t = c.wait_for(&inst.instance, &task, &w, false).await?;
+            c.done(&json!({ "task_count": "1", "tasks": [t] }), || {
+                format!("task {task} SUCCESS after {}", output::duration(started.elapsed().as_secs()))
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn scheduled(c: Ctx, cmd: ScheduledCommand) -> Result<(), Failure> {
+    let task_path = |inst: &Inst, task: &str| c.api.instance_path(&inst.instance, &format!("/scheduled-tasks/{task}"));
+    match cmd {
+        ScheduledCommand::List { inst, page } => {
+            let path = c.api.instance_path(&inst.instance, "/scheduled-tasks");
+            let v = c.api.get(&path, &page_query(&page)?).await?;
+            if c.json() {
+                c.print_json(&v);
+            } else {
+                let list = v.get("jobs").and_then(Value::as_array).cloned().unwrap_or_default();
+                let rows = task_rows(&list, true);
+                print!("{}", table(&["ID", "NAME", "STATUS", "SCHEDULED FOR", "CREATED", "USER"], rows, c.colour));
+                let total = v.get("job_count").and_then(Value::as_u64).unwrap_or(0);
+                println!("{} of {total} scheduled tasks", list.len());
+            }
+        }
+        ScheduledCommand::Reschedule { inst, task, at } => {
+            let ms = parse_time(&at, now_ms())?;
+            let v = c.api.send("PUT", &task_path(&inst, &task), &[("execute_at", compact(ms))], None).await?;
+            c.done(&v, || format!("task {task} now due {}", when(&json!(ms), now_ms())));
+        }
+        ScheduledCommand::Resume { inst, task } => {
+            let v = c.api.send("PUT", &task_path(&inst, &task), &[("status", "null".into())], None).await?;
+            c.done(&v, || format!("task {task} waits again"));
+        }
+        ScheduledCommand::Cancel { inst, task } => {
+            let v = c.api.send("PUT", &task_path(&inst, &task), &[("status", "CANCELLED".into())], None).await?;
+            c.done(&v, || format!("cancelled task {task}"));
+        }
+        ScheduledCommand::Delete { inst, task } => {
+            let v = c.api.send("DELETE", &task_path(&inst, &task), &[], None).await?;
+            c.done(&v, || format!("deleted scheduled task {task}"));
+        }
+    }
+    Ok(())
+}
+
+async fn instances(c: Ctx, cmd: InstancesCommand) -> Result<(), Failure> {
+    let now = now_ms();
+    match cmd {
+        InstancesCommand::List => {
+            let v = c.api.get(&format!("/v2/{}/instances", c.api.project), &[]).await?;
+            if c.json() {
+                c.print_json(&v);
+            } else {
+                let list = v.get("instances").and_then(Value::as_array).cloned().unwrap_or_default();
+                let rows = list
+                    .iter()
+                    .map(|i| {
+                        let num =
+                            |k: &str| i.get(k).map(|x| x.to_string().trim_matches('"').to_owned()).unwrap_or_default();
+                        vec![
+                            Cell::from(str_of(i, "instance_id")),
+                            Cell::from(str_of(i, "name")),
+                            status(str_of(i, "status")),
+                            Cell::from(str_of(i, "engine_version")),
+                            Cell::from(num("storage_space")),
+                            Cell::from(i.get("created_at").map(|s| when(s, now)).unwrap_or_default()),
+                        ]
+                    })
+                    .collect();
+                print!("{}", table(&["ID", "NAME", "STATUS", "VERSION", "STORAGE GB", "CREATED"], rows, c.colour));
+                println!("{} instance{}", list.len(), if list.len() == 1 { "" } else { "s" });
+            }
+        }
+        InstancesCommand::Show { instance } => {
+            let v = c.api.get(&c.api.instance_path(&instance, ""), &[]).await?;
+            c.done(&v, || {
+                let keys = [
+                    "instance_id",
+                    "name",
+                    "status",
+                    "engine_version",
+                    "kernel_version",
+                    "broker_num",
+                    "storage_space",
+                    "product_id",
+                    "enable_auto_topic",
+                    "maintain_begin",
+                    "maintain_end",
+                    "description",
+                ];
+                let mut pairs: Vec<(&str, String)> = keys
+                    .iter()
+                    .filter_map(|k| v.get(*k).map(|x| (*k, x)))
+                    .map(|(k, x)| {
+                        let s = x.as_str().map_or_else(|| x.to_string(), str::to_owned);
+                        (k, if k == "status" { output::paint_status(&s, c.colour) } else { s })
+                    })
+                    .collect();
+                if let Some(t) = v.get("created_at") {
+                    pairs.push(("created_at", when(t, now)));
+                }
+                let mut out = fields(&pairs);
+                out.pop();
+                out
+            });
+        }
+        InstancesCommand::Create {
+            name,
+            engine_version,
+            broker_num,
+            storage_space,
+            product_id,
+            description,
+            enable_auto_topic,
+            wait,
+        } => {
+            let mut body = json!({
+                "name": name, "engine": "kafka", "engine_version": engine_version, "broker_num": broker_num,
+                "storage_space": storage_space, "product_id": product_id, "enable_auto_topic": enable_auto_topic,
+            });
+            if let Some(d) = description {
+                body["description"] = json!(d);
+            }
+            let path = format!("/v2/kafka/{}/instances", c.api.project);
+            let v = c.api.send("POST", &path, &[], Some(&body)).await?;
+            let id = str_of(&v, "instance_id").to_owned();
+            c.done(&v, || format!("instance {id} is being created"));
+            if wait.wait {
+                let job = c.newest_task(&id, "createInstance").await?;
+                c.follow(&id, Some(&job), &wait).await?;
+            }
+        }
+        InstancesCommand::Update {
+            instance,
+            name,
+            description,
+            maintain_begin,
+            maintain_end,
+            security_group_id,
+            retention_policy,
+            enterprise_project_id,
+        } => {
+            let mut body = serde_json::Map::new();
+            for (k, v) in [
+                ("name", name),
+                ("description", description),
+                ("maintain_begin", maintain_begin),
+                ("maintain_end", maintain_end),
+                ("security_group_id", security_group_id),
+                ("retention_policy", retention_policy),
+                ("enterprise_project_id", enterprise_project_id),
+            ] {
+                if let Some(v) = v {
+                    body.insert(k.to_owned(), json!(v));
+                }
+            }
+            if body.is_empty() {
+                return Err(Failure::Usage("nothing to change: give at least one of the flags (see --help)".into()));
+            }
+            let v = c.api.send("PUT", &c.api.instance_path(&instance, ""), &[], Some(&Value::Object(body))).await?;
+            c.done(&v, || format!("updated instance {instance}"));
+        }
+        InstancesCommand::Delete { instance, wait } => {
+            let v = c.api.send("DELETE", &c.api.instance_path(&instance, ""), &[], None).await?;
+            c.done(&v, || format!("instance {instance} is being deleted"));
+            if wait.wait {
+                let started = std::time::Instant::now();
+                match c.newest_task(&instance, "deleteInstance").await {
+                    Ok(job) => {
+                        c.wait_for(&instance, &job, &wait, true).await?;
+                    }
+                    // Already gone with its task (a fast engine): the deletion is done.
+                    Err(Failure::Api { status: 404, .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                if !c.json() {
+                    println!("instance {instance} deleted after {}", output::duration(started.elapsed().as_secs()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn configs(c: Ctx, cmd: ConfigsCommand) -> Result<(), Failure> {
+    match cmd {
+        ConfigsCommand::Get { inst } => {
+            let v = c.api.get(&c.api.instance_path(&inst.instance, "/configs"), &[]).await?;
+            if c.json() {
+                c.print_json(&v);
+            } else {
+                let list = v.get("kafka_configs").and_then(Value::as_array).cloned().unwrap_or_default();
+                let rows = list
+                    .iter()
+                    .map(|i| {
+                        ["name", "value", "default_value", "config_type", "valid_values"]
+                            .iter()
+                            .map(|k| Cell::from(str_of(i, k)))
+                            .collect()
+                    })
+                    .collect();
+                print!("{}", table(&["NAME", "VALUE", "DEFAULT", "KIND", "VALID VALUES"], rows, c.colour));
+            }
+        }
+        ConfigsCommand::Set { inst, items, wait } => {
+            let mut list = vec![];
+            for item in &items {
+                let (name, value) =
+                    item.split_once('=').ok_or_else(|| Failure::Usage(format!("{item:?}: write NAME=VALUE")))?;
+                list.push(json!({ "name": name, "value": value }));
+            }
+            let body = json!({ "kafka_configs": list });
+            let v = c.api.send("PUT", &c.api.instance_path(&inst.instance, "/configs"), &[], Some(&body)).await?;
+            let job = v.get("job_id").and_then(Value::as_str);
+            c.done(&v, || {
+                let n = |k: &str| v.get(k).map(Value::to_string).unwrap_or_default();
+                format!(
+                    "task {} started ({} dynamic, {} static)",
+                    job.unwrap_or("?"),
+                    n("dynamic_config"),
+                    n("static_config")
+                )
+            });
+            c.follow(&inst.instance, job, &wait).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_read_in_every_documented_form() {
+        let now = 1_700_000_000_000;
+        assert_eq!(parse_time("+30m", now).ok(), Some(now + 1_800_000));
+        assert_eq!(parse_time("+2h", now).ok(), Some(now + 7_200_000));
+        assert_eq!(parse_time("2026-12-01T02:00:00Z", now).ok(), Some(1_796_090_400_000));
+        assert!(parse_time("2026-12-01 02:00", now).is_ok());
+        assert!(matches!(parse_time("tomorrow", now), Err(Failure::Usage(_))));
+        assert!(matches!(parse_time("+5x", now), Err(Failure::Usage(_))));
+    }
+
+    #[test]
+    fn exit_codes_are_the_documented_ones() {
+        let api = |status| Failure::Api { status, code: String::new(), message: String::new(), request_id: None };
+        assert_eq!(api(404).exit_code(), 1);
+        assert_eq!(api(503).exit_code(), 4);
+        assert_eq!(Failure::Usage(String::new()).exit_code(), 2);
+        assert_eq!(Failure::TaskFailed(String::new()).exit_code(), 3);
+        assert_eq!(Failure::Network(String::new()).exit_code(), 4);
+        assert_eq!(Failure::Timeout(String::new()).exit_code(), 5);
+    }
+}

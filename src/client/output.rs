@@ -1,0 +1,156 @@
+//! What the CLI prints for people: aligned tables, local times with relative ages, statuses in
+//! colour only on a terminal (never when piped, never with `NO_COLOR`).
+
+use std::io::IsTerminal;
+
+use chrono::{DateTime, Local, Utc};
+
+/// Whether stdout gets colours: a terminal, and `NO_COLOR` unset or empty.
+pub fn colour_stdout() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The ANSI colour of a task or instance status.
+fn status_colour(status: &str) -> Option<&'static str> {
+    match status {
+        "SUCCESS" | "RUNNING" | "COMPLETED" => Some("32"),
+        "FAILED" | "ERROR" | "CREATEFAILED" => Some("31"),
+        "EXECUTING" | "IN_PROGRESS" | "CREATING" | "RESTARTING" | "EXTENDING" | "UPGRADING" | "DELETING" => Some("33"),
+        "CANCELLED" | "DELETED" => Some("90"),
+        "CREATED" | "WAITING" => Some("36"),
+        _ => None,
+    }
+}
+
+/// A table cell: its text and, for statuses, a colour.
+pub struct Cell {
+    text: String,
+    colour: Option<&'static str>,
+}
+
+impl From<String> for Cell {
+    fn from(text: String) -> Self {
+        Cell { text, colour: None }
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(text: &str) -> Self {
+        Cell { text: text.to_owned(), colour: None }
+    }
+}
+
+pub fn status(s: &str) -> Cell {
+    Cell { text: s.to_owned(), colour: status_colour(s) }
+}
+
+/// A status, coloured when `colour`.
+pub fn paint_status(s: &str, colour: bool) -> String {
+    match status_colour(s) {
+        Some(c) if colour => format!("\x1b[{c}m{s}\x1b[0m"),
+        _ => s.to_owned(),
+    }
+}
+
+/// Columns padded to their widest cell (in characters), two spaces apart.
+pub fn table(headers: &[&str], rows: Vec<Vec<Cell>>, colour: bool) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (i, c) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.text.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<(String, Option<&str>)>, out: &mut String| {
+        let last = cells.len().saturating_sub(1);
+        for (i, (text, col)) in cells.into_iter().enumerate() {
+            let width = widths.get(i).copied().unwrap_or(0);
+            let pad = if i == last { 0 } else { width.saturating_sub(text.chars().count()) + 2 };
+            match col {
+                Some(c) if colour => out.push_str(&format!("\x1b[{c}m{text}\x1b[0m")),
+                _ => out.push_str(&text),
+            }
+            out.push_str(&" ".repeat(pad));
+        }
+        out.push('\n');
+    };
+    line(headers.iter().map(|h| (h.to_string(), None)).collect(), &mut out);
+    for row in rows {
+        line(row.into_iter().map(|c| (c.text, c.colour)).collect(), &mut out);
+    }
+    out
+}
+
+/// `key: value` lines, keys aligned.
+pub fn fields(pairs: &[(&str, String)]) -> String {
+    let w = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    pairs.iter().map(|(k, v)| format!("{k:<w$}  {v}\n")).collect()
+}
+
+/// Epoch milliseconds of an API time: RFC 3339 (task records) or epoch milliseconds.
+pub fn parse_api_time(v: &serde_json::Value) -> Option<i64> {
+    if let Some(ms) = v.as_i64() {
+        return Some(ms);
+    }
+    let s = v.as_str()?;
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    s.parse::<i64>().ok()
+}
+
+/// "3 min ago", "in 2 h", "just now".
+pub fn relative(ms: i64, now: i64) -> String {
+    let d = (now - ms) / 1000;
+    let (n, unit) = match d.unsigned_abs() {
+        0..=4 => return "just now".into(),
+        s @ 5..=59 => (s, "s"),
+        s @ 60..=3569 => ((s + 30) / 60, "min"),
+        s @ 3570..=84_599 => ((s + 1800) / 3600, "h"),
+        s => ((s + 43_200) / 86_400, "d"),
+    };
+    if d > 0 { format!("{n} {unit} ago") } else { format!("in {n} {unit}") }
+}
+
+/// The local time and its age: `2026-11-28 09:03:04 (3 min ago)`; empty for no time.
+pub fn when(v: &serde_json::Value, now: i64) -> String {
+    match parse_api_time(v).and_then(|ms| DateTime::<Utc>::from_timestamp_millis(ms).map(|t| (ms, t))) {
+        Some((ms, t)) => format!("{} ({})", t.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"), relative(ms, now)),
+        None => String::new(),
+    }
+}
+
+/// A duration in seconds as people say it: `45 s`, `3 min 20 s`, `1 h 5 min`.
+pub fn duration(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min {} s", secs / 60, secs % 60),
+        _ => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_as_people_say_them() {
+        let now = 10_000_000;
+        assert_eq!(relative(now - 1_000, now), "just now");
+        assert_eq!(relative(now - 30_000, now), "30 s ago");
+        assert_eq!(relative(now - 180_000, now), "3 min ago");
+        assert_eq!(relative(now + 7_200_000, now), "in 2 h");
+        assert_eq!(relative(now + 7_199_000, now), "in 2 h");
+    }
+
+    #[test]
+    fn tables_align_and_colour_only_when_asked() {
+        let rows = vec![vec![Cell::from("a"), status("FAILED")], vec![Cell::from("long"), status("SUCCESS")]];
+        let plain = table(&["ID", "STATUS"], rows, false);
+        assert_eq!(plain, "ID    STATUS\na     FAILED\nlong  SUCCESS\n");
+        let rows = vec![vec![Cell::from("a"), status("FAILED")]];
+        assert!(table(&["ID", "STATUS"], rows, true).contains("\x1b[31mFAILED\x1b[0m"));
+    }
+}

@@ -1,0 +1,173 @@
+//! Waiting for a task to end: polls ShowBackgroundTask and ShowBackgroundTaskProgress about once
+//! a second (429s are waited out by [`Api::send`]) and shows the current step, the percentage and
+//! the remaining time: a live bar when stderr is a terminal, else one plain line per change.
+//! Progress goes to stderr so that stdout keeps only the command's result.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+
+use super::http::Api;
+use super::output::{duration, paint_status};
+use super::{Failure, OK_STATUSES};
+
+/// How a wait reads its task.
+pub struct Waiting<'a> {
+    pub api: &'a Api,
+    pub instance: &'a str,
+    pub task: &'a str,
+    /// Give up after this long (`None`: never).
+    pub timeout: Option<Duration>,
+    /// A `deleteInstance` task: the instance (and the task) disappearing is its success.
+    pub gone_is_success: bool,
+}
+
+/// The state of a task as one poll sees it.
+#[derive(Debug, Clone, PartialEq)]
+struct Seen {
+    status: String,
+    percentage: u64,
+    remain_secs: u64,
+    /// 1-based index of the current step, of `total`.
+    step: usize,
+    total: usize,
+    step_name: String,
+}
+
+impl Seen {
+    fn line(&self, colour: bool) -> String {
+        let status = paint_status(&self.status, colour);
+        let step = if self.total > 0 {
+            format!(" step {}/{} {}", self.step, self.total, self.step_name)
+        } else {
+            String::new()
+        };
+        let left = if OK_STATUSES.contains(&self.status.as_str()) || self.status == "FAILED" {
+            String::new()
+        } else {
+            format!(", {} left", duration(self.remain_secs))
+        };
+        format!("{status} {:>3}%{step}{left}", self.percentage)
+    }
+}
+
+fn parse_progress(p: &Value, status: &str) -> Seen {
+    let steps = p.get("step_list").and_then(Value::as_array).cloned().unwrap_or_default();
+    let total = steps.len();
+    let state = |s: &Value| s.get("statue").and_then(Value::as_str).unwrap_or_default().to_owned();
+    // The current step: the first not completed (the failed one, when the task failed).
+    let idx = steps.iter().position(|s| state(s) != "COMPLETED").unwrap_or(total.saturating_sub(1));
+    let step_name = steps.get(idx).and_then(|s| s.get("name")).and_then(Value::as_str).unwrap_or_default().to_owned();
+    Seen {
+        status: status.to_owned(),
+        percentage: p.get("progress_percentage").and_then(Value::as_u64).unwrap_or(0).min(100),
+        remain_secs: p.get("remain_time").and_then(Value::as_u64).unwrap_or(0),
+        step: if total == 0 { 0 } else { idx + 1 },
+        total,
+        step_name,
+    }
+}
+
+/// Waits until the task ends. `Ok(task record)` when it succeeded, [`Failure::TaskFailed`]
+/// when it failed or was cancelled, [`Failure::Timeout`] past the timeout.
+pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
+    let started = Instant::now();
+    let live = std::io::stderr().is_terminal();
+    let colour = live && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let bar = if live {
+        let bar = ProgressBar::with_draw_target(Some(100), ProgressDrawTarget::stderr());
+        let template = if colour {
+            "{spinner} [{bar:24.cyan/blue}] {pos:>3}% {wide_msg}"
+        } else {
+            "{spinner} [{bar:24}] {pos:>3}% {wide_msg}"
+        };
+        let style = ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Some(bar)
+    } else {
+        None
+    };
+    let task_path = w.api.instance_path(w.instance, &format!("/tasks/{}", w.task));
+    let mut last: Option<Seen> = None;
+    let result = loop {
+        let shown = match w.api.get(&task_path, &[]).await {
+            Ok(v) => v,
+            // The instance went away with its task (perhaps before the first look).
+            Err(Failure::Api { status: 404, .. }) if w.gone_is_success => break Ok(Value::Null),
+            Err(e) => break Err(e),
+        };
+        let task = shown.get("tasks").and_then(|t| t.get(0)).cloned().unwrap_or(Value::Null);
+        let status = task.get("status").and_then(Value::as_str).unwrap_or("UNKNOWN").to_owned();
+        let progress = match w.api.get(&format!("{task_path}/progress"), &[]).await {
+            Ok(p) => p,
+            Err(Failure::Api { status: 404, .. }) if w.gone_is_success => break Ok(Value::Null),
+            Err(e) => break Err(e),
+        };
+        let seen = parse_progress(&progress, &status);
+        let ended = matches!(status.as_str(), "SUCCESS" | "FAILED" | "CANCELLED" | "DELETED");
+        match &bar {
+            Some(bar) => {
+                bar.set_position(seen.percentage);
+                let step = if seen.total > 0 {
+                    format!("step {}/{} {}", seen.step, seen.total, seen.step_name)
+                } else {
+                    String::new()
+                };
+                let left = if ended { String::new() } else { format!(" · {} left", duration(seen.remain_secs)) };
+                bar.set_message(format!("{} {step}{left}", paint_status(&status, colour)));
+            }
+            None => {
+                let changed = last.as_ref().is_none_or(|l| l.status != seen.status || l.step != seen.step);
+                if changed {
+                    let at = chrono::Local::now().format("%H:%M:%S");
+                    let mut err = std::io::stderr().lock();
+                    let _ = writeln!(err, "{at} {} {}", w.task, seen.line(false));
+                }
+            }
+        }
+        last = Some(seen);
+        if ended {
+            break match (status.as_str(), last.as_ref()) {
+                ("SUCCESS", _) => Ok(task),
+                ("FAILED", Some(s)) if !s.step_name.is_empty() => {
+                    Err(Failure::TaskFailed(format!("task {} FAILED at step {}", w.task, s.step_name)))
+                }
+                _ => Err(Failure::TaskFailed(format!("task {} {status}", w.task))),
+            };
+        }
+        if w.timeout.is_some_and(|t| started.elapsed() >= t) {
+            break Err(Failure::Timeout(format!("task {} is still {status} after {:?}", w.task, started.elapsed())));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    if let Some(bar) = bar {
+        // The finished bar stays on screen; indicatif leaves the cursor at its end.
+        bar.finish();
+        eprintln!();
+    }
+    if result.is_ok() && w.gone_is_success && last.as_ref().is_some_and(|l| l.status != "SUCCESS") {
+        // The instance went away with its task: the deletion is done.
+        let at = chrono::Local::now().format("%H:%M:%S");
+        let _ = writeln!(std::io::stderr().lock(), "{at} {} SUCCESS 100% (instance removed)", w.task);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_current_step_is_the_first_not_completed() {
+        let p = serde_json::json!({"progress_percentage": 40, "remain_time": 75, "step_list": [
+            {"name": "a", "statue": "COMPLETED"}, {"name": "b", "statue": "IN_PROGRESS"}, {"name": "c", "statue": "WAITING"}]});
+        let s = parse_progress(&p, "EXECUTING");
+        assert_eq!((s.step, s.total, s.step_name.as_str(), s.percentage), (2, 3, "b", 40));
+        assert_eq!(s.line(false), "EXECUTING  40% step 2/3 b, 1 min 15 s left");
+    }
+}

@@ -1,0 +1,502 @@
+//! The CLI client against a live server: the built binary, run as a person or a script would
+//! (AK/SK in `HUAWEICLOUD_SDK_*`, stdout piped), every command, its JSON parsed back and
+//! compared with what the API answers, its tables, exit codes and error lines.
+
+#[path = "../common/serve.rs"]
+mod serve;
+
+use std::process::Command;
+
+use kafka_tasks::auth::IssuedCredential;
+use serde_json::Value;
+use serve::{Api, BIN, PROJECT, ServerProcess};
+
+const MASTER_KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
+/// Instances asking for more storage than this fail their createInstance task.
+const POOL_GB: &str = "1000";
+
+/// What one run of the CLI left.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    #[track_caller]
+    fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "{self:?}");
+        self
+    }
+}
+
+/// A server on a fresh database, an admin key made with `credentials create`, and a client
+/// signed with the same key to check what the CLI did.
+struct Fixture {
+    dir: tempfile::TempDir,
+    db: String,
+    server: ServerProcess,
+    cred: IssuedCredential,
+    api: Api,
+}
+
+impl Fixture {
+    fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With more `serve` flags.
+    fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = format!("sqlite:{}", dir.path().join("cli.db").display());
+        let key_file = dir.path().join("master.key").display().to_string();
+        let cred = serve::cli_credential(&db, MASTER_KEY, "cli-user", "admin");
+        let args = [
+            "--database",
+            &db,
+            "--master-key-file",
+            &key_file,
+            "--time-scale",
+            "0.01",
+            "--poll-ms",
+            "20",
+            "--storage-pool-gb",
+            POOL_GB,
+        ];
+        let args: Vec<&str> = args.iter().chain(extra).copied().collect();
+        let server =
+            ServerProcess::start(&args, &[("KAFKA_TASKS_MASTER_KEY", MASTER_KEY)], &dir.path().join("server.log"));
+        let api = Api::new(&server.base, cred.clone());
+        Fixture { dir, db, server, cred, api }
+    }
+
+    /// The CLI with nothing from the caller's environment but what a user of the SDKs sets.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("KAFKA_TASKS_ENDPOINT", &self.server.base)
+            .env("HUAWEICLOUD_SDK_AK", &self.cred.access_key)
+            .env("HUAWEICLOUD_SDK_SK", &self.cred.secret_key)
+            .env("HUAWEICLOUD_SDK_PROJECT_ID", PROJECT);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        run(self.command(args))
+    }
+
+    /// `args` with `--output json`, which must succeed; its stdout as JSON.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        self.run(&all).ok().json()
+    }
+
+    /// The API's answer to a GET, as JSON.
+    async fn get(&self, path: &str) -> Value {
+        let r = self.api.send("GET", path, None).await.expect("the API answers");
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        r.json()
+    }
+
+    async fn status_of(&self, path: &str) -> u16 {
+        self.api.send("GET", path, None).await.expect("the API answers").status
+    }
+
+    /// A RUNNING instance made with `instances create --wait`.
+    fn running_instance(&self, name: &str) -> String {
+        let created = self.json(&["instances", "create", "--name", name, "--wait"]);
+        created["instance_id"].as_str().expect("instance_id").to_owned()
+    }
+}
+
+fn run(mut c: Command) -> Out {
+    let out = c.output().expect("the CLI runs");
+    let o = Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(!o.stderr.contains("panicked") && !o.stderr.contains("RUST_BACKTRACE"), "a panic: {o:?}");
+    o
+}
+
+fn tasks_path(inst: &str) -> String {
+    format!("/v2/{PROJECT}/instances/{inst}/tasks")
+}
+
+fn first_task_id(list: &Value, key: &str) -> String {
+    list[key][0]["id"].as_str().expect("a task id").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_commands_print_the_apis_own_json_and_tables_for_people() {
+    let f = Fixture::start();
+    let inst = f.running_instance("cli-tasks");
+    let changed = f.json(&["configs", "set", "-i", &inst, "log.retention.hours=24", "--wait"]);
+    let job = changed["job_id"].as_str().expect("job_id").to_owned();
+
+    let listed = f.json(&["tasks", "list", "-i", &inst]);
+    assert_eq!(listed, f.get(&tasks_path(&inst)).await);
+    assert_eq!(listed["task_count"], "2");
+    let one_page = f.json(&["tasks", "list", "-i", &inst, "--limit", "1", "--offset", "1"]);
+    assert_eq!(one_page, f.get(&format!("{}?limit=1&offset=1", tasks_path(&inst))).await);
+    assert_eq!(one_page["tasks"].as_array().map(Vec::len), Some(1));
+    let since_later = f.json(&["tasks", "list", "-i", &inst, "--since", "+1h"]);
+    assert_eq!(since_later["task_count"], "0", "{since_later}");
+
+    let task_path = format!("{}/{job}", tasks_path(&inst));
+    assert_eq!(f.json(&["tasks", "show", "-i", &inst, &job]), f.get(&task_path).await);
+    assert_eq!(f.json(&["tasks", "progress", "-i", &inst, &job]), f.get(&format!("{task_path}/progress")).await);
+    let waited = f.json(&["tasks", "wait", "-i", &inst, &job]);
+    assert_eq!(waited["tasks"][0]["status"], "SUCCESS");
+
+    // For people: the task, its name and status, a relative age; no colour when piped.
+    let table = f.run(&["tasks", "list", "-i", &inst]).ok();
+    for want in [job.as_str(), "kafkaConfigModify", "createInstance", "SUCCESS", "2 of 2 tasks"] {
+        assert!(table.stdout.contains(want), "{want} missing from {}", table.stdout);
+    }
+    assert!(table.stdout.contains("just now") || table.stdout.contains(" s ago"), "no age in {}", table.stdout);
+    assert!(!table.stdout.contains('\x1b'), "colour codes on a pipe: {:?}", table.stdout);
+    let shown = f.run(&["tasks", "show", "-i", &inst, &job]).ok();
+    assert!(shown.stdout.contains("log.retention.hours") && shown.stdout.contains("cli-user"), "{}", shown.stdout);
+    let steps = f.run(&["tasks", "progress", "-i", &inst, &job]).ok();
+    assert!(steps.stdout.contains("COMPLETED") && steps.stdout.contains("100% done"), "{}", steps.stdout);
+
+    let deleted = f.run(&["tasks", "delete", "-i", &inst, &job]).ok();
+    assert!(deleted.stdout.contains(&job));
+    assert_eq!(f.status_of(&task_path).await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_commands_list_reschedule_cancel_and_delete() {
+    let f = Fixture::start();
+    let inst = f.running_instance("cli-scheduled");
+    let scheduled = f.json(&["reassign", "-i", &inst, "--topic", "orders", "--brokers", "0,1", "--at", "+2h"]);
+    let id = scheduled["schedule_id"].as_str().expect("schedule_id").to_owned();
+    let path = format!("/v2/{PROJECT}/instances/{inst}/scheduled-tasks");
+
+    let listed = f.json(&["scheduled", "list", "-i", &inst]);
+    assert_eq!(listed, f.get(&path).await);
+    assert_eq!(first_task_id(&listed, "jobs"), id);
+    let before = listed["jobs"][0]["schedule_at"].clone();
+    let table = f.run(&["scheduled", "list", "-i", &inst]).ok();
+    assert!(table.stdout.contains(&id) && table.stdout.contains("in 2 h"), "{}", table.stdout);
+
+    f.run(&["scheduled", "reschedule", "-i", &inst, &id, "--at", "+3h"]).ok();
+    let moved = f.get(&path).await;
+    assert_ne!(moved["jobs"][0]["schedule_at"], before, "not moved: {moved}");
+
+    f.run(&["scheduled", "cancel", "-i", &inst, &id]).ok();
+    assert_eq!(f.get(&path).await["jobs"][0]["status"], "CANCELLED");
+    f.run(&["scheduled", "resume", "-i", &inst, &id]).ok();
+    assert_eq!(f.get(&path).await["jobs"][0]["status"], "CREATED");
+    f.run(&["scheduled", "cancel", "-i", &inst, &id]).ok();
+
+    f.run(&["scheduled", "delete", "-i", &inst, &id]).ok();
+    assert_eq!(f.get(&path).await["job_count"], 0);
+
+    let late = f.run(&["scheduled", "reschedule", "-i", &inst, &id, "--at", "next week"]);
+    assert_eq!(late.code, 2, "a bad time is a usage error: {late:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instance_commands_list_show_update_and_delete_with_wait() {
+    let f = Fixture::start();
+    let inst = f.running_instance("cli-instances");
+    let path = format!("/v2/{PROJECT}/instances/{inst}");
+
+    assert_eq!(f.json(&["instances", "list"]), f.get(&format!("/v2/{PROJECT}/instances")).await);
+    assert_eq!(f.json(&["instances", "show", &inst]), f.get(&path).await);
+    let table = f.run(&["instances", "list"]).ok();
+    assert!(table.stdout.contains("cli-instances") && table.stdout.contains("RUNNING"), "{}", table.stdout);
+
+    f.run(&[
+        "instances",
+        "update",
+        &inst,
+        "--description",
+        "from the CLI",
+        "--maintain-begin",
+        "22:00:00",
+        "--maintain-end",
+        "02:00:00",
+    ])
+    .ok();
+    let shown = f.get(&path).await;
+    assert_eq!(
+        (shown["description"].as_str(), shown["maintain_begin"].as_str()),
+        (Some("from the CLI"), Some("22:00:00"))
+    );
+    let nothing = f.run(&["instances", "update", &inst]);
+    assert_eq!(nothing.code, 2, "{nothing:?}");
+
+    let deleted = f.run(&["instances", "delete", &inst, "--wait"]).ok();
+    assert!(deleted.stdout.contains("deleted"), "{deleted:?}");
+    assert!(deleted.stderr.lines().count() >= 2, "line-per-change expected: {}", deleted.stderr);
+    assert_eq!(f.status_of(&path).await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_operation_starts_its_task_and_wait_follows_it_line_by_line() {
+    let f = Fixture::start();
+    let inst = f.running_instance("cli-operations");
+    let path = format!("/v2/{PROJECT}/instances/{inst}");
+
+    assert_eq!(f.json(&["configs", "get", "-i", &inst]), f.get(&format!("{path}/configs")).await);
+    let configs = f.run(&["configs", "get", "-i", &inst]).ok();
+    assert!(configs.stdout.contains("log.retention.hours"), "{}", configs.stdout);
+
+    // Not a terminal: one plain line per change on stderr, the outcome on stdout.
+    let set = f.run(&["configs", "set", "-i", &inst, "log.retention.hours=48", "--wait"]).ok();
+    assert!(set.stdout.contains("SUCCESS"), "{set:?}");
+    let lines: Vec<&str> = set.stderr.lines().collect();
+    assert!(lines.len() >= 2 && lines.iter().all(|l| l.contains('%')), "{}", set.stderr);
+    assert!(lines.last().is_some_and(|l| l.contains("SUCCESS") && l.contains("100%")), "{}", set.stderr);
+    assert!(!set.stderr.contains('\x1b') && !set.stderr.contains('\r'), "a bar on a pipe: {:?}", set.stderr);
+
+    f.run(&["autotopic", "-i", &inst, "on", "--wait"]).ok();
+    f.run(&["resize", "-i", &inst, "--storage", "600", "--wait"]).ok();
+    f.run(&["resize", "-i", &inst, "--brokers", "4", "--wait"]).ok();
+    f.run(&["resize", "-i", &inst, "--product", "c6.4u8g.cluster", "--wait"]).ok();
+    let estimate = f.json(&["reassign", "-i", &inst, "--topic", "t", "--brokers", "0,1,2", "--estimate"]);
+    assert!(estimate["reassignment_time"].as_u64().is_some(), "{estimate}");
+    f.run(&["reassign", "-i", &inst, "--topic", "t", "--brokers", "0,1,2", "--replication-factor", "2", "--wait"]).ok();
+    f.run(&["restart", "-i", &inst, "--wait"]).ok();
+    let shown = f.get(&path).await;
+    assert_eq!(shown["enable_auto_topic"], true);
+    assert_eq!((shown["storage_space"].as_u64(), shown["broker_num"].as_u64()), (Some(800), Some(4)), "{shown}");
+    assert_eq!(shown["product_id"], "c6.4u8g.cluster");
+
+    let upgrade_path = format!("/v2/{PROJECT}/kafka/instances/{inst}/upgrade");
+    assert_eq!(f.json(&["upgrade", "-i", &inst, "--check"]), f.get(&upgrade_path).await);
+    let added = Command::new(BIN)
+        .args(["kernels", "add", "--engine-version", "2.7", "--build", "2.7.1-h0.cbu.dms.999.r0", "--database", &f.db])
+        .output()
+        .expect("kernels add runs");
+    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    f.run(&["upgrade", "-i", &inst, "--wait"]).ok();
+    assert_eq!(f.get(&upgrade_path).await["current_version"], "2.7.1-h0.cbu.dms.999.r0");
+
+    let names: Vec<String> = f.json(&["tasks", "list", "-i", &inst, "--limit", "100"])["tasks"]
+        .as_array()
+        .map(|a| a.iter().filter(|t| t["status"] == "SUCCESS").map(|t| t["name"].to_string()).collect())
+        .unwrap_or_default();
+    for want in ["kafkaConfigModify", "extendInstance", "kafkaPartitionReassign", "restartInstance", "upgradeInstance"]
+    {
+        assert!(names.iter().any(|n| n.contains(want)), "no successful {want} in {names:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_task_exits_3_with_its_step() {
+    let f = Fixture::start();
+    let too_big = f.run(&["instances", "create", "--name", "cli-too-big", "--storage-space", "2000", "--wait"]);
+    assert_eq!(too_big.code, 3, "{too_big:?}");
+    assert!(too_big.stderr.contains("FAILED"), "{}", too_big.stderr);
+
+    let inst = f.json(&["instances", "list"])["instances"][0]["instance_id"].as_str().expect("an instance").to_owned();
+    let task = first_task_id(&f.json(&["tasks", "list", "-i", &inst]), "tasks");
+    let waited = f.run(&["tasks", "wait", "-i", &inst, &task]);
+    assert_eq!(waited.code, 3, "{waited:?}");
+    assert!(waited.stderr.contains(&format!("task {task} FAILED at step")), "{}", waited.stderr);
+    assert_eq!(f.get(&format!("{}/{task}", tasks_path(&inst))).await["tasks"][0]["status"], "FAILED");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_show_the_dms_code_message_and_request_id_and_exit_codes_tell_them_apart() {
+    let f = Fixture::start();
+    let inst = f.running_instance("cli-errors");
+
+    let missing = f.run(&["tasks", "show", "-i", &inst, "0123456789abcdef0123456789abcdef"]);
+    assert_eq!(missing.code, 1, "{missing:?}");
+    let line = missing.stderr.trim();
+    assert!(line.starts_with("error: DMS.00404070: ") && line.contains("(HTTP 404, request id "), "{line}");
+    let id = line.rsplit("request id ").next().unwrap_or_default().trim_end_matches(')');
+    assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "request id {id:?} in {line}");
+    assert!(f.server.log.exists());
+    let log = std::fs::read_to_string(&f.server.log).unwrap_or_default();
+    assert!(log.contains(id), "the request id is the server's own");
+
+    let wrong_secret = run({
+        let mut c = f.command(&["instances", "list"]);
+        c.env("HUAWEICLOUD_SDK_SK", "not-the-secret");
+        c
+    });
+    assert_eq!(wrong_secret.code, 1);
+    assert!(wrong_secret.stderr.contains("APIGW.0301"), "{}", wrong_secret.stderr);
+
+    let down = run({
+        let mut c = f.command(&["instances", "list"]);
+        c.env("KAFKA_TASKS_ENDPOINT", "http://127.0.0.1:1");
+        c
+    });
+    assert_eq!(down.code, 4, "{down:?}");
+    assert!(down.stderr.contains("no answer from http://127.0.0.1:1"), "{}", down.stderr);
+
+    let https = f.run(&["instances", "list", "--endpoint", "https://127.0.0.1:1"]);
+    assert_eq!(https.code, 2);
+    assert!(https.stderr.contains("plain HTTP"), "{}", https.stderr);
+
+    let no_creds = run({
+        let mut c = f.command(&["instances", "list"]);
+        c.env_remove("HUAWEICLOUD_SDK_AK").env_remove("HUAWEICLOUD_SDK_SK");
+        c
+    });
+    assert_eq!(no_creds.code, 2);
+    assert!(no_creds.stderr.contains("HUAWEICLOUD_SDK_AK"), "{}", no_creds.stderr);
+
+    let usage = f.run(&["tasks", "show"]);
+    assert_eq!(usage.code, 2, "{usage:?}");
+    let busy = f.run(&["upgrade", "-i", &inst]);
+    assert_eq!(busy.code, 1);
+    assert!(busy.stderr.contains("DMS.00400026"), "{}", busy.stderr);
+
+    // The batch restart answers 200 with a per-instance "failed": still a refusal, exit 1.
+    let creating = f.json(&["instances", "create", "--name", "cli-creating"]);
+    let creating = creating["instance_id"].as_str().expect("instance_id");
+    let refused = f.run(&["restart", "-i", creating, "--wait"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("could not be restarted") && refused.stdout.is_empty(), "{refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_come_from_a_private_profile_file_or_a_token_never_a_readable_file() {
+    let f = Fixture::start();
+    let dir = f.dir.path().join("config").join("kafka-tasks");
+    std::fs::create_dir_all(&dir).expect("config dir");
+    let file = dir.join("profiles.toml");
+    let text = format!(
+        "[lab]\nendpoint = \"{}\"\nproject_id = \"{PROJECT}\"\naccess_key = \"{}\"\nsecret_key = \"{}\"\n",
+        f.server.base, f.cred.access_key, f.cred.secret_key
+    );
+    std::fs::write(&file, text).expect("profile file");
+    let chmod = |mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    let with_profile = |f: &Fixture| {
+        let mut c = f.command(&["instances", "list", "--profile", "lab", "--output", "json"]);
+        for v in ["HUAWEICLOUD_SDK_AK", "HUAWEICLOUD_SDK_SK", "HUAWEICLOUD_SDK_PROJECT_ID", "KAFKA_TASKS_ENDPOINT"] {
+            c.env_remove(v);
+        }
+        run(c)
+    };
+
+    chmod(0o644);
+    let refused = with_profile(&f);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(refused.stderr.contains("chmod 600") && refused.stderr.contains("0644"), "{}", refused.stderr);
+
+    chmod(0o600);
+    let used = with_profile(&f);
+    assert_eq!(used.code, 0, "{used:?}");
+    assert_eq!(used.json()["instance_num"], 0);
+
+    let token = Command::new(BIN)
+        .args(["token", "create", "--access-key", &f.cred.access_key, "--database", &f.db])
+        .env("KAFKA_TASKS_MASTER_KEY", MASTER_KEY)
+        .output()
+        .expect("token create runs");
+    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+    let with_token = run({
+        let mut c = f.command(&["instances", "list", "-o", "json"]);
+        c.env_remove("HUAWEICLOUD_SDK_AK").env_remove("HUAWEICLOUD_SDK_SK");
+        c.env("KAFKA_TASKS_TOKEN", String::from_utf8_lossy(&token.stdout).trim());
+        c
+    });
+    assert_eq!(with_token.code, 0, "{with_token:?}");
+    assert_eq!(with_token.json()["instance_num"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limited_client_waits_out_429_and_still_follows_its_task() {
+    let f = Fixture::start_with(&["--rate-limit-per-key", "1", "--rate-limit-burst", "1"]);
+    let created = f.run(&["instances", "create", "--name", "cli-throttled", "--wait", "-o", "json"]);
+    assert_eq!(created.code, 0, "{created:?}");
+    let inst = created.json()["instance_id"].as_str().expect("instance_id").to_owned();
+    let listed = f.run(&["tasks", "list", "-i", &inst, "-o", "json"]).ok();
+    assert_eq!(listed.json()["tasks"][0]["status"], "SUCCESS");
+    let log = std::fs::read_to_string(&f.server.log).unwrap_or_default();
+    assert!(log.contains("\"status\":429"), "the limit was never hit, so nothing was tested");
+}
+
+#[test]
+fn completions_are_printed_for_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run({
+            let mut c = Command::new(BIN);
+            c.args(["completions", shell]);
+            c
+        });
+        assert_eq!(out.code, 0, "{shell}: {out:?}");
+        for word in ["kafka-tasks", "reschedule", "autotopic", "--wait"] {
+            assert!(out.stdout.contains(word), "{shell} completions lack {word}");
+        }
+    }
+}
+
+#[test]
+fn a_closed_pipe_ends_the_client_quietly_not_with_a_panic() {
+    use std::io::Read;
+    let mut child = Command::new(BIN)
+        .args(["completions", "zsh"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the CLI runs");
+    let mut first = [0u8; 1];
+    child.stdout.take().expect("stdout").read_exact(&mut first).expect("one byte");
+    // The reader is gone (as `| head -c 1` leaves it); the rest of the script hits a closed pipe.
+    let out = child.wait_with_output().expect("it ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+}
+
+#[test]
+fn help_is_there_for_every_client_command() {
+    let commands: &[&[&str]] = &[
+        &["tasks"],
+        &["tasks", "list"],
+        &["tasks", "show"],
+        &["tasks", "progress"],
+        &["tasks", "delete"],
+        &["tasks", "wait"],
+        &["scheduled", "list"],
+        &["scheduled", "reschedule"],
+        &["scheduled", "cancel"],
+        &["scheduled", "resume"],
+        &["scheduled", "delete"],
+        &["instances", "list"],
+        &["instances", "show"],
+        &["instances", "create"],
+        &["instances", "update"],
+        &["instances", "delete"],
+        &["configs", "get"],
+        &["configs", "set"],
+        &["autotopic"],
+        &["resize"],
+        &["reassign"],
+        &["upgrade"],
+        &["restart"],
+        &["completions"],
+    ];
+    for args in commands {
+        let out = run({
+            let mut c = Command::new(BIN);
+            c.args(*args).arg("--help");
+            c
+        });
+        assert_eq!(out.code, 0, "{args:?}: {out:?}");
+        assert!(out.stdout.contains("Usage: kafka-tasks"), "{args:?}: {}", out.stdout);
+    }
+}
