@@ -22,24 +22,34 @@ async fn raw_params(parts: &mut Parts) -> Result<RawPathParams, ApiError> {
     RawPathParams::from_request_parts(parts, &()).await.map_err(|_| ApiError::NoSuchUrl)
 }
 
-fn parse_project(p: &HashMap<&str, &str>) -> Result<ProjectId, ApiError> {
-    p.get("project_id").and_then(|s| s.parse().ok()).ok_or(ApiError::InvalidProjectId)
+/// The project the path names, once it is the caller's own: another project's path is refused
+/// here (`403 APIGW.0302`), before any handler code runs, whatever else the path holds.
+fn own_project(parts: &Parts, p: &HashMap<&str, &str>) -> Result<ProjectId, ApiError> {
+    let project: ProjectId = p.get("project_id").and_then(|s| s.parse().ok()).ok_or(ApiError::InvalidProjectId)?;
+    // Only routes behind the auth layer take a project path; reaching one without an identity is a bug.
+    let caller =
+        parts.extensions.get::<Identity>().ok_or_else(|| ApiError::Internal("route without authentication".into()))?;
+    if caller.project_id != project {
+        return Err(ApiError::WrongProject);
+    }
+    Ok(project)
 }
 
 fn parse_instance(p: &HashMap<&str, &str>) -> Result<InstanceId, ApiError> {
     p.get("instance_id").and_then(|s| s.parse().ok()).ok_or(ApiError::InvalidInstanceId)
 }
 
-/// `/v2/{project_id}/…`
+/// `/v2/{project_id}/…`, the caller's own project (see [`own_project`]).
 pub struct ProjectPath(pub ProjectId);
 
-/// `/v2/{project_id}/instances/{instance_id}/…`
+/// `/v2/{project_id}/instances/{instance_id}/…`, in the caller's own project.
 pub struct InstancePath {
     pub project: ProjectId,
     pub instance: InstanceId,
 }
 
-/// `/v2/{project_id}/instances/{instance_id}/tasks/{task_id}` and the scheduled-task twin.
+/// `/v2/{project_id}/instances/{instance_id}/tasks/{task_id}` and the scheduled-task twin, in
+/// the caller's own project.
 pub struct TaskPath {
     pub project: ProjectId,
     pub instance: InstanceId,
@@ -50,7 +60,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ProjectPath {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let raw = raw_params(parts).await?;
-        Ok(ProjectPath(parse_project(&path_params(&raw))?))
+        Ok(ProjectPath(own_project(parts, &path_params(&raw))?))
     }
 }
 
@@ -59,7 +69,8 @@ impl<S: Send + Sync> FromRequestParts<S> for InstancePath {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let raw = raw_params(parts).await?;
         let p = path_params(&raw);
-        Ok(InstancePath { project: parse_project(&p)?, instance: parse_instance(&p)? })
+        let project = own_project(parts, &p)?;
+        Ok(InstancePath { project, instance: parse_instance(&p)? })
     }
 }
 
@@ -68,7 +79,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let raw = raw_params(parts).await?;
         let p = path_params(&raw);
-        let project = parse_project(&p)?;
+        let project = own_project(parts, &p)?;
         let instance = parse_instance(&p)?;
         let task = p.get("task_id").and_then(|s| s.parse().ok()).ok_or(ApiError::InvalidTaskId)?;
         Ok(TaskPath { project, instance, task })
@@ -146,13 +157,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 }
 
 impl Caller {
-    /// Checks that the caller may perform `action` in `project`. Another project's path is a
-    /// gateway refusal; a role too weak for the action is a DMS refusal.
-    pub fn require(&self, project: &ProjectId, action: Action) -> Result<&Identity, ApiError> {
+    /// Checks that the caller's role allows `action` (a DMS refusal otherwise). The project was
+    /// checked already, by the path extractor.
+    pub fn require(&self, action: Action) -> Result<&Identity, ApiError> {
         self.1.set_action(action.iam_name());
-        if self.0.project_id != *project {
-            return Err(ApiError::WrongProject);
-        }
         if self.0.role < action.required_role() {
             return Err(ApiError::Forbidden);
         }
@@ -161,6 +169,14 @@ impl Caller {
 }
 
 impl Caller {
+    /// For a project named outside the path (a token request's scope): it must be the caller's.
+    pub fn own_project(&self, project: &ProjectId) -> Result<(), ApiError> {
+        if self.0.project_id != *project {
+            return Err(ApiError::WrongProject);
+        }
+        Ok(())
+    }
+
     /// The audit event this request leaves if it succeeds with `status`. The store writes it in
     /// the change's own transaction; then call [`Caller::recorded`].
     pub fn audit_event(&self, target: &str, status: axum::http::StatusCode, at: i64) -> AuditEvent {

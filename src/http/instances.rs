@@ -80,7 +80,7 @@ async fn create(
     ProjectPath(project): ProjectPath,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let who = caller.require(&project, Action::CreateInstance)?;
+    let who = caller.require(Action::CreateInstance)?;
     let new = NewInstance::from_body(body)?;
     let catalog = state.storage.kernel_catalog(&new.engine_version).await?;
     let mut inst = Instance::create(project, &new, &who.user_id, &who.user_name, now_ms());
@@ -100,7 +100,7 @@ async fn list(
     caller: Caller,
     ProjectPath(project): ProjectPath,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&project, Action::GetInstance)?;
+    caller.require(Action::GetInstance)?;
     let all = state.storage.instances.list_instances(&project).await?;
     let instances: Vec<Value> = all.iter().map(Instance::to_json).collect();
     Ok(Json(json!({ "instance_num": instances.len(), "instances": instances })))
@@ -112,14 +112,14 @@ async fn load(state: &AppState, path: &InstancePath) -> Result<Instance, ApiErro
 
 /// ShowInstance: `GET /v2/{project_id}/instances/{instance_id}`
 async fn show(State(state): State<AppState>, caller: Caller, path: InstancePath) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::GetInstance)?;
+    caller.require(Action::GetInstance)?;
     Ok(Json(load(&state, &path).await?.to_json()))
 }
 
 /// DeleteInstance: `DELETE /v2/{project_id}/instances/{instance_id}` → 204; the instance and its
 /// task records go away when the `deleteInstance` task finishes.
 async fn delete(State(state): State<AppState>, caller: Caller, path: InstancePath) -> Result<StatusCode, ApiError> {
-    caller.require(&path.project, Action::DeleteInstance)?;
+    caller.require(Action::DeleteInstance)?;
     submit(&state, &caller, &path, None, StatusCode::NO_CONTENT, |_| Ok(Operation::DeleteInstance)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -137,7 +137,7 @@ async fn batch_action(
         Some("delete") => (Action::DeleteInstance, Operation::DeleteInstance),
         _ => return Err(ApiError::InvalidParam("action")),
     };
-    caller.require(&project, action)?;
+    caller.require(action)?;
     let ids = body.get("instances").and_then(Value::as_array).ok_or(ApiError::InvalidParam("instances"))?;
     if ids.is_empty() || ids.len() > 50 {
         return Err(ApiError::InvalidParam("instances"));
@@ -177,7 +177,7 @@ async fn update(
     path: InstancePath,
     JsonBody(body): JsonBody,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(&path.project, Action::ModifyInstance)?;
+    caller.require(Action::ModifyInstance)?;
     let change = InstanceUpdate::from_body(body)?;
     let event = caller.audit_event(path.instance.as_str(), StatusCode::NO_CONTENT, state.auth.clock.now_ms());
     let apply = Box::new(move |inst: &mut Instance| change.apply(inst));
@@ -198,7 +198,7 @@ async fn show_configs(
     caller: Caller,
     path: InstancePath,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::GetInstance)?;
+    caller.require(Action::GetInstance)?;
     Ok(Json(json!({ "kafka_configs": load(&state, &path).await?.config_list() })))
 }
 
@@ -209,7 +209,7 @@ async fn modify_configs(
     path: InstancePath,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::ModifyInstance)?;
+    caller.require(Action::ModifyInstance)?;
     let task = submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::modify_configs(&body, inst))
         .await?;
     let (dynamic, stat) = operation::config_counts(&task.operation);
@@ -223,7 +223,7 @@ async fn auto_topic(
     path: InstancePath,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::ModifyInstance)?;
+    caller.require(Action::ModifyInstance)?;
     let enable = body.get("enable_auto_topic").and_then(Value::as_bool);
     let task =
         submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::auto_topic(&body, inst)).await?;
@@ -237,7 +237,7 @@ async fn resize(
     path: InstancePath,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::ModifyInstance)?;
+    caller.require(Action::ModifyInstance)?;
     let task = submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::resize(&body, inst)).await?;
     Ok(Json(json!({ "job_id": task.record.id })))
 }
@@ -252,7 +252,7 @@ async fn reassign(
     path: InstancePath,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::ModifyInstance)?;
+    caller.require(Action::ModifyInstance)?;
     let schedule_at = operation::schedule(&body, state.auth.clock.now_ms())?;
     if body.get("time_estimate").and_then(Value::as_bool) == Some(true) {
         let inst = load(&state, &path).await?;
@@ -279,7 +279,7 @@ async fn show_upgrade(
     caller: Caller,
     path: InstancePath,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::GetInstance)?;
+    caller.require(Action::GetInstance)?;
     let inst = load(&state, &path).await?;
     let latest = latest_kernel(&state, &inst).await?;
     Ok(Json(json!({ "current_version": inst.kernel_version(), "latest_version": latest })))
@@ -294,7 +294,7 @@ async fn upgrade(
     path: InstancePath,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::ModifyInstance)?;
+    caller.require(Action::ModifyInstance)?;
     let schedule_at = operation::schedule(&body, state.auth.clock.now_ms())?;
     // Read before the submitting transaction: builds are only ever appended, so a build added
     // meanwhile makes this one older, never invalid.

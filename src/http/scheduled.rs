@@ -28,7 +28,7 @@ async fn list(
     path: InstancePath,
     QueryMap(q): QueryMap,
 ) -> Result<Response, ApiError> {
-    caller.require(&path.project, Action::ListScheduledTasks)?;
+    caller.require(Action::ListScheduledTasks)?;
     let query = page_query(path.project, path.instance, View::Scheduled, &q)?;
     let (total, jobs) = state.storage.tasks.list_tasks(&query).await?.ok_or(ApiError::NoInstance)?;
     #[derive(serde::Serialize)]
@@ -49,7 +49,7 @@ async fn update(
     path: TaskPath,
     QueryMap(q): QueryMap,
 ) -> Result<StatusCode, ApiError> {
-    caller.require(&path.project, Action::ModifyScheduledTask)?;
+    caller.require(Action::ModifyScheduledTask)?;
     let now = now_ms();
     let execute_at = match q.get("execute_at") {
         None => None,
@@ -92,6 +92,6 @@ async fn update(
 
 /// DeleteScheduledTask: `DELETE …/scheduled-tasks/{task_id}`, allowed once the task has ended.
 async fn delete(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<StatusCode, ApiError> {
-    caller.require(&path.project, Action::DeleteScheduledTask)?;
+    caller.require(Action::DeleteScheduledTask)?;
     remove(&state, &caller, &path, View::Scheduled).await
 }

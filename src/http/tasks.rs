@@ -72,7 +72,7 @@ async fn list(
     path: InstancePath,
     QueryMap(q): QueryMap,
 ) -> Result<Response, ApiError> {
-    caller.require(&path.project, Action::GetBackgroundTask)?;
+    caller.require(Action::GetBackgroundTask)?;
     let query = page_query(path.project, path.instance, View::Background, &q)?;
     let (total, tasks) = state.storage.tasks.list_tasks(&query).await?.ok_or(ApiError::NoInstance)?;
     Ok(task_list(total, &tasks))
@@ -101,7 +101,7 @@ pub async fn find(state: &AppState, path: &TaskPath, view: View) -> Result<TaskR
 
 /// ShowBackgroundTask: `GET …/tasks/{task_id}`, the list wrapper with one element.
 async fn show(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Response, ApiError> {
-    caller.require(&path.project, Action::GetBackgroundTask)?;
+    caller.require(Action::GetBackgroundTask)?;
     let task = find(&state, &path, View::Background).await?;
     Ok(task_list(1, std::slice::from_ref(&task)))
 }
@@ -123,7 +123,7 @@ pub async fn remove(state: &AppState, caller: &Caller, path: &TaskPath, view: Vi
 
 /// DeleteBackgroundTask: `DELETE …/tasks/{task_id}` → 204 once the removal is durable.
 async fn delete(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<StatusCode, ApiError> {
-    caller.require(&path.project, Action::DeleteBackgroundTask)?;
+    caller.require(Action::DeleteBackgroundTask)?;
     remove(&state, &caller, &path, View::Background).await
 }
 
@@ -140,7 +140,7 @@ struct StepJson<'a> {
 
 /// ShowBackgroundTaskProgress: `GET …/tasks/{task_id}/progress`
 async fn progress(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::Unrestricted)?;
+    caller.require(Action::Unrestricted)?;
     let task = find(&state, &path, View::Background).await?;
     let p = task.progress(now_ms());
     let steps: Vec<StepJson> = task

@@ -42,7 +42,8 @@ async fn create(
         .ok_or(ApiError::InvalidBody)?
         .parse()
         .map_err(|_| ApiError::InvalidProjectId)?;
-    let who = caller.require(&project, Action::CreateToken)?;
+    caller.own_project(&project)?;
+    let who = caller.require(Action::CreateToken)?;
     let Some(ak) = who.access_key.clone() else {
         return Err(ApiError::Unauthenticated("a token is issued only to a request signed with AK/SK".into()));
     };

@@ -8,6 +8,7 @@ mod fidelity;
 mod helpers;
 mod hygiene;
 mod instances;
+mod isolation;
 #[path = "../common/pg.rs"]
 mod pg;
 mod scheduled;
