@@ -2,6 +2,7 @@
 //! request-id, logging, metrics and body-guard layers and the DMS-shaped 404/405 fallbacks.
 //! The serve loop (connections, timeouts, hyper's own errors) is [`serve`].
 
+pub mod audit;
 pub mod auth_layer;
 pub mod console;
 pub mod error;

@@ -48,7 +48,7 @@ async fn update(
     caller: Caller,
     path: TaskPath,
     QueryMap(q): QueryMap,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     caller.require(Action::ModifyScheduledTask)?;
     let now = now_ms();
     let execute_at = match q.get("execute_at") {
@@ -72,7 +72,7 @@ async fn update(
         return Err(ApiError::InvalidParam("execute_at"));
     }
     let change = ScheduleChange { execute_at, status };
-    let event = caller.audit_event(path.task.as_str(), StatusCode::NO_CONTENT, state.auth.clock.now_ms());
+    let (event, receipt) = caller.audit(path.task.as_str(), StatusCode::NO_CONTENT);
     match state
         .storage
         .tasks
@@ -80,9 +80,8 @@ async fn update(
         .await?
     {
         Found::Yes(true) => {
-            caller.recorded();
             state.engine_wake.notify_one();
-            Ok(StatusCode::NO_CONTENT)
+            Ok(receipt.respond(StatusCode::NO_CONTENT))
         }
         Found::Yes(false) => Err(ApiError::InstanceState),
         Found::NoInstance => Err(ApiError::NoInstance),
@@ -91,7 +90,7 @@ async fn update(
 }
 
 /// DeleteScheduledTask: `DELETE …/scheduled-tasks/{task_id}`, allowed once the task has ended.
-async fn delete(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<StatusCode, ApiError> {
+async fn delete(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Response, ApiError> {
     caller.require(Action::DeleteScheduledTask)?;
     remove(&state, &caller, &path, View::Scheduled).await
 }

@@ -108,13 +108,10 @@ async fn show(State(state): State<AppState>, caller: Caller, path: TaskPath) -> 
 
 /// Removes a finished task; shared by DeleteBackgroundTask and DeleteScheduledTask. The audit
 /// event keeps the record as it was, so who deleted what outlives the record.
-pub async fn remove(state: &AppState, caller: &Caller, path: &TaskPath, view: View) -> Result<StatusCode, ApiError> {
-    let event = caller.audit_event(path.task.as_str(), StatusCode::NO_CONTENT, state.auth.clock.now_ms());
+pub async fn remove(state: &AppState, caller: &Caller, path: &TaskPath, view: View) -> Result<Response, ApiError> {
+    let (event, receipt) = caller.audit(path.task.as_str(), StatusCode::NO_CONTENT);
     match state.storage.tasks.delete_task(&path.project, &path.instance, &path.task, view, Some(event)).await? {
-        DeleteOutcome::Deleted(_) => {
-            caller.recorded();
-            Ok(StatusCode::NO_CONTENT)
-        }
+        DeleteOutcome::Deleted(_) => Ok(receipt.respond(StatusCode::NO_CONTENT)),
         DeleteOutcome::Running => Err(ApiError::TaskRunning),
         DeleteOutcome::NoInstance => Err(ApiError::NoInstance),
         DeleteOutcome::NoTask => Err(ApiError::NoTask),
@@ -122,7 +119,7 @@ pub async fn remove(state: &AppState, caller: &Caller, path: &TaskPath, view: Vi
 }
 
 /// DeleteBackgroundTask: `DELETE …/tasks/{task_id}` → 204 once the removal is durable.
-async fn delete(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<StatusCode, ApiError> {
+async fn delete(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Response, ApiError> {
     caller.require(Action::DeleteBackgroundTask)?;
     remove(&state, &caller, &path, View::Background).await
 }

@@ -29,7 +29,6 @@ async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     if caller.0.method != AuthMethod::AkSk {
-        caller.1.set_action(Action::CreateToken.iam_name());
         let client = client.and_then(|Extension(ClientAddress(c))| c);
         auth::record_failure(Reason::TokenForToken, caller.0.access_key.as_deref(), client, &current_request_id());
         return Err(ApiError::Unauthenticated(
@@ -47,7 +46,6 @@ async fn create(
     let Some(ak) = who.access_key.clone() else {
         return Err(ApiError::Unauthenticated("a token is issued only to a request signed with AK/SK".into()));
     };
-    caller.1.set_target(ak.clone());
     let (token, claims) = state.auth.issue_token(&ak).await?;
     let body = json!({
         "token": {

@@ -11,7 +11,7 @@ use kafka_tasks::domain::Role;
 const OTHER_PROJECT: &str = "fedcba9876543210fedcba9876543210";
 
 /// Every `(method, template)` the HTTP modules register with `.route("…", get(…).put(…))`.
-fn routes() -> Vec<(Method, String)> {
+pub fn routes() -> Vec<(Method, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
     let mut out = vec![];
     for entry in std::fs::read_dir(&dir).expect("src/http readable") {

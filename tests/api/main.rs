@@ -1,6 +1,7 @@
 //! Integration tests: the real server over real HTTP, each test on its own fresh database.
 
 mod attacks;
+mod audit;
 mod auth;
 mod bad_input;
 mod engine;
