@@ -5,6 +5,7 @@ pub mod ids;
 pub mod instance;
 pub mod kernel;
 pub mod operation;
+pub mod submission;
 pub mod task;
 pub mod time;
 pub mod transition;

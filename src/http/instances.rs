@@ -14,8 +14,9 @@ use super::error::ApiError;
 use super::extract::{Caller, InstancePath, JsonBody, ProjectPath};
 use crate::domain::instance::{Instance, InstanceUpdate, NewInstance};
 use crate::domain::operation::{self, Operation};
+use crate::domain::submission::{NewTask, TaskBuilder};
 use crate::domain::{Action, InstanceId, Invalid, now_ms};
-use crate::storage::{NewTask, SubmitError};
+use crate::storage::SubmitError;
 
 /// Several operations have two documented paths (the SDKs and Terraform use both); each pair
 /// is served by one handler, so auth, audit and errors cannot drift apart.
@@ -50,9 +51,7 @@ async fn submit<F>(
 where
     F: FnOnce(&Instance) -> Result<Operation, Invalid> + Send + 'static,
 {
-    let st = state.clone();
-    let who = caller.0.clone();
-    let build = Box::new(move |inst: &Instance| make(inst).map(|op| st.new_task(&who, inst, op, schedule_at)));
+    let build = TaskBuilder::new(&caller.0, now_ms(), schedule_at, state.time_scale, make);
     let (event, receipt) = caller.audit(path.instance.as_str(), status);
     match state.storage.instances.submit(&path.project, &path.instance, build, Some(event)).await? {
         Ok(task) => {
@@ -86,7 +85,8 @@ async fn create(
     let catalog = state.storage.kernel_catalog(&new.engine_version).await?;
     let mut inst = Instance::create(project, &new, &who.user_id, &who.user_name, now_ms());
     inst.kernel_version = catalog.map(|c| c.latest().to_owned());
-    let task = state.new_task(who, &inst, Operation::from(&new), None);
+    let task =
+        NewTask::new(&inst, Operation::from(&new), (&who.user_id, &who.user_name), now_ms(), None, state.time_scale);
     let id = inst.id.clone();
     let (event, receipt) = caller.audit(id.as_str(), StatusCode::OK);
     state.storage.instances.create_instance(inst, task, Some(event)).await?;

@@ -32,9 +32,8 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 
 use crate::auth::Authenticator;
-use crate::domain::operation::{Operation, StepContext};
-use crate::domain::{Identity, now_ms};
-use crate::storage::{NewTask, Storage};
+use crate::domain::operation::StepContext;
+use crate::storage::Storage;
 use error::{ApiError, REQUEST_ID};
 
 /// The largest request body accepted (operation bodies are small JSON documents).
@@ -53,19 +52,6 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub body_guard: Arc<BodyGuard>,
     pub readiness: Arc<health::Readiness>,
-}
-
-impl AppState {
-    /// A new task record for `op`, started by `who`, due at `schedule_at` when scheduled.
-    pub fn new_task(
-        &self,
-        who: &Identity,
-        inst: &crate::domain::instance::Instance,
-        op: Operation,
-        schedule_at: Option<i64>,
-    ) -> NewTask {
-        NewTask::new(inst, op, (&who.user_id, &who.user_name), now_ms(), schedule_at, self.time_scale)
-    }
 }
 
 pub fn router(state: AppState) -> Router {

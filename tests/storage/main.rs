@@ -102,7 +102,7 @@ async fn submit(
     schedule_at: Option<i64>,
 ) -> Result<NewTask, SubmitError> {
     let t = task(inst, op, created_at, schedule_at);
-    s.instances.submit(&inst.project_id, &inst.id, Box::new(move |_| Ok(t)), None).await.expect("submit")
+    s.instances.submit(&inst.project_id, &inst.id, TaskBuilder::ready(t), None).await.expect("submit")
 }
 
 #[tokio::test]
@@ -147,7 +147,7 @@ async fn steps_planned_to_take_no_time_finish_in_the_same_write() {
         let mut t = task(&inst, Operation::Restart, T0 + 1, None);
         t.record.steps = t.operation.steps(0.0);
         s.instances
-            .submit(&inst.project_id, &inst.id, Box::new(move |_| Ok(t)), None)
+            .submit(&inst.project_id, &inst.id, TaskBuilder::ready(t), None)
             .await
             .expect("submit")
             .expect("admitted");
