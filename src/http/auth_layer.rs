@@ -92,7 +92,7 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
     let method = parts.method.clone();
     let action = audit::route_action(&method, &route, &bytes)
         .map_or_else(|| format!("{method} {route}"), |a| a.iam_name().to_owned());
-    let at = state.auth.clock.now_ms();
+    let at = state.clock.now_ms();
     // A batch is audited per instance it names, whatever becomes of the request.
     let batch = (mutating && route == audit::BATCH_ROUTE).then(|| audit::batch_targets(&bytes)).flatten();
     parts.extensions.insert(identity.clone());

@@ -15,7 +15,7 @@ use super::extract::{Caller, InstancePath, JsonBody, ProjectPath};
 use crate::domain::instance::{Instance, InstanceUpdate, NewInstance};
 use crate::domain::operation::{self, Operation};
 use crate::domain::submission::{NewTask, TaskBuilder};
-use crate::domain::{Action, InstanceId, Invalid, now_ms};
+use crate::domain::{Action, InstanceId, Invalid};
 use crate::storage::SubmitError;
 
 /// Several operations have two documented paths (the SDKs and Terraform use both); each pair
@@ -51,7 +51,7 @@ async fn submit<F>(
 where
     F: FnOnce(&Instance) -> Result<Operation, Invalid> + Send + 'static,
 {
-    let build = TaskBuilder::new(&caller.0, now_ms(), schedule_at, state.time_scale, make);
+    let build = TaskBuilder::new(&caller.0, state.clock.now_ms(), schedule_at, state.time_scale, make);
     let (event, receipt) = caller.audit(path.instance.as_str(), status);
     match state.storage.instances.submit(&path.project, &path.instance, build, Some(event)).await? {
         Ok(task) => {
@@ -83,10 +83,10 @@ async fn create(
     let who = caller.require(Action::CreateInstance)?;
     let new = NewInstance::from_body(body)?;
     let catalog = state.storage.kernel_catalog(&new.engine_version).await?;
-    let mut inst = Instance::create(project, &new, &who.user_id, &who.user_name, now_ms());
+    let now = state.clock.now_ms();
+    let mut inst = Instance::create(project, &new, &who.user_id, &who.user_name, now);
     inst.kernel_version = catalog.map(|c| c.latest().to_owned());
-    let task =
-        NewTask::new(&inst, Operation::from(&new), (&who.user_id, &who.user_name), now_ms(), None, state.time_scale);
+    let task = NewTask::new(&inst, Operation::from(&new), (&who.user_id, &who.user_name), now, None, state.time_scale);
     let id = inst.id.clone();
     let (event, receipt) = caller.audit(id.as_str(), StatusCode::OK);
     state.storage.instances.create_instance(inst, task, Some(event)).await?;
@@ -259,7 +259,7 @@ async fn reassign(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller.require(Action::ModifyInstance)?;
-    let schedule_at = operation::schedule(&body, state.auth.clock.now_ms())?;
+    let schedule_at = operation::schedule(&body, state.clock.now_ms())?;
     if body.get("time_estimate").and_then(Value::as_bool) == Some(true) {
         let inst = load(&state, &path).await?;
         let op = operation::reassign(&body, &inst)?;
@@ -302,7 +302,7 @@ async fn upgrade(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller.require(Action::ModifyInstance)?;
-    let schedule_at = operation::schedule(&body, state.auth.clock.now_ms())?;
+    let schedule_at = operation::schedule(&body, state.clock.now_ms())?;
     // Read before the submitting transaction: builds are only ever appended, so a build added
     // meanwhile makes this one older, never invalid.
     let inst = load(&state, &path).await?;

@@ -32,6 +32,7 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 
 use crate::auth::Authenticator;
+use crate::domain::Clock;
 use crate::domain::operation::StepContext;
 use crate::storage::Storage;
 use error::{ApiError, REQUEST_ID};
@@ -44,6 +45,8 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 pub struct AppState {
     pub storage: Storage,
     pub auth: Arc<Authenticator>,
+    /// The one clock: auth, handlers, audit and the engine read the same one.
+    pub clock: Clock,
     /// Wakes the engine when a task is submitted.
     pub engine_wake: Arc<Notify>,
     pub time_scale: f64,

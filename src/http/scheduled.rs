@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::extract::{Caller, InstancePath, QueryMap, TaskPath};
 use super::tasks::{page_query, remove};
 use crate::domain::task::TaskJson;
-use crate::domain::{Action, CompactTime, now_ms};
+use crate::domain::{Action, CompactTime};
 use crate::storage::{Found, ScheduleChange, StatusChange, View};
 
 pub fn router() -> Router<AppState> {
@@ -50,7 +50,7 @@ async fn update(
     QueryMap(q): QueryMap,
 ) -> Result<Response, ApiError> {
     caller.require(Action::ModifyScheduledTask)?;
-    let now = now_ms();
+    let now = state.clock.now_ms();
     let execute_at = match q.get("execute_at") {
         None => None,
         Some(s) => {

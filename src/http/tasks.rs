@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, QueryMap, TaskPath};
 use crate::domain::task::TaskJson;
-use crate::domain::{Action, CompactTime, InstanceId, ProjectId, TaskRecord, now_ms};
+use crate::domain::{Action, CompactTime, InstanceId, ProjectId, TaskRecord};
 use crate::storage::{DeleteOutcome, Found, TaskQuery, View};
 
 pub fn router() -> Router<AppState> {
@@ -139,7 +139,7 @@ struct StepJson<'a> {
 async fn progress(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Json<Value>, ApiError> {
     caller.require(Action::Unrestricted)?;
     let task = find(&state, &path, View::Background).await?;
-    let p = task.progress(now_ms());
+    let p = task.progress(state.clock.now_ms());
     let steps: Vec<StepJson> = task
         .steps
         .iter()
