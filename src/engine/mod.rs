@@ -62,13 +62,7 @@ impl Engine {
                 let want = free.min(256);
                 match this
                     .store
-                    .claim(
-                        &this.owner,
-                        this.config.clock.now_ms(),
-                        this.config.lease_ms,
-                        want,
-                        this.config.step_context,
-                    )
+                    .claim(&this.owner, this.now_ms(), this.config.lease_ms, want, this.config.step_context)
                     .await
                 {
                     Ok(batch) => {
@@ -107,13 +101,15 @@ impl Engine {
         tracing::info!("engine stopped");
     }
 
+    fn now_ms(&self) -> i64 {
+        self.config.clock.now_ms()
+    }
+
     async fn renew_forever(self: Arc<Self>) {
         let every = Duration::from_millis((self.config.lease_ms / 3).max(50) as u64);
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) =
-                self.store.renew_leases(&self.owner, self.config.clock.now_ms() + self.config.lease_ms).await
-            {
+            if let Err(e) = self.store.renew_leases(&self.owner, self.now_ms() + self.config.lease_ms).await {
                 crate::limited!(warn, &format!("renew {e}"), error = %e, "could not renew leases");
             }
         }
@@ -128,7 +124,7 @@ impl Engine {
         let Claimed { task, step: mut current, started, ended, reason, .. } = c;
         // Step events at debug level: enough to prove, from the logs of every process, that no
         // step ever ran in two places at once (see tests/cluster).
-        tracing::debug!(task_id = %task.id, owner = %self.owner, started, at = self.config.clock.now_ms(), "task claimed");
+        tracing::debug!(task_id = %task.id, owner = %self.owner, started, at = self.now_ms(), "task claimed");
         if let Some(status) = ended {
             metrics::counter!("kafka_tasks_finished_total", "status" => status.as_str()).increment(1);
             match reason {
@@ -143,7 +139,7 @@ impl Engine {
             let Some(step) = task.steps.get(current) else {
                 return;
             };
-            tracing::debug!(task_id = %task.id, owner = %self.owner, step = current, at = self.config.clock.now_ms(), "step started");
+            tracing::debug!(task_id = %task.id, owner = %self.owner, step = current, at = self.now_ms(), "step started");
             if step.duration_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(step.duration_ms)).await;
             }
@@ -154,7 +150,7 @@ impl Engine {
                         &self.owner,
                         &task.id,
                         current,
-                        self.config.clock.now_ms(),
+                        self.now_ms(),
                         self.config.lease_ms,
                         self.config.step_context,
                     )
@@ -179,7 +175,7 @@ impl Engine {
                 StepOutcome::Ended(status) => status.as_str(),
                 StepOutcome::Lost => "lost",
             };
-            tracing::debug!(task_id = %task.id, owner = %self.owner, step = current, at = self.config.clock.now_ms(), outcome = outcome_name, "step ended");
+            tracing::debug!(task_id = %task.id, owner = %self.owner, step = current, at = self.now_ms(), outcome = outcome_name, "step ended");
             match outcome {
                 StepOutcome::Next(n) => current = n,
                 StepOutcome::Ended(status) => {
