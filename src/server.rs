@@ -80,12 +80,13 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         .parse()
         .map_err(|_| anyhow::anyhow!("--default-project-id must be 32 hexadecimal characters"))?;
     bootstrap_credential(&storage, &master, &default_project, &args.keys.master_key_file, clock.now_ms()).await?;
-    let auth = Authenticator::with_args(storage.credentials.clone(), master, clock, &args.auth);
+    let auth = Authenticator::with_args(storage.credentials.clone(), master, clock.clone(), &args.auth);
     let step_context = StepContext { storage_pool_gb: args.storage_pool_gb };
     let wake = Arc::new(Notify::new());
     let state = AppState {
         storage: storage.clone(),
         auth: Arc::new(auth),
+        clock: clock.clone(),
         engine_wake: wake.clone(),
         time_scale: args.time_scale,
         step_context,
@@ -104,6 +105,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
             poll_ms: args.poll_ms,
             max_in_flight: args.max_in_flight as usize,
             step_context,
+            clock,
         },
         wake,
     );

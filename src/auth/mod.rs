@@ -16,11 +16,11 @@ pub mod throttle;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::http::HeaderMap;
 use sha2::Digest;
 
+pub use crate::domain::clock::Clock;
 use crate::domain::{AuthMethod, Identity, ProjectId, Role};
 use crate::storage::{CredentialRecord, CredentialStore, StoreError};
 use config::AuthArgs;
@@ -38,22 +38,6 @@ const MAX_ACCESS_KEY_LEN: usize = 64;
 /// The message of a bad signature, an unknown key and a revoked key alike, so that a caller
 /// learns nothing about which keys exist.
 const SIGNATURE_FAIL: &str = "verify aksk signature fail";
-
-/// The service's clock, which tests can move forward.
-#[derive(Debug, Clone, Default)]
-pub struct Clock {
-    offset_ms: Arc<AtomicI64>,
-}
-
-impl Clock {
-    pub fn now_ms(&self) -> i64 {
-        crate::domain::now_ms() + self.offset_ms.load(Ordering::Relaxed)
-    }
-
-    pub fn advance(&self, ms: i64) {
-        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
-    }
-}
 
 /// Why a request was refused: the label of `kafka_tasks_auth_failures_total` and of the
 /// security log line. A fixed set, so the metric's cardinality is bounded.

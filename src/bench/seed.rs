@@ -1,6 +1,6 @@
 //! Seeding a benchmark population straight into the store.
 
-use crate::domain::instance::{Instance, NewInstance, status};
+use crate::domain::instance::{Instance, InstanceStatus, NewInstance};
 use crate::domain::operation::Operation;
 use crate::domain::{InstanceId, ProjectId, Step, StepStatus, TaskId, TaskStatus};
 use crate::storage::{NewTask, Storage};
@@ -31,7 +31,7 @@ fn instance(project: &ProjectId, now: i64, i: usize) -> Instance {
         extra: Default::default(),
     };
     let mut inst = Instance::create(project.clone(), &new, USER.0, USER.1, now - 400 * DAY_MS);
-    inst.status = status::RUNNING.into();
+    inst.status = InstanceStatus::Running;
     inst
 }
 

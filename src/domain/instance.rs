@@ -21,7 +21,7 @@ pub struct Instance {
     pub project_id: ProjectId,
     pub name: String,
     pub engine_version: String,
-    pub status: String,
+    pub status: InstanceStatus,
     pub broker_num: u32,
     pub storage_space: u32,
     pub product_id: String,
@@ -40,7 +40,7 @@ pub struct Instance {
     pub busy_task: Option<TaskId>,
     /// The status the instance had when its running operation began: what a failure restores.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_before: Option<String>,
+    pub status_before: Option<InstanceStatus>,
     /// The kernel build the instance runs (see [`super::kernel`]). `None` in a row stored
     /// before kernels were recorded: such an instance runs its engine version's first build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,15 +55,44 @@ pub const MAX_STORAGE_GB: u32 = 10_000_000;
 /// The most brokers an instance may have.
 pub const MAX_BROKERS: u32 = 50;
 
-/// Instance states as DMS names them.
-pub mod status {
-    pub const CREATING: &str = "CREATING";
-    pub const CREATE_FAILED: &str = "CREATEFAILED";
-    pub const RUNNING: &str = "RUNNING";
-    pub const RESTARTING: &str = "RESTARTING";
-    pub const EXTENDING: &str = "EXTENDING";
-    pub const UPGRADING: &str = "UPGRADING";
-    pub const DELETING: &str = "DELETING";
+/// An instance's state, serialised (on the wire and in the stored document) as DMS names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum InstanceStatus {
+    #[serde(rename = "CREATING")]
+    Creating,
+    #[serde(rename = "CREATEFAILED")]
+    CreateFailed,
+    #[serde(rename = "RUNNING")]
+    Running,
+    #[serde(rename = "RESTARTING")]
+    Restarting,
+    #[serde(rename = "EXTENDING")]
+    Extending,
+    #[serde(rename = "UPGRADING")]
+    Upgrading,
+    #[serde(rename = "DELETING")]
+    Deleting,
+}
+
+impl InstanceStatus {
+    /// The DMS name, as the wire and the stored document spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Creating => "CREATING",
+            InstanceStatus::CreateFailed => "CREATEFAILED",
+            InstanceStatus::Running => "RUNNING",
+            InstanceStatus::Restarting => "RESTARTING",
+            InstanceStatus::Extending => "EXTENDING",
+            InstanceStatus::Upgrading => "UPGRADING",
+            InstanceStatus::Deleting => "DELETING",
+        }
+    }
+}
+
+impl std::fmt::Display for InstanceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Instance {
@@ -74,7 +103,7 @@ impl Instance {
             project_id: project,
             name: new.name.clone(),
             engine_version: new.engine_version.clone(),
-            status: status::CREATING.to_owned(),
+            status: InstanceStatus::Creating,
             broker_num: new.broker_num,
             storage_space: new.storage_space,
             product_id: new.product_id.clone(),
@@ -111,7 +140,7 @@ impl Instance {
         put("name", self.name.clone().into());
         put("engine", "kafka".into());
         put("engine_version", self.engine_version.clone().into());
-        put("status", self.status.clone().into());
+        put("status", self.status.as_str().into());
         put("broker_num", self.broker_num.into());
         put("storage_space", self.storage_space.into());
         put("total_storage_space", self.storage_space.into());
@@ -441,7 +470,7 @@ impl InstanceUpdate {
     /// instance with no operation running; giving their current value is no change (Terraform
     /// sends every field on each update). Refusals change nothing.
     pub fn apply(&self, inst: &mut Instance) -> Result<(), Invalid> {
-        if inst.status == status::DELETING {
+        if inst.status == InstanceStatus::Deleting {
             return Err(Invalid::InstanceState);
         }
         let current = |inst: &Instance, key: &str| inst.extra.get(key).and_then(Value::as_str).map(str::to_owned);
@@ -449,7 +478,7 @@ impl InstanceUpdate {
             [("security_group_id", &self.security_group_id), ("retention_policy", &self.retention_policy)]
                 .iter()
                 .any(|(key, new)| new.is_some() && **new != current(inst, key));
-        if broker_change && (inst.status != status::RUNNING || inst.busy_task.is_some()) {
+        if broker_change && (inst.status != InstanceStatus::Running || inst.busy_task.is_some()) {
             return Err(Invalid::InstanceState);
         }
         if let Some(name) = &self.name {
@@ -531,6 +560,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn an_instance_status_keeps_its_dms_name_on_the_wire_and_in_the_stored_document() {
+        use InstanceStatus::*;
+        for s in [Creating, CreateFailed, Running, Restarting, Extending, Upgrading, Deleting] {
+            assert_eq!(serde_json::to_value(s).ok(), Some(json!(s.as_str())));
+            assert_eq!(serde_json::from_value::<InstanceStatus>(json!(s.as_str())).ok(), Some(s));
+        }
+        assert!(serde_json::from_value::<InstanceStatus>(json!("running")).is_err());
+    }
+
     fn body() -> Value {
         json!({"name": "kafka-1", "engine_version": "2.7", "broker_num": 3, "storage_space": 300, "product_id": "p"})
     }
@@ -598,7 +637,7 @@ mod tests {
     fn running() -> Instance {
         let mut inst =
             Instance::create(ProjectId::generate(), &NewInstance::from_body(body()).expect("valid"), "", "", 0);
-        inst.status = status::RUNNING.into();
+        inst.status = InstanceStatus::Running;
         inst
     }
 
@@ -633,10 +672,10 @@ mod tests {
         busy.extra.insert("security_group_id".into(), json!("sg-2"));
         assert_eq!(sg.apply(&mut busy), Ok(()), "the current value is no change");
         let mut failed = running();
-        failed.status = status::CREATE_FAILED.into();
+        failed.status = InstanceStatus::CreateFailed;
         assert_eq!(sg.apply(&mut failed), Err(Invalid::InstanceState));
         let mut deleting = running();
-        deleting.status = status::DELETING.into();
+        deleting.status = InstanceStatus::Deleting;
         assert_eq!(name.apply(&mut deleting), Err(Invalid::InstanceState));
         let mut idle = running();
         assert_eq!(sg.apply(&mut idle), Ok(()));

@@ -1,14 +1,17 @@
 //! The domain: identifiers, times, task states and the operations that create tasks.
 //! Types here validate once, when they are parsed, and cannot hold a bad value.
 
+pub mod clock;
 pub mod ids;
 pub mod instance;
 pub mod kernel;
 pub mod operation;
+pub mod submission;
 pub mod task;
 pub mod time;
 pub mod transition;
 
+pub use clock::Clock;
 pub use ids::{InstanceId, ProjectId, TaskId};
 pub use task::{Step, StepStatus, TaskRecord, TaskStatus};
 pub use time::{CompactTime, now_ms};

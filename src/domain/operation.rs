@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Invalid;
-use super::instance::{Instance, MAX_BROKERS, MAX_STORAGE_GB, NewInstance, config_def, status};
+use super::instance::{Instance, InstanceStatus, MAX_BROKERS, MAX_STORAGE_GB, NewInstance, config_def};
 use super::task::{Step, StepStatus};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -266,13 +266,13 @@ impl Operation {
     }
 
     /// The instance's status while the operation runs, if the operation shows one.
-    pub fn running_status(&self) -> Option<&'static str> {
+    pub fn running_status(&self) -> Option<InstanceStatus> {
         match self {
-            Operation::CreateInstance { .. } => Some(status::CREATING),
-            Operation::DeleteInstance => Some(status::DELETING),
-            Operation::Restart => Some(status::RESTARTING),
-            Operation::Resize { .. } | Operation::Reassign { .. } => Some(status::EXTENDING),
-            Operation::Upgrade { .. } | Operation::LegacyUpgrade { .. } => Some(status::UPGRADING),
+            Operation::CreateInstance { .. } => Some(InstanceStatus::Creating),
+            Operation::DeleteInstance => Some(InstanceStatus::Deleting),
+            Operation::Restart => Some(InstanceStatus::Restarting),
+            Operation::Resize { .. } | Operation::Reassign { .. } => Some(InstanceStatus::Extending),
+            Operation::Upgrade { .. } | Operation::LegacyUpgrade { .. } => Some(InstanceStatus::Upgrading),
             Operation::ModifyConfigs { .. } | Operation::AutoTopic { .. } => None,
         }
     }
@@ -328,19 +328,19 @@ impl Operation {
             // The engine version never changes; an old record ends as a no-op.
             Operation::LegacyUpgrade { .. } => {}
         }
-        inst.status = status::RUNNING.to_owned();
+        inst.status = InstanceStatus::Running;
         StepEffect::Done
     }
 
     /// The instance's status after the task failed: a failed create is `CREATEFAILED`; any other
     /// operation restores the status the instance had before it began (`before`), so that a
     /// failure never turns an instance that was not running into a `RUNNING` one.
-    pub fn failed_status(&self, before: Option<&str>) -> String {
+    pub fn failed_status(&self, before: Option<InstanceStatus>) -> InstanceStatus {
         match (self, before) {
-            (Operation::CreateInstance { .. }, _) => status::CREATE_FAILED.to_owned(),
-            (_, Some(before)) => before.to_owned(),
+            (Operation::CreateInstance { .. }, _) => InstanceStatus::CreateFailed,
+            (_, Some(before)) => before,
             // A task begun before the previous status was recorded: RUNNING is what admitted it.
-            (_, None) => status::RUNNING.to_owned(),
+            (_, None) => InstanceStatus::Running,
         }
     }
 
@@ -349,7 +349,7 @@ impl Operation {
     /// when a scheduled task fires. `Err` says why not. The one-operation lock is checked by the
     /// caller: a busy instance makes a scheduled task wait, not fail.
     pub fn still_applies(&self, inst: &Instance) -> Result<(), String> {
-        if !self.allowed_in(&inst.status) {
+        if !self.allowed_in(inst.status) {
             return Err(format!("the instance is {}, which does not allow {}", inst.status, self.task_name()));
         }
         match self {
@@ -413,11 +413,11 @@ impl Operation {
     }
 
     /// Whether the operation may start on an instance in `status`.
-    pub fn allowed_in(&self, instance_status: &str) -> bool {
+    pub fn allowed_in(&self, instance_status: InstanceStatus) -> bool {
         match self {
             Operation::CreateInstance { .. } => true,
-            Operation::DeleteInstance => instance_status != status::DELETING,
-            _ => instance_status == status::RUNNING,
+            Operation::DeleteInstance => instance_status != InstanceStatus::Deleting,
+            _ => instance_status == InstanceStatus::Running,
         }
     }
 }
@@ -660,7 +660,7 @@ mod tests {
             extra: Default::default(),
         };
         let mut inst = Instance::create(ProjectId::generate(), &new, "", "", 0);
-        inst.status = status::RUNNING.into();
+        inst.status = InstanceStatus::Running;
         inst
     }
 
@@ -740,9 +740,12 @@ mod tests {
 
     #[test]
     fn a_failure_restores_the_status_before_the_operation() {
-        assert_eq!(Operation::Restart.failed_status(Some(status::RUNNING)), status::RUNNING);
-        assert_eq!(Operation::Restart.failed_status(Some(status::CREATE_FAILED)), status::CREATE_FAILED);
-        assert_eq!(Operation::DeleteInstance.failed_status(Some(status::CREATE_FAILED)), status::CREATE_FAILED);
+        assert_eq!(Operation::Restart.failed_status(Some(InstanceStatus::Running)), InstanceStatus::Running);
+        assert_eq!(Operation::Restart.failed_status(Some(InstanceStatus::CreateFailed)), InstanceStatus::CreateFailed);
+        assert_eq!(
+            Operation::DeleteInstance.failed_status(Some(InstanceStatus::CreateFailed)),
+            InstanceStatus::CreateFailed
+        );
         let create = Operation::from(&NewInstance {
             name: "k".into(),
             engine_version: "2.7".into(),
@@ -752,7 +755,7 @@ mod tests {
             enable_auto_topic: false,
             extra: Default::default(),
         });
-        assert_eq!(create.failed_status(Some(status::CREATING)), status::CREATE_FAILED);
+        assert_eq!(create.failed_status(Some(InstanceStatus::Creating)), InstanceStatus::CreateFailed);
     }
 
     #[test]
@@ -771,7 +774,7 @@ mod tests {
         assert!(grow.still_applies(&inst).is_err(), "a resize would shrink the disks");
         let mut inst = instance();
         assert_eq!(Operation::Restart.still_applies(&inst), Ok(()));
-        inst.status = status::CREATE_FAILED.into();
+        inst.status = InstanceStatus::CreateFailed;
         assert!(Operation::Restart.still_applies(&inst).is_err());
         assert_eq!(Operation::DeleteInstance.still_applies(&inst), Ok(()));
     }

@@ -38,9 +38,9 @@ pub fn begin(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, now: i6
         task.status = TaskStatus::Executing;
         task.updated_at = now;
         inst.busy_task = Some(task.id.clone());
-        inst.status_before = Some(inst.status.clone());
+        inst.status_before = Some(inst.status);
         if let Some(s) = op.running_status() {
-            inst.status = s.to_owned();
+            inst.status = s;
         }
     }
     let step = task.steps.iter().position(|s| s.status != StepStatus::Completed).unwrap_or(0);
@@ -177,7 +177,7 @@ fn fail_at(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, step: usi
     }
     task.status = TaskStatus::Failed;
     task.updated_at = now;
-    inst.status = op.failed_status(inst.status_before.as_deref());
+    inst.status = op.failed_status(inst.status_before);
     inst.status_before = None;
     inst.busy_task = None;
 }

@@ -13,7 +13,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::domain::now_ms;
+use crate::domain::Clock;
 use crate::domain::operation::StepContext;
 use crate::storage::{Claimed, EngineStore, StepOutcome};
 use crate::telemetry;
@@ -27,6 +27,8 @@ pub struct EngineConfig {
     /// Tasks run at once by this process.
     pub max_in_flight: usize,
     pub step_context: StepContext,
+    /// The service's clock: what is due, leases and step times are read from it.
+    pub clock: Clock,
 }
 
 pub struct Engine {
@@ -61,7 +63,7 @@ impl Engine {
                 let want = free.min(256);
                 match this
                     .store
-                    .claim(&this.owner, now_ms(), this.config.lease_ms, want, this.config.step_context)
+                    .claim(&this.owner, this.now_ms(), this.config.lease_ms, want, this.config.step_context)
                     .await
                 {
                     Ok(batch) => {
@@ -101,11 +103,15 @@ impl Engine {
         tracing::info!("engine stopped");
     }
 
+    fn now_ms(&self) -> i64 {
+        self.config.clock.now_ms()
+    }
+
     async fn renew_forever(self: Arc<Self>) {
         let every = Duration::from_millis((self.config.lease_ms / 3).max(50) as u64);
         loop {
             tokio::time::sleep(every).await;
-            if let Err(e) = self.store.renew_leases(&self.owner, now_ms() + self.config.lease_ms).await {
+            if let Err(e) = self.store.renew_leases(&self.owner, self.now_ms() + self.config.lease_ms).await {
                 crate::limited!(warn, &format!("renew {e}"), error = %e, "could not renew leases");
             }
         }
@@ -122,7 +128,7 @@ impl Engine {
         let op = operation.task_name();
         // Step events at debug level: enough to prove, from the logs of every process, that no
         // step ever ran in two places at once (see tests/cluster).
-        tracing::debug!(task_id = %task.id, owner = %self.owner, started, at = now_ms(), "task claimed");
+        tracing::debug!(task_id = %task.id, owner = %self.owner, started, at = self.now_ms(), "task claimed");
         if let Some(status) = ended {
             telemetry::task_ended(op, status);
             match reason {
@@ -137,7 +143,7 @@ impl Engine {
             let Some(step) = task.steps.get(current) else {
                 return;
             };
-            tracing::debug!(task_id = %task.id, owner = %self.owner, step = current, at = now_ms(), "step started");
+            tracing::debug!(task_id = %task.id, owner = %self.owner, step = current, at = self.now_ms(), "step started");
             let step_started = std::time::Instant::now();
             if step.duration_ms > 0 {
                 tokio::time::sleep(Duration::from_millis(step.duration_ms)).await;
@@ -149,7 +155,7 @@ impl Engine {
                         &self.owner,
                         &task.id,
                         current,
-                        now_ms(),
+                        self.now_ms(),
                         self.config.lease_ms,
                         self.config.step_context,
                     )
@@ -177,7 +183,7 @@ impl Engine {
                 StepOutcome::Ended(status) => status.as_str(),
                 StepOutcome::Lost => "lost",
             };
-            tracing::debug!(task_id = %task.id, owner = %self.owner, step = current, at = now_ms(), outcome = outcome_name, "step ended");
+            tracing::debug!(task_id = %task.id, owner = %self.owner, step = current, at = self.now_ms(), outcome = outcome_name, "step ended");
             match outcome {
                 StepOutcome::Next(n) => current = n,
                 StepOutcome::Ended(status) => {

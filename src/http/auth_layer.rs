@@ -1,6 +1,6 @@
 //! The gateway in front of every API route: authenticates the request (AK/SK signature or token),
-//! hands the identity to the handler, and writes the audit event of every authenticated
-//! mutating request before the response leaves. Refusals leave a line in the `security` log and
+//! hands the identity and its route's audit action to the handler, and writes the audit events
+//! the store did not write (refusals; see [`super::audit`]) before the response leaves. Refusals leave a line in the `security` log and
 //! a count in `/metrics`; throttled ones carry `Retry-After`.
 
 use std::net::{IpAddr, SocketAddr};
@@ -12,8 +12,9 @@ use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::audit::{self, BatchRefusals, StoredEvent};
 use super::error::{ApiError, current_request_id};
-use super::extract::{AuditNote, QueryMap};
+use super::extract::{QueryMap, RouteAudit};
 use super::{AppState, BODY_LIMIT};
 use crate::auth::{AuthError, SignedRequest};
 use crate::storage::AuditEvent;
@@ -88,10 +89,14 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
             .find_map(|k| raw.iter().find(|(name, _)| name == k).map(|(_, v)| v.to_owned())),
         Err(_) => None,
     };
-    let note = AuditNote::default();
-    parts.extensions.insert(identity.clone());
-    parts.extensions.insert(note.clone());
     let method = parts.method.clone();
+    let action = audit::route_action(&method, &route, &bytes)
+        .map_or_else(|| format!("{method} {route}"), |a| a.iam_name().to_owned());
+    let at = state.clock.now_ms();
+    // A batch is audited per instance it names, whatever becomes of the request.
+    let batch = (mutating && route == audit::BATCH_ROUTE).then(|| audit::batch_targets(&bytes)).flatten();
+    parts.extensions.insert(identity.clone());
+    parts.extensions.insert(RouteAudit { action: action.clone(), at });
     // Refused after authentication, so that it is audited like any other refusal.
     let res = match QueryMap::parse(parts.uri.query().unwrap_or("")) {
         Ok(query) => {
@@ -100,19 +105,30 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         }
         Err(e) => e.into_response(),
     };
-
-    let fields = note.take();
-    if mutating && !fields.recorded {
+    if !mutating || res.extensions().get::<StoredEvent>().is_some() {
+        return res;
+    }
+    // The one place refusals (and successes the store did not record) are audited.
+    let status = res.status().as_u16();
+    let events: Vec<(String, u16)> = match (res.extensions().get::<BatchRefusals>(), batch) {
+        (Some(BatchRefusals(refused)), _) => refused.clone(),
+        (None, Some(named)) => named.into_iter().map(|name| (name, status)).collect(),
+        (None, None) => {
+            let target = path_target.or_else(|| identity.access_key.clone()).unwrap_or_default();
+            vec![(target, status)]
+        }
+    };
+    for (target, status) in events {
         let event = AuditEvent {
-            at: state.auth.clock.now_ms(),
+            at,
             request_id: current_request_id(),
             project_id: identity.project_id.as_str().to_owned(),
-            user_id: identity.user_id,
-            user_name: identity.user_name,
-            access_key: identity.access_key,
-            action: fields.action.map(str::to_owned).unwrap_or_else(|| format!("{method} {route}")),
-            target: fields.target.or(path_target).unwrap_or_default(),
-            status: res.status().as_u16(),
+            user_id: identity.user_id.clone(),
+            user_name: identity.user_name.clone(),
+            access_key: identity.access_key.clone(),
+            action: action.clone(),
+            target,
+            status,
             detail: None,
         };
         if let Err(e) = state.storage.audit.append_audit(event).await {

@@ -1,13 +1,13 @@
 //! Extractors that turn the raw request into domain values, failing with the spec's errors.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use serde_json::Value;
 
+use super::audit::Receipt;
 use super::error::ApiError;
 use crate::auth::signature;
 use crate::domain::{Action, Identity, InstanceId, ProjectId, TaskId};
@@ -22,24 +22,34 @@ async fn raw_params(parts: &mut Parts) -> Result<RawPathParams, ApiError> {
     RawPathParams::from_request_parts(parts, &()).await.map_err(|_| ApiError::NoSuchUrl)
 }
 
-fn parse_project(p: &HashMap<&str, &str>) -> Result<ProjectId, ApiError> {
-    p.get("project_id").and_then(|s| s.parse().ok()).ok_or(ApiError::InvalidProjectId)
+/// The project the path names, once it is the caller's own: another project's path is refused
+/// here (`403 APIGW.0302`), before any handler code runs, whatever else the path holds.
+fn own_project(parts: &Parts, p: &HashMap<&str, &str>) -> Result<ProjectId, ApiError> {
+    let project: ProjectId = p.get("project_id").and_then(|s| s.parse().ok()).ok_or(ApiError::InvalidProjectId)?;
+    // Only routes behind the auth layer take a project path; reaching one without an identity is a bug.
+    let caller =
+        parts.extensions.get::<Identity>().ok_or_else(|| ApiError::Internal("route without authentication".into()))?;
+    if caller.project_id != project {
+        return Err(ApiError::WrongProject);
+    }
+    Ok(project)
 }
 
 fn parse_instance(p: &HashMap<&str, &str>) -> Result<InstanceId, ApiError> {
     p.get("instance_id").and_then(|s| s.parse().ok()).ok_or(ApiError::InvalidInstanceId)
 }
 
-/// `/v2/{project_id}/…`
+/// `/v2/{project_id}/…`, the caller's own project (see [`own_project`]).
 pub struct ProjectPath(pub ProjectId);
 
-/// `/v2/{project_id}/instances/{instance_id}/…`
+/// `/v2/{project_id}/instances/{instance_id}/…`, in the caller's own project.
 pub struct InstancePath {
     pub project: ProjectId,
     pub instance: InstanceId,
 }
 
-/// `/v2/{project_id}/instances/{instance_id}/tasks/{task_id}` and the scheduled-task twin.
+/// `/v2/{project_id}/instances/{instance_id}/tasks/{task_id}` and the scheduled-task twin, in
+/// the caller's own project.
 pub struct TaskPath {
     pub project: ProjectId,
     pub instance: InstanceId,
@@ -50,7 +60,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ProjectPath {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let raw = raw_params(parts).await?;
-        Ok(ProjectPath(parse_project(&path_params(&raw))?))
+        Ok(ProjectPath(own_project(parts, &path_params(&raw))?))
     }
 }
 
@@ -59,7 +69,8 @@ impl<S: Send + Sync> FromRequestParts<S> for InstancePath {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let raw = raw_params(parts).await?;
         let p = path_params(&raw);
-        Ok(InstancePath { project: parse_project(&p)?, instance: parse_instance(&p)? })
+        let project = own_project(parts, &p)?;
+        Ok(InstancePath { project, instance: parse_instance(&p)? })
     }
 }
 
@@ -68,7 +79,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let raw = raw_params(parts).await?;
         let p = path_params(&raw);
-        let project = parse_project(&p)?;
+        let project = own_project(parts, &p)?;
         let instance = parse_instance(&p)?;
         let task = p.get("task_id").and_then(|s| s.parse().ok()).ok_or(ApiError::InvalidTaskId)?;
         Ok(TaskPath { project, instance, task })
@@ -130,92 +141,67 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
-/// The identity a request is handled for, established by the auth layer, with the request's
-/// audit note, which the handler fills in (action, target, what was deleted).
+/// What the gateway resolved for an authenticated request before the handler: the action its
+/// route performs (for the audit; [`super::audit::route_action`]) and when it arrived.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Identity, pub AuditNote);
+pub struct RouteAudit {
+    pub action: String,
+    pub at: i64,
+}
+
+/// The identity a request is handled for, established by the auth layer, with what the audit
+/// of its route records.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Identity, RouteAudit);
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let identity = parts.extensions.get::<Identity>().cloned();
-        let note = parts.extensions.get::<AuditNote>().cloned().unwrap_or_default();
+        let route = parts.extensions.get::<RouteAudit>().cloned();
         // Only routes behind the auth layer use this extractor; reaching it without an identity is a bug.
-        identity.map(|i| Caller(i, note)).ok_or_else(|| ApiError::Internal("route without authentication".into()))
+        match (identity, route) {
+            (Some(i), Some(r)) => Ok(Caller(i, r)),
+            _ => Err(ApiError::Internal("route without authentication".into())),
+        }
     }
 }
 
 impl Caller {
-    /// Checks that the caller may perform `action` in `project`. Another project's path is a
-    /// gateway refusal; a role too weak for the action is a DMS refusal.
-    pub fn require(&self, project: &ProjectId, action: Action) -> Result<&Identity, ApiError> {
-        self.1.set_action(action.iam_name());
-        if self.0.project_id != *project {
-            return Err(ApiError::WrongProject);
-        }
+    /// Checks that the caller's role allows `action` (a DMS refusal otherwise). The project was
+    /// checked already, by the path extractor.
+    pub fn require(&self, action: Action) -> Result<&Identity, ApiError> {
         if self.0.role < action.required_role() {
             return Err(ApiError::Forbidden);
         }
         Ok(&self.0)
     }
-}
 
-impl Caller {
-    /// The audit event this request leaves if it succeeds with `status`. The store writes it in
-    /// the change's own transaction; then call [`Caller::recorded`].
-    pub fn audit_event(&self, target: &str, status: axum::http::StatusCode, at: i64) -> AuditEvent {
-        let action = self.1.with(|n| n.action).unwrap_or_default();
-        AuditEvent {
-            at,
+    /// For a project named outside the path (a token request's scope): it must be the caller's.
+    pub fn own_project(&self, project: &ProjectId) -> Result<(), ApiError> {
+        if self.0.project_id != *project {
+            return Err(ApiError::WrongProject);
+        }
+        Ok(())
+    }
+
+    /// The audit event this request leaves if the store accepts its change on `target`,
+    /// answered with `status`, for the store to write in the change's transaction; and the
+    /// receipt that goes on the answer once it has ([`Receipt::respond`]). The action is the
+    /// route's, not the handler's choice.
+    pub fn audit(&self, target: &str, status: axum::http::StatusCode) -> (AuditEvent, Receipt) {
+        let event = AuditEvent {
+            at: self.1.at,
             request_id: super::error::current_request_id(),
             project_id: self.0.project_id.as_str().to_owned(),
             user_id: self.0.user_id.clone(),
             user_name: self.0.user_name.clone(),
             access_key: self.0.access_key.clone(),
-            action: action.to_owned(),
+            action: self.1.action.clone(),
             target: target.to_owned(),
             status: status.as_u16(),
             detail: None,
-        }
-    }
-
-    /// The change and its audit event were stored together.
-    pub fn recorded(&self) {
-        self.1.set_recorded();
-    }
-}
-
-/// What the audit event of a request records beyond who sent it.
-#[derive(Debug, Clone, Default)]
-pub struct AuditNote(Arc<Mutex<NoteFields>>);
-
-#[derive(Debug, Clone, Default)]
-pub struct NoteFields {
-    pub action: Option<&'static str>,
-    pub target: Option<String>,
-    /// The event was written with the change itself; the middleware must not write another.
-    pub recorded: bool,
-}
-
-impl AuditNote {
-    fn with<R>(&self, f: impl FnOnce(&mut NoteFields) -> R) -> R {
-        let mut guard = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut guard)
-    }
-
-    pub fn set_action(&self, action: &'static str) {
-        self.with(|n| n.action = Some(action));
-    }
-
-    pub fn set_target(&self, target: impl Into<String>) {
-        self.with(|n| n.target = Some(target.into()));
-    }
-
-    pub fn set_recorded(&self) {
-        self.with(|n| n.recorded = true);
-    }
-
-    pub fn take(&self) -> NoteFields {
-        self.with(std::mem::take)
+        };
+        (event, Receipt::new())
     }
 }

@@ -3,17 +3,20 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::audit::{BatchAudit, MAX_BATCH, Receipt, batch_name};
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, JsonBody, ProjectPath};
 use crate::domain::instance::{Instance, InstanceUpdate, NewInstance};
 use crate::domain::operation::{self, Operation};
-use crate::domain::{Action, InstanceId, Invalid, now_ms};
-use crate::storage::{NewTask, SubmitError};
+use crate::domain::submission::{NewTask, TaskBuilder};
+use crate::domain::{Action, InstanceId, Invalid};
+use crate::storage::SubmitError;
 
 /// Several operations have two documented paths (the SDKs and Terraform use both); each pair
 /// is served by one handler, so auth, audit and errors cannot drift apart.
@@ -35,7 +38,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Submits an operation on an instance: `make` sees the instance as it is inside the
-/// submitting transaction. Returns the stored task.
+/// submitting transaction. Returns the stored task and the receipt of its audit event.
 /// `status` is the answer on success, recorded in the audit event stored with the task.
 async fn submit<F>(
     state: &AppState,
@@ -44,20 +47,17 @@ async fn submit<F>(
     schedule_at: Option<i64>,
     status: StatusCode,
     make: F,
-) -> Result<NewTask, ApiError>
+) -> Result<(NewTask, Receipt), ApiError>
 where
     F: FnOnce(&Instance) -> Result<Operation, Invalid> + Send + 'static,
 {
-    let st = state.clone();
-    let who = caller.0.clone();
-    let build = Box::new(move |inst: &Instance| make(inst).map(|op| st.new_task(&who, inst, op, schedule_at)));
-    let event = caller.audit_event(path.instance.as_str(), status, state.auth.clock.now_ms());
+    let build = TaskBuilder::new(&caller.0, state.clock.now_ms(), schedule_at, state.time_scale, make);
+    let (event, receipt) = caller.audit(path.instance.as_str(), status);
     match state.storage.instances.submit(&path.project, &path.instance, build, Some(event)).await? {
         Ok(task) => {
-            caller.recorded();
             metrics::counter!("kafka_tasks_submitted_total", "name" => task.record.name.clone()).increment(1);
             state.engine_wake.notify_one();
-            Ok(task)
+            Ok((task, receipt))
         }
         Err(SubmitError::NoInstance) => Err(ApiError::NoInstance),
         Err(SubmitError::Busy) => Err(ApiError::InstanceState),
@@ -79,19 +79,19 @@ async fn create(
     caller: Caller,
     ProjectPath(project): ProjectPath,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
-    let who = caller.require(&project, Action::CreateInstance)?;
+) -> Result<Response, ApiError> {
+    let who = caller.require(Action::CreateInstance)?;
     let new = NewInstance::from_body(body)?;
     let catalog = state.storage.kernel_catalog(&new.engine_version).await?;
-    let mut inst = Instance::create(project, &new, &who.user_id, &who.user_name, now_ms());
+    let now = state.clock.now_ms();
+    let mut inst = Instance::create(project, &new, &who.user_id, &who.user_name, now);
     inst.kernel_version = catalog.map(|c| c.latest().to_owned());
-    let task = state.new_task(who, &inst, Operation::from(&new), None);
+    let task = NewTask::new(&inst, Operation::from(&new), (&who.user_id, &who.user_name), now, None, state.time_scale);
     let id = inst.id.clone();
-    let event = caller.audit_event(id.as_str(), StatusCode::OK, state.auth.clock.now_ms());
+    let (event, receipt) = caller.audit(id.as_str(), StatusCode::OK);
     state.storage.instances.create_instance(inst, task, Some(event)).await?;
-    caller.recorded();
     state.engine_wake.notify_one();
-    Ok(Json(json!({ "instance_id": id })))
+    Ok(receipt.respond(Json(json!({ "instance_id": id }))))
 }
 
 /// ListInstances: `GET /v2/{project_id}/instances`
@@ -100,7 +100,7 @@ async fn list(
     caller: Caller,
     ProjectPath(project): ProjectPath,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&project, Action::GetInstance)?;
+    caller.require(Action::GetInstance)?;
     let all = state.storage.instances.list_instances(&project).await?;
     let instances: Vec<Value> = all.iter().map(Instance::to_json).collect();
     Ok(Json(json!({ "instance_num": instances.len(), "instances": instances })))
@@ -112,37 +112,40 @@ async fn load(state: &AppState, path: &InstancePath) -> Result<Instance, ApiErro
 
 /// ShowInstance: `GET /v2/{project_id}/instances/{instance_id}`
 async fn show(State(state): State<AppState>, caller: Caller, path: InstancePath) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::GetInstance)?;
+    caller.require(Action::GetInstance)?;
     Ok(Json(load(&state, &path).await?.to_json()))
 }
 
 /// DeleteInstance: `DELETE /v2/{project_id}/instances/{instance_id}` → 204; the instance and its
 /// task records go away when the `deleteInstance` task finishes.
-async fn delete(State(state): State<AppState>, caller: Caller, path: InstancePath) -> Result<StatusCode, ApiError> {
-    caller.require(&path.project, Action::DeleteInstance)?;
-    submit(&state, &caller, &path, None, StatusCode::NO_CONTENT, |_| Ok(Operation::DeleteInstance)).await?;
-    Ok(StatusCode::NO_CONTENT)
+async fn delete(State(state): State<AppState>, caller: Caller, path: InstancePath) -> Result<Response, ApiError> {
+    caller.require(Action::DeleteInstance)?;
+    let (_, receipt) =
+        submit(&state, &caller, &path, None, StatusCode::NO_CONTENT, |_| Ok(Operation::DeleteInstance)).await?;
+    Ok(receipt.respond(StatusCode::NO_CONTENT))
 }
 
 /// BatchRestartOrDeleteInstances: `POST /v2/{project_id}/instances/action`
-/// `{"action":"restart"|"delete","instances":[…]}` → one result per instance.
+/// `{"action":"restart"|"delete","instances":[…]}` → one result per instance, and one audit
+/// event per instance: stored with its task when accepted, else written by the gateway.
 async fn batch_action(
     State(state): State<AppState>,
     caller: Caller,
     ProjectPath(project): ProjectPath,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let (action, op) = match body.get("action").and_then(Value::as_str) {
         Some("restart") => (Action::ModifyInstance, Operation::Restart),
         Some("delete") => (Action::DeleteInstance, Operation::DeleteInstance),
         _ => return Err(ApiError::InvalidParam("action")),
     };
-    caller.require(&project, action)?;
+    caller.require(action)?;
     let ids = body.get("instances").and_then(Value::as_array).ok_or(ApiError::InvalidParam("instances"))?;
-    if ids.is_empty() || ids.len() > 50 {
+    if ids.is_empty() || ids.len() > MAX_BATCH {
         return Err(ApiError::InvalidParam("instances"));
     }
     let mut results = Vec::with_capacity(ids.len());
+    let mut audit = BatchAudit::default();
     for raw in ids {
         let name = raw.as_str().unwrap_or_default().to_owned();
         let outcome = match name.parse::<InstanceId>() {
@@ -150,21 +153,25 @@ async fn batch_action(
                 let path = InstancePath { project: project.clone(), instance };
                 let op = op.clone();
                 match submit(&state, &caller, &path, None, StatusCode::OK, move |_| Ok(op)).await {
-                    Ok(_) => "success",
+                    Ok((_, receipt)) => {
+                        audit.accepted(receipt);
+                        "success"
+                    }
                     Err(ApiError::Internal(e)) => return Err(ApiError::Internal(e)),
                     Err(e) => {
-                        // Each refused instance leaves its own event, as each accepted one does.
-                        let event = caller.audit_event(&name, e.status(), state.auth.clock.now_ms());
-                        state.storage.audit.append_audit(event).await?;
+                        audit.refused(batch_name(raw), e.status().as_u16());
                         "failed"
                     }
                 }
             }
-            Err(_) => "failed",
+            Err(_) => {
+                audit.refused(batch_name(raw), ApiError::InvalidInstanceId.status().as_u16());
+                "failed"
+            }
         };
         results.push(json!({ "result": outcome, "instance": name }));
     }
-    Ok(Json(json!({ "results": results })))
+    Ok(audit.respond(Json(json!({ "results": results }))))
 }
 
 /// UpdateInstance: `PUT /v2/{project_id}/instances/{instance_id}` with any of `name`,
@@ -176,16 +183,13 @@ async fn update(
     caller: Caller,
     path: InstancePath,
     JsonBody(body): JsonBody,
-) -> Result<StatusCode, ApiError> {
-    caller.require(&path.project, Action::ModifyInstance)?;
+) -> Result<Response, ApiError> {
+    caller.require(Action::ModifyInstance)?;
     let change = InstanceUpdate::from_body(body)?;
-    let event = caller.audit_event(path.instance.as_str(), StatusCode::NO_CONTENT, state.auth.clock.now_ms());
+    let (event, receipt) = caller.audit(path.instance.as_str(), StatusCode::NO_CONTENT);
     let apply = Box::new(move |inst: &mut Instance| change.apply(inst));
     match state.storage.instances.modify_instance(&path.project, &path.instance, apply, Some(event)).await? {
-        Ok(()) => {
-            caller.recorded();
-            Ok(StatusCode::NO_CONTENT)
-        }
+        Ok(()) => Ok(receipt.respond(StatusCode::NO_CONTENT)),
         Err(SubmitError::NoInstance) => Err(ApiError::NoInstance),
         Err(SubmitError::Busy) => Err(ApiError::InstanceState),
         Err(SubmitError::Invalid(e)) => Err(e.into()),
@@ -198,7 +202,7 @@ async fn show_configs(
     caller: Caller,
     path: InstancePath,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::GetInstance)?;
+    caller.require(Action::GetInstance)?;
     Ok(Json(json!({ "kafka_configs": load(&state, &path).await?.config_list() })))
 }
 
@@ -208,12 +212,13 @@ async fn modify_configs(
     caller: Caller,
     path: InstancePath,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::ModifyInstance)?;
-    let task = submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::modify_configs(&body, inst))
-        .await?;
+) -> Result<Response, ApiError> {
+    caller.require(Action::ModifyInstance)?;
+    let (task, receipt) =
+        submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::modify_configs(&body, inst))
+            .await?;
     let (dynamic, stat) = operation::config_counts(&task.operation);
-    Ok(Json(json!({ "job_id": task.record.id, "dynamic_config": dynamic, "static_config": stat })))
+    Ok(receipt.respond(Json(json!({ "job_id": task.record.id, "dynamic_config": dynamic, "static_config": stat }))))
 }
 
 /// UpdateInstanceAutoCreateTopic: `POST …/autotopic` `{"enable_auto_topic": bool}`
@@ -222,12 +227,12 @@ async fn auto_topic(
     caller: Caller,
     path: InstancePath,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::ModifyInstance)?;
+) -> Result<Response, ApiError> {
+    caller.require(Action::ModifyInstance)?;
     let enable = body.get("enable_auto_topic").and_then(Value::as_bool);
-    let task =
+    let (task, receipt) =
         submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::auto_topic(&body, inst)).await?;
-    Ok(Json(json!({ "job_id": task.record.id, "enable_auto_topic": enable })))
+    Ok(receipt.respond(Json(json!({ "job_id": task.record.id, "enable_auto_topic": enable }))))
 }
 
 /// ResizeEngineInstance: `POST …/extend` → `{"job_id"}`
@@ -236,10 +241,11 @@ async fn resize(
     caller: Caller,
     path: InstancePath,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::ModifyInstance)?;
-    let task = submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::resize(&body, inst)).await?;
-    Ok(Json(json!({ "job_id": task.record.id })))
+) -> Result<Response, ApiError> {
+    caller.require(Action::ModifyInstance)?;
+    let (task, receipt) =
+        submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::resize(&body, inst)).await?;
+    Ok(receipt.respond(Json(json!({ "job_id": task.record.id }))))
 }
 
 /// CreateKafkaReassignmentTask: `POST /v2/{project_id}/kafka/instances/{instance_id}/reassign`
@@ -251,19 +257,20 @@ async fn reassign(
     caller: Caller,
     path: InstancePath,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::ModifyInstance)?;
-    let schedule_at = operation::schedule(&body, state.auth.clock.now_ms())?;
+) -> Result<Response, ApiError> {
+    caller.require(Action::ModifyInstance)?;
+    let schedule_at = operation::schedule(&body, state.clock.now_ms())?;
     if body.get("time_estimate").and_then(Value::as_bool) == Some(true) {
         let inst = load(&state, &path).await?;
         let op = operation::reassign(&body, &inst)?;
         let secs: u64 = op.plan().iter().map(|s| s.1).sum::<u64>() / 1000;
-        return Ok(Json(json!({ "reassignment_time": secs })));
+        // Nothing stored: the gateway audits the estimate.
+        return Ok(Json(json!({ "reassignment_time": secs })).into_response());
     }
-    let task =
+    let (task, receipt) =
         submit(&state, &caller, &path, schedule_at, StatusCode::OK, move |inst| operation::reassign(&body, inst))
             .await?;
-    Ok(Json(job_or_schedule(&task)))
+    Ok(receipt.respond(Json(job_or_schedule(&task))))
 }
 
 /// The newest kernel build of the instance's engine version.
@@ -279,7 +286,7 @@ async fn show_upgrade(
     caller: Caller,
     path: InstancePath,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::GetInstance)?;
+    caller.require(Action::GetInstance)?;
     let inst = load(&state, &path).await?;
     let latest = latest_kernel(&state, &inst).await?;
     Ok(Json(json!({ "current_version": inst.kernel_version(), "latest_version": latest })))
@@ -293,15 +300,15 @@ async fn upgrade(
     caller: Caller,
     path: InstancePath,
     JsonBody(body): JsonBody,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::ModifyInstance)?;
-    let schedule_at = operation::schedule(&body, state.auth.clock.now_ms())?;
+) -> Result<Response, ApiError> {
+    caller.require(Action::ModifyInstance)?;
+    let schedule_at = operation::schedule(&body, state.clock.now_ms())?;
     // Read before the submitting transaction: builds are only ever appended, so a build added
     // meanwhile makes this one older, never invalid.
     let inst = load(&state, &path).await?;
     let latest = latest_kernel(&state, &inst).await?;
-    let task =
+    let (task, receipt) =
         submit(&state, &caller, &path, schedule_at, StatusCode::OK, move |inst| operation::upgrade(inst, &latest))
             .await?;
-    Ok(Json(job_or_schedule(&task)))
+    Ok(receipt.respond(Json(job_or_schedule(&task))))
 }

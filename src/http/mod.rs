@@ -2,6 +2,7 @@
 //! request-id, logging, metrics and body-guard layers and the DMS-shaped 404/405 fallbacks.
 //! The serve loop (connections, timeouts, hyper's own errors) is [`serve`].
 
+pub mod audit;
 pub mod auth_layer;
 pub mod console;
 pub mod error;
@@ -31,9 +32,9 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 
 use crate::auth::Authenticator;
-use crate::domain::operation::{Operation, StepContext};
-use crate::domain::{Identity, now_ms};
-use crate::storage::{NewTask, Storage};
+use crate::domain::Clock;
+use crate::domain::operation::StepContext;
+use crate::storage::Storage;
 use crate::telemetry;
 use error::{ApiError, REQUEST_ID};
 
@@ -45,6 +46,8 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 pub struct AppState {
     pub storage: Storage,
     pub auth: Arc<Authenticator>,
+    /// The one clock: auth, handlers, audit and the engine read the same one.
+    pub clock: Clock,
     /// Wakes the engine when a task is submitted.
     pub engine_wake: Arc<Notify>,
     pub time_scale: f64,
@@ -53,19 +56,6 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub body_guard: Arc<BodyGuard>,
     pub readiness: Arc<health::Readiness>,
-}
-
-impl AppState {
-    /// A new task record for `op`, started by `who`, due at `schedule_at` when scheduled.
-    pub fn new_task(
-        &self,
-        who: &Identity,
-        inst: &crate::domain::instance::Instance,
-        op: Operation,
-        schedule_at: Option<i64>,
-    ) -> NewTask {
-        NewTask::new(inst, op, (&who.user_id, &who.user_name), now_ms(), schedule_at, self.time_scale)
-    }
 }
 
 pub fn router(state: AppState) -> Router {

@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::extract::{Caller, InstancePath, QueryMap, TaskPath};
 use super::tasks::{page_query, remove};
 use crate::domain::task::TaskJson;
-use crate::domain::{Action, CompactTime, now_ms};
+use crate::domain::{Action, CompactTime};
 use crate::storage::{Found, ScheduleChange, StatusChange, View};
 
 pub fn router() -> Router<AppState> {
@@ -28,7 +28,7 @@ async fn list(
     path: InstancePath,
     QueryMap(q): QueryMap,
 ) -> Result<Response, ApiError> {
-    caller.require(&path.project, Action::ListScheduledTasks)?;
+    caller.require(Action::ListScheduledTasks)?;
     let query = page_query(path.project, path.instance, View::Scheduled, &q)?;
     let (total, jobs) = state.storage.tasks.list_tasks(&query).await?.ok_or(ApiError::NoInstance)?;
     #[derive(serde::Serialize)]
@@ -48,9 +48,9 @@ async fn update(
     caller: Caller,
     path: TaskPath,
     QueryMap(q): QueryMap,
-) -> Result<StatusCode, ApiError> {
-    caller.require(&path.project, Action::ModifyScheduledTask)?;
-    let now = now_ms();
+) -> Result<Response, ApiError> {
+    caller.require(Action::ModifyScheduledTask)?;
+    let now = state.clock.now_ms();
     let execute_at = match q.get("execute_at") {
         None => None,
         Some(s) => {
@@ -72,7 +72,7 @@ async fn update(
         return Err(ApiError::InvalidParam("execute_at"));
     }
     let change = ScheduleChange { execute_at, status };
-    let event = caller.audit_event(path.task.as_str(), StatusCode::NO_CONTENT, state.auth.clock.now_ms());
+    let (event, receipt) = caller.audit(path.task.as_str(), StatusCode::NO_CONTENT);
     match state
         .storage
         .tasks
@@ -80,9 +80,8 @@ async fn update(
         .await?
     {
         Found::Yes(true) => {
-            caller.recorded();
             state.engine_wake.notify_one();
-            Ok(StatusCode::NO_CONTENT)
+            Ok(receipt.respond(StatusCode::NO_CONTENT))
         }
         Found::Yes(false) => Err(ApiError::InstanceState),
         Found::NoInstance => Err(ApiError::NoInstance),
@@ -91,7 +90,7 @@ async fn update(
 }
 
 /// DeleteScheduledTask: `DELETE …/scheduled-tasks/{task_id}`, allowed once the task has ended.
-async fn delete(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<StatusCode, ApiError> {
-    caller.require(&path.project, Action::DeleteScheduledTask)?;
+async fn delete(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Response, ApiError> {
+    caller.require(Action::DeleteScheduledTask)?;
     remove(&state, &caller, &path, View::Scheduled).await
 }

@@ -15,7 +15,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, QueryMap, TaskPath};
 use crate::domain::task::TaskJson;
-use crate::domain::{Action, CompactTime, InstanceId, ProjectId, TaskRecord, now_ms};
+use crate::domain::{Action, CompactTime, InstanceId, ProjectId, TaskRecord};
 use crate::storage::{DeleteOutcome, Found, TaskQuery, View};
 
 pub fn router() -> Router<AppState> {
@@ -72,7 +72,7 @@ async fn list(
     path: InstancePath,
     QueryMap(q): QueryMap,
 ) -> Result<Response, ApiError> {
-    caller.require(&path.project, Action::GetBackgroundTask)?;
+    caller.require(Action::GetBackgroundTask)?;
     let query = page_query(path.project, path.instance, View::Background, &q)?;
     let (total, tasks) = state.storage.tasks.list_tasks(&query).await?.ok_or(ApiError::NoInstance)?;
     Ok(task_list(total, &tasks))
@@ -101,20 +101,17 @@ pub async fn find(state: &AppState, path: &TaskPath, view: View) -> Result<TaskR
 
 /// ShowBackgroundTask: `GET …/tasks/{task_id}`, the list wrapper with one element.
 async fn show(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Response, ApiError> {
-    caller.require(&path.project, Action::GetBackgroundTask)?;
+    caller.require(Action::GetBackgroundTask)?;
     let task = find(&state, &path, View::Background).await?;
     Ok(task_list(1, std::slice::from_ref(&task)))
 }
 
 /// Removes a finished task; shared by DeleteBackgroundTask and DeleteScheduledTask. The audit
 /// event keeps the record as it was, so who deleted what outlives the record.
-pub async fn remove(state: &AppState, caller: &Caller, path: &TaskPath, view: View) -> Result<StatusCode, ApiError> {
-    let event = caller.audit_event(path.task.as_str(), StatusCode::NO_CONTENT, state.auth.clock.now_ms());
+pub async fn remove(state: &AppState, caller: &Caller, path: &TaskPath, view: View) -> Result<Response, ApiError> {
+    let (event, receipt) = caller.audit(path.task.as_str(), StatusCode::NO_CONTENT);
     match state.storage.tasks.delete_task(&path.project, &path.instance, &path.task, view, Some(event)).await? {
-        DeleteOutcome::Deleted(_) => {
-            caller.recorded();
-            Ok(StatusCode::NO_CONTENT)
-        }
+        DeleteOutcome::Deleted(_) => Ok(receipt.respond(StatusCode::NO_CONTENT)),
         DeleteOutcome::Running => Err(ApiError::TaskRunning),
         DeleteOutcome::NoInstance => Err(ApiError::NoInstance),
         DeleteOutcome::NoTask => Err(ApiError::NoTask),
@@ -122,8 +119,8 @@ pub async fn remove(state: &AppState, caller: &Caller, path: &TaskPath, view: Vi
 }
 
 /// DeleteBackgroundTask: `DELETE …/tasks/{task_id}` → 204 once the removal is durable.
-async fn delete(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<StatusCode, ApiError> {
-    caller.require(&path.project, Action::DeleteBackgroundTask)?;
+async fn delete(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Response, ApiError> {
+    caller.require(Action::DeleteBackgroundTask)?;
     remove(&state, &caller, &path, View::Background).await
 }
 
@@ -140,9 +137,9 @@ struct StepJson<'a> {
 
 /// ShowBackgroundTaskProgress: `GET …/tasks/{task_id}/progress`
 async fn progress(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Json<Value>, ApiError> {
-    caller.require(&path.project, Action::Unrestricted)?;
+    caller.require(Action::Unrestricted)?;
     let task = find(&state, &path, View::Background).await?;
-    let p = task.progress(now_ms());
+    let p = task.progress(state.clock.now_ms());
     let steps: Vec<StepJson> = task
         .steps
         .iter()

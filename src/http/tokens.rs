@@ -29,7 +29,6 @@ async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     if caller.0.method != AuthMethod::AkSk {
-        caller.1.set_action(Action::CreateToken.iam_name());
         let client = client.and_then(|Extension(ClientAddress(c))| c);
         auth::record_failure(Reason::TokenForToken, caller.0.access_key.as_deref(), client, &current_request_id());
         return Err(ApiError::Unauthenticated(
@@ -42,11 +41,11 @@ async fn create(
         .ok_or(ApiError::InvalidBody)?
         .parse()
         .map_err(|_| ApiError::InvalidProjectId)?;
-    let who = caller.require(&project, Action::CreateToken)?;
+    caller.own_project(&project)?;
+    let who = caller.require(Action::CreateToken)?;
     let Some(ak) = who.access_key.clone() else {
         return Err(ApiError::Unauthenticated("a token is issued only to a request signed with AK/SK".into()));
     };
-    caller.1.set_target(ak.clone());
     let (token, claims) = state.auth.issue_token(&ak).await?;
     let body = json!({
         "token": {

@@ -88,43 +88,8 @@ pub enum StatusChange {
     Wait,
 }
 
-/// A task about to be stored, with the operation it carries out.
-#[derive(Debug, Clone)]
-pub struct NewTask {
-    pub record: TaskRecord,
-    pub operation: Operation,
-}
-
-impl NewTask {
-    /// A `CREATED` task for `op` on `inst`, started by the given user at `now`, due at
-    /// `schedule_at` when scheduled, its steps' durations multiplied by `time_scale`.
-    pub fn new(
-        inst: &Instance,
-        op: Operation,
-        user: (&str, &str),
-        now: i64,
-        schedule_at: Option<i64>,
-        time_scale: f64,
-    ) -> Self {
-        NewTask {
-            record: TaskRecord {
-                id: TaskId::generate(),
-                project_id: inst.project_id.clone(),
-                instance_id: inst.id.clone(),
-                name: op.task_name().to_owned(),
-                user_id: user.0.to_owned(),
-                user_name: user.1.to_owned(),
-                params: op.params(),
-                status: TaskStatus::Created,
-                created_at: now,
-                updated_at: now,
-                schedule_at,
-                steps: op.steps(time_scale),
-            },
-            operation: op,
-        }
-    }
-}
+/// A task about to be stored, and the domain builder a submission hands the store.
+pub use crate::domain::submission::{NewTask, TaskBuilder};
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum SubmitError {
@@ -135,9 +100,6 @@ pub enum SubmitError {
     #[error(transparent)]
     Invalid(#[from] Invalid),
 }
-
-/// Builds the task for an operation from the instance as it is inside the submitting transaction.
-pub type TaskBuilder = Box<dyn FnOnce(&Instance) -> Result<NewTask, Invalid> + Send>;
 
 /// What UpdateScheduledTask does to a scheduled task at `now`: its new status, `schedule_at`
 /// and `due_at`, or `None` when the task's state does not allow the change (it has started or

@@ -674,7 +674,7 @@ impl InstanceStore for Postgres {
         let Some(mut inst) = lock_instance(&tx, i, false).await?.filter(|inst| inst.project_id == *p) else {
             return Ok(Err(SubmitError::NoInstance));
         };
-        let task = match build(&inst) {
+        let task = match build.build(&inst) {
             Ok(t) => t,
             Err(e) => return Ok(Err(e.into())),
         };

@@ -634,7 +634,7 @@ impl InstanceStore for Sqlite {
             let Some(mut inst) = load_instance(conn, &i)?.filter(|inst| inst.project_id == p) else {
                 return Ok(Err(SubmitError::NoInstance));
             };
-            let task = match build(&inst) {
+            let task = match build.build(&inst) {
                 Ok(t) => t,
                 Err(e) => return Ok(Err(e.into())),
             };

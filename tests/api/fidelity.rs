@@ -2,8 +2,6 @@
 //! the operator's `kernels add`), the second paths of create and reassign, UpdateInstance,
 //! `status=null` on a scheduled task, and `params` without nulls.
 
-use std::time::Duration;
-
 use kafka_tasks::domain::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -14,10 +12,6 @@ const OTHER_PROJECT: &str = "fedcba9876543210fedcba9876543210";
 
 fn in_ms(ms: i64) -> i64 {
     chrono::Utc::now().timestamp_millis() + ms
-}
-
-fn compact_in(secs: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::seconds(secs)).format("%Y%m%d%H%M%S").to_string()
 }
 
 /// The audit events of requests with this id.
@@ -120,14 +114,14 @@ async fn a_scheduled_upgrade_fails_when_the_brokers_it_planned_for_changed() {
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
     app.newer_kernel().await;
-    app.clock.advance(-60_000);
-    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": in_ms(1_500)})).await;
+    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": app.clock.now_ms() + 60_000})).await;
     assert_eq!(res.status, 200, "{}", res.text);
     let scheduled = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
     let grow = app.resize(&inst, json!({"oper_type": "horizontal", "new_broker_num": 4})).await;
     assert_eq!(grow.status, 200, "{}", grow.text);
     app.wait_task_status(&inst, grow.json()["job_id"].as_str().expect("job_id"), "SUCCESS").await;
 
+    app.clock.advance(62_000);
     app.wait_task_status(&inst, &scheduled, "FAILED").await;
     let shown = app.show_instance(&inst).await.json();
     assert_eq!((shown["status"].as_str(), shown["broker_num"].as_u64()), (Some("RUNNING"), Some(4)));
@@ -450,7 +444,13 @@ async fn status_null_makes_a_cancelled_task_wait_again_while_its_time_is_ahead()
         |at: i64| json!({"reassignments": [{"topic": "t", "brokers": [0]}], "is_schedule": true, "execute_at": at});
 
     // Ahead: cancelled, then waiting again, then it runs at its time.
-    let res = app.reassign(&inst, body(in_ms(3_600_000))).await;
+    // Times on the server's clock, which the engine reads too: moved, not slept through.
+    let at = |ms: i64| app.clock.now_ms() + ms;
+    let compact_at = |ms: i64| {
+        let when = chrono::DateTime::from_timestamp_millis(at(ms)).expect("representable time");
+        when.format("%Y%m%d%H%M%S").to_string()
+    };
+    let res = app.reassign(&inst, body(at(3_600_000))).await;
     let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
     assert_eq!(app.update_scheduled(&inst, &id, "?status=CANCELLED").await.status, 204);
     let res = app.update_scheduled(&inst, &id, "?status=null").await;
@@ -458,20 +458,21 @@ async fn status_null_makes_a_cancelled_task_wait_again_while_its_time_is_ahead()
     assert_eq!(app.list_scheduled(&inst, "").await.json()["jobs"][0]["status"], "CREATED");
     // Null on a waiting task leaves it waiting; with a time it moves it.
     assert_eq!(app.update_scheduled(&inst, &id, "?status=null").await.status, 204);
-    let when = compact_in(2);
+    let when = compact_at(60_000);
     assert_eq!(app.update_scheduled(&inst, &id, &format!("?status=null&execute_at={when}")).await.status, 204);
+    app.clock.advance(62_000);
     app.wait_task_status(&inst, &id, "SUCCESS").await;
     // It ran: nothing brings it back.
     app.update_scheduled(&inst, &id, "?status=null").await.assert_error(400, "DMS.00400026");
 
     // Cancelled and its time passed: it stays cancelled unless given a new time.
-    let res = app.reassign(&inst, body(in_ms(1_100))).await;
+    let res = app.reassign(&inst, body(at(60_000))).await;
     let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
     assert_eq!(app.update_scheduled(&inst, &id, "?status=CANCELLED").await.status, 204);
-    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    app.clock.advance(62_000);
     app.update_scheduled(&inst, &id, "?status=null").await.assert_error(400, "DMS.00400026");
     assert_eq!(app.list_scheduled(&inst, "").await.json()["jobs"][0]["status"], "CANCELLED");
-    let res = app.update_scheduled(&inst, &id, &format!("?status=null&execute_at={}", compact_in(3_600))).await;
+    let res = app.update_scheduled(&inst, &id, &format!("?status=null&execute_at={}", compact_at(3_600_000))).await;
     assert_eq!(res.status, 204, "{}", res.text);
     assert_eq!(app.list_scheduled(&inst, "").await.json()["jobs"][0]["status"], "CREATED");
     // Other status words stay refused by name.

@@ -1,6 +1,7 @@
 //! Integration tests: the real server over real HTTP, each test on its own fresh database.
 
 mod attacks;
+mod audit;
 mod auth;
 mod bad_input;
 mod engine;
@@ -8,6 +9,7 @@ mod fidelity;
 mod helpers;
 mod hygiene;
 mod instances;
+mod isolation;
 #[path = "../common/pg.rs"]
 mod pg;
 mod scheduled;

@@ -1,18 +1,28 @@
 //! Scheduled tasks: they fire once when due, keep their id as background tasks, and can be
-//! moved or cancelled while they wait.
-
-use std::time::Duration;
+//! moved or cancelled while they wait. The engine reads the server's clock, so these tests
+//! schedule on it and move it forward instead of sleeping until a schedule comes.
 
 use serde_json::json;
 
 use crate::helpers::{LATEST_BUILT_IN_27, TestApp};
 
-fn in_ms(ms: i64) -> i64 {
-    chrono::Utc::now().timestamp_millis() + ms
+/// `ms` from now on the server's clock.
+fn at(app: &TestApp, ms: i64) -> i64 {
+    app.clock.now_ms() + ms
 }
 
-fn compact_in(secs: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::seconds(secs)).format("%Y%m%d%H%M%S").to_string()
+/// `secs` from now on the server's clock, as `execute_at` takes it (to the second).
+fn compact_at(app: &TestApp, secs: i64) -> String {
+    let when = chrono::DateTime::from_timestamp_millis(at(app, secs * 1000)).expect("representable time");
+    when.format("%Y%m%d%H%M%S").to_string()
+}
+
+/// How far schedules are put ahead: well past the API's one-second minimum.
+const AHEAD_MS: i64 = 60_000;
+
+/// Moves the server's clock past every schedule made with [`AHEAD_MS`].
+fn pass_the_schedule(app: &TestApp) {
+    app.clock.advance(AHEAD_MS + 2_000);
 }
 
 #[tokio::test]
@@ -20,7 +30,7 @@ async fn a_scheduled_upgrade_fires_once_and_becomes_a_background_task() {
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
     let newer = app.newer_kernel().await;
-    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": in_ms(1_500)})).await;
+    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": at(&app, AHEAD_MS)})).await;
     assert_eq!(res.status, 200, "{}", res.text);
     let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
     assert!(res.json().get("job_id").is_none());
@@ -35,6 +45,7 @@ async fn a_scheduled_upgrade_fires_once_and_becomes_a_background_task() {
     app.show_task(&inst, &id).await.assert_error(404, "DMS.00404070");
     assert_eq!(app.show_upgrade(&inst).await.json()["current_version"], LATEST_BUILT_IN_27);
 
+    pass_the_schedule(&app);
     let task = app.wait_task_status(&inst, &id, "SUCCESS").await;
     assert_eq!(task["id"], id.as_str());
     assert_eq!(app.show_upgrade(&inst).await.json()["current_version"], newer.as_str());
@@ -57,19 +68,22 @@ async fn a_cancelled_scheduled_task_never_runs() {
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
     app.newer_kernel().await;
-    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": in_ms(1_200)})).await;
+    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": at(&app, AHEAD_MS)})).await;
     let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
 
     let upd = app.update_scheduled(&inst, &id, "?status=CANCELLED").await;
     assert_eq!(upd.status, 204, "{}", upd.text);
     assert_eq!(upd.text, "");
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    pass_the_schedule(&app);
+    // A task submitted after the clock moved has run: the engine has looked for due work since,
+    // and the cancelled task was not among it.
+    app.finished_task(&inst, true).await;
     let jobs = app.list_scheduled(&inst, "").await.json();
     assert_eq!(jobs["jobs"][0]["status"], "CANCELLED");
     assert_eq!(app.show_upgrade(&inst).await.json()["current_version"], LATEST_BUILT_IN_27);
     app.show_task(&inst, &id).await.assert_error(404, "DMS.00404070");
     // Once cancelled it cannot be changed again, but it can be deleted.
-    app.update_scheduled(&inst, &id, &format!("?execute_at={}", compact_in(60)))
+    app.update_scheduled(&inst, &id, &format!("?execute_at={}", compact_at(&app, 60)))
         .await
         .assert_error(400, "DMS.00400026");
     assert_eq!(app.delete_scheduled(&inst, &id).await.status, 204);
@@ -81,14 +95,14 @@ async fn a_scheduled_task_can_be_moved_while_it_waits() {
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
     let res = app
-        .reassign(&inst, json!({"reassignments": [{"topic": "t1", "brokers": [0, 1]}], "is_schedule": true, "execute_at": in_ms(3_600_000)}))
+        .reassign(&inst, json!({"reassignments": [{"topic": "t1", "brokers": [0, 1]}], "is_schedule": true, "execute_at": at(&app, 3_600_000)}))
         .await;
     assert_eq!(res.status, 200, "{}", res.text);
     let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
     // Still waiting: it can be neither deleted nor run.
     app.delete_scheduled(&inst, &id).await.assert_error(400, "DMS.00400017");
 
-    let when = compact_in(2);
+    let when = compact_at(&app, AHEAD_MS / 1000);
     assert_eq!(app.update_scheduled(&inst, &id, &format!("?execute_at={when}")).await.status, 204);
     let job = &app.list_scheduled(&inst, "").await.json()["jobs"][0];
     let expected = format!(
@@ -101,6 +115,7 @@ async fn a_scheduled_task_can_be_moved_while_it_waits() {
         &when[12..14]
     );
     assert_eq!(job["schedule_at"], expected);
+    pass_the_schedule(&app);
     let done = app.wait_task_status(&inst, &id, "SUCCESS").await;
     assert_eq!(done["name"], "kafkaPartitionReassign");
     app.update_scheduled(&inst, &id, "?status=CANCELLED").await.assert_error(400, "DMS.00400026");
@@ -111,7 +126,7 @@ async fn bad_schedule_updates_are_refused_and_change_nothing() {
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
     app.newer_kernel().await;
-    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": in_ms(3_600_000)})).await;
+    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": at(&app, 3_600_000)})).await;
     let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
     let before = app.list_scheduled(&inst, "").await.json();
 
@@ -132,14 +147,6 @@ async fn bad_schedule_updates_are_refused_and_change_nothing() {
     assert_eq!(app.list_scheduled(&inst, "").await.json(), before);
 }
 
-/// Moves the server's clock a minute back, so that a schedule can be due a few hundred
-/// milliseconds from now (the API asks for at least a second ahead of its clock) while the
-/// engine fires it by the wall clock: tests stay short without sleeping through a schedule.
-fn soon(app: &TestApp, ms: i64) -> i64 {
-    app.clock.advance(-60_000);
-    in_ms(ms)
-}
-
 #[tokio::test]
 async fn a_scheduled_operation_firing_on_a_failed_create_fails_and_leaves_it_createfailed() {
     let app = TestApp::spawn_with(&["--time-scale", "0", "--storage-pool-gb", "1000"]).await;
@@ -153,9 +160,10 @@ async fn a_scheduled_operation_firing_on_a_failed_create_fails_and_leaves_it_cre
     app.wait_instance_status(&inst, "CREATEFAILED").await;
     app.newer_kernel().await;
 
-    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": soon(&app, 1_200)})).await;
+    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": at(&app, AHEAD_MS)})).await;
     assert_eq!(res.status, 200, "{}", res.text);
     let id = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
+    pass_the_schedule(&app);
     app.wait_task_status(&inst, &id, "FAILED").await;
 
     let shown = app.show_instance(&inst).await.json();
@@ -173,7 +181,7 @@ async fn an_upgrade_scheduled_before_an_immediate_upgrade_fails_when_it_fires() 
     let app = TestApp::spawn().await;
     let inst = app.create_instance().await;
     let newer = app.newer_kernel().await;
-    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": soon(&app, 1_500)})).await;
+    let res = app.upgrade(&inst, json!({"is_schedule": true, "execute_at": at(&app, AHEAD_MS)})).await;
     assert_eq!(res.status, 200, "{}", res.text);
     let scheduled = res.json()["schedule_id"].as_str().expect("schedule_id").to_owned();
 
@@ -185,6 +193,7 @@ async fn an_upgrade_scheduled_before_an_immediate_upgrade_fails_when_it_fires() 
 
     // The scheduled upgrade started from the older build; the instance runs the newer one now,
     // so it no longer applies.
+    pass_the_schedule(&app);
     app.wait_task_status(&inst, &scheduled, "FAILED").await;
     assert_eq!(app.show_upgrade(&inst).await.json()["current_version"], newer.as_str());
     let shown = app.show_instance(&inst).await.json();

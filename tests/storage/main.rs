@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use kafka_tasks::domain::instance::{Instance, NewInstance, status};
+use kafka_tasks::domain::instance::{Instance, InstanceStatus, NewInstance};
 use kafka_tasks::domain::operation::{self, Operation, StepContext};
 use kafka_tasks::domain::{ProjectId, Role, TaskId, TaskRecord, TaskStatus};
 use kafka_tasks::storage::*;
@@ -49,7 +49,7 @@ fn instance(p: &ProjectId) -> Instance {
         extra: Default::default(),
     };
     let mut inst = Instance::create(p.clone(), &new, "u", "n", T0);
-    inst.status = status::RUNNING.into();
+    inst.status = InstanceStatus::Running;
     inst
 }
 
@@ -68,7 +68,7 @@ async fn running_instance(s: &Storage) -> Instance {
         None,
     );
     s.instances
-        .create_instance(Instance { status: status::CREATING.into(), ..inst.clone() }, create, None)
+        .create_instance(Instance { status: InstanceStatus::Creating, ..inst.clone() }, create, None)
         .await
         .expect("create");
     run_all(s, "setup", T0).await;
@@ -102,7 +102,7 @@ async fn submit(
     schedule_at: Option<i64>,
 ) -> Result<NewTask, SubmitError> {
     let t = task(inst, op, created_at, schedule_at);
-    s.instances.submit(&inst.project_id, &inst.id, Box::new(move |_| Ok(t)), None).await.expect("submit")
+    s.instances.submit(&inst.project_id, &inst.id, TaskBuilder::ready(t), None).await.expect("submit")
 }
 
 #[tokio::test]
@@ -110,7 +110,7 @@ async fn a_task_runs_through_its_steps_and_applies_its_change_at_the_end() {
     for e in engines().await {
         let s = &e.storage;
         let inst = running_instance(s).await;
-        assert_eq!(inst.status, "RUNNING", "{}", e.name);
+        assert_eq!(inst.status, InstanceStatus::Running, "{}", e.name);
         assert_eq!(inst.busy_task, None, "{}", e.name);
         let t = submit(s, &inst, Operation::AutoTopic { old: false, new: true }, T0 + 1, None).await.expect("admitted");
         let claimed = s.engine.claim("w", T0 + 2, 60_000, 10, CTX).await.expect("claim");
@@ -147,7 +147,7 @@ async fn steps_planned_to_take_no_time_finish_in_the_same_write() {
         let mut t = task(&inst, Operation::Restart, T0 + 1, None);
         t.record.steps = t.operation.steps(0.0);
         s.instances
-            .submit(&inst.project_id, &inst.id, Box::new(move |_| Ok(t)), None)
+            .submit(&inst.project_id, &inst.id, TaskBuilder::ready(t), None)
             .await
             .expect("submit")
             .expect("admitted");
@@ -175,7 +175,7 @@ async fn steps_planned_to_take_no_time_finish_in_the_same_write() {
             e.name
         );
         let after = s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g").expect("i");
-        assert_eq!((after.status.as_str(), after.busy_task.clone()), ("RUNNING", None), "{}", e.name);
+        assert_eq!((after.status, after.busy_task.clone()), (InstanceStatus::Running, None), "{}", e.name);
     }
 }
 
@@ -213,7 +213,7 @@ async fn one_immediate_operation_at_a_time_scheduled_ones_wait() {
         );
         let busy = s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g").expect("i");
         assert_eq!(busy.busy_task, Some(sched.record.id), "{}", e.name);
-        assert_eq!(busy.status, "RESTARTING");
+        assert_eq!(busy.status, InstanceStatus::Restarting);
     }
 }
 

@@ -1,0 +1,145 @@
+//! Audit by rule. Every authenticated mutating request leaves its events from exactly one of
+//! two places, decided by the response, never by a call a handler must remember:
+//!
+//! - an accepted change's event is written by the store in the change's own transaction; the
+//!   handler gets a [`Receipt`] with the event and must put it on its answer (it is
+//!   `#[must_use]`, so forgetting it does not compile under `-D warnings`);
+//! - everything else (refusals at any stage after authentication, and successes the store did
+//!   not record, such as a token request) is written by the gateway after the handler, from
+//!   the action of the route ([`route_action`], one table) and the path's target.
+//!
+//! A batch action names its instances in the body; it leaves one event per named instance,
+//! whether the whole request is refused ([`batch_targets`]) or each instance is decided on its
+//! own ([`BatchAudit`]).
+
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::domain::Action;
+
+/// The most instances one batch action may name (more is refused as a whole).
+pub const MAX_BATCH: usize = 50;
+
+/// The batch route, whose action and targets come from its body.
+pub const BATCH_ROUTE: &str = "/v2/{project_id}/instances/action";
+
+/// The action the audit records for a mutating request on `route` (its template), or `None`
+/// for a route that changes nothing. The batch action's is named by its body.
+pub fn route_action(method: &Method, route: &str, body: &[u8]) -> Option<Action> {
+    use Action::*;
+    let action = match (method.as_str(), route) {
+        ("POST", "/v2/kafka/{project_id}/instances" | "/v2/{project_id}/kafka/instances") => CreateInstance,
+        ("POST", BATCH_ROUTE) => return batch_action(body).map(|(action, _)| action),
+        ("PUT", "/v2/{project_id}/instances/{instance_id}") => ModifyInstance,
+        ("DELETE", "/v2/{project_id}/instances/{instance_id}") => DeleteInstance,
+        ("PUT", "/v2/{project_id}/instances/{instance_id}/configs")
+        | ("POST", "/v2/{project_id}/instances/{instance_id}/autotopic")
+        | (
+            "POST",
+            "/v2/{project_id}/kafka/instances/{instance_id}/extend"
+            | "/v2/kafka/{project_id}/instances/{instance_id}/extend"
+            | "/v2/{project_id}/kafka/instances/{instance_id}/reassign"
+            | "/v2/kafka/{project_id}/instances/{instance_id}/reassign"
+            | "/v2/{project_id}/kafka/instances/{instance_id}/upgrade",
+        ) => ModifyInstance,
+        ("DELETE", "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}") => DeleteBackgroundTask,
+        ("PUT", "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}") => ModifyScheduledTask,
+        ("DELETE", "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}") => DeleteScheduledTask,
+        ("POST", "/v3/auth/tokens") => CreateToken,
+        _ => return None,
+    };
+    Some(action)
+}
+
+/// What a batch body asks for: `restart` is a modification, `delete` a deletion.
+pub fn batch_action(body: &[u8]) -> Option<(Action, &'static str)> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    match v.get("action").and_then(Value::as_str)? {
+        "restart" => Some((Action::ModifyInstance, "restart")),
+        "delete" => Some((Action::DeleteInstance, "delete")),
+        _ => None,
+    }
+}
+
+/// How a batch entry is named in its audit event: the id as sent, or the JSON of an entry that
+/// is not a string.
+pub fn batch_name(entry: &Value) -> String {
+    entry.as_str().map_or_else(|| entry.to_string(), str::to_owned)
+}
+
+/// The instances a batch body names, when it names between 1 and [`MAX_BATCH`]; else `None`
+/// (the refusal is then one event for the project, so that a huge body cannot write thousands).
+pub fn batch_targets(body: &[u8]) -> Option<Vec<String>> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let entries = v.get("instances")?.as_array()?;
+    (1..=MAX_BATCH).contains(&entries.len()).then(|| entries.iter().map(batch_name).collect())
+}
+
+/// Proof that the store wrote the request's event with its change. Put it on the answer.
+#[must_use = "put the receipt on the response, or the gateway audits the request a second time"]
+#[derive(Debug)]
+pub struct Receipt(());
+
+/// On a response: the store wrote this request's event(s); the gateway writes none.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredEvent;
+
+impl Receipt {
+    /// Only [`super::extract::Caller::audit`] makes one, with the event it goes with.
+    pub(super) fn new() -> Self {
+        Receipt(())
+    }
+
+    /// `answer`, marked as audited by the store.
+    pub fn respond(self, answer: impl IntoResponse) -> Response {
+        let mut res = answer.into_response();
+        res.extensions_mut().insert(StoredEvent);
+        res
+    }
+}
+
+/// On a batch response: the instances refused one by one (name and status), whose events the
+/// gateway writes; the accepted ones were stored with their tasks.
+#[derive(Debug, Clone, Default)]
+pub struct BatchRefusals(pub Vec<(String, u16)>);
+
+/// The per-instance outcomes of a batch action, collected as it runs.
+#[derive(Debug, Default)]
+pub struct BatchAudit {
+    refused: Vec<(String, u16)>,
+}
+
+impl BatchAudit {
+    /// An instance whose task (and event) the store wrote.
+    pub fn accepted(&mut self, receipt: Receipt) {
+        let Receipt(()) = receipt;
+    }
+
+    pub fn refused(&mut self, name: String, status: u16) {
+        self.refused.push((name, status));
+    }
+
+    /// `answer`, with the refusals for the gateway to audit.
+    pub fn respond(self, answer: impl IntoResponse) -> Response {
+        let mut res = answer.into_response();
+        res.extensions_mut().insert(BatchRefusals(self.refused));
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_audited_by_the_action_its_body_names() {
+        assert_eq!(route_action(&Method::POST, BATCH_ROUTE, br#"{"action":"restart"}"#), Some(Action::ModifyInstance));
+        assert_eq!(route_action(&Method::POST, BATCH_ROUTE, br#"{"action":"delete"}"#), Some(Action::DeleteInstance));
+        assert_eq!(route_action(&Method::POST, BATCH_ROUTE, br#"{"action":"x"}"#), None);
+        assert_eq!(batch_targets(br#"{"instances":["a",7]}"#), Some(vec!["a".to_owned(), "7".to_owned()]));
+        assert_eq!(batch_targets(br#"{"instances":[]}"#), None);
+        let many = serde_json::json!({ "instances": vec!["a"; MAX_BATCH + 1] }).to_string();
+        assert_eq!(batch_targets(many.as_bytes()), None);
+    }
+}
