@@ -13,11 +13,14 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
 use tokio_postgres::{NoTls, Row};
 
+use super::paging::{PageCount, bucket_of, bucket_range, partial_edges, unbounded};
 use super::*;
 use crate::domain::instance::Instance;
 use crate::domain::operation::{Operation, StepContext};
-use crate::domain::transition::{self, Advance, Taken};
+use crate::domain::placement::{placement, views_of};
+use crate::domain::transition::{self, InstanceWrite, TaskWrite, Write};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
+use crate::domain::{admission, deletion, rescheduling};
 use crate::telemetry;
 
 const MIGRATIONS: &[&str] = &[
@@ -451,6 +454,23 @@ async fn remove_instance(tx: &Transaction<'_>, i: &InstanceId) -> StoreResult<()
     Ok(())
 }
 
+/// Writes what a worker's end of a step leads to, as the domain maps it ([`transition::Write`]).
+/// (A claim writes its batch with [`TaskUpdates`] and [`save_instances`] instead.)
+async fn apply(tx: &Transaction<'_>, task: &TaskRecord, inst: &Instance, w: Write, owner: &str) -> StoreResult<()> {
+    match w.instance {
+        InstanceWrite::Keep => {}
+        InstanceWrite::Save => save_instance(tx, inst).await?,
+        InstanceWrite::Remove => remove_instance(tx, &inst.id).await?,
+    }
+    match w.task {
+        TaskWrite::RetryAt(at) => save_task_progress(tx, task, Some(at), None).await?,
+        TaskWrite::Leased(until) => save_task_progress(tx, task, Some(until), Some(owner)).await?,
+        TaskWrite::Ended => save_task_progress(tx, task, None, None).await?,
+        TaskWrite::Gone => {}
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl TaskStore for Postgres {
     async fn list_tasks(&self, q: &TaskQuery) -> StoreResult<Option<(u64, Vec<TaskRecord>)>> {
@@ -468,7 +488,7 @@ impl TaskStore for Postgres {
         let view = q.view.code() as i16;
         // The instance check and the total in one statement: the total from the instance's
         // running count when unfiltered, else from the day buckets in range.
-        let head = if q.created_from.is_none() && q.created_to.is_none() {
+        let head = if unbounded(q) {
             "SELECT EXISTS (SELECT 1 FROM instances WHERE id = $1 AND project_id = $5), \
              coalesce((SELECT n FROM task_totals WHERE instance_id = $1 AND view = $2 AND $3::BIGINT <= $4::BIGINT), 0)"
         } else {
@@ -481,8 +501,7 @@ impl TaskStore for Postgres {
         if !row.try_get::<_, bool>(0)? {
             return Ok(None);
         }
-        let mut total: i64 = row.try_get(1)?;
-        let mut exact: Vec<(i64, i64)> = Vec::new();
+        let mut count = PageCount::new(q, row.try_get(1)?);
         for (bucket, lo, hi) in partial_edges(q) {
             let sql = format!(
                 "SELECT count(*) FROM tasks WHERE instance_id = $1 AND {filter} AND created_at BETWEEN $2 AND $3"
@@ -494,8 +513,7 @@ impl TaskStore for Postgres {
                 .await?;
             let stored: i64 =
                 tx.query_opt(&st, &[&inst, &view, &bucket]).await?.map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
-            total += n - stored;
-            exact.push((bucket, n));
+            count.edge(bucket, n, stored);
         }
         // Newest buckets first, read in slices only as far as the page's offset.
         let st = tx
@@ -504,22 +522,13 @@ impl TaskStore for Postgres {
                  ORDER BY bucket DESC LIMIT $5 OFFSET $6",
             )
             .await?;
-        let mut buckets: Vec<(i64, i64)> = Vec::new();
-        let mut seen: u64 = 0;
         // A first page needs a bucket or two; deep offsets read on in growing slices.
         let mut slice: i64 = 16;
         'read: loop {
-            let rows = tx.query(&st, &[&inst, &view, &first, &last, &slice, &(buckets.len() as i64)]).await?;
+            let rows = tx.query(&st, &[&inst, &view, &first, &last, &slice, &(count.read() as i64)]).await?;
             let len = rows.len() as i64;
             for r in rows {
-                let bucket: i64 = r.try_get(0)?;
-                let n = match exact.iter().find(|e| e.0 == bucket) {
-                    Some(e) => e.1,
-                    None => r.try_get(1)?,
-                };
-                buckets.push((bucket, n));
-                seen += n.max(0) as u64;
-                if seen > q.offset {
+                if !count.bucket(r.try_get(0)?, r.try_get(1)?) {
                     break 'read;
                 }
             }
@@ -528,9 +537,8 @@ impl TaskStore for Postgres {
             }
             slice *= 8;
         }
-        let plan = plan_page(&buckets, q);
-        let total = total.max(0) as u64;
-        let Some((upper, skip)) = plan.start else {
+        let (total, start) = count.plan();
+        let Some((upper, skip)) = start else {
             tx.commit().await?;
             return Ok(Some((total, Vec::new())));
         };
@@ -580,13 +588,13 @@ impl TaskStore for Postgres {
         let Some(task) = load_task(&tx, i, t, view, true).await? else {
             return Ok(DeleteOutcome::NoTask);
         };
-        if !task.status.is_terminal() {
+        if !deletion::may_delete(&task) {
             return Ok(DeleteOutcome::Running);
         }
         tx.execute("DELETE FROM tasks WHERE id = $1", &[&t.as_str()]).await?;
         count_in(&tx, &task, -1).await?;
         if let Some(mut event) = audit {
-            event.detail = Some(deleted_detail(&task));
+            event.detail = Some(deletion::deleted_detail(&task));
             insert_audit(&tx, &event).await?;
         }
         tx.commit().await?;
@@ -610,12 +618,12 @@ impl TaskStore for Postgres {
         let Some(task) = load_task(&tx, i, t, View::Scheduled, true).await? else {
             return Ok(Found::NoTask);
         };
-        let Some((status, schedule_at, due_at)) = rescheduled(&task, change, now) else {
+        let Some(r) = rescheduling::rescheduled(&task, change, now) else {
             return Ok(Found::Yes(false));
         };
         tx.execute(
             "UPDATE tasks SET status = $2, schedule_at = $3, due_at = $4, updated_at = $5 WHERE id = $1",
-            &[&t.as_str(), &status.as_str(), &schedule_at, &due_at, &now],
+            &[&t.as_str(), &r.status.as_str(), &r.schedule_at, &r.due_at, &now],
         )
         .await?;
         if let Some(event) = &audit {
@@ -671,17 +679,12 @@ impl InstanceStore for Postgres {
     ) -> StoreResult<Result<NewTask, SubmitError>> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let Some(mut inst) = lock_instance(&tx, i, false).await?.filter(|inst| inst.project_id == *p) else {
-            return Ok(Err(SubmitError::NoInstance));
-        };
-        let task = match build.build(&inst) {
-            Ok(t) => t,
-            Err(e) => return Ok(Err(e.into())),
-        };
-        match admit(&mut inst, &task) {
-            Ok(true) => save_instance(&tx, &inst).await?,
-            Ok(false) => {}
+        let (task, changed) = match admission::submission(lock_instance(&tx, i, false).await?, p, build) {
+            Ok(admitted) => admitted,
             Err(e) => return Ok(Err(e)),
+        };
+        if let Some(inst) = &changed {
+            save_instance(&tx, inst).await?;
         }
         insert_task(&tx, &task).await?;
         if let Some(event) = &audit {
@@ -700,12 +703,10 @@ impl InstanceStore for Postgres {
     ) -> StoreResult<Result<(), SubmitError>> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let Some(mut inst) = lock_instance(&tx, i, false).await?.filter(|inst| inst.project_id == *p) else {
-            return Ok(Err(SubmitError::NoInstance));
+        let inst = match admission::modification(lock_instance(&tx, i, false).await?, p, change) {
+            Ok(inst) => inst,
+            Err(e) => return Ok(Err(e)),
         };
-        if let Err(e) = change(&mut inst) {
-            return Ok(Err(e.into()));
-        }
         save_instance(&tx, &inst).await?;
         if let Some(event) = &audit {
             insert_audit(&tx, event).await?;
@@ -790,32 +791,22 @@ impl EngineStore for Postgres {
                 // A scheduled task that fires becomes a background task.
                 bump(&tx, &task.instance_id, View::Background, task.created_at, 1).await?;
             }
-            let mut reason = None;
-            let (step, ended) = match taken {
-                Taken::Blocked => {
-                    updates.push(&task, Some(now + 1_000), None)?;
-                    continue;
-                }
-                Taken::Refused(why) => {
-                    updates.push(&task, None, None)?;
-                    reason = Some(why);
-                    (task.steps.len(), Some(TaskStatus::Failed))
-                }
-                Taken::Running(step) => {
-                    updates.push(&task, Some(now + lease_ms), Some(owner))?;
-                    (step, None)
-                }
-                Taken::Ended(status) => {
-                    updates.push(&task, None, None)?;
-                    (task.steps.len(), Some(status))
-                }
-                Taken::RemoveInstance => {
-                    remove_instance(&tx, &task.instance_id).await?;
-                    removed.push(task.instance_id.clone());
-                    (task.steps.len(), Some(TaskStatus::Success))
-                }
+            let w = taken.write(now, lease_ms);
+            match w.task {
+                TaskWrite::RetryAt(at) => updates.push(&task, Some(at), None)?,
+                TaskWrite::Leased(until) => updates.push(&task, Some(until), Some(owner))?,
+                TaskWrite::Ended => updates.push(&task, None, None)?,
+                TaskWrite::Gone => {}
+            }
+            // Instances are written back together at the end; a removed one goes now.
+            if w.instance == InstanceWrite::Remove {
+                remove_instance(&tx, &task.instance_id).await?;
+                removed.push(task.instance_id.clone());
+            }
+            let Some(p) = taken.progress(task.steps.len()) else {
+                continue;
             };
-            claimed.push(Claimed { task, operation, step, started, ended, reason });
+            claimed.push(Claimed { task, operation, step: p.step, started, ended: p.ended, reason: p.reason });
         }
         for id in &removed {
             instances.remove(id);
@@ -853,23 +844,10 @@ impl EngineStore for Postgres {
         let Some(mut inst) = lock_instance(&tx, &task.instance_id, false).await? else {
             return Ok(StepOutcome::Lost);
         };
-        let outcome = match transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx) {
-            Advance::Next(n) => {
-                save_task_progress(&tx, &task, Some(now + lease_ms), Some(owner)).await?;
-                StepOutcome::Next(n)
-            }
-            Advance::Ended(status) => {
-                save_instance(&tx, &inst).await?;
-                save_task_progress(&tx, &task, None, None).await?;
-                StepOutcome::Ended(status)
-            }
-            Advance::RemoveInstance => {
-                remove_instance(&tx, &inst.id).await?;
-                StepOutcome::Ended(TaskStatus::Success)
-            }
-        };
+        let advance = transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx);
+        apply(&tx, &task, &inst, advance.write(now, lease_ms), owner).await?;
         tx.commit().await?;
-        Ok(outcome)
+        Ok(advance.into())
     }
 
     async fn renew_leases(&self, owner: &str, until: i64) -> StoreResult<()> {

@@ -12,11 +12,14 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::paging::{PageCount, bucket_of, bucket_range, partial_edges, unbounded};
 use super::*;
 use crate::domain::instance::Instance;
 use crate::domain::operation::{Operation, StepContext};
-use crate::domain::transition::{self, Advance, Taken};
+use crate::domain::placement::{placement, views_of};
+use crate::domain::transition::{self, InstanceWrite, TaskWrite, Write};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
+use crate::domain::{admission, deletion, rescheduling};
 use crate::telemetry;
 
 const MIGRATIONS: &[&str] = &[
@@ -420,6 +423,25 @@ fn remove_instance(conn: &Connection, i: &InstanceId) -> StoreResult<()> {
     Ok(())
 }
 
+/// Writes what a worker's move of a task leads to, as the domain maps it ([`transition::Write`]).
+fn apply(conn: &Connection, task: &TaskRecord, inst: &Instance, w: Write, owner: &str) -> StoreResult<()> {
+    match w.instance {
+        InstanceWrite::Keep => {}
+        InstanceWrite::Save => save_instance(conn, inst)?,
+        InstanceWrite::Remove => remove_instance(conn, &inst.id)?,
+    }
+    match w.task {
+        TaskWrite::RetryAt(at) => {
+            conn.prepare_cached("UPDATE tasks SET due_at = ?2 WHERE id = ?1")?
+                .execute(params![task.id.as_str(), at])?;
+        }
+        TaskWrite::Leased(until) => save_task_progress(conn, task, Some(until), Some(owner))?,
+        TaskWrite::Ended => save_task_progress(conn, task, None, None)?,
+        TaskWrite::Gone => {}
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl TaskStore for Sqlite {
     async fn list_tasks(&self, q: &TaskQuery) -> StoreResult<Option<(u64, Vec<TaskRecord>)>> {
@@ -430,8 +452,8 @@ impl TaskStore for Sqlite {
             let args = params![inst, q.view.code(), first, last];
             // The instance check and the total in one statement: the total from the instance's
             // running count when unfiltered, else from the day buckets in range.
-            let head = if q.created_from.is_none() && q.created_to.is_none() { LIST_HEAD_ALL } else { LIST_HEAD_RANGE };
-            let (exists, mut total): (bool, i64) = conn
+            let head = if unbounded(q) { LIST_HEAD_ALL } else { LIST_HEAD_RANGE };
+            let (exists, total): (bool, i64) = conn
                 .prepare_cached(head)?
                 .query_row(params![inst, q.view.code(), first, last, q.project_id.as_str()], |r| {
                     Ok((r.get(0)?, r.get(1)?))
@@ -439,9 +461,8 @@ impl TaskStore for Sqlite {
             if !exists {
                 return Ok(None);
             }
-            let edges = partial_edges(q);
-            let mut exact: Vec<(i64, i64)> = Vec::with_capacity(edges.len());
-            for (bucket, lo, hi) in edges {
+            let mut count = PageCount::new(q, total);
+            for (bucket, lo, hi) in partial_edges(q) {
                 let sql = format!(
                     "SELECT count(*) FROM tasks WHERE instance_id = ?1 AND {filter} AND created_at BETWEEN ?2 AND ?3"
                 );
@@ -451,27 +472,19 @@ impl TaskStore for Sqlite {
                     .query_row(params![inst, q.view.code(), bucket], |r| r.get(0))
                     .optional()?
                     .unwrap_or(0);
-                total += n - stored;
-                exact.push((bucket, n));
+                count.edge(bucket, n, stored);
             }
             // Newest buckets first, read only as far as the page's offset.
             let mut st = conn.prepare_cached(BUCKETS_NEWEST_FIRST)?;
             let mut rows = st.query(args)?;
-            let mut buckets: Vec<(i64, i64)> = Vec::new();
-            let mut seen: u64 = 0;
             while let Some(r) = rows.next()? {
-                let bucket: i64 = r.get(0)?;
-                let n = exact.iter().find(|e| e.0 == bucket).map_or(r.get(1)?, |e| e.1);
-                buckets.push((bucket, n));
-                seen += n.max(0) as u64;
-                if seen > q.offset {
+                if !count.bucket(r.get(0)?, r.get(1)?) {
                     break;
                 }
             }
             drop(rows);
-            let plan = plan_page(&buckets, q);
-            let total = total.max(0) as u64;
-            let Some((upper, skip)) = plan.start else {
+            let (total, start) = count.plan();
+            let Some((upper, skip)) = start else {
                 return Ok(Some((total, Vec::new())));
             };
             let mut st = conn.prepare_cached(page_sql(q.view))?;
@@ -528,13 +541,13 @@ impl TaskStore for Sqlite {
             let Some(task) = load_task(conn, &i, &t, view)? else {
                 return Ok(DeleteOutcome::NoTask);
             };
-            if !task.status.is_terminal() {
+            if !deletion::may_delete(&task) {
                 return Ok(DeleteOutcome::Running);
             }
             conn.prepare_cached("DELETE FROM tasks WHERE id = ?1")?.execute(params![t.as_str()])?;
             count_in(conn, &task, -1)?;
             if let Some(mut event) = audit {
-                event.detail = Some(deleted_detail(&task));
+                event.detail = Some(deletion::deleted_detail(&task));
                 insert_audit(conn, &event)?;
             }
             Ok(DeleteOutcome::Deleted(Box::new(task)))
@@ -559,13 +572,13 @@ impl TaskStore for Sqlite {
             let Some(task) = load_task(conn, &i, &t, View::Scheduled)? else {
                 return Ok(Found::NoTask);
             };
-            let Some((status, schedule_at, due_at)) = rescheduled(&task, change, now) else {
+            let Some(r) = rescheduling::rescheduled(&task, change, now) else {
                 return Ok(Found::Yes(false));
             };
             conn.prepare_cached(
                 "UPDATE tasks SET status = ?2, schedule_at = ?3, due_at = ?4, updated_at = ?5 WHERE id = ?1",
             )?
-            .execute(params![t.as_str(), status.as_str(), schedule_at, due_at, now])?;
+            .execute(params![t.as_str(), r.status.as_str(), r.schedule_at, r.due_at, now])?;
             if let Some(event) = &audit {
                 insert_audit(conn, event)?;
             }
@@ -631,17 +644,12 @@ impl InstanceStore for Sqlite {
     ) -> StoreResult<Result<NewTask, SubmitError>> {
         let (p, i) = (p.clone(), i.clone());
         self.write(move |conn| {
-            let Some(mut inst) = load_instance(conn, &i)?.filter(|inst| inst.project_id == p) else {
-                return Ok(Err(SubmitError::NoInstance));
-            };
-            let task = match build.build(&inst) {
-                Ok(t) => t,
-                Err(e) => return Ok(Err(e.into())),
-            };
-            match admit(&mut inst, &task) {
-                Ok(true) => save_instance(conn, &inst)?,
-                Ok(false) => {}
+            let (task, changed) = match admission::submission(load_instance(conn, &i)?, &p, build) {
+                Ok(admitted) => admitted,
                 Err(e) => return Ok(Err(e)),
+            };
+            if let Some(inst) = &changed {
+                save_instance(conn, inst)?;
             }
             insert_task(conn, &task)?;
             if let Some(event) = &audit {
@@ -661,12 +669,10 @@ impl InstanceStore for Sqlite {
     ) -> StoreResult<Result<(), SubmitError>> {
         let (p, i) = (p.clone(), i.clone());
         self.write(move |conn| {
-            let Some(mut inst) = load_instance(conn, &i)?.filter(|inst| inst.project_id == p) else {
-                return Ok(Err(SubmitError::NoInstance));
+            let inst = match admission::modification(load_instance(conn, &i)?, &p, change) {
+                Ok(inst) => inst,
+                Err(e) => return Ok(Err(e)),
             };
-            if let Err(e) = change(&mut inst) {
-                return Ok(Err(e.into()));
-            }
             save_instance(conn, &inst)?;
             if let Some(event) = &audit {
                 insert_audit(conn, event)?;
@@ -742,37 +748,11 @@ impl EngineStore for Sqlite {
                     // A scheduled task that fires becomes a background task.
                     bump(conn, &task.instance_id, View::Background, task.created_at, 1)?;
                 }
-                let mut reason = None;
-                let (step, ended) = match taken {
-                    Taken::Blocked => {
-                        // Look again in a while rather than on every poll.
-                        conn.prepare_cached("UPDATE tasks SET due_at = ?2 WHERE id = ?1")?
-                            .execute(params![task.id.as_str(), now + 1_000])?;
-                        continue;
-                    }
-                    Taken::Running(step) => {
-                        save_instance(conn, &inst)?;
-                        save_task_progress(conn, &task, Some(now + lease_ms), Some(&owner))?;
-                        (step, None)
-                    }
-                    Taken::Ended(status) => {
-                        save_instance(conn, &inst)?;
-                        save_task_progress(conn, &task, None, None)?;
-                        (task.steps.len(), Some(status))
-                    }
-                    Taken::Refused(why) => {
-                        // The instance is as it was, but for a lock an immediate task held.
-                        save_instance(conn, &inst)?;
-                        save_task_progress(conn, &task, None, None)?;
-                        reason = Some(why);
-                        (task.steps.len(), Some(TaskStatus::Failed))
-                    }
-                    Taken::RemoveInstance => {
-                        remove_instance(conn, &inst.id)?;
-                        (task.steps.len(), Some(TaskStatus::Success))
-                    }
+                apply(conn, &task, &inst, taken.write(now, lease_ms), &owner)?;
+                let Some(p) = taken.progress(task.steps.len()) else {
+                    continue;
                 };
-                claimed.push(Claimed { task, operation, step, started, ended, reason });
+                claimed.push(Claimed { task, operation, step: p.step, started, ended: p.ended, reason: p.reason });
             }
             Ok(claimed)
         })
@@ -803,21 +783,9 @@ impl EngineStore for Sqlite {
             let Some(mut inst) = load_instance(conn, &task.instance_id)? else {
                 return Ok(StepOutcome::Lost);
             };
-            Ok(match transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx) {
-                Advance::Next(n) => {
-                    save_task_progress(conn, &task, Some(now + lease_ms), Some(&owner))?;
-                    StepOutcome::Next(n)
-                }
-                Advance::Ended(status) => {
-                    save_instance(conn, &inst)?;
-                    save_task_progress(conn, &task, None, None)?;
-                    StepOutcome::Ended(status)
-                }
-                Advance::RemoveInstance => {
-                    remove_instance(conn, &inst.id)?;
-                    StepOutcome::Ended(TaskStatus::Success)
-                }
-            })
+            let advance = transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx);
+            apply(conn, &task, &inst, advance.write(now, lease_ms), &owner)?;
+            Ok(advance.into())
         })
         .await
     }
