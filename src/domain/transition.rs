@@ -4,6 +4,7 @@
 
 use super::instance::Instance;
 use super::operation::{Operation, StepContext, StepEffect};
+use super::placement::placement;
 use super::task::{StepStatus, TaskRecord, TaskStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +239,25 @@ impl Advance {
     }
 }
 
+/// A due task a worker took ([`claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub taken: Taken,
+    /// The task was waiting (`CREATED`) and starts now, rather than being taken over.
+    pub started: bool,
+    /// A scheduled task fired and became a background task: from now on it counts in the
+    /// background view as well.
+    pub fired: bool,
+}
+
+/// [`take`], and what it means for the task's place in the views.
+pub fn claim(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, now: i64, ctx: StepContext) -> Claim {
+    let started = task.status == TaskStatus::Created;
+    let was_background = placement(task).0;
+    let taken = take(task, inst, op, now, ctx);
+    Claim { taken, started, fired: !was_background && placement(task).0 }
+}
+
 /// Ends a task `FAILED` at its first step without touching its instance.
 fn refuse(task: &mut TaskRecord, now: i64) {
     if let Some(s) = task.steps.first_mut() {
@@ -267,6 +287,43 @@ fn fail_at(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, step: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ProjectId;
+    use crate::domain::instance::{InstanceStatus, NewInstance};
+    use crate::domain::placement::tests::task;
+
+    fn running() -> Instance {
+        let body = serde_json::json!({"name": "kafka-1", "engine_version": "2.7", "broker_num": 3, "storage_space": 300, "product_id": "p"});
+        let mut inst =
+            Instance::create(ProjectId::generate(), &NewInstance::from_body(body).expect("valid"), "", "", 0);
+        inst.status = InstanceStatus::Running;
+        inst
+    }
+
+    const CTX: StepContext = StepContext { storage_pool_gb: 10_000 };
+
+    #[test]
+    fn a_scheduled_task_that_fires_joins_the_background_view() {
+        let (mut t, mut inst) = (task(TaskStatus::Created, Some(500)), running());
+        let c = claim(&mut t, &mut inst, &Operation::Restart, 600, CTX);
+        assert!(c.started && c.fired, "{c:?}");
+    }
+
+    #[test]
+    fn an_immediate_task_or_a_takeover_fires_nothing() {
+        let (mut t, mut inst) = (task(TaskStatus::Created, None), running());
+        let c = claim(&mut t, &mut inst, &Operation::Restart, 600, CTX);
+        assert!(c.started && !c.fired, "{c:?}");
+        let c = claim(&mut t, &mut inst, &Operation::Restart, 700, CTX);
+        assert!(!c.started && !c.fired, "a takeover: {c:?}");
+    }
+
+    #[test]
+    fn a_blocked_scheduled_task_stays_where_it_was() {
+        let (mut t, mut inst) = (task(TaskStatus::Created, Some(500)), running());
+        inst.busy_task = Some(crate::domain::TaskId::generate());
+        let c = claim(&mut t, &mut inst, &Operation::Restart, 600, CTX);
+        assert_eq!((c.taken, c.fired), (Taken::Blocked, false));
+    }
 
     #[test]
     fn a_blocked_task_only_moves_its_due_time_and_is_not_claimed() {

@@ -8,7 +8,7 @@ use crate::domain::instance::Instance;
 use crate::domain::operation::{Operation, StepContext};
 use crate::domain::placement::placement;
 use crate::domain::transition::{self, InstanceWrite, TaskWrite, Write};
-use crate::domain::{InstanceId, TaskId, TaskRecord, TaskStatus};
+use crate::domain::{InstanceId, TaskId, TaskRecord};
 
 /// Task rows a claim changes, written back in one statement.
 #[derive(Default)]
@@ -125,13 +125,12 @@ impl EngineStore for Postgres {
             let Some(inst) = instances.get_mut(&task.instance_id) else {
                 continue;
             };
-            let started = task.status == TaskStatus::Created;
-            let was_background = placement(&task).0;
-            let taken = transition::take(&mut task, inst, &operation, now, ctx);
-            if !was_background && placement(&task).0 {
+            let claim = transition::claim(&mut task, inst, &operation, now, ctx);
+            if claim.fired {
                 // A scheduled task that fires becomes a background task.
                 bump(&tx, &task.instance_id, View::Background, task.created_at, 1).await?;
             }
+            let (taken, started) = (claim.taken, claim.started);
             let w = taken.write(now, lease_ms);
             match w.task {
                 TaskWrite::RetryAt(at) => updates.push(&task, Some(at), None)?,

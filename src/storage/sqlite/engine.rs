@@ -6,9 +6,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::*;
 use crate::domain::instance::Instance;
 use crate::domain::operation::{Operation, StepContext};
-use crate::domain::placement::placement;
 use crate::domain::transition::{self, InstanceWrite, TaskWrite, Write};
-use crate::domain::{TaskId, TaskRecord, TaskStatus};
+use crate::domain::{TaskId, TaskRecord};
 
 /// Writes what a worker's move of a task leads to, as the domain maps it ([`transition::Write`]).
 pub(super) fn apply(conn: &Connection, task: &TaskRecord, inst: &Instance, w: Write, owner: &str) -> StoreResult<()> {
@@ -60,13 +59,12 @@ impl EngineStore for Sqlite {
                 let Some(mut inst) = load_instance(conn, &task.instance_id)? else {
                     continue;
                 };
-                let started = task.status == TaskStatus::Created;
-                let was_background = placement(&task).0;
-                let taken = transition::take(&mut task, &mut inst, &operation, now, ctx);
-                if !was_background && placement(&task).0 {
+                let claim = transition::claim(&mut task, &mut inst, &operation, now, ctx);
+                if claim.fired {
                     // A scheduled task that fires becomes a background task.
                     bump(conn, &task.instance_id, View::Background, task.created_at, 1)?;
                 }
+                let (taken, started) = (claim.taken, claim.started);
                 apply(conn, &task, &inst, taken.write(now, lease_ms), &owner)?;
                 let Some(p) = taken.progress(task.steps.len()) else {
                     continue;
