@@ -1,11 +1,15 @@
 //! The domain: identifiers, times, task states and the operations that create tasks.
 //! Types here validate once, when they are parsed, and cannot hold a bad value.
 
+pub mod admission;
 pub mod clock;
+pub mod deletion;
 pub mod ids;
 pub mod instance;
 pub mod kernel;
 pub mod operation;
+pub mod placement;
+pub mod rescheduling;
 pub mod submission;
 pub mod task;
 pub mod time;

@@ -4,6 +4,7 @@
 
 use super::instance::Instance;
 use super::operation::{Operation, StepContext, StepEffect};
+use super::placement::placement;
 use super::task::{StepStatus, TaskRecord, TaskStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +157,107 @@ pub fn take(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, now: i64
     }
 }
 
+/// How long a scheduled task whose instance is busy waits before a worker looks at it again.
+pub const BLOCKED_RETRY_MS: i64 = 1_000;
+
+/// What a store writes once a worker has moved a task ([`Taken::write`], [`Advance::write`]), so
+/// that every engine maps a step's outcome to the same rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Write {
+    pub instance: InstanceWrite,
+    pub task: TaskWrite,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstanceWrite {
+    /// The instance did not change.
+    Keep,
+    /// Write the instance back (its status, its lock).
+    Save,
+    /// Remove the instance with all its tasks (the task row goes with it).
+    Remove,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskWrite {
+    /// Only the due time moves: a worker looks again then (the task is otherwise unchanged).
+    RetryAt(i64),
+    /// The task runs on under the worker's lease, until the given time: write its status and
+    /// steps, due at the lease's end, owned by the worker.
+    Leased(i64),
+    /// The task ended: write its status and steps, no lease, never due.
+    Ended,
+    /// Nothing: the task went with its instance.
+    Gone,
+}
+
+/// What a worker is told about a task it took: the step it runs from (the step count once it has
+/// ended), how it ended if it did, and why it failed if its operation no longer applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub step: usize,
+    pub ended: Option<TaskStatus>,
+    pub reason: Option<String>,
+}
+
+impl Taken {
+    /// The rows to write for this outcome of a claim at `now`, with a lease of `lease_ms`.
+    pub fn write(&self, now: i64, lease_ms: i64) -> Write {
+        let (instance, task) = match self {
+            Taken::Blocked => (InstanceWrite::Keep, TaskWrite::RetryAt(now + BLOCKED_RETRY_MS)),
+            Taken::Running(_) => (InstanceWrite::Save, TaskWrite::Leased(now + lease_ms)),
+            // A refusal leaves the instance as it was, but for a lock an immediate task held.
+            Taken::Ended(_) | Taken::Refused(_) => (InstanceWrite::Save, TaskWrite::Ended),
+            Taken::RemoveInstance => (InstanceWrite::Remove, TaskWrite::Gone),
+        };
+        Write { instance, task }
+    }
+
+    /// What the worker is told; `None` for a blocked task, which is not claimed.
+    pub fn progress(self, steps: usize) -> Option<Progress> {
+        let ended = |status| Progress { step: steps, ended: Some(status), reason: None };
+        Some(match self {
+            Taken::Blocked => return None,
+            Taken::Running(step) => Progress { step, ended: None, reason: None },
+            Taken::Ended(status) => ended(status),
+            Taken::Refused(why) => Progress { reason: Some(why), ..ended(TaskStatus::Failed) },
+            Taken::RemoveInstance => ended(TaskStatus::Success),
+        })
+    }
+}
+
+impl Advance {
+    /// The rows to write for this end of a step at `now`, with a lease of `lease_ms`.
+    pub fn write(&self, now: i64, lease_ms: i64) -> Write {
+        let (instance, task) = match self {
+            // The instance changes only as the task ends.
+            Advance::Next(_) => (InstanceWrite::Keep, TaskWrite::Leased(now + lease_ms)),
+            Advance::Ended(_) => (InstanceWrite::Save, TaskWrite::Ended),
+            Advance::RemoveInstance => (InstanceWrite::Remove, TaskWrite::Gone),
+        };
+        Write { instance, task }
+    }
+}
+
+/// A due task a worker took ([`claim`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub taken: Taken,
+    /// The task was waiting (`CREATED`) and starts now, rather than being taken over.
+    pub started: bool,
+    /// A scheduled task fired and became a background task: from now on it counts in the
+    /// background view as well.
+    pub fired: bool,
+}
+
+/// [`take`], and what it means for the task's place in the views.
+pub fn claim(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, now: i64, ctx: StepContext) -> Claim {
+    let started = task.status == TaskStatus::Created;
+    let was_background = placement(task).0;
+    let taken = take(task, inst, op, now, ctx);
+    Claim { taken, started, fired: !was_background && placement(task).0 }
+}
+
 /// Ends a task `FAILED` at its first step without touching its instance.
 fn refuse(task: &mut TaskRecord, now: i64) {
     if let Some(s) = task.steps.first_mut() {
@@ -180,4 +282,89 @@ fn fail_at(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, step: usi
     inst.status = op.failed_status(inst.status_before);
     inst.status_before = None;
     inst.busy_task = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ProjectId;
+    use crate::domain::instance::{InstanceStatus, NewInstance};
+    use crate::domain::placement::tests::task;
+
+    fn running() -> Instance {
+        let body = serde_json::json!({"name": "kafka-1", "engine_version": "2.7", "broker_num": 3, "storage_space": 300, "product_id": "p"});
+        let mut inst =
+            Instance::create(ProjectId::generate(), &NewInstance::from_body(body).expect("valid"), "", "", 0);
+        inst.status = InstanceStatus::Running;
+        inst
+    }
+
+    const CTX: StepContext = StepContext { storage_pool_gb: 10_000 };
+
+    #[test]
+    fn a_scheduled_task_that_fires_joins_the_background_view() {
+        let (mut t, mut inst) = (task(TaskStatus::Created, Some(500)), running());
+        let c = claim(&mut t, &mut inst, &Operation::Restart, 600, CTX);
+        assert!(c.started && c.fired, "{c:?}");
+    }
+
+    #[test]
+    fn an_immediate_task_or_a_takeover_fires_nothing() {
+        let (mut t, mut inst) = (task(TaskStatus::Created, None), running());
+        let c = claim(&mut t, &mut inst, &Operation::Restart, 600, CTX);
+        assert!(c.started && !c.fired, "{c:?}");
+        let c = claim(&mut t, &mut inst, &Operation::Restart, 700, CTX);
+        assert!(!c.started && !c.fired, "a takeover: {c:?}");
+    }
+
+    #[test]
+    fn a_blocked_scheduled_task_stays_where_it_was() {
+        let (mut t, mut inst) = (task(TaskStatus::Created, Some(500)), running());
+        inst.busy_task = Some(crate::domain::TaskId::generate());
+        let c = claim(&mut t, &mut inst, &Operation::Restart, 600, CTX);
+        assert_eq!((c.taken, c.fired), (Taken::Blocked, false));
+    }
+
+    #[test]
+    fn a_blocked_task_only_moves_its_due_time_and_is_not_claimed() {
+        let w = Taken::Blocked.write(100, 30);
+        assert_eq!(w, Write { instance: InstanceWrite::Keep, task: TaskWrite::RetryAt(100 + BLOCKED_RETRY_MS) });
+        assert_eq!(Taken::Blocked.progress(3), None);
+    }
+
+    #[test]
+    fn a_running_task_is_leased_and_its_instance_saved() {
+        assert_eq!(
+            Taken::Running(1).write(100, 30),
+            Write { instance: InstanceWrite::Save, task: TaskWrite::Leased(130) }
+        );
+        assert_eq!(Taken::Running(1).progress(3), Some(Progress { step: 1, ended: None, reason: None }));
+    }
+
+    #[test]
+    fn a_task_that_ends_as_it_is_taken_releases_everything() {
+        for taken in [Taken::Ended(TaskStatus::Success), Taken::Refused("why".into())] {
+            assert_eq!(taken.write(100, 30), Write { instance: InstanceWrite::Save, task: TaskWrite::Ended });
+        }
+        assert_eq!(
+            Taken::Refused("why".into()).progress(3),
+            Some(Progress { step: 3, ended: Some(TaskStatus::Failed), reason: Some("why".into()) })
+        );
+        assert_eq!(
+            Taken::RemoveInstance.write(100, 30),
+            Write { instance: InstanceWrite::Remove, task: TaskWrite::Gone }
+        );
+        assert_eq!(Taken::RemoveInstance.progress(3).and_then(|p| p.ended), Some(TaskStatus::Success));
+    }
+
+    #[test]
+    fn a_next_step_renews_the_lease_without_touching_the_instance() {
+        assert_eq!(
+            Advance::Next(2).write(100, 30),
+            Write { instance: InstanceWrite::Keep, task: TaskWrite::Leased(130) }
+        );
+        let ended = Advance::Ended(TaskStatus::Failed);
+        assert_eq!(ended.write(100, 30), Write { instance: InstanceWrite::Save, task: TaskWrite::Ended });
+        assert_eq!(Advance::RemoveInstance.write(100, 30).instance, InstanceWrite::Remove);
+    }
 }

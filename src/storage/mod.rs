@@ -1,8 +1,10 @@
 //! Storage: the capability traits the HTTP layer and the engine use, and one implementation
 //! per database engine. SQL lives here and nowhere else.
 
+pub mod paging;
 pub mod postgres;
 pub mod sqlite;
+mod storable;
 
 use std::sync::Arc;
 
@@ -28,14 +30,6 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
-
-/// Which records a task endpoint sees: background tasks (everything that is not a scheduled task
-/// still waiting, including scheduled tasks that have fired) or scheduled tasks (in any state).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum View {
-    Background,
-    Scheduled,
-}
 
 /// A page of tasks of one instance, newest first.
 #[derive(Debug, Clone)]
@@ -69,77 +63,19 @@ pub enum DeleteOutcome {
     Deleted(Box<TaskRecord>),
 }
 
-/// UpdateScheduledTask's inputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScheduleChange {
-    pub execute_at: Option<i64>,
-    pub status: StatusChange,
-}
-
-/// What UpdateScheduledTask's `status` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusChange {
-    /// No `status`: only the time moves.
-    Keep,
-    /// `status=CANCELLED`.
-    Cancel,
-    /// `status=null`, DMS's "to be executed": a waiting task stays waiting; a cancelled one
-    /// whose time (given now, or kept) is still ahead waits again.
-    Wait,
-}
-
-/// A task about to be stored, and the domain builder a submission hands the store.
+/// The domain types the contract speaks in: a task about to be stored and the builder a
+/// submission hands the store, the two task views, UpdateScheduledTask's inputs, and why a
+/// submission is refused. Their rules live in `domain` ([`crate::domain::admission`],
+/// [`crate::domain::placement`], [`crate::domain::rescheduling`]).
+pub use crate::domain::admission::SubmitError;
+pub use crate::domain::placement::View;
+pub use crate::domain::rescheduling::{ScheduleChange, StatusChange};
 pub use crate::domain::submission::{NewTask, TaskBuilder};
-
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SubmitError {
-    #[error("no such instance")]
-    NoInstance,
-    #[error("instance busy or not in a state for the operation")]
-    Busy,
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-}
-
-/// What UpdateScheduledTask does to a scheduled task at `now`: its new status, `schedule_at`
-/// and `due_at`, or `None` when the task's state does not allow the change (it has started or
-/// ended; or it was cancelled and is not asked to wait again at a time still ahead).
-pub fn rescheduled(
-    task: &TaskRecord,
-    change: ScheduleChange,
-    now: i64,
-) -> Option<(TaskStatus, Option<i64>, Option<i64>)> {
-    let schedule_at = change.execute_at.or(task.schedule_at);
-    match (task.status, change.status) {
-        (TaskStatus::Created, StatusChange::Cancel) => Some((TaskStatus::Cancelled, schedule_at, None)),
-        (TaskStatus::Created, StatusChange::Keep | StatusChange::Wait) => {
-            Some((TaskStatus::Created, schedule_at, schedule_at))
-        }
-        (TaskStatus::Cancelled, StatusChange::Wait) if schedule_at.is_some_and(|at| at > now) => {
-            Some((TaskStatus::Created, schedule_at, schedule_at))
-        }
-        _ => None,
-    }
-}
 
 /// Changes UpdateInstance makes to an instance, decided by the domain's rule
 /// ([`crate::domain::instance::InstanceUpdate::apply`]) on the instance as it is inside the
 /// storing transaction.
 pub type InstanceChange = Box<dyn FnOnce(&mut Instance) -> Result<(), Invalid> + Send>;
-
-/// Admits a new task on its instance: an immediate task takes the instance's one-operation lock,
-/// refused when it is held or the operation does not apply to the instance as it is (the rule a
-/// scheduled task meets again when it fires). Returns whether the instance changed.
-pub fn admit(inst: &mut Instance, task: &NewTask) -> Result<bool, SubmitError> {
-    if task.record.schedule_at.is_some() {
-        return Ok(false);
-    }
-    if inst.busy_task.is_some() || task.operation.still_applies(inst).is_err() {
-        return Err(SubmitError::Busy);
-    }
-    inst.busy_task = Some(task.record.id.clone());
-    Ok(true)
-}
 
 /// Background and scheduled task records.
 #[async_trait]
@@ -168,11 +104,6 @@ pub trait TaskStore: Send + Sync {
         now: i64,
         audit: Option<AuditEvent>,
     ) -> StoreResult<Found<bool>>;
-}
-
-/// The audit detail of a deleted task: the record as it was.
-pub fn deleted_detail(task: &TaskRecord) -> serde_json::Value {
-    serde_json::json!({ "deleted_task": task.audit_record() })
 }
 
 /// Instances and the operations submitted on them.
@@ -233,6 +164,17 @@ pub enum StepOutcome {
     Lost,
     Next(usize),
     Ended(TaskStatus),
+}
+
+impl From<crate::domain::transition::Advance> for StepOutcome {
+    fn from(a: crate::domain::transition::Advance) -> Self {
+        use crate::domain::transition::Advance;
+        match a {
+            Advance::Next(n) => StepOutcome::Next(n),
+            Advance::Ended(status) => StepOutcome::Ended(status),
+            Advance::RemoveInstance => StepOutcome::Ended(TaskStatus::Success),
+        }
+    }
 }
 
 /// The engine's work queue.
@@ -344,43 +286,6 @@ pub struct AuditEvent {
 /// The longest text an audit field keeps (bytes); a client-chosen target (a path segment) is cut there.
 pub const AUDIT_FIELD_MAX: usize = 1024;
 
-/// A text field as it can be stored in any engine: NUL (which PostgreSQL's `text` cannot hold)
-/// becomes U+FFFD, and the text is cut at [`AUDIT_FIELD_MAX`] bytes on a character boundary.
-fn storable_text(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains('\0') && s.len() <= AUDIT_FIELD_MAX {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut s = s.replace('\0', "\u{FFFD}");
-    let mut end = s.len().min(AUDIT_FIELD_MAX);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.truncate(end);
-    std::borrow::Cow::Owned(s)
-}
-
-impl AuditEvent {
-    /// The event as every engine stores it: any byte a client could send in a path or header
-    /// (NUL included) is written, so that an event is never lost to its own content. Storage
-    /// engines call this in their one audit insert.
-    pub fn storable(&self) -> AuditEvent {
-        let t = |s: &str| storable_text(s).into_owned();
-        AuditEvent {
-            at: self.at,
-            request_id: t(&self.request_id),
-            project_id: t(&self.project_id),
-            user_id: t(&self.user_id),
-            user_name: t(&self.user_name),
-            access_key: self.access_key.as_deref().map(t),
-            action: t(&self.action),
-            target: t(&self.target),
-            status: self.status,
-            // Serialised JSON escapes NUL (`\u0000`), so the detail needs nothing.
-            detail: self.detail.clone(),
-        }
-    }
-}
-
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, e: AuditEvent) -> StoreResult<()>;
@@ -398,99 +303,6 @@ pub trait AuditStore: Send + Sync {
 pub trait BulkStore: Send + Sync {
     /// Stores instances and their tasks as given (any state; running tasks get no lease).
     async fn bulk_load(&self, instances: Vec<Instance>, tasks: Vec<NewTask>) -> StoreResult<()>;
-}
-
-/// Where a stored task stands for the two views and the engine: whether it is a background task,
-/// and when a worker should look at it (`None` once it has ended).
-pub fn placement(r: &TaskRecord) -> (bool, Option<i64>) {
-    let in_background =
-        r.schedule_at.is_none() || matches!(r.status, TaskStatus::Executing | TaskStatus::Success | TaskStatus::Failed);
-    let due_at = match r.status {
-        TaskStatus::Created => Some(r.schedule_at.unwrap_or(r.created_at)),
-        TaskStatus::Executing => Some(0),
-        _ => None,
-    };
-    (in_background, due_at)
-}
-
-/// The width of a count bucket: one UTC day of `created_at`.
-pub const BUCKET_MS: i64 = 86_400_000;
-
-pub fn bucket_of(ms: i64) -> i64 {
-    ms.div_euclid(BUCKET_MS)
-}
-
-impl View {
-    /// The view's number in the bucket table.
-    pub fn code(self) -> i64 {
-        match self {
-            View::Background => 0,
-            View::Scheduled => 1,
-        }
-    }
-}
-
-/// The views a stored task is counted in.
-pub fn views_of(r: &TaskRecord) -> impl Iterator<Item = View> + use<> {
-    let (in_background, _) = placement(r);
-    [in_background.then_some(View::Background), r.schedule_at.map(|_| View::Scheduled)].into_iter().flatten()
-}
-
-/// The buckets a query touches, inclusive (`bucket_of` of its bounds).
-pub fn bucket_range(q: &TaskQuery) -> (i64, i64) {
-    (q.created_from.map_or(i64::MIN, bucket_of), q.created_to.map_or(i64::MAX, bucket_of))
-}
-
-/// Buckets only partly inside the query's time bounds, as `(bucket, from, to)`: their rows in
-/// bounds must be counted exactly (at most a day's worth each).
-pub fn partial_edges(q: &TaskQuery) -> Vec<(i64, i64, i64)> {
-    let mut out: Vec<(i64, i64, i64)> = Vec::with_capacity(2);
-    let span = |b: i64| (b.saturating_mul(BUCKET_MS), b.saturating_add(1).saturating_mul(BUCKET_MS) - 1);
-    if let Some(f) = q.created_from {
-        let b = bucket_of(f);
-        let (start, end) = span(b);
-        let hi = q.created_to.map_or(end, |t| t.min(end));
-        if f != start || hi != end {
-            out.push((b, f, hi));
-        }
-    }
-    if let Some(t) = q.created_to {
-        let b = bucket_of(t);
-        let (start, end) = span(b);
-        let lo = q.created_from.map_or(start, |f| f.max(start));
-        if (t != end || lo != start) && !out.iter().any(|e| e.0 == b) {
-            out.push((b, lo, t));
-        }
-    }
-    out
-}
-
-/// Where a page starts, found from bucket counts without reading the rows before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PagePlan {
-    pub total: u64,
-    /// The newest `created_at` the page can hold and how many rows at or below it to skip;
-    /// `None` when the page lies past the end.
-    pub start: Option<(i64, u64)>,
-}
-
-/// `buckets` are `(bucket, count)`, newest first, the counts exact within the query's bounds.
-pub fn plan_page(buckets: &[(i64, i64)], q: &TaskQuery) -> PagePlan {
-    if matches!((q.created_from, q.created_to), (Some(f), Some(t)) if f > t) {
-        return PagePlan { total: 0, start: None };
-    }
-    let total: u64 = buckets.iter().map(|b| b.1.max(0) as u64).sum();
-    let mut before: u64 = 0;
-    for &(bucket, n) in buckets {
-        let n = n.max(0) as u64;
-        if before + n > q.offset {
-            let upper = bucket.saturating_add(1).saturating_mul(BUCKET_MS) - 1;
-            let upper = q.created_to.map_or(upper, |t| t.min(upper));
-            return PagePlan { total, start: Some((upper, q.offset - before)) };
-        }
-        before += n;
-    }
-    PagePlan { total, start: None }
 }
 
 /// Liveness of the database itself.
@@ -565,61 +377,5 @@ impl Storage {
         let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         let db = sqlite::Sqlite::open(std::path::Path::new(path)).await?;
         Ok(Self::from_engine(Arc::new(db)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn audit_text_is_storable_whatever_the_client_sent() {
-        assert_eq!(storable_text("a\0b"), "a\u{FFFD}b");
-        assert_eq!(storable_text("plain"), "plain");
-        let long = "é".repeat(AUDIT_FIELD_MAX);
-        let cut = storable_text(&long);
-        assert!(cut.len() <= AUDIT_FIELD_MAX && cut.chars().all(|c| c == 'é'));
-        assert!(storable_text(&"\0".repeat(AUDIT_FIELD_MAX)).len() <= AUDIT_FIELD_MAX);
-    }
-
-    fn query(offset: u64, from: Option<i64>, to: Option<i64>) -> TaskQuery {
-        TaskQuery {
-            project_id: "0123456789abcdef0123456789abcdef".parse().expect("p"),
-            instance_id: "11111111-2222-3333-4444-555555555555".parse().expect("i"),
-            view: View::Background,
-            created_from: from,
-            created_to: to,
-            offset,
-            limit: 10,
-        }
-    }
-
-    const D: i64 = BUCKET_MS;
-
-    #[test]
-    fn a_page_starts_in_the_bucket_that_holds_its_offset() {
-        let buckets = [(12, 5), (11, 0), (10, 7)];
-        assert_eq!(plan_page(&buckets, &query(0, None, None)), PagePlan { total: 12, start: Some((13 * D - 1, 0)) });
-        assert_eq!(plan_page(&buckets, &query(4, None, None)).start, Some((13 * D - 1, 4)));
-        assert_eq!(plan_page(&buckets, &query(5, None, None)).start, Some((11 * D - 1, 0)));
-        assert_eq!(plan_page(&buckets, &query(11, None, None)).start, Some((11 * D - 1, 6)));
-        assert_eq!(plan_page(&buckets, &query(12, None, None)), PagePlan { total: 12, start: None });
-        assert_eq!(plan_page(&buckets, &query(0, Some(12 * D + 5), None)).start.map(|s| s.0), Some(13 * D - 1));
-        assert_eq!(plan_page(&buckets, &query(0, None, Some(12 * D + 5))).start, Some((12 * D + 5, 0)));
-        assert_eq!(plan_page(&buckets, &query(0, Some(3), Some(2))).total, 0);
-    }
-
-    #[test]
-    fn only_partly_covered_buckets_are_counted_exactly() {
-        assert!(partial_edges(&query(0, None, None)).is_empty());
-        assert!(partial_edges(&query(0, Some(10 * D), Some(13 * D - 1))).is_empty());
-        assert_eq!(partial_edges(&query(0, Some(10 * D + 1), Some(13 * D - 1))), [(10, 10 * D + 1, 11 * D - 1)]);
-        assert_eq!(
-            partial_edges(&query(0, Some(10 * D + 1), Some(12 * D))),
-            [(10, 10 * D + 1, 11 * D - 1), (12, 12 * D, 12 * D)]
-        );
-        assert_eq!(partial_edges(&query(0, Some(10 * D + 1), Some(10 * D + 9))), [(10, 10 * D + 1, 10 * D + 9)]);
-        assert_eq!(partial_edges(&query(0, None, Some(10 * D + 9))), [(10, 10 * D, 10 * D + 9)]);
-        assert_eq!(bucket_range(&query(0, Some(10 * D + 1), None)), (10, i64::MAX));
     }
 }

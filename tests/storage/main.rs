@@ -6,6 +6,7 @@ use std::collections::HashSet;
 
 use kafka_tasks::domain::instance::{Instance, InstanceStatus, NewInstance};
 use kafka_tasks::domain::operation::{self, Operation, StepContext};
+use kafka_tasks::domain::placement::{placement, views_of};
 use kafka_tasks::domain::{ProjectId, Role, TaskId, TaskRecord, TaskStatus};
 use kafka_tasks::storage::*;
 

@@ -1,0 +1,193 @@
+//! Paging by day buckets: both engines keep a running count of each view's tasks per instance and
+//! per UTC day of `created_at` (`task_buckets`, `task_totals`), and find where a page starts from
+//! those counts instead of reading the rows before it. This module is the arithmetic; each engine
+//! reads the counts and the page in its own dialect.
+
+use super::{TaskQuery, View};
+
+/// The width of a count bucket: one UTC day of `created_at`.
+pub const BUCKET_MS: i64 = 86_400_000;
+
+pub fn bucket_of(ms: i64) -> i64 {
+    ms.div_euclid(BUCKET_MS)
+}
+
+impl View {
+    /// The view's number in the bucket table.
+    pub fn code(self) -> i64 {
+        match self {
+            View::Background => 0,
+            View::Scheduled => 1,
+        }
+    }
+}
+
+/// The buckets a query touches, inclusive (`bucket_of` of its bounds).
+pub fn bucket_range(q: &TaskQuery) -> (i64, i64) {
+    (q.created_from.map_or(i64::MIN, bucket_of), q.created_to.map_or(i64::MAX, bucket_of))
+}
+
+/// Whether a query has no time bounds, so that its total is the instance's running count.
+pub fn unbounded(q: &TaskQuery) -> bool {
+    q.created_from.is_none() && q.created_to.is_none()
+}
+
+/// Buckets only partly inside the query's time bounds, as `(bucket, from, to)`: their rows in
+/// bounds must be counted exactly (at most a day's worth each).
+pub fn partial_edges(q: &TaskQuery) -> Vec<(i64, i64, i64)> {
+    let mut out: Vec<(i64, i64, i64)> = Vec::with_capacity(2);
+    let span = |b: i64| (b.saturating_mul(BUCKET_MS), b.saturating_add(1).saturating_mul(BUCKET_MS) - 1);
+    if let Some(f) = q.created_from {
+        let b = bucket_of(f);
+        let (start, end) = span(b);
+        let hi = q.created_to.map_or(end, |t| t.min(end));
+        if f != start || hi != end {
+            out.push((b, f, hi));
+        }
+    }
+    if let Some(t) = q.created_to {
+        let b = bucket_of(t);
+        let (start, end) = span(b);
+        let lo = q.created_from.map_or(start, |f| f.max(start));
+        if (t != end || lo != start) && !out.iter().any(|e| e.0 == b) {
+            out.push((b, lo, t));
+        }
+    }
+    out
+}
+
+/// Where a page starts, found from bucket counts without reading the rows before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PagePlan {
+    pub total: u64,
+    /// The newest `created_at` the page can hold and how many rows at or below it to skip;
+    /// `None` when the page lies past the end.
+    pub start: Option<(i64, u64)>,
+}
+
+/// `buckets` are `(bucket, count)`, newest first, the counts exact within the query's bounds.
+pub fn plan_page(buckets: &[(i64, i64)], q: &TaskQuery) -> PagePlan {
+    if matches!((q.created_from, q.created_to), (Some(f), Some(t)) if f > t) {
+        return PagePlan { total: 0, start: None };
+    }
+    let total: u64 = buckets.iter().map(|b| b.1.max(0) as u64).sum();
+    let mut before: u64 = 0;
+    for &(bucket, n) in buckets {
+        let n = n.max(0) as u64;
+        if before + n > q.offset {
+            let upper = bucket.saturating_add(1).saturating_mul(BUCKET_MS) - 1;
+            let upper = q.created_to.map_or(upper, |t| t.min(upper));
+            return PagePlan { total, start: Some((upper, q.offset - before)) };
+        }
+        before += n;
+    }
+    PagePlan { total, start: None }
+}
+
+/// The count side of a list, as every engine runs it: start from the stored total in range,
+/// correct it by the exact counts of the partly covered edge buckets ([`partial_edges`]), then
+/// take stored buckets newest first until the page's offset is reached.
+#[derive(Debug)]
+pub struct PageCount<'q> {
+    q: &'q TaskQuery,
+    total: i64,
+    exact: Vec<(i64, i64)>,
+    buckets: Vec<(i64, i64)>,
+    seen: u64,
+}
+
+impl<'q> PageCount<'q> {
+    /// `stored_total`: the running count when [`unbounded`], else the sum of the buckets in
+    /// [`bucket_range`].
+    pub fn new(q: &'q TaskQuery, stored_total: i64) -> Self {
+        PageCount { q, total: stored_total, exact: Vec::with_capacity(2), buckets: Vec::new(), seen: 0 }
+    }
+
+    /// An edge bucket's rows in bounds counted exactly (`exact`), and its stored count.
+    pub fn edge(&mut self, bucket: i64, exact: i64, stored: i64) {
+        self.total += exact - stored;
+        self.exact.push((bucket, exact));
+    }
+
+    /// The next stored bucket, newest first. `false` once the buckets read reach past the
+    /// page's offset: read no further.
+    pub fn bucket(&mut self, bucket: i64, stored: i64) -> bool {
+        let n = self.exact.iter().find(|e| e.0 == bucket).map_or(stored, |e| e.1);
+        self.buckets.push((bucket, n));
+        self.seen += n.max(0) as u64;
+        self.seen <= self.q.offset
+    }
+
+    /// How many buckets were taken so far.
+    pub fn read(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// The total in range and where the page starts (`None` past the end).
+    pub fn plan(&self) -> (u64, Option<(i64, u64)>) {
+        (self.total.max(0) as u64, plan_page(&self.buckets, self.q).start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(offset: u64, from: Option<i64>, to: Option<i64>) -> TaskQuery {
+        TaskQuery {
+            project_id: "0123456789abcdef0123456789abcdef".parse().expect("p"),
+            instance_id: "11111111-2222-3333-4444-555555555555".parse().expect("i"),
+            view: View::Background,
+            created_from: from,
+            created_to: to,
+            offset,
+            limit: 10,
+        }
+    }
+
+    const D: i64 = BUCKET_MS;
+
+    #[test]
+    fn a_page_starts_in_the_bucket_that_holds_its_offset() {
+        let buckets = [(12, 5), (11, 0), (10, 7)];
+        assert_eq!(plan_page(&buckets, &query(0, None, None)), PagePlan { total: 12, start: Some((13 * D - 1, 0)) });
+        assert_eq!(plan_page(&buckets, &query(4, None, None)).start, Some((13 * D - 1, 4)));
+        assert_eq!(plan_page(&buckets, &query(5, None, None)).start, Some((11 * D - 1, 0)));
+        assert_eq!(plan_page(&buckets, &query(11, None, None)).start, Some((11 * D - 1, 6)));
+        assert_eq!(plan_page(&buckets, &query(12, None, None)), PagePlan { total: 12, start: None });
+        assert_eq!(plan_page(&buckets, &query(0, Some(12 * D + 5), None)).start.map(|s| s.0), Some(13 * D - 1));
+        assert_eq!(plan_page(&buckets, &query(0, None, Some(12 * D + 5))).start, Some((12 * D + 5, 0)));
+        assert_eq!(plan_page(&buckets, &query(0, Some(3), Some(2))).total, 0);
+    }
+
+    #[test]
+    fn only_partly_covered_buckets_are_counted_exactly() {
+        assert!(partial_edges(&query(0, None, None)).is_empty());
+        assert!(partial_edges(&query(0, Some(10 * D), Some(13 * D - 1))).is_empty());
+        assert_eq!(partial_edges(&query(0, Some(10 * D + 1), Some(13 * D - 1))), [(10, 10 * D + 1, 11 * D - 1)]);
+        assert_eq!(
+            partial_edges(&query(0, Some(10 * D + 1), Some(12 * D))),
+            [(10, 10 * D + 1, 11 * D - 1), (12, 12 * D, 12 * D)]
+        );
+        assert_eq!(partial_edges(&query(0, Some(10 * D + 1), Some(10 * D + 9))), [(10, 10 * D + 1, 10 * D + 9)]);
+        assert_eq!(partial_edges(&query(0, None, Some(10 * D + 9))), [(10, 10 * D, 10 * D + 9)]);
+        assert_eq!(bucket_range(&query(0, Some(10 * D + 1), None)), (10, i64::MAX));
+    }
+
+    #[test]
+    fn the_count_takes_exact_edges_and_stops_past_the_offset() {
+        let q = query(6, Some(10 * D + 1), None);
+        let mut c = PageCount::new(&q, 20);
+        // The edge bucket 10 stores 8 rows, of which 3 are in bounds.
+        c.edge(10, 3, 8);
+        assert!(c.bucket(12, 5), "5 rows do not reach offset 6");
+        assert!(!c.bucket(10, 8), "the edge's exact 3 do");
+        assert_eq!(c.read(), 2);
+        assert_eq!(c.plan(), (15, Some((11 * D - 1, 1))));
+    }
+
+    #[test]
+    fn a_view_has_a_fixed_number_in_the_bucket_table() {
+        assert_eq!((View::Background.code(), View::Scheduled.code()), (0, 1));
+    }
+}

@@ -1,0 +1,241 @@
+//! The engine's work queue: claims, step ends, leases and gauges.
+
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+
+use super::*;
+use crate::domain::instance::Instance;
+use crate::domain::operation::{Operation, StepContext};
+use crate::domain::placement::placement;
+use crate::domain::transition::{self, InstanceWrite, TaskWrite, Write};
+use crate::domain::{InstanceId, TaskId, TaskRecord};
+
+/// Task rows a claim changes, written back in one statement.
+#[derive(Default)]
+pub(super) struct TaskUpdates {
+    ids: Vec<String>,
+    statuses: Vec<&'static str>,
+    updated: Vec<i64>,
+    steps: Vec<String>,
+    due: Vec<Option<i64>>,
+    owners: Vec<Option<String>>,
+    background: Vec<bool>,
+}
+
+impl TaskUpdates {
+    fn push(&mut self, t: &TaskRecord, due_at: Option<i64>, owner: Option<&str>) -> StoreResult<()> {
+        self.ids.push(t.id.as_str().to_owned());
+        self.statuses.push(t.status.as_str());
+        self.updated.push(t.updated_at);
+        self.steps.push(serde_json::to_string(&t.steps).map_err(corrupt)?);
+        self.due.push(due_at);
+        self.owners.push(owner.map(str::to_owned));
+        self.background.push(placement(t).0);
+        Ok(())
+    }
+
+    async fn apply(&self, tx: &Transaction<'_>) -> StoreResult<()> {
+        if self.ids.is_empty() {
+            return Ok(());
+        }
+        let st = tx
+            .prepare_cached(
+                "UPDATE tasks AS t SET status = u.status, updated_at = u.updated_at, steps = u.steps, \
+                 due_at = u.due_at, lease_owner = u.owner, in_background = u.background \
+                 FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::BIGINT[], $6::TEXT[], $7::BOOL[]) \
+                   AS u(id, status, updated_at, steps, due_at, owner, background) \
+                 WHERE t.id = u.id",
+            )
+            .await?;
+        tx.execute(
+            &st,
+            &[&self.ids, &self.statuses, &self.updated, &self.steps, &self.due, &self.owners, &self.background],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Writes what a worker's end of a step leads to, as the domain maps it ([`transition::Write`]).
+/// (A claim writes its batch with [`TaskUpdates`] and [`save_instances`] instead.)
+pub(super) async fn apply(
+    tx: &Transaction<'_>,
+    task: &TaskRecord,
+    inst: &Instance,
+    w: Write,
+    owner: &str,
+) -> StoreResult<()> {
+    match w.instance {
+        InstanceWrite::Keep => {}
+        InstanceWrite::Save => save_instance(tx, inst).await?,
+        InstanceWrite::Remove => remove_instance(tx, &inst.id).await?,
+    }
+    match w.task {
+        TaskWrite::RetryAt(at) => save_task_progress(tx, task, Some(at), None).await?,
+        TaskWrite::Leased(until) => save_task_progress(tx, task, Some(until), Some(owner)).await?,
+        TaskWrite::Ended => save_task_progress(tx, task, None, None).await?,
+        TaskWrite::Gone => {}
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl EngineStore for Postgres {
+    async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        max: usize,
+        ctx: StepContext,
+    ) -> StoreResult<Vec<Claimed>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let st = tx
+            .prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS}, operation FROM tasks WHERE due_at <= $1 ORDER BY due_at LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED"
+            ))
+            .await?;
+        let rows = tx.query(&st, &[&now, &(max as i64)]).await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Lock every instance of the batch in one statement; an instance another transaction
+        // holds is skipped, and its tasks are looked at again on the next poll.
+        let ids: Vec<String> = rows.iter().map(|r| r.try_get::<_, String>(2)).collect::<Result<_, _>>()?;
+        let st = tx
+            .prepare_cached("SELECT doc, busy_task_id FROM instances WHERE id = ANY($1) FOR UPDATE SKIP LOCKED")
+            .await?;
+        let mut instances: std::collections::HashMap<InstanceId, Instance> = std::collections::HashMap::new();
+        for r in tx.query(&st, &[&ids]).await? {
+            let inst = instance_from_row(&r)?;
+            instances.insert(inst.id.clone(), inst);
+        }
+        let mut removed: Vec<InstanceId> = Vec::new();
+        let mut claimed = Vec::new();
+        let mut updates = TaskUpdates::default();
+        for row in rows {
+            let mut task = task_from_row(&row)?;
+            let op: String = row.try_get(12)?;
+            let operation: Operation = serde_json::from_str(&op).map_err(corrupt)?;
+            if removed.contains(&task.instance_id) {
+                continue;
+            }
+            let Some(inst) = instances.get_mut(&task.instance_id) else {
+                continue;
+            };
+            let claim = transition::claim(&mut task, inst, &operation, now, ctx);
+            if claim.fired {
+                // A scheduled task that fires becomes a background task.
+                bump(&tx, &task.instance_id, View::Background, task.created_at, 1).await?;
+            }
+            let (taken, started) = (claim.taken, claim.started);
+            let w = taken.write(now, lease_ms);
+            match w.task {
+                TaskWrite::RetryAt(at) => updates.push(&task, Some(at), None)?,
+                TaskWrite::Leased(until) => updates.push(&task, Some(until), Some(owner))?,
+                TaskWrite::Ended => updates.push(&task, None, None)?,
+                TaskWrite::Gone => {}
+            }
+            // Instances are written back together at the end; a removed one goes now.
+            if w.instance == InstanceWrite::Remove {
+                remove_instance(&tx, &task.instance_id).await?;
+                removed.push(task.instance_id.clone());
+            }
+            let Some(p) = taken.progress(task.steps.len()) else {
+                continue;
+            };
+            claimed.push(Claimed { task, operation, step: p.step, started, ended: p.ended, reason: p.reason });
+        }
+        for id in &removed {
+            instances.remove(id);
+        }
+        updates.apply(&tx).await?;
+        save_instances(&tx, instances.values()).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn finish_step(
+        &self,
+        owner: &str,
+        task_id: &TaskId,
+        step: usize,
+        now: i64,
+        lease_ms: i64,
+        ctx: StepContext,
+    ) -> StoreResult<StepOutcome> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let st = tx
+            .prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS}, operation FROM tasks \
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'EXECUTING' AND due_at >= $3 FOR UPDATE"
+            ))
+            .await?;
+        // A lease that has run out is no longer ours, even if nobody has taken the task yet.
+        let Some(row) = tx.query_opt(&st, &[&task_id.as_str(), &owner, &now]).await? else {
+            return Ok(StepOutcome::Lost);
+        };
+        let mut task = task_from_row(&row)?;
+        let op: String = row.try_get(12)?;
+        let operation: Operation = serde_json::from_str(&op).map_err(corrupt)?;
+        let Some(mut inst) = lock_instance(&tx, &task.instance_id, false).await? else {
+            return Ok(StepOutcome::Lost);
+        };
+        let advance = transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx);
+        apply(&tx, &task, &inst, advance.write(now, lease_ms), owner).await?;
+        tx.commit().await?;
+        Ok(advance.into())
+    }
+
+    async fn renew_leases(&self, owner: &str, until: i64) -> StoreResult<()> {
+        let client = self.pool.get().await?;
+        let st = client
+            .prepare_cached("UPDATE tasks SET due_at = $2 WHERE lease_owner = $1 AND status = 'EXECUTING'")
+            .await?;
+        client.execute(&st, &[&owner, &until]).await?;
+        Ok(())
+    }
+
+    async fn unfinished_count(&self) -> StoreResult<u64> {
+        let client = self.pool.get().await?;
+        let n: i64 = client.query_one("SELECT count(*) FROM tasks WHERE due_at IS NOT NULL", &[]).await?.try_get(0)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn engine_stats(&self, now: i64) -> StoreResult<EngineStats> {
+        let status = self.pool.status();
+        let client = self.pool.get().await?;
+        let r = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 'CREATED'), count(*) FILTER (WHERE status = 'EXECUTING'), \
+                 count(*) FILTER (WHERE due_at <= $1), min(due_at) FILTER (WHERE due_at <= $1 AND due_at > 0), \
+                 count(*) FILTER (WHERE status = 'EXECUTING' AND due_at <= $1) FROM tasks WHERE due_at IS NOT NULL",
+                &[&now],
+            )
+            .await?;
+        let n = |i: usize| -> StoreResult<u64> { Ok(r.try_get::<_, i64>(i)?.max(0) as u64) };
+        let in_use = status.size.saturating_sub(status.available) as u64;
+        Ok(EngineStats {
+            created: n(0)?,
+            executing: n(1)?,
+            due: n(2)?,
+            oldest_due_at: r.try_get(3)?,
+            lease_expired: n(4)?,
+            pool: Some(PoolStats { in_use, idle: status.available as u64, waiting: status.waiting as u64 }),
+        })
+    }
+
+    async fn release_leases(&self, owner: &str) -> StoreResult<()> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE tasks SET due_at = 0, lease_owner = NULL WHERE lease_owner = $1 AND status = 'EXECUTING'",
+                &[&owner],
+            )
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,357 @@
+//! Background and scheduled task records: rows, day-bucket counts, lists and pages.
+
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use tokio_postgres::Row;
+
+use super::*;
+use crate::domain::placement::{placement, views_of};
+use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
+use crate::domain::{deletion, rescheduling};
+use crate::storage::paging::{PageCount, bucket_of, bucket_range, partial_edges, unbounded};
+
+pub(super) const TASK_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
+     created_at, updated_at, schedule_at, steps";
+
+pub(super) fn task_from_row(r: &Row) -> Result<TaskRecord, StoreError> {
+    let status: String = r.try_get(7)?;
+    let steps: Option<String> = r.try_get(11)?;
+    Ok(TaskRecord {
+        id: TaskId::from_trusted(r.try_get(0)?),
+        project_id: ProjectId::from_trusted(r.try_get(1)?),
+        instance_id: InstanceId::from_trusted(r.try_get(2)?),
+        name: r.try_get(3)?,
+        user_id: r.try_get(4)?,
+        user_name: r.try_get(5)?,
+        params: r.try_get(6)?,
+        status: TaskStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?,
+        created_at: r.try_get(8)?,
+        updated_at: r.try_get(9)?,
+        schedule_at: r.try_get(10)?,
+        steps: match steps {
+            Some(s) => serde_json::from_str::<Vec<Step>>(&s).map_err(corrupt)?,
+            None => Vec::new(),
+        },
+    })
+}
+
+/// The columns of a list row: everything but the steps, which lists do not show.
+pub(super) const SUMMARY_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
+     created_at, updated_at, schedule_at, NULL::TEXT";
+
+pub(super) fn get_task_sql(filter: &str) -> String {
+    let cols: Vec<String> = TASK_COLUMNS.split(", ").map(|c| format!("t.{}", c.trim())).collect();
+    format!(
+        "SELECT {} FROM instances i LEFT JOIN tasks t ON t.id = $1 AND t.instance_id = i.id AND t.{filter} \
+         WHERE i.id = $2 AND i.project_id = $3",
+        cols.join(", ")
+    )
+}
+
+pub(super) static GET_BACKGROUND_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Background)));
+pub(super) static GET_SCHEDULED_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Scheduled)));
+
+pub(super) fn view_filter(view: View) -> &'static str {
+    match view {
+        View::Background => "in_background",
+        View::Scheduled => "schedule_at IS NOT NULL",
+    }
+}
+
+/// Loads a task; `lock` takes its row lock for the rest of the transaction.
+pub(super) async fn load_task(
+    tx: &Transaction<'_>,
+    i: &InstanceId,
+    t: &TaskId,
+    view: View,
+    lock: bool,
+) -> StoreResult<Option<TaskRecord>> {
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND instance_id = $2 AND {}{}",
+        view_filter(view),
+        if lock { " FOR UPDATE" } else { "" }
+    );
+    let st = tx.prepare_cached(&sql).await?;
+    tx.query_opt(&st, &[&t.as_str(), &i.as_str()]).await?.map(|r| task_from_row(&r)).transpose()
+}
+
+/// Moves a task in or out of a view's day bucket.
+pub(super) async fn bump(
+    tx: &Transaction<'_>,
+    instance: &InstanceId,
+    view: View,
+    created_at: i64,
+    delta: i64,
+) -> StoreResult<()> {
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO task_buckets (instance_id, view, bucket, n) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = task_buckets.n + excluded.n",
+        )
+        .await?;
+    tx.execute(&st, &[&instance.as_str(), &(view.code() as i16), &bucket_of(created_at), &delta]).await?;
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO task_totals (instance_id, view, n) VALUES ($1, $2, $3) \
+             ON CONFLICT (instance_id, view) DO UPDATE SET n = task_totals.n + excluded.n",
+        )
+        .await?;
+    tx.execute(&st, &[&instance.as_str(), &(view.code() as i16), &delta]).await?;
+    Ok(())
+}
+
+pub(super) async fn count_in(tx: &Transaction<'_>, r: &TaskRecord, delta: i64) -> StoreResult<()> {
+    for view in views_of(r) {
+        bump(tx, &r.instance_id, view, r.created_at, delta).await?;
+    }
+    Ok(())
+}
+
+/// The columns a new task row is written with, by INSERT and by COPY alike.
+pub(super) const TASK_INSERT_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
+     created_at, updated_at, schedule_at, in_background, steps, operation, due_at, lease_owner";
+
+/// A new task's row values, in `TASK_INSERT_COLUMNS` order.
+pub(super) struct TaskRow<'a> {
+    r: &'a TaskRecord,
+    ids: [&'a str; 3],
+    status: &'static str,
+    in_background: bool,
+    due_at: Option<i64>,
+    steps: String,
+    operation: String,
+    owner: Option<&'a str>,
+}
+
+impl<'a> TaskRow<'a> {
+    pub(super) fn new(t: &'a NewTask) -> StoreResult<Self> {
+        let (in_background, due_at) = placement(&t.record);
+        let r = &t.record;
+        Ok(TaskRow {
+            r,
+            ids: [r.id.as_str(), r.project_id.as_str(), r.instance_id.as_str()],
+            status: r.status.as_str(),
+            in_background,
+            due_at,
+            steps: serde_json::to_string(&t.record.steps).map_err(corrupt)?,
+            operation: serde_json::to_string(&t.operation).map_err(corrupt)?,
+            owner: None,
+        })
+    }
+
+    pub(super) fn values(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 16] {
+        let r = self.r;
+        [
+            &self.ids[0],
+            &self.ids[1],
+            &self.ids[2],
+            &r.name,
+            &r.user_id,
+            &r.user_name,
+            &r.params,
+            &self.status,
+            &r.created_at,
+            &r.updated_at,
+            &r.schedule_at,
+            &self.in_background,
+            &self.steps,
+            &self.operation,
+            &self.due_at,
+            &self.owner,
+        ]
+    }
+}
+
+pub(super) async fn insert_task(tx: &Transaction<'_>, t: &NewTask) -> StoreResult<()> {
+    let row = TaskRow::new(t)?;
+    let st = tx
+        .prepare_cached(&format!(
+            "INSERT INTO tasks ({TASK_INSERT_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+        ))
+        .await?;
+    tx.execute(&st, &row.values()).await?;
+    count_in(tx, &t.record, 1).await
+}
+
+pub(super) async fn save_task_progress(
+    tx: &Transaction<'_>,
+    t: &TaskRecord,
+    due_at: Option<i64>,
+    owner: Option<&str>,
+) -> StoreResult<()> {
+    let steps = serde_json::to_string(&t.steps).map_err(corrupt)?;
+    let st = tx
+        .prepare_cached(
+            "UPDATE tasks SET status = $2, updated_at = $3, steps = $4, due_at = $5, lease_owner = $6, \
+             in_background = TRUE WHERE id = $1",
+        )
+        .await?;
+    tx.execute(&st, &[&t.id.as_str(), &t.status.as_str(), &t.updated_at, &steps, &due_at, &owner]).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl TaskStore for Postgres {
+    async fn list_tasks(&self, q: &TaskQuery) -> StoreResult<Option<(u64, Vec<TaskRecord>)>> {
+        let mut client = self.pool.get().await?;
+        // One snapshot for the existence check, the count and the page.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let filter = view_filter(q.view);
+        let inst = q.instance_id.as_str();
+        let (first, last) = bucket_range(q);
+        let view = q.view.code() as i16;
+        // The instance check and the total in one statement: the total from the instance's
+        // running count when unfiltered, else from the day buckets in range.
+        let head = if unbounded(q) {
+            "SELECT EXISTS (SELECT 1 FROM instances WHERE id = $1 AND project_id = $5), \
+             coalesce((SELECT n FROM task_totals WHERE instance_id = $1 AND view = $2 AND $3::BIGINT <= $4::BIGINT), 0)"
+        } else {
+            "SELECT EXISTS (SELECT 1 FROM instances WHERE id = $1 AND project_id = $5), \
+             (SELECT coalesce(sum(n), 0)::BIGINT FROM task_buckets \
+              WHERE instance_id = $1 AND view = $2 AND bucket BETWEEN $3 AND $4)"
+        };
+        let st = tx.prepare_cached(head).await?;
+        let row = tx.query_one(&st, &[&inst, &view, &first, &last, &q.project_id.as_str()]).await?;
+        if !row.try_get::<_, bool>(0)? {
+            return Ok(None);
+        }
+        let mut count = PageCount::new(q, row.try_get(1)?);
+        for (bucket, lo, hi) in partial_edges(q) {
+            let sql = format!(
+                "SELECT count(*) FROM tasks WHERE instance_id = $1 AND {filter} AND created_at BETWEEN $2 AND $3"
+            );
+            let st = tx.prepare_cached(&sql).await?;
+            let n: i64 = tx.query_one(&st, &[&inst, &lo, &hi]).await?.try_get(0)?;
+            let st = tx
+                .prepare_cached("SELECT n FROM task_buckets WHERE instance_id = $1 AND view = $2 AND bucket = $3")
+                .await?;
+            let stored: i64 =
+                tx.query_opt(&st, &[&inst, &view, &bucket]).await?.map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
+            count.edge(bucket, n, stored);
+        }
+        // Newest buckets first, read in slices only as far as the page's offset.
+        let st = tx
+            .prepare_cached(
+                "SELECT bucket, n FROM task_buckets WHERE instance_id = $1 AND view = $2 AND bucket BETWEEN $3 AND $4 \
+                 ORDER BY bucket DESC LIMIT $5 OFFSET $6",
+            )
+            .await?;
+        // A first page needs a bucket or two; deep offsets read on in growing slices.
+        let mut slice: i64 = 16;
+        'read: loop {
+            let rows = tx.query(&st, &[&inst, &view, &first, &last, &slice, &(count.read() as i64)]).await?;
+            let len = rows.len() as i64;
+            for r in rows {
+                if !count.bucket(r.try_get(0)?, r.try_get(1)?) {
+                    break 'read;
+                }
+            }
+            if len < slice {
+                break;
+            }
+            slice *= 8;
+        }
+        let (total, start) = count.plan();
+        let Some((upper, skip)) = start else {
+            tx.commit().await?;
+            return Ok(Some((total, Vec::new())));
+        };
+        let page = tx
+            .prepare_cached(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM tasks WHERE instance_id = $1 AND {filter} AND created_at BETWEEN $2 AND $3 \
+                 ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
+            ))
+            .await?;
+        let limit = q.limit.min(i64::MAX as u64) as i64;
+        let skip = skip.min(i64::MAX as u64) as i64;
+        let from = q.created_from.unwrap_or(i64::MIN);
+        let rows = tx.query(&page, &[&inst, &from, &upper, &limit, &skip]).await?;
+        let tasks = rows.iter().map(task_from_row).collect::<StoreResult<Vec<_>>>()?;
+        tx.commit().await?;
+        Ok(Some((total, tasks)))
+    }
+
+    async fn get_task(&self, p: &ProjectId, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<Found<TaskRecord>> {
+        // One statement: the instance row always, the task's columns when it exists.
+        let client = self.pool.get().await?;
+        let sql = match view {
+            View::Background => &*GET_BACKGROUND_TASK,
+            View::Scheduled => &*GET_SCHEDULED_TASK,
+        };
+        let st = client.prepare_cached(sql).await?;
+        Ok(match client.query_opt(&st, &[&t.as_str(), &i.as_str(), &p.as_str()]).await? {
+            None => Found::NoInstance,
+            Some(row) if row.try_get::<_, Option<String>>(0)?.is_none() => Found::NoTask,
+            Some(row) => Found::Yes(task_from_row(&row)?),
+        })
+    }
+
+    async fn delete_task(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        t: &TaskId,
+        view: View,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<DeleteOutcome> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if !instance_exists(&tx, p, i).await? {
+            return Ok(DeleteOutcome::NoInstance);
+        }
+        let Some(task) = load_task(&tx, i, t, view, true).await? else {
+            return Ok(DeleteOutcome::NoTask);
+        };
+        if !deletion::may_delete(&task) {
+            return Ok(DeleteOutcome::Running);
+        }
+        tx.execute("DELETE FROM tasks WHERE id = $1", &[&t.as_str()]).await?;
+        count_in(&tx, &task, -1).await?;
+        if let Some(mut event) = audit {
+            event.detail = Some(deletion::deleted_detail(&task));
+            insert_audit(&tx, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(DeleteOutcome::Deleted(Box::new(task)))
+    }
+
+    async fn update_scheduled(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        t: &TaskId,
+        change: ScheduleChange,
+        now: i64,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<Found<bool>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if !instance_exists(&tx, p, i).await? {
+            return Ok(Found::NoInstance);
+        }
+        let Some(task) = load_task(&tx, i, t, View::Scheduled, true).await? else {
+            return Ok(Found::NoTask);
+        };
+        let Some(r) = rescheduling::rescheduled(&task, change, now) else {
+            return Ok(Found::Yes(false));
+        };
+        tx.execute(
+            "UPDATE tasks SET status = $2, schedule_at = $3, due_at = $4, updated_at = $5 WHERE id = $1",
+            &[&t.as_str(), &r.status.as_str(), &r.schedule_at, &r.due_at, &now],
+        )
+        .await?;
+        if let Some(event) = &audit {
+            insert_audit(&tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(Found::Yes(true))
+    }
+}

@@ -1,0 +1,159 @@
+//! The engine's work queue: claims, step ends, leases and gauges.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::*;
+use crate::domain::instance::Instance;
+use crate::domain::operation::{Operation, StepContext};
+use crate::domain::transition::{self, InstanceWrite, TaskWrite, Write};
+use crate::domain::{TaskId, TaskRecord};
+
+/// Writes what a worker's move of a task leads to, as the domain maps it ([`transition::Write`]).
+pub(super) fn apply(conn: &Connection, task: &TaskRecord, inst: &Instance, w: Write, owner: &str) -> StoreResult<()> {
+    match w.instance {
+        InstanceWrite::Keep => {}
+        InstanceWrite::Save => save_instance(conn, inst)?,
+        InstanceWrite::Remove => remove_instance(conn, &inst.id)?,
+    }
+    match w.task {
+        TaskWrite::RetryAt(at) => {
+            conn.prepare_cached("UPDATE tasks SET due_at = ?2 WHERE id = ?1")?
+                .execute(params![task.id.as_str(), at])?;
+        }
+        TaskWrite::Leased(until) => save_task_progress(conn, task, Some(until), Some(owner))?,
+        TaskWrite::Ended => save_task_progress(conn, task, None, None)?,
+        TaskWrite::Gone => {}
+    }
+    Ok(())
+}
+
+/// The engine's gauges, read through the partial index of unfinished tasks (`tasks_due`).
+pub(super) const STATS_SQL: &str = "SELECT coalesce(sum(status = 'CREATED'), 0), coalesce(sum(status = 'EXECUTING'), 0), \
+     coalesce(sum(due_at <= ?1), 0), min(CASE WHEN due_at <= ?1 AND due_at > 0 THEN due_at END), \
+     coalesce(sum(status = 'EXECUTING' AND due_at <= ?1), 0) FROM tasks WHERE due_at IS NOT NULL";
+
+#[async_trait]
+impl EngineStore for Sqlite {
+    async fn claim(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_ms: i64,
+        max: usize,
+        ctx: StepContext,
+    ) -> StoreResult<Vec<Claimed>> {
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS}, operation FROM tasks WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![now, max as i64], |r| Ok((task_from_row(r)?, r.get::<_, String>(12)?)))?;
+            let mut candidates = Vec::new();
+            for row in rows {
+                let (task, op) = row?;
+                candidates.push((task?, serde_json::from_str::<Operation>(&op).map_err(corrupt)?));
+            }
+            let mut claimed = Vec::new();
+            for (mut task, operation) in candidates {
+                let Some(mut inst) = load_instance(conn, &task.instance_id)? else {
+                    continue;
+                };
+                let claim = transition::claim(&mut task, &mut inst, &operation, now, ctx);
+                if claim.fired {
+                    // A scheduled task that fires becomes a background task.
+                    bump(conn, &task.instance_id, View::Background, task.created_at, 1)?;
+                }
+                let (taken, started) = (claim.taken, claim.started);
+                apply(conn, &task, &inst, taken.write(now, lease_ms), &owner)?;
+                let Some(p) = taken.progress(task.steps.len()) else {
+                    continue;
+                };
+                claimed.push(Claimed { task, operation, step: p.step, started, ended: p.ended, reason: p.reason });
+            }
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn finish_step(
+        &self,
+        owner: &str,
+        task_id: &TaskId,
+        step: usize,
+        now: i64,
+        lease_ms: i64,
+        ctx: StepContext,
+    ) -> StoreResult<StepOutcome> {
+        let (owner, task_id) = (owner.to_owned(), task_id.clone());
+        self.write(move |conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {TASK_COLUMNS} FROM tasks \
+                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'EXECUTING' AND due_at >= ?3"
+            ))?;
+            // A lease that has run out is no longer ours, even if nobody has taken the task yet.
+            let Some(task) = st.query_row(params![task_id.as_str(), owner, now], task_from_row).optional()? else {
+                return Ok(StepOutcome::Lost);
+            };
+            let mut task = task?;
+            let operation = load_operation(conn, &task_id)?;
+            let Some(mut inst) = load_instance(conn, &task.instance_id)? else {
+                return Ok(StepOutcome::Lost);
+            };
+            let advance = transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx);
+            apply(conn, &task, &inst, advance.write(now, lease_ms), &owner)?;
+            Ok(advance.into())
+        })
+        .await
+    }
+
+    async fn renew_leases(&self, owner: &str, until: i64) -> StoreResult<()> {
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE tasks SET due_at = ?2 WHERE lease_owner = ?1 AND status = 'EXECUTING'")?
+                .execute(params![owner, until])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unfinished_count(&self) -> StoreResult<u64> {
+        self.read(|conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT count(*) FROM tasks WHERE due_at IS NOT NULL")?
+                .query_row([], |r| r.get(0))?;
+            Ok(n.max(0) as u64)
+        })
+        .await
+    }
+
+    async fn engine_stats(&self, now: i64) -> StoreResult<EngineStats> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(STATS_SQL)?;
+            let stats = stmt.query_row(params![now], |r| {
+                Ok(EngineStats {
+                    created: r.get::<_, i64>(0)?.max(0) as u64,
+                    executing: r.get::<_, i64>(1)?.max(0) as u64,
+                    due: r.get::<_, i64>(2)?.max(0) as u64,
+                    oldest_due_at: r.get(3)?,
+                    lease_expired: r.get::<_, i64>(4)?.max(0) as u64,
+                    pool: None,
+                })
+            })?;
+            Ok(stats)
+        })
+        .await
+    }
+
+    async fn release_leases(&self, owner: &str) -> StoreResult<()> {
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE tasks SET due_at = 0, lease_owner = NULL WHERE lease_owner = ?1 AND status = 'EXECUTING'",
+            )?
+            .execute(params![owner])?;
+            Ok(())
+        })
+        .await
+    }
+}

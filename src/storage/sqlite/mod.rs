@@ -1,0 +1,257 @@
+//! The embedded SQLite engine (the default).
+//!
+//! One writer thread owns the only write connection and commits in groups: every write that
+//! queues while a commit is running joins the next transaction, each in its own savepoint, and
+//! each caller is answered only after the group's commit is on disk (`synchronous=FULL` in WAL
+//! mode). Reads run on a small pool of connections in blocking threads.
+//!
+//! One file per capability (`tasks`, `instances`, `engine`, `credentials`, `audit`, `kernels`,
+//! `bulk`); this file holds the connection, the writer thread with its group commit, the
+//! checkpointer, migrations and the health probe. The business rules are in `crate::domain`:
+//! each capability reads rows, calls the rule and writes the rows it decides.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::telemetry;
+
+mod audit;
+mod bulk;
+mod credentials;
+mod engine;
+mod instances;
+mod kernels;
+mod tasks;
+
+use audit::*;
+use instances::*;
+use tasks::*;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../../migrations/sqlite/0002_auth.sql"),
+    include_str!("../../../migrations/sqlite/0003_task_buckets.sql"),
+    include_str!("../../../migrations/sqlite/0004_task_totals.sql"),
+    include_str!("../../../migrations/sqlite/0005_master_key_check.sql"),
+    include_str!("../../../migrations/sqlite/0006_kernel_builds.sql"),
+];
+/// Written into the database header by the readiness probe ("kt" twice).
+const APPLICATION_ID: i32 = 0x6b74_6b74;
+/// The most writes one group commit takes.
+const MAX_GROUP: usize = 512;
+
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> Reply + Send>;
+
+pub struct Sqlite {
+    path: PathBuf,
+    writer: mpsc::Sender<Job>,
+    readers: Mutex<Vec<Connection>>,
+    /// The checkpointer runs while this lives.
+    _alive: Arc<()>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::*;
+        let err = match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(
+                    f.code,
+                    DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked | CannotOpen | ReadOnly | OutOfMemory
+                ) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Backend(e.to_string()),
+        };
+        telemetry::store_error(err)
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    telemetry::store_error(StoreError::Corrupt(e.to_string()))
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    // Plans that do not depend on bound values: otherwise SQLite re-prepares statements with an
+    // ORDER BY, a LIMIT or a join on every new binding, which cost more than the queries.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(conn)
+}
+
+/// Creates the database file readable by its owner only (SQLite gives its `-wal` and `-shm`
+/// files the database file's mode), and makes existing files of an older database private.
+/// The database holds the audit log and the sealed secrets.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    // Another owner's file: it still opens, as before; say so.
+                    tracing::warn!(file = %std::path::Path::new(&name).display(), error = %e, "cannot make the database file private");
+                }
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if applied as usize > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the database is at schema version {applied}, newer than this build knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (n + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = StoreError::from(e);
+            for job in batch {
+                job(Err(err.clone()))(Ok(()));
+            }
+            continue;
+        }
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(Ok(&conn))).collect();
+        let commit_started = std::time::Instant::now();
+        let committed = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        metrics::histogram!(telemetry::SQLITE_COMMIT_DURATION).record(commit_started.elapsed().as_secs_f64());
+        metrics::histogram!(telemetry::SQLITE_GROUP_SIZE).record(replies.len() as f64);
+        for reply in replies {
+            reply(committed.clone());
+        }
+    }
+}
+
+/// Copies committed WAL frames into the database file every quarter second (PASSIVE: it never
+/// blocks the writer or readers), until the store is dropped.
+fn checkpoint_loop(conn: Connection, alive: std::sync::Weak<()>) {
+    while alive.upgrade().is_some() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            crate::limited!(warn, &format!("checkpoint {e}"), error = %e, "WAL checkpoint failed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+impl Sqlite {
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            crate::auth::keys::create_private_dir(dir)?;
+        }
+        make_private(path)?;
+        let mut conn = connect(path)?;
+        migrate(&mut conn)?;
+        // Checkpoints run on their own thread, so that a commit never waits for one.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let (tx, rx) = mpsc::channel::<Job>(4096);
+        std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || writer_loop(conn, rx))?;
+        let alive = Arc::new(());
+        let checkpointer = connect(path)?;
+        let token = Arc::downgrade(&alive);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, token))?;
+        Ok(Sqlite { path: path.to_owned(), writer: tx, readers: Mutex::new(Vec::new()), _alive: alive })
+    }
+
+    /// Runs `f` in its own savepoint inside the next group commit and returns once it is durable.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<StoreResult<T>>();
+        let job: Job = Box::new(move |conn: Result<&Connection, StoreError>| {
+            let result = conn.and_then(|conn| {
+                conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+                let result = f(conn);
+                if result.is_err() {
+                    conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+                }
+                conn.prepare_cached("RELEASE job")?.execute([])?;
+                result
+            });
+            Box::new(move |committed: StoreResult<()>| {
+                let _ = tx.send(committed.and(result));
+            })
+        });
+        self.writer.send(job).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs a read on a pooled connection, on the calling thread. Reads are short indexed lookups;
+    /// handing each to a blocking thread cost more in wake-ups than the query itself, and running
+    /// them inline bounds the open connections by the runtime's worker threads.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T>,
+    {
+        let pooled = self.readers.lock().map_err(|_| StoreError::Closed)?.pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => connect(&self.path)?,
+        };
+        let result = f(&conn);
+        if let Ok(mut pool) = self.readers.lock() {
+            pool.push(conn);
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Health for Sqlite {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?)).await
+    }
+
+    /// Rewrites the header's `application_id` (a field this application owns, the same value
+    /// each time): it dirties page 1, so the group commit must append to the WAL and sync.
+    async fn write_probe(&self) -> StoreResult<()> {
+        self.write(|conn| Ok(conn.pragma_update(None, "application_id", APPLICATION_ID)?)).await
+    }
+}
