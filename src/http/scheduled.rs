@@ -42,7 +42,7 @@ async fn list(
 
 /// UpdateScheduledTask: `PUT …/scheduled-tasks/{task_id}?execute_at=…&status=CANCELLED|null`:
 /// moves a waiting task, cancels it, or (`status=null`) makes a cancelled one whose time is still
-/// ahead wait again ([`crate::storage::rescheduled`]).
+/// ahead wait again ([`crate::domain::rescheduling::rescheduled`]).
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
