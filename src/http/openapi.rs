@@ -155,6 +155,7 @@ impl Modify for Shared {
         for (status, description) in ERRORS {
             let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
             let mut response = ResponseBuilder::new().description(*description).content("application/json", content);
+            response = response.header("X-Request-Id", request_id_header());
             if matches!(status, 429 | 503) {
                 let header = utoipa::openapi::HeaderBuilder::new()
                     .schema(Some(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Integer)))
@@ -168,6 +169,14 @@ impl Modify for Shared {
         for (path, item) in doc.paths.paths.iter_mut() {
             let authenticated = path.starts_with("/v2/") || path.starts_with("/v3/");
             for op in operations(item) {
+                for response in op.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response
+                            .headers
+                            .entry("X-Request-Id".to_owned())
+                            .or_insert_with(|| RefOr::T(request_id_header()));
+                    }
+                }
                 if authenticated && op.security.is_none() {
                     op.security = Some(both.clone());
                 }
@@ -188,6 +197,17 @@ impl Modify for Shared {
             doc.paths.paths.insert((*alias).to_owned(), copy);
         }
     }
+}
+
+/// `X-Request-Id`, on every response (also in the log lines of the request and in APIGW errors).
+fn request_id_header() -> utoipa::openapi::Header {
+    let schema = utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some("^[0-9a-f]{32}$"));
+    utoipa::openapi::HeaderBuilder::new()
+        .schema(Some(schema))
+        .description(Some("The request's id, as in the server's logs and APIGW error bodies"))
+        .build()
 }
 
 fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {

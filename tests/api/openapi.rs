@@ -88,6 +88,9 @@ async fn the_openapi_document_is_public_and_is_openapi_3() {
     assert_eq!(schemes["aksk"]["name"], "Authorization");
     assert_eq!(schemes["token"]["name"], "X-Auth-Token");
     assert_eq!(doc["components"]["schemas"]["ErrorBody"]["required"], serde_json::json!(["error_code", "error_msg"]));
+    let show = &doc["paths"]["/v2/{project_id}/instances/{instance_id}/tasks/{task_id}"]["get"]["responses"];
+    assert!(show["200"]["headers"]["X-Request-Id"].is_object(), "{show}");
+    assert!(doc["components"]["responses"]["Error404"]["headers"]["X-Request-Id"].is_object());
 }
 
 #[tokio::test]

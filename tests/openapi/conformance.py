@@ -25,7 +25,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "sdk"))
 from kt_server import BINARY, PROJECT, Server  # noqa: E402
 
 SCHEMATHESIS = os.path.join(os.path.dirname(sys.executable), "schemathesis")
-CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+CHECKS = ",".join([
+    "not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance",
+    "response_headers_conformance",
+])
 MAX_EXAMPLES = os.environ.get("KAFKA_TASKS_OPENAPI_EXAMPLES", "8")
 MAX_TIME = os.environ.get("KAFKA_TASKS_OPENAPI_MAX_TIME", "45")
 # Fixed, so that a CI failure reproduces; set another to explore further.
