@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::ids::{InstanceId, ProjectId, TaskId};
 use super::time::iso_ms;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum TaskStatus {
     Created,
@@ -98,8 +98,7 @@ pub struct TaskJson<'a> {
     /// The operation's parameters, a JSON document serialised as a string (as DMS sends it).
     #[schema(example = "{\"enable_auto_topic\":true}")]
     params: &'a str,
-    /// `CREATED`, `EXECUTING`, `SUCCESS`, `FAILED`, `DELETED` or `CANCELLED`.
-    #[schema(example = "SUCCESS")]
+    #[schema(value_type = TaskStatus)]
     status: &'a str,
     /// ISO 8601 UTC with milliseconds.
     #[schema(example = "2026-11-28T07:00:00.000Z")]

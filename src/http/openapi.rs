@@ -504,8 +504,7 @@ pub mod shapes {
         #[schema(example = "kafka")]
         engine: String,
         engine_version: String,
-        #[schema(inline)]
-        status: InstanceStatus,
+        status: crate::domain::instance::InstanceStatus,
         broker_num: u32,
         storage_space: u32,
         total_storage_space: u32,
@@ -522,18 +521,6 @@ pub mod shapes {
         task: Option<String>,
         maintain_begin: String,
         maintain_end: String,
-    }
-
-    #[derive(ToSchema)]
-    #[schema(rename_all = "UPPERCASE")]
-    pub enum InstanceStatus {
-        Creating,
-        Createfailed,
-        Running,
-        Restarting,
-        Extending,
-        Upgrading,
-        Deleting,
     }
 
     /// `{"instance_id"}`.
