@@ -374,9 +374,16 @@ pub mod shapes {
         maintain_begin: Option<String>,
         maintain_end: Option<String>,
         security_group_id: Option<String>,
-        /// `produce_reject` or `time_base`.
-        retention_policy: Option<String>,
+        #[schema(inline)]
+        retention_policy: Option<RetentionPolicy>,
         enterprise_project_id: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "snake_case")]
+    pub enum RetentionPolicy {
+        ProduceReject,
+        TimeBase,
     }
 
     /// BatchRestartOrDeleteInstances.
@@ -418,12 +425,19 @@ pub mod shapes {
     /// ResizeEngineInstance.
     #[derive(ToSchema)]
     pub struct ResizeBody {
-        /// `storage`, `horizontal` or `vertical`.
-        #[schema(example = "storage")]
-        oper_type: String,
+        #[schema(inline)]
+        oper_type: ResizeKind,
         new_storage_space: Option<u32>,
         new_broker_num: Option<u32>,
         new_product_id: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum ResizeKind {
+        Storage,
+        Horizontal,
+        Vertical,
     }
 
     /// CreateKafkaReassignmentTask.
@@ -538,10 +552,16 @@ pub mod shapes {
 
     #[derive(ToSchema)]
     pub struct BatchResult {
-        /// `success` or `failed`.
-        #[schema(example = "success")]
-        result: String,
+        #[schema(inline)]
+        result: Outcome,
         instance: String,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum Outcome {
+        Success,
+        Failed,
     }
 
     /// ShowInstanceConfigs.
@@ -556,11 +576,26 @@ pub mod shapes {
         /// e.g. `1~168`, `true or false`, or the allowed words.
         valid_values: String,
         default_value: String,
-        /// `dynamic` or `static`.
-        config_type: String,
+        #[schema(inline)]
+        config_type: ConfigType,
         value: String,
-        /// `integer`, `boolean` or `string`.
-        value_type: String,
+        #[schema(inline)]
+        value_type: ValueType,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum ConfigType {
+        Dynamic,
+        Static,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum ValueType {
+        Integer,
+        Boolean,
+        String,
     }
 
     /// ModifyInstanceConfigs: the task and how many dynamic and static configs it changes.
