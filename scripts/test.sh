@@ -59,6 +59,10 @@ promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
 KAFKA_TASKS_REQUIRE_PROMETHEUS=1 run_tests --test prometheus
 
+step "OpenAPI document and conformance"
+.venv/bin/pip install -q --disable-pip-version-check -r tests/openapi/requirements.txt
+KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python tests/openapi/conformance.py
+
 step "Official Python SDK against the binary"
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/sdk
 

@@ -56,7 +56,7 @@ pub const MAX_STORAGE_GB: u32 = 10_000_000;
 pub const MAX_BROKERS: u32 = 50;
 
 /// An instance's state, serialised (on the wire and in the stored document) as DMS names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum InstanceStatus {
     #[serde(rename = "CREATING")]
     Creating,

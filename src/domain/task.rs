@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::ids::{InstanceId, ProjectId, TaskId};
 use super::time::iso_ms;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum TaskStatus {
     Created,
@@ -46,7 +46,7 @@ impl TaskStatus {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StepStatus {
     Waiting,
@@ -88,17 +88,25 @@ pub struct TaskRecord {
 }
 
 /// A task as the API shows it: every field a string (`schedule_at` only in scheduled lists).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TaskJson<'a> {
     id: &'a str,
+    /// The operation, e.g. `kafkaManagerCreate`, `restart`, `kafkaReassignment`.
     name: &'a str,
     user_name: &'a str,
     user_id: &'a str,
+    /// The operation's parameters, a JSON document serialised as a string (as DMS sends it).
+    #[schema(example = "{\"enable_auto_topic\":true}")]
     params: &'a str,
+    #[schema(value_type = TaskStatus)]
     status: &'a str,
+    /// ISO 8601 UTC with milliseconds.
+    #[schema(example = "2026-11-28T07:00:00.000Z")]
     created_at: String,
     updated_at: String,
+    /// Scheduled tasks only: when it runs (ISO 8601 UTC), empty when never scheduled.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     schedule_at: Option<String>,
 }
 

@@ -23,7 +23,19 @@ const READY_TTL: Duration = Duration::from_secs(1);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(ready)).route("/metrics", get(metrics))
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(ready)).route("/metrics", get(metrics))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "Healthz",
+    tag = "Service",
+    responses((status = 200, description = "Alive", content_type = "text/plain", body = String, example = "ok")),
+)]
+pub(super) async fn healthz() -> &'static str {
+    "ok"
 }
 
 /// The router of `--metrics-listen`: only `GET /metrics`.
@@ -32,7 +44,17 @@ pub fn metrics_router(handle: PrometheusHandle) -> Router {
 }
 
 /// Ready when the database answers a read and takes a write in time.
-async fn ready(State(state): State<AppState>) -> Response {
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "Readyz",
+    tag = "Service",
+    responses(
+        (status = 200, description = "Ready", content_type = "text/plain", body = String, example = "ready"),
+        (status = 503, description = "The database does not take writes in time (DMS.00503000)", body = super::openapi::ErrorBody),
+    ),
+)]
+pub(super) async fn ready(State(state): State<AppState>) -> Response {
     match state.readiness.check(state.storage.health.clone()).await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => {
@@ -88,7 +110,18 @@ impl Readiness {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// Prometheus metrics, when served on the API's address (404 when `--metrics-listen` moves them).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "Metrics",
+    tag = "Service",
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
+        (status = 404, description = "Served on another address (DMS.00404001)", body = super::openapi::ErrorBody),
+    ),
+)]
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     match state.metrics {
         Some(h) => render(h).await,
         None => ApiError::NoSuchUrl.into_response(),

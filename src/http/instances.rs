@@ -12,6 +12,7 @@ use super::AppState;
 use super::audit::{BatchAudit, MAX_BATCH, Receipt, batch_name};
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, JsonBody, ProjectPath};
+use super::openapi::shapes;
 use crate::domain::instance::{Instance, InstanceUpdate, NewInstance};
 use crate::domain::operation::{self, Operation};
 use crate::domain::submission::{NewTask, TaskBuilder};
@@ -74,7 +75,16 @@ fn job_or_schedule(task: &NewTask) -> Value {
 /// CreateInstanceByEngine: `POST /v2/kafka/{project_id}/instances`, and
 /// CreatePostPaidKafkaInstance: `POST /v2/{project_id}/kafka/instances` → `{"instance_id"}`.
 /// The instance runs the latest kernel build of its engine version.
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/v2/kafka/{project_id}/instances",
+    operation_id = "CreateInstanceByEngine",
+    tag = "Instances",
+    params(shapes::ProjectPath),
+    request_body = shapes::CreateInstanceBody,
+    responses((status = 200, description = "The instance is being created (a `kafkaManagerCreate` task runs)", body = shapes::CreatedInstance)),
+)]
+pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
     ProjectPath(project): ProjectPath,
@@ -95,7 +105,15 @@ async fn create(
 }
 
 /// ListInstances: `GET /v2/{project_id}/instances`
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/instances",
+    operation_id = "ListInstances",
+    tag = "Instances",
+    params(shapes::ProjectPath),
+    responses((status = 200, description = "The project's instances", body = shapes::InstanceList)),
+)]
+pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ProjectPath(project): ProjectPath,
@@ -111,14 +129,38 @@ async fn load(state: &AppState, path: &InstancePath) -> Result<Instance, ApiErro
 }
 
 /// ShowInstance: `GET /v2/{project_id}/instances/{instance_id}`
-async fn show(State(state): State<AppState>, caller: Caller, path: InstancePath) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/instances/{instance_id}",
+    operation_id = "ShowInstance",
+    tag = "Instances",
+    params(shapes::InstancePath),
+    responses((status = 200, description = "The instance", body = shapes::InstanceJson)),
+)]
+pub(super) async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+) -> Result<Json<Value>, ApiError> {
     caller.require(Action::GetInstance)?;
     Ok(Json(load(&state, &path).await?.to_json()))
 }
 
 /// DeleteInstance: `DELETE /v2/{project_id}/instances/{instance_id}` → 204; the instance and its
 /// task records go away when the `deleteInstance` task finishes.
-async fn delete(State(state): State<AppState>, caller: Caller, path: InstancePath) -> Result<Response, ApiError> {
+#[utoipa::path(
+    delete,
+    path = "/v2/{project_id}/instances/{instance_id}",
+    operation_id = "DeleteInstance",
+    tag = "Instances",
+    params(shapes::InstancePath),
+    responses((status = 204, description = "Being deleted (a `deleteInstance` task runs)")),
+)]
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+) -> Result<Response, ApiError> {
     caller.require(Action::DeleteInstance)?;
     let (_, receipt) =
         submit(&state, &caller, &path, None, StatusCode::NO_CONTENT, |_| Ok(Operation::DeleteInstance)).await?;
@@ -128,7 +170,16 @@ async fn delete(State(state): State<AppState>, caller: Caller, path: InstancePat
 /// BatchRestartOrDeleteInstances: `POST /v2/{project_id}/instances/action`
 /// `{"action":"restart"|"delete","instances":[…]}` → one result per instance, and one audit
 /// event per instance: stored with its task when accepted, else written by the gateway.
-async fn batch_action(
+#[utoipa::path(
+    post,
+    path = "/v2/{project_id}/instances/action",
+    operation_id = "BatchRestartOrDeleteInstances",
+    tag = "Instances",
+    params(shapes::ProjectPath),
+    request_body = shapes::BatchActionBody,
+    responses((status = 200, description = "One result per instance, in order", body = shapes::BatchResults)),
+)]
+pub(super) async fn batch_action(
     State(state): State<AppState>,
     caller: Caller,
     ProjectPath(project): ProjectPath,
@@ -178,7 +229,16 @@ async fn batch_action(
 /// `description`, `maintain_begin` + `maintain_end`, `security_group_id`, `retention_policy`,
 /// `enterprise_project_id` → 204. What may change when is
 /// [`InstanceUpdate::apply`]'s rule, applied in the storing transaction.
-async fn update(
+#[utoipa::path(
+    put,
+    path = "/v2/{project_id}/instances/{instance_id}",
+    operation_id = "UpdateInstance",
+    tag = "Instances",
+    params(shapes::InstancePath),
+    request_body = shapes::UpdateInstanceBody,
+    responses((status = 204, description = "Updated")),
+)]
+pub(super) async fn update(
     State(state): State<AppState>,
     caller: Caller,
     path: InstancePath,
@@ -197,7 +257,15 @@ async fn update(
 }
 
 /// ShowInstanceConfigs: `GET …/configs`
-async fn show_configs(
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/instances/{instance_id}/configs",
+    operation_id = "ShowInstanceConfigs",
+    tag = "Instances",
+    params(shapes::InstancePath),
+    responses((status = 200, description = "Every broker config with its current value", body = shapes::ConfigList)),
+)]
+pub(super) async fn show_configs(
     State(state): State<AppState>,
     caller: Caller,
     path: InstancePath,
@@ -207,7 +275,16 @@ async fn show_configs(
 }
 
 /// ModifyInstanceConfigs: `PUT …/configs` → `{"job_id","dynamic_config","static_config"}`
-async fn modify_configs(
+#[utoipa::path(
+    put,
+    path = "/v2/{project_id}/instances/{instance_id}/configs",
+    operation_id = "ModifyInstanceConfigs",
+    tag = "Instances",
+    params(shapes::InstancePath),
+    request_body = shapes::ModifyConfigsBody,
+    responses((status = 200, description = "The task that applies the change", body = shapes::ConfigsModified)),
+)]
+pub(super) async fn modify_configs(
     State(state): State<AppState>,
     caller: Caller,
     path: InstancePath,
@@ -222,7 +299,16 @@ async fn modify_configs(
 }
 
 /// UpdateInstanceAutoCreateTopic: `POST …/autotopic` `{"enable_auto_topic": bool}`
-async fn auto_topic(
+#[utoipa::path(
+    post,
+    path = "/v2/{project_id}/instances/{instance_id}/autotopic",
+    operation_id = "UpdateInstanceAutoCreateTopic",
+    tag = "Instances",
+    params(shapes::InstancePath),
+    request_body = shapes::AutoTopicBody,
+    responses((status = 200, description = "The task that applies the change", body = shapes::AutoTopicChanged)),
+)]
+pub(super) async fn auto_topic(
     State(state): State<AppState>,
     caller: Caller,
     path: InstancePath,
@@ -236,7 +322,16 @@ async fn auto_topic(
 }
 
 /// ResizeEngineInstance: `POST …/extend` → `{"job_id"}`
-async fn resize(
+#[utoipa::path(
+    post,
+    path = "/v2/{project_id}/kafka/instances/{instance_id}/extend",
+    operation_id = "ResizeEngineInstance",
+    tag = "Instances",
+    params(shapes::InstancePath),
+    request_body = shapes::ResizeBody,
+    responses((status = 200, description = "The resize task", body = shapes::JobId)),
+)]
+pub(super) async fn resize(
     State(state): State<AppState>,
     caller: Caller,
     path: InstancePath,
@@ -252,7 +347,16 @@ async fn resize(
 /// and the documented `POST /v2/kafka/{project_id}/instances/{instance_id}/reassign` (Terraform's),
 /// immediate or scheduled. With
 /// `time_estimate: true` it only estimates, creating no task.
-async fn reassign(
+#[utoipa::path(
+    post,
+    path = "/v2/{project_id}/kafka/instances/{instance_id}/reassign",
+    operation_id = "CreateKafkaReassignmentTask",
+    tag = "Instances",
+    params(shapes::InstancePath),
+    request_body = shapes::ReassignBody,
+    responses((status = 200, description = "The task (`job_id`), the scheduled task (`schedule_id`), or with `time_estimate` the estimate", body = shapes::ReassignOutcome)),
+)]
+pub(super) async fn reassign(
     State(state): State<AppState>,
     caller: Caller,
     path: InstancePath,
@@ -281,7 +385,15 @@ async fn latest_kernel(state: &AppState, inst: &Instance) -> Result<String, ApiE
 
 /// ShowUpgradeInstanceVersion: `GET …/upgrade` → `{"current_version","latest_version"}`, the
 /// kernel build the instance runs and the newest one of its engine version.
-async fn show_upgrade(
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/kafka/instances/{instance_id}/upgrade",
+    operation_id = "ShowUpgradeInstanceVersion",
+    tag = "Instances",
+    params(shapes::InstancePath),
+    responses((status = 200, description = "The kernel build the instance runs and the newest of its engine version", body = shapes::UpgradeVersions)),
+)]
+pub(super) async fn show_upgrade(
     State(state): State<AppState>,
     caller: Caller,
     path: InstancePath,
@@ -295,7 +407,16 @@ async fn show_upgrade(
 /// UpgradeInstance: `POST …/upgrade` `{"is_schedule","execute_at"}` → `{"job_id"}` or
 /// `{"schedule_id"}`: a rolling kernel upgrade to the newest build of the instance's engine
 /// version (refused when it runs it already).
-async fn upgrade(
+#[utoipa::path(
+    post,
+    path = "/v2/{project_id}/kafka/instances/{instance_id}/upgrade",
+    operation_id = "UpgradeInstance",
+    tag = "Instances",
+    params(shapes::InstancePath),
+    request_body = shapes::UpgradeBody,
+    responses((status = 200, description = "The upgrade task (`job_id`) or the scheduled one (`schedule_id`)", body = shapes::JobOrSchedule)),
+)]
+pub(super) async fn upgrade(
     State(state): State<AppState>,
     caller: Caller,
     path: InstancePath,

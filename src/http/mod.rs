@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod instances;
+pub mod openapi;
 pub mod scheduled;
 pub mod serve;
 pub mod tasks;
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(health::router())
+        .merge(openapi::router())
         .merge(console::router())
         .fallback(|| async { ApiError::NoSuchUrl })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

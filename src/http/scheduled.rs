@@ -10,10 +10,12 @@ use axum::{Json, Router};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, QueryMap, TaskPath};
+use super::openapi::shapes;
 use super::tasks::{page_query, remove};
 use crate::domain::task::TaskJson;
 use crate::domain::{Action, CompactTime};
 use crate::storage::{Found, ScheduleChange, StatusChange, View};
+use utoipa::ToSchema;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -21,8 +23,24 @@ pub fn router() -> Router<AppState> {
         .route("/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}", put(update).delete(delete))
 }
 
+/// ListScheduledTasks' body.
+#[derive(serde::Serialize, ToSchema)]
+pub(super) struct JobList<'a> {
+    /// A number, unlike ListBackgroundTasks' `task_count`.
+    job_count: u64,
+    jobs: Vec<TaskJson<'a>>,
+}
+
 /// ListScheduledTasks: `GET …/scheduled-tasks`; `job_count` is a number, unlike `task_count`.
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/instances/{instance_id}/scheduled-tasks",
+    operation_id = "ListScheduledTasks",
+    tag = "Scheduled tasks",
+    params(shapes::InstancePath, shapes::PageQuery),
+    responses((status = 200, description = "A page of the instance's scheduled tasks (each with `schedule_at`)", body = JobList)),
+)]
+pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     path: InstancePath,
@@ -31,11 +49,6 @@ async fn list(
     caller.require(Action::ListScheduledTasks)?;
     let query = page_query(path.project, path.instance, View::Scheduled, &q)?;
     let (total, jobs) = state.storage.tasks.list_tasks(&query).await?.ok_or(ApiError::NoInstance)?;
-    #[derive(serde::Serialize)]
-    struct JobList<'a> {
-        job_count: u64,
-        jobs: Vec<TaskJson<'a>>,
-    }
     let jobs = jobs.iter().map(|t| TaskJson::new(t, true)).collect();
     Ok(Json(JobList { job_count: total, jobs }).into_response())
 }
@@ -43,7 +56,15 @@ async fn list(
 /// UpdateScheduledTask: `PUT …/scheduled-tasks/{task_id}?execute_at=…&status=CANCELLED|null`:
 /// moves a waiting task, cancels it, or (`status=null`) makes a cancelled one whose time is still
 /// ahead wait again ([`crate::domain::rescheduling::rescheduled`]).
-async fn update(
+#[utoipa::path(
+    put,
+    path = "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}",
+    operation_id = "UpdateScheduledTask",
+    tag = "Scheduled tasks",
+    params(shapes::TaskPath, shapes::RescheduleQuery),
+    responses((status = 204, description = "Rescheduled or cancelled (a task no longer waiting is refused with 400 DMS.00400026)")),
+)]
+pub(super) async fn update(
     State(state): State<AppState>,
     caller: Caller,
     path: TaskPath,
@@ -90,7 +111,19 @@ async fn update(
 }
 
 /// DeleteScheduledTask: `DELETE …/scheduled-tasks/{task_id}`, allowed once the task has ended.
-async fn delete(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Response, ApiError> {
+#[utoipa::path(
+    delete,
+    path = "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}",
+    operation_id = "DeleteScheduledTask",
+    tag = "Scheduled tasks",
+    params(shapes::TaskPath),
+    responses((status = 204, description = "Deleted (a task not ended is refused with 400 DMS.00400017)")),
+)]
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: TaskPath,
+) -> Result<Response, ApiError> {
     caller.require(Action::DeleteScheduledTask)?;
     remove(&state, &caller, &path, View::Scheduled).await
 }

@@ -9,11 +9,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, QueryMap, TaskPath};
+use super::openapi::shapes;
 use crate::domain::task::TaskJson;
 use crate::domain::{Action, CompactTime, InstanceId, ProjectId, TaskRecord};
 use crate::storage::{DeleteOutcome, Found, TaskQuery, View};
@@ -66,7 +67,15 @@ pub fn page_query(
 }
 
 /// ListBackgroundTasks: `GET /v2/{project_id}/instances/{instance_id}/tasks`
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/instances/{instance_id}/tasks",
+    operation_id = "ListBackgroundTasks",
+    tag = "Background tasks",
+    params(shapes::InstancePath, shapes::PageQuery),
+    responses((status = 200, description = "A page of the instance's background tasks, newest first", body = TaskList)),
+)]
+pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     path: InstancePath,
@@ -81,13 +90,17 @@ async fn list(
 /// `{"task_count": "<n>", "tasks": [...]}`: task_count is a string on the wire (Terraform parses
 /// it with Atoi). Serialised straight from the records, without an intermediate JSON tree.
 fn task_list(total: u64, tasks: &[TaskRecord]) -> Response {
-    #[derive(Serialize)]
-    struct TaskList<'a> {
-        task_count: String,
-        tasks: Vec<TaskJson<'a>>,
-    }
     let tasks = tasks.iter().map(|t| TaskJson::new(t, false)).collect();
     Json(TaskList { task_count: total.to_string(), tasks }).into_response()
+}
+
+/// ListBackgroundTasks' and ShowBackgroundTask's body.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TaskList<'a> {
+    /// The number of matching tasks, as a string (as DMS sends it).
+    #[schema(example = "1")]
+    task_count: String,
+    tasks: Vec<TaskJson<'a>>,
 }
 
 /// The task a path names, or the 404 that says which part is missing.
@@ -100,7 +113,15 @@ pub async fn find(state: &AppState, path: &TaskPath, view: View) -> Result<TaskR
 }
 
 /// ShowBackgroundTask: `GET …/tasks/{task_id}`, the list wrapper with one element.
-async fn show(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Response, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}",
+    operation_id = "ShowBackgroundTask",
+    tag = "Background tasks",
+    params(shapes::TaskPath),
+    responses((status = 200, description = "The task, as a list of one (`task_count` is \"1\")", body = TaskList)),
+)]
+pub(super) async fn show(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Response, ApiError> {
     caller.require(Action::GetBackgroundTask)?;
     let task = find(&state, &path, View::Background).await?;
     Ok(task_list(1, std::slice::from_ref(&task)))
@@ -119,13 +140,25 @@ pub async fn remove(state: &AppState, caller: &Caller, path: &TaskPath, view: Vi
 }
 
 /// DeleteBackgroundTask: `DELETE …/tasks/{task_id}` → 204 once the removal is durable.
-async fn delete(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Response, ApiError> {
+#[utoipa::path(
+    delete,
+    path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}",
+    operation_id = "DeleteBackgroundTask",
+    tag = "Background tasks",
+    params(shapes::TaskPath),
+    responses((status = 204, description = "Deleted (a running task is refused with 400 DMS.00400017)")),
+)]
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: TaskPath,
+) -> Result<Response, ApiError> {
     caller.require(Action::DeleteBackgroundTask)?;
     remove(&state, &caller, &path, View::Background).await
 }
 
-#[derive(Serialize)]
-struct StepJson<'a> {
+#[derive(Serialize, ToSchema)]
+pub(super) struct StepJson<'a> {
     name: &'a str,
     /// Spelled `statue` on the wire, as the SDKs' attribute maps have it.
     statue: crate::domain::StepStatus,
@@ -135,8 +168,30 @@ struct StepJson<'a> {
     end_time: Option<i64>,
 }
 
+/// ShowBackgroundTaskProgress's body.
+#[derive(Serialize, ToSchema)]
+pub(super) struct TaskProgress<'a> {
+    /// 0 to 100.
+    progress_percentage: u32,
+    /// Seconds still planned.
+    remain_time: u64,
+    step_list: Vec<StepJson<'a>>,
+}
+
 /// ShowBackgroundTaskProgress: `GET …/tasks/{task_id}/progress`
-async fn progress(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/progress",
+    operation_id = "ShowBackgroundTaskProgress",
+    tag = "Background tasks",
+    params(shapes::TaskPath),
+    responses((status = 200, description = "The task's progress and its steps", body = TaskProgress)),
+)]
+pub(super) async fn progress(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: TaskPath,
+) -> Result<Response, ApiError> {
     caller.require(Action::Unrestricted)?;
     let task = find(&state, &path, View::Background).await?;
     let p = task.progress(state.clock.now_ms());
@@ -145,5 +200,6 @@ async fn progress(State(state): State<AppState>, caller: Caller, path: TaskPath)
         .iter()
         .map(|s| StepJson { name: &s.name, statue: s.status, start_time: s.start_time, end_time: s.end_time })
         .collect();
-    Ok(Json(json!({ "progress_percentage": p.percentage, "remain_time": p.remain_seconds, "step_list": steps })))
+    Ok(Json(TaskProgress { progress_percentage: p.percentage, remain_time: p.remain_seconds, step_list: steps })
+        .into_response())
 }

@@ -12,6 +12,7 @@ use super::AppState;
 use super::auth_layer::ClientAddress;
 use super::error::{ApiError, current_request_id};
 use super::extract::{Caller, JsonBody};
+use super::openapi::shapes;
 use crate::auth::{self, Reason};
 use crate::domain::time::iso_ms;
 use crate::domain::{Action, AuthMethod, ProjectId};
@@ -22,7 +23,21 @@ pub fn router() -> Router<AppState> {
 
 /// `POST /v3/auth/tokens`. Only a request signed with the secret key gets a token: a token that
 /// could mint its successor would never expire.
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/v3/auth/tokens",
+    operation_id = "CreateToken",
+    tag = "Tokens",
+    security(("aksk" = [])),
+    request_body = shapes::TokenBody,
+    responses((
+        status = 201,
+        description = "A token for the caller's access key; a request made with a token is refused (401)",
+        body = shapes::TokenCreated,
+        headers(("X-Subject-Token" = String, description = "The token, for `X-Auth-Token`")),
+    )),
+)]
+pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
     client: Option<Extension<ClientAddress>>,

@@ -10,6 +10,7 @@ mod helpers;
 mod hygiene;
 mod instances;
 mod isolation;
+mod openapi;
 #[path = "../common/pg.rs"]
 mod pg;
 mod scheduled;

@@ -1,0 +1,689 @@
+//! `GET /openapi.json`: the OpenAPI 3 document of the service, derived at compile time from the
+//! handlers' `#[utoipa::path]` annotations and the wire types (utoipa), then completed here with
+//! what every operation shares: the security schemes, the DMS/APIGW error responses, and the
+//! alias paths that one handler serves under two documented URLs.
+//!
+//! The document cannot drift silently: `tests/api/openapi.rs` checks it against the routes the
+//! router registers (both ways), and `tests/openapi/` validates live responses of every
+//! operation against it (schemathesis).
+
+use std::sync::LazyLock;
+
+use axum::Router;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde::Serialize;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::AppState;
+use super::{health, instances, scheduled, tasks, tokens};
+
+/// Security scheme names, as the annotations and [`Shared`] use them.
+pub const AKSK: &str = "aksk";
+pub const TOKEN: &str = "token";
+
+/// One handler serves both paths; the second is documented as a copy of the first.
+/// (`tests/api/openapi.rs` fails if a registered alias is missing here.)
+const ALIASES: &[(&str, &str)] = &[
+    ("/v2/kafka/{project_id}/instances", "/v2/{project_id}/kafka/instances"),
+    ("/v2/{project_id}/kafka/instances/{instance_id}/extend", "/v2/kafka/{project_id}/instances/{instance_id}/extend"),
+    (
+        "/v2/{project_id}/kafka/instances/{instance_id}/reassign",
+        "/v2/kafka/{project_id}/instances/{instance_id}/reassign",
+    ),
+];
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "kafka-tasks",
+        description = "The background-task subsystem of a Kafka control plane, wire-compatible with \
+            Huawei Cloud DMS for Kafka's background-task API (and the instance operations that create tasks).\n\n\
+            Authentication: every `/v2` and `/v3` path takes either an AK/SK signature (`Authorization: \
+            SDK-HMAC-SHA256 Access=…, SignedHeaders=…, Signature=…` with `X-Sdk-Date`, as the official SDKs \
+            sign) or a token (`X-Auth-Token`, from `POST /v3/auth/tokens` or `kafka-tasks token create`). \
+            `/healthz`, `/readyz`, `/metrics` and this document are public.\n\n\
+            Errors are `{\"error_code\",\"error_msg\"}` with a DMS code (`DMS.00400062`, …); errors from the \
+            gateway layer (authentication, throttling, body size) carry an `APIGW.*` code and the \
+            `request_id`, which every response also returns in `X-Request-Id`. A method a path does not \
+            serve is 405 `DMS.00405001`; an unknown path is 404 `DMS.00404001`.",
+        license(name = "Apache-2.0"),
+    ),
+    paths(
+        tasks::list,
+        tasks::show,
+        tasks::delete,
+        tasks::progress,
+        scheduled::list,
+        scheduled::update,
+        scheduled::delete,
+        instances::create,
+        instances::list,
+        instances::batch_action,
+        instances::show,
+        instances::update,
+        instances::delete,
+        instances::show_configs,
+        instances::modify_configs,
+        instances::auto_topic,
+        instances::resize,
+        instances::reassign,
+        instances::show_upgrade,
+        instances::upgrade,
+        tokens::create,
+        health::healthz,
+        health::ready,
+        health::metrics,
+        document,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&Shared),
+    tags(
+        (name = "Background tasks", description = "DMS background tasks (ListBackgroundTasks and siblings)"),
+        (name = "Scheduled tasks", description = "DMS scheduled tasks (ListScheduledTasks and siblings)"),
+        (name = "Instances", description = "Instances and the operations that create tasks"),
+        (name = "Tokens", description = "IAM-shaped tokens for `X-Auth-Token`"),
+        (name = "Service", description = "Health, readiness, metrics and this document (public)"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Every error response: the status, then the DMS/APIGW codes it carries.
+const ERRORS: &[(u16, &str)] = &[
+    (
+        400,
+        "Invalid input: DMS.00400002 (project id), DMS.00400030 (instance id), DMS.00400070 (task id), \
+         DMS.00400062 (a parameter, or a query key given twice), DMS.00400142 (timestamp), DMS.00400800 (body), \
+         DMS.00400017 (task still running), DMS.00400026 (instance state)",
+    ),
+    (401, "APIGW.0301: missing, malformed, expired or wrong credentials (with request_id)"),
+    (403, "APIGW.0302 (credential of another project, with request_id) or DMS.00403003 (role lacks permission)"),
+    (404, "DMS.00404022 (no such instance), DMS.00404070 (no such task) or DMS.00404001 (no such URL)"),
+    (408, "DMS.00408000: the request body did not arrive in time"),
+    (413, "APIGW.0201: request body too large (with request_id)"),
+    (414, "DMS.00414000: request URI too long"),
+    (429, "APIGW.0308: throttled (with request_id); Retry-After says when to retry"),
+    (431, "DMS.00431000: request header fields too large"),
+    (500, "DMS.00500000: internal error (the cause is logged with the request id, never sent)"),
+    (503, "DMS.00503000 (database unavailable) or DMS.00503001 (server busy); Retry-After: 1"),
+];
+
+/// The statuses any request can get, authenticated or not (the body guard, the serve loop, a panic).
+const ANY_REQUEST: &[u16] = &[408, 413, 414, 431, 500, 503];
+/// Added for an authenticated operation.
+const AUTHENTICATED: &[u16] = &[400, 401, 403, 404, 429];
+
+/// The DMS/APIGW error body.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    /// `DMS.*` or `APIGW.*`.
+    #[schema(example = "DMS.00404022")]
+    error_code: String,
+    #[schema(example = "This instance does not exist.")]
+    error_msg: String,
+    /// Only on `APIGW.*` errors.
+    #[schema(nullable = false)]
+    request_id: Option<String>,
+}
+
+fn error_response_name(status: u16) -> String {
+    format!("Error{status}")
+}
+
+/// Adds what every operation shares; see the module doc.
+struct Shared;
+
+impl Modify for Shared {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        let signed = ApiKey::Header(ApiKeyValue::with_description(
+            "Authorization",
+            "AK/SK signature: `SDK-HMAC-SHA256 Access=AK, SignedHeaders=…, Signature=…` over the canonical \
+             request, with `X-Sdk-Date` (and `X-Project-Id`) among the signed headers, as the official SDKs sign",
+        ));
+        components.add_security_scheme(AKSK, SecurityScheme::ApiKey(signed));
+        let token = ApiKey::Header(ApiKeyValue::with_description(
+            "X-Auth-Token",
+            "A token from `POST /v3/auth/tokens` (its `X-Subject-Token`) or `kafka-tasks token create`",
+        ));
+        components.add_security_scheme(TOKEN, SecurityScheme::ApiKey(token));
+        for (status, description) in ERRORS {
+            let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
+            let mut response = ResponseBuilder::new().description(*description).content("application/json", content);
+            response = response.header("X-Request-Id", request_id_header());
+            if matches!(status, 429 | 503) {
+                let header = utoipa::openapi::HeaderBuilder::new()
+                    .schema(Some(utoipa::openapi::ObjectBuilder::new().schema_type(utoipa::openapi::Type::Integer)))
+                    .description(Some("Seconds to wait before retrying"))
+                    .build();
+                response = response.header("Retry-After", header);
+            }
+            components.responses.insert(error_response_name(*status), RefOr::T(response.build()));
+        }
+        let both = vec![SecurityRequirement::new(AKSK, [""; 0]), SecurityRequirement::new(TOKEN, [""; 0])];
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let authenticated = path.starts_with("/v2/") || path.starts_with("/v3/");
+            for op in operations(item) {
+                for response in op.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        response
+                            .headers
+                            .entry("X-Request-Id".to_owned())
+                            .or_insert_with(|| RefOr::T(request_id_header()));
+                    }
+                }
+                if authenticated && op.security.is_none() {
+                    op.security = Some(both.clone());
+                }
+                let statuses = ANY_REQUEST.iter().chain(if authenticated { AUTHENTICATED } else { &[] });
+                for status in statuses {
+                    op.responses.responses.entry(status.to_string()).or_insert_with(|| {
+                        RefOr::Ref(Ref::new(format!("#/components/responses/{}", error_response_name(*status))))
+                    });
+                }
+            }
+        }
+        for (primary, alias) in ALIASES {
+            let Some(item) = doc.paths.paths.get(*primary) else { continue };
+            let mut copy = item.clone();
+            for op in operations(&mut copy) {
+                op.operation_id = op.operation_id.as_ref().map(|id| format!("{id}Alias"));
+            }
+            doc.paths.paths.insert((*alias).to_owned(), copy);
+        }
+    }
+}
+
+/// `X-Request-Id`, on every response (also in the log lines of the request and in APIGW errors).
+fn request_id_header() -> utoipa::openapi::Header {
+    let schema = utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .pattern(Some("^[0-9a-f]{32}$"));
+    utoipa::openapi::HeaderBuilder::new()
+        .schema(Some(schema))
+        .description(Some("The request's id, as in the server's logs and APIGW error bodies"))
+        .build()
+}
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch, &mut item.head]
+        .into_iter()
+        .filter_map(Option::as_mut)
+}
+
+/// The document, built once.
+static DOCUMENT: LazyLock<String> =
+    LazyLock::new(|| ApiDoc::openapi().to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(document))
+}
+
+/// This document (public, like `/healthz`: it describes the API and holds no secret).
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "ShowOpenApiDocument",
+    tag = "Service",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)),
+)]
+pub async fn document() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_names_every_error_status_it_refers_to() {
+        let doc: serde_json::Value = serde_json::from_str(&DOCUMENT).unwrap_or_default();
+        let responses = &doc["components"]["responses"];
+        for status in ANY_REQUEST.iter().chain(AUTHENTICATED) {
+            assert!(responses[error_response_name(*status)].is_object(), "{status} has no shared response");
+        }
+        for (primary, alias) in ALIASES {
+            assert!(doc["paths"][primary].is_object(), "{primary} is not documented");
+            assert!(doc["paths"][alias].is_object(), "{alias} is not documented");
+        }
+    }
+}
+
+/// Parameter and body shapes the handlers read through [`super::extract`] (path, query and
+/// `JsonBody`), declared here for the document only.
+pub mod shapes {
+    #![allow(dead_code)]
+
+    use utoipa::{IntoParams, ToSchema};
+
+    /// `{project_id}`.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct ProjectPath {
+        /// The project: 32 hexadecimal characters.
+        #[param(pattern = "^[0-9a-fA-F]{32}$")]
+        project_id: String,
+    }
+
+    /// `{project_id}` and `{instance_id}`.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct InstancePath {
+        /// The project: 32 hexadecimal characters.
+        #[param(pattern = "^[0-9a-fA-F]{32}$")]
+        project_id: String,
+        /// The instance: a UUID in its hyphenated form.
+        #[param(format = "uuid")]
+        instance_id: String,
+    }
+
+    /// `{project_id}`, `{instance_id}` and `{task_id}`.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct TaskPath {
+        /// The project: 32 hexadecimal characters.
+        #[param(pattern = "^[0-9a-fA-F]{32}$")]
+        project_id: String,
+        /// The instance: a UUID in its hyphenated form.
+        #[param(format = "uuid")]
+        instance_id: String,
+        /// The task: 32 lowercase hexadecimal characters.
+        #[param(pattern = "^[0-9a-f]{32}$")]
+        task_id: String,
+    }
+
+    /// Paging and the creation-time range of ListBackgroundTasks and ListScheduledTasks.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub struct PageQuery {
+        /// 1-based index of the first task (0 also means the first); not with `offset`.
+        #[param(minimum = 0)]
+        start: Option<u64>,
+        /// The same as `start` (the name the Terraform provider sends); not with `start`.
+        #[param(minimum = 0)]
+        offset: Option<u64>,
+        /// Tasks per page, 1 to 100 (default 10).
+        #[param(minimum = 1, maximum = 100)]
+        limit: Option<u64>,
+        /// Created at or after this UTC second, `yyyyMMddHHmmss`.
+        #[param(pattern = "^[0-9]{14}$", example = "20260101000000")]
+        begin_time: Option<String>,
+        /// Created at or before this UTC second, `yyyyMMddHHmmss`; not before `begin_time`.
+        #[param(pattern = "^[0-9]{14}$", example = "20261231235959")]
+        end_time: Option<String>,
+    }
+
+    /// UpdateScheduledTask's query: at least one of the two.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub struct RescheduleQuery {
+        /// The new UTC execution time, `yyyyMMddHHmmss`, in the future.
+        #[param(pattern = "^[0-9]{14}$", example = "20301231235959")]
+        execute_at: Option<String>,
+        /// `CANCELLED` cancels a waiting task; `null` makes a cancelled one wait again.
+        #[param(inline)]
+        status: Option<ScheduleStatus>,
+    }
+
+    #[derive(ToSchema)]
+    pub enum ScheduleStatus {
+        #[schema(rename = "CANCELLED")]
+        Cancelled,
+        #[schema(rename = "null")]
+        Null,
+    }
+
+    /// CreateInstanceByEngine / CreatePostPaidKafkaInstance. Other descriptive fields
+    /// (`specification`, `vpc_id`, `available_zones`, `ssl_enable`, …) are accepted and kept.
+    #[derive(ToSchema)]
+    pub struct CreateInstanceBody {
+        /// 4 to 64 characters: a letter, then letters, digits, `_` or `-`.
+        #[schema(pattern = "^[A-Za-z][A-Za-z0-9_-]{3,63}$")]
+        name: String,
+        /// Only `kafka`.
+        engine: Option<String>,
+        #[schema(example = "3.x")]
+        engine_version: String,
+        #[schema(example = 3)]
+        broker_num: u32,
+        /// GB.
+        #[schema(example = 300)]
+        storage_space: u32,
+        #[schema(example = "c6.2u4g.cluster")]
+        product_id: String,
+        enable_auto_topic: Option<bool>,
+        description: Option<String>,
+        /// `HH:mm:ss`, with `maintain_end`.
+        maintain_begin: Option<String>,
+        maintain_end: Option<String>,
+    }
+
+    /// UpdateInstance: any of these fields.
+    #[derive(ToSchema)]
+    pub struct UpdateInstanceBody {
+        /// 4 to 64 characters: a letter, then letters, digits, `_` or `-`.
+        #[schema(pattern = "^[A-Za-z][A-Za-z0-9_-]{3,63}$")]
+        name: Option<String>,
+        description: Option<String>,
+        /// `HH:mm:ss`, with `maintain_end`.
+        maintain_begin: Option<String>,
+        maintain_end: Option<String>,
+        security_group_id: Option<String>,
+        #[schema(inline)]
+        retention_policy: Option<RetentionPolicy>,
+        enterprise_project_id: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "snake_case")]
+    pub enum RetentionPolicy {
+        ProduceReject,
+        TimeBase,
+    }
+
+    /// BatchRestartOrDeleteInstances.
+    #[derive(ToSchema)]
+    pub struct BatchActionBody {
+        #[schema(inline)]
+        action: BatchAction,
+        /// Instance ids, 1 to 50.
+        instances: Vec<String>,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum BatchAction {
+        Restart,
+        Delete,
+    }
+
+    /// ModifyInstanceConfigs.
+    #[derive(ToSchema)]
+    pub struct ModifyConfigsBody {
+        kafka_configs: Vec<ConfigChange>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct ConfigChange {
+        #[schema(example = "log.retention.hours")]
+        name: String,
+        #[schema(example = "72")]
+        value: String,
+    }
+
+    /// UpdateInstanceAutoCreateTopic.
+    #[derive(ToSchema)]
+    pub struct AutoTopicBody {
+        enable_auto_topic: bool,
+    }
+
+    /// ResizeEngineInstance.
+    #[derive(ToSchema)]
+    pub struct ResizeBody {
+        #[schema(inline)]
+        oper_type: ResizeKind,
+        new_storage_space: Option<u32>,
+        new_broker_num: Option<u32>,
+        new_product_id: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum ResizeKind {
+        Storage,
+        Horizontal,
+        Vertical,
+    }
+
+    /// CreateKafkaReassignmentTask.
+    #[derive(ToSchema)]
+    pub struct ReassignBody {
+        reassignments: Vec<Reassignment>,
+        /// Bytes per second, or -1 for none.
+        throttle: Option<i64>,
+        /// Only estimate the time (`{"reassignment_time"}`), creating no task.
+        time_estimate: Option<bool>,
+        is_schedule: Option<bool>,
+        /// Epoch milliseconds, in the future, with `is_schedule: true`.
+        execute_at: Option<i64>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Reassignment {
+        topic: String,
+        brokers: Option<Vec<i32>>,
+        replication_factor: Option<i32>,
+        assignment: Option<Vec<PartitionAssignment>>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct PartitionAssignment {
+        partition: Option<i32>,
+        partition_brokers: Option<Vec<i32>>,
+    }
+
+    /// UpgradeInstance.
+    #[derive(ToSchema)]
+    pub struct UpgradeBody {
+        is_schedule: Option<bool>,
+        /// Epoch milliseconds, in the future, with `is_schedule: true`.
+        execute_at: Option<i64>,
+    }
+
+    /// `POST /v3/auth/tokens`: an IAM-shaped request; only the project scope is read.
+    #[derive(ToSchema)]
+    pub struct TokenBody {
+        #[schema(inline)]
+        auth: TokenAuth,
+    }
+
+    #[derive(ToSchema)]
+    pub struct TokenAuth {
+        #[schema(inline)]
+        scope: TokenScope,
+    }
+
+    #[derive(ToSchema)]
+    pub struct TokenScope {
+        #[schema(inline)]
+        project: IdOnly,
+    }
+
+    #[derive(ToSchema)]
+    pub struct IdOnly {
+        id: String,
+    }
+
+    // ---- responses built as JSON values by the handlers ----
+
+    /// ListInstances.
+    #[derive(ToSchema)]
+    pub struct InstanceList {
+        instance_num: u64,
+        instances: Vec<InstanceJson>,
+    }
+
+    /// An instance as ShowInstance and ListInstances return it; kept descriptive fields
+    /// (`description`, `vpc_id`, `available_zones`, `ssl_enable`, …) appear when set.
+    #[derive(ToSchema)]
+    pub struct InstanceJson {
+        #[schema(format = "uuid")]
+        instance_id: String,
+        name: String,
+        #[schema(example = "kafka")]
+        engine: String,
+        engine_version: String,
+        status: crate::domain::instance::InstanceStatus,
+        broker_num: u32,
+        storage_space: u32,
+        total_storage_space: u32,
+        product_id: String,
+        enable_auto_topic: bool,
+        user_id: String,
+        user_name: String,
+        project_id: String,
+        /// Epoch milliseconds, as a string (as DMS sends it).
+        #[schema(example = "1764316800000")]
+        created_at: String,
+        created_at_iso: String,
+        /// The id of the task that holds the instance busy, or null.
+        task: Option<String>,
+        maintain_begin: String,
+        maintain_end: String,
+    }
+
+    /// `{"instance_id"}`.
+    #[derive(ToSchema)]
+    pub struct CreatedInstance {
+        #[schema(format = "uuid")]
+        instance_id: String,
+    }
+
+    /// BatchRestartOrDeleteInstances: one result per instance, in order.
+    #[derive(ToSchema)]
+    pub struct BatchResults {
+        results: Vec<BatchResult>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct BatchResult {
+        #[schema(inline)]
+        result: Outcome,
+        instance: String,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum Outcome {
+        Success,
+        Failed,
+    }
+
+    /// ShowInstanceConfigs.
+    #[derive(ToSchema)]
+    pub struct ConfigList {
+        kafka_configs: Vec<ConfigJson>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct ConfigJson {
+        name: String,
+        /// e.g. `1~168`, `true or false`, or the allowed words.
+        valid_values: String,
+        default_value: String,
+        #[schema(inline)]
+        config_type: ConfigType,
+        value: String,
+        #[schema(inline)]
+        value_type: ValueType,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum ConfigType {
+        Dynamic,
+        Static,
+    }
+
+    #[derive(ToSchema)]
+    #[schema(rename_all = "lowercase")]
+    pub enum ValueType {
+        Integer,
+        Boolean,
+        String,
+    }
+
+    /// ModifyInstanceConfigs: the task and how many dynamic and static configs it changes.
+    #[derive(ToSchema)]
+    pub struct ConfigsModified {
+        job_id: String,
+        dynamic_config: u64,
+        static_config: u64,
+    }
+
+    /// UpdateInstanceAutoCreateTopic.
+    #[derive(ToSchema)]
+    pub struct AutoTopicChanged {
+        job_id: String,
+        enable_auto_topic: bool,
+    }
+
+    /// `{"job_id"}`.
+    #[derive(serde::Serialize, ToSchema)]
+    pub struct JobId {
+        job_id: String,
+    }
+
+    /// `{"schedule_id"}`: the id the task will keep when it runs.
+    #[derive(serde::Serialize, ToSchema)]
+    pub struct ScheduleId {
+        schedule_id: String,
+    }
+
+    /// `{"reassignment_time"}`: the estimate, in seconds.
+    #[derive(serde::Serialize, ToSchema)]
+    pub struct ReassignmentEstimate {
+        reassignment_time: u64,
+    }
+
+    /// An immediate task's `{"job_id"}` or a scheduled one's `{"schedule_id"}`.
+    #[derive(serde::Serialize, ToSchema)]
+    #[serde(untagged)]
+    pub enum JobOrSchedule {
+        Job(JobId),
+        Schedule(ScheduleId),
+    }
+
+    /// As [`JobOrSchedule`], or the estimate when `time_estimate` is true.
+    #[derive(serde::Serialize, ToSchema)]
+    #[serde(untagged)]
+    pub enum ReassignOutcome {
+        Job(JobId),
+        Schedule(ScheduleId),
+        Estimate(ReassignmentEstimate),
+    }
+
+    /// ShowUpgradeInstanceVersion.
+    #[derive(ToSchema)]
+    pub struct UpgradeVersions {
+        current_version: String,
+        latest_version: String,
+    }
+
+    /// The token's claims; the token itself is in `X-Subject-Token`.
+    #[derive(ToSchema)]
+    pub struct TokenCreated {
+        #[schema(inline)]
+        token: TokenClaims,
+    }
+
+    #[derive(ToSchema)]
+    pub struct TokenClaims {
+        /// `["hw_ak_sk"]`.
+        methods: Vec<String>,
+        issued_at: String,
+        expires_at: String,
+        #[schema(inline)]
+        project: IdOnly,
+        #[schema(inline)]
+        user: TokenUser,
+        #[schema(inline)]
+        roles: Vec<RoleName>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct TokenUser {
+        id: String,
+        name: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct RoleName {
+        name: String,
+    }
+}
