@@ -97,7 +97,6 @@ def test_a_person_manages_tasks_with_access_keys(server, browser):
     server.cli("configs", "set", "-i", inst, "log.retention.hours=24", "--wait")
     server.add_kernel("2.7", "2.7.2.1")
     scheduled = server.cli("upgrade", "-i", inst, "--at", "+1d")["schedule_id"]
-    running = server.cli("resize", "-i", inst, "--storage", "600")["job_id"]
 
     # Paris, so that the page's local times and the API's UTC differ.
     ctx = browser.new_context(viewport={"width": 1280, "height": 860}, timezone_id="Europe/Paris", locale="en-GB")
@@ -108,6 +107,10 @@ def test_a_person_manages_tasks_with_access_keys(server, browser):
 
     # The instance's tasks, newest first, with the total from task_count.
     expect(page.get_by_label("Instance", exact=True)).to_contain_text("orders")
+    expect(page.locator("#count")).to_have_text("1–2 of 2 tasks")
+    # Started now, so that it surely still runs when the page looks at it.
+    running = server.cli("resize", "-i", inst, "--storage", "600")["job_id"]
+    page.get_by_role("button", name="Refresh").click()
     expect(page.locator("#count")).to_have_text("1–3 of 3 tasks")
     expect(row(page, "createInstance").locator(".badge")).to_have_text("SUCCESS")
     expect(row(page, running).locator(".badge")).to_have_text("EXECUTING")
@@ -179,10 +182,31 @@ def test_a_person_manages_tasks_with_access_keys(server, browser):
     expect(page.get_by_role("tab", name="Background Tasks")).to_have_attribute("aria-selected", "true")
     expect(page.get_by_role("tab", name="Background Tasks")).to_be_focused()
 
+    # Tasks started elsewhere appear by themselves (auto-refresh), and the pages follow task_count.
+    page.get_by_label("Per page").select_option("10")
+    expect(page.locator("#count")).to_have_text("1–2 of 2 tasks")
+    for hours in range(10, 19):
+        server.cli("configs", "set", "-i", inst, f"log.retention.hours={hours}", "--wait")
+    expect(page.locator("#count")).to_have_text("1–10 of 11 tasks", timeout=15_000)
+    expect(page.get_by_role("button", name="Newer")).to_be_disabled()
+    page.get_by_role("button", name="Older").click()
+    expect(page.locator("#count")).to_have_text("11–11 of 11 tasks")
+    expect(row(page, "createInstance")).to_have_count(1)
+    expect(page.get_by_role("button", name="Older")).to_be_disabled()
+    page.get_by_role("button", name="Newer").click()
+    expect(page.locator("#count")).to_have_text("1–10 of 11 tasks")
+
+    # A reload keeps the session (same tab); signing out forgets the key.
+    page.reload()
+    expect(page.locator("#count")).to_have_text("1–10 of 11 tasks")
+
     # The key lives in this tab's session storage only.
     assert page.evaluate("localStorage.length") == 0
     assert server.admin["secret_key"] in page.evaluate("JSON.stringify(sessionStorage)")
     assert problems == [], problems
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0
     ctx.close()
 
 

@@ -192,6 +192,7 @@ async function signIn(auth) {
 function signOut() {
   sessionStorage.removeItem(STORE);
   sessionStorage.removeItem(STORE + "-instance");
+  sessionStorage.removeItem(STORE + "-view");
   state.auth = null;
   clearInterval(state.timer);
   clearTimeout(state.detailTimer);
@@ -451,6 +452,14 @@ document.addEventListener("DOMContentLoaded", () => {
     reload();
   });
   for (const id of ["from", "to", "limit"]) $(id).addEventListener("change", () => { state.start = 1; reload(); });
+  // The view (page size, time range) survives a reload of the tab, like the session.
+  const VIEW = ["range", "from", "to", "limit"];
+  for (const id of VIEW) $(id).addEventListener("change", () => sessionStorage.setItem(STORE + "-view", JSON.stringify(Object.fromEntries(VIEW.map((v) => [v, $(v).value])))));
+  try {
+    const view = JSON.parse(sessionStorage.getItem(STORE + "-view") || "{}");
+    for (const id of VIEW) if (typeof view[id] === "string") $(id).value = view[id];
+    for (const c of document.querySelectorAll(".filters .custom")) c.hidden = $("range").value !== "custom";
+  } catch { sessionStorage.removeItem(STORE + "-view"); }
   $("refresh").addEventListener("click", reload);
   $("sched-refresh").addEventListener("click", reload);
   $("auto").addEventListener("change", autoRefresh);
