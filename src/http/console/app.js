@@ -213,6 +213,7 @@ function pickInstance() {
 
 function selectTab(tab) {
   state.tab = tab;
+  if (tab !== "bg") closeDetail();
   for (const [t, id] of [["bg", "tab-bg"], ["sched", "tab-sched"]]) {
     const on = t === tab;
     $(id).setAttribute("aria-selected", String(on));
