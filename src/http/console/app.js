@@ -374,6 +374,7 @@ function reschedule(t) {
   input.min = localInput(new Date());
   $("reschedule-title").textContent = `Reschedule ${t.name}`;
   $("reschedule-back").onclick = () => d.close();
+  input.onkeydown = (e) => { if (e.key === "Enter") { e.preventDefault(); $("reschedule-save").click(); } };
   $("reschedule-save").onclick = async () => {
     const at = new Date(input.value);
     if (!input.value || isNaN(at)) { input.reportValidity(); return; }
