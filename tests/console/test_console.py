@@ -112,6 +112,7 @@ def test_a_person_manages_tasks_with_access_keys(server, browser):
     running = server.cli("resize", "-i", inst, "--storage", "600")["job_id"]
     page.get_by_role("button", name="Refresh").click()
     expect(page.locator("#count")).to_have_text("1–3 of 3 tasks")
+    expect(page.locator("#instance-status")).to_contain_text("EXTENDING")
     expect(row(page, "createInstance").locator(".badge")).to_have_text("SUCCESS")
     expect(row(page, running).locator(".badge")).to_have_text("EXECUTING")
     expect(row(page, running).get_by_role("button", name="Delete")).to_have_count(0)
@@ -129,6 +130,8 @@ def test_a_person_manages_tasks_with_access_keys(server, browser):
     expect(page.locator("#detail-facts .badge")).to_have_text("SUCCESS", timeout=60_000)
     expect(page.locator("#detail-steps .badge", has_text="COMPLETED")).to_have_count(3)
     expect(page.locator("#detail-pct")).to_have_text("100%")
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#instance-status")).to_contain_text("RUNNING")
 
     # A finished task is deleted after a confirmation, and is gone.
     victim = row(page, "kafkaConfigModify")

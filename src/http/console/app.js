@@ -177,7 +177,7 @@ async function signIn(auth) {
   $("signout").hidden = false;
   $("who").textContent = `${auth.method === "aksk" ? auth.ak : "token"} · project ${auth.project}`;
   const sel = $("instance");
-  sel.replaceChildren(...state.instances.map((i) => el("option", { value: i.instance_id }, `${i.name} (${i.instance_id.slice(0, 8)}…) · ${i.status}`)));
+  sel.replaceChildren(...state.instances.map((i) => el("option", { value: i.instance_id }, instanceLabel(i))));
   if (!state.instances.length) {
     sel.append(el("option", { value: "" }, "No instances in this project"));
     announce("Signed in. This project has no instances.");
@@ -201,11 +201,30 @@ function signOut() {
 
 // ---------- instance and tabs ----------
 
+function instanceLabel(i) {
+  return `${i.name} (${i.instance_id.slice(0, 8)}…) · ${i.status}`;
+}
+
+function showInstance(i) {
+  $("instance-status").textContent = `${i.engine || "kafka"} ${i.engine_version || ""} · ${i.status}`;
+  const option = Array.from($("instance").options).find((o) => o.value === i.instance_id);
+  if (option) option.textContent = instanceLabel(i);
+}
+
+/** The instance's status changes with its tasks: refreshed with each reload. */
+async function refreshInstance() {
+  const id = state.instance.instance_id;
+  const fresh = await api("GET", `/v2/${state.auth.project}/instances/${id}`);
+  if (!state.instance || state.instance.instance_id !== id || !fresh) return;
+  Object.assign(state.instance, fresh);
+  showInstance(state.instance);
+}
+
 function pickInstance() {
   state.instance = state.instances.find((i) => i.instance_id === $("instance").value) || null;
   if (!state.instance) return;
   sessionStorage.setItem(STORE + "-instance", state.instance.instance_id);
-  $("instance-status").textContent = `${state.instance.engine || "kafka"} ${state.instance.engine_version || ""} · ${state.instance.status}`;
+  showInstance(state.instance);
   state.start = 1;
   closeDetail();
   reload();
@@ -230,6 +249,7 @@ function base() {
 function reload() {
   if (!state.instance) return;
   (state.tab === "bg" ? loadTasks() : loadScheduled()).catch(fail);
+  refreshInstance().catch(() => {});
 }
 
 // ---------- background tasks ----------
