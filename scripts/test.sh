@@ -70,3 +70,10 @@ step "Official Node.js SDK and Terraform replay"
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" npm test --prefix tests/node
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/terraform
+
+step "Console in headless Chromium"
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update -qq && apt-get install -y -qq chromium
+fi
+.venv/bin/pip install -q --disable-pip-version-check -r tests/console/requirements.txt
+KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/console

@@ -1,0 +1,496 @@
+// The kafka-tasks console: signs requests in the browser (SDK-HMAC-SHA256 with WebCrypto, as the
+// official SDKs do) or sends a token, and drives the same public API as every other client.
+"use strict";
+
+const TERMINAL = ["SUCCESS", "FAILED", "CANCELLED"];
+const RANGES = { hour: 3600e3, day: 86400e3, week: 7 * 86400e3 };
+const STORE = "kafka-tasks-console";
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  auth: null, // {project, method: "aksk"|"token", ak, sk} or {project, method, token}
+  instances: [],
+  instance: null,
+  tab: "bg",
+  start: 1,
+  total: 0,
+  detail: null, // task id shown in the detail panel
+  timer: null,
+  detailTimer: null,
+};
+
+// ---------- SDK-HMAC-SHA256 ----------
+
+/** RFC 3986: unreserved characters stay, the rest is percent-encoded with uppercase hex. */
+function enc(s) {
+  return encodeURIComponent(s).replace(/[!'()*]/g, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase());
+}
+
+function canonicalUri(path) {
+  const out = path.split("/").map((seg) => enc(decodeURIComponent(seg))).join("/");
+  return out.endsWith("/") ? out : out + "/";
+}
+
+function canonicalQuery(pairs) {
+  const sorted = pairs.slice().sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
+  return sorted.map(([k, v]) => `${enc(k)}=${enc(v)}`).join("&");
+}
+
+const hex = (buf) => Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
+const utf8 = (s) => new TextEncoder().encode(s);
+
+async function sha256Hex(data) {
+  return hex(await crypto.subtle.digest("SHA-256", data));
+}
+
+async function hmacHex(secret, message) {
+  const key = await crypto.subtle.importKey("raw", utf8(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return hex(await crypto.subtle.sign("HMAC", key, utf8(message)));
+}
+
+/** `20240102T030405Z` */
+function sdkDate(d) {
+  return d.toISOString().replace(/[-:]/g, "").replace(/\.\d{3}/, "");
+}
+
+/** The hex signature of a request; `headers` holds every signed header (lowercase names). */
+async function signature(method, path, pairs, headers, body, sk) {
+  const names = Object.keys(headers).sort();
+  const canonical = [
+    method,
+    canonicalUri(path),
+    canonicalQuery(pairs),
+    names.map((n) => `${n}:${String(headers[n]).trim()}\n`).join(""),
+    names.join(";"),
+    await sha256Hex(utf8(body)),
+  ].join("\n");
+  const toSign = `SDK-HMAC-SHA256\n${headers["x-sdk-date"]}\n${await sha256Hex(utf8(canonical))}`;
+  return hmacHex(sk, toSign);
+}
+
+/** Adds `X-Sdk-Date` and `Authorization` to `headers` (a plain object with lowercase names). */
+async function sign(method, path, pairs, headers, body, ak, sk) {
+  headers["x-sdk-date"] = sdkDate(new Date());
+  // Host is signed as the browser will send it; a script cannot set it, so it is left out after.
+  const signed = { ...headers, host: location.host };
+  const names = Object.keys(signed).sort().join(";");
+  const sig = await signature(method, path, pairs, signed, body, sk);
+  headers["authorization"] = `SDK-HMAC-SHA256 Access=${ak}, SignedHeaders=${names}, Signature=${sig}`;
+}
+
+class ApiError extends Error {}
+
+/** Calls the API; `query` is an object whose undefined values are left out. */
+async function api(method, path, query) {
+  const pairs = Object.entries(query || {}).filter(([, v]) => v !== undefined && v !== "").map(([k, v]) => [k, String(v)]);
+  const qs = pairs.map(([k, v]) => `${enc(k)}=${enc(v)}`).join("&");
+  const headers = { "content-type": "application/json", "x-project-id": state.auth.project };
+  const body = "";
+  if (state.auth.method === "aksk") {
+    await sign(method, path, pairs, headers, body, state.auth.ak, state.auth.sk);
+  } else {
+    headers["x-auth-token"] = state.auth.token;
+  }
+  const res = await fetch(qs ? `${path}?${qs}` : path, { method, headers, credentials: "omit", cache: "no-store" });
+  const text = await res.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch { json = null; }
+  if (!res.ok) {
+    const id = res.headers.get("x-request-id");
+    const what = json && json.error_code ? `${json.error_code}: ${json.error_msg}` : `HTTP ${res.status}`;
+    throw new ApiError(id ? `${what} (request ${id})` : what);
+  }
+  return json;
+}
+
+// ---------- formatting ----------
+
+/** `YYYYMMDDHHmmss` in UTC, the API's time filters. */
+function dmsTime(d) {
+  return d.toISOString().replace(/[-:T]/g, "").slice(0, 14);
+}
+
+function localInput(d) {
+  const p = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+function when(value) {
+  if (value === undefined || value === null || value === "") return "";
+  const d = new Date(typeof value === "number" ? value : value);
+  return isNaN(d) ? String(value) : d.toLocaleString();
+}
+
+function ago(value) {
+  const s = Math.round((Date.now() - new Date(value)) / 1000);
+  if (isNaN(s)) return "";
+  if (s < 5) return "just now";
+  if (s < 90) return `${s} s ago`;
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  if (s < 129600) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} d ago`;
+}
+
+function el(tag, props, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(props || {})) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k in e && k !== "role") e[k] = v;
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c);
+  return e;
+}
+
+const badge = (status) => el("span", { class: `badge ${status}` }, status);
+
+function announce(msg) {
+  $("announce").textContent = msg || "";
+}
+
+function fail(err) {
+  $("error").textContent = err ? err.message || String(err) : "";
+}
+
+// ---------- sign-in ----------
+
+function method() {
+  return document.querySelector("input[name=method]:checked").value;
+}
+
+function showMethod() {
+  $("aksk-fields").hidden = method() !== "aksk";
+  $("token-fields").hidden = method() !== "token";
+}
+
+async function signIn(auth) {
+  if (auth.method === "aksk" && !(window.crypto && crypto.subtle)) {
+    throw new Error("This browser offers no WebCrypto here (it needs https or localhost): sign in with a token.");
+  }
+  state.auth = auth;
+  const body = await api("GET", `/v2/${auth.project}/instances`);
+  sessionStorage.setItem(STORE, JSON.stringify(auth));
+  state.instances = body.instances || [];
+  $("signin").hidden = true;
+  $("app").hidden = false;
+  $("signout").hidden = false;
+  $("who").textContent = `${auth.method === "aksk" ? auth.ak : "token"} · project ${auth.project}`;
+  const sel = $("instance");
+  sel.replaceChildren(...state.instances.map((i) => el("option", { value: i.instance_id }, instanceLabel(i))));
+  if (!state.instances.length) {
+    sel.append(el("option", { value: "" }, "No instances in this project"));
+    announce("Signed in. This project has no instances.");
+    return;
+  }
+  const remembered = sessionStorage.getItem(STORE + "-instance");
+  sel.value = state.instances.some((i) => i.instance_id === remembered) ? remembered : state.instances[0].instance_id;
+  announce(`Signed in. ${state.instances.length} instance(s).`);
+  pickInstance();
+}
+
+function signOut() {
+  sessionStorage.removeItem(STORE);
+  sessionStorage.removeItem(STORE + "-instance");
+  sessionStorage.removeItem(STORE + "-view");
+  state.auth = null;
+  clearInterval(state.timer);
+  clearTimeout(state.detailTimer);
+  location.reload();
+}
+
+// ---------- instance and tabs ----------
+
+function instanceLabel(i) {
+  return `${i.name} (${i.instance_id.slice(0, 8)}…) · ${i.status}`;
+}
+
+function showInstance(i) {
+  $("instance-status").textContent = `${i.engine || "kafka"} ${i.engine_version || ""} · ${i.status}`;
+  const option = Array.from($("instance").options).find((o) => o.value === i.instance_id);
+  if (option) option.textContent = instanceLabel(i);
+}
+
+/** The instance's status changes with its tasks: refreshed with each reload. */
+async function refreshInstance() {
+  const id = state.instance.instance_id;
+  const fresh = await api("GET", `/v2/${state.auth.project}/instances/${id}`);
+  if (!state.instance || state.instance.instance_id !== id || !fresh) return;
+  Object.assign(state.instance, fresh);
+  showInstance(state.instance);
+}
+
+function pickInstance() {
+  state.instance = state.instances.find((i) => i.instance_id === $("instance").value) || null;
+  if (!state.instance) return;
+  sessionStorage.setItem(STORE + "-instance", state.instance.instance_id);
+  showInstance(state.instance);
+  state.start = 1;
+  closeDetail();
+  reload();
+}
+
+function selectTab(tab) {
+  state.tab = tab;
+  if (tab !== "bg") closeDetail();
+  for (const [t, id] of [["bg", "tab-bg"], ["sched", "tab-sched"]]) {
+    const on = t === tab;
+    $(id).setAttribute("aria-selected", String(on));
+    $(id).tabIndex = on ? 0 : -1;
+    $(id === "tab-bg" ? "panel-bg" : "panel-sched").hidden = !on;
+  }
+  reload();
+}
+
+function base() {
+  return `/v2/${state.auth.project}/instances/${state.instance.instance_id}`;
+}
+
+function reload() {
+  if (!state.instance) return;
+  (state.tab === "bg" ? loadTasks() : loadScheduled()).catch(fail);
+  refreshInstance().catch(() => {});
+}
+
+// ---------- background tasks ----------
+
+function timeRange() {
+  const r = $("range").value;
+  if (RANGES[r]) return { begin_time: dmsTime(new Date(Date.now() - RANGES[r])) };
+  if (r === "custom") {
+    const from = $("from").value ? new Date($("from").value) : null;
+    const to = $("to").value ? new Date($("to").value) : null;
+    return { begin_time: from && !isNaN(from) ? dmsTime(from) : undefined, end_time: to && !isNaN(to) ? dmsTime(to) : undefined };
+  }
+  return {};
+}
+
+async function loadTasks() {
+  const limit = Number($("limit").value);
+  const body = await api("GET", `${base()}/tasks`, { start: state.start, limit, ...timeRange() });
+  fail(null);
+  state.total = Number(body.task_count);
+  const rows = body.tasks.map((t) =>
+    el("tr", { class: t.id === state.detail ? "current" : "", "data-task": t.id },
+      el("td", { "data-label": "Task" }, t.name, el("span", { class: "id" }, t.id)),
+      el("td", { "data-label": "Status" }, badge(t.status)),
+      el("td", { "data-label": "Started by" }, t.user_name),
+      el("td", { "data-label": "Created", title: t.created_at }, when(t.created_at), el("span", { class: "id" }, ago(t.created_at))),
+      el("td", { class: "actions" },
+        el("button", { type: "button", class: "secondary small", onclick: () => openDetail(t.id), "aria-label": `Details of ${t.name} ${t.id}` }, "Details"),
+        TERMINAL.includes(t.status)
+          ? el("button", { type: "button", class: "secondary small", onclick: () => deleteTask(t), "aria-label": `Delete ${t.name} ${t.id}` }, "Delete")
+          : null)));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 5, class: "muted" }, "No tasks in this range.")));
+  $("tasks").replaceChildren(...rows);
+  const first = body.tasks.length ? state.start : 0;
+  const last = state.start - 1 + body.tasks.length;
+  $("count").textContent = `${first}–${last} of ${state.total} tasks`;
+  $("prev").disabled = state.start <= 1;
+  $("next").disabled = last >= state.total;
+}
+
+function confirmDialog(text, yes) {
+  return new Promise((resolve) => {
+    const d = $("confirm");
+    $("confirm-text").textContent = text;
+    $("confirm-yes").textContent = yes;
+    const done = (v) => { d.close(); resolve(v); };
+    $("confirm-yes").onclick = () => done(true);
+    $("confirm-no").onclick = () => done(false);
+    d.oncancel = () => resolve(false);
+    d.showModal();
+    $("confirm-no").focus();
+  });
+}
+
+async function deleteTask(t) {
+  if (!(await confirmDialog(`Delete the ${t.status} task ${t.name} (${t.id})? This cannot be undone.`, "Delete"))) return;
+  try {
+    await api("DELETE", `${base()}/tasks/${t.id}`);
+    if (state.detail === t.id) closeDetail();
+    announce(`Task ${t.id} deleted.`);
+    await loadTasks();
+  } catch (e) { fail(e); }
+}
+
+// ---------- task detail ----------
+
+async function openDetail(id) {
+  state.detail = id;
+  clearTimeout(state.detailTimer);
+  $("detail").hidden = false;
+  for (const tr of document.querySelectorAll("#tasks tr")) tr.classList.toggle("current", tr.dataset.task === id);
+  await refreshDetail(true);
+}
+
+function closeDetail() {
+  state.detail = null;
+  clearTimeout(state.detailTimer);
+  $("detail").hidden = true;
+  for (const tr of document.querySelectorAll("#tasks tr.current")) tr.classList.remove("current");
+}
+
+function facts(dl, entries) {
+  dl.replaceChildren(...entries.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+}
+
+async function refreshDetail(focus) {
+  const id = state.detail;
+  if (!id) return;
+  try {
+    const [show, progress] = await Promise.all([api("GET", `${base()}/tasks/${id}`), api("GET", `${base()}/tasks/${id}/progress`)]);
+    if (state.detail !== id) return;
+    const t = show.tasks[0];
+    $("detail-title").textContent = `${t.name}`;
+    facts($("detail-facts"), [["ID", t.id], ["Status", badge(t.status)], ["Started by", t.user_name], ["Created", when(t.created_at)], ["Updated", when(t.updated_at)]]);
+    let params = {};
+    try { params = JSON.parse(t.params || "{}"); } catch { params = { params: t.params }; }
+    const entries = Object.entries(params).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]);
+    facts($("detail-params"), entries.length ? entries : [["", "none"]]);
+    const pct = Number(progress.progress_percentage) || 0;
+    $("detail-fill").style.width = `${pct}%`;
+    $("detail-bar").setAttribute("aria-valuenow", String(pct));
+    $("detail-pct").textContent = `${pct}%` + (progress.remain_time ? `, about ${progress.remain_time} s left` : "");
+    $("detail-steps").replaceChildren(...(progress.step_list || []).map((s) =>
+      el("li", { "data-step": s.name }, `${s.name} `, badge(s.statue),
+        el("span", { class: "when" }, [s.start_time ? `started ${when(s.start_time)}` : "", s.end_time ? `ended ${when(s.end_time)}` : ""].filter(Boolean).join(", ")))));
+    if (focus) $("detail").focus();
+    if (!TERMINAL.includes(t.status)) {
+      state.detailTimer = setTimeout(() => refreshDetail(false), 1000);
+    } else if (focus === false) {
+      announce(`Task ${t.name} ${t.status}.`);
+      loadTasks().catch(fail);
+    }
+  } catch (e) {
+    fail(e);
+  }
+}
+
+// ---------- scheduled tasks ----------
+
+async function loadScheduled() {
+  const body = await api("GET", `${base()}/scheduled-tasks`, { start: 1, limit: 100 });
+  fail(null);
+  const rows = body.jobs.map((t) =>
+    el("tr", { "data-task": t.id },
+      el("td", { "data-label": "Task" }, t.name, el("span", { class: "id" }, t.id)),
+      el("td", { "data-label": "Status" }, badge(t.status)),
+      el("td", { "data-label": "Runs at", title: t.schedule_at, class: "runs-at" }, when(t.schedule_at)),
+      el("td", { "data-label": "Started by" }, t.user_name),
+      el("td", { class: "actions" },
+        t.status === "CREATED" ? el("button", { type: "button", class: "secondary small", onclick: () => reschedule(t), "aria-label": `Reschedule ${t.name} ${t.id}` }, "Reschedule") : null,
+        t.status === "CREATED" ? el("button", { type: "button", class: "secondary small", onclick: () => cancelScheduled(t), "aria-label": `Cancel task ${t.name} ${t.id}` }, "Cancel task") : null,
+        TERMINAL.includes(t.status) ? el("button", { type: "button", class: "secondary small", onclick: () => deleteScheduled(t), "aria-label": `Delete ${t.name} ${t.id}` }, "Delete") : null)));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 5, class: "muted" }, "No scheduled tasks.")));
+  $("scheduled").replaceChildren(...rows);
+  $("sched-count").textContent = `${body.job_count} scheduled task(s)`;
+}
+
+function reschedule(t) {
+  const d = $("reschedule");
+  const input = $("execute-at");
+  input.value = localInput(new Date(t.schedule_at));
+  input.min = localInput(new Date());
+  $("reschedule-title").textContent = `Reschedule ${t.name}`;
+  $("reschedule-back").onclick = () => d.close();
+  input.onkeydown = (e) => { if (e.key === "Enter") { e.preventDefault(); $("reschedule-save").click(); } };
+  $("reschedule-save").onclick = async () => {
+    const at = new Date(input.value);
+    if (!input.value || isNaN(at)) { input.reportValidity(); return; }
+    d.close();
+    try {
+      await api("PUT", `${base()}/scheduled-tasks/${t.id}`, { execute_at: dmsTime(at) });
+      announce(`Task ${t.id} now runs at ${at.toLocaleString()}.`);
+      await loadScheduled();
+    } catch (e) { fail(e); }
+  };
+  d.showModal();
+  input.focus();
+}
+
+async function cancelScheduled(t) {
+  if (!(await confirmDialog(`Cancel the scheduled task ${t.name} (${t.id})? It will not run.`, "Cancel task"))) return;
+  try {
+    await api("PUT", `${base()}/scheduled-tasks/${t.id}`, { status: "CANCELLED" });
+    announce(`Task ${t.id} cancelled.`);
+    await loadScheduled();
+  } catch (e) { fail(e); }
+}
+
+async function deleteScheduled(t) {
+  if (!(await confirmDialog(`Delete the ${t.status} scheduled task ${t.name} (${t.id})?`, "Delete"))) return;
+  try {
+    await api("DELETE", `${base()}/scheduled-tasks/${t.id}`);
+    announce(`Scheduled task ${t.id} deleted.`);
+    await loadScheduled();
+  } catch (e) { fail(e); }
+}
+
+// ---------- wiring ----------
+
+function autoRefresh() {
+  clearInterval(state.timer);
+  if ($("auto").checked) state.timer = setInterval(() => { if (!document.hidden && !document.querySelector("dialog[open]")) reload(); }, 5000);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const r of document.querySelectorAll("input[name=method]")) r.addEventListener("change", showMethod);
+  $("signin-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    fail(null);
+    const project = $("project").value.trim().toLowerCase();
+    if (!/^[0-9a-f]{32}$/.test(project)) { fail(new Error("The project ID is 32 hexadecimal characters.")); $("project").focus(); return; }
+    const auth = method() === "aksk"
+      ? { project, method: "aksk", ak: $("ak").value.trim(), sk: $("sk").value }
+      : { project, method: "token", token: $("token").value.trim() };
+    if (auth.method === "aksk" ? !auth.ak || !auth.sk : !auth.token) { fail(new Error("Fill in the credentials.")); return; }
+    try {
+      await signIn(auth);
+      $("sk").value = "";
+      $("token").value = "";
+    } catch (err) {
+      state.auth = null;
+      fail(err);
+    }
+  });
+  $("signout").addEventListener("click", signOut);
+  $("instance").addEventListener("change", pickInstance);
+  $("tab-bg").addEventListener("click", () => selectTab("bg"));
+  $("tab-sched").addEventListener("click", () => selectTab("sched"));
+  for (const id of ["tab-bg", "tab-sched"]) {
+    $(id).addEventListener("keydown", (e) => {
+      if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
+      const next = id === "tab-bg" ? "tab-sched" : "tab-bg";
+      selectTab(next === "tab-bg" ? "bg" : "sched");
+      $(next).focus();
+    });
+  }
+  $("range").addEventListener("change", () => {
+    const custom = $("range").value === "custom";
+    for (const c of document.querySelectorAll(".filters .custom")) c.hidden = !custom;
+    if (custom && !$("from").value) $("from").value = localInput(new Date(Date.now() - RANGES.day));
+    state.start = 1;
+    reload();
+  });
+  for (const id of ["from", "to", "limit"]) $(id).addEventListener("change", () => { state.start = 1; reload(); });
+  // The view (page size, time range) survives a reload of the tab, like the session.
+  const VIEW = ["range", "from", "to", "limit"];
+  for (const id of VIEW) $(id).addEventListener("change", () => sessionStorage.setItem(STORE + "-view", JSON.stringify(Object.fromEntries(VIEW.map((v) => [v, $(v).value])))));
+  try {
+    const view = JSON.parse(sessionStorage.getItem(STORE + "-view") || "{}");
+    for (const id of VIEW) if (typeof view[id] === "string") $(id).value = view[id];
+    for (const c of document.querySelectorAll(".filters .custom")) c.hidden = $("range").value !== "custom";
+  } catch { sessionStorage.removeItem(STORE + "-view"); }
+  $("refresh").addEventListener("click", reload);
+  $("sched-refresh").addEventListener("click", reload);
+  $("auto").addEventListener("change", autoRefresh);
+  $("prev").addEventListener("click", () => { state.start = Math.max(1, state.start - Number($("limit").value)); reload(); });
+  $("next").addEventListener("click", () => { state.start += Number($("limit").value); reload(); });
+  $("detail-close").addEventListener("click", closeDetail);
+  autoRefresh();
+  const saved = sessionStorage.getItem(STORE);
+  if (saved) {
+    try { signIn(JSON.parse(saved)).catch((e) => { sessionStorage.removeItem(STORE); state.auth = null; fail(e); }); } catch { sessionStorage.removeItem(STORE); }
+  }
+});

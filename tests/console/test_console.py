@@ -1,0 +1,277 @@
+"""The console in a real browser: headless Chromium (Debian's `chromium`, never downloaded) driven
+by Playwright, against the built binary. Signs in with AK/SK (signed by the page with WebCrypto),
+sees an instance's tasks, follows a running task's steps live, deletes a finished task, reschedules
+and cancels a scheduled task; also signs in with a token and lays out on a phone.
+
+Screenshots land in tests/console/artifacts/ (gitignored); KAFKA_TASKS_CONSOLE_PNG names a file to
+copy the desktop screenshot to (README's docs/console.png)."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "sdk"))
+from kt_server import BINARY, PROJECT, Server  # noqa: E402
+
+ARTIFACTS = os.path.join(HERE, "artifacts")
+CHROMIUM = os.environ.get("KAFKA_TASKS_CHROMIUM", "/usr/bin/chromium")
+# Steps last 5 % of their realistic time: a resize then runs for about 10 s, long enough to watch.
+TIME_SCALE = "0.05"
+TIMEOUT_MS = 30_000
+
+
+class ConsoleServer(Server):
+    def cli(self, *args):
+        """`kafka-tasks …` as a client of this server with the admin key, JSON out."""
+        env = dict(os.environ, KAFKA_TASKS_ENDPOINT=self.url, HUAWEICLOUD_SDK_PROJECT_ID=PROJECT,
+                   HUAWEICLOUD_SDK_AK=self.admin["access_key"], HUAWEICLOUD_SDK_SK=self.admin["secret_key"])
+        out = subprocess.run([BINARY, *args, "-o", "json"], env=env, check=True, capture_output=True, text=True)
+        return json.loads(out.stdout) if out.stdout.strip().startswith(("{", "[")) else out.stdout
+
+    def token(self):
+        out = subprocess.run([BINARY, "token", "create", "--access-key", self.admin["access_key"],
+                              "--database", self.db, "--master-key-file", self.key_file],
+                             check=True, capture_output=True, text=True)
+        text = out.stdout.strip()
+        return json.loads(text).get("token") if text.startswith("{") else text.split()[-1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = ConsoleServer("--time-scale", TIME_SCALE)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+def watch(page, secret):
+    """Fails the test on any CSP violation or script error, and on any request that carries the
+    secret key."""
+    problems = []
+    page.on("console", lambda m: m.type == "error" and not m.text.startswith("Failed to load resource")
+            and problems.append(m.text))
+    page.on("response", lambda r: r.status >= 400 and problems.append(f"{r.status} from {r.url}"))
+    page.on("pageerror", lambda e: problems.append(str(e)))
+
+    def check(req):
+        seen = req.url + json.dumps(req.headers) + (req.post_data or "")
+        if secret and secret in seen:
+            problems.append(f"the secret key was sent to {req.url}")
+    page.on("request", check)
+    return problems
+
+
+def sign_in_with_keys(page, server):
+    page.goto(server.url + "/console")
+    page.get_by_label("Project ID").fill(PROJECT)
+    page.get_by_label("Access key (AK/SK)").check()
+    page.get_by_label("Access key ID (AK)").fill(server.admin["access_key"])
+    page.get_by_label("Secret access key (SK)").fill(server.admin["secret_key"])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_label("Instance", exact=True)).to_be_visible()
+
+
+def row(page, text):
+    return page.locator("#tasks tr", has_text=text)
+
+
+def test_a_person_manages_tasks_with_access_keys(server, browser):
+    inst = server.cli("instances", "create", "--name", "orders", "--wait")["instance_id"]
+    server.cli("configs", "set", "-i", inst, "log.retention.hours=24", "--wait")
+    server.add_kernel("2.7", "2.7.2.1")
+    scheduled = server.cli("upgrade", "-i", inst, "--at", "+1d")["schedule_id"]
+
+    # Paris, so that the page's local times and the API's UTC differ.
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860}, timezone_id="Europe/Paris", locale="en-GB")
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems = watch(page, server.admin["secret_key"])
+    sign_in_with_keys(page, server)
+
+    # The instance's tasks, newest first, with the total from task_count.
+    expect(page.get_by_label("Instance", exact=True)).to_contain_text("orders")
+    expect(page.locator("#count")).to_have_text("1–2 of 2 tasks")
+    # Started now, so that it surely still runs when the page looks at it.
+    running = server.cli("resize", "-i", inst, "--storage", "600")["job_id"]
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#count")).to_have_text("1–3 of 3 tasks")
+    expect(page.locator("#instance-status")).to_contain_text("EXTENDING")
+    expect(row(page, "createInstance").locator(".badge")).to_have_text("SUCCESS")
+    expect(row(page, running).locator(".badge")).to_have_text("EXECUTING")
+    expect(row(page, running).get_by_role("button", name="Delete")).to_have_count(0)
+
+    # A running task's steps, live.
+    row(page, running).get_by_role("button", name="Details").click()
+    steps = page.locator("#detail-steps li")
+    expect(steps).to_have_count(3)
+    expect(page.locator("#detail-steps")).to_contain_text("pre_check")
+    expect(page.locator("#detail-steps .badge", has_text="IN_PROGRESS")).to_have_count(1)
+    expect(page.locator("#detail-params")).to_contain_text("new_storage_space")
+    page.screenshot(path=os.path.join(ARTIFACTS, "running-task.png"))
+    if os.environ.get("KAFKA_TASKS_CONSOLE_PNG"):
+        shutil.copy(os.path.join(ARTIFACTS, "running-task.png"), os.environ["KAFKA_TASKS_CONSOLE_PNG"])
+    expect(page.locator("#detail-facts .badge")).to_have_text("SUCCESS", timeout=60_000)
+    expect(page.locator("#detail-steps .badge", has_text="COMPLETED")).to_have_count(3)
+    expect(page.locator("#detail-pct")).to_have_text("100%")
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#instance-status")).to_contain_text("RUNNING")
+
+    # A finished task is deleted after a confirmation, and is gone.
+    victim = row(page, "kafkaConfigModify")
+    victim.get_by_role("button", name="Delete").click()
+    expect(page.locator("#confirm")).to_be_visible()
+    expect(page.locator("#confirm").get_by_role("button", name="Keep it")).to_be_focused()
+    page.keyboard.press("Escape")  # the safe answer is the default
+    expect(page.locator("#confirm")).to_be_hidden()
+    expect(row(page, "kafkaConfigModify")).to_have_count(1)
+    victim.get_by_role("button", name="Delete").click()
+    page.locator("#confirm").get_by_role("button", name="Delete").click()
+    expect(row(page, "kafkaConfigModify")).to_have_count(0)
+    expect(page.locator("#count")).to_have_text("1–2 of 2 tasks")
+    expect(page.locator("#announce")).to_contain_text("deleted")
+    listed = server.cli("tasks", "list", "-i", inst)
+    assert "kafkaConfigModify" not in [t["name"] for t in listed["tasks"]]
+    page.screenshot(path=os.path.join(ARTIFACTS, "after-delete.png"))
+
+    # The time range: nothing was created in a custom window a year ago.
+    page.get_by_label("Created").select_option("custom")
+    page.get_by_label("From (local time)").fill("2025-01-01T00:00:00")
+    page.get_by_label("To (local time)").fill("2025-01-02T00:00:00")
+    expect(page.locator("#count")).to_have_text("0–0 of 0 tasks")
+    page.get_by_label("Created").select_option("hour")
+    expect(page.locator("#count")).to_have_text("1–2 of 2 tasks")
+
+    # Scheduled tasks: reschedule with the date-time picker (Paris time), then cancel.
+    page.get_by_role("tab", name="Scheduled Tasks").click()
+    sched = page.locator("#scheduled tr", has_text=scheduled)
+    expect(sched.locator(".badge")).to_have_text("CREATED")
+    sched.get_by_role("button", name="Reschedule").click()
+    page.get_by_label("Run at (local time)").fill("2030-02-03T05:06:07")
+    page.get_by_label("Run at (local time)").press("Enter")
+    expect(page.locator("#announce")).to_contain_text("now runs at")
+    jobs = server.cli("scheduled", "list", "-i", inst)["jobs"]
+    assert [j["schedule_at"] for j in jobs if j["id"] == scheduled] == ["2030-02-03T04:06:07.000Z"]
+    expect(sched.locator(".runs-at")).to_contain_text("2030")
+    page.screenshot(path=os.path.join(ARTIFACTS, "scheduled.png"))
+
+    sched.get_by_role("button", name="Cancel task").click()
+    page.locator("#confirm").get_by_role("button", name="Cancel task").click()
+    expect(sched.locator(".badge")).to_have_text("CANCELLED")
+    jobs = server.cli("scheduled", "list", "-i", inst)["jobs"]
+    assert [j["status"] for j in jobs if j["id"] == scheduled] == ["CANCELLED"]
+    sched.get_by_role("button", name="Delete").click()
+    page.locator("#confirm").get_by_role("button", name="Delete").click()
+    expect(sched).to_have_count(0)
+    page.screenshot(path=os.path.join(ARTIFACTS, "scheduled-after.png"))
+
+    # Keyboard: the tabs move with the arrow keys.
+    page.get_by_role("tab", name="Scheduled Tasks").focus()
+    page.keyboard.press("ArrowLeft")
+    expect(page.get_by_role("tab", name="Background Tasks")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("tab", name="Background Tasks")).to_be_focused()
+
+    # Tasks started elsewhere appear by themselves (auto-refresh), and the pages follow task_count.
+    page.get_by_label("Per page").select_option("10")
+    expect(page.locator("#count")).to_have_text("1–2 of 2 tasks")
+    for hours in range(10, 19):
+        server.cli("configs", "set", "-i", inst, f"log.retention.hours={hours}", "--wait")
+    expect(page.locator("#count")).to_have_text("1–10 of 11 tasks", timeout=15_000)
+    expect(page.get_by_role("button", name="Newer")).to_be_disabled()
+    page.get_by_role("button", name="Older").click()
+    expect(page.locator("#count")).to_have_text("11–11 of 11 tasks")
+    expect(row(page, "createInstance")).to_have_count(1)
+    expect(page.get_by_role("button", name="Older")).to_be_disabled()
+    page.get_by_role("button", name="Newer").click()
+    expect(page.locator("#count")).to_have_text("1–10 of 11 tasks")
+
+    # A reload keeps the session (same tab); signing out forgets the key.
+    page.reload()
+    expect(page.locator("#count")).to_have_text("1–10 of 11 tasks")
+
+    # The key lives in this tab's session storage only.
+    assert page.evaluate("localStorage.length") == 0
+    assert server.admin["secret_key"] in page.evaluate("JSON.stringify(sessionStorage)")
+    assert problems == [], problems
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0
+    ctx.close()
+
+
+def test_a_wrong_secret_is_refused_and_nothing_is_shown(server, browser):
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(server.url + "/console")
+    page.get_by_label("Project ID").fill(PROJECT)
+    page.get_by_label("Access key ID (AK)").fill(server.admin["access_key"])
+    page.get_by_label("Secret access key (SK)").fill("not-the-secret")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("APIGW.0301")
+    expect(page.locator("#app")).to_be_hidden()
+    assert page.evaluate("sessionStorage.length") == 0
+    ctx.close()
+
+
+def test_a_token_signs_in_too_and_the_page_fits_a_phone(server, browser):
+    token = server.token()
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems = watch(page, None)
+    page.goto(server.url + "/console")
+    page.get_by_label("Project ID").fill(PROJECT)
+    page.get_by_role("radio", name="Token").check()
+    page.get_by_label(re.compile("^Token \\(sent as")).fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_label("Instance", exact=True)).to_contain_text("orders")
+    expect(page.locator("#tasks tr", has_text="createInstance")).to_have_count(1)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390, "no sideways scrolling on a phone"
+    page.screenshot(path=os.path.join(ARTIFACTS, "phone.png"), full_page=True)
+    assert problems == [], problems
+    ctx.close()
+
+
+def test_the_page_signs_the_specs_test_vectors(server, browser):
+    """The page's signer, run by Chromium's WebCrypto, against the vectors of the API contract §5.1."""
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    page.goto(server.url + "/console")
+    got = page.evaluate("""async () => [
+      await signature("GET", "/path", [["limit", "1"]], {"x-sdk-date": "20060102T150405Z"}, "", "SecretKey"),
+      await signature("GET", "/v2/0123456789abcdef0123456789abcdef/instances/11111111-2222-3333-4444-555555555555/tasks",
+        [["start", "1"], ["limit", "10"], ["begin_time", "20240101000000"]],
+        {"content-type": "application/json", "host": "dms.cn-north-4.myhuaweicloud.com",
+         "user-agent": "huaweicloud-usdk-python/3.0", "x-project-id": "0123456789abcdef0123456789abcdef",
+         "x-sdk-date": "20240102T030405Z"}, "", "SecretKey"),
+      await signature("DELETE", "/v2/0123456789abcdef0123456789abcdef/instances/11111111-2222-3333-4444-555555555555/tasks/8abfa7b372160bfd0172165864064079",
+        [], {"content-type": "application/json", "host": "dms.cn-north-4.myhuaweicloud.com", "x-sdk-date": "20240102T030405Z"}, "", "SecretKey"),
+      await signature("PUT", "/v2/p/instances/i/scheduled-tasks/t", [["status", "CANCELLED"], ["execute_at", "20240101000000"]],
+        {"host": "dms.cn-north-4.myhuaweicloud.com", "x-sdk-date": "20240102T030405Z"}, "", "SecretKey"),
+      canonicalUri("/a b/%7Ex/"), canonicalQuery([["b", "x y*"], ["a", "2"], ["a", "1"]]),
+    ]""")
+    assert got == [
+        "5a2ce64c865e0e6046321c6f3d5a77ba8413eeaf355c3166c03d58d02ac79624",
+        "aefcf3c1fa3a1913bd87d1d4a405f327b8f5c974077139cdec0c3a5f015d60e1",
+        "aa4d89bb6d1fa61003ad3bab152289ea4ebc8489c6c535c3c031456524dfbe6d",
+        "8022538db63375d0a467fe64f39e0b78f6fa011811cd54a4beaf3074dec78075",
+        "/a%20b/~x/", "a=1&a=2&b=x%20y%2A",
+    ]
+    ctx.close()
