@@ -37,6 +37,12 @@ pub struct AuthArgs {
     /// Requests one access key may make at once above its rate (the bucket's size).
     #[arg(long, env = "KAFKA_TASKS_RATE_LIMIT_BURST", default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_burst: u32,
+
+    /// Signed request bodies one client address may have being read at once before their
+    /// signature is verified; more are answered 429 at once. An access key is not a secret, so
+    /// without this cap one stranger holding slow bodies could spend the whole body budget.
+    #[arg(long, env = "KAFKA_TASKS_MAX_UNVERIFIED_BODIES_PER_CLIENT", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_unverified_bodies_per_client: u32,
 }
 
 impl Default for AuthArgs {
@@ -48,6 +54,7 @@ impl Default for AuthArgs {
             auth_failure_window_secs: 60,
             rate_limit_per_key: 200,
             rate_limit_burst: 400,
+            max_unverified_bodies_per_client: 8,
         }
     }
 }

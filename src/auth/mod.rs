@@ -26,7 +26,7 @@ use crate::storage::{CredentialRecord, CredentialStore, StoreError};
 use config::AuthArgs;
 use keys::{MasterKey, TokenClaims};
 use signature::{Algorithm, PayloadError, parse_authorization, parse_sdk_date};
-use throttle::{FailureThrottle, KeyRateLimiter};
+use throttle::{FailureThrottle, KeyRateLimiter, UnverifiedBodies};
 
 /// How far `X-Sdk-Date` may be from the server's clock.
 pub const MAX_CLOCK_SKEW_MS: i64 = 15 * 60 * 1000;
@@ -90,6 +90,9 @@ pub enum AuthError {
     /// 429: the access key's rate limit (seconds to wait).
     #[error("the access key's rate limit is reached")]
     RateLimited(u64),
+    /// 429: the client already has its share of bodies being read unverified.
+    #[error("too many unverified bodies from this client")]
+    BodiesThrottled,
     /// The credential store failed (an outage answers 503, anything else 500).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -103,7 +106,9 @@ impl AuthError {
         match self {
             AuthError::Unauthenticated(r, _) | AuthError::FailuresThrottled(r, _) => Some(*r),
             AuthError::WrongProject => Some(Reason::WrongProject),
-            AuthError::RateLimited(_) | AuthError::Store(_) | AuthError::Internal(_) => None,
+            AuthError::RateLimited(_) | AuthError::BodiesThrottled | AuthError::Store(_) | AuthError::Internal(_) => {
+                None
+            }
         }
     }
 
@@ -112,6 +117,7 @@ impl AuthError {
         match self {
             AuthError::FailuresThrottled(..) => Some("auth_failures"),
             AuthError::RateLimited(_) => Some("per_key"),
+            AuthError::BodiesThrottled => Some("unverified_bodies"),
             _ => None,
         }
     }
@@ -126,8 +132,14 @@ fn unauthenticated(reason: Reason, detail: &str) -> AuthError {
 pub fn record_failure(reason: Reason, access_key: Option<&str>, client: Option<IpAddr>, request_id: &str) {
     metrics::counter!("kafka_tasks_auth_failures_total", "reason" => reason.as_str()).increment(1);
     let client = client.map(|c| c.to_string()).unwrap_or_else(|| "unknown".into());
+    // One line per reason and client per second at most (with the count of those dropped), so
+    // that a flood of bad requests cannot flood the log.
+    let Some(suppressed) = crate::log_limit::global().allow(&format!("security {} {client}", reason.as_str())) else {
+        return;
+    };
     tracing::warn!(
         target: "security",
+        suppressed,
         access_key = access_key.unwrap_or(""),
         reason = reason.as_str(),
         client = %client,
@@ -192,6 +204,7 @@ pub struct Authenticator {
     args: AuthArgs,
     failures: FailureThrottle,
     rate: Option<KeyRateLimiter>,
+    unverified: UnverifiedBodies,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -219,8 +232,15 @@ impl Authenticator {
             unknown: Default::default(),
             failures: FailureThrottle::new(args.auth_failure_limit, window_ms),
             rate: KeyRateLimiter::new(args.rate_limit_per_key, args.rate_limit_burst),
+            unverified: UnverifiedBodies::new(args.max_unverified_bodies_per_client),
             args: args.clone(),
         }
+    }
+
+    /// A slot for reading a signed request's body before its signature is verified: `None`
+    /// when `client` already has `--max-unverified-bodies-per-client` bodies being read.
+    pub fn unverified_body(&self, client: Option<IpAddr>) -> Option<throttle::BodySlot> {
+        self.unverified.begin(client)
     }
 
     /// The client's address given the TCP peer's, honouring `--trusted-proxies`.

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Seconds until `ms` milliseconds have passed, at least 1 (for `Retry-After`).
 fn retry_secs(ms: f64) -> u64 {
@@ -207,5 +207,69 @@ mod tests {
         }
         let len = r.map.lock().map(|m| m.by_key.len()).unwrap_or(0);
         assert!(len <= 1024, "{len}");
+    }
+}
+
+/// Bodies being read, per client address, before their signature is verified. An entry lives
+/// only while one of its bodies is being read, so the map holds at most one entry per open
+/// connection.
+pub struct UnverifiedBodies {
+    per_client: usize,
+    reading: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
+}
+
+/// One body being read; dropping it frees the client's slot.
+pub struct BodySlot {
+    client: Option<IpAddr>,
+    reading: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
+}
+
+impl UnverifiedBodies {
+    pub fn new(per_client: u32) -> Self {
+        UnverifiedBodies { per_client: (per_client as usize).max(1), reading: Arc::default() }
+    }
+
+    /// A slot for one more body from `client`, or `None` when it already has its share.
+    pub fn begin(&self, client: Option<IpAddr>) -> Option<BodySlot> {
+        let mut map = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(client).or_insert(0);
+        if *n >= self.per_client {
+            return None;
+        }
+        *n += 1;
+        Some(BodySlot { client, reading: self.reading.clone() })
+    }
+}
+
+impl Drop for BodySlot {
+    fn drop(&mut self) {
+        let mut map = self.reading.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.client);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod unverified_tests {
+    use super::*;
+
+    #[test]
+    fn a_client_gets_its_share_of_unverified_bodies_and_others_are_unaffected() {
+        let u = UnverifiedBodies::new(2);
+        let a = Some("127.0.0.2".parse().unwrap_or_else(|_| panic!("ip")));
+        let b = Some("127.0.0.1".parse().unwrap_or_else(|_| panic!("ip")));
+        let first = u.begin(a);
+        let second = u.begin(a);
+        assert!(first.is_some() && second.is_some());
+        assert!(u.begin(a).is_none(), "a third body from the same client waits for none");
+        assert!(u.begin(b).is_some(), "another client is not affected");
+        drop(first);
+        assert!(u.begin(a).is_some(), "a finished body frees its slot");
+        drop(second);
+        assert!(u.reading.lock().map(|m| m.len() <= 1).unwrap_or(false), "idle clients leave no entry");
     }
 }

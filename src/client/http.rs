@@ -157,6 +157,9 @@ impl Api {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("kafka-tasks-cli/", env!("CARGO_PKG_VERSION")))
+            // A redirect would carry `X-Auth-Token` (which reqwest does not strip) to another
+            // host, and a signed request's signature does not fit the new URL anyway.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Failure::Network(format!("cannot build the HTTP client: {e}")))?;
         let endpoint = endpoint.trim_end_matches('/').to_owned();

@@ -16,7 +16,7 @@ use super::audit::{self, BatchRefusals, StoredEvent};
 use super::error::{ApiError, current_request_id};
 use super::extract::{QueryMap, RouteAudit};
 use super::{AppState, BODY_LIMIT};
-use crate::auth::{AuthError, SignedRequest};
+use crate::auth::{AuthError, Checked, SignedRequest};
 use crate::storage::AuditEvent;
 
 impl From<AuthError> for ApiError {
@@ -25,6 +25,7 @@ impl From<AuthError> for ApiError {
             AuthError::Unauthenticated(_, detail) => ApiError::Unauthenticated(detail),
             AuthError::WrongProject => ApiError::WrongProject,
             AuthError::FailuresThrottled(_, secs) | AuthError::RateLimited(secs) => ApiError::Throttled(secs),
+            AuthError::BodiesThrottled => ApiError::Throttled(1),
             AuthError::Store(e) => ApiError::from(e),
             AuthError::Internal(cause) => ApiError::Internal(cause),
         }
@@ -42,6 +43,7 @@ fn refuse(state: &AppState, headers: &axum::http::HeaderMap, client: Option<IpAd
     }
     let retry_after = match e {
         AuthError::FailuresThrottled(_, secs) | AuthError::RateLimited(secs) => Some(secs),
+        AuthError::BodiesThrottled => Some(1),
         _ => None,
     };
     let mut res = ApiError::from(e).into_response();
@@ -49,6 +51,15 @@ fn refuse(state: &AppState, headers: &axum::http::HeaderMap, client: Option<IpAd
         res.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     res
+}
+
+/// Whether a request declares a body (a non-zero `Content-Length`, or any transfer coding).
+fn has_body(headers: &axum::http::HeaderMap) -> bool {
+    headers.contains_key(axum::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
 }
 
 /// The client's address as the auth layer saw it, for handlers that log a refusal.
@@ -65,10 +76,20 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         Ok(c) => c,
         Err(e) => return refuse(&state, &parts.headers, client, e),
     };
+    // A signed body is read before its signature can be checked, and an access key is no
+    // secret: each client address gets only a few such reads at once.
+    let slot = match &checked {
+        Checked::Signed(_) if has_body(&parts.headers) => match state.auth.unverified_body(client) {
+            Some(slot) => Some(slot),
+            None => return refuse(&state, &parts.headers, client, AuthError::BodiesThrottled),
+        },
+        _ => None,
+    };
     // The signature covers the body, so it is read here (bounded) and handed on.
     let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
         return ApiError::TooLarge.into_response();
     };
+    drop(slot);
     let signed = SignedRequest {
         method: parts.method.as_str(),
         path: parts.uri.path(),

@@ -39,6 +39,9 @@ use crate::storage::Storage;
 use crate::telemetry;
 use error::{ApiError, REQUEST_ID};
 
+/// The longest request path written to a log line.
+const MAX_LOGGED_PATH: usize = 256;
+
 /// The largest request body accepted (operation bodies are small JSON documents).
 pub const BODY_LIMIT: usize = 256 * 1024;
 
@@ -112,7 +115,15 @@ async fn request_context(req: Request, next: Next) -> Response {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // The path as logged: a client chooses it, so only its first 256 bytes.
+    let path = {
+        let p = req.uri().path();
+        let mut end = p.len().min(MAX_LOGGED_PATH);
+        while !p.is_char_boundary(end) {
+            end -= 1;
+        }
+        p[..end].to_owned()
+    };
     // The route template, never the raw path (which a client chooses freely).
     let route = req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let span = tracing::info_span!("request", request_id = %id, %method, %path);

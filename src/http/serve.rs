@@ -287,7 +287,8 @@ impl ConnClock {
 }
 
 /// Closes the connection (by ending) when a head is not complete `header` after its first
-/// byte, or when no byte of a new request came `idle` after hyper started waiting for one.
+/// byte, when a new connection sends nothing for `header`, or when no byte of a further
+/// request came `idle` after hyper started waiting for one.
 /// Checking at least every `min(header, idle)` keeps it on time; a request under way is never
 /// timed here (its body has its own deadline in the body guard). One sleep per connection and
 /// period rather than a timer per request: the latter cost several per cent of throughput.
@@ -304,7 +305,10 @@ async fn watchdog(clock: Arc<ConnClock>, header: Duration, idle: Duration) {
         }
         clock.note_head();
         let head = clock.head_at.load(Ordering::Relaxed);
-        let deadline = if head != 0 { head + header } else { armed + idle };
+        // A connection that has not sent a single byte yet gets the header timeout, not the
+        // keep-alive one: idle connections that never speak must not hold the slots for long.
+        let silent = clock.reads.load(Ordering::Relaxed) == 0;
+        let deadline = if head != 0 || silent { head.max(armed) + header } else { armed + idle };
         let now = clock.now();
         if now >= deadline {
             return;

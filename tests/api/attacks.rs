@@ -269,3 +269,62 @@ async fn forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
         assert_eq!(status_as("203.0.113.2").await, if trusted { 401 } else { 429 }, "trusted: {trusted}");
     }
 }
+
+/// Holds a signed-looking request from `from` with the victim's access key (no secret needed)
+/// whose body never finishes arriving; returns the stream and what it answered within 2 s, if
+/// anything.
+async fn hold_unverified_body(app: &TestApp, from: &str, ak: &str) -> (tokio::net::TcpStream, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().expect("addr");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(format!("{from}:0").parse().expect("local")).expect("bind");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let date = kafka_tasks::auth::signature::sdk_date(app.clock.now_ms());
+    let head = format!(
+        "POST /v2/{PROJECT}/instances/action HTTP/1.1\r\nHost: {addr}\r\nX-Sdk-Date: {date}\r\n\
+         Authorization: SDK-HMAC-SHA256 Access={ak}, SignedHeaders=x-sdk-date, Signature={}\r\n\
+         Content-Type: application/json\r\nContent-Length: 262144\r\n\r\n{{",
+        "0".repeat(64)
+    );
+    stream.write_all(head.as_bytes()).await.expect("sent");
+    let mut buf = vec![0u8; 4096];
+    let answer = match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        _ => None,
+    };
+    (stream, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_holding_slow_bodies_under_a_known_key_cannot_spend_the_body_budget() {
+    // Four bodies' worth of budget; each client may have two bodies read unverified at once.
+    let app = TestApp::spawn_with(&[
+        "--time-scale",
+        "0",
+        "--body-budget-bytes",
+        "1048576",
+        "--max-unverified-bodies-per-client",
+        "2",
+        "--body-timeout-ms",
+        "20000",
+    ])
+    .await;
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..4 {
+        let (stream, answer) = hold_unverified_body(&app, "127.0.0.2", &app.admin.access_key).await;
+        if let Some(text) = answer {
+            assert!(text.starts_with("HTTP/1.1 429") && text.contains("APIGW.0308"), "{text}");
+            refused += 1;
+        }
+        held.push(stream);
+    }
+    assert_eq!(refused, 2, "past its share, the stranger's bodies are refused at once");
+    // The key's owner, from another address, still gets its signed body through.
+    let path = "/v3/auth/tokens";
+    let body = json!({"auth": {"scope": {"project": {"id": PROJECT}}}}).to_string();
+    let h = app.signed_headers(&app.admin, &Method::POST, path, &body, app.clock.now_ms());
+    let res = app.send_from(ip("127.0.0.1"), Method::POST, path, Some(body), &h).await;
+    assert_eq!(res.status().as_u16(), 201, "{:?}", res.text().await);
+    drop(held);
+}

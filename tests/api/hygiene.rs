@@ -78,6 +78,11 @@ async fn slow_headers_and_idle_keep_alive_connections_are_closed_within_their_ti
     assert!(closed_early || matches!(n, Ok(Ok(0)) | Ok(Err(_))), "a trickled head was not cut off: {n:?}");
     assert!(started.elapsed() < Duration::from_millis(1500), "cut off after {:?}", started.elapsed());
 
+    // A connection that never sends a byte holds its slot only for the header timeout.
+    let silent = raw_exchange(&app.base, b"", Duration::from_secs(5)).await;
+    let closed = silent.closed_after.expect("a silent connection stays open");
+    assert!(closed >= Duration::from_millis(250) && closed < Duration::from_millis(650), "closed after {closed:?}");
+
     let idle = raw_exchange(&app.base, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", Duration::from_secs(5)).await;
     assert_eq!(idle.response().0, 200);
     let closed = idle.closed_after.expect("an idle keep-alive connection stays open");
