@@ -1,17 +1,16 @@
 //! The pieces of the live tests: the service as real processes, a signing client, and Debian's
 //! `prometheus` on a loopback port with a temporary config and storage.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::serve::ServerProcess;
 use kafka_tasks::auth::IssuedCredential;
 use kafka_tasks::auth::signature::{self, Algorithm, Signer};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_kafka-tasks");
 pub const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 
 /// The repository's file at `rel`.
@@ -47,49 +46,23 @@ pub fn prometheus_tool(name: &str) -> Option<PathBuf> {
     }
 }
 
-/// A `kafka-tasks serve` process, killed when dropped.
+/// A `kafka-tasks serve` process (the shared test [`ServerProcess`]), killed when dropped.
 pub struct Server {
-    child: Child,
+    _process: ServerProcess,
     pub base: String,
     pub addr: String,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Server {
-    /// Starts the binary on port 0 and reads its address from its JSON log.
+    /// Starts the binary on port 0 and reads its address from its JSON log, which is kept beside
+    /// the key file.
     pub fn start(database: &str, key_file: &Path, flags: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--poll-ms", "20"])
-            .args(["--database", database])
-            .arg("--master-key-file")
-            .arg(key_file)
-            .args(flags)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("binary starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if !sent
-                    && let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["message"] == "listening"
-                {
-                    let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                    sent = true;
-                }
-            }
-        });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).expect("server logged its address");
-        Server { child, base: format!("http://{addr}"), addr }
+        let key = key_file.to_string_lossy().into_owned();
+        let mut args = vec!["--poll-ms", "20", "--database", database, "--master-key-file", &key];
+        args.extend_from_slice(flags);
+        let log = key_file.with_file_name(format!("serve-{}.log", uuid::Uuid::new_v4().simple()));
+        let process = ServerProcess::start(&args, &[], &log);
+        Server { base: process.base.clone(), addr: process.addr.clone(), _process: process }
     }
 
     /// The families a scrape of `/metrics` lists (its `# TYPE` lines).

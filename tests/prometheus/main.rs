@@ -11,6 +11,8 @@ mod dashboard;
 mod harness;
 #[path = "../common/pg.rs"]
 mod pg;
+#[path = "../common/serve.rs"]
+mod serve;
 
 use std::time::Duration;
 
