@@ -16,20 +16,25 @@ pub(super) const TASK_COLUMNS: &str = "id, project_id, instance_id, name, user_i
      created_at, updated_at, schedule_at, steps";
 
 pub(super) fn task_from_row(r: &Row) -> Result<TaskRecord, StoreError> {
-    let status: String = r.try_get(7)?;
-    let steps: Option<String> = r.try_get(11)?;
+    task_from_row_at(r, 0)
+}
+
+/// Decodes `TASK_COLUMNS` starting at column `at`.
+pub(super) fn task_from_row_at(r: &Row, at: usize) -> Result<TaskRecord, StoreError> {
+    let status: String = r.try_get(at + 7)?;
+    let steps: Option<String> = r.try_get(at + 11)?;
     Ok(TaskRecord {
-        id: TaskId::from_trusted(r.try_get(0)?),
-        project_id: ProjectId::from_trusted(r.try_get(1)?),
-        instance_id: InstanceId::from_trusted(r.try_get(2)?),
-        name: r.try_get(3)?,
-        user_id: r.try_get(4)?,
-        user_name: r.try_get(5)?,
-        params: r.try_get(6)?,
+        id: TaskId::from_trusted(r.try_get(at)?),
+        project_id: ProjectId::from_trusted(r.try_get(at + 1)?),
+        instance_id: InstanceId::from_trusted(r.try_get(at + 2)?),
+        name: r.try_get(at + 3)?,
+        user_id: r.try_get(at + 4)?,
+        user_name: r.try_get(at + 5)?,
+        params: r.try_get(at + 6)?,
         status: TaskStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?,
-        created_at: r.try_get(8)?,
-        updated_at: r.try_get(9)?,
-        schedule_at: r.try_get(10)?,
+        created_at: r.try_get(at + 8)?,
+        updated_at: r.try_get(at + 9)?,
+        schedule_at: r.try_get(at + 10)?,
         steps: match steps {
             Some(s) => serde_json::from_str::<Vec<Step>>(&s).map_err(corrupt)?,
             None => Vec::new(),
@@ -52,6 +57,41 @@ pub(super) fn get_task_sql(filter: &str) -> String {
 
 pub(super) static GET_BACKGROUND_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Background)));
 pub(super) static GET_SCHEDULED_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Scheduled)));
+
+/// The delete in one statement: whether the instance is the caller's, whether the task was
+/// deleted, then the task's columns (NULL when there is no such task). The task row is locked
+/// first, and deleted only when its status is in `$4`, the statuses `deletion::may_delete`
+/// allows (`DELETABLE`); the day buckets and the audit event follow in the same transaction.
+pub(super) fn delete_task_sql(filter: &str) -> String {
+    format!(
+        "WITH inst AS (SELECT 1 FROM instances WHERE id = $2 AND project_id = $3), \
+         t AS (SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND instance_id = $2 AND {filter} \
+               AND EXISTS (SELECT 1 FROM inst) FOR UPDATE), \
+         d AS (DELETE FROM tasks WHERE id = $1 AND status = ANY($4) AND EXISTS (SELECT 1 FROM t) RETURNING 1) \
+         SELECT EXISTS (SELECT 1 FROM inst), EXISTS (SELECT 1 FROM d), t.* FROM (SELECT 1) AS one LEFT JOIN t ON TRUE"
+    )
+}
+
+pub(super) static DELETE_BACKGROUND_TASK: LazyLock<String> =
+    LazyLock::new(|| delete_task_sql(view_filter(View::Background)));
+pub(super) static DELETE_SCHEDULED_TASK: LazyLock<String> =
+    LazyLock::new(|| delete_task_sql(view_filter(View::Scheduled)));
+
+/// The statuses a task may be deleted in, from the domain's rule.
+pub(super) static DELETABLE: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    [
+        TaskStatus::Created,
+        TaskStatus::Executing,
+        TaskStatus::Success,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+        TaskStatus::Deleted,
+    ]
+    .into_iter()
+    .filter(|s| s.is_terminal())
+    .map(TaskStatus::as_str)
+    .collect()
+});
 
 pub(super) fn view_filter(view: View) -> &'static str {
     match view {
@@ -85,28 +125,38 @@ pub(super) async fn bump(
     created_at: i64,
     delta: i64,
 ) -> StoreResult<()> {
+    bump_views(tx, instance, &[view], created_at, delta).await
+}
+
+/// Moves a task in or out of the day buckets and totals of each of `views` (distinct), in one
+/// statement: the bucket rows and the running totals together.
+pub(super) async fn bump_views(
+    tx: &Transaction<'_>,
+    instance: &InstanceId,
+    views: &[View],
+    created_at: i64,
+    delta: i64,
+) -> StoreResult<()> {
+    if views.is_empty() {
+        return Ok(());
+    }
     let st = tx
         .prepare_cached(
-            "INSERT INTO task_buckets (instance_id, view, bucket, n) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = task_buckets.n + excluded.n",
-        )
-        .await?;
-    tx.execute(&st, &[&instance.as_str(), &(view.code() as i16), &bucket_of(created_at), &delta]).await?;
-    let st = tx
-        .prepare_cached(
-            "INSERT INTO task_totals (instance_id, view, n) VALUES ($1, $2, $3) \
+            "WITH b AS (INSERT INTO task_buckets (instance_id, view, bucket, n) \
+             SELECT $1, v, $3, $4 FROM unnest($2::SMALLINT[]) AS u(v) \
+             ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = task_buckets.n + excluded.n) \
+             INSERT INTO task_totals (instance_id, view, n) SELECT $1, v, $4 FROM unnest($2::SMALLINT[]) AS u(v) \
              ON CONFLICT (instance_id, view) DO UPDATE SET n = task_totals.n + excluded.n",
         )
         .await?;
-    tx.execute(&st, &[&instance.as_str(), &(view.code() as i16), &delta]).await?;
+    let codes: Vec<i16> = views.iter().map(|v| v.code() as i16).collect();
+    tx.execute(&st, &[&instance.as_str(), &codes, &bucket_of(created_at), &delta]).await?;
     Ok(())
 }
 
 pub(super) async fn count_in(tx: &Transaction<'_>, r: &TaskRecord, delta: i64) -> StoreResult<()> {
-    for view in views_of(r) {
-        bump(tx, &r.instance_id, view, r.created_at, delta).await?;
-    }
-    Ok(())
+    let views: Vec<View> = views_of(r).collect();
+    bump_views(tx, &r.instance_id, &views, r.created_at, delta).await
 }
 
 /// The columns a new task row is written with, by INSERT and by COPY alike.
@@ -304,20 +354,34 @@ impl TaskStore for Postgres {
     ) -> StoreResult<DeleteOutcome> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if !instance_exists(&tx, p, i).await? {
+        // One statement checks the instance, locks the task, and deletes it only when the
+        // domain's rule (`may_delete`: a terminal status, bound from Rust) allows it.
+        let sql = match view {
+            View::Background => &*DELETE_BACKGROUND_TASK,
+            View::Scheduled => &*DELETE_SCHEDULED_TASK,
+        };
+        let st = tx.prepare_cached(sql).await?;
+        let row = tx.query_one(&st, &[&t.as_str(), &i.as_str(), &p.as_str(), &*DELETABLE]).await?;
+        if !row.try_get::<_, bool>(0)? {
             return Ok(DeleteOutcome::NoInstance);
         }
-        let Some(task) = load_task(&tx, i, t, view, true).await? else {
+        if row.try_get::<_, Option<String>>(2)?.is_none() {
             return Ok(DeleteOutcome::NoTask);
-        };
-        if !deletion::may_delete(&task) {
+        }
+        let deleted: bool = row.try_get(1)?;
+        let task = task_from_row_at(&row, 2)?;
+        if !deleted {
             return Ok(DeleteOutcome::Running);
         }
-        tx.execute("DELETE FROM tasks WHERE id = $1", &[&t.as_str()]).await?;
-        count_in(&tx, &task, -1).await?;
-        if let Some(mut event) = audit {
-            event.detail = Some(deletion::deleted_detail(&task));
-            insert_audit(&tx, &event).await?;
+        // The counters and the audit event, pipelined on the connection.
+        let views: Vec<View> = views_of(&task).collect();
+        let uncount = bump_views(&tx, &task.instance_id, &views, task.created_at, -1);
+        match audit {
+            Some(mut event) => {
+                event.detail = Some(deletion::deleted_detail(&task));
+                tokio::try_join!(uncount, insert_audit(&tx, &event))?;
+            }
+            None => uncount.await?,
         }
         tx.commit().await?;
         Ok(DeleteOutcome::Deleted(Box::new(task)))
