@@ -58,40 +58,32 @@ pub(super) fn get_task_sql(filter: &str) -> String {
 pub(super) static GET_BACKGROUND_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Background)));
 pub(super) static GET_SCHEDULED_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Scheduled)));
 
-/// The delete in one statement: whether the instance is the caller's, whether the task was
-/// deleted, then the task's columns (NULL when there is no such task). The task row is locked
-/// first, and deleted only when its status is in `$4`, the statuses `deletion::may_delete`
-/// allows (`DELETABLE`); the day buckets and the audit event follow in the same transaction.
-pub(super) fn delete_task_sql(filter: &str) -> String {
+/// The write of a delete, one statement in its own (implicit) transaction: the row goes only if
+/// it is still as it was read (`status`, `updated_at`), and with it its day buckets and totals
+/// (`$4`, the views the domain counts it in) and, in the `audit` variant, the audit event (built
+/// in Rust, the deleted record in its detail). It returns how many rows it deleted (0 or 1).
+pub(super) fn delete_write_sql(audit: bool) -> String {
     format!(
-        "WITH inst AS (SELECT 1 FROM instances WHERE id = $2 AND project_id = $3), \
-         t AS (SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 AND instance_id = $2 AND {filter} \
-               AND EXISTS (SELECT 1 FROM inst) FOR UPDATE), \
-         d AS (DELETE FROM tasks WHERE id = $1 AND status = ANY($4) AND EXISTS (SELECT 1 FROM t) RETURNING 1) \
-         SELECT EXISTS (SELECT 1 FROM inst), EXISTS (SELECT 1 FROM d), t.* FROM (SELECT 1) AS one LEFT JOIN t ON TRUE"
+        "WITH d AS (DELETE FROM tasks WHERE id = $1 AND status = $2 AND updated_at = $3 RETURNING instance_id), \
+         b AS (INSERT INTO task_buckets (instance_id, view, bucket, n) \
+               SELECT d.instance_id, u.v, $5, -1 FROM d, unnest($4::SMALLINT[]) AS u(v) \
+               ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = task_buckets.n + excluded.n), \
+         c AS (INSERT INTO task_totals (instance_id, view, n) \
+               SELECT d.instance_id, u.v, -1 FROM d, unnest($4::SMALLINT[]) AS u(v) \
+               ON CONFLICT (instance_id, view) DO UPDATE SET n = task_totals.n + excluded.n){} \
+         SELECT count(*) FROM d",
+        if audit {
+            ", a AS (INSERT INTO audit_events (at, request_id, project_id, user_id, user_name, access_key, action, \
+             target, status, detail) SELECT $6::BIGINT, $7::TEXT, $8::TEXT, $9::TEXT, $10::TEXT, $11::TEXT, $12::TEXT, \
+             $13::TEXT, $14::INTEGER, $15::TEXT FROM d)"
+        } else {
+            ""
+        }
     )
 }
 
-pub(super) static DELETE_BACKGROUND_TASK: LazyLock<String> =
-    LazyLock::new(|| delete_task_sql(view_filter(View::Background)));
-pub(super) static DELETE_SCHEDULED_TASK: LazyLock<String> =
-    LazyLock::new(|| delete_task_sql(view_filter(View::Scheduled)));
-
-/// The statuses a task may be deleted in, from the domain's rule.
-pub(super) static DELETABLE: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
-    [
-        TaskStatus::Created,
-        TaskStatus::Executing,
-        TaskStatus::Success,
-        TaskStatus::Failed,
-        TaskStatus::Cancelled,
-        TaskStatus::Deleted,
-    ]
-    .into_iter()
-    .filter(|s| s.is_terminal())
-    .map(TaskStatus::as_str)
-    .collect()
-});
+pub(super) static DELETE_WRITE: LazyLock<String> = LazyLock::new(|| delete_write_sql(false));
+pub(super) static DELETE_WRITE_AUDITED: LazyLock<String> = LazyLock::new(|| delete_write_sql(true));
 
 pub(super) fn view_filter(view: View) -> &'static str {
     match view {
@@ -352,39 +344,66 @@ impl TaskStore for Postgres {
         view: View,
         audit: Option<AuditEvent>,
     ) -> StoreResult<DeleteOutcome> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        // One statement checks the instance, locks the task, and deletes it only when the
-        // domain's rule (`may_delete`: a terminal status, bound from Rust) allows it.
-        let sql = match view {
-            View::Background => &*DELETE_BACKGROUND_TASK,
-            View::Scheduled => &*DELETE_SCHEDULED_TASK,
+        let client = self.pool.get().await?;
+        let read = match view {
+            View::Background => &*GET_BACKGROUND_TASK,
+            View::Scheduled => &*GET_SCHEDULED_TASK,
         };
-        let st = tx.prepare_cached(sql).await?;
-        let row = tx.query_one(&st, &[&t.as_str(), &i.as_str(), &p.as_str(), &*DELETABLE]).await?;
-        if !row.try_get::<_, bool>(0)? {
-            return Ok(DeleteOutcome::NoInstance);
-        }
-        if row.try_get::<_, Option<String>>(2)?.is_none() {
-            return Ok(DeleteOutcome::NoTask);
-        }
-        let deleted: bool = row.try_get(1)?;
-        let task = task_from_row_at(&row, 2)?;
-        if !deleted {
-            return Ok(DeleteOutcome::Running);
-        }
-        // The counters and the audit event, pipelined on the connection.
-        let views: Vec<View> = views_of(&task).collect();
-        let uncount = bump_views(&tx, &task.instance_id, &views, task.created_at, -1);
-        match audit {
-            Some(mut event) => {
-                event.detail = Some(deletion::deleted_detail(&task));
-                tokio::try_join!(uncount, insert_audit(&tx, &event))?;
+        let read = client.prepare_cached(read).await?;
+        let write = client.prepare_cached(if audit.is_some() { &DELETE_WRITE_AUDITED } else { &DELETE_WRITE }).await?;
+        // Read, decide in Rust, write only if the row is still as read: two statements and no
+        // lock held across a round trip (the counters' rows are shared by every delete of an
+        // instance). A task that changed in between is read again.
+        loop {
+            let task = match client.query_opt(&read, &[&t.as_str(), &i.as_str(), &p.as_str()]).await? {
+                None => return Ok(DeleteOutcome::NoInstance),
+                Some(row) if row.try_get::<_, Option<String>>(0)?.is_none() => return Ok(DeleteOutcome::NoTask),
+                Some(row) => task_from_row(&row)?,
+            };
+            if !deletion::may_delete(&task) {
+                return Ok(DeleteOutcome::Running);
             }
-            None => uncount.await?,
+            let views: Vec<i16> = views_of(&task).map(|v| v.code() as i16).collect();
+            let (id, status, bucket) = (t.as_str(), task.status.as_str(), bucket_of(task.created_at));
+            let deleted: i64 = match &audit {
+                Some(event) => {
+                    let mut event = event.clone();
+                    event.detail = Some(deletion::deleted_detail(&task));
+                    let e = event.storable();
+                    let detail = e.detail.as_ref().map(|d| d.to_string());
+                    let code = i32::from(e.status);
+                    client
+                        .query_one(
+                            &write,
+                            &[
+                                &id,
+                                &status,
+                                &task.updated_at,
+                                &views,
+                                &bucket,
+                                &e.at,
+                                &e.request_id,
+                                &e.project_id,
+                                &e.user_id,
+                                &e.user_name,
+                                &e.access_key,
+                                &e.action,
+                                &e.target,
+                                &code,
+                                &detail,
+                            ],
+                        )
+                        .await?
+                        .try_get(0)?
+                }
+                None => {
+                    client.query_one(&write, &[&id, &status, &task.updated_at, &views, &bucket]).await?.try_get(0)?
+                }
+            };
+            if deleted == 1 {
+                return Ok(DeleteOutcome::Deleted(Box::new(task)));
+            }
         }
-        tx.commit().await?;
-        Ok(DeleteOutcome::Deleted(Box::new(task)))
     }
 
     async fn update_scheduled(
