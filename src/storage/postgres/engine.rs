@@ -65,19 +65,35 @@ pub(super) async fn apply(
     w: Write,
     owner: &str,
 ) -> StoreResult<()> {
+    let task_write = async {
+        match w.task {
+            TaskWrite::RetryAt(at) => save_task_progress(tx, task, Some(at), None).await,
+            TaskWrite::Leased(until) => save_task_progress(tx, task, Some(until), Some(owner)).await,
+            TaskWrite::Ended => save_task_progress(tx, task, None, None).await,
+            TaskWrite::Gone => Ok(()),
+        }
+    };
     match w.instance {
-        InstanceWrite::Keep => {}
-        InstanceWrite::Save => save_instance(tx, inst).await?,
-        InstanceWrite::Remove => remove_instance(tx, &inst.id).await?,
+        InstanceWrite::Keep => task_write.await,
+        // The instance row and the task row are different rows: both writes go out pipelined.
+        InstanceWrite::Save => tokio::try_join!(save_instance(tx, inst), task_write).map(|_| ()),
+        // Removing the instance removes its tasks: that one goes first, on its own.
+        InstanceWrite::Remove => {
+            remove_instance(tx, &inst.id).await?;
+            task_write.await
+        }
     }
-    match w.task {
-        TaskWrite::RetryAt(at) => save_task_progress(tx, task, Some(at), None).await?,
-        TaskWrite::Leased(until) => save_task_progress(tx, task, Some(until), Some(owner)).await?,
-        TaskWrite::Ended => save_task_progress(tx, task, None, None).await?,
-        TaskWrite::Gone => {}
-    }
-    Ok(())
 }
+
+/// A step end's read: the leased task and its instance, joined and locked together.
+static FINISH_STEP_READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let cols: Vec<String> = TASK_COLUMNS.split(", ").map(|c| format!("t.{}", c.trim())).collect();
+    format!(
+        "SELECT {}, t.operation, i.doc, i.busy_task_id FROM tasks t JOIN instances i ON i.id = t.instance_id \
+         WHERE t.id = $1 AND t.lease_owner = $2 AND t.status = 'EXECUTING' AND t.due_at >= $3 FOR UPDATE OF t, i",
+        cols.join(", ")
+    )
+});
 
 #[async_trait]
 impl EngineStore for Postgres {
@@ -168,12 +184,8 @@ impl EngineStore for Postgres {
     ) -> StoreResult<StepOutcome> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let st = tx
-            .prepare_cached(&format!(
-                "SELECT {TASK_COLUMNS}, operation FROM tasks \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'EXECUTING' AND due_at >= $3 FOR UPDATE"
-            ))
-            .await?;
+        // The task and its instance, both locked (task row first, as before), in one statement.
+        let st = tx.prepare_cached(&FINISH_STEP_READ).await?;
         // A lease that has run out is no longer ours, even if nobody has taken the task yet.
         let Some(row) = tx.query_opt(&st, &[&task_id.as_str(), &owner, &now]).await? else {
             return Ok(StepOutcome::Lost);
@@ -181,9 +193,7 @@ impl EngineStore for Postgres {
         let mut task = task_from_row(&row)?;
         let op: String = row.try_get(12)?;
         let operation: Operation = serde_json::from_str(&op).map_err(corrupt)?;
-        let Some(mut inst) = lock_instance(&tx, &task.instance_id, false).await? else {
-            return Ok(StepOutcome::Lost);
-        };
+        let mut inst = instance_from_row_at(&row, 13)?;
         let advance = transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx);
         apply(&tx, &task, &inst, advance.write(now, lease_ms), owner).await?;
         tx.commit().await?;
