@@ -9,6 +9,7 @@ use crate::domain::operation::{Operation, StepContext};
 use crate::domain::placement::placement;
 use crate::domain::transition::{self, InstanceWrite, TaskWrite, Write};
 use crate::domain::{InstanceId, TaskId, TaskRecord};
+use crate::storage::paging::bucket_of;
 
 /// Task rows a claim changes, written back in one statement.
 #[derive(Default)]
@@ -85,6 +86,34 @@ pub(super) async fn apply(
     }
 }
 
+/// Counts a claim's fired scheduled tasks into the background view, one statement for the batch:
+/// `fired` holds each (instance, day bucket) once with its number of tasks.
+async fn count_fired(
+    tx: &Transaction<'_>,
+    fired: &std::collections::HashMap<(InstanceId, i64), i64>,
+) -> StoreResult<()> {
+    if fired.is_empty() {
+        return Ok(());
+    }
+    let (mut ids, mut buckets, mut ns) = (Vec::new(), Vec::new(), Vec::new());
+    for ((i, b), n) in fired {
+        ids.push(i.as_str());
+        buckets.push(*b);
+        ns.push(*n);
+    }
+    let st = tx
+        .prepare_cached(
+            "WITH u AS (SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[]) AS u(instance_id, bucket, n)), \
+             b AS (INSERT INTO task_buckets (instance_id, view, bucket, n) SELECT instance_id, $4, bucket, n FROM u \
+                   ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = task_buckets.n + excluded.n) \
+             INSERT INTO task_totals (instance_id, view, n) SELECT instance_id, $4, sum(n)::BIGINT FROM u GROUP BY instance_id \
+             ON CONFLICT (instance_id, view) DO UPDATE SET n = task_totals.n + excluded.n",
+        )
+        .await?;
+    tx.execute(&st, &[&ids, &buckets, &ns, &(View::Background.code() as i16)]).await?;
+    Ok(())
+}
+
 /// A step end's read: the leased task and its instance, joined and locked together.
 static FINISH_STEP_READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     let cols: Vec<String> = TASK_COLUMNS.split(", ").map(|c| format!("t.{}", c.trim())).collect();
@@ -131,6 +160,7 @@ impl EngineStore for Postgres {
         let mut removed: Vec<InstanceId> = Vec::new();
         let mut claimed = Vec::new();
         let mut updates = TaskUpdates::default();
+        let mut fired: std::collections::HashMap<(InstanceId, i64), i64> = std::collections::HashMap::new();
         for row in rows {
             let mut task = task_from_row(&row)?;
             let op: String = row.try_get(12)?;
@@ -143,8 +173,8 @@ impl EngineStore for Postgres {
             };
             let claim = transition::claim(&mut task, inst, &operation, now, ctx);
             if claim.fired {
-                // A scheduled task that fires becomes a background task.
-                bump(&tx, &task.instance_id, View::Background, task.created_at, 1).await?;
+                // A scheduled task that fires becomes a background task: counted at the end.
+                *fired.entry((task.instance_id.clone(), bucket_of(task.created_at))).or_insert(0) += 1;
             }
             let (taken, started) = (claim.taken, claim.started);
             let w = taken.write(now, lease_ms);
@@ -167,6 +197,9 @@ impl EngineStore for Postgres {
         for id in &removed {
             instances.remove(id);
         }
+        // A removed instance's counters went with it.
+        fired.retain(|(i, _), _| !removed.contains(i));
+        count_fired(&tx, &fired).await?;
         updates.apply(&tx).await?;
         save_instances(&tx, instances.values()).await?;
         tx.commit().await?;

@@ -109,17 +109,6 @@ pub(super) async fn load_task(
     tx.query_opt(&st, &[&t.as_str(), &i.as_str()]).await?.map(|r| task_from_row(&r)).transpose()
 }
 
-/// Moves a task in or out of a view's day bucket.
-pub(super) async fn bump(
-    tx: &Transaction<'_>,
-    instance: &InstanceId,
-    view: View,
-    created_at: i64,
-    delta: i64,
-) -> StoreResult<()> {
-    bump_views(tx, instance, &[view], created_at, delta).await
-}
-
 /// Moves a task in or out of the day buckets and totals of each of `views` (distinct), in one
 /// statement: the bucket rows and the running totals together.
 pub(super) async fn bump_views(
