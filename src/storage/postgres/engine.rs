@@ -9,6 +9,7 @@ use crate::domain::operation::{Operation, StepContext};
 use crate::domain::placement::placement;
 use crate::domain::transition::{self, InstanceWrite, TaskWrite, Write};
 use crate::domain::{InstanceId, TaskId, TaskRecord};
+use crate::storage::paging::bucket_of;
 
 /// Task rows a claim changes, written back in one statement.
 #[derive(Default)]
@@ -65,19 +66,63 @@ pub(super) async fn apply(
     w: Write,
     owner: &str,
 ) -> StoreResult<()> {
+    let task_write = async {
+        match w.task {
+            TaskWrite::RetryAt(at) => save_task_progress(tx, task, Some(at), None).await,
+            TaskWrite::Leased(until) => save_task_progress(tx, task, Some(until), Some(owner)).await,
+            TaskWrite::Ended => save_task_progress(tx, task, None, None).await,
+            TaskWrite::Gone => Ok(()),
+        }
+    };
     match w.instance {
-        InstanceWrite::Keep => {}
-        InstanceWrite::Save => save_instance(tx, inst).await?,
-        InstanceWrite::Remove => remove_instance(tx, &inst.id).await?,
+        InstanceWrite::Keep => task_write.await,
+        // The instance row and the task row are different rows: both writes go out pipelined.
+        InstanceWrite::Save => tokio::try_join!(save_instance(tx, inst), task_write).map(|_| ()),
+        // Removing the instance removes its tasks: that one goes first, on its own.
+        InstanceWrite::Remove => {
+            remove_instance(tx, &inst.id).await?;
+            task_write.await
+        }
     }
-    match w.task {
-        TaskWrite::RetryAt(at) => save_task_progress(tx, task, Some(at), None).await?,
-        TaskWrite::Leased(until) => save_task_progress(tx, task, Some(until), Some(owner)).await?,
-        TaskWrite::Ended => save_task_progress(tx, task, None, None).await?,
-        TaskWrite::Gone => {}
+}
+
+/// Counts a claim's fired scheduled tasks into the background view, one statement for the batch:
+/// `fired` holds each (instance, day bucket) once with its number of tasks.
+async fn count_fired(
+    tx: &Transaction<'_>,
+    fired: &std::collections::HashMap<(InstanceId, i64), i64>,
+) -> StoreResult<()> {
+    if fired.is_empty() {
+        return Ok(());
     }
+    let (mut ids, mut buckets, mut ns) = (Vec::new(), Vec::new(), Vec::new());
+    for ((i, b), n) in fired {
+        ids.push(i.as_str());
+        buckets.push(*b);
+        ns.push(*n);
+    }
+    let st = tx
+        .prepare_cached(
+            "WITH u AS (SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[]) AS u(instance_id, bucket, n)), \
+             b AS (INSERT INTO task_buckets (instance_id, view, bucket, n) SELECT instance_id, $4, bucket, n FROM u \
+                   ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = task_buckets.n + excluded.n) \
+             INSERT INTO task_totals (instance_id, view, n) SELECT instance_id, $4, sum(n)::BIGINT FROM u GROUP BY instance_id \
+             ON CONFLICT (instance_id, view) DO UPDATE SET n = task_totals.n + excluded.n",
+        )
+        .await?;
+    tx.execute(&st, &[&ids, &buckets, &ns, &(View::Background.code() as i16)]).await?;
     Ok(())
 }
+
+/// A step end's read: the leased task and its instance, joined and locked together.
+static FINISH_STEP_READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let cols: Vec<String> = TASK_COLUMNS.split(", ").map(|c| format!("t.{}", c.trim())).collect();
+    format!(
+        "SELECT {}, t.operation, i.doc, i.busy_task_id FROM tasks t JOIN instances i ON i.id = t.instance_id \
+         WHERE t.id = $1 AND t.lease_owner = $2 AND t.status = 'EXECUTING' AND t.due_at >= $3 FOR UPDATE OF t, i",
+        cols.join(", ")
+    )
+});
 
 #[async_trait]
 impl EngineStore for Postgres {
@@ -115,6 +160,7 @@ impl EngineStore for Postgres {
         let mut removed: Vec<InstanceId> = Vec::new();
         let mut claimed = Vec::new();
         let mut updates = TaskUpdates::default();
+        let mut fired: std::collections::HashMap<(InstanceId, i64), i64> = std::collections::HashMap::new();
         for row in rows {
             let mut task = task_from_row(&row)?;
             let op: String = row.try_get(12)?;
@@ -127,8 +173,8 @@ impl EngineStore for Postgres {
             };
             let claim = transition::claim(&mut task, inst, &operation, now, ctx);
             if claim.fired {
-                // A scheduled task that fires becomes a background task.
-                bump(&tx, &task.instance_id, View::Background, task.created_at, 1).await?;
+                // A scheduled task that fires becomes a background task: counted at the end.
+                *fired.entry((task.instance_id.clone(), bucket_of(task.created_at))).or_insert(0) += 1;
             }
             let (taken, started) = (claim.taken, claim.started);
             let w = taken.write(now, lease_ms);
@@ -151,6 +197,9 @@ impl EngineStore for Postgres {
         for id in &removed {
             instances.remove(id);
         }
+        // A removed instance's counters went with it.
+        fired.retain(|(i, _), _| !removed.contains(i));
+        count_fired(&tx, &fired).await?;
         updates.apply(&tx).await?;
         save_instances(&tx, instances.values()).await?;
         tx.commit().await?;
@@ -168,12 +217,8 @@ impl EngineStore for Postgres {
     ) -> StoreResult<StepOutcome> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let st = tx
-            .prepare_cached(&format!(
-                "SELECT {TASK_COLUMNS}, operation FROM tasks \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'EXECUTING' AND due_at >= $3 FOR UPDATE"
-            ))
-            .await?;
+        // The task and its instance, both locked (task row first, as before), in one statement.
+        let st = tx.prepare_cached(&FINISH_STEP_READ).await?;
         // A lease that has run out is no longer ours, even if nobody has taken the task yet.
         let Some(row) = tx.query_opt(&st, &[&task_id.as_str(), &owner, &now]).await? else {
             return Ok(StepOutcome::Lost);
@@ -181,9 +226,7 @@ impl EngineStore for Postgres {
         let mut task = task_from_row(&row)?;
         let op: String = row.try_get(12)?;
         let operation: Operation = serde_json::from_str(&op).map_err(corrupt)?;
-        let Some(mut inst) = lock_instance(&tx, &task.instance_id, false).await? else {
-            return Ok(StepOutcome::Lost);
-        };
+        let mut inst = instance_from_row_at(&row, 13)?;
         let advance = transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx);
         apply(&tx, &task, &inst, advance.write(now, lease_ms), owner).await?;
         tx.commit().await?;

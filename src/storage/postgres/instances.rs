@@ -15,8 +15,13 @@ pub(super) async fn instance_exists(tx: &Transaction<'_>, p: &ProjectId, i: &Ins
 }
 
 pub(super) fn instance_from_row(r: &Row) -> StoreResult<Instance> {
-    let doc: String = r.try_get(0)?;
-    let busy: Option<String> = r.try_get(1)?;
+    instance_from_row_at(r, 0)
+}
+
+/// Decodes `doc, busy_task_id` starting at column `at`.
+pub(super) fn instance_from_row_at(r: &Row, at: usize) -> StoreResult<Instance> {
+    let doc: String = r.try_get(at)?;
+    let busy: Option<String> = r.try_get(at + 1)?;
     let mut inst: Instance = serde_json::from_str(&doc).map_err(corrupt)?;
     inst.busy_task = busy.map(TaskId::from_trusted);
     Ok(inst)

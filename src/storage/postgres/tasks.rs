@@ -16,20 +16,25 @@ pub(super) const TASK_COLUMNS: &str = "id, project_id, instance_id, name, user_i
      created_at, updated_at, schedule_at, steps";
 
 pub(super) fn task_from_row(r: &Row) -> Result<TaskRecord, StoreError> {
-    let status: String = r.try_get(7)?;
-    let steps: Option<String> = r.try_get(11)?;
+    task_from_row_at(r, 0)
+}
+
+/// Decodes `TASK_COLUMNS` starting at column `at`.
+pub(super) fn task_from_row_at(r: &Row, at: usize) -> Result<TaskRecord, StoreError> {
+    let status: String = r.try_get(at + 7)?;
+    let steps: Option<String> = r.try_get(at + 11)?;
     Ok(TaskRecord {
-        id: TaskId::from_trusted(r.try_get(0)?),
-        project_id: ProjectId::from_trusted(r.try_get(1)?),
-        instance_id: InstanceId::from_trusted(r.try_get(2)?),
-        name: r.try_get(3)?,
-        user_id: r.try_get(4)?,
-        user_name: r.try_get(5)?,
-        params: r.try_get(6)?,
+        id: TaskId::from_trusted(r.try_get(at)?),
+        project_id: ProjectId::from_trusted(r.try_get(at + 1)?),
+        instance_id: InstanceId::from_trusted(r.try_get(at + 2)?),
+        name: r.try_get(at + 3)?,
+        user_id: r.try_get(at + 4)?,
+        user_name: r.try_get(at + 5)?,
+        params: r.try_get(at + 6)?,
         status: TaskStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?,
-        created_at: r.try_get(8)?,
-        updated_at: r.try_get(9)?,
-        schedule_at: r.try_get(10)?,
+        created_at: r.try_get(at + 8)?,
+        updated_at: r.try_get(at + 9)?,
+        schedule_at: r.try_get(at + 10)?,
         steps: match steps {
             Some(s) => serde_json::from_str::<Vec<Step>>(&s).map_err(corrupt)?,
             None => Vec::new(),
@@ -52,6 +57,33 @@ pub(super) fn get_task_sql(filter: &str) -> String {
 
 pub(super) static GET_BACKGROUND_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Background)));
 pub(super) static GET_SCHEDULED_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Scheduled)));
+
+/// The write of a delete, one statement in its own (implicit) transaction: the row goes only if
+/// it is still as it was read (`status`, `updated_at`), and with it its day buckets and totals
+/// (`$4`, the views the domain counts it in) and, in the `audit` variant, the audit event (built
+/// in Rust, the deleted record in its detail). It returns how many rows it deleted (0 or 1).
+pub(super) fn delete_write_sql(audit: bool) -> String {
+    format!(
+        "WITH d AS (DELETE FROM tasks WHERE id = $1 AND status = $2 AND updated_at = $3 RETURNING instance_id), \
+         b AS (INSERT INTO task_buckets (instance_id, view, bucket, n) \
+               SELECT d.instance_id, u.v, $5, -1 FROM d, unnest($4::SMALLINT[]) AS u(v) \
+               ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = task_buckets.n + excluded.n), \
+         c AS (INSERT INTO task_totals (instance_id, view, n) \
+               SELECT d.instance_id, u.v, -1 FROM d, unnest($4::SMALLINT[]) AS u(v) \
+               ON CONFLICT (instance_id, view) DO UPDATE SET n = task_totals.n + excluded.n){} \
+         SELECT count(*) FROM d",
+        if audit {
+            ", a AS (INSERT INTO audit_events (at, request_id, project_id, user_id, user_name, access_key, action, \
+             target, status, detail) SELECT $6::BIGINT, $7::TEXT, $8::TEXT, $9::TEXT, $10::TEXT, $11::TEXT, $12::TEXT, \
+             $13::TEXT, $14::INTEGER, $15::TEXT FROM d)"
+        } else {
+            ""
+        }
+    )
+}
+
+pub(super) static DELETE_WRITE: LazyLock<String> = LazyLock::new(|| delete_write_sql(false));
+pub(super) static DELETE_WRITE_AUDITED: LazyLock<String> = LazyLock::new(|| delete_write_sql(true));
 
 pub(super) fn view_filter(view: View) -> &'static str {
     match view {
@@ -77,36 +109,35 @@ pub(super) async fn load_task(
     tx.query_opt(&st, &[&t.as_str(), &i.as_str()]).await?.map(|r| task_from_row(&r)).transpose()
 }
 
-/// Moves a task in or out of a view's day bucket.
-pub(super) async fn bump(
+/// Moves a task in or out of the day buckets and totals of each of `views` (distinct), in one
+/// statement: the bucket rows and the running totals together.
+pub(super) async fn bump_views(
     tx: &Transaction<'_>,
     instance: &InstanceId,
-    view: View,
+    views: &[View],
     created_at: i64,
     delta: i64,
 ) -> StoreResult<()> {
+    if views.is_empty() {
+        return Ok(());
+    }
     let st = tx
         .prepare_cached(
-            "INSERT INTO task_buckets (instance_id, view, bucket, n) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = task_buckets.n + excluded.n",
-        )
-        .await?;
-    tx.execute(&st, &[&instance.as_str(), &(view.code() as i16), &bucket_of(created_at), &delta]).await?;
-    let st = tx
-        .prepare_cached(
-            "INSERT INTO task_totals (instance_id, view, n) VALUES ($1, $2, $3) \
+            "WITH b AS (INSERT INTO task_buckets (instance_id, view, bucket, n) \
+             SELECT $1, v, $3, $4 FROM unnest($2::SMALLINT[]) AS u(v) \
+             ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = task_buckets.n + excluded.n) \
+             INSERT INTO task_totals (instance_id, view, n) SELECT $1, v, $4 FROM unnest($2::SMALLINT[]) AS u(v) \
              ON CONFLICT (instance_id, view) DO UPDATE SET n = task_totals.n + excluded.n",
         )
         .await?;
-    tx.execute(&st, &[&instance.as_str(), &(view.code() as i16), &delta]).await?;
+    let codes: Vec<i16> = views.iter().map(|v| v.code() as i16).collect();
+    tx.execute(&st, &[&instance.as_str(), &codes, &bucket_of(created_at), &delta]).await?;
     Ok(())
 }
 
 pub(super) async fn count_in(tx: &Transaction<'_>, r: &TaskRecord, delta: i64) -> StoreResult<()> {
-    for view in views_of(r) {
-        bump(tx, &r.instance_id, view, r.created_at, delta).await?;
-    }
-    Ok(())
+    let views: Vec<View> = views_of(r).collect();
+    bump_views(tx, &r.instance_id, &views, r.created_at, delta).await
 }
 
 /// The columns a new task row is written with, by INSERT and by COPY alike.
@@ -302,25 +333,66 @@ impl TaskStore for Postgres {
         view: View,
         audit: Option<AuditEvent>,
     ) -> StoreResult<DeleteOutcome> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        if !instance_exists(&tx, p, i).await? {
-            return Ok(DeleteOutcome::NoInstance);
-        }
-        let Some(task) = load_task(&tx, i, t, view, true).await? else {
-            return Ok(DeleteOutcome::NoTask);
+        let client = self.pool.get().await?;
+        let read = match view {
+            View::Background => &*GET_BACKGROUND_TASK,
+            View::Scheduled => &*GET_SCHEDULED_TASK,
         };
-        if !deletion::may_delete(&task) {
-            return Ok(DeleteOutcome::Running);
+        let read = client.prepare_cached(read).await?;
+        let write = client.prepare_cached(if audit.is_some() { &DELETE_WRITE_AUDITED } else { &DELETE_WRITE }).await?;
+        // Read, decide in Rust, write only if the row is still as read: two statements and no
+        // lock held across a round trip (the counters' rows are shared by every delete of an
+        // instance). A task that changed in between is read again.
+        loop {
+            let task = match client.query_opt(&read, &[&t.as_str(), &i.as_str(), &p.as_str()]).await? {
+                None => return Ok(DeleteOutcome::NoInstance),
+                Some(row) if row.try_get::<_, Option<String>>(0)?.is_none() => return Ok(DeleteOutcome::NoTask),
+                Some(row) => task_from_row(&row)?,
+            };
+            if !deletion::may_delete(&task) {
+                return Ok(DeleteOutcome::Running);
+            }
+            let views: Vec<i16> = views_of(&task).map(|v| v.code() as i16).collect();
+            let (id, status, bucket) = (t.as_str(), task.status.as_str(), bucket_of(task.created_at));
+            let deleted: i64 = match &audit {
+                Some(event) => {
+                    let mut event = event.clone();
+                    event.detail = Some(deletion::deleted_detail(&task));
+                    let e = event.storable();
+                    let detail = e.detail.as_ref().map(|d| d.to_string());
+                    let code = i32::from(e.status);
+                    client
+                        .query_one(
+                            &write,
+                            &[
+                                &id,
+                                &status,
+                                &task.updated_at,
+                                &views,
+                                &bucket,
+                                &e.at,
+                                &e.request_id,
+                                &e.project_id,
+                                &e.user_id,
+                                &e.user_name,
+                                &e.access_key,
+                                &e.action,
+                                &e.target,
+                                &code,
+                                &detail,
+                            ],
+                        )
+                        .await?
+                        .try_get(0)?
+                }
+                None => {
+                    client.query_one(&write, &[&id, &status, &task.updated_at, &views, &bucket]).await?.try_get(0)?
+                }
+            };
+            if deleted == 1 {
+                return Ok(DeleteOutcome::Deleted(Box::new(task)));
+            }
         }
-        tx.execute("DELETE FROM tasks WHERE id = $1", &[&t.as_str()]).await?;
-        count_in(&tx, &task, -1).await?;
-        if let Some(mut event) = audit {
-            event.detail = Some(deletion::deleted_detail(&task));
-            insert_audit(&tx, &event).await?;
-        }
-        tx.commit().await?;
-        Ok(DeleteOutcome::Deleted(Box::new(task)))
     }
 
     async fn update_scheduled(
