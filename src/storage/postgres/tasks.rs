@@ -15,26 +15,22 @@ use crate::storage::paging::{PageCount, bucket_of, bucket_range, partial_edges, 
 pub(super) const TASK_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
      created_at, updated_at, schedule_at, steps";
 
+/// Decodes a row of `TASK_COLUMNS`.
 pub(super) fn task_from_row(r: &Row) -> Result<TaskRecord, StoreError> {
-    task_from_row_at(r, 0)
-}
-
-/// Decodes `TASK_COLUMNS` starting at column `at`.
-pub(super) fn task_from_row_at(r: &Row, at: usize) -> Result<TaskRecord, StoreError> {
-    let status: String = r.try_get(at + 7)?;
-    let steps: Option<String> = r.try_get(at + 11)?;
+    let status: String = r.try_get(7)?;
+    let steps: Option<String> = r.try_get(11)?;
     Ok(TaskRecord {
-        id: TaskId::from_trusted(r.try_get(at)?),
-        project_id: ProjectId::from_trusted(r.try_get(at + 1)?),
-        instance_id: InstanceId::from_trusted(r.try_get(at + 2)?),
-        name: r.try_get(at + 3)?,
-        user_id: r.try_get(at + 4)?,
-        user_name: r.try_get(at + 5)?,
-        params: r.try_get(at + 6)?,
+        id: TaskId::from_trusted(r.try_get(0)?),
+        project_id: ProjectId::from_trusted(r.try_get(1)?),
+        instance_id: InstanceId::from_trusted(r.try_get(2)?),
+        name: r.try_get(3)?,
+        user_id: r.try_get(4)?,
+        user_name: r.try_get(5)?,
+        params: r.try_get(6)?,
         status: TaskStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?,
-        created_at: r.try_get(at + 8)?,
-        updated_at: r.try_get(at + 9)?,
-        schedule_at: r.try_get(at + 10)?,
+        created_at: r.try_get(8)?,
+        updated_at: r.try_get(9)?,
+        schedule_at: r.try_get(10)?,
         steps: match steps {
             Some(s) => serde_json::from_str::<Vec<Step>>(&s).map_err(corrupt)?,
             None => Vec::new(),
