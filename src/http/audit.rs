@@ -63,10 +63,23 @@ pub fn batch_action(body: &[u8]) -> Option<(Action, &'static str)> {
 }
 
 /// How a batch entry is named in its audit event: the id as sent, or the JSON of an entry that
-/// is not a string.
+/// is not a string; at most [`MAX_BATCH_NAME`] bytes (an instance id is 36), so that a batch
+/// of huge entries cannot write 50 KiB of audit per request.
 pub fn batch_name(entry: &Value) -> String {
-    entry.as_str().map_or_else(|| entry.to_string(), str::to_owned)
+    let mut name = entry.as_str().map_or_else(|| entry.to_string(), str::to_owned);
+    if name.len() > MAX_BATCH_NAME {
+        let mut end = MAX_BATCH_NAME;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+        name.push('…');
+    }
+    name
 }
+
+/// The longest batch entry name kept in an audit event.
+pub const MAX_BATCH_NAME: usize = 64;
 
 /// The instances a batch body names, when it names between 1 and [`MAX_BATCH`]; else `None`
 /// (the refusal is then one event for the project, so that a huge body cannot write thousands).
@@ -139,6 +152,9 @@ mod tests {
         assert_eq!(route_action(&Method::POST, BATCH_ROUTE, br#"{"action":"x"}"#), None);
         assert_eq!(batch_targets(br#"{"instances":["a",7]}"#), Some(vec!["a".to_owned(), "7".to_owned()]));
         assert_eq!(batch_targets(br#"{"instances":[]}"#), None);
+        let huge = format!(r#"{{"instances":["{}"]}}"#, "é".repeat(5_000));
+        let named = batch_targets(huge.as_bytes()).unwrap_or_default();
+        assert!(named.len() == 1 && named[0].len() <= MAX_BATCH_NAME + '…'.len_utf8(), "{named:?}");
         let many = serde_json::json!({ "instances": vec!["a"; MAX_BATCH + 1] }).to_string();
         assert_eq!(batch_targets(many.as_bytes()), None);
     }
