@@ -10,7 +10,7 @@ use super::*;
 use crate::domain::placement::{placement, views_of};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
 use crate::domain::{deletion, rescheduling};
-use crate::storage::paging::{PageCount, bucket_of, bucket_range, partial_edges, unbounded};
+use crate::storage::paging::{Dialect, ListShape, bucket_of, bucket_range, list_sql, partial_edges};
 
 pub(super) const TASK_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
      created_at, updated_at, schedule_at, steps";
@@ -41,6 +41,19 @@ pub(super) fn task_from_row(r: &Row) -> Result<TaskRecord, StoreError> {
 /// The columns of a list row: everything but the steps, which lists do not show.
 pub(super) const SUMMARY_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
      created_at, updated_at, schedule_at, NULL::TEXT";
+
+/// The column of a list row that says whether the instance exists (the total follows it).
+const LIST_EXISTS: usize = 12;
+
+/// The list statement of a shape, built once.
+fn list_statement(shape: ListShape) -> &'static str {
+    static ALL: LazyLock<Vec<(ListShape, String)>> = LazyLock::new(|| {
+        ListShape::all()
+            .map(|shape| (shape, list_sql(Dialect::Postgres, shape, SUMMARY_COLUMNS, view_filter(shape.view))))
+            .collect()
+    });
+    ALL.iter().find(|(s, _)| *s == shape).map_or("", |(_, sql)| sql.as_str())
+}
 
 pub(super) fn get_task_sql(filter: &str) -> String {
     let cols: Vec<String> = TASK_COLUMNS.split(", ").map(|c| format!("t.{}", c.trim())).collect();
@@ -223,87 +236,37 @@ pub(super) async fn save_task_progress(
 #[async_trait]
 impl TaskStore for Postgres {
     async fn list_tasks(&self, q: &TaskQuery) -> StoreResult<Option<(u64, Vec<TaskRecord>)>> {
-        let mut client = self.pool.get().await?;
-        // One snapshot for the existence check, the count and the page.
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
-        let filter = view_filter(q.view);
-        let inst = q.instance_id.as_str();
+        // One statement, so one snapshot and one round trip: the instance check, the total, where
+        // the page starts (from the day buckets) and the page itself.
+        let client = self.pool.get().await?;
+        let edges = partial_edges(q);
+        let shape = ListShape::of(q, edges.len());
+        let st = client.prepare_cached(list_statement(shape)).await?;
         let (first, last) = bucket_range(q);
         let view = q.view.code() as i16;
-        // The instance check and the total in one statement: the total from the instance's
-        // running count when unfiltered, else from the day buckets in range.
-        let head = if unbounded(q) {
-            "SELECT EXISTS (SELECT 1 FROM instances WHERE id = $1 AND project_id = $5), \
-             coalesce((SELECT n FROM task_totals WHERE instance_id = $1 AND view = $2 AND $3::BIGINT <= $4::BIGINT), 0)"
-        } else {
-            "SELECT EXISTS (SELECT 1 FROM instances WHERE id = $1 AND project_id = $5), \
-             (SELECT coalesce(sum(n), 0)::BIGINT FROM task_buckets \
-              WHERE instance_id = $1 AND view = $2 AND bucket BETWEEN $3 AND $4)"
+        let from = q.created_from.unwrap_or(i64::MIN);
+        let offset = q.offset.min(i64::MAX as u64) as i64;
+        let limit = q.limit.min(i64::MAX as u64) as i64;
+        let (inst, project) = (q.instance_id.as_str(), q.project_id.as_str());
+        let flat: Vec<i64> = edges.iter().flat_map(|&(b, lo, hi)| [b, lo, hi]).collect();
+        let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            vec![&inst, &view, &first, &last, &project, &from, &q.created_to, &offset, &limit];
+        args.extend(flat.iter().map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync)));
+        let rows = client.query(&st, &args).await?;
+        let Some(head) = rows.first() else {
+            return Err(corrupt("a list statement returned no row"));
         };
-        let st = tx.prepare_cached(head).await?;
-        let row = tx.query_one(&st, &[&inst, &view, &first, &last, &q.project_id.as_str()]).await?;
-        if !row.try_get::<_, bool>(0)? {
+        if !head.try_get::<_, bool>(LIST_EXISTS)? {
             return Ok(None);
         }
-        let mut count = PageCount::new(q, row.try_get(1)?);
-        for (bucket, lo, hi) in partial_edges(q) {
-            let sql = format!(
-                "SELECT count(*) FROM tasks WHERE instance_id = $1 AND {filter} AND created_at BETWEEN $2 AND $3"
-            );
-            let st = tx.prepare_cached(&sql).await?;
-            let n: i64 = tx.query_one(&st, &[&inst, &lo, &hi]).await?.try_get(0)?;
-            let st = tx
-                .prepare_cached("SELECT n FROM task_buckets WHERE instance_id = $1 AND view = $2 AND bucket = $3")
-                .await?;
-            let stored: i64 =
-                tx.query_opt(&st, &[&inst, &view, &bucket]).await?.map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
-            count.edge(bucket, n, stored);
-        }
-        // Newest buckets first, read in slices only as far as the page's offset.
-        let st = tx
-            .prepare_cached(
-                "SELECT bucket, n FROM task_buckets WHERE instance_id = $1 AND view = $2 AND bucket BETWEEN $3 AND $4 \
-                 ORDER BY bucket DESC LIMIT $5 OFFSET $6",
-            )
-            .await?;
-        // A first page needs a bucket or two; deep offsets read on in growing slices.
-        let mut slice: i64 = 16;
-        'read: loop {
-            let rows = tx.query(&st, &[&inst, &view, &first, &last, &slice, &(count.read() as i64)]).await?;
-            let len = rows.len() as i64;
-            for r in rows {
-                if !count.bucket(r.try_get(0)?, r.try_get(1)?) {
-                    break 'read;
-                }
+        let total: i64 = head.try_get(LIST_EXISTS + 1)?;
+        let mut tasks = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if r.try_get::<_, Option<String>>(0)?.is_some() {
+                tasks.push(task_from_row(r)?);
             }
-            if len < slice {
-                break;
-            }
-            slice *= 8;
         }
-        let (total, start) = count.plan();
-        let Some((upper, skip)) = start else {
-            tx.commit().await?;
-            return Ok(Some((total, Vec::new())));
-        };
-        let page = tx
-            .prepare_cached(&format!(
-                "SELECT {SUMMARY_COLUMNS} FROM tasks WHERE instance_id = $1 AND {filter} AND created_at BETWEEN $2 AND $3 \
-                 ORDER BY created_at DESC, id DESC LIMIT $4 OFFSET $5"
-            ))
-            .await?;
-        let limit = q.limit.min(i64::MAX as u64) as i64;
-        let skip = skip.min(i64::MAX as u64) as i64;
-        let from = q.created_from.unwrap_or(i64::MIN);
-        let rows = tx.query(&page, &[&inst, &from, &upper, &limit, &skip]).await?;
-        let tasks = rows.iter().map(task_from_row).collect::<StoreResult<Vec<_>>>()?;
-        tx.commit().await?;
-        Ok(Some((total, tasks)))
+        Ok(Some((total.max(0) as u64, tasks)))
     }
 
     async fn get_task(&self, p: &ProjectId, i: &InstanceId, t: &TaskId, view: View) -> StoreResult<Found<TaskRecord>> {
