@@ -66,7 +66,7 @@ impl BulkStore for Postgres {
         let st = tx
             .prepare_cached(
                 "INSERT INTO task_totals (instance_id, view, n) VALUES ($1, $2, $3) \
-                 ON CONFLICT (instance_id, view) DO UPDATE SET n = task_totals.n + excluded.n",
+                 ON CONFLICT (instance_id, view, shard) DO UPDATE SET n = task_totals.n + excluded.n",
             )
             .await?;
         for ((inst, view), n) in totals {
@@ -75,7 +75,7 @@ impl BulkStore for Postgres {
         let st = tx
             .prepare_cached(
                 "INSERT INTO task_buckets (instance_id, view, bucket, n) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = task_buckets.n + excluded.n",
+                 ON CONFLICT (instance_id, view, bucket, shard) DO UPDATE SET n = task_buckets.n + excluded.n",
             )
             .await?;
         for ((inst, view, bucket), n) in counts {

@@ -102,13 +102,17 @@ async fn count_fired(
         ns.push(*n);
     }
     let st = tx
-        .prepare_cached(
+        .prepare_cached(concat!(
             "WITH u AS (SELECT * FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[]) AS u(instance_id, bucket, n)), \
-             b AS (INSERT INTO task_buckets (instance_id, view, bucket, n) SELECT instance_id, $4, bucket, n FROM u \
-                   ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = task_buckets.n + excluded.n) \
-             INSERT INTO task_totals (instance_id, view, n) SELECT instance_id, $4, sum(n)::BIGINT FROM u GROUP BY instance_id \
-             ON CONFLICT (instance_id, view) DO UPDATE SET n = task_totals.n + excluded.n",
-        )
+                 b AS (INSERT INTO task_buckets (instance_id, view, bucket, shard, n) SELECT instance_id, $4, bucket, ",
+            shard!(),
+            ", n FROM u \
+                 ON CONFLICT (instance_id, view, bucket, shard) DO UPDATE SET n = task_buckets.n + excluded.n) \
+                 INSERT INTO task_totals (instance_id, view, shard, n) SELECT instance_id, $4, ",
+            shard!(),
+            ", sum(n)::BIGINT FROM u GROUP BY instance_id \
+                 ON CONFLICT (instance_id, view, shard) DO UPDATE SET n = task_totals.n + excluded.n"
+        ))
         .await?;
     tx.execute(&st, &[&ids, &buckets, &ns, &(View::Background.code() as i16)]).await?;
     Ok(())

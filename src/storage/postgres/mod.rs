@@ -39,7 +39,17 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0004_task_totals.sql"),
     include_str!("../../../migrations/postgres/0005_master_key_check.sql"),
     include_str!("../../../migrations/postgres/0006_kernel_builds.sql"),
+    include_str!("../../../migrations/postgres/0010_counter_shards.sql"),
 ];
+
+/// The counter shard a connection writes (migration 0010): its backend's, so that concurrent
+/// writers of one instance's counts take different row locks.
+macro_rules! shard {
+    () => {
+        "(pg_backend_pid() % 16)::SMALLINT"
+    };
+}
+use shard;
 /// Serialises migrations of processes that start together.
 const MIGRATION_LOCK: i64 = 0x6b61_666b_6174_0001;
 /// Serialises the creation of the first credential.

@@ -74,14 +74,15 @@ pub(super) static GET_SCHEDULED_TASK: LazyLock<String> = LazyLock::new(|| get_ta
 pub(super) fn delete_write_sql(audit: bool) -> String {
     format!(
         "WITH d AS (DELETE FROM tasks WHERE id = $1 AND status = $2 AND updated_at = $3 RETURNING instance_id), \
-         b AS (INSERT INTO task_buckets (instance_id, view, bucket, n) \
-               SELECT d.instance_id, u.v, $5, -1 FROM d, unnest($4::SMALLINT[]) AS u(v) \
-               ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = task_buckets.n + excluded.n), \
-         c AS (INSERT INTO task_totals (instance_id, view, n) \
-               SELECT d.instance_id, u.v, -1 FROM d, unnest($4::SMALLINT[]) AS u(v) \
-               ON CONFLICT (instance_id, view) DO UPDATE SET n = task_totals.n + excluded.n){} \
+         b AS (INSERT INTO task_buckets (instance_id, view, bucket, shard, n) \
+               SELECT d.instance_id, u.v, $5, {shard}, -1 FROM d, unnest($4::SMALLINT[]) AS u(v) \
+               ON CONFLICT (instance_id, view, bucket, shard) DO UPDATE SET n = task_buckets.n + excluded.n), \
+         c AS (INSERT INTO task_totals (instance_id, view, shard, n) \
+               SELECT d.instance_id, u.v, {shard}, -1 FROM d, unnest($4::SMALLINT[]) AS u(v) \
+               ON CONFLICT (instance_id, view, shard) DO UPDATE SET n = task_totals.n + excluded.n){audit} \
          SELECT count(*) FROM d",
-        if audit {
+        shard = shard!(),
+        audit = if audit {
             ", a AS (INSERT INTO audit_events (at, request_id, project_id, user_id, user_name, access_key, action, \
              target, status, detail) SELECT $6::BIGINT, $7::TEXT, $8::TEXT, $9::TEXT, $10::TEXT, $11::TEXT, $12::TEXT, \
              $13::TEXT, $14::INTEGER, $15::TEXT FROM d)"
@@ -131,13 +132,17 @@ pub(super) async fn bump_views(
         return Ok(());
     }
     let st = tx
-        .prepare_cached(
-            "WITH b AS (INSERT INTO task_buckets (instance_id, view, bucket, n) \
-             SELECT $1, v, $3, $4 FROM unnest($2::SMALLINT[]) AS u(v) \
-             ON CONFLICT (instance_id, view, bucket) DO UPDATE SET n = task_buckets.n + excluded.n) \
-             INSERT INTO task_totals (instance_id, view, n) SELECT $1, v, $4 FROM unnest($2::SMALLINT[]) AS u(v) \
-             ON CONFLICT (instance_id, view) DO UPDATE SET n = task_totals.n + excluded.n",
-        )
+        .prepare_cached(concat!(
+            "WITH b AS (INSERT INTO task_buckets (instance_id, view, bucket, shard, n) \
+                 SELECT $1, v, $3, ",
+            shard!(),
+            ", $4 FROM unnest($2::SMALLINT[]) AS u(v) \
+                 ON CONFLICT (instance_id, view, bucket, shard) DO UPDATE SET n = task_buckets.n + excluded.n) \
+                 INSERT INTO task_totals (instance_id, view, shard, n) SELECT $1, v, ",
+            shard!(),
+            ", $4 FROM unnest($2::SMALLINT[]) AS u(v) \
+                 ON CONFLICT (instance_id, view, shard) DO UPDATE SET n = task_totals.n + excluded.n"
+        ))
         .await?;
     let codes: Vec<i16> = views.iter().map(|v| v.code() as i16).collect();
     tx.execute(&st, &[&instance.as_str(), &codes, &bucket_of(created_at), &delta]).await?;

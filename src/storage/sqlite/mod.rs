@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0004_task_totals.sql"),
     include_str!("../../../migrations/sqlite/0005_master_key_check.sql"),
     include_str!("../../../migrations/sqlite/0006_kernel_builds.sql"),
+    include_str!("../../../migrations/sqlite/0010_counter_shards.sql"),
 ];
 /// Written into the database header by the readiness probe ("kt" twice).
 const APPLICATION_ID: i32 = 0x6b74_6b74;
