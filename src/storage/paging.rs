@@ -135,10 +135,12 @@ pub fn list_sql(d: Dialect, shape: ListShape, columns: &str, filter: &str) -> St
     }
     let stored = if shape.edges > 0 { "coalesce(e.n, k.n)" } else { "k.n" };
     let join = if shape.edges > 0 { " LEFT JOIN edge e ON e.b = k.bucket" } else { "" };
-    // A day's count may be split over several rows (PostgreSQL's counter shards): summed first.
+    // A day's count may be split over several rows (PostgreSQL's counter shards): summed first,
+    // newest first, so that the bucket index is walked backwards and only as far as the offset.
     sql += &format!(
         "k AS (SELECT bucket, sum(n) AS n FROM task_buckets \
-         WHERE instance_id = {i} AND view = {v} AND bucket BETWEEN {first} AND {last} GROUP BY bucket), \
+         WHERE instance_id = {i} AND view = {v} AND bucket BETWEEN {first} AND {last} GROUP BY bucket \
+         ORDER BY bucket DESC), \
          b AS (SELECT k.bucket AS bucket, {max}({stored}, 0) AS n FROM k{join}), \
          c AS (SELECT bucket, n, CAST(sum(n) OVER (ORDER BY bucket DESC ROWS UNBOUNDED PRECEDING) AS BIGINT) AS upto FROM b), \
          start AS (SELECT bucket, upto - n AS before, (bucket + 1) * {day} - 1 AS upper FROM c WHERE upto > {offset} \
