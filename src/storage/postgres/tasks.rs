@@ -10,7 +10,7 @@ use super::*;
 use crate::domain::placement::{placement, views_of};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
 use crate::domain::{deletion, rescheduling};
-use crate::storage::paging::{Dialect, ListShape, bucket_of, bucket_range, list_sql, partial_edges};
+use crate::storage::paging::{ListShape, bucket_of, bucket_range, list_sql, partial_edges};
 
 pub(super) const TASK_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
      created_at, updated_at, schedule_at, steps";
@@ -48,9 +48,7 @@ const LIST_EXISTS: usize = 12;
 /// The list statement of a shape, built once.
 fn list_statement(shape: ListShape) -> &'static str {
     static ALL: LazyLock<Vec<(ListShape, String)>> = LazyLock::new(|| {
-        ListShape::all()
-            .map(|shape| (shape, list_sql(Dialect::Postgres, shape, SUMMARY_COLUMNS, view_filter(shape.view))))
-            .collect()
+        ListShape::all().map(|shape| (shape, list_sql(shape, SUMMARY_COLUMNS, view_filter(shape.view)))).collect()
     });
     ALL.iter().find(|(s, _)| *s == shape).map_or("", |(_, sql)| sql.as_str())
 }

@@ -10,7 +10,7 @@ use crate::domain::operation::Operation;
 use crate::domain::placement::{placement, views_of};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
 use crate::domain::{deletion, rescheduling};
-use crate::storage::paging::{Dialect, ListShape, bucket_of, bucket_range, list_sql, partial_edges};
+use crate::storage::paging::{PageCount, bucket_of, bucket_range, partial_edges, unbounded};
 
 pub(super) const TASK_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
      created_at, updated_at, schedule_at, steps";
@@ -27,17 +27,31 @@ pub(super) fn get_task_sql(filter: &str) -> String {
 pub(super) static GET_BACKGROUND_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Background)));
 pub(super) static GET_SCHEDULED_TASK: LazyLock<String> = LazyLock::new(|| get_task_sql(view_filter(View::Scheduled)));
 
-/// The column of a list row that says whether the instance exists (the total follows it).
-const LIST_EXISTS: usize = 12;
+pub(super) const LIST_HEAD_ALL: &str = "SELECT EXISTS (SELECT 1 FROM instances WHERE id = ?1 AND project_id = ?5), \
+     coalesce((SELECT n FROM task_totals WHERE instance_id = ?1 AND view = ?2 AND ?3 <= ?4), 0)";
 
-/// The list statement of a shape, built once.
-pub(super) fn list_statement(shape: ListShape) -> &'static str {
-    static ALL: LazyLock<Vec<(ListShape, String)>> = LazyLock::new(|| {
-        ListShape::all()
-            .map(|shape| (shape, list_sql(Dialect::Sqlite, shape, SUMMARY_COLUMNS, view_filter(shape.view))))
-            .collect()
-    });
-    ALL.iter().find(|(s, _)| *s == shape).map_or("", |(_, sql)| sql.as_str())
+pub(super) const LIST_HEAD_RANGE: &str = "SELECT EXISTS (SELECT 1 FROM instances WHERE id = ?1 AND project_id = ?5), \
+     (SELECT coalesce(sum(n), 0) FROM task_buckets WHERE instance_id = ?1 AND view = ?2 AND bucket BETWEEN ?3 AND ?4)";
+
+pub(super) const BUCKETS_NEWEST_FIRST: &str = "SELECT bucket, n FROM task_buckets \
+     WHERE instance_id = ?1 AND view = ?2 AND bucket BETWEEN ?3 AND ?4 ORDER BY bucket DESC";
+
+/// A page of a view, newest first, below an upper bound on `created_at`.
+pub(super) fn page_sql(view: View) -> &'static str {
+    static BACKGROUND: LazyLock<String> = LazyLock::new(|| page_sql_text(View::Background));
+    static SCHEDULED: LazyLock<String> = LazyLock::new(|| page_sql_text(View::Scheduled));
+    match view {
+        View::Background => &BACKGROUND,
+        View::Scheduled => &SCHEDULED,
+    }
+}
+
+pub(super) fn page_sql_text(view: View) -> String {
+    format!(
+        "SELECT {SUMMARY_COLUMNS} FROM tasks WHERE instance_id = ?1 AND {} AND created_at BETWEEN ?2 AND ?3 \
+         ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5",
+        view_filter(view)
+    )
 }
 
 /// The columns of a list row: everything but the steps, which lists do not show.
@@ -170,39 +184,58 @@ pub(super) fn load_operation(conn: &Connection, t: &TaskId) -> StoreResult<Opera
 impl TaskStore for Sqlite {
     async fn list_tasks(&self, q: &TaskQuery) -> StoreResult<Option<(u64, Vec<TaskRecord>)>> {
         self.read(|conn| {
-            // One statement: the instance check, the total, where the page starts (from the day
-            // buckets) and the page itself.
-            let edges = partial_edges(q);
-            let mut st = conn.prepare_cached(list_statement(ListShape::of(q, edges.len())))?;
+            let filter = view_filter(q.view);
+            let inst = q.instance_id.as_str();
             let (first, last) = bucket_range(q);
-            let mut args: Vec<rusqlite::types::Value> = vec![
-                q.instance_id.as_str().to_owned().into(),
-                q.view.code().into(),
-                first.into(),
-                last.into(),
-                q.project_id.as_str().to_owned().into(),
-                q.created_from.unwrap_or(i64::MIN).into(),
-                q.created_to.into(),
-                (q.offset.min(i64::MAX as u64) as i64).into(),
-                (q.limit.min(i64::MAX as u64) as i64).into(),
-            ];
-            args.extend(edges.iter().flat_map(|&(b, lo, hi)| [b.into(), lo.into(), hi.into()]));
-            let mut rows = st.query(rusqlite::params_from_iter(args))?;
-            let mut tasks = Vec::with_capacity(q.limit.min(1000) as usize);
-            let mut head = None;
+            let args = params![inst, q.view.code(), first, last];
+            // The instance check and the total in one statement: the total from the instance's
+            // running count when unfiltered, else from the day buckets in range.
+            let head = if unbounded(q) { LIST_HEAD_ALL } else { LIST_HEAD_RANGE };
+            let (exists, total): (bool, i64) = conn
+                .prepare_cached(head)?
+                .query_row(params![inst, q.view.code(), first, last, q.project_id.as_str()], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            if !exists {
+                return Ok(None);
+            }
+            let mut count = PageCount::new(q, total);
+            for (bucket, lo, hi) in partial_edges(q) {
+                let sql = format!(
+                    "SELECT count(*) FROM tasks WHERE instance_id = ?1 AND {filter} AND created_at BETWEEN ?2 AND ?3"
+                );
+                let n: i64 = conn.prepare_cached(&sql)?.query_row(params![inst, lo, hi], |r| r.get(0))?;
+                let stored: i64 = conn
+                    .prepare_cached("SELECT n FROM task_buckets WHERE instance_id = ?1 AND view = ?2 AND bucket = ?3")?
+                    .query_row(params![inst, q.view.code(), bucket], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(0);
+                count.edge(bucket, n, stored);
+            }
+            // Newest buckets first, read only as far as the page's offset.
+            let mut st = conn.prepare_cached(BUCKETS_NEWEST_FIRST)?;
+            let mut rows = st.query(args)?;
             while let Some(r) = rows.next()? {
-                if head.is_none() {
-                    head = Some((r.get::<_, bool>(LIST_EXISTS)?, r.get::<_, i64>(LIST_EXISTS + 1)?));
-                }
-                if r.get_ref(0)? != rusqlite::types::ValueRef::Null {
-                    tasks.push(task_from_row(r)??);
+                if !count.bucket(r.get(0)?, r.get(1)?) {
+                    break;
                 }
             }
-            match head {
-                None => Err(corrupt("a list statement returned no row")),
-                Some((false, _)) => Ok(None),
-                Some((true, total)) => Ok(Some((total.max(0) as u64, tasks))),
+            drop(rows);
+            let (total, start) = count.plan();
+            let Some((upper, skip)) = start else {
+                return Ok(Some((total, Vec::new())));
+            };
+            let mut st = conn.prepare_cached(page_sql(q.view))?;
+            let from = q.created_from.unwrap_or(i64::MIN);
+            let rows = st.query_map(
+                params![inst, from, upper, q.limit as i64, skip.min(i64::MAX as u64) as i64],
+                task_from_row,
+            )?;
+            let mut tasks = Vec::with_capacity(q.limit as usize);
+            for r in rows {
+                tasks.push(r??);
             }
+            Ok(Some((total, tasks)))
         })
         .await
     }
@@ -305,14 +338,19 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let mut conn = connect(&dir.join("t.db")).expect("open");
         migrate(&mut conn).expect("migrate");
-        let mut statements = vec![(GET_BACKGROUND_TASK.as_str().to_owned(), 3)];
-        statements.extend(ListShape::all().map(|s| (list_statement(s).to_owned(), 9 + 3 * s.edges)));
+        let statements = [
+            (GET_BACKGROUND_TASK.as_str().to_owned(), 3),
+            (BUCKETS_NEWEST_FIRST.to_owned(), 4),
+            (LIST_HEAD_ALL.to_owned(), 5),
+            (LIST_HEAD_RANGE.to_owned(), 5),
+            (page_sql(View::Background).to_owned(), 5),
+        ];
         for (sql, n) in statements {
             let mut last = 0;
             for i in 0..5i64 {
                 let mut st = conn.prepare_cached(&sql).expect("prepare");
                 let values: Vec<rusqlite::types::Value> =
-                    (0..n).map(|k| if k == 0 { format!("i{i}").into() } else { (i * 10 + k as i64).into() }).collect();
+                    (0..n).map(|k| if k == 0 { format!("i{i}").into() } else { (i * 10 + k).into() }).collect();
                 let mut rows = st.query(rusqlite::params_from_iter(values)).expect("query");
                 while rows.next().expect("step").is_some() {}
                 drop(rows);
