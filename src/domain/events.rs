@@ -18,8 +18,12 @@ pub struct EventCursor {
 }
 
 /// Where a stream starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventStart {
+    /// At the log's end: after this position, leaving out the events with these ids, which
+    /// committed before the stream started but lie after the position (PostgreSQL: written by
+    /// transactions newer than one still running; at most [`TAIL_SKIP_MAX`]).
+    Tail(EventCursor, Vec<i64>),
     /// Just after this position.
     From(EventCursor),
     /// The event asked for was pruned (with, perhaps, others after it): the stream says so and
@@ -28,6 +32,10 @@ pub enum EventStart {
     /// No such event was ever logged.
     Unknown,
 }
+
+/// The most already-committed events a stream started "from now" leaves out; past that it may
+/// begin with a few events committed just before it started.
+pub const TAIL_SKIP_MAX: usize = 1_000;
 
 /// What happened to a task. The wire name is the SSE `event:` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +193,10 @@ pub fn progressed(before: &Before, task: &TaskRecord, now: i64, out: &mut Vec<Ne
                 out.push(NewEvent::of(EventKind::StepStarted, task, Some(i), now));
             }
             StepStatus::Completed | StepStatus::Failed if was != s.status => {
+                // A step that takes no time starts and ends in one write: both are reported.
+                if was != StepStatus::InProgress {
+                    out.push(NewEvent::of(EventKind::StepStarted, task, Some(i), now));
+                }
                 out.push(NewEvent::of(EventKind::StepFinished, task, Some(i), now));
             }
             _ => {}
@@ -275,6 +287,18 @@ mod tests {
         assert_eq!(data["progress"], 100);
         assert_eq!(data["status"], "SUCCESS");
         assert_eq!(data["steps_done"], 2);
+    }
+
+    #[test]
+    fn a_step_that_takes_no_time_starts_and_ends() {
+        let mut t = task(TaskStatus::Created, None);
+        t.steps = steps(&[StepStatus::Waiting, StepStatus::Waiting]);
+        let before = Before::of(&t);
+        t.steps = steps(&[StepStatus::Completed, StepStatus::InProgress]);
+        t.status = TaskStatus::Executing;
+        let mut out = Vec::new();
+        progressed(&before, &t, 5, &mut out);
+        assert_eq!(kinds(&out), vec![("step.started", Some(0)), ("step.finished", Some(0)), ("step.started", Some(1))]);
     }
 
     #[test]

@@ -152,8 +152,19 @@ impl EventStore for Postgres {
         let Some(after) = after else {
             // Every transaction older than the horizon has ended; the stream takes what the
             // others (running, or not yet begun) append.
-            let h: i64 = client.query_one(&format!("SELECT {HORIZON}"), &[]).await?.try_get(0)?;
-            return Ok(EventStart::From(EventCursor { xid: h - 1, id: i64::MAX }));
+            // Events of those newer ones already committed are left out (one snapshot for both).
+            let row = client
+                .query_one(
+                    &format!(
+                        "WITH h AS (SELECT {HORIZON} AS h) SELECT h, ARRAY(SELECT id FROM task_events, h \
+                         WHERE xid >= h.h ORDER BY xid, id LIMIT {}) FROM h",
+                        crate::domain::events::TAIL_SKIP_MAX
+                    ),
+                    &[],
+                )
+                .await?;
+            let (h, seen): (i64, Vec<i64>) = (row.try_get(0)?, row.try_get(1)?);
+            return Ok(EventStart::Tail(EventCursor { xid: h - 1, id: i64::MAX }, seen));
         };
         let st = client.prepare_cached("SELECT xid FROM task_events WHERE id = $1").await?;
         if let Some(r) = client.query_opt(&st, &[&after]).await? {

@@ -41,7 +41,7 @@ impl EventStore for Sqlite {
             let Some(after) = after else {
                 let last: Option<i64> =
                     conn.prepare_cached("SELECT max(id) FROM task_events")?.query_row([], |r| r.get(0))?;
-                return Ok(EventStart::From(EventCursor { xid: 0, id: last.unwrap_or(0).max(max_pruned) }));
+                return Ok(EventStart::Tail(EventCursor { xid: 0, id: last.unwrap_or(0).max(max_pruned) }, Vec::new()));
             };
             let exists = conn.prepare_cached("SELECT 1 FROM task_events WHERE id = ?1")?.exists(params![after])?;
             Ok(if exists {
