@@ -156,7 +156,7 @@ pub fn router() -> Router<AppState> {
     operation_id = "StreamProjectTaskEvents",
     tag = "Task events",
     params(shapes::ProjectPath, shapes::EventQuery, shapes::LastEventId),
-    responses((status = 200, description = STREAM_DOC, content_type = "text/event-stream", body = String)),
+    responses((status = 200, description = STREAM_DOC, content_type = "text/event-stream", body = SseEvent)),
 )]
 pub(super) async fn project_events(
     State(state): State<AppState>,
@@ -176,7 +176,7 @@ pub(super) async fn project_events(
     operation_id = "StreamInstanceTaskEvents",
     tag = "Task events",
     params(shapes::InstancePath, shapes::EventQuery, shapes::LastEventId),
-    responses((status = 200, description = STREAM_DOC, content_type = "text/event-stream", body = String)),
+    responses((status = 200, description = STREAM_DOC, content_type = "text/event-stream", body = SseEvent)),
 )]
 pub(super) async fn instance_events(
     State(state): State<AppState>,
@@ -188,6 +188,22 @@ pub(super) async fn instance_events(
     caller.require(Action::GetBackgroundTask)?;
     state.storage.instances.get_instance(&path.project, &path.instance).await?.ok_or(ApiError::NoInstance)?;
     open(&state, &caller, EventScope::Instance(path.project, path.instance), &q, &headers).await
+}
+
+/// One message of the stream, as an SSE parser hands it over (comment lines aside).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct SseEvent {
+    /// The event's place in the log, for `Last-Event-ID`; absent on `missed`.
+    #[schema(nullable = false, example = "1235")]
+    id: Option<String>,
+    /// `task.created`, `step.started`, `step.finished`, `task.finished`, `task.deleted`,
+    /// `task.rescheduled`, or `missed`.
+    #[schema(example = "step.finished")]
+    event: String,
+    /// A JSON object (see the operation's description).
+    #[schema(example = "{\"task_id\":\"…\",\"status\":\"EXECUTING\",\"progress\":50}")]
+    data: String,
 }
 
 const STREAM_DOC: &str = "A `text/event-stream` of task events. Each event has `id` (its place in the log, \
