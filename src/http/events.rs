@@ -381,3 +381,87 @@ pub async fn prune_forever(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::instance::{Instance, InstanceStatus, NewInstance};
+    use crate::domain::operation::Operation;
+    use crate::storage::{NewTask, Storage, TaskBuilder};
+
+    fn args() -> EventArgs {
+        EventArgs {
+            event_keepalive_ms: 15_000,
+            event_poll_ms: 1_000,
+            event_streams_max: 4,
+            event_streams_per_key: 2,
+            event_stream_lifetime_secs: 60,
+            event_retention_secs: 60,
+            event_retention_max: 1_000,
+            event_prune_ms: 1_000,
+        }
+    }
+
+    /// However far behind a client is, its stream holds one page of the log, read when the
+    /// previous one is taken (a real SQLite store with 250 events).
+    #[tokio::test]
+    async fn a_stream_holds_at_most_one_page_whatever_the_backlog() {
+        let dir = tempfile::tempdir().expect("dir");
+        let storage = Storage::open(&format!("sqlite:{}", dir.path().join("e.db").display())).await.expect("store");
+        let project: crate::domain::ProjectId = "0123456789abcdef0123456789abcdef".parse().expect("project");
+        let new = NewInstance {
+            name: "k".into(),
+            engine_version: "2.7".into(),
+            broker_num: 3,
+            storage_space: 300,
+            product_id: "p".into(),
+            enable_auto_topic: false,
+            extra: Default::default(),
+        };
+        let mut inst = Instance::create(project.clone(), &new, "u", "n", 1);
+        inst.status = InstanceStatus::Running;
+        let create = NewTask::new(&inst, Operation::Restart, ("u", "n"), 1, None, 1.0);
+        storage.instances.create_instance(inst.clone(), create, None).await.expect("instance");
+        // Scheduled tasks take no lock: 249 more `task.created` events.
+        for n in 0..249 {
+            let t = NewTask::new(&inst, Operation::Restart, ("u", "n"), 2 + n, Some(i64::MAX / 2), 1.0);
+            let stored = storage.instances.submit(&project, &inst.id, TaskBuilder::ready(t), None).await;
+            assert!(matches!(stored, Ok(Ok(_))), "{stored:?}");
+        }
+        let streams = Arc::new(Streams::new(&args(), watch::channel(false).1));
+        let slot = streams.admit("k".into()).expect("a slot");
+        let store = storage.events.clone();
+        let mut reader = Reader {
+            signal: store.event_signal(),
+            store,
+            scope: EventScope::Project(project),
+            cursor: EventCursor::default(),
+            buf: VecDeque::new(),
+            skip: Default::default(),
+            first: None,
+            shutdown: streams.shutdown.clone(),
+            poll: Duration::from_secs(1),
+            ends: tokio::time::Instant::now() + Duration::from_secs(60),
+            _slot: slot,
+        };
+        let mut seen = 0;
+        for page in 0..3 {
+            let (_, r) = next(reader).await.expect("an event");
+            reader = r;
+            seen += 1;
+            let held = reader.buf.len();
+            assert_eq!(held, if page < 2 { PAGE - 1 } else { 250 - 2 * PAGE - 1 }, "page {page}");
+            for _ in 0..held {
+                let (_, r) = next(reader).await.expect("an event");
+                reader = r;
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 250);
+        // Caps: a second stream of the key fits, a third does not; dropping gives the slot back.
+        let second = streams.admit("k".into()).expect("second");
+        assert!(streams.admit("k".into()).is_none());
+        drop(second);
+        assert!(streams.admit("k".into()).is_some());
+    }
+}
