@@ -498,3 +498,15 @@ async fn an_event_written_by_another_server_arrives_on_postgres() {
     eprintln!("cross-server delivery: {latencies:?}");
     other.stop().await.expect("stops");
 }
+
+/// A graceful stop ends open streams at once rather than waiting out the grace period for them.
+#[tokio::test]
+async fn open_streams_end_when_the_server_stops() {
+    let app = TestApp::spawn_with(&["--time-scale", "0", "--shutdown-grace-ms", "20000"]).await;
+    let mut stream = open(&app, &project_events(&app)).await;
+    let started = Instant::now();
+    let app = app.restart(&["--time-scale", "0"]).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "the stop waited {:?} for the stream", started.elapsed());
+    assert!(stream.next(Duration::from_secs(2)).await.is_none(), "the stream is over");
+    drop(app);
+}
