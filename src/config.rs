@@ -65,6 +65,8 @@ pub struct ServeArgs {
     pub auth: crate::auth::config::AuthArgs,
     #[command(flatten)]
     pub net: crate::http::serve::NetArgs,
+    #[command(flatten)]
+    pub events: crate::http::events::EventArgs,
 }
 
 /// Where the master key comes from. It seals secret keys at rest and signs tokens; every process

@@ -83,6 +83,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     let auth = Authenticator::with_args(storage.credentials.clone(), master, clock.clone(), &args.auth);
     let step_context = StepContext { storage_pool_gb: args.storage_pool_gb };
     let wake = Arc::new(Notify::new());
+    let (shutdown, shutdown_rx) = watch::channel(false);
     let state = AppState {
         storage: storage.clone(),
         auth: Arc::new(auth),
@@ -96,8 +97,14 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
             Duration::from_millis(args.net.body_timeout_ms),
         )),
         readiness: Arc::default(),
+        events: Arc::new(http::events::Streams::new(&args.events, shutdown_rx.clone())),
     };
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    tokio::spawn(http::events::prune_forever(
+        storage.events.clone(),
+        clock.clone(),
+        args.events.clone(),
+        shutdown_rx.clone(),
+    ));
     let engine = Engine::new(
         storage.engine.clone(),
         EngineConfig {

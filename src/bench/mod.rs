@@ -3,6 +3,7 @@
 //! requests on keep-alive connections, and prints throughput and latency percentiles per
 //! operation, each against `GET /healthz` on the same server.
 
+mod events;
 mod load;
 mod seed;
 
@@ -54,6 +55,12 @@ pub struct BenchArgs {
     /// Tasks queued for the drain measurement (the server restarts onto them).
     #[arg(long, default_value_t = 20_000)]
     pub drain_tasks: usize,
+    /// Operations timed from their commit to their event on a task event stream (0: skip).
+    #[arg(long, default_value_t = 500)]
+    pub event_samples: usize,
+    /// Only measure event delivery (with a small population): `bench --events-only`.
+    #[arg(long)]
+    pub events_only: bool,
     /// Also run graphile-worker's no-op jobs on the same PostgreSQL (`bench/graphile-worker`,
     /// after `npm ci --prefix bench/graphile-worker`); with `--engine postgres` only.
     #[arg(long)]
@@ -152,6 +159,12 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         args.seconds = args.seconds.min(1.0);
         args.connections = args.connections.min(16);
         args.drain_tasks = args.drain_tasks.min(500);
+        args.event_samples = args.event_samples.min(50);
+    }
+    if args.events_only {
+        args.hot_tasks = args.hot_tasks.min(100);
+        args.instances = args.instances.clamp(8, 64);
+        args.tasks_per_instance = args.tasks_per_instance.min(10);
     }
     let work = std::env::temp_dir().join(format!("kafka-tasks-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&work)?;
@@ -235,6 +248,12 @@ async fn bench(args: &BenchArgs, database: &str, work: &std::path::Path) -> anyh
     let healthz: CallMaker = Arc::new(|_, _| get("/healthz".into()));
     load::run(&target, args.connections, Duration::from_millis(500), healthz.clone(), 200, None).await;
 
+    if args.events_only {
+        let instances: Vec<String> = pop.others.iter().map(|i| i.as_str().to_owned()).collect();
+        let d = events::measure(&target, project.as_str(), &instances, args.event_samples.max(1)).await?;
+        print_delivery(args, &d);
+        return Ok(());
+    }
     let c = cpu_now();
     measure("GET /healthz (baseline)", load::run(&target, args.connections, dur, healthz, 200, None).await, c);
 
@@ -323,6 +342,13 @@ async fn bench(args: &BenchArgs, database: &str, work: &std::path::Path) -> anyh
     let refused = engine.busy;
     measure("engine: tasks run to SUCCESS", engine, c);
 
+    // Event delivery, on an idle server (the engine's burst is over).
+    let delivery = if args.event_samples > 0 {
+        let instances: Vec<String> = pop.others.iter().map(|i| i.as_str().to_owned()).collect();
+        Some(events::measure(&target, project.as_str(), &instances, args.event_samples).await?)
+    } else {
+        None
+    };
     let rss_kib = peak_rss_kib(server.child.id());
     drop(server);
 
@@ -341,7 +367,26 @@ async fn bench(args: &BenchArgs, database: &str, work: &std::path::Path) -> anyh
     let peer = if args.peer { Some(run_peer(args, args.drain_tasks).await) } else { None };
     let summary = Summary { seeded, seed_secs, startup, rss_kib, accepted, refused, drain, peer };
     print_report(args, &rows, &summary, database);
+    if let Some(d) = &delivery {
+        print_delivery(args, d);
+    }
     Ok(())
+}
+
+fn print_delivery(args: &BenchArgs, d: &events::Delivery) {
+    if args.json {
+        println!("{}", json!({ "engine": args.engine, "event_delivery": d }));
+        return;
+    }
+    println!(
+        "event delivery ({} operations, one at a time): commit's answer → event p50 {:.2} ms, p99 {:.2} ms          ({} events came before the answer); submit → event p50 {:.2} ms, p99 {:.2} ms",
+        d.samples,
+        d.after_answer_p50_ms,
+        d.after_answer_p99_ms,
+        d.before_answer,
+        d.from_submit_p50_ms,
+        d.from_submit_p99_ms
+    );
 }
 
 struct Drain {

@@ -210,7 +210,28 @@ impl Api {
         }
     }
 
+    /// A signed GET whose answer is a stream: the response as it starts, read by the caller,
+    /// with `timeout` instead of the client's 30 s for the whole of it.
+    pub async fn open_stream(&self, path: &str, timeout: Duration) -> Result<reqwest::Response, Failure> {
+        self.request("GET", path, "", "")?.timeout(timeout).send().await.map_err(|e| Failure::Network(e.to_string()))
+    }
+
     async fn send_once(&self, method: &str, path: &str, query: &str, body: &str) -> Result<reqwest::Response, Failure> {
+        self.request(method, path, query, body)?.send().await.map_err(|e| {
+            // reqwest's own message is generic ("error sending request"); the causes say why.
+            let mut why = vec![];
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why.push(s.to_string());
+                source = s.source();
+            }
+            let why = why.last().cloned().unwrap_or_else(|| e.to_string());
+            Failure::Network(format!("no answer from {} ({method} {path}): {why}", self.endpoint))
+        })
+    }
+
+    /// A request signed (or carrying the token) as every call of the client is.
+    fn request(&self, method: &str, path: &str, query: &str, body: &str) -> Result<reqwest::RequestBuilder, Failure> {
         let m = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| Failure::Usage(e.to_string()))?;
         let url = if query.is_empty() {
             format!("{}{path}", self.endpoint)
@@ -236,17 +257,7 @@ impl Api {
             }
             Credentials::Token(t) => req = req.header("x-auth-token", t),
         }
-        req.body(body.to_owned()).send().await.map_err(|e| {
-            // reqwest's own message is generic ("error sending request"); the causes say why.
-            let mut why = vec![];
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                why.push(s.to_string());
-                source = s.source();
-            }
-            let why = why.last().cloned().unwrap_or_else(|| e.to_string());
-            Failure::Network(format!("no answer from {} ({method} {path}): {why}", self.endpoint))
-        })
+        Ok(req.body(body.to_owned()))
     }
 }
 

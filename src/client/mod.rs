@@ -6,6 +6,7 @@
 //! 0 done · 1 the API refused (4xx) · 2 usage or local configuration · 3 the task FAILED (or was
 //! cancelled) · 4 server error (5xx) or no answer · 5 `--timeout` passed while waiting.
 
+pub mod events;
 pub mod http;
 pub mod output;
 pub mod wait;

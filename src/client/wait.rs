@@ -1,6 +1,10 @@
-//! Waiting for a task to end: polls ShowBackgroundTask and ShowBackgroundTaskProgress about once
-//! a second (429s are waited out by [`Api::send`]) and shows the current step, the percentage and
-//! the remaining time: a live bar when stderr is a terminal, else one plain line per change.
+//! Waiting for a task to end: reads ShowBackgroundTask and ShowBackgroundTaskProgress, and shows
+//! the current step, the percentage and the remaining time: a live bar when stderr is a
+//! terminal, else one plain line per change. Between looks it follows the instance's task event
+//! stream when the server has one ([`super::events`]): the task is looked at as soon as an event
+//! names it, and otherwise every [`QUIET_LOOK`] (every second with a live bar, whose remaining
+//! time moves). Without the stream it polls about once a second (429s are waited out by
+//! [`Api::send`]).
 //! Progress goes to stderr so that stdout keeps only the command's result.
 
 use std::io::{IsTerminal, Write};
@@ -9,9 +13,13 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
+use super::events::{EventReader, Heard};
 use super::http::Api;
 use super::output::{duration, paint_status};
 use super::{Failure, OK_STATUSES};
+
+/// How long a wait that follows the event stream goes without looking at the task.
+const QUIET_LOOK: Duration = Duration::from_secs(10);
 
 /// How a wait reads its task.
 pub struct Waiting<'a> {
@@ -93,6 +101,9 @@ pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
         None
     };
     let task_path = w.api.instance_path(w.instance, &format!("/tasks/{}", w.task));
+    // Opened before the first look, so that no change after that look goes unheard.
+    let mut stream = EventReader::open(w.api, w.instance).await;
+    let mut mode = Some(if stream.is_some() { "following the event stream" } else { "polling" });
     let mut last: Option<Seen> = None;
     let result = loop {
         let shown = match w.api.get(&task_path, &[]).await {
@@ -126,7 +137,8 @@ pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
                 if changed {
                     let at = chrono::Local::now().format("%H:%M:%S");
                     let mut err = std::io::stderr().lock();
-                    let _ = writeln!(err, "{at} {} {}", w.task, seen.line(false));
+                    let how = mode.take().map(|m| format!(" ({m})")).unwrap_or_default();
+                    let _ = writeln!(err, "{at} {} {}{how}", w.task, seen.line(false));
                 }
             }
         }
@@ -143,7 +155,17 @@ pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
         if w.timeout.is_some_and(|t| started.elapsed() >= t) {
             break Err(Failure::Timeout(format!("task {} is still {status} after {:?}", w.task, started.elapsed())));
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let look = if bar.is_some() { Duration::from_secs(1) } else { QUIET_LOOK };
+        let look = w.timeout.map_or(look, |t| look.min(t.saturating_sub(started.elapsed())));
+        match &mut stream {
+            Some(events) => {
+                if events.heard(w.task, look).await == Heard::Closed {
+                    // The server ended the stream (its lifetime, a restart): poll from now on.
+                    stream = None;
+                }
+            }
+            None => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
     };
     if let Some(bar) = bar {
         // The finished bar stays on screen; indicatif leaves the cursor at its end.

@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod clock;
 pub mod deletion;
+pub mod events;
 pub mod ids;
 pub mod instance;
 pub mod kernel;

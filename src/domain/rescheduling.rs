@@ -31,6 +31,15 @@ pub struct Rescheduled {
     pub due_at: Option<i64>,
 }
 
+impl Rescheduled {
+    /// `task` as it is once the change is written (for the event that reports it).
+    pub fn apply_to(&self, task: &mut TaskRecord, now: i64) {
+        task.status = self.status;
+        task.schedule_at = self.schedule_at;
+        task.updated_at = now;
+    }
+}
+
 /// What UpdateScheduledTask does to a scheduled task at `now`, or `None` when the task's state
 /// does not allow the change (it has started or ended; or it was cancelled and is not asked to
 /// wait again at a time still ahead).

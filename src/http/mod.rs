@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth_layer;
 pub mod console;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod instances;
@@ -60,11 +61,14 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub body_guard: Arc<BodyGuard>,
     pub readiness: Arc<health::Readiness>,
+    /// The open task event streams and their limits.
+    pub events: Arc<events::Streams>,
 }
 
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .merge(tasks::router())
+        .merge(events::router())
         .merge(scheduled::router())
         .merge(instances::router())
         .merge(tokens::router())

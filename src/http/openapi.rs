@@ -20,7 +20,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::AppState;
-use super::{health, instances, scheduled, tasks, tokens};
+use super::{events, health, instances, scheduled, tasks, tokens};
 
 /// Security scheme names, as the annotations and [`Shared`] use them.
 pub const AKSK: &str = "aksk";
@@ -58,6 +58,8 @@ const ALIASES: &[(&str, &str)] = &[
         tasks::show,
         tasks::delete,
         tasks::progress,
+        events::project_events,
+        events::instance_events,
         scheduled::list,
         scheduled::update,
         scheduled::delete,
@@ -84,6 +86,7 @@ const ALIASES: &[(&str, &str)] = &[
     modifiers(&Shared),
     tags(
         (name = "Background tasks", description = "DMS background tasks (ListBackgroundTasks and siblings)"),
+        (name = "Task events", description = "Live task events as Server-Sent Events (an extension; DMS has none)"),
         (name = "Scheduled tasks", description = "DMS scheduled tasks (ListScheduledTasks and siblings)"),
         (name = "Instances", description = "Instances and the operations that create tasks"),
         (name = "Tokens", description = "IAM-shaped tokens for `X-Auth-Token`"),
@@ -295,6 +298,27 @@ pub mod shapes {
         /// The task: 32 lowercase hexadecimal characters.
         #[param(pattern = "^[0-9a-f]{32}$")]
         task_id: String,
+    }
+
+    /// Where a task event stream resumes, for clients that cannot set `Last-Event-ID`.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub struct EventQuery {
+        /// Resume just after the event with this id (0: from the oldest event kept). Without it
+        /// (and without `Last-Event-ID`) the stream carries only events from now on. An id the
+        /// log never held is 400 DMS.00400062.
+        #[param(minimum = 0)]
+        after: Option<i64>,
+    }
+
+    /// The SSE resume header.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Header)]
+    pub struct LastEventId {
+        /// As `after`, and wins over it: the id of the last event received (browsers resend it
+        /// when they reconnect).
+        #[param(rename = "Last-Event-ID", minimum = 0)]
+        last_event_id: Option<i64>,
     }
 
     /// Paging and the creation-time range of ListBackgroundTasks and ListScheduledTasks.

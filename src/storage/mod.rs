@@ -1,6 +1,7 @@
 //! Storage: the capability traits the HTTP layer and the engine use, and one implementation
 //! per database engine. SQL lives here and nowhere else.
 
+pub mod events;
 pub mod paging;
 pub mod postgres;
 pub mod sqlite;
@@ -329,6 +330,7 @@ pub struct Storage {
     pub bulk: Arc<dyn BulkStore>,
     pub health: Arc<dyn Health>,
     pub kernels: Arc<dyn KernelStore>,
+    pub events: Arc<dyn events::EventStore>,
 }
 
 impl Storage {
@@ -342,6 +344,7 @@ impl Storage {
             + BulkStore
             + Health
             + KernelStore
+            + events::EventStore
             + 'static,
     {
         Storage {
@@ -352,7 +355,8 @@ impl Storage {
             audit: e.clone(),
             bulk: e.clone(),
             health: e.clone(),
-            kernels: e,
+            kernels: e.clone(),
+            events: e,
         }
     }
 

@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod engine;
+mod events;
 mod fidelity;
 mod helpers;
 mod hygiene;

@@ -500,3 +500,27 @@ fn help_is_there_for_every_client_command() {
         assert!(out.stdout.contains("Usage: kafka-tasks"), "{args:?}: {}", out.stdout);
     }
 }
+
+/// `tasks wait` follows the instance's event stream when it can, and polls when the server
+/// refuses the stream (here: its one stream slot is taken), with the same result.
+#[tokio::test(flavor = "multi_thread")]
+async fn wait_follows_the_event_stream_and_polls_when_it_is_refused() {
+    let f = Fixture::start_with(&["--event-streams-max", "1"]);
+    let inst = f.running_instance("cli-events");
+    let set = f.run(&["configs", "set", "-i", &inst, "log.retention.hours=12", "--wait"]).ok();
+    assert!(set.stderr.lines().next().is_some_and(|l| l.contains("(following the event stream)")), "{}", set.stderr);
+    assert!(set.stderr.lines().last().is_some_and(|l| l.contains("SUCCESS") && l.contains("100%")), "{}", set.stderr);
+
+    // Take the one slot.
+    let path = format!("/v2/{PROJECT}/tasks/events");
+    let mut req = reqwest::Client::new().get(format!("{}{path}", f.server.base));
+    for (k, v) in f.api.signed_headers("GET", &path, b"") {
+        req = req.header(k, v);
+    }
+    let held = req.send().await.expect("stream opened");
+    assert_eq!(held.status(), 200);
+    let set = f.run(&["configs", "set", "-i", &inst, "log.retention.hours=24", "--wait"]).ok();
+    assert!(set.stderr.lines().next().is_some_and(|l| l.contains("(polling)")), "{}", set.stderr);
+    assert!(set.stderr.lines().last().is_some_and(|l| l.contains("SUCCESS") && l.contains("100%")), "{}", set.stderr);
+    drop(held);
+}

@@ -275,3 +275,26 @@ def test_the_page_signs_the_specs_test_vectors(server, browser):
         "/a%20b/~x/", "a=1&a=2&b=x%20y%2A",
     ]
     ctx.close()
+
+
+def test_the_page_follows_the_event_stream_without_polling(server, browser):
+    inst = server.cli("instances", "create", "--name", "live", "--wait")["instance_id"]
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems = watch(page, server.admin["secret_key"])
+    sign_in_with_keys(page, server)
+    page.get_by_label("Instance", exact=True).select_option(inst)
+    expect(page.locator("#live")).to_have_text("Live")
+    # No polling: only the stream can bring what follows onto the page.
+    page.get_by_label("Auto-refresh (5 s)").uncheck()
+    expect(page.locator("#count")).to_have_text("1–1 of 1 tasks")
+    job = server.cli("autotopic", "-i", inst, "on")["job_id"]
+    expect(row(page, job)).to_have_count(1, timeout=4_000)
+    expect(page.locator("#count")).to_have_text("1–2 of 2 tasks")
+    # The open task's detail moves with the stream too, to its end.
+    row(page, job).get_by_role("button", name="Details").click()
+    expect(page.locator("#detail-facts .badge")).to_have_text("SUCCESS", timeout=60_000)
+    expect(row(page, job).locator(".badge")).to_have_text("SUCCESS", timeout=4_000)
+    assert problems == [], problems
+    ctx.close()

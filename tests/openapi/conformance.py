@@ -133,7 +133,8 @@ parameters = {{ "path.task_id" = "{ids['cancelled']}" }}
 
 def main():
     started = time.monotonic()
-    server = Server("--time-scale", "0")
+    # Event streams end after a second, so that schemathesis reads each to its end.
+    server = Server("--time-scale", "0", "--event-stream-lifetime-secs", "1", "--event-keepalive-ms", "200")
     try:
         key = server.credential("openapi-conformance")
         token = token_for(server, key["access_key"])

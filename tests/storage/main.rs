@@ -793,3 +793,148 @@ async fn concurrent_deletes_of_one_instance_keep_its_counts_exact() {
         }
     }
 }
+// --- the task event log (issue 11, part 3) ---
+
+use kafka_tasks::storage::events::{EventCursor, EventRetention, EventScope, EventStart, LoggedEvent};
+
+/// Every event of `scope` after `from`, as the streams read them (pages of 100), waiting up to
+/// 10 s for events that are committed but not yet readable (PostgreSQL's horizon is held back
+/// by transactions running anywhere on the server).
+async fn read_all(s: &Storage, scope: &EventScope, from: EventCursor) -> (Vec<LoggedEvent>, EventCursor) {
+    let mut out = vec![];
+    let mut at = from;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let page = s.events.read_events(scope, at, 100).await.expect("read");
+        at = page.next;
+        let empty = page.events.is_empty();
+        out.extend(page.events);
+        if empty && !page.pending {
+            return (out, at);
+        }
+        if page.pending {
+            assert!(std::time::Instant::now() < deadline, "events stayed pending");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_event_log_records_a_tasks_life_with_its_change() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let scope = EventScope::Project(inst.project_id.clone());
+        let (events, end) = read_all(s, &scope, EventCursor::default()).await;
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds.first(), Some(&"task.created"), "{}: {kinds:?}", e.name);
+        assert_eq!(kinds.last(), Some(&"task.finished"), "{}: {kinds:?}", e.name);
+        assert!(kinds.contains(&"step.started") && kinds.contains(&"step.finished"), "{}: {kinds:?}", e.name);
+
+        // A refused change writes no event; an accepted delete writes one.
+        let t = submit(s, &inst, Operation::Restart, T0 + 10, None).await.expect("admitted");
+        let running = s.tasks.delete_task(&inst.project_id, &inst.id, &t.record.id, View::Background, None).await;
+        assert_eq!(running.expect("delete"), DeleteOutcome::Running);
+        run_all(s, "w", T0 + 20).await;
+        s.tasks.delete_task(&inst.project_id, &inst.id, &t.record.id, View::Background, None).await.expect("delete");
+        let (more, _) = read_all(s, &scope, end).await;
+        let kinds: Vec<&str> = more.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds.first(), Some(&"task.created"), "{}: {kinds:?}", e.name);
+        assert_eq!(kinds.iter().filter(|k| **k == "task.deleted").count(), 1, "{}: {kinds:?}", e.name);
+        assert_eq!(kinds.last(), Some(&"task.deleted"), "{}: {kinds:?}", e.name);
+        // Another project's scope sees none of it; an instance scope sees its own.
+        let other: ProjectId = "fedcba9876543210fedcba9876543210".parse().expect("project");
+        let (none, _) = read_all(s, &EventScope::Project(other), EventCursor::default()).await;
+        assert!(none.is_empty(), "{}", e.name);
+        let (mine, _) = read_all(s, &EventScope::Instance(inst.project_id.clone(), inst.id.clone()), end).await;
+        assert_eq!(mine.len(), more.len(), "{}", e.name);
+    }
+}
+
+#[tokio::test]
+async fn pruning_keeps_a_tail_and_a_resume_point_before_it_is_told_it_missed_events() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let scope = EventScope::Project(inst.project_id.clone());
+        let (all, _) = read_all(s, &scope, EventCursor::default()).await;
+        assert!(all.len() >= 4, "{}", e.name);
+        let (first, last) = (all[0].id, all[all.len() - 1].id);
+        assert!(matches!(s.events.event_start(Some(first)).await, Ok(EventStart::From(_))), "{}", e.name);
+        // Keep the newest two by count (age allows everything).
+        let policy = EventRetention { max_age_ms: i64::MAX / 2, max_events: 2 };
+        let pruned = s.events.prune_events(T0, policy, 1_000).await.expect("prune");
+        assert!(pruned as usize >= all.len() - 3, "{}: pruned {pruned} of {}", e.name, all.len());
+        assert_eq!(s.events.prune_events(T0, policy, 1_000).await.expect("prune again"), 0, "{}", e.name);
+        let Ok(EventStart::Missed(at)) = s.events.event_start(Some(first)).await else {
+            panic!("{}: a pruned resume point is not reported", e.name)
+        };
+        let (kept, _) = read_all(s, &scope, at).await;
+        assert!(!kept.is_empty() && kept.len() <= 3, "{}: {kept:?}", e.name);
+        assert_eq!(kept.last().map(|k| k.id), Some(last), "{}", e.name);
+        // The last event itself still resumes normally; an id never written is unknown.
+        assert!(matches!(s.events.event_start(Some(last)).await, Ok(EventStart::From(_))), "{}", e.name);
+        assert_eq!(s.events.event_start(Some(last + 1_000)).await.expect("start"), EventStart::Unknown, "{}", e.name);
+        // Age: everything older than the cutoff goes.
+        let by_age = EventRetention { max_age_ms: 0, max_events: i64::MAX / 2 };
+        s.events.prune_events(i64::MAX / 4, by_age, 1_000).await.expect("prune by age");
+        let (left, _) = read_all(s, &scope, EventCursor::default()).await;
+        assert!(left.is_empty(), "{}: {left:?}", e.name);
+    }
+}
+
+/// PostgreSQL hands out ids in one order and commits them in another. A reader that has read
+/// past a later id must still get the earlier one once its transaction commits.
+#[tokio::test]
+async fn an_event_id_that_commits_late_is_not_skipped_on_postgres() {
+    let db = pg::FreshDatabase::create("kt_events").await;
+    let s = Storage::open(&db.url).await.expect("postgres");
+    let inst = running_instance(&s).await;
+    let scope = EventScope::Project(inst.project_id.clone());
+    let (_, end) = read_all(&s, &scope, EventCursor::default()).await;
+
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    client.batch_execute("BEGIN").await.expect("begin");
+    let early: i64 = client
+        .query_one(
+            "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
+             VALUES (1, $1, $2, 'late', 'task.created', '{}') RETURNING id",
+            &[&inst.project_id.as_str(), &inst.id.as_str()],
+        )
+        .await
+        .expect("insert")
+        .get(0);
+    // A later id commits first.
+    submit(&s, &inst, Operation::Restart, T0 + 10, None).await.expect("admitted");
+    let page = s.events.read_events(&scope, end, 100).await.expect("read");
+    assert!(page.events.iter().all(|e| e.id < early), "read past an id still in flight: {:?}", page.events);
+    assert!(page.pending, "the committed later event is reported pending");
+    client.batch_execute("COMMIT").await.expect("commit");
+    let (after, _) = read_all(&s, &scope, page.next).await;
+    let ids: Vec<i64> = after.iter().map(|e| e.id).collect();
+    assert!(ids.contains(&early), "the early id was skipped: {ids:?}");
+    assert!(ids.iter().any(|i| *i > early), "{ids:?}");
+}
+
+/// Two stores on one database, as two processes: a commit through one wakes the other's
+/// streams through LISTEN/NOTIFY.
+#[tokio::test]
+async fn a_commit_in_one_process_wakes_the_streams_of_another_on_postgres() {
+    let db = pg::FreshDatabase::create("kt_events").await;
+    let writer = Storage::open(&db.url).await.expect("postgres");
+    let reader = Storage::open(&db.url).await.expect("postgres");
+    let mut signal = reader.events.event_signal();
+    // (The reader's listener connected while the instance was set up: many round trips.)
+    let inst = running_instance(&writer).await;
+    signal.borrow_and_update();
+    let scope = EventScope::Project(inst.project_id.clone());
+    let (_, end) = read_all(&reader, &scope, EventCursor::default()).await;
+    submit(&writer, &inst, Operation::Restart, T0 + 10, None).await.expect("admitted");
+    tokio::time::timeout(std::time::Duration::from_secs(5), signal.changed())
+        .await
+        .expect("woken by the other store's commit")
+        .expect("open");
+    let (new, _) = read_all(&reader, &scope, end).await;
+    assert_eq!(new.first().map(|e| e.kind.as_str()), Some("task.created"));
+}

@@ -17,6 +17,8 @@ const state = {
   detail: null, // task id shown in the detail panel
   timer: null,
   detailTimer: null,
+  live: null, // the event stream being followed: {abort: AbortController, instance, lastId}
+  liveReload: null,
 };
 
 // ---------- SDK-HMAC-SHA256 ----------
@@ -80,18 +82,23 @@ async function sign(method, path, pairs, headers, body, ak, sk) {
 
 class ApiError extends Error {}
 
-/** Calls the API; `query` is an object whose undefined values are left out. */
-async function api(method, path, query) {
+/** The headers of a call (signed, or with the token) and its query string. */
+async function authorized(method, path, query) {
   const pairs = Object.entries(query || {}).filter(([, v]) => v !== undefined && v !== "").map(([k, v]) => [k, String(v)]);
   const qs = pairs.map(([k, v]) => `${enc(k)}=${enc(v)}`).join("&");
   const headers = { "content-type": "application/json", "x-project-id": state.auth.project };
-  const body = "";
   if (state.auth.method === "aksk") {
-    await sign(method, path, pairs, headers, body, state.auth.ak, state.auth.sk);
+    await sign(method, path, pairs, headers, "", state.auth.ak, state.auth.sk);
   } else {
     headers["x-auth-token"] = state.auth.token;
   }
-  const res = await fetch(qs ? `${path}?${qs}` : path, { method, headers, credentials: "omit", cache: "no-store" });
+  return { url: qs ? `${path}?${qs}` : path, headers };
+}
+
+/** Calls the API; `query` is an object whose undefined values are left out. */
+async function api(method, path, query) {
+  const { url, headers } = await authorized(method, path, query);
+  const res = await fetch(url, { method, headers, credentials: "omit", cache: "no-store" });
   const text = await res.text();
   let json = null;
   try { json = text ? JSON.parse(text) : null; } catch { json = null; }
@@ -101,6 +108,86 @@ async function api(method, path, query) {
     throw new ApiError(id ? `${what} (request ${id})` : what);
   }
   return json;
+}
+
+// ---------- live events ----------
+
+/** Follows the instance's task event stream (Server-Sent Events, read with fetch so that the
+ * request can be signed): each event reloads the list (at most every 300 ms) and the open task's
+ * detail. The stream is resumed with Last-Event-ID when the server ends it; when the server has
+ * no stream or refuses one, the page polls as before (auto-refresh, detail every second). */
+async function follow() {
+  unfollow();
+  if (!state.instance || !state.auth) return;
+  const me = { abort: new AbortController(), instance: state.instance.instance_id, lastId: null, failures: 0 };
+  state.live = me;
+  while (state.live === me) {
+    try {
+      const { url, headers } = await authorized("GET", `${base()}/tasks/events`);
+      headers["accept"] = "text/event-stream";
+      if (me.lastId !== null) headers["last-event-id"] = me.lastId;
+      const res = await fetch(url, { headers, credentials: "omit", cache: "no-store", signal: me.abort.signal });
+      if (!res.ok || !res.body) break;
+      me.failures = 0;
+      showLive(true);
+      await readEvents(res.body.getReader(), me);
+    } catch {
+      if (state.live !== me) return;
+      me.failures += 1;
+      if (me.failures > 3) break;
+    }
+    if (state.live !== me) return;
+    // Ended by the server (its lifetime, a restart): resume shortly where it stopped.
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  if (state.live === me) {
+    state.live = null;
+    showLive(false);
+  }
+}
+
+function unfollow() {
+  if (state.live) state.live.abort.abort();
+  state.live = null;
+  showLive(false);
+}
+
+function showLive(on) {
+  $("live").textContent = on ? "Live" : "Polling";
+}
+
+async function readEvents(reader, me) {
+  const decoder = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done || state.live !== me) return;
+    buf += decoder.decode(value, { stream: true }).replace(/\r\n/g, "\n");
+    let end;
+    while ((end = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, end);
+      buf = buf.slice(end + 2);
+      const msg = { id: null, event: "", data: "" };
+      for (const line of block.split("\n")) {
+        if (line.startsWith("id:")) msg.id = line.slice(3).trim();
+        else if (line.startsWith("event:")) msg.event = line.slice(6).trim();
+        else if (line.startsWith("data:")) msg.data += line.slice(5).trim();
+      }
+      if (msg.id !== null) me.lastId = msg.id;
+      if (msg.event) onEvent(msg);
+    }
+  }
+}
+
+function onEvent(msg) {
+  let data = {};
+  try { data = JSON.parse(msg.data || "{}"); } catch { data = {}; }
+  if (state.detail && (data.task_id === state.detail || msg.event === "missed")) {
+    clearTimeout(state.detailTimer);
+    refreshDetail(false);
+  }
+  clearTimeout(state.liveReload);
+  state.liveReload = setTimeout(reload, 300);
 }
 
 // ---------- formatting ----------
@@ -194,6 +281,7 @@ function signOut() {
   sessionStorage.removeItem(STORE + "-instance");
   sessionStorage.removeItem(STORE + "-view");
   state.auth = null;
+  unfollow();
   clearInterval(state.timer);
   clearTimeout(state.detailTimer);
   location.reload();
@@ -228,6 +316,7 @@ function pickInstance() {
   state.start = 1;
   closeDetail();
   reload();
+  follow();
 }
 
 function selectTab(tab) {
@@ -357,7 +446,8 @@ async function refreshDetail(focus) {
         el("span", { class: "when" }, [s.start_time ? `started ${when(s.start_time)}` : "", s.end_time ? `ended ${when(s.end_time)}` : ""].filter(Boolean).join(", ")))));
     if (focus) $("detail").focus();
     if (!TERMINAL.includes(t.status)) {
-      state.detailTimer = setTimeout(() => refreshDetail(false), 1000);
+      // Live: events say when a step changes; the timer only moves the remaining time on.
+      state.detailTimer = setTimeout(() => refreshDetail(false), state.live ? 5000 : 1000);
     } else if (focus === false) {
       announce(`Task ${t.name} ${t.status}.`);
       loadTasks().catch(fail);

@@ -4,12 +4,14 @@ use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 
 use super::*;
+use crate::domain::events::{self, Before};
 use crate::domain::instance::Instance;
 use crate::domain::operation::{Operation, StepContext};
 use crate::domain::placement::placement;
 use crate::domain::transition::{self, InstanceWrite, TaskWrite, Write};
 use crate::domain::{InstanceId, TaskId, TaskRecord};
 use crate::storage::paging::bucket_of;
+use crate::storage::postgres::events::append_events;
 
 /// Task rows a claim changes, written back in one statement.
 #[derive(Default)]
@@ -165,8 +167,10 @@ impl EngineStore for Postgres {
         let mut claimed = Vec::new();
         let mut updates = TaskUpdates::default();
         let mut fired: std::collections::HashMap<(InstanceId, i64), i64> = std::collections::HashMap::new();
+        let mut logged = Vec::new();
         for row in rows {
             let mut task = task_from_row(&row)?;
+            let before = Before::of(&task);
             let op: String = row.try_get(12)?;
             let operation: Operation = serde_json::from_str(&op).map_err(corrupt)?;
             if removed.contains(&task.instance_id) {
@@ -176,6 +180,7 @@ impl EngineStore for Postgres {
                 continue;
             };
             let claim = transition::claim(&mut task, inst, &operation, now, ctx);
+            events::progressed(&before, &task, now, &mut logged);
             if claim.fired {
                 // A scheduled task that fires becomes a background task: counted at the end.
                 *fired.entry((task.instance_id.clone(), bucket_of(task.created_at))).or_insert(0) += 1;
@@ -204,9 +209,13 @@ impl EngineStore for Postgres {
         // A removed instance's counters went with it.
         fired.retain(|(i, _), _| !removed.contains(i));
         count_fired(&tx, &fired).await?;
-        updates.apply(&tx).await?;
+        // The events go out pipelined with the task rows: no round trip of their own.
+        tokio::try_join!(updates.apply(&tx), append_events(&tx, &logged))?;
         save_instances(&tx, instances.values()).await?;
         tx.commit().await?;
+        if !logged.is_empty() {
+            self.events_committed();
+        }
         Ok(claimed)
     }
 
@@ -231,9 +240,16 @@ impl EngineStore for Postgres {
         let op: String = row.try_get(12)?;
         let operation: Operation = serde_json::from_str(&op).map_err(corrupt)?;
         let mut inst = instance_from_row_at(&row, 13)?;
+        let before = Before::of(&task);
         let advance = transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx);
-        apply(&tx, &task, &inst, advance.write(now, lease_ms), owner).await?;
+        let mut logged = Vec::new();
+        events::progressed(&before, &task, now, &mut logged);
+        // Pipelined with the step's writes.
+        tokio::try_join!(apply(&tx, &task, &inst, advance.write(now, lease_ms), owner), append_events(&tx, &logged))?;
         tx.commit().await?;
+        if !logged.is_empty() {
+            self.events_committed();
+        }
         Ok(advance.into())
     }
 

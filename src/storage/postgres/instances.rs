@@ -6,8 +6,10 @@ use tokio_postgres::Row;
 
 use super::*;
 use crate::domain::admission;
+use crate::domain::events::NewEvent;
 use crate::domain::instance::Instance;
 use crate::domain::{InstanceId, ProjectId, TaskId};
+use crate::storage::postgres::events::append_events;
 
 pub(super) async fn instance_exists(tx: &Transaction<'_>, p: &ProjectId, i: &InstanceId) -> StoreResult<bool> {
     let st = tx.prepare_cached("SELECT 1 FROM instances WHERE id = $1 AND project_id = $2").await?;
@@ -92,11 +94,13 @@ impl InstanceStore for Postgres {
             &[&inst.id.as_str(), &inst.project_id.as_str(), &inst.created_at, &task.record.id.as_str(), &doc],
         )
         .await?;
-        insert_task(&tx, &task).await?;
+        let created = [NewEvent::created(&task.record)];
+        tokio::try_join!(insert_task(&tx, &task), append_events(&tx, &created))?;
         if let Some(event) = &audit {
             insert_audit(&tx, event).await?;
         }
         tx.commit().await?;
+        self.events_committed();
         Ok(())
     }
 
@@ -133,11 +137,13 @@ impl InstanceStore for Postgres {
         if let Some(inst) = &changed {
             save_instance(&tx, inst).await?;
         }
-        insert_task(&tx, &task).await?;
+        let created = [NewEvent::created(&task.record)];
+        tokio::try_join!(insert_task(&tx, &task), append_events(&tx, &created))?;
         if let Some(event) = &audit {
             insert_audit(&tx, event).await?;
         }
         tx.commit().await?;
+        self.events_committed();
         Ok(Ok(task))
     }
 

@@ -24,6 +24,7 @@ mod audit;
 mod bulk;
 mod credentials;
 mod engine;
+pub(crate) mod events;
 mod instances;
 mod kernels;
 mod tasks;
@@ -39,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0004_task_totals.sql"),
     include_str!("../../../migrations/postgres/0005_master_key_check.sql"),
     include_str!("../../../migrations/postgres/0006_kernel_builds.sql"),
+    include_str!("../../../migrations/postgres/0008_task_events.sql"),
     include_str!("../../../migrations/postgres/0010_counter_shards.sql"),
 ];
 
@@ -57,6 +59,8 @@ const FIRST_CREDENTIAL_LOCK: i64 = 0x6b61_666b_6174_0002;
 
 pub struct Postgres {
     pool: Pool,
+    /// Wakes event streams here and in other processes (see [`events`]).
+    events: events::Wakeups,
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -141,7 +145,8 @@ const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 impl Postgres {
     pub async fn open(url: &str, pool_size: usize) -> anyhow::Result<Self> {
         let config = tokio_postgres::Config::from_str(url)?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         // Bounded waits: with the server down or every connection stuck, a request answers
         // 503 after POOL_WAIT instead of hanging.
         let pool = Pool::builder(manager)
@@ -151,7 +156,7 @@ impl Postgres {
             .create_timeout(Some(POOL_WAIT))
             .recycle_timeout(Some(POOL_WAIT))
             .build()?;
-        let pg = Postgres { pool };
+        let pg = Postgres { pool, events: events::Wakeups::start(config) };
         pg.migrate().await?;
         Ok(pg)
     }

@@ -7,10 +7,12 @@ use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 
 use super::*;
+use crate::domain::events::{EventKind, NewEvent};
 use crate::domain::placement::{placement, views_of};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
 use crate::domain::{deletion, rescheduling};
 use crate::storage::paging::{ListShape, bucket_of, bucket_range, list_sql, partial_edges};
+use crate::storage::postgres::events::append_events;
 
 pub(super) const TASK_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
      created_at, updated_at, schedule_at, steps";
@@ -68,8 +70,10 @@ pub(super) static GET_SCHEDULED_TASK: LazyLock<String> = LazyLock::new(|| get_ta
 /// The write of a delete, one statement in its own (implicit) transaction: the row goes only if
 /// it is still as it was read (`status`, `updated_at`), and with it its day buckets and totals
 /// (`$4`, the views the domain counts it in) and, in the `audit` variant, the audit event (built
-/// in Rust, the deleted record in its detail). It returns how many rows it deleted (0 or 1).
+/// in Rust, the deleted record in its detail), and the `task.deleted` event (its six values
+/// after the audit's, or after `$5`). It returns how many rows it deleted (0 or 1).
 pub(super) fn delete_write_sql(audit: bool) -> String {
+    let e = if audit { 16 } else { 6 };
     format!(
         "WITH d AS (DELETE FROM tasks WHERE id = $1 AND status = $2 AND updated_at = $3 RETURNING instance_id), \
          b AS (INSERT INTO task_buckets (instance_id, view, bucket, shard, n) \
@@ -77,9 +81,16 @@ pub(super) fn delete_write_sql(audit: bool) -> String {
                ON CONFLICT (instance_id, view, bucket, shard) DO UPDATE SET n = task_buckets.n + excluded.n), \
          c AS (INSERT INTO task_totals (instance_id, view, shard, n) \
                SELECT d.instance_id, u.v, {shard}, -1 FROM d, unnest($4::SMALLINT[]) AS u(v) \
-               ON CONFLICT (instance_id, view, shard) DO UPDATE SET n = task_totals.n + excluded.n){audit} \
+               ON CONFLICT (instance_id, view, shard) DO UPDATE SET n = task_totals.n + excluded.n), \
+         e AS (INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
+               SELECT ${e}::BIGINT, ${e1}::TEXT, ${e2}::TEXT, ${e3}::TEXT, ${e4}::TEXT, ${e5}::TEXT FROM d){audit} \
          SELECT count(*) FROM d",
         shard = shard!(),
+        e1 = e + 1,
+        e2 = e + 2,
+        e3 = e + 3,
+        e4 = e + 4,
+        e5 = e + 5,
         audit = if audit {
             ", a AS (INSERT INTO audit_events (at, request_id, project_id, user_id, user_name, access_key, action, \
              target, status, detail) SELECT $6::BIGINT, $7::TEXT, $8::TEXT, $9::TEXT, $10::TEXT, $11::TEXT, $12::TEXT, \
@@ -316,6 +327,11 @@ impl TaskStore for Postgres {
             }
             let views: Vec<i16> = views_of(&task).map(|v| v.code() as i16).collect();
             let (id, status, bucket) = (t.as_str(), task.status.as_str(), bucket_of(task.created_at));
+            let at = audit.as_ref().map_or_else(crate::domain::now_ms, |a| a.at);
+            let ev = NewEvent::of(EventKind::Deleted, &task, None, at);
+            let kind = ev.kind.as_str();
+            let logged: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                [&ev.at, &ev.project_id, &ev.instance_id, &ev.task_id, &kind, &ev.data];
             let deleted: i64 = match &audit {
                 Some(event) => {
                     let mut event = event.clone();
@@ -323,35 +339,35 @@ impl TaskStore for Postgres {
                     let e = event.storable();
                     let detail = e.detail.as_ref().map(|d| d.to_string());
                     let code = i32::from(e.status);
-                    client
-                        .query_one(
-                            &write,
-                            &[
-                                &id,
-                                &status,
-                                &task.updated_at,
-                                &views,
-                                &bucket,
-                                &e.at,
-                                &e.request_id,
-                                &e.project_id,
-                                &e.user_id,
-                                &e.user_name,
-                                &e.access_key,
-                                &e.action,
-                                &e.target,
-                                &code,
-                                &detail,
-                            ],
-                        )
-                        .await?
-                        .try_get(0)?
+                    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 15] = [
+                        &id,
+                        &status,
+                        &task.updated_at,
+                        &views,
+                        &bucket,
+                        &e.at,
+                        &e.request_id,
+                        &e.project_id,
+                        &e.user_id,
+                        &e.user_name,
+                        &e.access_key,
+                        &e.action,
+                        &e.target,
+                        &code,
+                        &detail,
+                    ];
+                    let all: Vec<_> = values.iter().chain(logged.iter()).copied().collect();
+                    client.query_one(&write, &all).await?.try_get(0)?
                 }
                 None => {
-                    client.query_one(&write, &[&id, &status, &task.updated_at, &views, &bucket]).await?.try_get(0)?
+                    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+                        [&id, &status, &task.updated_at, &views, &bucket];
+                    let all: Vec<_> = values.iter().chain(logged.iter()).copied().collect();
+                    client.query_one(&write, &all).await?.try_get(0)?
                 }
             };
             if deleted == 1 {
+                self.events_committed();
                 return Ok(DeleteOutcome::Deleted(Box::new(task)));
             }
         }
@@ -371,21 +387,29 @@ impl TaskStore for Postgres {
         if !instance_exists(&tx, p, i).await? {
             return Ok(Found::NoInstance);
         }
-        let Some(task) = load_task(&tx, i, t, View::Scheduled, true).await? else {
+        let Some(mut task) = load_task(&tx, i, t, View::Scheduled, true).await? else {
             return Ok(Found::NoTask);
         };
         let Some(r) = rescheduling::rescheduled(&task, change, now) else {
             return Ok(Found::Yes(false));
         };
-        tx.execute(
-            "UPDATE tasks SET status = $2, schedule_at = $3, due_at = $4, updated_at = $5 WHERE id = $1",
-            &[&t.as_str(), &r.status.as_str(), &r.schedule_at, &r.due_at, &now],
-        )
-        .await?;
+        r.apply_to(&mut task, now);
+        let changed = [NewEvent::of(EventKind::Rescheduled, &task, None, now)];
+        let (id, status) = (t.as_str(), r.status.as_str());
+        let update = async {
+            tx.execute(
+                "UPDATE tasks SET status = $2, schedule_at = $3, due_at = $4, updated_at = $5 WHERE id = $1",
+                &[&id, &status, &r.schedule_at, &r.due_at, &now],
+            )
+            .await
+            .map_err(StoreError::from)
+        };
+        tokio::try_join!(update, append_events(&tx, &changed))?;
         if let Some(event) = &audit {
             insert_audit(&tx, event).await?;
         }
         tx.commit().await?;
+        self.events_committed();
         Ok(Found::Yes(true))
     }
 }

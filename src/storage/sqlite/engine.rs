@@ -4,10 +4,12 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::*;
+use crate::domain::events::{self, Before};
 use crate::domain::instance::Instance;
 use crate::domain::operation::{Operation, StepContext};
 use crate::domain::transition::{self, InstanceWrite, TaskWrite, Write};
 use crate::domain::{TaskId, TaskRecord};
+use crate::storage::sqlite::events::append_events;
 
 /// Writes what a worker's move of a task leads to, as the domain maps it ([`transition::Write`]).
 pub(super) fn apply(conn: &Connection, task: &TaskRecord, inst: &Instance, w: Write, owner: &str) -> StoreResult<()> {
@@ -44,36 +46,46 @@ impl EngineStore for Sqlite {
         ctx: StepContext,
     ) -> StoreResult<Vec<Claimed>> {
         let owner = owner.to_owned();
-        self.write(move |conn| {
-            let mut st = conn.prepare_cached(&format!(
-                "SELECT {TASK_COLUMNS}, operation FROM tasks WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2"
-            ))?;
-            let rows = st.query_map(params![now, max as i64], |r| Ok((task_from_row(r)?, r.get::<_, String>(12)?)))?;
-            let mut candidates = Vec::new();
-            for row in rows {
-                let (task, op) = row?;
-                candidates.push((task?, serde_json::from_str::<Operation>(&op).map_err(corrupt)?));
-            }
-            let mut claimed = Vec::new();
-            for (mut task, operation) in candidates {
-                let Some(mut inst) = load_instance(conn, &task.instance_id)? else {
-                    continue;
-                };
-                let claim = transition::claim(&mut task, &mut inst, &operation, now, ctx);
-                if claim.fired {
-                    // A scheduled task that fires becomes a background task.
-                    bump(conn, &task.instance_id, View::Background, task.created_at, 1)?;
+        let (claimed, logged) = self
+            .write(move |conn| {
+                let mut st = conn.prepare_cached(&format!(
+                    "SELECT {TASK_COLUMNS}, operation FROM tasks WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2"
+                ))?;
+                let rows =
+                    st.query_map(params![now, max as i64], |r| Ok((task_from_row(r)?, r.get::<_, String>(12)?)))?;
+                let mut candidates = Vec::new();
+                for row in rows {
+                    let (task, op) = row?;
+                    candidates.push((task?, serde_json::from_str::<Operation>(&op).map_err(corrupt)?));
                 }
-                let (taken, started) = (claim.taken, claim.started);
-                apply(conn, &task, &inst, taken.write(now, lease_ms), &owner)?;
-                let Some(p) = taken.progress(task.steps.len()) else {
-                    continue;
-                };
-                claimed.push(Claimed { task, operation, step: p.step, started, ended: p.ended, reason: p.reason });
-            }
-            Ok(claimed)
-        })
-        .await
+                let mut claimed = Vec::new();
+                let mut logged = Vec::new();
+                for (mut task, operation) in candidates {
+                    let Some(mut inst) = load_instance(conn, &task.instance_id)? else {
+                        continue;
+                    };
+                    let before = Before::of(&task);
+                    let claim = transition::claim(&mut task, &mut inst, &operation, now, ctx);
+                    if claim.fired {
+                        // A scheduled task that fires becomes a background task.
+                        bump(conn, &task.instance_id, View::Background, task.created_at, 1)?;
+                    }
+                    let (taken, started) = (claim.taken, claim.started);
+                    apply(conn, &task, &inst, taken.write(now, lease_ms), &owner)?;
+                    events::progressed(&before, &task, now, &mut logged);
+                    let Some(p) = taken.progress(task.steps.len()) else {
+                        continue;
+                    };
+                    claimed.push(Claimed { task, operation, step: p.step, started, ended: p.ended, reason: p.reason });
+                }
+                append_events(conn, &logged)?;
+                Ok((claimed, !logged.is_empty()))
+            })
+            .await?;
+        if logged {
+            self.events_committed();
+        }
+        Ok(claimed)
     }
 
     async fn finish_step(
@@ -86,25 +98,34 @@ impl EngineStore for Sqlite {
         ctx: StepContext,
     ) -> StoreResult<StepOutcome> {
         let (owner, task_id) = (owner.to_owned(), task_id.clone());
-        self.write(move |conn| {
-            let mut st = conn.prepare_cached(&format!(
-                "SELECT {TASK_COLUMNS} FROM tasks \
+        let (outcome, logged) = self
+            .write(move |conn| {
+                let mut st = conn.prepare_cached(&format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks \
                  WHERE id = ?1 AND lease_owner = ?2 AND status = 'EXECUTING' AND due_at >= ?3"
-            ))?;
-            // A lease that has run out is no longer ours, even if nobody has taken the task yet.
-            let Some(task) = st.query_row(params![task_id.as_str(), owner, now], task_from_row).optional()? else {
-                return Ok(StepOutcome::Lost);
-            };
-            let mut task = task?;
-            let operation = load_operation(conn, &task_id)?;
-            let Some(mut inst) = load_instance(conn, &task.instance_id)? else {
-                return Ok(StepOutcome::Lost);
-            };
-            let advance = transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx);
-            apply(conn, &task, &inst, advance.write(now, lease_ms), &owner)?;
-            Ok(advance.into())
-        })
-        .await
+                ))?;
+                // A lease that has run out is no longer ours, even if nobody has taken the task yet.
+                let Some(task) = st.query_row(params![task_id.as_str(), owner, now], task_from_row).optional()? else {
+                    return Ok((StepOutcome::Lost, false));
+                };
+                let mut task = task?;
+                let before = Before::of(&task);
+                let operation = load_operation(conn, &task_id)?;
+                let Some(mut inst) = load_instance(conn, &task.instance_id)? else {
+                    return Ok((StepOutcome::Lost, false));
+                };
+                let advance = transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx);
+                apply(conn, &task, &inst, advance.write(now, lease_ms), &owner)?;
+                let mut logged = Vec::new();
+                events::progressed(&before, &task, now, &mut logged);
+                append_events(conn, &logged)?;
+                Ok((advance.into(), !logged.is_empty()))
+            })
+            .await?;
+        if logged {
+            self.events_committed();
+        }
+        Ok(outcome)
     }
 
     async fn renew_leases(&self, owner: &str, until: i64) -> StoreResult<()> {

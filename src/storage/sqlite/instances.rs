@@ -5,8 +5,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::*;
 use crate::domain::admission;
+use crate::domain::events::NewEvent;
 use crate::domain::instance::Instance;
 use crate::domain::{InstanceId, ProjectId, TaskId};
+use crate::storage::sqlite::events::append_events;
 
 pub(super) fn instance_exists(conn: &Connection, p: &ProjectId, i: &InstanceId) -> StoreResult<bool> {
     let mut st = conn.prepare_cached("SELECT 1 FROM instances WHERE id = ?1 AND project_id = ?2")?;
@@ -57,12 +59,15 @@ impl InstanceStore for Sqlite {
                 doc
             ])?;
             insert_task(conn, &task)?;
+            append_events(conn, &[NewEvent::created(&task.record)])?;
             if let Some(event) = &audit {
                 insert_audit(conn, event)?;
             }
             Ok(())
         })
-        .await
+        .await?;
+        self.events_committed();
+        Ok(())
     }
 
     async fn get_instance(&self, p: &ProjectId, i: &InstanceId) -> StoreResult<Option<Instance>> {
@@ -96,21 +101,27 @@ impl InstanceStore for Sqlite {
         audit: Option<AuditEvent>,
     ) -> StoreResult<Result<NewTask, SubmitError>> {
         let (p, i) = (p.clone(), i.clone());
-        self.write(move |conn| {
-            let (task, changed) = match admission::submission(load_instance(conn, &i)?, &p, build) {
-                Ok(admitted) => admitted,
-                Err(e) => return Ok(Err(e)),
-            };
-            if let Some(inst) = &changed {
-                save_instance(conn, inst)?;
-            }
-            insert_task(conn, &task)?;
-            if let Some(event) = &audit {
-                insert_audit(conn, event)?;
-            }
-            Ok(Ok(task))
-        })
-        .await
+        let submitted = self
+            .write(move |conn| {
+                let (task, changed) = match admission::submission(load_instance(conn, &i)?, &p, build) {
+                    Ok(admitted) => admitted,
+                    Err(e) => return Ok(Err(e)),
+                };
+                if let Some(inst) = &changed {
+                    save_instance(conn, inst)?;
+                }
+                insert_task(conn, &task)?;
+                append_events(conn, &[NewEvent::created(&task.record)])?;
+                if let Some(event) = &audit {
+                    insert_audit(conn, event)?;
+                }
+                Ok(Ok(task))
+            })
+            .await?;
+        if submitted.is_ok() {
+            self.events_committed();
+        }
+        Ok(submitted)
     }
 
     async fn modify_instance(

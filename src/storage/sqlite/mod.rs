@@ -24,6 +24,7 @@ mod audit;
 mod bulk;
 mod credentials;
 mod engine;
+pub(crate) mod events;
 mod instances;
 mod kernels;
 mod tasks;
@@ -39,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0004_task_totals.sql"),
     include_str!("../../../migrations/sqlite/0005_master_key_check.sql"),
     include_str!("../../../migrations/sqlite/0006_kernel_builds.sql"),
+    include_str!("../../../migrations/sqlite/0008_task_events.sql"),
     include_str!("../../../migrations/sqlite/0010_counter_shards.sql"),
 ];
 /// Written into the database header by the readiness probe ("kt" twice).
@@ -53,6 +55,8 @@ pub struct Sqlite {
     path: PathBuf,
     writer: mpsc::Sender<Job>,
     readers: Mutex<Vec<Connection>>,
+    /// Wakes this process's event streams after a commit that appended events.
+    signal: crate::storage::events::EventSignal,
     /// The checkpointer runs while this lives.
     _alive: Arc<()>,
 }
@@ -196,7 +200,13 @@ impl Sqlite {
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpointer, token))?;
-        Ok(Sqlite { path: path.to_owned(), writer: tx, readers: Mutex::new(Vec::new()), _alive: alive })
+        Ok(Sqlite {
+            path: path.to_owned(),
+            writer: tx,
+            readers: Mutex::new(Vec::new()),
+            signal: Default::default(),
+            _alive: alive,
+        })
     }
 
     /// Runs `f` in its own savepoint inside the next group commit and returns once it is durable.
@@ -222,6 +232,12 @@ impl Sqlite {
         });
         self.writer.send(job).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Wakes the event streams: called once a write that appended events has committed (one
+    /// writer commits at a time, so what a stream then reads is complete up to the newest id).
+    fn events_committed(&self) {
+        self.signal.notify();
     }
 
     /// Runs a read on a pooled connection, on the calling thread. Reads are short indexed lookups;

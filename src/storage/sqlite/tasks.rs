@@ -6,11 +6,13 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::*;
+use crate::domain::events::{EventKind, NewEvent};
 use crate::domain::operation::Operation;
 use crate::domain::placement::{placement, views_of};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
 use crate::domain::{deletion, rescheduling};
 use crate::storage::paging::{PageCount, bucket_of, bucket_range, partial_edges, unbounded};
+use crate::storage::sqlite::events::append_events;
 
 pub(super) const TASK_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
      created_at, updated_at, schedule_at, steps";
@@ -272,25 +274,32 @@ impl TaskStore for Sqlite {
         audit: Option<AuditEvent>,
     ) -> StoreResult<DeleteOutcome> {
         let (p, i, t) = (p.clone(), i.clone(), t.clone());
-        self.write(move |conn| {
-            if !instance_exists(conn, &p, &i)? {
-                return Ok(DeleteOutcome::NoInstance);
-            }
-            let Some(task) = load_task(conn, &i, &t, view)? else {
-                return Ok(DeleteOutcome::NoTask);
-            };
-            if !deletion::may_delete(&task) {
-                return Ok(DeleteOutcome::Running);
-            }
-            conn.prepare_cached("DELETE FROM tasks WHERE id = ?1")?.execute(params![t.as_str()])?;
-            count_in(conn, &task, -1)?;
-            if let Some(mut event) = audit {
-                event.detail = Some(deletion::deleted_detail(&task));
-                insert_audit(conn, &event)?;
-            }
-            Ok(DeleteOutcome::Deleted(Box::new(task)))
-        })
-        .await
+        let outcome = self
+            .write(move |conn| {
+                if !instance_exists(conn, &p, &i)? {
+                    return Ok(DeleteOutcome::NoInstance);
+                }
+                let Some(task) = load_task(conn, &i, &t, view)? else {
+                    return Ok(DeleteOutcome::NoTask);
+                };
+                if !deletion::may_delete(&task) {
+                    return Ok(DeleteOutcome::Running);
+                }
+                conn.prepare_cached("DELETE FROM tasks WHERE id = ?1")?.execute(params![t.as_str()])?;
+                count_in(conn, &task, -1)?;
+                let at = audit.as_ref().map_or_else(crate::domain::now_ms, |a| a.at);
+                append_events(conn, &[NewEvent::of(EventKind::Deleted, &task, None, at)])?;
+                if let Some(mut event) = audit {
+                    event.detail = Some(deletion::deleted_detail(&task));
+                    insert_audit(conn, &event)?;
+                }
+                Ok(DeleteOutcome::Deleted(Box::new(task)))
+            })
+            .await?;
+        if matches!(outcome, DeleteOutcome::Deleted(_)) {
+            self.events_committed();
+        }
+        Ok(outcome)
     }
 
     async fn update_scheduled(
@@ -303,26 +312,33 @@ impl TaskStore for Sqlite {
         audit: Option<AuditEvent>,
     ) -> StoreResult<Found<bool>> {
         let (p, i, t) = (p.clone(), i.clone(), t.clone());
-        self.write(move |conn| {
-            if !instance_exists(conn, &p, &i)? {
-                return Ok(Found::NoInstance);
-            }
-            let Some(task) = load_task(conn, &i, &t, View::Scheduled)? else {
-                return Ok(Found::NoTask);
-            };
-            let Some(r) = rescheduling::rescheduled(&task, change, now) else {
-                return Ok(Found::Yes(false));
-            };
-            conn.prepare_cached(
-                "UPDATE tasks SET status = ?2, schedule_at = ?3, due_at = ?4, updated_at = ?5 WHERE id = ?1",
-            )?
-            .execute(params![t.as_str(), r.status.as_str(), r.schedule_at, r.due_at, now])?;
-            if let Some(event) = &audit {
-                insert_audit(conn, event)?;
-            }
-            Ok(Found::Yes(true))
-        })
-        .await
+        let found = self
+            .write(move |conn| {
+                if !instance_exists(conn, &p, &i)? {
+                    return Ok(Found::NoInstance);
+                }
+                let Some(mut task) = load_task(conn, &i, &t, View::Scheduled)? else {
+                    return Ok(Found::NoTask);
+                };
+                let Some(r) = rescheduling::rescheduled(&task, change, now) else {
+                    return Ok(Found::Yes(false));
+                };
+                conn.prepare_cached(
+                    "UPDATE tasks SET status = ?2, schedule_at = ?3, due_at = ?4, updated_at = ?5 WHERE id = ?1",
+                )?
+                .execute(params![t.as_str(), r.status.as_str(), r.schedule_at, r.due_at, now])?;
+                r.apply_to(&mut task, now);
+                append_events(conn, &[NewEvent::of(EventKind::Rescheduled, &task, None, now)])?;
+                if let Some(event) = &audit {
+                    insert_audit(conn, event)?;
+                }
+                Ok(Found::Yes(true))
+            })
+            .await?;
+        if found == Found::Yes(true) {
+            self.events_committed();
+        }
+        Ok(found)
     }
 }
 

@@ -1,0 +1,467 @@
+//! The task event streams (an extension; DMS has none): Server-Sent Events read from the
+//! durable event log ([`crate::storage::events`]).
+//!
+//! A stream reads the log in bounded pages, one page at a time and only when the client has
+//! taken the previous one (the response body is pulled by hyper as the socket drains), so a
+//! slow client costs one page of memory, never a backlog. Between pages it holds no database
+//! connection: it waits for the store's wake-up signal (a commit in this process, or a NOTIFY
+//! from another on PostgreSQL), a poll interval as the fallback, or the server's shutdown.
+//! Streams are capped per credential and in all; each ends after a set lifetime so that a
+//! revoked key or an expired token stops reading (the client resumes with `Last-Event-ID`).
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Caller, InstancePath, ProjectPath, QueryMap};
+use super::openapi::shapes;
+use crate::domain::Action;
+use crate::storage::events::{EventCursor, EventScope, EventStart, EventStore, LoggedEvent};
+
+/// Events read from the log at once by one stream.
+pub const PAGE: usize = 100;
+/// How soon a stream reads again when committed events wait behind a transaction still running.
+const PENDING_RETRY: Duration = Duration::from_millis(5);
+/// How long a stream waits after the database failed before it reads again.
+const ERROR_RETRY: Duration = Duration::from_secs(1);
+
+/// The event streams' settings (flags of `kafka-tasks serve`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EventArgs {
+    /// A comment line is sent on an idle event stream this often (ms), so that proxies and
+    /// clients see it alive.
+    #[arg(long, env = "KAFKA_TASKS_EVENT_KEEPALIVE_MS", default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub event_keepalive_ms: u64,
+
+    /// An idle stream reads the event log at least this often (ms), whatever the wake-ups say.
+    #[arg(long, env = "KAFKA_TASKS_EVENT_POLL_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub event_poll_ms: u64,
+
+    /// Event streams open at once in this process; more are answered 429.
+    #[arg(long, env = "KAFKA_TASKS_EVENT_STREAMS_MAX", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub event_streams_max: u64,
+
+    /// Event streams open at once per access key (or per token's user); more are answered 429.
+    #[arg(long, env = "KAFKA_TASKS_EVENT_STREAMS_PER_KEY", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub event_streams_per_key: u64,
+
+    /// A stream ends after this long (s); the client reconnects with `Last-Event-ID` and is
+    /// authenticated again, so a revoked key or an expired token stops reading.
+    #[arg(long, env = "KAFKA_TASKS_EVENT_STREAM_LIFETIME_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub event_stream_lifetime_secs: u64,
+
+    /// Events older than this (s) are pruned from the log.
+    #[arg(long, env = "KAFKA_TASKS_EVENT_RETENTION_SECS", default_value_t = 7 * 86_400, value_parser = clap::value_parser!(u64).range(1..=10 * 365 * 86_400))]
+    pub event_retention_secs: u64,
+
+    /// The log keeps about this many of the newest events at most.
+    #[arg(long, env = "KAFKA_TASKS_EVENT_RETENTION_MAX", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub event_retention_max: u64,
+
+    /// How often the log is pruned (ms), in batches of 1,000 events.
+    #[arg(long, env = "KAFKA_TASKS_EVENT_PRUNE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub event_prune_ms: u64,
+}
+
+impl EventArgs {
+    pub fn retention(&self) -> crate::storage::events::EventRetention {
+        crate::storage::events::EventRetention {
+            max_age_ms: (self.event_retention_secs as i64).saturating_mul(1000),
+            max_events: self.event_retention_max as i64,
+        }
+    }
+}
+
+/// The open streams of this process and their limits.
+pub struct Streams {
+    keep_alive: Duration,
+    poll: Duration,
+    lifetime: Duration,
+    total: Arc<Semaphore>,
+    per_key_max: usize,
+    /// Open streams per credential; an entry goes when its last stream ends, so the map holds
+    /// at most as many entries as there are open streams.
+    per_key: Mutex<HashMap<String, usize>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Streams {
+    pub fn new(args: &EventArgs, shutdown: watch::Receiver<bool>) -> Self {
+        Streams {
+            keep_alive: Duration::from_millis(args.event_keepalive_ms),
+            poll: Duration::from_millis(args.event_poll_ms),
+            lifetime: Duration::from_secs(args.event_stream_lifetime_secs),
+            total: Arc::new(Semaphore::new(args.event_streams_max as usize)),
+            per_key_max: args.event_streams_per_key as usize,
+            per_key: Mutex::new(HashMap::new()),
+            shutdown,
+        }
+    }
+
+    /// A slot for one more stream of `key`, or `None` past either cap.
+    fn admit(self: &Arc<Self>, key: String) -> Option<Slot> {
+        let permit = self.total.clone().try_acquire_owned().ok()?;
+        let mut open = self.per_key.lock().ok()?;
+        let n = open.entry(key.clone()).or_insert(0);
+        if *n >= self.per_key_max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot { streams: self.clone(), key, _permit: permit })
+    }
+}
+
+/// One open stream's place under the caps, given back when the stream is dropped (the client
+/// went away, the lifetime ended, or the server shuts down).
+struct Slot {
+    streams: Arc<Streams>,
+    key: String,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.streams.per_key.lock()
+            && let Some(n) = open.get_mut(&self.key)
+        {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v2/{project_id}/tasks/events", get(project_events))
+        .route("/v2/{project_id}/instances/{instance_id}/tasks/events", get(instance_events))
+}
+
+/// `GET /v2/{project_id}/tasks/events`: every task event of the project, as Server-Sent Events.
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/tasks/events",
+    operation_id = "StreamProjectTaskEvents",
+    tag = "Task events",
+    params(shapes::ProjectPath, shapes::EventQuery, shapes::LastEventId),
+    responses((status = 200, description = STREAM_DOC, content_type = "text/event-stream", body = SseEvent)),
+)]
+pub(super) async fn project_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    ProjectPath(project): ProjectPath,
+    QueryMap(q): QueryMap,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller.require(Action::GetBackgroundTask)?;
+    open(&state, &caller, EventScope::Project(project), &q, &headers).await
+}
+
+/// `GET /v2/{project_id}/instances/{instance_id}/tasks/events`: the task events of one instance.
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/instances/{instance_id}/tasks/events",
+    operation_id = "StreamInstanceTaskEvents",
+    tag = "Task events",
+    params(shapes::InstancePath, shapes::EventQuery, shapes::LastEventId),
+    responses((status = 200, description = STREAM_DOC, content_type = "text/event-stream", body = SseEvent)),
+)]
+pub(super) async fn instance_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+    QueryMap(q): QueryMap,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller.require(Action::GetBackgroundTask)?;
+    state.storage.instances.get_instance(&path.project, &path.instance).await?.ok_or(ApiError::NoInstance)?;
+    open(&state, &caller, EventScope::Instance(path.project, path.instance), &q, &headers).await
+}
+
+/// One message of the stream, as an SSE parser hands it over (comment lines aside).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct SseEvent {
+    /// The event's place in the log, for `Last-Event-ID`; absent on `missed`.
+    #[schema(nullable = false, example = "1235")]
+    id: Option<String>,
+    /// `task.created`, `step.started`, `step.finished`, `task.finished`, `task.deleted`,
+    /// `task.rescheduled`, or `missed`.
+    #[schema(example = "step.finished")]
+    event: String,
+    /// A JSON object (see the operation's description).
+    #[schema(example = "{\"task_id\":\"…\",\"status\":\"EXECUTING\",\"progress\":50}")]
+    data: String,
+}
+
+const STREAM_DOC: &str = "A `text/event-stream` of task events. Each event has `id` (its place in the log, \
+     for `Last-Event-ID`), `event` (`task.created`, `step.started`, `step.finished`, `task.finished`, \
+     `task.deleted`, `task.rescheduled`) and `data`, a JSON object: `task_id`, `instance_id`, `name`, `status`, \
+     `step` (`index`, `name`, `status`; step events only), `steps_done`, `steps`, `progress` (0-100), \
+     `created_at`, `updated_at`, `schedule_at` (scheduled tasks), `at` (when the change was made). \
+     A stream resumed from an event the log no longer keeps starts with an event `missed` (no id; data \
+     `{\"after\":N,\"resumed_at\":M}`): events in between are lost, re-read the task lists. Comment lines \
+     (`: keep-alive`) are sent while idle. 429 when too many streams are open (per key, or in all).";
+
+/// Where the client asked to resume: `Last-Event-ID` (what browsers resend on reconnecting)
+/// wins over `?after=`; neither means "from now on".
+fn resume_point(q: &HashMap<String, String>, headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    if let Some(v) = headers.get("last-event-id") {
+        let id = v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()).filter(|n| *n >= 0);
+        return id.map(Some).ok_or(ApiError::InvalidParam("Last-Event-ID"));
+    }
+    match q.get("after") {
+        None => Ok(None),
+        Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).map(Some).ok_or(ApiError::InvalidParam("after")),
+    }
+}
+
+async fn open(
+    state: &AppState,
+    caller: &Caller,
+    scope: EventScope,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let after = resume_point(q, headers)?;
+    let identity = &caller.0;
+    let key = format!(
+        "{}/{}",
+        identity.project_id.as_str(),
+        identity.access_key.as_deref().unwrap_or(identity.user_id.as_str())
+    );
+    let slot = state.events.admit(key).ok_or(ApiError::Throttled(1))?;
+    let store = state.storage.events.clone();
+    let mut skip = std::collections::HashSet::new();
+    let (cursor, first) = match store.event_start(after).await? {
+        EventStart::Tail(c, seen) => {
+            skip.extend(seen);
+            (c, None)
+        }
+        EventStart::From(c) => (c, None),
+        EventStart::Missed(c) => {
+            let data = serde_json::json!({ "after": after.unwrap_or(0), "resumed_at": c.id }).to_string();
+            (c, Some(Event::default().event("missed").data(data)))
+        }
+        EventStart::Unknown => {
+            return Err(ApiError::InvalidParam(if headers.contains_key("last-event-id") {
+                "Last-Event-ID"
+            } else {
+                "after"
+            }));
+        }
+    };
+    let streams = state.events.clone();
+    let reader = Reader {
+        signal: store.event_signal(),
+        store,
+        scope,
+        cursor,
+        buf: VecDeque::new(),
+        skip,
+        first,
+        shutdown: streams.shutdown.clone(),
+        poll: streams.poll,
+        ends: tokio::time::Instant::now() + streams.lifetime,
+        _slot: slot,
+    };
+    let stream = futures_util::stream::unfold(reader, next);
+    let mut res =
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(streams.keep_alive).text("keep-alive")).into_response();
+    // Proxies must pass events on as they come (nginx buffers otherwise).
+    res.headers_mut().insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
+    Ok(res)
+}
+
+/// One stream's state between events.
+struct Reader {
+    store: Arc<dyn EventStore>,
+    scope: EventScope,
+    cursor: EventCursor,
+    /// The rest of the last page read (at most [`PAGE`]).
+    buf: VecDeque<LoggedEvent>,
+    /// Events that committed before a stream "from now" started (see [`EventStart::Tail`]).
+    skip: std::collections::HashSet<i64>,
+    first: Option<Event>,
+    signal: watch::Receiver<u64>,
+    shutdown: watch::Receiver<bool>,
+    poll: Duration,
+    ends: tokio::time::Instant,
+    _slot: Slot,
+}
+
+/// The stream's next event: from the page in hand, else from the next page read, else after a
+/// wake-up. `None` ends the stream (shutdown or lifetime).
+async fn next(mut r: Reader) -> Option<(Result<Event, Infallible>, Reader)> {
+    if let Some(e) = r.first.take() {
+        return Some((Ok(e), r));
+    }
+    loop {
+        if let Some(e) = r.buf.pop_front() {
+            if !r.skip.is_empty() && r.skip.remove(&e.id) {
+                continue;
+            }
+            let event = Event::default().id(e.id.to_string()).event(e.kind).data(e.data);
+            return Some((Ok(event), r));
+        }
+        if *r.shutdown.borrow() || tokio::time::Instant::now() >= r.ends {
+            return None;
+        }
+        // Marked seen before reading: a commit during the read wakes the next wait.
+        r.signal.borrow_and_update();
+        let wait = match r.store.read_events(&r.scope, r.cursor, PAGE).await {
+            Ok(page) => {
+                r.cursor = page.next;
+                if !page.events.is_empty() {
+                    r.buf.extend(page.events);
+                    continue;
+                }
+                if page.pending { PENDING_RETRY } else { r.poll }
+            }
+            Err(e) => {
+                crate::limited!(warn, "event stream read", error = %e, "an event stream could not read the log");
+                ERROR_RETRY
+            }
+        };
+        let until = (tokio::time::Instant::now() + wait).min(r.ends);
+        tokio::select! {
+            changed = r.signal.changed() => {
+                if changed.is_err() {
+                    tokio::time::sleep_until(until).await;
+                }
+            }
+            _ = tokio::time::sleep_until(until) => {}
+            _ = r.shutdown.changed() => {}
+        }
+    }
+}
+
+/// Prunes the event log every `--event-prune-ms`, in batches of 1,000, until shutdown.
+pub async fn prune_forever(
+    state_store: Arc<dyn EventStore>,
+    clock: crate::domain::Clock,
+    args: EventArgs,
+    mut stop: watch::Receiver<bool>,
+) {
+    const BATCH: usize = 1_000;
+    let every = Duration::from_millis(args.event_prune_ms);
+    let policy = args.retention();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        loop {
+            match state_store.prune_events(clock.now_ms(), policy, BATCH).await {
+                Ok(n) if n as usize == BATCH => {
+                    // More to prune: a short pause between batches leaves room for requests.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    crate::limited!(warn, "event prune", error = %e, "could not prune the event log");
+                    break;
+                }
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::instance::{Instance, InstanceStatus, NewInstance};
+    use crate::domain::operation::Operation;
+    use crate::storage::{NewTask, Storage, TaskBuilder};
+
+    fn args() -> EventArgs {
+        EventArgs {
+            event_keepalive_ms: 15_000,
+            event_poll_ms: 1_000,
+            event_streams_max: 4,
+            event_streams_per_key: 2,
+            event_stream_lifetime_secs: 60,
+            event_retention_secs: 60,
+            event_retention_max: 1_000,
+            event_prune_ms: 1_000,
+        }
+    }
+
+    /// However far behind a client is, its stream holds one page of the log, read when the
+    /// previous one is taken (a real SQLite store with 250 events).
+    #[tokio::test]
+    async fn a_stream_holds_at_most_one_page_whatever_the_backlog() {
+        let dir = tempfile::tempdir().expect("dir");
+        let storage = Storage::open(&format!("sqlite:{}", dir.path().join("e.db").display())).await.expect("store");
+        let project: crate::domain::ProjectId = "0123456789abcdef0123456789abcdef".parse().expect("project");
+        let new = NewInstance {
+            name: "k".into(),
+            engine_version: "2.7".into(),
+            broker_num: 3,
+            storage_space: 300,
+            product_id: "p".into(),
+            enable_auto_topic: false,
+            extra: Default::default(),
+        };
+        let mut inst = Instance::create(project.clone(), &new, "u", "n", 1);
+        inst.status = InstanceStatus::Running;
+        let create = NewTask::new(&inst, Operation::Restart, ("u", "n"), 1, None, 1.0);
+        storage.instances.create_instance(inst.clone(), create, None).await.expect("instance");
+        // Scheduled tasks take no lock: 249 more `task.created` events.
+        for n in 0..249 {
+            let t = NewTask::new(&inst, Operation::Restart, ("u", "n"), 2 + n, Some(i64::MAX / 2), 1.0);
+            let stored = storage.instances.submit(&project, &inst.id, TaskBuilder::ready(t), None).await;
+            assert!(matches!(stored, Ok(Ok(_))), "{stored:?}");
+        }
+        let streams = Arc::new(Streams::new(&args(), watch::channel(false).1));
+        let slot = streams.admit("k".into()).expect("a slot");
+        let store = storage.events.clone();
+        let mut reader = Reader {
+            signal: store.event_signal(),
+            store,
+            scope: EventScope::Project(project),
+            cursor: EventCursor::default(),
+            buf: VecDeque::new(),
+            skip: Default::default(),
+            first: None,
+            shutdown: streams.shutdown.clone(),
+            poll: Duration::from_secs(1),
+            ends: tokio::time::Instant::now() + Duration::from_secs(60),
+            _slot: slot,
+        };
+        let mut seen = 0;
+        for page in 0..3 {
+            let (_, r) = next(reader).await.expect("an event");
+            reader = r;
+            seen += 1;
+            let held = reader.buf.len();
+            assert_eq!(held, if page < 2 { PAGE - 1 } else { 250 - 2 * PAGE - 1 }, "page {page}");
+            for _ in 0..held {
+                let (_, r) = next(reader).await.expect("an event");
+                reader = r;
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 250);
+        // Caps: a second stream of the key fits, a third does not; dropping gives the slot back.
+        let second = streams.admit("k".into()).expect("second");
+        assert!(streams.admit("k".into()).is_none());
+        drop(second);
+        assert!(streams.admit("k".into()).is_some());
+    }
+}
