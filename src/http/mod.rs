@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth_layer;
 pub mod console;
 pub mod error;
+pub mod executors;
 pub mod extract;
 pub mod health;
 pub mod instances;
@@ -68,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         .merge(scheduled::router())
         .merge(instances::router())
         .merge(tokens::router())
+        .merge(executors::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth_layer::authenticate));
     Router::new()
         .merge(api)

@@ -10,7 +10,8 @@ use kafka_tasks::domain::placement::{placement, views_of};
 use kafka_tasks::domain::{ProjectId, Role, TaskId, TaskRecord, TaskStatus};
 use kafka_tasks::storage::*;
 
-const CTX: StepContext = StepContext { storage_pool_gb: 10_000 };
+const CTX: StepContext =
+    StepContext { storage_pool_gb: 10_000, executed: kafka_tasks::domain::operation::OpSet::EMPTY };
 const T0: i64 = 1_700_000_000_000;
 
 #[path = "../common/pg.rs"]
