@@ -5,6 +5,7 @@ mod audit;
 mod auth;
 mod bad_input;
 mod engine;
+mod executors;
 mod fidelity;
 mod helpers;
 mod hygiene;
