@@ -499,3 +499,69 @@ async fn two_processes_on_postgresql_never_run_the_same_step_at_once() {
     assert_eq!(runs.len(), 6 * 3, "every step ran exactly once: {runs:?}");
     assert!(runs.iter().all(|l| l.ends_with(" 1")), "{runs:?}");
 }
+
+// --- the examples ---
+
+/// A stand-in for Kafka's kafka-configs.sh: records its arguments, keeps the configs it was
+/// given, and describes them as the real tool does (`name=value sensitive=false synonyms={…}`).
+fn stub_kafka_bin(dir: &Path) -> std::path::PathBuf {
+    let bin = dir.join("kafka-bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let script = bin.join("kafka-configs.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nstate=\"$(dirname \"$0\")/state\"\ntouch \"$state\"\nfor a in \"$@\"; do printf '[%s]' \"$a\"; done >> \"$(dirname \"$0\")/calls\"\n\
+         echo >> \"$(dirname \"$0\")/calls\"\n\
+         case \" $* \" in *' --describe '*) echo 'Default configs for brokers in the cluster are:'; \
+         sed 's/.*/  & sensitive=false synonyms={}/' \"$state\";; \
+         *' --alter '*) while [ $# -gt 0 ]; do [ \"$1\" = --add-config ] && echo \"$2\" >> \"$state\"; shift; done;; esac\n",
+    )
+    .expect("stub written");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("executable");
+    bin
+}
+
+#[tokio::test]
+async fn the_config_example_sets_the_change_with_kafka_configs_and_a_second_attempt_changes_nothing() {
+    let work = Work::new();
+    let bin = stub_kafka_bin(work.path());
+    let example = format!("{}/examples/executors/kafka-config-modify.sh", env!("CARGO_MANIFEST_DIR"));
+    let config = work.write_config(&format!(
+        "[operations.kafkaConfigModify]\nkind = \"exec\"\nprogram = \"{example}\"\n\
+         env = {{ KAFKA_BIN = \"{}\", BOOTSTRAP = \"127.0.0.1:9\" }}\n",
+        bin.display()
+    ));
+    let app = serve(&config).await;
+    let inst = app.create_instance().await;
+    let res = app.modify_configs(&inst, json!([{"name": "log.retention.hours", "value": "24"}])).await;
+    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+    app.wait_task_status(&inst, &task, "SUCCESS").await;
+    let calls = std::fs::read_to_string(bin.join("calls")).expect("the tool was called");
+    let alters: Vec<&str> = calls.lines().filter(|l| l.contains("[--alter]")).collect();
+    assert_eq!(
+        alters,
+        [
+            "[--bootstrap-server][127.0.0.1:9][--alter][--entity-type][brokers][--entity-default][--add-config][log.retention.hours=24]"
+        ],
+        "{calls}"
+    );
+    let run = app.executor_run(&inst, &task).await.json();
+    assert!(run["output_tail"].as_str().is_some_and(|t| t.contains("log.retention.hours set to 24")), "{run}");
+
+    // The step run again (as after a crash) finds the value set and alters nothing.
+    let again = std::process::Command::new(&example)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KAFKA_BIN", &bin)
+        .env("BOOTSTRAP", "127.0.0.1:9")
+        .env("KT_STEP", "apply_config")
+        .env("KT_ATTEMPT", "2")
+        .env("KT_PARAMS", r#"{"kafka_configs":[{"name":"log.retention.hours","old_value":"72","new_value":"24"}]}"#)
+        .output()
+        .expect("the example runs");
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already"));
+    let calls = std::fs::read_to_string(bin.join("calls")).expect("calls");
+    assert_eq!(calls.lines().filter(|l| l.contains("[--alter]")).count(), 1, "{calls}");
+}
