@@ -86,6 +86,9 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         Some(path) => Executors::load(path)?,
         None => Executors::simulate_all(),
     });
+    for (op, kind) in executors.describe() {
+        tracing::info!(operation = op, executor = kind, "operation run by an executor");
+    }
     let step_context = StepContext { storage_pool_gb: args.storage_pool_gb, executed: executors.executed() };
     let wake = Arc::new(Notify::new());
     let state = AppState {

@@ -17,6 +17,35 @@ pub const FAILED_ACTION: &str = "kafka-tasks:executor:failStep";
 /// The user an engine-written audit event names.
 pub const ENGINE_USER: &str = "kafka-tasks-engine";
 
+/// Progress is written at most this often per run; what comes between is merged (the last
+/// percentage and message win), so that a chatty program costs a few writes a second, not one
+/// per line.
+const REPORT_EVERY: Duration = Duration::from_millis(250);
+
+/// Progress reported but not written yet.
+#[derive(Default)]
+struct Pending {
+    report: Option<Report>,
+    written: Option<tokio::time::Instant>,
+}
+
+impl Pending {
+    fn merge(&mut self, progress: Option<u32>, message: Option<String>) {
+        let r = self.report.get_or_insert_with(Report::default);
+        if progress.is_some() {
+            r.progress = progress;
+        }
+        if message.is_some() {
+            r.message = message;
+        }
+    }
+
+    /// When the pending report may be written.
+    fn due(&self) -> tokio::time::Instant {
+        self.written.map_or_else(tokio::time::Instant::now, |w| w + REPORT_EVERY)
+    }
+}
+
 /// Why the engine stopped a run before it ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Why {
@@ -85,11 +114,12 @@ impl Engine {
             let mut why = None;
             let mut at = current;
             let mut watch_stop = shutdown.clone();
+            let mut pending = Pending::default();
             let outcome = loop {
                 tokio::select! {
                     o = &mut run => break o,
                     Some(event) = events.recv(), if why.is_none() => {
-                        match self.on_event(deps, &executor, op, &task, &mut at, event, &mut watch_stop).await {
+                        match self.on_event(deps, &executor, op, &task, &mut at, event, &mut watch_stop, &mut pending).await {
                             Moved::Stay => {}
                             Moved::On => deadline.as_mut().reset(tokio::time::Instant::now() + executor.timeout),
                             Moved::Over => {
@@ -97,6 +127,9 @@ impl Engine {
                                 let _ = stop_tx.send(true);
                             }
                         }
+                    }
+                    _ = tokio::time::sleep_until(pending.due()), if pending.report.is_some() && why.is_none() => {
+                        self.flush(deps, &task, at, &mut pending).await;
                     }
                     _ = &mut deadline, if why.is_none() => {
                         why = Some(Why::Timeout);
@@ -111,12 +144,16 @@ impl Engine {
             while let Ok(event) = events.try_recv() {
                 if why.is_none()
                     && matches!(
-                        self.on_event(deps, &executor, op, &task, &mut at, event, &mut watch_stop).await,
+                        self.on_event(deps, &executor, op, &task, &mut at, event, &mut watch_stop, &mut pending).await,
                         Moved::Over
                     )
                 {
                     why = Some(Why::Over);
                 }
+            }
+            if why != Some(Why::Over) {
+                pending.written = None;
+                self.flush(deps, &task, at, &mut pending).await;
             }
             current = at;
             let step_name = task.steps.get(current).map_or("", |s| s.name.as_str());
@@ -165,12 +202,13 @@ impl Engine {
         at: &mut usize,
         event: Event,
         shutdown: &mut watch::Receiver<bool>,
+        pending: &mut Pending,
     ) -> Moved {
         match event {
             Event::Progress { progress, message } => {
-                let report = Report { progress, message, output_tail: None };
-                if let Err(e) = deps.runs.report(&self.owner, &task.id, *at, report, self.now_ms()).await {
-                    crate::limited!(warn, &format!("report {e}"), error = %e, "could not record an executor's progress");
+                pending.merge(progress, message);
+                if pending.due() <= tokio::time::Instant::now() {
+                    self.flush(deps, task, *at, pending).await;
                 }
                 Moved::Stay
             }
@@ -179,6 +217,9 @@ impl Engine {
                     tracing::warn!(step = %name, "an executor named a step that is not ahead of the running one; ignored");
                     return Moved::Stay;
                 };
+                // What was reported belongs to the step that ends now.
+                pending.written = None;
+                self.flush(deps, task, *at, pending).await;
                 while *at < target {
                     let outcome = self.finish(task, *at).await;
                     match self.after_step(op, task, *at, outcome) {
@@ -195,6 +236,17 @@ impl Engine {
                 tracing::debug!(step = %name, "a step change reported by a per-step program; ignored");
                 Moved::Stay
             }
+        }
+    }
+
+    /// Writes the pending progress of step `at`, if any.
+    async fn flush(&self, deps: &ExecutorDeps, task: &TaskRecord, at: usize, pending: &mut Pending) {
+        let Some(report) = pending.report.take() else {
+            return;
+        };
+        pending.written = Some(tokio::time::Instant::now());
+        if let Err(e) = deps.runs.report(&self.owner, &task.id, at, report, self.now_ms()).await {
+            crate::limited!(warn, &format!("report {e}"), error = %e, "could not record an executor's progress");
         }
     }
 

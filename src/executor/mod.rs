@@ -189,6 +189,13 @@ impl Executors {
         self.by_op.get(task_name).cloned()
     }
 
+    /// Each operation an executor runs, with its executor's kind, in task-name order.
+    pub fn describe(&self) -> Vec<(&'static str, &'static str)> {
+        let mut v: Vec<_> = self.by_op.iter().map(|(op, e)| (*op, e.kind_name())).collect();
+        v.sort();
+        v
+    }
+
     /// The operations an executor runs.
     pub fn executed(&self) -> OpSet {
         let mut set = OpSet::EMPTY;
