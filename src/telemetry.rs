@@ -161,18 +161,10 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Always 1; the labels say the version and the storage engine.");
 }
 
-/// The operations' task names (as `Operation::task_name` gives them), so that their outcome
-/// counters exist at 0 from the start: a rate over a counter that appears at 1 misses its first
-/// increment, and the failure-ratio alert would miss a process's first failure.
-const OPERATIONS: &[&str] = &[
-    "createInstance",
-    "deleteInstance",
-    "restartInstance",
-    "kafkaConfigModify",
-    "extendInstance",
-    "kafkaPartitionReassign",
-    "upgradeInstance",
-];
+/// The operations' task names, so that their outcome counters exist at 0 from the start: a
+/// rate over a counter that appears at 1 misses its first increment, and the failure-ratio alert
+/// would miss a process's first failure.
+const OPERATIONS: &[&str] = &crate::domain::operation::TASK_NAMES;
 
 /// Series that must exist at 0 before their first event, for the same reason.
 fn initialise() {

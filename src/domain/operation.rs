@@ -929,9 +929,25 @@ mod tests {
         assert!(!set.insert("noSuchOperation"));
         assert!(set.insert(Operation::Restart.task_name()));
         assert!(set.contains("restartInstance") && !set.contains("deleteInstance"));
-        for op in [Operation::DeleteInstance, Operation::Restart, Operation::AutoTopic { old: false, new: true }] {
-            assert!(TASK_NAMES.contains(&op.task_name()));
-        }
+        let inst = instance();
+        let every = [
+            Operation::CreateInstance {
+                name: "k".into(),
+                engine_version: "2.7".into(),
+                broker_num: 1,
+                storage_space: 100,
+            },
+            Operation::DeleteInstance,
+            Operation::Restart,
+            Operation::ModifyConfigs { changes: vec![] },
+            Operation::AutoTopic { old: false, new: true },
+            resize(&json!({"oper_type":"storage","new_storage_space":600}), &inst).unwrap(),
+            reassign(&json!({"reassignments":[{"topic":"t","brokers":[0]}]}), &inst).unwrap(),
+            upgrade(&inst, LATER).unwrap(),
+            Operation::LegacyUpgrade { old_version: "2.7".into(), new_version: "3.x".into() },
+        ];
+        let names: std::collections::BTreeSet<&str> = every.iter().map(Operation::task_name).collect();
+        assert_eq!(names, TASK_NAMES.into_iter().collect(), "TASK_NAMES is every operation's name, once");
     }
 
     #[test]

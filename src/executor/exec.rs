@@ -26,6 +26,10 @@ use super::{Event, OUTPUT_TAIL, Outcome, REASON_TAIL, StepRun, Tail, parse_line}
 /// The longest line read as a progress report; longer lines are only output.
 const MAX_LINE: usize = 64 * 1024;
 
+/// The longest `KT_PARAMS` / `KT_INSTANCE` passed in the environment (Linux refuses a single
+/// variable over 128 KiB); a longer one is left out, and the program reads the document on stdin.
+const MAX_ENV_VALUE: usize = 64 * 1024;
+
 /// The environment variables an executor inherits from the server.
 const PASSED_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
 
@@ -103,9 +107,14 @@ pub async fn run(
         .env("KT_OPERATION", req.operation)
         .env("KT_STEP", req.step_name)
         .env("KT_STEP_INDEX", req.step.to_string())
-        .env("KT_ATTEMPT", req.attempt.to_string())
-        .env("KT_INSTANCE", req.instance.to_string())
-        .env("KT_PARAMS", &req.task.params);
+        .env("KT_ATTEMPT", req.attempt.to_string());
+    let instance = req.instance.to_string();
+    if instance.len() <= MAX_ENV_VALUE {
+        cmd.env("KT_INSTANCE", instance);
+    }
+    if req.task.params.len() <= MAX_ENV_VALUE {
+        cmd.env("KT_PARAMS", &req.task.params);
+    }
     if let Some(dir) = &spec.working_dir {
         cmd.current_dir(dir);
     }
@@ -130,7 +139,7 @@ pub async fn run(
             };
         }
     };
-    let group = Group(child.id());
+    let mut group = Group(child.id());
     if let Some(mut stdin) = child.stdin.take() {
         let body = doc.to_string().into_bytes();
         // A program that does not read its stdin closes the pipe: that is not an error.
@@ -178,12 +187,15 @@ pub async fn run(
                 let _ = child.wait().await;
             }
             group.signal(rustix::process::Signal::KILL);
+            group.0 = None;
             finish_reading(readers).await;
             return Outcome::Stopped { tail: text(&output) };
         }
     };
     // Whatever the program left running goes with it (it may hold the output pipes open).
     group.signal(rustix::process::Signal::KILL);
+    // Signalled for the last time: once its members are gone, the group's id may be reused.
+    group.0 = None;
     finish_reading(readers).await;
     let tail = text(&output);
     match status {
