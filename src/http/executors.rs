@@ -106,10 +106,7 @@ pub(super) struct CallbackBody {
     tag = "Executors",
     params(shapes::TaskPath),
     request_body = CallbackBody,
-    responses(
-        (status = 204, description = "Recorded"),
-        (status = 400, description = "A bad body, or a token that is not the running attempt's (DMS.00400062)"),
-    ),
+    responses((status = 204, description = "Recorded (a token that is not the running attempt's: 400 DMS.00400062)")),
 )]
 pub(super) async fn callback(
     State(state): State<AppState>,
