@@ -183,6 +183,16 @@ async fn a_failing_step_fails_the_task_with_its_exit_code_and_stderr_and_changes
     let detail = failed[0].detail.clone().expect("detail");
     assert_eq!((detail["step"].as_str(), detail["attempt"].as_u64()), (Some("apply_config"), Some(1)));
     assert!(detail["reason"].as_str().is_some_and(|r| r.contains("the broker said no")));
+    // Runs are counted by operation, executor kind and outcome: one success, one failure.
+    let metrics = app.send(Method::GET, "/metrics", None, &[]).await.text;
+    let count = |outcome: &str| {
+        let series = format!(
+            "kafka_tasks_executor_runs_total{{operation=\"kafkaConfigModify\",executor=\"exec\",outcome=\"{outcome}\"}} "
+        );
+        metrics.lines().find_map(|l| l.strip_prefix(&series)).map(str::to_owned)
+    };
+    assert_eq!((count("success").as_deref(), count("failure").as_deref()), (Some("1"), Some("1")), "{metrics}");
+    assert!(metrics.contains("kafka_tasks_executor_run_duration_seconds_bucket{operation=\"kafkaConfigModify\""));
 }
 
 #[tokio::test]
