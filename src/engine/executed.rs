@@ -115,6 +115,11 @@ impl Engine {
             let mut at = current;
             let mut watch_stop = shutdown.clone();
             let mut pending = Pending::default();
+            // The lease is checked as often as it is renewed: a task another process took over
+            // (this one was paused, or cut off from the database) has its executor stopped.
+            let mut lease_check =
+                tokio::time::interval(Duration::from_millis((self.config.lease_ms / 3).max(50) as u64));
+            lease_check.tick().await;
             let outcome = loop {
                 tokio::select! {
                     o = &mut run => break o,
@@ -130,6 +135,13 @@ impl Engine {
                     }
                     _ = tokio::time::sleep_until(pending.due()), if pending.report.is_some() && why.is_none() => {
                         self.flush(deps, &task, at, &mut pending).await;
+                    }
+                    _ = lease_check.tick(), if why.is_none() => {
+                        if let Ok(false) = deps.runs.holds_lease(&self.owner, &task.id, self.now_ms()).await {
+                            tracing::warn!(step = at, attempt, "the lease was lost while the executor ran; stopping it");
+                            why = Some(Why::Over);
+                            let _ = stop_tx.send(true);
+                        }
                     }
                     _ = &mut deadline, if why.is_none() => {
                         why = Some(Why::Timeout);

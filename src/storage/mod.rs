@@ -286,6 +286,9 @@ pub trait RunStore: Send + Sync {
         output_tail: String,
         audit: AuditEvent,
     ) -> StoreResult<StepOutcome>;
+    /// Whether `owner` still holds the lease on `task` at `now`: an executor whose task another
+    /// process has taken over is stopped.
+    async fn holds_lease(&self, owner: &str, task: &TaskId, now: i64) -> StoreResult<bool>;
     /// What the executors reported for a task; `None` when no executor ran it.
     async fn task_run(&self, task: &TaskId) -> StoreResult<Option<TaskRun>>;
     /// A webhook receiver's callback for `task`: recorded (with `audit`, in one transaction)

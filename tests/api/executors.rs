@@ -304,6 +304,43 @@ async fn a_step_interrupted_by_kill_9_runs_again_as_attempt_2_exactly_once() {
 }
 
 #[tokio::test]
+async fn an_executor_whose_task_another_process_took_over_is_stopped() {
+    if std::env::var("KAFKA_TASKS_TEST_API_ENGINE").as_deref() != Ok("postgres") {
+        eprintln!("PostgreSQL only: several processes share one database there");
+        return;
+    }
+    let work = Work::new();
+    let config = work.exec_config(&["restartInstance"], ", HOLD_STEP = \"rolling_restart\"", "");
+    let flags = ["--time-scale", "0", "--lease-ms", "600", "--executors", &config];
+    let mut a = TestApp::spawn_process(&flags).await;
+    let inst = a.create_instance().await;
+    let task = a.restart_instance(&inst).await;
+    work.wait_run(&format!("{task} rolling_restart 1")).await;
+    let first = work.file(&format!("{task}.rolling_restart.1.pid")).trim().to_owned();
+    // Pause the server, not its executor: its lease runs out and another process takes over.
+    signal(a.pid(), "-STOP");
+    let b = a.beside(&a.db.url.clone(), &flags).await;
+    work.wait_run(&format!("{task} rolling_restart 2")).await;
+    signal(a.pid(), "-CONT");
+    // The first server finds its lease gone and stops its attempt; the second attempt goes on.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(&first) {
+        assert!(Instant::now() < deadline, "attempt 1 ({first}) still runs beside attempt 2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = work.file(&format!("{task}.rolling_restart.2.pid")).trim().to_owned();
+    assert!(alive(&second), "attempt 2 goes on");
+    work.release();
+    b.wait_task_status(&inst, &task, "SUCCESS").await;
+    a.kill9();
+}
+
+fn signal(pid: u32, sig: &str) {
+    let sent = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().expect("kill runs");
+    assert!(sent.success());
+}
+
+#[tokio::test]
 async fn sigterm_stops_the_executor_and_hands_its_step_back_for_another_attempt() {
     let work = Work::new();
     let config = work.exec_config(&["restartInstance"], ", HOLD_STEP = \"rolling_restart\"", "");

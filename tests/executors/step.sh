@@ -12,6 +12,7 @@ dir="$TEST_DIR"
 run="$KT_TASK_ID.$KT_STEP.$KT_ATTEMPT"
 cat > "$dir/$run.stdin"
 printf '%s' "$KT_PARAMS" > "$dir/$run.params"
+echo $$ > "$dir/$run.pid"
 printf '%s %s %s\n' "$KT_TASK_ID" "$KT_STEP" "$KT_ATTEMPT" >> "$dir/runs.log"
 echo '{"progress": 40, "message": "working"}'
 echo "plain output of $KT_STEP"

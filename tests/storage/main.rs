@@ -830,3 +830,17 @@ async fn executor_attempts_count_per_step_and_a_takeover_adds_one() {
         assert_eq!(runs.task_run(&t).await.expect("r"), None, "{}", e.name);
     }
 }
+
+#[tokio::test]
+async fn only_the_holder_of_a_live_lease_holds_it() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let t = submit(s, &inst, Operation::Restart, T0 + 1, None).await.expect("admitted").record.id;
+        assert!(!s.runs.holds_lease("a", &t, T0 + 2).await.expect("h"), "{}: not claimed yet", e.name);
+        s.engine.claim("a", T0 + 2, 100, 10, CTX).await.expect("c");
+        assert!(s.runs.holds_lease("a", &t, T0 + 50).await.expect("h"), "{}", e.name);
+        assert!(!s.runs.holds_lease("b", &t, T0 + 50).await.expect("h"), "{}", e.name);
+        assert!(!s.runs.holds_lease("a", &t, T0 + 500).await.expect("h"), "{}: expired", e.name);
+    }
+}

@@ -80,6 +80,16 @@ impl RunStore for Postgres {
         Ok(advance.into())
     }
 
+    async fn holds_lease(&self, owner: &str, task: &TaskId, now: i64) -> StoreResult<bool> {
+        let client = self.pool.get().await?;
+        let st = client
+            .prepare_cached(
+                "SELECT 1 FROM tasks WHERE id = $1 AND lease_owner = $2 AND status = 'EXECUTING' AND due_at >= $3",
+            )
+            .await?;
+        Ok(client.query_opt(&st, &[&task.as_str(), &owner, &now]).await?.is_some())
+    }
+
     async fn task_run(&self, task: &TaskId) -> StoreResult<Option<TaskRun>> {
         let client = self.pool.get().await?;
         let st = client

@@ -87,6 +87,19 @@ impl RunStore for Sqlite {
         .await
     }
 
+    async fn holds_lease(&self, owner: &str, task: &TaskId, now: i64) -> StoreResult<bool> {
+        self.read(|conn| {
+            let held = conn
+                .prepare_cached(
+                    "SELECT 1 FROM tasks WHERE id = ?1 AND lease_owner = ?2 AND status = 'EXECUTING' AND due_at >= ?3",
+                )?
+                .query_row(params![task.as_str(), owner, now], |_| Ok(()))
+                .optional()?;
+            Ok(held.is_some())
+        })
+        .await
+    }
+
     async fn task_run(&self, task: &TaskId) -> StoreResult<Option<TaskRun>> {
         self.read(|conn| {
             let mut st = conn.prepare_cached(
