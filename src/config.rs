@@ -51,6 +51,11 @@ pub struct ServeArgs {
     #[arg(long, env = "KAFKA_TASKS_STORAGE_POOL_GB", default_value_t = 100_000)]
     pub storage_pool_gb: u32,
 
+    /// The executor file (TOML): which operations run real work, and how (see README,
+    /// "Executors"). Without it every operation is simulated.
+    #[arg(long, env = "KAFKA_TASKS_EXECUTORS")]
+    pub executors: Option<std::path::PathBuf>,
+
     /// Log format: `json`, `text`, or `auto` (JSON unless stderr is a terminal).
     #[arg(long, env = "KAFKA_TASKS_LOG_FORMAT", default_value = "auto")]
     pub log_format: String,

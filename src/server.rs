@@ -16,6 +16,7 @@ use crate::config::ServeArgs;
 use crate::domain::operation::StepContext;
 use crate::domain::{ProjectId, Role};
 use crate::engine::{Engine, EngineConfig};
+use crate::executor::Executors;
 use crate::http::{self, AppState, serve};
 use crate::storage::Storage;
 use crate::telemetry;
@@ -81,7 +82,14 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         .map_err(|_| anyhow::anyhow!("--default-project-id must be 32 hexadecimal characters"))?;
     bootstrap_credential(&storage, &master, &default_project, &args.keys.master_key_file, clock.now_ms()).await?;
     let auth = Authenticator::with_args(storage.credentials.clone(), master, clock.clone(), &args.auth);
-    let step_context = StepContext { storage_pool_gb: args.storage_pool_gb };
+    let executors = Arc::new(match &args.executors {
+        Some(path) => Executors::load(path)?,
+        None => Executors::simulate_all(),
+    });
+    for (op, kind) in executors.describe() {
+        tracing::info!(operation = op, executor = kind, "operation run by an executor");
+    }
+    let step_context = StepContext { storage_pool_gb: args.storage_pool_gb, executed: executors.executed() };
     let wake = Arc::new(Notify::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
     let state = AppState {
@@ -115,7 +123,8 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
             clock,
         },
         wake,
-    );
+    )
+    .with_executors(executors, storage.runs.clone(), storage.instances.clone());
     let engine = tokio::spawn(engine.run(shutdown_rx.clone()));
     // The recorder is installed whether or not /metrics is served here.
     let _ = metrics_handle();

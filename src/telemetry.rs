@@ -45,6 +45,12 @@ pub const LEASE_TAKEOVERS: &str = "kafka_tasks_lease_takeovers_total";
 pub const SCHEDULED_FIRED: &str = "kafka_tasks_scheduled_fired_total";
 /// Tasks ended, by `operation` and `status` (SUCCESS, FAILED).
 pub const TASK_OUTCOMES: &str = "kafka_tasks_task_outcomes_total";
+/// Executor runs (one per step, or per task for a per-task program), by `operation` (task
+/// name), `executor` (exec, webhook) and `outcome` (success, failure, timeout, stopped, lost).
+pub const EXECUTOR_RUNS: &str = "kafka_tasks_executor_runs_total";
+pub const EXECUTOR_DURATION: &str = "kafka_tasks_executor_run_duration_seconds";
+/// The outcomes of [`EXECUTOR_RUNS`].
+pub const EXECUTOR_OUTCOMES: &[&str] = &["success", "failure", "timeout", "stopped", "lost"];
 /// When the store was last sampled (Unix seconds); stale when the sampler is stuck.
 pub const STATS_SAMPLED: &str = "kafka_tasks_store_stats_timestamp_seconds";
 
@@ -85,6 +91,7 @@ fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildErro
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), HTTP_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(STEP_DURATION.into()), STEP_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(EXECUTOR_DURATION.into()), STEP_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(SQLITE_COMMIT_DURATION.into()), COMMIT_BUCKETS)?
         .set_buckets_for_metric(Matcher::Full(SQLITE_GROUP_SIZE.into()), GROUP_BUCKETS)
 }
@@ -139,6 +146,12 @@ fn describe() {
     describe_counter!(LEASE_TAKEOVERS, "Running tasks taken over after their lease expired or was released.");
     describe_counter!(SCHEDULED_FIRED, "Scheduled tasks started when their time came.");
     describe_counter!(TASK_OUTCOMES, "Tasks ended, by operation and status.");
+    describe_counter!(EXECUTOR_RUNS, "Executor runs ended, by operation, executor kind and outcome.");
+    describe_histogram!(
+        EXECUTOR_DURATION,
+        Unit::Seconds,
+        "Time an executor run took, by operation, executor kind and outcome."
+    );
     describe_gauge!(STATS_SAMPLED, Unit::Seconds, "When the store gauges were last sampled.");
     describe_histogram!(SQLITE_COMMIT_DURATION, Unit::Seconds, "Time of a SQLite group commit (COMMIT and fsync).");
     describe_histogram!(SQLITE_GROUP_SIZE, "Writes per SQLite group commit.");
@@ -148,18 +161,10 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Always 1; the labels say the version and the storage engine.");
 }
 
-/// The operations' task names (as `Operation::task_name` gives them), so that their outcome
-/// counters exist at 0 from the start: a rate over a counter that appears at 1 misses its first
-/// increment, and the failure-ratio alert would miss a process's first failure.
-const OPERATIONS: &[&str] = &[
-    "createInstance",
-    "deleteInstance",
-    "restartInstance",
-    "kafkaConfigModify",
-    "extendInstance",
-    "kafkaPartitionReassign",
-    "upgradeInstance",
-];
+/// The operations' task names, so that their outcome counters exist at 0 from the start: a
+/// rate over a counter that appears at 1 misses its first increment, and the failure-ratio alert
+/// would miss a process's first failure.
+const OPERATIONS: &[&str] = &crate::domain::operation::TASK_NAMES;
 
 /// Series that must exist at 0 before their first event, for the same reason.
 fn initialise() {
@@ -264,6 +269,15 @@ pub fn step_done(op: &crate::domain::operation::Operation, name: &'static str, s
     metrics::histogram!(STEP_DURATION, "operation" => name, "step" => step_label(op, step)).record(took.as_secs_f64());
 }
 
+/// Counts an executor run's end and records its duration. Every label is a fixed name: the
+/// operation's task name, the executor kind, an outcome of [`EXECUTOR_OUTCOMES`].
+pub fn executor_run(operation: &'static str, executor: &'static str, outcome: &'static str, took: Duration) {
+    metrics::counter!(EXECUTOR_RUNS, "operation" => operation, "executor" => executor, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!(EXECUTOR_DURATION, "operation" => operation, "executor" => executor, "outcome" => outcome)
+        .record(took.as_secs_f64());
+}
+
 /// Holds [`RUNNING_STEPS`] up while a task runs in this process.
 pub struct RunningStep(());
 
@@ -321,11 +335,12 @@ mod tests {
             SCHEDULED_FIRED,
             TASK_OUTCOMES,
             STORE_ERRORS,
+            EXECUTOR_RUNS,
         ];
         for c in counters {
             assert!(c.starts_with("kafka_tasks_") && c.ends_with("_total"), "{c}");
         }
-        for h in [HTTP_DURATION, STEP_DURATION, SQLITE_COMMIT_DURATION] {
+        for h in [HTTP_DURATION, STEP_DURATION, SQLITE_COMMIT_DURATION, EXECUTOR_DURATION] {
             assert!(h.ends_with("_seconds"), "{h}");
         }
     }

@@ -89,6 +89,9 @@ pub enum Action {
     Unrestricted,
     /// `POST /v3/auth/tokens` for one's own project.
     CreateToken,
+    /// Reading what an executor reported for a task: its output and failure reason may hold
+    /// secrets, so operators and admins only.
+    GetTaskOutput,
 }
 
 impl Action {
@@ -105,6 +108,7 @@ impl Action {
             Action::DeleteInstance => "dms:instance:delete",
             Action::Unrestricted => "dms:instance:getBackgroundTaskProgress",
             Action::CreateToken => "iam:tokens:create",
+            Action::GetTaskOutput => "kafka-tasks:instance:getTaskOutput",
         }
     }
 
@@ -118,7 +122,8 @@ impl Action {
             Action::DeleteBackgroundTask
             | Action::ModifyScheduledTask
             | Action::DeleteScheduledTask
-            | Action::ModifyInstance => Role::Operator,
+            | Action::ModifyInstance
+            | Action::GetTaskOutput => Role::Operator,
             Action::CreateInstance | Action::DeleteInstance => Role::Admin,
         }
     }

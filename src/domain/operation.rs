@@ -137,6 +137,52 @@ pub const BROKER_UPGRADE_MS: u64 = 300_000;
 pub struct StepContext {
     /// The largest storage (GB) the resource pool can allocate to one instance.
     pub storage_pool_gb: u32,
+    /// The operations whose steps an executor runs (`--executors`): their steps end when the
+    /// executor says so, never in the transaction that takes the task, whatever their planned
+    /// duration. Empty by default: every operation is simulated.
+    pub executed: OpSet,
+}
+
+/// Every task name an operation can have ([`Operation::task_name`]), in a fixed order.
+pub const TASK_NAMES: [&str; 7] = [
+    "createInstance",
+    "deleteInstance",
+    "restartInstance",
+    "kafkaConfigModify",
+    "extendInstance",
+    "kafkaPartitionReassign",
+    "upgradeInstance",
+];
+
+/// A set of operations, by task name ([`TASK_NAMES`]); `Copy`, so that it travels in a
+/// [`StepContext`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpSet(u8);
+
+impl OpSet {
+    pub const EMPTY: OpSet = OpSet(0);
+
+    /// Adds the operation named `task_name`; `false` when no operation has that name.
+    pub fn insert(&mut self, task_name: &str) -> bool {
+        match TASK_NAMES.iter().position(|n| *n == task_name) {
+            Some(i) => {
+                self.0 |= 1 << i;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn contains(self, task_name: &str) -> bool {
+        TASK_NAMES.iter().position(|n| *n == task_name).is_some_and(|i| self.0 & (1 << i) != 0)
+    }
+}
+
+impl StepContext {
+    /// Whether an executor runs the steps of `op` (rather than the simulation's timer).
+    pub fn executes(&self, op: &Operation) -> bool {
+        self.executed.contains(op.task_name())
+    }
 }
 
 /// What finishing a step does.
@@ -664,7 +710,7 @@ mod tests {
         inst
     }
 
-    const CTX: StepContext = StepContext { storage_pool_gb: 10_000 };
+    const CTX: StepContext = StepContext { storage_pool_gb: 10_000, executed: OpSet::EMPTY };
 
     #[test]
     fn config_changes_record_old_and_new_values() {
@@ -875,6 +921,33 @@ mod tests {
         assert_eq!(op.params(), r#"{"reassignments":[{"brokers":[0],"topic":"t"}]}"#);
         let op = reassign(&json!({"reassignments":[{"topic":"t","brokers":[0]}],"throttle":-1}), &instance()).unwrap();
         assert!(op.params().contains(r#""throttle":-1"#));
+    }
+
+    #[test]
+    fn every_operation_has_a_task_name_an_op_set_knows() {
+        let mut set = OpSet::default();
+        assert!(!set.insert("noSuchOperation"));
+        assert!(set.insert(Operation::Restart.task_name()));
+        assert!(set.contains("restartInstance") && !set.contains("deleteInstance"));
+        let inst = instance();
+        let every = [
+            Operation::CreateInstance {
+                name: "k".into(),
+                engine_version: "2.7".into(),
+                broker_num: 1,
+                storage_space: 100,
+            },
+            Operation::DeleteInstance,
+            Operation::Restart,
+            Operation::ModifyConfigs { changes: vec![] },
+            Operation::AutoTopic { old: false, new: true },
+            resize(&json!({"oper_type":"storage","new_storage_space":600}), &inst).unwrap(),
+            reassign(&json!({"reassignments":[{"topic":"t","brokers":[0]}]}), &inst).unwrap(),
+            upgrade(&inst, LATER).unwrap(),
+            Operation::LegacyUpgrade { old_version: "2.7".into(), new_version: "3.x".into() },
+        ];
+        let names: std::collections::BTreeSet<&str> = every.iter().map(Operation::task_name).collect();
+        assert_eq!(names, TASK_NAMES.into_iter().collect(), "TASK_NAMES is every operation's name, once");
     }
 
     #[test]

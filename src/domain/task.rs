@@ -146,6 +146,13 @@ impl TaskRecord {
     /// Percentage weighted by planned step durations (by step count when every step is instant),
     /// and the remaining planned time, counting the running step's elapsed part as done.
     pub fn progress(&self, now: i64) -> Progress {
+        self.progress_reported(now, None)
+    }
+
+    /// As [`progress`](Self::progress), with what an executor reported: `(step, percent)` is the
+    /// running step's own progress, which then stands for that step's elapsed part (an executor
+    /// knows how far it got; the clock only knows how long it has run).
+    pub fn progress_reported(&self, now: i64, reported: Option<(usize, u32)>) -> Progress {
         if self.status == TaskStatus::Success {
             return Progress { percentage: 100, remain_seconds: 0 };
         }
@@ -157,22 +164,30 @@ impl TaskRecord {
         let total: u64 = self.steps.iter().map(|s| s.duration_ms).sum();
         let mut done_ms: u64 = 0;
         let mut done_steps = 0usize;
-        for s in &self.steps {
+        // The running step's share reported by its executor, in hundredths of a step.
+        let mut running_pct = 0u64;
+        for (i, s) in self.steps.iter().enumerate() {
             match s.status {
                 StepStatus::Completed => {
                     done_ms += s.duration_ms;
                     done_steps += 1;
                 }
-                StepStatus::InProgress => {
-                    let elapsed = s.start_time.map(|t| (now - t).max(0) as u64).unwrap_or(0);
-                    done_ms += elapsed.min(s.duration_ms);
-                }
+                StepStatus::InProgress => match reported.filter(|(step, _)| *step == i) {
+                    Some((_, pct)) => {
+                        running_pct = u64::from(pct.min(100));
+                        done_ms += s.duration_ms * running_pct / 100;
+                    }
+                    None => {
+                        let elapsed = s.start_time.map(|t| (now - t).max(0) as u64).unwrap_or(0);
+                        done_ms += elapsed.min(s.duration_ms);
+                    }
+                },
                 _ => {}
             }
         }
         let percentage = match (done_ms * 100).checked_div(total) {
             Some(p) => p as usize,
-            None => done_steps * 100 / self.steps.len(),
+            None => (done_steps * 100 + running_pct as usize) / self.steps.len(),
         };
         let remain_ms = total.saturating_sub(done_ms);
         Progress {
@@ -222,6 +237,25 @@ mod tests {
         let p = t.progress(6_000);
         assert_eq!(p.percentage, 37);
         assert_eq!(p.remain_seconds, 25);
+    }
+
+    #[test]
+    fn an_executor_s_reported_progress_stands_for_the_running_step() {
+        let t = task(
+            TaskStatus::Executing,
+            vec![
+                step(StepStatus::Completed, Some(0), 0),
+                step(StepStatus::InProgress, Some(0), 0),
+                step(StepStatus::Waiting, None, 0),
+                step(StepStatus::Waiting, None, 0),
+            ],
+        );
+        assert_eq!(t.progress(0).percentage, 25);
+        assert_eq!(t.progress_reported(0, Some((1, 40))).percentage, 35);
+        assert_eq!(t.progress_reported(0, Some((0, 40))).percentage, 25, "a stale report of another step");
+        let timed = task(TaskStatus::Executing, vec![step(StepStatus::InProgress, Some(0), 10_000)]);
+        let p = timed.progress_reported(0, Some((0, 100)));
+        assert_eq!((p.percentage, p.remain_seconds), (99, 0), "never 100 while running");
     }
 
     #[test]

@@ -116,7 +116,8 @@ pub fn finish_steps(
 ) -> Advance {
     let mut advance = finish_step(task, inst, op, step, now, ctx);
     while let Advance::Next(n) = advance {
-        if task.steps.get(n).is_none_or(|s| s.duration_ms > 0) {
+        // An executor's step ends when the executor says so, never at once.
+        if ctx.executes(op) || task.steps.get(n).is_none_or(|s| s.duration_ms > 0) {
             break;
         }
         advance = finish_step(task, inst, op, n, now, ctx);
@@ -146,7 +147,7 @@ pub fn take(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, now: i64
     match begin(task, inst, op, now) {
         Begin::Blocked => Taken::Blocked,
         Begin::Refused(reason) => Taken::Refused(reason),
-        Begin::Run(step) if task.steps.get(step).is_some_and(|s| s.duration_ms == 0) => {
+        Begin::Run(step) if !ctx.executes(op) && task.steps.get(step).is_some_and(|s| s.duration_ms == 0) => {
             match finish_steps(task, inst, op, step, now, ctx) {
                 Advance::Next(n) => Taken::Running(n),
                 Advance::Ended(status) => Taken::Ended(status),
@@ -258,6 +259,14 @@ pub fn claim(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, now: i6
     Claim { taken, started, fired: !was_background && placement(task).0 }
 }
 
+/// Ends a running task `FAILED` at `step` because its executor failed (a non-zero exit, a
+/// timeout, a webhook's failure or deadline): the instance gets back the status it had before the
+/// operation began and its lock is released, exactly as for a step the simulation fails.
+pub fn fail_step(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, step: usize, now: i64) -> Advance {
+    fail_at(task, inst, op, step, now);
+    Advance::Ended(TaskStatus::Failed)
+}
+
 /// Ends a task `FAILED` at its first step without touching its instance.
 fn refuse(task: &mut TaskRecord, now: i64) {
     if let Some(s) = task.steps.first_mut() {
@@ -299,7 +308,7 @@ mod tests {
         inst
     }
 
-    const CTX: StepContext = StepContext { storage_pool_gb: 10_000 };
+    const CTX: StepContext = StepContext { storage_pool_gb: 10_000, executed: crate::domain::operation::OpSet::EMPTY };
 
     #[test]
     fn a_scheduled_task_that_fires_joins_the_background_view() {
@@ -355,6 +364,23 @@ mod tests {
             Write { instance: InstanceWrite::Remove, task: TaskWrite::Gone }
         );
         assert_eq!(Taken::RemoveInstance.progress(3).and_then(|p| p.ended), Some(TaskStatus::Success));
+    }
+
+    #[test]
+    fn an_executed_operation_never_finishes_a_step_as_it_is_taken() {
+        let mut executed = crate::domain::operation::OpSet::default();
+        assert!(executed.insert("restartInstance"));
+        let ctx = StepContext { executed, ..CTX };
+        let (mut t, mut inst) = (task(TaskStatus::Created, None), running());
+        t.steps = Operation::Restart.steps(0.0);
+        assert_eq!(take(&mut t, &mut inst, &Operation::Restart, 600, ctx), Taken::Running(0));
+        assert_eq!(finish_steps(&mut t, &mut inst, &Operation::Restart, 0, 700, ctx), Advance::Next(1));
+        assert_eq!(fail_step(&mut t, &mut inst, &Operation::Restart, 1, 800), Advance::Ended(TaskStatus::Failed));
+        assert_eq!(
+            (t.status, inst.status, inst.busy_task.clone()),
+            (TaskStatus::Failed, InstanceStatus::Running, None)
+        );
+        assert_eq!(t.steps[1].status, crate::domain::StepStatus::Failed);
     }
 
     #[test]

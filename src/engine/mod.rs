@@ -5,6 +5,12 @@
 //! tokio task, sleeping through each step's planned duration and recording the step's end in
 //! the store. Every write is conditional on still holding the lease, so a task taken over by
 //! another worker is never advanced twice. A renewer keeps the leases of running tasks alive.
+//!
+//! An operation the executor file names has its steps run by an executor instead
+//! ([`crate::executor`]; [`run_executed`](Engine::run_executed)): each step begins an attempt
+//! (one more when a step is begun again after a crash), runs until the executor ends it, fails
+//! it, or the operation's timeout passes, and only then is its end recorded, as for a simulated
+//! step.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +19,13 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::domain::Clock;
 use crate::domain::operation::StepContext;
-use crate::storage::{Claimed, EngineStore, StepOutcome};
+use crate::domain::{Clock, TaskRecord};
+use crate::executor::Executors;
+use crate::storage::{Claimed, EngineStore, InstanceStore, RunStore, StepOutcome};
 use crate::telemetry;
+
+mod executed;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -36,12 +45,31 @@ pub struct Engine {
     owner: String,
     config: EngineConfig,
     wake: Arc<Notify>,
+    executors: Option<ExecutorDeps>,
+}
+
+/// What running executors needs beyond the work queue.
+struct ExecutorDeps {
+    executors: Arc<Executors>,
+    runs: Arc<dyn RunStore>,
+    instances: Arc<dyn InstanceStore>,
 }
 
 impl Engine {
     pub fn new(store: Arc<dyn EngineStore>, config: EngineConfig, wake: Arc<Notify>) -> Self {
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-        Engine { store, owner, config, wake }
+        Engine { store, owner, config, wake, executors: None }
+    }
+
+    /// Runs the operations `executors` names with their executors (the others stay simulated).
+    pub fn with_executors(
+        mut self,
+        executors: Arc<Executors>,
+        runs: Arc<dyn RunStore>,
+        instances: Arc<dyn InstanceStore>,
+    ) -> Self {
+        self.executors = Some(ExecutorDeps { executors, runs, instances });
+        self
     }
 
     /// Runs until `shutdown` turns true, then stops its tasks and gives back their leases so
@@ -74,8 +102,9 @@ impl Engine {
                                 break;
                             };
                             let me = this.clone();
+                            let stop = shutdown.clone();
                             running.spawn(async move {
-                                me.run_task(c).await;
+                                me.run_task(c, stop).await;
                                 drop(permit);
                             });
                         }
@@ -94,6 +123,13 @@ impl Engine {
                 _ = shutdown.changed() => {}
                 _ = slots.clone().acquire_owned(), if free == 0 => {}
             }
+        }
+        // Executors are stopped (their process groups signalled) and simulated steps stop
+        // sleeping as soon as `shutdown` turns; give them that long, then stop what is left.
+        let grace = self_grace(&this);
+        let drained = tokio::time::timeout(grace, async { while running.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!("tasks still running after the shutdown grace period; stopping them");
         }
         running.shutdown().await;
         renewer.abort();
@@ -117,13 +153,13 @@ impl Engine {
         }
     }
 
-    async fn run_task(&self, c: Claimed) {
+    async fn run_task(&self, c: Claimed, shutdown: watch::Receiver<bool>) {
         let span = tracing::info_span!("task", task_id = %c.task.id, name = %c.task.name);
         let _running = telemetry::RunningStep::new();
-        self.run_steps(c).instrument(span).await
+        self.run_steps(c, shutdown).instrument(span).await
     }
 
-    async fn run_steps(&self, c: Claimed) {
+    async fn run_steps(&self, c: Claimed, mut shutdown: watch::Receiver<bool>) {
         let Claimed { task, operation, step: mut current, started, ended, reason } = c;
         let op = operation.task_name();
         // Step events at debug level: enough to prove, from the logs of every process, that no
@@ -139,6 +175,11 @@ impl Engine {
             }
             return;
         }
+        if let Some(deps) = &self.executors
+            && let Some(executor) = deps.executors.get(op)
+        {
+            return self.run_executed(deps, executor, task, operation, current, shutdown).await;
+        }
         loop {
             let Some(step) = task.steps.get(current) else {
                 return;
@@ -146,56 +187,80 @@ impl Engine {
             tracing::debug!(task_id = %task.id, owner = %self.owner, step = current, at = self.now_ms(), "step started");
             let step_started = std::time::Instant::now();
             if step.duration_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(step.duration_ms)).await;
-            }
-            let outcome = loop {
-                match self
-                    .store
-                    .finish_step(
-                        &self.owner,
-                        &task.id,
-                        current,
-                        self.now_ms(),
-                        self.config.lease_ms,
-                        self.config.step_context,
-                    )
-                    .await
-                {
-                    Ok(o) => break o,
-                    Err(e) => {
-                        // The store may be briefly unavailable; the lease keeps the task ours meanwhile.
-                        crate::limited!(
-                            warn,
-                            &format!("record step {e}"),
-                            error = %e,
-                            step = current,
-                            "could not record step; retrying"
-                        );
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(step.duration_ms)) => {}
+                    // The lease is handed back as the engine stops; the step runs again elsewhere.
+                    _ = crate::executor::stopped(&mut shutdown) => return,
                 }
-            };
+            }
+            let outcome = self.finish(&task, current).await;
             if !matches!(outcome, StepOutcome::Lost) {
                 telemetry::step_done(&operation, op, &step.name, step_started.elapsed());
             }
-            let outcome_name = match outcome {
-                StepOutcome::Next(_) => "completed",
-                StepOutcome::Ended(status) => status.as_str(),
-                StepOutcome::Lost => "lost",
-            };
-            tracing::debug!(task_id = %task.id, owner = %self.owner, step = current, at = self.now_ms(), outcome = outcome_name, "step ended");
-            match outcome {
-                StepOutcome::Next(n) => current = n,
-                StepOutcome::Ended(status) => {
-                    telemetry::task_ended(op, status);
-                    tracing::info!(status = status.as_str(), "task ended");
-                    return;
-                }
-                StepOutcome::Lost => {
-                    tracing::warn!("lease lost; another worker has the task");
-                    return;
+            match self.after_step(op, &task, current, outcome) {
+                Some(n) => current = n,
+                None => return,
+            }
+        }
+    }
+
+    /// Records the end of step `current`, retrying while the store is unavailable (the lease
+    /// keeps the task ours meanwhile).
+    async fn finish(&self, task: &TaskRecord, current: usize) -> StepOutcome {
+        loop {
+            match self
+                .store
+                .finish_step(
+                    &self.owner,
+                    &task.id,
+                    current,
+                    self.now_ms(),
+                    self.config.lease_ms,
+                    self.config.step_context,
+                )
+                .await
+            {
+                Ok(o) => return o,
+                Err(e) => {
+                    crate::limited!(
+                        warn,
+                        &format!("record step {e}"),
+                        error = %e,
+                        step = current,
+                        "could not record step; retrying"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
     }
+
+    /// Logs and counts a recorded step end; the step to go on with, if any.
+    fn after_step(&self, op: &'static str, task: &TaskRecord, current: usize, outcome: StepOutcome) -> Option<usize> {
+        let outcome_name = match outcome {
+            StepOutcome::Next(_) => "completed",
+            StepOutcome::Ended(status) => status.as_str(),
+            StepOutcome::Lost => "lost",
+        };
+        tracing::debug!(task_id = %task.id, owner = %self.owner, step = current, at = self.now_ms(), outcome = outcome_name, "step ended");
+        match outcome {
+            StepOutcome::Next(n) => Some(n),
+            StepOutcome::Ended(status) => {
+                telemetry::task_ended(op, status);
+                tracing::info!(status = status.as_str(), "task ended");
+                None
+            }
+            StepOutcome::Lost => {
+                tracing::warn!("lease lost; another worker has the task");
+                None
+            }
+        }
+    }
+}
+
+/// How long the engine waits for its tasks to stop at shutdown: an executor's grace between
+/// SIGTERM and SIGKILL, and a little more to record nothing and hand the lease back.
+fn self_grace(engine: &Engine) -> Duration {
+    let kill = engine.executors.as_ref().map_or(Duration::ZERO, |d| d.executors.kill_grace);
+    kill + Duration::from_secs(2)
 }

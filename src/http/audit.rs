@@ -44,6 +44,7 @@ pub fn route_action(method: &Method, route: &str, body: &[u8]) -> Option<Action>
             | "/v2/{project_id}/kafka/instances/{instance_id}/upgrade",
         ) => ModifyInstance,
         ("DELETE", "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}") => DeleteBackgroundTask,
+        ("POST", "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor-callback") => ModifyInstance,
         ("PUT", "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}") => ModifyScheduledTask,
         ("DELETE", "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}") => DeleteScheduledTask,
         ("POST", "/v3/auth/tokens") => CreateToken,

@@ -7,6 +7,7 @@ pub mod auth_layer;
 pub mod console;
 pub mod error;
 pub mod events;
+pub mod executors;
 pub mod extract;
 pub mod health;
 pub mod instances;
@@ -72,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(scheduled::router())
         .merge(instances::router())
         .merge(tokens::router())
+        .merge(executors::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth_layer::authenticate));
     Router::new()
         .merge(api)

@@ -20,7 +20,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::AppState;
-use super::{events, health, instances, scheduled, tasks, tokens};
+use super::{events, executors, health, instances, scheduled, tasks, tokens};
 
 /// Security scheme names, as the annotations and [`Shared`] use them.
 pub const AKSK: &str = "aksk";
@@ -77,6 +77,8 @@ const ALIASES: &[(&str, &str)] = &[
         instances::show_upgrade,
         instances::upgrade,
         tokens::create,
+        executors::show_run,
+        executors::callback,
         health::healthz,
         health::ready,
         health::metrics,
@@ -90,6 +92,7 @@ const ALIASES: &[(&str, &str)] = &[
         (name = "Scheduled tasks", description = "DMS scheduled tasks (ListScheduledTasks and siblings)"),
         (name = "Instances", description = "Instances and the operations that create tasks"),
         (name = "Tokens", description = "IAM-shaped tokens for `X-Auth-Token`"),
+        (name = "Executors", description = "What executors report, and the callback of webhook executors (kafka-tasks extensions)"),
         (name = "Service", description = "Health, readiness, metrics and this document (public)"),
     )
 )]

@@ -212,6 +212,99 @@ pub trait EngineStore: Send + Sync {
     async fn engine_stats(&self, now: i64) -> StoreResult<EngineStats>;
 }
 
+/// What an executor reported for a task ([`RunStore`]), kept with the task.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TaskRun {
+    /// The step it runs (or ran last).
+    pub step: usize,
+    /// The attempt at that step: 1, and one more each time the step is begun again.
+    pub attempt: u32,
+    /// The step's own progress, 0 to 100, as last reported.
+    pub progress: Option<u32>,
+    pub message: String,
+    /// Why the task failed, when its executor failed it.
+    pub reason: Option<String>,
+    /// The last bytes of the executor's output (at most [`crate::executor::OUTPUT_TAIL`]).
+    pub output_tail: String,
+    /// A webhook receiver's final answer for the current attempt, once it came.
+    pub answer: Option<StepAnswer>,
+    pub updated_at: i64,
+}
+
+/// How a webhook receiver ended a step.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum StepAnswer {
+    Success,
+    Failure { reason: String },
+}
+
+/// What a webhook receiver's callback says: progress, and the step's end if it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Callback {
+    pub progress: Option<u32>,
+    pub message: Option<String>,
+    pub end: Option<StepAnswer>,
+}
+
+/// What an executor reports while its step runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub progress: Option<u32>,
+    pub message: Option<String>,
+    pub output_tail: Option<String>,
+}
+
+/// What executors keep with a task (issue 13): attempts, progress, failures, output, and the
+/// webhook callbacks. Every write by a worker is conditional on its lease, as a step's end is.
+#[async_trait]
+pub trait RunStore: Send + Sync {
+    /// Begins an attempt at `step` of a task `owner` holds: attempt 1 for a step not begun
+    /// before, one more for a step begun before (by a process that died or handed its lease
+    /// back). Progress, message and output start empty; `token_hash` is the webhook's callback
+    /// token for this attempt. `None` when the lease is no longer ours.
+    async fn begin_attempt(
+        &self,
+        owner: &str,
+        task: &TaskId,
+        step: usize,
+        token_hash: Option<String>,
+        now: i64,
+    ) -> StoreResult<Option<u32>>;
+    /// Records what the executor running `step` reported (fields left `None` are kept).
+    async fn report(&self, owner: &str, task: &TaskId, step: usize, r: Report, now: i64) -> StoreResult<()>;
+    /// Ends the task `FAILED` at `step` because its executor failed, if `owner` still holds it:
+    /// the instance goes back as [`crate::domain::transition::fail_step`] says; `reason` and
+    /// `output_tail` are kept with the task and `audit` is written, all in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn fail_step(
+        &self,
+        owner: &str,
+        task: &TaskId,
+        step: usize,
+        now: i64,
+        reason: String,
+        output_tail: String,
+        audit: AuditEvent,
+    ) -> StoreResult<StepOutcome>;
+    /// Whether `owner` still holds the lease on `task` at `now`: an executor whose task another
+    /// process has taken over is stopped.
+    async fn holds_lease(&self, owner: &str, task: &TaskId, now: i64) -> StoreResult<bool>;
+    /// What the executors reported for a task; `None` when no executor ran it.
+    async fn task_run(&self, task: &TaskId) -> StoreResult<Option<TaskRun>>;
+    /// A webhook receiver's callback for `task`: recorded (with `audit`, in one transaction)
+    /// only when `token_hash` is the current attempt's and that attempt has not ended yet; a
+    /// final answer spends the token. `false` when nothing was recorded.
+    async fn answer_step(
+        &self,
+        task: &TaskId,
+        token_hash: &str,
+        callback: Callback,
+        now: i64,
+        audit: Option<AuditEvent>,
+    ) -> StoreResult<bool>;
+}
+
 /// What the store's gauges show: unfinished tasks only (read through the index of due tasks,
 /// so that sampling costs what the queue holds, not the whole history).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -331,6 +424,7 @@ pub struct Storage {
     pub health: Arc<dyn Health>,
     pub kernels: Arc<dyn KernelStore>,
     pub events: Arc<dyn events::EventStore>,
+    pub runs: Arc<dyn RunStore>,
 }
 
 impl Storage {
@@ -345,6 +439,7 @@ impl Storage {
             + Health
             + KernelStore
             + events::EventStore
+            + RunStore
             + 'static,
     {
         Storage {
@@ -356,7 +451,8 @@ impl Storage {
             bulk: e.clone(),
             health: e.clone(),
             kernels: e.clone(),
-            events: e,
+            events: e.clone(),
+            runs: e,
         }
     }
 
@@ -382,4 +478,32 @@ impl Storage {
         let db = sqlite::Sqlite::open(std::path::Path::new(path)).await?;
         Ok(Self::from_engine(Arc::new(db)))
     }
+}
+
+/// A [`TaskRun`] from its stored columns, whatever the engine.
+#[allow(clippy::too_many_arguments)]
+fn task_run_from(
+    step: i64,
+    attempt: i64,
+    progress: Option<i64>,
+    message: String,
+    reason: Option<String>,
+    output_tail: String,
+    answer: Option<String>,
+    updated_at: i64,
+) -> StoreResult<TaskRun> {
+    let answer = answer
+        .map(|a| serde_json::from_str(&a))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("task_runs.answer: {e}")))?;
+    Ok(TaskRun {
+        step: usize::try_from(step).map_err(|_| StoreError::Corrupt("task_runs.step".into()))?,
+        attempt: u32::try_from(attempt).map_err(|_| StoreError::Corrupt("task_runs.attempt".into()))?,
+        progress: progress.map(|p| p.clamp(0, 100) as u32),
+        message,
+        reason,
+        output_tail,
+        answer,
+        updated_at,
+    })
 }

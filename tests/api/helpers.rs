@@ -606,6 +606,15 @@ impl TestApp {
         (Self::start(TestDb { url: url.clone(), dir, _pg: Some(pg) }, flags).await, url)
     }
 
+    /// A second server in this process on the database `url` (this one's), with the same keys.
+    pub async fn beside(&self, url: &str, flags: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for f in ["master.key", "initial-credential.json"] {
+            std::fs::copy(self.db.dir.path().join(f), dir.path().join(f)).expect("keys copied");
+        }
+        Self::start(TestDb { url: url.to_owned(), dir, _pg: None }, flags).await
+    }
+
     /// The server process's id (process servers only).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("a process").id()

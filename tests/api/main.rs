@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod engine;
 mod events;
+mod executors;
 mod fidelity;
 mod helpers;
 mod hygiene;

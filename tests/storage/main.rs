@@ -10,7 +10,8 @@ use kafka_tasks::domain::placement::{placement, views_of};
 use kafka_tasks::domain::{ProjectId, Role, TaskId, TaskRecord, TaskStatus};
 use kafka_tasks::storage::*;
 
-const CTX: StepContext = StepContext { storage_pool_gb: 10_000 };
+const CTX: StepContext =
+    StepContext { storage_pool_gb: 10_000, executed: kafka_tasks::domain::operation::OpSet::EMPTY };
 const T0: i64 = 1_700_000_000_000;
 
 #[path = "../common/pg.rs"]
@@ -937,4 +938,105 @@ async fn a_commit_in_one_process_wakes_the_streams_of_another_on_postgres() {
         .expect("open");
     let (new, _) = read_all(&reader, &scope, end).await;
     assert_eq!(new.first().map(|e| e.kind.as_str()), Some("task.created"));
+}
+
+/// An executor's audit event for the failure of `task`.
+fn failure_event(task: &TaskId) -> AuditEvent {
+    AuditEvent {
+        at: T0,
+        request_id: String::new(),
+        project_id: project().as_str().to_owned(),
+        user_id: String::new(),
+        user_name: "kafka-tasks-engine".into(),
+        access_key: None,
+        action: "kafka-tasks:executor:failStep".into(),
+        target: task.as_str().to_owned(),
+        status: 0,
+        detail: None,
+    }
+}
+
+#[tokio::test]
+async fn executor_attempts_count_per_step_and_a_takeover_adds_one() {
+    let mut executed = operation::OpSet::EMPTY;
+    assert!(executed.insert("restartInstance"));
+    let ctx = StepContext { executed, ..CTX };
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let t = submit(s, &inst, Operation::Restart, T0 + 1, None).await.expect("admitted").record.id;
+        assert_eq!(s.engine.claim("a", T0 + 2, 100, 10, ctx).await.expect("c")[0].step, 0);
+        let runs = &s.runs;
+        assert_eq!(runs.begin_attempt("a", &t, 0, None, T0 + 3).await.expect("b"), Some(1), "{}", e.name);
+        assert_eq!(
+            runs.begin_attempt("nobody", &t, 0, None, T0 + 3).await.expect("b"),
+            None,
+            "{}: not its lease",
+            e.name
+        );
+        let report = Report { progress: Some(40), message: Some("m".into()), output_tail: None };
+        runs.report("a", &t, 0, report.clone(), T0 + 4).await.expect("r");
+        runs.report("nobody", &t, 0, Report { progress: Some(90), ..report }, T0 + 4).await.expect("r");
+        let run = runs.task_run(&t).await.expect("run").expect("a run");
+        assert_eq!((run.step, run.attempt, run.progress, run.message.as_str()), (0, 1, Some(40), "m"), "{}", e.name);
+        // The lease runs out; another worker takes the task over at the same step: attempt 2.
+        let taken = s.engine.claim("b", T0 + 200, 100, 10, ctx).await.expect("c");
+        assert_eq!(taken[0].step, 0, "{}: an executed step is never finished by a claim", e.name);
+        assert_eq!(runs.begin_attempt("b", &t, 0, None, T0 + 201).await.expect("b"), Some(2), "{}", e.name);
+        assert_eq!(
+            runs.task_run(&t).await.expect("r").expect("run").progress,
+            None,
+            "{}: a new attempt starts empty",
+            e.name
+        );
+        assert_eq!(s.engine.finish_step("b", &t, 0, T0 + 202, 100, ctx).await.expect("f"), StepOutcome::Next(1));
+        assert_eq!(
+            runs.begin_attempt("b", &t, 1, Some("hash".into()), T0 + 203).await.expect("b"),
+            Some(1),
+            "{}",
+            e.name
+        );
+        // A webhook answer: only with the attempt's token, and only once.
+        let success = Callback { progress: Some(100), message: None, end: Some(StepAnswer::Success) };
+        assert!(!runs.answer_step(&t, "other", success.clone(), T0 + 204, None).await.expect("a"), "{}", e.name);
+        assert!(runs.answer_step(&t, "hash", success.clone(), T0 + 204, None).await.expect("a"), "{}", e.name);
+        assert!(!runs.answer_step(&t, "hash", success, T0 + 205, None).await.expect("a"), "{}: spent", e.name);
+        assert_eq!(runs.task_run(&t).await.expect("r").expect("run").answer, Some(StepAnswer::Success));
+        // A failure ends the task, keeps its reason and output, and is audited with it.
+        let failed = runs
+            .fail_step("b", &t, 1, T0 + 206, "exit code 3: no".into(), "tail".into(), failure_event(&t))
+            .await
+            .expect("f");
+        assert_eq!(failed, StepOutcome::Ended(TaskStatus::Failed), "{}", e.name);
+        let run = runs.task_run(&t).await.expect("r").expect("run");
+        assert_eq!((run.reason.as_deref(), run.output_tail.as_str()), (Some("exit code 3: no"), "tail"), "{}", e.name);
+        let after = s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g").expect("i");
+        assert_eq!((after.status, after.busy_task), (InstanceStatus::Running, None), "{}", e.name);
+        let audit = s.audit.list_audit(None, None, 100).await.expect("audit");
+        assert_eq!(audit.iter().filter(|a| a.action == "kafka-tasks:executor:failStep").count(), 1, "{}", e.name);
+        assert_eq!(
+            runs.fail_step("b", &t, 1, T0 + 207, "again".into(), String::new(), failure_event(&t)).await.expect("f"),
+            StepOutcome::Lost,
+            "{}: an ended task fails once",
+            e.name
+        );
+        // The run goes with its task.
+        let outcome = s.tasks.delete_task(&inst.project_id, &inst.id, &t, View::Background, None).await.expect("d");
+        assert!(matches!(outcome, DeleteOutcome::Deleted(_)), "{}", e.name);
+        assert_eq!(runs.task_run(&t).await.expect("r"), None, "{}", e.name);
+    }
+}
+
+#[tokio::test]
+async fn only_the_holder_of_a_live_lease_holds_it() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let t = submit(s, &inst, Operation::Restart, T0 + 1, None).await.expect("admitted").record.id;
+        assert!(!s.runs.holds_lease("a", &t, T0 + 2).await.expect("h"), "{}: not claimed yet", e.name);
+        s.engine.claim("a", T0 + 2, 100, 10, CTX).await.expect("c");
+        assert!(s.runs.holds_lease("a", &t, T0 + 50).await.expect("h"), "{}", e.name);
+        assert!(!s.runs.holds_lease("b", &t, T0 + 50).await.expect("h"), "{}", e.name);
+        assert!(!s.runs.holds_lease("a", &t, T0 + 500).await.expect("h"), "{}: expired", e.name);
+    }
 }

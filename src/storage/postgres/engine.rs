@@ -130,6 +130,27 @@ static FINISH_STEP_READ: std::sync::LazyLock<String> = std::sync::LazyLock::new(
     )
 });
 
+/// A running task `owner` still holds at `now`, with its operation and instance, both rows
+/// locked: what a step's end reads. `None` when the lease is lost.
+pub(super) async fn leased(
+    tx: &Transaction<'_>,
+    owner: &str,
+    task_id: &TaskId,
+    now: i64,
+) -> StoreResult<Option<(TaskRecord, Operation, Instance)>> {
+    // The task and its instance, both locked (task row first, as before), in one statement.
+    let st = tx.prepare_cached(&FINISH_STEP_READ).await?;
+    // A lease that has run out is no longer ours, even if nobody has taken the task yet.
+    let Some(row) = tx.query_opt(&st, &[&task_id.as_str(), &owner, &now]).await? else {
+        return Ok(None);
+    };
+    let task = task_from_row(&row)?;
+    let op: String = row.try_get(12)?;
+    let operation: Operation = serde_json::from_str(&op).map_err(corrupt)?;
+    let inst = instance_from_row_at(&row, 13)?;
+    Ok(Some((task, operation, inst)))
+}
+
 #[async_trait]
 impl EngineStore for Postgres {
     async fn claim(
@@ -230,16 +251,9 @@ impl EngineStore for Postgres {
     ) -> StoreResult<StepOutcome> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        // The task and its instance, both locked (task row first, as before), in one statement.
-        let st = tx.prepare_cached(&FINISH_STEP_READ).await?;
-        // A lease that has run out is no longer ours, even if nobody has taken the task yet.
-        let Some(row) = tx.query_opt(&st, &[&task_id.as_str(), &owner, &now]).await? else {
+        let Some((mut task, operation, mut inst)) = leased(&tx, owner, task_id, now).await? else {
             return Ok(StepOutcome::Lost);
         };
-        let mut task = task_from_row(&row)?;
-        let op: String = row.try_get(12)?;
-        let operation: Operation = serde_json::from_str(&op).map_err(corrupt)?;
-        let mut inst = instance_from_row_at(&row, 13)?;
         let before = Before::of(&task);
         let advance = transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx);
         let mut logged = Vec::new();

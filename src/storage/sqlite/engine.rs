@@ -30,6 +30,29 @@ pub(super) fn apply(conn: &Connection, task: &TaskRecord, inst: &Instance, w: Wr
     Ok(())
 }
 
+/// A running task `owner` still holds at `now`, with its operation and instance: what a step's
+/// end reads. `None` when the lease is lost.
+pub(super) fn leased(
+    conn: &Connection,
+    owner: &str,
+    task_id: &TaskId,
+    now: i64,
+) -> StoreResult<Option<(TaskRecord, Operation, Instance)>> {
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1 AND lease_owner = ?2 AND status = 'EXECUTING' AND due_at >= ?3"
+    ))?;
+    // A lease that has run out is no longer ours, even if nobody has taken the task yet.
+    let Some(task) = st.query_row(params![task_id.as_str(), owner, now], task_from_row).optional()? else {
+        return Ok(None);
+    };
+    let task = task?;
+    let operation = load_operation(conn, task_id)?;
+    let Some(inst) = load_instance(conn, &task.instance_id)? else {
+        return Ok(None);
+    };
+    Ok(Some((task, operation, inst)))
+}
+
 /// The engine's gauges, read through the partial index of unfinished tasks (`tasks_due`).
 pub(super) const STATS_SQL: &str = "SELECT coalesce(sum(status = 'CREATED'), 0), coalesce(sum(status = 'EXECUTING'), 0), \
      coalesce(sum(due_at <= ?1), 0), min(CASE WHEN due_at <= ?1 AND due_at > 0 THEN due_at END), \
@@ -100,20 +123,10 @@ impl EngineStore for Sqlite {
         let (owner, task_id) = (owner.to_owned(), task_id.clone());
         let (outcome, logged) = self
             .write(move |conn| {
-                let mut st = conn.prepare_cached(&format!(
-                    "SELECT {TASK_COLUMNS} FROM tasks \
-                 WHERE id = ?1 AND lease_owner = ?2 AND status = 'EXECUTING' AND due_at >= ?3"
-                ))?;
-                // A lease that has run out is no longer ours, even if nobody has taken the task yet.
-                let Some(task) = st.query_row(params![task_id.as_str(), owner, now], task_from_row).optional()? else {
+                let Some((mut task, operation, mut inst)) = leased(conn, &owner, &task_id, now)? else {
                     return Ok((StepOutcome::Lost, false));
                 };
-                let mut task = task?;
                 let before = Before::of(&task);
-                let operation = load_operation(conn, &task_id)?;
-                let Some(mut inst) = load_instance(conn, &task.instance_id)? else {
-                    return Ok((StepOutcome::Lost, false));
-                };
                 let advance = transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx);
                 apply(conn, &task, &inst, advance.write(now, lease_ms), &owner)?;
                 let mut logged = Vec::new();

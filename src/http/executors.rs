@@ -1,0 +1,184 @@
+//! What executors report (issue 13): the run of a task for operators, and the callback through
+//! which a webhook receiver ends a step.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Caller, JsonBody, TaskPath};
+use super::openapi::shapes;
+use super::tasks::find;
+use crate::domain::Action;
+use crate::executor::{MAX_MESSAGE, REASON_TAIL, webhook};
+use crate::storage::{Callback, StepAnswer, View};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor", get(show_run))
+        .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor-callback", post(callback))
+}
+
+/// What an executor reported for a task.
+#[derive(Serialize, ToSchema)]
+pub(super) struct RunJson {
+    task_id: String,
+    /// The step the executor runs or ran last (its name), empty when no executor ran the task.
+    step: String,
+    /// The attempt at that step: 1, one more each time it was begun again; 0 when no executor ran.
+    attempt: u32,
+    /// The step's own progress (0 to 100) as last reported.
+    progress: Option<u32>,
+    message: String,
+    /// Why the executor failed the task.
+    reason: Option<String>,
+    /// The last 4 KiB of the executor's output (stdout and stderr).
+    output_tail: String,
+    /// Epoch milliseconds of the last report.
+    updated_at: i64,
+}
+
+/// ShowTaskExecutorRun (kafka-tasks): `GET …/tasks/{task_id}/executor`, for operators and
+/// admins only (an executor's output may hold secrets).
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor",
+    operation_id = "ShowTaskExecutorRun",
+    tag = "Executors",
+    params(shapes::TaskPath),
+    responses((status = 200, description = "What the task's executor reported", body = RunJson)),
+)]
+pub(super) async fn show_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: TaskPath,
+) -> Result<Json<RunJson>, ApiError> {
+    caller.require(Action::GetTaskOutput)?;
+    let task = find(&state, &path, View::Background).await?;
+    let run = state.storage.runs.task_run(&task.id).await?.unwrap_or_default();
+    let step = if run.attempt == 0 {
+        String::new()
+    } else {
+        task.steps.get(run.step).map(|s| s.name.clone()).unwrap_or_default()
+    };
+    Ok(Json(RunJson {
+        task_id: task.id.as_str().to_owned(),
+        step,
+        attempt: run.attempt,
+        progress: run.progress,
+        message: run.message,
+        reason: run.reason,
+        output_tail: run.output_tail,
+        updated_at: run.updated_at,
+    }))
+}
+
+/// A webhook receiver's callback.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct CallbackBody {
+    /// The attempt's one-time token, from the webhook's `callback.token` (64 hex characters).
+    token: String,
+    /// `progress` (the step goes on), `success` or `failure` (the step ends; the token is spent).
+    #[schema(example = "success")]
+    result: String,
+    /// The step's own progress, 0 to 100.
+    progress: Option<u32>,
+    /// At most 512 bytes.
+    message: Option<String>,
+    /// Why the step failed (`failure` only; at most 1024 bytes).
+    reason: Option<String>,
+}
+
+/// ReportTaskExecutorStep (kafka-tasks): `POST …/tasks/{task_id}/executor-callback` → 204.
+/// Signed with an AK/SK of the project (operator or admin) and carrying the attempt's one-time
+/// token: a leaked token alone ends nothing, and a key alone cannot end a step it was not sent.
+#[utoipa::path(
+    post,
+    path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor-callback",
+    operation_id = "ReportTaskExecutorStep",
+    tag = "Executors",
+    params(shapes::TaskPath),
+    request_body = CallbackBody,
+    responses((status = 204, description = "Recorded (a token that is not the running attempt's: 400 DMS.00400062)")),
+)]
+pub(super) async fn callback(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: TaskPath,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    caller.require(Action::ModifyInstance)?;
+    let cb = parse_callback(&body)?;
+    let token = body.get("token").and_then(Value::as_str).unwrap_or_default();
+    let task = find(&state, &path, View::Background).await?;
+    let (event, receipt) = caller.audit(task.id.as_str(), StatusCode::NO_CONTENT);
+    let recorded = state
+        .storage
+        .runs
+        .answer_step(&task.id, &webhook::token_hash(token), cb, state.clock.now_ms(), Some(event))
+        .await?;
+    if !recorded {
+        return Err(ApiError::InvalidParam("token"));
+    }
+    Ok(receipt.respond(StatusCode::NO_CONTENT))
+}
+
+/// Reads a callback's body; every field is checked before anything is looked up.
+fn parse_callback(body: &Value) -> Result<Callback, ApiError> {
+    let token = body.get("token").and_then(Value::as_str).ok_or(ApiError::InvalidParam("token"))?;
+    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::InvalidParam("token"));
+    }
+    let text = |key: &'static str, max: usize| -> Result<Option<String>, ApiError> {
+        match body.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) if s.len() <= max => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::InvalidParam(key)),
+        }
+    };
+    let message = text("message", MAX_MESSAGE)?;
+    let reason = text("reason", REASON_TAIL)?;
+    let progress = match body.get("progress") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().filter(|p| *p <= 100).ok_or(ApiError::InvalidParam("progress"))? as u32),
+    };
+    let end = match body.get("result").and_then(Value::as_str) {
+        Some("progress") => None,
+        Some("success") => Some(StepAnswer::Success),
+        Some("failure") => Some(StepAnswer::Failure { reason: reason.ok_or(ApiError::InvalidParam("reason"))? }),
+        _ => return Err(ApiError::InvalidParam("result")),
+    };
+    Ok(Callback { progress, message, end })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_callback_body_is_checked_field_by_field() {
+        let token = "ab".repeat(32);
+        assert!(parse_callback(&json!({"token": token, "result": "success"})).is_ok());
+        let bad = [
+            json!({"result": "success"}),
+            json!({"token": "short", "result": "success"}),
+            json!({"token": token, "result": "done"}),
+            json!({"token": token, "result": "failure"}),
+            json!({"token": token, "result": "progress", "progress": 101}),
+            json!({"token": token, "result": "progress", "message": "x".repeat(MAX_MESSAGE + 1)}),
+            json!({"token": token, "result": "failure", "reason": 7}),
+        ];
+        for b in bad {
+            assert!(parse_callback(&b).is_err(), "{b}");
+        }
+    }
+}
