@@ -64,6 +64,7 @@ pub struct Running {
     server: JoinHandle<()>,
     metrics_server: Option<JoinHandle<()>>,
     engine: JoinHandle<()>,
+    pruner: JoinHandle<()>,
 }
 
 /// Opens the database, starts the engine and binds the listener.
@@ -73,6 +74,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 
 /// As [`start`], with a clock that tests can move.
 pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<Running> {
+    let pruner = args.retention.pruner()?;
     let storage = Storage::open_with_pool(&args.db.database, args.pool_size as usize).await?;
     let master = args.keys.open(&storage, clock.now_ms()).await?;
     let default_project: ProjectId = args
@@ -96,6 +98,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
             Duration::from_millis(args.net.body_timeout_ms),
         )),
         readiness: Arc::default(),
+        retention_defaults: Arc::new(pruner.defaults.clone()),
     };
     let (shutdown, shutdown_rx) = watch::channel(false);
     let engine = Engine::new(
@@ -105,11 +108,13 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
             poll_ms: args.poll_ms,
             max_in_flight: args.max_in_flight as usize,
             step_context,
-            clock,
+            clock: clock.clone(),
         },
         wake,
     );
     let engine = tokio::spawn(engine.run(shutdown_rx.clone()));
+    let pruner = crate::engine::retention::Pruner::new(storage.retention.clone(), pruner, clock.clone());
+    let pruner = tokio::spawn(pruner.run(shutdown_rx.clone()));
     // The recorder is installed whether or not /metrics is served here.
     let _ = metrics_handle();
     telemetry::build_info(&args.db.database);
@@ -133,7 +138,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     let app = http::router(state);
     let server = tokio::spawn(serve::serve(listener, app, opts, shutdown_rx));
     tracing::info!(%addr, database = %redact(&args.db.database), max_connections = opts.max_connections, "listening");
-    Ok(Running { addr, metrics_addr, shutdown, server, metrics_server, engine })
+    Ok(Running { addr, metrics_addr, shutdown, server, metrics_server, engine, pruner })
 }
 
 /// On a database with no credential at all, creates an admin key for the default project. Its
@@ -194,6 +199,7 @@ impl Running {
             m.await?;
         }
         self.engine.await?;
+        self.pruner.await?;
         Ok(())
     }
 }

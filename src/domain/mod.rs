@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod operation;
 pub mod placement;
 pub mod rescheduling;
+pub mod retention;
 pub mod submission;
 pub mod task;
 pub mod time;
@@ -88,6 +89,10 @@ pub enum Action {
     Unrestricted,
     /// `POST /v3/auth/tokens` for one's own project.
     CreateToken,
+    /// Reading the project's retention policy (an extension).
+    GetRetention,
+    /// Setting or resetting it.
+    SetRetention,
 }
 
 impl Action {
@@ -104,6 +109,8 @@ impl Action {
             Action::DeleteInstance => "dms:instance:delete",
             Action::Unrestricted => "dms:instance:getBackgroundTaskProgress",
             Action::CreateToken => "iam:tokens:create",
+            Action::GetRetention => "kafka-tasks:retention:get",
+            Action::SetRetention => "kafka-tasks:retention:set",
         }
     }
 
@@ -118,7 +125,9 @@ impl Action {
             | Action::ModifyScheduledTask
             | Action::DeleteScheduledTask
             | Action::ModifyInstance => Role::Operator,
-            Action::CreateInstance | Action::DeleteInstance => Role::Admin,
+            Action::CreateInstance | Action::DeleteInstance | Action::GetRetention | Action::SetRetention => {
+                Role::Admin
+            }
         }
     }
 }

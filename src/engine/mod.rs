@@ -6,6 +6,8 @@
 //! the store. Every write is conditional on still holding the lease, so a task taken over by
 //! another worker is never advanced twice. A renewer keeps the leases of running tasks alive.
 
+pub mod retention;
+
 use std::sync::Arc;
 use std::time::Duration;
 

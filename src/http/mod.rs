@@ -10,6 +10,7 @@ pub mod extract;
 pub mod health;
 pub mod instances;
 pub mod openapi;
+pub mod retention;
 pub mod scheduled;
 pub mod serve;
 pub mod tasks;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     pub body_guard: Arc<BodyGuard>,
     pub readiness: Arc<health::Readiness>,
+    /// The retention policy of projects that set none (from `serve`'s flags).
+    pub retention_defaults: Arc<crate::domain::retention::RetentionPolicy>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -68,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .merge(scheduled::router())
         .merge(instances::router())
         .merge(tokens::router())
+        .merge(retention::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth_layer::authenticate));
     Router::new()
         .merge(api)

@@ -26,6 +26,7 @@ mod credentials;
 mod engine;
 mod instances;
 mod kernels;
+mod retention;
 mod tasks;
 
 use audit::*;
@@ -39,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0004_task_totals.sql"),
     include_str!("../../../migrations/postgres/0005_master_key_check.sql"),
     include_str!("../../../migrations/postgres/0006_kernel_builds.sql"),
+    include_str!("../../../migrations/postgres/0007_retention.sql"),
 ];
 /// Serialises migrations of processes that start together.
 const MIGRATION_LOCK: i64 = 0x6b61_666b_6174_0001;

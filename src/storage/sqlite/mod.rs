@@ -26,6 +26,7 @@ mod credentials;
 mod engine;
 mod instances;
 mod kernels;
+mod retention;
 mod tasks;
 
 use audit::*;
@@ -39,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0004_task_totals.sql"),
     include_str!("../../../migrations/sqlite/0005_master_key_check.sql"),
     include_str!("../../../migrations/sqlite/0006_kernel_builds.sql"),
+    include_str!("../../../migrations/sqlite/0007_retention.sql"),
 ];
 /// Written into the database header by the readiness probe ("kt" twice).
 const APPLICATION_ID: i32 = 0x6b74_6b74;
