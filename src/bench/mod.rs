@@ -4,6 +4,7 @@
 //! operation, each against `GET /healthz` on the same server.
 
 mod load;
+mod prune;
 mod seed;
 
 use std::path::PathBuf;
@@ -58,6 +59,17 @@ pub struct BenchArgs {
     /// after `npm ci --prefix bench/graphile-worker`); with `--engine postgres` only.
     #[arg(long)]
     pub peer: bool,
+    /// Measure what pruning costs the API instead (see docs): p50/p99 of show, list and delete
+    /// idle, then while a retention policy prunes `--prune-instances` × `--prune-tasks-per-instance`
+    /// records of another project.
+    #[arg(long)]
+    pub prune: bool,
+    /// Instances of the pruned project.
+    #[arg(long, default_value_t = 1_000)]
+    pub prune_instances: usize,
+    /// Records of each.
+    #[arg(long, default_value_t = 1_000)]
+    pub prune_tasks_per_instance: usize,
 }
 
 struct Row {
@@ -104,6 +116,16 @@ fn free_port() -> anyhow::Result<std::net::SocketAddr> {
 }
 
 async fn start_server(database: &str, master_key: &str, log: &PathBuf) -> anyhow::Result<(Server, Duration)> {
+    start_server_with(database, master_key, log, &[]).await
+}
+
+/// As [`start_server`], with more `serve` flags.
+async fn start_server_with(
+    database: &str,
+    master_key: &str,
+    log: &PathBuf,
+    extra: &[&str],
+) -> anyhow::Result<(Server, Duration)> {
     let addr = free_port()?;
     let exe = std::env::current_exe()?;
     let log_file = std::fs::File::create(log)?;
@@ -112,6 +134,7 @@ async fn start_server(database: &str, master_key: &str, log: &PathBuf) -> anyhow
         .args(["serve", "--listen", &addr.to_string(), "--database", database, "--master-key", master_key])
         // The per-key rate limit stays on (its cost is measured) but far above what one key sends here.
         .args(["--time-scale", "0", "--log-format", "json", "--rate-limit-per-key", "1000000"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::from(log_file))
         .spawn()?;
@@ -152,6 +175,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         args.seconds = args.seconds.min(1.0);
         args.connections = args.connections.min(16);
         args.drain_tasks = args.drain_tasks.min(500);
+        args.prune_instances = args.prune_instances.min(20);
+        args.prune_tasks_per_instance = args.prune_tasks_per_instance.min(500);
     }
     let work = std::env::temp_dir().join(format!("kafka-tasks-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&work)?;
@@ -167,7 +192,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         }
         other => anyhow::bail!("--engine must be sqlite or postgres, not {other:?}"),
     };
-    let result = bench(&args, &database, &work).await;
+    let result =
+        if args.prune { prune::run(&args, &database, &work).await } else { bench(&args, &database, &work).await };
     if !args.keep {
         if let Some((client, name)) = &pg_db {
             client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
