@@ -214,17 +214,7 @@ async fn bench(args: &BenchArgs, database: &str, work: &std::path::Path) -> anyh
     let seed_started = Instant::now();
     let (pop, cred) = {
         let storage = Storage::open(database).await?;
-        let cred = crate::auth::create_credential(
-            storage.credentials.as_ref(),
-            &master,
-            &project,
-            "bench",
-            Role::Admin,
-            now_ms(),
-            false,
-        )
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("credential not created"))?;
+        let cred = bench_credential(&storage, &master, &project).await?;
         let pop =
             seed::seed(&storage, &project, now_ms(), args.hot_tasks, args.instances, args.tasks_per_instance).await?;
         (pop, cred)
@@ -368,6 +358,17 @@ async fn bench(args: &BenchArgs, database: &str, work: &std::path::Path) -> anyh
     let summary = Summary { seeded, seed_secs, startup, rss_kib, accepted, refused, drain, peer };
     print_report(args, &rows, &summary, database);
     Ok(())
+}
+
+/// The admin key the load generator signs with.
+async fn bench_credential(
+    storage: &Storage,
+    master: &MasterKey,
+    project: &ProjectId,
+) -> anyhow::Result<crate::auth::IssuedCredential> {
+    crate::auth::create_credential(storage.credentials.as_ref(), master, project, "bench", Role::Admin, now_ms(), false)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("credential not created"))
 }
 
 struct Drain {

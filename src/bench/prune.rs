@@ -13,7 +13,7 @@ use super::load::{self, Call, CallMaker, Measured, Target};
 use super::{BenchArgs, cpu_seconds, get, seed, start_server_with};
 use crate::auth::keys::MasterKey;
 use crate::domain::retention::RetentionPolicy;
-use crate::domain::{InstanceId, ProjectId, Role, now_ms};
+use crate::domain::{InstanceId, ProjectId, now_ms};
 use crate::storage::{AuditEvent, Storage, TaskQuery, View};
 
 /// The records left in the pruned project's instances (their running totals).
@@ -42,17 +42,7 @@ pub async fn run(args: &BenchArgs, database: &str, work: &std::path::Path) -> an
         "fedcba9876543210fedcba9876543210".parse().map_err(|_| anyhow::anyhow!("project"))?;
     let storage = Storage::open(database).await?;
     let seed_started = Instant::now();
-    let cred = crate::auth::create_credential(
-        storage.credentials.as_ref(),
-        &master,
-        &api_project,
-        "bench",
-        Role::Admin,
-        now_ms(),
-        false,
-    )
-    .await?
-    .ok_or_else(|| anyhow::anyhow!("credential not created"))?;
+    let cred = super::bench_credential(&storage, &master, &api_project).await?;
     let (others, per_other) = (args.instances.min(100), args.tasks_per_instance.min(1_000));
     let api = seed::seed(&storage, &api_project, now_ms(), args.hot_tasks, others, per_other).await?;
     let doomed =

@@ -216,6 +216,15 @@ impl BulkFilter {
             && self.name.as_ref().is_none_or(|n| *n == task.name)
     }
 
+    /// Of `rows` read oldest first (at most `limit + 1`), the records one request removes (at
+    /// most `limit`, each one [`Self::matches`]) and whether more match than it removes.
+    pub fn select(&self, rows: Vec<TaskRecord>, limit: u64) -> (Vec<TaskRecord>, bool) {
+        let mut chosen: Vec<TaskRecord> = rows.into_iter().filter(|r| self.matches(r)).collect();
+        let more = chosen.len() as u64 > limit;
+        chosen.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        (chosen, more)
+    }
+
     /// The filter as the request's audit event records it.
     pub fn audit_detail(&self, deleted: usize, more: bool) -> serde_json::Value {
         let statuses: Vec<&str> = self.statuses.iter().map(|s| s.as_str()).collect();

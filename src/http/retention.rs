@@ -85,10 +85,7 @@ pub(super) async fn set(
 ) -> Result<Response, ApiError> {
     caller.require(Action::SetRetention)?;
     let policy = RetentionPolicy::from_json(body)?;
-    let (mut event, receipt) = caller.audit(project.as_str(), StatusCode::OK);
-    event.detail = Some(serde_json::json!({ "policy": policy }));
-    state.storage.retention.put_retention(&project, Some(policy.clone()), state.clock.now_ms(), event).await?;
-    Ok(receipt.respond(answer(&project, Some(policy), &state)))
+    store(&state, &caller, &project, Some(policy)).await
 }
 
 /// `DELETE /v2/{project_id}/tasks/retention`: the project follows the configured default again.
@@ -106,8 +103,19 @@ pub(super) async fn reset(
     ProjectPath(project): ProjectPath,
 ) -> Result<Response, ApiError> {
     caller.require(Action::SetRetention)?;
+    store(&state, &caller, &project, None).await
+}
+
+/// Stores the project's own policy (`None`: none, the default applies) with its audit event,
+/// and answers with the policy now in force.
+async fn store(
+    state: &AppState,
+    caller: &Caller,
+    project: &ProjectId,
+    policy: Option<RetentionPolicy>,
+) -> Result<Response, ApiError> {
     let (mut event, receipt) = caller.audit(project.as_str(), StatusCode::OK);
-    event.detail = Some(serde_json::json!({ "policy": null }));
-    state.storage.retention.put_retention(&project, None, state.clock.now_ms(), event).await?;
-    Ok(receipt.respond(answer(&project, None, &state)))
+    event.detail = Some(serde_json::json!({ "policy": policy }));
+    state.storage.retention.put_retention(project, policy.clone(), state.clock.now_ms(), event).await?;
+    Ok(receipt.respond(answer(project, policy, state)))
 }

@@ -438,15 +438,8 @@ impl TaskStore for Postgres {
             .await?;
         let fetch = limit.saturating_add(1).min(i64::MAX as u64) as i64;
         let rows = tx.query(&st, &[&i.as_str(), &filter.from, &filter.to, &statuses, &filter.name, &fetch]).await?;
-        let mut deleted = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let r = task_from_row(row)?;
-            if filter.matches(&r) {
-                deleted.push(r);
-            }
-        }
-        let more = deleted.len() as u64 > limit;
-        deleted.truncate(limit as usize);
+        let read = rows.iter().map(task_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let (deleted, more) = filter.select(read, limit);
         if !deleted.is_empty() {
             let ids: Vec<&str> = deleted.iter().map(|t| t.id.as_str()).collect();
             let st = tx.prepare_cached("DELETE FROM tasks WHERE id = ANY($1)").await?;

@@ -328,15 +328,11 @@ impl TaskStore for Sqlite {
             let fetch = limit.saturating_add(1).min(i64::MAX as u64) as i64;
             let rows =
                 st.query_map(params![i.as_str(), filter.from, filter.to, statuses, filter.name, fetch], task_from_row)?;
-            let mut deleted = Vec::new();
+            let mut read = Vec::new();
             for r in rows {
-                let r = r??;
-                if filter.matches(&r) {
-                    deleted.push(r);
-                }
+                read.push(r??);
             }
-            let more = deleted.len() as u64 > limit;
-            deleted.truncate(limit as usize);
+            let (deleted, more) = filter.select(read, limit);
             remove_records(conn, &i, &deleted)?;
             for event in bulk_delete_events(&audit, &filter, &deleted, more) {
                 insert_audit(conn, &event)?;
