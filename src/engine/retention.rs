@@ -81,6 +81,10 @@ impl Pruner {
     /// One pass over every instance, if this process holds the lease.
     pub async fn round(&self, shutdown: &watch::Receiver<bool>) -> StoreResult<Pruned> {
         let mut pruned = Pruned::default();
+        // Nothing to prune anywhere: no write at all (an idle service stays idle).
+        if !self.config.defaults.prunes() && !self.store.has_retention_policies().await? {
+            return Ok(pruned);
+        }
         if !self.lease().await? {
             return Ok(pruned);
         }

@@ -163,6 +163,8 @@ pub use crate::domain::retention::{BulkFilter, Candidate, PruneRule, RetentionPo
 pub trait RetentionStore: Send + Sync {
     /// The project's own policy; `None` when it follows the configured default.
     async fn get_retention(&self, p: &ProjectId) -> StoreResult<Option<RetentionPolicy>>;
+    /// Whether any project has a policy of its own.
+    async fn has_retention_policies(&self) -> StoreResult<bool>;
     /// Stores the project's policy (`None`: back to the default), with `audit` in the same
     /// transaction.
     async fn put_retention(

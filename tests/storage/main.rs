@@ -844,9 +844,18 @@ async fn a_pruned_candidate_that_changed_since_it_was_read_stays() {
 }
 
 #[tokio::test]
-async fn the_pruning_lease_is_held_by_one_owner_until_released_or_expired() {
+async fn policies_are_stored_per_project_and_the_pruning_lease_has_one_holder() {
     for e in engines().await {
         let r = &e.storage.retention;
+        let p = project();
+        assert!(!r.has_retention_policies().await.expect("read"), "{}", e.name);
+        let policy = RetentionPolicy { max_age_days: Some(3), ..Default::default() };
+        r.put_retention(&p, Some(policy.clone()), T0, prune_event(&p, "p")).await.expect("put");
+        assert!(r.has_retention_policies().await.expect("read"), "{}", e.name);
+        assert_eq!(r.get_retention(&p).await.expect("get"), Some(policy), "{}", e.name);
+        r.put_retention(&p, None, T0, prune_event(&p, "p")).await.expect("reset");
+        assert!(!r.has_retention_policies().await.expect("read"), "{}", e.name);
+        assert_eq!(r.get_retention(&p).await.expect("get"), None, "{}", e.name);
         assert!(r.take_prune_lease("a", T0, T0 + 100).await.expect("take"), "{}", e.name);
         assert!(!r.take_prune_lease("b", T0 + 50, T0 + 150).await.expect("take"), "{}: held", e.name);
         assert!(r.take_prune_lease("a", T0 + 60, T0 + 160).await.expect("renew"), "{}: renewed", e.name);

@@ -14,6 +14,12 @@ impl RetentionStore for Postgres {
         text.map(|t| serde_json::from_str(&t).map_err(corrupt)).transpose()
     }
 
+    async fn has_retention_policies(&self) -> StoreResult<bool> {
+        let client = self.pool.get().await?;
+        let st = client.prepare_cached("SELECT EXISTS (SELECT 1 FROM retention_policies)").await?;
+        Ok(client.query_one(&st, &[]).await?.try_get(0)?)
+    }
+
     async fn put_retention(
         &self,
         p: &ProjectId,

@@ -21,6 +21,13 @@ impl RetentionStore for Sqlite {
         text.map(|t| serde_json::from_str(&t).map_err(corrupt)).transpose()
     }
 
+    async fn has_retention_policies(&self) -> StoreResult<bool> {
+        self.read(|conn| {
+            Ok(conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM retention_policies)")?.query_row([], |r| r.get(0))?)
+        })
+        .await
+    }
+
     async fn put_retention(
         &self,
         p: &ProjectId,
