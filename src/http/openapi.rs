@@ -335,10 +335,7 @@ pub mod shapes {
         #[param(pattern = "^[0-9]{14}$", example = "20261231235959")]
         end_time: String,
         /// `SUCCESS`, `FAILED`, `CANCELLED`, or several comma-separated (default: all three).
-        #[param(
-            pattern = "^(SUCCESS|FAILED|CANCELLED)(,(SUCCESS|FAILED|CANCELLED))*$",
-            example = "FAILED,CANCELLED"
-        )]
+        #[param(pattern = "^(SUCCESS|FAILED|CANCELLED)(,(SUCCESS|FAILED|CANCELLED))*$", example = "FAILED,CANCELLED")]
         status: Option<String>,
         /// Only tasks of this name (1-64 letters, digits, `_`, `-`, `.`).
         #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$", example = "restartInstance")]
