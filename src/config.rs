@@ -65,6 +65,8 @@ pub struct ServeArgs {
     pub default_project_id: String,
 
     #[command(flatten)]
+    pub retention: RetentionArgs,
+    #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]
     pub auth: crate::auth::config::AuthArgs,
@@ -72,6 +74,69 @@ pub struct ServeArgs {
     pub net: crate::http::serve::NetArgs,
     #[command(flatten)]
     pub events: crate::http::events::EventArgs,
+}
+
+/// The retention policy of projects that set none (`PUT /v2/{project_id}/tasks/retention`
+/// replaces it for one project), and how the pruner runs. Without flags nothing is pruned.
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
+    /// Remove finished tasks this many days after they ended (1-36500).
+    #[arg(long, env = "KAFKA_TASKS_RETENTION_MAX_AGE_DAYS", value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub retention_max_age_days: Option<u32>,
+
+    /// `NAME=DAYS` (or `NAME=forever`): the age for tasks named NAME instead of the default.
+    /// Repeat the flag, or separate with commas in the variable.
+    #[arg(long, env = "KAFKA_TASKS_RETENTION_OVERRIDES", value_delimiter = ',', value_name = "NAME=DAYS")]
+    pub retention_override: Vec<String>,
+
+    /// Keep at most this many finished tasks per instance; the oldest beyond are removed.
+    #[arg(long, env = "KAFKA_TASKS_RETENTION_MAX_TASKS_PER_INSTANCE", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub retention_max_tasks_per_instance: Option<u64>,
+
+    /// Time between pruning rounds (ms).
+    #[arg(long, env = "KAFKA_TASKS_RETENTION_INTERVAL_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(50..=86_400_000))]
+    pub retention_interval_ms: u64,
+
+    /// Most records one pruning transaction removes.
+    #[arg(long, env = "KAFKA_TASKS_RETENTION_BATCH", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=5_000))]
+    pub retention_batch: u64,
+
+    /// Pause between two pruning batches (ms).
+    #[arg(long, env = "KAFKA_TASKS_RETENTION_PAUSE_MS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub retention_pause_ms: u64,
+}
+
+impl RetentionArgs {
+    /// The default policy the flags describe, checked as an API body would be.
+    pub fn policy(&self) -> anyhow::Result<crate::domain::retention::RetentionPolicy> {
+        let mut overrides = std::collections::BTreeMap::new();
+        for o in &self.retention_override {
+            let (name, days) = o
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--retention-override {o:?}: write NAME=DAYS or NAME=forever"))?;
+            let days = match days.trim() {
+                "forever" => None,
+                d => Some(d.parse::<u32>().map_err(|_| anyhow::anyhow!("--retention-override {o:?}: bad DAYS"))?),
+            };
+            overrides.insert(name.trim().to_owned(), days);
+        }
+        let policy = crate::domain::retention::RetentionPolicy {
+            max_age_days: self.retention_max_age_days,
+            overrides,
+            max_tasks_per_instance: self.retention_max_tasks_per_instance,
+        };
+        policy.validate().map_err(|e| anyhow::anyhow!("retention flags: {e}"))?;
+        Ok(policy)
+    }
+
+    pub fn pruner(&self) -> anyhow::Result<crate::engine::retention::PrunerConfig> {
+        Ok(crate::engine::retention::PrunerConfig {
+            defaults: self.policy()?,
+            interval: std::time::Duration::from_millis(self.retention_interval_ms),
+            batch: self.retention_batch,
+            pause: std::time::Duration::from_millis(self.retention_pause_ms),
+        })
+    }
 }
 
 /// Where the master key comes from. It seals secret keys at rest and signs tokens; every process

@@ -65,6 +65,7 @@ pub struct Running {
     server: JoinHandle<()>,
     metrics_server: Option<JoinHandle<()>>,
     engine: JoinHandle<()>,
+    pruner: JoinHandle<()>,
 }
 
 /// Opens the database, starts the engine and binds the listener.
@@ -74,6 +75,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 
 /// As [`start`], with a clock that tests can move.
 pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<Running> {
+    let pruner = args.retention.pruner()?;
     let storage = Storage::open_with_pool(&args.db.database, args.pool_size as usize).await?;
     let master = args.keys.open(&storage, clock.now_ms()).await?;
     let default_project: ProjectId = args
@@ -106,6 +108,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         )),
         readiness: Arc::default(),
         events: Arc::new(http::events::Streams::new(&args.events, shutdown_rx.clone())),
+        retention_defaults: Arc::new(pruner.defaults.clone()),
     };
     tokio::spawn(http::events::prune_forever(
         storage.events.clone(),
@@ -120,12 +123,14 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
             poll_ms: args.poll_ms,
             max_in_flight: args.max_in_flight as usize,
             step_context,
-            clock,
+            clock: clock.clone(),
         },
         wake,
     )
     .with_executors(executors, storage.runs.clone(), storage.instances.clone());
     let engine = tokio::spawn(engine.run(shutdown_rx.clone()));
+    let pruner = crate::engine::retention::Pruner::new(storage.retention.clone(), pruner, clock.clone());
+    let pruner = tokio::spawn(pruner.run(shutdown_rx.clone()));
     // The recorder is installed whether or not /metrics is served here.
     let _ = metrics_handle();
     telemetry::build_info(&args.db.database);
@@ -149,7 +154,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     let app = http::router(state);
     let server = tokio::spawn(serve::serve(listener, app, opts, shutdown_rx));
     tracing::info!(%addr, database = %redact(&args.db.database), max_connections = opts.max_connections, "listening");
-    Ok(Running { addr, metrics_addr, shutdown, server, metrics_server, engine })
+    Ok(Running { addr, metrics_addr, shutdown, server, metrics_server, engine, pruner })
 }
 
 /// On a database with no credential at all, creates an admin key for the default project. Its
@@ -210,6 +215,7 @@ impl Running {
             m.await?;
         }
         self.engine.await?;
+        self.pruner.await?;
         Ok(())
     }
 }

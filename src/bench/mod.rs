@@ -5,6 +5,7 @@
 
 mod events;
 mod load;
+mod prune;
 mod seed;
 
 use std::path::PathBuf;
@@ -65,6 +66,17 @@ pub struct BenchArgs {
     /// after `npm ci --prefix bench/graphile-worker`); with `--engine postgres` only.
     #[arg(long)]
     pub peer: bool,
+    /// Measure what pruning costs the API instead (see docs): p50/p99 of show, list and delete
+    /// idle, then while a retention policy prunes `--prune-instances` × `--prune-tasks-per-instance`
+    /// records of another project.
+    #[arg(long)]
+    pub prune: bool,
+    /// Instances of the pruned project.
+    #[arg(long, default_value_t = 1_000)]
+    pub prune_instances: usize,
+    /// Records of each.
+    #[arg(long, default_value_t = 1_000)]
+    pub prune_tasks_per_instance: usize,
 }
 
 struct Row {
@@ -111,6 +123,16 @@ fn free_port() -> anyhow::Result<std::net::SocketAddr> {
 }
 
 async fn start_server(database: &str, master_key: &str, log: &PathBuf) -> anyhow::Result<(Server, Duration)> {
+    start_server_with(database, master_key, log, &[]).await
+}
+
+/// As [`start_server`], with more `serve` flags.
+async fn start_server_with(
+    database: &str,
+    master_key: &str,
+    log: &PathBuf,
+    extra: &[&str],
+) -> anyhow::Result<(Server, Duration)> {
     let addr = free_port()?;
     let exe = std::env::current_exe()?;
     let log_file = std::fs::File::create(log)?;
@@ -119,6 +141,7 @@ async fn start_server(database: &str, master_key: &str, log: &PathBuf) -> anyhow
         .args(["serve", "--listen", &addr.to_string(), "--database", database, "--master-key", master_key])
         // The per-key rate limit stays on (its cost is measured) but far above what one key sends here.
         .args(["--time-scale", "0", "--log-format", "json", "--rate-limit-per-key", "1000000"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::from(log_file))
         .spawn()?;
@@ -160,6 +183,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         args.connections = args.connections.min(16);
         args.drain_tasks = args.drain_tasks.min(500);
         args.event_samples = args.event_samples.min(50);
+        args.prune_instances = args.prune_instances.min(20);
+        args.prune_tasks_per_instance = args.prune_tasks_per_instance.min(500);
     }
     if args.events_only {
         args.hot_tasks = args.hot_tasks.min(100);
@@ -180,7 +205,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         }
         other => anyhow::bail!("--engine must be sqlite or postgres, not {other:?}"),
     };
-    let result = bench(&args, &database, &work).await;
+    let result =
+        if args.prune { prune::run(&args, &database, &work).await } else { bench(&args, &database, &work).await };
     if !args.keep {
         if let Some((client, name)) = &pg_db {
             client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
@@ -201,17 +227,7 @@ async fn bench(args: &BenchArgs, database: &str, work: &std::path::Path) -> anyh
     let seed_started = Instant::now();
     let (pop, cred) = {
         let storage = Storage::open(database).await?;
-        let cred = crate::auth::create_credential(
-            storage.credentials.as_ref(),
-            &master,
-            &project,
-            "bench",
-            Role::Admin,
-            now_ms(),
-            false,
-        )
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("credential not created"))?;
+        let cred = bench_credential(&storage, &master, &project).await?;
         let pop =
             seed::seed(&storage, &project, now_ms(), args.hot_tasks, args.instances, args.tasks_per_instance).await?;
         (pop, cred)
@@ -387,6 +403,17 @@ fn print_delivery(args: &BenchArgs, d: &events::Delivery) {
         d.from_submit_p50_ms,
         d.from_submit_p99_ms
     );
+}
+
+/// The admin key the load generator signs with.
+async fn bench_credential(
+    storage: &Storage,
+    master: &MasterKey,
+    project: &ProjectId,
+) -> anyhow::Result<crate::auth::IssuedCredential> {
+    crate::auth::create_credential(storage.credentials.as_ref(), master, project, "bench", Role::Admin, now_ms(), false)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("credential not created"))
 }
 
 struct Drain {

@@ -153,6 +153,36 @@ pub enum ClientCommand {
     Upgrade(UpgradeArgs),
     /// Restart an instance's brokers.
     Restart(RestartArgs),
+    /// The project's retention policy: how long finished task records are kept (admin role).
+    Retention(RetentionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(subcommand)]
+    pub cmd: RetentionCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCommand {
+    /// Show the policy in force and whether it is the server's default or the project's own.
+    Show,
+    /// Replace the project's policy (flags left out: that rule does not apply).
+    Set {
+        /// Remove finished tasks this many days after they ended.
+        #[arg(long)]
+        max_age_days: Option<u32>,
+        /// `NAME=DAYS` or `NAME=forever`: the age for tasks named NAME (repeatable).
+        #[arg(long = "override", value_name = "NAME=DAYS")]
+        overrides: Vec<String>,
+        /// Keep at most this many finished tasks per instance.
+        #[arg(long)]
+        max_tasks_per_instance: Option<u64>,
+    },
+    /// Drop the project's policy: the server's default applies again.
+    Reset,
 }
 
 #[derive(Debug, Args)]
@@ -184,11 +214,25 @@ pub enum TasksCommand {
         inst: Inst,
         task: String,
     },
-    /// Delete a finished task's record.
+    /// Delete a finished task's record, or with `--before` every finished task created before
+    /// TIME (optionally only of `--status` and `--name`), 1000 per request until none is left.
     Delete {
         #[command(flatten)]
         inst: Inst,
-        task: String,
+        #[arg(required_unless_present = "before")]
+        task: Option<String>,
+        /// Delete the finished tasks created at or before TIME (see `tasks list --since`).
+        #[arg(long, value_name = "TIME", conflicts_with = "task")]
+        before: Option<String>,
+        /// With --before: only those created at or after TIME.
+        #[arg(long, value_name = "TIME", requires = "before")]
+        since: Option<String>,
+        /// With --before: only these statuses (SUCCESS, FAILED, CANCELLED; comma-separated).
+        #[arg(long, value_delimiter = ',', requires = "before")]
+        status: Vec<String>,
+        /// With --before: only tasks of this name.
+        #[arg(long, requires = "before")]
+        name: Option<String>,
     },
     /// Follow a task until it ends; exit 3 if it fails.
     Wait {
@@ -574,6 +618,7 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
             let v = c.api.send("POST", &path, &[], Some(&body)).await?;
             operation_started(&c, &v, &a.inst.instance, &a.wait).await
         }
+        ClientCommand::Retention(a) => retention(Ctx::new(&a.conn)?, a.cmd).await,
         ClientCommand::Restart(a) => {
             let c = Ctx::new(&a.conn)?;
             let body = json!({ "action": "restart", "instances": [a.inst.instance] });
@@ -601,6 +646,48 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+async fn retention(c: Ctx, cmd: RetentionCommand) -> Result<(), Failure> {
+    let path = format!("/v2/{}/tasks/retention", c.api.project);
+    let v = match cmd {
+        RetentionCommand::Show => c.api.get(&path, &[]).await?,
+        RetentionCommand::Reset => c.api.send("DELETE", &path, &[], None).await?,
+        RetentionCommand::Set { max_age_days, overrides, max_tasks_per_instance } => {
+            let mut over = serde_json::Map::new();
+            for o in &overrides {
+                let (name, days) =
+                    o.split_once('=').ok_or_else(|| Failure::Usage(format!("--override {o:?}: write NAME=DAYS")))?;
+                let days = match days {
+                    "forever" => Value::Null,
+                    d => json!(d.parse::<u32>().map_err(|_| Failure::Usage(format!("--override {o:?}: bad DAYS")))?),
+                };
+                over.insert(name.to_owned(), days);
+            }
+            let body = json!({
+                "max_age_days": max_age_days, "overrides": over, "max_tasks_per_instance": max_tasks_per_instance,
+            });
+            c.api.send("PUT", &path, &[], Some(&body)).await?
+        }
+    };
+    if c.json() {
+        c.print_json(&v);
+        return Ok(());
+    }
+    let p = &v["policy"];
+    let days = |d: &Value| d.as_u64().map_or_else(|| "forever".to_owned(), |d| format!("{d} days"));
+    let mut rows = vec![
+        ("source", str_of(&v, "source").to_owned()),
+        ("max age", days(&p["max_age_days"])),
+        ("per instance", p["max_tasks_per_instance"].as_u64().map_or_else(|| "no cap".to_owned(), |n| n.to_string())),
+    ];
+    if let Some(over) = p["overrides"].as_object() {
+        for (name, d) in over {
+            rows.push(("override", format!("{name}: {}", days(d))));
+        }
+    }
+    print!("{}", fields(&rows));
+    Ok(())
 }
 
 /// `{"job_id"}` (follows it with `--wait`), `{"schedule_id"}` or `{"reassignment_time"}`.
@@ -766,10 +853,42 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
                 out
             });
         }
-        TasksCommand::Delete { inst, task } => {
+        TasksCommand::Delete { inst, task: Some(task), .. } => {
             let path = c.api.instance_path(&inst.instance, &format!("/tasks/{task}"));
             let v = c.api.send("DELETE", &path, &[], None).await?;
             c.done(&v, || format!("deleted task {task}"));
+        }
+        TasksCommand::Delete { inst, task: None, before, since, status, name } => {
+            let now = now_ms();
+            let before = before.ok_or_else(|| Failure::Usage("give a TASK or --before TIME".into()))?;
+            let mut q = vec![("end_time", compact(parse_time(&before, now)?))];
+            if let Some(s) = since {
+                q.push(("begin_time", compact(parse_time(&s, now)?)));
+            }
+            if !status.is_empty() {
+                q.push(("status", status.join(",").to_uppercase()));
+            }
+            if let Some(n) = name {
+                q.push(("name", n));
+            }
+            let path = c.api.instance_path(&inst.instance, "/tasks");
+            let mut total = 0u64;
+            // Each request removes at most 1000 and says whether more match; each removes at
+            // least one while more remain, so this ends.
+            loop {
+                let v = c.api.send("DELETE", &path, &q, None).await?;
+                let n = v.get("deleted").and_then(Value::as_u64).unwrap_or(0);
+                total += n;
+                if c.json() {
+                    c.print_json(&v);
+                }
+                if n == 0 || v.get("more").and_then(Value::as_bool) != Some(true) {
+                    break;
+                }
+            }
+            if !c.json() {
+                println!("deleted {total} finished task(s)");
+            }
         }
         TasksCommand::Wait { inst, task, timeout } => {
             let w = WaitArgs { wait: true, timeout };

@@ -11,6 +11,7 @@ pub mod kernel;
 pub mod operation;
 pub mod placement;
 pub mod rescheduling;
+pub mod retention;
 pub mod submission;
 pub mod task;
 pub mod time;
@@ -92,6 +93,10 @@ pub enum Action {
     /// Reading what an executor reported for a task: its output and failure reason may hold
     /// secrets, so operators and admins only.
     GetTaskOutput,
+    /// Reading the project's retention policy (an extension).
+    GetRetention,
+    /// Setting or resetting it.
+    SetRetention,
 }
 
 impl Action {
@@ -109,6 +114,8 @@ impl Action {
             Action::Unrestricted => "dms:instance:getBackgroundTaskProgress",
             Action::CreateToken => "iam:tokens:create",
             Action::GetTaskOutput => "kafka-tasks:instance:getTaskOutput",
+            Action::GetRetention => "kafka-tasks:retention:get",
+            Action::SetRetention => "kafka-tasks:retention:set",
         }
     }
 
@@ -124,7 +131,9 @@ impl Action {
             | Action::DeleteScheduledTask
             | Action::ModifyInstance
             | Action::GetTaskOutput => Role::Operator,
-            Action::CreateInstance | Action::DeleteInstance => Role::Admin,
+            Action::CreateInstance | Action::DeleteInstance | Action::GetRetention | Action::SetRetention => {
+                Role::Admin
+            }
         }
     }
 }

@@ -12,6 +12,8 @@
 //! it, or the operation's timeout passes, and only then is its end recorded, as for a simulated
 //! step.
 
+pub mod retention;
+
 use std::sync::Arc;
 use std::time::Duration;
 

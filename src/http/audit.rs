@@ -43,8 +43,13 @@ pub fn route_action(method: &Method, route: &str, body: &[u8]) -> Option<Action>
             | "/v2/kafka/{project_id}/instances/{instance_id}/reassign"
             | "/v2/{project_id}/kafka/instances/{instance_id}/upgrade",
         ) => ModifyInstance,
-        ("DELETE", "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}") => DeleteBackgroundTask,
+        (
+            "DELETE",
+            "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}"
+            | "/v2/{project_id}/instances/{instance_id}/tasks",
+        ) => DeleteBackgroundTask,
         ("POST", "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor-callback") => ModifyInstance,
+        ("PUT" | "DELETE", "/v2/{project_id}/tasks/retention") => SetRetention,
         ("PUT", "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}") => ModifyScheduledTask,
         ("DELETE", "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}") => DeleteScheduledTask,
         ("POST", "/v3/auth/tokens") => CreateToken,

@@ -62,6 +62,10 @@ pub enum ApiError {
     /// not what the signature pins down.
     #[error("duplicate query parameter {0}")]
     DuplicateParam(String),
+    /// A query parameter the operation does not take, where ignoring it could widen what it
+    /// does (a bulk delete's mistyped filter).
+    #[error("unknown query parameter {0}")]
+    UnknownParam(String),
     /// The database cannot serve now (down, full, locked past its timeout); the cause is logged.
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -114,7 +118,7 @@ impl ApiError {
             TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-            DuplicateParam(_) => StatusCode::BAD_REQUEST,
+            DuplicateParam(_) | UnknownParam(_) => StatusCode::BAD_REQUEST,
             Unavailable(_) | Busy => StatusCode::SERVICE_UNAVAILABLE,
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             UriTooLong => StatusCode::URI_TOO_LONG,
@@ -147,6 +151,9 @@ impl ApiError {
             Throttled(_) => ("APIGW.0308", "The throttling threshold has been reached.".into()),
             DuplicateParam(name) => {
                 ("DMS.00400062", format!("Invalid {name} parameter in the request: it is given more than once."))
+            }
+            UnknownParam(name) => {
+                ("DMS.00400062", format!("Invalid {name} parameter in the request: this operation does not take it."))
             }
             Unavailable(_) => ("DMS.00503000", "The database is temporarily unavailable. Try again later.".into()),
             Busy => ("DMS.00503001", "The server is busy. Try again later.".into()),

@@ -95,7 +95,7 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
 pub struct QueryMap(pub HashMap<String, String>);
 
 /// Longest parameter name echoed back in an error.
-const MAX_ECHOED_NAME: usize = 64;
+pub(super) const MAX_ECHOED_NAME: usize = 64;
 
 impl QueryMap {
     pub fn parse(query: &str) -> Result<Self, ApiError> {

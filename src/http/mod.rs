@@ -12,6 +12,7 @@ pub mod extract;
 pub mod health;
 pub mod instances;
 pub mod openapi;
+pub mod retention;
 pub mod scheduled;
 pub mod serve;
 pub mod tasks;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub readiness: Arc<health::Readiness>,
     /// The open task event streams and their limits.
     pub events: Arc<events::Streams>,
+    /// The retention policy of projects that set none (from `serve`'s flags).
+    pub retention_defaults: Arc<crate::domain::retention::RetentionPolicy>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -74,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(instances::router())
         .merge(tokens::router())
         .merge(executors::router())
+        .merge(retention::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth_layer::authenticate));
     Router::new()
         .merge(api)

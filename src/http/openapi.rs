@@ -20,7 +20,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::AppState;
-use super::{events, executors, health, instances, scheduled, tasks, tokens};
+use super::{events, executors, health, instances, retention, scheduled, tasks, tokens};
 
 /// Security scheme names, as the annotations and [`Shared`] use them.
 pub const AKSK: &str = "aksk";
@@ -57,6 +57,7 @@ const ALIASES: &[(&str, &str)] = &[
         tasks::list,
         tasks::show,
         tasks::delete,
+        tasks::delete_many,
         tasks::progress,
         events::project_events,
         events::instance_events,
@@ -79,6 +80,9 @@ const ALIASES: &[(&str, &str)] = &[
         tokens::create,
         executors::show_run,
         executors::callback,
+        retention::show,
+        retention::set,
+        retention::reset,
         health::healthz,
         health::ready,
         health::metrics,
@@ -91,6 +95,7 @@ const ALIASES: &[(&str, &str)] = &[
         (name = "Task events", description = "Live task events as Server-Sent Events (an extension; DMS has none)"),
         (name = "Scheduled tasks", description = "DMS scheduled tasks (ListScheduledTasks and siblings)"),
         (name = "Instances", description = "Instances and the operations that create tasks"),
+        (name = "Retention", description = "Extension: how long finished task records are kept, per project (admin role)"),
         (name = "Tokens", description = "IAM-shaped tokens for `X-Auth-Token`"),
         (name = "Executors", description = "What executors report, and the callback of webhook executors (kafka-tasks extensions)"),
         (name = "Service", description = "Health, readiness, metrics and this document (public)"),
@@ -343,6 +348,25 @@ pub mod shapes {
         /// Created at or before this UTC second, `yyyyMMddHHmmss`; not before `begin_time`.
         #[param(pattern = "^[0-9]{14}$", example = "20261231235959")]
         end_time: Option<String>,
+    }
+
+    /// The bulk delete's filter (an extension): finished background tasks created in the range.
+    /// Any other query key is refused.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub struct BulkDeleteQuery {
+        /// Created at or after this UTC second, `yyyyMMddHHmmss` (default: the beginning of time).
+        #[param(pattern = "^[0-9]{14}$", example = "20260101000000")]
+        begin_time: Option<String>,
+        /// Created at or before this UTC second, `yyyyMMddHHmmss` (required).
+        #[param(pattern = "^[0-9]{14}$", example = "20261231235959")]
+        end_time: String,
+        /// `SUCCESS`, `FAILED`, `CANCELLED`, or several comma-separated (default: all three).
+        #[param(pattern = "^(SUCCESS|FAILED|CANCELLED)(,(SUCCESS|FAILED|CANCELLED))*$", example = "FAILED,CANCELLED")]
+        status: Option<String>,
+        /// Only tasks of this name (1-64 letters, digits, `_`, `-`, `.`).
+        #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$", example = "restartInstance")]
+        name: Option<String>,
     }
 
     /// UpdateScheduledTask's query: at least one of the two.

@@ -13,15 +13,16 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Caller, InstancePath, QueryMap, TaskPath};
+use super::extract::{Caller, InstancePath, MAX_ECHOED_NAME, QueryMap, TaskPath};
 use super::openapi::shapes;
+use crate::domain::retention::{BULK_DELETE_MAX, BULK_KEYS, BulkFilter};
 use crate::domain::task::TaskJson;
 use crate::domain::{Action, CompactTime, InstanceId, ProjectId, TaskRecord};
 use crate::storage::{DeleteOutcome, Found, TaskQuery, View};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v2/{project_id}/instances/{instance_id}/tasks", get(list))
+        .route("/v2/{project_id}/instances/{instance_id}/tasks", get(list).delete(delete_many))
         .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}", get(show).delete(delete))
         .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/progress", get(progress))
 }
@@ -44,16 +45,7 @@ pub fn page_query(
         None => 10,
         Some(s) => s.parse::<u64>().ok().filter(|l| (1..=100).contains(l)).ok_or(ApiError::InvalidParam("limit"))?,
     };
-    let time = |key: &str| -> Result<Option<CompactTime>, ApiError> {
-        q.get(key).map(|s| s.parse::<CompactTime>().map_err(|_| ApiError::InvalidTimestamp)).transpose()
-    };
-    let begin = time("begin_time")?;
-    let end = time("end_time")?;
-    if let (Some(b), Some(e)) = (begin, end)
-        && b > e
-    {
-        return Err(ApiError::InvalidParam("begin_time"));
-    }
+    let (begin, end) = time_range(q)?;
     Ok(TaskQuery {
         project_id: project,
         instance_id: instance,
@@ -64,6 +56,21 @@ pub fn page_query(
         offset: start.saturating_sub(1),
         limit,
     })
+}
+
+/// `begin_time` and `end_time` (`YYYYMMDDHHmmss`, UTC), each optional; begin not after end.
+fn time_range(q: &HashMap<String, String>) -> Result<(Option<CompactTime>, Option<CompactTime>), ApiError> {
+    let time = |key: &str| -> Result<Option<CompactTime>, ApiError> {
+        q.get(key).map(|s| s.parse::<CompactTime>().map_err(|_| ApiError::InvalidTimestamp)).transpose()
+    };
+    let begin = time("begin_time")?;
+    let end = time("end_time")?;
+    if let (Some(b), Some(e)) = (begin, end)
+        && b > e
+    {
+        return Err(ApiError::InvalidParam("begin_time"));
+    }
+    Ok((begin, end))
 }
 
 /// ListBackgroundTasks: `GET /v2/{project_id}/instances/{instance_id}/tasks`
@@ -155,6 +162,48 @@ pub(super) async fn delete(
 ) -> Result<Response, ApiError> {
     caller.require(Action::DeleteBackgroundTask)?;
     remove(&state, &caller, &path, View::Background).await
+}
+
+/// The bulk delete's answer.
+#[derive(Serialize, ToSchema)]
+pub(super) struct BulkDeleteAnswer {
+    /// Records removed by this request.
+    deleted: usize,
+    /// More finished tasks match than one request removes (1000): send it again.
+    more: bool,
+}
+
+/// Bulk delete (an extension): `DELETE /v2/{project_id}/instances/{instance_id}/tasks?end_time=…`
+/// removes the finished background tasks created in the range (oldest first, at most
+/// [`BULK_DELETE_MAX`] per request) with the same permission as DeleteBackgroundTask; each
+/// removed record is audited as a single delete's is.
+#[utoipa::path(
+    delete,
+    path = "/v2/{project_id}/instances/{instance_id}/tasks",
+    operation_id = "DeleteBackgroundTasks",
+    tag = "Background tasks",
+    params(shapes::InstancePath, shapes::BulkDeleteQuery),
+    responses((status = 200, description = "Extension: finished tasks in the range removed (at most 1000 a request; `more` says whether to call again). Running and waiting tasks are never removed.", body = BulkDeleteAnswer)),
+)]
+pub(super) async fn delete_many(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+    QueryMap(q): QueryMap,
+) -> Result<Response, ApiError> {
+    caller.require(Action::DeleteBackgroundTask)?;
+    if let Some(unknown) = q.keys().find(|k| !BULK_KEYS.contains(&k.as_str())) {
+        return Err(ApiError::UnknownParam(unknown.chars().take(MAX_ECHOED_NAME).collect()));
+    }
+    let filter = BulkFilter::parse(|k| q.get(k).cloned())?;
+    let (event, receipt) = caller.audit(path.instance.as_str(), StatusCode::OK);
+    let done = state
+        .storage
+        .tasks
+        .delete_tasks(&path.project, &path.instance, &filter, BULK_DELETE_MAX, event)
+        .await?
+        .ok_or(ApiError::NoInstance)?;
+    Ok(receipt.respond(Json(BulkDeleteAnswer { deleted: done.deleted.len(), more: done.more })))
 }
 
 #[derive(Serialize, ToSchema)]

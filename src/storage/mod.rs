@@ -94,6 +94,19 @@ pub trait TaskStore: Send + Sync {
         view: View,
         audit: Option<AuditEvent>,
     ) -> StoreResult<DeleteOutcome>;
+    /// Bulk delete's one deletion path: in one transaction, removes the oldest (by creation) at
+    /// most `limit` finished background tasks of the instance that `filter` matches, with their
+    /// counts; writes one audit event per removed record (as a single delete's: target the
+    /// task, the record in its detail) and `audit` itself (target the instance, the filter and
+    /// count in its detail). `None` when the instance does not exist in the project.
+    async fn delete_tasks(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        filter: &BulkFilter,
+        limit: u64,
+        audit: AuditEvent,
+    ) -> StoreResult<Option<BulkDeleted>>;
     /// Moves or cancels a scheduled task that has not started. `Found::Yes(false)` when it has.
     /// `audit`, when given, is written in the same transaction if the task changes.
     async fn update_scheduled(
@@ -134,6 +147,92 @@ pub trait InstanceStore: Send + Sync {
         change: InstanceChange,
         audit: Option<AuditEvent>,
     ) -> StoreResult<Result<(), SubmitError>>;
+}
+
+/// What a bulk delete did: the records it removed, and whether more matched than one request
+/// removes ([`crate::domain::retention::BULK_DELETE_MAX`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkDeleted {
+    pub deleted: Vec<TaskRecord>,
+    pub more: bool,
+}
+
+pub use crate::domain::retention::{BulkFilter, Candidate, PruneRule, RetentionPolicy};
+
+/// Retention policies and the pruner's reads and deletes ([`crate::domain::retention`] decides).
+#[async_trait]
+pub trait RetentionStore: Send + Sync {
+    /// The project's own policy; `None` when it follows the configured default.
+    async fn get_retention(&self, p: &ProjectId) -> StoreResult<Option<RetentionPolicy>>;
+    /// Whether any project has a policy of its own.
+    async fn has_retention_policies(&self) -> StoreResult<bool>;
+    /// Stores the project's policy (`None`: back to the default), with `audit` in the same
+    /// transaction.
+    async fn put_retention(
+        &self,
+        p: &ProjectId,
+        policy: Option<RetentionPolicy>,
+        now: i64,
+        audit: AuditEvent,
+    ) -> StoreResult<()>;
+    /// Takes (or renews, for its holder) the one pruning lease until `until`; `false` while
+    /// another owner holds an unexpired one.
+    async fn take_prune_lease(&self, owner: &str, now: i64, until: i64) -> StoreResult<bool>;
+    async fn release_prune_lease(&self, owner: &str) -> StoreResult<()>;
+    /// Instances in id order after `after`, at most `limit`, with their projects.
+    async fn instances_after(
+        &self,
+        after: Option<&InstanceId>,
+        limit: u64,
+    ) -> StoreResult<Vec<(InstanceId, ProjectId)>>;
+    /// Finished tasks of `i` that ended before `before`, oldest end first, after the
+    /// `(ended_at, id)` cursor, at most `limit`.
+    async fn finished_tasks(
+        &self,
+        i: &InstanceId,
+        before: i64,
+        after: Option<(i64, TaskId)>,
+        limit: u64,
+    ) -> StoreResult<Vec<Candidate>>;
+    /// How many finished task records `i` keeps.
+    async fn finished_count(&self, i: &InstanceId) -> StoreResult<u64>;
+    /// Retention's one deletion path: in one transaction, removes those of `tasks` (of
+    /// instance `i`) still finished and unchanged since read, with their day buckets and
+    /// totals, and writes `audit` (its detail: the rule and the removed ids) when any went.
+    /// Returns how many were removed.
+    async fn prune_tasks(
+        &self,
+        i: &InstanceId,
+        tasks: Vec<Candidate>,
+        rule: PruneRule,
+        audit: AuditEvent,
+    ) -> StoreResult<u64>;
+}
+
+/// The audit events of a bulk delete: one per removed record, as a single delete writes it
+/// (target the task, the record in the detail), then the request's own (`request`: target the
+/// instance; the filter, the count and whether more remain in the detail).
+pub(crate) fn bulk_delete_events(
+    request: &AuditEvent,
+    filter: &BulkFilter,
+    deleted: &[TaskRecord],
+    more: bool,
+) -> Vec<AuditEvent> {
+    let mut events: Vec<AuditEvent> = deleted
+        .iter()
+        .map(|t| AuditEvent {
+            target: t.id.as_str().to_owned(),
+            detail: Some(crate::domain::deletion::deleted_detail(t)),
+            ..request.clone()
+        })
+        .collect();
+    events.push(AuditEvent { detail: Some(filter.audit_detail(deleted.len(), more)), ..request.clone() });
+    events
+}
+
+/// The audit event of a pruning batch that removed `removed`.
+pub(crate) fn prune_event(batch: &AuditEvent, rule: PruneRule, removed: &[TaskRecord]) -> AuditEvent {
+    AuditEvent { detail: Some(crate::domain::retention::prune_detail(rule, removed)), ..batch.clone() }
 }
 
 /// Kernel builds the operator added, beyond the built-in ones ([`crate::domain::kernel`]).
@@ -425,6 +524,7 @@ pub struct Storage {
     pub kernels: Arc<dyn KernelStore>,
     pub events: Arc<dyn events::EventStore>,
     pub runs: Arc<dyn RunStore>,
+    pub retention: Arc<dyn RetentionStore>,
 }
 
 impl Storage {
@@ -440,6 +540,7 @@ impl Storage {
             + KernelStore
             + events::EventStore
             + RunStore
+            + RetentionStore
             + 'static,
     {
         Storage {
@@ -452,7 +553,8 @@ impl Storage {
             health: e.clone(),
             kernels: e.clone(),
             events: e.clone(),
-            runs: e,
+            runs: e.clone(),
+            retention: e,
         }
     }
 

@@ -218,6 +218,31 @@ async fn deleting_and_rescheduling_are_events_too() {
     assert_eq!(changed.json()["task_id"], id);
 }
 
+/// A bulk delete (and so the pruner, which shares its store path) logs one `task.deleted` per record.
+#[tokio::test]
+async fn each_record_of_a_bulk_delete_is_a_deleted_event() {
+    let app = TestApp::spawn().await;
+    let inst = app.create_instance().await;
+    let first = app.finished_task(&inst, true).await;
+    let second = app.finished_task(&inst, true).await;
+    let mut stream = open(&app, &project_events(&app)).await;
+    let end = chrono::DateTime::from_timestamp_millis(app.clock.now_ms() + 86_400_000)
+        .expect("time")
+        .format("%Y%m%d%H%M%S")
+        .to_string();
+    let res = app.delete(&format!("/v2/{PROJECT}/instances/{inst}/tasks?end_time={end}")).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let deleted = res.json()["deleted"].as_u64().expect("deleted");
+    assert!(deleted >= 2, "{}", res.text);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..deleted {
+        let e = stream.next_event(Duration::from_secs(10)).await.expect("an event");
+        assert_eq!(e.event, "task.deleted", "{}", e.data);
+        seen.insert(e.json()["task_id"].as_str().expect("task_id").to_owned());
+    }
+    assert!(seen.contains(&first) && seen.contains(&second), "{seen:?}");
+}
+
 #[tokio::test]
 async fn a_stream_resumed_with_last_event_id_loses_nothing_and_repeats_nothing() {
     let app = TestApp::spawn().await;

@@ -438,7 +438,7 @@ fn initial_credential(dir: &std::path::Path) -> IssuedCredential {
 }
 
 /// Starts `kafka-tasks serve` on port 0 and reads the bound address from its JSON log.
-fn start_process(db: &TestDb, flags: &[&str]) -> (std::process::Child, String) {
+pub fn start_process(db: &TestDb, flags: &[&str]) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kafka-tasks"))
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--poll-ms", "20", "--database", &db.url])

@@ -15,6 +15,7 @@ mod isolation;
 mod openapi;
 #[path = "../common/pg.rs"]
 mod pg;
+mod retention;
 mod scheduled;
 mod secrets;
 mod tasks;

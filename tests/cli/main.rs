@@ -178,6 +178,52 @@ async fn tasks_commands_print_the_apis_own_json_and_tables_for_people() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn retention_commands_and_the_bulk_delete_print_what_the_api_answers() {
+    let f = Fixture::start();
+    let path = format!("/v2/{PROJECT}/tasks/retention");
+    let shown = f.json(&["retention", "show"]);
+    assert_eq!(shown, f.get(&path).await);
+    assert_eq!(shown["source"], "default");
+    let set = f.json(&[
+        "retention",
+        "set",
+        "--max-age-days",
+        "30",
+        "--override",
+        "createInstance=365",
+        "--override",
+        "restartInstance=forever",
+        "--max-tasks-per-instance",
+        "100",
+    ]);
+    assert_eq!(set, f.get(&path).await);
+    assert_eq!(
+        set["policy"],
+        serde_json::json!({"max_age_days": 30, "overrides": {"createInstance": 365, "restartInstance": null},
+                           "max_tasks_per_instance": 100})
+    );
+    let table = f.run(&["retention", "show"]).ok();
+    for want in ["project", "30 days", "createInstance: 365 days", "restartInstance: forever", "100"] {
+        assert!(table.stdout.contains(want), "{want} missing from {}", table.stdout);
+    }
+    let refused = f.run(&["retention", "set", "--max-age-days", "0"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("DMS.00400062"), "{}", refused.stderr);
+    assert_eq!(f.json(&["retention", "reset"])["source"], "default");
+
+    // Bulk delete: everything finished before a time, or only a status.
+    let inst = f.running_instance("cli-bulk");
+    f.json(&["autotopic", "-i", &inst, "on", "--wait"]);
+    let none = f.json(&["tasks", "delete", "-i", &inst, "--before", "+1h", "--status", "FAILED"]);
+    assert_eq!(none, serde_json::json!({"deleted": 0, "more": false}));
+    let out = f.run(&["tasks", "delete", "-i", &inst, "--before", "+1h"]).ok();
+    assert!(out.stdout.contains("deleted 2 finished task(s)"), "{}", out.stdout);
+    assert_eq!(f.get(&tasks_path(&inst)).await["task_count"], "0");
+    let both = f.run(&["tasks", "delete", "-i", &inst, "some-task", "--before", "+1h"]);
+    assert_eq!(both.code, 2, "a task and --before together: {both:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn scheduled_commands_list_reschedule_cancel_and_delete() {
     let f = Fixture::start();
     let inst = f.running_instance("cli-scheduled");
@@ -488,6 +534,9 @@ fn help_is_there_for_every_client_command() {
         &["reassign"],
         &["upgrade"],
         &["restart"],
+        &["retention", "show"],
+        &["retention", "set"],
+        &["retention", "reset"],
         &["completions"],
     ];
     for args in commands {

@@ -1040,3 +1040,128 @@ async fn only_the_holder_of_a_live_lease_holds_it() {
         assert!(!s.runs.holds_lease("a", &t, T0 + 500).await.expect("h"), "{}: expired", e.name);
     }
 }
+
+fn prune_event(p: &ProjectId, target: &str) -> AuditEvent {
+    AuditEvent {
+        at: T0,
+        request_id: "r".into(),
+        project_id: p.as_str().into(),
+        user_id: "retention".into(),
+        user_name: "retention".into(),
+        access_key: None,
+        action: "kafka-tasks:retention:prune".into(),
+        target: target.into(),
+        status: 200,
+        detail: None,
+    }
+}
+
+/// `n` SUCCESS tasks of `inst`, ended at `T0 + k`.
+async fn finished_tasks(s: &Storage, inst: &Instance, n: i64) -> Vec<TaskId> {
+    let tasks: Vec<NewTask> = (0..n)
+        .map(|k| {
+            let mut t = task(inst, Operation::Restart, T0 + k, None);
+            t.record.status = TaskStatus::Success;
+            t.record.updated_at = T0 + k;
+            t
+        })
+        .collect();
+    let ids = tasks.iter().map(|t| t.record.id.clone()).collect();
+    s.bulk.bulk_load(vec![], tasks).await.expect("loaded");
+    ids
+}
+
+#[tokio::test]
+async fn concurrent_prunes_of_the_same_records_remove_each_once_and_keep_counts_exact() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let p = inst.project_id.clone();
+        let loaded: HashSet<TaskId> = finished_tasks(s, &inst, 60).await.into_iter().collect();
+        let read = s.retention.finished_tasks(&inst.id, T0 + 1_000, None, 1_000).await.expect("read");
+        assert_eq!(read.len(), 61, "{}: the loaded tasks and the createInstance task", e.name);
+        // Oldest end first, and the cursor moves on from the last one read.
+        assert!(read.windows(2).all(|w| (w[0].ended_at, &w[0].id) < (w[1].ended_at, &w[1].id)), "{}", e.name);
+        let last = read.last().map(|c| (c.ended_at, c.id.clone()));
+        assert!(s.retention.finished_tasks(&inst.id, T0 + 1_000, last, 10).await.expect("read").is_empty());
+        let candidates: Vec<Candidate> = read.into_iter().filter(|c| loaded.contains(&c.id)).collect();
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                let (r, i, c, ev) =
+                    (s.retention.clone(), inst.id.clone(), candidates.clone(), prune_event(&p, inst.id.as_str()));
+                tokio::spawn(async move { r.prune_tasks(&i, c, PruneRule::Age, ev).await })
+            })
+            .collect();
+        let mut removed = 0;
+        for run in runs {
+            removed += run.await.expect("joined").expect("pruned");
+        }
+        assert_eq!(removed, 60, "{}: each record once", e.name);
+        let q = TaskQuery {
+            project_id: p.clone(),
+            instance_id: inst.id.clone(),
+            view: View::Background,
+            created_from: None,
+            created_to: None,
+            offset: 0,
+            limit: 100,
+        };
+        let (total, page) = s.tasks.list_tasks(&q).await.expect("list").expect("instance");
+        assert_eq!((total, page.len()), (1, 1), "{}: the createInstance task is left, and counted", e.name);
+        let ranged = TaskQuery { created_from: Some(T0 - 1), created_to: Some(T0 + 10_000), ..q };
+        let (total, page) = s.tasks.list_tasks(&ranged).await.expect("list").expect("instance");
+        assert_eq!(total as usize, page.len(), "{}: day buckets exact", e.name);
+        let events = s.audit.list_audit(None, None, 100).await.expect("audit");
+        let audited: u64 = events
+            .iter()
+            .filter(|e| e.action == "kafka-tasks:retention:prune")
+            .map(|e| e.detail.as_ref().and_then(|d| d["deleted"].as_u64()).unwrap_or(0))
+            .sum();
+        assert_eq!(audited, 60, "{}: batches that removed nothing leave no event", e.name);
+    }
+}
+
+#[tokio::test]
+async fn a_pruned_candidate_that_changed_since_it_was_read_stays() {
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let p = inst.project_id.clone();
+        let a = submit(s, &inst, Operation::Restart, T0 + 1, Some(T0 + 5_000)).await.expect("a").record.id;
+        let change = |status| ScheduleChange { execute_at: None, status };
+        s.tasks.update_scheduled(&p, &inst.id, &a, change(StatusChange::Cancel), T0 + 10, None).await.expect("u");
+        let read = s.retention.finished_tasks(&inst.id, T0 + 1_000, None, 10).await.expect("read");
+        assert!(read.iter().any(|c| c.id == a && c.status == TaskStatus::Cancelled), "{}", e.name);
+        // Resumed between the read and the prune: waiting again, never removed.
+        s.tasks.update_scheduled(&p, &inst.id, &a, change(StatusChange::Wait), T0 + 20, None).await.expect("u");
+        let mine: Vec<Candidate> = read.into_iter().filter(|c| c.id == a).collect();
+        let n = s.retention.prune_tasks(&inst.id, mine, PruneRule::Age, prune_event(&p, "x")).await.expect("prune");
+        assert_eq!(n, 0, "{}", e.name);
+        assert!(matches!(s.tasks.get_task(&p, &inst.id, &a, View::Scheduled).await.expect("get"), Found::Yes(_)));
+    }
+}
+
+#[tokio::test]
+async fn policies_are_stored_per_project_and_the_pruning_lease_has_one_holder() {
+    for e in engines().await {
+        let r = &e.storage.retention;
+        let p = project();
+        assert!(!r.has_retention_policies().await.expect("read"), "{}", e.name);
+        let policy = RetentionPolicy { max_age_days: Some(3), ..Default::default() };
+        r.put_retention(&p, Some(policy.clone()), T0, prune_event(&p, "p")).await.expect("put");
+        assert!(r.has_retention_policies().await.expect("read"), "{}", e.name);
+        assert_eq!(r.get_retention(&p).await.expect("get"), Some(policy), "{}", e.name);
+        r.put_retention(&p, None, T0, prune_event(&p, "p")).await.expect("reset");
+        assert!(!r.has_retention_policies().await.expect("read"), "{}", e.name);
+        assert_eq!(r.get_retention(&p).await.expect("get"), None, "{}", e.name);
+        assert!(r.take_prune_lease("a", T0, T0 + 100).await.expect("take"), "{}", e.name);
+        assert!(!r.take_prune_lease("b", T0 + 50, T0 + 150).await.expect("take"), "{}: held", e.name);
+        assert!(r.take_prune_lease("a", T0 + 60, T0 + 160).await.expect("renew"), "{}: renewed", e.name);
+        assert!(!r.take_prune_lease("b", T0 + 150, T0 + 250).await.expect("take"), "{}: renewed", e.name);
+        assert!(r.take_prune_lease("b", T0 + 161, T0 + 261).await.expect("take"), "{}: expired", e.name);
+        r.release_prune_lease("a").await.expect("a releases nothing it lost");
+        assert!(!r.take_prune_lease("a", T0 + 170, T0 + 270).await.expect("take"), "{}", e.name);
+        r.release_prune_lease("b").await.expect("release");
+        assert!(r.take_prune_lease("a", T0 + 171, T0 + 271).await.expect("take"), "{}: released", e.name);
+    }
+}

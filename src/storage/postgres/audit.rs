@@ -35,6 +35,40 @@ pub(super) async fn insert_audit(tx: &Transaction<'_>, e: &AuditEvent) -> StoreR
     Ok(())
 }
 
+/// Writes several events in one statement, in order.
+pub(super) async fn insert_audits(tx: &Transaction<'_>, events: &[AuditEvent]) -> StoreResult<()> {
+    let events: Vec<AuditEvent> = events.iter().map(AuditEvent::storable).collect();
+    let col = |f: fn(&AuditEvent) -> String| events.iter().map(f).collect::<Vec<String>>();
+    let at: Vec<i64> = events.iter().map(|e| e.at).collect();
+    let keys: Vec<Option<String>> = events.iter().map(|e| e.access_key.clone()).collect();
+    let status: Vec<i32> = events.iter().map(|e| i32::from(e.status)).collect();
+    let detail: Vec<Option<String>> = events.iter().map(|e| e.detail.as_ref().map(|d| d.to_string())).collect();
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO audit_events (at, request_id, project_id, user_id, user_name, access_key, action, target, \
+             status, detail) SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+             $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::INTEGER[], $10::TEXT[])",
+        )
+        .await?;
+    tx.execute(
+        &st,
+        &[
+            &at,
+            &col(|e| e.request_id.clone()),
+            &col(|e| e.project_id.clone()),
+            &col(|e| e.user_id.clone()),
+            &col(|e| e.user_name.clone()),
+            &keys,
+            &col(|e| e.action.clone()),
+            &col(|e| e.target.clone()),
+            &status,
+            &detail,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl AuditStore for Postgres {
     async fn append_audit(&self, e: AuditEvent) -> StoreResult<()> {

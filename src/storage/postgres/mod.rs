@@ -27,6 +27,7 @@ mod engine;
 pub(crate) mod events;
 mod instances;
 mod kernels;
+mod retention;
 mod runs;
 mod tasks;
 
@@ -41,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0004_task_totals.sql"),
     include_str!("../../../migrations/postgres/0005_master_key_check.sql"),
     include_str!("../../../migrations/postgres/0006_kernel_builds.sql"),
+    include_str!("../../../migrations/postgres/0007_retention.sql"),
     include_str!("../../../migrations/postgres/0008_task_events.sql"),
     include_str!("../../../migrations/postgres/0009_executors.sql"),
     include_str!("../../../migrations/postgres/0010_counter_shards.sql"),

@@ -11,7 +11,7 @@ use crate::domain::events::{EventKind, NewEvent};
 use crate::domain::placement::{placement, views_of};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
 use crate::domain::{deletion, rescheduling};
-use crate::storage::paging::{ListShape, bucket_of, bucket_range, list_sql, partial_edges};
+use crate::storage::paging::{ListShape, bucket_of, bucket_range, list_sql, partial_edges, removal_deltas};
 use crate::storage::postgres::events::append_events;
 
 pub(super) const TASK_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
@@ -155,6 +155,41 @@ pub(super) async fn bump_views(
         .await?;
     let codes: Vec<i16> = views.iter().map(|v| v.code() as i16).collect();
     tx.execute(&st, &[&instance.as_str(), &codes, &bucket_of(created_at), &delta]).await?;
+    Ok(())
+}
+
+/// Takes removed records out of their day buckets and totals (one statement, each counter row
+/// once, in (view, bucket) order so that concurrent batches lock the shared rows in one order)
+/// and logs a `task.deleted` event for each, at `at`.
+pub(super) async fn count_out(
+    tx: &Transaction<'_>,
+    instance: &InstanceId,
+    records: &[TaskRecord],
+    at: i64,
+) -> StoreResult<()> {
+    let deltas = removal_deltas(records);
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let logged: Vec<NewEvent> = records.iter().map(|r| NewEvent::of(EventKind::Deleted, r, None, at)).collect();
+    append_events(tx, &logged).await?;
+    let views: Vec<i16> = deltas.iter().map(|(v, _, _)| v.code() as i16).collect();
+    let buckets: Vec<i64> = deltas.iter().map(|(_, b, _)| *b).collect();
+    let ns: Vec<i64> = deltas.iter().map(|(_, _, n)| *n).collect();
+    let st = tx
+        .prepare_cached(concat!(
+            "WITH d AS (SELECT * FROM unnest($2::SMALLINT[], $3::BIGINT[], $4::BIGINT[]) WITH ORDINALITY AS u(v, b, n, o)), \
+             bk AS (INSERT INTO task_buckets (instance_id, view, bucket, shard, n) SELECT $1, v, b, ",
+            shard!(),
+            ", n FROM d ORDER BY o \
+             ON CONFLICT (instance_id, view, bucket, shard) DO UPDATE SET n = task_buckets.n + excluded.n) \
+             INSERT INTO task_totals (instance_id, view, shard, n) SELECT $1, v, ",
+            shard!(),
+            ", sum(n)::BIGINT FROM d GROUP BY v ORDER BY v \
+             ON CONFLICT (instance_id, view, shard) DO UPDATE SET n = task_totals.n + excluded.n"
+        ))
+        .await?;
+    tx.execute(&st, &[&instance.as_str(), &views, &buckets, &ns]).await?;
     Ok(())
 }
 
@@ -371,6 +406,46 @@ impl TaskStore for Postgres {
                 return Ok(DeleteOutcome::Deleted(Box::new(task)));
             }
         }
+    }
+
+    async fn delete_tasks(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        filter: &BulkFilter,
+        limit: u64,
+        audit: AuditEvent,
+    ) -> StoreResult<Option<BulkDeleted>> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        if !instance_exists(&tx, p, i).await? {
+            return Ok(None);
+        }
+        let statuses: Vec<&str> = filter.statuses_or_finished().iter().map(|s| s.as_str()).collect();
+        // Locked as read: a concurrent single delete or resume waits, or is waited for.
+        let st = tx
+            .prepare_cached(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM tasks WHERE instance_id = $1 AND in_background AND due_at IS NULL \
+                 AND created_at BETWEEN $2 AND $3 AND status = ANY($4) AND ($5::TEXT IS NULL OR name = $5) \
+                 ORDER BY created_at, id LIMIT $6 FOR UPDATE"
+            ))
+            .await?;
+        let fetch = limit.saturating_add(1).min(i64::MAX as u64) as i64;
+        let rows = tx.query(&st, &[&i.as_str(), &filter.from, &filter.to, &statuses, &filter.name, &fetch]).await?;
+        let read = rows.iter().map(task_from_row).collect::<StoreResult<Vec<_>>>()?;
+        let (deleted, more) = filter.select(read, limit);
+        if !deleted.is_empty() {
+            let ids: Vec<&str> = deleted.iter().map(|t| t.id.as_str()).collect();
+            let st = tx.prepare_cached("DELETE FROM tasks WHERE id = ANY($1)").await?;
+            tx.execute(&st, &[&ids]).await?;
+            count_out(&tx, i, &deleted, audit.at).await?;
+        }
+        insert_audits(&tx, &bulk_delete_events(&audit, filter, &deleted, more)).await?;
+        tx.commit().await?;
+        if !deleted.is_empty() {
+            self.events_committed();
+        }
+        Ok(Some(BulkDeleted { deleted, more }))
     }
 
     async fn update_scheduled(

@@ -11,7 +11,7 @@ use crate::domain::operation::Operation;
 use crate::domain::placement::{placement, views_of};
 use crate::domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
 use crate::domain::{deletion, rescheduling};
-use crate::storage::paging::{PageCount, bucket_of, bucket_range, partial_edges, unbounded};
+use crate::storage::paging::{BUCKET_MS, PageCount, bucket_of, bucket_range, partial_edges, removal_deltas, unbounded};
 use crate::storage::sqlite::events::append_events;
 
 pub(super) const TASK_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
@@ -120,6 +120,25 @@ pub(super) fn bump(
          ON CONFLICT (instance_id, view) DO UPDATE SET n = n + excluded.n",
     )?
     .execute(params![instance.as_str(), view.code(), delta])?;
+    Ok(())
+}
+
+/// Removes loaded records, takes them out of their day buckets and totals, each counter row
+/// once, and logs a `task.deleted` event for each, at `at`. The records are those of `instance`.
+pub(super) fn remove_records(
+    conn: &Connection,
+    instance: &InstanceId,
+    records: &[TaskRecord],
+    at: i64,
+) -> StoreResult<()> {
+    let logged: Vec<NewEvent> = records.iter().map(|r| NewEvent::of(EventKind::Deleted, r, None, at)).collect();
+    append_events(conn, &logged)?;
+    for r in records {
+        conn.prepare_cached("DELETE FROM tasks WHERE id = ?1")?.execute(params![r.id.as_str()])?;
+    }
+    for (view, bucket, delta) in removal_deltas(records) {
+        bump(conn, instance, view, bucket * BUCKET_MS, delta)?;
+    }
     Ok(())
 }
 
@@ -300,6 +319,50 @@ impl TaskStore for Sqlite {
             self.events_committed();
         }
         Ok(outcome)
+    }
+
+    async fn delete_tasks(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        filter: &BulkFilter,
+        limit: u64,
+        audit: AuditEvent,
+    ) -> StoreResult<Option<BulkDeleted>> {
+        let (p, i, filter) = (p.clone(), i.clone(), filter.clone());
+        let out = self
+            .write(move |conn| {
+                if !instance_exists(conn, &p, &i)? {
+                    return Ok(None);
+                }
+                let statuses: Vec<&str> = filter.statuses_or_finished().iter().map(|s| s.as_str()).collect();
+                let statuses = serde_json::to_string(&statuses).map_err(corrupt)?;
+                let mut st = conn.prepare_cached(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM tasks WHERE instance_id = ?1 AND in_background = 1 AND due_at IS NULL \
+                 AND created_at BETWEEN ?2 AND ?3 AND status IN (SELECT value FROM json_each(?4)) \
+                 AND (?5 IS NULL OR name = ?5) ORDER BY created_at, id LIMIT ?6"
+            ))?;
+                let fetch = limit.saturating_add(1).min(i64::MAX as u64) as i64;
+                let rows = st.query_map(
+                    params![i.as_str(), filter.from, filter.to, statuses, filter.name, fetch],
+                    task_from_row,
+                )?;
+                let mut read = Vec::new();
+                for r in rows {
+                    read.push(r??);
+                }
+                let (deleted, more) = filter.select(read, limit);
+                remove_records(conn, &i, &deleted, audit.at)?;
+                for event in bulk_delete_events(&audit, &filter, &deleted, more) {
+                    insert_audit(conn, &event)?;
+                }
+                Ok(Some(BulkDeleted { deleted, more }))
+            })
+            .await?;
+        if out.as_ref().is_some_and(|b| !b.deleted.is_empty()) {
+            self.events_committed();
+        }
+        Ok(out)
     }
 
     async fn update_scheduled(
