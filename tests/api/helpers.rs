@@ -89,7 +89,7 @@ pub fn serve_args(extra: &[&str]) -> kafka_tasks::config::ServeArgs {
     let mut argv = vec!["kafka-tasks", "serve", "--listen", "127.0.0.1:0", "--log-format", "text"];
     argv.extend_from_slice(extra);
     match Cli::try_parse_from(argv) {
-        Ok(Cli { command: Command::Serve(args) }) => args,
+        Ok(Cli { command: Command::Serve(args) }) => *args,
         other => panic!("bad test arguments: {other:?}"),
     }
 }
