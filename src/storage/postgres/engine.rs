@@ -151,6 +151,28 @@ pub(super) async fn leased(
     Ok(Some((task, operation, inst)))
 }
 
+/// Ends a step of a task `owner` still holds: `advance` moves the task and its instance (a
+/// rule of [`transition`]), then the writes it maps to, pipelined with the task's events. `None`
+/// when the lease is lost; else the outcome and whether events were logged.
+pub(super) async fn end_step(
+    tx: &Transaction<'_>,
+    owner: &str,
+    task_id: &TaskId,
+    now: i64,
+    lease_ms: i64,
+    advance: impl FnOnce(&mut TaskRecord, &mut Instance, &Operation) -> transition::Advance,
+) -> StoreResult<Option<(StepOutcome, bool)>> {
+    let Some((mut task, operation, mut inst)) = leased(tx, owner, task_id, now).await? else {
+        return Ok(None);
+    };
+    let before = Before::of(&task);
+    let advance = advance(&mut task, &mut inst, &operation);
+    let mut logged = Vec::new();
+    events::progressed(&before, &task, now, &mut logged);
+    tokio::try_join!(apply(tx, &task, &inst, advance.write(now, lease_ms), owner), append_events(tx, &logged))?;
+    Ok(Some((advance.into(), !logged.is_empty())))
+}
+
 #[async_trait]
 impl EngineStore for Postgres {
     async fn claim(
@@ -251,20 +273,18 @@ impl EngineStore for Postgres {
     ) -> StoreResult<StepOutcome> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let Some((mut task, operation, mut inst)) = leased(&tx, owner, task_id, now).await? else {
+        let ended = end_step(&tx, owner, task_id, now, lease_ms, |task, inst, op| {
+            transition::finish_steps(task, inst, op, step, now, ctx)
+        })
+        .await?;
+        let Some((outcome, logged)) = ended else {
             return Ok(StepOutcome::Lost);
         };
-        let before = Before::of(&task);
-        let advance = transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx);
-        let mut logged = Vec::new();
-        events::progressed(&before, &task, now, &mut logged);
-        // Pipelined with the step's writes.
-        tokio::try_join!(apply(&tx, &task, &inst, advance.write(now, lease_ms), owner), append_events(&tx, &logged))?;
         tx.commit().await?;
-        if !logged.is_empty() {
+        if logged {
             self.events_committed();
         }
-        Ok(advance.into())
+        Ok(outcome)
     }
 
     async fn renew_leases(&self, owner: &str, until: i64) -> StoreResult<()> {

@@ -2,12 +2,10 @@
 
 use async_trait::async_trait;
 
-use super::engine::{apply, leased};
+use super::engine::end_step;
 use super::*;
 use crate::domain::TaskId;
-use crate::domain::events::{self, Before};
 use crate::domain::transition;
-use crate::storage::postgres::events::append_events;
 
 #[async_trait]
 impl RunStore for Postgres {
@@ -66,15 +64,12 @@ impl RunStore for Postgres {
     ) -> StoreResult<StepOutcome> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let Some((mut task, operation, mut inst)) = leased(&tx, owner, task_id, now).await? else {
+        let ended =
+            end_step(&tx, owner, task_id, now, 0, |task, inst, op| transition::fail_step(task, inst, op, step, now))
+                .await?;
+        let Some((outcome, logged)) = ended else {
             return Ok(StepOutcome::Lost);
         };
-        let before = Before::of(&task);
-        let advance = transition::fail_step(&mut task, &mut inst, &operation, step, now);
-        apply(&tx, &task, &inst, advance.write(now, 0), owner).await?;
-        let mut logged = Vec::new();
-        events::progressed(&before, &task, now, &mut logged);
-        append_events(&tx, &logged).await?;
         let st = tx
             .prepare_cached(
                 "UPDATE task_runs SET reason = $2, output_tail = $3, token_hash = NULL, updated_at = $4 WHERE task_id = $1",
@@ -83,10 +78,10 @@ impl RunStore for Postgres {
         tx.execute(&st, &[&task_id.as_str(), &reason, &output_tail, &now]).await?;
         insert_audit(&tx, &audit).await?;
         tx.commit().await?;
-        if !logged.is_empty() {
+        if logged {
             self.events_committed();
         }
-        Ok(advance.into())
+        Ok(outcome)
     }
 
     async fn holds_lease(&self, owner: &str, task: &TaskId, now: i64) -> StoreResult<bool> {

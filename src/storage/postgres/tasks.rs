@@ -167,12 +167,12 @@ pub(super) async fn count_out(
     records: &[TaskRecord],
     at: i64,
 ) -> StoreResult<()> {
+    let logged: Vec<NewEvent> = records.iter().map(|r| NewEvent::of(EventKind::Deleted, r, None, at)).collect();
+    append_events(tx, &logged).await?;
     let deltas = removal_deltas(records);
     if deltas.is_empty() {
         return Ok(());
     }
-    let logged: Vec<NewEvent> = records.iter().map(|r| NewEvent::of(EventKind::Deleted, r, None, at)).collect();
-    append_events(tx, &logged).await?;
     let views: Vec<i16> = deltas.iter().map(|(v, _, _)| v.code() as i16).collect();
     let buckets: Vec<i64> = deltas.iter().map(|(_, b, _)| *b).collect();
     let ns: Vec<i64> = deltas.iter().map(|(_, _, n)| *n).collect();

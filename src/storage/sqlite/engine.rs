@@ -53,6 +53,29 @@ pub(super) fn leased(
     Ok(Some((task, operation, inst)))
 }
 
+/// Ends a step of a task `owner` still holds: `advance` moves the task and its instance (a
+/// rule of [`transition`]), then the writes it maps to and the task's events. `None` when the
+/// lease is lost; else the outcome and whether events were logged.
+pub(super) fn end_step(
+    conn: &Connection,
+    owner: &str,
+    task_id: &TaskId,
+    now: i64,
+    lease_ms: i64,
+    advance: impl FnOnce(&mut TaskRecord, &mut Instance, &Operation) -> transition::Advance,
+) -> StoreResult<Option<(StepOutcome, bool)>> {
+    let Some((mut task, operation, mut inst)) = leased(conn, owner, task_id, now)? else {
+        return Ok(None);
+    };
+    let before = Before::of(&task);
+    let advance = advance(&mut task, &mut inst, &operation);
+    apply(conn, &task, &inst, advance.write(now, lease_ms), owner)?;
+    let mut logged = Vec::new();
+    events::progressed(&before, &task, now, &mut logged);
+    append_events(conn, &logged)?;
+    Ok(Some((advance.into(), !logged.is_empty())))
+}
+
 /// The engine's gauges, read through the partial index of unfinished tasks (`tasks_due`).
 pub(super) const STATS_SQL: &str = "SELECT coalesce(sum(status = 'CREATED'), 0), coalesce(sum(status = 'EXECUTING'), 0), \
      coalesce(sum(due_at <= ?1), 0), min(CASE WHEN due_at <= ?1 AND due_at > 0 THEN due_at END), \
@@ -123,16 +146,10 @@ impl EngineStore for Sqlite {
         let (owner, task_id) = (owner.to_owned(), task_id.clone());
         let (outcome, logged) = self
             .write(move |conn| {
-                let Some((mut task, operation, mut inst)) = leased(conn, &owner, &task_id, now)? else {
-                    return Ok((StepOutcome::Lost, false));
-                };
-                let before = Before::of(&task);
-                let advance = transition::finish_steps(&mut task, &mut inst, &operation, step, now, ctx);
-                apply(conn, &task, &inst, advance.write(now, lease_ms), &owner)?;
-                let mut logged = Vec::new();
-                events::progressed(&before, &task, now, &mut logged);
-                append_events(conn, &logged)?;
-                Ok((advance.into(), !logged.is_empty()))
+                let ended = end_step(conn, &owner, &task_id, now, lease_ms, |task, inst, op| {
+                    transition::finish_steps(task, inst, op, step, now, ctx)
+                })?;
+                Ok(ended.unwrap_or((StepOutcome::Lost, false)))
             })
             .await?;
         if logged {

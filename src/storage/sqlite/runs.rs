@@ -3,12 +3,10 @@
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
-use super::engine::{apply, leased};
+use super::engine::end_step;
 use super::*;
 use crate::domain::TaskId;
-use crate::domain::events::{self, Before};
 use crate::domain::transition;
-use crate::storage::sqlite::events::append_events;
 
 /// Begins an attempt: the first at a step, or one more at the step begun last.
 pub(super) const BEGIN_ATTEMPT_SQL: &str = "INSERT INTO task_runs (task_id, step, attempt, token_hash, updated_at) \
@@ -74,21 +72,18 @@ impl RunStore for Sqlite {
     ) -> StoreResult<StepOutcome> {
         let (owner, task_id) = (owner.to_owned(), task_id.clone());
         let (outcome, logged) = self.write(move |conn| {
-            let Some((mut task, operation, mut inst)) = leased(conn, &owner, &task_id, now)? else {
+            let ended = end_step(conn, &owner, &task_id, now, 0, |task, inst, op| {
+                transition::fail_step(task, inst, op, step, now)
+            })?;
+            let Some((outcome, logged)) = ended else {
                 return Ok((StepOutcome::Lost, false));
             };
-            let before = Before::of(&task);
-            let advance = transition::fail_step(&mut task, &mut inst, &operation, step, now);
-            apply(conn, &task, &inst, advance.write(now, 0), &owner)?;
-            let mut logged = Vec::new();
-            events::progressed(&before, &task, now, &mut logged);
-            append_events(conn, &logged)?;
             conn.prepare_cached(
                 "UPDATE task_runs SET reason = ?2, output_tail = ?3, token_hash = NULL, updated_at = ?4 WHERE task_id = ?1",
             )?
             .execute(params![task_id.as_str(), reason, output_tail, now])?;
             insert_audit(conn, &audit)?;
-            Ok((advance.into(), !logged.is_empty()))
+            Ok((outcome, logged))
         })
         .await?;
         if logged {
