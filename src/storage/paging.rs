@@ -226,16 +226,14 @@ pub fn list_sql(shape: ListShape, columns: &str, filter: &str) -> String {
 /// What removing `records` takes from the counts, one entry per (view, day bucket), so that a
 /// batch delete updates each counter row once.
 pub fn removal_deltas(records: &[crate::domain::TaskRecord]) -> Vec<(View, i64, i64)> {
-    let mut deltas = std::collections::BTreeMap::<(i64, i64), i64>::new();
+    // Ordered by (view, bucket), the order concurrent batches lock the counter rows in.
+    let mut deltas = std::collections::BTreeMap::<(i64, i64), (View, i64)>::new();
     for r in records {
         for view in crate::domain::placement::views_of(r) {
-            *deltas.entry((view.code(), bucket_of(r.created_at))).or_default() -= 1;
+            deltas.entry((view.code(), bucket_of(r.created_at))).or_insert((view, 0)).1 -= 1;
         }
     }
-    deltas
-        .into_iter()
-        .map(|((code, bucket), n)| (if code == 0 { View::Background } else { View::Scheduled }, bucket, n))
-        .collect()
+    deltas.into_iter().map(|((_, bucket), (view, n))| (view, bucket, n)).collect()
 }
 
 #[cfg(test)]
