@@ -56,6 +56,11 @@ pub struct EventArgs {
     #[arg(long, env = "KAFKA_TASKS_EVENT_STREAMS_PER_KEY", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub event_streams_per_key: u64,
 
+    /// Event streams open at once per project, whatever its keys and users; more are answered
+    /// 429. Keeps one project's many keys from taking every stream of the process from the others.
+    #[arg(long, env = "KAFKA_TASKS_EVENT_STREAMS_PER_PROJECT", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub event_streams_per_project: u64,
+
     /// A stream ends after this long (s); the client reconnects with `Last-Event-ID` and is
     /// authenticated again, so a revoked key or an expired token stops reading.
     #[arg(long, env = "KAFKA_TASKS_EVENT_STREAM_LIFETIME_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -90,8 +95,10 @@ pub struct Streams {
     lifetime: Duration,
     total: Arc<Semaphore>,
     per_key_max: usize,
-    /// Open streams per credential; an entry goes when its last stream ends, so the map holds
-    /// at most as many entries as there are open streams.
+    per_project_max: usize,
+    /// Open streams per credential (`project/key`) and per project (`project`); an entry goes
+    /// when its last stream ends, so the map holds at most twice as many entries as there are
+    /// open streams.
     per_key: Mutex<HashMap<String, usize>>,
     shutdown: watch::Receiver<bool>,
 }
@@ -104,21 +111,24 @@ impl Streams {
             lifetime: Duration::from_secs(args.event_stream_lifetime_secs),
             total: Arc::new(Semaphore::new(args.event_streams_max as usize)),
             per_key_max: args.event_streams_per_key as usize,
+            per_project_max: args.event_streams_per_project as usize,
             per_key: Mutex::new(HashMap::new()),
             shutdown,
         }
     }
 
-    /// A slot for one more stream of `key`, or `None` past either cap.
-    fn admit(self: &Arc<Self>, key: String) -> Option<Slot> {
+    /// A slot for one more stream of `key` in `project`, or `None` past any cap.
+    fn admit(self: &Arc<Self>, project: &str, key: &str) -> Option<Slot> {
         let permit = self.total.clone().try_acquire_owned().ok()?;
         let mut open = self.per_key.lock().ok()?;
-        let n = open.entry(key.clone()).or_insert(0);
-        if *n >= self.per_key_max {
+        let key = format!("{project}/{key}");
+        let (of_key, of_project) = (open.get(&key).copied().unwrap_or(0), open.get(project).copied().unwrap_or(0));
+        if of_key >= self.per_key_max || of_project >= self.per_project_max {
             return None;
         }
-        *n += 1;
-        Some(Slot { streams: self.clone(), key, _permit: permit })
+        open.insert(key.clone(), of_key + 1);
+        open.insert(project.to_owned(), of_project + 1);
+        Some(Slot { streams: self.clone(), counted: [key, project.to_owned()], _permit: permit })
     }
 }
 
@@ -126,18 +136,20 @@ impl Streams {
 /// went away, the lifetime ended, or the server shuts down).
 struct Slot {
     streams: Arc<Streams>,
-    key: String,
+    /// The credential's and the project's entries it counts in.
+    counted: [String; 2],
     _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.streams.per_key.lock()
-            && let Some(n) = open.get_mut(&self.key)
-        {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.key);
+        let Ok(mut open) = self.streams.per_key.lock() else { return };
+        for entry in &self.counted {
+            if let Some(n) = open.get_mut(entry) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(entry);
+                }
             }
         }
     }
@@ -237,12 +249,8 @@ async fn open(
 ) -> Result<Response, ApiError> {
     let after = resume_point(q, headers)?;
     let identity = &caller.0;
-    let key = format!(
-        "{}/{}",
-        identity.project_id.as_str(),
-        identity.access_key.as_deref().unwrap_or(identity.user_id.as_str())
-    );
-    let slot = state.events.admit(key).ok_or(ApiError::Throttled(1))?;
+    let key = identity.access_key.as_deref().unwrap_or(identity.user_id.as_str());
+    let slot = state.events.admit(identity.project_id.as_str(), key).ok_or(ApiError::Throttled(1))?;
     let store = state.storage.events.clone();
     let mut skip = std::collections::HashSet::new();
     let (cursor, first) = match store.event_start(after).await? {
@@ -395,6 +403,7 @@ mod tests {
             event_poll_ms: 1_000,
             event_streams_max: 4,
             event_streams_per_key: 2,
+            event_streams_per_project: 3,
             event_stream_lifetime_secs: 60,
             event_retention_secs: 60,
             event_retention_max: 1_000,
@@ -429,7 +438,7 @@ mod tests {
             assert!(matches!(stored, Ok(Ok(_))), "{stored:?}");
         }
         let streams = Arc::new(Streams::new(&args(), watch::channel(false).1));
-        let slot = streams.admit("k".into()).expect("a slot");
+        let slot = streams.admit("p", "k").expect("a slot");
         let store = storage.events.clone();
         let mut reader = Reader {
             signal: store.event_signal(),
@@ -459,9 +468,15 @@ mod tests {
         }
         assert_eq!(seen, 250);
         // Caps: a second stream of the key fits, a third does not; dropping gives the slot back.
-        let second = streams.admit("k".into()).expect("second");
-        assert!(streams.admit("k".into()).is_none());
+        let second = streams.admit("p", "k").expect("second");
+        assert!(streams.admit("p", "k").is_none());
         drop(second);
-        assert!(streams.admit("k".into()).is_some());
+        let second = streams.admit("p", "k").expect("the slot came back");
+        // The project's third stream fits through another key, its fourth does not; another
+        // project still has room under the overall cap.
+        let third = streams.admit("p", "k2").expect("third");
+        assert!(streams.admit("p", "k3").is_none());
+        assert!(streams.admit("q", "k").is_some());
+        drop((second, third));
     }
 }

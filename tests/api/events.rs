@@ -399,6 +399,58 @@ async fn streams_are_capped_per_key_and_give_their_slot_back() {
     drop(b);
 }
 
+/// Attack: one project mints keys (or users) and opens streams with each until the process has
+/// none left for anyone else. Its streams stop at its own cap; another project's still open.
+#[tokio::test]
+async fn one_project_with_many_keys_cannot_take_every_stream() {
+    let app = TestApp::spawn_with(&[
+        "--time-scale",
+        "0",
+        "--event-streams-per-key",
+        "2",
+        "--event-streams-per-project",
+        "3",
+        "--event-streams-max",
+        "5",
+    ])
+    .await;
+    let path = project_events(&app);
+    let mut held = Vec::new();
+    for user in ["k1", "k2", "k3"] {
+        let cred = app.credential(PROJECT, user, Role::Readonly).await;
+        for _ in 0..2 {
+            match open_as(&app, &cred, &path, &[]).await {
+                Ok(s) => held.push(s),
+                Err(res) => res.assert_error(429, "APIGW.0308"),
+            }
+        }
+    }
+    assert_eq!(held.len(), 3, "the project holds its own cap of streams, no more");
+    // A fresh key of the same project is refused too: the cap is the project's, not the key's.
+    let fresh = app.credential(PROJECT, "k4", Role::Readonly).await;
+    open_as(&app, &fresh, &path, &[]).await.err().expect("over the project's cap").assert_error(429, "APIGW.0308");
+    // Another project still has the room the first one could not take.
+    let other = app.credential(OTHER_PROJECT, "bob", Role::Readonly).await;
+    let other_path = format!("/v2/{OTHER_PROJECT}/tasks/events");
+    let b = open_as(&app, &other, &other_path, &[]).await.ok().expect("another project's stream");
+    // A stream the project drops gives its project slot back.
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match open_as(&app, &fresh, &path, &[]).await {
+            Ok(s) => {
+                held.push(s);
+                break;
+            }
+            Err(res) => {
+                assert!(Instant::now() < deadline, "project slot never came back: {}", res.text);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    drop((held, b));
+}
+
 #[tokio::test]
 async fn a_slow_reader_gets_every_event_late_but_in_order() {
     let app = TestApp::spawn().await;
