@@ -8,14 +8,8 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "PostgreSQL on 127.0.0.1:5432"
-if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
-  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
-  fi
-  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
-fi
-pg_isready -h 127.0.0.1 -p 5432
+step "PostgreSQL on 127.0.0.1:5432 (installed and started if missing)"
+./scripts/postgres.sh
 
 step "Python venv with the official SDK"
 if [ ! -x .venv/bin/python ]; then
