@@ -1,4 +1,5 @@
-//! Identifiers as the DMS API formats them. Each parses from a string and rejects anything else.
+//! Identifiers as the DMS API formats them, and Kafka topic names as Kafka allows them. Each
+//! parses from a string and rejects anything else.
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,6 +15,12 @@ pub struct InstanceId(String);
 /// A task, scheduled task or job id: 32 lowercase hexadecimal characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskId(String);
+
+/// A Kafka topic name, by Kafka's own rule: 1 to 249 characters of `[a-zA-Z0-9._-]`, and
+/// neither `.` nor `..`. Executors hand topics to Kafka's tools and split their output on
+/// whitespace; a name outside the rule (a tab, a newline) could become several topics there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicName(String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidId;
@@ -46,6 +53,18 @@ impl FromStr for TaskId {
     type Err = InvalidId;
     fn from_str(s: &str) -> Result<Self, InvalidId> {
         if is_hex32(s, false) { Ok(TaskId(s.to_owned())) } else { Err(InvalidId) }
+    }
+}
+
+impl FromStr for TopicName {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, InvalidId> {
+        let legal = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+        if (1..=249).contains(&s.len()) && s != "." && s != ".." && s.bytes().all(legal) {
+            Ok(TopicName(s.to_owned()))
+        } else {
+            Err(InvalidId)
+        }
     }
 }
 
@@ -96,7 +115,7 @@ macro_rules! string_id {
         }
     )*};
 }
-string_id!(ProjectId, InstanceId, TaskId);
+string_id!(ProjectId, InstanceId, TaskId, TopicName);
 
 #[cfg(test)]
 mod tests {
@@ -128,5 +147,17 @@ mod tests {
         assert!("8ABFA7B372160BFD0172165864064079".parse::<TaskId>().is_err());
         assert!("8abfa7b372160bfd017216586406407".parse::<TaskId>().is_err());
         assert_eq!(TaskId::generate().as_str().len(), 32);
+    }
+
+    #[test]
+    fn topic_names_follow_kafkas_rule() {
+        let longest = "a".repeat(249);
+        for good in ["orders", "orders.v2", "__consumer_offsets", "my-topic_1", "...", "-", "A9", &longest] {
+            assert!(good.parse::<TopicName>().is_ok(), "{good:?} refused");
+        }
+        let too_long = "a".repeat(250);
+        for bad in ["", ".", "..", "a b", "a\tb", "a\nb", "a\rb", "a/b", "a:b", "tópico", "a\u{202e}b", &too_long] {
+            assert!(bad.parse::<TopicName>().is_err(), "{bad:?} accepted");
+        }
     }
 }

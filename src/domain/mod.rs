@@ -18,7 +18,7 @@ pub mod time;
 pub mod transition;
 
 pub use clock::Clock;
-pub use ids::{InstanceId, ProjectId, TaskId};
+pub use ids::{InstanceId, ProjectId, TaskId, TopicName};
 pub use task::{Step, StepStatus, TaskRecord, TaskStatus};
 pub use time::{CompactTime, now_ms};
 

@@ -4,9 +4,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::Invalid;
 use super::instance::{Instance, InstanceStatus, MAX_BROKERS, MAX_STORAGE_GB, NewInstance, config_def};
 use super::task::{Step, StepStatus};
+use super::{Invalid, TopicName};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConfigChange {
@@ -602,9 +602,10 @@ pub fn schedule(body: &Value, now: i64) -> Result<Option<i64>, Invalid> {
     }
 }
 
-/// PartitionReassignRequest: every broker named must exist (ids `0..broker_num`). Only the
-/// fields it interprets are recorded (topic, brokers, replication_factor, and each assignment's
-/// partition and brokers): whatever else an entry carries is dropped, not stored.
+/// PartitionReassignRequest: every topic named as Kafka allows ([`TopicName`]), every broker
+/// named existing (ids `0..broker_num`). Only the fields it interprets are recorded (topic,
+/// brokers, replication_factor, and each assignment's partition and brokers): whatever else an
+/// entry carries is dropped, not stored.
 pub fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
     let list = body.get("reassignments").and_then(Value::as_array).ok_or(Invalid::Param("reassignments"))?;
     if list.is_empty() || list.len() > 500 {
@@ -615,17 +616,15 @@ pub fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
         |ids: &Vec<Value>| !ids.is_empty() && ids.len() <= MAX_BROKERS as usize && ids.iter().all(broker_ok);
     let mut kept = Vec::with_capacity(list.len());
     for r in list {
-        let topic = r.get("topic").and_then(Value::as_str).ok_or(Invalid::Param("topic"))?;
-        if topic.is_empty() || topic.len() > 249 {
-            return Err(Invalid::Param("topic"));
-        }
+        let topic: TopicName =
+            r.get("topic").and_then(Value::as_str).and_then(|t| t.parse().ok()).ok_or(Invalid::Param("topic"))?;
         let brokers = r.get("brokers").and_then(Value::as_array);
         let assignment = r.get("assignment").and_then(Value::as_array);
         if brokers.is_none() && assignment.is_none() {
             return Err(Invalid::Param("brokers"));
         }
         let mut entry = serde_json::Map::new();
-        entry.insert("topic".into(), topic.into());
+        entry.insert("topic".into(), topic.as_str().into());
         if let Some(brokers) = brokers {
             if !brokers_ok(brokers) {
                 return Err(Invalid::Param("brokers"));
@@ -859,6 +858,19 @@ mod tests {
             reassign(&json!({"reassignments":[{"topic":"t","brokers":[0],"replication_factor":2}]}), &inst),
             Err(Invalid::Param("replication_factor"))
         );
+    }
+
+    #[test]
+    fn reassigned_topics_follow_kafkas_rule() {
+        let inst = instance();
+        let one = |topic: &str| json!({"reassignments":[{"topic":"fine","brokers":[0]},{"topic":topic,"brokers":[0]}]});
+        assert!(reassign(&one("orders.v2_x-1"), &inst).is_ok());
+        for bad in ["a\tb", "a\nb", "a b", ".", ".."] {
+            assert_eq!(reassign(&one(bad), &inst), Err(Invalid::Param("topic")), "{bad:?}");
+        }
+        // One recorded before the rule no longer applies when it is due.
+        let recorded = Operation::Reassign { reassignments: json!([{"topic":"a\tb","brokers":[0]}]), throttle: None };
+        assert!(recorded.still_applies(&inst).is_err());
     }
 
     #[test]

@@ -506,6 +506,8 @@ pub mod shapes {
 
     #[derive(ToSchema)]
     pub struct Reassignment {
+        /// Kafka's rule: 1 to 249 of `a-z A-Z 0-9 . _ -`, not `.` or `..` (else 400 `DMS.00400062`).
+        #[schema(pattern = "^[a-zA-Z0-9._-]{1,249}$")]
         topic: String,
         brokers: Option<Vec<i32>>,
         replication_factor: Option<i32>,

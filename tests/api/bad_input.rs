@@ -1,6 +1,7 @@
 //! Bad input gets the spec's error, never a 500, a panic or a hang, and changes nothing.
 
 use reqwest::Method;
+use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
 
@@ -131,4 +132,40 @@ async fn the_console_page_is_served_without_credentials() {
     assert!(page.text.contains("X-Auth-Token"), "the page authenticates with a token");
     let root = app.send(Method::GET, "/", None, &[]).await;
     assert_eq!(root.status, 200, "/ leads to the console");
+}
+
+/// Kafka's own rule for topic names: 1 to 249 of `[a-zA-Z0-9._-]`, and not `.` or `..`.
+/// Executors split and quote what the task carries; a topic outside the rule (a tab, a
+/// newline) could become more than one topic there.
+#[tokio::test]
+async fn topic_names_outside_kafkas_rule_are_refused_and_create_nothing() {
+    let app = TestApp::spawn().await;
+    let inst = app.create_instance().await;
+    let before = app.task_count(&inst).await;
+    let long = "t".repeat(250);
+    for topic in ["", "a\tb", "a\nb", "orders\t9\nother", "a b", ".", "..", &long, "tópico", "a/b", "a\u{202e}b"] {
+        let entry = json!({"topic": topic, "brokers": [0, 1]});
+        app.reassign(&inst, json!({"reassignments": [entry]})).await.assert_error(400, "DMS.00400062");
+        let with_a_good_one = json!({"reassignments": [{"topic": "fine", "brokers": [0]}, entry]});
+        app.reassign(&inst, with_a_good_one).await.assert_error(400, "DMS.00400062");
+        let later =
+            json!({"reassignments": [entry], "is_schedule": true, "execute_at": app.clock.now_ms() + 3_600_000});
+        app.reassign(&inst, later).await.assert_error(400, "DMS.00400062");
+        let estimate = json!({"reassignments": [entry], "time_estimate": true});
+        app.reassign(&inst, estimate).await.assert_error(400, "DMS.00400062");
+    }
+    assert_eq!(app.task_count(&inst).await, before);
+    assert_eq!(app.list_scheduled(&inst, "").await.json()["job_count"], 0);
+
+    let longest = "x".repeat(249);
+    let good = ["orders.v2", "__consumer_offsets", "my-topic_1", "...", "-", &longest];
+    let body = json!({"reassignments": good.iter().map(|t| json!({"topic": t, "brokers": [0]})).collect::<Vec<_>>()});
+    let res = app.reassign(&inst, body).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let job = res.json()["job_id"].as_str().expect("job_id").to_owned();
+    let task = app.wait_task_status(&inst, &job, "SUCCESS").await;
+    let params: Value = serde_json::from_str(task["params"].as_str().expect("params")).expect("params are JSON");
+    let kept: Vec<&str> =
+        params["reassignments"].as_array().expect("a list").iter().filter_map(|r| r["topic"].as_str()).collect();
+    assert_eq!(kept, good);
 }

@@ -258,22 +258,23 @@ async fn a_scheduled_task_cancelled_before_it_fires_never_starts_its_executor() 
 #[tokio::test]
 async fn a_hostile_params_value_reaches_the_executor_only_as_data() {
     let work = Work::new();
-    let app = serve(&work.exec_config(&["kafkaPartitionReassign"], "", "")).await;
+    let app = serve(&work.exec_config(&["extendInstance"], "", "")).await;
     let inst = app.create_instance().await;
-    let hostile = "t$(touch pwned-dollar)`touch pwned-tick`;touch pwned-semi\n|touch pwned-pipe&& '\"${HOME}";
-    let res = app.reassign(&inst, json!({"reassignments": [{"topic": hostile, "brokers": [0, 1]}]})).await;
+    // A product id is free text of up to 64 bytes (topic names follow Kafka's stricter rule).
+    let hostile = "$(touch pw-d)`touch pw-t`;touch pw-s\n|touch pw-p&&'\"${HOME}";
+    let res = app.resize(&inst, json!({"oper_type": "vertical", "new_product_id": hostile})).await;
     assert_eq!(res.status, 200, "{}", res.text);
     let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
     app.wait_task_status(&inst, &task, "SUCCESS").await;
     let params: Value =
         serde_json::from_str(&work.file(&format!("{task}.pre_check.1.params"))).expect("KT_PARAMS is JSON");
-    assert_eq!(params["reassignments"][0]["topic"], hostile, "byte for byte, in the environment");
+    assert_eq!(params["new_product_id"], hostile, "byte for byte, in the environment");
     let doc: Value = serde_json::from_str(&work.file(&format!("{task}.pre_check.1.stdin"))).expect("JSON on stdin");
-    assert_eq!(doc["params"]["reassignments"][0]["topic"], hostile, "byte for byte, on stdin");
+    assert_eq!(doc["params"]["new_product_id"], hostile, "byte for byte, on stdin");
     let made: Vec<String> = std::fs::read_dir(work.path())
         .expect("dir")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("pwned"))
+        .filter(|n| n.starts_with("pw-"))
         .collect();
     assert!(made.is_empty(), "the value ran as code: {made:?}");
 }
