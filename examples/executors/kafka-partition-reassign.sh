@@ -3,9 +3,10 @@
 # mode "task" (run once; it reports {"step": …} as it moves from pre_check to
 # reassign_partitions to verify, and its exit ends the task).
 #
-# STATUS: an illustration. Not run in tests and never run against a broker here; the pieces
-# it builds on (the task on stdin and in KT_*, progress lines, step lines, attempts) are
-# what tests/api/executors.rs tests with its own probe.
+# STATUS: an illustration, never run against a broker here. Its plan building is run by the
+# tests against a stub kafka-reassign-partitions.sh (tests/api/executors.rs,
+# "the_reassign_example_…"); the pieces it builds on (the task on stdin and in KT_*, progress
+# lines, step lines, attempts) are what tests/api/executors.rs tests with its own probe.
 #
 # Idempotent: the reassignment plan is written once per task ($STATE_DIR/$KT_TASK_ID.json) and
 # reused by a later attempt; --execute is skipped when --verify shows the plan under way or done,
@@ -34,10 +35,13 @@ if [ ! -s "$plan" ]; then
         | select(.assignment) | .topic as $t | .assignment[]
         | {topic: $t, partition: .partition, replicas: .partition_brokers}]}')
     printf '%s' "$explicit" > "$plan.explicit"
-    printf '%s' "$KT_PARAMS" | jq -r '.reassignments[] | select(.assignment | not)
-        | "\(.topic)\t\(.brokers | map(tostring) | join(","))"' |
-    while IFS="$(printf '\t')" read -r topic brokers; do
-        jq -cn --arg t "$topic" '{version: 1, topics: [{topic: $t}]}' > "$plan.topics"
+    # One entry a line as compact JSON, read whole: jq -c escapes every tab and newline inside
+    # a string, so no topic can be read back as more than one (topic, brokers) pair. The
+    # topic goes to the tool only inside the JSON file jq writes, the brokers as one argument.
+    printf '%s' "$KT_PARAMS" | jq -c '.reassignments[] | select(.assignment | not)' |
+    while IFS= read -r entry; do
+        printf '%s' "$entry" | jq -c '{version: 1, topics: [{topic: .topic}]}' > "$plan.topics"
+        brokers=$(printf '%s' "$entry" | jq -r '.brokers | map(tostring) | join(",")')
         reassign --generate --topics-to-move-json-file "$plan.topics" --broker-list "$brokers" |
             sed -n '/Proposed partition reassignment configuration/{n;p;}' > "$plan.generated"
         jq -c --slurpfile g "$plan.generated" '.partitions += $g[0].partitions' "$plan.explicit" > "$plan.next"
