@@ -177,7 +177,7 @@ async fn credentials(cmd: CredentialsCommand) -> anyhow::Result<()> {
                     "user_name": c.user_name, "role": c.role, "created_at": crate::domain::time::iso_ms(c.created_at),
                     "revoked": c.revoked_at.is_some(),
                 });
-                println!("{line}");
+                println!("{}", crate::client::output::inert_json(line.to_string()));
             }
         }
         CredentialsCommand::Revoke { access_key, db } => {
@@ -288,7 +288,8 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
     for e in storage.audit.list_audit(project.as_ref(), since, limit).await? {
         let mut v = serde_json::to_value(&e)?;
         v["at"] = serde_json::json!(crate::domain::time::iso_ms(e.at));
-        println!("{v}");
+        // Audited values were written by API callers: nothing in them may act on a terminal.
+        println!("{}", crate::client::output::inert_json(v.to_string()));
     }
     Ok(())
 }
@@ -366,7 +367,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::client::output::escape(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

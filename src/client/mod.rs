@@ -487,7 +487,8 @@ pub async fn run(cmd: ClientCommand) -> ExitCode {
     match dispatch(cmd).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {f}");
+            // Its message may quote the server (an error's code and message, a step's name).
+            eprintln!("error: {}", output::escape(&f.to_string()));
             ExitCode::from(f.exit_code())
         }
     }
@@ -512,13 +513,23 @@ impl Ctx {
     /// The API's JSON as it came (pretty), for `--output json`.
     fn print_json(&self, v: &Value) {
         if !v.is_null() {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+            println!("{}", output::json_text(v));
         }
     }
 
-    /// `msg` for people, or the API's JSON.
-    fn done(&self, v: &Value, msg: impl FnOnce() -> String) {
-        if self.json() { self.print_json(v) } else { println!("{}", msg()) }
+    /// The API's answer: with `-o json` as it came, else what `render` makes of it for people.
+    /// `render` reads the answer with every string escaped ([`output::for_people`]), so that
+    /// nothing the server sent acts on the terminal, whichever of it `render` prints.
+    fn show(&self, v: &Value, render: impl FnOnce(&Value) -> String) {
+        if self.json() { self.print_json(v) } else { println!("{}", render(&output::for_people(v))) }
+    }
+
+    /// A sentence for people (nothing with `-o json`), escaped whole: it may name an id the
+    /// server sent.
+    fn say(&self, line: &str) {
+        if !self.json() {
+            println!("{}", output::escape(line));
+        }
     }
 
     async fn wait_for(
@@ -537,9 +548,7 @@ impl Ctx {
         let (true, Some(job)) = (w.wait, job) else { return Ok(()) };
         let started = std::time::Instant::now();
         self.wait_for(instance, job, w, false).await?;
-        if !self.json() {
-            println!("task {job} SUCCESS after {}", output::duration(started.elapsed().as_secs()));
-        }
+        self.say(&format!("task {job} SUCCESS after {}", output::duration(started.elapsed().as_secs())));
         Ok(())
     }
 
@@ -568,9 +577,8 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
             let body = json!({ "enable_auto_topic": matches!(a.state, OnOff::On) });
             let path = c.api.instance_path(&a.inst.instance, "/autotopic");
             let v = c.api.send("POST", &path, &[], Some(&body)).await?;
-            let job = v.get("job_id").and_then(Value::as_str);
-            c.done(&v, || format!("task {} started", job.unwrap_or("?")));
-            c.follow(&a.inst.instance, job, &a.wait).await
+            c.show(&v, |v| format!("task {} started", v["job_id"].as_str().unwrap_or("?")));
+            c.follow(&a.inst.instance, v.get("job_id").and_then(Value::as_str), &a.wait).await
         }
         ClientCommand::Resize(a) => {
             let c = Ctx::new(&a.conn)?;
@@ -582,9 +590,8 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
             };
             let path = format!("/v2/{}/kafka/instances/{}/extend", c.api.project, a.inst.instance);
             let v = c.api.send("POST", &path, &[], Some(&body)).await?;
-            let job = v.get("job_id").and_then(Value::as_str);
-            c.done(&v, || format!("task {} started", job.unwrap_or("?")));
-            c.follow(&a.inst.instance, job, &a.wait).await
+            c.show(&v, |v| format!("task {} started", v["job_id"].as_str().unwrap_or("?")));
+            c.follow(&a.inst.instance, v.get("job_id").and_then(Value::as_str), &a.wait).await
         }
         ClientCommand::Reassign(a) => {
             let c = Ctx::new(&a.conn)?;
@@ -609,8 +616,12 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
             let path = format!("/v2/{}/kafka/instances/{}/upgrade", c.api.project, a.inst.instance);
             if a.check {
                 let v = c.api.get(&path, &[]).await?;
-                let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
-                c.done(&v, || fields(&[("current", s("current_version")), ("latest", s("latest_version"))]));
+                c.show(&v, |v| {
+                    let s = |k: &str| str_of(v, k).to_owned();
+                    let mut out = fields(&[("current", s("current_version")), ("latest", s("latest_version"))]);
+                    out.pop();
+                    out
+                });
                 return Ok(());
             }
             let mut body = json!({});
@@ -638,7 +649,7 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
                     request_id: None,
                 });
             }
-            c.done(&v, || format!("restart of {} started", a.inst.instance));
+            c.show(&v, |_| format!("restart of {} started", a.inst.instance));
             if a.wait.wait {
                 let job = c.newest_task(&a.inst.instance, "restartInstance").await?;
                 c.follow(&a.inst.instance, Some(&job), &a.wait).await?;
@@ -670,40 +681,42 @@ async fn retention(c: Ctx, cmd: RetentionCommand) -> Result<(), Failure> {
             c.api.send("PUT", &path, &[], Some(&body)).await?
         }
     };
-    if c.json() {
-        c.print_json(&v);
-        return Ok(());
-    }
-    let p = &v["policy"];
-    let days = |d: &Value| d.as_u64().map_or_else(|| "forever".to_owned(), |d| format!("{d} days"));
-    let mut rows = vec![
-        ("source", str_of(&v, "source").to_owned()),
-        ("max age", days(&p["max_age_days"])),
-        ("per instance", p["max_tasks_per_instance"].as_u64().map_or_else(|| "no cap".to_owned(), |n| n.to_string())),
-    ];
-    if let Some(over) = p["overrides"].as_object() {
-        for (name, d) in over {
-            rows.push(("override", format!("{name}: {}", days(d))));
+    c.show(&v, |v| {
+        let p = &v["policy"];
+        let days = |d: &Value| d.as_u64().map_or_else(|| "forever".to_owned(), |d| format!("{d} days"));
+        let mut rows = vec![
+            ("source", str_of(v, "source").to_owned()),
+            ("max age", days(&p["max_age_days"])),
+            (
+                "per instance",
+                p["max_tasks_per_instance"].as_u64().map_or_else(|| "no cap".to_owned(), |n| n.to_string()),
+            ),
+        ];
+        if let Some(over) = p["overrides"].as_object() {
+            for (name, d) in over {
+                rows.push(("override", format!("{name}: {}", days(d))));
+            }
         }
-    }
-    print!("{}", fields(&rows));
+        let mut out = fields(&rows);
+        out.pop();
+        out
+    });
     Ok(())
 }
 
 /// `{"job_id"}` (follows it with `--wait`), `{"schedule_id"}` or `{"reassignment_time"}`.
 async fn operation_started(c: &Ctx, v: &Value, instance: &str, w: &WaitArgs) -> Result<(), Failure> {
-    let s = |k: &str| v.get(k).and_then(Value::as_str);
     if let Some(secs) = v.get("reassignment_time").and_then(Value::as_u64) {
-        c.done(v, || format!("estimated time: {}", output::duration(secs)));
+        c.show(v, |_| format!("estimated time: {}", output::duration(secs)));
         return Ok(());
     }
-    if let Some(id) = s("schedule_id") {
-        c.done(v, || format!("task {id} scheduled; see `kafka-tasks scheduled list -i {instance}`"));
+    if v.get("schedule_id").is_some() {
+        let see = format!("see `kafka-tasks scheduled list -i {instance}`");
+        c.show(v, |v| format!("task {} scheduled; {see}", str_of(v, "schedule_id")));
         return Ok(());
     }
-    let job = s("job_id");
-    c.done(v, || format!("task {} started", job.unwrap_or("?")));
-    c.follow(instance, job, w).await
+    c.show(v, |v| format!("task {} started", v["job_id"].as_str().unwrap_or("?")));
+    c.follow(instance, v.get("job_id").and_then(Value::as_str), w).await
 }
 
 /// Adds `is_schedule` + `execute_at` (epoch ms) for `--at`.
@@ -802,28 +815,27 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
         TasksCommand::List { inst, page } => {
             let path = c.api.instance_path(&inst.instance, "/tasks");
             let v = c.api.get(&path, &page_query(&page)?).await?;
-            if c.json() {
-                c.print_json(&v);
-            } else {
+            c.show(&v, |v| {
                 let list = v.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default();
                 let rows = task_rows(&list, false);
-                print!("{}", table(&["ID", "NAME", "STATUS", "CREATED", "USER"], rows, c.colour));
-                println!("{} of {} tasks", list.len(), str_of(&v, "task_count"));
-            }
+                let mut out = table(&["ID", "NAME", "STATUS", "CREATED", "USER"], rows, c.colour);
+                out.push_str(&format!("{} of {} tasks", list.len(), str_of(v, "task_count")));
+                out
+            });
         }
         TasksCommand::Show { inst, task } => {
             let path = c.api.instance_path(&inst.instance, &format!("/tasks/{task}"));
             let v = c.api.get(&path, &[]).await?;
-            let t = v.get("tasks").and_then(|t| t.get(0)).cloned().unwrap_or(Value::Null);
-            c.done(&v, || {
+            c.show(&v, |v| {
+                let t = &v["tasks"][0];
                 let mut out = fields(&[
-                    ("id", str_of(&t, "id").to_owned()),
-                    ("name", str_of(&t, "name").to_owned()),
-                    ("status", output::paint_status(str_of(&t, "status"), c.colour)),
-                    ("user", format!("{} ({})", str_of(&t, "user_name"), str_of(&t, "user_id"))),
+                    ("id", str_of(t, "id").to_owned()),
+                    ("name", str_of(t, "name").to_owned()),
+                    ("status", output::paint_status(str_of(t, "status"), c.colour)),
+                    ("user", format!("{} ({})", str_of(t, "user_name"), str_of(t, "user_id"))),
                     ("created", t.get("created_at").map(|s| when(s, now)).unwrap_or_default()),
                     ("updated", t.get("updated_at").map(|s| when(s, now)).unwrap_or_default()),
-                    ("params", str_of(&t, "params").to_owned()),
+                    ("params", str_of(t, "params").to_owned()),
                 ]);
                 out.pop();
                 out
@@ -832,7 +844,7 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
         TasksCommand::Progress { inst, task } => {
             let path = c.api.instance_path(&inst.instance, &format!("/tasks/{task}/progress"));
             let v = c.api.get(&path, &[]).await?;
-            c.done(&v, || {
+            c.show(&v, |v| {
                 let steps = v.get("step_list").and_then(Value::as_array).cloned().unwrap_or_default();
                 let rows = steps
                     .iter()
@@ -856,7 +868,7 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
         TasksCommand::Delete { inst, task: Some(task), .. } => {
             let path = c.api.instance_path(&inst.instance, &format!("/tasks/{task}"));
             let v = c.api.send("DELETE", &path, &[], None).await?;
-            c.done(&v, || format!("deleted task {task}"));
+            c.show(&v, |_| format!("deleted task {task}"));
         }
         TasksCommand::Delete { inst, task: None, before, since, status, name } => {
             let now = now_ms();
@@ -886,15 +898,13 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
                     break;
                 }
             }
-            if !c.json() {
-                println!("deleted {total} finished task(s)");
-            }
+            c.say(&format!("deleted {total} finished task(s)"));
         }
         TasksCommand::Wait { inst, task, timeout } => {
             let w = WaitArgs { wait: true, timeout };
             let started = std::time::Instant::now();
             let t = c.wait_for(&inst.instance, &task, &w, false).await?;
-            c.done(&json!({ "task_count": "1", "tasks": [t] }), || {
+            c.show(&json!({ "task_count": "1", "tasks": [t] }), |_| {
                 format!("task {task} SUCCESS after {}", output::duration(started.elapsed().as_secs()))
             });
         }
@@ -908,32 +918,31 @@ async fn scheduled(c: Ctx, cmd: ScheduledCommand) -> Result<(), Failure> {
         ScheduledCommand::List { inst, page } => {
             let path = c.api.instance_path(&inst.instance, "/scheduled-tasks");
             let v = c.api.get(&path, &page_query(&page)?).await?;
-            if c.json() {
-                c.print_json(&v);
-            } else {
+            c.show(&v, |v| {
                 let list = v.get("jobs").and_then(Value::as_array).cloned().unwrap_or_default();
                 let rows = task_rows(&list, true);
-                print!("{}", table(&["ID", "NAME", "STATUS", "SCHEDULED FOR", "CREATED", "USER"], rows, c.colour));
+                let mut out = table(&["ID", "NAME", "STATUS", "SCHEDULED FOR", "CREATED", "USER"], rows, c.colour);
                 let total = v.get("job_count").and_then(Value::as_u64).unwrap_or(0);
-                println!("{} of {total} scheduled tasks", list.len());
-            }
+                out.push_str(&format!("{} of {total} scheduled tasks", list.len()));
+                out
+            });
         }
         ScheduledCommand::Reschedule { inst, task, at } => {
             let ms = parse_time(&at, now_ms())?;
             let v = c.api.send("PUT", &task_path(&inst, &task), &[("execute_at", compact(ms))], None).await?;
-            c.done(&v, || format!("task {task} now due {}", when(&json!(ms), now_ms())));
+            c.show(&v, |_| format!("task {task} now due {}", when(&json!(ms), now_ms())));
         }
         ScheduledCommand::Resume { inst, task } => {
             let v = c.api.send("PUT", &task_path(&inst, &task), &[("status", "null".into())], None).await?;
-            c.done(&v, || format!("task {task} waits again"));
+            c.show(&v, |_| format!("task {task} waits again"));
         }
         ScheduledCommand::Cancel { inst, task } => {
             let v = c.api.send("PUT", &task_path(&inst, &task), &[("status", "CANCELLED".into())], None).await?;
-            c.done(&v, || format!("cancelled task {task}"));
+            c.show(&v, |_| format!("cancelled task {task}"));
         }
         ScheduledCommand::Delete { inst, task } => {
             let v = c.api.send("DELETE", &task_path(&inst, &task), &[], None).await?;
-            c.done(&v, || format!("deleted scheduled task {task}"));
+            c.show(&v, |_| format!("deleted scheduled task {task}"));
         }
     }
     Ok(())
@@ -944,9 +953,7 @@ async fn instances(c: Ctx, cmd: InstancesCommand) -> Result<(), Failure> {
     match cmd {
         InstancesCommand::List => {
             let v = c.api.get(&format!("/v2/{}/instances", c.api.project), &[]).await?;
-            if c.json() {
-                c.print_json(&v);
-            } else {
+            c.show(&v, |v| {
                 let list = v.get("instances").and_then(Value::as_array).cloned().unwrap_or_default();
                 let rows = list
                     .iter()
@@ -963,13 +970,14 @@ async fn instances(c: Ctx, cmd: InstancesCommand) -> Result<(), Failure> {
                         ]
                     })
                     .collect();
-                print!("{}", table(&["ID", "NAME", "STATUS", "VERSION", "STORAGE GB", "CREATED"], rows, c.colour));
-                println!("{} instance{}", list.len(), if list.len() == 1 { "" } else { "s" });
-            }
+                let mut out = table(&["ID", "NAME", "STATUS", "VERSION", "STORAGE GB", "CREATED"], rows, c.colour);
+                out.push_str(&format!("{} instance{}", list.len(), if list.len() == 1 { "" } else { "s" }));
+                out
+            });
         }
         InstancesCommand::Show { instance } => {
             let v = c.api.get(&c.api.instance_path(&instance, ""), &[]).await?;
-            c.done(&v, || {
+            c.show(&v, |v| {
                 let keys = [
                     "instance_id",
                     "name",
@@ -1020,7 +1028,7 @@ async fn instances(c: Ctx, cmd: InstancesCommand) -> Result<(), Failure> {
             let path = format!("/v2/kafka/{}/instances", c.api.project);
             let v = c.api.send("POST", &path, &[], Some(&body)).await?;
             let id = str_of(&v, "instance_id").to_owned();
-            c.done(&v, || format!("instance {id} is being created"));
+            c.show(&v, |v| format!("instance {} is being created", str_of(v, "instance_id")));
             if wait.wait {
                 let job = c.newest_task(&id, "createInstance").await?;
                 c.follow(&id, Some(&job), &wait).await?;
@@ -1054,11 +1062,11 @@ async fn instances(c: Ctx, cmd: InstancesCommand) -> Result<(), Failure> {
                 return Err(Failure::Usage("nothing to change: give at least one of the flags (see --help)".into()));
             }
             let v = c.api.send("PUT", &c.api.instance_path(&instance, ""), &[], Some(&Value::Object(body))).await?;
-            c.done(&v, || format!("updated instance {instance}"));
+            c.show(&v, |_| format!("updated instance {instance}"));
         }
         InstancesCommand::Delete { instance, wait } => {
             let v = c.api.send("DELETE", &c.api.instance_path(&instance, ""), &[], None).await?;
-            c.done(&v, || format!("instance {instance} is being deleted"));
+            c.show(&v, |_| format!("instance {instance} is being deleted"));
             if wait.wait {
                 let started = std::time::Instant::now();
                 match c.newest_task(&instance, "deleteInstance").await {
@@ -1069,9 +1077,7 @@ async fn instances(c: Ctx, cmd: InstancesCommand) -> Result<(), Failure> {
                     Err(Failure::Api { status: 404, .. }) => {}
                     Err(e) => return Err(e),
                 }
-                if !c.json() {
-                    println!("instance {instance} deleted after {}", output::duration(started.elapsed().as_secs()));
-                }
+                c.say(&format!("instance {instance} deleted after {}", output::duration(started.elapsed().as_secs())));
             }
         }
     }
@@ -1082,9 +1088,7 @@ async fn configs(c: Ctx, cmd: ConfigsCommand) -> Result<(), Failure> {
     match cmd {
         ConfigsCommand::Get { inst } => {
             let v = c.api.get(&c.api.instance_path(&inst.instance, "/configs"), &[]).await?;
-            if c.json() {
-                c.print_json(&v);
-            } else {
+            c.show(&v, |v| {
                 let list = v.get("kafka_configs").and_then(Value::as_array).cloned().unwrap_or_default();
                 let rows = list
                     .iter()
@@ -1095,8 +1099,10 @@ async fn configs(c: Ctx, cmd: ConfigsCommand) -> Result<(), Failure> {
                             .collect()
                     })
                     .collect();
-                print!("{}", table(&["NAME", "VALUE", "DEFAULT", "KIND", "VALID VALUES"], rows, c.colour));
-            }
+                let mut out = table(&["NAME", "VALUE", "DEFAULT", "KIND", "VALID VALUES"], rows, c.colour);
+                out.pop();
+                out
+            });
         }
         ConfigsCommand::Set { inst, items, wait } => {
             let mut list = vec![];
@@ -1107,17 +1113,16 @@ async fn configs(c: Ctx, cmd: ConfigsCommand) -> Result<(), Failure> {
             }
             let body = json!({ "kafka_configs": list });
             let v = c.api.send("PUT", &c.api.instance_path(&inst.instance, "/configs"), &[], Some(&body)).await?;
-            let job = v.get("job_id").and_then(Value::as_str);
-            c.done(&v, || {
+            c.show(&v, |v| {
                 let n = |k: &str| v.get(k).map(Value::to_string).unwrap_or_default();
                 format!(
                     "task {} started ({} dynamic, {} static)",
-                    job.unwrap_or("?"),
+                    v["job_id"].as_str().unwrap_or("?"),
                     n("dynamic_config"),
                     n("static_config")
                 )
             });
-            c.follow(&inst.instance, job, &wait).await?;
+            c.follow(&inst.instance, v.get("job_id").and_then(Value::as_str), &wait).await?;
         }
     }
     Ok(())

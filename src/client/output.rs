@@ -1,9 +1,89 @@
 //! What the CLI prints for people: aligned tables, local times with relative ages, statuses in
-//! colour only on a terminal (never when piped, never with `NO_COLOR`).
+//! colour only on a terminal (never when piped, never with `NO_COLOR`); and what keeps the
+//! server's words from acting on that terminal.
+//!
+//! Everything the server sends is data, and some of it was written by other users (an
+//! instance's description, a task's params) or by whoever answers on the endpoint. Before it
+//! reaches a terminal, every character a terminal would act on ([`acts_on_terminal`]) is
+//! written as a visible escape by [`escape`]: always, not only on a terminal, since a pipe or a
+//! file may end on one (`| less -R`, `cat log`). The places that print for people apply it:
+//! answers are rendered from [`for_people`], their copy with every string escaped; sentences
+//! and error lines are escaped whole; `-o json` keeps the answer exact ([`json_text`]).
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 
 use chrono::{DateTime, Local, Utc};
+use serde_json::Value;
+
+/// Whether a terminal may act on `c` rather than show it: the C0 controls (ESC starts escape
+/// sequences: cursor moves, window titles, OSC 52 clipboard writes; CR rewrites a line), DEL,
+/// the C1 controls (U+009B is CSI to some terminals), and the bidirectional overrides, isolates
+/// and marks that reorder what is shown.
+pub fn acts_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `s` with every character a terminal would act on written visibly: `\n`, `\r`, `\t`,
+/// `\x1b` (C0 and DEL), `\u{9b}` (C1 and bidi controls). Everything else is left as it is.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(acts_on_terminal) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c if acts_on_terminal(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The API's answer as people see it: every string, and every object key, [`escape`]d.
+pub fn for_people(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(escape(s).into_owned()),
+        Value::Array(items) => Value::Array(items.iter().map(for_people).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (escape(k).into_owned(), for_people(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The API's answer as `-o json` prints it: pretty, and once parsed exactly the answer, with
+/// nothing a terminal acts on ([`inert_json`]).
+pub fn json_text(v: &Value) -> String {
+    inert_json(serde_json::to_string_pretty(v).unwrap_or_default())
+}
+
+/// JSON text as serde_json writes it, with DEL, the C1 controls and the bidi controls written
+/// as `\uXXXX` escapes: serde_json escapes only the C0 controls. Parsed, it is the same value:
+/// such characters can only occur inside strings, where `\uXXXX` means the same character.
+pub fn inert_json(text: String) -> String {
+    let raw = |c: char| c > '\u{7e}' && acts_on_terminal(c);
+    if !text.chars().any(raw) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if raw(c) {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// Whether stdout gets colours: a terminal, and `NO_COLOR` unset or empty.
 pub fn colour_stdout() -> bool {
@@ -143,6 +223,34 @@ mod tests {
         assert_eq!(relative(now - 180_000, now), "3 min ago");
         assert_eq!(relative(now + 7_200_000, now), "in 2 h");
         assert_eq!(relative(now + 7_199_000, now), "in 2 h");
+    }
+
+    #[test]
+    fn whatever_a_terminal_acts_on_is_escaped_visibly() {
+        assert_eq!(escape("plain text, accents é and 表"), "plain text, accents é and 表");
+        assert!(matches!(escape("plain"), Cow::Borrowed(_)));
+        assert_eq!(escape("a\r\x1b[2Kb\x1b]52;c;eA==\x07"), r"a\r\x1b[2Kb\x1b]52;c;eA==\x07");
+        assert_eq!(escape("\n\t\0\x7f"), r"\n\t\x00\x7f");
+        assert_eq!(escape("\u{9b}31m\u{85}"), r"\u{9b}31m\u{85}");
+        assert_eq!(escape("\u{202e}cod.exe\u{2066}\u{2069}\u{200f}"), r"\u{202e}cod.exe\u{2066}\u{2069}\u{200f}");
+        let escaped = escape("\x1b\u{9b}\u{202e}\x7f\r");
+        assert!(!escaped.chars().any(acts_on_terminal), "{escaped}");
+    }
+
+    #[test]
+    fn people_read_a_copy_with_every_string_and_key_escaped() {
+        let v = serde_json::json!({"a\x1b": ["\r", 1, null, {"k": "\u{85}"}], "n": 2});
+        assert_eq!(for_people(&v), serde_json::json!({r"a\x1b": [r"\r", 1, null, {"k": r"\u{85}"}], "n": 2}));
+    }
+
+    #[test]
+    fn json_output_is_exact_and_inert() {
+        let hostile = "\r\x1b]0;t\x07\u{9b}\u{85}\x7f\u{202e}\u{2066}\\u0085\"é";
+        let v = serde_json::json!({ "description": hostile, hostile: [hostile] });
+        let text = json_text(&v);
+        assert!(!text.chars().any(|c| c != '\n' && acts_on_terminal(c)), "{text:?}");
+        assert_eq!(serde_json::from_str::<Value>(&text).ok(), Some(v));
+        assert!(text.contains(r"\u009b\u0085\u007f\u202e\u2066"), "{text}");
     }
 
     #[test]

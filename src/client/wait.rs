@@ -5,7 +5,9 @@
 //! names it, and otherwise every [`QUIET_LOOK`] (every second with a live bar, whose remaining
 //! time moves). Without the stream it polls about once a second (429s are waited out by
 //! [`Api::send`]).
-//! Progress goes to stderr so that stdout keeps only the command's result.
+//! Progress goes to stderr so that stdout keeps only the command's result. What it shows is
+//! read from the answers' escaped copy ([`super::output::for_people`]) and the task id escaped
+//! once (an operation's answer named it), so that nothing the server sent acts on the terminal.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -15,7 +17,7 @@ use serde_json::Value;
 
 use super::events::{EventReader, Heard};
 use super::http::Api;
-use super::output::{duration, paint_status};
+use super::output::{duration, escape, for_people, paint_status};
 use super::{Failure, OK_STATUSES};
 
 /// How long a wait that follows the event stream goes without looking at the task.
@@ -82,6 +84,7 @@ fn parse_progress(p: &Value, status: &str) -> Seen {
 /// when it failed or was cancelled, [`Failure::Timeout`] past the timeout.
 pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
     let started = Instant::now();
+    let shown_task = escape(w.task);
     let live = std::io::stderr().is_terminal();
     let colour = live && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let bar = if live {
@@ -119,7 +122,8 @@ pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
             Err(Failure::Api { status: 404, .. }) if w.gone_is_success => break Ok(Value::Null),
             Err(e) => break Err(e),
         };
-        let seen = parse_progress(&progress, &status);
+        // `seen` is what people are shown; the status as sent decides below.
+        let seen = parse_progress(&for_people(&progress), &escape(&status));
         let ended = matches!(status.as_str(), "SUCCESS" | "FAILED" | "CANCELLED" | "DELETED");
         match &bar {
             Some(bar) => {
@@ -130,7 +134,7 @@ pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
                     String::new()
                 };
                 let left = if ended { String::new() } else { format!(" · {} left", duration(seen.remain_secs)) };
-                bar.set_message(format!("{} {step}{left}", paint_status(&status, colour)));
+                bar.set_message(format!("{} {step}{left}", paint_status(&seen.status, colour)));
             }
             None => {
                 let changed = last.as_ref().is_none_or(|l| l.status != seen.status || l.step != seen.step);
@@ -138,7 +142,7 @@ pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
                     let at = chrono::Local::now().format("%H:%M:%S");
                     let mut err = std::io::stderr().lock();
                     let how = mode.take().map(|m| format!(" ({m})")).unwrap_or_default();
-                    let _ = writeln!(err, "{at} {} {}{how}", w.task, seen.line(false));
+                    let _ = writeln!(err, "{at} {shown_task} {}{how}", seen.line(false));
                 }
             }
         }
@@ -146,6 +150,7 @@ pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
         if ended {
             break match (status.as_str(), last.as_ref()) {
                 ("SUCCESS", _) => Ok(task),
+                // Failures are escaped where they are printed ([`super::run`]).
                 ("FAILED", Some(s)) if !s.step_name.is_empty() => {
                     Err(Failure::TaskFailed(format!("task {} FAILED at step {}", w.task, s.step_name)))
                 }
@@ -175,7 +180,7 @@ pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
     if result.is_ok() && w.gone_is_success && last.as_ref().is_some_and(|l| l.status != "SUCCESS") {
         // The instance went away with its task: the deletion is done.
         let at = chrono::Local::now().format("%H:%M:%S");
-        let _ = writeln!(std::io::stderr().lock(), "{at} {} SUCCESS 100% (instance removed)", w.task);
+        let _ = writeln!(std::io::stderr().lock(), "{at} {shown_task} SUCCESS 100% (instance removed)");
     }
     result
 }

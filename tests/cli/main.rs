@@ -573,3 +573,160 @@ async fn wait_follows_the_event_stream_and_polls_when_it_is_refused() {
     assert!(set.stderr.lines().last().is_some_and(|l| l.contains("SUCCESS") && l.contains("100%")), "{}", set.stderr);
     drop(held);
 }
+
+/// Line rewriting, an erased line, a window title, a clipboard write (OSC 52), a C1 CSI, DEL
+/// and a right-to-left override: what a hostile value may hold.
+const HOSTILE: &str =
+    "all good\r\x1b[2K\x1b]0;owned\x07\x1b]52;c;cm0gLXJmIH4=\x07\u{9b}31m\u{85}\x7f\t\u{202e}lave\u{2066}x\u{2069}";
+
+/// Asserts that `text` holds nothing a terminal acts on: no control character but the line
+/// ends, no bidirectional override or isolate.
+#[track_caller]
+fn assert_inert(text: &str, what: &str) {
+    let bad: Vec<char> = text
+        .chars()
+        .filter(|&c| {
+            (c.is_control() && c != '\n')
+                || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+        .collect();
+    assert!(bad.is_empty(), "{what} holds {bad:?}: {text:?}");
+}
+
+/// A value stored through the API by someone with an operator key reaches whoever reads it
+/// with the CLI as visible escapes, never as raw control sequences; `-o json` keeps it exact.
+#[tokio::test(flavor = "multi_thread")]
+async fn values_from_the_server_cannot_drive_the_terminal() {
+    let f = Fixture::start();
+    let inst = f.running_instance("cli-hostile");
+    let path = format!("/v2/{PROJECT}/instances/{inst}");
+    let body = serde_json::json!({ "description": HOSTILE }).to_string();
+    let r = f.api.send("PUT", &path, Some(&body)).await.expect("the API answers");
+    assert!(r.status < 300, "{}", r.text);
+    assert_eq!(f.get(&path).await["description"], HOSTILE, "the API keeps the value as given");
+
+    let shown = f.run(&["instances", "show", &inst]).ok();
+    assert_inert(&shown.stdout, "instances show");
+    assert_inert(&shown.stderr, "instances show (stderr)");
+    let line = shown.stdout.lines().find(|l| l.starts_with("description")).unwrap_or_default();
+    assert!(line.contains(r"all good\r\x1b[2K\x1b]0;owned\x07\x1b]52;c;cm0gLXJmIH4=\x07"), "escaped visibly: {line}");
+    assert!(line.contains(r"\u{9b}31m\u{85}\x7f\t\u{202e}lave\u{2066}x\u{2069}"), "escaped visibly: {line}");
+
+    let json = f.run(&["instances", "show", &inst, "-o", "json"]).ok();
+    assert_inert(&json.stdout, "instances show -o json");
+    assert_eq!(json.json()["description"], HOSTILE, "-o json is the value exactly");
+    assert_eq!(json.json(), f.get(&path).await);
+}
+
+/// A tiny HTTP server on loopback that answers every request from `route(method, path)`:
+/// (status, JSON body). It stops with the test process.
+fn hostile_server(route: fn(&str, &str) -> (u16, String)) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = std::io::Read::read_exact(&mut reader, &mut body);
+            let mut words = first.split_whitespace();
+            let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+            let (status, body) = route(method, target.split('?').next().unwrap_or_default());
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// A server that answers with hostile values everywhere: task and instance lists, a task, its
+/// progress (a FAILED task whose step is hostile), the retention policy, and errors whose code,
+/// message and request id are.
+fn hostile_route(_method: &str, path: &str) -> (u16, String) {
+    use serde_json::json;
+    let task = json!({"id": HOSTILE, "name": HOSTILE, "status": "FAILED", "user_name": HOSTILE,
+                      "user_id": HOSTILE, "params": HOSTILE, "created_at": "2026-01-01T00:00:00.000Z"});
+    let (status, body) = if path.ends_with("/tasks/events") {
+        (404, json!({"error_code": "DMS.00404001", "error_msg": "no stream"}))
+    } else if path.ends_with("/progress") {
+        (
+            200,
+            json!({"progress_percentage": 50, "remain_time": 5, "step_list": [{"name": HOSTILE, "statue": "FAILED"}]}),
+        )
+    } else if path.ends_with("/tasks/retention") {
+        (200, json!({"source": HOSTILE, "policy": {"max_age_days": 3, "overrides": {HOSTILE: 1}}}))
+    } else if path.ends_with("/instances") {
+        let one = json!({"instance_id": HOSTILE, "name": HOSTILE, "status": HOSTILE, "engine_version": HOSTILE,
+                         "storage_space": HOSTILE});
+        (200, json!({"instance_num": 1, "instances": [one]}))
+    } else if path.contains("/tasks/") {
+        (200, json!({"task_count": "1", "tasks": [task]}))
+    } else if path.ends_with("/tasks") {
+        (200, json!({"task_count": HOSTILE, "tasks": [task]}))
+    } else {
+        (400, json!({"error_code": HOSTILE, "error_msg": HOSTILE, "request_id": HOSTILE}))
+    };
+    (status, body.to_string())
+}
+
+/// What a hostile (or compromised) server answers reaches stdout and stderr inert: tables,
+/// detail views, the wait's progress lines, the failure and the error line.
+#[test]
+fn a_hostile_server_cannot_drive_the_terminal_through_any_output() {
+    let base = hostile_server(hostile_route);
+    let inst = "11111111-2222-3333-4444-555555555555";
+    let task = "8abfa7b372160bfd0172165864064079";
+    let cli = |args: &[&str]| {
+        run({
+            let mut c = Command::new(BIN);
+            c.args(args)
+                .env_clear()
+                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+                .env("KAFKA_TASKS_ENDPOINT", &base)
+                .env("KAFKA_TASKS_TOKEN", "t")
+                .env("HUAWEICLOUD_SDK_PROJECT_ID", PROJECT);
+            c
+        })
+    };
+    let commands: &[&[&str]] = &[
+        &["tasks", "list", "-i", inst],
+        &["tasks", "show", "-i", inst, task],
+        &["tasks", "progress", "-i", inst, task],
+        &["tasks", "wait", "-i", inst, task],
+        &["instances", "show", inst],
+        &["instances", "list"],
+        &["retention", "show"],
+        &["tasks", "list", "-i", inst, "-o", "json"],
+    ];
+    for args in commands {
+        let out = cli(args);
+        assert!(!out.stdout.is_empty() || !out.stderr.is_empty(), "{args:?} printed nothing");
+        assert_inert(&out.stdout, &format!("{args:?} stdout"));
+        assert_inert(&out.stderr, &format!("{args:?} stderr"));
+    }
+    let refused = cli(&["instances", "show", inst]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(refused.stderr.starts_with(r"error: all good\r\x1b[2K"), "{}", refused.stderr);
+    assert_eq!(refused.stderr.lines().count(), 1, "one error line: {}", refused.stderr);
+    let failed = cli(&["tasks", "wait", "-i", inst, task]);
+    assert_eq!(failed.code, 3, "{failed:?}");
+    assert!(failed.stderr.contains(r"FAILED at step all good\r\x1b[2K"), "{}", failed.stderr);
+    let json = cli(&["tasks", "list", "-i", inst, "-o", "json"]).ok();
+    assert_eq!(json.json()["tasks"][0]["name"], HOSTILE, "-o json is the answer exactly");
+}
