@@ -101,11 +101,8 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         engine_wake: wake.clone(),
         time_scale: args.time_scale,
         step_context,
-        metrics: if args.net.metrics_listen.is_some() { None } else { Some(metrics_handle()) },
-        body_guard: Arc::new(http::BodyGuard::new(
-            args.net.body_budget_bytes,
-            Duration::from_millis(args.net.body_timeout_ms),
-        )),
+        metrics: (args.net.metrics_listen == serve::MetricsListen::Api).then(metrics_handle),
+        body_guard: Arc::new(http::BodyGuard::new(&args.net)),
         readiness: Arc::default(),
         events: Arc::new(http::events::Streams::new(&args.events, shutdown_rx.clone())),
         retention_defaults: Arc::new(pruner.defaults.clone()),
@@ -137,9 +134,23 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     tokio::spawn(telemetry::sample_forever(storage.clone(), shutdown_rx.clone()));
     let mut opts = args.net.serve_options();
     opts.max_connections = serve::fit_connection_cap(opts.max_connections);
-    let (metrics_addr, metrics_server) = match args.net.metrics_listen {
-        Some(at) => {
-            let listener = serve::bind(at)?;
+    let metrics_listener = match args.net.metrics_listen {
+        serve::MetricsListen::At(at) => match serve::bind(at) {
+            Ok(l) => Some(l),
+            Err(e) if args.net.metrics_listen.is_default() && e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::warn!(
+                    addr = %at,
+                    "metrics not served: the default metrics address is in use (another server on this host?); \
+                     choose one with --metrics-listen ADDR, or 'api' or 'off'"
+                );
+                None
+            }
+            Err(e) => return Err(anyhow::anyhow!("cannot serve metrics on {at} (--metrics-listen): {e}")),
+        },
+        serve::MetricsListen::Api | serve::MetricsListen::Off => None,
+    };
+    let (metrics_addr, metrics_server) = match metrics_listener {
+        Some(listener) => {
             let bound = listener.local_addr()?;
             let app = http::health::metrics_router(metrics_handle());
             let stop = shutdown_rx.clone();

@@ -27,6 +27,12 @@ pub const REJECT_REASONS: &[&str] = &["uri_too_long", "body_too_large", "body_ti
 pub const AUTH_FAILURES: &str = "kafka_tasks_auth_failures_total";
 pub const RATE_LIMITED: &str = "kafka_tasks_rate_limited_total";
 pub const BODY_BUDGET_REFUSALS: &str = "kafka_tasks_body_budget_refusals_total";
+/// Connections the serve loop closed itself (`reason`: one of [`CONNECTION_CLOSE_REASONS`]).
+pub const CONNECTIONS_CLOSED: &str = "kafka_tasks_connections_closed_total";
+/// The reasons of [`CONNECTIONS_CLOSED`]: past the per-address cap at accept; a response the
+/// client did not read within the write timeout; a head or idle timeout; a response's set end
+/// (an event stream's lifetime).
+pub const CONNECTION_CLOSE_REASONS: &[&str] = &["per_address_cap", "write_stalled", "head_or_idle", "response_end"];
 /// Written in src/http/instances.rs (`name` is the operation's task name).
 pub const SUBMITTED: &str = "kafka_tasks_submitted_total";
 
@@ -136,6 +142,7 @@ fn describe() {
     describe_counter!(AUTH_FAILURES, "Requests refused by authentication, by reason.");
     describe_counter!(RATE_LIMITED, "Requests refused by a rate limit, by reason.");
     describe_counter!(BODY_BUDGET_REFUSALS, "Requests refused because the body memory budget was spent.");
+    describe_counter!(CONNECTIONS_CLOSED, "Connections the server closed itself, by reason.");
     describe_counter!(SUBMITTED, "Tasks submitted, by task name.");
     describe_gauge!(TASKS, "Unfinished tasks in the store, by status (sampled).");
     describe_gauge!(QUEUE_DEPTH, "Tasks due but not taken by a worker (sampled).");
@@ -181,6 +188,9 @@ fn initialise() {
         metrics::counter!(HTTP_REJECTED, "reason" => *reason).increment(0);
     }
     metrics::counter!(BODY_BUDGET_REFUSALS).increment(0);
+    for reason in CONNECTION_CLOSE_REASONS {
+        metrics::counter!(CONNECTIONS_CLOSED, "reason" => *reason).increment(0);
+    }
     metrics::counter!(LEASE_TAKEOVERS).increment(0);
     metrics::counter!(SCHEDULED_FIRED).increment(0);
     metrics::gauge!(HTTP_IN_FLIGHT).increment(0.0);

@@ -104,6 +104,7 @@ impl Engine {
                 runs: deps.runs.as_ref(),
                 poll: Duration::from_millis(self.config.poll_ms.clamp(20, 1000)),
                 kill_grace: deps.executors.kill_grace,
+                lease: Duration::from_millis(self.config.lease_ms.max(1) as u64),
             };
             let (events_tx, mut events) = mpsc::channel(64);
             let (stop_tx, stop_rx) = watch::channel(false);

@@ -8,9 +8,17 @@
 //!
 //! The program runs in a process group of its own: a timeout or the server's shutdown sends the
 //! whole group SIGTERM, then SIGKILL after the grace period, and whatever the program left
-//! running when it exited is killed with it. On Linux the program also dies with the server
-//! (`PR_SET_PDEATHSIG`), so that a server killed outright leaves no step running on its own
-//! while another process takes the task over.
+//! running when it exited is killed with it.
+//!
+//! No attempt's program tree outlives the server's hold on the task (Linux): the program dies
+//! with the server (`PR_SET_PDEATHSIG`), and a **watcher** — a small process forked (without
+//! exec) between the program's fork and its exec, so it sits in the program's group but is not
+//! the program's child — kills the whole group when the server dies (its heartbeat pipe reaches
+//! end of file) or falls silent for half the lease (the server is paused, or stalled). The
+//! server renews its leases every third of the lease, so the group is gone before the lease can
+//! expire and another process start the next attempt. The watcher holds no other descriptor
+//! of the server's. Every run also gets a fencing value: `KT_ATTEMPT` (increasing per step) and
+//! `KT_RUN_TOKEN` (random per run), for anything irreversible a program does.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -107,7 +115,8 @@ pub async fn run(
         .env("KT_OPERATION", req.operation)
         .env("KT_STEP", req.step_name)
         .env("KT_STEP_INDEX", req.step.to_string())
-        .env("KT_ATTEMPT", req.attempt.to_string());
+        .env("KT_ATTEMPT", req.attempt.to_string())
+        .env("KT_RUN_TOKEN", hex::encode(crate::auth::keys::random_bytes::<16>()));
     let instance = req.instance.to_string();
     if instance.len() <= MAX_ENV_VALUE {
         cmd.env("KT_INSTANCE", instance);
@@ -122,14 +131,12 @@ pub async fn run(
     #[cfg(unix)]
     cmd.process_group(0);
     #[cfg(target_os = "linux")]
-    // SAFETY: the closure runs in the child between fork and exec; it only makes one prctl
-    // system call, which allocates nothing and takes no lock.
-    unsafe {
-        cmd.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-                .map_err(std::io::Error::from)
-        });
-    }
+    let heartbeat = match watcher::arm(&mut cmd, req.lease / 2) {
+        Ok(h) => h,
+        Err(e) => {
+            return Outcome::Failed { reason: format!("cannot set up the run's watcher: {e}"), tail: String::new() };
+        }
+    };
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -140,6 +147,9 @@ pub async fn run(
         }
     };
     let mut group = Group(child.id());
+    // The watcher kills the group as soon as this stops (dropped with the run, or with the server).
+    #[cfg(target_os = "linux")]
+    let _heartbeat = heartbeat.start(req.lease / 8);
     if let Some(mut stdin) = child.stdin.take() {
         let body = doc.to_string().into_bytes();
         // A program that does not read its stdin closes the pipe: that is not an error.
@@ -287,6 +297,142 @@ where
             if events.send(e).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// The watcher of a run's process group (Linux), and the heartbeat that keeps it waiting.
+#[cfg(target_os = "linux")]
+mod watcher {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::time::Duration;
+
+    /// The server's end of a run's heartbeat pipe, before the program is spawned.
+    pub struct Armed {
+        write: OwnedFd,
+        /// The watcher's end: the server closes its copy once the program is spawned.
+        _read: OwnedFd,
+    }
+
+    /// Beats while held; dropping it closes the pipe, and the watcher then kills the group.
+    pub struct Beating(tokio::task::JoinHandle<()>);
+
+    impl Drop for Beating {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+
+    impl Armed {
+        /// Writes a byte every `every` until dropped.
+        pub fn start(self, every: Duration) -> Beating {
+            let Armed { write, _read } = self;
+            drop(_read);
+            let every = every.max(Duration::from_millis(10));
+            Beating(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    // Non-blocking: a full pipe already tells the watcher the server lives.
+                    // SAFETY: a one-byte write from a live buffer to a descriptor this task owns.
+                    let _ = unsafe { libc::write(write.as_raw_fd(), b".".as_ptr().cast(), 1) };
+                }
+            }))
+        }
+    }
+
+    /// Makes the heartbeat pipe and has `cmd` fork the watcher just before it execs the program.
+    pub fn arm(cmd: &mut tokio::process::Command, silence: Duration) -> std::io::Result<Armed> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: pipe2 writes two descriptors into the array it is given.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just made and belong to nobody else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: F_SETFL on a descriptor we own.
+        unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        let (r, w) = (read.as_raw_fd(), write.as_raw_fd());
+        let silence_ms = i32::try_from(silence.as_millis()).unwrap_or(i32::MAX).max(20);
+        // SAFETY: the closure runs in the child between fork and exec (after std has set the
+        // process group and the standard descriptors). It only makes async-signal-safe system
+        // calls (fork, waitpid, prctl, and in the watcher close, dup2, poll, read, kill, _exit),
+        // allocates nothing and takes no lock.
+        unsafe {
+            cmd.pre_exec(move || {
+                let first = libc::fork();
+                if first < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if first == 0 {
+                    // Forked twice, so that the watcher is not the program's child (a program
+                    // that waits for all its children must not wait for it).
+                    if libc::fork() == 0 {
+                        watch(r, w, silence_ms);
+                    }
+                    libc::_exit(0);
+                }
+                let mut status = 0;
+                libc::waitpid(first, &mut status, 0);
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(Armed { write, _read: read })
+    }
+
+    /// The watcher: waits on the heartbeat, then kills its process group (the program's).
+    ///
+    /// # Safety
+    /// Only in a child forked from the server, never returning.
+    unsafe fn watch(read: RawFd, write: RawFd, silence_ms: i32) -> ! {
+        const HEARTBEAT: RawFd = 3;
+        // SAFETY: plain system calls on descriptors of this forked process; see `arm`.
+        unsafe {
+            libc::close(write);
+            if read != HEARTBEAT {
+                libc::dup2(read, HEARTBEAT);
+            }
+            // Nothing of the server's stays open here: no output pipe of the program's, no
+            // client connection, no database file.
+            for fd in 0..HEARTBEAT {
+                libc::close(fd);
+            }
+            if libc::syscall(libc::SYS_close_range, HEARTBEAT as u32 + 1, u32::MAX, 0u32) != 0 {
+                for fd in HEARTBEAT + 1..65_536 {
+                    libc::close(fd);
+                }
+            }
+            let mut buf = [0u8; 64];
+            loop {
+                let mut pfd = libc::pollfd { fd: HEARTBEAT, events: libc::POLLIN, revents: 0 };
+                let ready = libc::poll(&mut pfd, 1, silence_ms);
+                if ready == 0 {
+                    break; // silent for too long: paused or stalled
+                }
+                if ready < 0 {
+                    if *libc::__errno_location() == libc::EINTR {
+                        continue;
+                    }
+                    break;
+                }
+                let n = libc::read(HEARTBEAT, buf.as_mut_ptr().cast(), buf.len());
+                if n == 0 {
+                    break; // the server is gone
+                }
+                if n < 0 {
+                    let e = *libc::__errno_location();
+                    if e == libc::EINTR || e == libc::EAGAIN {
+                        continue;
+                    }
+                    break;
+                }
+            }
+            libc::kill(0, libc::SIGKILL);
+            libc::_exit(0)
         }
     }
 }

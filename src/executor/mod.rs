@@ -225,6 +225,10 @@ pub struct StepRun<'a> {
     /// How often to look for a webhook's answer.
     pub poll: Duration,
     pub kill_grace: Duration,
+    /// The task's lease: a run's programs must be gone before another process may take the
+    /// task over, so an exec run's watcher kills them once the server has been silent for
+    /// half of it (see [`exec`]).
+    pub lease: Duration,
 }
 
 impl StepRun<'_> {

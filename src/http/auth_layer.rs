@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use super::audit::{self, BatchRefusals, StoredEvent};
 use super::error::{ApiError, current_request_id};
 use super::extract::{QueryMap, RouteAudit};
-use super::{AppState, BODY_LIMIT};
+use super::{AppState, BodyHolder};
 use crate::auth::{AuthError, Checked, SignedRequest};
 use crate::storage::AuditEvent;
 
@@ -85,9 +85,23 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         },
         _ => None,
     };
-    // The signature covers the body, so it is read here (bounded) and handed on.
-    let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
-        return ApiError::TooLarge.into_response();
+    // The signature covers the body, so it is read here (bounded, its bytes reserved as they
+    // arrive) and handed on. A token is verified already: its credential is charged too.
+    let (bytes, _reservation) = if has_body(&parts.headers) {
+        let mut holders = vec![BodyHolder::Address(client)];
+        let verified = match &checked {
+            Checked::Token(identity) => {
+                holders.extend(identity.access_key.clone().map(BodyHolder::Credential));
+                true
+            }
+            Checked::Signed(_) => false,
+        };
+        match state.body_guard.read(body, holders, verified).await {
+            Ok((bytes, reservation)) => (bytes, Some(reservation)),
+            Err(why) => return super::body_refusal(why).unwrap_or_else(|| ApiError::InvalidBody.into_response()),
+        }
+    } else {
+        (axum::body::Bytes::new(), None)
     };
     drop(slot);
     let signed = SignedRequest {

@@ -88,6 +88,9 @@ impl EventArgs {
     }
 }
 
+/// How long past its lifetime a stream's connection is closed if the stream has not ended itself.
+const LIFETIME_GRACE: Duration = Duration::from_secs(1);
+
 /// The open streams of this process and their limits.
 pub struct Streams {
     keep_alive: Duration,
@@ -272,6 +275,7 @@ async fn open(
         }
     };
     let streams = state.events.clone();
+    let ends = tokio::time::Instant::now() + streams.lifetime;
     let reader = Reader {
         signal: store.event_signal(),
         store,
@@ -282,7 +286,7 @@ async fn open(
         first,
         shutdown: streams.shutdown.clone(),
         poll: streams.poll,
-        ends: tokio::time::Instant::now() + streams.lifetime,
+        ends,
         _slot: slot,
     };
     let stream = futures_util::stream::unfold(reader, next);
@@ -290,6 +294,10 @@ async fn open(
         Sse::new(stream).keep_alive(KeepAlive::new().interval(streams.keep_alive).text("keep-alive")).into_response();
     // Proxies must pass events on as they come (nginx buffers otherwise).
     res.headers_mut().insert("x-accel-buffering", axum::http::HeaderValue::from_static("no"));
+    // The stream ends itself at its lifetime when its client reads; one that stops reading is
+    // not polled, so the serve loop closes its connection (and frees its slot) by timer, shortly
+    // after.
+    res.extensions_mut().insert(super::serve::CloseConnectionAt(ends.into_std() + LIFETIME_GRACE));
     Ok(res)
 }
 

@@ -190,24 +190,178 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 /// How long a request waits for room in the body budget before it is refused.
 const BUDGET_WAIT: Duration = Duration::from_millis(500);
 
-/// Bounds what request bodies can cost: a global budget of buffered bytes, a size limit and a
-/// read deadline. See [`body_guard`].
+/// Bounds what request bodies can cost: a global budget of buffered bytes, a share of it per
+/// holder (client address, verified credential), a size limit and read deadlines. Bytes are
+/// reserved as they arrive, so a slow sender holds only what it has sent. See [`body_guard`]
+/// and [`BodyGuard::read`].
 pub struct BodyGuard {
     budget: Arc<Semaphore>,
-    budget_bytes: usize,
+    per_holder: usize,
     body_timeout: Duration,
+    unverified_timeout: Duration,
+    /// Bytes buffered now per holder; an entry goes when its bytes are released, so the map
+    /// holds at most two entries per request whose body is being held.
+    held: Arc<Mutex<std::collections::HashMap<BodyHolder, usize>>>,
+}
+
+/// Who a body's bytes are charged to, besides the global budget.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BodyHolder {
+    /// The client's address (`None` when the server has no peer address).
+    Address(Option<std::net::IpAddr>),
+    /// A verified credential: the access key behind a valid token. A signed request's access
+    /// key is only a claim until its body has been read, and charging the claim would let a
+    /// stranger spend the key owner's share, so signed bodies are charged to their address only.
+    Credential(String),
+}
+
+/// Why a body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRefused {
+    /// The global budget stayed spent for [`BUDGET_WAIT`]: 503.
+    Budget,
+    /// One of the holders has its share buffered already: 429.
+    Share,
+    /// Over [`BODY_LIMIT`]: 413.
+    TooLarge,
+    /// Not whole within the deadline: 408.
+    Timeout,
+    /// The body stream failed (the body guard's fault says why).
+    Broken,
+}
+
+/// The bytes of one body, reserved until it is dropped (held by the request until it is answered).
+pub struct BodyReservation {
+    permits: Option<tokio::sync::OwnedSemaphorePermit>,
+    charged: Vec<(BodyHolder, usize)>,
+    held: Arc<Mutex<std::collections::HashMap<BodyHolder, usize>>>,
+}
+
+impl BodyReservation {
+    /// Reserves `n` more bytes for every holder and in the global budget.
+    async fn charge(&mut self, guard: &BodyGuard, n: usize) -> Result<(), BodyRefused> {
+        {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            if self.charged.iter().any(|(h, _)| held.get(h).copied().unwrap_or(0) + n > guard.per_holder) {
+                return Err(BodyRefused::Share);
+            }
+            for (h, mine) in &mut self.charged {
+                *held.entry(h.clone()).or_insert(0) += n;
+                *mine += n;
+            }
+        }
+        let n = u32::try_from(n).map_err(|_| BodyRefused::TooLarge)?;
+        let permit = match guard.budget.clone().try_acquire_many_owned(n) {
+            Ok(p) => p,
+            Err(_) => match tokio::time::timeout(BUDGET_WAIT, guard.budget.clone().acquire_many_owned(n)).await {
+                Ok(Ok(p)) => p,
+                _ => return Err(BodyRefused::Budget),
+            },
+        };
+        match &mut self.permits {
+            Some(p) => p.merge(permit),
+            None => self.permits = Some(permit),
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BodyReservation {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        for (h, mine) in &self.charged {
+            if let Some(n) = held.get_mut(h) {
+                *n = n.saturating_sub(*mine);
+                if *n == 0 {
+                    held.remove(h);
+                }
+            }
+        }
+    }
 }
 
 impl BodyGuard {
-    pub fn new(budget_bytes: u64, body_timeout: Duration) -> Self {
-        let budget_bytes = (budget_bytes as usize).clamp(BODY_LIMIT, Semaphore::MAX_PERMITS);
-        BodyGuard { budget: Arc::new(Semaphore::new(budget_bytes)), budget_bytes, body_timeout }
+    pub fn new(net: &serve::NetArgs) -> Self {
+        let budget_bytes = (net.body_budget_bytes as usize).clamp(BODY_LIMIT, Semaphore::MAX_PERMITS);
+        BodyGuard {
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            per_holder: (net.body_bytes_per_holder as usize).max(BODY_LIMIT),
+            body_timeout: Duration::from_millis(net.body_timeout_ms),
+            unverified_timeout: Duration::from_millis(net.unverified_body_timeout_ms),
+            held: Arc::default(),
+        }
     }
 
     /// Bytes of the budget not reserved now.
     pub fn available(&self) -> usize {
         self.budget.available_permits()
     }
+
+    /// Reads a whole body of at most [`BODY_LIMIT`] bytes, reserving its bytes as they arrive,
+    /// in the global budget and for each of `holders`; a body whose sender is not verified yet
+    /// (`verified` false) must be whole within `--unverified-body-timeout-ms`. The reservation
+    /// lasts as long as the returned guard.
+    pub async fn read(
+        &self,
+        body: Body,
+        holders: Vec<BodyHolder>,
+        verified: bool,
+    ) -> Result<(Bytes, BodyReservation), BodyRefused> {
+        let mut reservation = BodyReservation {
+            permits: None,
+            charged: holders.into_iter().map(|h| (h, 0)).collect(),
+            held: self.held.clone(),
+        };
+        let read = async {
+            use http_body_util::BodyExt;
+            let mut body = body;
+            let mut out = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let Ok(data) = frame.map_err(|_| BodyRefused::Broken)?.into_data() else { continue };
+                if out.len() + data.len() > BODY_LIMIT {
+                    return Err(BodyRefused::TooLarge);
+                }
+                if !data.is_empty() {
+                    reservation.charge(self, data.len()).await?;
+                    out.extend_from_slice(&data);
+                }
+            }
+            Ok(Bytes::from(out))
+        };
+        let bytes = if verified {
+            read.await?
+        } else {
+            tokio::time::timeout(self.unverified_timeout, read).await.map_err(|_| BodyRefused::Timeout)??
+        };
+        Ok((bytes, reservation))
+    }
+}
+
+/// The answer to a body that could not be read, after its count; `None` for a broken body
+/// stream, whose answer the body guard gives (it knows why).
+pub fn body_refusal(why: BodyRefused) -> Option<Response> {
+    Some(match why {
+        BodyRefused::Budget => {
+            crate::limited!(warn, "body budget", "body budget spent; request refused");
+            metrics::counter!(telemetry::BODY_BUDGET_REFUSALS).increment(1);
+            closing(ApiError::Busy)
+        }
+        BodyRefused::Share => {
+            metrics::counter!(telemetry::RATE_LIMITED, "reason" => "body_share").increment(1);
+            let mut res = closing(ApiError::Throttled(1));
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(1));
+            res
+        }
+        BodyRefused::TooLarge => {
+            rejected("body_too_large");
+            closing(ApiError::TooLarge)
+        }
+        BodyRefused::Timeout => {
+            rejected("body_timeout");
+            closing(ApiError::BodyTimeout)
+        }
+        BodyRefused::Broken => return None,
+    })
 }
 
 /// Why a body was cut off.
@@ -220,12 +374,10 @@ enum BodyFault {
 }
 
 /// Runs before authentication, for every request: refuses a target over [`MAX_URI_BYTES`] (414)
-/// and a declared body over [`BODY_LIMIT`] (413) at once; reserves the body's bytes in the
-/// global budget before anything reads it — its Content-Length, or the whole limit when it is
-/// chunked — waiting at most [`BUDGET_WAIT`] (then 503 `DMS.00503001`); and holds the
-/// reservation until the response is built. The body itself is wrapped so that reading it fails
-/// past the body-read timeout or the size limit, and the response then says why (408, 413, or
-/// 400 for a body hyper could not decode), whatever the reader made of the failure.
+/// and a declared body over [`BODY_LIMIT`] (413) at once. The body is wrapped so that reading it
+/// fails past the body-read timeout or the size limit, and the response then says why (408, 413,
+/// or 400 for a body hyper could not decode), whatever the reader made of the failure. Its bytes
+/// are reserved as the gateway reads them ([`BodyGuard::read`]).
 async fn body_guard(State(guard): State<Arc<BodyGuard>>, req: Request, next: Next) -> Response {
     let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if target > MAX_URI_BYTES {
@@ -240,13 +392,6 @@ async fn body_guard(State(guard): State<Arc<BodyGuard>>, req: Request, next: Nex
         rejected("body_too_large");
         return closing(ApiError::TooLarge);
     }
-    let need = hint.exact().map_or(BODY_LIMIT, |n| n as usize).clamp(1, guard.budget_bytes);
-    let reserved = tokio::time::timeout(BUDGET_WAIT, guard.budget.clone().acquire_many_owned(need as u32)).await;
-    let Ok(Ok(_reservation)) = reserved else {
-        crate::limited!(warn, "body budget", budget_bytes = guard.budget_bytes, "body budget spent; request refused");
-        metrics::counter!(telemetry::BODY_BUDGET_REFUSALS).increment(1);
-        return closing(ApiError::Busy);
-    };
     let fault = Arc::new(Mutex::new(None));
     let req = req.map(|body| {
         Body::new(GuardedBody {

@@ -12,6 +12,17 @@
 //!   `X-Request-Id`: hyper writes an empty 400/414/431 itself and offers no hook, so the
 //!   connection's IO recognises such a head — the only kind that lacks `x-request-id`, which every
 //!   response of ours carries — at the end of what hyper writes, and writes ours instead;
+//! - a write-progress deadline: a response whose bytes the client does not take (a slow or
+//!   stalled reader) closes the connection once its write has been blocked for
+//!   `--write-timeout-ms`, counted from the first write the socket refused since the last
+//!   completed flush, so a reader that takes a byte now and then cannot stretch it; hyper answers
+//!   the requests of a connection one at a time and reads no further head while a response is
+//!   being written, so what a pipelining client has sent but not had answered is bounded by the
+//!   32 KiB read buffer, and a connection holds one response in memory at most;
+//! - a per-connection end set by a response (the [`CloseConnectionAt`] extension): an event
+//!   stream's lifetime is enforced by the watchdog's timer, whether or not its client reads;
+//! - a cap on open connections per client address (`--max-connections-per-address`), so that one
+//!   address cannot hold every slot;
 //! - graceful shutdown bounded by a grace period: in-flight requests finish, idle connections
 //!   close, and whatever is still open when the grace period ends is dropped;
 //! - `accept` errors (EMFILE, ENFILE, ECONNABORTED) logged at most once a second and answered
@@ -61,6 +72,17 @@ pub struct NetArgs {
     #[arg(long, env = "KAFKA_TASKS_IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub idle_timeout_ms: u64,
 
+    /// A response the client does not read is abandoned, and its connection closed, once its
+    /// write has been blocked this long (ms), counted from the first refused write since the last
+    /// completed flush: a reader that trickles cannot stretch it.
+    #[arg(long, env = "KAFKA_TASKS_WRITE_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub write_timeout_ms: u64,
+
+    /// Open connections one client address may hold at once; past it, its new connections are
+    /// closed at once. Behind a proxy (every client one address) raise it to `--max-connections`.
+    #[arg(long, env = "KAFKA_TASKS_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections_per_address: u64,
+
     /// Open client connections at most; more wait in the listen backlog. Lowered to fit the
     /// process's file-descriptor limit.
     #[arg(long, env = "KAFKA_TASKS_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -70,15 +92,62 @@ pub struct NetArgs {
     #[arg(long, env = "KAFKA_TASKS_SHUTDOWN_GRACE_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub shutdown_grace_ms: u64,
 
-    /// Bytes of request bodies buffered at once across all requests (a body reserves its
-    /// Content-Length, or the 256 KiB body limit when chunked, before it is read). A request that
-    /// cannot reserve within half a second is answered 503 DMS.00503001.
+    /// Bytes of request bodies buffered at once across all requests. Bytes are reserved as they
+    /// arrive (never from a declared length); a request that cannot reserve within half a second
+    /// is answered 503 DMS.00503001.
     #[arg(long, env = "KAFKA_TASKS_BODY_BUDGET_BYTES", default_value_t = 16 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(262_144..=1 << 34))]
     pub body_budget_bytes: u64,
 
-    /// Serve `GET /metrics` on this address instead of the API's (where it then answers 404).
-    #[arg(long, env = "KAFKA_TASKS_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
+    /// Bytes of request bodies one holder may have buffered at once: each client address, and
+    /// each verified credential (a token's access key). Past it the request is answered 429.
+    /// Behind a proxy (every client one address) raise it towards `--body-budget-bytes`.
+    #[arg(long, env = "KAFKA_TASKS_BODY_BYTES_PER_HOLDER", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(262_144..=1 << 34))]
+    pub body_bytes_per_holder: u64,
+
+    /// A signed body must arrive within this (ms): its signature cannot be checked before it is
+    /// whole, and an access key is no secret, so a stranger's body gets less time than a
+    /// verified caller's (`--body-timeout-ms`). A slower one is answered 408.
+    #[arg(long, env = "KAFKA_TASKS_UNVERIFIED_BODY_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub unverified_body_timeout_ms: u64,
+
+    /// Where `GET /metrics` is served: an address of its own (the default, loopback only, so
+    /// that a stranger on the API's address can neither read every tenant's activity nor spend
+    /// the server's time on scrapes), `api` for the API's own address (unauthenticated, as
+    /// before), or `off`. When the default port is taken the server starts without metrics
+    /// and says so; an address given here must be free.
+    #[arg(long, env = "KAFKA_TASKS_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN, value_parser = MetricsListen::parse)]
+    pub metrics_listen: MetricsListen,
+}
+
+/// The default `--metrics-listen`: Prometheus exporters' customary port, on loopback.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+/// Where `/metrics` is served (`--metrics-listen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    /// On a listener of its own.
+    At(SocketAddr),
+    /// On the API's address.
+    Api,
+    Off,
+}
+
+impl MetricsListen {
+    fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "api" => Ok(MetricsListen::Api),
+            "off" => Ok(MetricsListen::Off),
+            _ => s
+                .parse()
+                .map(MetricsListen::At)
+                .map_err(|_| format!("'{s}' is not an address such as 127.0.0.1:9464, nor 'api' or 'off'")),
+        }
+    }
+
+    /// Whether this is the default address (whose port may be taken by another server).
+    pub fn is_default(&self) -> bool {
+        Self::parse(DEFAULT_METRICS_LISTEN).is_ok_and(|d| d == *self)
+    }
 }
 
 /// What [`serve`] needs from the flags.
@@ -86,7 +155,9 @@ pub struct NetArgs {
 pub struct ServeOptions {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    pub write_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
     pub grace: Duration,
 }
 
@@ -95,7 +166,9 @@ impl NetArgs {
         ServeOptions {
             header_timeout: Duration::from_millis(self.header_timeout_ms),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
             max_connections: self.max_connections as usize,
+            max_connections_per_address: self.max_connections_per_address as usize,
             grace: Duration::from_millis(self.shutdown_grace_ms),
         }
     }
@@ -144,6 +217,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 /// Serves `app` on `listener` until `stop` turns true, then shuts down within `opts.grace`.
 pub async fn serve(listener: TcpListener, app: Router, opts: ServeOptions, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
+    let per_address = PerAddress::new(opts.max_connections_per_address);
     let (closing_tx, closing) = watch::channel(false);
     let mut conns = JoinSet::new();
     loop {
@@ -176,11 +250,23 @@ pub async fn serve(listener: TcpListener, app: Router, opts: ServeOptions, mut s
                 continue;
             }
         };
+        let Some(counted) = per_address.admit(peer.ip()) else {
+            crate::limited!(
+                warn,
+                "connections per address",
+                cap = opts.max_connections_per_address,
+                "a client address holds its share of connections; its new connection is closed"
+            );
+            metrics::counter!(crate::telemetry::CONNECTIONS_CLOSED, "reason" => "per_address_cap").increment(1);
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let closing = closing.clone();
         conns.spawn(async move {
             serve_connection(stream, peer, app, opts, closing).await;
+            drop(counted);
             drop(permit);
         });
     }
@@ -199,6 +285,54 @@ pub async fn serve(listener: TcpListener, app: Router, opts: ServeOptions, mut s
     tracing::info!(connections_at_stop = open, "HTTP server stopped");
 }
 
+/// Open connections per client address, under a cap; an address's entry goes with its last
+/// connection, so the map never holds more entries than there are open connections.
+#[derive(Clone)]
+struct PerAddress {
+    cap: usize,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// One connection counted against its address; dropping it gives the place back.
+struct Counted {
+    of: PerAddress,
+    addr: std::net::IpAddr,
+}
+
+impl PerAddress {
+    fn new(cap: usize) -> Self {
+        PerAddress { cap: cap.max(1), open: Arc::default() }
+    }
+
+    fn admit(&self, addr: std::net::IpAddr) -> Option<Counted> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(addr).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(Counted { of: self.clone(), addr })
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut open = self.of.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.addr);
+            }
+        }
+    }
+}
+
+/// Set by a handler on its response (as an extension): the connection that carries the
+/// response is closed at this instant, whatever its state — whether or not the client reads.
+/// Event streams use it so that their lifetime holds against a client that stops reading.
+#[derive(Debug, Clone, Copy)]
+pub struct CloseConnectionAt(pub Instant);
+
 /// Resolves once the flag turns true (or its sender is gone).
 async fn stopped(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|s| *s).await;
@@ -213,9 +347,18 @@ async fn serve_connection(
 ) {
     let clock = Arc::new(ConnClock::new());
     let io = TokioIo::new(ConnIo::new(stream, clock.clone()));
+    let on_response = clock.clone();
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        app.clone().oneshot(req.map(axum::body::Body::new))
+        let answer = app.clone().oneshot(req.map(axum::body::Body::new));
+        let clock = on_response.clone();
+        async move {
+            let res = answer.await?;
+            if let Some(CloseConnectionAt(at)) = res.extensions().get::<CloseConnectionAt>() {
+                clock.close_at(*at);
+            }
+            Ok::<_, std::convert::Infallible>(res)
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -226,16 +369,16 @@ async fn serve_connection(
         .keep_alive(true);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let watchdog = watchdog(clock, opts.header_timeout, opts.idle_timeout);
+    let watchdog = watchdog(clock, opts.header_timeout, opts.idle_timeout, opts.write_timeout);
     tokio::pin!(watchdog);
     let result = tokio::select! {
         r = conn.as_mut() => r,
-        _ = &mut watchdog => return,
+        why = &mut watchdog => return closed_by_watchdog(why, peer),
         _ = stopped(&mut closing) => {
             conn.as_mut().graceful_shutdown();
             tokio::select! {
                 r = conn.as_mut() => r,
-                _ = &mut watchdog => return,
+                why = &mut watchdog => return closed_by_watchdog(why, peer),
             }
         }
     };
@@ -243,6 +386,26 @@ async fn serve_connection(
         // Client behaviour (resets, garbage) rather than faults: debug, and limited.
         crate::limited!(debug, "connection error", error = %e, %peer, "connection ended with an error");
     }
+}
+
+/// Why the watchdog ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    HeadOrIdle,
+    WriteStalled,
+    ResponseEnd,
+}
+
+fn closed_by_watchdog(why: Closed, peer: SocketAddr) {
+    let reason = match why {
+        Closed::HeadOrIdle => "head_or_idle",
+        Closed::WriteStalled => {
+            crate::limited!(info, "write stalled", %peer, "a client did not read its response in time; connection closed");
+            "write_stalled"
+        }
+        Closed::ResponseEnd => "response_end",
+    };
+    metrics::counter!(crate::telemetry::CONNECTIONS_CLOSED, "reason" => reason).increment(1);
 }
 
 /// The head-reading state of one connection, shared by its IO (which counts reads), hyper's
@@ -258,6 +421,13 @@ struct ConnClock {
     reads_at_arm: AtomicU64,
     /// When the first byte of the current head was read.
     head_at: AtomicU64,
+    /// When a write was first refused by the socket since the last completed flush; 0 while
+    /// nothing waits to be written.
+    write_blocked_at: AtomicU64,
+    /// When a response asked the connection to end ([`CloseConnectionAt`]); 0 for never.
+    close_at: AtomicU64,
+    /// Wakes the watchdog when `close_at` is set.
+    changed: tokio::sync::Notify,
 }
 
 impl ConnClock {
@@ -269,6 +439,19 @@ impl ConnClock {
             generation: AtomicU64::new(0),
             reads_at_arm: AtomicU64::new(0),
             head_at: AtomicU64::new(0),
+            write_blocked_at: AtomicU64::new(0),
+            close_at: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Ends the connection at `at` (the earliest such instant wins).
+    fn close_at(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.origin).as_millis() as u64 + 1;
+        let current = self.close_at.load(Ordering::Relaxed);
+        if current == 0 || ms < current {
+            self.close_at.store(ms, Ordering::Relaxed);
+            self.changed.notify_one();
         }
     }
 
@@ -287,33 +470,54 @@ impl ConnClock {
 }
 
 /// Closes the connection (by ending) when a head is not complete `header` after its first
-/// byte, when a new connection sends nothing for `header`, or when no byte of a further
-/// request came `idle` after hyper started waiting for one.
-/// Checking at least every `min(header, idle)` keeps it on time; a request under way is never
-/// timed here (its body has its own deadline in the body guard). One sleep per connection and
-/// period rather than a timer per request: the latter cost several per cent of throughput.
-async fn watchdog(clock: Arc<ConnClock>, header: Duration, idle: Duration) {
-    let step = header.min(idle).max(Duration::from_millis(1));
-    let (header, idle) = (header.as_millis() as u64, idle.as_millis() as u64);
+/// byte, when a new connection sends nothing for `header`, when no byte of a further request
+/// came `idle` after hyper started waiting for one, when a write has been blocked for `write`
+/// (the client does not read), or at the instant a response set ([`CloseConnectionAt`]).
+/// Checking at least every `min(header, idle, write)` keeps it on time; a request under way is
+/// not timed here (its body has its own deadline in the body guard). One sleep per connection
+/// and period rather than a timer per request: the latter cost several per cent of throughput.
+async fn watchdog(clock: Arc<ConnClock>, header: Duration, idle: Duration, write: Duration) -> Closed {
+    let step = header.min(idle).min(write).max(Duration::from_millis(1));
+    let (header, idle, write) = (header.as_millis() as u64, idle.as_millis() as u64, write.as_millis() as u64);
     let mut wait = step;
     loop {
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = clock.changed.notified() => {}
+        }
         wait = step;
-        let armed = clock.armed_at.load(Ordering::Relaxed);
-        if armed == 0 {
-            continue;
-        }
-        clock.note_head();
-        let head = clock.head_at.load(Ordering::Relaxed);
-        // A connection that has not sent a single byte yet gets the header timeout, not the
-        // keep-alive one: idle connections that never speak must not hold the slots for long.
-        let silent = clock.reads.load(Ordering::Relaxed) == 0;
-        let deadline = if head != 0 || silent { head.max(armed) + header } else { armed + idle };
         let now = clock.now();
-        if now >= deadline {
-            return;
+        let mut next = u64::MAX;
+        let close_at = clock.close_at.load(Ordering::Relaxed);
+        if close_at != 0 {
+            if now >= close_at {
+                return Closed::ResponseEnd;
+            }
+            next = close_at;
         }
-        wait = Duration::from_millis(deadline - now).min(step);
+        let blocked = clock.write_blocked_at.load(Ordering::Relaxed);
+        if blocked != 0 {
+            if now >= blocked + write {
+                return Closed::WriteStalled;
+            }
+            next = next.min(blocked + write);
+        }
+        let armed = clock.armed_at.load(Ordering::Relaxed);
+        if armed != 0 {
+            clock.note_head();
+            let head = clock.head_at.load(Ordering::Relaxed);
+            // A connection that has not sent a single byte yet gets the header timeout, not the
+            // keep-alive one: idle connections that never speak must not hold the slots for long.
+            let silent = clock.reads.load(Ordering::Relaxed) == 0;
+            let deadline = if head != 0 || silent { head.max(armed) + header } else { armed + idle };
+            if now >= deadline {
+                return Closed::HeadOrIdle;
+            }
+            next = next.min(deadline);
+        }
+        if next != u64::MAX {
+            wait = Duration::from_millis(next - now).min(step);
+        }
     }
 }
 
@@ -418,7 +622,13 @@ impl AsyncWrite for ConnIo {
             return Poll::Ready(Ok(buf.len()));
         }
         match find_stack_error(buf) {
-            None => Pin::new(&mut self.inner).poll_write(cx, buf),
+            None => {
+                let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+                if written.is_pending() && self.clock.write_blocked_at.load(Ordering::Relaxed) == 0 {
+                    self.clock.write_blocked_at.store(self.clock.now(), Ordering::Relaxed);
+                }
+                written
+            }
             Some((0, status)) => {
                 self.replacement = Some((stack_error_response(status), 0));
                 ready!(self.poll_replacement(cx))?;
@@ -428,9 +638,12 @@ impl AsyncWrite for ConnIo {
         }
     }
 
+    /// hyper flushes once everything it buffered is written: nothing waits any longer.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_replacement(cx))?;
-        Pin::new(&mut self.inner).poll_flush(cx)
+        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        self.clock.write_blocked_at.store(0, Ordering::Relaxed);
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -328,3 +328,109 @@ async fn a_stranger_holding_slow_bodies_under_a_known_key_cannot_spend_the_body_
     assert_eq!(res.status().as_u16(), 201, "{:?}", res.text().await);
     drop(held);
 }
+
+/// A token of a new key of `role`, minted over the API.
+async fn token_of(app: &TestApp, user: &str, role: Role) -> String {
+    let cred = app.credential(PROJECT, user, role).await;
+    let body = json!({"auth": {"identity": {"methods": ["hw_ak_sk"]}, "scope": {"project": {"id": PROJECT}}}});
+    let h = app.signed_headers(&cred, &Method::POST, "/v3/auth/tokens", &body.to_string(), app.clock.now_ms());
+    let res = app.send_from(ip("127.0.0.1"), Method::POST, "/v3/auth/tokens", Some(body.to_string()), &h).await;
+    assert_eq!(res.status().as_u16(), 201);
+    res.headers().get("x-subject-token").and_then(|v| v.to_str().ok()).expect("X-Subject-Token").to_owned()
+}
+
+/// Starts a request from `from` under `auth` (header lines) whose body of 256 KiB arrives all
+/// but its last byte and then stalls; returns the stream and what it answered within `wait`.
+async fn stall_body(app: &TestApp, from: &str, auth: &str, wait: Duration) -> (tokio::net::TcpStream, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const DECLARED: usize = 262_144;
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().expect("addr");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(format!("{from}:0").parse().expect("local")).expect("bind");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let head = format!(
+        "POST /v2/{PROJECT}/instances/action HTTP/1.1\r\nHost: {addr}\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {DECLARED}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("head sent");
+    let _ = stream.write_all(&vec![b' '; DECLARED - 1]).await;
+    let mut buf = vec![0u8; 4096];
+    let answer = match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        _ => None,
+    };
+    (stream, answer)
+}
+
+/// Attack: a readonly token, from one address and then from several, holds slow bodies to spend
+/// the process-wide body budget so that every project's requests with a body get 503. Bytes are
+/// charged to the token's credential and to each address as they arrive: past a holder's share
+/// the attacker gets 429, and a key owner elsewhere still gets its body through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readonly_token_cannot_spend_the_body_budget() {
+    let app = TestApp::spawn_with(&[
+        "--time-scale",
+        "0",
+        "--body-budget-bytes",
+        "1048576",
+        "--body-bytes-per-holder",
+        "524288",
+        "--body-timeout-ms",
+        "30000",
+    ])
+    .await;
+    let token = token_of(&app, "viewer", Role::Readonly).await;
+    let auth = format!("X-Auth-Token: {token}\r\n");
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for from in ["127.0.0.5", "127.0.0.5", "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"] {
+        let (stream, answer) = stall_body(&app, from, &auth, Duration::from_millis(1500)).await;
+        if let Some(text) = answer {
+            assert!(text.starts_with("HTTP/1.1 429") && text.contains("APIGW.0308"), "{text}");
+            assert!(text.to_ascii_lowercase().contains("retry-after: 1"), "{text}");
+            refused += 1;
+        }
+        held.push(stream);
+    }
+    assert_eq!(refused, 4, "past two bodies' worth the token's bodies are refused, whatever the address");
+    // The owner of another key, from another address, still gets a body through.
+    let path = "/v3/auth/tokens";
+    let body = json!({"auth": {"scope": {"project": {"id": PROJECT}}}}).to_string();
+    let h = app.signed_headers(&app.admin, &Method::POST, path, &body, app.clock.now_ms());
+    let res = app.send_from(ip("127.0.0.1"), Method::POST, path, Some(body), &h).await;
+    assert_eq!(res.status().as_u16(), 201, "{:?}", res.text().await);
+    drop(held);
+}
+
+/// Attack: someone who knows only an access key sends signed-looking bodies from many addresses
+/// and never finishes them. A body whose signature cannot be checked yet gets the short
+/// `--unverified-body-timeout-ms`, not the verified caller's `--body-timeout-ms`, so each such
+/// body holds its bytes briefly and the key's owner is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverified_bodies_get_a_short_deadline() {
+    let app = TestApp::spawn_with(&[
+        "--time-scale",
+        "0",
+        "--body-timeout-ms",
+        "30000",
+        "--unverified-body-timeout-ms",
+        "700",
+    ])
+    .await;
+    let date = kafka_tasks::auth::signature::sdk_date(app.clock.now_ms());
+    let auth = format!(
+        "X-Sdk-Date: {date}\r\nAuthorization: SDK-HMAC-SHA256 Access={}, SignedHeaders=x-sdk-date, Signature={}\r\n",
+        app.admin.access_key,
+        "0".repeat(64)
+    );
+    let started = Instant::now();
+    let (_stream, answer) = stall_body(&app, "127.0.0.9", &auth, Duration::from_secs(5)).await;
+    let text = answer.expect("answered before the verified caller's 30 s");
+    assert!(text.starts_with("HTTP/1.1 408") && text.contains("DMS.00408000"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
+    // A verified (token) caller's slow body is not held to the short deadline.
+    let token = token_of(&app, "operator", Role::Operator).await;
+    let (_stream, answer) =
+        stall_body(&app, "127.0.0.10", &format!("X-Auth-Token: {token}\r\n"), Duration::from_millis(1500)).await;
+    assert!(answer.is_none(), "a verified caller's body was cut at the unverified deadline: {answer:?}");
+}

@@ -587,3 +587,74 @@ async fn open_streams_end_when_the_server_stops() {
     assert!(stream.next(Duration::from_secs(2)).await.is_none(), "the stream is over");
     drop(app);
 }
+
+/// Attack: a client opens a stream and stops reading while events keep coming, to keep its slot
+/// (and its key's view) past the stream's lifetime. hyper stops polling a stream whose client
+/// does not read, so the lifetime is enforced by the connection's timer: the slot comes back
+/// within the lifetime plus a second's grace, and no event committed after the lifetime reaches
+/// the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_whose_client_stops_reading_still_ends_at_its_lifetime() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(&[
+        "--time-scale",
+        "0",
+        "--event-streams-per-key",
+        "1",
+        "--event-stream-lifetime-secs",
+        "2",
+        "--write-timeout-ms",
+        "600000",
+    ])
+    .await;
+    let inst = app.create_instance().await;
+    let _ = app.wait_instance_status(&inst, "RUNNING").await;
+    let path = project_events(&app);
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().expect("addr");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("receive buffer");
+    let mut stalled = socket.connect(addr).await.expect("connect");
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (k, v) in app.signed_headers(&app.admin, &Method::GET, &path, "", app.clock.now_ms()) {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stalled.write_all(head.as_bytes()).await.expect("stream asked for");
+    let opened = Instant::now();
+    // Events keep coming, more than the socket buffers hold, so the stream's writes block.
+    let mut last_task = String::new();
+    let mut enable = true;
+    while opened.elapsed() < Duration::from_millis(3500) {
+        last_task = toggle(&app, &inst, enable).await;
+        enable = !enable;
+        let _ = app.wait_instance_status(&inst, "RUNNING").await;
+    }
+    // By now (lifetime 2 s + 1 s grace) the slot is back: a second stream of the key opens.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match open_as(&app, &app.admin, &path, &[]).await {
+            Ok(_) => break,
+            Err(res) => {
+                assert!(Instant::now() < deadline, "the stalled stream still holds its slot: {}", res.text);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(opened.elapsed() < Duration::from_secs(7), "slot back after {:?}", opened.elapsed());
+    // The stalled connection is closed; nothing it got was of the last task (made after the lifetime).
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the stalled stream's connection is still open");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..text.len().min(200)]);
+    assert!(!text.contains(&last_task), "an event committed after the lifetime reached the client");
+}

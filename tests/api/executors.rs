@@ -59,6 +59,10 @@ impl Work {
         std::fs::write(self.path().join("release"), "").expect("released");
     }
 
+    fn file_opt(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.path().join(name)).ok().filter(|s| !s.trim().is_empty())
+    }
+
     fn file(&self, name: &str) -> String {
         std::fs::read_to_string(self.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
     }
@@ -333,6 +337,90 @@ async fn an_executor_whose_task_another_process_took_over_is_stopped() {
     assert!(alive(&second), "attempt 2 goes on");
     work.release();
     b.wait_task_status(&inst, &task, "SUCCESS").await;
+    a.kill9();
+}
+
+/// Attack on the guarantee that a step runs in one process at a time: the program's own child
+/// (a tool it started) outlived `kill -9` of the server and ran beside the next attempt. The
+/// run's watcher kills the whole group when the server dies, before attempt 2 can start.
+#[tokio::test]
+async fn no_program_of_a_killed_server_s_attempt_runs_beside_the_next_attempt() {
+    let work = Work::new();
+    let config = work.exec_config(
+        &["restartInstance"],
+        ", HOLD_STEP = \"rolling_restart\", CHILD_STEP = \"rolling_restart\"",
+        "",
+    );
+    let flags = ["--time-scale", "0", "--lease-ms", "2000", "--executors", &config];
+    let mut app = TestApp::spawn_process(&flags).await;
+    let inst = app.create_instance().await;
+    let task = app.restart_instance(&inst).await;
+    work.wait_run(&format!("{task} rolling_restart 1")).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while work.file_opt(&format!("{task}.rolling_restart.1.child.pid")).is_none() {
+        assert!(Instant::now() < deadline, "the program's child never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let child = work.file(&format!("{task}.rolling_restart.1.child.pid")).trim().to_owned();
+    assert!(alive(&child));
+    app.kill9();
+    let killed = Instant::now();
+    while alive(&child) {
+        assert!(killed.elapsed() < Duration::from_secs(2), "the program's child outlived the server");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.start_again(&flags);
+    work.wait_run(&format!("{task} rolling_restart 2")).await;
+    work.release();
+    app.wait_task_status(&inst, &task, "SUCCESS").await;
+    let runs = work.runs();
+    assert!(runs.iter().all(|l| !l.starts_with("BESIDE")), "{runs:?}");
+    // Each run has its own fencing token beside its attempt number.
+    let (one, two) =
+        (work.file(&format!("{task}.rolling_restart.1.token")), work.file(&format!("{task}.rolling_restart.2.token")));
+    assert!(one.len() == 32 && one.bytes().all(|b| b.is_ascii_hexdigit()), "{one:?}");
+    assert_ne!(one, two);
+}
+
+/// The same when the server is paused past its lease (SIGSTOP): its programs are not paused
+/// with it, so the watcher, no longer hearing the server's heartbeat, kills them at half the
+/// lease, before another process may take the task over.
+#[tokio::test]
+async fn no_program_of_a_paused_server_s_attempt_runs_beside_the_next_attempt() {
+    if std::env::var("KAFKA_TASKS_TEST_API_ENGINE").as_deref() != Ok("postgres") {
+        eprintln!("PostgreSQL only: several processes share one database there");
+        return;
+    }
+    let work = Work::new();
+    let config = work.exec_config(
+        &["restartInstance"],
+        ", HOLD_STEP = \"rolling_restart\", CHILD_STEP = \"rolling_restart\"",
+        "",
+    );
+    let flags = ["--time-scale", "0", "--lease-ms", "1000", "--executors", &config];
+    let mut a = TestApp::spawn_process(&flags).await;
+    let inst = a.create_instance().await;
+    let task = a.restart_instance(&inst).await;
+    work.wait_run(&format!("{task} rolling_restart 1")).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while work.file_opt(&format!("{task}.rolling_restart.1.child.pid")).is_none() {
+        assert!(Instant::now() < deadline, "the program's child never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let child = work.file(&format!("{task}.rolling_restart.1.child.pid")).trim().to_owned();
+    signal(a.pid(), "-STOP");
+    let paused = Instant::now();
+    while alive(&child) {
+        assert!(paused.elapsed() < Duration::from_millis(900), "the paused server's program still runs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = a.beside(&a.db.url.clone(), &flags).await;
+    work.wait_run(&format!("{task} rolling_restart 2")).await;
+    signal(a.pid(), "-CONT");
+    work.release();
+    b.wait_task_status(&inst, &task, "SUCCESS").await;
+    let runs = work.runs();
+    assert!(runs.iter().all(|l| !l.starts_with("BESIDE")), "{runs:?}");
     a.kill9();
 }
 

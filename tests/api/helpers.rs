@@ -85,8 +85,15 @@ pub struct TestApp {
     child: Option<std::process::Child>,
 }
 
+/// Tests scrape `/metrics` on the API's address (and run many servers at once, which could not
+/// share the default metrics port), unless a test chooses `--metrics-listen` itself.
+pub fn metrics_on_api_unless_set(flags: &[&str]) -> &'static [&'static str] {
+    if flags.contains(&"--metrics-listen") { &[] } else { &["--metrics-listen", "api"] }
+}
+
 pub fn serve_args(extra: &[&str]) -> kafka_tasks::config::ServeArgs {
     let mut argv = vec!["kafka-tasks", "serve", "--listen", "127.0.0.1:0", "--log-format", "text"];
+    argv.extend_from_slice(metrics_on_api_unless_set(extra));
     argv.extend_from_slice(extra);
     match Cli::try_parse_from(argv) {
         Ok(Cli { command: Command::Serve(args) }) => *args,
@@ -444,6 +451,7 @@ pub fn start_process(db: &TestDb, flags: &[&str]) -> (std::process::Child, Strin
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--poll-ms", "20", "--database", &db.url])
         .arg("--master-key-file")
         .arg(db.key_file())
+        .args(metrics_on_api_unless_set(flags))
         .args(flags)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

@@ -29,6 +29,8 @@ impl ServerProcess {
         let file = std::fs::File::create(log).expect("log file");
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            // Scraped on the API's address, and many servers run at once (see `--metrics-listen`).
+            .args(if args.contains(&"--metrics-listen") { &[][..] } else { &["--metrics-listen", "api"][..] })
             .args(args)
             .envs(envs.iter().copied())
             .stdout(Stdio::null())
