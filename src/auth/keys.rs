@@ -108,6 +108,19 @@ impl MasterKey {
         <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&k).ok()
     }
 
+    /// The key that seals the event ids one project's streams show (see
+    /// [`crate::http::events::EventIds`]): its own per project, derived so that it doubles as
+    /// nothing else.
+    pub fn event_id_key(&self, project: &str) -> [u8; 16] {
+        let mut key = [0u8; 16];
+        if let Ok(mut mac) = <hmac::Hmac<Sha256> as hmac::KeyInit>::new_from_slice(&self.0) {
+            mac.update(b"kafka-tasks event ids v1\0");
+            mac.update(project.as_bytes());
+            key.copy_from_slice(&mac.finalize().into_bytes()[..16]);
+        }
+        key
+    }
+
     /// A token for `access_key` valid until `expires_at` (epoch ms).
     pub fn mint_token(&self, claims: &TokenClaims) -> String {
         let payload = hex::encode(serde_json::to_vec(claims).unwrap_or_default());

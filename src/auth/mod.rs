@@ -243,6 +243,11 @@ impl Authenticator {
         self.unverified.begin(client)
     }
 
+    /// The key of the event ids `project`'s streams show.
+    pub fn event_id_key(&self, project: &str) -> [u8; 16] {
+        self.master.event_id_key(project)
+    }
+
     /// The client's address given the TCP peer's, honouring `--trusted-proxies`.
     pub fn client_address(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         client_addr::client_address(peer, headers, &self.args.trusted_proxies)

@@ -8,6 +8,12 @@
 //! from another on PostgreSQL), a poll interval as the fallback, or the server's shutdown.
 //! Streams are capped per credential and in all; each ends after a set lifetime so that a
 //! revoked key or an expired token stops reading (the client resumes with `Last-Event-ID`).
+//!
+//! The log's positions are global (one sequence for every project, so that PostgreSQL's
+//! out-of-order commits can be waited for), and showing them would let a project read every
+//! other project's activity from the gaps between its own ids. So a stream shows each position
+//! sealed under a key of its project's own ([`EventIds`]): 32 hex digits that say nothing of the
+//! position, and that only the same project's streams accept back. `0` stays the log's start.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -209,8 +215,9 @@ pub(super) async fn instance_events(
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub(super) struct SseEvent {
-    /// The event's place in the log, for `Last-Event-ID`; absent on `missed`.
-    #[schema(nullable = false, example = "1235")]
+    /// The event's place in the log, for `Last-Event-ID`: opaque, the project's own; absent on
+    /// `missed`.
+    #[schema(nullable = false, example = "3f0c9a1e7b2d4c5a8e6f1b0d2c3a4e5f")]
     id: Option<String>,
     /// `task.created`, `step.started`, `step.finished`, `task.finished`, `task.deleted`,
     /// `task.rescheduled`, or `missed`.
@@ -222,24 +229,69 @@ pub(super) struct SseEvent {
 }
 
 const STREAM_DOC: &str = "A `text/event-stream` of task events. Each event has `id` (its place in the log, \
-     for `Last-Event-ID`), `event` (`task.created`, `step.started`, `step.finished`, `task.finished`, \
+     for `Last-Event-ID` or `?after=`: 32 hex digits, opaque and the project's own; `0` is the log's start), `event` (`task.created`, `step.started`, `step.finished`, `task.finished`, \
      `task.deleted`, `task.rescheduled`) and `data`, a JSON object: `task_id`, `instance_id`, `name`, `status`, \
      `step` (`index`, `name`, `status`; step events only), `steps_done`, `steps`, `progress` (0-100), \
      `created_at`, `updated_at`, `schedule_at` (scheduled tasks), `at` (when the change was made). \
      A stream resumed from an event the log no longer keeps starts with an event `missed` (no id; data \
-     `{\"after\":N,\"resumed_at\":M}`): events in between are lost, re-read the task lists. Comment lines \
+     `{\"after\":ID,\"resumed_at\":ID}`): events in between are lost, re-read the task lists. Comment lines \
      (`: keep-alive`) are sent while idle. 429 when too many streams are open (per key, or in all).";
+
+/// The event ids one project's streams show: each log position and a zero check block, as one
+/// AES-128 block under the project's own key, in hex. The same position always shows the same
+/// id (a browser's `Last-Event-ID` works as it should); an id of another project, or made up,
+/// opens to a block whose check half is not zero, and is refused like any malformed id.
+pub struct EventIds(aes_gcm::aes::Aes128);
+
+impl EventIds {
+    pub fn new(key: [u8; 16]) -> Self {
+        use aes_gcm::aes::cipher::KeyInit;
+        EventIds(aes_gcm::aes::Aes128::new(&key.into()))
+    }
+
+    /// The id shown for log position `position` (0, the log's start, shows as `0`).
+    pub fn show(&self, position: i64) -> String {
+        use aes_gcm::aes::cipher::BlockEncrypt;
+        if position == 0 {
+            return "0".to_owned();
+        }
+        let mut block = [0u8; 16];
+        block[..8].copy_from_slice(&position.to_be_bytes());
+        let mut block = block.into();
+        self.0.encrypt_block(&mut block);
+        hex::encode(block)
+    }
+
+    /// The log position behind an id this project's streams showed; `None` for anything else.
+    pub fn open(&self, id: &str) -> Option<i64> {
+        use aes_gcm::aes::cipher::BlockDecrypt;
+        let id = id.trim();
+        if id == "0" {
+            return Some(0);
+        }
+        let mut block = [0u8; 16];
+        hex::decode_to_slice(id, &mut block).ok()?;
+        let mut block = block.into();
+        self.0.decrypt_block(&mut block);
+        let (position, check) = block.split_at(8);
+        if check.iter().any(|b| *b != 0) {
+            return None;
+        }
+        let position = i64::from_be_bytes(position.try_into().ok()?);
+        (position > 0).then_some(position)
+    }
+}
 
 /// Where the client asked to resume: `Last-Event-ID` (what browsers resend on reconnecting)
 /// wins over `?after=`; neither means "from now on".
-fn resume_point(q: &HashMap<String, String>, headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+fn resume_point(q: &HashMap<String, String>, headers: &HeaderMap, ids: &EventIds) -> Result<Option<i64>, ApiError> {
     if let Some(v) = headers.get("last-event-id") {
-        let id = v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()).filter(|n| *n >= 0);
+        let id = v.to_str().ok().and_then(|s| ids.open(s));
         return id.map(Some).ok_or(ApiError::InvalidParam("Last-Event-ID"));
     }
     match q.get("after") {
         None => Ok(None),
-        Some(s) => s.parse::<i64>().ok().filter(|n| *n >= 0).map(Some).ok_or(ApiError::InvalidParam("after")),
+        Some(s) => ids.open(s).map(Some).ok_or(ApiError::InvalidParam("after")),
     }
 }
 
@@ -250,7 +302,8 @@ async fn open(
     q: &HashMap<String, String>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let after = resume_point(q, headers)?;
+    let ids = EventIds::new(state.auth.event_id_key(scope.project().as_str()));
+    let after = resume_point(q, headers, &ids)?;
     let identity = &caller.0;
     let key = identity.access_key.as_deref().unwrap_or(identity.user_id.as_str());
     let slot = state.events.admit(identity.project_id.as_str(), key).ok_or(ApiError::Throttled(1))?;
@@ -263,7 +316,8 @@ async fn open(
         }
         EventStart::From(c) => (c, None),
         EventStart::Missed(c) => {
-            let data = serde_json::json!({ "after": after.unwrap_or(0), "resumed_at": c.id }).to_string();
+            let data =
+                serde_json::json!({ "after": ids.show(after.unwrap_or(0)), "resumed_at": ids.show(c.id) }).to_string();
             (c, Some(Event::default().event("missed").data(data)))
         }
         EventStart::Unknown => {
@@ -287,6 +341,7 @@ async fn open(
         shutdown: streams.shutdown.clone(),
         poll: streams.poll,
         ends,
+        ids,
         _slot: slot,
     };
     let stream = futures_util::stream::unfold(reader, next);
@@ -315,6 +370,7 @@ struct Reader {
     shutdown: watch::Receiver<bool>,
     poll: Duration,
     ends: tokio::time::Instant,
+    ids: EventIds,
     _slot: Slot,
 }
 
@@ -329,7 +385,7 @@ async fn next(mut r: Reader) -> Option<(Result<Event, Infallible>, Reader)> {
             if !r.skip.is_empty() && r.skip.remove(&e.id) {
                 continue;
             }
-            let event = Event::default().id(e.id.to_string()).event(e.kind).data(e.data);
+            let event = Event::default().id(r.ids.show(e.id)).event(e.kind).data(e.data);
             return Some((Ok(event), r));
         }
         if *r.shutdown.borrow() || tokio::time::Instant::now() >= r.ends {
@@ -421,6 +477,25 @@ mod tests {
 
     /// However far behind a client is, its stream holds one page of the log, read when the
     /// previous one is taken (a real SQLite store with 250 events).
+    #[test]
+    fn event_ids_open_only_to_their_own_project_and_hide_their_order() {
+        let (mine, theirs) = (EventIds::new([1; 16]), EventIds::new([2; 16]));
+        for position in [1, 2, 3, 1_000_000, i64::MAX] {
+            let id = mine.show(position);
+            assert_eq!(id.len(), 32);
+            assert_eq!(mine.open(&id), Some(position));
+            assert_eq!(theirs.open(&id), None, "another project's id opened");
+        }
+        assert_eq!(mine.show(0), "0");
+        assert_eq!(mine.open("0"), Some(0));
+        // Neighbouring positions share no visible structure (no prefix, no order).
+        let (a, b) = (mine.show(41), mine.show(42));
+        assert_ne!(a[..8], b[..8]);
+        for bad in ["", "1", "-1", "zz", &"0".repeat(32), &"f".repeat(33), &mine.show(5)[..31]] {
+            assert_eq!(mine.open(bad), None, "{bad:?}");
+        }
+    }
+
     #[tokio::test]
     async fn a_stream_holds_at_most_one_page_whatever_the_backlog() {
         let dir = tempfile::tempdir().expect("dir");
@@ -459,6 +534,7 @@ mod tests {
             shutdown: streams.shutdown.clone(),
             poll: Duration::from_secs(1),
             ends: tokio::time::Instant::now() + Duration::from_secs(60),
+            ids: EventIds::new([7; 16]),
             _slot: slot,
         };
         let mut seen = 0;

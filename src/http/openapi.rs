@@ -312,11 +312,12 @@ pub mod shapes {
     #[derive(IntoParams)]
     #[into_params(parameter_in = Query)]
     pub struct EventQuery {
-        /// Resume just after the event with this id (0: from the oldest event kept). Without it
-        /// (and without `Last-Event-ID`) the stream carries only events from now on. An id the
-        /// log never held is 400 DMS.00400062.
-        #[param(minimum = 0)]
-        after: Option<i64>,
+        /// Resume just after the event with this id (`0`: from the oldest event kept). Ids are
+        /// opaque and a project's own. Without it (and without `Last-Event-ID`) the stream
+        /// carries only events from now on. An id this project's streams never showed is 400
+        /// DMS.00400062.
+        #[param(pattern = "^(0|[0-9a-f]{32})$")]
+        after: Option<String>,
     }
 
     /// The SSE resume header.
@@ -325,8 +326,8 @@ pub mod shapes {
     pub struct LastEventId {
         /// As `after`, and wins over it: the id of the last event received (browsers resend it
         /// when they reconnect).
-        #[param(rename = "Last-Event-ID", minimum = 0)]
-        last_event_id: Option<i64>,
+        #[param(rename = "Last-Event-ID", pattern = "^(0|[0-9a-f]{32})$")]
+        last_event_id: Option<String>,
     }
 
     /// Paging and the creation-time range of ListBackgroundTasks and ListScheduledTasks.

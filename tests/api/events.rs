@@ -16,7 +16,7 @@ const OTHER_PROJECT: &str = "fedcba9876543210fedcba9876543210";
 #[derive(Debug, Clone, Default)]
 pub struct Sse {
     pub comment: bool,
-    pub id: Option<i64>,
+    pub id: Option<String>,
     pub event: String,
     pub data: String,
 }
@@ -45,7 +45,7 @@ impl EventStream {
                     if line.starts_with(':') {
                         msg.comment = true;
                     } else if let Some(v) = line.strip_prefix("id:") {
-                        msg.id = Some(v.trim().parse().expect("numeric id"));
+                        msg.id = Some(v.trim().to_owned());
                     } else if let Some(v) = line.strip_prefix("event:") {
                         msg.event = v.trim().to_owned();
                     } else if let Some(v) = line.strip_prefix("data:") {
@@ -128,6 +128,20 @@ async fn open(app: &TestApp, path: &str) -> EventStream {
     }
 }
 
+/// The log positions behind the streams' opaque ids, opened with the server's own key (which a
+/// client does not have): how the tests check the order the ids hide.
+fn positions(app: &TestApp, project: &str, events: &[Sse]) -> Vec<i64> {
+    let master = kafka_tasks::auth::keys::MasterKey::load(&app.db.key_file()).expect("key").expect("a key");
+    let ids = kafka_tasks::http::events::EventIds::new(master.event_id_key(project));
+    events.iter().filter_map(|e| e.id.as_deref()).map(|id| ids.open(id).expect("an id of this project")).collect()
+}
+
+/// The id a stream of `project` shows for log position `position`.
+fn shown(app: &TestApp, project: &str, position: i64) -> String {
+    let master = kafka_tasks::auth::keys::MasterKey::load(&app.db.key_file()).expect("key").expect("a key");
+    kafka_tasks::http::events::EventIds::new(master.event_id_key(project)).show(position)
+}
+
 fn project_events(app: &TestApp) -> String {
     format!("/v2/{}/tasks/events", app.project)
 }
@@ -170,7 +184,8 @@ async fn a_tasks_life_arrives_in_order_with_its_progress() {
         assert_eq!(pair.get(1), Some(&("step.finished".to_owned(), n as u64)), "{steps:?}");
     }
     // Ids rise; every event is about this task of this instance.
-    let ids: Vec<i64> = events.iter().map(|e| e.id.expect("id")).collect();
+    assert!(events.iter().all(|e| e.id.is_some()), "an event without an id");
+    let ids = positions(&app, PROJECT, &events);
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     let name = events[0].json()["name"].clone();
     assert!(name.as_str().is_some_and(|n| !n.is_empty()), "{name}");
@@ -251,7 +266,7 @@ async fn a_stream_resumed_with_last_event_id_loses_nothing_and_repeats_nothing()
     let mut first = open(&app, &format!("{}?after=0", project_events(&app))).await;
     let t1 = toggle(&app, &inst, true).await;
     let part = first.until(|e| e.event == "step.finished" && e.json()["task_id"] == t1).await;
-    let seen = part.last().and_then(|e| e.id).expect("an id");
+    let seen = part.last().and_then(|e| e.id.clone()).expect("an id");
     drop(first);
     // While disconnected, more happens.
     app.wait_task_status(&inst, &t1, "SUCCESS").await;
@@ -267,8 +282,8 @@ async fn a_stream_resumed_with_last_event_id_loses_nothing_and_repeats_nothing()
     let mut reference = open(&app, &format!("{}?after=0", project_events(&app))).await;
     let all = reference.until(is_end_of(&t2)).await;
 
-    let got: Vec<i64> = part.iter().chain(rest.iter()).filter_map(|e| e.id).collect();
-    let want: Vec<i64> = all.iter().filter_map(|e| e.id).collect();
+    let got: Vec<String> = part.iter().chain(rest.iter()).filter_map(|e| e.id.clone()).collect();
+    let want: Vec<String> = all.iter().filter_map(|e| e.id.clone()).collect();
     assert_eq!(got, want, "resumed stream differs from the whole log");
     let mut unique = got.clone();
     unique.dedup();
@@ -276,7 +291,7 @@ async fn a_stream_resumed_with_last_event_id_loses_nothing_and_repeats_nothing()
     // The `?after=` form resumes at the same place.
     let mut by_query = open(&app, &format!("{}?after={seen}", project_events(&app))).await;
     let again = by_query.next_event(Duration::from_secs(10)).await.expect("an event");
-    assert_eq!(again.id, rest.first().and_then(|e| e.id));
+    assert_eq!(again.id, rest.first().and_then(|e| e.id.clone()));
 }
 
 #[tokio::test]
@@ -465,7 +480,7 @@ async fn a_slow_reader_gets_every_event_late_but_in_order() {
         app.wait_task_status(&inst, &last, "SUCCESS").await;
     }
     let events = slow.until(is_end_of(&last)).await;
-    let ids: Vec<i64> = events.iter().filter_map(|e| e.id).collect();
+    let ids = positions(&app, PROJECT, &events);
     assert!(ids.len() > kafka_tasks::http::events::PAGE, "{} events", ids.len());
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "out of order");
     let created = events
@@ -478,12 +493,22 @@ async fn a_slow_reader_gets_every_event_late_but_in_order() {
 #[tokio::test]
 async fn bad_resume_points_are_refused_clearly() {
     let app = TestApp::spawn().await;
+    let inst = app.create_instance().await;
+    let _ = app.wait_instance_status(&inst, "RUNNING").await;
+    let other_projects_id = shown(&app, OTHER_PROJECT, 1);
+    assert_ne!(other_projects_id, shown(&app, PROJECT, 1), "each project shows its own ids");
     for (path, header) in [
         (format!("{}?after=-1", project_events(&app)), None),
         (format!("{}?after=abc", project_events(&app)), None),
         (format!("{}?after=999999999", project_events(&app)), None),
         (project_events(&app), Some("abc")),
         (project_events(&app), Some("999999999")),
+        (project_events(&app), Some("1")),
+        // Well-formed, but no id any stream of this project showed.
+        (project_events(&app), Some("00112233445566778899aabbccddeeff")),
+        // Another project's id for a position that exists: it says nothing here.
+        (project_events(&app), Some(&other_projects_id)),
+        (format!("{}?after={other_projects_id}", project_events(&app)), None),
     ] {
         let extra: Vec<(&str, &str)> = header.map(|h| vec![("Last-Event-ID", h)]).unwrap_or_default();
         let res = open_as(&app, &app.admin, &path, &extra).await.err().expect("refused");
@@ -503,15 +528,16 @@ async fn a_resume_point_older_than_retention_says_events_were_missed() {
     // Pruning keeps about the newest three (it runs every 50 ms).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut s = open(&app, &format!("{}?after=1", project_events(&app))).await;
+        let mut s = open(&app, &format!("{}?after={}", project_events(&app), shown(&app, PROJECT, 1))).await;
         let first = s.next_event(Duration::from_secs(5)).await.expect("an event");
         if first.event == "missed" {
             assert_eq!(first.id, None);
-            assert_eq!(first.json()["after"], 1);
-            let resumed = first.json()["resumed_at"].as_i64().expect("resumed_at");
+            assert_eq!(first.json()["after"], shown(&app, PROJECT, 1));
+            let resumed = first.json()["resumed_at"].as_str().expect("resumed_at").to_owned();
             // Then the kept events follow, from just after where pruning stopped.
             let kept = s.until(is_end_of(&last)).await;
-            assert_eq!(kept[0].id, Some(resumed + 1), "{kept:?}");
+            let resumed = positions(&app, PROJECT, &[Sse { id: Some(resumed), ..Sse::default() }]);
+            assert_eq!(positions(&app, PROJECT, &kept[..1]), vec![resumed[0] + 1], "{kept:?}");
             if kept.len() <= 4 {
                 break;
             }
