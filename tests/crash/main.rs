@@ -9,7 +9,9 @@
 //! Meanwhile a consumer follows the project's event stream, closing it at random and cut off by
 //! the kill, resuming each time with the last id it got: it must have received exactly the
 //! events the database logged from where it started, in order, each once; and the log must hold
-//! one event per committed change ([`event_log`]).
+//! one event per committed change ([`event_log`]). A pager pages through the background tasks
+//! of some instances: it must list no task that never existed, none after its delete was
+//! answered, and skip none that stayed ([`paging`]).
 //!
 //! Bounded: `KAFKA_TASKS_CRASH_RUNS` runs (default 5); `KAFKA_TASKS_CRASH_SEED` replays a seed.
 
@@ -24,6 +26,7 @@ use serde_json::{Value, json};
 mod event_log;
 #[path = "../common/invariants.rs"]
 mod invariants;
+mod paging;
 #[path = "../common/rng.rs"]
 mod rng;
 #[path = "../common/serve.rs"]
@@ -31,6 +34,7 @@ mod serve;
 
 use event_log::{Logged, TaskRow, Truth};
 use invariants::is_terminal;
+use paging::{Ack, DeleteAttempt, Facts};
 use rng::Rng;
 use serve::{Api, PROJECT, Reply, ServerProcess, compact_time, now_ms};
 use tokio::sync::watch;
@@ -52,6 +56,8 @@ struct Ledger {
     instances: Vec<String>,
     /// Acknowledged tasks (`job_id` / `schedule_id`): id → (instance, what).
     acked: BTreeMap<String, (String, &'static str)>,
+    /// When each acknowledgement came (tasks and instances).
+    acked_at: HashMap<String, Instant>,
     /// Acknowledged scheduled tasks: (instance, id).
     scheduled: Vec<(String, String)>,
     /// Scheduled tasks whose cancellation was answered 204.
@@ -64,6 +70,9 @@ struct Ledger {
     unsure_instances: HashSet<String>,
     /// Batch restarts answered "success", per instance.
     restarts: HashMap<String, usize>,
+    /// Every DELETE of a task, with when it was sent and answered.
+    delete_attempts: Vec<DeleteAttempt>,
+    killed: Option<Instant>,
     sent: usize,
     unanswered: usize,
     refused: usize,
@@ -119,10 +128,12 @@ fn book(l: &Shared, inst: &str, what: &'static str, reply: Option<Reply>) -> Opt
     let mut l = ledger(l);
     if let Some(id) = v["job_id"].as_str() {
         l.acked.insert(id.to_owned(), (inst.to_owned(), what));
+        l.acked_at.insert(id.to_owned(), Instant::now());
         return Some(id.to_owned());
     }
     if let Some(id) = v["schedule_id"].as_str() {
         l.acked.insert(id.to_owned(), (inst.to_owned(), what));
+        l.acked_at.insert(id.to_owned(), Instant::now());
         l.scheduled.push((inst.to_owned(), id.to_owned()));
         return Some(id.to_owned());
     }
@@ -139,6 +150,7 @@ async fn create_instance(api: &Api, l: &Shared, rng: &mut Rng, failing: bool) ->
     let id = r.json()["instance_id"].as_str().map(str::to_owned).filter(|_| r.status == 200)?;
     let mut l = ledger(l);
     l.instances.push(id.clone());
+    l.acked_at.insert(id.clone(), Instant::now());
     Some(id)
 }
 
@@ -293,9 +305,21 @@ async fn delete_finished_task(api: &Api, l: &Shared, rng: &mut Rng, inst: &str) 
         t["name"].as_str().unwrap_or_default().to_owned(),
         t["status"].as_str().unwrap_or_default().to_owned(),
     );
+    let created_at = t["created_at"]
+        .as_str()
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+        .map(|c| c.timestamp_millis());
     ledger(l).unsure_deleted.insert(id.clone(), entry.clone());
+    let sent = Instant::now();
     let r = call(api, l, "DELETE", &format!("{base}/{id}"), None).await;
     let mut l = ledger(l);
+    l.delete_attempts.push(DeleteAttempt {
+        task: id.clone(),
+        instance: inst.to_owned(),
+        created_at,
+        sent,
+        answer: r.as_ref().map(|r| (Instant::now(), r.status)),
+    });
     if let Some(r) = r {
         l.unsure_deleted.remove(&id);
         if r.status == 204 {
@@ -545,8 +569,13 @@ fn read_stored(path: &std::path::Path) -> rusqlite::Result<Stored> {
     Ok(Stored { log, tasks, instances })
 }
 
-/// The checks of the event log, against the database after the last stop.
-fn check_log(l: &Ledger, db: &Stored, consumed: &event_log::Consumed) -> Vec<String> {
+/// The checks of the event log and of the pages, against the database after the last stop.
+fn check_log_and_pages(
+    l: &Ledger,
+    db: &Stored,
+    consumed: &event_log::Consumed,
+    passes: &[paging::Pass],
+) -> Vec<String> {
     let truth = Truth {
         tasks: db.tasks.clone(),
         instances: db.instances.clone(),
@@ -560,6 +589,27 @@ fn check_log(l: &Ledger, db: &Stored, consumed: &event_log::Consumed) -> Vec<Str
     let received = event_log::stream_problems(&consumed.received, &db.log, consumed.start);
     v.extend(received.into_iter().chain(consumed.problems.iter().cloned()).map(|p| format!("event stream: {p}")));
 
+    let logged: HashSet<String> =
+        db.log.iter().filter(|e| e.kind == "task.created").map(|e| e.task_id.clone()).collect();
+    let acked: HashMap<String, Ack> = l
+        .acked
+        .iter()
+        .filter_map(|(id, (_, what))| {
+            let at = *l.acked_at.get(id)?;
+            Some((id.clone(), Ack { immediate: !what.starts_with("scheduled"), at }))
+        })
+        .collect();
+    let instances_acked: HashMap<String, Instant> =
+        l.instances.iter().filter_map(|i| Some((i.clone(), *l.acked_at.get(i)?))).collect();
+    let facts = Facts {
+        tasks: &db.tasks,
+        logged: &logged,
+        acked: &acked,
+        instances_acked: &instances_acked,
+        deletes: &l.delete_attempts,
+        killed: l.killed,
+    };
+    v.extend(paging::paging_problems(passes, &facts).into_iter().map(|p| format!("paging: {p}")));
     v
 }
 
@@ -626,7 +676,7 @@ async fn one_run(run: u64, seed: u64) -> RunReport {
     let l: Shared = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
-    // The processes up now, for the consumer; "settled" ends it.
+    // The processes up now, for the pager and the consumer; "settled" ends them.
     let (servers, servers_rx) = watch::channel(vec![api.clone()]);
     let (settled, settled_rx) = watch::channel(false);
 
@@ -639,6 +689,9 @@ async fn one_run(run: u64, seed: u64) -> RunReport {
     }
     let workers: Vec<_> =
         (0..WORKERS).map(|_| tokio::spawn(worker(api.clone(), l.clone(), stop.clone(), rng.fork()))).collect();
+    let live = l.clone();
+    let pick: paging::Pick = Arc::new(move |rng: &mut Rng| ledger(&live).live_instance(rng));
+    let pager = tokio::spawn(paging::pager(servers_rx.clone(), pick, settled_rx.clone(), rng.fork()));
     // The consumer joins at a random moment of the load, from the log's end.
     let follow = event_log::Follow {
         path: format!("/v2/{PROJECT}/tasks/events"),
@@ -658,6 +711,8 @@ async fn one_run(run: u64, seed: u64) -> RunReport {
     let kill_after = Duration::from_millis(rng.range(300, 2_500));
     tokio::time::sleep(kill_after).await;
     server.kill9();
+    // Taken after the process is gone: no request it was serving can take effect later.
+    ledger(&l).killed = Some(Instant::now());
     servers.send_replace(vec![]);
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -671,6 +726,7 @@ async fn one_run(run: u64, seed: u64) -> RunReport {
     servers.send_replace(vec![api.clone()]);
     let seen = settle(&api, &mut violations).await;
     settled.send_replace(true);
+    let passes = join("pager", pager, Duration::from_secs(60), &mut violations).await.unwrap_or_default();
     let consumed = join("event consumer", consumer, Duration::from_secs(60), &mut violations).await.unwrap_or_default();
     let l = Arc::try_unwrap(l).map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).unwrap_or_default();
     check(&api, &l, &seen, &mut violations).await;
@@ -684,7 +740,7 @@ async fn one_run(run: u64, seed: u64) -> RunReport {
     check_file(&db_path, &mut violations);
     let stored = read_stored(&db_path);
     match &stored {
-        Ok(db) => violations.extend(check_log(&l, db, &consumed)),
+        Ok(db) => violations.extend(check_log_and_pages(&l, db, &consumed, &passes)),
         Err(e) => violations.push(format!("cannot read the database: {e}")),
     }
 
@@ -693,7 +749,7 @@ async fn one_run(run: u64, seed: u64) -> RunReport {
         "run {run} (seed {seed}): killed after {kill_after:?}; {} requests ({} unanswered, {} refused), {} instances, \
          {} tasks acknowledged, {} scheduled, {} cancelled, {} deleted, {} instances deleted; {tasks} tasks after \
          restart; {} events logged, {} received over {} streams ({} closed by the consumer, {} cut, {} resumed by \
-         ?after=); {:?}",
+         ?after=); {} pages in {} passes ({} complete); {:?}",
         l.sent,
         l.unanswered,
         l.refused,
@@ -709,6 +765,9 @@ async fn one_run(run: u64, seed: u64) -> RunReport {
         consumed.dropped,
         consumed.cut,
         consumed.by_query,
+        passes.iter().map(|p| p.pages.len()).sum::<usize>(),
+        passes.len(),
+        passes.iter().filter(|p| p.complete).count(),
         started.elapsed(),
     );
     eprintln!("{line}");
