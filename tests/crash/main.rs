@@ -11,7 +11,8 @@
 //! events the database logged from where it started, in order, each once; and the log must hold
 //! one event per committed change ([`event_log`]). A pager pages through the background tasks
 //! of some instances: it must list no task that never existed, none after its delete was
-//! answered, and skip none that stayed ([`paging`]).
+//! answered, and skip none that stayed ([`paging`]). The planted-fault tests ([`planted`]) show
+//! that each of these checks catches what it is meant to.
 //!
 //! Bounded: `KAFKA_TASKS_CRASH_RUNS` runs (default 5); `KAFKA_TASKS_CRASH_SEED` replays a seed.
 
@@ -27,6 +28,8 @@ mod event_log;
 #[path = "../common/invariants.rs"]
 mod invariants;
 mod paging;
+#[cfg(test)]
+mod planted;
 #[path = "../common/rng.rs"]
 mod rng;
 #[path = "../common/serve.rs"]
