@@ -299,6 +299,8 @@ pub struct Follow {
     pub log_len: Arc<dyn Fn() -> Option<usize> + Send + Sync>,
     /// Set once the log has stopped growing: the consumer then reads to its end and stops.
     pub stop: watch::Receiver<bool>,
+    /// Told when the first stream has answered.
+    pub opened: Option<tokio::sync::oneshot::Sender<()>>,
     pub rng: Rng,
 }
 
@@ -375,6 +377,9 @@ pub async fn consume(mut f: Follow) -> Consumed {
         }
         if let Some(before) = before {
             out.start = (before.unwrap_or(0), (f.log_len)().unwrap_or(usize::MAX));
+        }
+        if let Some(opened) = f.opened.take() {
+            let _ = opened.send(());
         }
         let budget = f.rng.range(1, 60) as usize;
         let until = Instant::now() + Duration::from_millis(f.rng.range(30, 1_500));

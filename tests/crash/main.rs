@@ -704,6 +704,7 @@ async fn one_run(run: u64, seed: u64) -> RunReport {
             Arc::new(move || log_len(&path))
         },
         stop: settled_rx,
+        opened: None,
         rng: rng.fork(),
     };
     let joins_after = Duration::from_millis(rng.range(0, 400));
