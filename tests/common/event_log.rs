@@ -304,14 +304,17 @@ pub struct Follow {
     pub rng: Rng,
 }
 
-/// After the stop, the consumer is done once no event came for this long.
+/// After the stop, the consumer is done once it holds as many events as the log can owe it, or
+/// else once no event came for this long.
 const CAUGHT_UP: Duration = Duration::from_secs(1);
 /// After the stop, the consumer gives up this long after its last event.
 const GIVE_UP: Duration = Duration::from_secs(30);
 
 /// Follows the stream: opens it from now on, closes it at random moments (after some events, or
 /// some time), reconnects to any of the servers with the last id received, waits out the kills;
-/// after the stop, reads until the stream has been quiet for a second.
+/// after the stop, reads until it has every event the log holds past where its stream started
+/// (stopping there cannot hide a fault: a gap never gets that far, a repeat leaves the end
+/// unread), or until the stream has been quiet for a second.
 pub async fn consume(mut f: Follow) -> Consumed {
     let mut out = Consumed::default();
     let Ok(http) = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build() else {
@@ -321,8 +324,18 @@ pub async fn consume(mut f: Follow) -> Consumed {
     let mut last_id: Option<String> = None;
     // The latest of: the stop seen, an event received.
     let mut lively: Option<Instant> = None;
+    // After the stop: the log's final length.
+    let mut last_len: Option<Option<usize>> = None;
+    let mut events = 0;
+    let caught_up = |start: (usize, usize), events: usize, len: Option<usize>| {
+        len.is_some_and(|n| events >= n.saturating_sub(start.0).max(1))
+    };
     loop {
         if *f.stop.borrow() {
+            let len = *last_len.get_or_insert_with(|| (f.log_len)());
+            if caught_up(out.start, events, len) {
+                return out;
+            }
             let since = *lively.get_or_insert_with(Instant::now);
             if since.elapsed() > GIVE_UP {
                 out.problems.push(format!("no stream could be read for {GIVE_UP:?} after the stop"));
@@ -395,6 +408,7 @@ pub async fn consume(mut f: Follow) -> Consumed {
                 if let Some(id) = &event.id {
                     last_id = Some(id.clone());
                 }
+                events += usize::from(event.kind != "missed");
                 out.received.push(event);
                 here += 1;
                 if lively.is_some() {
@@ -402,8 +416,9 @@ pub async fn consume(mut f: Follow) -> Consumed {
                 }
             }
             if *f.stop.borrow() {
+                let len = *last_len.get_or_insert_with(|| (f.log_len)());
                 let since = *lively.get_or_insert_with(Instant::now);
-                if since.elapsed() > CAUGHT_UP {
+                if caught_up(out.start, events, len) || since.elapsed() > CAUGHT_UP {
                     return out;
                 }
             } else if last_id.is_some() && (here >= budget || Instant::now() >= until) {
