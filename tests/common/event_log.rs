@@ -307,7 +307,7 @@ pub struct Follow {
 /// After the stop, the consumer is done once it holds as many events as the log can owe it, or
 /// else once no event came for this long.
 const CAUGHT_UP: Duration = Duration::from_secs(1);
-/// After the stop, the consumer gives up this long after its last event.
+/// After the stop, the consumer gives up this long after its last event or stream opened.
 const GIVE_UP: Duration = Duration::from_secs(30);
 
 /// Follows the stream: opens it from now on, closes it at random moments (after some events, or
@@ -377,7 +377,8 @@ pub async fn consume(mut f: Follow) -> Consumed {
         };
         let status = res.status().as_u16();
         if status != 200 {
-            if status != 429 && status != 503 {
+            // A refused resume is retried (and so repeated) until the stop: the first few say it.
+            if status != 429 && status != 503 && out.problems.len() < SPELT_OUT {
                 let text = res.text().await.unwrap_or_default();
                 out.problems.push(format!("GET {path} (Last-Event-ID {header:?}) → {status} {text}"));
             }
@@ -402,7 +403,7 @@ pub async fn consume(mut f: Follow) -> Consumed {
             while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
                 let block: Vec<u8> = buf.drain(..end + 2).collect();
                 let Some(event) = parse_block(&String::from_utf8_lossy(&block)) else { continue };
-                if event.id.is_none() && event.kind != "missed" {
+                if event.id.is_none() && event.kind != "missed" && out.problems.len() < SPELT_OUT {
                     out.problems.push(format!("an event without an id: {event:?}"));
                 }
                 if let Some(id) = &event.id {
