@@ -3,7 +3,10 @@
 //! places at once (from the step events every process logs), no scheduled task fired twice,
 //! every 204'd delete stayed deleted, every acknowledged task exists, no instance is left busy
 //! or in a state its tasks make impossible (one instance fails to create and gets operations
-//! anyway), and every count equals the records paged through.
+//! anyway), and every count equals the records paged through. A consumer follows the project's
+//! event stream from before the first write, reconnecting at random to any live node with the
+//! last id it got (cut off, too, by the kill): it must have received the whole log, in the
+//! database's order, each event once; and the log must hold one event per committed change.
 //!
 //! PostgreSQL is `KAFKA_TASKS_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`).
 
@@ -11,20 +14,28 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_tasks::auth::IssuedCredential;
 use kafka_tasks::auth::signature::{Algorithm, Signer, sdk_date};
 use serde_json::{Value, json};
+use tokio::sync::{oneshot, watch};
 
 const NEWER_KERNEL: &str = "2.7.1-h0.cbu.dms.102.r0";
 
+#[path = "../common/event_log.rs"]
+mod event_log;
 #[path = "../common/invariants.rs"]
 mod invariants;
 #[path = "../common/pg.rs"]
 mod pg;
+#[path = "../common/rng.rs"]
+mod rng;
 #[path = "../common/serve.rs"]
 mod serve;
+
+use event_log::{Logged, TaskRow, Truth};
 
 const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 const BIN: &str = env!("CARGO_BIN_EXE_kafka-tasks");
@@ -45,7 +56,15 @@ fn start_node(db: &str, key: &str, log: &Path) -> Node {
     let pool = POOL_GB.to_string();
     let args = ["--database", db, "--master-key", key, "--time-scale", "0.002", "--lease-ms", "1500"];
     let more = ["--poll-ms", "50", "--pool-size", "8", "--storage-pool-gb", &pool];
-    Node::start(&[&args[..], &more[..]].concat(), &[("KAFKA_TASKS_LOG", "info,kafka_tasks::engine=debug")], log)
+    // Nothing is pruned from the event log, so that a `missed` event is a fault; idle streams
+    // write often, so that a node soon notices a stream the consumer closed.
+    let events = ["--event-retention-secs", "315360000", "--event-retention-max", "1000000000"];
+    let streams = ["--event-prune-ms", "3600000", "--event-keepalive-ms", "250"];
+    Node::start(
+        &[&args[..], &more[..], &events[..], &streams[..]].concat(),
+        &[("KAFKA_TASKS_LOG", "info,kafka_tasks::engine=debug")],
+        log,
+    )
 }
 
 impl Cluster {
@@ -142,6 +161,59 @@ async fn page_all(cluster: &Cluster, inst: &str, view: &str) -> (u64, Vec<Value>
     }
 }
 
+/// The live nodes, as the event consumer reaches them.
+fn apis(cluster: &Cluster) -> Vec<serve::Api> {
+    cluster.alive().iter().map(|n| serve::Api::new(&n.base, cluster.cred.clone())).collect()
+}
+
+/// How many events of the project the log holds now (blocking: the consumer asks in passing).
+fn log_len(client: &tokio_postgres::Client) -> Option<usize> {
+    let sql = "SELECT count(*) FROM task_events WHERE project_id = $1";
+    let row =
+        tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(client.query_one(sql, &[&PROJECT])));
+    usize::try_from(row.ok()?.get::<_, i64>(0)).ok()
+}
+
+/// The project's event log in the order streams read it, its tasks and its instances.
+async fn read_stored(
+    client: &tokio_postgres::Client,
+) -> Result<(Vec<Logged>, HashMap<String, TaskRow>, HashSet<String>), tokio_postgres::Error> {
+    let log = client
+        .query(
+            "SELECT kind, task_id, instance_id, data FROM task_events WHERE project_id = $1 ORDER BY xid, id",
+            &[&PROJECT],
+        )
+        .await?
+        .iter()
+        .map(|r| Logged { kind: r.get(0), task_id: r.get(1), instance_id: r.get(2), data: r.get(3) })
+        .collect();
+    let tasks = client
+        .query(
+            "SELECT id, instance_id, name, status, created_at, in_background FROM tasks WHERE project_id = $1",
+            &[&PROJECT],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let row = TaskRow {
+                instance_id: r.get(1),
+                name: r.get(2),
+                status: r.get(3),
+                created_at: r.get(4),
+                in_background: r.get(5),
+            };
+            (r.get(0), row)
+        })
+        .collect();
+    let instances = client
+        .query("SELECT id FROM instances WHERE project_id = $1", &[&PROJECT])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok((log, tasks, instances))
+}
+
 #[derive(Debug, Clone)]
 struct StepRun {
     owner: String,
@@ -170,6 +242,25 @@ async fn three_processes_one_killed_every_task_ends_once() {
     let nodes = (0..3).map(|i| start_node(&db, &key, &dir.path().join(format!("node{i}.log")))).collect();
     let mut cluster = Cluster { nodes, cred, http: reqwest::Client::new(), next: 0.into() };
     let started = Instant::now();
+
+    // The event consumer, its stream open on the empty log before the first write.
+    let (client, connection) = tokio_postgres::connect(&db, tokio_postgres::NoTls).await.expect("PostgreSQL is up");
+    tokio::spawn(connection);
+    let client = Arc::new(client);
+    let (servers, servers_rx) = watch::channel(apis(&cluster));
+    let (settled, settled_rx) = watch::channel(false);
+    let (opened, is_open) = oneshot::channel();
+    let counter = client.clone();
+    let consumer = tokio::spawn(event_log::consume(event_log::Follow {
+        path: format!("/v2/{PROJECT}/tasks/events"),
+        servers: servers_rx,
+        log_len: Arc::new(move || log_len(&counter)),
+        stop: settled_rx,
+        opened: Some(opened),
+        rng: rng::Rng::new(rng::Rng::seed_from_env("KAFKA_TASKS_CLUSTER_SEED")),
+    }));
+    let open = tokio::time::timeout(Duration::from_secs(20), is_open).await;
+    assert!(matches!(open, Ok(Ok(()))), "the event stream did not open");
 
     // Instances, created through different nodes.
     let mut instances = vec![];
@@ -229,6 +320,7 @@ async fn three_processes_one_killed_every_task_ends_once() {
             let at = chrono::Utc::now().timestamp_millis();
             node.kill9();
             killed_at = Some((owner_log.display().to_string(), at));
+            servers.send_replace(apis(&cluster));
         }
         for (i, inst) in instances.iter().enumerate() {
             let base = format!("/v2/{PROJECT}/instances/{inst}");
@@ -327,6 +419,11 @@ async fn three_processes_one_killed_every_task_ends_once() {
         assert!(Instant::now() < deadline, "tasks never ended: {open:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    settled.send_replace(true);
+    let consumed = match tokio::time::timeout(Duration::from_secs(60), consumer).await {
+        Ok(Ok(consumed)) => consumed,
+        other => panic!("the event consumer did not stop by itself: {other:?}"),
+    };
 
     // The upgrade interrupted by the kill finished elsewhere, once.
     let (_, upgraded) =
@@ -451,11 +548,33 @@ async fn three_processes_one_killed_every_task_ends_once() {
             assert_eq!(starts.get(id), Some(&1), "scheduled task {id} fired {:?} times", starts.get(id));
         }
     }
+
+    // The event log against the tables and what the clients were told; the stream against the log.
+    let (log, tasks, stored_instances) = read_stored(&client).await.expect("the log and the tables read");
+    let truth = Truth {
+        tasks,
+        instances: stored_instances,
+        acked_instances: instances.iter().cloned().collect(),
+        acked: acknowledged.clone(),
+        deleted: deleted.iter().map(|id| (id.clone(), "SUCCESS".to_owned())).collect(),
+        unsure_deleted: HashSet::new(),
+    };
+    problems.extend(event_log::log_problems(&log, &truth).into_iter().map(|p| format!("event log: {p}")));
+    let received = event_log::stream_problems(&consumed.received, &log, consumed.start);
+    problems.extend(received.into_iter().chain(consumed.problems).map(|p| format!("event stream: {p}")));
     eprintln!(
-        "{} tasks acknowledged, {} scheduled, {} deleted, {busy_refusals} refused while busy, {taken_over} steps taken over, {:?}",
+        "{} tasks acknowledged, {} scheduled, {} deleted, {busy_refusals} refused while busy, {taken_over} steps taken \
+         over; {} events logged, {} received over {} streams ({} closed by the consumer, {} cut, {} resumed by \
+         ?after=); {:?}",
         acknowledged.len(),
         scheduled.len(),
         deleted.len(),
+        log.len(),
+        consumed.received.len(),
+        consumed.streams,
+        consumed.dropped,
+        consumed.cut,
+        consumed.by_query,
         started.elapsed()
     );
     assert!(problems.is_empty(), "{} end checks failed:\n  {}", problems.len(), problems.join("\n  "));

@@ -6,6 +6,14 @@
 //! back, no instance is busy or in a state its tasks make impossible, every `task_count` and
 //! `job_count` equals the records paged through, and `PRAGMA integrity_check` says ok.
 //!
+//! Meanwhile a consumer follows the project's event stream, closing it at random and cut off by
+//! the kill, resuming each time with the last id it got: it must have received exactly the
+//! events the database logged from where it started, in order, each once; and the log must hold
+//! one event per committed change ([`event_log`]). A pager pages through the background tasks
+//! of some instances: it must list no task that never existed, none after its delete was
+//! answered, and skip none that stayed ([`paging`]). The planted-fault tests ([`planted`]) show
+//! that each of these checks catches what it is meant to.
+//!
 //! Bounded: `KAFKA_TASKS_CRASH_RUNS` runs (default 5); `KAFKA_TASKS_CRASH_SEED` replays a seed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -15,16 +23,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "../common/event_log.rs"]
+mod event_log;
 #[path = "../common/invariants.rs"]
 mod invariants;
+mod paging;
+#[cfg(test)]
+mod planted;
 #[path = "../common/rng.rs"]
 mod rng;
 #[path = "../common/serve.rs"]
 mod serve;
 
+use event_log::{Logged, TaskRow, Truth};
 use invariants::is_terminal;
+use paging::{Ack, DeleteAttempt, Facts};
 use rng::Rng;
 use serve::{Api, PROJECT, Reply, ServerProcess, compact_time, now_ms};
+use tokio::sync::watch;
 
 /// The master key of every process of the loop, given through `KAFKA_TASKS_MASTER_KEY`.
 const MASTER_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
@@ -43,6 +59,8 @@ struct Ledger {
     instances: Vec<String>,
     /// Acknowledged tasks (`job_id` / `schedule_id`): id → (instance, what).
     acked: BTreeMap<String, (String, &'static str)>,
+    /// When each acknowledgement came (tasks and instances).
+    acked_at: HashMap<String, Instant>,
     /// Acknowledged scheduled tasks: (instance, id).
     scheduled: Vec<(String, String)>,
     /// Scheduled tasks whose cancellation was answered 204.
@@ -55,6 +73,9 @@ struct Ledger {
     unsure_instances: HashSet<String>,
     /// Batch restarts answered "success", per instance.
     restarts: HashMap<String, usize>,
+    /// Every DELETE of a task, with when it was sent and answered.
+    delete_attempts: Vec<DeleteAttempt>,
+    killed: Option<Instant>,
     sent: usize,
     unanswered: usize,
     refused: usize,
@@ -110,10 +131,12 @@ fn book(l: &Shared, inst: &str, what: &'static str, reply: Option<Reply>) -> Opt
     let mut l = ledger(l);
     if let Some(id) = v["job_id"].as_str() {
         l.acked.insert(id.to_owned(), (inst.to_owned(), what));
+        l.acked_at.insert(id.to_owned(), Instant::now());
         return Some(id.to_owned());
     }
     if let Some(id) = v["schedule_id"].as_str() {
         l.acked.insert(id.to_owned(), (inst.to_owned(), what));
+        l.acked_at.insert(id.to_owned(), Instant::now());
         l.scheduled.push((inst.to_owned(), id.to_owned()));
         return Some(id.to_owned());
     }
@@ -130,6 +153,7 @@ async fn create_instance(api: &Api, l: &Shared, rng: &mut Rng, failing: bool) ->
     let id = r.json()["instance_id"].as_str().map(str::to_owned).filter(|_| r.status == 200)?;
     let mut l = ledger(l);
     l.instances.push(id.clone());
+    l.acked_at.insert(id.clone(), Instant::now());
     Some(id)
 }
 
@@ -284,9 +308,21 @@ async fn delete_finished_task(api: &Api, l: &Shared, rng: &mut Rng, inst: &str) 
         t["name"].as_str().unwrap_or_default().to_owned(),
         t["status"].as_str().unwrap_or_default().to_owned(),
     );
+    let created_at = t["created_at"]
+        .as_str()
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+        .map(|c| c.timestamp_millis());
     ledger(l).unsure_deleted.insert(id.clone(), entry.clone());
+    let sent = Instant::now();
     let r = call(api, l, "DELETE", &format!("{base}/{id}"), None).await;
     let mut l = ledger(l);
+    l.delete_attempts.push(DeleteAttempt {
+        task: id.clone(),
+        instance: inst.to_owned(),
+        created_at,
+        sent,
+        answer: r.as_ref().map(|r| (Instant::now(), r.status)),
+    });
     if let Some(r) = r {
         l.unsure_deleted.remove(&id);
         if r.status == 204 {
@@ -485,6 +521,118 @@ fn check_file(path: &std::path::Path, v: &mut Vec<String>) {
     }
 }
 
+/// A read-only connection to the database file, which the server may be writing meanwhile.
+fn read_only(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(Duration::from_secs(2))?;
+    Ok(conn)
+}
+
+/// How many events of the project the log holds now (`None` when the file cannot be read).
+fn log_len(path: &std::path::Path) -> Option<usize> {
+    let conn = read_only(path).ok()?;
+    let n: i64 =
+        conn.query_row("SELECT count(*) FROM task_events WHERE project_id = ?1", [PROJECT], |r| r.get(0)).ok()?;
+    usize::try_from(n).ok()
+}
+
+/// The database after the last stop: the project's event log in log order, its tasks and its
+/// instances.
+struct Stored {
+    log: Vec<Logged>,
+    tasks: HashMap<String, TaskRow>,
+    instances: HashSet<String>,
+}
+
+fn read_stored(path: &std::path::Path) -> rusqlite::Result<Stored> {
+    let conn = read_only(path)?;
+    let log = conn
+        .prepare("SELECT kind, task_id, instance_id, data FROM task_events WHERE project_id = ?1 ORDER BY id")?
+        .query_map([PROJECT], |r| {
+            Ok(Logged { kind: r.get(0)?, task_id: r.get(1)?, instance_id: r.get(2)?, data: r.get(3)? })
+        })?
+        .collect::<Result<_, _>>()?;
+    let tasks = conn
+        .prepare("SELECT id, instance_id, name, status, created_at, in_background FROM tasks WHERE project_id = ?1")?
+        .query_map([PROJECT], |r| {
+            let row = TaskRow {
+                instance_id: r.get(1)?,
+                name: r.get(2)?,
+                status: r.get(3)?,
+                created_at: r.get(4)?,
+                in_background: r.get::<_, i64>(5)? == 1,
+            };
+            Ok((r.get(0)?, row))
+        })?
+        .collect::<Result<_, _>>()?;
+    let instances = conn
+        .prepare("SELECT id FROM instances WHERE project_id = ?1")?
+        .query_map([PROJECT], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(Stored { log, tasks, instances })
+}
+
+/// The checks of the event log and of the pages, against the database after the last stop.
+fn check_log_and_pages(
+    l: &Ledger,
+    db: &Stored,
+    consumed: &event_log::Consumed,
+    passes: &[paging::Pass],
+) -> Vec<String> {
+    let truth = Truth {
+        tasks: db.tasks.clone(),
+        instances: db.instances.clone(),
+        acked_instances: l.instances.iter().cloned().collect(),
+        acked: l.acked.keys().cloned().collect(),
+        deleted: l.deleted.iter().map(|(id, (_, _, status))| (id.clone(), status.clone())).collect(),
+        unsure_deleted: l.unsure_deleted.keys().cloned().collect(),
+    };
+    let mut v: Vec<String> =
+        event_log::log_problems(&db.log, &truth).into_iter().map(|p| format!("event log: {p}")).collect();
+    let received = event_log::stream_problems(&consumed.received, &db.log, consumed.start);
+    v.extend(received.into_iter().chain(consumed.problems.iter().cloned()).map(|p| format!("event stream: {p}")));
+
+    let logged: HashSet<String> =
+        db.log.iter().filter(|e| e.kind == "task.created").map(|e| e.task_id.clone()).collect();
+    let acked: HashMap<String, Ack> = l
+        .acked
+        .iter()
+        .filter_map(|(id, (_, what))| {
+            let at = *l.acked_at.get(id)?;
+            Some((id.clone(), Ack { immediate: !what.starts_with("scheduled"), at }))
+        })
+        .collect();
+    let instances_acked: HashMap<String, Instant> =
+        l.instances.iter().filter_map(|i| Some((i.clone(), *l.acked_at.get(i)?))).collect();
+    let facts = Facts {
+        tasks: &db.tasks,
+        logged: &logged,
+        acked: &acked,
+        instances_acked: &instances_acked,
+        deletes: &l.delete_attempts,
+        killed: l.killed,
+    };
+    v.extend(paging::paging_problems(passes, &facts).into_iter().map(|p| format!("paging: {p}")));
+    v
+}
+
+/// Waits for a helper that stops by itself; past `within`, aborts it and says so.
+async fn join<T>(what: &str, task: tokio::task::JoinHandle<T>, within: Duration, v: &mut Vec<String>) -> Option<T> {
+    let abort = task.abort_handle();
+    match tokio::time::timeout(within, task).await {
+        Ok(Ok(out)) => Some(out),
+        Ok(Err(e)) => {
+            v.push(format!("the {what} failed: {e}"));
+            None
+        }
+        Err(_) => {
+            abort.abort();
+            v.push(format!("the {what} did not stop within {within:?}"));
+            None
+        }
+    }
+}
+
 struct RunReport {
     line: String,
     violations: Vec<String>,
@@ -511,6 +659,16 @@ async fn one_run(run: u64, seed: u64) -> RunReport {
         "1000",
         "--storage-pool-gb",
         &pool,
+        // Nothing is pruned from the event log, so that a `missed` event is a fault; idle streams
+        // write often, so that the server soon notices a stream the consumer closed.
+        "--event-retention-secs",
+        "315360000",
+        "--event-retention-max",
+        "1000000000",
+        "--event-prune-ms",
+        "3600000",
+        "--event-keepalive-ms",
+        "250",
     ];
     let envs = [("KAFKA_TASKS_MASTER_KEY", MASTER_KEY), ("KAFKA_TASKS_LOG", "info")];
     let cred = serve::cli_credential(&db, MASTER_KEY, "crash", "admin");
@@ -521,6 +679,9 @@ async fn one_run(run: u64, seed: u64) -> RunReport {
     let l: Shared = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    // The processes up now, for the pager and the consumer; "settled" ends them.
+    let (servers, servers_rx) = watch::channel(vec![api.clone()]);
+    let (settled, settled_rx) = watch::channel(false);
 
     // Every run holds one instance that fails to create and a scheduled operation due after the
     // failure: when it fires, the instance must stay CREATEFAILED.
@@ -531,9 +692,32 @@ async fn one_run(run: u64, seed: u64) -> RunReport {
     }
     let workers: Vec<_> =
         (0..WORKERS).map(|_| tokio::spawn(worker(api.clone(), l.clone(), stop.clone(), rng.fork()))).collect();
+    let live = l.clone();
+    let pick: paging::Pick = Arc::new(move |rng: &mut Rng| ledger(&live).live_instance(rng));
+    let pager = tokio::spawn(paging::pager(servers_rx.clone(), pick, settled_rx.clone(), rng.fork()));
+    // The consumer joins at a random moment of the load, from the log's end.
+    let follow = event_log::Follow {
+        path: format!("/v2/{PROJECT}/tasks/events"),
+        servers: servers_rx,
+        log_len: {
+            let path = db_path.clone();
+            Arc::new(move || log_len(&path))
+        },
+        stop: settled_rx,
+        opened: None,
+        rng: rng.fork(),
+    };
+    let joins_after = Duration::from_millis(rng.range(0, 400));
+    let consumer = tokio::spawn(async move {
+        tokio::time::sleep(joins_after).await;
+        event_log::consume(follow).await
+    });
     let kill_after = Duration::from_millis(rng.range(300, 2_500));
     tokio::time::sleep(kill_after).await;
     server.kill9();
+    // Taken after the process is gone: no request it was serving can take effect later.
+    ledger(&l).killed = Some(Instant::now());
+    servers.send_replace(vec![]);
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         let _ = w.await;
@@ -543,7 +727,11 @@ async fn one_run(run: u64, seed: u64) -> RunReport {
     // The same database, a new process.
     let mut server = ServerProcess::start(&args, &envs, &dir.path().join("second.log"));
     let api = Api::new(&server.base, cred);
+    servers.send_replace(vec![api.clone()]);
     let seen = settle(&api, &mut violations).await;
+    settled.send_replace(true);
+    let passes = join("pager", pager, Duration::from_secs(60), &mut violations).await.unwrap_or_default();
+    let consumed = join("event consumer", consumer, Duration::from_secs(60), &mut violations).await.unwrap_or_default();
     let l = Arc::try_unwrap(l).map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner())).unwrap_or_default();
     check(&api, &l, &seen, &mut violations).await;
     violations.extend(l.server_errors.iter().map(|e| format!("5xx under load: {e}")));
@@ -554,12 +742,18 @@ async fn one_run(run: u64, seed: u64) -> RunReport {
     }
     violations.extend(server.panics().into_iter().map(|p| format!("restarted process: {p}")));
     check_file(&db_path, &mut violations);
+    let stored = read_stored(&db_path);
+    match &stored {
+        Ok(db) => violations.extend(check_log_and_pages(&l, db, &consumed, &passes)),
+        Err(e) => violations.push(format!("cannot read the database: {e}")),
+    }
 
     let tasks: usize = seen.values().map(|s| s.background.1.len()).sum();
     let line = format!(
         "run {run} (seed {seed}): killed after {kill_after:?}; {} requests ({} unanswered, {} refused), {} instances, \
          {} tasks acknowledged, {} scheduled, {} cancelled, {} deleted, {} instances deleted; {tasks} tasks after \
-         restart; {:?}",
+         restart; {} events logged, {} received over {} streams ({} closed by the consumer, {} cut, {} resumed by \
+         ?after=); {} pages in {} passes ({} complete); {:?}",
         l.sent,
         l.unanswered,
         l.refused,
@@ -569,6 +763,15 @@ async fn one_run(run: u64, seed: u64) -> RunReport {
         l.cancelled.len(),
         l.deleted.len(),
         l.deleted_instances.len(),
+        stored.as_ref().map_or(0, |db| db.log.len()),
+        consumed.received.len(),
+        consumed.streams,
+        consumed.dropped,
+        consumed.cut,
+        consumed.by_query,
+        passes.iter().map(|p| p.pages.len()).sum::<usize>(),
+        passes.len(),
+        passes.iter().filter(|p| p.complete).count(),
         started.elapsed(),
     );
     eprintln!("{line}");
