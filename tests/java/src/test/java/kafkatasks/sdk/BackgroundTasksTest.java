@@ -168,6 +168,10 @@ class BackgroundTasksTest {
     }
     assertEquals(full.getTasks().stream().map(ListBackgroundTasksRespTasks::getId).collect(Collectors.toList()), seen);
 
+    ListBackgroundTasksResponse fromZero = client.listBackgroundTasks(
+        new ListBackgroundTasksRequest().withInstanceId(iid).withStart(0).withLimit(2));
+    assertEquals(seen.subList(0, 2), fromZero.getTasks().stream().map(ListBackgroundTasksRespTasks::getId)
+        .collect(Collectors.toList()), "start=0 is the first task, as start=1");
     ListBackgroundTasksResponse past = client.listBackgroundTasks(new ListBackgroundTasksRequest()
         .withInstanceId(iid).withStart(total + 1).withLimit(10));
     assertEquals(List.of(String.valueOf(total), List.of()), List.of(past.getTaskCount(), past.getTasks()));
