@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project, doing its own set-up on a fresh machine:
 # the Python venv with the official Huawei SDK, PostgreSQL up, formatting, lints,
-# the Rust unit and integration tests, and the official clients (Python and Node.js SDKs, a replay
-# of the Terraform provider's requests) against the built binary.
+# the Rust unit and integration tests, and the official clients (Python, Node.js and Java SDKs, a
+# replay of the Terraform provider's requests) against the built binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,6 +64,14 @@ step "Official Node.js SDK and Terraform replay"
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" npm test --prefix tests/node
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/terraform
+
+step "Official Java SDK against the binary"
+if ! command -v mvn >/dev/null 2>&1; then
+  apt-get update -qq && apt-get install -y -qq maven
+fi
+# -q still prints Surefire's "Tests run: N, Failures: …" lines: tests/java/.mvn/maven.config keeps
+# the Surefire plugin's own log at INFO. Dependencies are fetched once, into ~/.m2.
+KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" mvn -q -B -f tests/java/pom.xml test
 
 step "Console in headless Chromium"
 if [ ! -x /usr/bin/chromium ]; then
