@@ -170,9 +170,11 @@ fetch() {
     pom "$version" >"$vdir/pom.xml"
     say "fetching Apache Kafka $version from Maven Central into $vdir/lib"
     rm -rf "$vdir/lib.tmp"
-    mvn -q -B -Dstyle.color=never -f "$vdir/pom.xml" "$DEPENDENCY_PLUGIN:copy-dependencies" \
-      -DincludeScope=runtime -DoutputDirectory="$vdir/lib.tmp" \
-      || die "mvn could not fetch Kafka $version (is it on Maven Central? 4.0.1 and later are)"
+    if ! mvn -B -Dstyle.color=never -f "$vdir/pom.xml" "$DEPENDENCY_PLUGIN:copy-dependencies" \
+      -DincludeScope=runtime -DoutputDirectory="$vdir/lib.tmp" >"$vdir/fetch.log" 2>&1; then
+      grep -E '\[ERROR\]' "$vdir/fetch.log" | head -n 20 >&2 || true
+      die "mvn could not fetch Kafka $version (4.0.1 and later are on Maven Central); see $vdir/fetch.log"
+    fi
     ls "$vdir/lib.tmp"/kafka_2.13-*.jar >/dev/null 2>&1 || die "no kafka_2.13 jar in $vdir/lib.tmp"
     echo "$sum" >"$vdir/lib.tmp/.complete"
     rm -rf "${vdir:?}/lib"
@@ -229,9 +231,10 @@ tool_class() {
 
 # Tools log warnings and errors to stderr only, so their stdout stays parseable.
 tools_log_config() { # tools_log_config VERSION -> path
-  local file="$cache_root/$1/tools-log4j2.xml"
+  local file="$cache_root/$1/tools-log4j2.xml" tmp
   if [ ! -f "$file" ]; then
-    cat >"$file.$BASHPID" <<'EOF'
+    tmp="$file.$BASHPID" # expanded here: in the redirection it would be cat's own pid
+    cat >"$tmp" <<'EOF'
 <?xml version="1.0" encoding="UTF-8"?>
 <Configuration status="WARN">
   <Appenders>
@@ -244,7 +247,7 @@ tools_log_config() { # tools_log_config VERSION -> path
   </Loggers>
 </Configuration>
 EOF
-    mv "$file.$BASHPID" "$file"
+    mv "$tmp" "$file"
   fi
   echo "$file"
 }
