@@ -66,7 +66,9 @@ check() {
   say "batch 2: $batch2 messages sent with acks=all while node 3 was down"
   "$kafka" start-node 3
 
-  tool consumer --bootstrap-server "$KAFKA_SASL_BOOTSTRAP" --command-config "$KAFKA_SCRAM_CLIENT_CONFIG" \
+  # Client-config flags that every 4.x knows (4.3 prefers --command-config, which 4.0 lacks), so
+  # the test also runs on a cluster of an older Kafka, as an upgrade test's is.
+  tool consumer --bootstrap-server "$KAFKA_SASL_BOOTSTRAP" --consumer.config "$KAFKA_SCRAM_CLIENT_CONFIG" \
     --topic "$topic" --group-id "$topic-reader" --max-messages $((batch1 + batch2)) --verbose \
     >"$work/consume.jsonl"
   python3 - "$batch1" "$batch2" "$work/produce-1.jsonl" "$work/produce-2.jsonl" "$work/consume.jsonl" <<'EOF'
@@ -105,14 +107,14 @@ EOF
   done
   say "node 3 back in every partition's in-sync replicas"
 
-  out=$(tool cluster cluster-id --bootstrap-server "$KAFKA_SASL_BOOTSTRAP" --command-config "$KAFKA_SCRAM_CLIENT_CONFIG")
+  out=$(tool cluster cluster-id --bootstrap-server "$KAFKA_SASL_BOOTSTRAP" -c "$KAFKA_SCRAM_CLIENT_CONFIG")
   grep -qF "Cluster ID: $KAFKA_CLUSTER_ID" <<<"$out" || fail "SCRAM client did not describe the cluster: $out"
   (
     umask 077
     sed 's/password="[^"]*"/password="not-the-password"/' "$KAFKA_SCRAM_CLIENT_CONFIG" >"$work/wrong-password.properties"
   )
   if out=$(tool cluster cluster-id --bootstrap-server "$KAFKA_SASL_BOOTSTRAP" \
-    --command-config "$work/wrong-password.properties" 2>&1); then
+    -c "$work/wrong-password.properties" 2>&1); then
     fail "a wrong SCRAM password was accepted: $out"
   fi
   grep -q 'SaslAuthenticationException' <<<"$out" || fail "a wrong password failed, but not on authentication: $out"
