@@ -2,7 +2,8 @@
 # Runs every check and test of the project, doing its own set-up on a fresh machine:
 # the Python venv with the official Huawei SDK, PostgreSQL up, formatting, lints,
 # the Rust unit and integration tests, and the official clients (Python and Node.js SDKs, a replay
-# of the Terraform provider's requests) against the built binary.
+# of the Terraform provider's requests) against the built binary, and a three-node Apache Kafka
+# cluster for the connected mode (its jars from Maven Central on the first run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,3 +72,13 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r tests/console/requirements.txt
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/console
+
+step "Kafka test cluster (three KRaft nodes)"
+# A fresh cluster each run; stopped however the step ends. Connected-mode tests run between
+# `smoke.sh check` and `smoke.sh stop`, on the addresses `scripts/kafka-cluster.sh env` prints.
+./scripts/kafka-cluster.sh clean
+trap './scripts/kafka-cluster.sh stop' EXIT
+./scripts/kafka-cluster.sh start
+tests/kafka/smoke.sh check
+tests/kafka/smoke.sh stop
+trap - EXIT
