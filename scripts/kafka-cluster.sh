@@ -27,6 +27,7 @@
 #                        (CONTROLLER) and base+200+N-1 (SASL_PLAINTEXT, SCRAM-SHA-512)
 #   KAFKA_CACHE_DIR      default ${XDG_CACHE_HOME:-$HOME/.cache}/kafka-tasks/kafka (<version>/lib)
 #   KAFKA_HEAP_OPTS      default "-Xms256m -Xmx512m" per node
+#   KAFKA_JVM_OPTS       default "-XX:+UseSerialGC -XX:TieredStopAtLevel=1" per node
 #   KAFKA_START_TIMEOUT  seconds `start`/`start-node` wait for the brokers (default 120)
 #   KAFKA_STOP_TIMEOUT   seconds a node gets after SIGTERM before SIGKILL (default 30)
 #   MAVEN_OPTS           passed to mvn as usual (e.g. -Dmaven.repo.local=… for a throwaway cache)
@@ -66,6 +67,9 @@ case "$dir" in /*) ;; *) dir="$PWD/$dir" ;; esac
 cache_root=${KAFKA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kafka-tasks/kafka}
 base_port=${KAFKA_BASE_PORT:-19092}
 heap_opts=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
+# A test cluster's load is small and its two cores are shared: the serial collector and C1 alone
+# start a node sooner and cost less CPU than G1 and C2 would.
+jvm_opts=${KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1}
 start_timeout=${KAFKA_START_TIMEOUT:-120}
 stop_timeout=${KAFKA_STOP_TIMEOUT:-30}
 nodes=(1 2 3)
@@ -452,9 +456,9 @@ node_pid() {
 }
 
 node_jvm_opts() {
-  # shellcheck disable=SC2206 # KAFKA_HEAP_OPTS is a list of flags, split on purpose
-  local heap=($heap_opts)
-  printf '%s\n' "${heap[@]}" -XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
+  # shellcheck disable=SC2206 # lists of flags, split on purpose
+  local heap=($heap_opts) jvm=($jvm_opts)
+  printf '%s\n' "${heap[@]}" "${jvm[@]}" -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$dir/log4j2.xml"
 }
 
