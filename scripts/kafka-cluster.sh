@@ -24,7 +24,9 @@
 #                        `KAFKA_VERSION=<newer> … restart-node 1` is a rolling upgrade.
 #   KAFKA_CLUSTER_DIR    default <repo>/target/kafka-cluster
 #   KAFKA_BASE_PORT      default 19092: node N listens on base+N-1 (PLAINTEXT), base+100+N-1
-#                        (CONTROLLER) and base+200+N-1 (SASL_PLAINTEXT, SCRAM-SHA-512)
+#                        (CONTROLLER) and base+200+N-1 (SASL_PLAINTEXT, SCRAM-SHA-512). "auto":
+#                        the first of 19092, 20092, … 28092 whose nine ports are free. Read when a
+#                        cluster is made; the cluster keeps its base (file base-port) after that.
 #   KAFKA_CACHE_DIR      default ${XDG_CACHE_HOME:-$HOME/.cache}/kafka-tasks/kafka (<version>/lib)
 #   KAFKA_HEAP_OPTS      default "-Xms256m -Xmx512m" per node
 #   KAFKA_JVM_OPTS       default "-XX:+UseSerialGC -XX:TieredStopAtLevel=1" per node
@@ -65,7 +67,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${KAFKA_CLUSTER_DIR:-$root/target/kafka-cluster}
 case "$dir" in /*) ;; *) dir="$PWD/$dir" ;; esac
 cache_root=${KAFKA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kafka-tasks/kafka}
-base_port=${KAFKA_BASE_PORT:-19092}
+if [ -f "$dir/base-port" ]; then
+  base_port=$(cat "$dir/base-port")
+else
+  base_port=${KAFKA_BASE_PORT:-19092}
+fi
 heap_opts=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 # A test cluster's load is small and its two cores are shared: the serial collector and C1 alone
 # start a node sooner and cost less CPU than G1 and C2 would.
@@ -372,18 +378,26 @@ EOF
 
 scram_password() { sed -n 's/^KAFKA_SCRAM_PASSWORD=//p' "$dir/scram.env"; }
 
+# KEY=value, shell-quoted only when the value needs it, so the file reads as a dotenv file too.
+kv() {
+  case "$2" in
+    *[!A-Za-z0-9_./:,@+=-]*) printf '%s=%q\n' "$1" "$2" ;;
+    *) printf '%s=%s\n' "$1" "$2" ;;
+  esac
+}
+
 write_env() {
   local f="$dir/cluster.env"
   {
-    printf '%s=%q\n' KAFKA_CLUSTER_DIR "$dir"
-    printf '%s=%q\n' KAFKA_CLUSTER_ID "$(cat "$dir/cluster.id")"
-    printf '%s=%q\n' KAFKA_CLUSTER_VERSION "$(cat "$dir/version")"
-    printf '%s=%q\n' KAFKA_BOOTSTRAP "$(join_ports plain_port)"
-    printf '%s=%q\n' KAFKA_SASL_BOOTSTRAP "$(join_ports sasl_port)"
-    printf '%s=%q\n' KAFKA_CONTROLLERS "$(join_ports controller_port)"
-    printf '%s=%q\n' KAFKA_SCRAM_MECHANISM SCRAM-SHA-512
-    printf '%s=%q\n' KAFKA_SCRAM_FILE "$dir/scram.env"
-    printf '%s=%q\n' KAFKA_SCRAM_CLIENT_CONFIG "$dir/client-scram.properties"
+    kv KAFKA_CLUSTER_DIR "$dir"
+    kv KAFKA_CLUSTER_ID "$(cat "$dir/cluster.id")"
+    kv KAFKA_CLUSTER_VERSION "$(cat "$dir/version")"
+    kv KAFKA_BOOTSTRAP "$(join_ports plain_port)"
+    kv KAFKA_SASL_BOOTSTRAP "$(join_ports sasl_port)"
+    kv KAFKA_CONTROLLERS "$(join_ports controller_port)"
+    kv KAFKA_SCRAM_MECHANISM SCRAM-SHA-512
+    kv KAFKA_SCRAM_FILE "$dir/scram.env"
+    kv KAFKA_SCRAM_CLIENT_CONFIG "$dir/client-scram.properties"
   } >"$f.tmp"
   mv "$f.tmp" "$f"
 }
@@ -401,6 +415,37 @@ check_ports_free() { # check_ports_free N...
   done
 }
 
+ports_free() { # ports_free N...: every port of nodes N... is free
+  local n p
+  for n in "$@"; do
+    for p in "$(plain_port "$n")" "$(controller_port "$n")" "$(sasl_port "$n")"; do
+      ! port_in_use "$p" || return 1
+    done
+  done
+}
+
+# A new cluster's base port: the one given, or with "auto" the first free of ten bases, so that two
+# checkouts testing on one machine do not collide.
+choose_base_port() {
+  local b
+  if [ "$base_port" = auto ]; then
+    for b in 19092 20092 21092 22092 23092 24092 25092 26092 27092 28092; do
+      base_port=$b
+      if ports_free "${nodes[@]}"; then
+        return 0
+      fi
+    done
+    die "no free base port among 19092, 20092, … 28092; set KAFKA_BASE_PORT"
+  fi
+  case "$base_port" in
+    '' | *[!0-9]*) die "KAFKA_BASE_PORT is a number or 'auto', not '$base_port'" ;;
+  esac
+  if [ "$base_port" -lt 1024 ] || [ "$base_port" -gt 65000 ]; then
+    die "KAFKA_BASE_PORT must be 1024-65000, not $base_port"
+  fi
+  check_ports_free "${nodes[@]}"
+}
+
 # Lays out and formats a new cluster in $dir: three node configs, one cluster id, the SCRAM user.
 create_cluster() {
   local version="$1" id n pids=() failed=0
@@ -409,9 +454,10 @@ create_cluster() {
   elif [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ]; then
     die "$dir exists and holds no test cluster; remove it or set KAFKA_CLUSTER_DIR"
   fi
-  check_ports_free "${nodes[@]}"
+  choose_base_port
   fetch "$version"
   mkdir -p "$dir/data"
+  echo "$base_port" >"$dir/base-port"
   echo "A Kafka test cluster made by scripts/kafka-cluster.sh; 'clean' removes it." >"$dir/$marker"
   id=$(new_cluster_id)
   write_server_log_config

@@ -74,11 +74,12 @@ fi
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/console
 
 step "Kafka test cluster (three KRaft nodes)"
-# A fresh cluster each run; stopped however the step ends. Connected-mode tests run between
-# `smoke.sh check` and `smoke.sh stop`, on the addresses `scripts/kafka-cluster.sh env` prints.
+# A fresh cluster each run, on the first free ports (another checkout may be testing on this
+# machine), stopped however the step ends. Connected-mode tests run between `smoke.sh check` and
+# `smoke.sh stop`, on the addresses `scripts/kafka-cluster.sh env` prints.
 ./scripts/kafka-cluster.sh clean
 trap './scripts/kafka-cluster.sh stop' EXIT
-./scripts/kafka-cluster.sh start
+KAFKA_BASE_PORT=auto ./scripts/kafka-cluster.sh start
 tests/kafka/smoke.sh check
 tests/kafka/smoke.sh stop
 trap - EXIT
