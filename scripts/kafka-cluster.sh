@@ -164,13 +164,14 @@ EOF
 
 # Downloads Kafka VERSION's jars once per machine: <cache>/<version>/lib, marked complete with the
 # checksum of the pom that made it, so a changed pom fetches again. A lock keeps two runs apart.
+# Every command that runs Kafka comes through here, so Java is checked here too.
 fetch() {
   local version="$1" vdir="$cache_root/$1" sum
+  need_tools
   sum=$(pom "$version" | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$vdir/lib/.complete" 2>/dev/null)" = "$sum" ]; then
     return 0
   fi
-  need_tools
   mkdir -p "$vdir"
   (
     flock -w 900 9 || die "another fetch of Kafka $version holds $vdir/.lock"
