@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project, doing its own set-up on a fresh machine:
 # the Python venv with the official Huawei SDK, PostgreSQL up, formatting, lints,
-# the Rust unit and integration tests, and the official clients (Python, Node.js and Java SDKs, a
-# replay of the Terraform provider's requests) against the built binary.
+# a three-node Apache Kafka test cluster (its jars from Maven Central on the first run), the Rust
+# unit and integration tests (connected mode against that cluster), and the official clients
+# (Python, Node.js, Go and Java SDKs, a replay of the Terraform provider's requests) against the
+# built binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +12,16 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "PostgreSQL on 127.0.0.1:5432 (installed and started if missing)"
 ./scripts/postgres.sh
+
+step "Kafka test cluster (three KRaft nodes)"
+# A fresh cluster each run, on the first free ports (another checkout may be testing on this
+# machine), stopped however the run ends. The connected-mode tests (tests/api/connected.rs) read
+# its addresses from the cluster.env named in KAFKA_TASKS_TEST_KAFKA.
+./scripts/kafka-cluster.sh clean
+trap './scripts/kafka-cluster.sh stop' EXIT
+KAFKA_BASE_PORT=auto ./scripts/kafka-cluster.sh start
+tests/kafka/smoke.sh check
+export KAFKA_TASKS_TEST_KAFKA="$PWD/target/kafka-cluster/cluster.env"
 
 step "Python venv with the official SDK"
 if [ ! -x .venv/bin/python ]; then
@@ -65,6 +77,16 @@ npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" npm test --prefix tests/node
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/terraform
 
+step "Official Go SDK against the binary"
+# Modules come from the Go proxy on the first run, checked against the committed go.sum.
+if [ -n "$(gofmt -l tests/go)" ]; then
+  gofmt -l tests/go
+  echo "gofmt: the files above need formatting" >&2
+  exit 1
+fi
+GOFLAGS=-mod=readonly go -C tests/go vet ./...
+GOFLAGS=-mod=readonly KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" go -C tests/go test -count=1 ./...
+
 step "Official Java SDK against the binary"
 if ! command -v mvn >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq maven
@@ -79,3 +101,7 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r tests/console/requirements.txt
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/console
+
+step "Kafka test cluster stopped"
+tests/kafka/smoke.sh stop
+trap - EXIT
