@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project, doing its own set-up on a fresh machine:
 # the Python venv with the official Huawei SDK, PostgreSQL up, formatting, lints,
-# the Rust unit and integration tests, and the official clients (Python and Node.js SDKs, a replay
-# of the Terraform provider's requests) against the built binary.
+# the Rust unit and integration tests, and the official clients (Python, Node.js and Go SDKs, a
+# replay of the Terraform provider's requests) against the built binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,6 +64,16 @@ step "Official Node.js SDK and Terraform replay"
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" npm test --prefix tests/node
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/terraform
+
+step "Official Go SDK against the binary"
+# Modules come from the Go proxy on the first run, checked against the committed go.sum.
+if [ -n "$(gofmt -l tests/go)" ]; then
+  gofmt -l tests/go
+  echo "gofmt: the files above need formatting" >&2
+  exit 1
+fi
+GOFLAGS=-mod=readonly go -C tests/go vet ./...
+GOFLAGS=-mod=readonly KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" go -C tests/go test -count=1 ./...
 
 step "Console in headless Chromium"
 if [ ! -x /usr/bin/chromium ]; then
