@@ -6,6 +6,7 @@ package gosdk
 
 import (
 	"net/http"
+	"path"
 	"regexp"
 	"strings"
 	"testing"
@@ -145,12 +146,17 @@ func TestSigning(t *testing.T) {
 		if q := rec.last(t); q.RawQuery != "status" {
 			t.Fatalf("an empty status went as %q, not as a bare name", q.RawQuery)
 		}
-		// Path segments go as Go's URL escapes them (':', '@', '!' and others raw); the SDK signs
-		// them percent-encoded.
+		// Path segments go as Go's url package escapes them ($ & + , : ; = @ stay raw); the SDK
+		// signs them percent-encoded.
+		sent := map[string]bool{}
 		for _, id := range []string{"nope!", "a b", "a:b", "a@b", "a;b", "a,b", "a'b", "(x)", "a*b", "a+b", "a=b",
 			"a$b", "a&b", "a?b", "a#b", "a%2Fb", "ü", ".."} {
 			_, err := c.ShowBackgroundTask(&model.ShowBackgroundTaskRequest{InstanceId: iid, TaskId: id})
 			serviceError(t, err, 400, "DMS.00400070")
+			sent[path.Base(rec.last(t).Path)] = true
+		}
+		if !sent["a:b"] || !sent["a&b"] || !sent["nope%21"] {
+			t.Fatalf("segments sent: %v", sent)
 		}
 	})
 
