@@ -69,6 +69,12 @@ func TestSigning(t *testing.T) {
 		if posted != 1 {
 			t.Fatalf("%d autotopic requests recorded", posted)
 		}
+		// No region was given, so the SDK resolved nothing: every request it made came here.
+		for _, ex := range rec.all() {
+			if "http://"+ex.Host != s.URL {
+				t.Fatalf("the SDK called %s %s%s", ex.Method, ex.Host, ex.Path)
+			}
+		}
 
 		// IgnoreContentTypeForGetRequest: the SDK's option to send a GET without Content-Type.
 		noType := &Recorder{}

@@ -231,6 +231,7 @@ func (s *Server) clientWith(t *testing.T, cred Credential, o clientOptions) *kaf
 
 // Exchange is one request the SDK sent and the answer it got, as they were on the wire.
 type Exchange struct {
+	Host     string
 	Method   string
 	Path     string // as sent (escaped)
 	RawQuery string
@@ -247,7 +248,7 @@ type Recorder struct {
 }
 
 func (r *Recorder) RoundTrip(req *http.Request) (*http.Response, error) {
-	ex := Exchange{Method: req.Method, Path: req.URL.EscapedPath(), RawQuery: req.URL.RawQuery,
+	ex := Exchange{Host: req.URL.Host, Method: req.Method, Path: req.URL.EscapedPath(), RawQuery: req.URL.RawQuery,
 		Header: req.Header.Clone()}
 	if req.Body != nil {
 		body, err := io.ReadAll(req.Body)
