@@ -5,6 +5,7 @@ package gosdk
 // scheduled), and the instance calls around them (CreatePostPaidKafkaInstance, UpdateInstance).
 
 import (
+	"encoding/json"
 	"net/http"
 	"slices"
 	"strings"
@@ -20,8 +21,14 @@ func TestOperations(t *testing.T) {
 	c := s.client(t, s.Admin)
 	v := s.view(t, s.Admin)
 
-	t.Run("resize grows the storage through a task with steps", func(t *testing.T) {
+	t.Run("resize grows the storage through a task with steps, by either SDK call", func(t *testing.T) {
 		iid := createInstance(t, c, "go-sdk-resize")
+		// ResizeKafkaInstance: POST /v2/{project_id}/kafka/instances/{instance_id}/extend.
+		first, err := c.ResizeKafkaInstance(&model.ResizeKafkaInstanceRequest{InstanceId: iid,
+			Body: &model.ResizeEngineInstanceReq{OperType: "storage", NewStorageSpace: ptr[int32](600)}})
+		must(t, err)
+		finish(t, c, iid, deref(first.JobId))
+		// ResizeEngineInstance: POST /v2/{engine}/{project_id}/instances/{instance_id}/extend.
 		res, err := c.ResizeEngineInstance(&model.ResizeEngineInstanceRequest{
 			Engine: model.GetResizeEngineInstanceRequestEngineEnum().KAFKA, InstanceId: iid,
 			Body: &model.ResizeEngineInstanceReq{OperType: "storage", NewStorageSpace: ptr[int32](100000)}})
@@ -34,7 +41,7 @@ func TestOperations(t *testing.T) {
 		shown, err := c.ShowInstance(&model.ShowInstanceRequest{InstanceId: iid})
 		must(t, err)
 		if deref(shown.StorageSpace) != 100000 {
-			t.Fatalf("storage_space %d after the resize", deref(shown.StorageSpace))
+			t.Fatalf("storage_space %d after the resizes", deref(shown.StorageSpace))
 		}
 		progress, err := c.ShowBackgroundTaskProgress(&model.ShowBackgroundTaskProgressRequest{InstanceId: iid,
 			TaskId: job})
@@ -42,9 +49,16 @@ func TestOperations(t *testing.T) {
 		if deref(progress.ProgressPercentage) != 100 || len(deref(progress.StepList)) < 2 {
 			t.Fatalf("resize progress: %v", progress)
 		}
+		var names []string
+		for _, task := range tasksOf(listAll(t, c, iid)) {
+			names = append(names, deref(task.Name)+" "+deref(task.Status))
+		}
+		if !slices.Equal(names, []string{"extendInstance SUCCESS", "extendInstance SUCCESS", "createInstance SUCCESS"}) {
+			t.Fatalf("tasks: %v", names)
+		}
 	})
 
-	t.Run("reassignment now, an estimate that makes no task, and an unknown broker refused", func(t *testing.T) {
+	t.Run("reassignment now, an estimate that makes no task, an unknown broker refused, params without unset fields", func(t *testing.T) {
 		iid := createInstance(t, c, "go-sdk-reassign")
 		now, err := c.CreateKafkaReassignmentTask(&model.CreateKafkaReassignmentTaskRequest{InstanceId: iid,
 			Body: &model.PartitionReassignRequest{Throttle: ptr[int32](-1),
@@ -81,6 +95,25 @@ func TestOperations(t *testing.T) {
 		serviceError(t, err, 400, "DMS.00400062")
 		if after := v.get(t, "instances/"+iid+"/tasks", nil)["task_count"]; after != before {
 			t.Fatalf("a refused reassignment made a task: task_count %v then %v", before, after)
+		}
+
+		// Fields not given are left out of the task's params (the SDK omits them from the body).
+		plain, err := c.CreateKafkaReassignmentTask(&model.CreateKafkaReassignmentTaskRequest{InstanceId: iid,
+			Body: &model.PartitionReassignRequest{
+				Reassignments: []model.PartitionReassignEntity{{Topic: "orders", Brokers: &[]int32{0, 1}}}}})
+		must(t, err)
+		finish(t, c, iid, deref(plain.JobId))
+		shown, err = c.ShowBackgroundTask(&model.ShowBackgroundTaskRequest{InstanceId: iid, TaskId: deref(plain.JobId)})
+		must(t, err)
+		params := deref(deref(shown.Tasks)[0].Params)
+		var fields map[string]any
+		if err := json.Unmarshal([]byte(params), &fields); err != nil {
+			t.Fatalf("params %q: %v", params, err)
+		}
+		for key, value := range fields {
+			if key == "throttle" || value == nil {
+				t.Fatalf("params carry %s=%v: %s", key, value, params)
+			}
 		}
 	})
 
