@@ -18,6 +18,7 @@ pub mod domain;
 pub mod engine;
 pub mod executor;
 pub mod http;
+pub mod kafka;
 pub mod log_limit;
 pub mod server;
 pub mod storage;

@@ -124,7 +124,8 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         },
         wake,
     )
-    .with_executors(executors, storage.runs.clone(), storage.instances.clone());
+    .with_executors(executors, storage.runs.clone(), storage.instances.clone())
+    .with_clusters(storage.clusters.clone(), state.auth.master().clone());
     let engine = tokio::spawn(engine.run(shutdown_rx.clone()));
     let pruner = crate::engine::retention::Pruner::new(storage.retention.clone(), pruner, clock.clone());
     let pruner = tokio::spawn(pruner.run(shutdown_rx.clone()));

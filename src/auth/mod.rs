@@ -243,6 +243,11 @@ impl Authenticator {
         self.unverified.begin(client)
     }
 
+    /// The master key, for what else it seals (a cluster binding's password).
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
     /// The key of the event ids `project`'s streams show.
     pub fn event_id_key(&self, project: &str) -> [u8; 16] {
         self.master.event_id_key(project)

@@ -45,6 +45,10 @@ pub struct Instance {
     /// before kernels were recorded: such an instance runs its engine version's first build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_version: Option<String>,
+    /// Bound to a real Kafka cluster (connected mode): its operations are done on the cluster
+    /// by the `kafka` executor, so their steps end when it says so, never at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_bound: bool,
 }
 
 /// The largest storage (GB) an instance may have, at creation or after a resize: 10 PB, far
@@ -116,6 +120,7 @@ impl Instance {
             busy_task: None,
             status_before: None,
             kernel_version: None,
+            cluster_bound: false,
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod clock;
+pub mod cluster;
 pub mod deletion;
 pub mod events;
 pub mod ids;
@@ -97,6 +98,10 @@ pub enum Action {
     GetRetention,
     /// Setting or resetting it.
     SetRetention,
+    /// Reading which Kafka cluster an instance is bound to (an extension: connected mode).
+    GetCluster,
+    /// Binding an instance to a Kafka cluster, or unbinding it.
+    BindCluster,
 }
 
 impl Action {
@@ -116,6 +121,8 @@ impl Action {
             Action::GetTaskOutput => "kafka-tasks:instance:getTaskOutput",
             Action::GetRetention => "kafka-tasks:retention:get",
             Action::SetRetention => "kafka-tasks:retention:set",
+            Action::GetCluster => "kafka-tasks:instance:getCluster",
+            Action::BindCluster => "kafka-tasks:instance:bindCluster",
         }
     }
 
@@ -131,9 +138,12 @@ impl Action {
             | Action::DeleteScheduledTask
             | Action::ModifyInstance
             | Action::GetTaskOutput => Role::Operator,
-            Action::CreateInstance | Action::DeleteInstance | Action::GetRetention | Action::SetRetention => {
-                Role::Admin
-            }
+            Action::CreateInstance
+            | Action::DeleteInstance
+            | Action::GetRetention
+            | Action::SetRetention
+            | Action::GetCluster
+            | Action::BindCluster => Role::Admin,
         }
     }
 }

@@ -179,9 +179,13 @@ impl OpSet {
 }
 
 impl StepContext {
-    /// Whether an executor runs the steps of `op` (rather than the simulation's timer).
-    pub fn executes(&self, op: &Operation) -> bool {
+    /// Whether an executor runs the steps of `op` on `inst` (rather than the simulation's
+    /// timer): the executor file names the operation, or the instance is bound to a Kafka
+    /// cluster (whose operations the `kafka` executor does; creating and deleting the record of
+    /// a bound instance never touch the cluster).
+    pub fn executes(&self, op: &Operation, inst: &super::instance::Instance) -> bool {
         self.executed.contains(op.task_name())
+            || (inst.cluster_bound && !matches!(op, Operation::CreateInstance { .. } | Operation::DeleteInstance))
     }
 }
 

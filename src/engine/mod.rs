@@ -55,6 +55,8 @@ struct ExecutorDeps {
     executors: Arc<Executors>,
     runs: Arc<dyn RunStore>,
     instances: Arc<dyn InstanceStore>,
+    /// Connected mode: the bindings, and the key that opens their sealed passwords.
+    connected: Option<(Arc<dyn crate::storage::ClusterStore>, crate::auth::keys::MasterKey)>,
 }
 
 impl Engine {
@@ -70,8 +72,58 @@ impl Engine {
         runs: Arc<dyn RunStore>,
         instances: Arc<dyn InstanceStore>,
     ) -> Self {
-        self.executors = Some(ExecutorDeps { executors, runs, instances });
+        self.executors = Some(ExecutorDeps { executors, runs, instances, connected: None });
         self
+    }
+
+    /// Does the operations of instances bound to a Kafka cluster on that cluster (connected
+    /// mode; see [`crate::executor::kafka`]). Needs [`with_executors`](Self::with_executors) first.
+    pub fn with_clusters(
+        mut self,
+        clusters: Arc<dyn crate::storage::ClusterStore>,
+        master: crate::auth::keys::MasterKey,
+    ) -> Self {
+        if let Some(deps) = &mut self.executors {
+            deps.connected = Some((clusters, master));
+        }
+        self
+    }
+
+    /// The `kafka` executor for a task of an instance bound to a cluster; `None` for an unbound
+    /// one, and for the deletion of an instance (which unbinds it and never touches the cluster).
+    /// A store that cannot answer is asked again: a bound instance's operation must never be
+    /// simulated instead.
+    async fn bound_executor(
+        &self,
+        deps: &ExecutorDeps,
+        task: &TaskRecord,
+        op: &str,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Option<Arc<crate::executor::Executor>> {
+        let (clusters, master) = deps.connected.as_ref()?;
+        if op == "deleteInstance" || op == "createInstance" {
+            return None;
+        }
+        loop {
+            match clusters.get_binding(&task.project_id, &task.instance_id).await {
+                Ok(None) => return None,
+                Ok(Some(stored)) => {
+                    let spec = crate::executor::kafka::Spec { stored, master: master.clone() };
+                    let timeout = deps.executors.get(op).map_or(crate::executor::kafka::STEP_TIMEOUT, |e| e.timeout);
+                    return Some(Arc::new(crate::executor::Executor {
+                        kind: crate::executor::Kind::Kafka(spec),
+                        timeout,
+                    }));
+                }
+                Err(e) => {
+                    crate::limited!(warn, &format!("binding {e}"), error = %e, "could not read the instance's cluster binding; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = crate::executor::stopped(shutdown) => return None,
+                    }
+                }
+            }
+        }
     }
 
     /// Runs until `shutdown` turns true, then stops its tasks and gives back their leases so
@@ -177,10 +229,16 @@ impl Engine {
             }
             return;
         }
-        if let Some(deps) = &self.executors
-            && let Some(executor) = deps.executors.get(op)
-        {
-            return self.run_executed(deps, executor, task, operation, current, shutdown).await;
+        if let Some(deps) = &self.executors {
+            if let Some(executor) = self.bound_executor(deps, &task, op, &mut shutdown).await {
+                return self.run_executed(deps, executor, task, operation, current, shutdown).await;
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Some(executor) = deps.executors.get(op) {
+                return self.run_executed(deps, executor, task, operation, current, shutdown).await;
+            }
         }
         loop {
             let Some(step) = task.steps.get(current) else {

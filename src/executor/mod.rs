@@ -10,6 +10,7 @@
 //! Which operation uses which is read from the TOML file named by `serve --executors FILE`.
 
 pub mod exec;
+pub mod kafka;
 pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
@@ -105,6 +106,8 @@ pub struct Executor {
 pub enum Kind {
     Exec(exec::Spec),
     Webhook(webhook::Spec),
+    /// Connected mode: the operation is done on the instance's bound cluster.
+    Kafka(kafka::Spec),
 }
 
 impl Executor {
@@ -113,6 +116,7 @@ impl Executor {
         match self.kind {
             Kind::Exec(_) => "exec",
             Kind::Webhook(_) => "webhook",
+            Kind::Kafka(_) => "kafka",
         }
     }
 
@@ -127,6 +131,7 @@ impl Executor {
         match &self.kind {
             Kind::Exec(spec) => exec::run(spec, req, events, stop).await,
             Kind::Webhook(spec) => webhook::run(spec, req, stop).await,
+            Kind::Kafka(spec) => kafka::run(spec, req, events, stop).await,
         }
     }
 }

@@ -50,6 +50,7 @@ pub fn route_action(method: &Method, route: &str, body: &[u8]) -> Option<Action>
         ) => DeleteBackgroundTask,
         ("POST", "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor-callback") => ModifyInstance,
         ("PUT" | "DELETE", "/v2/{project_id}/tasks/retention") => SetRetention,
+        ("PUT" | "DELETE", "/v2/{project_id}/instances/{instance_id}/cluster") => BindCluster,
         ("PUT", "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}") => ModifyScheduledTask,
         ("DELETE", "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}") => DeleteScheduledTask,
         ("POST", "/v3/auth/tokens") => CreateToken,

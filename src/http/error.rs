@@ -44,6 +44,9 @@ pub enum ApiError {
     NoInstance,
     #[error("no such task")]
     NoTask,
+    /// An instance with no cluster binding (connected mode's extension).
+    #[error("no cluster binding")]
+    NoClusterBinding,
     #[error("method not allowed")]
     MethodNotAllowed,
     /// 401 from the gateway, with a detail that helps a real user and reveals no secret.
@@ -79,6 +82,11 @@ pub enum ApiError {
     UriTooLong,
     #[error("request header fields too large")]
     HeadersTooLarge,
+    /// A cluster binding that cannot be used: the cluster does not answer, refuses the
+    /// credentials, or the binding names what the server cannot read. The reason is the
+    /// admin's to see (the binding is theirs).
+    #[error("the cluster cannot be used: {0}")]
+    ClusterUnusable(String),
     /// A kernel upgrade of an instance already on the newest build: DMS's state refusal.
     #[error("the instance already runs the latest kernel")]
     AlreadyLatestKernel,
@@ -113,7 +121,7 @@ impl ApiError {
             | TaskRunning | InstanceState => StatusCode::BAD_REQUEST,
             Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Forbidden | WrongProject => StatusCode::FORBIDDEN,
-            NoSuchUrl | NoInstance | NoTask => StatusCode::NOT_FOUND,
+            NoSuchUrl | NoInstance | NoTask | NoClusterBinding => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -123,7 +131,7 @@ impl ApiError {
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             UriTooLong => StatusCode::URI_TOO_LONG,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            AlreadyLatestKernel => StatusCode::BAD_REQUEST,
+            AlreadyLatestKernel | ClusterUnusable(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -143,6 +151,7 @@ impl ApiError {
             NoSuchUrl => ("DMS.00404001", "The requested URL does not exist.".into()),
             NoInstance => ("DMS.00404022", "This instance does not exist.".into()),
             NoTask => ("DMS.00404070", "The background task does not exist.".into()),
+            NoClusterBinding => ("DMS.00404090", "This instance is not bound to a Kafka cluster.".into()),
             MethodNotAllowed => ("DMS.00405001", "This request method is not allowed.".into()),
             Internal(_) => ("DMS.00500000", "Internal service error.".into()),
             Unauthenticated(detail) => ("APIGW.0301", format!("Incorrect IAM authentication information: {detail}")),
@@ -160,6 +169,10 @@ impl ApiError {
             BodyTimeout => ("DMS.00408000", "The request body was not received in time.".into()),
             UriTooLong => ("DMS.00414000", "The request URI is too long.".into()),
             HeadersTooLarge => ("DMS.00431000", "The request header fields are too large.".into()),
+            ClusterUnusable(why) => (
+                "DMS.00400062",
+                format!("Invalid bootstrap_servers parameter in the request: the cluster cannot be used: {why}"),
+            ),
             AlreadyLatestKernel => (
                 "DMS.00400026",
                 "This operation is not allowed due to the instance status: it already runs the latest kernel version."

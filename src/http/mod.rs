@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth_layer;
+pub mod clusters;
 pub mod console;
 pub mod error;
 pub mod events;
@@ -78,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tokens::router())
         .merge(executors::router())
         .merge(retention::router())
+        .merge(clusters::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth_layer::authenticate));
     Router::new()
         .merge(api)

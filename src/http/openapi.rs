@@ -20,7 +20,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::AppState;
-use super::{events, executors, health, instances, retention, scheduled, tasks, tokens};
+use super::{clusters, events, executors, health, instances, retention, scheduled, tasks, tokens};
 
 /// Security scheme names, as the annotations and [`Shared`] use them.
 pub const AKSK: &str = "aksk";
@@ -83,6 +83,9 @@ const ALIASES: &[(&str, &str)] = &[
         retention::show,
         retention::set,
         retention::reset,
+        clusters::show,
+        clusters::bind,
+        clusters::unbind,
         health::healthz,
         health::ready,
         health::metrics,
@@ -96,6 +99,7 @@ const ALIASES: &[(&str, &str)] = &[
         (name = "Scheduled tasks", description = "DMS scheduled tasks (ListScheduledTasks and siblings)"),
         (name = "Instances", description = "Instances and the operations that create tasks"),
         (name = "Retention", description = "Extension: how long finished task records are kept, per project (admin role)"),
+        (name = "Connected mode", description = "Extension: the Apache Kafka cluster an instance's operations are done on (admin role)"),
         (name = "Tokens", description = "IAM-shaped tokens for `X-Auth-Token`"),
         (name = "Executors", description = "What executors report, and the callback of webhook executors (kafka-tasks extensions)"),
         (name = "Service", description = "Health, readiness, metrics and this document (public)"),
@@ -113,7 +117,11 @@ const ERRORS: &[(u16, &str)] = &[
     ),
     (401, "APIGW.0301: missing, malformed, expired or wrong credentials (with request_id)"),
     (403, "APIGW.0302 (credential of another project, with request_id) or DMS.00403003 (role lacks permission)"),
-    (404, "DMS.00404022 (no such instance), DMS.00404070 (no such task) or DMS.00404001 (no such URL)"),
+    (
+        404,
+        "DMS.00404022 (no such instance), DMS.00404070 (no such task), DMS.00404090 (no cluster binding) or \
+         DMS.00404001 (no such URL)",
+    ),
     (408, "DMS.00408000: the request body did not arrive in time"),
     (413, "APIGW.0201: request body too large (with request_id)"),
     (414, "DMS.00414000: request URI too long"),

@@ -244,6 +244,30 @@ pub trait KernelStore: Send + Sync {
     async fn add_kernel_build(&self, engine_version: &str, build: &str, now: i64) -> StoreResult<bool>;
 }
 
+/// A cluster binding as stored: the binding and, when its SASL password was given inline, that
+/// password sealed with the master key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBinding {
+    pub binding: crate::domain::cluster::Binding,
+    pub password_sealed: Option<Vec<u8>>,
+}
+
+/// The Apache Kafka clusters instances are bound to (connected mode).
+#[async_trait]
+pub trait ClusterStore: Send + Sync {
+    async fn get_binding(&self, p: &ProjectId, i: &InstanceId) -> StoreResult<Option<StoredBinding>>;
+    /// Binds the instance (`Some`, replacing any binding) or unbinds it (`None`), with `audit`,
+    /// in one transaction; `false` when the instance does not exist in the project.
+    async fn put_binding(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        binding: Option<StoredBinding>,
+        now: i64,
+        audit: AuditEvent,
+    ) -> StoreResult<bool>;
+}
+
 /// A task a worker holds a lease on.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -525,6 +549,7 @@ pub struct Storage {
     pub events: Arc<dyn events::EventStore>,
     pub runs: Arc<dyn RunStore>,
     pub retention: Arc<dyn RetentionStore>,
+    pub clusters: Arc<dyn ClusterStore>,
 }
 
 impl Storage {
@@ -541,6 +566,7 @@ impl Storage {
             + events::EventStore
             + RunStore
             + RetentionStore
+            + ClusterStore
             + 'static,
     {
         Storage {
@@ -554,7 +580,8 @@ impl Storage {
             kernels: e.clone(),
             events: e.clone(),
             runs: e.clone(),
-            retention: e,
+            retention: e.clone(),
+            clusters: e,
         }
     }
 

@@ -4,6 +4,8 @@ mod attacks;
 mod audit;
 mod auth;
 mod bad_input;
+mod clusters;
+mod connected;
 mod engine;
 mod events;
 mod executors;

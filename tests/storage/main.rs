@@ -1165,3 +1165,60 @@ async fn policies_are_stored_per_project_and_the_pruning_lease_has_one_holder() 
         assert!(r.take_prune_lease("a", T0 + 171, T0 + 271).await.expect("take"), "{}: released", e.name);
     }
 }
+
+fn bind_audit(inst: &Instance) -> kafka_tasks::storage::AuditEvent {
+    kafka_tasks::storage::AuditEvent {
+        at: T0,
+        request_id: "r".into(),
+        project_id: inst.project_id.as_str().into(),
+        user_id: "u".into(),
+        user_name: "n".into(),
+        access_key: None,
+        action: "kafka-tasks:instance:bindCluster".into(),
+        target: inst.id.as_str().into(),
+        status: 200,
+        detail: None,
+    }
+}
+
+#[tokio::test]
+async fn a_bound_instance_keeps_its_binding_until_unbound_or_deleted_and_its_steps_wait_for_the_executor() {
+    use kafka_tasks::domain::cluster::{Binding, SecurityProtocol};
+    use kafka_tasks::storage::StoredBinding;
+    for e in engines().await {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let binding = StoredBinding {
+            binding: Binding {
+                bootstrap: vec!["127.0.0.1:9092".into()],
+                protocol: SecurityProtocol::PLAINTEXT,
+                sasl: None,
+                ssl_ca_file: None,
+                broker_control: None,
+            },
+            password_sealed: Some(vec![1, 2, 3]),
+        };
+        let (p, i) = (&inst.project_id, &inst.id);
+        assert_eq!(s.clusters.get_binding(p, i).await.expect("r"), None, "{}", e.name);
+        assert!(s.clusters.put_binding(p, i, Some(binding.clone()), T0, bind_audit(&inst)).await.expect("w"));
+        assert_eq!(s.clusters.get_binding(p, i).await.expect("r"), Some(binding.clone()), "{}", e.name);
+        assert!(s.instances.get_instance(p, i).await.expect("r").expect("i").cluster_bound, "{}", e.name);
+        // Another project's instance of the same id is not this one.
+        let other: ProjectId = "fedcba9876543210fedcba9876543210".parse().expect("p");
+        assert_eq!(s.clusters.get_binding(&other, i).await.expect("r"), None, "{}", e.name);
+        assert!(!s.clusters.put_binding(&other, i, None, T0, bind_audit(&inst)).await.expect("w"), "{}", e.name);
+
+        // A bound instance's steps that take no time still wait for the executor.
+        let mut t = task(&inst, Operation::Restart, T0 + 1, None);
+        t.record.steps = t.operation.steps(0.0);
+        s.instances.submit(p, i, TaskBuilder::ready(t), None).await.expect("submit").expect("admitted");
+        let claimed = s.engine.claim("w", T0 + 2, 60_000, 10, CTX).await.expect("claim");
+        assert_eq!(claimed.len(), 1, "{}", e.name);
+        assert_eq!(claimed[0].ended, None, "{}: a bound instance's step ended in the claim", e.name);
+
+        // Unbinding clears both; deleting the instance removes its binding.
+        assert!(s.clusters.put_binding(p, i, None, T0, bind_audit(&inst)).await.expect("w"));
+        assert_eq!(s.clusters.get_binding(p, i).await.expect("r"), None, "{}", e.name);
+        assert!(!s.instances.get_instance(p, i).await.expect("r").expect("i").cluster_bound, "{}", e.name);
+    }
+}

@@ -22,6 +22,7 @@ use crate::telemetry;
 
 mod audit;
 mod bulk;
+mod clusters;
 mod credentials;
 mod engine;
 pub(crate) mod events;
@@ -46,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0008_task_events.sql"),
     include_str!("../../../migrations/postgres/0009_executors.sql"),
     include_str!("../../../migrations/postgres/0010_counter_shards.sql"),
+    include_str!("../../../migrations/postgres/0011_cluster_bindings.sql"),
 ];
 
 /// The counter shard a connection writes (migration 0010): its backend's, so that concurrent

@@ -39,6 +39,7 @@ pub(super) fn remove_instance(conn: &Connection, i: &InstanceId) -> StoreResult<
     conn.prepare_cached("DELETE FROM tasks WHERE instance_id = ?1")?.execute(params![i.as_str()])?;
     conn.prepare_cached("DELETE FROM task_buckets WHERE instance_id = ?1")?.execute(params![i.as_str()])?;
     conn.prepare_cached("DELETE FROM task_totals WHERE instance_id = ?1")?.execute(params![i.as_str()])?;
+    conn.prepare_cached("DELETE FROM cluster_bindings WHERE instance_id = ?1")?.execute(params![i.as_str()])?;
     conn.prepare_cached("DELETE FROM instances WHERE id = ?1")?.execute(params![i.as_str()])?;
     Ok(())
 }

@@ -1,0 +1,281 @@
+//! Binding an instance to a real Apache Kafka cluster (connected mode, an extension of the DMS
+//! API): where the cluster is, how to authenticate to it, and which program does what the Kafka
+//! protocol cannot (restarting a broker). An instance with a binding has its operations done on
+//! that cluster; one without is simulated (or handed to the executor file's programs).
+//!
+//! The rules here are pure: what a binding may say. Secrets are never part of a [`Binding`]: a
+//! SASL password is named by where it is ([`PasswordSource`]); one given inline is sealed with the
+//! master key by the caller before it is stored, and never shown again.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::Invalid;
+
+/// Bootstrap servers a binding may list.
+pub const MAX_BOOTSTRAP: usize = 16;
+/// The longest SASL user name and environment variable name accepted.
+const MAX_NAME: usize = 256;
+/// The longest inline password accepted.
+const MAX_PASSWORD: usize = 1024;
+/// The longest path accepted.
+const MAX_PATH: usize = 4096;
+
+/// How the cluster's listener is reached, as Kafka names it (`security.protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
+pub enum SecurityProtocol {
+    #[default]
+    PLAINTEXT,
+    SASL_PLAINTEXT,
+    SSL,
+    SASL_SSL,
+}
+
+impl SecurityProtocol {
+    pub fn sasl(self) -> bool {
+        matches!(self, SecurityProtocol::SASL_PLAINTEXT | SecurityProtocol::SASL_SSL)
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::SSL | SecurityProtocol::SASL_SSL)
+    }
+}
+
+/// A binding as an admin sends it (`PUT …/instances/{instance_id}/cluster`).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindingRequest {
+    /// `host:port` pairs, comma-separated, as Kafka's `bootstrap.servers`.
+    #[schema(example = "10.0.0.1:9092,10.0.0.2:9092")]
+    pub bootstrap_servers: String,
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    /// `SCRAM-SHA-512`, the one mechanism supported (and the default) with a SASL protocol.
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    /// The password itself: sealed with the master key when stored, never shown again.
+    pub sasl_password: Option<String>,
+    /// Or the environment variable of the server process that holds it.
+    pub sasl_password_env: Option<String>,
+    /// Or a file (mode 0600 or stricter) that holds it.
+    pub sasl_password_file: Option<String>,
+    /// The CA certificate(s), PEM, that the cluster's TLS certificates are checked against.
+    pub ssl_ca_file: Option<String>,
+    /// The program that restarts a broker and adds brokers (absolute path, executable).
+    pub broker_control: Option<String>,
+}
+
+/// Where a SASL password is read from when the cluster is reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PasswordSource {
+    /// Stored sealed with the master key beside the binding.
+    Sealed,
+    Env(String),
+    File(PathBuf),
+}
+
+/// SASL/SCRAM-SHA-512 credentials, without the password itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sasl {
+    pub username: String,
+    pub password: PasswordSource,
+}
+
+/// A checked binding: what is stored (with a sealed password beside it, if one was given).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binding {
+    pub bootstrap: Vec<String>,
+    pub protocol: SecurityProtocol,
+    pub sasl: Option<Sasl>,
+    pub ssl_ca_file: Option<PathBuf>,
+    pub broker_control: Option<PathBuf>,
+}
+
+impl BindingRequest {
+    /// Checks the request; returns the binding and the inline password to seal, if any.
+    pub fn check(self) -> Result<(Binding, Option<String>), Invalid> {
+        let bootstrap = bootstrap_servers(&self.bootstrap_servers)?;
+        let protocol = self.security_protocol;
+        let (sasl, inline) = if protocol.sasl() {
+            if self.sasl_mechanism.as_deref().is_some_and(|m| m != "SCRAM-SHA-512") {
+                return Err(Invalid::Param("sasl_mechanism"));
+            }
+            let username = self
+                .sasl_username
+                .filter(|u| !u.is_empty() && u.len() <= MAX_NAME && !u.chars().any(char::is_control))
+                .ok_or(Invalid::Param("sasl_username"))?;
+            let (password, inline) = match (self.sasl_password, self.sasl_password_env, self.sasl_password_file) {
+                (Some(p), None, None) if !p.is_empty() && p.len() <= MAX_PASSWORD => (PasswordSource::Sealed, Some(p)),
+                (None, Some(env), None) if env_name(&env) => (PasswordSource::Env(env), None),
+                (None, None, Some(file)) => (PasswordSource::File(absolute(&file, "sasl_password_file")?), None),
+                _ => return Err(Invalid::Param("sasl_password")),
+            };
+            (Some(Sasl { username, password }), inline)
+        } else {
+            let stray = self.sasl_mechanism.is_some()
+                || self.sasl_username.is_some()
+                || self.sasl_password.is_some()
+                || self.sasl_password_env.is_some()
+                || self.sasl_password_file.is_some();
+            if stray {
+                return Err(Invalid::Param("security_protocol"));
+            }
+            (None, None)
+        };
+        let ssl_ca_file = match (protocol.tls(), self.ssl_ca_file) {
+            (true, Some(f)) => Some(absolute(&f, "ssl_ca_file")?),
+            (true, None) => None,
+            (false, Some(_)) => return Err(Invalid::Param("ssl_ca_file")),
+            (false, None) => None,
+        };
+        let broker_control = self.broker_control.map(|p| absolute(&p, "broker_control")).transpose()?;
+        Ok((Binding { bootstrap, protocol, sasl, ssl_ca_file, broker_control }, inline))
+    }
+}
+
+/// `host:port[,host:port…]`: hosts are names, IPv4 addresses or bracketed IPv6 addresses.
+fn bootstrap_servers(s: &str) -> Result<Vec<String>, Invalid> {
+    let bad = Invalid::Param("bootstrap_servers");
+    let list: Vec<String> = s.split(',').map(|p| p.trim().to_owned()).collect();
+    if list.is_empty() || list.len() > MAX_BOOTSTRAP {
+        return Err(bad);
+    }
+    for server in &list {
+        let (host, port) = server.rsplit_once(':').ok_or(bad.clone())?;
+        port.parse::<u16>().ok().filter(|p| *p > 0).ok_or(bad.clone())?;
+        let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            v6.parse::<std::net::Ipv6Addr>().is_ok()
+        } else {
+            !host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+        };
+        if !host_ok {
+            return Err(bad);
+        }
+    }
+    Ok(list)
+}
+
+fn env_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn absolute(s: &str, field: &'static str) -> Result<PathBuf, Invalid> {
+    let p = PathBuf::from(s);
+    if s.len() > MAX_PATH || !p.is_absolute() || s.chars().any(char::is_control) {
+        return Err(Invalid::Param(field));
+    }
+    Ok(p)
+}
+
+/// A binding as it is shown (`GET …/cluster`): everything but secrets.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BindingView {
+    pub bootstrap_servers: String,
+    pub security_protocol: SecurityProtocol,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sasl_mechanism: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sasl_username: Option<String>,
+    /// Where the password is read from: `sealed` (stored, never shown), `env:NAME` or `file:PATH`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sasl_password_source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ssl_ca_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_control: Option<String>,
+}
+
+impl Binding {
+    pub fn view(&self) -> BindingView {
+        BindingView {
+            bootstrap_servers: self.bootstrap.join(","),
+            security_protocol: self.protocol,
+            sasl_mechanism: self.sasl.as_ref().map(|_| "SCRAM-SHA-512"),
+            sasl_username: self.sasl.as_ref().map(|s| s.username.clone()),
+            sasl_password_source: self.sasl.as_ref().map(|s| match &s.password {
+                PasswordSource::Sealed => "sealed".to_owned(),
+                PasswordSource::Env(name) => format!("env:{name}"),
+                PasswordSource::File(path) => format!("file:{}", path.display()),
+            }),
+            ssl_ca_file: self.ssl_ca_file.as_ref().map(|p| p.display().to_string()),
+            broker_control: self.broker_control.as_ref().map(|p| p.display().to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(v: serde_json::Value) -> Result<(Binding, Option<String>), Invalid> {
+        serde_json::from_value::<BindingRequest>(v).map_err(|_| Invalid::Body)?.check()
+    }
+
+    #[test]
+    fn a_plaintext_binding_lists_its_servers() {
+        let (b, secret) =
+            req(serde_json::json!({"bootstrap_servers": "127.0.0.1:19092, kafka-1.internal:9092,[::1]:9092"}))
+                .expect("valid");
+        assert_eq!(b.bootstrap, ["127.0.0.1:19092", "kafka-1.internal:9092", "[::1]:9092"]);
+        assert_eq!((b.protocol, b.sasl, secret), (SecurityProtocol::PLAINTEXT, None, None));
+    }
+
+    #[test]
+    fn scram_takes_exactly_one_password_source_and_never_shows_it() {
+        let (b, secret) = req(serde_json::json!({"bootstrap_servers": "k:9092", "security_protocol": "SASL_PLAINTEXT",
+            "sasl_username": "ops", "sasl_password": "s3cret"}))
+        .expect("valid");
+        assert_eq!(secret.as_deref(), Some("s3cret"));
+        let shown = serde_json::to_string(&b.view()).expect("json");
+        assert!(!shown.contains("s3cret") && shown.contains("\"sealed\""), "{shown}");
+        let stored = serde_json::to_string(&b).expect("json");
+        assert!(!stored.contains("s3cret"), "{stored}");
+        for bad in [
+            serde_json::json!({"bootstrap_servers": "k:9092", "security_protocol": "SASL_SSL", "sasl_username": "ops"}),
+            serde_json::json!({"bootstrap_servers": "k:9092", "security_protocol": "SASL_SSL", "sasl_username": "ops",
+                "sasl_password": "a", "sasl_password_env": "B"}),
+            serde_json::json!({"bootstrap_servers": "k:9092", "security_protocol": "SASL_SSL", "sasl_username": "ops",
+                "sasl_password_file": "relative/file"}),
+            serde_json::json!({"bootstrap_servers": "k:9092", "security_protocol": "SASL_SSL", "sasl_username": "ops",
+                "sasl_password_env": "1BAD"}),
+            serde_json::json!({"bootstrap_servers": "k:9092", "security_protocol": "SASL_PLAINTEXT",
+                "sasl_mechanism": "PLAIN", "sasl_username": "ops", "sasl_password": "a"}),
+        ] {
+            assert!(req(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fields_that_do_not_fit_the_protocol_are_refused() {
+        for bad in [
+            serde_json::json!({"bootstrap_servers": "k:9092", "sasl_username": "ops"}),
+            serde_json::json!({"bootstrap_servers": "k:9092", "ssl_ca_file": "/etc/ca.pem"}),
+            serde_json::json!({"bootstrap_servers": "k:9092", "broker_control": "bin/control"}),
+            serde_json::json!({"bootstrap_servers": "k:9092", "unknown": 1}),
+        ] {
+            assert!(req(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bootstrap_servers_are_host_port_pairs() {
+        for bad in ["", "k", "k:", "k:0", "k:65536", "-k:9092", "k..x:9092", "k\t:9092", "[zz]:9092", "k:9092,"] {
+            assert!(bootstrap_servers(bad).is_err(), "{bad:?}");
+        }
+        let many = vec!["k:9092"; MAX_BOOTSTRAP + 1].join(",");
+        assert!(bootstrap_servers(&many).is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! The built-in `kafka` executor (connected mode): an operation of an instance bound to a real
+//! Apache Kafka cluster is done on that cluster, with the task's DMS name, steps and progress.
+//!
+//! Done so far:
+//! - **kafkaConfigModify** of dynamic broker configs: `pre_check` finds every broker registered
+//!   and unfenced and has the cluster validate the change without applying it; `apply_config`
+//!   sets the values as the cluster-wide broker default with
+//!   IncrementalAlterConfigs (idempotent: a second attempt sets the same values), then reads
+//!   every broker's configs back with DescribeConfigs until each value is in force there. The
+//!   step ends only when every broker shows every value; its progress is the share of brokers
+//!   that do.
+//!
+//! Not done yet, and refused at `pre_check` with the reason (so that the task fails before
+//! anything changes): static configs and the auto-topic switch, which need a rolling restart
+//! through the binding's broker-control program. The other operations of a bound instance are
+//! refused the same way, at their first step, until they are built.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use krafka::admin::{ConfigOp, ConfigResource, DescribeConfigsOptions, IncrementalAlterConfigsOptions};
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+
+use super::{Event, Outcome, StepRun};
+use crate::auth::keys::MasterKey;
+use crate::domain::instance::config_def;
+use crate::storage::StoredBinding;
+
+/// How long one admin call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a step polls the cluster while it waits for a change to take effect.
+const POLL: Duration = Duration::from_millis(250);
+
+/// A step's timeout when the executor file sets none for the operation.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The operations the `kafka` executor does (by task name).
+pub const OPERATIONS: &[&str] = &["kafkaConfigModify"];
+
+/// One bound instance's cluster, as the executor reaches it.
+#[derive(Debug)]
+pub struct Spec {
+    pub stored: StoredBinding,
+    pub master: MasterKey,
+}
+
+/// Runs one step of a bound instance's operation on its cluster, until it is done, fails, or
+/// `stop` turns true.
+pub async fn run(
+    spec: &Spec,
+    req: &StepRun<'_>,
+    events: mpsc::Sender<Event>,
+    mut stop: watch::Receiver<bool>,
+) -> Outcome {
+    let work = step(spec, req, &events);
+    tokio::select! {
+        outcome = work => outcome,
+        _ = super::stopped(&mut stop) => Outcome::Stopped { tail: String::new() },
+    }
+}
+
+async fn step(spec: &Spec, req: &StepRun<'_>, events: &mpsc::Sender<Event>) -> Outcome {
+    let failed = |reason: String| Outcome::Failed { reason, tail: String::new() };
+    let changes = match Changes::of(req) {
+        Ok(c) => c,
+        Err(reason) => return failed(reason),
+    };
+    let kafka = match crate::kafka::connect(&spec.stored, &spec.master, CALL_TIMEOUT).await {
+        Ok(k) => k,
+        Err(e) => return failed(e.to_string()),
+    };
+    let result = match req.step_name {
+        "pre_check" => pre_check(&kafka, &changes).await,
+        "apply_config" => apply(&kafka, &changes, events).await,
+        other => Err(format!("step {other} of {} is not done on a bound cluster yet", req.operation)),
+    };
+    match result {
+        Ok(summary) => Outcome::Done { tail: summary },
+        Err(reason) => failed(reason),
+    }
+}
+
+/// The configs a kafkaConfigModify task sets, from its params.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Changes {
+    /// Broker config name → new value, of the configs that apply without a restart (as Kafka
+    /// names them: see [`broker_config`]).
+    dynamic: BTreeMap<String, String>,
+    /// The names of those that need a rolling restart.
+    static_: Vec<String>,
+}
+
+impl Changes {
+    fn ops(&self) -> Vec<ConfigOp> {
+        self.dynamic.iter().map(|(n, v)| ConfigOp::set(n.clone(), v.clone())).collect()
+    }
+
+    fn of(req: &StepRun<'_>) -> Result<Changes, String> {
+        if !OPERATIONS.contains(&req.operation) {
+            return Err(format!("{} is not done on a bound cluster yet", req.operation));
+        }
+        let params: Value =
+            serde_json::from_str(&req.task.params).map_err(|e| format!("the task's params are not JSON: {e}"))?;
+        let mut c = Changes { dynamic: BTreeMap::new(), static_: Vec::new() };
+        if params.get("new_auto_status").is_some() {
+            c.static_.push("auto.create.topics.enable".to_owned());
+            return Ok(c);
+        }
+        let list = params.get("kafka_configs").and_then(Value::as_array).ok_or("the task names no configs")?;
+        for item in list {
+            let (Some(name), Some(value)) =
+                (item.get("name").and_then(Value::as_str), item.get("new_value").and_then(Value::as_str))
+            else {
+                return Err(format!("a config change without a name or a value: {item}"));
+            };
+            match config_def(name) {
+                Some(def) if def.dynamic => {
+                    let (name, value) = broker_config(name, value)?;
+                    c.dynamic.insert(name, value);
+                }
+                _ => c.static_.push(name.to_owned()),
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// The broker config that carries a DMS config's change at run time. DMS offers
+/// `log.retention.hours` as a dynamic config, but Kafka updates only `log.retention.ms`
+/// dynamically (and it takes precedence over the hours); the others are Kafka's own names.
+fn broker_config(name: &str, value: &str) -> Result<(String, String), String> {
+    match name {
+        "log.retention.hours" => {
+            let hours: i64 = value.parse().map_err(|_| format!("log.retention.hours is not a number: {value}"))?;
+            Ok(("log.retention.ms".to_owned(), (hours * 3_600_000).to_string()))
+        }
+        _ => Ok((name.to_owned(), value.to_owned())),
+    }
+}
+
+fn why(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Every broker registered and unfenced, and nothing asked for that needs a restart.
+async fn pre_check(kafka: &krafka::Kafka, changes: &Changes) -> Result<String, String> {
+    let cluster = crate::kafka::describe(kafka, CALL_TIMEOUT).await.map_err(why)?;
+    if cluster.brokers.is_empty() {
+        return Err("the cluster shows no broker".to_owned());
+    }
+    let fenced: Vec<String> = cluster.brokers.iter().filter(|b| b.fenced).map(|b| b.id.to_string()).collect();
+    if !fenced.is_empty() {
+        return Err(format!("brokers {} are fenced (not serving); nothing was changed", fenced.join(", ")));
+    }
+    if !changes.static_.is_empty() {
+        return Err(format!(
+            "{} need a rolling restart through the binding's broker-control program, which connected mode \
+             does not do yet; nothing was changed",
+            changes.static_.join(", ")
+        ));
+    }
+    // The cluster checks the change without applying it, so that one it would refuse fails the
+    // task here, before anything changed.
+    if !changes.dynamic.is_empty() {
+        let options = IncrementalAlterConfigsOptions::default().timeout(CALL_TIMEOUT).validate_only(true);
+        let answers = kafka
+            .admin()
+            .incremental_alter_configs([(ConfigResource::broker_default(), changes.ops())], options)
+            .await
+            .map_err(why)?;
+        for (_, answer) in answers {
+            answer.map_err(|e| format!("the cluster would refuse the change: {e}; nothing was changed"))?;
+        }
+    }
+    Ok(format!(
+        "cluster {} answers: brokers {} serving",
+        cluster.cluster_id,
+        cluster.brokers.iter().map(|b| b.id.to_string()).collect::<Vec<_>>().join(", ")
+    ))
+}
+
+/// Sets the values as the cluster-wide default, then waits until every broker has them.
+async fn apply(kafka: &krafka::Kafka, changes: &Changes, events: &mpsc::Sender<Event>) -> Result<String, String> {
+    if changes.dynamic.is_empty() {
+        return Ok("nothing to set".to_owned());
+    }
+    let admin = kafka.admin();
+    let ops: Vec<ConfigOp> = changes.dynamic.iter().map(|(n, v)| ConfigOp::set(n.clone(), v.clone())).collect();
+    let options = IncrementalAlterConfigsOptions::default().timeout(CALL_TIMEOUT);
+    let answers =
+        admin.incremental_alter_configs([(ConfigResource::broker_default(), ops)], options).await.map_err(why)?;
+    for (_, answer) in answers {
+        answer.map_err(|e| format!("the cluster refused the change: {e}"))?;
+    }
+    let brokers: Vec<i32> =
+        crate::kafka::describe(kafka, CALL_TIMEOUT).await.map_err(why)?.brokers.iter().map(|b| b.id).collect();
+    loop {
+        let resources = brokers.iter().map(|id| ConfigResource::broker(*id));
+        let options = DescribeConfigsOptions::default()
+            .timeout(CALL_TIMEOUT)
+            .config_names(changes.dynamic.keys().cloned().collect());
+        let described = admin.describe_configs(resources, options).await.map_err(why)?;
+        let mut done = 0;
+        let mut pending = Vec::new();
+        for id in &brokers {
+            let entries = match described.get(&ConfigResource::broker(*id)) {
+                Some(Ok(entries)) => entries,
+                Some(Err(e)) => return Err(format!("broker {id} did not describe its configs: {e}")),
+                None => return Err(format!("broker {id} did not answer DescribeConfigs")),
+            };
+            let missing: Vec<&str> = changes
+                .dynamic
+                .iter()
+                .filter(|(name, value)| {
+                    !entries.iter().any(|e| &e.name == *name && e.value.as_deref() == Some(value.as_str()))
+                })
+                .map(|(name, _)| name.as_str())
+                .collect();
+            if missing.is_empty() {
+                done += 1;
+            } else {
+                pending.push(format!("broker {id}: {}", missing.join(", ")));
+            }
+        }
+        let progress = (done * 100 / brokers.len().max(1)) as u32;
+        let message = format!("{done} of {} brokers have the new values", brokers.len());
+        let _ = events.send(Event::Progress { progress: Some(progress), message: Some(message.clone()) }).await;
+        if pending.is_empty() {
+            return Ok(format!(
+                "set {} on every broker ({})",
+                changes.dynamic.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join(", "),
+                brokers.iter().map(i32::to_string).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        tracing::debug!(pending = %pending.join("; "), "waiting for brokers to take the new configs");
+        tokio::time::sleep(POLL).await;
+    }
+}

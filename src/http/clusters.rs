@@ -1,0 +1,183 @@
+//! Cluster bindings (connected mode, an extension of the DMS API): which real Apache Kafka
+//! cluster an instance's operations are done on. Admin role for reading and changing. Binding
+//! checks the cluster answers (DescribeCluster with the binding's credentials) and refuses
+//! clearly when it does not; unbinding never touches the cluster. The rules of a binding are
+//! [`crate::domain::cluster`], the client [`crate::kafka`].
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{Caller, InstancePath, JsonBody};
+use super::openapi::shapes;
+use crate::domain::Action;
+use crate::domain::cluster::{Binding, BindingRequest, BindingView};
+use crate::kafka::{ClusterError, ClusterView};
+use crate::storage::StoredBinding;
+
+/// How long binding waits for the cluster to answer.
+const BIND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long showing a binding waits for the cluster's current view.
+const SHOW_TIMEOUT: Duration = Duration::from_secs(3);
+/// The most of a cluster's error text put in an answer.
+const MAX_REASON: usize = 512;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v2/{project_id}/instances/{instance_id}/cluster", get(show).put(bind).delete(unbind))
+}
+
+/// A binding and what the cluster says now.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ClusterAnswer {
+    instance_id: String,
+    binding: BindingView,
+    /// Whether the cluster answered DescribeCluster just now.
+    reachable: bool,
+    /// The cluster as DescribeCluster showed it, when it answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterView>,
+    /// Why it did not, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn reason(e: &ClusterError) -> String {
+    let mut s: String = e.to_string().chars().filter(|c| !c.is_control()).collect();
+    if s.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// Connects and describes the cluster of `stored`.
+async fn look(state: &AppState, stored: &StoredBinding, timeout: Duration) -> Result<ClusterView, ClusterError> {
+    let kafka = crate::kafka::connect(stored, state.auth.master(), timeout).await?;
+    crate::kafka::describe(&kafka, timeout).await
+}
+
+async fn answer(state: &AppState, instance: &str, stored: &StoredBinding, timeout: Duration) -> ClusterAnswer {
+    let seen = look(state, stored, timeout).await;
+    let (reachable, cluster, error) = match seen {
+        Ok(v) => (true, Some(v), None),
+        Err(e) => (false, None, Some(reason(&e))),
+    };
+    ClusterAnswer { instance_id: instance.to_owned(), binding: stored.binding.view(), reachable, cluster, error }
+}
+
+/// `GET /v2/{project_id}/instances/{instance_id}/cluster`: the binding (never its password) and
+/// the cluster as it answers now.
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/instances/{instance_id}/cluster",
+    operation_id = "ShowInstanceCluster",
+    tag = "Connected mode",
+    params(shapes::InstancePath),
+    responses((status = 200, description = "The instance's cluster binding (admin role)", body = ClusterAnswer)),
+)]
+pub(super) async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+) -> Result<Response, ApiError> {
+    caller.require(Action::GetCluster)?;
+    state.storage.instances.get_instance(&path.project, &path.instance).await?.ok_or(ApiError::NoInstance)?;
+    let stored =
+        state.storage.clusters.get_binding(&path.project, &path.instance).await?.ok_or(ApiError::NoClusterBinding)?;
+    Ok(Json(answer(&state, path.instance.as_str(), &stored, SHOW_TIMEOUT).await).into_response())
+}
+
+/// `PUT /v2/{project_id}/instances/{instance_id}/cluster`: binds the instance to a cluster (or
+/// rebinds it), once the cluster has answered with the binding's credentials.
+#[utoipa::path(
+    put,
+    path = "/v2/{project_id}/instances/{instance_id}/cluster",
+    operation_id = "BindInstanceCluster",
+    tag = "Connected mode",
+    params(shapes::InstancePath),
+    request_body = BindingRequest,
+    responses((status = 200, description = "The binding now in force (admin role)", body = ClusterAnswer)),
+)]
+pub(super) async fn bind(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    caller.require(Action::BindCluster)?;
+    let request: BindingRequest = serde_json::from_value(body).map_err(|_| ApiError::InvalidBody)?;
+    let (binding, inline) = request.check()?;
+    check_broker_control(&binding)?;
+    state.storage.instances.get_instance(&path.project, &path.instance).await?.ok_or(ApiError::NoInstance)?;
+    let stored = StoredBinding { password_sealed: inline.map(|p| state.auth.master().seal(&p)), binding };
+    let view = look(&state, &stored, BIND_TIMEOUT).await.map_err(|e| ApiError::ClusterUnusable(reason(&e)))?;
+    let (mut event, receipt) = caller.audit(path.instance.as_str(), StatusCode::OK);
+    event.detail = Some(serde_json::json!({ "binding": stored.binding.view(), "cluster_id": view.cluster_id }));
+    let bound = state
+        .storage
+        .clusters
+        .put_binding(&path.project, &path.instance, Some(stored.clone()), state.clock.now_ms(), event)
+        .await?;
+    if !bound {
+        return Err(ApiError::NoInstance);
+    }
+    let answer = ClusterAnswer {
+        instance_id: path.instance.as_str().to_owned(),
+        binding: stored.binding.view(),
+        reachable: true,
+        cluster: Some(view),
+        error: None,
+    };
+    Ok(receipt.respond(Json(answer).into_response()))
+}
+
+/// `DELETE /v2/{project_id}/instances/{instance_id}/cluster`: unbinds the instance (its next
+/// operations are simulated again); the cluster is not touched.
+#[utoipa::path(
+    delete,
+    path = "/v2/{project_id}/instances/{instance_id}/cluster",
+    operation_id = "UnbindInstanceCluster",
+    tag = "Connected mode",
+    params(shapes::InstancePath),
+    responses((status = 204, description = "Unbound (admin role)")),
+)]
+pub(super) async fn unbind(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+) -> Result<Response, ApiError> {
+    caller.require(Action::BindCluster)?;
+    state.storage.clusters.get_binding(&path.project, &path.instance).await?.ok_or(ApiError::NoClusterBinding)?;
+    let (event, receipt) = caller.audit(path.instance.as_str(), StatusCode::NO_CONTENT);
+    let done =
+        state.storage.clusters.put_binding(&path.project, &path.instance, None, state.clock.now_ms(), event).await?;
+    if !done {
+        return Err(ApiError::NoInstance);
+    }
+    Ok(receipt.respond(StatusCode::NO_CONTENT.into_response()))
+}
+
+/// The broker-control program must be an executable file, as an executor's program must.
+fn check_broker_control(b: &Binding) -> Result<(), ApiError> {
+    let Some(program) = &b.broker_control else { return Ok(()) };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let ok = std::fs::metadata(program).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+        if !ok {
+            return Err(ApiError::InvalidParam("broker_control"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! Connected mode against a real Apache Kafka cluster: the three-node KRaft cluster that
+//! `scripts/kafka-cluster.sh` starts (scripts/test.sh starts it before the Rust tests and names
+//! its `cluster.env` in `KAFKA_TASKS_TEST_KAFKA`). Effects are checked with Kafka's own tools
+//! from the same jars (`kafka-cluster.sh tools configs …`), not with kafka-tasks' view.
+//!
+//! Without `KAFKA_TASKS_TEST_KAFKA` the tests say so and pass, except in CI (`CI=true`), where
+//! the cluster must be there.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+/// The cluster the tests use, from its `cluster.env`.
+struct Kafka {
+    env: HashMap<String, String>,
+    script: PathBuf,
+}
+
+impl Kafka {
+    fn get() -> Option<Kafka> {
+        let Ok(path) = std::env::var("KAFKA_TASKS_TEST_KAFKA") else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "KAFKA_TASKS_TEST_KAFKA (the test cluster's cluster.env) must be set in CI"
+            );
+            eprintln!("skipped: no Kafka test cluster (start one with scripts/kafka-cluster.sh start)");
+            return None;
+        };
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.replace("\\,", ",")))
+            .collect();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-cluster.sh");
+        Some(Kafka { env, script })
+    }
+
+    fn var(&self, k: &str) -> &str {
+        self.env.get(k).map(String::as_str).unwrap_or_else(|| panic!("{k} not in cluster.env"))
+    }
+
+    fn bootstrap(&self) -> &str {
+        self.var("KAFKA_BOOTSTRAP")
+    }
+
+    /// The SCRAM test user and password, from the 0600 file the cluster script wrote.
+    fn scram(&self) -> (String, String) {
+        let text = std::fs::read_to_string(self.var("KAFKA_SCRAM_FILE")).expect("scram file");
+        let get = |k: &str| {
+            text.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(str::to_owned).expect("scram entry")
+        };
+        (get("KAFKA_SCRAM_USER"), get("KAFKA_SCRAM_PASSWORD"))
+    }
+
+    /// A Kafka tool's standard output (the tool from the cluster's own jars).
+    fn tool(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(&self.script)
+            .arg("tools")
+            .args(args)
+            .env("KAFKA_CLUSTER_DIR", self.var("KAFKA_CLUSTER_DIR"))
+            .output()
+            .expect("the cluster script runs");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A broker's configs as `kafka-configs --describe --all` shows them: name → value.
+    fn broker_configs(&self, broker: &str) -> HashMap<String, String> {
+        let out = self.tool(&[
+            "configs",
+            "--bootstrap-server",
+            self.bootstrap(),
+            "--entity-type",
+            "brokers",
+            "--entity-name",
+            broker,
+            "--describe",
+            "--all",
+        ]);
+        out.lines()
+            .filter_map(|l| l.trim().split_once('='))
+            .filter_map(|(name, rest)| {
+                let value = rest.split(" sensitive=").next()?;
+                Some((name.to_owned(), value.to_owned()))
+            })
+            .collect()
+    }
+
+    /// The cluster-wide broker defaults set dynamically (`--entity-default`).
+    fn cluster_defaults(&self) -> String {
+        self.tool(&[
+            "configs",
+            "--bootstrap-server",
+            self.bootstrap(),
+            "--entity-type",
+            "brokers",
+            "--entity-default",
+            "--describe",
+        ])
+    }
+}
+
+/// Tests that change the cluster's configs take turns (they share one cluster).
+static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn cluster_path(app: &TestApp, inst: &str) -> String {
+    format!("{}/cluster", app.instance_path(inst))
+}
+
+async fn bound(app: &TestApp, kafka: &Kafka) -> String {
+    let inst = app.create_instance().await;
+    let _ = app.wait_instance_status(&inst, "RUNNING").await;
+    let res = app.put(&cluster_path(app, &inst), Some(json!({"bootstrap_servers": kafka.bootstrap()}))).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    inst
+}
+
+#[tokio::test]
+async fn an_instance_binds_to_the_cluster_that_answers_and_shows_it() {
+    let Some(kafka) = Kafka::get() else { return };
+    let app = TestApp::spawn().await;
+    let inst = app.create_instance().await;
+    let res = app.put(&cluster_path(&app, &inst), Some(json!({"bootstrap_servers": kafka.bootstrap()}))).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let v = res.json();
+    // The cluster's id as its storage was formatted with, and its three brokers.
+    assert_eq!(v["cluster"]["cluster_id"], kafka.var("KAFKA_CLUSTER_ID"), "{v}");
+    let ids: Vec<i64> =
+        v["cluster"]["brokers"].as_array().expect("brokers").iter().filter_map(|b| b["id"].as_i64()).collect();
+    assert_eq!(ids, [1, 2, 3], "{v}");
+    let shown = app.get(&cluster_path(&app, &inst)).await;
+    assert_eq!(shown.status, 200);
+    assert_eq!(shown.json()["reachable"], true, "{}", shown.text);
+    assert_eq!(shown.json()["binding"]["bootstrap_servers"], kafka.bootstrap());
+    // Unbinding leaves the cluster alone and the instance unbound.
+    let res = app.delete(&cluster_path(&app, &inst)).await;
+    assert_eq!(res.status, 204, "{}", res.text);
+    app.get(&cluster_path(&app, &inst)).await.assert_error(404, "DMS.00404090");
+}
+
+#[tokio::test]
+async fn scram_binds_with_the_right_password_only_and_never_shows_it() {
+    let Some(kafka) = Kafka::get() else { return };
+    let app = TestApp::spawn().await;
+    let inst = app.create_instance().await;
+    let (user, password) = kafka.scram();
+    let sasl = kafka.var("KAFKA_SASL_BOOTSTRAP");
+    let body = |password: &str| {
+        json!({"bootstrap_servers": sasl, "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+               "sasl_username": user, "sasl_password": password})
+    };
+    let started = Instant::now();
+    let wrong = app.put(&cluster_path(&app, &inst), Some(body("not-the-password"))).await;
+    wrong.assert_error(400, "DMS.00400062");
+    assert!(wrong.text.contains("cannot use the cluster"), "{}", wrong.text);
+    assert!(started.elapsed() < Duration::from_secs(20), "refused after {:?}", started.elapsed());
+    app.get(&cluster_path(&app, &inst)).await.assert_error(404, "DMS.00404090");
+
+    let res = app.put(&cluster_path(&app, &inst), Some(body(&password))).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let shown = app.get(&cluster_path(&app, &inst)).await;
+    assert_eq!(shown.json()["reachable"], true, "{}", shown.text);
+    assert_eq!(shown.json()["binding"]["sasl_password_source"], "sealed");
+    assert!(!res.text.contains(&password) && !shown.text.contains(&password), "the password was shown");
+    // Nor is it anywhere in the database file (bindings, audit log) in the clear.
+    if let Some(db) = app.db.url.strip_prefix("sqlite:") {
+        let bytes = std::fs::read(db).unwrap_or_default();
+        assert!(
+            !bytes.windows(password.len()).any(|w| w == password.as_bytes()),
+            "the password is stored in the clear"
+        );
+    }
+
+    // A password file others can read is refused, with the fix named.
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("password");
+    std::fs::write(&file, format!("{password}\n")).expect("written");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let by_file = json!({"bootstrap_servers": sasl, "security_protocol": "SASL_PLAINTEXT", "sasl_username": user,
+                         "sasl_password_file": file.display().to_string()});
+    let res = app.put(&cluster_path(&app, &inst), Some(by_file.clone())).await;
+    res.assert_error(400, "DMS.00400062");
+    assert!(res.text.contains("chmod 600"), "{}", res.text);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let res = app.put(&cluster_path(&app, &inst), Some(by_file)).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.json()["binding"]["sasl_password_source"], format!("file:{}", file.display()));
+}
+
+#[tokio::test]
+async fn a_dynamic_config_change_lands_on_every_broker() {
+    let Some(kafka) = Kafka::get() else { return };
+    let _turn = CLUSTER.lock().await;
+    let app = TestApp::spawn_with(&["--time-scale", "0"]).await;
+    let inst = bound(&app, &kafka).await;
+    // A value no test used before, so that seeing it proves this change.
+    let hours = (100 + (std::process::id() % 60)).to_string();
+    let res = app
+        .modify_configs(&inst, json!([{"name": "log.retention.hours", "value": hours}, {"name": "max.connections.per.ip", "value": "1234"}]))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+    let t = wait_ended(&app, &inst, &task).await;
+    assert_eq!(
+        t["status"],
+        "SUCCESS",
+        "{t} {}",
+        app.get(&format!("{}/tasks/{task}/executor", app.instance_path(&inst))).await.text
+    );
+    // Kafka's own tool: the cluster default is set, and every broker has it in force (Kafka
+    // changes retention at run time as log.retention.ms, which wins over the hours).
+    let ms = (hours.parse::<i64>().expect("hours") * 3_600_000).to_string();
+    let defaults = kafka.cluster_defaults();
+    assert!(defaults.contains(&format!("log.retention.ms={ms}")), "{defaults}");
+    for broker in ["1", "2", "3"] {
+        let configs = kafka.broker_configs(broker);
+        assert_eq!(configs.get("log.retention.ms").map(String::as_str), Some(ms.as_str()), "broker {broker}");
+        assert_eq!(configs.get("max.connections.per.ip").map(String::as_str), Some("1234"), "broker {broker}");
+    }
+    // The instance shows the new values too, and the step says what it did.
+    let run = app.get(&format!("{}/tasks/{task}/executor", app.instance_path(&inst))).await.json();
+    assert!(run["output_tail"].as_str().unwrap_or("").contains("on every broker"), "{run}");
+}
+
+#[tokio::test]
+async fn a_static_config_change_on_a_bound_instance_fails_before_changing_anything() {
+    let Some(kafka) = Kafka::get() else { return };
+    let _turn = CLUSTER.lock().await;
+    let app = TestApp::spawn_with(&["--time-scale", "0"]).await;
+    let inst = bound(&app, &kafka).await;
+    let before = kafka.cluster_defaults();
+    let res = app.modify_configs(&inst, json!([{"name": "num.partitions", "value": "7"}])).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+    let t = wait_ended(&app, &inst, &task).await;
+    assert_eq!(t["status"], "FAILED", "{t}");
+    let run = app.get(&format!("{}/tasks/{task}/executor", app.instance_path(&inst))).await.json();
+    let reason = run["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("num.partitions") && reason.contains("rolling restart"), "{run}");
+    assert_eq!(run["step"], "pre_check", "{run}");
+    assert_eq!(kafka.cluster_defaults(), before, "the cluster changed");
+    assert_eq!(app.show_instance(&inst).await.json()["status"], "RUNNING", "the instance got its status back");
+}
+
+/// Waits for a task to end (SUCCESS or FAILED), longer than the simulated tests do: a real
+/// cluster takes its time.
+async fn wait_ended(app: &TestApp, inst: &str, task: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let res = app.show_task(inst, task).await;
+        let t = res.json()["tasks"][0].clone();
+        if t["status"] == "SUCCESS" || t["status"] == "FAILED" {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "task still {} after 90 s", t["status"]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
