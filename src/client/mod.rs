@@ -155,6 +155,70 @@ pub enum ClientCommand {
     Restart(RestartArgs),
     /// The project's retention policy: how long finished task records are kept (admin role).
     Retention(RetentionArgs),
+    /// The Apache Kafka cluster an instance is bound to (connected mode, admin role).
+    Cluster(ClusterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(subcommand)]
+    pub cmd: ClusterCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Show the binding (never its password) and the cluster as it answers now.
+    Show {
+        #[command(flatten)]
+        inst: Inst,
+    },
+    /// Bind the instance to a cluster: its operations are then done on it. The cluster must answer.
+    Bind {
+        #[command(flatten)]
+        inst: Inst,
+        /// `host:port[,host:port…]`.
+        #[arg(long)]
+        bootstrap_servers: String,
+        /// PLAINTEXT, SASL_PLAINTEXT, SSL or SASL_SSL.
+        #[arg(long, default_value = "PLAINTEXT")]
+        security_protocol: String,
+        /// The SCRAM-SHA-512 user (SASL protocols).
+        #[arg(long)]
+        sasl_username: Option<String>,
+        /// The environment variable of the server's process that holds the password.
+        #[arg(long, group = "password")]
+        sasl_password_env: Option<String>,
+        /// A file on the server (mode 0600) that holds the password.
+        #[arg(long, group = "password")]
+        sasl_password_file: Option<String>,
+        /// Read the password from this client's standard input and send it, to be sealed on the
+        /// server (never on a command line).
+        #[arg(long, group = "password")]
+        sasl_password_stdin: bool,
+        /// The CA certificates (PEM) on the server that the cluster's TLS certificates are checked against.
+        #[arg(long)]
+        ssl_ca_file: Option<String>,
+        /// The program on the server that restarts and adds brokers.
+        #[arg(long)]
+        broker_control: Option<String>,
+    },
+    /// Unbind the instance: its next operations are simulated again; the cluster is not touched.
+    Unbind {
+        #[command(flatten)]
+        inst: Inst,
+    },
+}
+
+impl ClusterCommand {
+    fn instance(&self) -> &str {
+        match self {
+            ClusterCommand::Show { inst } | ClusterCommand::Bind { inst, .. } | ClusterCommand::Unbind { inst } => {
+                &inst.instance
+            }
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -630,6 +694,7 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
             operation_started(&c, &v, &a.inst.instance, &a.wait).await
         }
         ClientCommand::Retention(a) => retention(Ctx::new(&a.conn)?, a.cmd).await,
+        ClientCommand::Cluster(a) => cluster(Ctx::new(&a.conn)?, a.cmd).await,
         ClientCommand::Restart(a) => {
             let c = Ctx::new(&a.conn)?;
             let body = json!({ "action": "restart", "instances": [a.inst.instance] });
@@ -657,6 +722,83 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+async fn cluster(c: Ctx, cmd: ClusterCommand) -> Result<(), Failure> {
+    let instance = cmd.instance().to_owned();
+    let path = format!("/v2/{}/instances/{instance}/cluster", c.api.project);
+    let v = match cmd {
+        ClusterCommand::Show { .. } => c.api.get(&path, &[]).await?,
+        ClusterCommand::Unbind { .. } => {
+            c.api.send("DELETE", &path, &[], None).await?;
+            c.say(&format!("instance {instance} unbound"));
+            return Ok(());
+        }
+        ClusterCommand::Bind {
+            inst: _,
+            bootstrap_servers,
+            security_protocol,
+            sasl_username,
+            sasl_password_env,
+            sasl_password_file,
+            sasl_password_stdin,
+            ssl_ca_file,
+            broker_control,
+        } => {
+            let sasl_password = if sasl_password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .map_err(|e| Failure::Usage(format!("cannot read the password from stdin: {e}")))?;
+                Some(line.trim_end_matches(['\n', '\r']).to_owned())
+            } else {
+                None
+            };
+            let mut body = serde_json::Map::new();
+            body.insert("bootstrap_servers".into(), json!(bootstrap_servers));
+            body.insert("security_protocol".into(), json!(security_protocol));
+            for (k, v) in [
+                ("sasl_username", sasl_username),
+                ("sasl_password", sasl_password),
+                ("sasl_password_env", sasl_password_env),
+                ("sasl_password_file", sasl_password_file),
+                ("ssl_ca_file", ssl_ca_file),
+                ("broker_control", broker_control),
+            ] {
+                if let Some(v) = v {
+                    body.insert(k.into(), json!(v));
+                }
+            }
+            c.api.send("PUT", &path, &[], Some(&Value::Object(body))).await?
+        }
+    };
+    c.show(&v, |v| {
+        let b = &v["binding"];
+        let brokers = v["cluster"]["brokers"]
+            .as_array()
+            .map(|bs| bs.iter().map(|b| format!("{}@{}:{}", b["id"], str_of(b, "host"), b["port"])).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let mut rows = vec![
+            ("instance", str_of(v, "instance_id").to_owned()),
+            ("bootstrap", str_of(b, "bootstrap_servers").to_owned()),
+            ("security", str_of(b, "security_protocol").to_owned()),
+            ("reachable", v["reachable"].to_string()),
+        ];
+        if let Some(id) = v["cluster"]["cluster_id"].as_str() {
+            rows.push(("cluster id", id.to_owned()));
+            rows.push(("controller", v["cluster"]["controller_id"].to_string()));
+            rows.push(("brokers", brokers.join(", ")));
+        }
+        if let Some(e) = v["error"].as_str() {
+            rows.push(("error", e.to_owned()));
+        }
+        if let Some(u) = b["sasl_username"].as_str() {
+            rows.push(("sasl user", u.to_owned()));
+            rows.push(("password", str_of(b, "sasl_password_source").to_owned()));
+        }
+        fields(&rows)
+    });
+    Ok(())
 }
 
 async fn retention(c: Ctx, cmd: RetentionCommand) -> Result<(), Failure> {

@@ -730,3 +730,67 @@ fn a_hostile_server_cannot_drive_the_terminal_through_any_output() {
     let json = cli(&["tasks", "list", "-i", inst, "-o", "json"]).ok();
     assert_eq!(json.json()["tasks"][0]["name"], HOSTILE, "-o json is the answer exactly");
 }
+
+/// `cluster bind|show|unbind` against the Kafka test cluster (connected mode), when there is one
+/// (`KAFKA_TASKS_TEST_KAFKA`; required in CI): the JSON is the API's, the table names the brokers,
+/// and the password, read from stdin, is never printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_commands_bind_show_and_unbind() {
+    let f = Fixture::start();
+    let inst = f.running_instance("cli-cluster");
+    let path = format!("/v2/{PROJECT}/instances/{inst}/cluster");
+    let unbound = f.run(&["cluster", "show", "-i", &inst]);
+    assert_eq!(unbound.code, 1, "{unbound:?}");
+    assert!(unbound.stderr.contains("DMS.00404090"), "{unbound:?}");
+    let Ok(env) = std::env::var("KAFKA_TASKS_TEST_KAFKA") else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "KAFKA_TASKS_TEST_KAFKA must be set in CI");
+        eprintln!("skipped (the bound part): no Kafka test cluster");
+        return;
+    };
+    let env = std::fs::read_to_string(env).expect("cluster.env");
+    let get = |k: &str| {
+        env.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(|v| v.replace("\\,", ",")).expect("entry")
+    };
+    let scram = std::fs::read_to_string(get("KAFKA_SCRAM_FILE")).expect("scram file");
+    let scram_get =
+        |k: &str| scram.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(str::to_owned).expect("entry");
+    let (user, password) = (scram_get("KAFKA_SCRAM_USER"), scram_get("KAFKA_SCRAM_PASSWORD"));
+    let mut bind = f.command(&[
+        "cluster",
+        "bind",
+        "-i",
+        &inst,
+        "--bootstrap-servers",
+        &get("KAFKA_SASL_BOOTSTRAP"),
+        "--security-protocol",
+        "SASL_PLAINTEXT",
+        "--sasl-username",
+        &user,
+        "--sasl-password-stdin",
+        "--output",
+        "json",
+    ]);
+    bind.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = bind.spawn().expect("the CLI runs");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{password}").expect("password written");
+    }
+    let out = child.wait_with_output().expect("the CLI ends");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(!stdout.contains(&password), "the password was printed");
+    let bound: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(bound["cluster"]["cluster_id"], get("KAFKA_CLUSTER_ID").as_str());
+    let shown = f.json(&["cluster", "show", "-i", &inst]);
+    assert_eq!(shown["binding"], f.get(&path).await["binding"]);
+    let table = f.run(&["cluster", "show", "-i", &inst]).ok();
+    for want in ["SASL_PLAINTEXT", "true", "1@127.0.0.1", "sealed", user.as_str()] {
+        assert!(table.stdout.contains(want), "{want} missing from {}", table.stdout);
+    }
+    assert!(!table.stdout.contains(&password));
+    let unbound = f.run(&["cluster", "unbind", "-i", &inst]).ok();
+    assert!(unbound.stdout.contains("unbound"), "{}", unbound.stdout);
+    assert_eq!(f.status_of(&path).await, 404);
+}
