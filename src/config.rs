@@ -74,6 +74,8 @@ pub struct ServeArgs {
     pub net: crate::http::serve::NetArgs,
     #[command(flatten)]
     pub events: crate::http::events::EventArgs,
+    #[command(flatten)]
+    pub clusters: crate::http::clusters::ClusterArgs,
 }
 
 /// The retention policy of projects that set none (`PUT /v2/{project_id}/tasks/retention`

@@ -106,6 +106,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         readiness: Arc::default(),
         events: Arc::new(http::events::Streams::new(&args.events, shutdown_rx.clone())),
         retention_defaults: Arc::new(pruner.defaults.clone()),
+        cluster_policy: Arc::new(args.clusters.policy()),
     };
     tokio::spawn(http::events::prune_forever(
         storage.events.clone(),
@@ -125,7 +126,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         wake,
     )
     .with_executors(executors, storage.runs.clone(), storage.instances.clone())
-    .with_clusters(storage.clusters.clone(), state.auth.master().clone());
+    .with_clusters(storage.clusters.clone(), state.auth.master().clone(), state.cluster_policy.clone());
     let engine = tokio::spawn(engine.run(shutdown_rx.clone()));
     let pruner = crate::engine::retention::Pruner::new(storage.retention.clone(), pruner, clock.clone());
     let pruner = tokio::spawn(pruner.run(shutdown_rx.clone()));

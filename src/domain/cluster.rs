@@ -279,3 +279,173 @@ mod tests {
         assert!(bootstrap_servers(&many).is_err());
     }
 }
+
+/// The prefix every environment variable a binding may name starts with: a binding must not
+/// make the server use its own settings (its master key, its database URL) as a password.
+pub const PASSWORD_ENV_PREFIX: &str = "KAFKA_TASKS_CLUSTER_";
+
+/// What the operator lets bindings reach (`serve --cluster-allow`, `--cluster-secrets-dir`). A
+/// project admin is a tenant: without these, binding would let one make the server connect to
+/// any address it can reach (its own network included) and read any file it can read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterPolicy {
+    pub allow: Vec<AllowRule>,
+    /// Where password and CA files must be; `None`: no file may be named.
+    pub secrets_dir: Option<PathBuf>,
+}
+
+/// One `--cluster-allow` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowRule {
+    /// An address or CIDR block, for bootstrap servers given as addresses.
+    Net(super::net::IpNet),
+    /// A host name, exactly (case-insensitive).
+    Host(String),
+    /// `*.example.com`: any name under that domain.
+    Domain(String),
+}
+
+impl std::str::FromStr for AllowRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(net) = s.parse() {
+            return Ok(AllowRule::Net(net));
+        }
+        let (rule, name) = match s.strip_prefix("*.") {
+            Some(domain) => (AllowRule::Domain(domain.to_ascii_lowercase()), domain),
+            None => (AllowRule::Host(s.to_ascii_lowercase()), s),
+        };
+        if bootstrap_servers(&format!("{name}:1")).is_err() {
+            return Err(format!("{s:?} is not an address, CIDR block, host name or *.domain"));
+        }
+        Ok(rule)
+    }
+}
+
+impl AllowRule {
+    fn permits(&self, host: &str) -> bool {
+        let literal = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let ip = literal.parse::<std::net::IpAddr>().ok();
+        let host = host.to_ascii_lowercase();
+        match (self, ip) {
+            (AllowRule::Net(net), Some(ip)) => net.contains(ip),
+            (AllowRule::Host(name), None) => *name == host,
+            (AllowRule::Domain(domain), None) => host.strip_suffix(domain.as_str()).is_some_and(|h| h.ends_with('.')),
+            _ => false,
+        }
+    }
+}
+
+impl ClusterPolicy {
+    /// Whether the operator lets `b` be used; the reason, in words for the admin, when not.
+    pub fn permits(&self, b: &Binding) -> Result<(), String> {
+        for server in &b.bootstrap {
+            let host = server.rsplit_once(':').map_or(server.as_str(), |(h, _)| h);
+            if !self.allow.iter().any(|r| r.permits(host)) {
+                return Err(if self.allow.is_empty() {
+                    "this server binds no cluster: its operator allows clusters with `serve --cluster-allow`".to_owned()
+                } else {
+                    format!("{host} is not among the clusters this server's operator allows (`serve --cluster-allow`)")
+                });
+            }
+        }
+        if let Some(PasswordSource::Env(name)) = b.sasl.as_ref().map(|s| &s.password)
+            && !name.starts_with(PASSWORD_ENV_PREFIX)
+        {
+            return Err(format!("a password variable's name must start with {PASSWORD_ENV_PREFIX}"));
+        }
+        let files = b.sasl.iter().filter_map(|s| match &s.password {
+            PasswordSource::File(p) => Some(p),
+            _ => None,
+        });
+        for file in files.chain(b.ssl_ca_file.iter()) {
+            self.check_file(file)?;
+        }
+        Ok(())
+    }
+
+    /// A file a binding names must be under the secrets directory, links resolved (checked when
+    /// binding and again when the file is read, so that a link swapped later is caught).
+    pub fn check_file(&self, file: &std::path::Path) -> Result<(), String> {
+        let Some(dir) = &self.secrets_dir else {
+            return Err("this server reads no file for a binding: its operator names a directory for them with \
+                        `serve --cluster-secrets-dir`"
+                .to_owned());
+        };
+        let dir = dir.canonicalize().map_err(|e| format!("the secrets directory {}: {e}", dir.display()))?;
+        let real = file.canonicalize().map_err(|e| format!("{}: {e}", file.display()))?;
+        if !real.starts_with(&dir) {
+            return Err(format!("{} is not under the secrets directory {}", file.display(), dir.display()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    fn binding(servers: &str) -> Binding {
+        BindingRequest { bootstrap_servers: servers.into(), ..Default::default() }.check().expect("valid").0
+    }
+
+    #[test]
+    fn only_what_the_operator_allows_is_bound() {
+        let none = ClusterPolicy::default();
+        assert!(none.permits(&binding("127.0.0.1:9092")).unwrap_err().contains("--cluster-allow"));
+        let p = ClusterPolicy {
+            allow: ["10.1.0.0/16", "kafka.internal", "*.kafka.example.com", "::1"]
+                .iter()
+                .map(|r| r.parse().expect("rule"))
+                .collect(),
+            secrets_dir: None,
+        };
+        for ok in ["10.1.2.3:9092", "KAFKA.internal:9092", "b1.kafka.example.com:9092,[::1]:9092"] {
+            assert_eq!(p.permits(&binding(ok)), Ok(()), "{ok}");
+        }
+        for bad in [
+            "10.2.0.1:9092",
+            "169.254.169.254:80",
+            "kafka.internal.evil.com:9092",
+            "evilkafka.example.com:9092",
+            "kafka.example.com:9092",
+            "10.1.2.3:9092,127.0.0.1:9092",
+        ] {
+            assert!(p.permits(&binding(bad)).is_err(), "{bad}");
+        }
+        assert!("not a host!".parse::<AllowRule>().is_err());
+    }
+
+    #[test]
+    fn passwords_come_only_from_the_operators_variables_and_directory() {
+        let dir = std::env::temp_dir().join(format!("kt-policy-{}", std::process::id()));
+        let inside = dir.join("secrets");
+        std::fs::create_dir_all(&inside).expect("dir");
+        std::fs::write(inside.join("pw"), "x").expect("file");
+        std::fs::write(dir.join("outside"), "x").expect("file");
+        let p = ClusterPolicy { allow: vec!["127.0.0.1".parse().expect("rule")], secrets_dir: Some(inside.clone()) };
+        let with = |source: PasswordSource| {
+            let mut b = binding("127.0.0.1:9092");
+            b.protocol = SecurityProtocol::SASL_PLAINTEXT;
+            b.sasl = Some(Sasl { username: "u".into(), password: source });
+            p.permits(&b)
+        };
+        assert_eq!(with(PasswordSource::Env("KAFKA_TASKS_CLUSTER_PW".into())), Ok(()));
+        assert!(with(PasswordSource::Env("KAFKA_TASKS_MASTER_KEY".into())).is_err());
+        assert_eq!(with(PasswordSource::File(inside.join("pw"))), Ok(()));
+        assert!(with(PasswordSource::File(dir.join("outside"))).is_err());
+        assert!(with(PasswordSource::File(inside.join("../outside"))).is_err(), "a path that climbs out");
+        #[cfg(unix)]
+        {
+            let _ = std::os::unix::fs::symlink(dir.join("outside"), inside.join("link"));
+            assert!(with(PasswordSource::File(inside.join("link"))).is_err(), "a link out of the directory");
+        }
+        let no_dir = ClusterPolicy { secrets_dir: None, ..p.clone() };
+        let mut b = binding("127.0.0.1:9092");
+        b.protocol = SecurityProtocol::SSL;
+        b.ssl_ca_file = Some(inside.join("pw"));
+        assert!(no_dir.permits(&b).unwrap_err().contains("--cluster-secrets-dir"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -9,6 +9,7 @@ pub mod events;
 pub mod ids;
 pub mod instance;
 pub mod kernel;
+pub mod net;
 pub mod operation;
 pub mod placement;
 pub mod rescheduling;

@@ -56,7 +56,11 @@ struct ExecutorDeps {
     runs: Arc<dyn RunStore>,
     instances: Arc<dyn InstanceStore>,
     /// Connected mode: the bindings, and the key that opens their sealed passwords.
-    connected: Option<(Arc<dyn crate::storage::ClusterStore>, crate::auth::keys::MasterKey)>,
+    connected: Option<(
+        Arc<dyn crate::storage::ClusterStore>,
+        crate::auth::keys::MasterKey,
+        Arc<crate::domain::cluster::ClusterPolicy>,
+    )>,
 }
 
 impl Engine {
@@ -82,9 +86,10 @@ impl Engine {
         mut self,
         clusters: Arc<dyn crate::storage::ClusterStore>,
         master: crate::auth::keys::MasterKey,
+        policy: Arc<crate::domain::cluster::ClusterPolicy>,
     ) -> Self {
         if let Some(deps) = &mut self.executors {
-            deps.connected = Some((clusters, master));
+            deps.connected = Some((clusters, master, policy));
         }
         self
     }
@@ -100,7 +105,7 @@ impl Engine {
         op: &str,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Option<Arc<crate::executor::Executor>> {
-        let (clusters, master) = deps.connected.as_ref()?;
+        let (clusters, master, policy) = deps.connected.as_ref()?;
         if op == "deleteInstance" || op == "createInstance" {
             return None;
         }
@@ -108,7 +113,7 @@ impl Engine {
             match clusters.get_binding(&task.project_id, &task.instance_id).await {
                 Ok(None) => return None,
                 Ok(Some(stored)) => {
-                    let spec = crate::executor::kafka::Spec { stored, master: master.clone() };
+                    let spec = crate::executor::kafka::Spec { stored, master: master.clone(), policy: policy.clone() };
                     let timeout = deps.executors.get(op).map_or(crate::executor::kafka::STEP_TIMEOUT, |e| e.timeout);
                     return Some(Arc::new(crate::executor::Executor {
                         kind: crate::executor::Kind::Kafka(spec),

@@ -43,6 +43,7 @@ pub const OPERATIONS: &[&str] = &["kafkaConfigModify"];
 pub struct Spec {
     pub stored: StoredBinding,
     pub master: MasterKey,
+    pub policy: std::sync::Arc<crate::domain::cluster::ClusterPolicy>,
 }
 
 /// Runs one step of a bound instance's operation on its cluster, until it is done, fails, or
@@ -66,7 +67,7 @@ async fn step(spec: &Spec, req: &StepRun<'_>, events: &mpsc::Sender<Event>) -> O
         Ok(c) => c,
         Err(reason) => return failed(reason),
     };
-    let kafka = match crate::kafka::connect(&spec.stored, &spec.master, CALL_TIMEOUT).await {
+    let kafka = match crate::kafka::connect(&spec.stored, &spec.master, &spec.policy, CALL_TIMEOUT).await {
         Ok(k) => k,
         Err(e) => return failed(e.to_string()),
     };

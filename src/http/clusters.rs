@@ -19,7 +19,7 @@ use super::error::ApiError;
 use super::extract::{Caller, InstancePath, JsonBody};
 use super::openapi::shapes;
 use crate::domain::Action;
-use crate::domain::cluster::{Binding, BindingRequest, BindingView};
+use crate::domain::cluster::{AllowRule, Binding, BindingRequest, BindingView, ClusterPolicy};
 use crate::kafka::{ClusterError, ClusterView};
 use crate::storage::StoredBinding;
 
@@ -29,6 +29,25 @@ const BIND_TIMEOUT: Duration = Duration::from_secs(10);
 const SHOW_TIMEOUT: Duration = Duration::from_secs(3);
 /// The most of a cluster's error text put in an answer.
 const MAX_REASON: usize = 512;
+
+/// What bindings may reach (flags of `kafka-tasks serve`; see [`ClusterPolicy`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterArgs {
+    /// Bootstrap servers a cluster binding may name: an address or CIDR block, a host name, or
+    /// `*.domain` (repeatable, or comma-separated in the variable). None: no instance can be bound.
+    #[arg(long = "cluster-allow", env = "KAFKA_TASKS_CLUSTER_ALLOW", value_delimiter = ',', value_name = "RULE")]
+    pub cluster_allow: Vec<AllowRule>,
+    /// The directory that password and CA files named by bindings must be in. None: bindings name
+    /// no file (passwords are sealed, or in a `KAFKA_TASKS_CLUSTER_*` variable).
+    #[arg(long, env = "KAFKA_TASKS_CLUSTER_SECRETS_DIR", value_name = "DIR")]
+    pub cluster_secrets_dir: Option<std::path::PathBuf>,
+}
+
+impl ClusterArgs {
+    pub fn policy(&self) -> ClusterPolicy {
+        ClusterPolicy { allow: self.cluster_allow.clone(), secrets_dir: self.cluster_secrets_dir.clone() }
+    }
+}
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v2/{project_id}/instances/{instance_id}/cluster", get(show).put(bind).delete(unbind))
@@ -63,7 +82,7 @@ fn reason(e: &ClusterError) -> String {
 
 /// Connects and describes the cluster of `stored`.
 async fn look(state: &AppState, stored: &StoredBinding, timeout: Duration) -> Result<ClusterView, ClusterError> {
-    let kafka = crate::kafka::connect(stored, state.auth.master(), timeout).await?;
+    let kafka = crate::kafka::connect(stored, state.auth.master(), &state.cluster_policy, timeout).await?;
     crate::kafka::describe(&kafka, timeout).await
 }
 
@@ -119,6 +138,7 @@ pub(super) async fn bind(
     let request: BindingRequest = serde_json::from_value(body).map_err(|_| ApiError::InvalidBody)?;
     let (binding, inline) = request.check()?;
     check_broker_control(&binding)?;
+    state.cluster_policy.permits(&binding).map_err(ApiError::ClusterUnusable)?;
     state.storage.instances.get_instance(&path.project, &path.instance).await?.ok_or(ApiError::NoInstance)?;
     let stored = StoredBinding { password_sealed: inline.map(|p| state.auth.master().seal(&p)), binding };
     let view = look(&state, &stored, BIND_TIMEOUT).await.map_err(|e| ApiError::ClusterUnusable(reason(&e)))?;

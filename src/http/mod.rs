@@ -68,6 +68,8 @@ pub struct AppState {
     pub events: Arc<events::Streams>,
     /// The retention policy of projects that set none (from `serve`'s flags).
     pub retention_defaults: Arc<crate::domain::retention::RetentionPolicy>,
+    /// What cluster bindings may reach (from `serve`'s flags).
+    pub cluster_policy: Arc<crate::domain::cluster::ClusterPolicy>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::auth::keys::MasterKey;
-use crate::domain::cluster::{PasswordSource, SecurityProtocol};
+use crate::domain::cluster::{ClusterPolicy, PasswordSource, SecurityProtocol};
 use crate::storage::StoredBinding;
 
 /// Why the cluster could not be used.
@@ -40,7 +40,11 @@ pub struct BrokerView {
 }
 
 /// The SASL password of a binding, from where it says it is.
-pub fn password(stored: &StoredBinding, master: &MasterKey) -> Result<Option<String>, ClusterError> {
+pub fn password(
+    stored: &StoredBinding,
+    master: &MasterKey,
+    policy: &ClusterPolicy,
+) -> Result<Option<String>, ClusterError> {
     let Some(sasl) = &stored.binding.sasl else { return Ok(None) };
     let secret = match &sasl.password {
         PasswordSource::Sealed => {
@@ -53,6 +57,7 @@ pub fn password(stored: &StoredBinding, master: &MasterKey) -> Result<Option<Str
         PasswordSource::Env(name) => std::env::var(name)
             .map_err(|_| ClusterError::Password(format!("the environment variable {name} is not set")))?,
         PasswordSource::File(path) => {
+            policy.check_file(path).map_err(ClusterError::Password)?;
             #[cfg(unix)]
             {
                 use std::os::unix::fs::PermissionsExt;
@@ -77,6 +82,7 @@ pub fn password(stored: &StoredBinding, master: &MasterKey) -> Result<Option<Str
 pub async fn connect(
     stored: &StoredBinding,
     master: &MasterKey,
+    policy: &ClusterPolicy,
     timeout: Duration,
 ) -> Result<krafka::Kafka, ClusterError> {
     let b = &stored.binding;
@@ -85,7 +91,10 @@ pub async fn connect(
         .client_id("kafka-tasks")
         .connect_timeout(timeout)
         .request_timeout(timeout);
-    let password = password(stored, master)?;
+    // What the operator allows is checked at every use, not only when binding: the flags may
+    // have changed since, and a file may have been swapped for a link.
+    policy.permits(b).map_err(ClusterError::Config)?;
+    let password = password(stored, master, policy)?;
     let tls = b.protocol.tls().then(|| {
         let tls = krafka::auth::TlsConfig::new();
         match &b.ssl_ca_file {

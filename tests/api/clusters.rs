@@ -10,6 +10,11 @@ use serde_json::json;
 use crate::helpers::{PROJECT, TestApp};
 use kafka_tasks::domain::Role;
 
+/// A server that lets bindings reach loopback, where the tests' clusters (real or made up) are.
+async fn loopback_server() -> TestApp {
+    TestApp::spawn_with(&["--time-scale", "0", "--cluster-allow", "127.0.0.0/8"]).await
+}
+
 fn cluster_path(app: &TestApp, inst: &str) -> String {
     format!("{}/cluster", app.instance_path(inst))
 }
@@ -36,7 +41,7 @@ async fn only_admins_see_or_change_a_binding() {
 
 #[tokio::test]
 async fn a_bad_binding_is_refused_by_name_and_stores_nothing() {
-    let app = TestApp::spawn().await;
+    let app = loopback_server().await;
     let inst = app.create_instance().await;
     let path = cluster_path(&app, &inst);
     for (body, field) in [
@@ -67,7 +72,7 @@ async fn a_bad_binding_is_refused_by_name_and_stores_nothing() {
 
 #[tokio::test]
 async fn a_cluster_that_does_not_answer_is_refused_clearly_within_the_timeout() {
-    let app = TestApp::spawn().await;
+    let app = loopback_server().await;
     let inst = app.create_instance().await;
     // A port nothing listens on: refused at once.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -103,7 +108,7 @@ async fn a_cluster_that_does_not_answer_is_refused_clearly_within_the_timeout() 
 async fn an_operation_on_a_cluster_that_went_away_fails_with_the_reason() {
     use kafka_tasks::domain::cluster::{Binding, SecurityProtocol};
     use kafka_tasks::storage::{AuditEvent, StoredBinding};
-    let app = TestApp::spawn_with(&["--time-scale", "0"]).await;
+    let app = loopback_server().await;
     let inst = app.create_instance().await;
     let _ = app.wait_instance_status(&inst, "RUNNING").await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -155,4 +160,52 @@ async fn an_operation_on_a_cluster_that_went_away_fails_with_the_reason() {
     let after = app.show_instance(&inst).await.json();
     assert_eq!(after["status"], "RUNNING");
     assert_eq!(after["kafka_configs"], before["kafka_configs"], "a failed task changed the instance");
+}
+
+/// A project admin is a tenant: binding must not let one make the server connect wherever it can
+/// reach, read its files, or use its own settings as a password.
+#[tokio::test]
+async fn a_binding_reaches_only_what_the_operator_allows() {
+    let secrets = tempfile::tempdir().expect("dir");
+    let dir = secrets.path().to_str().expect("utf-8").to_owned();
+    let app =
+        TestApp::spawn_with(&["--time-scale", "0", "--cluster-allow", "10.9.0.0/16", "--cluster-secrets-dir", &dir])
+            .await;
+    let inst = app.create_instance().await;
+    let path = cluster_path(&app, &inst);
+    // Nothing is allowed by default.
+    let closed = TestApp::spawn().await;
+    let other = closed.create_instance().await;
+    let res = closed.put(&cluster_path(&closed, &other), Some(json!({"bootstrap_servers": "10.9.0.1:9092"}))).await;
+    res.assert_error(400, "DMS.00400062");
+    assert!(res.text.contains("--cluster-allow"), "{}", res.text);
+    let outside = tempfile::NamedTempFile::new().expect("file");
+    for (body, why) in [
+        (json!({"bootstrap_servers": "169.254.169.254:80"}), "not among the clusters"),
+        (json!({"bootstrap_servers": "127.0.0.1:5432"}), "not among the clusters"),
+        (json!({"bootstrap_servers": "10.9.0.1:9092,127.0.0.1:22"}), "not among the clusters"),
+        (
+            json!({"bootstrap_servers": "10.9.0.1:9092", "security_protocol": "SASL_PLAINTEXT", "sasl_username": "u",
+                   "sasl_password_env": "KAFKA_TASKS_MASTER_KEY"}),
+            "KAFKA_TASKS_CLUSTER_",
+        ),
+        (
+            json!({"bootstrap_servers": "10.9.0.1:9092", "security_protocol": "SASL_PLAINTEXT", "sasl_username": "u",
+                   "sasl_password_file": outside.path().display().to_string()}),
+            "not under the secrets directory",
+        ),
+        (
+            json!({"bootstrap_servers": "10.9.0.1:9092", "security_protocol": "SSL",
+                   "ssl_ca_file": format!("{dir}/../../etc/passwd")}),
+            "not under the secrets directory",
+        ),
+    ] {
+        let started = Instant::now();
+        let res = app.put(&path, Some(body.clone())).await;
+        res.assert_error(400, "DMS.00400062");
+        assert!(res.text.contains(why), "{body} → {}", res.text);
+        // Refused before any connection is tried (10.9.0.0/16 answers nothing here).
+        assert!(started.elapsed() < Duration::from_secs(2), "{body}: {:?}", started.elapsed());
+    }
+    assert_unbound(&app, &inst).await;
 }

@@ -108,6 +108,13 @@ impl Kafka {
 /// Tests that change the cluster's configs take turns (they share one cluster).
 static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A server that lets bindings reach the test cluster (on loopback), with `extra` flags.
+async fn allowing(extra: &[&str]) -> TestApp {
+    let mut flags = vec!["--time-scale", "0", "--cluster-allow", "127.0.0.1"];
+    flags.extend_from_slice(extra);
+    TestApp::spawn_with(&flags).await
+}
+
 fn cluster_path(app: &TestApp, inst: &str) -> String {
     format!("{}/cluster", app.instance_path(inst))
 }
@@ -123,7 +130,7 @@ async fn bound(app: &TestApp, kafka: &Kafka) -> String {
 #[tokio::test]
 async fn an_instance_binds_to_the_cluster_that_answers_and_shows_it() {
     let Some(kafka) = Kafka::get() else { return };
-    let app = TestApp::spawn().await;
+    let app = allowing(&[]).await;
     let inst = app.create_instance().await;
     let res = app.put(&cluster_path(&app, &inst), Some(json!({"bootstrap_servers": kafka.bootstrap()}))).await;
     assert_eq!(res.status, 200, "{}", res.text);
@@ -146,7 +153,8 @@ async fn an_instance_binds_to_the_cluster_that_answers_and_shows_it() {
 #[tokio::test]
 async fn scram_binds_with_the_right_password_only_and_never_shows_it() {
     let Some(kafka) = Kafka::get() else { return };
-    let app = TestApp::spawn().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let app = allowing(&["--cluster-secrets-dir", dir.path().to_str().expect("utf-8")]).await;
     let inst = app.create_instance().await;
     let (user, password) = kafka.scram();
     let sasl = kafka.var("KAFKA_SASL_BOOTSTRAP");
@@ -177,7 +185,6 @@ async fn scram_binds_with_the_right_password_only_and_never_shows_it() {
     }
 
     // A password file others can read is refused, with the fix named.
-    let dir = tempfile::tempdir().expect("dir");
     let file = dir.path().join("password");
     std::fs::write(&file, format!("{password}\n")).expect("written");
     use std::os::unix::fs::PermissionsExt;
@@ -197,7 +204,7 @@ async fn scram_binds_with_the_right_password_only_and_never_shows_it() {
 async fn a_dynamic_config_change_lands_on_every_broker() {
     let Some(kafka) = Kafka::get() else { return };
     let _turn = CLUSTER.lock().await;
-    let app = TestApp::spawn_with(&["--time-scale", "0"]).await;
+    let app = allowing(&[]).await;
     let inst = bound(&app, &kafka).await;
     // A value no test used before, so that seeing it proves this change.
     let hours = (100 + (std::process::id() % 60)).to_string();
@@ -232,7 +239,7 @@ async fn a_dynamic_config_change_lands_on_every_broker() {
 async fn a_static_config_change_on_a_bound_instance_fails_before_changing_anything() {
     let Some(kafka) = Kafka::get() else { return };
     let _turn = CLUSTER.lock().await;
-    let app = TestApp::spawn_with(&["--time-scale", "0"]).await;
+    let app = allowing(&[]).await;
     let inst = bound(&app, &kafka).await;
     let before = kafka.cluster_defaults();
     let res = app.modify_configs(&inst, json!([{"name": "num.partitions", "value": "7"}])).await;

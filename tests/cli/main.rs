@@ -736,7 +736,7 @@ fn a_hostile_server_cannot_drive_the_terminal_through_any_output() {
 /// and the password, read from stdin, is never printed.
 #[tokio::test(flavor = "multi_thread")]
 async fn cluster_commands_bind_show_and_unbind() {
-    let f = Fixture::start();
+    let f = Fixture::start_with(&["--cluster-allow", "127.0.0.1"]);
     let inst = f.running_instance("cli-cluster");
     let path = format!("/v2/{PROJECT}/instances/{inst}/cluster");
     let unbound = f.run(&["cluster", "show", "-i", &inst]);
