@@ -270,29 +270,20 @@ async fn forwarded_for_names_the_client_only_behind_a_trusted_proxy() {
     }
 }
 
-/// Holds a signed-looking request from `from` with the victim's access key (no secret needed)
-/// whose body never finishes arriving; returns the stream and what it answered within 2 s, if
-/// anything.
-async fn hold_unverified_body(app: &TestApp, from: &str, ak: &str) -> (tokio::net::TcpStream, Option<String>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().expect("addr");
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.bind(format!("{from}:0").parse().expect("local")).expect("bind");
-    let mut stream = socket.connect(addr).await.expect("connect");
+/// The headers of a signed-looking request under `ak` whose signature is made up (no secret
+/// needed): its body is read before the signature can be checked.
+fn forged_auth(app: &TestApp, ak: &str) -> String {
     let date = kafka_tasks::auth::signature::sdk_date(app.clock.now_ms());
-    let head = format!(
-        "POST /v2/{PROJECT}/instances/action HTTP/1.1\r\nHost: {addr}\r\nX-Sdk-Date: {date}\r\n\
-         Authorization: SDK-HMAC-SHA256 Access={ak}, SignedHeaders=x-sdk-date, Signature={}\r\n\
-         Content-Type: application/json\r\nContent-Length: 262144\r\n\r\n{{",
+    format!(
+        "X-Sdk-Date: {date}\r\nAuthorization: SDK-HMAC-SHA256 Access={ak}, SignedHeaders=x-sdk-date, Signature={}\r\n",
         "0".repeat(64)
-    );
-    stream.write_all(head.as_bytes()).await.expect("sent");
-    let mut buf = vec![0u8; 4096];
-    let answer = match tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await {
-        Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
-        _ => None,
-    };
-    (stream, answer)
+    )
+}
+
+/// Holds a signed-looking request from `from` with the victim's access key whose body never
+/// finishes arriving; returns the stream and what it answered within 2 s, if anything.
+async fn hold_unverified_body(app: &TestApp, from: &str, ak: &str) -> (tokio::net::TcpStream, Option<String>) {
+    stall_body(app, from, &forged_auth(app, ak), 1, Duration::from_secs(2)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,6 +320,9 @@ async fn a_stranger_holding_slow_bodies_under_a_known_key_cannot_spend_the_body_
     drop(held);
 }
 
+/// As much of a 256 KiB body as can be sent without ending it.
+const ALL_BUT_ONE: usize = usize::MAX;
+
 /// A token of a new key of `role`, minted over the API.
 async fn token_of(app: &TestApp, user: &str, role: Role) -> String {
     let cred = app.credential(PROJECT, user, role).await;
@@ -339,9 +333,15 @@ async fn token_of(app: &TestApp, user: &str, role: Role) -> String {
     res.headers().get("x-subject-token").and_then(|v| v.to_str().ok()).expect("X-Subject-Token").to_owned()
 }
 
-/// Starts a request from `from` under `auth` (header lines) whose body of 256 KiB arrives all
-/// but its last byte and then stalls; returns the stream and what it answered within `wait`.
-async fn stall_body(app: &TestApp, from: &str, auth: &str, wait: Duration) -> (tokio::net::TcpStream, Option<String>) {
+/// Starts a request from `from` under `auth` (header lines) that declares a body of 256 KiB,
+/// sends `sent` bytes of it and stalls; returns the stream and what it answered within `wait`.
+async fn stall_body(
+    app: &TestApp,
+    from: &str,
+    auth: &str,
+    sent: usize,
+    wait: Duration,
+) -> (tokio::net::TcpStream, Option<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const DECLARED: usize = 262_144;
     let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().expect("addr");
@@ -353,7 +353,7 @@ async fn stall_body(app: &TestApp, from: &str, auth: &str, wait: Duration) -> (t
          Content-Type: application/json\r\nContent-Length: {DECLARED}\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.expect("head sent");
-    let _ = stream.write_all(&vec![b' '; DECLARED - 1]).await;
+    let _ = stream.write_all(&vec![b' '; sent.min(DECLARED - 1)]).await;
     let mut buf = vec![0u8; 4096];
     let answer = match tokio::time::timeout(wait, stream.read(&mut buf)).await {
         Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
@@ -384,7 +384,7 @@ async fn a_readonly_token_cannot_spend_the_body_budget() {
     let mut held = Vec::new();
     let mut refused = 0;
     for from in ["127.0.0.5", "127.0.0.5", "127.0.0.5", "127.0.0.6", "127.0.0.7", "127.0.0.8"] {
-        let (stream, answer) = stall_body(&app, from, &auth, Duration::from_millis(1500)).await;
+        let (stream, answer) = stall_body(&app, from, &auth, ALL_BUT_ONE, Duration::from_millis(1500)).await;
         if let Some(text) = answer {
             assert!(text.starts_with("HTTP/1.1 429") && text.contains("APIGW.0308"), "{text}");
             assert!(text.to_ascii_lowercase().contains("retry-after: 1"), "{text}");
@@ -417,20 +417,16 @@ async fn unverified_bodies_get_a_short_deadline() {
         "700",
     ])
     .await;
-    let date = kafka_tasks::auth::signature::sdk_date(app.clock.now_ms());
-    let auth = format!(
-        "X-Sdk-Date: {date}\r\nAuthorization: SDK-HMAC-SHA256 Access={}, SignedHeaders=x-sdk-date, Signature={}\r\n",
-        app.admin.access_key,
-        "0".repeat(64)
-    );
+    let auth = forged_auth(&app, &app.admin.access_key);
     let started = Instant::now();
-    let (_stream, answer) = stall_body(&app, "127.0.0.9", &auth, Duration::from_secs(5)).await;
+    let (_stream, answer) = stall_body(&app, "127.0.0.9", &auth, ALL_BUT_ONE, Duration::from_secs(5)).await;
     let text = answer.expect("answered before the verified caller's 30 s");
     assert!(text.starts_with("HTTP/1.1 408") && text.contains("DMS.00408000"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(3), "answered after {:?}", started.elapsed());
     // A verified (token) caller's slow body is not held to the short deadline.
     let token = token_of(&app, "operator", Role::Operator).await;
     let (_stream, answer) =
-        stall_body(&app, "127.0.0.10", &format!("X-Auth-Token: {token}\r\n"), Duration::from_millis(1500)).await;
+        stall_body(&app, "127.0.0.10", &format!("X-Auth-Token: {token}\r\n"), ALL_BUT_ONE, Duration::from_millis(1500))
+            .await;
     assert!(answer.is_none(), "a verified caller's body was cut at the unverified deadline: {answer:?}");
 }

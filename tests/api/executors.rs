@@ -340,21 +340,11 @@ async fn an_executor_whose_task_another_process_took_over_is_stopped() {
     a.kill9();
 }
 
-/// Attack on the guarantee that a step runs in one process at a time: the program's own child
-/// (a tool it started) outlived `kill -9` of the server and ran beside the next attempt. The
-/// run's watcher kills the whole group when the server dies, before attempt 2 can start.
-#[tokio::test]
-async fn no_program_of_a_killed_server_s_attempt_runs_beside_the_next_attempt() {
-    let work = Work::new();
-    let config = work.exec_config(
-        &["restartInstance"],
-        ", HOLD_STEP = \"rolling_restart\", CHILD_STEP = \"rolling_restart\"",
-        "",
-    );
-    let flags = ["--time-scale", "0", "--lease-ms", "2000", "--executors", &config];
-    let mut app = TestApp::spawn_process(&flags).await;
-    let inst = app.create_instance().await;
-    let task = app.restart_instance(&inst).await;
+/// The probe's settings for a rolling restart whose program leaves a child running and holds.
+const CHILD_HELD: &str = ", HOLD_STEP = \"rolling_restart\", CHILD_STEP = \"rolling_restart\"";
+
+/// The pid of the child that attempt 1 of `task`'s rolling restart left running, once it runs.
+async fn first_attempts_child(work: &Work, task: &str) -> String {
     work.wait_run(&format!("{task} rolling_restart 1")).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while work.file_opt(&format!("{task}.rolling_restart.1.child.pid")).is_none() {
@@ -362,7 +352,22 @@ async fn no_program_of_a_killed_server_s_attempt_runs_beside_the_next_attempt() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let child = work.file(&format!("{task}.rolling_restart.1.child.pid")).trim().to_owned();
-    assert!(alive(&child));
+    assert!(alive(&child), "the program's child is not running");
+    child
+}
+
+/// Attack on the guarantee that a step runs in one process at a time: the program's own child
+/// (a tool it started) outlived `kill -9` of the server and ran beside the next attempt. The
+/// run's watcher kills the whole group when the server dies, before attempt 2 can start.
+#[tokio::test]
+async fn no_program_of_a_killed_server_s_attempt_runs_beside_the_next_attempt() {
+    let work = Work::new();
+    let config = work.exec_config(&["restartInstance"], CHILD_HELD, "");
+    let flags = ["--time-scale", "0", "--lease-ms", "2000", "--executors", &config];
+    let mut app = TestApp::spawn_process(&flags).await;
+    let inst = app.create_instance().await;
+    let task = app.restart_instance(&inst).await;
+    let child = first_attempts_child(&work, &task).await;
     app.kill9();
     let killed = Instant::now();
     while alive(&child) {
@@ -392,22 +397,12 @@ async fn no_program_of_a_paused_server_s_attempt_runs_beside_the_next_attempt() 
         return;
     }
     let work = Work::new();
-    let config = work.exec_config(
-        &["restartInstance"],
-        ", HOLD_STEP = \"rolling_restart\", CHILD_STEP = \"rolling_restart\"",
-        "",
-    );
+    let config = work.exec_config(&["restartInstance"], CHILD_HELD, "");
     let flags = ["--time-scale", "0", "--lease-ms", "1000", "--executors", &config];
     let mut a = TestApp::spawn_process(&flags).await;
     let inst = a.create_instance().await;
     let task = a.restart_instance(&inst).await;
-    work.wait_run(&format!("{task} rolling_restart 1")).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while work.file_opt(&format!("{task}.rolling_restart.1.child.pid")).is_none() {
-        assert!(Instant::now() < deadline, "the program's child never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let child = work.file(&format!("{task}.rolling_restart.1.child.pid")).trim().to_owned();
+    let child = first_attempts_child(&work, &task).await;
     signal(a.pid(), "-STOP");
     let paused = Instant::now();
     while alive(&child) {
