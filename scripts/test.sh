@@ -2,9 +2,9 @@
 # Runs every check and test of the project, doing its own set-up on a fresh machine:
 # the Python venv with the official Huawei SDK, PostgreSQL up, formatting, lints,
 # a three-node Apache Kafka test cluster (its jars from Maven Central on the first run), the Rust
-# unit and integration tests (connected mode against that cluster), and the official clients
-# (Python, Node.js, Go and Java SDKs, a replay of the Terraform provider's requests) against the
-# built binary.
+# unit and integration tests (connected mode against that cluster), the instruction-count
+# performance guard (release build under callgrind), and the official clients (Python, Node.js,
+# Go and Java SDKs, a replay of the Terraform provider's requests) against the built binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,6 +56,9 @@ KAFKA_TASKS_TEST_API_ENGINE=postgres run_tests --test api
 step "Benchmark, quick mode (proves the command works; asserts no numbers)"
 ./target/debug/kafka-tasks bench --quick
 ./target/debug/kafka-tasks bench --quick --engine postgres --pg-server "$KAFKA_TASKS_TEST_PG"
+
+step "Instruction-count guard (release server under callgrind; fails on an operation 10 % over its budget)"
+./scripts/perf-guard.sh
 
 step "Prometheus rules, dashboard and live scrape"
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then

@@ -42,6 +42,11 @@ pub struct ServeArgs {
     #[arg(long, env = "KAFKA_TASKS_POLL_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub poll_ms: u64,
 
+    /// How often the store's task gauges of `/metrics` are sampled (ms): one indexed query over
+    /// the unfinished tasks.
+    #[arg(long, env = "KAFKA_TASKS_STORE_SAMPLE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub store_sample_ms: u64,
+
     /// Tasks this process runs at once.
     #[arg(long, env = "KAFKA_TASKS_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_in_flight: u64,

@@ -133,7 +133,8 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     // The recorder is installed whether or not /metrics is served here.
     let _ = metrics_handle();
     telemetry::build_info(&args.db.database);
-    tokio::spawn(telemetry::sample_forever(storage.clone(), shutdown_rx.clone()));
+    let sample_every = Duration::from_millis(args.store_sample_ms);
+    tokio::spawn(telemetry::sample_forever(storage.clone(), sample_every, shutdown_rx.clone()));
     let mut opts = args.net.serve_options();
     opts.max_connections = serve::fit_connection_cap(opts.max_connections);
     let metrics_listener = match args.net.metrics_listen {

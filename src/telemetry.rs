@@ -82,8 +82,6 @@ const GROUP_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256
 
 /// How often recorded histogram samples are folded into their buckets when nothing scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
-/// How often the store's gauges are sampled (one indexed query over unfinished tasks).
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 /// The process-wide Prometheus recorder (metrics has one global recorder), with a thread that
 /// runs its upkeep and samples the process metrics, so that samples recorded between scrapes
@@ -239,8 +237,8 @@ pub fn record_stats(s: &EngineStats, now_ms: i64) {
     metrics::gauge!(STATS_SAMPLED).set(now_ms as f64 / 1000.0);
 }
 
-/// Samples the store every [`SAMPLE_EVERY`] until `shutdown` turns true.
-pub async fn sample_forever(storage: Storage, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// Samples the store every `every` (`--store-sample-ms`) until `shutdown` turns true.
+pub async fn sample_forever(storage: Storage, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     loop {
         let now = crate::domain::now_ms();
         match storage.engine.engine_stats(now).await {
@@ -248,7 +246,7 @@ pub async fn sample_forever(storage: Storage, mut shutdown: tokio::sync::watch::
             Err(e) => crate::limited!(warn, "store stats", error = %e, "could not sample the store's task counts"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(SAMPLE_EVERY) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }

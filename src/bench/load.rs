@@ -50,11 +50,11 @@ pub struct Target {
     pub secret_key: String,
 }
 
-struct Worker {
+pub(super) struct Worker {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
 }
 
-async fn connect(addr: std::net::SocketAddr) -> std::io::Result<Worker> {
+pub(super) async fn connect(addr: std::net::SocketAddr) -> std::io::Result<Worker> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (sender, conn) =
@@ -64,7 +64,7 @@ async fn connect(addr: std::net::SocketAddr) -> std::io::Result<Worker> {
 }
 
 /// Sends one signed request and reads the whole answer: its status.
-async fn send(w: &mut Worker, target: &Target, host: &str, call: &Call) -> Result<u16, String> {
+pub(super) async fn send(w: &mut Worker, target: &Target, host: &str, call: &Call) -> Result<u16, String> {
     let body = call.body.clone().unwrap_or_default();
     let (path, query) = call.path_and_query.split_once('?').unwrap_or((&call.path_and_query, ""));
     let signer =

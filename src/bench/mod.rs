@@ -4,6 +4,7 @@
 //! operation, each against `GET /healthz` on the same server.
 
 mod events;
+mod instructions;
 mod load;
 mod prune;
 mod seed;
@@ -77,6 +78,18 @@ pub struct BenchArgs {
     /// Records of each.
     #[arg(long, default_value_t = 1_000)]
     pub prune_tasks_per_instance: usize,
+    /// Count the server's instructions per operation on a small fixed workload (release build,
+    /// under valgrind's callgrind) and check them against `--budgets`: the CI performance guard
+    /// (`scripts/perf-guard.sh`). SQLite only; the population and sizing flags do not apply.
+    #[arg(long)]
+    pub instructions: bool,
+    /// The instruction budgets `--instructions` checks.
+    #[arg(long, default_value = "bench/instructions.toml")]
+    pub budgets: PathBuf,
+    /// With `--instructions`: runs of the workload (fresh store and server each); the median is
+    /// checked and each operation's spread printed.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
 }
 
 struct Row {
@@ -133,20 +146,43 @@ async fn start_server_with(
     log: &PathBuf,
     extra: &[&str],
 ) -> anyhow::Result<(Server, Duration)> {
+    start_server_under(&[], &[], database, master_key, log, extra).await
+}
+
+/// As [`start_server_with`], the server run by `wrapper` (a program and its arguments, such as
+/// valgrind, which then has the server's process id), with the environment variables `env`.
+async fn start_server_under(
+    wrapper: &[String],
+    env: &[(&str, &str)],
+    database: &str,
+    master_key: &str,
+    log: &PathBuf,
+    extra: &[&str],
+) -> anyhow::Result<(Server, Duration)> {
     let addr = free_port()?;
     let exe = std::env::current_exe()?;
     let log_file = std::fs::File::create(log)?;
     let started = Instant::now();
-    let child = Command::new(exe)
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    let child = command
         .args(["serve", "--listen", &addr.to_string(), "--database", database, "--master-key", master_key])
         // The per-key rate limit stays on (its cost is measured) but far above what one key sends here.
         .args(["--time-scale", "0", "--log-format", "json", "--rate-limit-per-key", "1000000"])
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log_file))
         .spawn()?;
     let server = Server { child, addr };
-    let deadline = started + Duration::from_secs(30);
+    // A server under an instrumenting wrapper starts tens of times slower.
+    let deadline = started + Duration::from_secs(if wrapper.is_empty() { 30 } else { 300 });
     loop {
         if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -205,13 +241,20 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         }
         other => anyhow::bail!("--engine must be sqlite or postgres, not {other:?}"),
     };
-    let result =
-        if args.prune { prune::run(&args, &database, &work).await } else { bench(&args, &database, &work).await };
+    let result = if args.instructions {
+        instructions::run(&args, &work).await
+    } else if args.prune {
+        prune::run(&args, &database, &work).await
+    } else {
+        bench(&args, &database, &work).await
+    };
     if !args.keep {
         if let Some((client, name)) = &pg_db {
             client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
         }
         let _ = std::fs::remove_dir_all(&work);
+    } else if args.instructions {
+        eprintln!("kept the stores, server logs and callgrind dumps: {}", work.display());
     } else {
         eprintln!("kept the database: {database}");
     }

@@ -20,7 +20,7 @@ pub struct Population {
 
 const DAY_MS: i64 = 86_400_000;
 
-fn instance(project: &ProjectId, now: i64, i: usize) -> Instance {
+fn instance(project: &ProjectId, now: i64, i: usize) -> anyhow::Result<Instance> {
     let new = NewInstance {
         name: format!("bench-{i}"),
         engine_version: "2.7".into(),
@@ -31,8 +31,9 @@ fn instance(project: &ProjectId, now: i64, i: usize) -> Instance {
         extra: Default::default(),
     };
     let mut inst = Instance::create(project.clone(), &new, USER.0, USER.1, now - 400 * DAY_MS);
+    inst.id = instance_id(project, i as u64)?;
     inst.status = InstanceStatus::Running;
-    inst
+    Ok(inst)
 }
 
 /// Who the seeded tasks were started by.
@@ -46,8 +47,27 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// 128 bits of the same spread for the `n`-th id of a kind in a project (two projects seeded
+/// into one store, as `bench --prune` does, get different ids). The ids are deterministic like
+/// the rest of the population, so that every run builds the same B-trees: where a random id
+/// falls decides which pages split, and so how much the same write costs.
+fn spread_id(project: &ProjectId, kind: u64, n: u64) -> u128 {
+    let seed = project.as_str().bytes().fold(kind, |h, b| mix(h ^ u64::from(b)));
+    (u128::from(mix(n ^ seed)) << 64) | u128::from(mix(n ^ seed ^ 0x6a09_e667_f3bc_c909))
+}
+
+fn instance_id(project: &ProjectId, n: u64) -> anyhow::Result<InstanceId> {
+    let id = uuid::Uuid::from_u128(spread_id(project, 0x1d5, n)).hyphenated().to_string();
+    id.parse().map_err(|_| anyhow::anyhow!("not an instance id: {id}"))
+}
+
+fn task_id(project: &ProjectId, n: u64) -> anyhow::Result<TaskId> {
+    let id = format!("{:032x}", spread_id(project, 0x7a5c, n));
+    id.parse().map_err(|_| anyhow::anyhow!("not a task id: {id}"))
+}
+
 /// A finished task of a realistic mix: 90 % SUCCESS, 8 % FAILED, 2 % cancelled scheduled tasks.
-fn finished_task(inst: &Instance, n: u64, created_at: i64) -> NewTask {
+fn finished_task(inst: &Instance, n: u64, created_at: i64) -> anyhow::Result<NewTask> {
     let r = mix(n);
     let op = match r % 4 {
         0 => Operation::AutoTopic { old: false, new: true },
@@ -83,10 +103,11 @@ fn finished_task(inst: &Instance, n: u64, created_at: i64) -> NewTask {
         })
         .collect();
     let mut task = NewTask::new(inst, op, USER, created_at, schedule_at, 1.0);
+    task.record.id = task_id(&inst.project_id, n)?;
     task.record.status = status;
     task.record.updated_at = t;
     task.record.steps = steps;
-    task
+    Ok(task)
 }
 
 /// Seeds `hot_tasks` tasks in one instance and `tasks_per_instance` in each of `instances` more,
@@ -103,7 +124,7 @@ pub async fn seed(
     let span = 365 * DAY_MS;
     let oldest = now - span;
     let created = |n: u64| oldest + (mix(n ^ 0x5eed) % span as u64) as i64;
-    let hot = instance(project, now, 0);
+    let hot = instance(project, now, 0)?;
     let mut pop = Population {
         hot: hot.id.clone(),
         hot_sample: Vec::new(),
@@ -117,7 +138,7 @@ pub async fn seed(
     let mut pending_instances = vec![hot.clone()];
     for _ in 0..hot_tasks {
         counter += 1;
-        let t = finished_task(&hot, counter, created(counter));
+        let t = finished_task(&hot, counter, created(counter))?;
         if pop.hot_sample.len() < 10_000 && t.record.status != TaskStatus::Cancelled {
             pop.hot_sample.push(t.record.id.clone());
         }
@@ -127,11 +148,11 @@ pub async fn seed(
         }
     }
     for i in 0..instances {
-        let inst = instance(project, now, i + 1);
+        let inst = instance(project, now, i + 1)?;
         let mut ids = Vec::with_capacity(tasks_per_instance);
         for _ in 0..tasks_per_instance {
             counter += 1;
-            let t = finished_task(&inst, counter, created(counter));
+            let t = finished_task(&inst, counter, created(counter))?;
             if t.record.status != TaskStatus::Cancelled {
                 ids.push(t.record.id.clone());
             }
@@ -155,8 +176,9 @@ pub async fn queue(storage: &Storage, project: &ProjectId, now: i64, n: usize) -
     let mut instances = Vec::with_capacity(CHUNK);
     let mut tasks = Vec::with_capacity(CHUNK);
     for i in 0..n {
-        let mut inst = instance(project, now, 1_000_000 + i);
-        let task = NewTask::new(&inst, Operation::AutoTopic { old: false, new: true }, USER, now, None, 0.0);
+        let mut inst = instance(project, now, 1_000_000 + i)?;
+        let mut task = NewTask::new(&inst, Operation::AutoTopic { old: false, new: true }, USER, now, None, 0.0);
+        task.record.id = task_id(project, 1 << 40 | i as u64)?;
         inst.busy_task = Some(task.record.id.clone());
         tasks.push(task);
         instances.push(inst);

@@ -7,8 +7,9 @@
 //!
 //! One file per capability (`tasks`, `instances`, `engine`, `credentials`, `audit`, `kernels`,
 //! `bulk`); this file holds the connection, the writer thread with its group commit, the
-//! checkpointer, migrations and the health probe. The business rules are in `crate::domain`:
-//! each capability reads rows, calls the rule and writes the rows it decides.
+//! checkpointer, migrations, the health probe and the instruction guard's [`WalPin`]. The
+//! business rules are in `crate::domain`: each capability reads rows, calls the rule and writes
+//! the rows it decides.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -185,6 +186,80 @@ fn checkpoint_loop(conn: Connection, alive: std::sync::Weak<()>) {
             crate::limited!(warn, &format!("checkpoint {e}"), error = %e, "WAL checkpoint failed");
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// Puts the WAL of a database that another process serves into the same state before each
+/// phase the instruction-count guard (`kafka-tasks bench --instructions`) measures. That
+/// process checkpoints on wall-clock time, so where its writes land in the WAL, whether it
+/// restarts the WAL and how much a checkpoint copies would otherwise differ from run to run,
+/// and so would the instructions its writes cost (by 1-4 %). Two connections of its own and no
+/// threads; its one write per phase makes the server's connections drop their page caches once,
+/// the same way in every run.
+pub struct WalPin {
+    writer: Connection,
+    reader: Connection,
+}
+
+impl WalPin {
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let writer = Connection::open(path)?;
+        writer.busy_timeout(std::time::Duration::from_secs(30))?;
+        let reader = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        reader.busy_timeout(std::time::Duration::from_secs(30))?;
+        Ok(WalPin { writer, reader })
+    }
+
+    /// `PRAGMA wal_checkpoint(mode)`: (frames in the WAL, frames copied into the database).
+    /// Retried while another connection's checkpoint runs (SQLite answers that at once,
+    /// without the busy handler); the busy timeout covers waiting for readers and the writer.
+    fn checkpoint(&self, mode: &str) -> StoreResult<(i64, i64)> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (busy, log, copied): (i64, i64, i64) =
+                self.writer.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+            if busy == 0 {
+                return Ok((log, copied));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(StoreError::Unavailable(format!("the WAL checkpoint ({mode}) stayed blocked for 60 s")));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Copies the whole WAL into the database and empties it (waiting for the server's
+    /// transactions to end): the server's reads then use the database file alone, and its next
+    /// write starts the WAL again at its first frame.
+    pub fn empty(&self) -> StoreResult<()> {
+        match self.checkpoint("TRUNCATE")? {
+            (0, 0) => Ok(()),
+            other => Err(StoreError::Unavailable(format!("the WAL is not empty after a checkpoint: {other:?}"))),
+        }
+    }
+
+    /// Empties the WAL, writes one frame of its own (page 1 with the same application id, as
+    /// the readiness probe does), holds a read transaction on it and copies it into the
+    /// database. Until [`release`](Self::release), the server's writes append after that
+    /// frame, its checkpoints find nothing they may copy, and its WAL is not restarted.
+    pub fn hold(&self) -> StoreResult<()> {
+        self.empty()?;
+        let id: i64 = self.writer.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        self.writer.pragma_update(None, "application_id", id)?;
+        self.reader.execute_batch("BEGIN")?;
+        // The read transaction takes its snapshot, and its mark in the WAL, at its first read.
+        self.reader.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))?;
+        match self.checkpoint("PASSIVE")? {
+            (1, 1) => Ok(()),
+            other => Err(StoreError::Unavailable(format!("the WAL did not hold one frame: {other:?}"))),
+        }
+    }
+
+    /// Ends the read transaction of [`hold`](Self::hold): checkpoints go on.
+    pub fn release(&self) -> StoreResult<()> {
+        Ok(self.reader.execute_batch("ROLLBACK")?)
     }
 }
 
