@@ -219,7 +219,7 @@ impl Engine {
     }
 
     async fn run_steps(&self, c: Claimed, mut shutdown: watch::Receiver<bool>) {
-        let Claimed { task, operation, step: mut current, started, ended, reason } = c;
+        let Claimed { task, operation, step: mut current, started, ended, reason, bound } = c;
         let op = operation.task_name();
         // Step events at debug level: enough to prove, from the logs of every process, that no
         // step ever ran in two places at once (see tests/cluster).
@@ -235,14 +235,18 @@ impl Engine {
             return;
         }
         if let Some(deps) = &self.executors {
-            if let Some(executor) = self.bound_executor(deps, &task, op, &mut shutdown).await {
-                return self.run_executed(deps, executor, task, operation, current, shutdown).await;
-            }
-            if *shutdown.borrow() {
-                return;
+            // The executed paths are boxed: their state is large, and every simulated task's future
+            // would carry it (and tokio would copy it at each spawn) if they were inline.
+            if bound {
+                if let Some(executor) = Box::pin(self.bound_executor(deps, &task, op, &mut shutdown)).await {
+                    return Box::pin(self.run_executed(deps, executor, task, operation, current, shutdown)).await;
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
             }
             if let Some(executor) = deps.executors.get(op) {
-                return self.run_executed(deps, executor, task, operation, current, shutdown).await;
+                return Box::pin(self.run_executed(deps, executor, task, operation, current, shutdown)).await;
             }
         }
         loop {

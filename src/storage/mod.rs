@@ -280,6 +280,9 @@ pub struct Claimed {
     pub ended: Option<TaskStatus>,
     /// Why the task failed as it was claimed, when its operation no longer applied.
     pub reason: Option<String>,
+    /// The task's instance is bound to a Kafka cluster (connected mode): its binding is read
+    /// for the `kafka` executor; for every other task nothing more is read.
+    pub bound: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

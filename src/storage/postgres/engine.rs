@@ -244,7 +244,8 @@ impl EngineStore for Postgres {
             let Some(p) = taken.progress(task.steps.len()) else {
                 continue;
             };
-            claimed.push(Claimed { task, operation, step: p.step, started, ended: p.ended, reason: p.reason });
+            let bound = inst.cluster_bound;
+            claimed.push(Claimed { task, operation, step: p.step, started, ended: p.ended, reason: p.reason, bound });
         }
         for id in &removed {
             instances.remove(id);

@@ -122,7 +122,15 @@ impl EngineStore for Sqlite {
                     let Some(p) = taken.progress(task.steps.len()) else {
                         continue;
                     };
-                    claimed.push(Claimed { task, operation, step: p.step, started, ended: p.ended, reason: p.reason });
+                    claimed.push(Claimed {
+                        task,
+                        operation,
+                        step: p.step,
+                        started,
+                        ended: p.ended,
+                        reason: p.reason,
+                        bound: inst.cluster_bound,
+                    });
                 }
                 append_events(conn, &logged)?;
                 Ok((claimed, !logged.is_empty()))
