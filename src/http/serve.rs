@@ -328,8 +328,10 @@ impl Drop for Counted {
 }
 
 /// Set by a handler on its response (as an extension): the connection that carries the
-/// response is closed at this instant, whatever its state — whether or not the client reads.
-/// Event streams use it so that their lifetime holds against a client that stops reading.
+/// response is closed at this instant if the response is not completely written by then,
+/// whatever the client does. Event streams use it so that their lifetime holds against a
+/// client that stops reading. Once hyper waits for the connection's next request (so the
+/// response was written whole), the end is taken back.
 #[derive(Debug, Clone, Copy)]
 pub struct CloseConnectionAt(pub Instant);
 
@@ -445,14 +447,11 @@ impl ConnClock {
         }
     }
 
-    /// Ends the connection at `at` (the earliest such instant wins).
+    /// Ends the connection at `at`, unless hyper starts waiting for a further request first.
     fn close_at(&self, at: Instant) {
         let ms = at.saturating_duration_since(self.origin).as_millis() as u64 + 1;
-        let current = self.close_at.load(Ordering::Relaxed);
-        if current == 0 || ms < current {
-            self.close_at.store(ms, Ordering::Relaxed);
-            self.changed.notify_one();
-        }
+        self.close_at.store(ms, Ordering::Relaxed);
+        self.changed.notify_one();
     }
 
     fn now(&self) -> u64 {
@@ -548,6 +547,12 @@ struct HeadSleep {
 impl HeadSleep {
     fn new(clock: &Arc<ConnClock>) -> Self {
         let generation = clock.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        // hyper waits for a further request once it has the previous response in hand; written
+        // whole (nothing waits for the socket), an end that response set no longer applies.
+        // (Else the flush that completes it takes the end back: see `ConnIo::poll_flush`.)
+        if clock.write_blocked_at.load(Ordering::Relaxed) == 0 {
+            clock.close_at.store(0, Ordering::Relaxed);
+        }
         clock.reads_at_arm.store(clock.reads.load(Ordering::Relaxed), Ordering::Relaxed);
         clock.head_at.store(0, Ordering::Relaxed);
         clock.armed_at.store(clock.now(), Ordering::Relaxed);
@@ -638,11 +643,15 @@ impl AsyncWrite for ConnIo {
         }
     }
 
-    /// hyper flushes once everything it buffered is written: nothing waits any longer.
+    /// hyper flushes once everything it buffered is written: nothing waits any longer, and if
+    /// hyper already waits for the next request, the previous response is written whole.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_replacement(cx))?;
         ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
         self.clock.write_blocked_at.store(0, Ordering::Relaxed);
+        if self.clock.armed_at.load(Ordering::Relaxed) != 0 {
+            self.clock.close_at.store(0, Ordering::Relaxed);
+        }
         Poll::Ready(Ok(()))
     }
 

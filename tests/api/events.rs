@@ -670,11 +670,13 @@ async fn a_stream_whose_client_stops_reading_still_ends_at_its_lifetime() {
         }
     }
     assert!(opened.elapsed() < Duration::from_secs(7), "slot back after {:?}", opened.elapsed());
-    // The stalled connection is closed; nothing it got was of the last task (made after the lifetime).
+    // The stalled stream is over: its connection was closed (its last bytes could not be written)
+    // or its final chunk waits in the socket (they could); nothing it got was of the last task,
+    // made after the lifetime.
     let mut got = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let read = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
+        while !got.ends_with(b"0\r\n\r\n") {
             match stalled.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => got.extend_from_slice(&buf[..n]),
@@ -682,8 +684,45 @@ async fn a_stream_whose_client_stops_reading_still_ends_at_its_lifetime() {
         }
     })
     .await;
-    assert!(read.is_ok(), "the stalled stream's connection is still open");
+    assert!(read.is_ok(), "the stalled stream never ended");
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200"), "{}", &text[..text.len().min(200)]);
     assert!(!text.contains(&last_task), "an event committed after the lifetime reached the client");
+}
+
+/// A stream that ended at its lifetime leaves its keep-alive connection usable: the timer that
+/// closes a stalled stream's connection is the stream's, not the connection's, so a request sent
+/// on it later is answered.
+#[tokio::test]
+async fn a_connection_that_carried_a_finished_stream_serves_further_requests() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(&["--time-scale", "0", "--event-stream-lifetime-secs", "1"]).await;
+    let path = project_events(&app);
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (k, v) in app.signed_headers(&app.admin, &Method::GET, &path, "", app.clock.now_ms()) {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    conn.write_all(head.as_bytes()).await.expect("sent");
+    // Read until the chunked stream's last chunk: the stream ended at its lifetime.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while !got.ends_with(b"0\r\n\r\n") {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    })
+    .await;
+    assert_eq!(ended, Ok(true), "the stream did not end by itself: {}", String::from_utf8_lossy(&got));
+    // Past the lifetime and its grace, the same connection still answers.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await.expect("sent");
+    let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await.expect("answered").expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
 }
