@@ -3,8 +3,8 @@
 # the Python venv with the official Huawei SDK, PostgreSQL up, formatting, lints,
 # a three-node Apache Kafka test cluster (its jars from Maven Central on the first run), the Rust
 # unit and integration tests (connected mode against that cluster), and the official clients
-# (Python, Node.js, Go and Java SDKs, a replay of the Terraform provider's requests) against the
-# built binary.
+# (Python, Node.js, Go and Java SDKs, a replay of the Terraform provider's requests, OpenTofu with
+# the real provider) against the built binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,6 +76,14 @@ step "Official Node.js SDK and Terraform replay"
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" npm test --prefix tests/node
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/terraform
+
+step "OpenTofu with the real huaweicloud provider"
+# Both are built from the Go proxy on the first run on a machine (the provider takes long) and cached
+# under ${XDG_CACHE_HOME:-~/.cache}/kafka-tasks/tofu/; the test waits as the provider waits (minutes).
+tofu_tools="$(./scripts/tofu-tools.sh)"
+KT_TOFU="$(sed -n 's/^TOFU=//p' <<<"$tofu_tools")" \
+KT_PROVIDER_DIR="$(sed -n 's/^PROVIDER_DIR=//p' <<<"$tofu_tools")" \
+KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q -rxXs tests/terraform/test_tofu.py
 
 step "Official Go SDK against the binary"
 # Modules come from the Go proxy on the first run, checked against the committed go.sum.
