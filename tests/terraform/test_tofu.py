@@ -51,7 +51,7 @@ class Workspace:
         self.env = dict(os.environ, TF_CLI_CONFIG_FILE=str(rc), TF_IN_AUTOMATION="1", TF_LOG="DEBUG",
                         TF_LOG_PATH=str(path / "tofu-debug.log"), CHECKPOINT_DISABLE="1")
 
-    def configure(self, instance_extra="", data_source=False):
+    def configure(self, instance_extra="", data_source=False, update_timeout="6m"):
         cred = self.server.admin
         url = self.server.url + "/"
         data = textwrap.dedent(f"""
@@ -95,13 +95,13 @@ class Workspace:
               network_id        = "subnet-1"
               security_group_id = "sg-1"
               available_zones   = ["az1"]
-            """) + textwrap.indent(textwrap.dedent(instance_extra), "  ") + textwrap.dedent("""
-              timeouts {
+            """) + textwrap.indent(textwrap.dedent(instance_extra), "  ") + textwrap.dedent(f"""
+              timeouts {{
                 create = "10m"
-                update = "1m"
+                update = "{update_timeout}"
                 delete = "5m"
-              }
-            }
+              }}
+            }}
             """) + data)
 
     def tofu(self, *args, check=True):
@@ -148,7 +148,9 @@ BASE = """\
 
 
 def test_apply_creates_the_instance(ws):
-    ws.configure(BASE)
+    # resourceDmsKafkaInstanceCreate waits for `cross_vpc_info` (kafkaInstanceCrossVpcInfoRefreshFunc)
+    # for as long as the *update* timeout allows, then only warns: kept short here.
+    ws.configure(BASE, update_timeout="30s")
     ws.step("apply", "-auto-approve")
     inst = ws.state()[INSTANCE]
     assert inst["status"] == "RUNNING"
