@@ -10,15 +10,12 @@
 # downloaded with `go mod download`, copied out of the read-only module cache into a temporary
 # directory and built there with -trimpath and default flags. Build times go to stderr.
 #
-# Where the proxy does not serve the provider or its SDK (github.com/chnsz/golangsdk), a git
-# directory holding them can stand in: KT_PROVIDER_GIT and KT_GOLANGSDK_GIT (the tag and the
-# commit below are archived from them). Nothing built or downloaded belongs in the repository.
+# The versions are pinned (the proxy may refuse to list the provider's versions; it serves a pinned
+# one). Nothing built or downloaded belongs in the repository.
 set -euo pipefail
 
 TOFU_VERSION="${KT_TOFU_VERSION:-v1.10.10}"
 PROVIDER_VERSION="${KT_PROVIDER_VERSION:-v1.95.0}"
-# The github.com/chnsz/golangsdk pseudo-version that provider version requires (its go.mod).
-GOLANGSDK_COMMIT="${KT_GOLANGSDK_COMMIT:-83ad1d270e52}"
 
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/kafka-tasks/tofu"
 TOFU_BIN="$CACHE/tofu-$TOFU_VERSION/tofu"
@@ -27,19 +24,15 @@ PROVIDER_BIN="$PROVIDER_DIR/terraform-provider-huaweicloud"
 
 log() { printf '%s\n' "$*" >&2; }
 
-# Copies a module version out of the module cache into $1 (writable). Fails if the proxy does not serve it.
+# Copies a module version out of the read-only module cache into $1, writable.
 module_source() {
-  local dest="$1" module="$2" version="$3" dir
-  dir="$(go mod download -json "$module@$version" | jq -r '.Dir // empty')" || return 1
-  [ -n "$dir" ] || return 1
-  cp -r "$dir" "$dest"
+  local dest="$1" module="$2" version="$3" json
+  json="$(go mod download -json "$module@$version")" || {
+    log "the Go proxy does not serve $module@$version: $(jq -r '.Error' <<<"$json")"
+    return 1
+  }
+  cp -r "$(jq -r '.Dir' <<<"$json")" "$dest"
   chmod -R u+w "$dest"
-}
-
-git_source() {
-  local dest="$1" gitdir="$2" rev="$3"
-  mkdir -p "$dest"
-  git --git-dir="$gitdir" archive "$rev" | tar -x -C "$dest"
 }
 
 timed_build() {
@@ -65,18 +58,7 @@ build_provider() {
   tmp="$(mktemp -d)"
   trap 'rm -rf "$tmp"' RETURN
   log "building terraform-provider-huaweicloud $PROVIDER_VERSION (first use on this machine; large)"
-  if ! module_source "$tmp/src" github.com/huaweicloud/terraform-provider-huaweicloud "$PROVIDER_VERSION"; then
-    [ -n "${KT_PROVIDER_GIT:-}" ] || { log "the Go proxy does not serve the provider; set KT_PROVIDER_GIT to a git directory of it"; return 1; }
-    log "provider source from $KT_PROVIDER_GIT ($PROVIDER_VERSION)"
-    git_source "$tmp/src" "$KT_PROVIDER_GIT" "$PROVIDER_VERSION"
-  fi
-  # The SDK comes from the proxy as go.mod pins it; a git directory only if the proxy refuses it.
-  if ! (cd "$tmp/src" && go mod download github.com/chnsz/golangsdk >/dev/null 2>&1); then
-    [ -n "${KT_GOLANGSDK_GIT:-}" ] || { log "the Go proxy does not serve github.com/chnsz/golangsdk; set KT_GOLANGSDK_GIT"; return 1; }
-    log "github.com/chnsz/golangsdk source from $KT_GOLANGSDK_GIT ($GOLANGSDK_COMMIT)"
-    git_source "$tmp/golangsdk" "$KT_GOLANGSDK_GIT" "$GOLANGSDK_COMMIT"
-    (cd "$tmp/src" && go mod edit -replace "github.com/chnsz/golangsdk=$tmp/golangsdk")
-  fi
+  module_source "$tmp/src" github.com/huaweicloud/terraform-provider-huaweicloud "$PROVIDER_VERSION"
   mkdir -p "$PROVIDER_DIR"
   timed_build "terraform-provider-huaweicloud $PROVIDER_VERSION" "$tmp/src" "$PROVIDER_BIN" .
 }
