@@ -33,12 +33,13 @@ INSTANCE = "huaweicloud_dms_kafka_instance.kafka"
 
 class Workspace:
     """A directory with a `.tofurc`, one configuration file rewritten per step, the state, and a
-    debug log of the provider (TF_LOG_PATH) kept for the report of a failure."""
+    debug log of the provider (TF_LOG_PATH) kept for the report of a failure. `created` holds the
+    output of the create step."""
 
     def __init__(self, path, server):
         self.path = path
         self.server = server
-        self.failed = None
+        self.created = None
         rc = path / "tofurc"
         rc.write_text(textwrap.dedent(f"""\
             provider_installation {{
@@ -75,6 +76,7 @@ class Workspace:
               access_key              = "{cred['access_key']}"
               secret_key              = "{cred['secret_key']}"
               project_id              = "{cred['project_id']}"
+              domain_id               = "kafka-tasks"
               auth_url                = "{url}v3"
               skip_check_website_type = true
               skip_check_upgrade      = true
@@ -105,7 +107,8 @@ class Workspace:
             """) + data)
 
     def tofu(self, *args, check=True):
-        res = subprocess.run([TOFU, f"-chdir={self.path}", *args, "-no-color", "-input=false"],
+        flags = ["-no-color"] + (["-input=false"] if args[0] in ("apply", "plan", "destroy") else [])
+        res = subprocess.run([TOFU, f"-chdir={self.path}", *args, *flags],
                              env=self.env, capture_output=True, text=True, timeout=1500)
         if check and res.returncode != 0:
             pytest.fail(f"tofu {' '.join(args)} exited {res.returncode}\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
@@ -117,23 +120,13 @@ class Workspace:
         values = json.loads(out).get("values", {})
         return {r["address"]: r["values"] for r in values.get("root_module", {}).get("resources", [])}
 
-    def step(self, *args):
-        """Runs a step of the sequence; a failed step makes the later ones skip, not fail again."""
-        if self.failed:
-            pytest.skip(f"an earlier step failed: {self.failed}")
-        try:
-            return self.tofu(*args)
-        except BaseException:
-            self.failed = " ".join(args)
-            raise
-
-
 @pytest.fixture(scope="module")
 def ws(server, tmp_path_factory):
     w = Workspace(tmp_path_factory.mktemp("tofu"), server)
     yield w
     if os.path.exists(w.path / "terraform.tfstate"):
-        w.tofu("destroy", "-auto-approve", check=False)
+        # Without a refresh: a read that fails (see READ_GAP) must not keep the instance alive.
+        w.tofu("destroy", "-auto-approve", "-refresh=false", check=False)
 
 
 @pytest.fixture(scope="module")
@@ -142,21 +135,49 @@ def api(server):
     return GoClient(server.url, cred["access_key"], cred["secret_key"], cred["project_id"])
 
 
+# What kafka-tasks does not serve yet, each with the provider function that needs it.
+READ_GAP = (
+    "resourceDmsKafkaInstanceRead (resource_huaweicloud_dms_kafka_instance.go) converts the "
+    "instance's `available_zones` IDs to codes with GetAvailableZoneCodeByID → getAvailableZones: "
+    "golangsdk dms/v2/availablezones.Get, `GET /v2/available-zones` (no project id), which kafka-tasks "
+    "answers 404; the error fails every read, so every refresh (apply, plan, destroy) fails")
+CROSS_VPC_GAP = (
+    "resourceDmsKafkaInstanceCreate waits for a non-empty `cross_vpc_info` in ShowInstance "
+    "(kafkaInstanceCrossVpcInfoRefreshFunc, Pending PENDING, Target BOUND) for the update timeout; "
+    "kafka-tasks sends none, so create ends with the warning 'failed to enable cross-VPC' and skips "
+    "initializeParameters and the read")
+
 BASE = """\
     storage_space = 300
 """
 
 
-def test_apply_creates_the_instance(ws):
+def test_apply_creates_the_instance(ws, api):
     # resourceDmsKafkaInstanceCreate waits for `cross_vpc_info` (kafkaInstanceCrossVpcInfoRefreshFunc)
     # for as long as the *update* timeout allows, then only warns: kept short here.
     ws.configure(BASE, update_timeout="30s")
-    ws.step("apply", "-auto-approve")
+    ws.created = ws.tofu("apply", "-auto-approve")
+    iid = json.loads(ws.tofu("show", "-json").stdout)["values"]["root_module"]["resources"][0]["values"]["id"]
+    shown = api.request("GET", api.url("v2/{project_id}/instances/{instance_id}", instance_id=iid)).json()
+    assert (shown["status"], shown["name"], shown["broker_num"]) == ("RUNNING", "tofu-kafka", 3)
+
+
+@pytest.mark.xfail(strict=True, reason=CROSS_VPC_GAP)
+def test_create_ends_without_warnings(ws):
+    if ws.created is None:
+        pytest.skip("create failed")
+    assert "failed to enable cross-VPC" not in ws.created.stdout + ws.created.stderr
+
+
+@pytest.mark.xfail(strict=True, reason=READ_GAP)
+def test_state_after_create_is_read_back(ws):
+    ws.tofu("apply", "-auto-approve", "-refresh-only")
     inst = ws.state()[INSTANCE]
     assert inst["status"] == "RUNNING"
     assert (inst["name"], inst["broker_num"], inst["storage_space"]) == ("tofu-kafka", 3, 300)
 
 
+@pytest.mark.xfail(strict=True, reason=READ_GAP)
 def test_apply_changes_parameters_and_auto_topic(ws):
     ws.configure(BASE + """\
         description       = "managed by OpenTofu"
@@ -166,7 +187,7 @@ def test_apply_changes_parameters_and_auto_topic(ws):
           value = "48"
         }
     """, data_source=True)
-    ws.step("apply", "-auto-approve")
+    ws.tofu("apply", "-auto-approve")
     inst = ws.state()[INSTANCE]
     assert inst["enable_auto_topic"] is True
     assert {p["name"]: p["value"] for p in inst["parameters"]}["log.retention.hours"] == "48"
@@ -174,6 +195,7 @@ def test_apply_changes_parameters_and_auto_topic(ws):
     assert "kafkaConfigModify" in out["task_names"]["value"]
 
 
+@pytest.mark.xfail(strict=True, reason=READ_GAP)
 def test_apply_resizes_the_storage(ws):
     ws.configure("""\
         storage_space     = 600
@@ -184,20 +206,28 @@ def test_apply_resizes_the_storage(ws):
           value = "48"
         }
     """, data_source=True)
-    ws.step("apply", "-auto-approve")
+    ws.tofu("apply", "-auto-approve")
     assert ws.state()[INSTANCE]["storage_space"] == 600
 
 
+@pytest.mark.xfail(strict=True, reason=READ_GAP)
 def test_plan_shows_no_changes(ws):
     """The state round-trips: a read after the applies gives back what the configuration says."""
-    if ws.failed:
-        pytest.skip(f"an earlier step failed: {ws.failed}")
     res = ws.tofu("plan", "-detailed-exitcode", check=False)
     assert res.returncode == 0, f"plan shows changes or failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-2000:]}"
 
 
+@pytest.mark.xfail(strict=True, reason=READ_GAP)
 def test_destroy_leaves_no_instance(ws, api):
-    ws.failed = None  # destroy whatever the earlier steps left
-    ws.step("destroy", "-auto-approve")
+    ws.tofu("destroy", "-auto-approve")
+    body = api.request("GET", api.url("v2/{project_id}/instances")).json()
+    assert body["instances"] == [], body
+
+
+def test_nothing_is_left_on_the_server(ws, api):
+    """Whatever the steps above managed, a destroy without refresh (as the fixture does) leaves the
+    project empty: the provider's delete and its wait for the 404 work."""
+    if os.path.exists(ws.path / "terraform.tfstate"):
+        ws.tofu("destroy", "-auto-approve", "-refresh=false")
     body = api.request("GET", api.url("v2/{project_id}/instances")).json()
     assert body["instances"] == [], body
