@@ -152,6 +152,17 @@ CROSS_VPC_GAP = (
     "kafka-tasks sends none, so create ends with the warning 'failed to enable cross-VPC' and skips "
     "initializeParameters and the read")
 
+CHARGING_MODE_GAP = (
+    "resourceDmsKafkaInstanceRead sets charging_mode to prePaid when ShowInstance's `charging_mode` "
+    "is 0 or absent (kafka-tasks sends none; pay-per-use is 1); resourceDmsKafkaInstanceDelete then "
+    "unsubscribes through BSS (common.UnsubscribePrePaidResource, `POST "
+    "https://bss.myhuaweicloud.com/v2/orders/subscriptions/resources/unsubscribe`) instead of "
+    "instances.Delete")
+ROUND_TRIP_GAP = (
+    "the read leaves `tags` and `cluster` unset because `GET /v2/{project_id}/kafka/{instance_id}/tags` "
+    "and `GET /v2/{project_id}/instances/{instance_id}/manage/cluster` answer 404 (the provider only "
+    "logs those), so every plan shows them as (known after apply)")
+
 BASE = """\
     storage_space = 300
 """
@@ -215,14 +226,14 @@ def test_apply_resizes_the_storage(ws):
     assert ws.state()[INSTANCE]["storage_space"] == 600
 
 
-@pytest.mark.xfail(strict=True, reason=READ_GAP)
+@pytest.mark.xfail(strict=True, reason=READ_GAP + "; then " + ROUND_TRIP_GAP)
 def test_plan_shows_no_changes(ws):
     """The state round-trips: a read after the applies gives back what the configuration says."""
     res = ws.tofu("plan", "-detailed-exitcode", check=False)
     assert res.returncode == 0, f"plan shows changes or failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-2000:]}"
 
 
-@pytest.mark.xfail(strict=True, reason=READ_GAP)
+@pytest.mark.xfail(strict=True, reason=READ_GAP + "; then " + CHARGING_MODE_GAP)
 def test_destroy_leaves_no_instance(ws, api):
     ws.tofu("destroy", "-auto-approve")
     body = api.request("GET", api.url("v2/{project_id}/instances")).json()
@@ -231,7 +242,8 @@ def test_destroy_leaves_no_instance(ws, api):
 
 def test_nothing_is_left_on_the_server(ws, api):
     """Whatever the steps above managed, a destroy without refresh (as the fixture does) leaves the
-    project empty: the provider's delete and its wait for the 404 work."""
+    project empty: the provider's delete and its wait for the 404 work. Once a read succeeds it
+    stores charging_mode, and this fails too until CHARGING_MODE_GAP is closed."""
     if os.path.exists(ws.path / "terraform.tfstate"):
         ws.tofu("destroy", "-auto-approve", "-refresh=false")
     body = api.request("GET", api.url("v2/{project_id}/instances")).json()
