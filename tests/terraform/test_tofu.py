@@ -125,6 +125,7 @@ class Workspace:
         values = json.loads(out).get("values", {})
         return {r["address"]: r["values"] for r in values.get("root_module", {}).get("resources", [])}
 
+
 @pytest.fixture(scope="module")
 def ws(server, tmp_path_factory):
     w = Workspace(tmp_path_factory.mktemp("tofu"), server)
