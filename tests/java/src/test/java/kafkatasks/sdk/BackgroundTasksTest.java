@@ -78,9 +78,7 @@ class BackgroundTasksTest {
   @AfterAll
   void stop() {
     if (server != null) {
-      List<String> errors = server.errors();
-      server.close();
-      assertEquals(List.of(), errors, "the server logged errors");
+      server.closeExpectingNoErrors();
     }
   }
 

@@ -49,9 +49,7 @@ class KernelAndInstanceTest {
   @AfterAll
   void stop() {
     if (server != null) {
-      List<String> errors = server.errors();
-      server.close();
-      assertEquals(List.of(), errors, "the server logged errors");
+      server.closeExpectingNoErrors();
     }
   }
 

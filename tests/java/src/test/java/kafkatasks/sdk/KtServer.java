@@ -211,6 +211,13 @@ final class KtServer implements AutoCloseable {
         .build();
   }
 
+  /** Stops the server, then fails the test class if it logged anything at ERROR level. */
+  void closeExpectingNoErrors() {
+    List<String> errors = errors();
+    close();
+    org.junit.jupiter.api.Assertions.assertEquals(List.of(), errors, "the server logged errors");
+  }
+
   @Override
   public void close() {
     proc.destroyForcibly();

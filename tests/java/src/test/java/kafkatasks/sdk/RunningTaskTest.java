@@ -33,9 +33,7 @@ class RunningTaskTest {
   @AfterAll
   void stop() {
     if (server != null) {
-      List<String> errors = server.errors();
-      server.close();
-      assertEquals(List.of(), errors, "the server logged errors");
+      server.closeExpectingNoErrors();
     }
   }
 
