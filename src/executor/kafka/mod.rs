@@ -1,0 +1,87 @@
+//! The built-in `kafka` executor (connected mode): an operation of an instance bound to a real
+//! Apache Kafka cluster is done on that cluster, with the task's DMS name, steps and progress.
+//!
+//! Done so far:
+//! - **kafkaConfigModify** of dynamic broker configs: `pre_check` finds every broker registered
+//!   and unfenced and has the cluster validate the change without applying it; `apply_config`
+//!   sets the values as the cluster-wide broker default with
+//!   IncrementalAlterConfigs (idempotent: a second attempt sets the same values), then reads
+//!   every broker's configs back with DescribeConfigs until each value is in force there. The
+//!   step ends only when every broker shows every value; its progress is the share of brokers
+//!   that do.
+//!
+//! Not done yet, and refused at `pre_check` with the reason (so that the task fails before
+//! anything changes): static configs and the auto-topic switch, which need a rolling restart
+//! through the binding's broker-control program. The other operations of a bound instance are
+//! refused the same way, at their first step, until they are built.
+
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+mod config;
+
+use config::Changes;
+
+use super::{Event, Outcome, StepRun};
+use crate::auth::keys::MasterKey;
+use crate::storage::StoredBinding;
+
+/// How long one admin call may take.
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a step polls the cluster while it waits for a change to take effect.
+pub(super) const POLL: Duration = Duration::from_millis(250);
+
+/// A step's timeout when the executor file sets none for the operation.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The operations the `kafka` executor does (by task name).
+pub const OPERATIONS: &[&str] = &["kafkaConfigModify"];
+
+/// One bound instance's cluster, as the executor reaches it.
+#[derive(Debug)]
+pub struct Spec {
+    pub stored: StoredBinding,
+    pub master: MasterKey,
+    pub policy: std::sync::Arc<crate::domain::cluster::ClusterPolicy>,
+}
+
+/// Runs one step of a bound instance's operation on its cluster, until it is done, fails, or
+/// `stop` turns true.
+pub async fn run(
+    spec: &Spec,
+    req: &StepRun<'_>,
+    events: mpsc::Sender<Event>,
+    mut stop: watch::Receiver<bool>,
+) -> Outcome {
+    let work = step(spec, req, &events);
+    tokio::select! {
+        outcome = work => outcome,
+        _ = super::stopped(&mut stop) => Outcome::Stopped { tail: String::new() },
+    }
+}
+
+async fn step(spec: &Spec, req: &StepRun<'_>, events: &mpsc::Sender<Event>) -> Outcome {
+    let failed = |reason: String| Outcome::Failed { reason, tail: String::new() };
+    let changes = match Changes::of(req) {
+        Ok(c) => c,
+        Err(reason) => return failed(reason),
+    };
+    let kafka = match crate::kafka::connect(&spec.stored, &spec.master, &spec.policy, CALL_TIMEOUT).await {
+        Ok(k) => k,
+        Err(e) => return failed(e.to_string()),
+    };
+    let result = match req.step_name {
+        "pre_check" => config::pre_check(&kafka, &changes).await,
+        "apply_config" => config::apply(&kafka, &changes, events).await,
+        other => Err(format!("step {other} of {} is not done on a bound cluster yet", req.operation)),
+    };
+    match result {
+        Ok(summary) => Outcome::Done { tail: summary },
+        Err(reason) => failed(reason),
+    }
+}
+
+fn why(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
