@@ -7,13 +7,24 @@ use krafka::admin::{ConfigOp, ConfigResource, DescribeConfigsOptions, Incrementa
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{CALL_TIMEOUT, POLL, why};
+use super::{CALL_TIMEOUT, POLL, Spec, why};
 use crate::domain::instance::config_def;
 use crate::executor::{Event, StepRun};
 
+/// One step of a kafkaConfigModify task (its steps: `pre_check`, `apply_config`).
+pub(super) async fn step(spec: &Spec, req: &StepRun<'_>, events: &mpsc::Sender<Event>) -> Result<String, String> {
+    let changes = Changes::of(req)?;
+    let kafka = super::connect(spec).await?;
+    match req.step_name {
+        "pre_check" => pre_check(&kafka, &changes).await,
+        "apply_config" => apply(&kafka, &changes, events).await,
+        other => Err(format!("step {other} of {} is not done on a bound cluster yet", req.operation)),
+    }
+}
+
 /// The configs a kafkaConfigModify task sets, from its params.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Changes {
+struct Changes {
     /// Broker config name → new value, of the configs that apply without a restart (as Kafka
     /// names them: see [`broker_config`]).
     dynamic: BTreeMap<String, String>,
@@ -26,7 +37,7 @@ impl Changes {
         self.dynamic.iter().map(|(n, v)| ConfigOp::set(n.clone(), v.clone())).collect()
     }
 
-    pub(super) fn of(req: &StepRun<'_>) -> Result<Changes, String> {
+    fn of(req: &StepRun<'_>) -> Result<Changes, String> {
         if !super::OPERATIONS.contains(&req.operation) {
             return Err(format!("{} is not done on a bound cluster yet", req.operation));
         }
@@ -70,7 +81,7 @@ fn broker_config(name: &str, value: &str) -> Result<(String, String), String> {
 }
 
 /// Every broker registered and unfenced, and nothing asked for that needs a restart.
-pub(super) async fn pre_check(kafka: &krafka::Kafka, changes: &Changes) -> Result<String, String> {
+async fn pre_check(kafka: &krafka::Kafka, changes: &Changes) -> Result<String, String> {
     let cluster = crate::kafka::describe(kafka, CALL_TIMEOUT).await.map_err(why)?;
     if cluster.brokers.is_empty() {
         return Err("the cluster shows no broker".to_owned());
@@ -107,11 +118,7 @@ pub(super) async fn pre_check(kafka: &krafka::Kafka, changes: &Changes) -> Resul
 }
 
 /// Sets the values as the cluster-wide default, then waits until every broker has them.
-pub(super) async fn apply(
-    kafka: &krafka::Kafka,
-    changes: &Changes,
-    events: &mpsc::Sender<Event>,
-) -> Result<String, String> {
+async fn apply(kafka: &krafka::Kafka, changes: &Changes, events: &mpsc::Sender<Event>) -> Result<String, String> {
     if changes.dynamic.is_empty() {
         return Ok("nothing to set".to_owned());
     }

@@ -21,8 +21,6 @@ use tokio::sync::{mpsc, watch};
 
 mod config;
 
-use config::Changes;
-
 use super::{Event, Outcome, StepRun};
 use crate::auth::keys::MasterKey;
 use crate::storage::StoredBinding;
@@ -62,24 +60,19 @@ pub async fn run(
 }
 
 async fn step(spec: &Spec, req: &StepRun<'_>, events: &mpsc::Sender<Event>) -> Outcome {
-    let failed = |reason: String| Outcome::Failed { reason, tail: String::new() };
-    let changes = match Changes::of(req) {
-        Ok(c) => c,
-        Err(reason) => return failed(reason),
-    };
-    let kafka = match crate::kafka::connect(&spec.stored, &spec.master, &spec.policy, CALL_TIMEOUT).await {
-        Ok(k) => k,
-        Err(e) => return failed(e.to_string()),
-    };
-    let result = match req.step_name {
-        "pre_check" => config::pre_check(&kafka, &changes).await,
-        "apply_config" => config::apply(&kafka, &changes, events).await,
-        other => Err(format!("step {other} of {} is not done on a bound cluster yet", req.operation)),
+    let result = match req.operation {
+        "kafkaConfigModify" => config::step(spec, req, events).await,
+        other => Err(format!("{other} is not done on a bound cluster yet")),
     };
     match result {
         Ok(summary) => Outcome::Done { tail: summary },
-        Err(reason) => failed(reason),
+        Err(reason) => Outcome::Failed { reason, tail: String::new() },
     }
+}
+
+/// Connects to the bound cluster, with the reason as the step's failure when it cannot.
+pub(super) async fn connect(spec: &Spec) -> Result<krafka::Kafka, String> {
+    crate::kafka::connect(&spec.stored, &spec.master, &spec.policy, CALL_TIMEOUT).await.map_err(why)
 }
 
 fn why(e: impl std::fmt::Display) -> String {
