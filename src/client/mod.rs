@@ -125,11 +125,12 @@ pub struct Page {
     /// Skip this many.
     #[arg(long)]
     pub offset: Option<u64>,
-    /// Only tasks created at or after TIME: RFC 3339, local `YYYY-MM-DD HH:MM[:SS]`, or `+2h`-style.
-    #[arg(long, value_name = "TIME")]
+    /// Only tasks created at or after TIME: RFC 3339, local `YYYY-MM-DD HH:MM[:SS]`, `now`, or
+    /// an age (`2h` or `-2h`: two hours ago; `+2h`: two hours ahead).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub since: Option<String>,
     /// Only tasks created at or before TIME.
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub until: Option<String>,
 }
 
@@ -280,17 +281,27 @@ pub enum TasksCommand {
     },
     /// Delete a finished task's record, or with `--before` every finished task created before
     /// TIME (optionally only of `--status` and `--name`), 1000 per request until none is left.
+    /// A bulk delete asks first on a terminal, naming the count (`--yes` skips it); without a
+    /// terminal it needs `--yes` to delete more than 10 records. `--dry-run` shows what would go.
     Delete {
         #[command(flatten)]
         inst: Inst,
         #[arg(required_unless_present = "before")]
         task: Option<String>,
-        /// Delete the finished tasks created at or before TIME (see `tasks list --since`).
-        #[arg(long, value_name = "TIME", conflicts_with = "task")]
+        /// Delete the finished tasks created at or before TIME: RFC 3339, local
+        /// `YYYY-MM-DD HH:MM[:SS]`, `now`, or an age (`30d`, `-30d`: 30 days ago; `+1h` is ahead).
+        #[arg(long, value_name = "TIME", conflicts_with = "task", allow_hyphen_values = true)]
         before: Option<String>,
         /// With --before: only those created at or after TIME.
-        #[arg(long, value_name = "TIME", requires = "before")]
+        #[arg(long, value_name = "TIME", requires = "before", allow_hyphen_values = true)]
         since: Option<String>,
+        /// With --before: delete nothing; list what would go and count it (the same query).
+        #[arg(long, requires = "before")]
+        dry_run: bool,
+        /// With --before: do not ask for confirmation (needed without a terminal for more
+        /// than 10 records).
+        #[arg(long, short = 'y', requires = "before", conflicts_with = "dry_run")]
+        yes: bool,
         /// With --before: only these statuses (SUCCESS, FAILED, CANCELLED; comma-separated).
         #[arg(long, value_delimiter = ',', requires = "before")]
         status: Vec<String>,
@@ -870,17 +881,84 @@ fn schedule(body: &mut Value, at: Option<&str>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Bulk deletes of at most this many records go ahead without a terminal and without `--yes`.
+pub const UNCONFIRMED_BULK_MAX: u64 = 10;
+
+/// Asks on the terminal before a bulk delete of `matched` records; without a terminal (a
+/// script, a pipe), allows at most [`UNCONFIRMED_BULK_MAX`] and never waits for an answer.
+fn confirm_bulk_delete(matched: u64, instance: &str, before: &str) -> Result<(), Failure> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        if matched > UNCONFIRMED_BULK_MAX {
+            return Err(Failure::Usage(format!(
+                "{matched} finished tasks match; without a terminal to confirm on, deleting more than \
+                 {UNCONFIRMED_BULK_MAX} needs --yes (see what would go with --dry-run); nothing was deleted"
+            )));
+        }
+        return Ok(());
+    }
+    let mut err = std::io::stderr();
+    let _ = write!(
+        err,
+        "Delete {matched} finished task(s) of instance {} created before {}? [y/N] ",
+        output::escape(instance),
+        output::escape(before)
+    );
+    let _ = err.flush();
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer).map_err(|e| Failure::Usage(format!("no answer read: {e}")))?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(Failure::Usage("not confirmed; nothing was deleted".into())),
+    }
+}
+
 /// Epoch ms of a time given on the command line: RFC 3339, local `YYYY-MM-DD HH:MM[:SS]`,
-/// `+N{s,m,h,d}` from now, or epoch milliseconds.
+/// `now`, `+N{s,m,h,d,w}` from now, `-N{…}` before now, or epoch milliseconds. An unsigned
+/// `N{…}` is refused here (`--at 2h`: ahead or ago?); filters read it as an age
+/// ([`parse_range_time`]).
 pub fn parse_time(s: &str, now: i64) -> Result<i64, Failure> {
+    parse_time_as(s, now, false)
+}
+
+/// A time that bounds a range of records (`--since`, `--until`, `--before`): as
+/// [`parse_time`], and an unsigned offset is an age, in the past: `--before 30d` is "created
+/// more than 30 days ago", as a person means it.
+pub fn parse_range_time(s: &str, now: i64) -> Result<i64, Failure> {
+    parse_time_as(s, now, true)
+}
+
+/// `30d`, `2h`: digits, then letters, nothing else (a date also starts with a digit).
+fn is_unsigned_offset(s: &str) -> bool {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0 && digits < s.len() && s.bytes().skip(digits).all(|b| b.is_ascii_alphabetic())
+}
+
+fn parse_time_as(s: &str, now: i64, unsigned_is_past: bool) -> Result<i64, Failure> {
     use chrono::{Local, NaiveDateTime, TimeZone};
     let s = s.trim();
-    let bad = || {
-        Failure::Usage(format!(
-            "{s:?} is not a time: use RFC 3339 (2026-12-01T02:00:00Z), local YYYY-MM-DD HH:MM[:SS], or +30m/+2h/+1d"
-        ))
+    let forms = if unsigned_is_past {
+        "RFC 3339 (2026-12-01T02:00:00Z), local YYYY-MM-DD HH:MM[:SS], now, an age (30d, -30d, 2h) or ahead (+1h)"
+    } else {
+        "RFC 3339 (2026-12-01T02:00:00Z), local YYYY-MM-DD HH:MM[:SS], now, ahead (+30m, +2h, +1d) or ago (-1d)"
     };
-    if let Some(rel) = s.strip_prefix('+') {
+    let bad = || Failure::Usage(format!("{s:?} is not a time: use {forms}"));
+    if s.eq_ignore_ascii_case("now") {
+        return Ok(now);
+    }
+    let (sign, rel) = match s.as_bytes().first() {
+        Some(b'+') => (1, &s[1..]),
+        Some(b'-') => (-1, &s[1..]),
+        Some(b'0'..=b'9') if is_unsigned_offset(s) => {
+            if !unsigned_is_past {
+                return Err(Failure::Usage(format!("{s:?}: write +{s} for {s} from now (or -{s} for {s} ago)")));
+            }
+            (-1, s)
+        }
+        _ => (0, s),
+    };
+    if sign != 0 {
         let (num, unit) = rel.split_at(rel.find(|c: char| !c.is_ascii_digit()).unwrap_or(rel.len()));
         let n: i64 = num.parse().map_err(|_| bad())?;
         let ms = match unit {
@@ -888,9 +966,10 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, Failure> {
             "m" | "min" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
             _ => return Err(bad()),
         };
-        return n.checked_mul(ms).and_then(|d| now.checked_add(d)).ok_or_else(bad);
+        return n.checked_mul(ms * sign).and_then(|d| now.checked_add(d)).ok_or_else(bad);
     }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp_millis());
@@ -923,10 +1002,10 @@ fn page_query(p: &Page) -> Result<Vec<(&'static str, String)>, Failure> {
     }
     let now = now_ms();
     if let Some(s) = &p.since {
-        q.push(("begin_time", compact(parse_time(s, now)?)));
+        q.push(("begin_time", compact(parse_range_time(s, now)?)));
     }
     if let Some(s) = &p.until {
-        q.push(("end_time", compact(parse_time(s, now)?)));
+        q.push(("end_time", compact(parse_range_time(s, now)?)));
     }
     Ok(q)
 }
@@ -1012,12 +1091,13 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
             let v = c.api.send("DELETE", &path, &[], None).await?;
             c.show(&v, |_| format!("deleted task {task}"));
         }
-        TasksCommand::Delete { inst, task: None, before, since, status, name } => {
+        TasksCommand::Delete { inst, task: None, before, since, status, name, dry_run, yes } => {
             let now = now_ms();
             let before = before.ok_or_else(|| Failure::Usage("give a TASK or --before TIME".into()))?;
-            let mut q = vec![("end_time", compact(parse_time(&before, now)?))];
+            let before_ms = parse_range_time(&before, now)?;
+            let mut q = vec![("end_time", compact(before_ms))];
             if let Some(s) = since {
-                q.push(("begin_time", compact(parse_time(&s, now)?)));
+                q.push(("begin_time", compact(parse_range_time(&s, now)?)));
             }
             if !status.is_empty() {
                 q.push(("status", status.join(",").to_uppercase()));
@@ -1026,6 +1106,29 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
                 q.push(("name", n));
             }
             let path = c.api.instance_path(&inst.instance, "/tasks");
+            // The count comes from the server's dry run: the same filter, the same selection.
+            let mut preview_q = q.clone();
+            preview_q.push(("dry_run", "true".into()));
+            let preview = c.api.send("DELETE", &path, &preview_q, None).await?;
+            let matched = preview.get("matched").and_then(Value::as_u64).unwrap_or(0);
+            let created_before = when(&json!(before_ms), now);
+            if dry_run {
+                c.show(&preview, |v| {
+                    let list = v.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default();
+                    let mut out = table(&["ID", "NAME", "STATUS", "CREATED", "USER"], task_rows(&list, false), c.colour);
+                    if (list.len() as u64) < matched {
+                        out.push_str(&format!("(the oldest {} shown)\n", list.len()));
+                    }
+                    out.push_str(&format!(
+                        "{matched} finished task(s) created before {created_before} would be deleted; nothing was deleted"
+                    ));
+                    out
+                });
+                return Ok(());
+            }
+            if matched > 0 && !yes {
+                confirm_bulk_delete(matched, &inst.instance, &created_before)?;
+            }
             let mut total = 0u64;
             // Each request removes at most 1000 and says whether more match; each removes at
             // least one while more remain, so this ends.
@@ -1283,6 +1386,25 @@ mod tests {
         assert!(parse_time("2026-12-01 02:00", now).is_ok());
         assert!(matches!(parse_time("tomorrow", now), Err(Failure::Usage(_))));
         assert!(matches!(parse_time("+5x", now), Err(Failure::Usage(_))));
+    }
+
+    #[test]
+    fn ranges_read_ages_in_the_past_and_scheduling_refuses_an_unsigned_offset() {
+        let now = 1_700_000_000_000;
+        let day = 86_400_000;
+        assert_eq!(parse_range_time("30d", now).ok(), Some(now - 30 * day));
+        assert_eq!(parse_range_time("-30d", now).ok(), Some(now - 30 * day));
+        assert_eq!(parse_range_time("+1h", now).ok(), Some(now + 3_600_000));
+        assert_eq!(parse_range_time("2w", now).ok(), Some(now - 14 * day));
+        assert_eq!(parse_range_time("now", now).ok(), Some(now));
+        assert_eq!(parse_range_time("2026-12-01T02:00:00Z", now).ok(), Some(1_796_090_400_000));
+        assert_eq!(parse_time("-1d", now).ok(), Some(now - day));
+        assert_eq!(parse_time("NOW", now).ok(), Some(now));
+        let Err(Failure::Usage(m)) = parse_time("2h", now) else { panic!("an unsigned --at was taken") };
+        assert!(m.contains("+2h"), "{m}");
+        for bad in ["30", "-", "-d", "30 d", "--30d", "-30x", "+9999999999999999d"] {
+            assert!(matches!(parse_range_time(bad, now), Err(Failure::Usage(_))), "{bad} was taken");
+        }
     }
 
     #[test]

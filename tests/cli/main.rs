@@ -78,8 +78,13 @@ impl Fixture {
     /// The CLI with nothing from the caller's environment but what a user of the SDKs sets.
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.args(args)
-            .env_clear()
+        c.args(args);
+        self.with_env(c)
+    }
+
+    /// `c` with the environment [`Self::command`] gives the CLI.
+    fn with_env(&self, mut c: Command) -> Command {
+        c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
@@ -221,6 +226,89 @@ async fn retention_commands_and_the_bulk_delete_print_what_the_api_answers() {
     assert_eq!(f.get(&tasks_path(&inst)).await["task_count"], "0");
     let both = f.run(&["tasks", "delete", "-i", &inst, "some-task", "--before", "+1h"]);
     assert_eq!(both.code, 2, "a task and --before together: {both:?}");
+}
+
+/// The CLI on a terminal (a pty made by util-linux `script`), `answer` typed on it; the
+/// screen's text comes back as stdout.
+fn on_terminal(f: &Fixture, args: &[&str], answer: &str) -> Out {
+    let line: Vec<String> = std::iter::once(BIN).chain(args.iter().copied()).map(|a| format!("'{a}'")).collect();
+    let mut c = Command::new("script");
+    c.args(["-qec", &line.join(" "), "/dev/null"]);
+    let mut c = f.with_env(c);
+    use std::io::Write;
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script runs");
+    // Typed once the prompt is up; the pty keeps it until the CLI reads.
+    child.stdin.take().expect("stdin").write_all(answer.as_bytes()).expect("typed");
+    let out = child.wait_with_output().expect("script ends");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bulk_delete_reads_ages_as_past_shows_a_dry_run_and_asks_before_deleting_many() {
+    let f = Fixture::start();
+    let inst = f.running_instance("cli-safe-delete");
+    let count = || async { f.get(&tasks_path(&inst)).await["task_count"].as_str().unwrap_or_default().to_owned() };
+    // Ages are in the past, signed or not: nothing here is 30 days old.
+    for age in ["-30d", "30d", "1h"] {
+        let out = f.run(&["tasks", "delete", "-i", &inst, "--before", age]).ok();
+        assert!(out.stdout.contains("deleted 0 finished task(s)"), "{age}: {out:?}");
+    }
+    assert_eq!(count().await, "1");
+    for on in ["on", "off", "on", "off", "on", "off", "on", "off", "on", "off", "on"] {
+        f.json(&["autotopic", "-i", &inst, on, "--wait"]);
+    }
+    assert_eq!(count().await, "12");
+
+    // The dry run: the server's own count of the same query, and nothing removed.
+    let preview = f.json(&["tasks", "delete", "-i", &inst, "--before", "now", "--dry-run"]);
+    assert_eq!(
+        (preview["matched"].clone(), preview["dry_run"].clone()),
+        (serde_json::json!(12), serde_json::json!(true))
+    );
+    let table = f.run(&["tasks", "delete", "-i", &inst, "--before", "now", "--dry-run"]).ok();
+    assert!(table.stdout.contains("12 finished task(s) created before"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("would be deleted") && table.stdout.contains("kafkaConfigModify"),
+        "{}",
+        table.stdout
+    );
+    assert_eq!(count().await, "12");
+
+    // No terminal and more than 10: refused without --yes, naming the count.
+    let refused = f.run(&["tasks", "delete", "-i", &inst, "--before", "now"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("12 finished tasks match") && refused.stderr.contains("--yes"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(count().await, "12");
+
+    // On a terminal it asks, naming the count; anything but yes deletes nothing.
+    let declined = on_terminal(&f, &["tasks", "delete", "-i", &inst, "--before", "now"], "n\n");
+    assert!(declined.stdout.contains("Delete 12 finished task(s) of instance"), "{declined:?}");
+    assert!(declined.stdout.contains("nothing was deleted"), "{declined:?}");
+    assert_eq!(count().await, "12");
+
+    let by_name = ["tasks", "delete", "-i", &inst, "--before", "now", "--name", "kafkaConfigModify", "--yes"];
+    assert!(f.run(&by_name).ok().stdout.contains("deleted 11 finished task(s)"));
+    let confirmed = on_terminal(&f, &["tasks", "delete", "-i", &inst, "--before", "now"], "y\n");
+    assert!(confirmed.stdout.contains("Delete 1 finished task(s)"), "{confirmed:?}");
+    assert!(confirmed.stdout.contains("deleted 1 finished task(s)"), "{confirmed:?}");
+    assert_eq!(count().await, "0");
+
+    let unsigned_at = f.run(&["reassign", "-i", &inst, "--topic", "t", "--brokers", "0", "--at", "2h"]);
+    assert_eq!(unsigned_at.code, 2, "{unsigned_at:?}");
+    assert!(unsigned_at.stderr.contains("+2h"), "{}", unsigned_at.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread")]
