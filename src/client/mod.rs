@@ -1047,9 +1047,12 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
         TasksCommand::Show { inst, task } => {
             let path = c.api.instance_path(&inst.instance, &format!("/tasks/{task}"));
             let v = c.api.get(&path, &[]).await?;
+            // A failed task's reason is not in the DMS record: it comes from the task's run.
+            let failed = v["tasks"][0]["status"].as_str() == Some("FAILED");
+            let why = if failed && !c.json() { wait::why_failed(&c.api, &inst.instance, &task).await } else { None };
             c.show(&v, |v| {
                 let t = &v["tasks"][0];
-                let mut out = fields(&[
+                let mut rows = vec![
                     ("id", str_of(t, "id").to_owned()),
                     ("name", str_of(t, "name").to_owned()),
                     ("status", output::paint_status(str_of(t, "status"), c.colour)),
@@ -1057,7 +1060,17 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
                     ("created", t.get("created_at").map(|s| when(s, now)).unwrap_or_default()),
                     ("updated", t.get("updated_at").map(|s| when(s, now)).unwrap_or_default()),
                     ("params", str_of(t, "params").to_owned()),
-                ]);
+                ];
+                if let Some(why) = &why {
+                    if let Some(step) = &why.step {
+                        rows.push(("failed at", format!("step {}", output::escape(step))));
+                    }
+                    rows.push(("reason", output::escape(&why.reason).into_owned()));
+                    if let Some(remedy) = &why.remedy {
+                        rows.push(("what to do", output::escape(remedy).into_owned()));
+                    }
+                }
+                let mut out = fields(&rows);
                 out.pop();
                 out
             });

@@ -79,6 +79,7 @@ const ALIASES: &[(&str, &str)] = &[
         instances::upgrade,
         tokens::create,
         executors::show_run,
+        executors::show_run_alias,
         executors::callback,
         retention::show,
         retention::set,

@@ -436,13 +436,26 @@ async fn a_failed_task_exits_3_with_its_step() {
     let f = Fixture::start();
     let too_big = f.run(&["instances", "create", "--name", "cli-too-big", "--storage-space", "2000", "--wait"]);
     assert_eq!(too_big.code, 3, "{too_big:?}");
-    assert!(too_big.stderr.contains("FAILED"), "{}", too_big.stderr);
+    // Which step, what was wrong, what to do.
+    for want in
+        ["FAILED at step create_resources", "not enough storage", "2000 GB", "What to do: create the instance again"]
+    {
+        assert!(too_big.stderr.contains(want), "{want} missing from {}", too_big.stderr);
+    }
 
     let inst = f.json(&["instances", "list"])["instances"][0]["instance_id"].as_str().expect("an instance").to_owned();
     let task = first_task_id(&f.json(&["tasks", "list", "-i", &inst]), "tasks");
     let waited = f.run(&["tasks", "wait", "-i", &inst, &task]);
     assert_eq!(waited.code, 3, "{waited:?}");
     assert!(waited.stderr.contains(&format!("task {task} FAILED at step")), "{}", waited.stderr);
+    assert!(waited.stderr.contains("not enough storage"), "{}", waited.stderr);
+    let shown = f.run(&["tasks", "show", "-i", &inst, &task]).ok();
+    for want in ["failed at", "step create_resources", "reason", "not enough storage", "what to do"] {
+        assert!(shown.stdout.contains(want), "{want} missing from {}", shown.stdout);
+    }
+    // The JSON is the DMS record as it came, with nothing added.
+    let record = f.json(&["tasks", "show", "-i", &inst, &task]);
+    assert!(record["tasks"][0].get("failure").is_none() && record["tasks"][0].get("reason").is_none(), "{record}");
     assert_eq!(f.get(&format!("{}/{task}", tasks_path(&inst))).await["tasks"][0]["status"], "FAILED");
 }
 
