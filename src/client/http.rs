@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::signature::{Algorithm, Signer, sdk_date};
@@ -38,13 +38,18 @@ impl std::fmt::Debug for Credentials {
 
 /// One profile of the profiles file. Every field is optional; flags and the environment win
 /// over `endpoint` and `project_id`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub project_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub access_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
 }
 
@@ -208,6 +213,26 @@ impl Api {
             }
             return Err(api_error(status, request_id, &text));
         }
+    }
+
+    /// Whether requests are signed with AK/SK (not sent with a token).
+    pub fn signs(&self) -> bool {
+        matches!(self.creds, Credentials::AkSk { .. })
+    }
+
+    /// `POST /v3/auth/tokens` with `body`: the answer and the token from `X-Subject-Token`.
+    pub async fn create_token(&self, body: &Value) -> Result<(Value, String), Failure> {
+        let path = "/v3/auth/tokens";
+        let res = self.send_once("POST", path, "", &body.to_string()).await?;
+        let status = res.status().as_u16();
+        let header = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (request_id, token) = (header("x-request-id"), header("x-subject-token"));
+        let text = res.text().await.map_err(|e| Failure::Network(format!("POST {path}: {e}")))?;
+        if !(200..300).contains(&status) {
+            return Err(api_error(status, request_id, &text));
+        }
+        let token = token.ok_or_else(|| Failure::Network(format!("POST {path}: the answer has no X-Subject-Token")))?;
+        Ok((serde_json::from_str(&text).unwrap_or(Value::Null), token))
     }
 
     /// A signed GET whose answer is a stream: the response as it starts, read by the caller,

@@ -6,6 +6,7 @@
 //! 0 done · 1 the API refused (4xx) · 2 usage or local configuration · 3 the task FAILED (or was
 //! cancelled) · 4 server error (5xx) or no answer · 5 `--timeout` passed while waiting.
 
+pub mod configure;
 pub mod events;
 pub mod http;
 pub mod output;
@@ -158,6 +159,9 @@ pub enum ClientCommand {
     Retention(RetentionArgs),
     /// The Apache Kafka cluster an instance is bound to (connected mode, admin role).
     Cluster(ClusterArgs),
+    /// Write a CLI profile (mode 0600): from a credential file (`--from
+    /// data/initial-credential.json`) or from answers to prompts, as `aws configure` does.
+    Configure(configure::ConfigureArgs),
 }
 
 #[derive(Debug, Args)]
@@ -559,7 +563,12 @@ pub fn default_sigpipe() {
 
 /// Runs a client command; prints the failure (never a backtrace) and returns its exit code.
 pub async fn run(cmd: ClientCommand) -> ExitCode {
-    match dispatch(cmd).await {
+    run_with(dispatch(cmd)).await
+}
+
+/// Runs a client action as [`run`] does a command.
+pub async fn run_with(action: impl Future<Output = Result<(), Failure>>) -> ExitCode {
+    match action.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             // Its message may quote the server (an error's code and message, a step's name).
@@ -643,6 +652,7 @@ impl Ctx {
 
 async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
     match cmd {
+        ClientCommand::Configure(a) => configure::configure(a).await,
         ClientCommand::Tasks(a) => tasks(Ctx::new(&a.conn)?, a.cmd).await,
         ClientCommand::Scheduled(a) => scheduled(Ctx::new(&a.conn)?, a.cmd).await,
         ClientCommand::Instances(a) => instances(Ctx::new(&a.conn)?, a.cmd).await,

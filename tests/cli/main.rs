@@ -565,6 +565,86 @@ async fn credentials_come_from_a_private_profile_file_or_a_token_never_a_readabl
     assert_eq!(with_token.json()["instance_num"], 0);
 }
 
+/// The CLI with only the endpoint and a config folder: no credentials in the environment.
+fn bare(f: &Fixture, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", f.dir.path())
+        .env("XDG_CONFIG_HOME", f.dir.path().join("config"));
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configure_writes_a_private_profile_and_token_create_asks_the_server() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::start();
+    let profiles = f.dir.path().join("config/kafka-tasks/profiles.toml");
+    let initial = f.dir.path().join("initial-credential.json");
+    std::fs::write(&initial, serde_json::to_string(&f.cred).expect("json")).expect("written");
+
+    // From the server's credential file: a 0600 profile that the next command uses as it is.
+    let out = run(bare(&f, &["configure", "--from", &initial.display().to_string(), "--endpoint", &f.server.base]));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("profile [default] written") && out.stdout.contains("accepts this key"), "{out:?}");
+    let mode = std::fs::metadata(&profiles).expect("the profiles file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let listed = run(bare(&f, &["instances", "list", "-o", "json"]));
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(listed.json()["instances"].is_array());
+
+    // From answers, one a line (a script, or a person at the prompts); Enter keeps a value.
+    let mut c = bare(&f, &["configure", "--profile", "lab"]);
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let answers = format!("{}\n{PROJECT}\n{}\n{}\n", f.server.base, f.cred.access_key, f.cred.secret_key);
+    child.stdin.take().expect("stdin").write_all(answers.as_bytes()).expect("answered");
+    let out = child.wait_with_output().expect("ends");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for prompt in ["Endpoint", "Project ID", "Access key ID (AK)", "Secret access key (SK)"] {
+        assert!(stderr.contains(prompt), "{prompt} not asked: {stderr}");
+    }
+    assert!(!stderr.contains(&f.cred.secret_key), "the secret was echoed: {stderr}");
+    let text = std::fs::read_to_string(&profiles).expect("profiles");
+    assert!(text.contains("[lab]") && text.contains("[default]"), "{text}");
+    let mut c = bare(&f, &["configure", "--profile", "lab"]);
+    c.stdin(std::process::Stdio::null());
+    let again = run(c);
+    assert_eq!(again.code, 2, "no answers: nothing written, {again:?}");
+    assert_eq!(std::fs::read_to_string(&profiles).expect("profiles"), text);
+
+    // A token from the server with the profile's AK/SK, usable at once.
+    let token = run(bare(&f, &["token", "create", "--profile", "lab"]));
+    assert_eq!(token.code, 0, "{token:?}");
+    let token = token.stdout.trim().to_owned();
+    let mut c = bare(&f, &["instances", "list", "-o", "json"]);
+    c.env("KAFKA_TASKS_TOKEN", &token)
+        .env("HUAWEICLOUD_SDK_PROJECT_ID", PROJECT)
+        .env("KAFKA_TASKS_ENDPOINT", &f.server.base);
+    assert_eq!(run(c).code, 0);
+
+    // The database path never creates what is missing, and says where it looked.
+    let empty = tempfile::tempdir().expect("dir");
+    let mut c = bare(&f, &["token", "create", "--access-key", &f.cred.access_key]);
+    c.current_dir(empty.path());
+    let out = run(c);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("no database at data/kafka-tasks.db") && out.stderr.contains("looked in"), "{out:?}");
+    assert_eq!(std::fs::read_dir(empty.path()).expect("dir").count(), 0, "something was created");
+    let mut c = bare(&f, &["token", "create", "--access-key", &f.cred.access_key, "--database", &f.db]);
+    c.current_dir(empty.path());
+    let out = run(c);
+    assert!(out.code == 1 && out.stderr.contains("no master key file at data/master.key"), "{out:?}");
+    assert_eq!(std::fs::read_dir(empty.path()).expect("dir").count(), 0, "something was created");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rate_limited_client_waits_out_429_and_still_follows_its_task() {
     let f = Fixture::start_with(&["--rate-limit-per-key", "1", "--rate-limit-burst", "1"]);
