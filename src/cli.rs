@@ -329,6 +329,33 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The completion script for `shell`. Bash's is generated for the name `kafka_tasks` and bound
+/// to `kafka-tasks`: clap_complete's bash generator spells a hyphenated name one way in the
+/// loop that walks the words (`kafka__tasks__subcmd__tasks`) and another in the arms that
+/// complete them (`kafka__subcmd__tasks__subcmd__tasks`), so nothing completed past the first
+/// word (clap-rs/clap issues 6421 and 6386). Without a hyphen both agree; the function reads
+/// the command as typed (`$1`), so only the `complete` lines name the binary.
+pub fn completion_script(shell: clap_complete::Shell) -> String {
+    const NAME: &str = "kafka-tasks";
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    if shell == clap_complete::Shell::Bash {
+        clap_complete::generate(shell, &mut cmd, "kafka_tasks", &mut out);
+        let text = String::from_utf8_lossy(&out);
+        text.lines()
+            .map(|l| match l.trim_start().starts_with("complete -F ") {
+                true => l.strip_suffix(" kafka_tasks").map_or_else(|| l.to_owned(), |head| format!("{head} {NAME}")),
+                false => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    } else {
+        clap_complete::generate(shell, &mut cmd, NAME, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KAFKA_TASKS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -359,9 +386,15 @@ pub fn run(cli: Cli) -> ExitCode {
             return runtime.block_on(crate::client::run_with(crate::client::configure::token_from_server(&conn)));
         }
         Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "kafka-tasks", &mut std::io::stdout());
-            return ExitCode::SUCCESS;
+            use std::io::Write;
+            let script = completion_script(shell);
+            return match std::io::stdout().write_all(script.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the script: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         other => other,
     };

@@ -657,19 +657,120 @@ async fn a_rate_limited_client_waits_out_429_and_still_follows_its_task() {
     assert!(log.contains("\"status\":429"), "the limit was never hit, so nothing was tested");
 }
 
+/// The shell's completion script as the binary prints it, in a file.
+fn completion_script(dir: &std::path::Path, shell: &str) -> std::path::PathBuf {
+    let out = run({
+        let mut c = Command::new(BIN);
+        c.args(["completions", shell]);
+        c
+    });
+    assert_eq!(out.code, 0, "{shell}: {out:?}");
+    let path = dir.join(format!("kafka-tasks.{shell}"));
+    std::fs::write(&path, &out.stdout).expect("script written");
+    path
+}
+
+/// `PATH` with the built binary first, as `kafka-tasks`.
+fn path_with_bin() -> String {
+    let bin_dir = std::path::Path::new(BIN).parent().expect("the binary's folder");
+    format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+#[track_caller]
+fn require_program(name: &str) {
+    let found =
+        Command::new("sh").args(["-c", &format!("command -v {name}")]).output().is_ok_and(|o| o.status.success());
+    assert!(found, "{name} is missing: apt-get install -y {name} (scripts/test.sh installs it)");
+}
+
+/// What completing `line` (cursor at its end, the last word being completed) offers, as bash's
+/// programmable completion computes it: the script sourced, the function that `complete -p`
+/// names called with COMP_WORDS/COMP_CWORD/COMP_LINE set as readline sets them.
+fn bash_completes(script: &std::path::Path, line: &str) -> String {
+    let driver = format!(
+        r#"source "$1"
+spec=$(complete -p kafka-tasks) || exit 9
+fn=$(printf '%s' "$spec" | sed -E 's/.* -F ([^ ]+) .*/\1/')
+read -ra COMP_WORDS <<< "$2"
+[[ "$2" == *" " ]] && COMP_WORDS+=("")
+COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
+COMP_LINE="$2"; COMP_POINT=${{#COMP_LINE}}
+prev=""; (( COMP_CWORD > 0 )) && prev="${{COMP_WORDS[COMP_CWORD-1]}}"
+"$fn" kafka-tasks "${{COMP_WORDS[COMP_CWORD]}}" "$prev"
+printf '%s\n' "${{COMPREPLY[@]}}""#
+    );
+    let out =
+        Command::new("bash").args(["--norc", "-c", &driver, "drive"]).arg(script).arg(line).output().expect("bash");
+    assert!(out.status.success(), "{line}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
-fn completions_are_printed_for_bash_zsh_and_fish() {
-    for shell in ["bash", "zsh", "fish"] {
-        let out = run({
-            let mut c = Command::new(BIN);
-            c.args(["completions", shell]);
-            c
-        });
-        assert_eq!(out.code, 0, "{shell}: {out:?}");
-        for word in ["kafka-tasks", "reschedule", "autotopic", "--wait"] {
-            assert!(out.stdout.contains(word), "{shell} completions lack {word}");
+fn bash_completes_past_the_first_word() {
+    let dir = tempfile::tempdir().expect("dir");
+    let script = completion_script(dir.path(), "bash");
+    for (line, want) in [
+        ("kafka-tasks sched", "scheduled"),
+        ("kafka-tasks tasks ", "delete"),
+        ("kafka-tasks tasks delete --", "--dry-run"),
+        ("kafka-tasks tasks delete -i x --before 30d --y", "--yes"),
+        ("kafka-tasks scheduled reschedule --", "--at"),
+        ("kafka-tasks configure --", "--from"),
+    ] {
+        let offered = bash_completes(&script, line);
+        assert!(offered.lines().any(|w| w == want), "bash offers no {want} for {line:?}: {offered:?}");
+    }
+    // bash --posix (what /bin/sh may be) loads the script too.
+    let posix = Command::new("bash")
+        .args(["--posix", "-c", "source \"$1\" && complete -p kafka-tasks", "x"])
+        .arg(&script)
+        .output();
+    assert!(posix.is_ok_and(|o| o.status.success()), "the script does not load in POSIX mode");
+}
+
+#[test]
+fn fish_completes_past_the_first_word() {
+    require_program("fish");
+    let dir = tempfile::tempdir().expect("dir");
+    let script = completion_script(dir.path(), "fish");
+    for (line, want) in [("kafka-tasks sched", "scheduled"), ("kafka-tasks tasks delete --", "--dry-run")] {
+        let out = Command::new("fish")
+            .args(["--no-config", "-c", &format!("source {}; complete -C '{line}'", script.display())])
+            .env("PATH", path_with_bin())
+            .output()
+            .expect("fish");
+        let offered = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            offered.lines().any(|l| l.split('\t').next() == Some(want)),
+            "fish offers no {want} for {line:?}: {offered}"
+        );
+    }
+}
+
+#[test]
+fn zsh_completes_past_the_first_word_on_a_terminal() {
+    require_program("zsh");
+    require_program("tmux");
+    let dir = tempfile::tempdir().expect("dir");
+    let script = completion_script(dir.path(), "zsh");
+    // A real zsh on a pty (tmux, on a server of this test's own), Tab pressed as a person does.
+    let socket = format!("kafka-tasks-test-{}", std::process::id());
+    let tmux = |args: &[&str]| Command::new("tmux").args(["-L", &socket]).args(args).output().expect("tmux");
+    let shell = format!("env -i PATH={} HOME={} TERM=xterm zsh -f", path_with_bin(), dir.path().display());
+    assert!(tmux(&["new-session", "-d", "-x", "200", "-y", "50", &shell]).status.success());
+    let setup = format!("autoload -U compinit && compinit -u && source {}", script.display());
+    tmux(&["send-keys", &setup, "Enter"]);
+    tmux(&["send-keys", "kafka-tasks tasks delete --", "Tab"]);
+    let mut screen = String::new();
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        screen = String::from_utf8_lossy(&tmux(&["capture-pane", "-p"]).stdout).into_owned();
+        if screen.contains("--dry-run") {
+            break;
         }
     }
+    tmux(&["kill-server"]);
+    assert!(screen.contains("--dry-run") && screen.contains("--before"), "zsh offered nothing: {screen}");
 }
 
 #[test]
