@@ -8,6 +8,7 @@
 
 pub mod configure;
 pub mod events;
+pub mod hints;
 pub mod http;
 pub mod output;
 pub mod wait;
@@ -31,7 +32,8 @@ pub enum Failure {
     /// Bad flags, missing credentials, an unreadable profile: exit 2.
     Usage(String),
     /// The API answered with an error: exit 1 (4xx) or 4 (5xx).
-    Api { status: u16, code: String, message: String, request_id: Option<String> },
+    /// `hint`: what to do, the CLI's own words ([`hints`]), printed under the error.
+    Api { status: u16, code: String, message: String, request_id: Option<String>, hint: Option<String> },
     /// No answer (refused, reset, timed out) or an unreadable one: exit 4.
     Network(String),
     /// The awaited task ended FAILED or CANCELLED: exit 3.
@@ -56,7 +58,7 @@ impl Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Api { status, code, message, request_id } => {
+            Failure::Api { status, code, message, request_id, .. } => {
                 write!(f, "{code}: {message} (HTTP {status}")?;
                 if let Some(id) = request_id {
                     write!(f, ", request id {id}")?;
@@ -121,7 +123,7 @@ pub struct WaitArgs {
 #[derive(Debug, Clone, Args)]
 pub struct Page {
     /// At most this many (1-100; the API's default 10).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub limit: Option<u64>,
     /// Skip this many.
     #[arg(long)]
@@ -306,8 +308,9 @@ pub enum TasksCommand {
         /// than 10 records).
         #[arg(long, short = 'y', requires = "before", conflicts_with = "dry_run")]
         yes: bool,
-        /// With --before: only these statuses (SUCCESS, FAILED, CANCELLED; comma-separated).
-        #[arg(long, value_delimiter = ',', requires = "before")]
+        /// With --before: only these statuses (comma-separated).
+        #[arg(long, value_delimiter = ',', requires = "before", ignore_case = true,
+              value_parser = ["SUCCESS", "FAILED", "CANCELLED"])]
         status: Vec<String>,
         /// With --before: only tasks of this name.
         #[arg(long, requires = "before")]
@@ -347,7 +350,7 @@ pub enum ScheduledCommand {
         inst: Inst,
         task: String,
         /// The new time (see `reassign --at` for the forms).
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
         at: String,
     },
     /// Make a cancelled task whose time is still ahead wait again.
@@ -516,7 +519,7 @@ pub struct ReassignArgs {
     pub throttle: Option<i64>,
     /// Run at TIME instead of now: RFC 3339 (`2026-12-01T02:00:00Z`), local `YYYY-MM-DD HH:MM[:SS]`,
     /// or from now (`+30m`, `+2h`, `+1d`).
-    #[arg(long, value_name = "TIME", conflicts_with = "wait")]
+    #[arg(long, value_name = "TIME", conflicts_with = "wait", allow_hyphen_values = true)]
     pub at: Option<String>,
     /// Only print how long it would take (seconds); creates no task.
     #[arg(long, conflicts_with_all = ["at", "wait"])]
@@ -532,7 +535,7 @@ pub struct UpgradeArgs {
     #[command(flatten)]
     pub inst: Inst,
     /// Run at TIME instead of now (see `reassign --at`).
-    #[arg(long, value_name = "TIME", conflicts_with = "wait")]
+    #[arg(long, value_name = "TIME", conflicts_with = "wait", allow_hyphen_values = true)]
     pub at: Option<String>,
     /// Only show the current and the newest kernel build.
     #[arg(long, conflicts_with_all = ["at", "wait"])]
@@ -573,6 +576,9 @@ pub async fn run_with(action: impl Future<Output = Result<(), Failure>>) -> Exit
         Err(f) => {
             // Its message may quote the server (an error's code and message, a step's name).
             eprintln!("error: {}", output::escape(&f.to_string()));
+            if let Failure::Api { hint: Some(h), .. } = &f {
+                eprintln!("hint: {}", output::escape(h));
+            }
             ExitCode::from(f.exit_code())
         }
     }
@@ -729,6 +735,7 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
                 }
                 // The batch answers 200 with a per-instance result and no error code.
                 return Err(Failure::Api {
+                    hint: None,
                     status: 400,
                     code: "BatchRestartOrDeleteInstances".into(),
                     message: format!("the instance {} could not be restarted now", a.inst.instance),
@@ -1197,6 +1204,13 @@ async fn scheduled(c: Ctx, cmd: ScheduledCommand) -> Result<(), Failure> {
         }
         ScheduledCommand::Reschedule { inst, task, at } => {
             let ms = parse_time(&at, now_ms())?;
+            if ms <= now_ms() {
+                return Err(Failure::Usage(format!(
+                    "--at {}: that is not ahead ({}); a task is moved to a time to come, e.g. `--at +1h`",
+                    output::escape(&at),
+                    when(&json!(ms), now_ms())
+                )));
+            }
             let v = c.api.send("PUT", &task_path(&inst, &task), &[("execute_at", compact(ms))], None).await?;
             c.show(&v, |_| format!("task {task} now due {}", when(&json!(ms), now_ms())));
         }
@@ -1432,7 +1446,8 @@ mod tests {
 
     #[test]
     fn exit_codes_are_the_documented_ones() {
-        let api = |status| Failure::Api { status, code: String::new(), message: String::new(), request_id: None };
+        let api =
+            |status| Failure::Api { status, code: String::new(), message: String::new(), request_id: None, hint: None };
         assert_eq!(api(404).exit_code(), 1);
         assert_eq!(api(503).exit_code(), 4);
         assert_eq!(Failure::Usage(String::new()).exit_code(), 2);

@@ -197,7 +197,13 @@ pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
             };
         }
         if w.timeout.is_some_and(|t| started.elapsed() >= t) {
-            break Err(Failure::Timeout(format!("task {} is still {status} after {:?}", w.task, started.elapsed())));
+            break Err(Failure::Timeout(format!(
+                "task {} is still {status} after {} (--timeout); it goes on: `kafka-tasks tasks wait -i {} {}`",
+                w.task,
+                duration(started.elapsed().as_secs_f64().round() as u64),
+                w.instance,
+                w.task
+            )));
         }
         let look = if bar.is_some() { Duration::from_secs(1) } else { QUIET_LOOK };
         let look = w.timeout.map_or(look, |t| look.min(t.saturating_sub(started.elapsed())));

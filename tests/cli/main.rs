@@ -646,6 +646,80 @@ async fn configure_writes_a_private_profile_and_token_create_asks_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn errors_keep_the_dms_code_and_add_a_hint_of_what_to_do() {
+    let f = Fixture::start();
+    let inst = f.running_instance("cli-hints");
+    let with = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = f.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        run(c)
+    };
+    #[track_caller]
+    fn says(out: &Out, code: &str, hint: &str) {
+        assert!(out.stderr.contains(code), "no {code}: {out:?}");
+        let line = out.stderr.lines().find(|l| l.starts_with("hint: ")).unwrap_or_default();
+        assert!(line.contains(hint), "no hint {hint:?}: {out:?}");
+    }
+    // Another project: the hint names the one in use.
+    let other = "fedcba9876543210fedcba9876543210";
+    says(&with(&["instances", "list"], &[("HUAWEICLOUD_SDK_PROJECT_ID", other)]), "APIGW.0302", other);
+    // A wrong secret of the right shape and an unknown key look the same on the wire and in the hint.
+    let wrong_sk = "abcdefghijABCDEFGHIJ0123456789abcdefghij";
+    let bad_sk = with(&["instances", "list"], &[("HUAWEICLOUD_SDK_SK", wrong_sk)]);
+    says(&bad_sk, "APIGW.0301", "does not say which");
+    let unknown_ak = with(&["instances", "list"], &[("HUAWEICLOUD_SDK_AK", "ABCDEFGHIJ0123456789")]);
+    says(&unknown_ak, "APIGW.0301", "does not say which");
+    let strip = |o: &Out| o.stderr.replace(&f.cred.access_key, "AK").replace("ABCDEFGHIJ0123456789", "AK");
+    let (a, b) = (strip(&bad_sk), strip(&unknown_ak));
+    let no_ids =
+        |s: &str| s.lines().map(|l| l.split(", request id").next().unwrap_or("").to_owned()).collect::<Vec<_>>();
+    assert_eq!(no_ids(&a), no_ids(&b), "the CLI must not tell them apart where the server does not");
+    // Where the CLI can honestly tell: a secret key of another shape than this server's.
+    says(&with(&["instances", "list"], &[("HUAWEICLOUD_SDK_SK", &wrong_sk[..39])]), "APIGW.0301", "39 characters");
+    // A token the server did not issue: get another.
+    let mut c = f.command(&["instances", "list"]);
+    c.env_remove("HUAWEICLOUD_SDK_AK").env_remove("HUAWEICLOUD_SDK_SK").env("KAFKA_TASKS_TOKEN", "not-a-token");
+    says(&run(c), "APIGW.0301", "kafka-tasks token create");
+
+    // A waiting scheduled task: cancel it first.
+    let job = f.json(&["reassign", "-i", &inst, "--topic", "t", "--brokers", "0,1", "--at", "+2h"]);
+    let job = job["schedule_id"].as_str().expect("schedule_id").to_owned();
+    let refused = f.run(&["scheduled", "delete", "-i", &inst, &job]);
+    says(&refused, "DMS.00400017", &format!("kafka-tasks scheduled cancel -i {inst} {job}"));
+    let past = f.run(&["scheduled", "reschedule", "-i", &inst, &job, "--at", "-1h"]);
+    assert!(past.code == 2 && past.stderr.contains("not ahead") && past.stderr.contains("+1h"), "{past:?}");
+
+    // An operation on a busy instance names its status and the task that holds it.
+    f.json(&["restart", "-i", &inst]);
+    let busy = f.run(&["configs", "set", "-i", &inst, "log.retention.hours=24"]);
+    says(&busy, "DMS.00400026", "the instance is RESTARTING: task ");
+    assert!(busy.stderr.contains("restartInstance") && busy.stderr.contains("kafka-tasks tasks wait -i"), "{busy:?}");
+
+    // Flags: the allowed values, and an endpoint without its scheme.
+    let limit = f.run(&["tasks", "list", "-i", &inst, "--limit", "500"]);
+    assert!(limit.code == 2 && limit.stderr.contains("1..=100"), "{limit:?}");
+    let status = f.run(&["tasks", "delete", "-i", &inst, "--before", "now", "--status", "DONE"]);
+    assert!(status.code == 2 && status.stderr.contains("SUCCESS, FAILED, CANCELLED"), "{status:?}");
+    let bare_host = f.run(&["instances", "list", "--endpoint", "127.0.0.1:8080"]);
+    assert!(bare_host.code == 2 && bare_host.stderr.contains("write http://127.0.0.1:8080"), "{bare_host:?}");
+}
+
+#[test]
+fn a_port_in_use_is_named_and_leaves_no_data_behind() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("dir");
+    let mut c = Command::new(BIN);
+    c.args(["serve", "--listen", &addr]).current_dir(dir.path()).env_remove("KAFKA_TASKS_DATABASE");
+    let out = run(c);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains(&format!("cannot listen on {addr}: the address is already in use")), "{out:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0, "something was created");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_rate_limited_client_waits_out_429_and_still_follows_its_task() {
     let f = Fixture::start_with(&["--rate-limit-per-key", "1", "--rate-limit-burst", "1"]);
     let created = f.run(&["instances", "create", "--name", "cli-throttled", "--wait", "-o", "json"]);
