@@ -17,7 +17,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use crate::domain::now_ms;
+use crate::domain::{CompactTime, now_ms};
 use http::Api;
 use output::{Cell, colour_stdout, fields, status, table, when};
 
@@ -906,13 +906,6 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, Failure> {
     Err(bad())
 }
 
-/// `YYYYMMDDHHmmss` in UTC, as the query strings carry times.
-fn compact(ms: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y%m%d%H%M%S").to_string())
-        .unwrap_or_default()
-}
-
 fn page_query(p: &Page) -> Result<Vec<(&'static str, String)>, Failure> {
     let mut q = vec![];
     if let Some(l) = p.limit {
@@ -923,10 +916,10 @@ fn page_query(p: &Page) -> Result<Vec<(&'static str, String)>, Failure> {
     }
     let now = now_ms();
     if let Some(s) = &p.since {
-        q.push(("begin_time", compact(parse_time(s, now)?)));
+        q.push(("begin_time", CompactTime(parse_time(s, now)?).to_string()));
     }
     if let Some(s) = &p.until {
-        q.push(("end_time", compact(parse_time(s, now)?)));
+        q.push(("end_time", CompactTime(parse_time(s, now)?).to_string()));
     }
     Ok(q)
 }
@@ -1015,9 +1008,9 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
         TasksCommand::Delete { inst, task: None, before, since, status, name } => {
             let now = now_ms();
             let before = before.ok_or_else(|| Failure::Usage("give a TASK or --before TIME".into()))?;
-            let mut q = vec![("end_time", compact(parse_time(&before, now)?))];
+            let mut q = vec![("end_time", CompactTime(parse_time(&before, now)?).to_string())];
             if let Some(s) = since {
-                q.push(("begin_time", compact(parse_time(&s, now)?)));
+                q.push(("begin_time", CompactTime(parse_time(&s, now)?).to_string()));
             }
             if !status.is_empty() {
                 q.push(("status", status.join(",").to_uppercase()));
@@ -1071,7 +1064,10 @@ async fn scheduled(c: Ctx, cmd: ScheduledCommand) -> Result<(), Failure> {
         }
         ScheduledCommand::Reschedule { inst, task, at } => {
             let ms = parse_time(&at, now_ms())?;
-            let v = c.api.send("PUT", &task_path(&inst, &task), &[("execute_at", compact(ms))], None).await?;
+            let v = c
+                .api
+                .send("PUT", &task_path(&inst, &task), &[("execute_at", CompactTime(ms).to_string())], None)
+                .await?;
             c.show(&v, |_| format!("task {task} now due {}", when(&json!(ms), now_ms())));
         }
         ScheduledCommand::Resume { inst, task } => {
