@@ -38,6 +38,7 @@ const TRIM_EVERY: Duration = Duration::from_secs(10);
 /// for good. `malloc_trim` returns free pages of every arena to the system; run every
 /// [`TRIM_EVERY`] it costs well under a millisecond on an idle heap. (mimalloc was measured as
 /// the alternative and kept more, see docs/decisions.md.)
+#[allow(unsafe_code, reason = "malloc_trim, see the SAFETY note")]
 fn start_memory_trimmer() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -538,6 +538,7 @@ pub struct RestartArgs {
 
 /// Lets a closed pipe end the process quietly, as it does `cat` (`kafka-tasks tasks list | head`):
 /// Rust ignores SIGPIPE, and the next `println!` would then panic on the broken pipe.
+#[allow(unsafe_code, reason = "signal(2), see the SAFETY note")]
 pub fn default_sigpipe() {
     // SAFETY: called before the client starts any thread of its own; SIG_DFL is a valid
     // disposition and no Rust state depends on SIGPIPE being ignored in a client process.

@@ -18,6 +18,11 @@
 //!
 //! `KAFKA_TASKS_HOSTILE_REQUESTS` sets the total over the three runs (default 20,000);
 //! `KAFKA_TASKS_HOSTILE_SEED` replays a seed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that meets the unexpected should stop there: a panic is its failure"
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
