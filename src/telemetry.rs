@@ -3,7 +3,7 @@
 //!
 //! Label values are never chosen by a client: methods come from a fixed set, routes are route
 //! templates (or `unmatched`), statuses are classes, operations and steps are the code's own
-//! names, reasons and kinds are enumerations. See README "Operations" for what each is for.
+//! names, reasons and kinds are enumerations. See docs/operations.md for what each is for.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -21,7 +21,7 @@ pub const HTTP_IN_FLIGHT: &str = "kafka_tasks_http_requests_in_flight";
 pub const HTTP_REJECTED: &str = "kafka_tasks_http_rejected_total";
 /// The reasons of [`HTTP_REJECTED`].
 pub const REJECT_REASONS: &[&str] = &["uri_too_long", "body_too_large", "body_timeout", "body_malformed"];
-/// Written in src/auth (issue 8); named here so that every name is listed in one place.
+/// Written in src/auth; named here so that every name is listed in one place.
 pub const AUTH_FAILURES: &str = "kafka_tasks_auth_failures_total";
 pub const RATE_LIMITED: &str = "kafka_tasks_rate_limited_total";
 pub const BODY_BUDGET_REFUSALS: &str = "kafka_tasks_body_budget_refusals_total";

@@ -2,7 +2,7 @@
 //! [`crate::auth::signature::Signer`]. The commands and their flags are here; [`http`] holds the
 //! connection and credentials, [`output`] the tables, [`wait`] the live progress.
 //!
-//! Exit codes (scripts may rely on them; README "CLI"):
+//! Exit codes (scripts may rely on them; docs/cli.md):
 //! 0 done · 1 the API refused (4xx) · 2 usage or local configuration · 3 the task FAILED (or was
 //! cancelled) · 4 server error (5xx) or no answer · 5 `--timeout` passed while waiting.
 

@@ -400,7 +400,7 @@ pub struct Report {
     pub output_tail: Option<String>,
 }
 
-/// What executors keep with a task (issue 13): attempts, progress, failures, output, and the
+/// What executors keep with a task: attempts, progress, failures, output, and the
 /// webhook callbacks. Every write by a worker is conditional on its lease, as a step's end is.
 #[async_trait]
 pub trait RunStore: Send + Sync {

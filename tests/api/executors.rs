@@ -1,4 +1,4 @@
-//! Executors (issue 13): steps run by a program or a webhook receiver, with the engine's
+//! Executors: steps run by a program or a webhook receiver, with the engine's
 //! guarantees (attempts, timeouts, cancellation, crash recovery) carried over. The program is
 //! tests/executors/step.sh; the webhook receiver is a few lines of TCP below.
 

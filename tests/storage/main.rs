@@ -799,7 +799,7 @@ async fn concurrent_deletes_of_one_instance_keep_its_counts_exact() {
         }
     }
 }
-// --- the task event log (issue 11, part 3) ---
+// --- the task event log ---
 
 use kafka_tasks::storage::events::{EventCursor, EventRetention, EventScope, EventStart, LoggedEvent};
 
