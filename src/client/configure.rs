@@ -64,6 +64,7 @@ fn ask(prompt: &str, current: Option<&str>, secret: bool) -> Result<Option<Strin
 struct NoEcho(libc::termios);
 
 impl NoEcho {
+    #[allow(unsafe_code, reason = "termios(3), see the SAFETY note")]
     fn new() -> Option<NoEcho> {
         // SAFETY: tcgetattr/tcsetattr on fd 0 with a termios this function owns; failures
         // (not a terminal) leave echo as it was.
@@ -80,6 +81,7 @@ impl NoEcho {
 }
 
 impl Drop for NoEcho {
+    #[allow(unsafe_code, reason = "termios(3), see the SAFETY note")]
     fn drop(&mut self) {
         // SAFETY: restores the attributes read in `new` on the same descriptor.
         unsafe {
@@ -99,11 +101,11 @@ fn check_project(p: &str) -> Result<(), Failure> {
 fn write_profiles(path: &Path, profiles: &BTreeMap<String, Profile>) -> Result<(), Failure> {
     let failed = |e: &dyn std::fmt::Display| Failure::Usage(format!("cannot write {}: {e}", path.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::auth::keys::create_private_dir(dir).map_err(|e| failed(&e))?;
+        crate::private_files::create_private_dir(dir).map_err(|e| failed(&e))?;
     }
     let text = toml::to_string(profiles).map_err(|e| failed(&e))?;
     let tmp = path.with_extension("toml.tmp");
-    crate::auth::keys::write_private(&tmp, &text).map_err(|e| failed(&e))?;
+    crate::private_files::write_private(&tmp, &text).map_err(|e| failed(&e))?;
     std::fs::rename(&tmp, path).map_err(|e| failed(&e))
 }
 
