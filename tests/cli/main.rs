@@ -766,20 +766,18 @@ fn require_program(name: &str) {
 /// programmable completion computes it: the script sourced, the function that `complete -p`
 /// names called with COMP_WORDS/COMP_CWORD/COMP_LINE set as readline sets them.
 fn bash_completes(script: &std::path::Path, line: &str) -> String {
-    let driver = format!(
-        r#"source "$1"
+    let driver = r#"source "$1"
 spec=$(complete -p kafka-tasks) || exit 9
 fn=$(printf '%s' "$spec" | sed -E 's/.* -F ([^ ]+) .*/\1/')
 read -ra COMP_WORDS <<< "$2"
 [[ "$2" == *" " ]] && COMP_WORDS+=("")
-COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
-COMP_LINE="$2"; COMP_POINT=${{#COMP_LINE}}
-prev=""; (( COMP_CWORD > 0 )) && prev="${{COMP_WORDS[COMP_CWORD-1]}}"
-"$fn" kafka-tasks "${{COMP_WORDS[COMP_CWORD]}}" "$prev"
-printf '%s\n' "${{COMPREPLY[@]}}""#
-    );
+COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+COMP_LINE="$2"; COMP_POINT=${#COMP_LINE}
+prev=""; (( COMP_CWORD > 0 )) && prev="${COMP_WORDS[COMP_CWORD-1]}"
+"$fn" kafka-tasks "${COMP_WORDS[COMP_CWORD]}" "$prev"
+printf '%s\n' "${COMPREPLY[@]}""#;
     let out =
-        Command::new("bash").args(["--norc", "-c", &driver, "drive"]).arg(script).arg(line).output().expect("bash");
+        Command::new("bash").args(["--norc", "-c", driver, "drive"]).arg(script).arg(line).output().expect("bash");
     assert!(out.status.success(), "{line}: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
