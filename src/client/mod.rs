@@ -126,8 +126,14 @@ pub struct Page {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub limit: Option<u64>,
     /// Skip this many.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "page")]
     pub offset: Option<u64>,
+    /// Show page N (1 is the newest), `--limit` a page (10 by default).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub page: Option<u64>,
+    /// Every matching task, read 100 at a time.
+    #[arg(long, conflicts_with_all = ["limit", "offset", "page"])]
+    pub all: bool,
     /// Only tasks created at or after TIME: RFC 3339, local `YYYY-MM-DD HH:MM[:SS]`, `now`, or
     /// an age (`2h` or `-2h`: two hours ago; `+2h`: two hours ahead).
     #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
@@ -385,8 +391,14 @@ pub struct InstancesArgs {
 pub enum InstancesCommand {
     /// List the project's instances.
     List,
-    /// Show one instance.
-    Show { instance: String },
+    /// Show one instance (`-i ID` as every other command, or the id alone).
+    Show {
+        #[arg(required_unless_present = "id", conflicts_with = "id")]
+        instance: Option<String>,
+        /// The instance id.
+        #[arg(long = "instance", short = 'i', value_name = "INSTANCE", env = "KAFKA_TASKS_INSTANCE")]
+        id: Option<String>,
+    },
     /// Create an instance (admin role); `--wait` follows its createInstance task.
     Create {
         #[arg(long)]
@@ -1003,6 +1015,58 @@ fn parse_time_as(s: &str, now: i64, unsigned_is_past: bool) -> Result<i64, Failu
     Err(bad())
 }
 
+/// A list's count: a string on the wire for tasks (`task_count`), a number for jobs.
+fn count_of(v: &Value, key: &str) -> u64 {
+    match v.get(key) {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(n) => n.as_u64().unwrap_or(0),
+        None => 0,
+    }
+}
+
+/// `10 of 14 tasks; more with --page 2 or --all` (the next page only when there is one).
+fn list_footer(shown: usize, total: u64, page: &Page, what: &str) -> String {
+    let shown_u = shown as u64;
+    let limit = page.limit.unwrap_or(10).max(1);
+    let before = match (page.page, page.offset) {
+        (Some(n), _) => (n - 1) * limit,
+        (None, Some(o)) => o.saturating_sub(1),
+        (None, None) => 0,
+    };
+    if page.all || before + shown_u >= total {
+        return format!("{shown} of {total} {what}");
+    }
+    let next = before / limit + 2;
+    format!("{shown} of {total} {what}; more with --page {next} or --all")
+}
+
+/// A list as one answer: the page asked for, or with `--all` every page (100 at a time) merged
+/// under `key` with the count of the last read.
+async fn fetch_list(c: &Ctx, path: &str, page: &Page, key: &str, count_key: &str) -> Result<Value, Failure> {
+    if !page.all {
+        return c.api.get(path, &page_query(page)?).await;
+    }
+    let mut q = page_query(page)?;
+    q.push(("limit", "100".into()));
+    let mut items: Vec<Value> = Vec::new();
+    loop {
+        let mut this = q.clone();
+        this.push(("offset", (items.len() + 1).to_string()));
+        let mut v = c.api.get(path, &this).await?;
+        let got = match v.get_mut(key).map(Value::take) {
+            Some(Value::Array(a)) => a,
+            _ => Vec::new(),
+        };
+        let total = count_of(&v, count_key);
+        let empty = got.is_empty();
+        items.extend(got);
+        if empty || items.len() as u64 >= total {
+            v[key] = Value::Array(items);
+            return Ok(v);
+        }
+    }
+}
+
 fn page_query(p: &Page) -> Result<Vec<(&'static str, String)>, Failure> {
     let mut q = vec![];
     if let Some(l) = p.limit {
@@ -1010,6 +1074,10 @@ fn page_query(p: &Page) -> Result<Vec<(&'static str, String)>, Failure> {
     }
     if let Some(o) = p.offset {
         q.push(("offset", o.to_string()));
+    }
+    if let Some(n) = p.page {
+        let limit = p.limit.unwrap_or(10);
+        q.push(("offset", ((n - 1).saturating_mul(limit).saturating_add(1)).to_string()));
     }
     let now = now_ms();
     if let Some(s) = &p.since {
@@ -1046,12 +1114,12 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
     match cmd {
         TasksCommand::List { inst, page } => {
             let path = c.api.instance_path(&inst.instance, "/tasks");
-            let v = c.api.get(&path, &page_query(&page)?).await?;
+            let v = fetch_list(&c, &path, &page, "tasks", "task_count").await?;
             c.show(&v, |v| {
                 let list = v.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default();
                 let rows = task_rows(&list, false);
                 let mut out = table(&["ID", "NAME", "STATUS", "CREATED", "USER"], rows, c.colour);
-                out.push_str(&format!("{} of {} tasks", list.len(), str_of(v, "task_count")));
+                out.push_str(&list_footer(list.len(), count_of(v, "task_count"), &page, "tasks"));
                 out
             });
         }
@@ -1186,13 +1254,12 @@ async fn scheduled(c: Ctx, cmd: ScheduledCommand) -> Result<(), Failure> {
     match cmd {
         ScheduledCommand::List { inst, page } => {
             let path = c.api.instance_path(&inst.instance, "/scheduled-tasks");
-            let v = c.api.get(&path, &page_query(&page)?).await?;
+            let v = fetch_list(&c, &path, &page, "jobs", "job_count").await?;
             c.show(&v, |v| {
                 let list = v.get("jobs").and_then(Value::as_array).cloned().unwrap_or_default();
                 let rows = task_rows(&list, true);
                 let mut out = table(&["ID", "NAME", "STATUS", "SCHEDULED FOR", "CREATED", "USER"], rows, c.colour);
-                let total = v.get("job_count").and_then(Value::as_u64).unwrap_or(0);
-                out.push_str(&format!("{} of {total} scheduled tasks", list.len()));
+                out.push_str(&list_footer(list.len(), count_of(v, "job_count"), &page, "scheduled tasks"));
                 out
             });
         }
@@ -1254,7 +1321,8 @@ async fn instances(c: Ctx, cmd: InstancesCommand) -> Result<(), Failure> {
                 out
             });
         }
-        InstancesCommand::Show { instance } => {
+        InstancesCommand::Show { instance, id } => {
+            let instance = instance.or(id).unwrap_or_default();
             let v = c.api.get(&c.api.instance_path(&instance, ""), &[]).await?;
             c.show(&v, |v| {
                 let keys = [

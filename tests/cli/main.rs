@@ -725,6 +725,32 @@ fn a_port_in_use_is_named_and_leaves_no_data_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn lists_say_what_is_left_and_page_or_read_all_and_show_takes_i() {
+    let f = Fixture::start();
+    let inst = f.running_instance("cli-pages");
+    for on in ["on", "off", "on", "off", "on", "off", "on", "off", "on", "off", "on"] {
+        f.json(&["autotopic", "-i", &inst, on, "--wait"]);
+    }
+    let first = f.run(&["tasks", "list", "-i", &inst]).ok();
+    assert!(first.stdout.contains("10 of 12 tasks; more with --page 2 or --all"), "{}", first.stdout);
+    let second = f.json(&["tasks", "list", "-i", &inst, "--page", "2"]);
+    assert_eq!(second, f.get(&format!("{}?offset=11", tasks_path(&inst))).await);
+    assert_eq!(second["tasks"].as_array().map(Vec::len), Some(2));
+    let last = f.run(&["tasks", "list", "-i", &inst, "--page", "2"]).ok();
+    assert!(last.stdout.contains("2 of 12 tasks") && !last.stdout.contains("more with"), "{}", last.stdout);
+    let all = f.json(&["tasks", "list", "-i", &inst, "--all"]);
+    let ids: std::collections::HashSet<&str> =
+        all["tasks"].as_array().expect("tasks").iter().filter_map(|t| t["id"].as_str()).collect();
+    assert_eq!(ids.len(), 12, "{all}");
+    assert!(f.run(&["tasks", "list", "-i", &inst, "--all"]).ok().stdout.contains("12 of 12 tasks"));
+
+    // `instances show -i` as every other command, and the id alone as before.
+    assert_eq!(f.json(&["instances", "show", "-i", &inst]), f.json(&["instances", "show", &inst]));
+    let both = f.run(&["instances", "show", "-i", &inst, &inst]);
+    assert_eq!(both.code, 2, "{both:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_rate_limited_client_waits_out_429_and_still_follows_its_task() {
     let f = Fixture::start_with(&["--rate-limit-per-key", "1", "--rate-limit-burst", "1"]);
     let created = f.run(&["instances", "create", "--name", "cli-throttled", "--wait", "-o", "json"]);
