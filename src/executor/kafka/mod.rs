@@ -20,6 +20,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 mod config;
+mod control;
+mod rolling;
 
 use super::{Event, Outcome, StepRun};
 use crate::auth::keys::MasterKey;
@@ -34,7 +36,7 @@ pub(super) const POLL: Duration = Duration::from_millis(250);
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The operations the `kafka` executor does (by task name).
-pub const OPERATIONS: &[&str] = &["kafkaConfigModify"];
+pub const OPERATIONS: &[&str] = &["kafkaConfigModify", "restartInstance"];
 
 /// One bound instance's cluster, as the executor reaches it.
 #[derive(Debug)]
@@ -42,6 +44,8 @@ pub struct Spec {
     pub stored: StoredBinding,
     pub master: MasterKey,
     pub policy: std::sync::Arc<crate::domain::cluster::ClusterPolicy>,
+    /// The step's timeout: a rolling restart's checks give up in time to fail with their reason.
+    pub timeout: Duration,
 }
 
 /// Runs one step of a bound instance's operation on its cluster, until it is done, fails, or
@@ -62,6 +66,7 @@ pub async fn run(
 async fn step(spec: &Spec, req: &StepRun<'_>, events: &mpsc::Sender<Event>) -> Outcome {
     let result = match req.operation {
         "kafkaConfigModify" => config::step(spec, req, events).await,
+        "restartInstance" => rolling::restart_step(spec, req, events).await,
         other => Err(format!("{other} is not done on a bound cluster yet")),
     };
     match result {
