@@ -58,14 +58,19 @@ impl Control {
 
     /// The brokers the example program was asked to restart, in order, with the task of each.
     fn restarts(&self) -> Vec<(String, String)> {
+        self.actions("restart", "task")
+    }
+
+    /// Each `what` line of the program's log: its broker and its field `k`.
+    fn actions(&self, what: &str, k: &str) -> Vec<(String, String)> {
         let log = std::fs::read_to_string(self.dir.path().join("control.log")).unwrap_or_default();
         log.lines()
-            .filter(|l| l.split(' ').nth(1) == Some("restart"))
+            .filter(|l| l.split(' ').nth(1) == Some(what))
             .map(|l| {
                 let field = |k: &str| {
                     l.split(' ').find_map(|f| f.strip_prefix(&format!("{k}="))).unwrap_or_default().to_owned()
                 };
-                (field("broker"), field("task"))
+                (field("broker"), field(k))
             })
             .collect()
     }
@@ -377,6 +382,7 @@ async fn kill_9_during_a_rolling_restart_resumes_without_restarting_a_broker_twi
     tokio::time::sleep(Duration::from_secs(2)).await;
     app.kill9();
     let killed_at = control.restarts().len();
+    let finished_at = control.actions("restarted", "attempt").len();
     app.start_again(&flags);
     let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
     let most_down = watch.most();
@@ -391,4 +397,106 @@ async fn kill_9_during_a_rolling_restart_resumes_without_restarting_a_broker_twi
     for n in 1..=3 {
         assert!(after[&n].is_some() && after[&n] != before[&n], "node {n}: {before:?} -> {after:?}");
     }
+    // The kill came while the first restart ran, and the rest was done by the step's second attempt.
+    assert_eq!((killed_at, finished_at), (1, 0), "not killed during the first restart");
+    let attempts: Vec<String> = control.actions("restart", "attempt").into_iter().map(|(_, a)| a).collect();
+    assert_eq!(attempts, ["1", "2", "2"], "{attempts:?}");
+}
+
+/// A cluster of its own in a temporary directory, cleaned (nodes stopped, files removed) on drop.
+struct OwnCluster {
+    dir: tempfile::TempDir,
+    script: PathBuf,
+}
+
+impl OwnCluster {
+    fn start(version: &str) -> OwnCluster {
+        let dir = tempfile::tempdir().expect("dir");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-cluster.sh");
+        let c = OwnCluster { dir, script };
+        let out = c.command(&["start"]).env("KAFKA_BASE_PORT", "auto").env("KAFKA_VERSION", version).output();
+        let out = out.expect("the cluster script runs");
+        assert!(out.status.success(), "start: {}", String::from_utf8_lossy(&out.stderr));
+        c
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.script);
+        cmd.args(args).env("KAFKA_CLUSTER_DIR", self.dir.path()).env_remove("KAFKA_VERSION");
+        cmd
+    }
+
+    fn output(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().expect("the cluster script runs");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn bootstrap(&self) -> String {
+        let env = self.output(&["env"]);
+        env.lines().find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP=")).expect("bootstrap").replace("\\,", ",")
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = self.command(&["clean"]).output();
+    }
+}
+
+#[tokio::test]
+async fn a_kernel_upgrade_moves_every_node_to_the_new_release_and_finalises_the_metadata_version() {
+    // Its own cluster, on the oldest 4.x the script runs; the shared one is left on its version.
+    let Some(_turn) = Kafka::get_exclusive() else { return };
+    let cluster = OwnCluster::start("4.0.1");
+    let dir = cluster.dir.path().display().to_string();
+    let control = tempfile::tempdir().expect("dir");
+    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/broker-control/kafka-cluster.sh");
+    let wrapper = control.path().join("control.sh");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nKAFKA_CLUSTER_DIR='{dir}' exec '{}' \"$@\"\n", example.display()))
+        .expect("wrapper");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let control_dir = control.path().to_str().expect("utf-8");
+    let app = TestApp::spawn_with(&[
+        "--time-scale",
+        "0",
+        "--cluster-allow",
+        "127.0.0.1",
+        "--broker-control-dir",
+        control_dir,
+    ])
+    .await;
+    let inst = app.create_instance().await;
+    let body = json!({"bootstrap_servers": cluster.bootstrap(), "broker_control": wrapper.display().to_string()});
+    let res = app.put(&format!("{}/cluster", app.instance_path(&inst)), Some(body)).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    // The operator's catalog names the release a build runs.
+    app.add_kernel_build("2.7", "4.3.2-h0.cbu.dms.200.r0").await.expect("added");
+    let res = app.upgrade(&inst, json!({})).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+    let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
+    assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+
+    // Each node's JVM runs the 4.3.2 jars (its command line), and the cluster's metadata version
+    // is 4.3's (Kafka's FeatureCommand).
+    let status = cluster.output(&["status"]);
+    for n in 1..=3 {
+        let line = status.lines().find(|l| l.starts_with(&format!("node {n}: running, pid "))).expect("running");
+        let pid = line.split("pid ").nth(1).and_then(|r| r.split(',').next()).expect("pid");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(cmdline.contains("/4.3.2/lib/"), "node {n} runs {cmdline}");
+    }
+    // The 4.3.2 tool: the 4.0.1 one the cluster was made with has no names for 4.3's levels.
+    let out = cluster
+        .command(&["tools", "features", "--bootstrap-server", &cluster.bootstrap(), "describe"])
+        .env("KAFKA_VERSION", "4.3.2")
+        .output()
+        .expect("the tool runs");
+    let features = String::from_utf8_lossy(&out.stdout);
+    let mv = features.lines().find(|l| l.contains("Feature: metadata.version")).expect("metadata.version");
+    assert!(mv.contains("FinalizedVersionLevel: 4.3-"), "{mv}");
+    assert!(run["output_tail"].as_str().unwrap_or("").contains("metadata.version finalised"), "{run}");
 }

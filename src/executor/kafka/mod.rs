@@ -36,7 +36,7 @@ pub(super) const POLL: Duration = Duration::from_millis(250);
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The operations the `kafka` executor does (by task name).
-pub const OPERATIONS: &[&str] = &["kafkaConfigModify", "restartInstance"];
+pub const OPERATIONS: &[&str] = &["kafkaConfigModify", "restartInstance", "upgradeInstance"];
 
 /// One bound instance's cluster, as the executor reaches it.
 #[derive(Debug)]
@@ -67,6 +67,7 @@ async fn step(spec: &Spec, req: &StepRun<'_>, events: &mpsc::Sender<Event>) -> O
     let result = match req.operation {
         "kafkaConfigModify" => config::step(spec, req, events).await,
         "restartInstance" => rolling::restart_step(spec, req, events).await,
+        "upgradeInstance" => rolling::upgrade_step(spec, req, events).await,
         other => Err(format!("{other} is not done on a bound cluster yet")),
     };
     match result {

@@ -283,6 +283,105 @@ async fn health_check(spec: &Spec) -> Result<String, String> {
     ))
 }
 
+/// One step of upgradeInstance on a bound cluster: `pre_check`, `upgrade_broker_{i}` (the i-th
+/// broker of the order fixed at `pre_check`, the controller last), `post_check` (every broker
+/// back, then the metadata version finalised at the level every broker now supports).
+pub(super) async fn upgrade_step(
+    spec: &Spec,
+    req: &StepRun<'_>,
+    events: &mpsc::Sender<Event>,
+) -> Result<String, String> {
+    let params: Value =
+        serde_json::from_str(&req.task.params).map_err(|e| format!("the task's params are not JSON: {e}"))?;
+    let build = params.get("new_version").and_then(Value::as_str).ok_or("the task names no new kernel")?;
+    let release = release_of(build).ok_or_else(|| {
+        format!(
+            "kernel build {build} names no Apache Kafka release (a bound cluster's builds start with one, as in \
+             4.3.2-h0.cbu.dms.100.r0); nothing was changed"
+        )
+    })?;
+    if req.step_name == "pre_check" {
+        let summary = pre_check(spec, req).await?;
+        let kafka = super::connect(spec).await?;
+        let order = snapshot(&kafka).await?.order();
+        let planned = req.steps.iter().filter(|s| s.starts_with("upgrade_broker_")).count();
+        if planned != order.len() {
+            return Err(format!(
+                "the task plans {planned} broker upgrades and the cluster has {} brokers ({}); nothing was changed",
+                order.len(),
+                order.iter().map(i32::to_string).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        let mut kept = Kept::load(req).await?;
+        if kept.all.get("upgrade_order").is_none() {
+            kept.all.insert("upgrade_order".to_owned(), serde_json::json!(order));
+            kept.save_all().await?;
+        }
+        return Ok(format!("{summary}; upgrading to Apache Kafka {release}"));
+    }
+    if req.step_name == "post_check" {
+        let health = health_check(spec).await?;
+        let kafka = super::connect(spec).await?;
+        let finalised = finalise_metadata_version(&kafka).await?;
+        return Ok(format!("{health}; {finalised}"));
+    }
+    let Some(i) = req.step_name.strip_prefix("upgrade_broker_").and_then(|i| i.parse::<usize>().ok()) else {
+        return Err(format!("step {} of {} is not done on a bound cluster", req.step_name, req.operation));
+    };
+    let kept = Kept::load(req).await?;
+    let order: Vec<i32> = kept
+        .all
+        .get("upgrade_order")
+        .and_then(|o| serde_json::from_value(o.clone()).ok())
+        .ok_or("the upgrade's broker order was not kept at pre_check")?;
+    let broker = *order.get(i).ok_or_else(|| format!("step {} has no broker in the order {order:?}", req.step_name))?;
+    roll(spec, req, events, &Action::Upgrade(release.to_owned()), Some(broker)).await
+}
+
+/// The Apache Kafka release a kernel build runs: the `X.Y.Z` its name starts with.
+fn release_of(build: &str) -> Option<&str> {
+    let end = build.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(build.len());
+    let release = &build[..end];
+    let parts: Vec<&str> = release.split('.').collect();
+    (parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.len() <= 4)).then_some(release)
+}
+
+/// UpdateFeatures: `metadata.version` to the highest level every broker supports, once all run
+/// the new release (what `kafka-features upgrade` does for it). Repeating it changes nothing.
+async fn finalise_metadata_version(kafka: &krafka::Kafka) -> Result<String, String> {
+    use krafka::admin::{DescribeFeaturesOptions, FeatureUpdateKey, UpdateFeaturesOptions};
+    const MV: &str = "metadata.version";
+    let admin = kafka.admin();
+    let brokers = crate::kafka::describe(kafka, CALL_TIMEOUT).await.map_err(why)?.brokers;
+    let mut level = i16::MAX;
+    let mut finalised = None;
+    for b in &brokers {
+        let f = admin
+            .describe_features(DescribeFeaturesOptions::default().timeout(CALL_TIMEOUT).node_id(b.id))
+            .await
+            .map_err(|e| format!("broker {} did not describe its features: {e}", b.id))?;
+        let max = f.supported.iter().find(|s| s.name == MV).map(|s| s.max_version).ok_or_else(|| {
+            format!("broker {} does not list {MV} among its features", b.id)
+        })?;
+        level = level.min(max);
+        finalised = f.finalized.iter().find(|s| s.name == MV).map(|s| s.max_version_level).or(finalised);
+    }
+    if brokers.is_empty() {
+        return Err("the cluster shows no broker".to_owned());
+    }
+    if finalised.is_some_and(|f| f >= level) {
+        return Ok(format!("{MV} already at level {level}"));
+    }
+    let answers = admin
+        .update_features(vec![FeatureUpdateKey::upgrade(MV, level)], UpdateFeaturesOptions::default().timeout(CALL_TIMEOUT))
+        .await
+        .map_err(|e| format!("the controller refused {MV} level {level}: {e}"))?;
+    for (feature, answer) in answers {
+        answer.map_err(|e| format!("the controller refused {feature} level {level}: {e}"))?;
+    }
+    Ok(format!("{MV} finalised at level {level} (was {})", finalised.map_or("unset".to_owned(), |f| f.to_string())))
+}
+
 /// What a rolling step keeps with the task across attempts (under `"rolling"`, by step name).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 struct Roll {
@@ -328,6 +427,11 @@ impl<'a> Kept<'a> {
 
     /// Writes `roll` for this step; an error when the lease is no longer ours.
     async fn save(&mut self, roll: &Roll) -> Result<(), String> {
+        self.put(roll)?;
+        self.save_all().await
+    }
+
+    fn put(&mut self, roll: &Roll) -> Result<(), String> {
         let rolling = self.all.entry("rolling").or_insert_with(|| Value::Object(Default::default()));
         if !rolling.is_object() {
             *rolling = Value::Object(Default::default());
@@ -335,6 +439,11 @@ impl<'a> Kept<'a> {
         if let Value::Object(m) = rolling {
             m.insert(self.req.step_name.to_owned(), serde_json::to_value(roll).map_err(why)?);
         }
+        Ok(())
+    }
+
+    /// Writes the whole state; an error when the lease is no longer ours.
+    async fn save_all(&mut self) -> Result<(), String> {
         let text = Value::Object(self.all.clone()).to_string();
         let now = self.req.clock.now_ms();
         match self.req.runs.save_state(self.req.owner, &self.req.task.id, text, now).await {
@@ -352,14 +461,14 @@ struct Spent {
     program: Duration,
 }
 
-/// Restarts (or reconfigures, or upgrades) the brokers of `only` (all when `None`) one at a time;
-/// the step's summary on success. `deadline`: when a check that has not passed fails the step.
+/// Restarts (or reconfigures, or upgrades) every broker, or only broker `only`, one at a time;
+/// the step's summary on success.
 pub(super) async fn roll(
     spec: &Spec,
     req: &StepRun<'_>,
     events: &mpsc::Sender<Event>,
     action: &Action,
-    only: Option<usize>,
+    only: Option<i32>,
 ) -> Result<String, String> {
     let started = Instant::now();
     let deadline = started + check_budget(spec.timeout);
@@ -369,13 +478,10 @@ pub(super) async fn roll(
     let mut state = match kept.roll() {
         Some(r) => r,
         None => {
-            let snap = snapshot(&kafka).await?;
-            let mut order = snap.order();
-            if let Some(i) = only {
-                order = order.get(i).map(|b| vec![*b]).ok_or_else(|| {
-                    format!("step {} names broker number {i}, and the cluster has {} brokers", req.step_name, order.len())
-                })?;
-            }
+            let order = match only {
+                Some(b) => vec![b],
+                None => snapshot(&kafka).await?.order(),
+            };
             let r = Roll { order, ..Roll::default() };
             kept.save(&r).await?;
             r
@@ -579,5 +685,60 @@ async fn act(control: &Control<'_>, action: &Action, broker: i32) -> Result<Stri
             control.restart(broker).await
         }
         Action::Upgrade(version) => control.upgrade(broker, version).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(name: &str, replicas: &[i32], isr: &[i32], min_isr: usize) -> Partition {
+        Partition { name: name.into(), replicas: replicas.to_vec(), isr: isr.to_vec(), min_isr }
+    }
+
+    fn snap(serving: &[i32], controller: i32, partitions: Vec<Partition>) -> Snapshot {
+        Snapshot { serving: serving.iter().copied().collect(), controller, partitions }
+    }
+
+    #[test]
+    fn the_controller_goes_last_and_a_broker_holding_replicas_counts_while_down() {
+        let s = snap(&[1, 2, 3], 2, vec![part("t-0", &[1, 2, 3], &[1, 2, 3], 2)]);
+        assert_eq!(s.order(), [1, 3, 2]);
+        let down = snap(&[1, 2], 1, vec![part("t-0", &[1, 2, 3], &[1, 2], 2)]);
+        assert_eq!(down.order(), [2, 3, 1]);
+        let why = unhealthy(&down).expect("unhealthy");
+        assert!(why.contains("broker 3 is not serving") && why.contains("t-0"), "{why}");
+    }
+
+    #[test]
+    fn a_broker_is_restarted_only_if_no_partition_drops_below_min_insync() {
+        let healthy = snap(&[1, 2, 3], 3, vec![part("t-0", &[1, 2, 3], &[1, 2, 3], 2)]);
+        assert_eq!(healthy.blocks_restart(1), None);
+        // RF 2 with min.insync 2 can never be restarted without losing writes: noted, not blocking.
+        let tight = snap(&[1, 2, 3], 3, vec![part("u-0", &[1, 2], &[1, 2], 2)]);
+        assert_eq!(tight.blocks_restart(1), None);
+        assert_eq!(tight.unavoidable(1), ["u-0"]);
+        let under = snap(&[1, 2, 3], 3, vec![part("t-0", &[1, 2, 3], &[2, 3], 2)]);
+        let why = under.blocks_restart(2).expect("blocked");
+        assert!(why.contains("under-replicated") && why.contains("t-0"), "{why}");
+        assert!(under.not_back(1).is_some_and(|w| w.contains("t-0")));
+        let not_serving = snap(&[1, 2], 3, vec![]);
+        assert!(not_serving.blocks_restart(3).is_some_and(|w| w.contains("broker 3 is not serving")));
+        assert!(not_serving.not_back(3).is_some_and(|w| w.contains("broker 3")));
+    }
+
+    #[test]
+    fn a_build_names_its_release() {
+        assert_eq!(release_of("4.3.2-h0.cbu.dms.100.r0"), Some("4.3.2"));
+        assert_eq!(release_of("4.3.2"), Some("4.3.2"));
+        assert_eq!(release_of("4.3-h0"), None);
+        assert_eq!(release_of("latest"), None);
+        assert_eq!(release_of("4..2"), None);
+    }
+
+    #[test]
+    fn the_check_budget_leaves_a_margin_before_the_step_timeout() {
+        assert_eq!(check_budget(Duration::from_secs(3600)), Duration::from_secs(3590));
+        assert_eq!(check_budget(Duration::from_secs(30)), Duration::from_secs(27));
     }
 }
