@@ -311,24 +311,30 @@ async fn a_static_config_lands_on_every_broker_through_a_rolling_restart() {
     let app = server(&control, &[]).await;
     let inst = bind(&app, &kafka, &control).await;
     let before = pids(&kafka);
-    // A value the cluster does not have yet, so that seeing it proves this change.
-    let current = kafka.broker_configs("1").get("num.partitions").cloned().unwrap_or_default();
-    let value = if current == "7" { "8" } else { "7" };
-    let res = app.modify_configs(&inst, json!([{"name": "num.partitions", "value": value}])).await;
+    // A value the cluster does not have yet, so that seeing it proves this change (not
+    // num.partitions: connected.rs's refusal test watches that one on the shared cluster).
+    const NAME: &str = "offsets.retention.minutes";
+    let current = kafka.broker_configs("1").get(NAME).cloned().unwrap_or_default();
+    let mut value = 20_000 + std::process::id() % 5_000;
+    if current == value.to_string() {
+        value += 1;
+    }
+    let value = value.to_string();
+    let res = app.modify_configs(&inst, json!([{"name": NAME, "value": value}])).await;
     assert_eq!(res.status, 200, "{}", res.text);
     let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
     let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
     assert_eq!(t["status"], "SUCCESS", "{t} {run}");
     for broker in ["1", "2", "3"] {
         let configs = kafka.broker_configs(broker);
-        assert_eq!(configs.get("num.partitions").map(String::as_str), Some(value), "broker {broker}");
+        assert_eq!(configs.get(NAME), Some(&value), "broker {broker}");
     }
     let after = pids(&kafka);
     for n in 1..=3 {
         assert!(after[&n].is_some() && after[&n] != before[&n], "node {n} was not restarted: {before:?} -> {after:?}");
     }
     // Not a dynamic default: the value is in each broker's own configuration.
-    assert!(!kafka.cluster_defaults().contains("num.partitions"), "set as a dynamic default");
+    assert!(!kafka.cluster_defaults().contains(NAME), "set as a dynamic default");
 }
 
 #[tokio::test]

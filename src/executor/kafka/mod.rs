@@ -8,12 +8,18 @@
 //!   IncrementalAlterConfigs (idempotent: a second attempt sets the same values), then reads
 //!   every broker's configs back with DescribeConfigs until each value is in force there. The
 //!   step ends only when every broker shows every value; its progress is the share of brokers
-//!   that do.
+//!   that do;
+//! - **restartInstance**: a rolling restart through the binding's broker-control program, one
+//!   broker at a time after Strimzi KafkaRoller's checks, the active controller last
+//!   ([`rolling`]; the program's interface in [`control`]);
+//! - **static configs and the auto-topic switch** (kafkaConfigModify): the program writes them into
+//!   each broker's own configuration, then the same rolling restart, each broker's DescribeConfigs
+//!   showing the value before the next one;
+//! - **upgradeInstance**: each broker restarted on the Apache Kafka release the kernel build names
+//!   (`4.3.2-h0…` → 4.3.2), then `metadata.version` finalised with UpdateFeatures.
 //!
-//! Not done yet, and refused at `pre_check` with the reason (so that the task fails before
-//! anything changes): static configs and the auto-topic switch, which need a rolling restart
-//! through the binding's broker-control program. The other operations of a bound instance are
-//! refused the same way, at their first step, until they are built.
+//! The other operations of a bound instance are refused at their first step with the reason, so
+//! that the task fails before anything changes.
 
 use std::time::Duration;
 
