@@ -115,8 +115,12 @@ impl Engine {
                 Ok(None) => return None,
                 Ok(Some(stored)) => {
                     let timeout = deps.executors.get(op).map_or(crate::executor::kafka::STEP_TIMEOUT, |e| e.timeout);
-                    let spec =
-                        crate::executor::kafka::Spec { stored, master: master.clone(), policy: policy.clone(), timeout };
+                    let spec = crate::executor::kafka::Spec {
+                        stored,
+                        master: master.clone(),
+                        policy: policy.clone(),
+                        timeout,
+                    };
                     return Some(Arc::new(crate::executor::Executor {
                         kind: crate::executor::Kind::Kafka(spec),
                         timeout,

@@ -94,12 +94,7 @@ impl Spec {
 }
 
 /// Runs the program for `req` until it exits or `stop` turns true.
-pub async fn run(
-    spec: &Spec,
-    req: &StepRun<'_>,
-    events: mpsc::Sender<Event>,
-    stop: watch::Receiver<bool>,
-) -> Outcome {
+pub async fn run(spec: &Spec, req: &StepRun<'_>, events: mpsc::Sender<Event>, stop: watch::Receiver<bool>) -> Outcome {
     let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     env.extend(
         [

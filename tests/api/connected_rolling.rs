@@ -174,7 +174,8 @@ impl DownWatch {
             while !s.load(Ordering::Relaxed) {
                 let out = Command::new(&script).arg("status").env("KAFKA_CLUSTER_DIR", &dir).output();
                 if let Ok(out) = out {
-                    let down = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.ends_with(": stopped")).count();
+                    let down =
+                        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.ends_with(": stopped")).count();
                     m.fetch_max(down, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(300));

@@ -95,8 +95,14 @@ impl<'a> Control<'a> {
             ("KT_OPERATION".to_owned(), req.operation.to_owned()),
             ("KT_STEP".to_owned(), req.step_name.to_owned()),
         ];
-        let invocation =
-            Invocation { program: self.program, args: &args, env, working_dir: None, stdin: Vec::new(), attempt: req.attempt };
+        let invocation = Invocation {
+            program: self.program,
+            args: &args,
+            env,
+            working_dir: None,
+            stdin: Vec::new(),
+            attempt: req.attempt,
+        };
         // Progress lines of the program are not the step's (the rolling restart reports its own);
         // they are read and dropped so that the program never blocks on a full pipe.
         let (events, mut drop_events) = mpsc::channel(16);

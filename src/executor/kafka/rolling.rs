@@ -130,8 +130,7 @@ impl Snapshot {
             return Some(format!("broker {broker} has not registered again (unfenced)"));
         }
         let under = self.under_replicated();
-        (!under.is_empty())
-            .then(|| format!("{} partitions are still under-replicated: {}", under.len(), named(&under)))
+        (!under.is_empty()).then(|| format!("{} partitions are still under-replicated: {}", under.len(), named(&under)))
     }
 
     /// Partitions that lose writes while `broker` restarts, whatever the order.
@@ -159,13 +158,15 @@ pub(super) async fn snapshot(kafka: &krafka::Kafka) -> Result<Snapshot, String> 
     let admin = kafka.admin();
     // In KRaft, DescribeCluster names a random broker as the controller; the quorum's leader is
     // the active controller.
-    let controller = match admin.describe_metadata_quorum(DescribeMetadataQuorumOptions::default().timeout(CALL_TIMEOUT)).await
-    {
-        Ok(q) if q.leader_id >= 0 => q.leader_id,
-        _ => cluster.controller_id,
-    };
-    let names =
-        admin.list_topics(ListTopicsOptions::default().include_internal(true).timeout(CALL_TIMEOUT)).await.map_err(why)?;
+    let controller =
+        match admin.describe_metadata_quorum(DescribeMetadataQuorumOptions::default().timeout(CALL_TIMEOUT)).await {
+            Ok(q) if q.leader_id >= 0 => q.leader_id,
+            _ => cluster.controller_id,
+        };
+    let names = admin
+        .list_topics(ListTopicsOptions::default().include_internal(true).timeout(CALL_TIMEOUT))
+        .await
+        .map_err(why)?;
     let topics = if names.is_empty() {
         Default::default()
     } else {
@@ -174,10 +175,10 @@ pub(super) async fn snapshot(kafka: &krafka::Kafka) -> Result<Snapshot, String> 
     let min_isr: BTreeMap<String, usize> = if names.is_empty() {
         BTreeMap::new()
     } else {
-        let options =
-            DescribeConfigsOptions::default().timeout(CALL_TIMEOUT).config_names(vec!["min.insync.replicas".to_owned()]);
-        let described =
-            admin.describe_configs(names.iter().map(ConfigResource::topic), options).await.map_err(why)?;
+        let options = DescribeConfigsOptions::default()
+            .timeout(CALL_TIMEOUT)
+            .config_names(vec!["min.insync.replicas".to_owned()]);
+        let described = admin.describe_configs(names.iter().map(ConfigResource::topic), options).await.map_err(why)?;
         names
             .iter()
             .filter_map(|n| {
@@ -360,9 +361,12 @@ async fn finalise_metadata_version(kafka: &krafka::Kafka) -> Result<String, Stri
             .describe_features(DescribeFeaturesOptions::default().timeout(CALL_TIMEOUT).node_id(b.id))
             .await
             .map_err(|e| format!("broker {} did not describe its features: {e}", b.id))?;
-        let max = f.supported.iter().find(|s| s.name == MV).map(|s| s.max_version).ok_or_else(|| {
-            format!("broker {} does not list {MV} among its features", b.id)
-        })?;
+        let max = f
+            .supported
+            .iter()
+            .find(|s| s.name == MV)
+            .map(|s| s.max_version)
+            .ok_or_else(|| format!("broker {} does not list {MV} among its features", b.id))?;
         level = level.min(max);
         finalised = f.finalized.iter().find(|s| s.name == MV).map(|s| s.max_version_level).or(finalised);
     }
@@ -373,7 +377,10 @@ async fn finalise_metadata_version(kafka: &krafka::Kafka) -> Result<String, Stri
         return Ok(format!("{MV} already at level {level}"));
     }
     let answers = admin
-        .update_features(vec![FeatureUpdateKey::upgrade(MV, level)], UpdateFeaturesOptions::default().timeout(CALL_TIMEOUT))
+        .update_features(
+            vec![FeatureUpdateKey::upgrade(MV, level)],
+            UpdateFeaturesOptions::default().timeout(CALL_TIMEOUT),
+        )
         .await
         .map_err(|e| format!("the controller refused {MV} level {level}: {e}"))?;
     for (feature, answer) in answers {
@@ -598,7 +605,10 @@ fn so_far(state: &Roll) -> String {
     if state.done.is_empty() {
         "no broker was restarted".to_owned()
     } else {
-        format!("brokers {} were restarted before", state.done.iter().map(i32::to_string).collect::<Vec<_>>().join(", "))
+        format!(
+            "brokers {} were restarted before",
+            state.done.iter().map(i32::to_string).collect::<Vec<_>>().join(", ")
+        )
     }
 }
 
@@ -641,7 +651,11 @@ where
 }
 
 /// The configs of `values` that `broker` does not show with the value asked for.
-async fn missing_configs(kafka: &krafka::Kafka, broker: i32, values: &[(String, String)]) -> Result<Vec<String>, String> {
+async fn missing_configs(
+    kafka: &krafka::Kafka,
+    broker: i32,
+    values: &[(String, String)],
+) -> Result<Vec<String>, String> {
     let options = DescribeConfigsOptions::default()
         .timeout(CALL_TIMEOUT)
         .config_names(values.iter().map(|(n, _)| n.clone()).collect());
