@@ -506,4 +506,32 @@ async fn a_kernel_upgrade_moves_every_node_to_the_new_release_and_finalises_the_
     let mv = features.lines().find(|l| l.contains("Feature: metadata.version")).expect("metadata.version");
     assert!(mv.contains("FinalizedVersionLevel: 4.3-"), "{mv}");
     assert!(run["output_tail"].as_str().unwrap_or("").contains("metadata.version finalised"), "{run}");
+
+    // The auto-topic switch, a static config whose DMS steps have no rolling_restart of their
+    // own, on the same throw-away cluster: every broker shows it after the roll (ConfigCommand).
+    let res = app.auto_topic(&inst, true).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+    let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
+    assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+    for broker in ["1", "2", "3"] {
+        let args = [
+            "tools",
+            "configs",
+            "--bootstrap-server",
+            &cluster.bootstrap(),
+            "--entity-type",
+            "brokers",
+            "--entity-name",
+            broker,
+            "--describe",
+            "--all",
+        ];
+        let out = cluster.command(&args).env("KAFKA_VERSION", "4.3.2").output().expect("the tool runs");
+        let configs = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            configs.lines().any(|l| l.trim().starts_with("auto.create.topics.enable=true ")),
+            "broker {broker}: {configs}"
+        );
+    }
 }
