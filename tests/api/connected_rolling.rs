@@ -535,3 +535,45 @@ async fn a_kernel_upgrade_moves_every_node_to_the_new_release_and_finalises_the_
         );
     }
 }
+
+#[tokio::test]
+async fn a_tenant_cannot_make_the_server_run_a_program_the_operator_did_not_allow() {
+    // No cluster needed: the operator's rules are checked before the cluster is asked.
+    let allowed = tempfile::tempdir().expect("dir");
+    let inside = allowed.path().join("control.sh");
+    std::fs::write(&inside, "#!/bin/sh\nexit 0\n").expect("program");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let link = allowed.path().join("sh");
+    std::os::unix::fs::symlink("/bin/sh", &link).expect("link");
+
+    async fn bind(app: &TestApp, inst: &str, program: &str) -> crate::helpers::Response {
+        let body = json!({"bootstrap_servers": "127.0.0.1:9", "broker_control": program});
+        app.put(&format!("{}/cluster", app.instance_path(inst)), Some(body)).await
+    }
+
+    // Without --broker-control-dir no binding may name a program, not even an allowed-looking one.
+    let app = TestApp::spawn_with(&["--time-scale", "0", "--cluster-allow", "127.0.0.1"]).await;
+    let inst = app.create_instance().await;
+    let res = bind(&app, &inst, inside.to_str().expect("utf-8")).await;
+    res.assert_error(400, "DMS.00400062");
+    assert!(res.text.contains("--broker-control-dir"), "{}", res.text);
+
+    // With it: a program elsewhere, a path climbing out, or a link out of the directory is refused.
+    let dir = allowed.path().to_str().expect("utf-8");
+    let app =
+        TestApp::spawn_with(&["--time-scale", "0", "--cluster-allow", "127.0.0.1", "--broker-control-dir", dir]).await;
+    let inst = app.create_instance().await;
+    let climbing =
+        format!("{dir}/../{}/control.sh", allowed.path().file_name().and_then(|n| n.to_str()).expect("name"));
+    for program in ["/bin/sh", link.to_str().expect("utf-8")] {
+        let res = bind(&app, &inst, program).await;
+        res.assert_error(400, "DMS.00400062");
+        assert!(res.text.contains("is not under the broker-control directory"), "{program}: {}", res.text);
+    }
+    // (A path that climbs out and back in names the allowed file: it is allowed, as it is the same file.)
+    let res = bind(&app, &inst, &climbing).await;
+    assert!(!res.text.contains("is not under"), "{}", res.text);
+    // Nothing was bound by the refused requests.
+    app.get(&format!("{}/cluster", app.instance_path(&inst))).await.assert_error(404, "DMS.00404090");
+}
