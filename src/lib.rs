@@ -21,6 +21,7 @@ pub mod http;
 pub mod kafka;
 pub mod log_json;
 pub mod log_limit;
+pub mod private_files;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
