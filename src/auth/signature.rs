@@ -34,9 +34,8 @@ impl Algorithm {
 
     pub fn hash_hex(self, data: &[u8]) -> String {
         // Most requests have no body: its hash is worked out once.
-        static EMPTY: std::sync::LazyLock<[String; 2]> = std::sync::LazyLock::new(|| {
-            [hex::encode(Sha256::digest(b"")), hex::encode(sm3::Sm3::digest(b""))]
-        });
+        static EMPTY: std::sync::LazyLock<[String; 2]> =
+            std::sync::LazyLock::new(|| [hex::encode(Sha256::digest(b"")), hex::encode(sm3::Sm3::digest(b""))]);
         if data.is_empty() {
             return EMPTY[self as usize].clone();
         }
@@ -475,7 +474,10 @@ mod tests {
     fn the_hash_of_nothing_is_the_published_one() {
         assert_eq!(Algorithm::Sha256.hash_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         assert_eq!(Algorithm::Sm3.hash_hex(b""), "1ab21d8355cfa17f8e61194831e81a8f22bec8c728fefb747ed035eb5082aa2b");
-        assert_eq!(Algorithm::Sha256.hash_hex(b"abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            Algorithm::Sha256.hash_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
