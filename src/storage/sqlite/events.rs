@@ -150,7 +150,8 @@ mod tests {
         append_events(&conn, &first)?;
         append_events(&conn, &[make(23)])?;
         append_events(&conn, &[])?;
-        let mut st = conn.prepare("SELECT id, at, project_id, instance_id, task_id, kind, data FROM task_events ORDER BY id")?;
+        let mut st =
+            conn.prepare("SELECT id, at, project_id, instance_id, task_id, kind, data FROM task_events ORDER BY id")?;
         let rows: Vec<(i64, NewEvent)> = st
             .query_map([], |r| {
                 let kind: String = r.get(5)?;
