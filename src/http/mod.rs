@@ -166,13 +166,14 @@ async fn request_context(req: Request, next: Next) -> Response {
 struct RequestMetrics;
 
 type RequestHandles = (metrics::Counter, metrics::Histogram);
+/// Route template → (method, status class, handles).
+type HandlesByRoute = std::collections::HashMap<String, Vec<(&'static str, &'static str, RequestHandles)>>;
 
 impl RequestMetrics {
     fn with(method: &'static str, route: &str, status: &'static str, f: impl FnOnce(&RequestHandles)) {
         thread_local! {
             /// Per route template: the handles of each (method, status class) seen.
-            static HANDLES: std::cell::RefCell<std::collections::HashMap<String, Vec<(&'static str, &'static str, RequestHandles)>>> =
-                std::cell::RefCell::new(std::collections::HashMap::new());
+            static HANDLES: std::cell::RefCell<HandlesByRoute> = std::cell::RefCell::new(HandlesByRoute::new());
         }
         HANDLES.with_borrow_mut(|handles| {
             if !handles.contains_key(route) {
