@@ -123,18 +123,22 @@ impl Values {
         }
     }
 
+    /// The object, built in one string of the right size and written at once (the span's
+    /// buffer starts empty, and grew by reallocation with every small write).
     fn write(mut self, w: &mut impl fmt::Write) -> fmt::Result {
         self.0.sort_by(|a, b| a.0.cmp(&b.0));
-        w.write_char('{')?;
+        let mut out = String::with_capacity(2 + self.0.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>());
+        out.push('{');
         for (i, (k, v)) in self.0.iter().enumerate() {
             if i > 0 {
-                w.write_char(',')?;
+                out.push(',');
             }
-            escaped(w, k)?;
-            w.write_char(':')?;
-            w.write_str(v)?;
+            escaped(&mut out, k)?;
+            out.push(':');
+            out.push_str(v);
         }
-        w.write_char('}')
+        out.push('}');
+        w.write_str(&out)
     }
 }
 
@@ -172,7 +176,8 @@ impl Visit for Values {
             return;
         }
         let name = name.strip_prefix("r#").unwrap_or(name);
-        let mut json = String::from("\"");
+        let mut json = String::with_capacity(48);
+        json.push('"');
         let _ = write!(Escaping(&mut json), "{value:?}");
         json.push('"');
         self.insert(name, json);
@@ -343,7 +348,10 @@ mod tests {
             tracing::subscriber::with_default(builder.finish(), emit);
         }
         // The timestamps differ between the runs: compare what follows them.
-        buf.lines().iter().map(|l| l.split_once("\",\"level\"").map_or(l.clone(), |(_, rest)| rest.to_owned())).collect()
+        buf.lines()
+            .iter()
+            .map(|l| l.split_once("\",\"level\"").map_or(l.clone(), |(_, rest)| rest.to_owned()))
+            .collect()
     }
 
     #[test]
