@@ -76,6 +76,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 /// As [`start`], with a clock that tests can move.
 pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<Running> {
     let pruner = args.retention.pruner()?;
+    if args.test_control {
+        crate::control::database_allowed(&args.db.database).map_err(|e| anyhow::anyhow!(e))?;
+    }
     let storage = Storage::open_with_pool(&args.db.database, args.pool_size as usize).await?;
     let master = args.keys.open(&storage, clock.now_ms()).await?;
     let default_project: ProjectId = args
@@ -91,10 +94,30 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     for (op, kind) in executors.describe() {
         tracing::info!(operation = op, executor = kind, "operation run by an executor");
     }
-    let step_context = StepContext { storage_pool_gb: args.storage_pool_gb, executed: executors.executed() };
+    let step_context = StepContext {
+        storage_pool_gb: args.storage_pool_gb,
+        executed: executors.executed(),
+        stepwise: args.test_control,
+    };
     let wake = Arc::new(Notify::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let control = match args.test_control {
+        true => {
+            let control = crate::control::TestControl::open(storage.clone(), clock.clone(), wake.clone()).await?;
+            tokio::spawn(control.clone().refresh_forever(shutdown_rx.clone()));
+            tracing::warn!(
+                database = %redact(&args.db.database),
+                clock = %control.clock_json(),
+                "TEST CONTROL IS ON (--test-control): any admin of this server can inject faults, move the clock \
+                 and reset the whole database through /v2/{{project_id}}/test-control/; never run it like this \
+                 in production"
+            );
+            Some(control)
+        }
+        false => None,
+    };
     let state = AppState {
+        control: control.clone(),
         storage: storage.clone(),
         auth: Arc::new(auth),
         clock: clock.clone(),
@@ -127,6 +150,10 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     )
     .with_executors(executors, storage.runs.clone(), storage.instances.clone())
     .with_clusters(storage.clusters.clone(), state.auth.master().clone(), state.cluster_policy.clone());
+    let engine = match control {
+        Some(c) => engine.with_test_control(c),
+        None => engine,
+    };
     let engine = tokio::spawn(engine.run(shutdown_rx.clone()));
     let pruner = crate::engine::retention::Pruner::new(storage.retention.clone(), pruner, clock.clone());
     let pruner = tokio::spawn(pruner.run(shutdown_rx.clone()));

@@ -11,7 +11,7 @@ use kafka_tasks::domain::{ProjectId, Role, TaskId, TaskRecord, TaskStatus};
 use kafka_tasks::storage::*;
 
 const CTX: StepContext =
-    StepContext { storage_pool_gb: 10_000, executed: kafka_tasks::domain::operation::OpSet::EMPTY };
+    StepContext { storage_pool_gb: 10_000, executed: kafka_tasks::domain::operation::OpSet::EMPTY, stepwise: false };
 const T0: i64 = 1_700_000_000_000;
 
 #[path = "../common/pg.rs"]
