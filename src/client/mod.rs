@@ -6,6 +6,7 @@
 //! 0 done · 1 the API refused (4xx) · 2 usage or local configuration · 3 the task FAILED (or was
 //! cancelled) · 4 server error (5xx) or no answer · 5 `--timeout` passed while waiting.
 
+mod control;
 pub mod events;
 pub mod http;
 pub mod output;
@@ -157,6 +158,9 @@ pub enum ClientCommand {
     Retention(RetentionArgs),
     /// The Apache Kafka cluster an instance is bound to (connected mode, admin role).
     Cluster(ClusterArgs),
+    /// Test control of a server started with `serve --test-control`: fault rules, the clock,
+    /// reset (admin role).
+    Control(control::ControlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -695,6 +699,7 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
         }
         ClientCommand::Retention(a) => retention(Ctx::new(&a.conn)?, a.cmd).await,
         ClientCommand::Cluster(a) => cluster(Ctx::new(&a.conn)?, a.cmd).await,
+        ClientCommand::Control(a) => control::control(Ctx::new(&a.conn)?, a.cmd).await,
         ClientCommand::Restart(a) => {
             let c = Ctx::new(&a.conn)?;
             let body = json!({ "action": "restart", "instances": [a.inst.instance] });
