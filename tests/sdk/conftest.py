@@ -15,11 +15,13 @@ def pytest_configure(config):
 
 
 class SdkServer(Server):
-    def client(self, cred, algorithm=None):
-        """The official Python SDK, pointed at this server, signing with `cred`."""
+    def client(self, cred, algorithm=None, retry_times=0):
+        """The official Python SDK, pointed at this server, signing with `cred` (and retrying a
+        429 `retry_times` times, as the SDK's HttpConfig does)."""
         cfg = HttpConfig.get_default_config()
         cfg.ignore_ssl_verification = True
         cfg.timeout = (5, 20)
+        cfg.retry_times = retry_times
         if algorithm is not None:
             cfg.signing_algorithm = algorithm
         ak, sk, project = cred["access_key"], cred["secret_key"], cred["project_id"]
