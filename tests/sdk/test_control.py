@@ -13,7 +13,8 @@ from huaweicloudsdkkafka.v2 import (
     ShowUpgradeInstanceVersionRequest, UpgradeInstanceReq, UpgradeInstanceRequest,
 )
 
-from test_testing_your_automation import Control, instance, kt  # noqa: F401 (fixtures)
+from kt_server import Control
+from test_testing_your_automation import instance, kt  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

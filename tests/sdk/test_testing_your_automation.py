@@ -3,9 +3,6 @@ a pytest fixture that resets the server before each test, a test that injects a 
 assertions on what the automation under test did about it. The automation here is a small
 restart routine written against the official Python SDK, as a runbook would be."""
 
-import json
-import os
-import subprocess
 import time
 
 import pytest
@@ -16,8 +13,7 @@ from huaweicloudsdkkafka.v2 import (
 )
 
 from conftest import SdkServer
-
-KAFKA_TASKS = os.environ.get("KAFKA_TASKS_BIN", "kafka-tasks")
+from kt_server import Control
 
 
 # ---- the automation under test -------------------------------------------------------------
@@ -44,28 +40,7 @@ def restart(client, instance_id, timeout=30):
     raise TimeoutError(task_id)
 
 
-# ---- test control, through the kafka-tasks CLI ----------------------------------------------
-
-class Control:
-    """`kafka-tasks control …` against one server, as its admin."""
-
-    def __init__(self, endpoint, cred):
-        self.env = {
-            "PATH": os.environ.get("PATH", ""),
-            "KAFKA_TASKS_ENDPOINT": endpoint,
-            "HUAWEICLOUD_SDK_AK": cred["access_key"],
-            "HUAWEICLOUD_SDK_SK": cred["secret_key"],
-            "HUAWEICLOUD_SDK_PROJECT_ID": cred["project_id"],
-        }
-
-    def __call__(self, *args):
-        out = subprocess.run([KAFKA_TASKS, "control", *args, "--output", "json"],
-                             env=self.env, check=True, capture_output=True, text=True)
-        return json.loads(out.stdout)
-
-    def inject(self, **rule):
-        return self("faults", "add", json.dumps(rule))
-
+# ---- the server, and test control through the kafka-tasks CLI (kt_server.Control) --------
 
 @pytest.fixture(scope="module")
 def kt():
