@@ -161,7 +161,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     let _ = metrics_handle();
     telemetry::build_info(&args.db.database);
     let sample_every = Duration::from_millis(args.store_sample_ms);
-    tokio::spawn(telemetry::sample_forever(storage.clone(), sample_every, shutdown_rx.clone()));
+    tokio::spawn(telemetry::sample_forever(storage.clone(), clock.clone(), sample_every, shutdown_rx.clone()));
     let mut opts = args.net.serve_options();
     opts.max_connections = serve::fit_connection_cap(opts.max_connections);
     let metrics_listener = match args.net.metrics_listen {

@@ -414,3 +414,39 @@ async fn test_control_is_refused_with_a_postgres_server_elsewhere() {
     };
     assert!(err.contains("not on this machine"), "{err}");
 }
+
+#[tokio::test]
+async fn advancing_the_clock_ages_retention_and_expires_tokens_at_once() {
+    // The pruner's interval is the default minute: only the clock's move can make it run now.
+    let app = TestApp::spawn_with(ON).await;
+    let inst = app.create_instance().await;
+    app.wait_instance_status(&inst, "RUNNING").await;
+    let done = app.finished_task(&inst, true).await;
+    let body = json!({ "max_age_days": 1 });
+    let res = app.request(Method::PUT, &format!("/v2/{PROJECT}/tasks/retention"), Some(body.to_string())).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let token_body =
+        json!({"auth": {"identity": {"methods": ["hw_ak_sk"]}, "scope": {"project": {"id": PROJECT}}}}).to_string();
+    let headers = app.signed_headers(&app.admin, &Method::POST, "/v3/auth/tokens", &token_body, app.clock.now_ms());
+    let issued = reqwest::Client::new()
+        .post(format!("{}/v3/auth/tokens", app.base))
+        .headers(header_map(&headers))
+        .body(token_body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(issued.status(), 201);
+    let token = issued.headers().get("x-subject-token").and_then(|v| v.to_str().ok()).expect("token").to_owned();
+    let with_token = [("x-auth-token".to_owned(), token)];
+    let instances = format!("/v2/{PROJECT}/instances");
+    assert_eq!(app.send(Method::GET, &instances, None, &with_token).await.status, 200);
+
+    app.post(&clock(), json!({ "action": "advance", "by": "2d" })).await;
+
+    app.send(Method::GET, &instances, None, &with_token).await.assert_error(401, "APIGW.0301");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.show_task(&inst, &done).await.status == 200 {
+        assert!(Instant::now() < deadline, "the finished task was never pruned");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
