@@ -450,3 +450,27 @@ async fn advancing_the_clock_ages_retention_and_expires_tokens_at_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn on_postgres_every_process_reads_the_same_moved_clock() {
+    let (a, url) = TestApp::spawn_on_postgres(ON).await;
+    let b = a.beside(&url, ON).await;
+    let moved = a.post(&clock(), json!({ "action": "advance", "by": "5h" })).await.json();
+    assert_eq!(moved["offset_ms"].as_i64().map(|o| o >= 18_000_000), Some(true), "{moved}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = b.get(&clock()).await.json();
+        if seen["offset_ms"] == moved["offset_ms"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the other process never saw the move: {seen}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And the rules: one list for both.
+    set_rules(&a, json!([{ "operation": "ListInstances", "error": { "status_code": 503 } }])).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while list_instances(&b).await.status != 503 {
+        assert!(Instant::now() < deadline, "the other process never applied the rule");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -3,6 +3,7 @@ a pytest fixture that resets the server before each test, a test that injects a 
 assertions on what the automation under test did about it. The automation here is a small
 restart routine written against the official Python SDK, as a runbook would be."""
 
+import os
 import time
 
 import pytest
@@ -108,3 +109,18 @@ def test_without_retries_a_throttled_call_fails_the_automation(client, control, 
         restart(client, instance)
     # The SDK's own error for a 429 (its transport refuses it before reading the body).
     assert err.value.status_code == 429
+
+
+def test_the_documented_example_is_this_file():
+    """Every line of the Python blocks of docs/notes/control.md is in this file or kt_server.py,
+    so that the example people copy is the one that runs here."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    doc = os.path.join(here, "..", "..", "docs", "notes", "control.md")
+    with open(doc, encoding="utf-8") as f:
+        blocks = f.read().split("```python\n")[1:]
+    assert blocks, "the document has no Python example"
+    with open(__file__, encoding="utf-8") as f, open(os.path.join(here, "kt_server.py"), encoding="utf-8") as g:
+        code = f.read() + g.read()
+    for block in blocks:
+        for line in block.split("```")[0].splitlines():
+            assert line.strip() == "" or line in code, f"documented but not run: {line!r}"
