@@ -13,7 +13,7 @@ from huaweicloudsdkkafka.v2 import (
     CreateInstanceByEngineRequest, ListBackgroundTasksRequest, ShowBackgroundTaskRequest, ShowInstanceRequest,
 )
 
-from conftest import SdkServer
+from sdk_server import SdkServer
 from kt_server import Control
 
 
