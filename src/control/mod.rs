@@ -181,9 +181,11 @@ impl TestControl {
         Ok(self.rules_json())
     }
 
-    /// `DELETE`: removes the rules equal to `filter` in every field it gives (all for `{}`).
-    pub async fn remove_rules(&self, filter: &serde_json::Map<String, Value>) -> Result<Value, ControlError> {
-        let removed = self.change_rules(|set| Ok(set.remove_matching(filter))).await?;
+    /// `DELETE`: removes the rules equal to one of `filters` in every field it gives (`{}`
+    /// matches every rule), in one change.
+    pub async fn remove_rules(&self, filters: &[serde_json::Map<String, Value>]) -> Result<Value, ControlError> {
+        let removed =
+            self.change_rules(|set| Ok(filters.iter().map(|f| set.remove_matching(f)).sum::<usize>())).await?;
         let mut v = self.rules_json();
         v["removed"] = removed.into();
         Ok(v)

@@ -166,30 +166,23 @@ pub(super) async fn remove_faults(
 ) -> Result<Response, ApiError> {
     let c = control(&state, &caller)?;
     if object(&body)?.is_empty() {
-        return Ok(axum::Json(c.remove_rules(&serde_json::Map::new()).await?).into_response());
+        return Ok(axum::Json(c.remove_rules(&[serde_json::Map::new()]).await?).into_response());
     }
-    let filters = rules(&body)?;
-    if filters.len() > crate::control::faults::MAX_RULES {
+    let list = rules(&body)?;
+    if list.len() > crate::control::faults::MAX_RULES {
         return Err(ApiError::ControlRefused(format!("at most {} filters", crate::control::faults::MAX_RULES)));
     }
-    let mut removed = 0u64;
-    for f in &filters {
-        let Value::Object(f) = f else {
-            return Err(ApiError::ControlRefused("each filter is an object of rule fields".into()));
-        };
-        if f.is_empty() {
-            return Err(ApiError::ControlRefused("an empty filter; to remove every rule, send no body".into()));
+    let mut filters = Vec::with_capacity(list.len());
+    for f in list {
+        match f {
+            Value::Object(f) if !f.is_empty() => filters.push(f),
+            Value::Object(_) => {
+                return Err(ApiError::ControlRefused("an empty filter; to remove every rule, send no body".into()));
+            }
+            _ => return Err(ApiError::ControlRefused("each filter is an object of rule fields".into())),
         }
     }
-    let mut last = Value::Null;
-    for f in filters {
-        if let Value::Object(f) = f {
-            last = c.remove_rules(&f).await?;
-            removed += last["removed"].as_u64().unwrap_or(0);
-        }
-    }
-    last["removed"] = removed.into();
-    Ok(axum::Json(last).into_response())
+    Ok(axum::Json(c.remove_rules(&filters).await?).into_response())
 }
 
 /// `GET`: what the clock reads, its offset from the wall clock, and whether it is frozen.
