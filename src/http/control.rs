@@ -81,7 +81,12 @@ fn rules(body: &Bytes) -> Result<Vec<Value>, ApiError> {
 }
 
 fn cut(s: &str) -> &str {
-    let mut end = s.len().min(64);
+    cut_to(s, 64)
+}
+
+/// At most `n` bytes of `s`, on a character boundary.
+fn cut_to(s: &str, n: usize) -> &str {
+    let mut end = s.len().min(n);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
@@ -345,7 +350,10 @@ pub async fn inject(State(state): State<AppState>, req: Request, next: Next) -> 
     };
     let (project, instance) = match RawPathParams::from_request_parts(&mut parts, &()).await {
         Ok(raw) => {
-            let get = |k: &str| raw.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_owned());
+            // Path segments are the client's: no longer than a matcher can be, in logs and audit.
+            let get = |k: &str| {
+                raw.iter().find(|(n, _)| *n == k).map(|(_, v)| cut_to(v, crate::control::faults::MAX_NAME).to_owned())
+            };
             (get("project_id"), get("instance_id"))
         }
         Err(_) => (None, None),

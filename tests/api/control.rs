@@ -474,3 +474,14 @@ async fn on_postgres_every_process_reads_the_same_moved_clock() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn a_hostile_path_segment_is_cut_before_it_reaches_the_log_and_audit_of_an_injection() {
+    let app = TestApp::spawn_with(ON).await;
+    set_rules(&app, json!([{ "operation": "ShowInstance", "error": { "status_code": 503 } }])).await;
+    let long = "\u{e9}".repeat(1000);
+    app.get(&format!("/v2/{PROJECT}/instances/{long}")).await.assert_error(503, "DMS.00503001");
+    let events = app.db.storage().await.audit.list_audit(None, None, 10_000).await.expect("audit");
+    let injected = events.iter().find(|e| e.action == "kafka-tasks:testControl:faultInjected").expect("audited");
+    assert!(injected.target.len() <= 128 && injected.target.chars().all(|c| c == '\u{e9}'), "{}", injected.target);
+}
