@@ -48,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0009_executors.sql"),
     include_str!("../../../migrations/postgres/0010_counter_shards.sql"),
     include_str!("../../../migrations/postgres/0011_cluster_bindings.sql"),
+    include_str!("../../../migrations/postgres/0014_executor_state.sql"),
     include_str!("../../../migrations/postgres/0012_test_control.sql"),
 ];
 
