@@ -103,6 +103,8 @@ pub enum Action {
     GetCluster,
     /// Binding an instance to a Kafka cluster, or unbinding it.
     BindCluster,
+    /// Test control (`serve --test-control`): fault rules, the clock, reset.
+    TestControl,
 }
 
 impl Action {
@@ -124,6 +126,7 @@ impl Action {
             Action::SetRetention => "kafka-tasks:retention:set",
             Action::GetCluster => "kafka-tasks:instance:getCluster",
             Action::BindCluster => "kafka-tasks:instance:bindCluster",
+            Action::TestControl => "kafka-tasks:testControl:change",
         }
     }
 
@@ -144,7 +147,8 @@ impl Action {
             | Action::GetRetention
             | Action::SetRetention
             | Action::GetCluster
-            | Action::BindCluster => Role::Admin,
+            | Action::BindCluster
+            | Action::TestControl => Role::Admin,
         }
     }
 }

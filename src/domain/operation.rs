@@ -141,6 +141,10 @@ pub struct StepContext {
     /// executor says so, never in the transaction that takes the task, whatever their planned
     /// duration. Empty by default: every operation is simulated.
     pub executed: OpSet,
+    /// Every step ends in a write of its own, never chained in the transaction that took the
+    /// task or ended the step before: test control (`serve --test-control`) decides each step's
+    /// fate as it starts (a fault rule may fail or stretch it), even at `--time-scale 0`.
+    pub stepwise: bool,
 }
 
 /// Every task name an operation can have ([`Operation::task_name`]), in a fixed order.
@@ -186,6 +190,12 @@ impl StepContext {
     pub fn executes(&self, op: &Operation, inst: &super::instance::Instance) -> bool {
         self.executed.contains(op.task_name())
             || (inst.cluster_bound && !matches!(op, Operation::CreateInstance { .. } | Operation::DeleteInstance))
+    }
+
+    /// Whether each step of `op` on `inst` must end in a write of its own: an executor runs it,
+    /// or test control may fault it ([`StepContext::stepwise`]).
+    pub fn one_step_per_write(&self, op: &Operation, inst: &super::instance::Instance) -> bool {
+        self.stepwise || self.executes(op, inst)
     }
 }
 
@@ -726,7 +736,7 @@ mod tests {
         inst
     }
 
-    const CTX: StepContext = StepContext { storage_pool_gb: 10_000, executed: OpSet::EMPTY };
+    const CTX: StepContext = StepContext { storage_pool_gb: 10_000, executed: OpSet::EMPTY, stepwise: false };
 
     #[test]
     fn config_changes_record_old_and_new_values() {

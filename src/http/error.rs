@@ -87,6 +87,9 @@ pub enum ApiError {
     /// admin's to see (the binding is theirs).
     #[error("the cluster cannot be used: {0}")]
     ClusterUnusable(String),
+    /// A test-control request that cannot be done, and why (`serve --test-control`).
+    #[error("test control refused: {0}")]
+    ControlRefused(String),
     /// A kernel upgrade of an instance already on the newest build: DMS's state refusal.
     #[error("the instance already runs the latest kernel")]
     AlreadyLatestKernel,
@@ -131,7 +134,7 @@ impl ApiError {
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             UriTooLong => StatusCode::URI_TOO_LONG,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            AlreadyLatestKernel | ClusterUnusable(_) => StatusCode::BAD_REQUEST,
+            AlreadyLatestKernel | ClusterUnusable(_) | ControlRefused(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -173,6 +176,7 @@ impl ApiError {
                 "DMS.00400062",
                 format!("Invalid bootstrap_servers parameter in the request: the cluster cannot be used: {why}"),
             ),
+            ControlRefused(why) => ("DMS.00400800", format!("Invalid request parameter: {why}")),
             AlreadyLatestKernel => (
                 "DMS.00400026",
                 "This operation is not allowed due to the instance status: it already runs the latest kernel version."

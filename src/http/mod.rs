@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth_layer;
 pub mod clusters;
 pub mod console;
+pub mod control;
 pub mod error;
 pub mod events;
 pub mod executors;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub retention_defaults: Arc<crate::domain::retention::RetentionPolicy>,
     /// What cluster bindings may reach (from `serve`'s flags).
     pub cluster_policy: Arc<crate::domain::cluster::ClusterPolicy>,
+    /// Test control, with `serve --test-control` only.
+    pub control: Option<Arc<crate::control::TestControl>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -82,9 +85,11 @@ pub fn router(state: AppState) -> Router {
         .merge(executors::router())
         .merge(retention::router())
         .merge(clusters::router())
+        .route_layer(middleware::from_fn_with_state(state.clone(), control::inject))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth_layer::authenticate));
     Router::new()
         .merge(api)
+        .merge(control::router(&state))
         .merge(health::router())
         .merge(openapi::router())
         .merge(console::router())

@@ -244,6 +244,15 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 static DOCUMENT: LazyLock<String> =
     LazyLock::new(|| ApiDoc::openapi().to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
 
+/// The document of a server with `--test-control`: the same, and the test-control operations.
+static DOCUMENT_WITH_CONTROL: LazyLock<String> = LazyLock::new(|| {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(super::control::ControlDoc::openapi());
+    // What every operation shares, for the added ones too (it leaves the others as they are).
+    Shared.modify(&mut doc);
+    doc.to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+});
+
 pub fn router() -> Router<AppState> {
     Router::new().route("/openapi.json", get(document))
 }
@@ -256,8 +265,9 @@ pub fn router() -> Router<AppState> {
     tag = "Service",
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)),
 )]
-pub async fn document() -> impl IntoResponse {
-    ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str())
+pub async fn document(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    let doc = if state.control.is_some() { DOCUMENT_WITH_CONTROL.as_str() } else { DOCUMENT.as_str() };
+    ([(CONTENT_TYPE, "application/json")], doc)
 }
 
 #[cfg(test)]

@@ -125,8 +125,8 @@ def test_resize_storage(server):
 
 
 def test_scheduled_reassignment_update_cancel_and_delete(client, instance):
-    # A scheduled reassignment rather than an upgrade: since issue 9 an upgrade needs a newer kernel
-    # (see the fidelity tests below), while the scheduled-task calls are the same for every task.
+    # A scheduled reassignment rather than an upgrade: an upgrade needs a newer kernel (see the
+    # kernel tests below), while the scheduled-task calls are the same for every task.
     at = int(time.time() * 1000) + 3_600_000
     res = client.create_kafka_reassignment_task(CreateKafkaReassignmentTaskRequest(
         instance_id=instance, body=PartitionReassignRequest(
@@ -146,9 +146,9 @@ def test_scheduled_reassignment_update_cancel_and_delete(client, instance):
     # Two seconds ahead, plus what signing one call takes: the pure-Python ECDSA and SM2 signers
     # derive the key pair on every call, which takes seconds on a loaded machine.
     started = time.monotonic()
-    client.show_instance(ShowInstanceRequest(instance_id=instance))
-    ahead = 2 + 3 * (time.monotonic() - started)
-    soon = (datetime.now(timezone.utc) + timedelta(seconds=ahead)).strftime("%Y%m%d%H%M%S")
+    client.show_instance(ShowInstanceRequest(instance_id=iid))
+    margin = 2 + 3 * (time.monotonic() - started)
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=margin)).strftime("%Y%m%d%H%M%S")
     moved = client.update_scheduled_task(UpdateScheduledTaskRequest(instance_id=instance, task_id=sid, execute_at=soon))
     assert moved.status_code == 204
     finish(client, instance, sid)
@@ -226,8 +226,7 @@ def test_wrong_secret_and_weak_role_are_refused(server, instance, client):
     assert err.value.status_code == 404 and err.value.error_code == "DMS.00404022"
 
 
-# Issue 9 ("Fidelity"): calls the server gains with the `fidelity` branch. Strict: they fail until
-# it lands. Deselect with `-m "not fidelity"`.
+# The instance calls around tasks: creation by engine and post-paid, kernel versions and upgrades.
 
 
 def engine_body(name):
@@ -253,7 +252,6 @@ def versions(client, iid):
     return v
 
 
-@pytest.mark.fidelity
 def test_create_post_paid_kafka_instance(client):
     res = client.create_post_paid_kafka_instance(CreatePostPaidKafkaInstanceRequest(body=engine_body("sdk-postpaid")))
     iid = res.instance_id
@@ -265,7 +263,6 @@ def test_create_post_paid_kafka_instance(client):
     assert [(t.name, t.status) for t in tasks.tasks] == [("createInstance", "SUCCESS")]
 
 
-@pytest.mark.fidelity
 def test_show_upgrade_instance_version_and_no_upgrade_on_the_latest_kernel(client):
     iid = running_instance(client, "sdk-kernel-latest")
     v = versions(client, iid)
@@ -276,7 +273,6 @@ def test_show_upgrade_instance_version_and_no_upgrade_on_the_latest_kernel(clien
     assert client.show_instance(ShowInstanceRequest(instance_id=iid)).engine_version == "2.7"
 
 
-@pytest.mark.fidelity
 def test_kernel_upgrade_is_rolling_and_keeps_the_kafka_version(server, client):
     iid = running_instance(client, "sdk-kernel-upgrade")
     before = versions(client, iid)
@@ -302,7 +298,6 @@ def test_kernel_upgrade_is_rolling_and_keeps_the_kafka_version(server, client):
     assert client.show_instance(ShowInstanceRequest(instance_id=iid)).engine_version == "2.7"
 
 
-@pytest.mark.fidelity
 def test_scheduled_kernel_upgrade_and_status_null(server, client):
     iid = running_instance(client, "sdk-kernel-scheduled")
     server.add_kernel("2.7", "2.7.1-h0.cbu.dms.302.r0")
@@ -320,16 +315,15 @@ def test_scheduled_kernel_upgrade_and_status_null(server, client):
     # Two seconds ahead, plus what signing one call takes: the pure-Python ECDSA and SM2 signers
     # derive the key pair on every call, which takes seconds on a loaded machine.
     started = time.monotonic()
-    client.show_instance(ShowInstanceRequest(instance_id=instance))
-    ahead = 2 + 3 * (time.monotonic() - started)
-    soon = (datetime.now(timezone.utc) + timedelta(seconds=ahead)).strftime("%Y%m%d%H%M%S")
+    client.show_instance(ShowInstanceRequest(instance_id=iid))
+    margin = 2 + 3 * (time.monotonic() - started)
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=margin)).strftime("%Y%m%d%H%M%S")
     client.update_scheduled_task(UpdateScheduledTaskRequest(instance_id=iid, task_id=sid, execute_at=soon))
     finish(client, iid, sid)
     assert versions(client, iid).current_version == ahead.latest_version
     assert client.show_instance(ShowInstanceRequest(instance_id=iid)).engine_version == "2.7"
 
 
-@pytest.mark.fidelity
 def test_update_instance(client):
     iid = running_instance(client, "sdk-update")
     res = client.update_instance(UpdateInstanceRequest(instance_id=iid, body=UpdateInstanceReq(

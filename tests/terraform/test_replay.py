@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 import golangsdk
 import pytest
 from golangsdk import GoClient, UnexpectedResponse
+from kt_server import Control, Server
 
 # The content types the provider sets with MoreHeaders on some reads.
 JSON = {"Content-Type": "application/json"}
@@ -347,3 +348,69 @@ def test_upgrade_waiter(server, go):
     at = int(time.time() * 1000) + 3_600_000
     res = go.request("POST", upgrade, json_body={"is_schedule": True, "execute_at": at}, more_headers=JSON).json()
     assert res.get("schedule_id") and not res.get("job_id")
+
+
+# ---- test control (`serve --test-control`): injected faults, as the provider meets them ----------
+
+@pytest.fixture(scope="module")
+def control_server():
+    s = Server("--time-scale", "0", "--test-control")
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def control(control_server):
+    c = Control(control_server.url, control_server.admin)
+    c("reset")
+    yield c
+    c("faults", "remove")
+
+
+def provider_client(server, max_retries=0, slept=None):
+    """The provider's client with its `max_retries`; its backoff minutes are recorded, not slept
+    (a minute of the provider's is 0.2 s here, as `delay` shortens its waits)."""
+    cred = server.admin
+
+    def backoff(minutes):
+        if slept is not None:
+            slept.append(minutes)
+        time.sleep(0.2)
+    return GoClient(server.url, cred["access_key"], cred["secret_key"], cred["project_id"],
+                    max_retries=max_retries, backoff=backoff)
+
+
+def test_an_injected_failed_restart_fails_the_providers_task_waiter(control_server, control):
+    """common.go instanceTaskStatusRefreshFunc on a restart the server was told to fail: the waiter
+    stops with "unexpected status (FAILED)", as for a real failed task, and the instance's own
+    waiter sees RUNNING again."""
+    go = provider_client(control_server)
+    iid = create_instance_older_path(go, "tf-injected-failure")
+    control.inject(task_name="restartInstance", fail_step={"reason": "injected: broker 1 is gone"})
+    go.request("POST", go.url("v2/{project_id}/instances/action"),
+               json_body={"action": "restart", "instances": [iid]})
+    tasks = go.request("GET", go.url("v2/{project_id}/instances/{instance_id}/tasks", instance_id=iid)).json()
+    task_id = next(t["id"] for t in tasks["tasks"] if t["name"] == "restartInstance")
+    with pytest.raises(AssertionError, match=r"unexpected status \(FAILED\)"):
+        wait_for_state(instance_task_status_refresh(go, iid, task_id), ["PENDING"], ["COMPLETED"], 2, 2)
+    wait_for_state(instance_state(go, iid), ["RESTARTING"], ["RUNNING"], 5, 5)
+
+
+def test_an_injected_429_is_retried_with_the_providers_backoff(control_server, control):
+    """golangsdk doRequest on a 429 with the provider's max_retries set: two injected 429s on the
+    instance read cost two backoffs of 1 and 2 minutes (2^retries), then the read succeeds; with
+    max_retries = 0 the first 429 is the provider's error, carrying the APIGW code in its body."""
+    slept = []
+    go = provider_client(control_server, max_retries=5, slept=slept)
+    iid = create_instance_older_path(go, "tf-throttled")
+    control.inject(operation="ShowInstance", error={"status_code": 429}, times=2)
+    body, state = instance_state(go, iid)()
+    assert state == "RUNNING" and slept == [1, 2]
+    assert control("faults", "list")["rules"][0]["fired"] == 2
+
+    control.inject(operation="ShowInstance", error={"status_code": 429}, times=1)
+    impatient = provider_client(control_server)
+    with pytest.raises(UnexpectedResponse) as err:
+        instance_state(impatient, iid)()
+    assert err.value.status == 429
+    assert err.value.error_code == "APIGW.0308"
