@@ -70,6 +70,8 @@ pub struct AppState {
     pub retention_defaults: Arc<crate::domain::retention::RetentionPolicy>,
     /// What cluster bindings may reach (from `serve`'s flags).
     pub cluster_policy: Arc<crate::domain::cluster::ClusterPolicy>,
+    /// What ShowInstance last saw of bound instances' clusters (a few seconds' cache).
+    pub cluster_health: Arc<crate::kafka::HealthCache>,
 }
 
 pub fn router(state: AppState) -> Router {

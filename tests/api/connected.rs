@@ -15,13 +15,13 @@ use serde_json::{Value, json};
 use crate::helpers::TestApp;
 
 /// The cluster the tests use, from its `cluster.env`.
-struct Kafka {
+pub(crate) struct Kafka {
     env: HashMap<String, String>,
     script: PathBuf,
 }
 
 impl Kafka {
-    fn get() -> Option<Kafka> {
+    pub(crate) fn get() -> Option<Kafka> {
         let Ok(path) = std::env::var("KAFKA_TASKS_TEST_KAFKA") else {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -40,11 +40,11 @@ impl Kafka {
         Some(Kafka { env, script })
     }
 
-    fn var(&self, k: &str) -> &str {
+    pub(crate) fn var(&self, k: &str) -> &str {
         self.env.get(k).map(String::as_str).unwrap_or_else(|| panic!("{k} not in cluster.env"))
     }
 
-    fn bootstrap(&self) -> &str {
+    pub(crate) fn bootstrap(&self) -> &str {
         self.var("KAFKA_BOOTSTRAP")
     }
 
@@ -58,7 +58,7 @@ impl Kafka {
     }
 
     /// A Kafka tool's standard output (the tool from the cluster's own jars).
-    fn tool(&self, args: &[&str]) -> String {
+    pub(crate) fn tool(&self, args: &[&str]) -> String {
         let out = std::process::Command::new(&self.script)
             .arg("tools")
             .args(args)
@@ -106,17 +106,17 @@ impl Kafka {
 }
 
 /// A server that lets bindings reach the test cluster (on loopback), with `extra` flags.
-async fn allowing(extra: &[&str]) -> TestApp {
+pub(crate) async fn allowing(extra: &[&str]) -> TestApp {
     let mut flags = vec!["--time-scale", "0", "--cluster-allow", "127.0.0.1"];
     flags.extend_from_slice(extra);
     TestApp::spawn_with(&flags).await
 }
 
-fn cluster_path(app: &TestApp, inst: &str) -> String {
+pub(crate) fn cluster_path(app: &TestApp, inst: &str) -> String {
     format!("{}/cluster", app.instance_path(inst))
 }
 
-async fn bound(app: &TestApp, kafka: &Kafka) -> String {
+pub(crate) async fn bound(app: &TestApp, kafka: &Kafka) -> String {
     let inst = app.create_instance().await;
     let _ = app.wait_instance_status(&inst, "RUNNING").await;
     let res = app.put(&cluster_path(app, &inst), Some(json!({"bootstrap_servers": kafka.bootstrap()}))).await;
@@ -260,7 +260,7 @@ async fn a_static_config_change_on_a_bound_instance_fails_before_changing_anythi
 
 /// Waits for a task to end (SUCCESS or FAILED), longer than the simulated tests do: a real
 /// cluster takes its time.
-async fn wait_ended(app: &TestApp, inst: &str, task: &str) -> Value {
+pub(crate) async fn wait_ended(app: &TestApp, inst: &str, task: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let res = app.show_task(inst, task).await;

@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod clusters;
 mod connected;
+mod connected_reassign;
 mod engine;
 mod events;
 mod executors;

@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 mod config;
+pub mod reassign;
 
 use super::{Event, Outcome, StepRun};
 use crate::auth::keys::MasterKey;
@@ -34,7 +35,7 @@ pub(super) const POLL: Duration = Duration::from_millis(250);
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The operations the `kafka` executor does (by task name).
-pub const OPERATIONS: &[&str] = &["kafkaConfigModify"];
+pub const OPERATIONS: &[&str] = &["kafkaConfigModify", "kafkaPartitionReassign"];
 
 /// One bound instance's cluster, as the executor reaches it.
 #[derive(Debug)]
@@ -62,6 +63,7 @@ pub async fn run(
 async fn step(spec: &Spec, req: &StepRun<'_>, events: &mpsc::Sender<Event>) -> Outcome {
     let result = match req.operation {
         "kafkaConfigModify" => config::step(spec, req, events).await,
+        "kafkaPartitionReassign" => reassign::step(spec, req, events).await,
         other => Err(format!("{other} is not done on a bound cluster yet")),
     };
     match result {
