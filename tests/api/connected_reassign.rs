@@ -23,6 +23,23 @@ fn fresh(stem: &str) -> String {
     format!("{stem}-{}-{nanos}", std::process::id())
 }
 
+/// Deletes the test's topics when it ends, passed or not (the cluster's disk is shared).
+struct Cleanup {
+    kafka: Arc<Kafka>,
+    topics: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-cluster.sh");
+        let _ = std::process::Command::new(script)
+            .args(["tools", "topics", "--bootstrap-server", self.kafka.bootstrap(), "--delete", "--topic"])
+            .arg(self.topics.join("|"))
+            .env("KAFKA_CLUSTER_DIR", self.kafka.var("KAFKA_CLUSTER_DIR"))
+            .output();
+    }
+}
+
 /// A Kafka tool, off the async runtime (a JVM takes seconds to start).
 async fn tool(kafka: &Arc<Kafka>, args: &[&str]) -> String {
     let kafka = kafka.clone();
@@ -182,6 +199,7 @@ async fn a_throttled_reassignment_moves_replicas_keeps_every_message_and_removes
     let app = Arc::new(allowing(&[]).await);
     let inst = bound(&app, &kafka).await;
     let (bulk, msgs) = (fresh("reassign-bulk"), fresh("reassign-msgs"));
+    let _cleanup = Cleanup { kafka: kafka.clone(), topics: vec![bulk.clone(), msgs.clone()] };
     const PARTS: i32 = 4;
     topic_on_1_2(&kafka, &bulk, PARTS as usize).await;
     topic_on_1_2(&kafka, &msgs, PARTS as usize).await;
@@ -296,6 +314,7 @@ async fn a_request_the_cluster_cannot_do_fails_pre_check_with_nothing_changed() 
     let app = allowing(&[]).await;
     let inst = bound(&app, &kafka).await;
     let name = fresh("reassign-refused");
+    let _cleanup = Cleanup { kafka: kafka.clone(), topics: vec![name.clone()] };
     topic_on_1_2(&kafka, &name, 2).await;
     let cases = [
         (json!({"reassignments": [{"topic": "no-such-topic-anywhere", "brokers": [1, 2]}]}), "no-such-topic-anywhere"),
@@ -436,6 +455,7 @@ async fn kill9_mid_reassignment_the_next_process_adopts_it_and_submits_nothing_a
     let mut app = TestApp::spawn_process_logged(&flags, Some(&log)).await;
     let inst = bound(&app, &kafka).await;
     let name = fresh("reassign-crash");
+    let _cleanup = Cleanup { kafka: kafka.clone(), topics: vec![name.clone()] };
     const PARTS: i32 = 4;
     topic_on_1_2(&kafka, &name, PARTS as usize).await;
     fill(&kafka, &name, 2400, 10_000).await;
