@@ -853,6 +853,20 @@ mod tests {
     }
 
     #[test]
+    fn a_bound_instance_leaves_its_broker_ids_to_its_cluster() {
+        // A cluster's node ids need not be 0..broker_num; the kafka executor checks them there.
+        let mut inst = instance();
+        let body = json!({"reassignments":[{"topic":"t","brokers":[1,2,3],"replication_factor":3}]});
+        assert_eq!(reassign(&body, &inst), Err(Invalid::Param("brokers")));
+        inst.cluster_bound = true;
+        assert!(reassign(&body, &inst).is_ok());
+        let negative = json!({"reassignments":[{"topic":"t","brokers":[-1]}]});
+        assert_eq!(reassign(&negative, &inst), Err(Invalid::Param("brokers")));
+        let too_big = json!({"reassignments":[{"topic":"t","brokers":[2147483648_u64]}]});
+        assert_eq!(reassign(&too_big, &inst), Err(Invalid::Param("brokers")));
+    }
+
+    #[test]
     fn reassignment_must_name_existing_brokers() {
         let inst = instance();
         assert!(reassign(&json!({"reassignments":[{"topic":"t","brokers":[0,1,2]}]}), &inst).is_ok());
