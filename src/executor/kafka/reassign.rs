@@ -532,7 +532,8 @@ async fn reassign(
         set_throttles(kafka, &plan.moves, rate).await?;
     }
     let submitted = submit.len();
-    report(events, 0, format!("{submitted} partitions submitted, {} adopted in flight", adopted.len())).await;
+    // No report before the bytes are read: after a crash the first figure is what the adopted
+    // move has already copied, never a 0 that would send the task's progress backwards.
     if !submit.is_empty() {
         let count = submitted;
         tracing::info!(
