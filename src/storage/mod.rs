@@ -437,6 +437,12 @@ pub trait RunStore: Send + Sync {
     async fn holds_lease(&self, owner: &str, task: &TaskId, now: i64) -> StoreResult<bool>;
     /// What the executors reported for a task; `None` when no executor ran it.
     async fn task_run(&self, task: &TaskId) -> StoreResult<Option<TaskRun>>;
+    /// Keeps `state` (an executor's own JSON) with `task` across its attempts and steps, if
+    /// `owner` still holds the lease at `now`; `false` when it does not (nothing is written, and
+    /// the executor must do nothing more). Needs an attempt begun.
+    async fn save_state(&self, owner: &str, task: &TaskId, state: String, now: i64) -> StoreResult<bool>;
+    /// What an executor kept with `task` ([`save_state`](Self::save_state)); `None` before any.
+    async fn load_state(&self, task: &TaskId) -> StoreResult<Option<String>>;
     /// A webhook receiver's callback for `task`: recorded (with `audit`, in one transaction)
     /// only when `token_hash` is the current attempt's and that attempt has not ended yet; a
     /// final answer spends the token. `false` when nothing was recorded.

@@ -25,32 +25,63 @@ fn fresh(stem: &str) -> String {
 
 /// Deletes the test's topics when it ends, passed or not (the cluster's disk is shared).
 struct Cleanup {
-    kafka: Arc<Kafka>,
+    kafka: Tools,
     topics: Vec<String>,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-cluster.sh");
-        let _ = std::process::Command::new(script)
-            .args(["tools", "topics", "--bootstrap-server", self.kafka.bootstrap(), "--delete", "--topic"])
-            .arg(self.topics.join("|"))
-            .env("KAFKA_CLUSTER_DIR", self.kafka.var("KAFKA_CLUSTER_DIR"))
-            .output();
+        let args = ["topics", "--bootstrap-server", self.kafka.bootstrap(), "--delete", "--topic"];
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        args.push(self.topics.join("|"));
+        let _ = self.kafka.command(&args).output();
     }
 }
 
-/// A Kafka tool, off the async runtime (a JVM takes seconds to start).
-async fn tool(kafka: &Arc<Kafka>, args: &[&str]) -> String {
-    let kafka = kafka.clone();
-    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || kafka.tool(&args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .expect("tool thread")
+/// What running Kafka's tools needs, apart from the cluster's turn guard (which stays on the
+/// test's own thread): sendable to the blocking pool and to spawned tasks.
+#[derive(Clone)]
+struct Tools {
+    script: std::path::PathBuf,
+    dir: String,
+    bootstrap: String,
+}
+
+impl Tools {
+    fn of(kafka: &Kafka) -> Tools {
+        Tools {
+            script: kafka.script.clone(),
+            dir: kafka.var("KAFKA_CLUSTER_DIR").to_owned(),
+            bootstrap: kafka.bootstrap().to_owned(),
+        }
+    }
+
+    fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    fn command(&self, args: &[String]) -> std::process::Command {
+        let mut c = std::process::Command::new(&self.script);
+        c.arg("tools").args(args).env("KAFKA_CLUSTER_DIR", &self.dir);
+        c
+    }
+}
+
+/// A Kafka tool's standard output, off the async runtime (a JVM takes seconds to start).
+async fn tool(kafka: &Tools, args: &[&str]) -> String {
+    let mut c = kafka.command(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let shown = format!("{args:?}");
+    tokio::task::spawn_blocking(move || {
+        let out = c.output().expect("the cluster script runs");
+        assert!(out.status.success(), "{shown}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .expect("tool thread")
 }
 
 /// A topic of `partitions` partitions, every one on brokers 1 and 2, min.insync.replicas 2.
-async fn topic_on_1_2(kafka: &Arc<Kafka>, name: &str, partitions: usize) {
+async fn topic_on_1_2(kafka: &Tools, name: &str, partitions: usize) {
     let assignment = vec!["1:2"; partitions].join(",");
     let b = kafka.bootstrap().to_owned();
     tool(
@@ -72,7 +103,7 @@ async fn topic_on_1_2(kafka: &Arc<Kafka>, name: &str, partitions: usize) {
 }
 
 /// `records` records of `size` bytes, acks=all, with Kafka's ProducerPerformance.
-async fn fill(kafka: &Arc<Kafka>, topic: &str, records: u64, size: u64) {
+async fn fill(kafka: &Tools, topic: &str, records: u64, size: u64) {
     let servers = format!("bootstrap.servers={}", kafka.bootstrap());
     let out = tool(
         kafka,
@@ -96,7 +127,7 @@ async fn fill(kafka: &Arc<Kafka>, topic: &str, records: u64, size: u64) {
 }
 
 /// Partition → replicas, as `kafka-topics --describe` shows them.
-async fn replicas(kafka: &Arc<Kafka>, topic: &str) -> BTreeMap<i32, (Vec<i32>, Vec<i32>)> {
+async fn replicas(kafka: &Tools, topic: &str) -> BTreeMap<i32, (Vec<i32>, Vec<i32>)> {
     let b = kafka.bootstrap().to_owned();
     let out = tool(kafka, &["topics", "--bootstrap-server", &b, "--describe", "--topic", topic]).await;
     let field = |line: &str, name: &str| -> Option<String> {
@@ -114,7 +145,7 @@ async fn replicas(kafka: &Arc<Kafka>, topic: &str) -> BTreeMap<i32, (Vec<i32>, V
 }
 
 /// The dynamic configs of a topic or broker that throttle replication, as `kafka-configs` shows.
-async fn throttles(kafka: &Arc<Kafka>, kind: &str, name: &str) -> Vec<String> {
+async fn throttles(kafka: &Tools, kind: &str, name: &str) -> Vec<String> {
     let b = kafka.bootstrap().to_owned();
     let out =
         tool(kafka, &["configs", "--bootstrap-server", &b, "--entity-type", kind, "--entity-name", name, "--describe"])
@@ -140,7 +171,7 @@ fn target(p: i32) -> Vec<i32> {
     if p % 2 == 0 { vec![3, 2] } else { vec![2, 3] }
 }
 
-async fn check_on_target(kafka: &Arc<Kafka>, topic: &str, partitions: i32) {
+async fn check_on_target(kafka: &Tools, topic: &str, partitions: i32) {
     let seen = replicas(kafka, topic).await;
     assert_eq!(seen.len() as i32, partitions, "{seen:?}");
     for (p, (replicas, isr)) in &seen {
@@ -151,7 +182,7 @@ async fn check_on_target(kafka: &Arc<Kafka>, topic: &str, partitions: i32) {
     }
 }
 
-async fn check_no_throttles(kafka: &Arc<Kafka>, topics: &[&str]) {
+async fn check_no_throttles(kafka: &Tools, topics: &[&str]) {
     for t in topics {
         let left = throttles(kafka, "topics", t).await;
         assert!(left.is_empty(), "topic {t} keeps {left:?}");
@@ -164,7 +195,7 @@ async fn check_no_throttles(kafka: &Arc<Kafka>, topics: &[&str]) {
 
 /// `kafka-reassign-partitions --verify` of the same target, keeping throttles (its own removal
 /// would hide ours): every partition's reassignment complete.
-async fn verify_with_kafkas_tool(kafka: &Arc<Kafka>, topics: &[&str], partitions: i32) {
+async fn verify_with_kafkas_tool(kafka: &Tools, topics: &[&str], partitions: i32) {
     let parts: Vec<Value> = topics
         .iter()
         .flat_map(|t| (0..partitions).map(move |p| json!({"topic": t, "partition": p, "replicas": target(p)})))
@@ -193,11 +224,11 @@ fn events(out: &str, name: &str) -> HashMap<(i64, i64), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttled_reassignment_moves_replicas_keeps_every_message_and_removes_its_throttles() {
-    let Some(kafka) = Kafka::get() else { return };
+    let Some(turn) = Kafka::get() else { return };
     let _serial = THROTTLES.lock().await;
-    let kafka = Arc::new(kafka);
+    let kafka = Tools::of(&turn);
     let app = Arc::new(allowing(&[]).await);
-    let inst = bound(&app, &kafka).await;
+    let inst = bound(&app, &turn).await;
     let (bulk, msgs) = (fresh("reassign-bulk"), fresh("reassign-msgs"));
     let _cleanup = Cleanup { kafka: kafka.clone(), topics: vec![bulk.clone(), msgs.clone()] };
     const PARTS: i32 = 4;
@@ -308,11 +339,11 @@ async fn a_throttled_reassignment_moves_replicas_keeps_every_message_and_removes
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_the_cluster_cannot_do_fails_pre_check_with_nothing_changed() {
-    let Some(kafka) = Kafka::get() else { return };
+    let Some(turn) = Kafka::get() else { return };
     let _serial = THROTTLES.lock().await;
-    let kafka = Arc::new(kafka);
+    let kafka = Tools::of(&turn);
     let app = allowing(&[]).await;
-    let inst = bound(&app, &kafka).await;
+    let inst = bound(&app, &turn).await;
     let name = fresh("reassign-refused");
     let _cleanup = Cleanup { kafka: kafka.clone(), topics: vec![name.clone()] };
     topic_on_1_2(&kafka, &name, 2).await;
@@ -446,14 +477,14 @@ async fn show_instance_reflects_the_cluster_and_an_unreachable_one_within_the_bo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_mid_reassignment_the_next_process_adopts_it_and_submits_nothing_again() {
-    let Some(kafka) = Kafka::get() else { return };
+    let Some(turn) = Kafka::get() else { return };
     let _serial = THROTTLES.lock().await;
-    let kafka = Arc::new(kafka);
+    let kafka = Tools::of(&turn);
     let dir = tempfile::tempdir().expect("dir");
     let log = dir.path().join("kafka-tasks.log");
     let flags = ["--time-scale", "0", "--cluster-allow", "127.0.0.1", "--lease-ms", "2000"];
     let mut app = TestApp::spawn_process_logged(&flags, Some(&log)).await;
-    let inst = bound(&app, &kafka).await;
+    let inst = bound(&app, &turn).await;
     let name = fresh("reassign-crash");
     let _cleanup = Cleanup { kafka: kafka.clone(), topics: vec![name.clone()] };
     const PARTS: i32 = 4;

@@ -12,6 +12,7 @@ mod bad_input;
 mod clusters;
 mod connected;
 mod connected_reassign;
+mod connected_rolling;
 mod engine;
 mod events;
 mod executors;

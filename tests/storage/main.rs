@@ -1049,6 +1049,33 @@ contract! {
 }
 
 contract! {
+    async fn executor_state_is_kept_across_attempts_and_steps_and_written_only_under_the_lease(e: Engine) {
+        let mut executed = operation::OpSet::EMPTY;
+        assert!(executed.insert("restartInstance"));
+        let ctx = StepContext { executed, ..CTX };
+        let s = &e.storage;
+        let runs = &s.runs;
+        let inst = running_instance(s).await;
+        let t = submit(s, &inst, Operation::Restart, T0 + 1, None).await.expect("admitted").record.id;
+        assert_eq!(runs.load_state(&t).await.expect("l"), None, "{}", e.name);
+        s.engine.claim("a", T0 + 2, 100, 10, ctx).await.expect("c");
+        assert_eq!(runs.begin_attempt("a", &t, 0, None, T0 + 3).await.expect("b"), Some(1), "{}", e.name);
+        let issued = r#"{"rolling":{"rolling_restart":{"issued":{"broker":2}}}}"#;
+        assert!(runs.save_state("a", &t, issued.into(), T0 + 4).await.expect("s"), "{}", e.name);
+        assert!(!runs.save_state("nobody", &t, "{}".into(), T0 + 4).await.expect("s"), "{}: not its lease", e.name);
+        assert!(!runs.save_state("a", &t, "{}".into(), T0 + 500).await.expect("s"), "{}: lease expired", e.name);
+        // Another worker takes the task over: the new attempt reads what the old one kept.
+        s.engine.claim("b", T0 + 200, 100, 10, ctx).await.expect("c");
+        assert_eq!(runs.begin_attempt("b", &t, 0, None, T0 + 201).await.expect("b"), Some(2), "{}", e.name);
+        assert_eq!(runs.load_state(&t).await.expect("l").as_deref(), Some(issued), "{}", e.name);
+        assert!(!runs.save_state("a", &t, "{}".into(), T0 + 202).await.expect("s"), "{}: the old owner", e.name);
+        assert_eq!(s.engine.finish_step("b", &t, 0, T0 + 203, 100, ctx).await.expect("f"), StepOutcome::Next(1));
+        assert_eq!(runs.begin_attempt("b", &t, 1, None, T0 + 204).await.expect("b"), Some(1), "{}", e.name);
+        assert_eq!(runs.load_state(&t).await.expect("l").as_deref(), Some(issued), "{}: kept across steps", e.name);
+    }
+}
+
+contract! {
     async fn only_the_holder_of_a_live_lease_holds_it(e: Engine) {
         let s = &e.storage;
         let inst = running_instance(s).await;

@@ -94,6 +94,24 @@ impl RunStore for Postgres {
         Ok(client.query_opt(&st, &[&task.as_str(), &owner, &now]).await?.is_some())
     }
 
+    async fn save_state(&self, owner: &str, task: &TaskId, state: String, now: i64) -> StoreResult<bool> {
+        let client = self.pool.get().await?;
+        let st = client
+            .prepare_cached(
+                "UPDATE task_runs SET executor_state = $2, updated_at = $3 WHERE task_id = $1 AND EXISTS \
+                 (SELECT 1 FROM tasks WHERE id = $1 AND lease_owner = $4 AND status = 'EXECUTING' AND due_at >= $3)",
+            )
+            .await?;
+        Ok(client.execute(&st, &[&task.as_str(), &state, &now, &owner]).await? == 1)
+    }
+
+    async fn load_state(&self, task: &TaskId) -> StoreResult<Option<String>> {
+        let client = self.pool.get().await?;
+        let st = client.prepare_cached("SELECT executor_state FROM task_runs WHERE task_id = $1").await?;
+        let row = client.query_opt(&st, &[&task.as_str()]).await?;
+        Ok(row.map(|r| r.try_get::<_, Option<String>>(0)).transpose()?.flatten())
+    }
+
     async fn task_run(&self, task: &TaskId) -> StoreResult<Option<TaskRun>> {
         let client = self.pool.get().await?;
         let st = client

@@ -105,6 +105,31 @@ impl RunStore for Sqlite {
         .await
     }
 
+    async fn save_state(&self, owner: &str, task: &TaskId, state: String, now: i64) -> StoreResult<bool> {
+        let (owner, task) = (owner.to_owned(), task.clone());
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE task_runs SET executor_state = ?2, updated_at = ?3 WHERE task_id = ?1 AND EXISTS \
+                     (SELECT 1 FROM tasks WHERE id = ?1 AND lease_owner = ?4 AND status = 'EXECUTING' AND due_at >= ?3)",
+                )?
+                .execute(params![task.as_str(), state, now, owner])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn load_state(&self, task: &TaskId) -> StoreResult<Option<String>> {
+        self.read(|conn| {
+            let state = conn
+                .prepare_cached("SELECT executor_state FROM task_runs WHERE task_id = ?1")?
+                .query_row(params![task.as_str()], |r| r.get::<_, Option<String>>(0))
+                .optional()?;
+            Ok(state.flatten())
+        })
+        .await
+    }
+
     async fn task_run(&self, task: &TaskId) -> StoreResult<Option<TaskRun>> {
         self.read(|conn| {
             let mut st = conn.prepare_cached(
