@@ -126,6 +126,17 @@ pub trait TaskStore: Send + Sync {
         limit: u64,
         audit: AuditEvent,
     ) -> StoreResult<Option<BulkDeleted>>;
+    /// A bulk delete's dry run: how many finished background tasks `filter` matches now, and
+    /// the oldest `limit` of them, read with the same selection as [`Self::delete_tasks`] (the
+    /// same `WHERE` text and [`BulkFilter::select`]); removes and audits nothing. `None` when
+    /// the instance does not exist in the project.
+    async fn preview_delete(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        filter: &BulkFilter,
+        limit: u64,
+    ) -> StoreResult<Option<BulkPreview>>;
     /// Moves or cancels a scheduled task that has not started. `Found::Yes(false)` when it has.
     /// `audit`, when given, is written in the same transaction if the task changes.
     async fn update_scheduled(
@@ -174,6 +185,13 @@ pub trait InstanceStore: Send + Sync {
 pub struct BulkDeleted {
     pub deleted: Vec<TaskRecord>,
     pub more: bool,
+}
+
+/// What a bulk delete would remove: the count of every match and the oldest of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkPreview {
+    pub matched: u64,
+    pub first: Vec<TaskRecord>,
 }
 
 pub use crate::domain::retention::{BulkFilter, Candidate, PruneRule, RetentionPolicy};

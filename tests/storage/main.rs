@@ -395,6 +395,35 @@ contract! {
 }
 
 contract! {
+    async fn a_bulk_delete_preview_counts_what_the_delete_then_removes(e: Engine) {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let p = inst.project_id.clone();
+        for i in 0..4 {
+            submit(s, &inst, Operation::AutoTopic { old: false, new: true }, T0 + 100 + i, None)
+                .await
+                .expect("admitted");
+            run_all(s, "w", T0 + 200).await;
+        }
+        let waiting = submit(s, &inst, Operation::Restart, T0 + 300, None).await.expect("admitted");
+        let filter = BulkFilter::parse(|k| (k == "end_time").then(|| "29991231000000".to_owned())).expect("filter");
+        let preview = s.tasks.preview_delete(&p, &inst.id, &filter, 3).await.expect("preview").expect("instance");
+        // The instance's own createInstance task and four autotopic tasks; not the running restart.
+        assert_eq!(preview.matched, 5, "{}", e.name);
+        assert_eq!(preview.first.len(), 3, "{}", e.name);
+        assert!(preview.first.iter().all(|t| t.id != waiting.record.id), "{}", e.name);
+        assert!(preview.first.windows(2).all(|w| w[0].created_at <= w[1].created_at), "{}: oldest first", e.name);
+        let deleted =
+            s.tasks.delete_tasks(&p, &inst.id, &filter, 3, event("bulk")).await.expect("delete").expect("instance");
+        assert_eq!(deleted.deleted, preview.first, "{}: the preview names what the delete removes", e.name);
+        let after = s.tasks.preview_delete(&p, &inst.id, &filter, 10).await.expect("preview").expect("instance");
+        assert_eq!(after.matched, 2, "{}", e.name);
+        let other: ProjectId = "fedcba9876543210fedcba9876543210".parse().expect("p");
+        assert_eq!(s.tasks.preview_delete(&other, &inst.id, &filter, 3).await.expect("preview"), None, "{}", e.name);
+    }
+}
+
+contract! {
     async fn scheduled_tasks_wait_move_and_cancel(e: Engine) {
         let s = &e.storage;
         let inst = running_instance(s).await;

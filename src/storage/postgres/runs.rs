@@ -4,8 +4,8 @@ use async_trait::async_trait;
 
 use super::engine::end_step;
 use super::*;
-use crate::domain::TaskId;
 use crate::domain::transition;
+use crate::domain::{StepFailure, TaskId};
 
 #[async_trait]
 impl RunStore for Postgres {
@@ -64,9 +64,11 @@ impl RunStore for Postgres {
     ) -> StoreResult<StepOutcome> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let ended =
-            end_step(&tx, owner, task_id, now, 0, |task, inst, op| transition::fail_step(task, inst, op, step, now))
-                .await?;
+        let failure = StepFailure::executor(&reason);
+        let ended = end_step(&tx, owner, task_id, now, 0, |task, inst, op| {
+            transition::fail_step(task, inst, op, step, now, failure)
+        })
+        .await?;
         let Some((outcome, logged)) = ended else {
             return Ok(StepOutcome::Lost);
         };

@@ -5,8 +5,8 @@ use rusqlite::{OptionalExtension, params};
 
 use super::engine::end_step;
 use super::*;
-use crate::domain::TaskId;
 use crate::domain::transition;
+use crate::domain::{StepFailure, TaskId};
 
 /// Begins an attempt: the first at a step, or one more at the step begun last.
 pub(super) const BEGIN_ATTEMPT_SQL: &str = "INSERT INTO task_runs (task_id, step, attempt, token_hash, updated_at) \
@@ -72,8 +72,9 @@ impl RunStore for Sqlite {
     ) -> StoreResult<StepOutcome> {
         let (owner, task_id) = (owner.to_owned(), task_id.clone());
         let (outcome, logged) = self.write(move |conn| {
+            let failure = StepFailure::executor(&reason);
             let ended = end_step(conn, &owner, &task_id, now, 0, |task, inst, op| {
-                transition::fail_step(task, inst, op, step, now)
+                transition::fail_step(task, inst, op, step, now, failure)
             })?;
             let Some((outcome, logged)) = ended else {
                 return Ok((StepOutcome::Lost, false));
