@@ -142,6 +142,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         events: Arc::new(http::events::Streams::new(&args.events, shutdown_rx.clone())),
         retention_defaults: Arc::new(pruner.defaults.clone()),
         cluster_policy: Arc::new(args.clusters.policy()),
+        cluster_health: Arc::default(),
     };
     tokio::spawn(http::events::prune_forever(
         storage.events.clone(),

@@ -143,7 +143,18 @@ pub(super) async fn show(
     path: InstancePath,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::GetInstance)?;
-    Ok(Json(load(&state, &path).await?.to_json()))
+    let inst = load(&state, &path).await?;
+    let mut v = inst.to_json();
+    if inst.cluster_bound
+        && let Some(health) = super::clusters::health(&state, &path).await?
+    {
+        // The cluster's own broker count while it answers; the record's when it does not.
+        if health.reachable {
+            v["broker_num"] = json!(health.broker_ids.len());
+        }
+        v["cluster"] = json!(health);
+    }
+    Ok(Json(v))
 }
 
 /// DeleteInstance: `DELETE /v2/{project_id}/instances/{instance_id}` → 204; the instance and its
@@ -367,7 +378,11 @@ pub(super) async fn reassign(
     if body.get("time_estimate").and_then(Value::as_bool) == Some(true) {
         let inst = load(&state, &path).await?;
         let op = operation::reassign(&body, &inst)?;
-        let secs: u64 = op.plan().iter().map(|s| s.1).sum::<u64>() / 1000;
+        let secs: u64 = match inst.cluster_bound {
+            // A bound instance's estimate comes from its cluster: real sizes over the throttle.
+            true => super::clusters::estimate_reassignment(&state, &path, &body).await?,
+            false => op.plan().iter().map(|s| s.1).sum::<u64>() / 1000,
+        };
         // Nothing stored: the gateway audits the estimate.
         return Ok(Json(json!({ "reassignment_time": secs })).into_response());
     }

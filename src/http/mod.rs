@@ -73,6 +73,8 @@ pub struct AppState {
     pub cluster_policy: Arc<crate::domain::cluster::ClusterPolicy>,
     /// Test control, with `serve --test-control` only.
     pub control: Option<Arc<crate::control::TestControl>>,
+    /// What ShowInstance last saw of bound instances' clusters (a few seconds' cache).
+    pub cluster_health: Arc<crate::kafka::HealthCache>,
 }
 
 pub fn router(state: AppState) -> Router {
