@@ -56,8 +56,8 @@ pub struct ServeArgs {
     #[arg(long, env = "KAFKA_TASKS_STORAGE_POOL_GB", default_value_t = 100_000)]
     pub storage_pool_gb: u32,
 
-    /// The executor file (TOML): which operations run real work, and how (see README,
-    /// "Executors"). Without it every operation is simulated.
+    /// The executor file (TOML): which operations run real work, and how (see
+    /// docs/executors.md). Without it every operation is simulated.
     #[arg(long, env = "KAFKA_TASKS_EXECUTORS")]
     pub executors: Option<std::path::PathBuf>,
 

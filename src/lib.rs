@@ -20,6 +20,7 @@ pub mod executor;
 pub mod http;
 pub mod kafka;
 pub mod log_limit;
+pub mod private_files;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use std::path::Path;
 
-use crate::auth::keys::{MasterKey, create_private_dir, write_private};
+use crate::auth::keys::MasterKey;
 use crate::auth::{self, Authenticator, Clock};
 use crate::config::ServeArgs;
 use crate::domain::operation::StepContext;
@@ -18,6 +18,7 @@ use crate::domain::{ProjectId, Role};
 use crate::engine::{Engine, EngineConfig};
 use crate::executor::Executors;
 use crate::http::{self, AppState, serve};
+use crate::private_files::{create_private_dir, write_private};
 use crate::storage::Storage;
 use crate::telemetry;
 
@@ -37,6 +38,7 @@ const TRIM_EVERY: Duration = Duration::from_secs(10);
 /// for good. `malloc_trim` returns free pages of every arena to the system; run every
 /// [`TRIM_EVERY`] it costs well under a millisecond on an idle heap. (mimalloc was measured as
 /// the alternative and kept more, see docs/decisions.md.)
+#[allow(unsafe_code, reason = "malloc_trim, see the SAFETY note")]
 fn start_memory_trimmer() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -134,7 +136,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     let _ = metrics_handle();
     telemetry::build_info(&args.db.database);
     let sample_every = Duration::from_millis(args.store_sample_ms);
-    tokio::spawn(telemetry::sample_forever(storage.clone(), sample_every, shutdown_rx.clone()));
+    tokio::spawn(crate::engine::sampler::sample_forever(storage.clone(), sample_every, shutdown_rx.clone()));
     let mut opts = args.net.serve_options();
     opts.max_connections = serve::fit_connection_cap(opts.max_connections);
     let metrics_listener = match args.net.metrics_listen {

@@ -3,15 +3,13 @@
 //!
 //! Label values are never chosen by a client: methods come from a fixed set, routes are route
 //! templates (or `unmatched`), statuses are classes, operations and steps are the code's own
-//! names, reasons and kinds are enumerations. See README "Operations" for what each is for.
+//! names, reasons and kinds are enumerations. See docs/operations.md for what each is for.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::storage::{EngineStats, Storage, StoreError};
 
 // HTTP.
 pub const HTTP_REQUESTS: &str = "kafka_tasks_http_requests_total";
@@ -23,7 +21,7 @@ pub const HTTP_IN_FLIGHT: &str = "kafka_tasks_http_requests_in_flight";
 pub const HTTP_REJECTED: &str = "kafka_tasks_http_rejected_total";
 /// The reasons of [`HTTP_REJECTED`].
 pub const REJECT_REASONS: &[&str] = &["uri_too_long", "body_too_large", "body_timeout", "body_malformed"];
-/// Written in src/auth (issue 8); named here so that every name is listed in one place.
+/// Written in src/auth; named here so that every name is listed in one place.
 pub const AUTH_FAILURES: &str = "kafka_tasks_auth_failures_total";
 pub const RATE_LIMITED: &str = "kafka_tasks_rate_limited_total";
 pub const BODY_BUDGET_REFUSALS: &str = "kafka_tasks_body_budget_refusals_total";
@@ -195,20 +193,9 @@ fn initialise() {
     metrics::gauge!(RUNNING_STEPS).increment(0.0);
 }
 
-/// The label of a store error: its variant.
-pub fn store_error_kind(e: &StoreError) -> &'static str {
-    match e {
-        StoreError::Backend(_) => "backend",
-        StoreError::Corrupt(_) => "corrupt",
-        StoreError::Closed => "closed",
-        StoreError::Unavailable(_) => "unavailable",
-    }
-}
-
-/// Counts `e` in [`STORE_ERRORS`] and gives it back.
-pub fn store_error(e: StoreError) -> StoreError {
-    metrics::counter!(STORE_ERRORS, "kind" => store_error_kind(&e)).increment(1);
-    e
+/// Counts a store error of `kind` (see `StoreError::kind`) in [`STORE_ERRORS`].
+pub fn store_error(kind: &'static str) {
+    metrics::counter!(STORE_ERRORS, "kind" => kind).increment(1);
 }
 
 /// Records `kafka_tasks_build_info` for the storage engine named by `database`.
@@ -221,37 +208,6 @@ pub fn build_info(database: &str) {
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "engine" => engine).set(1.0);
 }
 
-/// Sets the store's gauges from one sample.
-pub fn record_stats(s: &EngineStats, now_ms: i64) {
-    metrics::gauge!(TASKS, "status" => "CREATED").set(s.created as f64);
-    metrics::gauge!(TASKS, "status" => "EXECUTING").set(s.executing as f64);
-    metrics::gauge!(QUEUE_DEPTH).set(s.due as f64);
-    let age = s.oldest_due_at.map_or(0.0, |at| (now_ms - at).max(0) as f64 / 1000.0);
-    metrics::gauge!(QUEUE_OLDEST_AGE).set(age);
-    metrics::gauge!(LEASE_EXPIRED).set(s.lease_expired as f64);
-    if let Some(p) = s.pool {
-        metrics::gauge!(PG_POOL_CONNECTIONS, "state" => "in_use").set(p.in_use as f64);
-        metrics::gauge!(PG_POOL_CONNECTIONS, "state" => "idle").set(p.idle as f64);
-        metrics::gauge!(PG_POOL_WAITING).set(p.waiting as f64);
-    }
-    metrics::gauge!(STATS_SAMPLED).set(now_ms as f64 / 1000.0);
-}
-
-/// Samples the store every `every` (`--store-sample-ms`) until `shutdown` turns true.
-pub async fn sample_forever(storage: Storage, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        let now = crate::domain::now_ms();
-        match storage.engine.engine_stats(now).await {
-            Ok(s) => record_stats(&s, now),
-            Err(e) => crate::limited!(warn, "store stats", error = %e, "could not sample the store's task counts"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-    }
-}
-
 /// The label of a step: its name when the operation has such a step (names come from the code),
 /// else `other`, so that a stored record can never add a label value.
 pub fn step_label(op: &crate::domain::operation::Operation, stored: &str) -> String {
@@ -259,10 +215,10 @@ pub fn step_label(op: &crate::domain::operation::Operation, stored: &str) -> Str
 }
 
 /// Counts what a claim did: a takeover of a running task, or a scheduled task firing.
-pub fn claimed(c: &crate::storage::Claimed) {
-    if !c.started {
+pub fn claimed(takeover: bool, scheduled: bool) {
+    if takeover {
         metrics::counter!(LEASE_TAKEOVERS).increment(1);
-    } else if c.task.schedule_at.is_some() {
+    } else if scheduled {
         metrics::counter!(SCHEDULED_FIRED).increment(1);
     }
 }
@@ -322,12 +278,6 @@ mod tests {
         assert!(!first.is_empty());
         assert_eq!(step_label(&op, &first), first);
         assert_eq!(step_label(&op, "'; DROP TABLE tasks; --"), "other");
-    }
-
-    #[test]
-    fn store_error_kinds_are_the_variants() {
-        assert_eq!(store_error_kind(&StoreError::Unavailable("x".into())), "unavailable");
-        assert_eq!(store_error_kind(&StoreError::Closed), "closed");
     }
 
     #[test]

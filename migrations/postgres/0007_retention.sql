@@ -1,4 +1,4 @@
--- Retention (issue 11): a project's policy replaces the configured default as a whole.
+-- Retention: a project's policy replaces the configured default as a whole.
 CREATE TABLE retention_policies (
     project_id  TEXT PRIMARY KEY,
     policy      TEXT NOT NULL,

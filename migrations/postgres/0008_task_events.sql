@@ -1,4 +1,4 @@
--- The task event log behind the SSE streams (docs/decisions.md, "Task event stream").
+-- The task event log behind the SSE streams (docs/decisions.md, "Events"; docs/events.md).
 -- Identity values are taken in one order and committed in another, so readers order the log by
 -- (xid, id): the writing transaction's id, then the event id, and read only transactions older
 -- than every one still running (pg_snapshot_xmin), a set that can no longer grow.

@@ -1,4 +1,4 @@
--- What an executor (issue 13) reported for a task, one row per task, kept with it (and removed
+-- What an executor reported for a task, one row per task, kept with it (and removed
 -- with it): the step it runs and the attempt at that step (1 for a first run, one more each time
 -- the step is begun again after a crash or a handed-back lease), its last progress and message,
 -- why it failed, the tail of its output for operators, and, for a webhook, the SHA-256 of the

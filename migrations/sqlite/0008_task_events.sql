@@ -1,4 +1,4 @@
--- The task event log behind the SSE streams (docs/decisions.md, "Task event stream").
+-- The task event log behind the SSE streams (docs/decisions.md, "Events"; docs/events.md).
 -- One writer commits at a time, so ids are in commit order; AUTOINCREMENT never reuses an id,
 -- even once every row is pruned.
 CREATE TABLE task_events (

@@ -18,7 +18,7 @@ use clap::Args;
 use serde_json::json;
 
 use crate::auth::keys::MasterKey;
-use crate::domain::{ProjectId, Role, now_ms};
+use crate::domain::{CompactTime, ProjectId, Role, now_ms};
 use crate::storage::Storage;
 use load::{Call, CallMaker, Measured, Target};
 
@@ -204,12 +204,6 @@ fn get(path_and_query: String) -> Option<Call> {
     Some(Call { method: "GET", path_and_query, body: None })
 }
 
-fn compact(ms: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y%m%d%H%M%S").to_string())
-        .unwrap_or_default()
-}
-
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     if args.quick {
         args.hot_tasks = args.hot_tasks.min(2_000);
@@ -344,7 +338,7 @@ async fn bench(args: &BenchArgs, database: &str, work: &std::path::Path) -> anyh
 
     // A 30-day window in the middle of the year, and its third page.
     let mid = (pop.oldest + pop.newest) / 2;
-    let (from, to) = (compact(mid - 15 * 86_400_000), compact(mid + 15 * 86_400_000));
+    let (from, to) = (CompactTime(mid - 15 * 86_400_000), CompactTime(mid + 15 * 86_400_000));
     let b = hot_base.clone();
     let filtered: CallMaker =
         Arc::new(move |_, _| get(format!("{b}?begin_time={from}&end_time={to}&start=21&limit=10")));

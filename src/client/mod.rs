@@ -2,7 +2,7 @@
 //! [`crate::auth::signature::Signer`]. The commands and their flags are here; [`http`] holds the
 //! connection and credentials, [`output`] the tables, [`wait`] the live progress.
 //!
-//! Exit codes (scripts may rely on them; README "CLI"):
+//! Exit codes (scripts may rely on them; docs/cli.md):
 //! 0 done · 1 the API refused (4xx) · 2 usage or local configuration · 3 the task FAILED (or was
 //! cancelled) · 4 server error (5xx) or no answer · 5 `--timeout` passed while waiting.
 
@@ -17,7 +17,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use crate::domain::now_ms;
+use crate::domain::{CompactTime, now_ms};
 use http::Api;
 use output::{Cell, colour_stdout, fields, status, table, when};
 
@@ -538,6 +538,7 @@ pub struct RestartArgs {
 
 /// Lets a closed pipe end the process quietly, as it does `cat` (`kafka-tasks tasks list | head`):
 /// Rust ignores SIGPIPE, and the next `println!` would then panic on the broken pipe.
+#[allow(unsafe_code, reason = "signal(2), see the SAFETY note")]
 pub fn default_sigpipe() {
     // SAFETY: called before the client starts any thread of its own; SIG_DFL is a valid
     // disposition and no Rust state depends on SIGPIPE being ignored in a client process.
@@ -906,13 +907,6 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, Failure> {
     Err(bad())
 }
 
-/// `YYYYMMDDHHmmss` in UTC, as the query strings carry times.
-fn compact(ms: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y%m%d%H%M%S").to_string())
-        .unwrap_or_default()
-}
-
 fn page_query(p: &Page) -> Result<Vec<(&'static str, String)>, Failure> {
     let mut q = vec![];
     if let Some(l) = p.limit {
@@ -923,10 +917,10 @@ fn page_query(p: &Page) -> Result<Vec<(&'static str, String)>, Failure> {
     }
     let now = now_ms();
     if let Some(s) = &p.since {
-        q.push(("begin_time", compact(parse_time(s, now)?)));
+        q.push(("begin_time", CompactTime(parse_time(s, now)?).to_string()));
     }
     if let Some(s) = &p.until {
-        q.push(("end_time", compact(parse_time(s, now)?)));
+        q.push(("end_time", CompactTime(parse_time(s, now)?).to_string()));
     }
     Ok(q)
 }
@@ -1015,9 +1009,9 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
         TasksCommand::Delete { inst, task: None, before, since, status, name } => {
             let now = now_ms();
             let before = before.ok_or_else(|| Failure::Usage("give a TASK or --before TIME".into()))?;
-            let mut q = vec![("end_time", compact(parse_time(&before, now)?))];
+            let mut q = vec![("end_time", CompactTime(parse_time(&before, now)?).to_string())];
             if let Some(s) = since {
-                q.push(("begin_time", compact(parse_time(&s, now)?)));
+                q.push(("begin_time", CompactTime(parse_time(&s, now)?).to_string()));
             }
             if !status.is_empty() {
                 q.push(("status", status.join(",").to_uppercase()));
@@ -1071,7 +1065,10 @@ async fn scheduled(c: Ctx, cmd: ScheduledCommand) -> Result<(), Failure> {
         }
         ScheduledCommand::Reschedule { inst, task, at } => {
             let ms = parse_time(&at, now_ms())?;
-            let v = c.api.send("PUT", &task_path(&inst, &task), &[("execute_at", compact(ms))], None).await?;
+            let v = c
+                .api
+                .send("PUT", &task_path(&inst, &task), &[("execute_at", CompactTime(ms).to_string())], None)
+                .await?;
             c.show(&v, |_| format!("task {task} now due {}", when(&json!(ms), now_ms())));
         }
         ScheduledCommand::Resume { inst, task } => {

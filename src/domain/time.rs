@@ -32,6 +32,16 @@ impl std::str::FromStr for CompactTime {
     }
 }
 
+/// The same `YYYYMMDDHHmmss` UTC form (empty for an instant chrono cannot represent).
+impl std::fmt::Display for CompactTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match DateTime::<Utc>::from_timestamp_millis(self.0) {
+            Some(t) => write!(f, "{}", t.format("%Y%m%d%H%M%S")),
+            None => Ok(()),
+        }
+    }
+}
+
 impl CompactTime {
     /// The last millisecond of the second this value names, so that an inclusive upper
     /// bound of `…HHmmss` covers a record created at `…HH:mm:ss.999`.
@@ -58,5 +68,12 @@ mod tests {
         assert!("20200230000000".parse::<CompactTime>().is_err());
         assert!("2020-05-15T03:1".parse::<CompactTime>().is_err());
         assert!("+0200515031951".parse::<CompactTime>().is_err());
+    }
+
+    #[test]
+    fn compact_times_round_trip_through_display() {
+        assert_eq!(CompactTime(1589512791046).to_string(), "20200515031951");
+        assert_eq!("20200515031951".parse::<CompactTime>().map(|t| t.to_string()), Ok("20200515031951".to_owned()));
+        assert_eq!(CompactTime(i64::MAX).to_string(), "");
     }
 }

@@ -13,6 +13,7 @@
 //! step.
 
 pub mod retention;
+pub mod sampler;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -156,7 +157,7 @@ impl Engine {
                     Ok(batch) => {
                         claimed_all = batch.len() == want;
                         for c in batch {
-                            telemetry::claimed(&c);
+                            telemetry::claimed(!c.started, c.task.schedule_at.is_some());
                             let Ok(permit) = slots.clone().acquire_owned().await else {
                                 break;
                             };

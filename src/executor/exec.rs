@@ -303,6 +303,10 @@ where
 
 /// The watcher of a run's process group (Linux), and the heartbeat that keeps it waiting.
 #[cfg(target_os = "linux")]
+#[allow(
+    unsafe_code,
+    reason = "fork, pipes and signals for the watcher that outlives the server; each block says why it is sound"
+)]
 mod watcher {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::time::Duration;

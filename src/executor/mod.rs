@@ -1,4 +1,4 @@
-//! Executors: what runs an operation's steps (issue 13). The engine owns the lifecycle (leases,
+//! Executors: what runs an operation's steps. The engine owns the lifecycle (leases,
 //! attempts, timeouts, the instance change at the last step); an executor only does a step's
 //! work and says how it went.
 //!

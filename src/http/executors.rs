@@ -1,4 +1,4 @@
-//! What executors report (issue 13): the run of a task for operators, and the callback through
+//! What executors report: the run of a task for operators, and the callback through
 //! which a webhook receiver ends a step.
 
 use axum::extract::State;

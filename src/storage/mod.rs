@@ -30,6 +30,25 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+impl StoreError {
+    /// The error's kind, as the `kafka_tasks_store_errors_total{kind}` label names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Backend(_) => "backend",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::Closed => "closed",
+            StoreError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// Counts the error in the store-error metric and gives it back (each engine's errors
+    /// pass here once, where they are made).
+    pub fn counted(self) -> StoreError {
+        crate::telemetry::store_error(self.kind());
+        self
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// A page of tasks of one instance, newest first.
@@ -381,7 +400,7 @@ pub struct Report {
     pub output_tail: Option<String>,
 }
 
-/// What executors keep with a task (issue 13): attempts, progress, failures, output, and the
+/// What executors keep with a task: attempts, progress, failures, output, and the
 /// webhook callbacks. Every write by a worker is conditional on its lease, as a step's end is.
 #[async_trait]
 pub trait RunStore: Send + Sync {
@@ -638,4 +657,17 @@ fn task_run_from(
         answer,
         updated_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn store_error_kinds_are_the_variants() {
+        assert_eq!(StoreError::Unavailable("x".into()).kind(), "unavailable");
+        assert_eq!(StoreError::Backend("x".into()).kind(), "backend");
+        assert_eq!(StoreError::Corrupt("x".into()).kind(), "corrupt");
+        assert_eq!(StoreError::Closed.kind(), "closed");
+    }
 }

@@ -1,4 +1,4 @@
-//! The attacks of issue 8 that go through authentication, each replayed against the real server:
+//! The attacks that go through authentication, each replayed against the real server:
 //! body swaps under a captured signature, lockout by a stranger, token chains, duplicate query
 //! keys, per-key rate limits and unauthenticated bodies.
 

@@ -1,4 +1,4 @@
-//! Executors (issue 13): steps run by a program or a webhook receiver, with the engine's
+//! Executors: steps run by a program or a webhook receiver, with the engine's
 //! guarantees (attempts, timeouts, cancellation, crash recovery) carried over. The program is
 //! tests/executors/step.sh; the webhook receiver is a few lines of TCP below.
 
@@ -514,10 +514,12 @@ async fn receiver() -> (String, tokio::sync::mpsc::Receiver<Delivery>) {
 const SECRET: &str = "a-webhook-secret-for-tests-only";
 
 /// A server whose restarts go to a webhook receiver; the receiver's deliveries.
+#[allow(unsafe_code, reason = "set_var: every test sets the same value, see the SAFETY note")]
 async fn webhook_app(work: &Work, timeout_secs: u64) -> (TestApp, tokio::sync::mpsc::Receiver<Delivery>) {
     let (url, rx) = receiver().await;
-    // Each test runs in a process of its own (nextest): the variable is this test's.
-    // SAFETY: set before the server (and any other thread reading the environment) starts.
+    // SAFETY: under nextest each test has a process of its own; under `cargo test` tests share
+    // one, but every test sets this same constant value, so a reader never sees a torn or
+    // different value.
     unsafe { std::env::set_var("KT_TEST_WEBHOOK_SECRET", SECRET) };
     let config = work.write_config(&format!(
         "[operations.restartInstance]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret_env = \"KT_TEST_WEBHOOK_SECRET\"\n\

@@ -1,4 +1,4 @@
-//! Issue 9, "Fidelity": kernel upgrades (ShowUpgradeInstanceVersion, rolling UpgradeInstance,
+//! Fidelity to DMS: kernel upgrades (ShowUpgradeInstanceVersion, rolling UpgradeInstance,
 //! the operator's `kernels add`), the second paths of create and reassign, UpdateInstance,
 //! `status=null` on a scheduled task, and `params` without nulls.
 

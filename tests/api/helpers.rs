@@ -691,7 +691,7 @@ impl TestApp {
     }
 }
 
-// --- issue 9: kernel versions, the second paths, UpdateInstance ---
+// --- kernel versions, the second paths, UpdateInstance ---
 
 /// The build every 2.7 instance is created on while the operator has added none.
 pub const LATEST_BUILT_IN_27: &str = "2.7.1-h0.cbu.dms.101.r0";

@@ -1,5 +1,5 @@
 //! Connection hygiene, bounded memory and metrics, the HTTP stack's own errors, readiness and
-//! database outages (issue 8, findings 4, 5, 10, 11, 13).
+//! database outages.
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,9 @@
 //! Integration tests: the real server over real HTTP, each test on its own fresh database.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that meets the unexpected should stop there: a panic is its failure"
+)]
 
 mod attacks;
 mod audit;

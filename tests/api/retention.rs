@@ -1,4 +1,4 @@
-//! Retention policies and bulk delete (issue 11): the pruner removes exactly the finished
+//! Retention policies and bulk delete: the pruner removes exactly the finished
 //! records a policy no longer keeps, never a waiting or running one, keeps every count exact and
 //! audits each batch; the bulk delete removes exactly what its filter names, audited record by
 //! record, with the single delete's permission. Records are seeded straight into the store with

@@ -1,6 +1,11 @@
 //! The CLI client against a live server: the built binary, run as a person or a script would
 //! (AK/SK in `HUAWEICLOUD_SDK_*`, stdout piped), every command, its JSON parsed back and
 //! compared with what the API answers, its tables, exit codes and error lines.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that meets the unexpected should stop there: a panic is its failure"
+)]
 
 #[path = "../common/serve.rs"]
 mod serve;

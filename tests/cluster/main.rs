@@ -9,6 +9,11 @@
 //! database's order, each event once; and the log must hold one event per committed change.
 //!
 //! PostgreSQL is `KAFKA_TASKS_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that meets the unexpected should stop there: a panic is its failure"
+)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;

@@ -15,6 +15,11 @@
 //! that each of these checks catches what it is meant to.
 //!
 //! Bounded: `KAFKA_TASKS_CRASH_RUNS` runs (default 5); `KAFKA_TASKS_CRASH_SEED` replays a seed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that meets the unexpected should stop there: a panic is its failure"
+)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -6,7 +6,7 @@
 //! service should make. Every body of a mutating route breaks at least one of its rules, a
 //! DELETE never names a record that could be deleted, and a reschedule never carries a single
 //! valid value; only a *duplicated* query key may hide a valid value behind an invalid one,
-//! which the service must refuse (issue 8, finding 6).
+//! which the service must refuse.
 
 use serde_json::{Value, json};
 

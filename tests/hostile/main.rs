@@ -18,6 +18,11 @@
 //!
 //! `KAFKA_TASKS_HOSTILE_REQUESTS` sets the total over the three runs (default 20,000);
 //! `KAFKA_TASKS_HOSTILE_SEED` replays a seed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that meets the unexpected should stop there: a panic is its failure"
+)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -684,7 +689,7 @@ async fn one_forged(ctx: &Ctx, rng: &mut Rng, t: &mut Tally) {
             ("signed outside the date window", signed_headers(ctx, tamperer, &d.method, &d.target, &d.body, at))
         }
         76..88 if !d.body.is_empty() => {
-            // A body swapped under the hash of the one that was signed (finding 1).
+            // A body swapped under the hash of the one that was signed.
             let hash = Algorithm::Sha256.hash_hex(&d.body);
             body = craft::broken_body(rng, d.route, &ctx.targets);
             if body == d.body {

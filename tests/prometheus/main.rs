@@ -6,6 +6,11 @@
 //! Skips (saying so) when `prometheus`/`promtool` are not installed, unless
 //! `KAFKA_TASKS_REQUIRE_PROMETHEUS=1` (set by scripts/test.sh, which CI runs, after it installs
 //! them). Each test is bounded (well under 60 s).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that meets the unexpected should stop there: a panic is its failure"
+)]
 
 mod dashboard;
 mod harness;

@@ -1,6 +1,11 @@
 //! The storage contract: the same cases against every engine, each on a fresh database.
 //! PostgreSQL is `KAFKA_TASKS_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`); these tests
 //! do not skip it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test that meets the unexpected should stop there: a panic is its failure"
+)]
 
 use std::collections::HashSet;
 
@@ -794,7 +799,7 @@ async fn concurrent_deletes_of_one_instance_keep_its_counts_exact() {
         }
     }
 }
-// --- the task event log (issue 11, part 3) ---
+// --- the task event log ---
 
 use kafka_tasks::storage::events::{EventCursor, EventRetention, EventScope, EventStart, LoggedEvent};
 

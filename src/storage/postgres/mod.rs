@@ -18,7 +18,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use super::*;
-use crate::telemetry;
 
 mod audit;
 mod bulk;
@@ -70,11 +69,11 @@ pub struct Postgres {
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
-    telemetry::store_error(StoreError::Backend(e.to_string()))
+    StoreError::counted(StoreError::Backend(e.to_string()))
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    telemetry::store_error(StoreError::Corrupt(e.to_string()))
+    StoreError::counted(StoreError::Corrupt(e.to_string()))
 }
 
 /// SQLSTATE classes and codes that mean "the database cannot serve now" rather than "this
@@ -90,7 +89,7 @@ fn unavailable_sqlstate(code: &str) -> bool {
 /// "db error" that `tokio_postgres::Error` displays, and tells outages from faults.
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        telemetry::store_error(classify(e))
+        StoreError::counted(classify(e))
     }
 }
 
@@ -134,12 +133,12 @@ impl From<deadpool_postgres::PoolError> for StoreError {
             // With `RecyclingMethod::Fast` nothing runs on a pooled connection before it is
             // handed out, so a backend error here comes from connecting: the server is down,
             // refuses connections, or this database does not accept them.
-            PoolError::Backend(e) => telemetry::store_error(match classify(e) {
+            PoolError::Backend(e) => StoreError::counted(match classify(e) {
                 StoreError::Backend(text) => StoreError::Unavailable(format!("cannot connect: {text}")),
                 other => other,
             }),
-            PoolError::Closed => telemetry::store_error(StoreError::Closed),
-            PoolError::Timeout(_) => telemetry::store_error(StoreError::Unavailable(format!("connection pool: {e}"))),
+            PoolError::Closed => StoreError::counted(StoreError::Closed),
+            PoolError::Timeout(_) => StoreError::counted(StoreError::Unavailable(format!("connection pool: {e}"))),
             PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => backend(e),
         }
     }

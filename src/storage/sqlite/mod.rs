@@ -82,12 +82,12 @@ impl From<rusqlite::Error> for StoreError {
             }
             _ => StoreError::Backend(e.to_string()),
         };
-        telemetry::store_error(err)
+        StoreError::counted(err)
     }
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    telemetry::store_error(StoreError::Corrupt(e.to_string()))
+    StoreError::counted(StoreError::Corrupt(e.to_string()))
 }
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -266,7 +266,7 @@ impl WalPin {
 impl Sqlite {
     pub async fn open(path: &Path) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::auth::keys::create_private_dir(dir)?;
+            crate::private_files::create_private_dir(dir)?;
         }
         make_private(path)?;
         let mut conn = connect(path)?;
