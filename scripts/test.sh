@@ -65,6 +65,11 @@ run_tests() {
 }
 
 step "Rust tests: unit, storage contract (SQLite and PostgreSQL), three-node cluster, API over HTTP on SQLite"
+# The CLI's completion tests drive real shells: zsh on a pty (tmux) and fish; `script` (util-linux)
+# gives the confirmation test its terminal.
+if ! command -v zsh >/dev/null || ! command -v fish >/dev/null || ! command -v tmux >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq zsh fish tmux
+fi
 cargo build --locked --bins
 
 # OpenTofu with the real provider, in the background from here to the end of the run: most of

@@ -99,14 +99,19 @@ pub enum CredentialsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Print a token valid for 24 hours for an active access key.
+    /// Print a token valid for 24 hours. Without `--access-key`: asks the server with your AK/SK
+    /// (a profile, or HUAWEICLOUD_SDK_AK/SK), as any client does. With `--access-key`: the
+    /// operator's path, on the server's own database and master key (never created here).
     Create {
+        /// Issue the token on the database directly, for this access key (run where the server runs).
         #[arg(long)]
-        access_key: String,
+        access_key: Option<String>,
         #[command(flatten)]
         db: DatabaseArgs,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        conn: crate::client::Conn,
     },
 }
 
@@ -263,8 +268,38 @@ async fn kernels(cmd: KernelsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses to go on when the database or the master key file that `token create --access-key`
+/// would read does not exist: opening them would create an empty database or a new key, and
+/// the token would be refused by the server anyway. Says which path it looked for.
+fn require_existing(db: &DatabaseArgs, keys: &KeyArgs) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default();
+    let url = db.database.as_str();
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        let path = std::path::Path::new(url.strip_prefix("sqlite:").unwrap_or(url));
+        if !path.exists() {
+            anyhow::bail!(
+                "no database at {} (looked in {cwd}): run this where the server runs, pass its --database, \
+                 or leave out --access-key to ask the server with your AK/SK (`kafka-tasks configure` first)",
+                path.display()
+            );
+        }
+    }
+    if keys.master_key.is_none() && !keys.master_key_file.exists() {
+        anyhow::bail!(
+            "no master key file at {} (looked in {cwd}): pass the server's --master-key-file, \
+             or leave out --access-key to ask the server with your AK/SK",
+            keys.master_key_file.display()
+        );
+    }
+    Ok(())
+}
+
 async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
-    let TokenCommand::Create { access_key, db, keys } = cmd;
+    let TokenCommand::Create { access_key, db, keys, conn: _ } = cmd;
+    let Some(access_key) = access_key else {
+        anyhow::bail!("unreachable: the client path is dispatched before");
+    };
+    require_existing(&db, &keys)?;
     let storage = Storage::open(&db.database).await?;
     let master = keys.open(&storage, now_ms()).await?;
     let (token, _) = auth::issue_token(storage.credentials.as_ref(), &master, &access_key, now_ms())
@@ -294,6 +329,33 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The completion script for `shell`. Bash's is generated for the name `kafka_tasks` and bound
+/// to `kafka-tasks`: clap_complete's bash generator spells a hyphenated name one way in the
+/// loop that walks the words (`kafka__tasks__subcmd__tasks`) and another in the arms that
+/// complete them (`kafka__subcmd__tasks__subcmd__tasks`), so nothing completed past the first
+/// word (clap-rs/clap issues 6421 and 6386). Without a hyphen both agree; the function reads
+/// the command as typed (`$1`), so only the `complete` lines name the binary.
+pub fn completion_script(shell: clap_complete::Shell) -> String {
+    const NAME: &str = "kafka-tasks";
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    if shell == clap_complete::Shell::Bash {
+        clap_complete::generate(shell, &mut cmd, "kafka_tasks", &mut out);
+        let text = String::from_utf8_lossy(&out);
+        text.lines()
+            .map(|l| match l.trim_start().starts_with("complete -F ") {
+                true => l.strip_suffix(" kafka_tasks").map_or_else(|| l.to_owned(), |head| format!("{head} {NAME}")),
+                false => l.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    } else {
+        clap_complete::generate(shell, &mut cmd, NAME, &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KAFKA_TASKS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -319,10 +381,20 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let command = match cli.command {
         Command::Client(cmd) => return runtime.block_on(crate::client::run(cmd)),
+        Command::Token(TokenCommand::Create { access_key: None, conn, .. }) => {
+            crate::client::default_sigpipe();
+            return runtime.block_on(crate::client::run_with(crate::client::configure::token_from_server(&conn)));
+        }
         Command::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut cmd, "kafka-tasks", &mut std::io::stdout());
-            return ExitCode::SUCCESS;
+            use std::io::Write;
+            let script = completion_script(shell);
+            return match std::io::stdout().write_all(script.as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write the script: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         other => other,
     };

@@ -78,6 +78,16 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 /// As [`start`], with a clock that tests can move.
 pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<Running> {
     let pruner = args.retention.pruner()?;
+    // Bound before anything is opened or created: a port already taken must leave no database,
+    // key or `data/` folder behind.
+    let listener = serve::bind(args.listen).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "cannot listen on {}: the address is already in use (another kafka-tasks, or another program); \
+             stop it or choose another address with --listen ADDR; nothing was created",
+            args.listen
+        ),
+        _ => anyhow::anyhow!("cannot listen on {} (--listen): {e}", args.listen),
+    })?;
     let storage = Storage::open_with_pool(&args.db.database, args.pool_size as usize).await?;
     let master = args.keys.open(&storage, clock.now_ms()).await?;
     let default_project: ProjectId = args
@@ -165,7 +175,6 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         }
         None => (None, None),
     };
-    let listener = serve::bind(args.listen)?;
     let addr = listener.local_addr()?;
     let app = http::router(state);
     let server = tokio::spawn(serve::serve(listener, app, opts, shutdown_rx));

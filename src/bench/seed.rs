@@ -99,7 +99,14 @@ fn finished_task(inst: &Instance, n: u64, created_at: i64) -> anyhow::Result<New
                 _ => (StepStatus::Completed, Some(t), Some(t + *ms as i64)),
             };
             t += *ms as i64;
-            Step { name: kind.name().into_owned(), status: st, start_time: start, end_time: end, duration_ms: *ms }
+            Step {
+                name: kind.name().into_owned(),
+                status: st,
+                start_time: start,
+                end_time: end,
+                duration_ms: *ms,
+                failure: None,
+            }
         })
         .collect();
     let mut task = NewTask::new(inst, op, USER, created_at, schedule_at, 1.0);

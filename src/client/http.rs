@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::signature::{Algorithm, Signer, sdk_date};
 use crate::domain::now_ms;
 
+use super::hints::{Facts, Op, hint, key_shape};
 use super::{Conn, Failure};
 
 /// The endpoint when neither `--endpoint`, `KAFKA_TASKS_ENDPOINT` nor the profile names one.
@@ -38,13 +39,18 @@ impl std::fmt::Debug for Credentials {
 
 /// One profile of the profiles file. Every field is optional; flags and the environment win
 /// over `endpoint` and `project_id`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub project_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub access_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
 }
 
@@ -136,6 +142,12 @@ impl Api {
     }
 
     pub fn new(endpoint: &str, project: String, creds: Credentials) -> Result<Api, Failure> {
+        if !endpoint.contains("://") {
+            return Err(Failure::Usage(format!(
+                "--endpoint {endpoint:?} has no scheme: write http://{endpoint}",
+                endpoint = super::output::escape(endpoint)
+            )));
+        }
         let url = reqwest::Url::parse(endpoint)
             .map_err(|e| Failure::Usage(format!("--endpoint {endpoint:?} is not a URL: {e}")))?;
         match url.scheme() {
@@ -206,8 +218,76 @@ impl Api {
                 return serde_json::from_str(&text)
                     .map_err(|e| Failure::Network(format!("{method} {path}: the answer is not JSON: {e}")));
             }
+            return Err(self.hinted(api_error(status, request_id, &text), method, path, &query).await);
+        }
+    }
+
+    /// `f` with the hint the table has for it in this request's context (the key's shape, and
+    /// what keeps a busy instance busy, looked up when that is the refusal).
+    async fn hinted(&self, f: Failure, method: &str, path: &str, query: &str) -> Failure {
+        let Failure::Api { status, code, message, request_id, hint: None } = f else { return f };
+        let (op, instance, task) = request_context(method, path, query);
+        let access_key = match &self.creds {
+            Credentials::AkSk { access_key, .. } => access_key.as_str(),
+            Credentials::Token(_) => "",
+        };
+        let facts = Facts { project: &self.project, instance, task, access_key };
+        let mut found = hint(&code, &message, op, &facts);
+        if let (Some(h), Credentials::AkSk { access_key, secret_key }) = (&mut found, &self.creds)
+            && message.contains("verify aksk signature fail")
+            && let Some(shape) = key_shape(access_key, secret_key)
+        {
+            h.push_str("; ");
+            h.push_str(&shape);
+        }
+        if found.is_none() && code == "DMS.00400026" && op == Op::Operation {
+            found = Box::pin(self.busy_hint(instance)).await;
+        }
+        Failure::Api { status, code, message, request_id, hint: found }
+    }
+
+    /// Why an instance refuses an operation: its status and the task running on it.
+    async fn busy_hint(&self, instance: &str) -> Option<String> {
+        let inst = self.get(&self.instance_path(instance, ""), &[]).await.ok()?;
+        let status = inst.get("status").and_then(Value::as_str).unwrap_or("?").to_owned();
+        let tasks = self.get(&self.instance_path(instance, "/tasks"), &[("limit", "100".into())]).await.ok();
+        let running = tasks.as_ref().and_then(|t| t.get("tasks")).and_then(Value::as_array).and_then(|ts| {
+            ts.iter().find(|t| matches!(t.get("status").and_then(Value::as_str), Some("EXECUTING" | "CREATED")))
+        });
+        Some(match running {
+            Some(t) => {
+                let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
+                format!(
+                    "the instance is {status}: task {} ({}) is {} on it; wait for it (`kafka-tasks tasks wait -i \
+                     {instance} {}`), then try again",
+                    s("id"),
+                    s("name"),
+                    s("status"),
+                    s("id")
+                )
+            }
+            None => format!("the instance is {status}, which does not allow this operation now"),
+        })
+    }
+
+    /// Whether requests are signed with AK/SK (not sent with a token).
+    pub fn signs(&self) -> bool {
+        matches!(self.creds, Credentials::AkSk { .. })
+    }
+
+    /// `POST /v3/auth/tokens` with `body`: the answer and the token from `X-Subject-Token`.
+    pub async fn create_token(&self, body: &Value) -> Result<(Value, String), Failure> {
+        let path = "/v3/auth/tokens";
+        let res = self.send_once("POST", path, "", &body.to_string()).await?;
+        let status = res.status().as_u16();
+        let header = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (request_id, token) = (header("x-request-id"), header("x-subject-token"));
+        let text = res.text().await.map_err(|e| Failure::Network(format!("POST {path}: {e}")))?;
+        if !(200..300).contains(&status) {
             return Err(api_error(status, request_id, &text));
         }
+        let token = token.ok_or_else(|| Failure::Network(format!("POST {path}: the answer has no X-Subject-Token")))?;
+        Ok((serde_json::from_str(&text).unwrap_or(Value::Null), token))
     }
 
     /// A signed GET whose answer is a stream: the response as it starts, read by the caller,
@@ -282,7 +362,28 @@ fn api_error(status: u16, header_id: Option<String>, text: &str) -> Failure {
     let code = field("error_code").unwrap_or_else(|| format!("HTTP {status}"));
     let message = field("error_msg").unwrap_or_else(|| text.chars().take(200).collect());
     let request_id = header_id.or_else(|| field("request_id"));
-    Failure::Api { status, code, message, request_id }
+    Failure::Api { status, code, message, request_id, hint: None }
+}
+
+/// The command a request stands for, as far as hints tell them apart, and the instance and
+/// task its path names.
+fn request_context<'a>(method: &str, path: &'a str, query: &str) -> (Op, &'a str, &'a str) {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let after = |key: &str| parts.iter().position(|p| *p == key).and_then(|i| parts.get(i + 1).copied());
+    let instance = after("instances").unwrap_or_default();
+    let (sched, task) = match (after("scheduled-tasks"), after("tasks")) {
+        (Some(t), _) => (true, t),
+        (None, Some(t)) => (false, t),
+        (None, None) => (false, ""),
+    };
+    let op = match (method, sched, task.is_empty()) {
+        ("DELETE", true, false) => Op::ScheduledDelete,
+        ("DELETE", false, false) => Op::TaskDelete,
+        ("PUT", true, false) if query.contains("execute_at=") => Op::Reschedule,
+        ("POST" | "PUT", _, true) if !instance.is_empty() => Op::Operation,
+        _ => Op::Any,
+    };
+    (op, instance, task)
 }
 
 #[cfg(test)]
@@ -298,7 +399,7 @@ mod tests {
     #[test]
     fn an_error_body_gives_code_message_and_request_id() {
         let f = api_error(404, None, r#"{"error_code":"DMS.00404070","error_msg":"no task","request_id":"r1"}"#);
-        let Failure::Api { status, code, message, request_id } = f else { panic!("not an API failure") };
+        let Failure::Api { status, code, message, request_id, .. } = f else { panic!("not an API failure") };
         assert_eq!(
             (status, code.as_str(), message.as_str(), request_id.as_deref()),
             (404, "DMS.00404070", "no task", Some("r1"))

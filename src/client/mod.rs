@@ -6,7 +6,9 @@
 //! 0 done · 1 the API refused (4xx) · 2 usage or local configuration · 3 the task FAILED (or was
 //! cancelled) · 4 server error (5xx) or no answer · 5 `--timeout` passed while waiting.
 
+pub mod configure;
 pub mod events;
+pub mod hints;
 pub mod http;
 pub mod output;
 pub mod wait;
@@ -30,7 +32,8 @@ pub enum Failure {
     /// Bad flags, missing credentials, an unreadable profile: exit 2.
     Usage(String),
     /// The API answered with an error: exit 1 (4xx) or 4 (5xx).
-    Api { status: u16, code: String, message: String, request_id: Option<String> },
+    /// `hint`: what to do, the CLI's own words ([`hints`]), printed under the error.
+    Api { status: u16, code: String, message: String, request_id: Option<String>, hint: Option<String> },
     /// No answer (refused, reset, timed out) or an unreadable one: exit 4.
     Network(String),
     /// The awaited task ended FAILED or CANCELLED: exit 3.
@@ -55,7 +58,7 @@ impl Failure {
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Failure::Api { status, code, message, request_id } => {
+            Failure::Api { status, code, message, request_id, .. } => {
                 write!(f, "{code}: {message} (HTTP {status}")?;
                 if let Some(id) = request_id {
                     write!(f, ", request id {id}")?;
@@ -120,16 +123,23 @@ pub struct WaitArgs {
 #[derive(Debug, Clone, Args)]
 pub struct Page {
     /// At most this many (1-100; the API's default 10).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100))]
     pub limit: Option<u64>,
     /// Skip this many.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "page")]
     pub offset: Option<u64>,
-    /// Only tasks created at or after TIME: RFC 3339, local `YYYY-MM-DD HH:MM[:SS]`, or `+2h`-style.
-    #[arg(long, value_name = "TIME")]
+    /// Show page N (1 is the newest), `--limit` a page (10 by default).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub page: Option<u64>,
+    /// Every matching task, read 100 at a time.
+    #[arg(long, conflicts_with_all = ["limit", "offset", "page"])]
+    pub all: bool,
+    /// Only tasks created at or after TIME: RFC 3339, local `YYYY-MM-DD HH:MM[:SS]`, `now`, or
+    /// an age (`2h` or `-2h`: two hours ago; `+2h`: two hours ahead).
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub since: Option<String>,
     /// Only tasks created at or before TIME.
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
     pub until: Option<String>,
 }
 
@@ -157,6 +167,9 @@ pub enum ClientCommand {
     Retention(RetentionArgs),
     /// The Apache Kafka cluster an instance is bound to (connected mode, admin role).
     Cluster(ClusterArgs),
+    /// Write a CLI profile (mode 0600): from a credential file (`--from
+    /// data/initial-credential.json`) or from answers to prompts, as `aws configure` does.
+    Configure(configure::ConfigureArgs),
 }
 
 #[derive(Debug, Args)]
@@ -280,19 +293,30 @@ pub enum TasksCommand {
     },
     /// Delete a finished task's record, or with `--before` every finished task created before
     /// TIME (optionally only of `--status` and `--name`), 1000 per request until none is left.
+    /// A bulk delete asks first on a terminal, naming the count (`--yes` skips it); without a
+    /// terminal it needs `--yes` to delete more than 10 records. `--dry-run` shows what would go.
     Delete {
         #[command(flatten)]
         inst: Inst,
         #[arg(required_unless_present = "before")]
         task: Option<String>,
-        /// Delete the finished tasks created at or before TIME (see `tasks list --since`).
-        #[arg(long, value_name = "TIME", conflicts_with = "task")]
+        /// Delete the finished tasks created at or before TIME: RFC 3339, local
+        /// `YYYY-MM-DD HH:MM[:SS]`, `now`, or an age (`30d`, `-30d`: 30 days ago; `+1h` is ahead).
+        #[arg(long, value_name = "TIME", conflicts_with = "task", allow_hyphen_values = true)]
         before: Option<String>,
         /// With --before: only those created at or after TIME.
-        #[arg(long, value_name = "TIME", requires = "before")]
+        #[arg(long, value_name = "TIME", requires = "before", allow_hyphen_values = true)]
         since: Option<String>,
-        /// With --before: only these statuses (SUCCESS, FAILED, CANCELLED; comma-separated).
-        #[arg(long, value_delimiter = ',', requires = "before")]
+        /// With --before: delete nothing; list what would go and count it (the same query).
+        #[arg(long, requires = "before")]
+        dry_run: bool,
+        /// With --before: do not ask for confirmation (needed without a terminal for more
+        /// than 10 records).
+        #[arg(long, short = 'y', requires = "before", conflicts_with = "dry_run")]
+        yes: bool,
+        /// With --before: only these statuses (comma-separated).
+        #[arg(long, value_delimiter = ',', requires = "before", ignore_case = true,
+              value_parser = ["SUCCESS", "FAILED", "CANCELLED"])]
         status: Vec<String>,
         /// With --before: only tasks of this name.
         #[arg(long, requires = "before")]
@@ -332,7 +356,7 @@ pub enum ScheduledCommand {
         inst: Inst,
         task: String,
         /// The new time (see `reassign --at` for the forms).
-        #[arg(long, value_name = "TIME")]
+        #[arg(long, value_name = "TIME", allow_hyphen_values = true)]
         at: String,
     },
     /// Make a cancelled task whose time is still ahead wait again.
@@ -367,8 +391,14 @@ pub struct InstancesArgs {
 pub enum InstancesCommand {
     /// List the project's instances.
     List,
-    /// Show one instance.
-    Show { instance: String },
+    /// Show one instance (`-i ID` as every other command, or the id alone).
+    Show {
+        #[arg(required_unless_present = "id", conflicts_with = "id")]
+        instance: Option<String>,
+        /// The instance id.
+        #[arg(long = "instance", short = 'i', value_name = "INSTANCE", env = "KAFKA_TASKS_INSTANCE")]
+        id: Option<String>,
+    },
     /// Create an instance (admin role); `--wait` follows its createInstance task.
     Create {
         #[arg(long)]
@@ -501,7 +531,7 @@ pub struct ReassignArgs {
     pub throttle: Option<i64>,
     /// Run at TIME instead of now: RFC 3339 (`2026-12-01T02:00:00Z`), local `YYYY-MM-DD HH:MM[:SS]`,
     /// or from now (`+30m`, `+2h`, `+1d`).
-    #[arg(long, value_name = "TIME", conflicts_with = "wait")]
+    #[arg(long, value_name = "TIME", conflicts_with = "wait", allow_hyphen_values = true)]
     pub at: Option<String>,
     /// Only print how long it would take (seconds); creates no task.
     #[arg(long, conflicts_with_all = ["at", "wait"])]
@@ -517,7 +547,7 @@ pub struct UpgradeArgs {
     #[command(flatten)]
     pub inst: Inst,
     /// Run at TIME instead of now (see `reassign --at`).
-    #[arg(long, value_name = "TIME", conflicts_with = "wait")]
+    #[arg(long, value_name = "TIME", conflicts_with = "wait", allow_hyphen_values = true)]
     pub at: Option<String>,
     /// Only show the current and the newest kernel build.
     #[arg(long, conflicts_with_all = ["at", "wait"])]
@@ -549,11 +579,19 @@ pub fn default_sigpipe() {
 
 /// Runs a client command; prints the failure (never a backtrace) and returns its exit code.
 pub async fn run(cmd: ClientCommand) -> ExitCode {
-    match dispatch(cmd).await {
+    run_with(dispatch(cmd)).await
+}
+
+/// Runs a client action as [`run`] does a command.
+pub async fn run_with(action: impl Future<Output = Result<(), Failure>>) -> ExitCode {
+    match action.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             // Its message may quote the server (an error's code and message, a step's name).
             eprintln!("error: {}", output::escape(&f.to_string()));
+            if let Failure::Api { hint: Some(h), .. } = &f {
+                eprintln!("hint: {}", output::escape(h));
+            }
             ExitCode::from(f.exit_code())
         }
     }
@@ -633,6 +671,7 @@ impl Ctx {
 
 async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
     match cmd {
+        ClientCommand::Configure(a) => configure::configure(a).await,
         ClientCommand::Tasks(a) => tasks(Ctx::new(&a.conn)?, a.cmd).await,
         ClientCommand::Scheduled(a) => scheduled(Ctx::new(&a.conn)?, a.cmd).await,
         ClientCommand::Instances(a) => instances(Ctx::new(&a.conn)?, a.cmd).await,
@@ -709,6 +748,7 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
                 }
                 // The batch answers 200 with a per-instance result and no error code.
                 return Err(Failure::Api {
+                    hint: None,
                     status: 400,
                     code: "BatchRestartOrDeleteInstances".into(),
                     message: format!("the instance {} could not be restarted now", a.inst.instance),
@@ -871,17 +911,84 @@ fn schedule(body: &mut Value, at: Option<&str>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Bulk deletes of at most this many records go ahead without a terminal and without `--yes`.
+pub const UNCONFIRMED_BULK_MAX: u64 = 10;
+
+/// Asks on the terminal before a bulk delete of `matched` records; without a terminal (a
+/// script, a pipe), allows at most [`UNCONFIRMED_BULK_MAX`] and never waits for an answer.
+fn confirm_bulk_delete(matched: u64, instance: &str, before: &str) -> Result<(), Failure> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        if matched > UNCONFIRMED_BULK_MAX {
+            return Err(Failure::Usage(format!(
+                "{matched} finished tasks match; without a terminal to confirm on, deleting more than \
+                 {UNCONFIRMED_BULK_MAX} needs --yes (see what would go with --dry-run); nothing was deleted"
+            )));
+        }
+        return Ok(());
+    }
+    let mut err = std::io::stderr();
+    let _ = write!(
+        err,
+        "Delete {matched} finished task(s) of instance {} created before {}? [y/N] ",
+        output::escape(instance),
+        output::escape(before)
+    );
+    let _ = err.flush();
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer).map_err(|e| Failure::Usage(format!("no answer read: {e}")))?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(Failure::Usage("not confirmed; nothing was deleted".into())),
+    }
+}
+
 /// Epoch ms of a time given on the command line: RFC 3339, local `YYYY-MM-DD HH:MM[:SS]`,
-/// `+N{s,m,h,d}` from now, or epoch milliseconds.
+/// `now`, `+N{s,m,h,d,w}` from now, `-N{…}` before now, or epoch milliseconds. An unsigned
+/// `N{…}` is refused here (`--at 2h`: ahead or ago?); filters read it as an age
+/// ([`parse_range_time`]).
 pub fn parse_time(s: &str, now: i64) -> Result<i64, Failure> {
+    parse_time_as(s, now, false)
+}
+
+/// A time that bounds a range of records (`--since`, `--until`, `--before`): as
+/// [`parse_time`], and an unsigned offset is an age, in the past: `--before 30d` is "created
+/// more than 30 days ago", as a person means it.
+pub fn parse_range_time(s: &str, now: i64) -> Result<i64, Failure> {
+    parse_time_as(s, now, true)
+}
+
+/// `30d`, `2h`: digits, then letters, nothing else (a date also starts with a digit).
+fn is_unsigned_offset(s: &str) -> bool {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0 && digits < s.len() && s.bytes().skip(digits).all(|b| b.is_ascii_alphabetic())
+}
+
+fn parse_time_as(s: &str, now: i64, unsigned_is_past: bool) -> Result<i64, Failure> {
     use chrono::{Local, NaiveDateTime, TimeZone};
     let s = s.trim();
-    let bad = || {
-        Failure::Usage(format!(
-            "{s:?} is not a time: use RFC 3339 (2026-12-01T02:00:00Z), local YYYY-MM-DD HH:MM[:SS], or +30m/+2h/+1d"
-        ))
+    let forms = if unsigned_is_past {
+        "RFC 3339 (2026-12-01T02:00:00Z), local YYYY-MM-DD HH:MM[:SS], now, an age (30d, -30d, 2h) or ahead (+1h)"
+    } else {
+        "RFC 3339 (2026-12-01T02:00:00Z), local YYYY-MM-DD HH:MM[:SS], now, ahead (+30m, +2h, +1d) or ago (-1d)"
     };
-    if let Some(rel) = s.strip_prefix('+') {
+    let bad = || Failure::Usage(format!("{s:?} is not a time: use {forms}"));
+    if s.eq_ignore_ascii_case("now") {
+        return Ok(now);
+    }
+    let (sign, rel) = match s.as_bytes().first() {
+        Some(b'+') => (1, &s[1..]),
+        Some(b'-') => (-1, &s[1..]),
+        Some(b'0'..=b'9') if is_unsigned_offset(s) => {
+            if !unsigned_is_past {
+                return Err(Failure::Usage(format!("{s:?}: write +{s} for {s} from now (or -{s} for {s} ago)")));
+            }
+            (-1, s)
+        }
+        _ => (0, s),
+    };
+    if sign != 0 {
         let (num, unit) = rel.split_at(rel.find(|c: char| !c.is_ascii_digit()).unwrap_or(rel.len()));
         let n: i64 = num.parse().map_err(|_| bad())?;
         let ms = match unit {
@@ -889,9 +996,10 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, Failure> {
             "m" | "min" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
             _ => return Err(bad()),
         };
-        return n.checked_mul(ms).and_then(|d| now.checked_add(d)).ok_or_else(bad);
+        return n.checked_mul(ms * sign).and_then(|d| now.checked_add(d)).ok_or_else(bad);
     }
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp_millis());
@@ -907,6 +1015,58 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, Failure> {
     Err(bad())
 }
 
+/// A list's count: a string on the wire for tasks (`task_count`), a number for jobs.
+fn count_of(v: &Value, key: &str) -> u64 {
+    match v.get(key) {
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        Some(n) => n.as_u64().unwrap_or(0),
+        None => 0,
+    }
+}
+
+/// `10 of 14 tasks; more with --page 2 or --all` (the next page only when there is one).
+fn list_footer(shown: usize, total: u64, page: &Page, what: &str) -> String {
+    let shown_u = shown as u64;
+    let limit = page.limit.unwrap_or(10).max(1);
+    let before = match (page.page, page.offset) {
+        (Some(n), _) => (n - 1) * limit,
+        (None, Some(o)) => o.saturating_sub(1),
+        (None, None) => 0,
+    };
+    if page.all || before + shown_u >= total {
+        return format!("{shown} of {total} {what}");
+    }
+    let next = before / limit + 2;
+    format!("{shown} of {total} {what}; more with --page {next} or --all")
+}
+
+/// A list as one answer: the page asked for, or with `--all` every page (100 at a time) merged
+/// under `key` with the count of the last read.
+async fn fetch_list(c: &Ctx, path: &str, page: &Page, key: &str, count_key: &str) -> Result<Value, Failure> {
+    if !page.all {
+        return c.api.get(path, &page_query(page)?).await;
+    }
+    let mut q = page_query(page)?;
+    q.push(("limit", "100".into()));
+    let mut items: Vec<Value> = Vec::new();
+    loop {
+        let mut this = q.clone();
+        this.push(("offset", (items.len() + 1).to_string()));
+        let mut v = c.api.get(path, &this).await?;
+        let got = match v.get_mut(key).map(Value::take) {
+            Some(Value::Array(a)) => a,
+            _ => Vec::new(),
+        };
+        let total = count_of(&v, count_key);
+        let empty = got.is_empty();
+        items.extend(got);
+        if empty || items.len() as u64 >= total {
+            v[key] = Value::Array(items);
+            return Ok(v);
+        }
+    }
+}
+
 fn page_query(p: &Page) -> Result<Vec<(&'static str, String)>, Failure> {
     let mut q = vec![];
     if let Some(l) = p.limit {
@@ -915,12 +1075,16 @@ fn page_query(p: &Page) -> Result<Vec<(&'static str, String)>, Failure> {
     if let Some(o) = p.offset {
         q.push(("offset", o.to_string()));
     }
+    if let Some(n) = p.page {
+        let limit = p.limit.unwrap_or(10);
+        q.push(("offset", ((n - 1).saturating_mul(limit).saturating_add(1)).to_string()));
+    }
     let now = now_ms();
     if let Some(s) = &p.since {
-        q.push(("begin_time", CompactTime(parse_time(s, now)?).to_string()));
+        q.push(("begin_time", CompactTime(parse_range_time(s, now)?).to_string()));
     }
     if let Some(s) = &p.until {
-        q.push(("end_time", CompactTime(parse_time(s, now)?).to_string()));
+        q.push(("end_time", CompactTime(parse_range_time(s, now)?).to_string()));
     }
     Ok(q)
 }
@@ -950,21 +1114,24 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
     match cmd {
         TasksCommand::List { inst, page } => {
             let path = c.api.instance_path(&inst.instance, "/tasks");
-            let v = c.api.get(&path, &page_query(&page)?).await?;
+            let v = fetch_list(&c, &path, &page, "tasks", "task_count").await?;
             c.show(&v, |v| {
                 let list = v.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default();
                 let rows = task_rows(&list, false);
                 let mut out = table(&["ID", "NAME", "STATUS", "CREATED", "USER"], rows, c.colour);
-                out.push_str(&format!("{} of {} tasks", list.len(), str_of(v, "task_count")));
+                out.push_str(&list_footer(list.len(), count_of(v, "task_count"), &page, "tasks"));
                 out
             });
         }
         TasksCommand::Show { inst, task } => {
             let path = c.api.instance_path(&inst.instance, &format!("/tasks/{task}"));
             let v = c.api.get(&path, &[]).await?;
+            // A failed task's reason is not in the DMS record: it comes from the task's run.
+            let failed = v["tasks"][0]["status"].as_str() == Some("FAILED");
+            let why = if failed && !c.json() { wait::why_failed(&c.api, &inst.instance, &task).await } else { None };
             c.show(&v, |v| {
                 let t = &v["tasks"][0];
-                let mut out = fields(&[
+                let mut rows = vec![
                     ("id", str_of(t, "id").to_owned()),
                     ("name", str_of(t, "name").to_owned()),
                     ("status", output::paint_status(str_of(t, "status"), c.colour)),
@@ -972,7 +1139,17 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
                     ("created", t.get("created_at").map(|s| when(s, now)).unwrap_or_default()),
                     ("updated", t.get("updated_at").map(|s| when(s, now)).unwrap_or_default()),
                     ("params", str_of(t, "params").to_owned()),
-                ]);
+                ];
+                if let Some(why) = &why {
+                    if let Some(step) = &why.step {
+                        rows.push(("failed at", format!("step {}", output::escape(step))));
+                    }
+                    rows.push(("reason", output::escape(&why.reason).into_owned()));
+                    if let Some(remedy) = &why.remedy {
+                        rows.push(("what to do", output::escape(remedy).into_owned()));
+                    }
+                }
+                let mut out = fields(&rows);
                 out.pop();
                 out
             });
@@ -1006,12 +1183,13 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
             let v = c.api.send("DELETE", &path, &[], None).await?;
             c.show(&v, |_| format!("deleted task {task}"));
         }
-        TasksCommand::Delete { inst, task: None, before, since, status, name } => {
+        TasksCommand::Delete { inst, task: None, before, since, status, name, dry_run, yes } => {
             let now = now_ms();
             let before = before.ok_or_else(|| Failure::Usage("give a TASK or --before TIME".into()))?;
-            let mut q = vec![("end_time", CompactTime(parse_time(&before, now)?).to_string())];
+            let before_ms = parse_range_time(&before, now)?;
+            let mut q = vec![("end_time", CompactTime(before_ms).to_string())];
             if let Some(s) = since {
-                q.push(("begin_time", CompactTime(parse_time(&s, now)?).to_string()));
+                q.push(("begin_time", CompactTime(parse_range_time(&s, now)?).to_string()));
             }
             if !status.is_empty() {
                 q.push(("status", status.join(",").to_uppercase()));
@@ -1020,6 +1198,29 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
                 q.push(("name", n));
             }
             let path = c.api.instance_path(&inst.instance, "/tasks");
+            // The count comes from the server's dry run: the same filter, the same selection.
+            let mut preview_q = q.clone();
+            preview_q.push(("dry_run", "true".into()));
+            let preview = c.api.send("DELETE", &path, &preview_q, None).await?;
+            let matched = preview.get("matched").and_then(Value::as_u64).unwrap_or(0);
+            let created_before = when(&json!(before_ms), now);
+            if dry_run {
+                c.show(&preview, |v| {
+                    let list = v.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default();
+                    let mut out = table(&["ID", "NAME", "STATUS", "CREATED", "USER"], task_rows(&list, false), c.colour);
+                    if (list.len() as u64) < matched {
+                        out.push_str(&format!("(the oldest {} shown)\n", list.len()));
+                    }
+                    out.push_str(&format!(
+                        "{matched} finished task(s) created before {created_before} would be deleted; nothing was deleted"
+                    ));
+                    out
+                });
+                return Ok(());
+            }
+            if matched > 0 && !yes {
+                confirm_bulk_delete(matched, &inst.instance, &created_before)?;
+            }
             let mut total = 0u64;
             // Each request removes at most 1000 and says whether more match; each removes at
             // least one while more remain, so this ends.
@@ -1053,18 +1254,24 @@ async fn scheduled(c: Ctx, cmd: ScheduledCommand) -> Result<(), Failure> {
     match cmd {
         ScheduledCommand::List { inst, page } => {
             let path = c.api.instance_path(&inst.instance, "/scheduled-tasks");
-            let v = c.api.get(&path, &page_query(&page)?).await?;
+            let v = fetch_list(&c, &path, &page, "jobs", "job_count").await?;
             c.show(&v, |v| {
                 let list = v.get("jobs").and_then(Value::as_array).cloned().unwrap_or_default();
                 let rows = task_rows(&list, true);
                 let mut out = table(&["ID", "NAME", "STATUS", "SCHEDULED FOR", "CREATED", "USER"], rows, c.colour);
-                let total = v.get("job_count").and_then(Value::as_u64).unwrap_or(0);
-                out.push_str(&format!("{} of {total} scheduled tasks", list.len()));
+                out.push_str(&list_footer(list.len(), count_of(v, "job_count"), &page, "scheduled tasks"));
                 out
             });
         }
         ScheduledCommand::Reschedule { inst, task, at } => {
             let ms = parse_time(&at, now_ms())?;
+            if ms <= now_ms() {
+                return Err(Failure::Usage(format!(
+                    "--at {}: that is not ahead ({}); a task is moved to a time to come, e.g. `--at +1h`",
+                    output::escape(&at),
+                    when(&json!(ms), now_ms())
+                )));
+            }
             let v = c
                 .api
                 .send("PUT", &task_path(&inst, &task), &[("execute_at", CompactTime(ms).to_string())], None)
@@ -1114,7 +1321,8 @@ async fn instances(c: Ctx, cmd: InstancesCommand) -> Result<(), Failure> {
                 out
             });
         }
-        InstancesCommand::Show { instance } => {
+        InstancesCommand::Show { instance, id } => {
+            let instance = instance.or(id).unwrap_or_default();
             let v = c.api.get(&c.api.instance_path(&instance, ""), &[]).await?;
             c.show(&v, |v| {
                 let keys = [
@@ -1283,8 +1491,28 @@ mod tests {
     }
 
     #[test]
+    fn ranges_read_ages_in_the_past_and_scheduling_refuses_an_unsigned_offset() {
+        let now = 1_700_000_000_000;
+        let day = 86_400_000;
+        assert_eq!(parse_range_time("30d", now).ok(), Some(now - 30 * day));
+        assert_eq!(parse_range_time("-30d", now).ok(), Some(now - 30 * day));
+        assert_eq!(parse_range_time("+1h", now).ok(), Some(now + 3_600_000));
+        assert_eq!(parse_range_time("2w", now).ok(), Some(now - 14 * day));
+        assert_eq!(parse_range_time("now", now).ok(), Some(now));
+        assert_eq!(parse_range_time("2026-12-01T02:00:00Z", now).ok(), Some(1_796_090_400_000));
+        assert_eq!(parse_time("-1d", now).ok(), Some(now - day));
+        assert_eq!(parse_time("NOW", now).ok(), Some(now));
+        let Err(Failure::Usage(m)) = parse_time("2h", now) else { panic!("an unsigned --at was taken") };
+        assert!(m.contains("+2h"), "{m}");
+        for bad in ["30", "-", "-d", "30 d", "--30d", "-30x", "+9999999999999999d"] {
+            assert!(matches!(parse_range_time(bad, now), Err(Failure::Usage(_))), "{bad} was taken");
+        }
+    }
+
+    #[test]
     fn exit_codes_are_the_documented_ones() {
-        let api = |status| Failure::Api { status, code: String::new(), message: String::new(), request_id: None };
+        let api =
+            |status| Failure::Api { status, code: String::new(), message: String::new(), request_id: None, hint: None };
         assert_eq!(api(404).exit_code(), 1);
         assert_eq!(api(503).exit_code(), 4);
         assert_eq!(Failure::Usage(String::new()).exit_code(), 2);

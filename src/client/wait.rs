@@ -20,6 +20,44 @@ use super::http::Api;
 use super::output::{duration, escape, for_people, paint_status};
 use super::{Failure, OK_STATUSES};
 
+/// Why a failed task failed and what to do (when the server says), from the task's run
+/// (`…/run`, operators and admins); `None` when the server has no reason for it. Not escaped:
+/// the caller prints it escaped.
+pub async fn why_failed(api: &Api, instance: &str, task: &str) -> Option<Why> {
+    let path = api.instance_path(instance, &format!("/tasks/{task}/run"));
+    match api.get(&path, &[]).await {
+        Ok(run) => {
+            let f = &run["failure"];
+            let reason = f["reason"].as_str().or_else(|| run["reason"].as_str())?;
+            let text = |k: &str| f[k].as_str().map(str::to_owned);
+            Some(Why { step: text("step"), reason: reason.to_owned(), remedy: text("remedy") })
+        }
+        Err(Failure::Api { status: 403, .. }) => Some(Why {
+            step: None,
+            reason: "not shown to this key's role (operators and admins see it with `tasks show`)".into(),
+            remedy: None,
+        }),
+        Err(_) => None,
+    }
+}
+
+/// Why a task failed, as the server says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Why {
+    pub step: Option<String>,
+    pub reason: String,
+    pub remedy: Option<String>,
+}
+
+/// `: REASON. What to do: REMEDY` to end the line that names a failed task.
+pub fn why_line(why: Option<&Why>) -> String {
+    match why {
+        Some(Why { reason, remedy: Some(remedy), .. }) => format!(": {reason}. What to do: {remedy}"),
+        Some(Why { reason, remedy: None, .. }) => format!(": {reason}"),
+        None => String::new(),
+    }
+}
+
 /// How long a wait that follows the event stream goes without looking at the task.
 const QUIET_LOOK: Duration = Duration::from_secs(10);
 
@@ -152,13 +190,20 @@ pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
                 ("SUCCESS", _) => Ok(task),
                 // Failures are escaped where they are printed ([`super::run`]).
                 ("FAILED", Some(s)) if !s.step_name.is_empty() => {
-                    Err(Failure::TaskFailed(format!("task {} FAILED at step {}", w.task, s.step_name)))
+                    let why = why_line(why_failed(w.api, w.instance, w.task).await.as_ref());
+                    Err(Failure::TaskFailed(format!("task {} FAILED at step {}{why}", w.task, s.step_name)))
                 }
                 _ => Err(Failure::TaskFailed(format!("task {} {status}", w.task))),
             };
         }
         if w.timeout.is_some_and(|t| started.elapsed() >= t) {
-            break Err(Failure::Timeout(format!("task {} is still {status} after {:?}", w.task, started.elapsed())));
+            break Err(Failure::Timeout(format!(
+                "task {} is still {status} after {} (--timeout); it goes on: `kafka-tasks tasks wait -i {} {}`",
+                w.task,
+                duration(started.elapsed().as_secs_f64().round() as u64),
+                w.instance,
+                w.task
+            )));
         }
         let look = if bar.is_some() { Duration::from_secs(1) } else { QUIET_LOOK };
         let look = w.timeout.map_or(look, |t| look.min(t.saturating_sub(started.elapsed())));

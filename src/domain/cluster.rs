@@ -292,6 +292,9 @@ pub struct ClusterPolicy {
     pub allow: Vec<AllowRule>,
     /// Where password and CA files must be; `None`: no file may be named.
     pub secrets_dir: Option<PathBuf>,
+    /// Where a binding's broker-control program must be; `None`: no binding may name one. The
+    /// program runs on this server's host, so it is the operator's to allow, not a tenant's.
+    pub control_dir: Option<PathBuf>,
 }
 
 /// One `--cluster-allow` entry.
@@ -362,6 +365,25 @@ impl ClusterPolicy {
         for file in files.chain(b.ssl_ca_file.iter()) {
             self.check_file(file)?;
         }
+        if let Some(program) = &b.broker_control {
+            self.check_control(program)?;
+        }
+        Ok(())
+    }
+
+    /// A broker-control program must be under the operator's directory for them, links
+    /// resolved (checked when binding and again before every run).
+    pub fn check_control(&self, program: &std::path::Path) -> Result<(), String> {
+        let Some(dir) = &self.control_dir else {
+            return Err("this server runs no broker-control program: its operator names a directory for them with \
+                        `serve --broker-control-dir`"
+                .to_owned());
+        };
+        let dir = dir.canonicalize().map_err(|e| format!("the broker-control directory {}: {e}", dir.display()))?;
+        let real = program.canonicalize().map_err(|e| format!("{}: {e}", program.display()))?;
+        if !real.starts_with(&dir) {
+            return Err(format!("{} is not under the broker-control directory {}", program.display(), dir.display()));
+        }
         Ok(())
     }
 
@@ -400,6 +422,7 @@ mod policy_tests {
                 .map(|r| r.parse().expect("rule"))
                 .collect(),
             secrets_dir: None,
+            control_dir: None,
         };
         for ok in ["10.1.2.3:9092", "KAFKA.internal:9092", "b1.kafka.example.com:9092,[::1]:9092"] {
             assert_eq!(p.permits(&binding(ok)), Ok(()), "{ok}");
@@ -424,7 +447,11 @@ mod policy_tests {
         std::fs::create_dir_all(&inside).expect("dir");
         std::fs::write(inside.join("pw"), "x").expect("file");
         std::fs::write(dir.join("outside"), "x").expect("file");
-        let p = ClusterPolicy { allow: vec!["127.0.0.1".parse().expect("rule")], secrets_dir: Some(inside.clone()) };
+        let p = ClusterPolicy {
+            allow: vec!["127.0.0.1".parse().expect("rule")],
+            secrets_dir: Some(inside.clone()),
+            control_dir: None,
+        };
         let with = |source: PasswordSource| {
             let mut b = binding("127.0.0.1:9092");
             b.protocol = SecurityProtocol::SASL_PLAINTEXT;
@@ -446,6 +473,32 @@ mod policy_tests {
         b.protocol = SecurityProtocol::SSL;
         b.ssl_ca_file = Some(inside.join("pw"));
         assert!(no_dir.permits(&b).unwrap_err().contains("--cluster-secrets-dir"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_broker_control_program_runs_only_from_the_operators_directory() {
+        let dir = std::env::temp_dir().join(format!("kt-control-{}", std::process::id()));
+        let inside = dir.join("control");
+        std::fs::create_dir_all(&inside).expect("dir");
+        std::fs::write(inside.join("roll"), "x").expect("file");
+        std::fs::write(dir.join("sh"), "x").expect("file");
+        let with = |control_dir: Option<PathBuf>, program: PathBuf| {
+            let mut b = binding("127.0.0.1:9092");
+            b.broker_control = Some(program);
+            ClusterPolicy { allow: vec!["127.0.0.1".parse().expect("rule")], secrets_dir: None, control_dir }
+                .permits(&b)
+        };
+        let roll = inside.join("roll");
+        assert!(with(None, roll.clone()).unwrap_err().contains("--broker-control-dir"));
+        assert_eq!(with(Some(inside.clone()), roll), Ok(()));
+        assert!(with(Some(inside.clone()), dir.join("sh")).is_err());
+        assert!(with(Some(inside.clone()), inside.join("../sh")).is_err(), "a path that climbs out");
+        #[cfg(unix)]
+        {
+            let _ = std::os::unix::fs::symlink(dir.join("sh"), inside.join("link"));
+            assert!(with(Some(inside.clone()), inside.join("link")).is_err(), "a link out of the directory");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -249,6 +249,7 @@ mod tests {
                 start_time: (*s != StepStatus::Waiting).then_some(1),
                 end_time: None,
                 duration_ms: 10,
+                failure: None,
             })
             .collect()
     }

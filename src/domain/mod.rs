@@ -23,7 +23,7 @@ pub mod zones;
 
 pub use clock::Clock;
 pub use ids::{InstanceId, ProjectId, TaskId, TopicName};
-pub use task::{Step, StepStatus, TaskRecord, TaskStatus};
+pub use task::{Step, StepFailure, StepStatus, TaskRecord, TaskStatus};
 pub use time::{CompactTime, now_ms};
 
 /// Who a request is handled for. Produced by the auth layer, consumed by handlers and the audit log.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::instance::{Instance, InstanceStatus, MAX_BROKERS, MAX_STORAGE_GB, NewInstance, config_def};
-use super::task::{Step, StepStatus};
+use super::task::{Step, StepFailure, StepStatus};
 use super::{Invalid, TopicName};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,7 +196,7 @@ pub enum StepEffect {
     Done,
     /// The step failed; the task ends `FAILED` and the instance is left as it was before the task
     /// (but for its status, which `on_failure` sets).
-    Failed(String),
+    Failed(StepFailure),
     /// The step succeeded and the instance is gone.
     InstanceRemoved,
 }
@@ -311,6 +311,7 @@ impl Operation {
                 start_time: None,
                 end_time: None,
                 duration_ms: (ms as f64 * time_scale).round() as u64,
+                failure: None,
             })
             .collect()
     }
@@ -336,17 +337,29 @@ impl Operation {
             (Operation::CreateInstance { storage_space, .. }, Some(StepKind::CreateResources))
                 if *storage_space > ctx.storage_pool_gb =>
             {
-                return StepEffect::Failed(format!(
-                    "the resource pool cannot allocate {storage_space} GB (at most {} GB)",
-                    ctx.storage_pool_gb
+                return StepEffect::Failed(StepFailure::new(
+                    format!(
+                        "not enough storage: the resource pool cannot allocate {storage_space} GB (at most {} GB)",
+                        ctx.storage_pool_gb
+                    ),
+                    format!(
+                        "create the instance again with at most {} GB of storage (the server's --storage-pool-gb)",
+                        ctx.storage_pool_gb
+                    ),
                 ));
             }
             (Operation::Resize { new_storage, .. }, Some(StepKind::DiskExpansion))
                 if *new_storage > ctx.storage_pool_gb =>
             {
-                return StepEffect::Failed(format!(
-                    "the resource pool cannot allocate {new_storage} GB (at most {} GB)",
-                    ctx.storage_pool_gb
+                return StepEffect::Failed(StepFailure::new(
+                    format!(
+                        "not enough storage: the resource pool cannot allocate {new_storage} GB (at most {} GB)",
+                        ctx.storage_pool_gb
+                    ),
+                    format!(
+                        "resize again to at most {} GB (the server's --storage-pool-gb); the instance is unchanged",
+                        ctx.storage_pool_gb
+                    ),
                 ));
             }
             _ => {}

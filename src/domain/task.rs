@@ -65,6 +65,47 @@ pub struct Step {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<i64>,
     pub duration_ms: u64,
+    /// Why the step failed and what to do, on the step that failed (kept with the steps in the
+    /// store; never in the DMS task record on the wire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<StepFailure>,
+}
+
+/// Why a step failed and what a person can do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepFailure {
+    /// What was wrong, as the simulation, the executor or the check said it.
+    pub reason: String,
+    /// What to do about it.
+    pub remedy: String,
+}
+
+impl StepFailure {
+    /// The longest reason kept (bytes): an executor's reason can be long.
+    pub const MAX_REASON: usize = 1024;
+
+    /// An executor's failure (a non-zero exit, a timeout, a webhook receiver's `failure`, a
+    /// connected cluster's refusal), as the executor said it.
+    pub fn executor(reason: &str) -> Self {
+        Self::new(
+            reason,
+            "see the executor's output (`kafka-tasks tasks show` prints its last lines), fix the cause, \
+             then run the operation again; the instance is back as it was before the task",
+        )
+    }
+
+    pub fn new(reason: impl Into<String>, remedy: impl Into<String>) -> Self {
+        let mut reason = reason.into();
+        if reason.len() > Self::MAX_REASON {
+            let mut end = Self::MAX_REASON;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            reason.push('…');
+        }
+        StepFailure { reason, remedy: remedy.into() }
+    }
 }
 
 /// A task record as stored: a background task, a scheduled task, or a scheduled task that has fired
@@ -203,7 +244,7 @@ mod tests {
     use super::*;
 
     fn step(status: StepStatus, start: Option<i64>, dur: u64) -> Step {
-        Step { name: "s".into(), status, start_time: start, end_time: None, duration_ms: dur }
+        Step { name: "s".into(), status, start_time: start, end_time: None, duration_ms: dur, failure: None }
     }
 
     fn task(status: TaskStatus, steps: Vec<Step>) -> TaskRecord {

@@ -5,7 +5,7 @@
 use super::instance::Instance;
 use super::operation::{Operation, StepContext, StepEffect};
 use super::placement::placement;
-use super::task::{StepStatus, TaskRecord, TaskStatus};
+use super::task::{StepFailure, StepStatus, TaskRecord, TaskStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
@@ -28,7 +28,7 @@ pub fn begin(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, now: i6
             return Begin::Blocked;
         }
         if let Err(reason) = op.still_applies(inst) {
-            refuse(task, now);
+            refuse(task, now, &reason);
             if inst.busy_task.as_ref() == Some(&task.id) {
                 // Only an immediate task holds the lock before it starts (and its instance
                 // cannot change meanwhile); never leave the lock behind.
@@ -76,8 +76,8 @@ pub fn finish_step(
     let effect = op.finish_step(step, step + 1 >= total, inst, ctx);
     task.updated_at = now;
     match effect {
-        StepEffect::Failed(_) => {
-            fail_at(task, inst, op, step, now);
+        StepEffect::Failed(failure) => {
+            fail_at(task, inst, op, step, now, failure);
             Advance::Ended(TaskStatus::Failed)
         }
         StepEffect::Done | StepEffect::InstanceRemoved => {
@@ -262,14 +262,25 @@ pub fn claim(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, now: i6
 /// Ends a running task `FAILED` at `step` because its executor failed (a non-zero exit, a
 /// timeout, a webhook's failure or deadline): the instance gets back the status it had before the
 /// operation began and its lock is released, exactly as for a step the simulation fails.
-pub fn fail_step(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, step: usize, now: i64) -> Advance {
-    fail_at(task, inst, op, step, now);
+pub fn fail_step(
+    task: &mut TaskRecord,
+    inst: &mut Instance,
+    op: &Operation,
+    step: usize,
+    now: i64,
+    failure: StepFailure,
+) -> Advance {
+    fail_at(task, inst, op, step, now, failure);
     Advance::Ended(TaskStatus::Failed)
 }
 
 /// Ends a task `FAILED` at its first step without touching its instance.
-fn refuse(task: &mut TaskRecord, now: i64) {
+fn refuse(task: &mut TaskRecord, now: i64, reason: &str) {
     if let Some(s) = task.steps.first_mut() {
+        s.failure = Some(StepFailure::new(
+            format!("the operation no longer applies to the instance: {reason}"),
+            "nothing was changed; submit the operation again for the instance as it is now",
+        ));
         s.status = StepStatus::Failed;
         s.start_time = Some(now);
         s.end_time = Some(now);
@@ -280,8 +291,9 @@ fn refuse(task: &mut TaskRecord, now: i64) {
 
 /// Ends a running task `FAILED` at `step`: the instance gets back the status it had before the
 /// operation began (a create: `CREATEFAILED`) and its lock is released.
-fn fail_at(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, step: usize, now: i64) {
+fn fail_at(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, step: usize, now: i64, failure: StepFailure) {
     if let Some(s) = task.steps.get_mut(step) {
+        s.failure = Some(failure);
         s.status = StepStatus::Failed;
         s.start_time.get_or_insert(now);
         s.end_time = Some(now);
@@ -375,7 +387,10 @@ mod tests {
         t.steps = Operation::Restart.steps(0.0);
         assert_eq!(take(&mut t, &mut inst, &Operation::Restart, 600, ctx), Taken::Running(0));
         assert_eq!(finish_steps(&mut t, &mut inst, &Operation::Restart, 0, 700, ctx), Advance::Next(1));
-        assert_eq!(fail_step(&mut t, &mut inst, &Operation::Restart, 1, 800), Advance::Ended(TaskStatus::Failed));
+        assert_eq!(
+            fail_step(&mut t, &mut inst, &Operation::Restart, 1, 800, StepFailure::executor("exit 1")),
+            Advance::Ended(TaskStatus::Failed)
+        );
         assert_eq!(
             (t.status, inst.status, inst.busy_task.clone()),
             (TaskStatus::Failed, InstanceStatus::Running, None)

@@ -102,6 +102,8 @@ impl Engine {
                 attempt,
                 token: token.as_deref(),
                 runs: deps.runs.as_ref(),
+                owner: &self.owner,
+                clock: &self.config.clock,
                 poll: Duration::from_millis(self.config.poll_ms.clamp(20, 1000)),
                 kill_grace: deps.executors.kill_grace,
                 lease: Duration::from_millis(self.config.lease_ms.max(1) as u64),

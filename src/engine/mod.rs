@@ -114,8 +114,13 @@ impl Engine {
             match clusters.get_binding(&task.project_id, &task.instance_id).await {
                 Ok(None) => return None,
                 Ok(Some(stored)) => {
-                    let spec = crate::executor::kafka::Spec { stored, master: master.clone(), policy: policy.clone() };
                     let timeout = deps.executors.get(op).map_or(crate::executor::kafka::STEP_TIMEOUT, |e| e.timeout);
+                    let spec = crate::executor::kafka::Spec {
+                        stored,
+                        master: master.clone(),
+                        policy: policy.clone(),
+                        timeout,
+                    };
                     return Some(Arc::new(crate::executor::Executor {
                         kind: crate::executor::Kind::Kafka(spec),
                         timeout,

@@ -94,44 +94,82 @@ impl Spec {
 }
 
 /// Runs the program for `req` until it exits or `stop` turns true.
-pub async fn run(
-    spec: &Spec,
-    req: &StepRun<'_>,
+pub async fn run(spec: &Spec, req: &StepRun<'_>, events: mpsc::Sender<Event>, stop: watch::Receiver<bool>) -> Outcome {
+    let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.extend(
+        [
+            ("KT_TASK_ID", req.task.id.as_str()),
+            ("KT_INSTANCE_ID", req.task.instance_id.as_str()),
+            ("KT_PROJECT_ID", req.task.project_id.as_str()),
+            ("KT_OPERATION", req.operation),
+            ("KT_STEP", req.step_name),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    env.push(("KT_STEP_INDEX".to_owned(), req.step.to_string()));
+    let instance = req.instance.to_string();
+    if instance.len() <= MAX_ENV_VALUE {
+        env.push(("KT_INSTANCE".to_owned(), instance));
+    }
+    if req.task.params.len() <= MAX_ENV_VALUE {
+        env.push(("KT_PARAMS".to_owned(), req.task.params.clone()));
+    }
+    let mut stdin = req.document().to_string().into_bytes();
+    stdin.push(b'\n');
+    let invocation = Invocation {
+        program: &spec.program,
+        args: &spec.args,
+        env,
+        working_dir: spec.working_dir.as_deref(),
+        stdin,
+        attempt: req.attempt,
+    };
+    supervise(invocation, req.lease, req.kill_grace, events, stop).await
+}
+
+/// One program run: what [`supervise`] starts.
+pub struct Invocation<'a> {
+    pub program: &'a std::path::Path,
+    pub args: &'a [String],
+    /// Added to the few variables passed from the server's environment (`KT_ATTEMPT` and
+    /// `KT_RUN_TOKEN` are added by [`supervise`]).
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<&'a std::path::Path>,
+    /// Written to the program's stdin, which is then closed.
+    pub stdin: Vec<u8>,
+    /// The attempt at the step, passed as `KT_ATTEMPT`.
+    pub attempt: u32,
+}
+
+/// Runs a program under the run's supervision until it exits or `stop` turns true: its own
+/// process group, the environment cleared, the watcher that kills the group once the server
+/// is gone or silent for half the `lease`, a fresh `KT_RUN_TOKEN`, output kept as a tail and
+/// progress lines sent on `events`. Every program kafka-tasks runs for a task goes through here.
+pub async fn supervise(
+    inv: Invocation<'_>,
+    lease: std::time::Duration,
+    kill_grace: std::time::Duration,
     events: mpsc::Sender<Event>,
     mut stop: watch::Receiver<bool>,
 ) -> Outcome {
-    let doc = req.document();
-    let mut cmd = tokio::process::Command::new(&spec.program);
-    cmd.args(&spec.args).env_clear();
+    let mut cmd = tokio::process::Command::new(inv.program);
+    cmd.args(inv.args).env_clear();
     for key in PASSED_ENV {
         if let Some(v) = std::env::var_os(key) {
             cmd.env(key, v);
         }
     }
-    cmd.envs(&spec.env)
-        .env("KT_TASK_ID", req.task.id.as_str())
-        .env("KT_INSTANCE_ID", req.task.instance_id.as_str())
-        .env("KT_PROJECT_ID", req.task.project_id.as_str())
-        .env("KT_OPERATION", req.operation)
-        .env("KT_STEP", req.step_name)
-        .env("KT_STEP_INDEX", req.step.to_string())
-        .env("KT_ATTEMPT", req.attempt.to_string())
+    cmd.envs(inv.env)
+        .env("KT_ATTEMPT", inv.attempt.to_string())
         .env("KT_RUN_TOKEN", hex::encode(crate::auth::keys::random_bytes::<16>()));
-    let instance = req.instance.to_string();
-    if instance.len() <= MAX_ENV_VALUE {
-        cmd.env("KT_INSTANCE", instance);
-    }
-    if req.task.params.len() <= MAX_ENV_VALUE {
-        cmd.env("KT_PARAMS", &req.task.params);
-    }
-    if let Some(dir) = &spec.working_dir {
+    if let Some(dir) = inv.working_dir {
         cmd.current_dir(dir);
     }
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     #[cfg(unix)]
     cmd.process_group(0);
     #[cfg(target_os = "linux")]
-    let heartbeat = match watcher::arm(&mut cmd, req.lease / 2) {
+    let heartbeat = match watcher::arm(&mut cmd, lease / 2) {
         Ok(h) => h,
         Err(e) => {
             return Outcome::Failed { reason: format!("cannot set up the run's watcher: {e}"), tail: String::new() };
@@ -141,7 +179,7 @@ pub async fn run(
         Ok(c) => c,
         Err(e) => {
             return Outcome::Failed {
-                reason: format!("cannot start {}: {e}", spec.program.display()),
+                reason: format!("cannot start {}: {e}", inv.program.display()),
                 tail: String::new(),
             };
         }
@@ -149,13 +187,12 @@ pub async fn run(
     let mut group = Group(child.id());
     // The watcher kills the group as soon as this stops (dropped with the run, or with the server).
     #[cfg(target_os = "linux")]
-    let _heartbeat = heartbeat.start(req.lease / 8);
+    let _heartbeat = heartbeat.start(lease / 8);
     if let Some(mut stdin) = child.stdin.take() {
-        let body = doc.to_string().into_bytes();
+        let body = inv.stdin;
         // A program that does not read its stdin closes the pipe: that is not an error.
         tokio::spawn(async move {
             let _ = stdin.write_all(&body).await;
-            let _ = stdin.write_all(b"\n").await;
         });
     }
     let output = Arc::new(Mutex::new(Tail::new(OUTPUT_TAIL)));
@@ -192,7 +229,7 @@ pub async fn run(
         Some(s) => s,
         None => {
             group.signal(rustix::process::Signal::TERM);
-            if tokio::time::timeout(req.kill_grace, child.wait()).await.is_err() {
+            if tokio::time::timeout(kill_grace, child.wait()).await.is_err() {
                 group.signal(rustix::process::Signal::KILL);
                 let _ = child.wait().await;
             }

@@ -227,6 +227,10 @@ pub struct StepRun<'a> {
     pub token: Option<&'a str>,
     /// Where a webhook receiver reads the attempt's answer back from.
     pub runs: &'a dyn RunStore,
+    /// The engine that holds the task's lease, and its clock: what an executor keeps with the
+    /// task ([`RunStore::save_state`]) is written under that lease.
+    pub owner: &'a str,
+    pub clock: &'a crate::domain::clock::Clock,
     /// How often to look for a webhook's answer.
     pub poll: Duration,
     pub kill_grace: Duration,

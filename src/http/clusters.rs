@@ -41,11 +41,19 @@ pub struct ClusterArgs {
     /// no file (passwords are sealed, or in a `KAFKA_TASKS_CLUSTER_*` variable).
     #[arg(long, env = "KAFKA_TASKS_CLUSTER_SECRETS_DIR", value_name = "DIR")]
     pub cluster_secrets_dir: Option<std::path::PathBuf>,
+    /// The directory that a binding's broker-control program (rolling restarts, static configs,
+    /// kernel upgrades on a bound cluster) must be in. None: bindings name no such program.
+    #[arg(long, env = "KAFKA_TASKS_BROKER_CONTROL_DIR", value_name = "DIR")]
+    pub broker_control_dir: Option<std::path::PathBuf>,
 }
 
 impl ClusterArgs {
     pub fn policy(&self) -> ClusterPolicy {
-        ClusterPolicy { allow: self.cluster_allow.clone(), secrets_dir: self.cluster_secrets_dir.clone() }
+        ClusterPolicy {
+            allow: self.cluster_allow.clone(),
+            secrets_dir: self.cluster_secrets_dir.clone(),
+            control_dir: self.broker_control_dir.clone(),
+        }
     }
 }
 

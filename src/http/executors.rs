@@ -1,5 +1,6 @@
-//! What executors report: the run of a task for operators, and the callback through
-//! which a webhook receiver ends a step.
+//! How a task ran, for operators: what its executor reported and, for a failed task, why it
+//! failed and what to do (`…/tasks/{task_id}/run`; `…/executor` is its older name, still
+//! served); and the callback through which a webhook receiver ends a step.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,11 +22,24 @@ use crate::storage::{Callback, StepAnswer, View};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor", get(show_run))
+        .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/run", get(show_run))
+        .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor", get(show_run_alias))
         .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor-callback", post(callback))
 }
 
-/// What an executor reported for a task.
+/// Why a task failed: the step, what was wrong, what to do.
+#[derive(Serialize, ToSchema)]
+pub(super) struct FailureJson {
+    /// The step that failed (its name) and its index in the step list (0-based).
+    step: String,
+    step_index: usize,
+    /// What was wrong: the simulation's, the executor's or the start check's own words.
+    reason: String,
+    /// What to do about it.
+    remedy: String,
+}
+
+/// How a task ran: what its executor reported, and why it failed if it did.
 #[derive(Serialize, ToSchema)]
 pub(super) struct RunJson {
     task_id: String,
@@ -36,29 +50,54 @@ pub(super) struct RunJson {
     /// The step's own progress (0 to 100) as last reported.
     progress: Option<u32>,
     message: String,
-    /// Why the executor failed the task.
+    /// Why the task failed (the executor's reason, or the simulation's or start check's when no
+    /// executor ran it); `null` while it has not failed.
     reason: Option<String>,
+    /// The failed step with what was wrong and what to do; `null` unless the task failed. Tasks
+    /// that failed before this field existed have none.
+    failure: Option<FailureJson>,
     /// The last 4 KiB of the executor's output (stdout and stderr).
     output_tail: String,
     /// Epoch milliseconds of the last report.
     updated_at: i64,
 }
 
-/// ShowTaskExecutorRun (kafka-tasks): `GET …/tasks/{task_id}/executor`, for operators and
-/// admins only (an executor's output may hold secrets).
+/// ShowTaskRun (kafka-tasks): `GET …/tasks/{task_id}/run`, for operators and admins only (an
+/// executor's output and reason may hold secrets).
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/run",
+    operation_id = "ShowTaskRun",
+    tag = "Executors",
+    params(shapes::TaskPath),
+    responses((status = 200, description = "How the task ran: its executor's report, and why it failed", body = RunJson)),
+)]
+pub(super) async fn show_run(
+    state: State<AppState>,
+    caller: Caller,
+    path: TaskPath,
+) -> Result<Json<RunJson>, ApiError> {
+    run_of(state, caller, path).await
+}
+
+/// ShowTaskExecutorRun (kafka-tasks): the older name of ShowTaskRun, the same answer.
 #[utoipa::path(
     get,
     path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor",
     operation_id = "ShowTaskExecutorRun",
     tag = "Executors",
     params(shapes::TaskPath),
-    responses((status = 200, description = "What the task's executor reported", body = RunJson)),
+    responses((status = 200, description = "The same as ShowTaskRun (`…/run`), its older path", body = RunJson)),
 )]
-pub(super) async fn show_run(
-    State(state): State<AppState>,
+pub(super) async fn show_run_alias(
+    state: State<AppState>,
     caller: Caller,
     path: TaskPath,
 ) -> Result<Json<RunJson>, ApiError> {
+    run_of(state, caller, path).await
+}
+
+async fn run_of(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Json<RunJson>, ApiError> {
     caller.require(Action::GetTaskOutput)?;
     let task = find(&state, &path, View::Background).await?;
     let run = state.storage.runs.task_run(&task.id).await?.unwrap_or_default();
@@ -67,13 +106,22 @@ pub(super) async fn show_run(
     } else {
         task.steps.get(run.step).map(|s| s.name.clone()).unwrap_or_default()
     };
+    let failure = task.steps.iter().enumerate().find_map(|(i, s)| {
+        s.failure.as_ref().map(|f| FailureJson {
+            step: s.name.clone(),
+            step_index: i,
+            reason: f.reason.clone(),
+            remedy: f.remedy.clone(),
+        })
+    });
     Ok(Json(RunJson {
         task_id: task.id.as_str().to_owned(),
         step,
         attempt: run.attempt,
         progress: run.progress,
         message: run.message,
-        reason: run.reason,
+        reason: run.reason.or_else(|| failure.as_ref().map(|f| f.reason.clone())),
+        failure,
         output_tail: run.output_tail,
         updated_at: run.updated_at,
     }))

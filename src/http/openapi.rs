@@ -82,6 +82,7 @@ const ALIASES: &[(&str, &str)] = &[
         zones::list,
         tokens::create,
         executors::show_run,
+        executors::show_run_alias,
         executors::callback,
         retention::show,
         retention::set,
@@ -94,7 +95,7 @@ const ALIASES: &[(&str, &str)] = &[
         health::metrics,
         document,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, tasks::BulkDeletePreview)),
     modifiers(&Shared),
     tags(
         (name = "Background tasks", description = "DMS background tasks (ListBackgroundTasks and siblings)"),
@@ -379,6 +380,10 @@ pub mod shapes {
         /// Only tasks of this name (1-64 letters, digits, `_`, `-`, `.`).
         #[param(pattern = "^[A-Za-z0-9_.-]{1,64}$", example = "restartInstance")]
         name: Option<String>,
+        /// `true`: remove nothing; answer how many records the same filter matches now and
+        /// the oldest 100 of them (`BulkDeletePreview`). `false` is the same as leaving it out.
+        #[param(pattern = "^(true|false)$", example = "true")]
+        dry_run: Option<String>,
     }
 
     /// UpdateScheduledTask's query: at least one of the two.

@@ -173,6 +173,25 @@ pub(super) struct BulkDeleteAnswer {
     more: bool,
 }
 
+/// How many of the records a dry run names (the oldest): one page of the list.
+const BULK_PREVIEW_MAX: u64 = 100;
+
+/// A bulk delete's dry run: what the same request without `dry_run` would remove now. A
+/// superset of [`BulkDeleteAnswer`] (`deleted` is 0), so a client reading either shape is right.
+#[derive(Serialize, ToSchema)]
+pub(super) struct BulkDeletePreview<'a> {
+    /// Always 0: nothing was removed.
+    deleted: usize,
+    /// More match than one request removes (1000).
+    more: bool,
+    /// Always `true`.
+    dry_run: bool,
+    /// Finished background tasks the filter matches now (every one, not only those listed).
+    matched: u64,
+    /// The oldest of them (at most 100), as the list shows tasks.
+    tasks: Vec<TaskJson<'a>>,
+}
+
 /// Bulk delete (an extension): `DELETE /v2/{project_id}/instances/{instance_id}/tasks?end_time=…`
 /// removes the finished background tasks created in the range (oldest first, at most
 /// [`BULK_DELETE_MAX`] per request) with the same permission as DeleteBackgroundTask; each
@@ -183,7 +202,9 @@ pub(super) struct BulkDeleteAnswer {
     operation_id = "DeleteBackgroundTasks",
     tag = "Background tasks",
     params(shapes::InstancePath, shapes::BulkDeleteQuery),
-    responses((status = 200, description = "Extension: finished tasks in the range removed (at most 1000 a request; `more` says whether to call again). Running and waiting tasks are never removed.", body = BulkDeleteAnswer)),
+    responses(
+        (status = 200, description = "Extension: finished tasks in the range removed (at most 1000 a request; `more` says whether to call again). Running and waiting tasks are never removed. With `dry_run=true`: a `BulkDeletePreview`, nothing removed.", body = BulkDeleteAnswer),
+    ),
 )]
 pub(super) async fn delete_many(
     State(state): State<AppState>,
@@ -192,10 +213,32 @@ pub(super) async fn delete_many(
     QueryMap(q): QueryMap,
 ) -> Result<Response, ApiError> {
     caller.require(Action::DeleteBackgroundTask)?;
-    if let Some(unknown) = q.keys().find(|k| !BULK_KEYS.contains(&k.as_str())) {
+    if let Some(unknown) = q.keys().find(|k| !BULK_KEYS.contains(&k.as_str()) && k.as_str() != "dry_run") {
         return Err(ApiError::UnknownParam(unknown.chars().take(MAX_ECHOED_NAME).collect()));
     }
     let filter = BulkFilter::parse(|k| q.get(k).cloned())?;
+    let dry_run = match q.get("dry_run").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::InvalidParam("dry_run")),
+    };
+    if dry_run {
+        let preview = state
+            .storage
+            .tasks
+            .preview_delete(&path.project, &path.instance, &filter, BULK_PREVIEW_MAX)
+            .await?
+            .ok_or(ApiError::NoInstance)?;
+        let tasks = preview.first.iter().map(|t| TaskJson::new(t, false)).collect();
+        return Ok(Json(BulkDeletePreview {
+            deleted: 0,
+            more: preview.matched > BULK_DELETE_MAX,
+            dry_run: true,
+            matched: preview.matched,
+            tasks,
+        })
+        .into_response());
+    }
     let (event, receipt) = caller.audit(path.instance.as_str(), StatusCode::OK);
     let done = state
         .storage

@@ -126,6 +126,17 @@ pub trait TaskStore: Send + Sync {
         limit: u64,
         audit: AuditEvent,
     ) -> StoreResult<Option<BulkDeleted>>;
+    /// A bulk delete's dry run: how many finished background tasks `filter` matches now, and
+    /// the oldest `limit` of them, read with the same selection as [`Self::delete_tasks`] (the
+    /// same `WHERE` text and [`BulkFilter::select`]); removes and audits nothing. `None` when
+    /// the instance does not exist in the project.
+    async fn preview_delete(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        filter: &BulkFilter,
+        limit: u64,
+    ) -> StoreResult<Option<BulkPreview>>;
     /// Moves or cancels a scheduled task that has not started. `Found::Yes(false)` when it has.
     /// `audit`, when given, is written in the same transaction if the task changes.
     async fn update_scheduled(
@@ -174,6 +185,13 @@ pub trait InstanceStore: Send + Sync {
 pub struct BulkDeleted {
     pub deleted: Vec<TaskRecord>,
     pub more: bool,
+}
+
+/// What a bulk delete would remove: the count of every match and the oldest of them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BulkPreview {
+    pub matched: u64,
+    pub first: Vec<TaskRecord>,
 }
 
 pub use crate::domain::retention::{BulkFilter, Candidate, PruneRule, RetentionPolicy};
@@ -437,6 +455,12 @@ pub trait RunStore: Send + Sync {
     async fn holds_lease(&self, owner: &str, task: &TaskId, now: i64) -> StoreResult<bool>;
     /// What the executors reported for a task; `None` when no executor ran it.
     async fn task_run(&self, task: &TaskId) -> StoreResult<Option<TaskRun>>;
+    /// Keeps `state` (an executor's own JSON) with `task` across its attempts and steps, if
+    /// `owner` still holds the lease at `now`; `false` when it does not (nothing is written, and
+    /// the executor must do nothing more). Needs an attempt begun.
+    async fn save_state(&self, owner: &str, task: &TaskId, state: String, now: i64) -> StoreResult<bool>;
+    /// What an executor kept with `task` ([`save_state`](Self::save_state)); `None` before any.
+    async fn load_state(&self, task: &TaskId) -> StoreResult<Option<String>>;
     /// A webhook receiver's callback for `task`: recorded (with `audit`, in one transaction)
     /// only when `token_hash` is the current attempt's and that attempt has not ended yet; a
     /// final answer spends the token. `false` when nothing was recorded.

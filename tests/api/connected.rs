@@ -15,13 +15,34 @@ use serde_json::{Value, json};
 use crate::helpers::TestApp;
 
 /// The cluster the tests use, from its `cluster.env`.
-struct Kafka {
+pub(crate) struct Kafka {
     env: HashMap<String, String>,
-    script: PathBuf,
+    pub(crate) script: PathBuf,
+    /// Tests that restart brokers take the cluster for themselves; the others share it.
+    _turn: Turn,
+}
+
+/// Who has the test cluster: the tests of this binary run in parallel, and one that restarts
+/// brokers (connected_rolling) must not run beside one that needs every broker up.
+static TURNS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+enum Turn {
+    Shared(#[allow(dead_code)] std::sync::RwLockReadGuard<'static, ()>),
+    Exclusive(#[allow(dead_code)] std::sync::RwLockWriteGuard<'static, ()>),
 }
 
 impl Kafka {
-    fn get() -> Option<Kafka> {
+    /// The cluster, shared with the other tests that leave its brokers alone.
+    pub(crate) fn get() -> Option<Kafka> {
+        Self::take(false)
+    }
+
+    /// The cluster, for a test that stops or restarts brokers: no other connected test runs meanwhile.
+    pub(crate) fn get_exclusive() -> Option<Kafka> {
+        Self::take(true)
+    }
+
+    fn take(exclusive: bool) -> Option<Kafka> {
         let Ok(path) = std::env::var("KAFKA_TASKS_TEST_KAFKA") else {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -37,14 +58,20 @@ impl Kafka {
             .map(|(k, v)| (k.to_owned(), v.replace("\\,", ",")))
             .collect();
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-cluster.sh");
-        Some(Kafka { env, script })
+        // A test that failed holding its turn poisons the lock; the cluster is still usable.
+        let turn = if exclusive {
+            Turn::Exclusive(TURNS.write().unwrap_or_else(|e| e.into_inner()))
+        } else {
+            Turn::Shared(TURNS.read().unwrap_or_else(|e| e.into_inner()))
+        };
+        Some(Kafka { env, script, _turn: turn })
     }
 
-    fn var(&self, k: &str) -> &str {
+    pub(crate) fn var(&self, k: &str) -> &str {
         self.env.get(k).map(String::as_str).unwrap_or_else(|| panic!("{k} not in cluster.env"))
     }
 
-    fn bootstrap(&self) -> &str {
+    pub(crate) fn bootstrap(&self) -> &str {
         self.var("KAFKA_BOOTSTRAP")
     }
 
@@ -58,7 +85,7 @@ impl Kafka {
     }
 
     /// A Kafka tool's standard output (the tool from the cluster's own jars).
-    fn tool(&self, args: &[&str]) -> String {
+    pub(crate) fn tool(&self, args: &[&str]) -> String {
         let out = std::process::Command::new(&self.script)
             .arg("tools")
             .args(args)
@@ -70,7 +97,7 @@ impl Kafka {
     }
 
     /// A broker's configs as `kafka-configs --describe --all` shows them: name → value.
-    fn broker_configs(&self, broker: &str) -> HashMap<String, String> {
+    pub(crate) fn broker_configs(&self, broker: &str) -> HashMap<String, String> {
         let out = self.tool(&[
             "configs",
             "--bootstrap-server",
@@ -92,7 +119,7 @@ impl Kafka {
     }
 
     /// The cluster-wide broker defaults set dynamically (`--entity-default`).
-    fn cluster_defaults(&self) -> String {
+    pub(crate) fn cluster_defaults(&self) -> String {
         self.tool(&[
             "configs",
             "--bootstrap-server",

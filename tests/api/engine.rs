@@ -24,6 +24,21 @@ async fn a_resize_beyond_the_resource_pool_fails_at_its_step_and_leaves_the_inst
     let after = app.show_instance(&inst).await.json();
     assert_eq!(after["storage_space"], before["storage_space"]);
     assert_eq!(after["status"], "RUNNING");
+    // Why, and what to do: on the task's run, under its new path and its old one alike; the DMS
+    // record itself keeps exactly its fields.
+    let run_path = |end: &str| format!("{}/tasks/{job}/{end}", app.instance_path(&inst));
+    let run = app.get(&run_path("run")).await.json();
+    assert_eq!(run["failure"]["step"], "disk_expansion", "{run}");
+    assert_eq!(run["failure"]["step_index"], 1, "{run}");
+    let reason = run["failure"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("not enough storage") && reason.contains("2000 GB") && reason.contains("1000 GB"), "{run}");
+    assert!(run["failure"]["remedy"].as_str().is_some_and(|r| r.contains("at most 1000 GB")), "{run}");
+    assert_eq!(run["reason"], run["failure"]["reason"], "{run}");
+    assert_eq!(app.get(&run_path("executor")).await.json(), run, "the old path is an alias");
+    let record = app.show_task(&inst, &job).await.json();
+    let mut keys: Vec<&str> = record["tasks"][0].as_object().expect("task").keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["created_at", "id", "name", "params", "status", "updated_at", "user_id", "user_name"]);
     // The instance is free for the next operation, and a failed task can be deleted.
     app.finished_task(&inst, true).await;
     assert_eq!(app.delete_task(&inst, &job).await.status, 204);

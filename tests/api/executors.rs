@@ -82,8 +82,13 @@ async fn serve(config: &str) -> TestApp {
 }
 
 impl TestApp {
+    /// The task's run, read at its path (`…/run`) and its older one (`…/executor`), which
+    /// must answer the same.
     async fn executor_run(&self, instance: &str, task: &str) -> crate::helpers::Response {
-        self.get(&format!("{}/tasks/{task}/executor", self.instance_path(instance))).await
+        let run = self.get(&format!("{}/tasks/{task}/run", self.instance_path(instance))).await;
+        let old = self.get(&format!("{}/tasks/{task}/executor", self.instance_path(instance))).await;
+        assert_eq!((old.status, &old.text), (run.status, &run.text), "the old path answers as the new");
+        run
     }
 
     /// Waits until the progress endpoint shows `pct`.
@@ -169,6 +174,8 @@ async fn a_failing_step_fails_the_task_with_its_exit_code_and_stderr_and_changes
     let run = app.executor_run(&inst, &task).await.json();
     let reason = run["reason"].as_str().expect("a reason");
     assert!(reason.contains("exit code 3") && reason.contains("the broker said no"), "{reason}");
+    assert_eq!((run["failure"]["step"].as_str(), &run["failure"]["reason"]), (Some("apply_config"), &run["reason"]));
+    assert!(run["failure"]["remedy"].as_str().is_some_and(|r| r.contains("executor's output")), "{run}");
     // The change was not applied, and the instance is free again.
     let configs = app.get(&format!("{}/configs", app.instance_path(&inst))).await.json();
     let retention = configs["kafka_configs"]
@@ -594,6 +601,7 @@ async fn a_webhook_receiver_s_failure_fails_the_task_with_its_reason() {
     app.wait_task_status(&inst, &task, "FAILED").await;
     let run = app.executor_run(&inst, &task).await.json();
     assert!(run["reason"].as_str().is_some_and(|r| r.contains("broker 2 is not reachable")), "{run}");
+    assert!(run["failure"]["reason"].as_str().is_some_and(|r| r.contains("broker 2 is not reachable")), "{run}");
     assert_eq!(app.show_instance(&inst).await.json()["status"], "RUNNING");
 }
 

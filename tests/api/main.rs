@@ -11,6 +11,7 @@ mod auth;
 mod bad_input;
 mod clusters;
 mod connected;
+mod connected_rolling;
 mod engine;
 mod events;
 mod executors;

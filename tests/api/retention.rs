@@ -365,6 +365,39 @@ async fn bulk_delete_is_bounded_per_request_and_says_when_more_remain() {
 }
 
 #[tokio::test]
+async fn a_bulk_delete_dry_run_counts_every_match_lists_the_oldest_and_removes_nothing() {
+    let app = TestApp::spawn().await;
+    let now = app.clock.now_ms() - 60_000;
+    let inst = new_instance(PROJECT, now);
+    let mut tasks: Vec<NewTask> =
+        (0..1_005).map(|k| finished(&inst, restart(), now - DAY + k, now - DAY + k, TaskStatus::Success)).collect();
+    tasks.push(finished(&inst, restart(), now - DAY + 2_000, now - DAY + 2_000, TaskStatus::Failed));
+    let id = inst.id.as_str().to_owned();
+    seed(&app, vec![inst], &tasks).await;
+    let preview = app.delete(&bulk_path(&id, &format!("end_time={}&dry_run=true", compact(now)))).await.json();
+    assert_eq!(preview["matched"], 1_006, "{preview}");
+    assert_eq!(
+        (preview["deleted"].clone(), preview["more"].clone(), preview["dry_run"].clone()),
+        (json!(0), json!(true), json!(true))
+    );
+    let mut listed_ids: Vec<&str> =
+        preview["tasks"].as_array().expect("tasks").iter().filter_map(|t| t["id"].as_str()).collect();
+    listed_ids.sort_unstable();
+    assert_eq!(listed_ids, ids(&tasks[..100]), "the oldest 100, those the delete takes first");
+    let failed =
+        app.delete(&bulk_path(&id, &format!("end_time={}&status=FAILED&dry_run=true", compact(now)))).await.json();
+    assert_eq!((failed["matched"].clone(), failed["more"].clone()), (json!(1), json!(false)), "{failed}");
+    assert_eq!(app.task_count(&id).await, 1_006, "a dry run removed something");
+    // The gateway audits the request as any DELETE, but no record is named as deleted.
+    let events = audit_events(&app).await;
+    assert!(events.iter().all(|e| e.detail.as_ref().is_none_or(|d| d.get("deleted_task").is_none())), "{events:?}");
+    let res = app.delete(&bulk_path(&id, &format!("end_time={}&dry_run=yes", compact(now)))).await;
+    assert_eq!(res.status, 400, "{}", res.text);
+    assert!(res.text.contains("dry_run"), "{}", res.text);
+    assert_eq!(app.task_count(&id).await, 1_006);
+}
+
+#[tokio::test]
 async fn bulk_delete_refuses_bad_filters_readers_and_strangers_and_changes_nothing() {
     let app = TestApp::spawn().await;
     let now = app.clock.now_ms() - 60_000;

@@ -171,6 +171,24 @@ async fn a_scheduled_operation_firing_on_a_failed_create_fails_and_leaves_it_cre
     assert_eq!(shown["engine_version"], "2.7");
     let p = app.progress(&inst, &id).await.json();
     assert_eq!(p["step_list"][0]["statue"], "FAILED", "{p}");
+    // Both failures keep why: the create's step, and the check that refused the upgrade.
+    let run = |task: String| {
+        let app = &app;
+        let path = format!("{}/tasks/{task}/run", app.instance_path(&inst));
+        async move { app.get(&path).await.json() }
+    };
+    let refused = run(id.clone()).await;
+    let reason = refused["failure"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("the operation no longer applies"), "{refused}");
+    assert!(
+        refused["failure"]["remedy"].as_str().is_some_and(|r| r.contains("submit the operation again")),
+        "{refused}"
+    );
+    let tasks = app.list_tasks(&inst, "").await.json();
+    let create = tasks["tasks"].as_array().expect("tasks").iter().find(|t| t["name"] == "createInstance").cloned();
+    let create = run(create.and_then(|t| t["id"].as_str().map(str::to_owned)).expect("the create task")).await;
+    assert_eq!(create["failure"]["step"], "create_resources", "{create}");
+    assert!(create["failure"]["reason"].as_str().is_some_and(|r| r.contains("2000 GB")), "{create}");
     // Still refused for anything but a delete.
     app.auto_topic(&inst, true).await.assert_error(400, "DMS.00400026");
     app.upgrade(&inst, json!({})).await.assert_error(400, "DMS.00400026");

@@ -83,8 +83,13 @@ impl Fixture {
     /// The CLI with nothing from the caller's environment but what a user of the SDKs sets.
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.args(args)
-            .env_clear()
+        c.args(args);
+        self.with_env(c)
+    }
+
+    /// `c` with the environment [`Self::command`] gives the CLI.
+    fn with_env(&self, mut c: Command) -> Command {
+        c.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
             .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
@@ -228,6 +233,89 @@ async fn retention_commands_and_the_bulk_delete_print_what_the_api_answers() {
     assert_eq!(both.code, 2, "a task and --before together: {both:?}");
 }
 
+/// The CLI on a terminal (a pty made by util-linux `script`), `answer` typed on it; the
+/// screen's text comes back as stdout.
+fn on_terminal(f: &Fixture, args: &[&str], answer: &str) -> Out {
+    let line: Vec<String> = std::iter::once(BIN).chain(args.iter().copied()).map(|a| format!("'{a}'")).collect();
+    let mut c = Command::new("script");
+    c.args(["-qec", &line.join(" "), "/dev/null"]);
+    let mut c = f.with_env(c);
+    use std::io::Write;
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script runs");
+    // Typed once the prompt is up; the pty keeps it until the CLI reads.
+    child.stdin.take().expect("stdin").write_all(answer.as_bytes()).expect("typed");
+    let out = child.wait_with_output().expect("script ends");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bulk_delete_reads_ages_as_past_shows_a_dry_run_and_asks_before_deleting_many() {
+    let f = Fixture::start();
+    let inst = f.running_instance("cli-safe-delete");
+    let count = || async { f.get(&tasks_path(&inst)).await["task_count"].as_str().unwrap_or_default().to_owned() };
+    // Ages are in the past, signed or not: nothing here is 30 days old.
+    for age in ["-30d", "30d", "1h"] {
+        let out = f.run(&["tasks", "delete", "-i", &inst, "--before", age]).ok();
+        assert!(out.stdout.contains("deleted 0 finished task(s)"), "{age}: {out:?}");
+    }
+    assert_eq!(count().await, "1");
+    for on in ["on", "off", "on", "off", "on", "off", "on", "off", "on", "off", "on"] {
+        f.json(&["autotopic", "-i", &inst, on, "--wait"]);
+    }
+    assert_eq!(count().await, "12");
+
+    // The dry run: the server's own count of the same query, and nothing removed.
+    let preview = f.json(&["tasks", "delete", "-i", &inst, "--before", "now", "--dry-run"]);
+    assert_eq!(
+        (preview["matched"].clone(), preview["dry_run"].clone()),
+        (serde_json::json!(12), serde_json::json!(true))
+    );
+    let table = f.run(&["tasks", "delete", "-i", &inst, "--before", "now", "--dry-run"]).ok();
+    assert!(table.stdout.contains("12 finished task(s) created before"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("would be deleted") && table.stdout.contains("kafkaConfigModify"),
+        "{}",
+        table.stdout
+    );
+    assert_eq!(count().await, "12");
+
+    // No terminal and more than 10: refused without --yes, naming the count.
+    let refused = f.run(&["tasks", "delete", "-i", &inst, "--before", "now"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    assert!(
+        refused.stderr.contains("12 finished tasks match") && refused.stderr.contains("--yes"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(count().await, "12");
+
+    // On a terminal it asks, naming the count; anything but yes deletes nothing.
+    let declined = on_terminal(&f, &["tasks", "delete", "-i", &inst, "--before", "now"], "n\n");
+    assert!(declined.stdout.contains("Delete 12 finished task(s) of instance"), "{declined:?}");
+    assert!(declined.stdout.contains("nothing was deleted"), "{declined:?}");
+    assert_eq!(count().await, "12");
+
+    let by_name = ["tasks", "delete", "-i", &inst, "--before", "now", "--name", "kafkaConfigModify", "--yes"];
+    assert!(f.run(&by_name).ok().stdout.contains("deleted 11 finished task(s)"));
+    let confirmed = on_terminal(&f, &["tasks", "delete", "-i", &inst, "--before", "now"], "y\n");
+    assert!(confirmed.stdout.contains("Delete 1 finished task(s)"), "{confirmed:?}");
+    assert!(confirmed.stdout.contains("deleted 1 finished task(s)"), "{confirmed:?}");
+    assert_eq!(count().await, "0");
+
+    let unsigned_at = f.run(&["reassign", "-i", &inst, "--topic", "t", "--brokers", "0", "--at", "2h"]);
+    assert_eq!(unsigned_at.code, 2, "{unsigned_at:?}");
+    assert!(unsigned_at.stderr.contains("+2h"), "{}", unsigned_at.stderr);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn scheduled_commands_list_reschedule_cancel_and_delete() {
     let f = Fixture::start();
@@ -353,13 +441,26 @@ async fn a_failed_task_exits_3_with_its_step() {
     let f = Fixture::start();
     let too_big = f.run(&["instances", "create", "--name", "cli-too-big", "--storage-space", "2000", "--wait"]);
     assert_eq!(too_big.code, 3, "{too_big:?}");
-    assert!(too_big.stderr.contains("FAILED"), "{}", too_big.stderr);
+    // Which step, what was wrong, what to do.
+    for want in
+        ["FAILED at step create_resources", "not enough storage", "2000 GB", "What to do: create the instance again"]
+    {
+        assert!(too_big.stderr.contains(want), "{want} missing from {}", too_big.stderr);
+    }
 
     let inst = f.json(&["instances", "list"])["instances"][0]["instance_id"].as_str().expect("an instance").to_owned();
     let task = first_task_id(&f.json(&["tasks", "list", "-i", &inst]), "tasks");
     let waited = f.run(&["tasks", "wait", "-i", &inst, &task]);
     assert_eq!(waited.code, 3, "{waited:?}");
     assert!(waited.stderr.contains(&format!("task {task} FAILED at step")), "{}", waited.stderr);
+    assert!(waited.stderr.contains("not enough storage"), "{}", waited.stderr);
+    let shown = f.run(&["tasks", "show", "-i", &inst, &task]).ok();
+    for want in ["failed at", "step create_resources", "reason", "not enough storage", "what to do"] {
+        assert!(shown.stdout.contains(want), "{want} missing from {}", shown.stdout);
+    }
+    // The JSON is the DMS record as it came, with nothing added.
+    let record = f.json(&["tasks", "show", "-i", &inst, &task]);
+    assert!(record["tasks"][0].get("failure").is_none() && record["tasks"][0].get("reason").is_none(), "{record}");
     assert_eq!(f.get(&format!("{}/{task}", tasks_path(&inst))).await["tasks"][0]["status"], "FAILED");
 }
 
@@ -469,6 +570,186 @@ async fn credentials_come_from_a_private_profile_file_or_a_token_never_a_readabl
     assert_eq!(with_token.json()["instance_num"], 0);
 }
 
+/// The CLI with only the endpoint and a config folder: no credentials in the environment.
+fn bare(f: &Fixture, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", f.dir.path())
+        .env("XDG_CONFIG_HOME", f.dir.path().join("config"));
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configure_writes_a_private_profile_and_token_create_asks_the_server() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let f = Fixture::start();
+    let profiles = f.dir.path().join("config/kafka-tasks/profiles.toml");
+    let initial = f.dir.path().join("initial-credential.json");
+    std::fs::write(&initial, serde_json::to_string(&f.cred).expect("json")).expect("written");
+
+    // From the server's credential file: a 0600 profile that the next command uses as it is.
+    let out = run(bare(&f, &["configure", "--from", &initial.display().to_string(), "--endpoint", &f.server.base]));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("profile [default] written") && out.stdout.contains("accepts this key"), "{out:?}");
+    let mode = std::fs::metadata(&profiles).expect("the profiles file").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let listed = run(bare(&f, &["instances", "list", "-o", "json"]));
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(listed.json()["instances"].is_array());
+
+    // From answers, one a line (a script, or a person at the prompts); Enter keeps a value.
+    let mut c = bare(&f, &["configure", "--profile", "lab"]);
+    let mut child = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let answers = format!("{}\n{PROJECT}\n{}\n{}\n", f.server.base, f.cred.access_key, f.cred.secret_key);
+    child.stdin.take().expect("stdin").write_all(answers.as_bytes()).expect("answered");
+    let out = child.wait_with_output().expect("ends");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for prompt in ["Endpoint", "Project ID", "Access key ID (AK)", "Secret access key (SK)"] {
+        assert!(stderr.contains(prompt), "{prompt} not asked: {stderr}");
+    }
+    assert!(!stderr.contains(&f.cred.secret_key), "the secret was echoed: {stderr}");
+    let text = std::fs::read_to_string(&profiles).expect("profiles");
+    assert!(text.contains("[lab]") && text.contains("[default]"), "{text}");
+    let mut c = bare(&f, &["configure", "--profile", "lab"]);
+    c.stdin(std::process::Stdio::null());
+    let again = run(c);
+    assert_eq!(again.code, 2, "no answers: nothing written, {again:?}");
+    assert_eq!(std::fs::read_to_string(&profiles).expect("profiles"), text);
+
+    // A token from the server with the profile's AK/SK, usable at once.
+    let token = run(bare(&f, &["token", "create", "--profile", "lab"]));
+    assert_eq!(token.code, 0, "{token:?}");
+    let token = token.stdout.trim().to_owned();
+    let mut c = bare(&f, &["instances", "list", "-o", "json"]);
+    c.env("KAFKA_TASKS_TOKEN", &token)
+        .env("HUAWEICLOUD_SDK_PROJECT_ID", PROJECT)
+        .env("KAFKA_TASKS_ENDPOINT", &f.server.base);
+    assert_eq!(run(c).code, 0);
+
+    // The database path never creates what is missing, and says where it looked.
+    let empty = tempfile::tempdir().expect("dir");
+    let mut c = bare(&f, &["token", "create", "--access-key", &f.cred.access_key]);
+    c.current_dir(empty.path());
+    let out = run(c);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("no database at data/kafka-tasks.db") && out.stderr.contains("looked in"), "{out:?}");
+    assert_eq!(std::fs::read_dir(empty.path()).expect("dir").count(), 0, "something was created");
+    let mut c = bare(&f, &["token", "create", "--access-key", &f.cred.access_key, "--database", &f.db]);
+    c.current_dir(empty.path());
+    let out = run(c);
+    assert!(out.code == 1 && out.stderr.contains("no master key file at data/master.key"), "{out:?}");
+    assert_eq!(std::fs::read_dir(empty.path()).expect("dir").count(), 0, "something was created");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_keep_the_dms_code_and_add_a_hint_of_what_to_do() {
+    let f = Fixture::start();
+    let inst = f.running_instance("cli-hints");
+    let with = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = f.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        run(c)
+    };
+    #[track_caller]
+    fn says(out: &Out, code: &str, hint: &str) {
+        assert!(out.stderr.contains(code), "no {code}: {out:?}");
+        let line = out.stderr.lines().find(|l| l.starts_with("hint: ")).unwrap_or_default();
+        assert!(line.contains(hint), "no hint {hint:?}: {out:?}");
+    }
+    // Another project: the hint names the one in use.
+    let other = "fedcba9876543210fedcba9876543210";
+    says(&with(&["instances", "list"], &[("HUAWEICLOUD_SDK_PROJECT_ID", other)]), "APIGW.0302", other);
+    // A wrong secret of the right shape and an unknown key look the same on the wire and in the hint.
+    let wrong_sk = "abcdefghijABCDEFGHIJ0123456789abcdefghij";
+    let bad_sk = with(&["instances", "list"], &[("HUAWEICLOUD_SDK_SK", wrong_sk)]);
+    says(&bad_sk, "APIGW.0301", "does not say which");
+    let unknown_ak = with(&["instances", "list"], &[("HUAWEICLOUD_SDK_AK", "ABCDEFGHIJ0123456789")]);
+    says(&unknown_ak, "APIGW.0301", "does not say which");
+    let strip = |o: &Out| o.stderr.replace(&f.cred.access_key, "AK").replace("ABCDEFGHIJ0123456789", "AK");
+    let (a, b) = (strip(&bad_sk), strip(&unknown_ak));
+    let no_ids =
+        |s: &str| s.lines().map(|l| l.split(", request id").next().unwrap_or("").to_owned()).collect::<Vec<_>>();
+    assert_eq!(no_ids(&a), no_ids(&b), "the CLI must not tell them apart where the server does not");
+    // Where the CLI can honestly tell: a secret key of another shape than this server's.
+    says(&with(&["instances", "list"], &[("HUAWEICLOUD_SDK_SK", &wrong_sk[..39])]), "APIGW.0301", "39 characters");
+    // A token the server did not issue: get another.
+    let mut c = f.command(&["instances", "list"]);
+    c.env_remove("HUAWEICLOUD_SDK_AK").env_remove("HUAWEICLOUD_SDK_SK").env("KAFKA_TASKS_TOKEN", "not-a-token");
+    says(&run(c), "APIGW.0301", "kafka-tasks token create");
+
+    // A waiting scheduled task: cancel it first.
+    let job = f.json(&["reassign", "-i", &inst, "--topic", "t", "--brokers", "0,1", "--at", "+2h"]);
+    let job = job["schedule_id"].as_str().expect("schedule_id").to_owned();
+    let refused = f.run(&["scheduled", "delete", "-i", &inst, &job]);
+    says(&refused, "DMS.00400017", &format!("kafka-tasks scheduled cancel -i {inst} {job}"));
+    let past = f.run(&["scheduled", "reschedule", "-i", &inst, &job, "--at", "-1h"]);
+    assert!(past.code == 2 && past.stderr.contains("not ahead") && past.stderr.contains("+1h"), "{past:?}");
+
+    // An operation on a busy instance names its status and the task that holds it.
+    f.json(&["restart", "-i", &inst]);
+    let busy = f.run(&["configs", "set", "-i", &inst, "log.retention.hours=24"]);
+    says(&busy, "DMS.00400026", "the instance is RESTARTING: task ");
+    assert!(busy.stderr.contains("restartInstance") && busy.stderr.contains("kafka-tasks tasks wait -i"), "{busy:?}");
+
+    // Flags: the allowed values, and an endpoint without its scheme.
+    let limit = f.run(&["tasks", "list", "-i", &inst, "--limit", "500"]);
+    assert!(limit.code == 2 && limit.stderr.contains("1..=100"), "{limit:?}");
+    let status = f.run(&["tasks", "delete", "-i", &inst, "--before", "now", "--status", "DONE"]);
+    assert!(status.code == 2 && status.stderr.contains("SUCCESS, FAILED, CANCELLED"), "{status:?}");
+    let bare_host = f.run(&["instances", "list", "--endpoint", "127.0.0.1:8080"]);
+    assert!(bare_host.code == 2 && bare_host.stderr.contains("write http://127.0.0.1:8080"), "{bare_host:?}");
+}
+
+#[test]
+fn a_port_in_use_is_named_and_leaves_no_data_behind() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("dir");
+    let mut c = Command::new(BIN);
+    c.args(["serve", "--listen", &addr]).current_dir(dir.path()).env_remove("KAFKA_TASKS_DATABASE");
+    let out = run(c);
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains(&format!("cannot listen on {addr}: the address is already in use")), "{out:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0, "something was created");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lists_say_what_is_left_and_page_or_read_all_and_show_takes_i() {
+    let f = Fixture::start();
+    let inst = f.running_instance("cli-pages");
+    for on in ["on", "off", "on", "off", "on", "off", "on", "off", "on", "off", "on"] {
+        f.json(&["autotopic", "-i", &inst, on, "--wait"]);
+    }
+    let first = f.run(&["tasks", "list", "-i", &inst]).ok();
+    assert!(first.stdout.contains("10 of 12 tasks; more with --page 2 or --all"), "{}", first.stdout);
+    let second = f.json(&["tasks", "list", "-i", &inst, "--page", "2"]);
+    assert_eq!(second, f.get(&format!("{}?offset=11", tasks_path(&inst))).await);
+    assert_eq!(second["tasks"].as_array().map(Vec::len), Some(2));
+    let last = f.run(&["tasks", "list", "-i", &inst, "--page", "2"]).ok();
+    assert!(last.stdout.contains("2 of 12 tasks") && !last.stdout.contains("more with"), "{}", last.stdout);
+    let all = f.json(&["tasks", "list", "-i", &inst, "--all"]);
+    let ids: std::collections::HashSet<&str> =
+        all["tasks"].as_array().expect("tasks").iter().filter_map(|t| t["id"].as_str()).collect();
+    assert_eq!(ids.len(), 12, "{all}");
+    assert!(f.run(&["tasks", "list", "-i", &inst, "--all"]).ok().stdout.contains("12 of 12 tasks"));
+
+    // `instances show -i` as every other command, and the id alone as before.
+    assert_eq!(f.json(&["instances", "show", "-i", &inst]), f.json(&["instances", "show", &inst]));
+    let both = f.run(&["instances", "show", "-i", &inst, &inst]);
+    assert_eq!(both.code, 2, "{both:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rate_limited_client_waits_out_429_and_still_follows_its_task() {
     let f = Fixture::start_with(&["--rate-limit-per-key", "1", "--rate-limit-burst", "1"]);
@@ -481,19 +762,118 @@ async fn a_rate_limited_client_waits_out_429_and_still_follows_its_task() {
     assert!(log.contains("\"status\":429"), "the limit was never hit, so nothing was tested");
 }
 
+/// The shell's completion script as the binary prints it, in a file.
+fn completion_script(dir: &std::path::Path, shell: &str) -> std::path::PathBuf {
+    let out = run({
+        let mut c = Command::new(BIN);
+        c.args(["completions", shell]);
+        c
+    });
+    assert_eq!(out.code, 0, "{shell}: {out:?}");
+    let path = dir.join(format!("kafka-tasks.{shell}"));
+    std::fs::write(&path, &out.stdout).expect("script written");
+    path
+}
+
+/// `PATH` with the built binary first, as `kafka-tasks`.
+fn path_with_bin() -> String {
+    let bin_dir = std::path::Path::new(BIN).parent().expect("the binary's folder");
+    format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+#[track_caller]
+fn require_program(name: &str) {
+    let found =
+        Command::new("sh").args(["-c", &format!("command -v {name}")]).output().is_ok_and(|o| o.status.success());
+    assert!(found, "{name} is missing: apt-get install -y {name} (scripts/test.sh installs it)");
+}
+
+/// What completing `line` (cursor at its end, the last word being completed) offers, as bash's
+/// programmable completion computes it: the script sourced, the function that `complete -p`
+/// names called with COMP_WORDS/COMP_CWORD/COMP_LINE set as readline sets them.
+fn bash_completes(script: &std::path::Path, line: &str) -> String {
+    let driver = r#"source "$1"
+spec=$(complete -p kafka-tasks) || exit 9
+fn=$(printf '%s' "$spec" | sed -E 's/.* -F ([^ ]+) .*/\1/')
+read -ra COMP_WORDS <<< "$2"
+[[ "$2" == *" " ]] && COMP_WORDS+=("")
+COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
+COMP_LINE="$2"; COMP_POINT=${#COMP_LINE}
+prev=""; (( COMP_CWORD > 0 )) && prev="${COMP_WORDS[COMP_CWORD-1]}"
+"$fn" kafka-tasks "${COMP_WORDS[COMP_CWORD]}" "$prev"
+printf '%s\n' "${COMPREPLY[@]}""#;
+    let out =
+        Command::new("bash").args(["--norc", "-c", driver, "drive"]).arg(script).arg(line).output().expect("bash");
+    assert!(out.status.success(), "{line}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
-fn completions_are_printed_for_bash_zsh_and_fish() {
-    for shell in ["bash", "zsh", "fish"] {
-        let out = run({
-            let mut c = Command::new(BIN);
-            c.args(["completions", shell]);
-            c
-        });
-        assert_eq!(out.code, 0, "{shell}: {out:?}");
-        for word in ["kafka-tasks", "reschedule", "autotopic", "--wait"] {
-            assert!(out.stdout.contains(word), "{shell} completions lack {word}");
+fn bash_completes_past_the_first_word() {
+    let dir = tempfile::tempdir().expect("dir");
+    let script = completion_script(dir.path(), "bash");
+    for (line, want) in [
+        ("kafka-tasks sched", "scheduled"),
+        ("kafka-tasks tasks ", "delete"),
+        ("kafka-tasks tasks delete --", "--dry-run"),
+        ("kafka-tasks tasks delete -i x --before 30d --y", "--yes"),
+        ("kafka-tasks scheduled reschedule --", "--at"),
+        ("kafka-tasks configure --", "--from"),
+    ] {
+        let offered = bash_completes(&script, line);
+        assert!(offered.lines().any(|w| w == want), "bash offers no {want} for {line:?}: {offered:?}");
+    }
+    // bash --posix (what /bin/sh may be) loads the script too.
+    let posix = Command::new("bash")
+        .args(["--posix", "-c", "source \"$1\" && complete -p kafka-tasks", "x"])
+        .arg(&script)
+        .output();
+    assert!(posix.is_ok_and(|o| o.status.success()), "the script does not load in POSIX mode");
+}
+
+#[test]
+fn fish_completes_past_the_first_word() {
+    require_program("fish");
+    let dir = tempfile::tempdir().expect("dir");
+    let script = completion_script(dir.path(), "fish");
+    for (line, want) in [("kafka-tasks sched", "scheduled"), ("kafka-tasks tasks delete --", "--dry-run")] {
+        let out = Command::new("fish")
+            .args(["--no-config", "-c", &format!("source {}; complete -C '{line}'", script.display())])
+            .env("PATH", path_with_bin())
+            .output()
+            .expect("fish");
+        let offered = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            offered.lines().any(|l| l.split('\t').next() == Some(want)),
+            "fish offers no {want} for {line:?}: {offered}"
+        );
+    }
+}
+
+#[test]
+fn zsh_completes_past_the_first_word_on_a_terminal() {
+    require_program("zsh");
+    require_program("tmux");
+    let dir = tempfile::tempdir().expect("dir");
+    let script = completion_script(dir.path(), "zsh");
+    // A real zsh on a pty (tmux, on a server of this test's own), Tab pressed as a person does.
+    let socket = format!("kafka-tasks-test-{}", std::process::id());
+    let tmux = |args: &[&str]| Command::new("tmux").args(["-L", &socket]).args(args).output().expect("tmux");
+    let shell = format!("env -i PATH={} HOME={} TERM=xterm zsh -f", path_with_bin(), dir.path().display());
+    assert!(tmux(&["new-session", "-d", "-x", "200", "-y", "50", &shell]).status.success());
+    let setup = format!("autoload -U compinit && compinit -u && source {}", script.display());
+    tmux(&["send-keys", &setup, "Enter"]);
+    tmux(&["send-keys", "kafka-tasks tasks delete --", "Tab"]);
+    let mut screen = String::new();
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        screen = String::from_utf8_lossy(&tmux(&["capture-pane", "-p"]).stdout).into_owned();
+        if screen.contains("--dry-run") {
+            break;
         }
     }
+    tmux(&["kill-server"]);
+    assert!(screen.contains("--dry-run") && screen.contains("--before"), "zsh offered nothing: {screen}");
 }
 
 #[test]

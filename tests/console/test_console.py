@@ -298,3 +298,39 @@ def test_the_page_follows_the_event_stream_without_polling(server, browser):
     expect(row(page, job).locator(".badge")).to_have_text("SUCCESS", timeout=4_000)
     assert problems == [], problems
     ctx.close()
+
+
+def test_a_failed_task_says_why_and_what_to_do(server, browser):
+    inst = server.cli("instances", "create", "--name", "too-small-pool", "--wait")["instance_id"]
+    # Beyond the server's storage pool (100 000 GB by default): fails at its disk_expansion step.
+    job = server.cli("resize", "-i", inst, "--storage", "200000")["job_id"]
+    env = dict(os.environ, KAFKA_TASKS_ENDPOINT=server.url, HUAWEICLOUD_SDK_PROJECT_ID=PROJECT,
+               HUAWEICLOUD_SDK_AK=server.admin["access_key"], HUAWEICLOUD_SDK_SK=server.admin["secret_key"])
+    waited = subprocess.run([BINARY, "tasks", "wait", "-i", inst, job], env=env, capture_output=True, text=True)
+    assert waited.returncode == 3, waited
+
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems = watch(page, server.admin["secret_key"])
+    sign_in_with_keys(page, server)
+    page.get_by_label("Instance", exact=True).select_option(inst)
+    failed = row(page, job)
+    expect(failed.locator(".badge")).to_have_text("FAILED")
+    # The red badge is red: the colour a person reads, not only a word.
+    assert failed.locator(".badge").evaluate("b => getComputedStyle(b).color") == "rgb(161, 40, 40)"
+    failed.get_by_role("button", name="Details").click()
+    why = page.locator("#detail-why")
+    expect(why).to_be_visible()
+    expect(why).to_contain_text("disk_expansion")
+    expect(why).to_contain_text("not enough storage")
+    expect(why).to_contain_text("200000 GB")
+    expect(why).to_contain_text("What to do")
+    page.screenshot(path=os.path.join(ARTIFACTS, "failed-task-why.png"))
+    # A task that did not fail shows no such box.
+    page.get_by_role("button", name="Close").click()
+    row(page, "createInstance").get_by_role("button", name="Details").click()
+    expect(page.locator("#detail-facts .badge")).to_have_text("SUCCESS")
+    expect(why).to_be_hidden()
+    assert problems == [], problems
+    ctx.close()

@@ -14,10 +14,34 @@ use crate::executor::{Event, StepRun};
 /// One step of a kafkaConfigModify task (its steps: `pre_check`, `apply_config`).
 pub(super) async fn step(spec: &Spec, req: &StepRun<'_>, events: &mpsc::Sender<Event>) -> Result<String, String> {
     let changes = Changes::of(req)?;
-    let kafka = super::connect(spec).await?;
+    // The static configs go in with a rolling restart: in the step of that name when the task
+    // has one, else (the auto-topic switch, whose DMS steps are only these two) in apply_config.
+    let static_roll = || super::rolling::Action::StaticConfig(changes.static_.clone());
     match req.step_name {
-        "pre_check" => pre_check(&kafka, &changes).await,
-        "apply_config" => apply(&kafka, &changes, events).await,
+        "pre_check" => {
+            let kafka = super::connect(spec).await?;
+            let summary = pre_check(&kafka, &changes).await?;
+            if changes.static_.is_empty() {
+                return Ok(summary);
+            }
+            let names: Vec<&str> = changes.static_.iter().map(|(n, _)| n.as_str()).collect();
+            let rolling = super::rolling::pre_check(spec, req)
+                .await
+                .map_err(|e| format!("{} need a rolling restart: {e}", names.join(", ")))?;
+            Ok(format!("{summary}; {rolling}"))
+        }
+        "apply_config" => {
+            let kafka = super::connect(spec).await?;
+            let summary = apply(&kafka, &changes, events).await?;
+            if changes.static_.is_empty() || req.steps.contains(&"rolling_restart") {
+                return Ok(summary);
+            }
+            super::rolling::roll(spec, req, events, &static_roll(), None).await
+        }
+        "rolling_restart" if !changes.static_.is_empty() => {
+            super::rolling::roll(spec, req, events, &static_roll(), None).await
+        }
+        "rolling_restart" => Ok("no static config to set".to_owned()),
         other => Err(format!("step {other} of {} is not done on a bound cluster yet", req.operation)),
     }
 }
@@ -28,8 +52,9 @@ struct Changes {
     /// Broker config name → new value, of the configs that apply without a restart (as Kafka
     /// names them: see [`broker_config`]).
     dynamic: BTreeMap<String, String>,
-    /// The names of those that need a rolling restart.
-    static_: Vec<String>,
+    /// Those that need a rolling restart (Kafka's names), set in each broker's own config by
+    /// the broker-control program.
+    static_: Vec<(String, String)>,
 }
 
 impl Changes {
@@ -44,8 +69,9 @@ impl Changes {
         let params: Value =
             serde_json::from_str(&req.task.params).map_err(|e| format!("the task's params are not JSON: {e}"))?;
         let mut c = Changes { dynamic: BTreeMap::new(), static_: Vec::new() };
-        if params.get("new_auto_status").is_some() {
-            c.static_.push("auto.create.topics.enable".to_owned());
+        if let Some(auto) = params.get("new_auto_status") {
+            let on = auto.as_bool().ok_or("the auto-topic switch is not true or false")?;
+            c.static_.push(("auto.create.topics.enable".to_owned(), on.to_string()));
             return Ok(c);
         }
         let list = params.get("kafka_configs").and_then(Value::as_array).ok_or("the task names no configs")?;
@@ -60,12 +86,23 @@ impl Changes {
                     let (name, value) = broker_config(name, value)?;
                     c.dynamic.insert(name, value);
                 }
-                _ => c.static_.push(name.to_owned()),
+                Some(def) if def.accepts(value) && !DMS_ONLY.contains(&name) => {
+                    c.static_.push((name.to_owned(), value.to_owned()));
+                }
+                Some(_) if DMS_ONLY.contains(&name) => {
+                    return Err(format!(
+                        "{name} is a setting of DMS's own brokers that Apache Kafka does not have; nothing was changed"
+                    ));
+                }
+                _ => return Err(format!("{name}={value} is not a value kafka-tasks sets; nothing was changed")),
             }
         }
         Ok(c)
     }
 }
+
+/// DMS configs that Apache Kafka's brokers do not know: a bound cluster cannot take them.
+const DMS_ONLY: &[&str] = &["auto.create.groups.enable"];
 
 /// The broker config that carries a DMS config's change at run time. DMS offers
 /// `log.retention.hours` as a dynamic config, but Kafka updates only `log.retention.ms`
@@ -89,13 +126,6 @@ async fn pre_check(kafka: &krafka::Kafka, changes: &Changes) -> Result<String, S
     let fenced: Vec<String> = cluster.brokers.iter().filter(|b| b.fenced).map(|b| b.id.to_string()).collect();
     if !fenced.is_empty() {
         return Err(format!("brokers {} are fenced (not serving); nothing was changed", fenced.join(", ")));
-    }
-    if !changes.static_.is_empty() {
-        return Err(format!(
-            "{} need a rolling restart through the binding's broker-control program, which connected mode \
-             does not do yet; nothing was changed",
-            changes.static_.join(", ")
-        ));
     }
     // The cluster checks the change without applying it, so that one it would refuse fails the
     // task here, before anything changed.

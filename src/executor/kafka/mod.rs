@@ -8,18 +8,26 @@
 //!   IncrementalAlterConfigs (idempotent: a second attempt sets the same values), then reads
 //!   every broker's configs back with DescribeConfigs until each value is in force there. The
 //!   step ends only when every broker shows every value; its progress is the share of brokers
-//!   that do.
+//!   that do;
+//! - **restartInstance**: a rolling restart through the binding's broker-control program, one
+//!   broker at a time after Strimzi KafkaRoller's checks, the active controller last
+//!   ([`rolling`]; the program's interface in [`control`]);
+//! - **static configs and the auto-topic switch** (kafkaConfigModify): the program writes them into
+//!   each broker's own configuration, then the same rolling restart, each broker's DescribeConfigs
+//!   showing the value before the next one;
+//! - **upgradeInstance**: each broker restarted on the Apache Kafka release the kernel build names
+//!   (`4.3.2-h0…` → 4.3.2), then `metadata.version` finalised with UpdateFeatures.
 //!
-//! Not done yet, and refused at `pre_check` with the reason (so that the task fails before
-//! anything changes): static configs and the auto-topic switch, which need a rolling restart
-//! through the binding's broker-control program. The other operations of a bound instance are
-//! refused the same way, at their first step, until they are built.
+//! The other operations of a bound instance are refused at their first step with the reason, so
+//! that the task fails before anything changes.
 
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
 mod config;
+mod control;
+mod rolling;
 
 use super::{Event, Outcome, StepRun};
 use crate::auth::keys::MasterKey;
@@ -34,7 +42,7 @@ pub(super) const POLL: Duration = Duration::from_millis(250);
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The operations the `kafka` executor does (by task name).
-pub const OPERATIONS: &[&str] = &["kafkaConfigModify"];
+pub const OPERATIONS: &[&str] = &["kafkaConfigModify", "restartInstance", "upgradeInstance"];
 
 /// One bound instance's cluster, as the executor reaches it.
 #[derive(Debug)]
@@ -42,6 +50,8 @@ pub struct Spec {
     pub stored: StoredBinding,
     pub master: MasterKey,
     pub policy: std::sync::Arc<crate::domain::cluster::ClusterPolicy>,
+    /// The step's timeout: a rolling restart's checks give up in time to fail with their reason.
+    pub timeout: Duration,
 }
 
 /// Runs one step of a bound instance's operation on its cluster, until it is done, fails, or
@@ -62,6 +72,8 @@ pub async fn run(
 async fn step(spec: &Spec, req: &StepRun<'_>, events: &mpsc::Sender<Event>) -> Outcome {
     let result = match req.operation {
         "kafkaConfigModify" => config::step(spec, req, events).await,
+        "restartInstance" => rolling::restart_step(spec, req, events).await,
+        "upgradeInstance" => rolling::upgrade_step(spec, req, events).await,
         other => Err(format!("{other} is not done on a bound cluster yet")),
     };
     match result {

@@ -424,6 +424,27 @@ function facts(dl, entries) {
   dl.replaceChildren(...entries.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
 }
 
+/** A failed task's reason and what to do, from the task's run (`…/run`: not in the DMS record).
+ * A key whose role may not read it is told so; a server without it shows nothing. */
+async function showWhy(id, status) {
+  const box = $("detail-why");
+  if (status !== "FAILED") { box.hidden = true; return; }
+  let entries;
+  try {
+    const run = await api("GET", `${base()}/tasks/${id}/run`);
+    const f = run.failure;
+    if (f) entries = [["Step", f.step], ["Reason", f.reason], ["What to do", f.remedy]];
+    else if (run.reason) entries = [["Reason", run.reason]];
+  } catch (e) {
+    if (String(e.message).includes("403") || String(e.message).includes("DMS.00403")) {
+      entries = [["Reason", "Shown to operators and admins only."]];
+    }
+  }
+  if (!entries) { box.hidden = true; return; }
+  facts($("detail-why-facts"), entries);
+  box.hidden = false;
+}
+
 async function refreshDetail(focus) {
   const id = state.detail;
   if (!id) return;
@@ -433,6 +454,8 @@ async function refreshDetail(focus) {
     const t = show.tasks[0];
     $("detail-title").textContent = `${t.name}`;
     facts($("detail-facts"), [["ID", t.id], ["Status", badge(t.status)], ["Started by", t.user_name], ["Created", when(t.created_at)], ["Updated", when(t.updated_at)]]);
+    await showWhy(id, t.status);
+    if (state.detail !== id) return;
     let params = {};
     try { params = JSON.parse(t.params || "{}"); } catch { params = { params: t.params }; }
     const entries = Object.entries(params).map(([k, v]) => [k, typeof v === "string" ? v : JSON.stringify(v)]);

@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0009_executors.sql"),
     include_str!("../../../migrations/postgres/0010_counter_shards.sql"),
     include_str!("../../../migrations/postgres/0011_cluster_bindings.sql"),
+    include_str!("../../../migrations/postgres/0014_executor_state.sql"),
 ];
 
 /// The counter shard a connection writes (migration 0010): its backend's, so that concurrent

@@ -4,8 +4,8 @@ use async_trait::async_trait;
 
 use super::engine::end_step;
 use super::*;
-use crate::domain::TaskId;
 use crate::domain::transition;
+use crate::domain::{StepFailure, TaskId};
 
 #[async_trait]
 impl RunStore for Postgres {
@@ -64,9 +64,11 @@ impl RunStore for Postgres {
     ) -> StoreResult<StepOutcome> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let ended =
-            end_step(&tx, owner, task_id, now, 0, |task, inst, op| transition::fail_step(task, inst, op, step, now))
-                .await?;
+        let failure = StepFailure::executor(&reason);
+        let ended = end_step(&tx, owner, task_id, now, 0, |task, inst, op| {
+            transition::fail_step(task, inst, op, step, now, failure)
+        })
+        .await?;
         let Some((outcome, logged)) = ended else {
             return Ok(StepOutcome::Lost);
         };
@@ -92,6 +94,24 @@ impl RunStore for Postgres {
             )
             .await?;
         Ok(client.query_opt(&st, &[&task.as_str(), &owner, &now]).await?.is_some())
+    }
+
+    async fn save_state(&self, owner: &str, task: &TaskId, state: String, now: i64) -> StoreResult<bool> {
+        let client = self.pool.get().await?;
+        let st = client
+            .prepare_cached(
+                "UPDATE task_runs SET executor_state = $2, updated_at = $3 WHERE task_id = $1 AND EXISTS \
+                 (SELECT 1 FROM tasks WHERE id = $1 AND lease_owner = $4 AND status = 'EXECUTING' AND due_at >= $3)",
+            )
+            .await?;
+        Ok(client.execute(&st, &[&task.as_str(), &state, &now, &owner]).await? == 1)
+    }
+
+    async fn load_state(&self, task: &TaskId) -> StoreResult<Option<String>> {
+        let client = self.pool.get().await?;
+        let st = client.prepare_cached("SELECT executor_state FROM task_runs WHERE task_id = $1").await?;
+        let row = client.query_opt(&st, &[&task.as_str()]).await?;
+        Ok(row.map(|r| r.try_get::<_, Option<String>>(0)).transpose()?.flatten())
     }
 
     async fn task_run(&self, task: &TaskId) -> StoreResult<Option<TaskRun>> {

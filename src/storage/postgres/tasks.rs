@@ -282,6 +282,32 @@ pub(super) async fn save_task_progress(
     Ok(())
 }
 
+/// The rows a bulk delete selects (and its dry run counts): finished background tasks of the
+/// instance (`$1`) created in `$2..=$3`, of the statuses `$4`, named `$5` if given.
+const BULK_WHERE: &str = "instance_id = $1 AND in_background AND due_at IS NULL AND created_at BETWEEN $2 AND $3 \
+     AND status = ANY($4) AND ($5::TEXT IS NULL OR name = $5)";
+
+/// The oldest at most `limit` records a bulk delete with `filter` removes, and whether more
+/// match; `lock` is appended to the statement (` FOR UPDATE` when they are to be removed).
+async fn bulk_select(
+    tx: &Transaction<'_>,
+    i: &InstanceId,
+    filter: &BulkFilter,
+    limit: u64,
+    lock: &str,
+) -> StoreResult<(Vec<TaskRecord>, bool)> {
+    let statuses: Vec<&str> = filter.statuses_or_finished().iter().map(|s| s.as_str()).collect();
+    let st = tx
+        .prepare_cached(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM tasks WHERE {BULK_WHERE} ORDER BY created_at, id LIMIT $6{lock}"
+        ))
+        .await?;
+    let fetch = limit.saturating_add(1).min(i64::MAX as u64) as i64;
+    let rows = tx.query(&st, &[&i.as_str(), &filter.from, &filter.to, &statuses, &filter.name, &fetch]).await?;
+    let read = rows.iter().map(task_from_row).collect::<StoreResult<Vec<_>>>()?;
+    Ok(filter.select(read, limit))
+}
+
 #[async_trait]
 impl TaskStore for Postgres {
     async fn list_tasks(&self, q: &TaskQuery) -> StoreResult<Option<(u64, Vec<TaskRecord>)>> {
@@ -421,19 +447,8 @@ impl TaskStore for Postgres {
         if !instance_exists(&tx, p, i).await? {
             return Ok(None);
         }
-        let statuses: Vec<&str> = filter.statuses_or_finished().iter().map(|s| s.as_str()).collect();
         // Locked as read: a concurrent single delete or resume waits, or is waited for.
-        let st = tx
-            .prepare_cached(&format!(
-                "SELECT {SUMMARY_COLUMNS} FROM tasks WHERE instance_id = $1 AND in_background AND due_at IS NULL \
-                 AND created_at BETWEEN $2 AND $3 AND status = ANY($4) AND ($5::TEXT IS NULL OR name = $5) \
-                 ORDER BY created_at, id LIMIT $6 FOR UPDATE"
-            ))
-            .await?;
-        let fetch = limit.saturating_add(1).min(i64::MAX as u64) as i64;
-        let rows = tx.query(&st, &[&i.as_str(), &filter.from, &filter.to, &statuses, &filter.name, &fetch]).await?;
-        let read = rows.iter().map(task_from_row).collect::<StoreResult<Vec<_>>>()?;
-        let (deleted, more) = filter.select(read, limit);
+        let (deleted, more) = bulk_select(&tx, i, filter, limit, " FOR UPDATE").await?;
         if !deleted.is_empty() {
             let ids: Vec<&str> = deleted.iter().map(|t| t.id.as_str()).collect();
             let st = tx.prepare_cached("DELETE FROM tasks WHERE id = ANY($1)").await?;
@@ -446,6 +461,29 @@ impl TaskStore for Postgres {
             self.events_committed();
         }
         Ok(Some(BulkDeleted { deleted, more }))
+    }
+
+    async fn preview_delete(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        filter: &BulkFilter,
+        limit: u64,
+    ) -> StoreResult<Option<BulkPreview>> {
+        let mut client = self.pool.get().await?;
+        // One snapshot for the count and the rows.
+        let tx =
+            client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).start().await?;
+        if !instance_exists(&tx, p, i).await? {
+            return Ok(None);
+        }
+        let statuses: Vec<&str> = filter.statuses_or_finished().iter().map(|s| s.as_str()).collect();
+        let st = tx.prepare_cached(&format!("SELECT count(*) FROM tasks WHERE {BULK_WHERE}")).await?;
+        let matched: i64 =
+            tx.query_one(&st, &[&i.as_str(), &filter.from, &filter.to, &statuses, &filter.name]).await?.get(0);
+        let (first, _) = bulk_select(&tx, i, filter, limit, "").await?;
+        tx.commit().await?;
+        Ok(Some(BulkPreview { matched: u64::try_from(matched).unwrap_or(0), first }))
     }
 
     async fn update_scheduled(

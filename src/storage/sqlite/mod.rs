@@ -49,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0009_executors.sql"),
     include_str!("../../../migrations/sqlite/0010_counter_shards.sql"),
     include_str!("../../../migrations/sqlite/0011_cluster_bindings.sql"),
+    include_str!("../../../migrations/sqlite/0014_executor_state.sql"),
 ];
 /// Written into the database header by the readiness probe ("kt" twice).
 const APPLICATION_ID: i32 = 0x6b74_6b74;

@@ -5,8 +5,8 @@ use rusqlite::{OptionalExtension, params};
 
 use super::engine::end_step;
 use super::*;
-use crate::domain::TaskId;
 use crate::domain::transition;
+use crate::domain::{StepFailure, TaskId};
 
 /// Begins an attempt: the first at a step, or one more at the step begun last.
 pub(super) const BEGIN_ATTEMPT_SQL: &str = "INSERT INTO task_runs (task_id, step, attempt, token_hash, updated_at) \
@@ -72,8 +72,9 @@ impl RunStore for Sqlite {
     ) -> StoreResult<StepOutcome> {
         let (owner, task_id) = (owner.to_owned(), task_id.clone());
         let (outcome, logged) = self.write(move |conn| {
+            let failure = StepFailure::executor(&reason);
             let ended = end_step(conn, &owner, &task_id, now, 0, |task, inst, op| {
-                transition::fail_step(task, inst, op, step, now)
+                transition::fail_step(task, inst, op, step, now, failure)
             })?;
             let Some((outcome, logged)) = ended else {
                 return Ok((StepOutcome::Lost, false));
@@ -101,6 +102,31 @@ impl RunStore for Sqlite {
                 .query_row(params![task.as_str(), owner, now], |_| Ok(()))
                 .optional()?;
             Ok(held.is_some())
+        })
+        .await
+    }
+
+    async fn save_state(&self, owner: &str, task: &TaskId, state: String, now: i64) -> StoreResult<bool> {
+        let (owner, task) = (owner.to_owned(), task.clone());
+        self.write(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE task_runs SET executor_state = ?2, updated_at = ?3 WHERE task_id = ?1 AND EXISTS \
+                     (SELECT 1 FROM tasks WHERE id = ?1 AND lease_owner = ?4 AND status = 'EXECUTING' AND due_at >= ?3)",
+                )?
+                .execute(params![task.as_str(), state, now, owner])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn load_state(&self, task: &TaskId) -> StoreResult<Option<String>> {
+        self.read(|conn| {
+            let state = conn
+                .prepare_cached("SELECT executor_state FROM task_runs WHERE task_id = ?1")?
+                .query_row(params![task.as_str()], |r| r.get::<_, Option<String>>(0))
+                .optional()?;
+            Ok(state.flatten())
         })
         .await
     }

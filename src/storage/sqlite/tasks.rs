@@ -56,6 +56,37 @@ pub(super) fn page_sql_text(view: View) -> String {
     )
 }
 
+/// The rows a bulk delete selects (and its dry run counts): finished background tasks of the
+/// instance (`?1`) created in `?2..=?3`, of the statuses in the JSON array `?4`, named `?5` if given.
+const BULK_WHERE: &str = "instance_id = ?1 AND in_background = 1 AND due_at IS NULL AND created_at BETWEEN ?2 AND ?3 \
+     AND status IN (SELECT value FROM json_each(?4)) AND (?5 IS NULL OR name = ?5)";
+
+fn bulk_statuses(filter: &BulkFilter) -> StoreResult<String> {
+    let statuses: Vec<&str> = filter.statuses_or_finished().iter().map(|s| s.as_str()).collect();
+    serde_json::to_string(&statuses).map_err(corrupt)
+}
+
+/// The oldest at most `limit` records a bulk delete with `filter` removes, and whether more match.
+fn bulk_select(
+    conn: &Connection,
+    i: &InstanceId,
+    filter: &BulkFilter,
+    limit: u64,
+) -> StoreResult<(Vec<TaskRecord>, bool)> {
+    let statuses = bulk_statuses(filter)?;
+    let mut st = conn.prepare_cached(&format!(
+        "SELECT {SUMMARY_COLUMNS} FROM tasks WHERE {BULK_WHERE} ORDER BY created_at, id LIMIT ?6"
+    ))?;
+    let fetch = limit.saturating_add(1).min(i64::MAX as u64) as i64;
+    let rows =
+        st.query_map(params![i.as_str(), filter.from, filter.to, statuses, filter.name, fetch], task_from_row)?;
+    let mut read = Vec::new();
+    for r in rows {
+        read.push(r??);
+    }
+    Ok(filter.select(read, limit))
+}
+
 /// The columns of a list row: everything but the steps, which lists do not show.
 pub(super) const SUMMARY_COLUMNS: &str = "id, project_id, instance_id, name, user_id, user_name, params, status, \
      created_at, updated_at, schedule_at, NULL";
@@ -335,23 +366,7 @@ impl TaskStore for Sqlite {
                 if !instance_exists(conn, &p, &i)? {
                     return Ok(None);
                 }
-                let statuses: Vec<&str> = filter.statuses_or_finished().iter().map(|s| s.as_str()).collect();
-                let statuses = serde_json::to_string(&statuses).map_err(corrupt)?;
-                let mut st = conn.prepare_cached(&format!(
-                "SELECT {SUMMARY_COLUMNS} FROM tasks WHERE instance_id = ?1 AND in_background = 1 AND due_at IS NULL \
-                 AND created_at BETWEEN ?2 AND ?3 AND status IN (SELECT value FROM json_each(?4)) \
-                 AND (?5 IS NULL OR name = ?5) ORDER BY created_at, id LIMIT ?6"
-            ))?;
-                let fetch = limit.saturating_add(1).min(i64::MAX as u64) as i64;
-                let rows = st.query_map(
-                    params![i.as_str(), filter.from, filter.to, statuses, filter.name, fetch],
-                    task_from_row,
-                )?;
-                let mut read = Vec::new();
-                for r in rows {
-                    read.push(r??);
-                }
-                let (deleted, more) = filter.select(read, limit);
+                let (deleted, more) = bulk_select(conn, &i, &filter, limit)?;
                 remove_records(conn, &i, &deleted, audit.at)?;
                 for event in bulk_delete_events(&audit, &filter, &deleted, more) {
                     insert_audit(conn, &event)?;
@@ -363,6 +378,28 @@ impl TaskStore for Sqlite {
             self.events_committed();
         }
         Ok(out)
+    }
+
+    async fn preview_delete(
+        &self,
+        p: &ProjectId,
+        i: &InstanceId,
+        filter: &BulkFilter,
+        limit: u64,
+    ) -> StoreResult<Option<BulkPreview>> {
+        let (p, i, filter) = (p.clone(), i.clone(), filter.clone());
+        self.read(move |conn| {
+            if !instance_exists(conn, &p, &i)? {
+                return Ok(None);
+            }
+            let statuses = bulk_statuses(&filter)?;
+            let matched: i64 = conn
+                .prepare_cached(&format!("SELECT count(*) FROM tasks WHERE {BULK_WHERE}"))?
+                .query_row(params![i.as_str(), filter.from, filter.to, statuses, filter.name], |r| r.get(0))?;
+            let (first, _) = bulk_select(conn, &i, &filter, limit)?;
+            Ok(Some(BulkPreview { matched: u64::try_from(matched).unwrap_or(0), first }))
+        })
+        .await
     }
 
     async fn update_scheduled(
