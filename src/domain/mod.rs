@@ -2,6 +2,7 @@
 //! Types here validate once, when they are parsed, and cannot hold a bad value.
 
 pub mod admission;
+pub mod brokers;
 pub mod clock;
 pub mod cluster;
 pub mod deletion;
@@ -18,6 +19,7 @@ pub mod submission;
 pub mod task;
 pub mod time;
 pub mod transition;
+pub mod zones;
 
 pub use clock::Clock;
 pub use ids::{InstanceId, ProjectId, TaskId, TopicName};

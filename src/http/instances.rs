@@ -36,6 +36,8 @@ pub fn router() -> Router<AppState> {
         .route("/v2/{project_id}/kafka/instances/{instance_id}/reassign", post(reassign))
         .route("/v2/kafka/{project_id}/instances/{instance_id}/reassign", post(reassign))
         .route("/v2/{project_id}/kafka/instances/{instance_id}/upgrade", get(show_upgrade).post(upgrade))
+        .route("/v2/{project_id}/kafka/{instance_id}/tags", get(show_tags))
+        .route("/v2/{project_id}/instances/{instance_id}/manage/cluster", get(show_cluster))
 }
 
 /// Submits an operation on an instance: `make` sees the instance as it is inside the
@@ -155,6 +157,46 @@ pub(super) async fn show(
         v["cluster"] = json!(health);
     }
     Ok(Json(v))
+}
+
+/// ShowKafkaTags: `GET /v2/{project_id}/kafka/{instance_id}/tags` → `{"tags": [{"key","value"}]}`,
+/// the tags the instance was created with.
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/kafka/{instance_id}/tags",
+    operation_id = "ShowKafkaTags",
+    tag = "Instances",
+    params(shapes::InstancePath),
+    responses((status = 200, description = "The instance's tags", body = shapes::TagList)),
+)]
+pub(super) async fn show_tags(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::GetInstance)?;
+    Ok(Json(json!({ "tags": load(&state, &path).await?.tags() })))
+}
+
+/// ShowKafkaCluster: `GET /v2/{project_id}/instances/{instance_id}/manage/cluster` →
+/// `{"cluster": {"brokers": [{"broker_id","host","port","health"}]}}`; no brokers until the
+/// instance has been created.
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/instances/{instance_id}/manage/cluster",
+    operation_id = "ShowKafkaCluster",
+    tag = "Instances",
+    params(shapes::InstancePath),
+    responses((status = 200, description = "The instance's brokers", body = shapes::KafkaCluster)),
+)]
+pub(super) async fn show_cluster(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::GetInstance)?;
+    let brokers = load(&state, &path).await?.brokers();
+    Ok(Json(json!({ "cluster": crate::domain::brokers::cluster(&brokers) })))
 }
 
 /// DeleteInstance: `DELETE /v2/{project_id}/instances/{instance_id}` → 204; the instance and its

@@ -19,6 +19,7 @@ pub mod scheduled;
 pub mod serve;
 pub mod tasks;
 pub mod tokens;
+pub mod zones;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -87,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .merge(executors::router())
         .merge(retention::router())
         .merge(clusters::router())
+        .merge(zones::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), control::inject))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth_layer::authenticate));
     Router::new()

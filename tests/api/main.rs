@@ -25,6 +25,7 @@ mod isolation;
 mod openapi;
 #[path = "../common/pg.rs"]
 mod pg;
+mod provider_reads;
 mod retention;
 mod scheduled;
 mod secrets;

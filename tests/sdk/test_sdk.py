@@ -1,5 +1,6 @@
 """The official Python SDK (huaweicloudsdkkafka) against the running binary, unmodified."""
 
+import json
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -15,6 +16,8 @@ from huaweicloudsdkkafka.v2 import (
     UpdateInstanceAutoCreateTopicRequest, UpdateScheduledTaskRequest, UpgradeInstanceReq, UpgradeInstanceRequest,
     # Issue 9:
     CreatePostPaidKafkaInstanceRequest, ShowUpgradeInstanceVersionRequest, UpdateInstanceReq, UpdateInstanceRequest,
+    # What the Terraform provider reads back:
+    ListAvailableZonesRequest, ShowKafkaClusterRequest, ShowKafkaTagsRequest,
 )
 
 
@@ -60,6 +63,23 @@ def test_create_show_and_list_instances(client, instance):
     assert shown.broker_num == 3 and shown.storage_space == 300
     listed = client.list_instances(ListInstancesRequest(engine="kafka"))
     assert instance in [i.instance_id for i in listed.instances]
+
+
+def test_zones_listeners_tags_and_brokers_decode(client, instance):
+    """ListAvailableZones, ShowInstance's `charging_mode`/`cross_vpc_info`, ShowKafkaTags and
+    ShowKafkaCluster, decoded by the SDK's own models."""
+    zones = client.list_available_zones(ListAvailableZonesRequest())
+    assert "az1" in [z.id for z in zones.available_zones] and zones.region_id
+    assert all(isinstance(z.port, str) and isinstance(z.sold_out, bool) for z in zones.available_zones)
+    shown = client.show_instance(ShowInstanceRequest(instance_id=instance))
+    assert shown.charging_mode == 1 and shown.port == 9092
+    listeners = json.loads(shown.cross_vpc_info)
+    assert sorted(listeners) == sorted(shown.connect_address.split(","))
+    assert client.show_kafka_tags(ShowKafkaTagsRequest(instance_id=instance)).tags == []
+    brokers = client.show_kafka_cluster(ShowKafkaClusterRequest(instance_id=instance)).cluster.brokers
+    assert sorted((b.broker_id, b.host) for b in brokers) == sorted(
+        (v["broker_id"], ip) for ip, v in listeners.items())
+    assert all(b.health and b.port == 9092 for b in brokers)
 
 
 def test_modify_configs_then_delete_the_task(client, instance):
