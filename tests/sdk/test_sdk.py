@@ -14,7 +14,7 @@ from huaweicloudsdkkafka.v2 import (
     PartitionReassignRequest, ResizeEngineInstanceReq, ResizeEngineInstanceRequest, ShowBackgroundTaskProgressRequest,
     ShowBackgroundTaskRequest, ShowInstanceConfigsRequest, ShowInstanceRequest, UpdateInstanceAutoCreateTopicReq,
     UpdateInstanceAutoCreateTopicRequest, UpdateScheduledTaskRequest, UpgradeInstanceReq, UpgradeInstanceRequest,
-    # Issue 9:
+    # Instance calls around tasks:
     CreatePostPaidKafkaInstanceRequest, ShowUpgradeInstanceVersionRequest, UpdateInstanceReq, UpdateInstanceRequest,
     # What the Terraform provider reads back:
     ListAvailableZonesRequest, ShowKafkaClusterRequest, ShowKafkaTagsRequest,

@@ -191,7 +191,6 @@ def test_static_parameter_restarts_the_instance(go):
     assert [t["name"] for t in tasks["tasks"]].count("restartInstance") == 1, tasks
 
 
-@pytest.mark.fidelity
 def test_instance_create_wait_update_delete(go):
     """resource_huaweicloud_dms_kafka_instance.go: createKafkaInstanceWithFlavor (instances.CreateInstance,
     `POST /v2/{project_id}/kafka/instances`, OkCodes 200) and its wait (Pending CREATING, Target
@@ -235,7 +234,6 @@ def test_instance_create_wait_update_delete(go):
 REASSIGN = "v2/kafka/{project_id}/instances/{instance_id}/reassign"
 
 
-@pytest.mark.fidelity
 def test_partition_reassign_scheduled_returns_schedule_id(go):
     """resource_huaweicloud_dms_kafka_partition_reassign.go, resourceDmsKafkaPartitionReassignCreate with
     `is_schedule` and `execute_at`: the answer's `schedule_id` becomes `task_id`, nothing is waited
@@ -251,7 +249,6 @@ def test_partition_reassign_scheduled_returns_schedule_id(go):
     assert [(j["id"], j["name"], j["status"]) for j in jobs] == [(sid, "kafkaPartitionReassign", "CREATED")]
 
 
-@pytest.mark.fidelity
 def test_partition_reassign_time_estimate(go):
     """resource_huaweicloud_dms_kafka_partition_reassign.go, resourceDmsKafkaPartitionReassignCreate with
     `time_estimate`: the answer's `reassignment_time` is kept; no task is created."""
@@ -267,14 +264,13 @@ def test_partition_reassign_time_estimate(go):
     assert after == before
 
 
-@pytest.mark.fidelity
 def test_upgrade_waiter(server, go):
     """resource_huaweicloud_dms_kafka_instance_upgrade.go, resourceInstanceUpgradeCreate and
     buildUpgradeInstanceBodyParams: `POST /v2/{project_id}/kafka/instances/{instance_id}/upgrade`
     (MoreHeaders Content-Type: application/json) with `{"is_schedule":false}`; the `job_id` is waited
     for by common.go waitForInstanceTaskStatusComplete (`GET …/tasks/{job_id}`, `tasks[0].status`).
     A scheduled upgrade (`is_schedule` true, `execute_at`) is not waited for. The instance must be
-    behind the latest kernel: a newer build is added first (issue 9's operator command)."""
+    behind the latest kernel: a newer build is added first (the operator's `kernels add`)."""
     iid = create_instance_older_path(go, "tf-upgrade")
     server.add_kernel("2.7", "2.7.1-h0.cbu.dms.401.r0")
     upgrade = go.url("v2/{project_id}/kafka/instances/{instance_id}/upgrade", instance_id=iid)
