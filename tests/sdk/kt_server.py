@@ -86,5 +86,5 @@ class Control:
         return json.loads(out.stdout)
 
     def inject(self, **rule):
-        """Adds one fault rule (the fields of docs/notes/control.md)."""
+        """Adds one fault rule (the fields of docs/testing.md)."""
         return self("faults", "add", json.dumps(rule))

@@ -1,4 +1,4 @@
-"""The example of docs/notes/control.md ("Testing your automation"), run as it is written there:
+"""The example of docs/testing.md ("A complete example"), run as it is written there:
 a pytest fixture that resets the server before each test, a test that injects a failure, and the
 assertions on what the automation under test did about it. The automation here is a small
 restart routine written against the official Python SDK, as a runbook would be."""
@@ -112,10 +112,10 @@ def test_without_retries_a_throttled_call_fails_the_automation(client, control, 
 
 
 def test_the_documented_example_is_this_file():
-    """Every line of the Python blocks of docs/notes/control.md is in this file or kt_server.py,
+    """Every line of the Python blocks of docs/testing.md is in this file or kt_server.py,
     so that the example people copy is the one that runs here."""
     here = os.path.dirname(os.path.abspath(__file__))
-    doc = os.path.join(here, "..", "..", "docs", "notes", "control.md")
+    doc = os.path.join(here, "..", "..", "docs", "testing.md")
     with open(doc, encoding="utf-8") as f:
         blocks = f.read().split("```python\n")[1:]
     assert blocks, "the document has no Python example"
