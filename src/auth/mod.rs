@@ -186,7 +186,7 @@ struct Cached {
 /// The public keys of `SDK-ECDSA-P256-SHA256` and `SDK-SM2-SM3` for one credential, each
 /// derived on its first verified use. Deriving costs a hundred HMAC-and-scalar-multiplication
 /// times a signature check; it happens only for a known active key whose signature parses, and
-/// once per key (see docs/notes/signing.md).
+/// once per key (see docs/decisions.md, "Signing modes and derived keys").
 #[derive(Default)]
 struct DerivedKeys {
     p256: std::sync::OnceLock<Option<derived::PublicKey>>,

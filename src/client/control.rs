@@ -1,5 +1,5 @@
 //! `kafka-tasks control …`: test control of a server started with `serve --test-control`
-//! (fault rules, the clock, the reset; admin role). See docs/notes/control.md.
+//! (fault rules, the clock, the reset; admin role). See docs/testing.md.
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};

@@ -5,7 +5,7 @@
 //! What is stored (in `test_control`, one JSON value per key) is shared by every process on the
 //! database: each reads it at start-up and again every [`REFRESH`], so that on PostgreSQL a
 //! clock moved through one process is the clock of all. Firing counts and random sequences are
-//! kept per process between changes of the list (see docs/notes/control.md).
+//! kept per process between changes of the list (see docs/testing.md).
 
 pub mod faults;
 

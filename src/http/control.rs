@@ -303,7 +303,7 @@ pub(super) async fn reset(
     paths(list_faults, replace_faults, append_faults, remove_faults, show_clock, move_clock, reset),
     components(schemas(crate::control::faults::RuleInput, crate::control::faults::ErrorInput, crate::control::faults::FailInput)),
     tags((name = "Test control", description = "Extension, `serve --test-control` only (admin role): fault rules, \
-        the movable clock, the state reset. See docs/notes/control.md."))
+        the movable clock, the state reset. See docs/testing.md."))
 )]
 pub struct ControlDoc;
 

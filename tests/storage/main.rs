@@ -1298,7 +1298,7 @@ contract! {
 /// Test control's reset (`POST …/test-control/reset`): every record goes in one call, the
 /// credentials stay (or all but one), test control's own values stay. On 10,000 stored tasks;
 /// the time each engine took is printed (`cargo test --release --test storage reset_ -- --nocapture`),
-/// a figure for docs/notes/control.md, not an assertion.
+/// a figure for docs/performance.md, not an assertion.
 #[tokio::test]
 async fn reset_removes_every_record_but_the_credentials_and_control_values() {
     for e in engines().await {
