@@ -9,6 +9,7 @@
 
 #[path = "../common/serve.rs"]
 mod serve;
+mod tls;
 
 use std::process::Command;
 
@@ -947,7 +948,7 @@ async fn wait_follows_the_event_stream_and_polls_when_it_is_refused() {
 
     // Take the one slot.
     let path = format!("/v2/{PROJECT}/tasks/events");
-    let mut req = reqwest::Client::new().get(format!("{}{path}", f.server.base));
+    let mut req = kafka_tasks::tls::http_client().get(format!("{}{path}", f.server.base));
     for (k, v) in f.api.signed_headers("GET", &path, b"") {
         req = req.header(k, v);
     }
