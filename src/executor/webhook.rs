@@ -127,6 +127,15 @@ pub async fn run(spec: &Spec, req: &StepRun<'_>, mut stop: watch::Receiver<bool>
                 tail: String::new(),
             };
         }
+        Err(e) if crate::tls::certificate_refused(&e).is_some() => {
+            let why = crate::tls::certificate_refused(&e).unwrap_or_default();
+            return Outcome::Failed {
+                reason: format!(
+                    "the webhook receiver's certificate is not trusted ({why}); set ca_file to the CA that signed it"
+                ),
+                tail: String::new(),
+            };
+        }
         Err(e) => {
             return Outcome::Failed {
                 reason: format!("the webhook receiver could not be reached: {e}"),
