@@ -201,9 +201,8 @@ async fn closed_after(addr: &str, trickle: Option<&[u8]>, within: Duration) -> O
             }
             next += 1;
         }
-        match tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) | Err(_) => {}
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(100), tcp.read(&mut buf)).await {
+            return Some(started.elapsed());
         }
     }
     None
