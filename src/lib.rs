@@ -19,6 +19,7 @@ pub mod engine;
 pub mod executor;
 pub mod http;
 pub mod kafka;
+pub mod log_json;
 pub mod log_limit;
 pub mod private_files;
 pub mod server;
