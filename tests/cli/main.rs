@@ -496,9 +496,13 @@ async fn errors_show_the_dms_code_message_and_request_id_and_exit_codes_tell_the
     assert_eq!(down.code, 4, "{down:?}");
     assert!(down.stderr.contains("no answer from http://127.0.0.1:1"), "{}", down.stderr);
 
+    // HTTPS is spoken (tests/cli/tls.rs): nothing listening is "no answer", like plain HTTP.
     let https = f.run(&["instances", "list", "--endpoint", "https://127.0.0.1:1"]);
-    assert_eq!(https.code, 2);
-    assert!(https.stderr.contains("plain HTTP"), "{}", https.stderr);
+    assert_eq!(https.code, 4, "{https:?}");
+    assert!(https.stderr.contains("no answer from https://127.0.0.1:1"), "{}", https.stderr);
+    let bad_ca = f.run(&["instances", "list", "--ca-file", "/nonexistent/ca.pem"]);
+    assert_eq!(bad_ca.code, 2, "{bad_ca:?}");
+    assert!(bad_ca.stderr.contains("cannot read the CA file"), "{}", bad_ca.stderr);
 
     let no_creds = run({
         let mut c = f.command(&["instances", "list"]);
