@@ -184,7 +184,11 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     let app = http::router(state);
     let acceptor = match &tls {
         Some(cert) => {
-            tokio::spawn(reload_on_sighup(cert.clone(), shutdown_rx.clone()));
+            // Registered before "listening" is logged: a SIGHUP from then on reloads, never
+            // meets the default action (which ends the process).
+            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| anyhow::anyhow!("cannot listen for SIGHUP (TLS certificate reloads): {e}"))?;
+            tokio::spawn(reload_on_sighup(cert.clone(), hup, shutdown_rx.clone()));
             Some(cert.acceptor()?)
         }
         None => None,
@@ -196,15 +200,11 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
 
 /// Reads the server's certificate and key again on each SIGHUP; a bad new pair keeps the old
 /// one, and the log says why.
-async fn reload_on_sighup(cert: Arc<crate::tls::ServerCert>, mut stop: watch::Receiver<bool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGHUP: the TLS certificate will not be reloaded");
-            return;
-        }
-    };
+async fn reload_on_sighup(
+    cert: Arc<crate::tls::ServerCert>,
+    mut hup: tokio::signal::unix::Signal,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             got = hup.recv() => if got.is_none() { return },
