@@ -78,6 +78,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 /// As [`start`], with a clock that tests can move.
 pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<Running> {
     let pruner = args.retention.pruner()?;
+    if args.test_control {
+        crate::control::database_allowed(&args.db.database).map_err(|e| anyhow::anyhow!(e))?;
+    }
     // The certificate is read before anything is opened or created, like the port below.
     let tls = match (&args.net.tls_cert, &args.net.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::ServerCert::load(cert, key)?),
@@ -108,10 +111,30 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     for (op, kind) in executors.describe() {
         tracing::info!(operation = op, executor = kind, "operation run by an executor");
     }
-    let step_context = StepContext { storage_pool_gb: args.storage_pool_gb, executed: executors.executed() };
+    let step_context = StepContext {
+        storage_pool_gb: args.storage_pool_gb,
+        executed: executors.executed(),
+        stepwise: args.test_control,
+    };
     let wake = Arc::new(Notify::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let control = match args.test_control {
+        true => {
+            let control = crate::control::TestControl::open(storage.clone(), clock.clone(), wake.clone()).await?;
+            tokio::spawn(control.clone().refresh_forever(shutdown_rx.clone()));
+            tracing::warn!(
+                database = %redact(&args.db.database),
+                clock = %control.clock_json(),
+                "TEST CONTROL IS ON (--test-control): any admin of this server can inject faults, move the clock \
+                 and reset the whole database through /v2/{{project_id}}/test-control/; never run it like this \
+                 in production"
+            );
+            Some(control)
+        }
+        false => None,
+    };
     let state = AppState {
+        control: control.clone(),
         storage: storage.clone(),
         auth: Arc::new(auth),
         clock: clock.clone(),
@@ -124,6 +147,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         events: Arc::new(http::events::Streams::new(&args.events, shutdown_rx.clone())),
         retention_defaults: Arc::new(pruner.defaults.clone()),
         cluster_policy: Arc::new(args.clusters.policy()),
+        cluster_health: Arc::default(),
     };
     tokio::spawn(http::events::prune_forever(
         storage.events.clone(),
@@ -144,6 +168,10 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     )
     .with_executors(executors, storage.runs.clone(), storage.instances.clone())
     .with_clusters(storage.clusters.clone(), state.auth.master().clone(), state.cluster_policy.clone());
+    let engine = match control {
+        Some(c) => engine.with_test_control(c),
+        None => engine,
+    };
     let engine = tokio::spawn(engine.run(shutdown_rx.clone()));
     let pruner = crate::engine::retention::Pruner::new(storage.retention.clone(), pruner, clock.clone());
     let pruner = tokio::spawn(pruner.run(shutdown_rx.clone()));
@@ -151,7 +179,12 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     let _ = metrics_handle();
     telemetry::build_info(&args.db.database);
     let sample_every = Duration::from_millis(args.store_sample_ms);
-    tokio::spawn(crate::engine::sampler::sample_forever(storage.clone(), sample_every, shutdown_rx.clone()));
+    tokio::spawn(crate::engine::sampler::sample_forever(
+        storage.clone(),
+        clock.clone(),
+        sample_every,
+        shutdown_rx.clone(),
+    ));
     let mut opts = args.net.serve_options();
     opts.max_connections = serve::fit_connection_cap(opts.max_connections);
     let metrics_listener = match args.net.metrics_listen {

@@ -7,6 +7,7 @@
 //! cancelled) · 4 server error (5xx) or no answer · 5 `--timeout` passed while waiting.
 
 pub mod configure;
+mod control;
 pub mod events;
 pub mod hints;
 pub mod http;
@@ -184,6 +185,9 @@ pub enum ClientCommand {
     /// Write a CLI profile (mode 0600): from a credential file (`--from
     /// data/initial-credential.json`) or from answers to prompts, as `aws configure` does.
     Configure(configure::ConfigureArgs),
+    /// Test control of a server started with `serve --test-control`: fault rules, the clock,
+    /// reset (admin role).
+    Control(control::ControlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -749,6 +753,7 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
         }
         ClientCommand::Retention(a) => retention(Ctx::new(&a.conn)?, a.cmd).await,
         ClientCommand::Cluster(a) => cluster(Ctx::new(&a.conn)?, a.cmd).await,
+        ClientCommand::Control(a) => control::control(Ctx::new(&a.conn)?, a.cmd).await,
         ClientCommand::Restart(a) => {
             let c = Ctx::new(&a.conn)?;
             let body = json!({ "action": "restart", "instances": [a.inst.instance] });

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth_layer;
 pub mod clusters;
 pub mod console;
+pub mod control;
 pub mod error;
 pub mod events;
 pub mod executors;
@@ -18,6 +19,7 @@ pub mod scheduled;
 pub mod serve;
 pub mod tasks;
 pub mod tokens;
+pub mod zones;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -70,6 +72,10 @@ pub struct AppState {
     pub retention_defaults: Arc<crate::domain::retention::RetentionPolicy>,
     /// What cluster bindings may reach (from `serve`'s flags).
     pub cluster_policy: Arc<crate::domain::cluster::ClusterPolicy>,
+    /// Test control, with `serve --test-control` only.
+    pub control: Option<Arc<crate::control::TestControl>>,
+    /// What ShowInstance last saw of bound instances' clusters (a few seconds' cache).
+    pub cluster_health: Arc<crate::kafka::HealthCache>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -82,9 +88,12 @@ pub fn router(state: AppState) -> Router {
         .merge(executors::router())
         .merge(retention::router())
         .merge(clusters::router())
+        .merge(zones::router())
+        .route_layer(middleware::from_fn_with_state(state.clone(), control::inject))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth_layer::authenticate));
     Router::new()
         .merge(api)
+        .merge(control::router(&state))
         .merge(health::router())
         .merge(openapi::router())
         .merge(console::router())

@@ -24,6 +24,7 @@ use crate::telemetry;
 mod audit;
 mod bulk;
 mod clusters;
+mod control;
 mod credentials;
 mod engine;
 pub(crate) mod events;
@@ -50,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0010_counter_shards.sql"),
     include_str!("../../../migrations/sqlite/0011_cluster_bindings.sql"),
     include_str!("../../../migrations/sqlite/0014_executor_state.sql"),
+    include_str!("../../../migrations/sqlite/0012_test_control.sql"),
 ];
 /// Written into the database header by the readiness probe ("kt" twice).
 const APPLICATION_ID: i32 = 0x6b74_6b74;
