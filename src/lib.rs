@@ -27,3 +27,4 @@ pub mod private_files;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;

@@ -81,6 +81,11 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     if args.test_control {
         crate::control::database_allowed(&args.db.database).map_err(|e| anyhow::anyhow!(e))?;
     }
+    // The certificate is read before anything is opened or created, like the port below.
+    let tls = match (&args.net.tls_cert, &args.net.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::ServerCert::load(cert, key)?),
+        _ => None,
+    };
     // Bound before anything is opened or created: a port already taken must leave no database,
     // key or `data/` folder behind.
     let listener = serve::bind(args.listen).map_err(|e| match e.kind() {
@@ -204,15 +209,47 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
             let stop = shutdown_rx.clone();
             let small = serve::ServeOptions { max_connections: 64, ..opts };
             tracing::info!(addr = %bound, "serving metrics");
-            (Some(bound), Some(tokio::spawn(serve::serve(listener, app, small, stop))))
+            (Some(bound), Some(tokio::spawn(serve::serve(listener, app, small, None, stop))))
         }
         None => (None, None),
     };
     let addr = listener.local_addr()?;
     let app = http::router(state);
-    let server = tokio::spawn(serve::serve(listener, app, opts, shutdown_rx));
-    tracing::info!(%addr, database = %redact(&args.db.database), max_connections = opts.max_connections, "listening");
+    let acceptor = match &tls {
+        Some(cert) => {
+            // Registered before "listening" is logged: a SIGHUP from then on reloads, never
+            // meets the default action (which ends the process).
+            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| anyhow::anyhow!("cannot listen for SIGHUP (TLS certificate reloads): {e}"))?;
+            tokio::spawn(reload_on_sighup(cert.clone(), hup, shutdown_rx.clone()));
+            Some(cert.acceptor()?)
+        }
+        None => None,
+    };
+    let server = tokio::spawn(serve::serve(listener, app, opts, acceptor, shutdown_rx));
+    tracing::info!(%addr, tls = tls.is_some(), database = %redact(&args.db.database), max_connections = opts.max_connections, "listening");
     Ok(Running { addr, metrics_addr, shutdown, server, metrics_server, engine, pruner })
+}
+
+/// Reads the server's certificate and key again on each SIGHUP; a bad new pair keeps the old
+/// one, and the log says why.
+async fn reload_on_sighup(
+    cert: Arc<crate::tls::ServerCert>,
+    mut hup: tokio::signal::unix::Signal,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            got = hup.recv() => if got.is_none() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match cert.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "SIGHUP: TLS certificate not reloaded; the old one stays")
+            }
+        }
+    }
 }
 
 /// On a database with no credential at all, creates an admin key for the default project. Its

@@ -138,7 +138,9 @@ impl ApiError {
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             UriTooLong => StatusCode::URI_TOO_LONG,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            AlreadyLatestKernel | ClusterUnusable(_) | ControlRefused(_) | ClusterRefuses(..) => StatusCode::BAD_REQUEST,
+            AlreadyLatestKernel | ClusterUnusable(_) | ControlRefused(_) | ClusterRefuses(..) => {
+                StatusCode::BAD_REQUEST
+            }
         }
     }
 

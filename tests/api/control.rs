@@ -83,7 +83,7 @@ async fn an_injected_429_looks_like_the_gateway_s_retires_after_its_times_and_is
         res.assert_error(429, "APIGW.0308");
         assert_eq!(res.json()["request_id"].as_str(), res.request_id.as_deref(), "APIGW errors carry the request id");
     }
-    let raw = reqwest::Client::new()
+    let raw = kafka_tasks::tls::http_client()
         .get(format!("{}/v2/{PROJECT}/instances", app.base))
         .headers(header_map(&app.signed_headers(
             &app.admin,
@@ -119,7 +119,7 @@ async fn retry_after_is_sent_and_the_error_matches_only_its_instance() {
     let (a, b) = (app.create_instance().await, app.create_instance().await);
     set_rules(&app, json!([{ "instance_id": a, "error": { "status_code": 429, "retry_after": 7 } }])).await;
     let path = format!("/v2/{PROJECT}/instances/{a}");
-    let res = reqwest::Client::new()
+    let res = kafka_tasks::tls::http_client()
         .get(format!("{}{path}", app.base))
         .headers(header_map(&app.signed_headers(&app.admin, &Method::GET, &path, "", app.clock.now_ms())))
         .send()
@@ -428,7 +428,7 @@ async fn advancing_the_clock_ages_retention_and_expires_tokens_at_once() {
     let token_body =
         json!({"auth": {"identity": {"methods": ["hw_ak_sk"]}, "scope": {"project": {"id": PROJECT}}}}).to_string();
     let headers = app.signed_headers(&app.admin, &Method::POST, "/v3/auth/tokens", &token_body, app.clock.now_ms());
-    let issued = reqwest::Client::new()
+    let issued = kafka_tasks::tls::http_client()
         .post(format!("{}/v3/auth/tokens", app.base))
         .headers(header_map(&headers))
         .body(token_body)

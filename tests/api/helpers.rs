@@ -124,7 +124,7 @@ impl TestApp {
             clock,
             db,
             project: PROJECT.to_owned(),
-            client: reqwest::Client::new(),
+            client: kafka_tasks::tls::http_client(),
             running: Some(running),
             child: None,
         }
@@ -145,7 +145,7 @@ impl TestApp {
             clock: Clock::default(),
             db,
             project: PROJECT.to_owned(),
-            client: reqwest::Client::new(),
+            client: kafka_tasks::tls::http_client(),
             running: None,
             child: Some(child),
         }
@@ -553,7 +553,11 @@ impl TestApp {
         body: Option<String>,
         headers: &[(String, String)],
     ) -> reqwest::Response {
-        let client = reqwest::Client::builder().local_address(from).build().expect("client");
+        let client = kafka_tasks::tls::client_builder(None)
+            .expect("client builder")
+            .local_address(from)
+            .build()
+            .expect("client");
         let mut req = client.request(method, format!("{}{}", self.base, path));
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str());

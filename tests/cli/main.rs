@@ -9,6 +9,7 @@
 
 #[path = "../common/serve.rs"]
 mod serve;
+mod tls;
 
 use std::process::Command;
 
@@ -495,9 +496,13 @@ async fn errors_show_the_dms_code_message_and_request_id_and_exit_codes_tell_the
     assert_eq!(down.code, 4, "{down:?}");
     assert!(down.stderr.contains("no answer from http://127.0.0.1:1"), "{}", down.stderr);
 
+    // HTTPS is spoken (tests/cli/tls.rs): nothing listening is "no answer", like plain HTTP.
     let https = f.run(&["instances", "list", "--endpoint", "https://127.0.0.1:1"]);
-    assert_eq!(https.code, 2);
-    assert!(https.stderr.contains("plain HTTP"), "{}", https.stderr);
+    assert_eq!(https.code, 4, "{https:?}");
+    assert!(https.stderr.contains("no answer from https://127.0.0.1:1"), "{}", https.stderr);
+    let bad_ca = f.run(&["instances", "list", "--ca-file", "/nonexistent/ca.pem"]);
+    assert_eq!(bad_ca.code, 2, "{bad_ca:?}");
+    assert!(bad_ca.stderr.contains("cannot read the CA file"), "{}", bad_ca.stderr);
 
     let no_creds = run({
         let mut c = f.command(&["instances", "list"]);
@@ -954,7 +959,7 @@ async fn wait_follows_the_event_stream_and_polls_when_it_is_refused() {
 
     // Take the one slot.
     let path = format!("/v2/{PROJECT}/tasks/events");
-    let mut req = reqwest::Client::new().get(format!("{}{path}", f.server.base));
+    let mut req = kafka_tasks::tls::http_client().get(format!("{}{path}", f.server.base));
     for (k, v) in f.api.signed_headers("GET", &path, b"") {
         req = req.header(k, v);
     }
