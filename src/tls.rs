@@ -1,5 +1,5 @@
 //! TLS: the crypto provider every client uses, the CA file of the CLI and the webhook executor,
-//! and the server's certificate, reloadable on SIGHUP (see docs/notes/tls.md).
+//! and the server's certificate, reloadable on SIGHUP (see docs/security.md, "TLS", and docs/decisions.md).
 //!
 //! One provider (rustls on ring) serves the whole process: krafka already builds it, and reqwest
 //! is built without one of its own, so [`install_provider`] must run before a client is built
@@ -18,7 +18,7 @@ use rustls::sign::CertifiedKey;
 
 /// rustls on ring: the provider krafka already builds. rustls 0.23.48 deprecates it for its lack
 /// of post-quantum key exchange (aws-lc-rs has it, at the cost of a C build); classical ECDHE
-/// (X25519, P-256, P-384) is what it negotiates (see docs/notes/tls.md).
+/// (X25519, P-256, P-384) is what it negotiates (see docs/security.md, "TLS", and docs/decisions.md).
 #[allow(deprecated, reason = "ring has no post-quantum key exchange; see the doc comment")]
 fn provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
