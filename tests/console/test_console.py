@@ -114,6 +114,11 @@ def test_a_person_manages_tasks_with_access_keys(server, browser):
     expect(page.locator("#count")).to_have_text("1–3 of 3 tasks")
     expect(page.locator("#instance-status")).to_contain_text("EXTENDING")
     expect(row(page, "createInstance").locator(".badge")).to_have_text("SUCCESS")
+    # One date format whatever the locale, with its zone (December: Paris is UTC+01:00).
+    expect(row(page, "createInstance").locator("td[data-label=Created]")).to_contain_text(
+        re.compile(r"^20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC[+-]\d\d:\d\d"))
+    assert page.evaluate("when('2026-12-05T13:47:24.000Z')") == "2026-12-05 14:47:24 UTC+01:00"
+    assert page.evaluate("when('2026-07-05T13:47:24.000Z')") == "2026-07-05 15:47:24 UTC+02:00"
     expect(row(page, running).locator(".badge")).to_have_text("EXECUTING")
     expect(row(page, running).get_by_role("button", name="Delete")).to_have_count(0)
 
@@ -152,8 +157,8 @@ def test_a_person_manages_tasks_with_access_keys(server, browser):
 
     # The time range: nothing was created in a custom window a year ago.
     page.get_by_label("Created").select_option("custom")
-    page.get_by_label("From (local time)").fill("2025-01-01T00:00:00")
-    page.get_by_label("To (local time)").fill("2025-01-02T00:00:00")
+    page.get_by_label(re.compile(r"^From \(Europe/Paris, UTC\+0[12]:00\)")).fill("2025-01-01T00:00:00")
+    page.get_by_label(re.compile(r"^To \(Europe/Paris, UTC\+0[12]:00\)")).fill("2025-01-02T00:00:00")
     expect(page.locator("#count")).to_have_text("0–0 of 0 tasks")
     page.get_by_label("Created").select_option("hour")
     expect(page.locator("#count")).to_have_text("1–2 of 2 tasks")
@@ -163,12 +168,12 @@ def test_a_person_manages_tasks_with_access_keys(server, browser):
     sched = page.locator("#scheduled tr", has_text=scheduled)
     expect(sched.locator(".badge")).to_have_text("CREATED")
     sched.get_by_role("button", name="Reschedule").click()
-    page.get_by_label("Run at (local time)").fill("2030-02-03T05:06:07")
-    page.get_by_label("Run at (local time)").press("Enter")
-    expect(page.locator("#announce")).to_contain_text("now runs at")
+    page.get_by_label(re.compile(r"^Run at \(Europe/Paris, UTC\+0[12]:00\)")).fill("2030-02-03T05:06:07")
+    page.get_by_label(re.compile(r"^Run at \(Europe/Paris, UTC\+0[12]:00\)")).press("Enter")
+    expect(page.locator("#announce")).to_contain_text("now runs at 2030-02-03 05:06:07 UTC+01:00")
     jobs = server.cli("scheduled", "list", "-i", inst)["jobs"]
     assert [j["schedule_at"] for j in jobs if j["id"] == scheduled] == ["2030-02-03T04:06:07.000Z"]
-    expect(sched.locator(".runs-at")).to_contain_text("2030")
+    expect(sched.locator(".runs-at")).to_have_text("2030-02-03 05:06:07 UTC+01:00")
     page.screenshot(path=os.path.join(ARTIFACTS, "scheduled.png"))
 
     sched.get_by_role("button", name="Cancel task").click()

@@ -202,10 +202,27 @@ function localInput(d) {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
+/** `+01:00`: the browser's offset from UTC at `d` (daylight saving moves it). */
+function offset(d) {
+  const m = -d.getTimezoneOffset();
+  const p = (n) => String(n).padStart(2, "0");
+  return `${m < 0 ? "-" : "+"}${p(Math.floor(Math.abs(m) / 60))}:${p(Math.abs(m) % 60)}`;
+}
+
+/** The browser's time zone, e.g. `Europe/Paris`, and its offset now: the pickers' labels. */
+function zoneLabel() {
+  let name = "";
+  try { name = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch { name = ""; }
+  const off = `UTC${offset(new Date())}`;
+  return name ? `${name}, ${off}` : off;
+}
+
+/** One format everywhere, whatever the browser's locale: `2026-12-05 14:47:24 UTC+01:00`, in
+ * the browser's zone and saying which. */
 function when(value) {
   if (value === undefined || value === null || value === "") return "";
-  const d = new Date(typeof value === "number" ? value : value);
-  return isNaN(d) ? String(value) : d.toLocaleString();
+  const d = new Date(value);
+  return isNaN(d) ? String(value) : `${localInput(d).replace("T", " ")} UTC${offset(d)}`;
 }
 
 function ago(value) {
@@ -514,7 +531,7 @@ function reschedule(t) {
     d.close();
     try {
       await api("PUT", `${base()}/scheduled-tasks/${t.id}`, { execute_at: dmsTime(at) });
-      announce(`Task ${t.id} now runs at ${at.toLocaleString()}.`);
+      announce(`Task ${t.id} now runs at ${when(at)}.`);
       await loadScheduled();
     } catch (e) { fail(e); }
   };
@@ -549,6 +566,7 @@ function autoRefresh() {
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const r of document.querySelectorAll("input[name=method]")) r.addEventListener("change", showMethod);
+  for (const z of document.querySelectorAll(".zone")) z.textContent = zoneLabel();
   $("signin-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     fail(null);
