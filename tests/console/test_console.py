@@ -121,6 +121,14 @@ def test_a_person_manages_tasks_with_access_keys(server, browser):
     assert page.evaluate("when('2026-07-05T13:47:24.000Z')") == "2026-07-05 15:47:24 UTC+02:00"
     expect(row(page, running).locator(".badge")).to_have_text("EXECUTING")
     expect(row(page, running).get_by_role("button", name="Delete")).to_have_count(0)
+    # A running task shows how far it is, a finished one when it ended (and a running one not).
+    expect(row(page, running).locator("td[data-label=Progress]")).to_contain_text(re.compile(r"^\d{1,3}%$"))
+    expect(row(page, running).get_by_role("progressbar")).to_have_attribute("aria-valuenow", re.compile(r"^\d{1,3}$"))
+    expect(row(page, running).locator("td[data-label=Ended]")).to_have_text("")
+    done = [t for t in server.cli("tasks", "list", "-i", inst)["tasks"] if t["name"] == "createInstance"][0]
+    expect(row(page, "createInstance").locator("td[data-label=Ended]")).to_have_text(
+        page.evaluate("(iso) => when(iso)", done["updated_at"]))
+    expect(row(page, "createInstance").locator("td[data-label=Progress]")).to_have_text("")
 
     # A running task's steps, live.
     row(page, running).get_by_role("button", name="Details").click()
@@ -137,6 +145,7 @@ def test_a_person_manages_tasks_with_access_keys(server, browser):
     expect(page.locator("#detail-pct")).to_have_text("100%")
     page.get_by_role("button", name="Refresh").click()
     expect(page.locator("#instance-status")).to_contain_text("RUNNING")
+    expect(row(page, running).locator("td[data-label=Ended]")).to_contain_text(re.compile(r"^20\d\d-"))
 
     # A finished task is deleted after a confirmation, and is gone.
     victim = row(page, "kafkaConfigModify")

@@ -381,19 +381,38 @@ async function loadTasks() {
       el("td", { "data-label": "Task" }, t.name, el("span", { class: "id" }, t.id)),
       el("td", { "data-label": "Status" }, badge(t.status)),
       el("td", { "data-label": "Started by" }, t.user_name),
+      el("td", { "data-label": "Progress", class: "pct", "data-pct": t.id }, TERMINAL.includes(t.status) ? "" : "…"),
       el("td", { "data-label": "Created", title: t.created_at }, when(t.created_at), el("span", { class: "id" }, ago(t.created_at))),
+      // A finished record changes no more: its last update is when it ended.
+      el("td", { "data-label": "Ended", class: "ended", title: TERMINAL.includes(t.status) ? t.updated_at : "" }, TERMINAL.includes(t.status) ? when(t.updated_at) : ""),
       el("td", { class: "actions" },
         el("button", { type: "button", class: "secondary small", onclick: () => openDetail(t.id), "aria-label": `Details of ${t.name} ${t.id}` }, "Details"),
         TERMINAL.includes(t.status)
           ? el("button", { type: "button", class: "secondary small", onclick: () => deleteTask(t), "aria-label": `Delete ${t.name} ${t.id}` }, "Delete")
           : null)));
-  if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 5, class: "muted" }, "No tasks in this range.")));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 7, class: "muted" }, "No tasks in this range.")));
   $("tasks").replaceChildren(...rows);
+  showProgress(body.tasks.filter((t) => !TERMINAL.includes(t.status)));
   const first = body.tasks.length ? state.start : 0;
   const last = state.start - 1 + body.tasks.length;
   $("count").textContent = `${first}–${last} of ${state.total} tasks`;
   $("prev").disabled = state.start <= 1;
   $("next").disabled = last >= state.total;
+}
+
+/** The percentage of each running task on the page (one `…/progress` call each: only the tasks
+ * still running, a handful at most). */
+function showProgress(running) {
+  for (const t of running) {
+    api("GET", `${base()}/tasks/${t.id}/progress`).then((p) => {
+      const cell = document.querySelector(`#tasks td[data-pct="${CSS.escape(t.id)}"]`);
+      if (!cell) return;
+      const pct = Math.max(0, Math.min(100, Number(p.progress_percentage) || 0));
+      const bar = el("span", { class: "bar mini", role: "progressbar", "aria-label": `Progress of ${t.name}`, "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(pct) }, el("span", { class: "fill" }));
+      bar.firstChild.style.width = `${pct}%`;
+      cell.replaceChildren(bar, el("span", { class: "pct-text" }, `${pct}%`));
+    }).catch(() => {});
+  }
 }
 
 function confirmDialog(text, yes) {
