@@ -348,3 +348,38 @@ def test_a_failed_task_says_why_and_what_to_do(server, browser):
     expect(why).to_be_hidden()
     assert problems == [], problems
     ctx.close()
+
+
+def test_a_server_that_goes_away_is_said_so_and_the_page_comes_back_with_it(browser):
+    s = ConsoleServer()
+    try:
+        s.cli("instances", "create", "--name", "flaky", "--wait")
+        ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+        page = ctx.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        sign_in_with_keys(page, s)
+        expect(row(page, "createInstance")).to_have_count(1)
+        expect(page.locator("#announce")).to_contain_text("Signed in")
+        expect(page.locator("#offline")).to_be_hidden()
+
+        s.proc.kill()
+        s.proc.wait()
+        page.get_by_role("button", name="Refresh").click()
+        expect(page.locator("#offline")).to_be_visible()
+        expect(page.locator("#offline")).to_contain_text("unreachable")
+        # Not the browser's bare words, and no stale "Signed in" above them.
+        expect(page.locator("#error")).not_to_contain_text("Failed to fetch")
+        expect(page.locator("#announce")).not_to_contain_text("Signed in")
+        page.screenshot(path=os.path.join(ARTIFACTS, "server-unreachable.png"))
+
+        # Back on the same address and database: the page notices by itself.
+        s.proc = subprocess.Popen(
+            [BINARY, "serve", "--listen", s.addr, "--poll-ms", "20", "--database", s.db,
+             "--master-key-file", s.key_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        expect(page.locator("#offline")).to_be_hidden(timeout=20_000)
+        expect(page.locator("#announce")).to_contain_text("Connected again")
+        expect(page.locator("#error")).to_be_empty()
+        expect(row(page, "createInstance")).to_have_count(1)
+        ctx.close()
+    finally:
+        s.stop()

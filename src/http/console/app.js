@@ -19,6 +19,8 @@ const state = {
   detailTimer: null,
   live: null, // the event stream being followed: {abort: AbortController, instance, lastId}
   liveReload: null,
+  offline: false, // the last call got no answer at all
+  retry: null,
 };
 
 // ---------- SDK-HMAC-SHA256 ----------
@@ -82,6 +84,30 @@ async function sign(method, path, pairs, headers, body, ak, sk) {
 
 class ApiError extends Error {}
 
+class Unreachable extends Error {
+  constructor() { super("The server is unreachable: nothing here is current. Retrying every few seconds."); }
+}
+
+/** Says plainly when the server does not answer (the list and "Signed in" would otherwise look
+ * current), retries on its own while it does not, and picks up where it was once it answers. */
+function offline(on) {
+  if (state.offline === on) return;
+  state.offline = on;
+  $("offline").hidden = !on;
+  $("who").classList.toggle("off", on);
+  clearInterval(state.retry);
+  if (on) {
+    announce("");
+    // With an instance shown, its list is what to bring back; before that, any answer will do.
+    const probe = () => fetch("/console/favicon.svg", { cache: "no-store" }).then(() => offline(false), () => {});
+    state.retry = setInterval(() => (state.instance ? reload() : probe()), 3000);
+  } else {
+    fail(null);
+    announce("Connected again.");
+    if (state.instance && !state.live) follow();
+  }
+}
+
 /** The headers of a call (signed, or with the token) and its query string. */
 async function authorized(method, path, query) {
   const pairs = Object.entries(query || {}).filter(([, v]) => v !== undefined && v !== "").map(([k, v]) => [k, String(v)]);
@@ -98,7 +124,15 @@ async function authorized(method, path, query) {
 /** Calls the API; `query` is an object whose undefined values are left out. */
 async function api(method, path, query) {
   const { url, headers } = await authorized(method, path, query);
-  const res = await fetch(url, { method, headers, credentials: "omit", cache: "no-store" });
+  let res;
+  try {
+    res = await fetch(url, { method, headers, credentials: "omit", cache: "no-store" });
+  } catch {
+    // fetch rejects only when no answer came at all: the server is down or the network is.
+    offline(true);
+    throw new Unreachable();
+  }
+  offline(false);
   const text = await res.text();
   let json = null;
   try { json = text ? JSON.parse(text) : null; } catch { json = null; }
@@ -254,6 +288,7 @@ function announce(msg) {
 }
 
 function fail(err) {
+  if (err instanceof Unreachable) return; // the banner says it, once
   $("error").textContent = err ? err.message || String(err) : "";
 }
 
