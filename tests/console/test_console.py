@@ -383,3 +383,49 @@ def test_a_server_that_goes_away_is_said_so_and_the_page_comes_back_with_it(brow
         ctx.close()
     finally:
         s.stop()
+
+
+def test_a_readonly_key_sees_no_buttons_that_change_anything(server, browser):
+    inst = server.cli("instances", "create", "--name", "watched", "--wait")["instance_id"]
+    server.cli("autotopic", "-i", inst, "on", "--wait")
+    server.add_kernel("2.7", "2.7.2.2")
+    scheduled = server.cli("upgrade", "-i", inst, "--at", "+1d")["schedule_id"]
+    reader = server.credential("reader", role="readonly")
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems = watch(page, reader["secret_key"])
+    page.goto(server.url + "/console")
+    page.get_by_label("Project ID").fill(PROJECT)
+    page.get_by_label("Access key ID (AK)").fill(reader["access_key"])
+    page.get_by_label("Secret access key (SK)").fill(reader["secret_key"])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("Instance", exact=True).select_option(inst)
+    expect(row(page, "createInstance").locator(".badge")).to_have_text("SUCCESS")
+    expect(page.locator("#role")).to_have_text("read-only")
+    # Finished tasks, yet nothing to delete; the details still open.
+    expect(page.locator("#tasks").get_by_role("button", name="Delete")).to_have_count(0)
+    expect(page.locator("#tasks").get_by_role("button", name="Details")).to_have_count(2)
+    page.get_by_role("tab", name="Scheduled Tasks").click()
+    sched = page.locator("#scheduled tr", has_text=scheduled)
+    expect(sched.locator(".badge")).to_have_text("CREATED")
+    expect(page.locator("#scheduled").get_by_role("button")).to_have_count(0)
+    page.screenshot(path=os.path.join(ARTIFACTS, "readonly.png"))
+    # The only refusal is the one the page learnt its role from.
+    assert all(p.startswith("403 from ") and p.endswith("/run") for p in problems), problems
+    assert len(problems) == 1, problems
+    ctx.close()
+
+    # The same instance with the admin key: the buttons are there.
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems = watch(page, server.admin["secret_key"])
+    sign_in_with_keys(page, server)
+    page.get_by_label("Instance", exact=True).select_option(inst)
+    expect(page.locator("#tasks").get_by_role("button", name="Delete")).to_have_count(2)
+    expect(page.locator("#role")).to_be_hidden()
+    page.get_by_role("tab", name="Scheduled Tasks").click()
+    expect(page.locator("#scheduled tr", has_text=scheduled).get_by_role("button", name="Cancel task")).to_have_count(1)
+    assert problems == [], problems
+    ctx.close()

@@ -20,6 +20,7 @@ const state = {
   live: null, // the event stream being followed: {abort: AbortController, instance, lastId}
   liveReload: null,
   offline: false, // the last call got no answer at all
+  canChange: null, // whether this key may delete, cancel, reschedule: null until known
   retry: null,
 };
 
@@ -139,7 +140,10 @@ async function api(method, path, query) {
   if (!res.ok) {
     const id = res.headers.get("x-request-id");
     const what = json && json.error_code ? `${json.error_code}: ${json.error_msg}` : `HTTP ${res.status}`;
-    throw new ApiError(id ? `${what} (request ${id})` : what);
+    const err = new ApiError(id ? `${what} (request ${id})` : what);
+    err.status = res.status;
+    if (res.status === 403 && json && json.error_code === "DMS.00403003") mayChange(false);
+    throw err;
   }
   return json;
 }
@@ -393,6 +397,35 @@ function reload() {
   refreshInstance().catch(() => {});
 }
 
+// ---------- role ----------
+
+/** Whether this key may change tasks (delete, cancel, reschedule: the operator role and above)
+ * is learnt from an answer the server already gives: a task's run (`…/run`) is for operators and
+ * admins, like every change, so a readonly key's probe is refused with DMS.00403003. Until it is
+ * known no change button is drawn; a 403 on any change settles it too. */
+async function learnRole(taskId) {
+  if (state.canChange !== null || !taskId) return;
+  try {
+    await api("GET", `${base()}/tasks/${taskId}/run`);
+    mayChange(true);
+  } catch (e) {
+    if (e instanceof Unreachable) throw e;
+    // 403 has settled it already (in api); anything else leaves it to the server, later.
+  }
+}
+
+function mayChange(yes) {
+  if (state.canChange === yes) return;
+  const was = state.canChange;
+  state.canChange = yes;
+  $("role").textContent = yes ? "" : "read-only";
+  $("role").hidden = yes;
+  if (was !== null && state.instance) reload(); // learnt late: redraw without the buttons
+}
+
+/** Change buttons are drawn unless the key is known to be readonly. */
+const changes = () => state.canChange !== false;
+
 // ---------- background tasks ----------
 
 function timeRange() {
@@ -409,6 +442,7 @@ function timeRange() {
 async function loadTasks() {
   const limit = Number($("limit").value);
   const body = await api("GET", `${base()}/tasks`, { start: state.start, limit, ...timeRange() });
+  if (body.tasks.length) await learnRole(body.tasks[0].id);
   fail(null);
   state.total = Number(body.task_count);
   const rows = body.tasks.map((t) =>
@@ -422,7 +456,7 @@ async function loadTasks() {
       el("td", { "data-label": "Ended", class: "ended", title: TERMINAL.includes(t.status) ? t.updated_at : "" }, TERMINAL.includes(t.status) ? when(t.updated_at) : ""),
       el("td", { class: "actions" },
         el("button", { type: "button", class: "secondary small", onclick: () => openDetail(t.id), "aria-label": `Details of ${t.name} ${t.id}` }, "Details"),
-        TERMINAL.includes(t.status)
+        changes() && TERMINAL.includes(t.status)
           ? el("button", { type: "button", class: "secondary small", onclick: () => deleteTask(t), "aria-label": `Delete ${t.name} ${t.id}` }, "Delete")
           : null)));
   if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 7, class: "muted" }, "No tasks in this range.")));
@@ -555,6 +589,10 @@ async function refreshDetail(focus) {
 
 async function loadScheduled() {
   const body = await api("GET", `${base()}/scheduled-tasks`, { start: 1, limit: 100 });
+  if (state.canChange === null) {
+    const some = await api("GET", `${base()}/tasks`, { start: 1, limit: 1 });
+    if (some.tasks.length) await learnRole(some.tasks[0].id);
+  }
   fail(null);
   const rows = body.jobs.map((t) =>
     el("tr", { "data-task": t.id },
@@ -563,9 +601,9 @@ async function loadScheduled() {
       el("td", { "data-label": "Runs at", title: t.schedule_at, class: "runs-at" }, when(t.schedule_at)),
       el("td", { "data-label": "Started by" }, t.user_name),
       el("td", { class: "actions" },
-        t.status === "CREATED" ? el("button", { type: "button", class: "secondary small", onclick: () => reschedule(t), "aria-label": `Reschedule ${t.name} ${t.id}` }, "Reschedule") : null,
-        t.status === "CREATED" ? el("button", { type: "button", class: "secondary small", onclick: () => cancelScheduled(t), "aria-label": `Cancel task ${t.name} ${t.id}` }, "Cancel task") : null,
-        TERMINAL.includes(t.status) ? el("button", { type: "button", class: "secondary small", onclick: () => deleteScheduled(t), "aria-label": `Delete ${t.name} ${t.id}` }, "Delete") : null)));
+        changes() && t.status === "CREATED" ? el("button", { type: "button", class: "secondary small", onclick: () => reschedule(t), "aria-label": `Reschedule ${t.name} ${t.id}` }, "Reschedule") : null,
+        changes() && t.status === "CREATED" ? el("button", { type: "button", class: "secondary small", onclick: () => cancelScheduled(t), "aria-label": `Cancel task ${t.name} ${t.id}` }, "Cancel task") : null,
+        changes() && TERMINAL.includes(t.status) ? el("button", { type: "button", class: "secondary small", onclick: () => deleteScheduled(t), "aria-label": `Delete ${t.name} ${t.id}` }, "Delete") : null)));
   if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 5, class: "muted" }, "No scheduled tasks.")));
   $("scheduled").replaceChildren(...rows);
   $("sched-count").textContent = `${body.job_count} scheduled task(s)`;
