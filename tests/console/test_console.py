@@ -429,3 +429,32 @@ def test_a_readonly_key_sees_no_buttons_that_change_anything(server, browser):
     expect(page.locator("#scheduled tr", has_text=scheduled).get_by_role("button", name="Cancel task")).to_have_count(1)
     assert problems == [], problems
     ctx.close()
+
+
+def test_more_than_a_hundred_scheduled_tasks_are_paged(server, browser):
+    inst = server.cli("instances", "create", "--name", "busy-calendar", "--wait")["instance_id"]
+    server.add_kernel("2.7", "2.7.2.3")
+    ids = {server.cli("upgrade", "-i", inst, "--at", f"+{d}d")["schedule_id"] for d in range(1, 103)}
+    assert len(ids) == 102
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems = watch(page, server.admin["secret_key"])
+    sign_in_with_keys(page, server)
+    page.get_by_label("Instance", exact=True).select_option(inst)
+    page.get_by_role("tab", name="Scheduled Tasks").click()
+    expect(page.locator("#sched-count")).to_have_text("1–100 of 102 scheduled tasks")
+    expect(page.locator("#scheduled tr")).to_have_count(100)
+    expect(page.get_by_role("button", name="Previous page")).to_be_disabled()
+    seen = set(page.locator("#scheduled tr").evaluate_all("rs => rs.map(r => r.dataset.task)"))
+    page.get_by_role("button", name="Next page").click()
+    expect(page.locator("#sched-count")).to_have_text("101–102 of 102 scheduled tasks")
+    expect(page.locator("#scheduled tr")).to_have_count(2)
+    expect(page.get_by_role("button", name="Next page")).to_be_disabled()
+    seen |= set(page.locator("#scheduled tr").evaluate_all("rs => rs.map(r => r.dataset.task)"))
+    assert seen == ids, ids ^ seen
+    page.screenshot(path=os.path.join(ARTIFACTS, "scheduled-page-2.png"))
+    page.get_by_role("button", name="Previous page").click()
+    expect(page.locator("#sched-count")).to_have_text("1–100 of 102 scheduled tasks")
+    assert problems == [], problems
+    ctx.close()

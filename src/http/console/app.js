@@ -5,6 +5,7 @@
 const TERMINAL = ["SUCCESS", "FAILED", "CANCELLED"];
 const RANGES = { hour: 3600e3, day: 86400e3, week: 7 * 86400e3 };
 const STORE = "kafka-tasks-console";
+const SCHED_PAGE = 100; // scheduled tasks per page (the API's largest page)
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -14,6 +15,7 @@ const state = {
   tab: "bg",
   start: 1,
   total: 0,
+  schedStart: 1, // the first scheduled task on the page (1-based, as the API counts)
   detail: null, // task id shown in the detail panel
   timer: null,
   detailTimer: null,
@@ -370,6 +372,7 @@ function pickInstance() {
   sessionStorage.setItem(STORE + "-instance", state.instance.instance_id);
   showInstance(state.instance);
   state.start = 1;
+  state.schedStart = 1;
   closeDetail();
   reload();
   follow();
@@ -588,7 +591,13 @@ async function refreshDetail(focus) {
 // ---------- scheduled tasks ----------
 
 async function loadScheduled() {
-  const body = await api("GET", `${base()}/scheduled-tasks`, { start: 1, limit: 100 });
+  const body = await api("GET", `${base()}/scheduled-tasks`, { start: state.schedStart, limit: SCHED_PAGE });
+  const total = Number(body.job_count) || 0;
+  if (!body.jobs.length && state.schedStart > 1 && total > 0) {
+    // The page emptied under us (deleted elsewhere): show the last one that has tasks.
+    state.schedStart = Math.max(1, Math.floor((total - 1) / SCHED_PAGE) * SCHED_PAGE + 1);
+    return loadScheduled();
+  }
   if (state.canChange === null) {
     const some = await api("GET", `${base()}/tasks`, { start: 1, limit: 1 });
     if (some.tasks.length) await learnRole(some.tasks[0].id);
@@ -606,7 +615,11 @@ async function loadScheduled() {
         changes() && TERMINAL.includes(t.status) ? el("button", { type: "button", class: "secondary small", onclick: () => deleteScheduled(t), "aria-label": `Delete ${t.name} ${t.id}` }, "Delete") : null)));
   if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 5, class: "muted" }, "No scheduled tasks.")));
   $("scheduled").replaceChildren(...rows);
-  $("sched-count").textContent = `${body.job_count} scheduled task(s)`;
+  const first = body.jobs.length ? state.schedStart : 0;
+  const last = state.schedStart - 1 + body.jobs.length;
+  $("sched-count").textContent = `${first}–${last} of ${total} scheduled tasks`;
+  $("sched-prev").disabled = state.schedStart <= 1;
+  $("sched-next").disabled = last >= total;
 }
 
 function reschedule(t) {
@@ -711,6 +724,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("prev").addEventListener("click", () => { state.start = Math.max(1, state.start - Number($("limit").value)); reload(); });
   $("next").addEventListener("click", () => { state.start += Number($("limit").value); reload(); });
   $("detail-close").addEventListener("click", closeDetail);
+  $("sched-prev").addEventListener("click", () => { state.schedStart = Math.max(1, state.schedStart - SCHED_PAGE); reload(); });
+  $("sched-next").addEventListener("click", () => { state.schedStart += SCHED_PAGE; reload(); });
   autoRefresh();
   const saved = sessionStorage.getItem(STORE);
   if (saved) {
