@@ -87,6 +87,45 @@ async function sign(method, path, pairs, headers, body, ak, sk) {
 
 class ApiError extends Error {}
 
+// ---------- hints ----------
+
+/** The CLI's hint table (src/client/hints.rs), served by the binary as /console/hints.json: one
+ * table, so that the page says under an error what the CLI says. Loaded once; without it, errors
+ * show without a hint. */
+let hints = null;
+function loadHints() {
+  if (!hints) {
+    hints = fetch("/console/hints.json", { cache: "no-store" })
+      .then((r) => (r.ok ? r.json() : []))
+      .catch(() => { hints = null; return []; });
+  }
+  return hints;
+}
+
+/** The command a call is, where the table tells commands apart (as the CLI's `Op`). */
+function opOf(method, path) {
+  if (/\/scheduled-tasks\/[^/]+$/.test(path)) return method === "PUT" ? "reschedule" : method === "DELETE" ? "scheduled-delete" : "any";
+  if (method === "DELETE" && /\/tasks\/[^/]+$/.test(path)) return "task-delete";
+  return "any";
+}
+
+/** The first entry for this code whose message fragment the answer contains, for this command;
+ * filled in like the CLI's. */
+async function hintFor(method, path, code, message) {
+  const table = await loadHints();
+  const op = opOf(method, path);
+  const h = (Array.isArray(table) ? table : []).find((e) => e.code === code && message.includes(e.message) && (e.op === "any" || e.op === op));
+  if (!h) return "";
+  const task = (path.match(/\/(?:scheduled-)?tasks\/([^/]+)/) || [])[1] || "";
+  const facts = {
+    project: state.auth ? state.auth.project : "",
+    instance: (path.match(/\/instances\/([^/]+)/) || [])[1] || "",
+    task,
+    access_key: state.auth && state.auth.ak ? state.auth.ak : "",
+  };
+  return h.text.replace(/\{(project|instance|task|access_key)\}/g, (_, k) => facts[k]);
+}
+
 class Unreachable extends Error {
   constructor() { super("The server is unreachable: nothing here is current. Retrying every few seconds."); }
 }
@@ -144,6 +183,7 @@ async function api(method, path, query) {
     const what = json && json.error_code ? `${json.error_code}: ${json.error_msg}` : `HTTP ${res.status}`;
     const err = new ApiError(id ? `${what} (request ${id})` : what);
     err.status = res.status;
+    if (json && json.error_code) err.hint = await hintFor(method, path, json.error_code, String(json.error_msg || ""));
     if (res.status === 403 && json && json.error_code === "DMS.00403003") mayChange(false);
     throw err;
   }
@@ -295,7 +335,9 @@ function announce(msg) {
 
 function fail(err) {
   if (err instanceof Unreachable) return; // the banner says it, once
-  $("error").textContent = err ? err.message || String(err) : "";
+  const box = $("error");
+  box.textContent = err ? err.message || String(err) : "";
+  if (err && err.hint) box.append(el("p", { class: "error-hint" }, `What to do: ${err.hint}`));
 }
 
 // ---------- sign-in ----------
@@ -672,6 +714,7 @@ function autoRefresh() {
 document.addEventListener("DOMContentLoaded", () => {
   for (const r of document.querySelectorAll("input[name=method]")) r.addEventListener("change", showMethod);
   for (const z of document.querySelectorAll(".zone")) z.textContent = zoneLabel();
+  loadHints();
   $("signin-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     fail(null);
