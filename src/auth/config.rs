@@ -43,6 +43,17 @@ pub struct AuthArgs {
     /// without this cap one stranger holding slow bodies could spend the whole body budget.
     #[arg(long, env = "KAFKA_TASKS_MAX_UNVERIFIED_BODIES_PER_CLIENT", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_unverified_bodies_per_client: u32,
+
+    /// The region a `V11-HMAC-SHA256` (derived AK/SK) signature's credential scope must name:
+    /// the SDKs put their client's region id there.
+    #[arg(long, env = "KAFKA_TASKS_SIGNING_REGION", default_value = "cn-north-4", value_parser = parse_scope_part)]
+    pub signing_region: String,
+
+    /// The service a `V11-HMAC-SHA256` signature's credential scope must name: the SDKs put the
+    /// client builder's derived-auth service name there (the Kafka SDKs set none of their own,
+    /// so the caller chooses; `dms` is the endpoint's service name).
+    #[arg(long, env = "KAFKA_TASKS_SIGNING_SERVICE", default_value = "dms", value_parser = parse_scope_part)]
+    pub signing_service: String,
 }
 
 impl Default for AuthArgs {
@@ -55,8 +66,16 @@ impl Default for AuthArgs {
             rate_limit_per_key: 200,
             rate_limit_burst: 400,
             max_unverified_bodies_per_client: 8,
+            signing_region: "cn-north-4".into(),
+            signing_service: "dms".into(),
         }
     }
+}
+
+/// A region or service name: what a credential scope's part can be (no `/`, no spaces).
+fn parse_scope_part(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok { Ok(s.to_owned()) } else { Err("letters, digits, '-', '_' and '.' only (at most 64)".into()) }
 }
 
 fn parse_net(s: &str) -> Result<IpNet, String> {

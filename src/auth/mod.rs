@@ -1,5 +1,6 @@
 //! Who is calling. Every API request proves it, the way Huawei Cloud's API gateway checks it:
-//! an AK/SK signature (`SDK-HMAC-SHA256` or `SDK-HMAC-SM3`) or an `X-Auth-Token`.
+//! an AK/SK signature (`SDK-HMAC-SHA256`, `SDK-HMAC-SM3`, `SDK-ECDSA-P256-SHA256`, `SDK-SM2-SM3`
+//! or `V11-HMAC-SHA256`) or an `X-Auth-Token`.
 //! Credentials live in the database with their secret sealed by the master key.
 //!
 //! Authentication runs in two steps so that nothing a stranger sends is buffered before the
@@ -9,6 +10,7 @@
 
 pub mod client_addr;
 pub mod config;
+pub mod derived;
 pub mod keys;
 pub mod signature;
 pub mod throttle;
@@ -55,6 +57,8 @@ pub enum Reason {
     ExpiredToken,
     WrongProject,
     TokenForToken,
+    /// A V11 credential scope for another region or service, or another date than X-Sdk-Date's.
+    WrongScope,
 }
 
 impl Reason {
@@ -72,6 +76,7 @@ impl Reason {
             Reason::ExpiredToken => "expired_token",
             Reason::WrongProject => "wrong_project",
             Reason::TokenForToken => "token_for_token",
+            Reason::WrongScope => "wrong_scope",
         }
     }
 }
@@ -174,6 +179,18 @@ struct Cached {
     record: CredentialRecord,
     secret: String,
     read_at: i64,
+    /// Its derived public keys, kept across re-reads while the secret is the same.
+    keys: Arc<DerivedKeys>,
+}
+
+/// The public keys of `SDK-ECDSA-P256-SHA256` and `SDK-SM2-SM3` for one credential, each
+/// derived on its first verified use. Deriving costs a hundred HMAC-and-scalar-multiplication
+/// times a signature check; it happens only for a known active key whose signature parses, and
+/// once per key (see docs/notes/signing.md).
+#[derive(Default)]
+struct DerivedKeys {
+    p256: std::sync::OnceLock<Option<derived::PublicKey>>,
+    sm2: std::sync::OnceLock<Option<derived::PublicKey>>,
 }
 
 /// What the headers alone established; [`Authenticator::finish`] completes it with the body.
@@ -189,6 +206,8 @@ pub struct Pending {
     signed_headers: Vec<String>,
     signature: String,
     date: String,
+    /// V11's credential scope, already checked against the date, region and service.
+    scope: Option<String>,
     cred: Arc<Cached>,
 }
 
@@ -205,6 +224,8 @@ pub struct Authenticator {
     failures: FailureThrottle,
     rate: Option<KeyRateLimiter>,
     unverified: UnverifiedBodies,
+    /// Key pairs derived (for the tests and the instruction-count guard).
+    derivations: std::sync::atomic::AtomicU64,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -233,6 +254,7 @@ impl Authenticator {
             failures: FailureThrottle::new(args.auth_failure_limit, window_ms),
             rate: KeyRateLimiter::new(args.rate_limit_per_key, args.rate_limit_burst),
             unverified: UnverifiedBodies::new(args.max_unverified_bodies_per_client),
+            derivations: Default::default(),
             args: args.clone(),
         }
     }
@@ -272,8 +294,8 @@ impl Authenticator {
         let now = self.clock.now_ms();
         let fresh = |at: i64| now - at < CREDENTIAL_CACHE_MS && now >= at;
         let hit = self.cache.lock().ok().and_then(|c| c.get(access_key).cloned());
-        if let Some(c) = hit.filter(|c| fresh(c.read_at)) {
-            return Ok(Some(c));
+        if let Some(c) = hit.as_ref().filter(|c| fresh(c.read_at)) {
+            return Ok(Some(c.clone()));
         }
         if access_key.len() > MAX_ACCESS_KEY_LEN
             || self.unknown.lock().ok().and_then(|u| u.get(access_key).copied()).is_some_and(fresh)
@@ -294,7 +316,10 @@ impl Authenticator {
             .master
             .open(&record.secret_sealed)
             .map_err(|e| AuthError::Internal(format!("credential {}: {e}", record.access_key)))?;
-        let cached = Arc::new(Cached { record, secret, read_at: now });
+        // A re-read of the same secret keeps the keys derived from it; another secret (or a key
+        // revoked and forgotten in between) starts afresh.
+        let keys = hit.filter(|old| old.secret == secret).map(|old| old.keys.clone()).unwrap_or_default();
+        let cached = Arc::new(Cached { record, secret, read_at: now, keys });
         if let Ok(mut c) = self.cache.lock() {
             c.insert(access_key.to_owned(), cached.clone());
         }
@@ -335,6 +360,10 @@ impl Authenticator {
                     "the request has expired: X-Sdk-Date must be within 15 minutes of the server's time",
                 ));
             }
+            let scope = match parsed.scope {
+                Some(scope) => Some(self.check_scope(&scope, date)?),
+                None => None,
+            };
             let Some(cred) = self.credential(parsed.access_key).await? else {
                 return Err(unauthenticated(Reason::UnknownKey, SIGNATURE_FAIL));
             };
@@ -348,6 +377,7 @@ impl Authenticator {
                 signed_headers: parsed.signed_headers.iter().map(|h| (*h).to_owned()).collect(),
                 signature: parsed.signature.to_owned(),
                 date: date.to_owned(),
+                scope,
                 cred,
             }))
         } else if let Some(token) = header(headers, "x-auth-token") {
@@ -383,24 +413,85 @@ impl Authenticator {
             Err(PayloadError::Unsigned) => return Err(failed(Reason::UnsignedPayload)),
         };
         let signed_headers: Vec<&str> = p.signed_headers.iter().map(String::as_str).collect();
-        let valid = signature::verify_request(
-            alg,
-            p.cred.secret.as_bytes(),
-            &p.signature,
-            &signed_headers,
-            &p.date,
-            req.method,
-            req.path,
-            req.query,
-            |name| header(req.headers, name),
-            &payloads,
-        );
+        let parts = signature::RequestParts {
+            signed_headers: &signed_headers,
+            sdk_date: &p.date,
+            scope: p.scope.as_deref(),
+            method: req.method,
+            path: req.path,
+            query: req.query,
+        };
+        let headers = |name: &str| header(req.headers, name);
+        let (ak, sk) = (cred.access_key.as_str(), p.cred.secret.as_str());
+        let valid = match alg {
+            Algorithm::Sha256 | Algorithm::Sm3 => {
+                signature::verify_request_with(alg, &parts, headers, &payloads, |sts| {
+                    alg.verify(sk.as_bytes(), sts, &p.signature)
+                })
+            }
+            Algorithm::V11 => {
+                let key = derived::v11_key(ak, sk, p.scope.as_deref().unwrap_or_default());
+                signature::verify_request_with(alg, &parts, headers, &payloads, |sts| {
+                    alg.verify(key.as_bytes(), sts, &p.signature)
+                })
+            }
+            Algorithm::EcdsaP256 | Algorithm::Sm2 => {
+                // The signature must parse before any key is derived.
+                let (sig, slot, derive): (_, _, fn(&str, &str) -> Option<derived::PublicKey>) = match alg {
+                    Algorithm::EcdsaP256 => {
+                        (derived::Signature::parse_p256(&p.signature), &p.cred.keys.p256, derived::PublicKey::p256)
+                    }
+                    _ => (derived::Signature::parse_sm2(&p.signature), &p.cred.keys.sm2, derived::PublicKey::sm2),
+                };
+                let key = sig.as_ref().and_then(|_| {
+                    slot.get_or_init(|| {
+                        self.derivations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        derive(ak, sk)
+                    })
+                    .as_ref()
+                });
+                match (sig, key) {
+                    (Some(sig), Some(key)) => {
+                        signature::verify_request_with(alg, &parts, headers, &payloads, |sts| sig.verify(key, sts))
+                    }
+                    _ => false,
+                }
+            }
+        };
         if !valid {
             return Err(failed(Reason::BadSignature));
         }
         let identity = identity_of(cred, AuthMethod::AkSk);
         self.admit(&identity, req.headers)?;
         Ok(identity)
+    }
+
+    /// Key pairs derived since start: one per access key and asymmetric mode while the key's
+    /// secret is unchanged.
+    pub fn derivations(&self) -> u64 {
+        self.derivations.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A V11 credential scope must be for X-Sdk-Date's day and this server's region and
+    /// service; the refusal says what was expected (nothing of what was sent is echoed).
+    fn check_scope(&self, scope: &signature::Scope<'_>, sdk_date: &str) -> Result<String, AuthError> {
+        let (region, service) = (&self.args.signing_region, &self.args.signing_service);
+        if sdk_date.get(..8) != Some(scope.date) {
+            return Err(unauthenticated(
+                Reason::WrongScope,
+                "the V11-HMAC-SHA256 credential scope's date must be X-Sdk-Date's (YYYYMMDD)",
+            ));
+        }
+        if scope.region != region.as_str() || scope.service != service.as_str() {
+            return Err(AuthError::Unauthenticated(
+                Reason::WrongScope,
+                format!(
+                    "the V11-HMAC-SHA256 credential scope must be DATE/{region}/{service}: this endpoint \
+                     expects region {region:?} and service {service:?}"
+                ),
+            ));
+        }
+        Ok(scope.text.to_owned())
     }
 
     /// What an authenticated caller must still pass: `X-Project-Id`, when sent, names the
@@ -605,6 +696,221 @@ mod tests {
             });
             (rt, Authenticator::new(storage.credentials, master, Clock::default()), dir)
         })
+    }
+
+    /// Signatures made by the official Python SDK in every mode it offers
+    /// (tests/sdk/make_signing_vectors.py), checked by the whole authenticator.
+    mod sdk_vectors {
+        use super::*;
+        use axum::http::{HeaderName, HeaderValue};
+
+        const FIXTURE: &str = include_str!("../../tests/sdk/signing_vectors.json");
+
+        #[derive(serde::Deserialize)]
+        struct Fixture {
+            date: String,
+            region: String,
+            service: String,
+            vectors: Vec<Vector>,
+        }
+
+        #[derive(serde::Deserialize, Clone)]
+        struct Vector {
+            mode: String,
+            access_key: String,
+            secret_key: String,
+            method: String,
+            path: String,
+            query: String,
+            headers: std::collections::BTreeMap<String, String>,
+            body: String,
+            expect: Option<String>,
+        }
+
+        fn fixture() -> Fixture {
+            serde_json::from_str(FIXTURE).unwrap_or_else(|e| panic!("fixture: {e}"))
+        }
+
+        /// An authenticator whose store holds the vectors' keys (with `secret` instead of the
+        /// vectors' when given), its clock at the vectors' date.
+        async fn authenticator(f: &Fixture, secret: Option<&str>, dir: &tempfile::TempDir) -> Authenticator {
+            let master = MasterKey::from_hex(&"cd".repeat(32)).unwrap_or_else(|e| panic!("{e}"));
+            let url = format!("sqlite:{}", dir.path().join(format!("v{}.db", secret.is_some())).display());
+            let storage = crate::storage::Storage::open(&url).await.unwrap_or_else(|e| panic!("open: {e}"));
+            let keys: std::collections::BTreeSet<(&str, &str)> =
+                f.vectors.iter().map(|v| (v.access_key.as_str(), v.secret_key.as_str())).collect();
+            for (ak, sk) in keys {
+                let record = CredentialRecord {
+                    access_key: ak.into(),
+                    secret_sealed: master.seal(secret.unwrap_or(sk)),
+                    project_id: "0123456789abcdef0123456789abcdef".parse().unwrap_or_else(|_| panic!("project")),
+                    user_id: "u".into(),
+                    user_name: "n".into(),
+                    role: Role::Admin,
+                    created_at: 0,
+                    revoked_at: None,
+                    failed_attempts: 0,
+                    locked_until: None,
+                };
+                storage.credentials.insert_credential(record).await.unwrap_or_else(|e| panic!("insert: {e}"));
+            }
+            let args = AuthArgs {
+                auth_failure_limit: 1_000_000,
+                signing_region: f.region.clone(),
+                signing_service: f.service.clone(),
+                ..AuthArgs::default()
+            };
+            let clock = Clock::default();
+            let at = parse_sdk_date(&f.date).unwrap_or_else(|| panic!("date"));
+            clock.advance(at - clock.now_ms());
+            Authenticator::with_args(storage.credentials, master, clock, &args)
+        }
+
+        async fn check(a: &Authenticator, v: &Vector) -> Result<Identity, AuthError> {
+            let mut headers = HeaderMap::new();
+            for (k, val) in &v.headers {
+                let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+                headers.insert(name, HeaderValue::from_str(val).unwrap_or_else(|e| panic!("{e}")));
+            }
+            let req = SignedRequest {
+                method: &v.method,
+                path: &v.path,
+                query: &v.query,
+                headers: &headers,
+                body: v.body.as_bytes(),
+            };
+            a.authenticate(&req, None).await
+        }
+
+        fn reason(r: Result<Identity, AuthError>) -> Option<Reason> {
+            match r {
+                Ok(_) => None,
+                Err(AuthError::Unauthenticated(reason, _)) => Some(reason),
+                Err(e) => panic!("not a 401: {e:?}"),
+            }
+        }
+
+        fn with_header(v: &Vector, name: &str, value: impl FnOnce(&str) -> String) -> Vector {
+            let mut t = v.clone();
+            if let Some(h) = t.headers.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+                *h.1 = value(h.1);
+            }
+            t
+        }
+
+        #[tokio::test]
+        async fn every_mode_of_the_python_sdk_verifies_and_any_change_is_refused() {
+            let f = fixture();
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let a = authenticator(&f, None, &dir).await;
+            let other_secret = authenticator(&f, Some("another-secret-key-0000000000000000000000"), &dir).await;
+            let modes: std::collections::BTreeSet<&str> = f.vectors.iter().map(|v| v.mode.as_str()).collect();
+            assert_eq!(modes.len(), 5, "{modes:?}");
+            for v in &f.vectors {
+                let what = format!("{} {} {}", v.mode, v.method, v.access_key);
+                if let Some(expect) = &v.expect {
+                    let got = check(&a, v).await;
+                    assert_eq!(reason(got).map(Reason::as_str), Some(expect.as_str()), "{what}");
+                    continue;
+                }
+                assert_eq!(reason(check(&a, v).await), None, "{what}");
+                assert_eq!(reason(check(&other_secret, v).await), Some(Reason::BadSignature), "{what}: wrong key");
+                let mut t = v.clone();
+                t.body.push(' ');
+                assert_eq!(reason(check(&a, &t).await), Some(Reason::BadSignature), "{what}: body");
+                let t = with_header(v, "content-type", |c| format!("{c};charset=latin1"));
+                assert_eq!(reason(check(&a, &t).await), Some(Reason::BadSignature), "{what}: header");
+                let mut t = v.clone();
+                t.query = if t.query.is_empty() { "limit=1".into() } else { t.query.replace("limit=10", "limit=11") };
+                assert_eq!(reason(check(&a, &t).await), Some(Reason::BadSignature), "{what}: query");
+                let mut t = v.clone();
+                t.method = if v.method == "GET" { "DELETE".into() } else { "GET".into() };
+                assert_eq!(reason(check(&a, &t).await), Some(Reason::BadSignature), "{what}: method");
+                let t = with_header(v, "authorization", |h| format!("{}0", &h[..h.len() - 2]));
+                assert_eq!(reason(check(&a, &t).await), Some(Reason::BadSignature), "{what}: signature");
+                let t = with_header(v, "authorization", |h| h.replacen("SignedHeaders", "Signed", 1));
+                assert_eq!(reason(check(&a, &t).await), Some(Reason::MalformedAuthorization), "{what}: malformed");
+                // Another mode's name over the same signature.
+                let other = if v.mode == "SDK-HMAC-SHA256" { "SDK-HMAC-SM3" } else { "SDK-HMAC-SHA256" };
+                let t = with_header(v, "authorization", |h| {
+                    h.replacen(&v.mode, other, 1)
+                        .replacen("Credential=", "Access=", 1)
+                        .replace(&format!("/{}/{}/{}", &f.date[..8], f.region, f.service), "")
+                });
+                assert_eq!(reason(check(&a, &t).await), Some(Reason::BadSignature), "{what}: mode");
+            }
+            // One key pair derived per access key and asymmetric mode, however many requests.
+            let pairs: std::collections::BTreeSet<(&str, &str)> = f
+                .vectors
+                .iter()
+                .filter(|v| v.mode.contains("ECDSA") || v.mode.contains("SM2"))
+                .map(|v| (v.access_key.as_str(), v.mode.as_str()))
+                .collect();
+            assert_eq!(a.derivations(), pairs.len() as u64);
+        }
+
+        /// Our signer (the CLI's) writes the SDK's very header in the deterministic modes, and
+        /// in the others a signature the server accepts.
+        #[tokio::test]
+        async fn our_signer_signs_as_the_sdk_does() {
+            let f = fixture();
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let a = authenticator(&f, None, &dir).await;
+            for v in f.vectors.iter().filter(|v| v.expect.is_none()) {
+                let algorithm = signature::Algorithm::from_name(&v.mode).unwrap_or_else(|| panic!("{}", v.mode));
+                let signer = signature::Signer {
+                    algorithm,
+                    access_key: &v.access_key,
+                    secret_key: &v.secret_key,
+                    region_service: Some((&f.region, &f.service)),
+                };
+                let lower: Vec<(String, &str)> = v
+                    .headers
+                    .iter()
+                    .filter(|(k, _)| !k.eq_ignore_ascii_case("authorization") && !k.eq_ignore_ascii_case("x-sdk-date"))
+                    .map(|(k, val)| (k.to_ascii_lowercase(), val.as_str()))
+                    .collect();
+                let headers: Vec<(&str, &str)> = lower.iter().map(|(k, val)| (k.as_str(), *val)).collect();
+                let signed = signer.sign(&v.method, &v.path, &v.query, &headers, v.body.as_bytes(), &f.date);
+                let theirs = v.headers.get("Authorization").cloned().unwrap_or_default();
+                if matches!(algorithm, Algorithm::EcdsaP256 | Algorithm::Sm2) {
+                    let ours = with_header(v, "authorization", |_| signed.authorization.clone());
+                    assert_eq!(reason(check(&a, &ours).await), None, "{}", v.mode);
+                } else {
+                    assert_eq!(signed.authorization, theirs, "{}", v.mode);
+                }
+            }
+        }
+
+        #[tokio::test]
+        async fn stale_dates_and_foreign_scopes_are_refused_before_any_derivation() {
+            let f = fixture();
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let a = authenticator(&f, None, &dir).await;
+            let v11 = f.vectors.iter().find(|v| v.mode == "V11-HMAC-SHA256" && v.expect.is_none()).cloned();
+            let v11 = v11.unwrap_or_else(|| panic!("a V11 vector"));
+            // The scope's date must be X-Sdk-Date's.
+            let t = with_header(&v11, "authorization", |h| h.replacen(&format!("/{}/", &f.date[..8]), "/20240101/", 1));
+            assert_eq!(reason(check(&a, &t).await), Some(Reason::WrongScope));
+            // The refusal names what this endpoint expects.
+            let wrong = f.vectors.iter().find(|v| v.expect.is_some()).cloned().unwrap_or_else(|| panic!("wrong"));
+            let Err(AuthError::Unauthenticated(_, msg)) = check(&a, &wrong).await else { panic!("refused") };
+            assert!(msg.contains(&format!("{:?}", f.region)) && msg.contains(&format!("{:?}", f.service)), "{msg}");
+            let t = with_header(&v11, "authorization", |h| h.replacen(&format!("/{}, ", f.service), "/, ", 1));
+            assert_eq!(reason(check(&a, &t).await), Some(Reason::MalformedAuthorization));
+            // A garbage signature or an unknown key derives nothing.
+            for v in f.vectors.iter().filter(|v| v.mode.contains("ECDSA") || v.mode.contains("SM2")) {
+                let t = with_header(v, "authorization", |h| format!("{}zz", &h[..h.len() - 2]));
+                assert_eq!(reason(check(&a, &t).await), Some(Reason::BadSignature));
+                let t = with_header(v, "authorization", |h| h.replacen(&v.access_key, "AKUNKNOWN00000000000", 1));
+                assert_eq!(reason(check(&a, &t).await), Some(Reason::UnknownKey));
+            }
+            assert_eq!(a.derivations(), 0);
+            a.clock.advance(MAX_CLOCK_SKEW_MS + 1_000);
+            for v in &f.vectors {
+                assert_eq!(reason(check(&a, v).await), Some(Reason::ExpiredDate), "{}", v.mode);
+            }
+        }
     }
 
     mod properties {

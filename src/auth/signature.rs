@@ -1,5 +1,8 @@
-//! `SDK-HMAC-SHA256` (and `SDK-HMAC-SM3`) request signatures as Huawei Cloud's SDKs compute them.
-//! One module for both sides: the server rebuilds and verifies, clients (the bench, the tests) sign.
+//! Request signatures as Huawei Cloud's SDKs compute them: `SDK-HMAC-SHA256`, `SDK-HMAC-SM3`,
+//! `SDK-ECDSA-P256-SHA256`, `SDK-SM2-SM3` and `V11-HMAC-SHA256` (derived AK/SK). One canonical
+//! request for all; they differ in the hash, the key (see [`super::derived`]) and, for V11, a
+//! scope in the string to sign. One module for both sides: the server rebuilds and verifies,
+//! clients (the CLI, the bench, the tests) sign.
 
 use std::fmt::Write as _;
 
@@ -12,44 +15,63 @@ const ENCODE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
+    /// `SDK-HMAC-SHA256`.
     Sha256,
+    /// `SDK-HMAC-SM3`.
     Sm3,
+    /// `SDK-ECDSA-P256-SHA256`.
+    EcdsaP256,
+    /// `SDK-SM2-SM3`.
+    Sm2,
+    /// `V11-HMAC-SHA256`: derived AK/SK.
+    V11,
 }
 
 impl Algorithm {
+    pub const ALL: [Algorithm; 5] =
+        [Algorithm::Sha256, Algorithm::Sm3, Algorithm::EcdsaP256, Algorithm::Sm2, Algorithm::V11];
+
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "SDK-HMAC-SHA256",
             Algorithm::Sm3 => "SDK-HMAC-SM3",
+            Algorithm::EcdsaP256 => super::derived::ECDSA_P256_SHA256,
+            Algorithm::Sm2 => super::derived::SM2_SM3,
+            Algorithm::V11 => "V11-HMAC-SHA256",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// Whether the hash throughout (payload, canonical request, HMAC) is SM3 rather than SHA-256.
+    fn sm3(self) -> bool {
+        matches!(self, Algorithm::Sm3 | Algorithm::Sm2)
     }
 
     /// The header that may carry a precomputed payload hash.
     pub fn content_header(self) -> &'static str {
-        match self {
-            Algorithm::Sha256 => "x-sdk-content-sha256",
-            Algorithm::Sm3 => "x-sdk-content-sm3",
-        }
+        if self.sm3() { "x-sdk-content-sm3" } else { "x-sdk-content-sha256" }
     }
 
     pub fn hash_hex(self, data: &[u8]) -> String {
-        match self {
-            Algorithm::Sha256 => hex::encode(Sha256::digest(data)),
-            Algorithm::Sm3 => hex::encode(sm3::Sm3::digest(data)),
-        }
+        if self.sm3() { hex::encode(sm3::Sm3::digest(data)) } else { hex::encode(Sha256::digest(data)) }
     }
 
     /// HMAC accepts keys of any length, so the error arm is never taken; an empty result would
     /// match no signature.
     fn mac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         match self {
-            Algorithm::Sha256 => <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key)
-                .map(|mut m| {
-                    m.update(data);
-                    m.finalize().into_bytes().to_vec()
-                })
-                .unwrap_or_default(),
-            Algorithm::Sm3 => <hmac::Hmac<sm3::Sm3> as KeyInit>::new_from_slice(key)
+            Algorithm::Sha256 | Algorithm::EcdsaP256 | Algorithm::V11 => {
+                <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key)
+                    .map(|mut m| {
+                        m.update(data);
+                        m.finalize().into_bytes().to_vec()
+                    })
+                    .unwrap_or_default()
+            }
+            Algorithm::Sm3 | Algorithm::Sm2 => <hmac::Hmac<sm3::Sm3> as KeyInit>::new_from_slice(key)
                 .map(|mut m| {
                     m.update(data);
                     m.finalize().into_bytes().to_vec()
@@ -58,17 +80,19 @@ impl Algorithm {
         }
     }
 
-    /// Compares `signature_hex` with the signature of `data` in constant time.
+    /// Compares `signature_hex` with the HMAC of `data` in constant time.
     pub fn verify(self, key: &[u8], data: &[u8], signature_hex: &str) -> bool {
         let Ok(given) = hex::decode(signature_hex) else { return false };
         match self {
-            Algorithm::Sha256 => <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key)
-                .map(|mut m| {
-                    m.update(data);
-                    m.verify_slice(&given).is_ok()
-                })
-                .unwrap_or(false),
-            Algorithm::Sm3 => <hmac::Hmac<sm3::Sm3> as KeyInit>::new_from_slice(key)
+            Algorithm::Sha256 | Algorithm::EcdsaP256 | Algorithm::V11 => {
+                <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(key)
+                    .map(|mut m| {
+                        m.update(data);
+                        m.verify_slice(&given).is_ok()
+                    })
+                    .unwrap_or(false)
+            }
+            Algorithm::Sm3 | Algorithm::Sm2 => <hmac::Hmac<sm3::Sm3> as KeyInit>::new_from_slice(key)
                 .map(|mut m| {
                     m.update(data);
                     m.verify_slice(&given).is_ok()
@@ -196,7 +220,17 @@ pub fn canonical_request<'a>(
 }
 
 pub fn string_to_sign(alg: Algorithm, sdk_date: &str, canonical_request: &str) -> String {
-    format!("{}\n{sdk_date}\n{}", alg.name(), alg.hash_hex(canonical_request.as_bytes()))
+    string_to_sign_scoped(alg, sdk_date, None, canonical_request)
+}
+
+/// The string to sign; V11's carries its credential scope (`DATE/REGION/SERVICE`) on a line
+/// of its own after the date.
+pub fn string_to_sign_scoped(alg: Algorithm, sdk_date: &str, scope: Option<&str>, canonical_request: &str) -> String {
+    let hash = alg.hash_hex(canonical_request.as_bytes());
+    match scope {
+        Some(scope) => format!("{}\n{sdk_date}\n{scope}\n{hash}", alg.name()),
+        None => format!("{}\n{sdk_date}\n{hash}", alg.name()),
+    }
 }
 
 pub fn signature(alg: Algorithm, secret_key: &str, string_to_sign: &str) -> String {
@@ -219,33 +253,78 @@ pub fn verify_request<'a>(
     header: impl Fn(&str) -> Option<&'a str>,
     payloads: &[String],
 ) -> bool {
+    let request = RequestParts { signed_headers, sdk_date, scope: None, method, path, query };
+    verify_request_with(alg, &request, header, payloads, |sts| alg.verify(secret, sts, signature_hex))
+}
+
+/// What a signature covers besides the headers' values and the body.
+pub struct RequestParts<'a> {
+    pub signed_headers: &'a [&'a str],
+    pub sdk_date: &'a str,
+    /// V11's credential scope.
+    pub scope: Option<&'a str>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+}
+
+/// Whether `check` accepts the string to sign of the request over one of `payloads`: the
+/// server's whole check for any mode, `check` being the mode's verification of the signature.
+pub fn verify_request_with<'a>(
+    alg: Algorithm,
+    r: &RequestParts<'_>,
+    header: impl Fn(&str) -> Option<&'a str>,
+    payloads: &[String],
+    check: impl Fn(&[u8]) -> bool,
+) -> bool {
     payloads.iter().any(|payload| {
-        let canonical = canonical_request(method, path, query, signed_headers, &header, payload);
-        alg.verify(secret, string_to_sign(alg, sdk_date, &canonical).as_bytes(), signature_hex)
+        let canonical = canonical_request(r.method, r.path, r.query, r.signed_headers, &header, payload);
+        check(string_to_sign_scoped(alg, r.sdk_date, r.scope, &canonical).as_bytes())
     })
 }
 
-/// The parts of an `Authorization: SDK-HMAC-SHA256 Access=…, SignedHeaders=…, Signature=…` header.
+/// The parts of an `Authorization: SDK-HMAC-SHA256 Access=…, SignedHeaders=…, Signature=…` header
+/// (V11's says `Credential=AK/DATE/REGION/SERVICE` where the others say `Access=AK`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authorization<'a> {
     pub algorithm: Algorithm,
     pub access_key: &'a str,
     pub signed_headers: Vec<&'a str>,
     pub signature: &'a str,
+    /// V11's credential scope, `DATE/REGION/SERVICE`, each part non-empty.
+    pub scope: Option<Scope<'a>>,
+}
+
+/// V11's credential scope as sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope<'a> {
+    /// `DATE/REGION/SERVICE`, as it enters the string to sign.
+    pub text: &'a str,
+    pub date: &'a str,
+    pub region: &'a str,
+    pub service: &'a str,
+}
+
+impl<'a> Scope<'a> {
+    fn parse(text: &'a str) -> Option<Self> {
+        let mut parts = text.split('/');
+        let (Some(date), Some(region), Some(service), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        [date, region, service].iter().all(|p| !p.is_empty()).then_some(Scope { text, date, region, service })
+    }
 }
 
 pub fn parse_authorization(value: &str) -> Option<Authorization<'_>> {
     let (alg, rest) = value.trim().split_once(' ')?;
-    let algorithm = match alg {
-        "SDK-HMAC-SHA256" => Algorithm::Sha256,
-        "SDK-HMAC-SM3" => Algorithm::Sm3,
-        _ => return None,
-    };
+    let algorithm = Algorithm::from_name(alg)?;
     let (mut access, mut signed, mut sig) = (None, None, None);
+    let access_name = if algorithm == Algorithm::V11 { "Credential" } else { "Access" };
     for part in rest.split(',') {
         let (k, v) = part.trim().split_once('=')?;
         match k {
-            "Access" => access = Some(v),
+            _ if k == access_name => access = Some(v),
             "SignedHeaders" => signed = Some(v),
             "Signature" => sig = Some(v),
             _ => return None,
@@ -254,12 +333,19 @@ pub fn parse_authorization(value: &str) -> Option<Authorization<'_>> {
     let signed_headers: Vec<&str> = signed?.split(';').filter(|h| !h.is_empty()).collect();
     let sorted_lowercase = signed_headers.windows(2).all(|w| w[0] < w[1])
         && signed_headers.iter().all(|h| !h.bytes().any(|b| b.is_ascii_uppercase()));
-    let access_key = access.filter(|a| !a.is_empty())?;
+    let (access_key, scope) = match access? {
+        credential if algorithm == Algorithm::V11 => {
+            let (ak, scope) = credential.split_once('/')?;
+            (ak, Some(Scope::parse(scope)?))
+        }
+        ak => (ak, None),
+    };
+    let access_key = Some(access_key).filter(|a| !a.is_empty())?;
     let signature = sig.filter(|s| !s.is_empty())?;
     if signed_headers.is_empty() || !sorted_lowercase {
         return None;
     }
-    Some(Authorization { algorithm, access_key, signed_headers, signature })
+    Some(Authorization { algorithm, access_key, signed_headers, signature, scope })
 }
 
 /// What a client adds to a request: `X-Sdk-Date` and `Authorization`.
@@ -273,6 +359,8 @@ pub struct Signer<'a> {
     pub algorithm: Algorithm,
     pub access_key: &'a str,
     pub secret_key: &'a str,
+    /// V11's region and service (ignored by the other modes).
+    pub region_service: Option<(&'a str, &'a str)>,
 }
 
 impl Signer<'_> {
@@ -313,16 +401,28 @@ impl Signer<'_> {
             |n| all.iter().find(|(k, _)| *k == n).map(|(_, v)| *v),
             payload,
         );
-        let sts = string_to_sign(alg, sdk_date, &canonical);
-        let sig = signature(alg, self.secret_key, &sts);
+        let (ak, sk) = (self.access_key, self.secret_key);
+        let (region, service) = self.region_service.unwrap_or_default();
+        let scope = format!("{}/{region}/{service}", sdk_date.get(..8).unwrap_or(sdk_date));
+        let scope = (alg == Algorithm::V11).then_some(scope.as_str());
+        let sts = string_to_sign_scoped(alg, sdk_date, scope, &canonical);
+        // A derivation that fails (probability 2^-8000) leaves the signature empty: refused.
+        let sig = match alg {
+            Algorithm::Sha256 | Algorithm::Sm3 => signature(alg, sk, &sts),
+            Algorithm::EcdsaP256 => super::derived::sign_p256(ak, sk, sts.as_bytes()).unwrap_or_default(),
+            Algorithm::Sm2 => super::derived::sign_sm2(ak, sk, sts.as_bytes()).unwrap_or_default(),
+            Algorithm::V11 => {
+                let key = super::derived::v11_key(ak, sk, scope.unwrap_or_default());
+                signature(alg, &key, &sts)
+            }
+        };
+        let credential = match scope {
+            Some(scope) => format!("Credential={ak}/{scope}"),
+            None => format!("Access={ak}"),
+        };
         SignedHeaders {
             sdk_date: sdk_date.to_owned(),
-            authorization: format!(
-                "{} Access={}, SignedHeaders={}, Signature={sig}",
-                alg.name(),
-                self.access_key,
-                names.join(";")
-            ),
+            authorization: format!("{} {credential}, SignedHeaders={}, Signature={sig}", alg.name(), names.join(";")),
         }
     }
 }
@@ -426,7 +526,7 @@ mod tests {
 
     #[test]
     fn sign_produces_what_verify_accepts() {
-        let signer = Signer { algorithm: Algorithm::Sha256, access_key: "AK", secret_key: "SK" };
+        let signer = Signer { algorithm: Algorithm::Sha256, access_key: "AK", secret_key: "SK", region_service: None };
         let h = signer.sign("GET", "/v2/x", "a=1", &[("host", "h")], b"", "20240102T030405Z");
         let auth = parse_authorization(&h.authorization).expect("parses");
         assert_eq!(auth.signed_headers, ["host", "x-sdk-date"]);
@@ -602,7 +702,8 @@ mod tests {
         /// The `Authorization` header our signer makes for `r`.
         fn sign(r: &Req) -> String {
             let (path, query, _) = wire(r);
-            let signer = Signer { algorithm: Algorithm::Sha256, access_key: "AK", secret_key: SECRET };
+            let signer =
+                Signer { algorithm: Algorithm::Sha256, access_key: "AK", secret_key: SECRET, region_service: None };
             let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             signer.sign(&r.method, &path, &query, &headers, &r.body, DATE).authorization
         }

@@ -26,8 +26,12 @@ pub struct Delivery {
 
 fn signed(target: &Target, method: &str, path: &str, body: &str) -> reqwest::header::HeaderMap {
     let host = target.addr.to_string();
-    let signer =
-        Signer { algorithm: Algorithm::Sha256, access_key: &target.access_key, secret_key: &target.secret_key };
+    let signer = Signer {
+        algorithm: Algorithm::Sha256,
+        access_key: &target.access_key,
+        secret_key: &target.secret_key,
+        region_service: None,
+    };
     let headers = [("content-type", "application/json"), ("host", host.as_str())];
     let s = signer.sign(method, path, "", &headers, body.as_bytes(), &sdk_date(crate::domain::now_ms()));
     let mut map = reqwest::header::HeaderMap::new();

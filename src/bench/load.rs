@@ -67,8 +67,12 @@ pub(super) async fn connect(addr: std::net::SocketAddr) -> std::io::Result<Worke
 pub(super) async fn send(w: &mut Worker, target: &Target, host: &str, call: &Call) -> Result<u16, String> {
     let body = call.body.clone().unwrap_or_default();
     let (path, query) = call.path_and_query.split_once('?').unwrap_or((&call.path_and_query, ""));
-    let signer =
-        Signer { algorithm: Algorithm::Sha256, access_key: &target.access_key, secret_key: &target.secret_key };
+    let signer = Signer {
+        algorithm: Algorithm::Sha256,
+        access_key: &target.access_key,
+        secret_key: &target.secret_key,
+        region_service: None,
+    };
     let date = sdk_date(crate::domain::now_ms());
     let headers = [("content-type", "application/json"), ("host", host)];
     let signed = signer.sign(call.method, path, query, &headers, body.as_bytes(), &date);

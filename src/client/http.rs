@@ -21,6 +21,39 @@ pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8080";
 /// How many times a request refused with 429 is sent again (after its `Retry-After`).
 const RETRIES_ON_429: u32 = 5;
 
+/// How the client signs with an AK/SK: every mode the official SDKs offer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Signing {
+    /// SDK-HMAC-SHA256, every SDK's default.
+    #[default]
+    #[value(name = "hmac-sha256")]
+    HmacSha256,
+    /// SDK-HMAC-SM3.
+    #[value(name = "hmac-sm3")]
+    HmacSm3,
+    /// SDK-ECDSA-P256-SHA256: ECDSA with a key pair derived from the secret key.
+    #[value(name = "ecdsa-p256-sha256")]
+    EcdsaP256Sha256,
+    /// SDK-SM2-SM3: SM2 with a key pair derived from the secret key.
+    #[value(name = "sm2-sm3")]
+    Sm2Sm3,
+    /// V11-HMAC-SHA256: derived AK/SK, scoped to a day, region and service.
+    #[value(name = "v11-hmac-sha256")]
+    V11HmacSha256,
+}
+
+impl Signing {
+    pub fn algorithm(self) -> Algorithm {
+        match self {
+            Signing::HmacSha256 => Algorithm::Sha256,
+            Signing::HmacSm3 => Algorithm::Sm3,
+            Signing::EcdsaP256Sha256 => Algorithm::EcdsaP256,
+            Signing::Sm2Sm3 => Algorithm::Sm2,
+            Signing::V11HmacSha256 => Algorithm::V11,
+        }
+    }
+}
+
 /// Secrets whose `Debug` says nothing.
 #[derive(Clone)]
 pub enum Credentials {
@@ -95,6 +128,8 @@ pub struct Api {
     pub project: String,
     creds: Credentials,
     http: reqwest::Client,
+    /// The signing mode, and V11's region and service.
+    signing: (Signing, String, String),
 }
 
 fn env(name: &str) -> Option<String> {
@@ -138,7 +173,13 @@ impl Api {
         if project.len() != 32 || !project.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Failure::Usage(format!("the project id {project:?} is not 32 hexadecimal characters")));
         }
-        Api::new(&endpoint, project, creds)
+        Ok(Api::new(&endpoint, project, creds)?.with_signing(conn.signing, &conn.signing_region, &conn.signing_service))
+    }
+
+    /// Signs AK/SK requests with `signing` (V11 with `region` and `service`).
+    pub fn with_signing(mut self, signing: Signing, region: &str, service: &str) -> Self {
+        self.signing = (signing, region.to_owned(), service.to_owned());
+        self
     }
 
     pub fn new(endpoint: &str, project: String, creds: Credentials) -> Result<Api, Failure> {
@@ -175,7 +216,8 @@ impl Api {
             .build()
             .map_err(|e| Failure::Network(format!("cannot build the HTTP client: {e}")))?;
         let endpoint = endpoint.trim_end_matches('/').to_owned();
-        Ok(Api { endpoint, host, project, creds, http })
+        let signing = (Signing::default(), String::new(), String::new());
+        Ok(Api { endpoint, host, project, creds, http, signing })
     }
 
     /// `/v2/{project_id}/instances/{instance}` plus `rest`.
@@ -326,7 +368,13 @@ impl Api {
             .header("x-project-id", &self.project);
         match &self.creds {
             Credentials::AkSk { access_key, secret_key } => {
-                let signer = Signer { algorithm: Algorithm::Sha256, access_key, secret_key };
+                let (mode, region, service) = &self.signing;
+                let signer = Signer {
+                    algorithm: mode.algorithm(),
+                    access_key,
+                    secret_key,
+                    region_service: Some((region, service)),
+                };
                 let headers = [
                     ("content-type", "application/json"),
                     ("host", self.host.as_str()),

@@ -97,6 +97,15 @@ pub struct Conn {
     /// `table` for people, `json` for the API's own JSON.
     #[arg(long, short = 'o', global = true, value_enum, default_value = "table", env = "KAFKA_TASKS_OUTPUT")]
     pub output: Output,
+    /// How an AK/SK signs: any mode of the official SDKs.
+    #[arg(long, global = true, value_enum, default_value = "hmac-sha256", env = "KAFKA_TASKS_SIGNING")]
+    pub signing: http::Signing,
+    /// The region a `v11-hmac-sha256` signature is scoped to (the server's --signing-region).
+    #[arg(long, global = true, default_value = "cn-north-4", env = "KAFKA_TASKS_SIGNING_REGION")]
+    pub signing_region: String,
+    /// The service a `v11-hmac-sha256` signature is scoped to (the server's --signing-service).
+    #[arg(long, global = true, default_value = "dms", env = "KAFKA_TASKS_SIGNING_SERVICE")]
+    pub signing_service: String,
 }
 
 /// The instance a command acts on.

@@ -163,8 +163,12 @@ impl Modify for Shared {
         let components = doc.components.get_or_insert_with(Default::default);
         let signed = ApiKey::Header(ApiKeyValue::with_description(
             "Authorization",
-            "AK/SK signature: `SDK-HMAC-SHA256 Access=AK, SignedHeaders=…, Signature=…` over the canonical \
-             request, with `X-Sdk-Date` (and `X-Project-Id`) among the signed headers, as the official SDKs sign",
+            "AK/SK signature over the canonical request, with `X-Sdk-Date` (and `X-Project-Id`) among the \
+             signed headers, as the official SDKs sign, in any of their modes: `SDK-HMAC-SHA256`, `SDK-HMAC-SM3`, \
+             `SDK-ECDSA-P256-SHA256`, `SDK-SM2-SM3` (`ALGORITHM Access=AK, SignedHeaders=…, Signature=…`; the \
+             ECDSA and SM2 key pairs derived from the SK, the signature DER in hex), and derived AK/SK \
+             `V11-HMAC-SHA256 Credential=AK/YYYYMMDD/REGION/SERVICE, SignedHeaders=…, Signature=…` (region and \
+             service: the server's `--signing-region` and `--signing-service`)",
         ));
         components.add_security_scheme(AKSK, SecurityScheme::ApiKey(signed));
         let token = ApiKey::Header(ApiKeyValue::with_description(
@@ -259,6 +263,15 @@ pub async fn document() -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_signature_scheme_names_every_signing_mode_the_server_verifies() {
+        let doc: serde_json::Value = serde_json::from_str(&DOCUMENT).unwrap_or_default();
+        let text = doc["components"]["securitySchemes"][AKSK]["description"].as_str().unwrap_or_default();
+        for alg in crate::auth::signature::Algorithm::ALL {
+            assert!(text.contains(&format!("`{}", alg.name())), "{} missing from {text:?}", alg.name());
+        }
+    }
 
     #[test]
     fn the_document_names_every_error_status_it_refers_to() {

@@ -231,8 +231,12 @@ impl TestApp {
         let base =
             [("content-type", "application/json"), ("host", host.as_str()), ("x-project-id", cred.project_id.as_str())];
         let date = signature::sdk_date(at_ms);
-        let signer =
-            Signer { algorithm: Algorithm::Sha256, access_key: &cred.access_key, secret_key: &cred.secret_key };
+        let signer = Signer {
+            algorithm: Algorithm::Sha256,
+            access_key: &cred.access_key,
+            secret_key: &cred.secret_key,
+            region_service: None,
+        };
         let signed = signer.sign(method.as_str(), path, query, &base, body.as_bytes(), &date);
         let mut out: Vec<(String, String)> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         out.push(("x-sdk-date".into(), signed.sdk_date));
@@ -503,8 +507,12 @@ impl TestApp {
         ];
         base.extend_from_slice(extra);
         let date = signature::sdk_date(at_ms);
-        let signer =
-            Signer { algorithm: Algorithm::Sha256, access_key: &cred.access_key, secret_key: &cred.secret_key };
+        let signer = Signer {
+            algorithm: Algorithm::Sha256,
+            access_key: &cred.access_key,
+            secret_key: &cred.secret_key,
+            region_service: None,
+        };
         let signed = signer.sign_payload(method.as_str(), path, query, &base, payload, &date);
         let mut out: Vec<(String, String)> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         out.push(("x-sdk-date".into(), signed.sdk_date));

@@ -93,6 +93,7 @@ impl Cluster {
             algorithm: Algorithm::Sha256,
             access_key: &self.cred.access_key,
             secret_key: &self.cred.secret_key,
+            region_service: None,
         };
         let date = sdk_date(chrono::Utc::now().timestamp_millis());
         let headers = [("content-type", "application/json"), ("host", host)];

@@ -187,6 +187,7 @@ impl Api {
             algorithm: Algorithm::Sha256,
             access_key: &self.cred.access_key,
             secret_key: &self.cred.secret_key,
+            region_service: None,
         };
         let date = sdk_date(chrono::Utc::now().timestamp_millis());
         let signed = signer.sign(method, path, query, &headers, body, &date);

@@ -198,12 +198,25 @@ func TestSigning(t *testing.T) {
 		serviceError(t, err, 403, "APIGW.0302")
 	})
 
-	t.Run("the SDK's asymmetric algorithms are refused as authentication errors", func(t *testing.T) {
-		// SDK-ECDSA-P256-SHA256 and SDK-SM2-SM3 sign with a key pair derived from the SK; the
-		// contract names only the HMAC algorithms.
+	t.Run("the SDK's asymmetric algorithms sign with a key pair derived from the SK", func(t *testing.T) {
+		// SDK-ECDSA-P256-SHA256 and SDK-SM2-SM3: the server derives the same key pair from the
+		// stored secret and verifies the DER signature; another secret's pair is refused.
 		cred := s.credential(t, "go-asymmetric", "admin", project)
 		for _, alg := range []algorithm.SigningAlgorithm{algorithm.EcdsaP256SHA256, algorithm.SM2SM3} {
-			_, err := list(s.clientWith(t, cred, clientOptions{algorithm: alg}))
+			rec := &Recorder{}
+			res, err := list(s.clientWith(t, cred, clientOptions{algorithm: alg, recorder: rec}))
+			must(t, err)
+			if res.HttpStatusCode != http.StatusOK {
+				t.Fatalf("%s: %v", alg, res)
+			}
+			want := map[algorithm.SigningAlgorithm]string{algorithm.EcdsaP256SHA256: "SDK-ECDSA-P256-SHA256 ",
+				algorithm.SM2SM3: "SDK-SM2-SM3 "}[alg]
+			if got := rec.last(t).Header.Get("Authorization"); !strings.HasPrefix(got, want) {
+				t.Fatalf("%s signed %q", alg, got)
+			}
+			forged := cred
+			forged.SecretKey = strings.Repeat("x", 40)
+			_, err = list(s.clientWith(t, forged, clientOptions{algorithm: alg}))
 			serviceError(t, err, 401, "APIGW.0301")
 		}
 	})

@@ -26,6 +26,8 @@ import (
 	"github.com/huaweicloud/huaweicloud-sdk-go-v3/core/auth/basic"
 	"github.com/huaweicloud/huaweicloud-sdk-go-v3/core/auth/signer/algorithm"
 	"github.com/huaweicloud/huaweicloud-sdk-go-v3/core/config"
+	"github.com/huaweicloud/huaweicloud-sdk-go-v3/core/region"
+	"github.com/huaweicloud/huaweicloud-sdk-go-v3/core/request"
 	"github.com/huaweicloud/huaweicloud-sdk-go-v3/core/sdkerr"
 	kafka "github.com/huaweicloud/huaweicloud-sdk-go-v3/services/kafka/v2"
 	"github.com/huaweicloud/huaweicloud-sdk-go-v3/services/kafka/v2/model"
@@ -77,8 +79,10 @@ type Credential struct {
 
 // Server is the real binary, serving on a free loopback port.
 type Server struct {
-	URL     string
-	Admin   Credential
+	URL   string
+	Admin Credential
+	// signing is the mode of the clients this server's tests make (one of signingModes).
+	signing string
 	db      string
 	keyFile string
 	cmd     *exec.Cmd
@@ -190,6 +194,29 @@ func (s *Server) addKernel(t *testing.T, engineVersion, build string) {
 	s.run(t, "kernels", "add", "--engine-version", engineVersion, "--build", build, "--database", s.db)
 }
 
+// signingModes are the Go SDK's signing modes: its four algorithms, and derived AK/SK
+// (V11-HMAC-SHA256), which credentials with a derived predicate use whatever the algorithm.
+var signingModes = []string{"hmac-sha256", "hmac-sm3", "ecdsa-p256-sha256", "sm2-sm3", "v11-hmac-sha256"}
+
+var signingAlgorithms = map[string]algorithm.SigningAlgorithm{
+	"hmac-sha256":       algorithm.HmacSHA256,
+	"hmac-sm3":          algorithm.HmacSM3,
+	"ecdsa-p256-sha256": algorithm.EcdsaP256SHA256,
+	"sm2-sm3":           algorithm.SM2SM3,
+}
+
+// What the server expects in a V11 credential scope by default (`serve --signing-region`,
+// `--signing-service`).
+const v11Region, v11Service = "cn-north-4", "dms"
+
+// forEachSigning runs test once per signing mode, as a subtest named after it, on servers whose
+// clients sign that way.
+func forEachSigning(t *testing.T, test func(t *testing.T, signing string)) {
+	for _, mode := range signingModes {
+		t.Run(mode, func(t *testing.T) { test(t, mode) })
+	}
+}
+
 // clientOptions choose how a client signs; the zero value is the SDK's default (SDK-HMAC-SHA256).
 type clientOptions struct {
 	algorithm algorithm.SigningAlgorithm
@@ -209,20 +236,35 @@ func (s *Server) clientWith(t *testing.T, cred Credential, o clientOptions) *kaf
 	if o.projectID != "" {
 		projectID = o.projectID
 	}
-	auth, err := basic.NewCredentialsBuilder().WithAk(cred.AccessKey).WithSk(cred.SecretKey).
-		WithProjectId(projectID).SafeBuild()
+	derived := o.algorithm == "" && s.signing == "v11-hmac-sha256"
+	credentials := basic.NewCredentialsBuilder().WithAk(cred.AccessKey).WithSk(cred.SecretKey).
+		WithProjectId(projectID)
+	if derived {
+		credentials = credentials.WithDerivedPredicate(func(*request.DefaultHttpRequest) bool { return true })
+	}
+	auth, err := credentials.SafeBuild()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := config.DefaultHttpConfig().WithTimeout(20 * time.Second)
+	if alg := signingAlgorithms[s.signing]; o.algorithm == "" && alg != "" {
+		cfg = cfg.WithSigningAlgorithm(alg)
+	}
 	if o.algorithm != "" {
 		cfg = cfg.WithSigningAlgorithm(o.algorithm)
 	}
 	if o.recorder != nil {
 		cfg = cfg.WithHttpRoundTripper(o.recorder)
 	}
-	hc, err := kafka.KafkaClientBuilder().WithEndpoints([]string{s.URL}).WithCredential(auth).
-		WithHttpConfig(cfg).SafeBuild()
+	builder := kafka.KafkaClientBuilder().WithCredential(auth).WithHttpConfig(cfg)
+	if derived {
+		// The region's id and the builder's service name make the credential scope; the Kafka
+		// client names no service of its own, so the caller does.
+		builder = builder.WithRegion(region.NewRegion(v11Region, s.URL)).WithDerivedAuthServiceName(v11Service)
+	} else {
+		builder = builder.WithEndpoints([]string{s.URL})
+	}
+	hc, err := builder.SafeBuild()
 	if err != nil {
 		t.Fatal(err)
 	}

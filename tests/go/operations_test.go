@@ -15,9 +15,12 @@ import (
 	"github.com/huaweicloud/huaweicloud-sdk-go-v3/services/kafka/v2/model"
 )
 
-func TestOperations(t *testing.T) {
+func TestOperations(t *testing.T) { forEachSigning(t, testOperations) }
+
+func testOperations(t *testing.T, signing string) {
 	t.Parallel()
 	s := startServer(t, "--time-scale", "0")
+	s.signing = signing
 	c := s.client(t, s.Admin)
 	v := s.view(t, s.Admin)
 

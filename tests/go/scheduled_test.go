@@ -14,9 +14,12 @@ import (
 	"github.com/huaweicloud/huaweicloud-sdk-go-v3/services/kafka/v2/model"
 )
 
-func TestScheduledTasks(t *testing.T) {
+func TestScheduledTasks(t *testing.T) { forEachSigning(t, testScheduledTasks) }
+
+func testScheduledTasks(t *testing.T, signing string) {
 	t.Parallel()
 	s := startServer(t, "--time-scale", "0")
+	s.signing = signing
 	rec := &Recorder{}
 	c := s.clientWith(t, s.Admin, clientOptions{recorder: rec})
 	v := s.view(t, s.Admin)

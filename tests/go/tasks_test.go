@@ -13,9 +13,12 @@ import (
 	"github.com/huaweicloud/huaweicloud-sdk-go-v3/services/kafka/v2/model"
 )
 
-func TestBackgroundTasks(t *testing.T) {
+func TestBackgroundTasks(t *testing.T) { forEachSigning(t, testBackgroundTasks) }
+
+func testBackgroundTasks(t *testing.T, signing string) {
 	t.Parallel()
 	s := startServer(t, "--time-scale", "0")
+	s.signing = signing
 	rec := &Recorder{}
 	c := s.clientWith(t, s.Admin, clientOptions{recorder: rec})
 	v := s.view(t, s.Admin)
@@ -292,9 +295,12 @@ func TestBackgroundTasks(t *testing.T) {
 
 // TestRunningTask uses realistic durations: creating an instance takes minutes, so its task is
 // still running when the tests reach it.
-func TestRunningTask(t *testing.T) {
+func TestRunningTask(t *testing.T) { forEachSigning(t, testRunningTask) }
+
+func testRunningTask(t *testing.T, signing string) {
 	t.Parallel()
 	s := startServer(t, "--time-scale", "1")
+	s.signing = signing
 	c := s.client(t, s.Admin)
 	v := s.view(t, s.Admin)
 

@@ -506,7 +506,12 @@ fn sign_with(
 /// The headers of a correctly signed request, as the SDK sends them.
 fn signed_headers(ctx: &Ctx, cred: &IssuedCredential, method: &str, target: &str, body: &[u8], at: i64) -> Headers {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let signer = Signer { algorithm: Algorithm::Sha256, access_key: &cred.access_key, secret_key: &cred.secret_key };
+    let signer = Signer {
+        algorithm: Algorithm::Sha256,
+        access_key: &cred.access_key,
+        secret_key: &cred.secret_key,
+        region_service: None,
+    };
     let base = [("content-type", "application/json"), ("host", ctx.addr.as_str())];
     let s = signer.sign(method, path, query, &base, body, &sdk_date(at));
     vec![

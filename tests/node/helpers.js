@@ -32,6 +32,14 @@ function quiet(client) {
   if (process.env.NODE_SDK_LOG !== '1' && http && http._logger) http._logger = silent;
 }
 
+/**
+ * The signing modes the Node SDK offers: SDK-HMAC-SHA256, and derived AK/SK (V11-HMAC-SHA256)
+ * when the credentials have a derived predicate. It has no SM3, ECDSA or SM2 signer.
+ */
+const SIGNING_MODES = ['hmac-sha256', 'v11-hmac-sha256'];
+const V11_REGION = 'cn-north-4';
+const V11_SERVICE = 'dms';
+
 class Server {
   static async start(...flags) {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kafka-tasks-node-'));
@@ -70,10 +78,21 @@ class Server {
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   }
 
+  /** The SDK signing in this server's `signing` mode (one of SIGNING_MODES). */
   client(cred = this.admin, projectId = cred.project_id) {
     const credentials = new core.BasicCredentials()
       .withAk(cred.access_key).withSk(cred.secret_key).withProjectId(projectId);
-    const client = kafka.KafkaClient.newBuilder().withCredential(credentials).withEndpoint(this.url).build();
+    let builder = kafka.KafkaClient.newBuilder().withCredential(credentials);
+    if (this.signing === 'v11-hmac-sha256') {
+      // Derived AK/SK: the region's id and the builder's service name make the credential scope
+      // (the server's defaults, `serve --signing-region/--signing-service`); the Kafka client
+      // names no service of its own, so the caller does.
+      credentials.withDerivedPredicate(() => true);
+      builder = builder.withRegion(new core.Region(V11_REGION, this.url)).withDerivedAuthServiceName(V11_SERVICE);
+    } else {
+      builder = builder.withEndpoint(this.url);
+    }
+    const client = builder.build();
     quiet(client);
     return client;
   }
@@ -107,4 +126,4 @@ async function refused(promise) {
   throw new Error('the call was expected to fail');
 }
 
-module.exports = { Server, wait, refused, sleep, kafka, core, PROJECT, OTHER_PROJECT, FIDELITY };
+module.exports = { Server, wait, refused, sleep, kafka, core, PROJECT, OTHER_PROJECT, FIDELITY, SIGNING_MODES };

@@ -96,6 +96,7 @@ impl Client {
             algorithm: Algorithm::Sha256,
             access_key: &self.cred.access_key,
             secret_key: &self.cred.secret_key,
+            region_service: None,
         };
         let now = chrono::Utc::now().timestamp_millis();
         let signed = signer.sign(method.as_str(), p, q, &base, body.as_bytes(), &signature::sdk_date(now));

@@ -143,7 +143,12 @@ def test_scheduled_reassignment_update_cancel_and_delete(client, instance):
         client.delete_scheduled_task(DeleteScheduledTaskRequest(instance_id=instance, task_id=sid))
     assert err.value.error_code == "DMS.00400017"
 
-    soon = (datetime.now(timezone.utc) + timedelta(seconds=2)).strftime("%Y%m%d%H%M%S")
+    # Two seconds ahead, plus what signing one call takes: the pure-Python ECDSA and SM2 signers
+    # derive the key pair on every call, which takes seconds on a loaded machine.
+    started = time.monotonic()
+    client.show_instance(ShowInstanceRequest(instance_id=instance))
+    ahead = 2 + 3 * (time.monotonic() - started)
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=ahead)).strftime("%Y%m%d%H%M%S")
     moved = client.update_scheduled_task(UpdateScheduledTaskRequest(instance_id=instance, task_id=sid, execute_at=soon))
     assert moved.status_code == 204
     finish(client, instance, sid)
@@ -312,7 +317,12 @@ def test_scheduled_kernel_upgrade_and_status_null(server, client):
     assert back.status_code == 204
     jobs = client.list_scheduled_tasks(ListScheduledTasksRequest(instance_id=iid)).jobs
     assert [(j.name, j.status) for j in jobs if j.id == sid] == [("upgradeInstance", "CREATED")]
-    soon = (datetime.now(timezone.utc) + timedelta(seconds=2)).strftime("%Y%m%d%H%M%S")
+    # Two seconds ahead, plus what signing one call takes: the pure-Python ECDSA and SM2 signers
+    # derive the key pair on every call, which takes seconds on a loaded machine.
+    started = time.monotonic()
+    client.show_instance(ShowInstanceRequest(instance_id=instance))
+    ahead = 2 + 3 * (time.monotonic() - started)
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=ahead)).strftime("%Y%m%d%H%M%S")
     client.update_scheduled_task(UpdateScheduledTaskRequest(instance_id=iid, task_id=sid, execute_at=soon))
     finish(client, iid, sid)
     assert versions(client, iid).current_version == ahead.latest_version

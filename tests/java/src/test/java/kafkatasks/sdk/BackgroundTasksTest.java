@@ -50,17 +50,26 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.stream.Collectors;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestInstance;
+import org.junit.jupiter.params.AfterParameterizedClassInvocation;
+import org.junit.jupiter.params.BeforeParameterizedClassInvocation;
+import org.junit.jupiter.params.Parameter;
+import org.junit.jupiter.params.ParameterizedClass;
+import org.junit.jupiter.params.provider.FieldSource;
 
 /**
  * The official Java SDK against the binary: the background-task calls and the operations that
  * create tasks, on one server whose tasks finish at once ({@code --time-scale 0}).
  */
 @TestInstance(TestInstance.Lifecycle.PER_CLASS)
+@ParameterizedClass(name = "signing {0}")
+@FieldSource("kafkatasks.sdk.KtServer#SIGNING_MODES")
 class BackgroundTasksTest {
+  /** The signing mode of this run of the class (see KtServer.SIGNING_MODES). */
+  @Parameter
+  String signing;
+
   private static final String UNKNOWN_INSTANCE = "11111111-2222-3333-4444-555555555555";
   private static final String UNKNOWN_TASK = "0".repeat(32);
 
@@ -68,14 +77,15 @@ class BackgroundTasksTest {
   private TaskKafkaClient client;
   private String iid;
 
-  @BeforeAll
+  @BeforeParameterizedClassInvocation(injectArguments = false)
   void start() throws Exception {
     server = new KtServer("--time-scale", "0");
+    server.signing = signing;
     client = server.client(server.credential("java-admin", "admin"));
     iid = createInstance(client, "java-kafka");
   }
 
-  @AfterAll
+  @AfterParameterizedClassInvocation(injectArguments = false)
   void stop() {
     if (server != null) {
       server.closeExpectingNoErrors();
@@ -277,11 +287,25 @@ class BackgroundTasksTest {
     assertEquals(List.of("SDK-HMAC-SM3", "SDK-HMAC-SM3"), algorithms);
   }
 
+  /**
+   * SDK-ECDSA-P256-SHA256 and SDK-SM2-SM3 (BouncyCastle's signers): the server derives the same
+   * key pair from the stored secret; another secret's pair is refused.
+   */
   @Test
-  void refusesTheSdksAsymmetricAlgorithmsAsAnAuthenticationError() {
+  void signsWithTheSdksAsymmetricAlgorithmsAndRefusesAnotherSecret() {
     for (SigningAlgorithm algorithm : List.of(SigningAlgorithm.ECDSA_P256_SHA256, SigningAlgorithm.SM2_SM3)) {
-      TaskKafkaClient asymmetric = server.client(server.admin, KtServer.PROJECT, algorithm);
-      ServiceResponseException err = refused(() -> asymmetric.listBackgroundTasks(
+      List<String> sent = new ArrayList<>();
+      TaskKafkaClient asymmetric = server.client(server.admin, KtServer.PROJECT, algorithm,
+          HttpListener.forRequestListener(r -> sent.add(r.headers().get("Authorization").get(0).split(" ")[0])));
+      ListBackgroundTasksResponse res = asymmetric.listBackgroundTasks(
+          new ListBackgroundTasksRequest().withInstanceId(iid));
+      assertTrue(Integer.parseInt(res.getTaskCount()) >= 1, algorithm.name());
+      String name = algorithm == SigningAlgorithm.SM2_SM3 ? "SDK-SM2-SM3" : "SDK-ECDSA-P256-SHA256";
+      assertEquals(List.of(name), sent);
+      KtServer.Credential forged = new KtServer.Credential(server.admin.accessKey(), "x".repeat(40),
+          server.admin.projectId());
+      TaskKafkaClient wrong = server.client(forged, KtServer.PROJECT, algorithm);
+      ServiceResponseException err = refused(() -> wrong.listBackgroundTasks(
           new ListBackgroundTasksRequest().withInstanceId(iid)));
       assertEquals(List.of(401, "APIGW.0301"), List.of(err.getHttpStatusCode(), err.getErrorCode()), algorithm.name());
     }

@@ -26,27 +26,37 @@ import kafkatasks.sdk.TaskKafkaClient.ScheduledTask;
 import kafkatasks.sdk.TaskKafkaClient.UpdateScheduled;
 import kafkatasks.sdk.TaskKafkaClient.UpgradeBody;
 import kafkatasks.sdk.TaskKafkaClient.Versions;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestInstance;
+import org.junit.jupiter.params.AfterParameterizedClassInvocation;
+import org.junit.jupiter.params.BeforeParameterizedClassInvocation;
+import org.junit.jupiter.params.Parameter;
+import org.junit.jupiter.params.ParameterizedClass;
+import org.junit.jupiter.params.provider.FieldSource;
 
 /**
  * Instance calls around tasks: CreatePostPaidKafkaInstance, UpdateInstance, and kernel upgrades
  * (ShowUpgradeInstanceVersion, UpgradeInstance now and scheduled).
  */
 @TestInstance(TestInstance.Lifecycle.PER_CLASS)
+@ParameterizedClass(name = "signing {0}")
+@FieldSource("kafkatasks.sdk.KtServer#SIGNING_MODES")
 class KernelAndInstanceTest {
+  /** The signing mode of this run of the class (see KtServer.SIGNING_MODES). */
+  @Parameter
+  String signing;
+
   private KtServer server;
   private TaskKafkaClient client;
 
-  @BeforeAll
+  @BeforeParameterizedClassInvocation(injectArguments = false)
   void start() throws Exception {
     server = new KtServer("--time-scale", "0");
+    server.signing = signing;
     client = server.client();
   }
 
-  @AfterAll
+  @AfterParameterizedClassInvocation(injectArguments = false)
   void stop() {
     if (server != null) {
       server.closeExpectingNoErrors();

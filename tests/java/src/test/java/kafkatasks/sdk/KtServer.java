@@ -7,6 +7,7 @@ import com.huaweicloud.sdk.core.HttpListener;
 import com.huaweicloud.sdk.core.auth.BasicCredentials;
 import com.huaweicloud.sdk.core.auth.SigningAlgorithm;
 import com.huaweicloud.sdk.core.http.HttpConfig;
+import com.huaweicloud.sdk.core.region.Region;
 import java.io.BufferedReader;
 import java.io.IOException;
 import java.io.InputStreamReader;
@@ -38,6 +39,22 @@ final class KtServer implements AutoCloseable {
   static final String OTHER_PROJECT = "fedcba9876543210fedcba9876543210";
 
   private static final ObjectMapper JSON = new ObjectMapper();
+
+  /**
+   * The Java SDK's signing modes: its four {@link SigningAlgorithm}s, and derived AK/SK
+   * (V11-HMAC-SHA256), which credentials with a derived predicate use whatever the algorithm.
+   * Each test class runs once per mode ({@code @ParameterizedClass}).
+   */
+  static final String[] SIGNING_MODES = {
+    "hmac-sha256", "hmac-sm3", "ecdsa-p256-sha256", "sm2-sm3", "v11-hmac-sha256"
+  };
+
+  /** What the server expects in a V11 credential scope by default. */
+  static final String V11_REGION = "cn-north-4";
+  static final String V11_SERVICE = "dms";
+
+  /** The mode of the clients made without an explicit algorithm (one of SIGNING_MODES). */
+  String signing = "hmac-sha256";
 
   final String url;
   final Credential admin;
@@ -196,6 +213,15 @@ final class KtServer implements AutoCloseable {
     HttpConfig config = HttpConfig.getDefaultHttpConfig()
         .withConnectionTimeout(5)
         .withReadTimeout(20);
+    boolean derived = algorithm == null && signing.equals("v11-hmac-sha256");
+    if (algorithm == null) {
+      algorithm = switch (signing) {
+        case "hmac-sm3" -> SigningAlgorithm.HMAC_SM3;
+        case "ecdsa-p256-sha256" -> SigningAlgorithm.ECDSA_P256_SHA256;
+        case "sm2-sm3" -> SigningAlgorithm.SM2_SM3;
+        default -> null;
+      };
+    }
     if (algorithm != null) {
       config.withSigningAlgorithm(algorithm);
     }
@@ -204,11 +230,16 @@ final class KtServer implements AutoCloseable {
     }
     BasicCredentials credentials = new BasicCredentials()
         .withAk(cred.accessKey()).withSk(cred.secretKey()).withProjectId(projectId);
-    return new ClientBuilder<>(TaskKafkaClient::new)
+    ClientBuilder<TaskKafkaClient> builder = new ClientBuilder<>(TaskKafkaClient::new)
         .withHttpConfig(config)
-        .withCredential(credentials)
-        .withEndpoint(url)
-        .build();
+        .withCredential(credentials);
+    if (derived) {
+      // The region's id and the builder's service name make the credential scope; the Kafka
+      // client names no service of its own, so the caller does.
+      credentials.withDerivedPredicate(request -> true);
+      return builder.withRegion(new Region(V11_REGION, url)).withDerivedAuthServiceName(V11_SERVICE).build();
+    }
+    return builder.withEndpoint(url).build();
   }
 
   /** Stops the server, then fails the test class if it logged anything at ERROR level. */

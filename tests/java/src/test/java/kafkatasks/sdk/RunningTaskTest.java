@@ -15,22 +15,32 @@ import com.huaweicloud.sdk.kafka.v2.model.ModifyInstanceConfigsReq;
 import com.huaweicloud.sdk.kafka.v2.model.ModifyInstanceConfigsRequest;
 import java.util.List;
 import java.util.Set;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.TestInstance;
+import org.junit.jupiter.params.AfterParameterizedClassInvocation;
+import org.junit.jupiter.params.BeforeParameterizedClassInvocation;
+import org.junit.jupiter.params.Parameter;
+import org.junit.jupiter.params.ParameterizedClass;
+import org.junit.jupiter.params.provider.FieldSource;
 
 /** A task still running, on a server with realistic durations: creating an instance takes minutes. */
 @TestInstance(TestInstance.Lifecycle.PER_CLASS)
+@ParameterizedClass(name = "signing {0}")
+@FieldSource("kafkatasks.sdk.KtServer#SIGNING_MODES")
 class RunningTaskTest {
+  /** The signing mode of this run of the class (see KtServer.SIGNING_MODES). */
+  @Parameter
+  String signing;
+
   private KtServer server;
 
-  @BeforeAll
+  @BeforeParameterizedClassInvocation(injectArguments = false)
   void start() throws Exception {
     server = new KtServer("--time-scale", "1");
+    server.signing = signing;
   }
 
-  @AfterAll
+  @AfterParameterizedClassInvocation(injectArguments = false)
   void stop() {
     if (server != null) {
       server.closeExpectingNoErrors();
