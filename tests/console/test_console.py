@@ -129,6 +129,10 @@ def test_a_person_manages_tasks_with_access_keys(server, browser):
     expect(row(page, "createInstance").locator("td[data-label=Ended]")).to_have_text(
         page.evaluate("(iso) => when(iso)", done["updated_at"]))
     expect(row(page, "createInstance").locator("td[data-label=Progress]")).to_have_text("")
+    # Each cell sits under its own heading.
+    headings = page.locator("#panel-bg thead th").all_inner_texts()
+    labels = row(page, running).locator("td").evaluate_all("tds => tds.map(td => td.dataset.label || '')")
+    assert [h for h in headings if h.strip() and h != "Actions"] == [x for x in labels if x], (headings, labels)
 
     # A running task's steps, live.
     row(page, running).get_by_role("button", name="Details").click()

@@ -305,6 +305,17 @@ function when(value) {
   return isNaN(d) ? String(value) : `${localInput(d).replace("T", " ")} UTC${offset(d)}`;
 }
 
+/** `when()` for a table cell: the date and the time each kept whole, so that a narrow column
+ * breaks between them and nowhere else. */
+function whenCell(value) {
+  const text = when(value);
+  const cut = text.indexOf(" ");
+  if (!/^\d{4}-/.test(text) || cut < 0) return text;
+  const frag = document.createDocumentFragment();
+  frag.append(el("span", { class: "nowrap" }, text.slice(0, cut)), " ", el("span", { class: "nowrap" }, text.slice(cut + 1)));
+  return frag;
+}
+
 function ago(value) {
   const s = Math.round((Date.now() - new Date(value)) / 1000);
   if (isNaN(s)) return "";
@@ -494,11 +505,11 @@ async function loadTasks() {
     el("tr", { class: t.id === state.detail ? "current" : "", "data-task": t.id },
       el("td", { "data-label": "Task" }, t.name, el("span", { class: "id" }, t.id)),
       el("td", { "data-label": "Status" }, badge(t.status)),
-      el("td", { "data-label": "Started by" }, t.user_name),
       el("td", { "data-label": "Progress", class: "pct", "data-pct": t.id }, TERMINAL.includes(t.status) ? "" : "…"),
-      el("td", { "data-label": "Created", title: t.created_at }, when(t.created_at), el("span", { class: "id" }, ago(t.created_at))),
+      el("td", { "data-label": "Started by" }, t.user_name),
+      el("td", { "data-label": "Created", title: t.created_at }, whenCell(t.created_at), el("span", { class: "id" }, ago(t.created_at))),
       // A finished record changes no more: its last update is when it ended.
-      el("td", { "data-label": "Ended", class: "ended", title: TERMINAL.includes(t.status) ? t.updated_at : "" }, TERMINAL.includes(t.status) ? when(t.updated_at) : ""),
+      el("td", { "data-label": "Ended", class: "ended", title: TERMINAL.includes(t.status) ? t.updated_at : "" }, TERMINAL.includes(t.status) ? whenCell(t.updated_at) : ""),
       el("td", { class: "actions" },
         el("button", { type: "button", class: "secondary small", onclick: () => openDetail(t.id), "aria-label": `Details of ${t.name} ${t.id}` }, "Details"),
         changes() && TERMINAL.includes(t.status)
@@ -649,7 +660,7 @@ async function loadScheduled() {
     el("tr", { "data-task": t.id },
       el("td", { "data-label": "Task" }, t.name, el("span", { class: "id" }, t.id)),
       el("td", { "data-label": "Status" }, badge(t.status)),
-      el("td", { "data-label": "Runs at", title: t.schedule_at, class: "runs-at" }, when(t.schedule_at)),
+      el("td", { "data-label": "Runs at", title: t.schedule_at, class: "runs-at" }, whenCell(t.schedule_at)),
       el("td", { "data-label": "Started by" }, t.user_name),
       el("td", { class: "actions" },
         changes() && t.status === "CREATED" ? el("button", { type: "button", class: "secondary small", onclick: () => reschedule(t), "aria-label": `Reschedule ${t.name} ${t.id}` }, "Reschedule") : null,
