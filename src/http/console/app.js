@@ -23,6 +23,7 @@ const state = {
   liveReload: null,
   offline: false, // the last call got no answer at all
   canChange: null, // whether this key may delete, cancel, reschedule: null until known
+  roleProbe: null, // the look at a task's run under way, if any
   retry: null,
 };
 
@@ -461,13 +462,16 @@ function reload() {
  * known no change button is drawn; a 403 on any change settles it too. */
 async function learnRole(taskId) {
   if (state.canChange !== null || !taskId) return;
-  try {
-    await api("GET", `${base()}/tasks/${taskId}/run`);
-    mayChange(true);
-  } catch (e) {
-    if (e instanceof Unreachable) throw e;
-    // 403 has settled it already (in api); anything else leaves it to the server, later.
+  // One look at a time: lists loading at once (a quick change of instance) share it.
+  if (!state.roleProbe) {
+    state.roleProbe = api("GET", `${base()}/tasks/${taskId}/run`)
+      .then(() => mayChange(true), (e) => {
+        if (e instanceof Unreachable) throw e;
+        // 403 has settled it already (in api); anything else leaves it to the server, later.
+      })
+      .finally(() => { state.roleProbe = null; });
   }
+  await state.roleProbe;
 }
 
 function mayChange(yes) {
