@@ -4,7 +4,8 @@
 # a three-node Apache Kafka test cluster (its jars from Maven Central on the first run), the Rust
 # unit and integration tests (connected mode against that cluster), the instruction-count
 # performance guard (release build under callgrind), and the official clients (Python, Node.js,
-# Go and Java SDKs, a replay of the Terraform provider's requests) against the built binary.
+# Go and Java SDKs, a replay of the Terraform provider's requests) against the built binary, and
+# OpenTofu with the real huaweicloud provider (in the background, overlapping the Rust tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +19,17 @@ step "Kafka test cluster (three KRaft nodes)"
 # machine), stopped however the run ends. The connected-mode tests (tests/api/connected.rs) read
 # its addresses from the cluster.env named in KAFKA_TASKS_TEST_KAFKA.
 ./scripts/kafka-cluster.sh clean
-trap './scripts/kafka-cluster.sh stop' EXIT
+# The OpenTofu jobs below run in the background, each in a session of its own, so that a run that
+# ends early stops them (and the server and tofu processes they started) with the cluster.
+TOFU_DIR="$PWD/target/tofu-test"
+tofu_jobs=()
+stop_background() {
+  local pid
+  for pid in "${tofu_jobs[@]}"; do
+    kill -TERM -- "-$pid" 2>/dev/null || true
+  done
+}
+trap 'stop_background; ./scripts/kafka-cluster.sh stop' EXIT
 KAFKA_BASE_PORT=auto ./scripts/kafka-cluster.sh start
 tests/kafka/smoke.sh check
 export KAFKA_TASKS_TEST_KAFKA="$PWD/target/kafka-cluster/cluster.env"
@@ -28,6 +39,13 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r tests/sdk/requirements.txt
+
+step "OpenTofu and the huaweicloud provider (built in the background on the first run)"
+# About nine minutes once per machine (scripts/tofu-tools.sh caches both binaries), overlapping
+# the lints and the build; its result is what the OpenTofu test below waits for.
+rm -rf "$TOFU_DIR" && mkdir -p "$TOFU_DIR"
+setsid bash -c 'scripts/tofu-tools.sh >"$1/tools.env" 2>"$1/tools.log"; echo $? >"$1/tools.rc"' _ "$TOFU_DIR" &
+tofu_jobs+=("$!")
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -53,6 +71,29 @@ if ! command -v zsh >/dev/null || ! command -v fish >/dev/null || ! command -v t
   apt-get update -qq && apt-get install -y -qq zsh fish tmux
 fi
 cargo build --locked --bins
+
+# OpenTofu with the real provider, in the background from here to the end of the run: most of
+# its time is the provider's own waits (300 s after a create, 180 s after a resize), which
+# overlap the tests below. It runs a copy of the binary, so that later builds cannot change it.
+cp target/debug/kafka-tasks "$TOFU_DIR/kafka-tasks"
+setsid bash -c '
+  dir="$1"
+  while [ ! -e "$dir/tools.rc" ]; do sleep 2; done
+  if [ "$(cat "$dir/tools.rc")" != 0 ]; then
+    echo "scripts/tofu-tools.sh failed:"; cat "$dir/tools.log"; exit 1
+  fi
+  start=$(date +%s)
+  KT_TOFU="$(sed -n "s/^TOFU=//p" "$dir/tools.env")" \
+  KT_PROVIDER_DIR="$(sed -n "s/^PROVIDER_DIR=//p" "$dir/tools.env")" \
+  KAFKA_TASKS_BIN="$dir/kafka-tasks" \
+    .venv/bin/python -m pytest -q -rxXs -p no:cacheprovider --basetemp="$dir/tmp" tests/terraform/test_tofu.py
+  rc=$?
+  echo "OpenTofu test: exit $rc after $(( $(date +%s) - start )) s"
+  exit $rc
+' _ "$TOFU_DIR" >"$TOFU_DIR/test.log" 2>&1 &
+tofu_test=$!
+tofu_jobs+=("$tofu_test")
+
 run_tests
 
 step "API over HTTP on PostgreSQL"
@@ -83,7 +124,7 @@ KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q te
 step "Official Node.js SDK and Terraform replay"
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" npm test --prefix tests/node
-KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/terraform
+KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/terraform/test_replay.py
 
 step "Official Go SDK against the binary"
 # Modules come from the Go proxy on the first run, checked against the committed go.sum.
@@ -109,6 +150,15 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r tests/console/requirements.txt
 KAFKA_TASKS_BIN="$PWD/target/debug/kafka-tasks" .venv/bin/python -m pytest -q tests/console
+
+step "OpenTofu with the real huaweicloud provider (started in the background after the build)"
+if ! wait "$tofu_test"; then
+  cat "$TOFU_DIR/test.log"
+  echo "OpenTofu test failed; the provider's debug logs are under $TOFU_DIR/tmp" >&2
+  exit 1
+fi
+tail -n 3 "$TOFU_DIR/test.log"
+tofu_jobs=()
 
 step "Kafka test cluster stopped"
 tests/kafka/smoke.sh stop

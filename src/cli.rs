@@ -365,7 +365,17 @@ fn init_logging(format: &str) {
         _ => !std::io::stderr().is_terminal(),
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().flatten_event(true).with_span_list(false).try_init() } else { builder.try_init() };
+    let _ = if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .fmt_fields(crate::log_json::SpanFields)
+            .event_format(crate::log_json::JsonLine::default())
+            .try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 pub fn run(cli: Cli) -> ExitCode {

@@ -69,6 +69,12 @@ pub struct ServeArgs {
     #[arg(long, env = "KAFKA_TASKS_DEFAULT_PROJECT_ID", default_value = "0123456789abcdef0123456789abcdef")]
     pub default_project_id: String,
 
+    /// Test control, for testing automation against this server: fault rules, a movable clock
+    /// and a state reset under `/v2/{project_id}/test-control/` (admin role). Never on a shared
+    /// deployment: refused with a PostgreSQL server that is not on this machine.
+    #[arg(long)]
+    pub test_control: bool,
+
     #[command(flatten)]
     pub retention: RetentionArgs,
     #[command(flatten)]

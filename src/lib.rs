@@ -6,6 +6,7 @@
 //! - [`storage`]: the storage traits and one implementation per database engine;
 //! - [`engine`]: the workers that run tasks;
 //! - [`auth`]: who is calling;
+//! - [`control`]: test control (`serve --test-control`): fault rules, the movable clock, reset;
 //! - [`server`] and [`cli`]: how the pieces are started;
 //! - [`client`]: the CLI client of the API (signed with [`auth::signature`]).
 
@@ -14,13 +15,16 @@ pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod domain;
 pub mod engine;
 pub mod executor;
 pub mod http;
 pub mod kafka;
+pub mod log_json;
 pub mod log_limit;
 pub mod private_files;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;

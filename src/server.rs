@@ -78,6 +78,14 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 /// As [`start`], with a clock that tests can move.
 pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<Running> {
     let pruner = args.retention.pruner()?;
+    if args.test_control {
+        crate::control::database_allowed(&args.db.database).map_err(|e| anyhow::anyhow!(e))?;
+    }
+    // The certificate is read before anything is opened or created, like the port below.
+    let tls = match (&args.net.tls_cert, &args.net.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::ServerCert::load(cert, key)?),
+        _ => None,
+    };
     // Bound before anything is opened or created: a port already taken must leave no database,
     // key or `data/` folder behind.
     let listener = serve::bind(args.listen).map_err(|e| match e.kind() {
@@ -103,10 +111,30 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     for (op, kind) in executors.describe() {
         tracing::info!(operation = op, executor = kind, "operation run by an executor");
     }
-    let step_context = StepContext { storage_pool_gb: args.storage_pool_gb, executed: executors.executed() };
+    let step_context = StepContext {
+        storage_pool_gb: args.storage_pool_gb,
+        executed: executors.executed(),
+        stepwise: args.test_control,
+    };
     let wake = Arc::new(Notify::new());
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let control = match args.test_control {
+        true => {
+            let control = crate::control::TestControl::open(storage.clone(), clock.clone(), wake.clone()).await?;
+            tokio::spawn(control.clone().refresh_forever(shutdown_rx.clone()));
+            tracing::warn!(
+                database = %redact(&args.db.database),
+                clock = %control.clock_json(),
+                "TEST CONTROL IS ON (--test-control): any admin of this server can inject faults, move the clock \
+                 and reset the whole database through /v2/{{project_id}}/test-control/; never run it like this \
+                 in production"
+            );
+            Some(control)
+        }
+        false => None,
+    };
     let state = AppState {
+        control: control.clone(),
         storage: storage.clone(),
         auth: Arc::new(auth),
         clock: clock.clone(),
@@ -119,6 +147,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         events: Arc::new(http::events::Streams::new(&args.events, shutdown_rx.clone())),
         retention_defaults: Arc::new(pruner.defaults.clone()),
         cluster_policy: Arc::new(args.clusters.policy()),
+        cluster_health: Arc::default(),
     };
     tokio::spawn(http::events::prune_forever(
         storage.events.clone(),
@@ -139,6 +168,10 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     )
     .with_executors(executors, storage.runs.clone(), storage.instances.clone())
     .with_clusters(storage.clusters.clone(), state.auth.master().clone(), state.cluster_policy.clone());
+    let engine = match control {
+        Some(c) => engine.with_test_control(c),
+        None => engine,
+    };
     let engine = tokio::spawn(engine.run(shutdown_rx.clone()));
     let pruner = crate::engine::retention::Pruner::new(storage.retention.clone(), pruner, clock.clone());
     let pruner = tokio::spawn(pruner.run(shutdown_rx.clone()));
@@ -146,7 +179,12 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     let _ = metrics_handle();
     telemetry::build_info(&args.db.database);
     let sample_every = Duration::from_millis(args.store_sample_ms);
-    tokio::spawn(crate::engine::sampler::sample_forever(storage.clone(), sample_every, shutdown_rx.clone()));
+    tokio::spawn(crate::engine::sampler::sample_forever(
+        storage.clone(),
+        clock.clone(),
+        sample_every,
+        shutdown_rx.clone(),
+    ));
     let mut opts = args.net.serve_options();
     opts.max_connections = serve::fit_connection_cap(opts.max_connections);
     let metrics_listener = match args.net.metrics_listen {
@@ -171,15 +209,47 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
             let stop = shutdown_rx.clone();
             let small = serve::ServeOptions { max_connections: 64, ..opts };
             tracing::info!(addr = %bound, "serving metrics");
-            (Some(bound), Some(tokio::spawn(serve::serve(listener, app, small, stop))))
+            (Some(bound), Some(tokio::spawn(serve::serve(listener, app, small, None, stop))))
         }
         None => (None, None),
     };
     let addr = listener.local_addr()?;
     let app = http::router(state);
-    let server = tokio::spawn(serve::serve(listener, app, opts, shutdown_rx));
-    tracing::info!(%addr, database = %redact(&args.db.database), max_connections = opts.max_connections, "listening");
+    let acceptor = match &tls {
+        Some(cert) => {
+            // Registered before "listening" is logged: a SIGHUP from then on reloads, never
+            // meets the default action (which ends the process).
+            let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .map_err(|e| anyhow::anyhow!("cannot listen for SIGHUP (TLS certificate reloads): {e}"))?;
+            tokio::spawn(reload_on_sighup(cert.clone(), hup, shutdown_rx.clone()));
+            Some(cert.acceptor()?)
+        }
+        None => None,
+    };
+    let server = tokio::spawn(serve::serve(listener, app, opts, acceptor, shutdown_rx));
+    tracing::info!(%addr, tls = tls.is_some(), database = %redact(&args.db.database), max_connections = opts.max_connections, "listening");
     Ok(Running { addr, metrics_addr, shutdown, server, metrics_server, engine, pruner })
+}
+
+/// Reads the server's certificate and key again on each SIGHUP; a bad new pair keeps the old
+/// one, and the log says why.
+async fn reload_on_sighup(
+    cert: Arc<crate::tls::ServerCert>,
+    mut hup: tokio::signal::unix::Signal,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            got = hup.recv() => if got.is_none() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match cert.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "SIGHUP: TLS certificate not reloaded; the old one stays")
+            }
+        }
+    }
 }
 
 /// On a database with no credential at all, creates an admin key for the default project. Its

@@ -29,8 +29,17 @@ pub const BODY_BUDGET_REFUSALS: &str = "kafka_tasks_body_budget_refusals_total";
 pub const CONNECTIONS_CLOSED: &str = "kafka_tasks_connections_closed_total";
 /// The reasons of [`CONNECTIONS_CLOSED`]: past the per-address cap at accept; a response the
 /// client did not read within the write timeout; a head or idle timeout; a response's set end
-/// (an event stream's lifetime).
-pub const CONNECTION_CLOSE_REASONS: &[&str] = &["per_address_cap", "write_stalled", "head_or_idle", "response_end"];
+/// (an event stream's lifetime); with TLS, a failed handshake, one not done within its timeout,
+/// and plain HTTP sent to the TLS port.
+pub const CONNECTION_CLOSE_REASONS: &[&str] = &[
+    "per_address_cap",
+    "write_stalled",
+    "head_or_idle",
+    "response_end",
+    "tls_handshake",
+    "tls_handshake_timeout",
+    "plain_http_on_tls",
+];
 /// Written in src/http/instances.rs (`name` is the operation's task name).
 pub const SUBMITTED: &str = "kafka_tasks_submitted_total";
 

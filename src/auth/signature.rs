@@ -56,6 +56,12 @@ impl Algorithm {
     }
 
     pub fn hash_hex(self, data: &[u8]) -> String {
+        // Most requests have no body: its hash is worked out once per hash function.
+        static EMPTY: std::sync::LazyLock<[String; 2]> =
+            std::sync::LazyLock::new(|| [hex::encode(Sha256::digest(b"")), hex::encode(sm3::Sm3::digest(b""))]);
+        if data.is_empty() {
+            return EMPTY[usize::from(self.sm3())].clone();
+        }
         if self.sm3() { hex::encode(sm3::Sm3::digest(data)) } else { hex::encode(Sha256::digest(data)) }
     }
 
@@ -119,7 +125,12 @@ pub fn canonical_uri(path: &str) -> String {
         if i > 0 {
             out.push('/');
         }
-        encode(&decode(seg), &mut out);
+        if seg.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')) {
+            // Nothing to decode and nothing to encode: the segment is its own canonical form.
+            out.push_str(seg);
+        } else {
+            encode(&decode(seg), &mut out);
+        }
     }
     if !out.ends_with('/') {
         out.push('/');
@@ -555,6 +566,18 @@ mod tests {
         assert_eq!(canonical_uri("/a b/%7Ex/"), "/a%20b/~x/");
         assert_eq!(canonical_query("b=2&a=x%20y&a=1"), "a=1&a=x%20y&b=2");
         assert_eq!(canonical_query(""), "");
+        assert_eq!(canonical_uri("/v2/p-1/instances/A.b_c~d/tasks"), "/v2/p-1/instances/A.b_c~d/tasks/");
+        assert_eq!(canonical_uri("/x%2fy/%41/+/é"), "/x%2Fy/A/%2B/%C3%A9/");
+    }
+
+    #[test]
+    fn the_hash_of_nothing_is_the_published_one() {
+        assert_eq!(Algorithm::Sha256.hash_hex(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(Algorithm::Sm3.hash_hex(b""), "1ab21d8355cfa17f8e61194831e81a8f22bec8c728fefb747ed035eb5082aa2b");
+        assert_eq!(
+            Algorithm::Sha256.hash_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]

@@ -56,7 +56,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Submits `samples` auto-topic toggles over `instances` in turn and times their events.
 pub async fn measure(target: &Target, project: &str, instances: &[String], samples: usize) -> anyhow::Result<Delivery> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(600)).build()?;
+    let http = crate::tls::client_builder(None)?.timeout(Duration::from_secs(600)).build()?;
     let base = format!("http://{}", target.addr);
     let path = format!("/v2/{project}/tasks/events");
     let mut stream = http.get(format!("{base}{path}")).headers(signed(target, "GET", &path, "")).send().await?;

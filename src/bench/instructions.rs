@@ -102,7 +102,7 @@ struct Operation {
     per: Per,
 }
 
-const OPERATIONS: [Operation; 8] = [
+const OPERATIONS: [Operation; 14] = [
     Operation { key: "healthz", name: "GET /healthz", per: Per::Request },
     Operation { key: "show", name: "ShowBackgroundTask", per: Per::Request },
     Operation { key: "progress", name: "ShowBackgroundTaskProgress", per: Per::Request },
@@ -111,7 +111,20 @@ const OPERATIONS: [Operation; 8] = [
     Operation { key: "delete", name: "DeleteBackgroundTask", per: Per::Request },
     Operation { key: "engine_over_http", name: "engine: submitted over HTTP, run", per: Per::Task },
     Operation { key: "engine_drain", name: "engine: drain of queued tasks", per: Per::Task },
+    // ShowBackgroundTask signed in each other mode of the SDKs (`show` is SDK-HMAC-SHA256), with
+    // the key's derived public key cached, then with a key never seen (its derivation counted).
+    Operation { key: "show_hmac_sm3", name: "ShowBackgroundTask, SDK-HMAC-SM3", per: Per::Request },
+    Operation { key: "show_ecdsa_p256", name: "ShowBackgroundTask, SDK-ECDSA-P256-SHA256", per: Per::Request },
+    Operation { key: "show_sm2_sm3", name: "ShowBackgroundTask, SDK-SM2-SM3", per: Per::Request },
+    Operation { key: "show_v11", name: "ShowBackgroundTask, V11-HMAC-SHA256", per: Per::Request },
+    Operation { key: "show_ecdsa_p256_new_key", name: "… ECDSA, first use of a key", per: Per::Request },
+    Operation { key: "show_sm2_sm3_new_key", name: "… SM2, first use of a key", per: Per::Request },
 ];
+
+/// Requests of the signing phases (each an ECDSA or SM2 verification, slow under callgrind),
+/// and fresh keys for each first-use phase.
+const SIGNED_REQUESTS: usize = 100;
+const NEW_KEYS: usize = 20;
 
 /// The budgets file: `key = instructions`, one line per operation.
 fn read_budgets(path: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
@@ -328,11 +341,15 @@ async fn measure(dir: &Path) -> anyhow::Result<Vec<u64>> {
     // in every run and the deep page walks the same buckets.
     const DAY_MS: i64 = 86_400_000;
     let seed_now = now_ms() / DAY_MS * DAY_MS;
-    let (pop, cred) = {
+    let (pop, cred, new_keys) = {
         let storage = Storage::open(&database).await?;
         let cred = bench_credential(&storage, &master, &project).await?;
+        let mut new_keys = vec![];
+        for _ in 0..2 * NEW_KEYS {
+            new_keys.push(bench_credential(&storage, &master, &project).await?);
+        }
         let pop = seed::seed(&storage, &project, seed_now, HOT_TASKS, INSTANCES, TASKS_PER_INSTANCE).await?;
-        (pop, cred)
+        (pop, cred, new_keys)
     };
     let p = project.as_str();
     let needed_victims = WARM_UP + REQUESTS;
@@ -353,7 +370,12 @@ async fn measure(dir: &Path) -> anyhow::Result<Vec<u64>> {
     let wrapper = Callgrind::wrapper(dir);
     let (server, _) = start_server_under(&wrapper, ENV, &database, &key_hex, &log, QUIET).await?;
     let callgrind = Callgrind { pid: server.child.id().to_string(), dir: dir.to_owned() };
-    let target = Target { addr: server.addr, access_key: cred.access_key.clone(), secret_key: cred.secret_key.clone() };
+    let target = Target {
+        addr: server.addr,
+        access_key: cred.access_key.clone(),
+        secret_key: cred.secret_key.clone(),
+        algorithm: crate::auth::signature::Algorithm::Sha256,
+    };
     let worker = load::connect(server.addr).await?;
     let mut client = Client { worker, host: server.addr.to_string(), target };
     let mut ended = EndedTasks::open(&log)?;
@@ -379,6 +401,41 @@ async fn measure(dir: &Path) -> anyhow::Result<Vec<u64>> {
         client.send_all((0..REQUESTS).map(make), 200).await?;
         totals.insert(key, (callgrind.dump(key).await?, REQUESTS));
     }
+
+    // The other signing modes over the show request: warmed up (the key's pair derived), then
+    // measured; then the asymmetric ones with a fresh key per request.
+    use crate::auth::signature::Algorithm;
+    let show = |i: usize| get(format!("{hot_base}/{}", sample[i * 7 % sample.len()]));
+    for (key, algorithm) in [
+        ("show_hmac_sm3", Algorithm::Sm3),
+        ("show_ecdsa_p256", Algorithm::EcdsaP256),
+        ("show_sm2_sm3", Algorithm::Sm2),
+        ("show_v11", Algorithm::V11),
+    ] {
+        client.target.algorithm = algorithm;
+        client.send_all((0..WARM_UP).map(show), 200).await?;
+        callgrind.zero().await?;
+        client.send_all((0..SIGNED_REQUESTS).map(show), 200).await?;
+        totals.insert(key, (callgrind.dump(key).await?, SIGNED_REQUESTS));
+    }
+    let main_key = client.target.clone();
+    for (key, algorithm, fresh) in [
+        ("show_ecdsa_p256_new_key", Algorithm::EcdsaP256, &new_keys[..NEW_KEYS]),
+        ("show_sm2_sm3_new_key", Algorithm::Sm2, &new_keys[NEW_KEYS..]),
+    ] {
+        callgrind.zero().await?;
+        for (i, k) in fresh.iter().enumerate() {
+            client.target = Target {
+                access_key: k.access_key.clone(),
+                secret_key: k.secret_key.clone(),
+                algorithm,
+                ..main_key.clone()
+            };
+            client.send(&show(i), 200).await?;
+        }
+        totals.insert(key, (callgrind.dump(key).await?, NEW_KEYS));
+    }
+    client.target = main_key;
 
     // Every delete removes another finished task of the other instances.
     let delete = |path: &String| Call { method: "DELETE", path_and_query: path.clone(), body: None };

@@ -48,6 +48,8 @@ pub struct Target {
     pub addr: std::net::SocketAddr,
     pub access_key: String,
     pub secret_key: String,
+    /// The signing mode (V11 scoped to the server's default region and service).
+    pub algorithm: Algorithm,
 }
 
 pub(super) struct Worker {
@@ -68,10 +70,10 @@ pub(super) async fn send(w: &mut Worker, target: &Target, host: &str, call: &Cal
     let body = call.body.clone().unwrap_or_default();
     let (path, query) = call.path_and_query.split_once('?').unwrap_or((&call.path_and_query, ""));
     let signer = Signer {
-        algorithm: Algorithm::Sha256,
+        algorithm: target.algorithm,
         access_key: &target.access_key,
         secret_key: &target.secret_key,
-        region_service: None,
+        region_service: Some(("cn-north-4", "dms")),
     };
     let date = sdk_date(crate::domain::now_ms());
     let headers = [("content-type", "application/json"), ("host", host)];

@@ -279,7 +279,12 @@ async fn bench(args: &BenchArgs, database: &str, work: &std::path::Path) -> anyh
     let (server, startup) = start_server(database, &key_hex, &log).await?;
     let pid = server.child.id().to_string();
     let me = std::process::id().to_string();
-    let target = Target { addr: server.addr, access_key: cred.access_key.clone(), secret_key: cred.secret_key.clone() };
+    let target = Target {
+        addr: server.addr,
+        access_key: cred.access_key.clone(),
+        secret_key: cred.secret_key.clone(),
+        algorithm: crate::auth::signature::Algorithm::Sha256,
+    };
     let dur = Duration::from_secs_f64(args.seconds);
     let p = project.as_str().to_owned();
     let hot = pop.hot.as_str().to_owned();

@@ -60,7 +60,12 @@ pub async fn run(args: &BenchArgs, database: &str, work: &std::path::Path) -> an
     let log = work.join("server.log");
     let (server, _) = start_server_with(database, &key_hex, &log, &["--retention-interval-ms", "500"]).await?;
     let pid = server.child.id().to_string();
-    let target = Target { addr: server.addr, access_key: cred.access_key.clone(), secret_key: cred.secret_key.clone() };
+    let target = Target {
+        addr: server.addr,
+        access_key: cred.access_key.clone(),
+        secret_key: cred.secret_key.clone(),
+        algorithm: crate::auth::signature::Algorithm::Sha256,
+    };
     let dur = Duration::from_secs_f64(args.seconds);
     let hot_base = format!("/v2/{}/instances/{}/tasks", api_project.as_str(), api.hot.as_str());
     let sample = Arc::new(api.hot_sample.iter().map(|t| t.as_str().to_owned()).collect::<Vec<_>>());

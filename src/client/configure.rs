@@ -160,8 +160,12 @@ pub async fn configure(a: ConfigureArgs) -> Result<(), Failure> {
     check_project(project)?;
     let endpoint = endpoint.clone();
     // The endpoint must be one the client can use (a URL with a scheme it speaks).
-    let api =
-        Api::new(&endpoint, project.clone(), Credentials::AkSk { access_key: ak.clone(), secret_key: sk.clone() })?;
+    let api = Api::new(
+        &endpoint,
+        project.clone(),
+        Credentials::AkSk { access_key: ak.clone(), secret_key: sk.clone() },
+        p.ca_file.as_deref(),
+    )?;
     all.insert(a.profile.clone(), p);
     write_profiles(&path, &all)?;
     println!("profile [{}] written to {} (mode 0600)", output::escape(&a.profile), path.display());

@@ -85,6 +85,9 @@ pub struct Profile {
     pub secret_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// A CA certificate file (PEM) to trust, besides the system's roots, for an https endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `$KAFKA_TASKS_PROFILES`, else `$XDG_CONFIG_HOME/kafka-tasks/profiles.toml`, else
@@ -173,7 +176,12 @@ impl Api {
         if project.len() != 32 || !project.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Failure::Usage(format!("the project id {project:?} is not 32 hexadecimal characters")));
         }
-        Ok(Api::new(&endpoint, project, creds)?.with_signing(conn.signing, &conn.signing_region, &conn.signing_service))
+        let ca_file = conn.ca_file.clone().or(profile.ca_file.take());
+        Ok(Api::new(&endpoint, project, creds, ca_file.as_deref())?.with_signing(
+            conn.signing,
+            &conn.signing_region,
+            &conn.signing_service,
+        ))
     }
 
     /// Signs AK/SK requests with `signing` (V11 with `region` and `service`).
@@ -182,7 +190,9 @@ impl Api {
         self
     }
 
-    pub fn new(endpoint: &str, project: String, creds: Credentials) -> Result<Api, Failure> {
+    /// The connection to `endpoint` (http or https; for https the system's roots are trusted,
+    /// and the CA certificates of `ca_file` when given).
+    pub fn new(endpoint: &str, project: String, creds: Credentials, ca_file: Option<&Path>) -> Result<Api, Failure> {
         if !endpoint.contains("://") {
             return Err(Failure::Usage(format!(
                 "--endpoint {endpoint:?} has no scheme: write http://{endpoint}",
@@ -192,14 +202,7 @@ impl Api {
         let url = reqwest::Url::parse(endpoint)
             .map_err(|e| Failure::Usage(format!("--endpoint {endpoint:?} is not a URL: {e}")))?;
         match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(Failure::Usage(format!(
-                    "--endpoint {endpoint}: this client speaks plain HTTP only (TLS terminates at the proxy in \
-                     front of the service); use the service's http:// address on a trusted network, or a \
-                     tunnel such as `ssh -L 8080:127.0.0.1:8080 host`"
-                )));
-            }
+            "http" | "https" => {}
             other => return Err(Failure::Usage(format!("--endpoint {endpoint}: unsupported scheme {other:?}"))),
         }
         let host = match (url.host_str(), url.port()) {
@@ -207,7 +210,8 @@ impl Api {
             (Some(h), None) => h.to_owned(),
             (None, _) => return Err(Failure::Usage(format!("--endpoint {endpoint} has no host"))),
         };
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder(ca_file)
+            .map_err(|e| Failure::Usage(format!("{e:#} (--ca-file)")))?
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("kafka-tasks-cli/", env!("CARGO_PKG_VERSION")))
             // A redirect would carry `X-Auth-Token` (which reqwest does not strip) to another
@@ -348,6 +352,14 @@ impl Api {
                 source = s.source();
             }
             let why = why.last().cloned().unwrap_or_else(|| e.to_string());
+            if let Some(refused) = crate::tls::certificate_refused(&e) {
+                return Failure::Network(format!(
+                    "no answer from {} ({method} {path}): the server's certificate is not trusted ({refused}); \
+                     if a private CA signed it, pass its certificate with --ca-file PATH (or KAFKA_TASKS_CA_FILE, \
+                     or ca_file in the profile)",
+                    self.endpoint
+                ));
+            }
             Failure::Network(format!("no answer from {} ({method} {path}): {why}", self.endpoint))
         })
     }
@@ -455,8 +467,15 @@ mod tests {
     }
 
     #[test]
-    fn https_is_refused_with_a_reason() {
-        let f = Api::new("https://example.com", "p".into(), Credentials::Token("t".into()));
-        assert!(matches!(f, Err(Failure::Usage(m)) if m.contains("plain HTTP")));
+    fn https_is_spoken_and_a_bad_ca_file_is_a_usage_error() {
+        let token = || Credentials::Token("t".into());
+        assert!(Api::new("https://example.com", "p".into(), token(), None).is_ok());
+        let missing = Api::new("https://example.com", "p".into(), token(), Some(Path::new("/nonexistent/ca.pem")));
+        assert!(matches!(missing, Err(Failure::Usage(m)) if m.contains("cannot read the CA file")));
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let junk = Api::new("https://example.com", "p".into(), token(), Some(&junk));
+        assert!(matches!(&junk, Err(Failure::Usage(m)) if m.contains("holds no PEM certificate")), "{junk:?}");
     }
 }

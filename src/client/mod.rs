@@ -7,12 +7,14 @@
 //! cancelled) · 4 server error (5xx) or no answer · 5 `--timeout` passed while waiting.
 
 pub mod configure;
+mod control;
 pub mod events;
 pub mod hints;
 pub mod http;
 pub mod output;
 pub mod wait;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -82,7 +84,7 @@ pub enum Output {
 /// profiles file, never from flags.
 #[derive(Debug, Clone, Args)]
 pub struct Conn {
-    /// The service's base URL, plain http [env: KAFKA_TASKS_ENDPOINT; default: the profile's
+    /// The service's base URL, http or https [env: KAFKA_TASKS_ENDPOINT; default: the profile's
     /// endpoint, else http://127.0.0.1:8080].
     #[arg(long, global = true, env = "KAFKA_TASKS_ENDPOINT", hide_env = true)]
     pub endpoint: Option<String>,
@@ -94,6 +96,10 @@ pub struct Conn {
     /// The project (32 hex characters).
     #[arg(long, global = true, env = "HUAWEICLOUD_SDK_PROJECT_ID")]
     pub project_id: Option<String>,
+    /// For an https endpoint, a CA certificate file (PEM) to trust besides the system's roots
+    /// (a private CA) [env: KAFKA_TASKS_CA_FILE; default: the profile's `ca_file`].
+    #[arg(long, global = true, env = "KAFKA_TASKS_CA_FILE", hide_env = true, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
     /// `table` for people, `json` for the API's own JSON.
     #[arg(long, short = 'o', global = true, value_enum, default_value = "table", env = "KAFKA_TASKS_OUTPUT")]
     pub output: Output,
@@ -179,6 +185,9 @@ pub enum ClientCommand {
     /// Write a CLI profile (mode 0600): from a credential file (`--from
     /// data/initial-credential.json`) or from answers to prompts, as `aws configure` does.
     Configure(configure::ConfigureArgs),
+    /// Test control of a server started with `serve --test-control`: fault rules, the clock,
+    /// reset (admin role).
+    Control(control::ControlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -744,6 +753,7 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
         }
         ClientCommand::Retention(a) => retention(Ctx::new(&a.conn)?, a.cmd).await,
         ClientCommand::Cluster(a) => cluster(Ctx::new(&a.conn)?, a.cmd).await,
+        ClientCommand::Control(a) => control::control(Ctx::new(&a.conn)?, a.cmd).await,
         ClientCommand::Restart(a) => {
             let c = Ctx::new(&a.conn)?;
             let body = json!({ "action": "restart", "instances": [a.inst.instance] });

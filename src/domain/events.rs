@@ -91,33 +91,33 @@ impl EventKind {
 
 /// The step an event is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StepRef {
+pub struct StepRef<'a> {
     /// 0-based.
     pub index: usize,
-    pub name: String,
+    pub name: &'a str,
     pub status: StepStatus,
 }
 
 /// An event's JSON `data`, as stored and as sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct EventData {
-    pub task_id: String,
-    pub instance_id: String,
-    pub name: String,
+pub struct EventData<'a> {
+    pub task_id: &'a str,
+    pub instance_id: &'a str,
+    pub name: &'a str,
     pub status: TaskStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub step: Option<StepRef>,
+    pub step: Option<StepRef<'a>>,
     /// Steps completed out of `steps` and the percentage ShowBackgroundTaskProgress reports.
     pub steps_done: usize,
     pub steps: usize,
     pub progress: u32,
     /// ISO 8601 UTC with milliseconds, as the task API shows times.
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: &'a str,
+    pub updated_at: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub schedule_at: Option<String>,
+    pub schedule_at: Option<&'a str>,
     /// When the change was made.
-    pub at: String,
+    pub at: &'a str,
 }
 
 /// One event about to be appended.
@@ -132,33 +132,67 @@ pub struct NewEvent {
     pub data: String,
 }
 
-impl NewEvent {
-    /// The event `kind` about `task` as it is now (after the change), about step `step` if given.
-    pub fn of(kind: EventKind, task: &TaskRecord, step: Option<usize>, now: i64) -> Self {
-        let data = EventData {
-            task_id: task.id.as_str().to_owned(),
-            instance_id: task.instance_id.as_str().to_owned(),
-            name: task.name.clone(),
-            status: task.status,
-            step: step
-                .and_then(|i| task.steps.get(i).map(|s| StepRef { index: i, name: s.name.clone(), status: s.status })),
+/// What every event about one state of a task shares: its times formatted and its progress
+/// counted once, however many events that state makes (a claim that runs a task of instant
+/// steps to its end makes five).
+struct TaskState<'a> {
+    task: &'a TaskRecord,
+    now: i64,
+    steps_done: usize,
+    progress: u32,
+    created_at: String,
+    updated_at: String,
+    schedule_at: Option<String>,
+    at: String,
+}
+
+impl<'a> TaskState<'a> {
+    fn of(task: &'a TaskRecord, now: i64) -> Self {
+        TaskState {
+            task,
+            now,
             steps_done: task.steps.iter().filter(|s| s.status == StepStatus::Completed).count(),
-            steps: task.steps.len(),
             progress: task.progress(now).percentage,
             created_at: iso_ms(task.created_at),
             updated_at: iso_ms(task.updated_at),
             schedule_at: task.schedule_at.map(iso_ms),
             at: iso_ms(now),
+        }
+    }
+
+    /// The event `kind` about this state, about step `step` if given.
+    fn event(&self, kind: EventKind, step: Option<usize>) -> NewEvent {
+        let task = self.task;
+        let data = EventData {
+            task_id: task.id.as_str(),
+            instance_id: task.instance_id.as_str(),
+            name: &task.name,
+            status: task.status,
+            step: step.and_then(|i| task.steps.get(i).map(|s| StepRef { index: i, name: &s.name, status: s.status })),
+            steps_done: self.steps_done,
+            steps: task.steps.len(),
+            progress: self.progress,
+            created_at: &self.created_at,
+            updated_at: &self.updated_at,
+            schedule_at: self.schedule_at.as_deref(),
+            at: &self.at,
         };
         NewEvent {
             kind,
-            at: now,
+            at: self.now,
             project_id: task.project_id.as_str().to_owned(),
             instance_id: task.instance_id.as_str().to_owned(),
             task_id: task.id.as_str().to_owned(),
             // Plain data of strings and numbers: serialising cannot fail.
             data: serde_json::to_string(&data).unwrap_or_default(),
         }
+    }
+}
+
+impl NewEvent {
+    /// The event `kind` about `task` as it is now (after the change), about step `step` if given.
+    pub fn of(kind: EventKind, task: &TaskRecord, step: Option<usize>, now: i64) -> Self {
+        TaskState::of(task, now).event(kind, step)
     }
 }
 
@@ -186,24 +220,26 @@ impl Before {
 /// happened: each step that ended or began, by index, then the task's end. A task taken over
 /// after a crash restarts its step: that is a new start.
 pub fn progressed(before: &Before, task: &TaskRecord, now: i64, out: &mut Vec<NewEvent>) {
+    let mut state: Option<TaskState<'_>> = None;
+    let mut push = |kind, step| out.push(state.get_or_insert_with(|| TaskState::of(task, now)).event(kind, step));
     for (i, s) in task.steps.iter().enumerate() {
         let (was, started) = before.steps.get(i).copied().unwrap_or((StepStatus::Waiting, None));
         match s.status {
             StepStatus::InProgress if was != StepStatus::InProgress || started != s.start_time => {
-                out.push(NewEvent::of(EventKind::StepStarted, task, Some(i), now));
+                push(EventKind::StepStarted, Some(i));
             }
             StepStatus::Completed | StepStatus::Failed if was != s.status => {
                 // A step that takes no time starts and ends in one write: both are reported.
                 if was != StepStatus::InProgress {
-                    out.push(NewEvent::of(EventKind::StepStarted, task, Some(i), now));
+                    push(EventKind::StepStarted, Some(i));
                 }
-                out.push(NewEvent::of(EventKind::StepFinished, task, Some(i), now));
+                push(EventKind::StepFinished, Some(i));
             }
             _ => {}
         }
     }
     if task.status != before.status && task.status.is_terminal() {
-        out.push(NewEvent::of(EventKind::Finished, task, None, now));
+        push(EventKind::Finished, None);
     }
 }
 

@@ -133,6 +133,20 @@ impl Instance {
         }
     }
 
+    /// The instance's brokers with their addresses ([`super::brokers`]); none until its create
+    /// task has made them (`CREATING`, `CREATEFAILED`).
+    pub fn brokers(&self) -> Vec<super::brokers::Broker> {
+        match self.status {
+            InstanceStatus::Creating | InstanceStatus::CreateFailed => Vec::new(),
+            _ => super::brokers::brokers(&self.id, self.broker_num),
+        }
+    }
+
+    /// The instance's tags as ShowKafkaTags returns them (`[]` when it has none).
+    pub fn tags(&self) -> Value {
+        self.extra.get("tags").filter(|t| t.is_array()).cloned().unwrap_or_else(|| Value::Array(Vec::new()))
+    }
+
     /// The instance as ShowInstance / ListInstances return it.
     pub fn to_json(&self) -> Value {
         // Only the kept fields, even from a row written before the whitelist existed.
@@ -158,6 +172,15 @@ impl Instance {
         put("created_at", self.created_at.to_string().into());
         put("created_at_iso", iso_ms(self.created_at).into());
         put("task", self.busy_task.as_ref().map(|t| Value::from(t.as_str())).unwrap_or(Value::Null));
+        // Every instance here is pay-per-use (DMS: 1; 0 is yearly/monthly, which clients
+        // unsubscribe through billing instead of deleting).
+        put("charging_mode", 1.into());
+        let brokers = self.brokers();
+        if !brokers.is_empty() {
+            put("connect_address", super::brokers::connect_address(&brokers).into());
+            put("port", super::brokers::CLIENT_PORT.into());
+            put("cross_vpc_info", super::brokers::cross_vpc_info(&brokers).into());
+        }
         if !m.contains_key("maintain_begin") {
             m.insert("maintain_begin".into(), DEFAULT_WINDOW.0.into());
             m.insert("maintain_end".into(), DEFAULT_WINDOW.1.into());
@@ -305,6 +328,8 @@ enum Kept {
     Bool,
     /// A list of at most `.0` strings of at most `.1` bytes each.
     StrList(usize, usize),
+    /// DMS resource tags: `[{"key", "value"}]` (see [`valid_tags`]).
+    Tags,
 }
 
 /// The DMS create fields kafka-tasks keeps besides the ones it interprets, and returns in
@@ -323,6 +348,7 @@ pub const KEPT_FIELDS: &[&str] = &[
     "disk_encrypted_enable",
     "maintain_begin",
     "maintain_end",
+    "tags",
 ];
 
 fn kept_shape(key: &str) -> Option<Kept> {
@@ -333,6 +359,7 @@ fn kept_shape(key: &str) -> Option<Kept> {
         "maintain_begin" | "maintain_end" => Kept::Str(8),
         "available_zones" => Kept::StrList(8, 64),
         "ssl_enable" | "disk_encrypted_enable" => Kept::Bool,
+        "tags" => Kept::Tags,
         _ => return None,
     })
 }
@@ -360,9 +387,44 @@ fn kept_value(key: &'static str, shape: Kept, v: Value) -> Result<Option<Value>,
         (Value::Array(items), Kept::StrList(n, max)) => {
             items.len() <= n && items.iter().all(|i| i.as_str().is_some_and(|s| s.len() <= max))
         }
+        (Value::Array(items), Kept::Tags) => return valid_tags(items).map(|tags| Some(Value::Array(tags))),
         _ => false,
     };
     if ok { Ok(Some(v)) } else { Err(Invalid::Param(key)) }
+}
+
+/// The most tags an instance may carry (DMS's limit).
+pub const MAX_TAGS: usize = 20;
+
+/// A tag key or value: DMS allows letters, digits, spaces and `_ . : = + - @`; the key is 1 to
+/// 128 characters and may not start or end with a space, the value at most 255 characters.
+fn valid_tag_text(s: &str, key: bool) -> bool {
+    let n = s.chars().count();
+    let len_ok = if key { (1..=128).contains(&n) && s.trim() == s } else { n <= 255 };
+    len_ok && s.chars().all(|c| c.is_alphanumeric() || " _.:=+-@".contains(c))
+}
+
+/// A create body's `tags`, checked and rebuilt as `[{"key", "value"}]` (nothing else of a tag is
+/// kept): at most [`MAX_TAGS`], keys distinct. Anything else is `Invalid::Param("tags")`.
+fn valid_tags(items: &[Value]) -> Result<Vec<Value>, Invalid> {
+    const BAD: Invalid = Invalid::Param("tags");
+    if items.len() > MAX_TAGS {
+        return Err(BAD);
+    }
+    let mut keys = std::collections::BTreeSet::new();
+    let mut tags = Vec::with_capacity(items.len());
+    for item in items {
+        let key = item.get("key").and_then(Value::as_str).ok_or(BAD)?;
+        let value = match item.get("value") {
+            None | Some(Value::Null) => "",
+            Some(v) => v.as_str().ok_or(BAD)?,
+        };
+        if !valid_tag_text(key, true) || !valid_tag_text(value, false) || !keys.insert(key) {
+            return Err(BAD);
+        }
+        tags.push(serde_json::json!({ "key": key, "value": value }));
+    }
+    Ok(tags)
 }
 
 /// DMS's instance name rule: 4 to 64 characters, a letter first, then letters, digits, `_`, `-`.
@@ -556,6 +618,12 @@ impl NewInstance {
         }
         let window = |key: &str| extra.get(key).and_then(Value::as_str);
         check_window(window("maintain_begin"), window("maintain_end"))?;
+        // Only the zones ListAvailableZones shows.
+        if let Some(Value::Array(zones)) = extra.get("available_zones")
+            && !zones.iter().all(|z| z.as_str().is_some_and(super::zones::is_zone))
+        {
+            return Err(Invalid::Param("available_zones"));
+        }
         Ok(NewInstance { name, engine_version, broker_num, storage_space, product_id, enable_auto_topic, extra })
     }
 }
@@ -604,6 +672,44 @@ mod tests {
         let mut b = body();
         b["available_zones"] = json!([1]);
         assert_eq!(NewInstance::from_body(b).err(), Some(Invalid::Param("available_zones")));
+    }
+
+    #[test]
+    fn only_listed_zones_are_accepted() {
+        let mut b = body();
+        b["available_zones"] = json!(["az1", "az3"]);
+        assert!(NewInstance::from_body(b).is_ok());
+        for zones in [json!(["cn-north-4a"]), json!(["az1", "az9"]), json!(["AZ1"])] {
+            let mut b = body();
+            b["available_zones"] = zones;
+            assert_eq!(NewInstance::from_body(b).err(), Some(Invalid::Param("available_zones")));
+        }
+    }
+
+    #[test]
+    fn tags_are_kept_as_key_and_value_only_and_checked() {
+        let mut b = body();
+        b["tags"] = json!([{"key": "owner", "value": "team-a", "extra": 1}, {"key": "env"}]);
+        let new = NewInstance::from_body(b).expect("valid tags");
+        assert_eq!(new.extra["tags"], json!([{"key": "owner", "value": "team-a"}, {"key": "env", "value": ""}]));
+        let too_many: Vec<Value> = (0..=MAX_TAGS).map(|i| json!({"key": format!("k{i}"), "value": "v"})).collect();
+        let bad = [
+            json!("owner=a"),
+            json!([{"value": "v"}]),
+            json!([{"key": ""}]),
+            json!([{"key": " padded"}]),
+            json!([{"key": "k", "value": 1}]),
+            json!([{"key": "k\u{1b}[31m"}]),
+            json!([{"key": "k"}, {"key": "k"}]),
+            json!([{"key": "k".repeat(129)}]),
+            json!([{"key": "k", "value": "v".repeat(256)}]),
+            Value::Array(too_many),
+        ];
+        for tags in bad {
+            let mut b = body();
+            b["tags"] = tags.clone();
+            assert_eq!(NewInstance::from_body(b).err(), Some(Invalid::Param("tags")), "{tags}");
+        }
     }
 
     #[test]

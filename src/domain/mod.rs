@@ -2,6 +2,7 @@
 //! Types here validate once, when they are parsed, and cannot hold a bad value.
 
 pub mod admission;
+pub mod brokers;
 pub mod clock;
 pub mod cluster;
 pub mod deletion;
@@ -18,6 +19,7 @@ pub mod submission;
 pub mod task;
 pub mod time;
 pub mod transition;
+pub mod zones;
 
 pub use clock::Clock;
 pub use ids::{InstanceId, ProjectId, TaskId, TopicName};
@@ -103,6 +105,8 @@ pub enum Action {
     GetCluster,
     /// Binding an instance to a Kafka cluster, or unbinding it.
     BindCluster,
+    /// Test control (`serve --test-control`): fault rules, the clock, reset.
+    TestControl,
 }
 
 impl Action {
@@ -124,6 +128,7 @@ impl Action {
             Action::SetRetention => "kafka-tasks:retention:set",
             Action::GetCluster => "kafka-tasks:instance:getCluster",
             Action::BindCluster => "kafka-tasks:instance:bindCluster",
+            Action::TestControl => "kafka-tasks:testControl:change",
         }
     }
 
@@ -144,7 +149,8 @@ impl Action {
             | Action::GetRetention
             | Action::SetRetention
             | Action::GetCluster
-            | Action::BindCluster => Role::Admin,
+            | Action::BindCluster
+            | Action::TestControl => Role::Admin,
         }
     }
 }

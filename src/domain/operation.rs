@@ -141,6 +141,10 @@ pub struct StepContext {
     /// executor says so, never in the transaction that takes the task, whatever their planned
     /// duration. Empty by default: every operation is simulated.
     pub executed: OpSet,
+    /// Every step ends in a write of its own, never chained in the transaction that took the
+    /// task or ended the step before: test control (`serve --test-control`) decides each step's
+    /// fate as it starts (a fault rule may fail or stretch it), even at `--time-scale 0`.
+    pub stepwise: bool,
 }
 
 /// Every task name an operation can have ([`Operation::task_name`]), in a fixed order.
@@ -186,6 +190,12 @@ impl StepContext {
     pub fn executes(&self, op: &Operation, inst: &super::instance::Instance) -> bool {
         self.executed.contains(op.task_name())
             || (inst.cluster_bound && !matches!(op, Operation::CreateInstance { .. } | Operation::DeleteInstance))
+    }
+
+    /// Whether each step of `op` on `inst` must end in a write of its own: an executor runs it,
+    /// or test control may fault it ([`StepContext::stepwise`]).
+    pub fn one_step_per_write(&self, op: &Operation, inst: &super::instance::Instance) -> bool {
+        self.stepwise || self.executes(op, inst)
     }
 }
 
@@ -628,7 +638,12 @@ pub fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
     if list.is_empty() || list.len() > 500 {
         return Err(Invalid::Param("reassignments"));
     }
-    let broker_ok = |v: &Value| v.as_u64().is_some_and(|b| b < u64::from(inst.broker_num));
+    // A bound instance's brokers are its cluster's (any node id Kafka allows): the `kafka`
+    // executor checks them against the cluster at `pre_check`, before anything changes.
+    let broker_ok = |v: &Value| {
+        v.as_u64()
+            .is_some_and(|b| if inst.cluster_bound { b <= i32::MAX as u64 } else { b < u64::from(inst.broker_num) })
+    };
     let brokers_ok =
         |ids: &Vec<Value>| !ids.is_empty() && ids.len() <= MAX_BROKERS as usize && ids.iter().all(broker_ok);
     let mut kept = Vec::with_capacity(list.len());
@@ -649,7 +664,8 @@ pub fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
             entry.insert("brokers".into(), Value::Array(brokers.clone()));
         }
         if let Some(rf) = r.get("replication_factor").filter(|v| !v.is_null()) {
-            let max = brokers.map_or(inst.broker_num as usize, Vec::len) as u64;
+            let all = if inst.cluster_bound { MAX_BROKERS as usize } else { inst.broker_num as usize };
+            let max = brokers.map_or(all, Vec::len) as u64;
             if !rf.as_u64().is_some_and(|n| n >= 1 && n <= max) {
                 return Err(Invalid::Param("replication_factor"));
             }
@@ -726,7 +742,7 @@ mod tests {
         inst
     }
 
-    const CTX: StepContext = StepContext { storage_pool_gb: 10_000, executed: OpSet::EMPTY };
+    const CTX: StepContext = StepContext { storage_pool_gb: 10_000, executed: OpSet::EMPTY, stepwise: false };
 
     #[test]
     fn config_changes_record_old_and_new_values() {
@@ -857,6 +873,20 @@ mod tests {
         let op = resize(&json!({"oper_type":"storage","new_storage_space":600}), &inst).unwrap();
         assert_eq!(op.finish_step(2, true, &mut inst, CTX), StepEffect::Done);
         assert_eq!(inst.storage_space, 600);
+    }
+
+    #[test]
+    fn a_bound_instance_leaves_its_broker_ids_to_its_cluster() {
+        // A cluster's node ids need not be 0..broker_num; the kafka executor checks them there.
+        let mut inst = instance();
+        let body = json!({"reassignments":[{"topic":"t","brokers":[1,2,3],"replication_factor":3}]});
+        assert_eq!(reassign(&body, &inst), Err(Invalid::Param("brokers")));
+        inst.cluster_bound = true;
+        assert!(reassign(&body, &inst).is_ok());
+        let negative = json!({"reassignments":[{"topic":"t","brokers":[-1]}]});
+        assert_eq!(reassign(&negative, &inst), Err(Invalid::Param("brokers")));
+        let too_big = json!({"reassignments":[{"topic":"t","brokers":[2147483648_u64]}]});
+        assert_eq!(reassign(&too_big, &inst), Err(Invalid::Param("brokers")));
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub fn finish_steps(
     let mut advance = finish_step(task, inst, op, step, now, ctx);
     while let Advance::Next(n) = advance {
         // An executor's step ends when the executor says so, never at once.
-        if ctx.executes(op, inst) || task.steps.get(n).is_none_or(|s| s.duration_ms > 0) {
+        if ctx.one_step_per_write(op, inst) || task.steps.get(n).is_none_or(|s| s.duration_ms > 0) {
             break;
         }
         advance = finish_step(task, inst, op, n, now, ctx);
@@ -147,7 +147,9 @@ pub fn take(task: &mut TaskRecord, inst: &mut Instance, op: &Operation, now: i64
     match begin(task, inst, op, now) {
         Begin::Blocked => Taken::Blocked,
         Begin::Refused(reason) => Taken::Refused(reason),
-        Begin::Run(step) if !ctx.executes(op, inst) && task.steps.get(step).is_some_and(|s| s.duration_ms == 0) => {
+        Begin::Run(step)
+            if !ctx.one_step_per_write(op, inst) && task.steps.get(step).is_some_and(|s| s.duration_ms == 0) =>
+        {
             match finish_steps(task, inst, op, step, now, ctx) {
                 Advance::Next(n) => Taken::Running(n),
                 Advance::Ended(status) => Taken::Ended(status),
@@ -320,7 +322,8 @@ mod tests {
         inst
     }
 
-    const CTX: StepContext = StepContext { storage_pool_gb: 10_000, executed: crate::domain::operation::OpSet::EMPTY };
+    const CTX: StepContext =
+        StepContext { storage_pool_gb: 10_000, executed: crate::domain::operation::OpSet::EMPTY, stepwise: false };
 
     #[test]
     fn a_scheduled_task_that_fires_joins_the_background_view() {

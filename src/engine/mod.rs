@@ -49,7 +49,11 @@ pub struct Engine {
     config: EngineConfig,
     wake: Arc<Notify>,
     executors: Option<ExecutorDeps>,
+    /// Test control (`serve --test-control`): fault rules that fail or stretch steps.
+    control: Option<Arc<crate::control::TestControl>>,
 }
+
+pub use executed::ENGINE_USER;
 
 /// What running executors needs beyond the work queue.
 struct ExecutorDeps {
@@ -67,7 +71,7 @@ struct ExecutorDeps {
 impl Engine {
     pub fn new(store: Arc<dyn EngineStore>, config: EngineConfig, wake: Arc<Notify>) -> Self {
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
-        Engine { store, owner, config, wake, executors: None }
+        Engine { store, owner, config, wake, executors: None, control: None }
     }
 
     /// Runs the operations `executors` names with their executors (the others stay simulated).
@@ -78,6 +82,12 @@ impl Engine {
         instances: Arc<dyn InstanceStore>,
     ) -> Self {
         self.executors = Some(ExecutorDeps { executors, runs, instances, connected: None });
+        self
+    }
+
+    /// Lets test control's fault rules fail or stretch simulated steps.
+    pub fn with_test_control(mut self, control: Arc<crate::control::TestControl>) -> Self {
+        self.control = Some(control);
         self
     }
 
@@ -145,9 +155,16 @@ impl Engine {
         let mut running = JoinSet::new();
         let renewer = tokio::spawn(this.clone().renew_forever());
         tracing::info!(owner = %this.owner, "engine started");
+        let mut clock_moves = this.config.clock.moves();
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            // A clock moved forward (test control) must not make this process's own leases look
+            // expired to its next claim: they are renewed at the new time first.
+            if this.config.clock.moves() != clock_moves {
+                clock_moves = this.config.clock.moves();
+                this.renew().await;
             }
             while running.try_join_next().is_some() {}
             let free = slots.available_permits();
@@ -211,10 +228,17 @@ impl Engine {
     async fn renew_forever(self: Arc<Self>) {
         let every = Duration::from_millis((self.config.lease_ms / 3).max(50) as u64);
         loop {
-            tokio::time::sleep(every).await;
-            if let Err(e) = self.store.renew_leases(&self.owner, self.now_ms() + self.config.lease_ms).await {
-                crate::limited!(warn, &format!("renew {e}"), error = %e, "could not renew leases");
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = self.config.clock.moved() => {}
             }
+            self.renew().await;
+        }
+    }
+
+    async fn renew(&self) {
+        if let Err(e) = self.store.renew_leases(&self.owner, self.now_ms() + self.config.lease_ms).await {
+            crate::limited!(warn, &format!("renew {e}"), error = %e, "could not renew leases");
         }
     }
 
@@ -261,14 +285,29 @@ impl Engine {
             };
             tracing::debug!(task_id = %task.id, owner = %self.owner, step = current, at = self.now_ms(), "step started");
             let step_started = std::time::Instant::now();
-            if step.duration_ms > 0 {
+            let plan = match &self.control {
+                Some(c) => c.plan_step(&task, current, step.duration_ms),
+                None => crate::control::StepPlan { duration_ms: step.duration_ms, fail: None },
+            };
+            if plan.duration_ms > 0 {
+                // On the service's clock: moving it (test control) ends the step's wait.
+                let until = self.now_ms().saturating_add(plan.duration_ms as i64);
+                let moves = self.config.clock.moves();
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(step.duration_ms)) => {}
+                    _ = self.config.clock.sleep_until(until) => {}
                     // The lease is handed back as the engine stops; the step runs again elsewhere.
                     _ = crate::executor::stopped(&mut shutdown) => return,
                 }
+                if self.config.clock.moves() != moves {
+                    // Moved past the lease's end too: renewed at the new time before the write
+                    // that needs it.
+                    self.renew().await;
+                }
             }
-            let outcome = self.finish(&task, current).await;
+            let outcome = match (&self.control, plan.fail) {
+                (Some(c), Some((rule, reason))) => c.fail_step(&self.owner, &task, current, rule, &reason).await,
+                _ => self.finish(&task, current).await,
+            };
             if !matches!(outcome, StepOutcome::Lost) {
                 telemetry::step_done(&operation, op, &step.name, step_started.elapsed());
             }

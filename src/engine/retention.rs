@@ -57,6 +57,8 @@ impl Pruner {
             tokio::select! {
                 _ = tokio::time::sleep(self.config.interval) => {}
                 _ = shutdown.changed() => {}
+                // Moved forward (test control), records age at once.
+                _ = self.clock.moved() => {}
             }
             if *shutdown.borrow() {
                 break;

@@ -22,10 +22,16 @@ pub fn record_stats(s: &EngineStats, now_ms: i64) {
     metrics::gauge!(telemetry::STATS_SAMPLED).set(now_ms as f64 / 1000.0);
 }
 
-/// Samples the store every `every` (`--store-sample-ms`) until `shutdown` turns true.
-pub async fn sample_forever(storage: Storage, every: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// Samples the store every `every` (`--store-sample-ms`) until `shutdown` turns true, at the
+/// service's clock (what is due, and since when, is decided on it).
+pub async fn sample_forever(
+    storage: Storage,
+    clock: crate::domain::Clock,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
-        let now = crate::domain::now_ms();
+        let now = clock.now_ms();
         match storage.engine.engine_stats(now).await {
             Ok(s) => record_stats(&s, now),
             Err(e) => crate::limited!(warn, "store stats", error = %e, "could not sample the store's task counts"),

@@ -90,6 +90,8 @@ enum OpConfig {
         secret_env: String,
         /// Where the receiver reaches this service, to build the callback URL it is sent.
         callback_base: Option<String>,
+        /// For an https `url`: a CA certificate file (PEM) trusted besides the system's roots.
+        ca_file: Option<std::path::PathBuf>,
         timeout_secs: Option<u64>,
     },
 }
@@ -179,8 +181,15 @@ impl Executors {
                     kind: Kind::Exec(exec::Spec::new(&name, program, args, mode, env, working_dir)?),
                     timeout: timeout(timeout_secs)?,
                 },
-                OpConfig::Webhook { url, secret_env, callback_base, timeout_secs } => Executor {
-                    kind: Kind::Webhook(webhook::Spec::new(&name, url, &secret_env, callback_base, &env)?),
+                OpConfig::Webhook { url, secret_env, callback_base, ca_file, timeout_secs } => Executor {
+                    kind: Kind::Webhook(webhook::Spec::new(
+                        &name,
+                        url,
+                        &secret_env,
+                        callback_base,
+                        ca_file.as_deref(),
+                        &env,
+                    )?),
                     timeout: timeout(timeout_secs)?,
                 },
             };

@@ -12,7 +12,6 @@
 //! the answer (read from the store, so that any process may receive it) until the operation's
 //! timeout, which fails the task.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
@@ -32,6 +31,8 @@ pub struct Spec {
     url: String,
     secret: Vec<u8>,
     callback_base: Option<String>,
+    /// Its own client: each webhook may trust its own CA.
+    client: reqwest::Client,
 }
 
 impl std::fmt::Debug for Spec {
@@ -46,18 +47,23 @@ impl Spec {
         url: String,
         secret_env: &str,
         callback_base: Option<String>,
+        ca_file: Option<&std::path::Path>,
         env: &impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Self> {
-        // The HTTP client is built without TLS (see docs/decisions.md, "CLI"): plain HTTP to a
-        // receiver on a private network, or a local TLS-terminating proxy.
-        anyhow::ensure!(url.starts_with("http://"), "{op}: the webhook url must be http://…");
+        anyhow::ensure!(
+            url.starts_with("http://") || url.starts_with("https://"),
+            "{op}: the webhook url must be http://… or https://…"
+        );
         let secret = env(secret_env).unwrap_or_default();
         anyhow::ensure!(
             secret.len() >= MIN_SECRET,
             "{op}: the webhook secret variable {secret_env} must be set to at least {MIN_SECRET} bytes"
         );
         let callback_base = callback_base.map(|b| b.trim_end_matches('/').to_owned());
-        Ok(Spec { url, secret: secret.into_bytes(), callback_base })
+        let client = crate::tls::client_builder(ca_file)
+            .and_then(|b| Ok(b.timeout(POST_TIMEOUT).redirect(reqwest::redirect::Policy::none()).build()?))
+            .map_err(|e| anyhow::anyhow!("{op}: the webhook's HTTP client (ca_file): {e:#}"))?;
+        Ok(Spec { url, secret: secret.into_bytes(), callback_base, client })
     }
 
     /// `sha256=` and the hex HMAC-SHA256 of `"{timestamp}.{body}"`.
@@ -83,14 +89,6 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
-    reqwest::Client::builder()
-        .timeout(POST_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default()
-});
-
 /// Posts the step and waits for its answer, or for `stop`.
 pub async fn run(spec: &Spec, req: &StepRun<'_>, mut stop: watch::Receiver<bool>) -> Outcome {
     let t = req.task;
@@ -107,7 +105,8 @@ pub async fn run(spec: &Spec, req: &StepRun<'_>, mut stop: watch::Receiver<bool>
     })
     .to_string();
     let timestamp = chrono::Utc::now().timestamp();
-    let post = CLIENT
+    let post = spec
+        .client
         .post(&spec.url)
         .header("content-type", "application/json")
         .header("x-kt-timestamp", timestamp.to_string())
@@ -125,6 +124,15 @@ pub async fn run(spec: &Spec, req: &StepRun<'_>, mut stop: watch::Receiver<bool>
         Ok(r) => {
             return Outcome::Failed {
                 reason: format!("the webhook receiver refused the step: HTTP {}", r.status().as_u16()),
+                tail: String::new(),
+            };
+        }
+        Err(e) if crate::tls::certificate_refused(&e).is_some() => {
+            let why = crate::tls::certificate_refused(&e).unwrap_or_default();
+            return Outcome::Failed {
+                reason: format!(
+                    "the webhook receiver's certificate is not trusted ({why}); set ca_file to the CA that signed it"
+                ),
                 tail: String::new(),
             };
         }

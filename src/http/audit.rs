@@ -54,6 +54,12 @@ pub fn route_action(method: &Method, route: &str, body: &[u8]) -> Option<Action>
         ("PUT", "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}") => ModifyScheduledTask,
         ("DELETE", "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}") => DeleteScheduledTask,
         ("POST", "/v3/auth/tokens") => CreateToken,
+        (
+            "POST" | "PATCH" | "DELETE",
+            "/v2/{project_id}/test-control/faults"
+            | "/v2/{project_id}/test-control/clock"
+            | "/v2/{project_id}/test-control/reset",
+        ) => TestControl,
         _ => return None,
     };
     Some(action)

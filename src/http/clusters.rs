@@ -209,3 +209,45 @@ fn check_broker_control(b: &Binding) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// What ShowInstance shows of a bound instance's cluster (cached briefly; bounded when the
+/// cluster does not answer). `None` when the instance has no binding after all.
+pub(super) async fn health(
+    state: &AppState,
+    path: &InstancePath,
+) -> Result<Option<crate::kafka::ClusterHealth>, ApiError> {
+    let Some(stored) = state.storage.clusters.get_binding(&path.project, &path.instance).await? else {
+        return Ok(None);
+    };
+    let now = state.clock.now_ms();
+    let cache = &state.cluster_health;
+    Ok(Some(cache.get(path.instance.as_str(), &stored, state.auth.master(), &state.cluster_policy, now).await))
+}
+
+/// `time_estimate` of a reassignment on a bound instance: from the cluster's partition sizes and
+/// the throttle ([`crate::executor::kafka::reassign::estimate`]), in seconds.
+pub(super) async fn estimate_reassignment(
+    state: &AppState,
+    path: &InstancePath,
+    body: &serde_json::Value,
+) -> Result<u64, ApiError> {
+    use crate::executor::kafka::reassign;
+    let stored =
+        state.storage.clusters.get_binding(&path.project, &path.instance).await?.ok_or(ApiError::NoClusterBinding)?;
+    let wanted = reassign::Request::of(body).map_err(|e| ApiError::ClusterRefuses("reassignments", e))?;
+    let work = async {
+        let kafka = crate::kafka::connect(&stored, state.auth.master(), &state.cluster_policy, SHOW_TIMEOUT)
+            .await
+            .map_err(|e| ApiError::ClusterUnusable(reason(&e)))?;
+        reassign::estimate(&kafka, &wanted).await.map_err(|e| ApiError::ClusterRefuses("reassignments", clean(e)))
+    };
+    match tokio::time::timeout(BIND_TIMEOUT, work).await {
+        Ok(answer) => answer,
+        Err(_) => Err(ApiError::ClusterUnusable(format!("no answer within {} s", BIND_TIMEOUT.as_secs()))),
+    }
+}
+
+/// A cluster's words made safe to show: no control characters, at most [`MAX_REASON`] bytes.
+fn clean(s: String) -> String {
+    reason(&ClusterError::Config(s))
+}

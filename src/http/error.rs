@@ -87,6 +87,13 @@ pub enum ApiError {
     /// admin's to see (the binding is theirs).
     #[error("the cluster cannot be used: {0}")]
     ClusterUnusable(String),
+    /// A test-control request that cannot be done, and why (`serve --test-control`).
+    #[error("test control refused: {0}")]
+    ControlRefused(String),
+    /// A request about a bound instance that its cluster shows cannot be done (a topic or broker
+    /// it does not have): the cluster's reason.
+    #[error("the cluster refuses {0}: {1}")]
+    ClusterRefuses(&'static str, String),
     /// A kernel upgrade of an instance already on the newest build: DMS's state refusal.
     #[error("the instance already runs the latest kernel")]
     AlreadyLatestKernel,
@@ -131,7 +138,9 @@ impl ApiError {
             BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             UriTooLong => StatusCode::URI_TOO_LONG,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            AlreadyLatestKernel | ClusterUnusable(_) => StatusCode::BAD_REQUEST,
+            AlreadyLatestKernel | ClusterUnusable(_) | ControlRefused(_) | ClusterRefuses(..) => {
+                StatusCode::BAD_REQUEST
+            }
         }
     }
 
@@ -169,10 +178,14 @@ impl ApiError {
             BodyTimeout => ("DMS.00408000", "The request body was not received in time.".into()),
             UriTooLong => ("DMS.00414000", "The request URI is too long.".into()),
             HeadersTooLarge => ("DMS.00431000", "The request header fields are too large.".into()),
+            ClusterRefuses(name, why) => {
+                ("DMS.00400062", format!("Invalid {name} parameter in the request: the cluster shows {why}"))
+            }
             ClusterUnusable(why) => (
                 "DMS.00400062",
                 format!("Invalid bootstrap_servers parameter in the request: the cluster cannot be used: {why}"),
             ),
+            ControlRefused(why) => ("DMS.00400800", format!("Invalid request parameter: {why}")),
             AlreadyLatestKernel => (
                 "DMS.00400026",
                 "This operation is not allowed due to the instance status: it already runs the latest kernel version."

@@ -434,6 +434,8 @@ pub async fn prune_forever(
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
+            // Moved forward (test control), events age at once.
+            _ = clock.moved() => {}
         }
         loop {
             match state_store.prune_events(clock.now_ms(), policy, BATCH).await {

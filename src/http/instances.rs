@@ -36,6 +36,8 @@ pub fn router() -> Router<AppState> {
         .route("/v2/{project_id}/kafka/instances/{instance_id}/reassign", post(reassign))
         .route("/v2/kafka/{project_id}/instances/{instance_id}/reassign", post(reassign))
         .route("/v2/{project_id}/kafka/instances/{instance_id}/upgrade", get(show_upgrade).post(upgrade))
+        .route("/v2/{project_id}/kafka/{instance_id}/tags", get(show_tags))
+        .route("/v2/{project_id}/instances/{instance_id}/manage/cluster", get(show_cluster))
 }
 
 /// Submits an operation on an instance: `make` sees the instance as it is inside the
@@ -143,7 +145,58 @@ pub(super) async fn show(
     path: InstancePath,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::GetInstance)?;
-    Ok(Json(load(&state, &path).await?.to_json()))
+    let inst = load(&state, &path).await?;
+    let mut v = inst.to_json();
+    if inst.cluster_bound
+        && let Some(health) = super::clusters::health(&state, &path).await?
+    {
+        // The cluster's own broker count while it answers; the record's when it does not.
+        if health.reachable {
+            v["broker_num"] = json!(health.broker_ids.len());
+        }
+        v["cluster"] = json!(health);
+    }
+    Ok(Json(v))
+}
+
+/// ShowKafkaTags: `GET /v2/{project_id}/kafka/{instance_id}/tags` → `{"tags": [{"key","value"}]}`,
+/// the tags the instance was created with.
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/kafka/{instance_id}/tags",
+    operation_id = "ShowKafkaTags",
+    tag = "Instances",
+    params(shapes::InstancePath),
+    responses((status = 200, description = "The instance's tags", body = shapes::TagList)),
+)]
+pub(super) async fn show_tags(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::GetInstance)?;
+    Ok(Json(json!({ "tags": load(&state, &path).await?.tags() })))
+}
+
+/// ShowKafkaCluster: `GET /v2/{project_id}/instances/{instance_id}/manage/cluster` →
+/// `{"cluster": {"brokers": [{"broker_id","host","port","health"}]}}`; no brokers until the
+/// instance has been created.
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/instances/{instance_id}/manage/cluster",
+    operation_id = "ShowKafkaCluster",
+    tag = "Instances",
+    params(shapes::InstancePath),
+    responses((status = 200, description = "The instance's brokers", body = shapes::KafkaCluster)),
+)]
+pub(super) async fn show_cluster(
+    State(state): State<AppState>,
+    caller: Caller,
+    path: InstancePath,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::GetInstance)?;
+    let brokers = load(&state, &path).await?.brokers();
+    Ok(Json(json!({ "cluster": crate::domain::brokers::cluster(&brokers) })))
 }
 
 /// DeleteInstance: `DELETE /v2/{project_id}/instances/{instance_id}` → 204; the instance and its
@@ -367,7 +420,11 @@ pub(super) async fn reassign(
     if body.get("time_estimate").and_then(Value::as_bool) == Some(true) {
         let inst = load(&state, &path).await?;
         let op = operation::reassign(&body, &inst)?;
-        let secs: u64 = op.plan().iter().map(|s| s.1).sum::<u64>() / 1000;
+        let secs: u64 = match inst.cluster_bound {
+            // A bound instance's estimate comes from its cluster: real sizes over the throttle.
+            true => super::clusters::estimate_reassignment(&state, &path, &body).await?,
+            false => op.plan().iter().map(|s| s.1).sum::<u64>() / 1000,
+        };
         // Nothing stored: the gateway audits the estimate.
         return Ok(Json(json!({ "reassignment_time": secs })).into_response());
     }

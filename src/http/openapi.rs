@@ -20,7 +20,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::AppState;
-use super::{clusters, events, executors, health, instances, retention, scheduled, tasks, tokens};
+use super::{clusters, events, executors, health, instances, retention, scheduled, tasks, tokens, zones};
 
 /// Security scheme names, as the annotations and [`Shared`] use them.
 pub const AKSK: &str = "aksk";
@@ -77,6 +77,9 @@ const ALIASES: &[(&str, &str)] = &[
         instances::reassign,
         instances::show_upgrade,
         instances::upgrade,
+        instances::show_tags,
+        instances::show_cluster,
+        zones::list,
         tokens::create,
         executors::show_run,
         executors::show_run_alias,
@@ -244,6 +247,15 @@ fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
 static DOCUMENT: LazyLock<String> =
     LazyLock::new(|| ApiDoc::openapi().to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
 
+/// The document of a server with `--test-control`: the same, and the test-control operations.
+static DOCUMENT_WITH_CONTROL: LazyLock<String> = LazyLock::new(|| {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(super::control::ControlDoc::openapi());
+    // What every operation shares, for the added ones too (it leaves the others as they are).
+    Shared.modify(&mut doc);
+    doc.to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+});
+
 pub fn router() -> Router<AppState> {
     Router::new().route("/openapi.json", get(document))
 }
@@ -256,8 +268,9 @@ pub fn router() -> Router<AppState> {
     tag = "Service",
     responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)),
 )]
-pub async fn document() -> impl IntoResponse {
-    ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str())
+pub async fn document(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    let doc = if state.control.is_some() { DOCUMENT_WITH_CONTROL.as_str() } else { DOCUMENT.as_str() };
+    ([(CONTENT_TYPE, "application/json")], doc)
 }
 
 #[cfg(test)]
@@ -439,6 +452,12 @@ pub mod shapes {
         /// `HH:mm:ss`, with `maintain_end`.
         maintain_begin: Option<String>,
         maintain_end: Option<String>,
+        /// Zone ids from ListAvailableZones (`GET /v2/available-zones`); any other is refused.
+        #[schema(example = json!(["az1"]))]
+        available_zones: Option<Vec<String>>,
+        /// At most 20, keys distinct: the key 1 to 128 characters, the value at most 255, both of
+        /// letters, digits, spaces and `_ . : = + - @`. ShowKafkaTags returns them.
+        tags: Option<Vec<Tag>>,
     }
 
     /// UpdateInstance: any of these fields.
@@ -615,6 +634,88 @@ pub mod shapes {
         task: Option<String>,
         maintain_begin: String,
         maintain_end: String,
+        /// Billing mode: always 1, pay-per-use.
+        #[schema(example = 1)]
+        charging_mode: i32,
+        /// The brokers' addresses, comma-separated (once the instance is created).
+        #[schema(example = "192.168.7.11,192.168.7.12,192.168.7.13")]
+        connect_address: Option<String>,
+        /// The port of `connect_address` (once the instance is created).
+        #[schema(example = 9092)]
+        port: Option<u16>,
+        /// A JSON document in a string (once the instance is created): each broker's listener
+        /// address → `{"advertised_ip","broker_id","port","port_id"}`.
+        #[schema(
+            example = "{\"192.168.7.11\":{\"advertised_ip\":\"192.168.7.11\",\"broker_id\":\"0\",\"port\":9011,\"port_id\":\"3f6c1a52-58c4-4b7e-9a55-2c1d0f8e6b21\"}}"
+        )]
+        cross_vpc_info: Option<String>,
+        /// The tags given at creation.
+        tags: Option<Vec<Tag>>,
+    }
+
+    /// A resource tag.
+    #[derive(ToSchema)]
+    pub struct Tag {
+        #[schema(example = "owner")]
+        key: String,
+        #[schema(example = "team-a")]
+        value: String,
+    }
+
+    /// ShowKafkaTags: the instance's tags.
+    #[derive(ToSchema)]
+    pub struct TagList {
+        tags: Vec<Tag>,
+    }
+
+    /// ShowKafkaCluster: `{"cluster": {"brokers": […]}}`.
+    #[derive(ToSchema)]
+    pub struct KafkaCluster {
+        cluster: ClusterBrokers,
+    }
+
+    #[derive(ToSchema)]
+    pub struct ClusterBrokers {
+        /// Empty until the instance is created.
+        brokers: Vec<ClusterBroker>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct ClusterBroker {
+        #[schema(example = "0")]
+        broker_id: String,
+        #[schema(example = "192.168.7.11")]
+        host: String,
+        #[schema(example = 9092)]
+        port: u16,
+        health: bool,
+    }
+
+    /// ListAvailableZones.
+    #[derive(ToSchema)]
+    pub struct AvailableZones {
+        region_id: String,
+        available_zones: Vec<AvailableZone>,
+    }
+
+    /// One availability zone, with DMS's types and spelling.
+    #[derive(ToSchema)]
+    #[allow(non_snake_case)]
+    pub struct AvailableZone {
+        /// What CreateInstance's `available_zones` takes.
+        #[schema(example = "az1")]
+        id: String,
+        #[schema(example = "kafka-tasks-1a")]
+        code: String,
+        name: String,
+        /// A string, as DMS sends it.
+        port: String,
+        /// `"true"` or `"false"`, a string.
+        resource_availability: String,
+        default_az: bool,
+        soldOut: bool,
+        remain_time: u64,
+        ipv6_enable: bool,
     }
 
     /// `{"instance_id"}`.

@@ -48,6 +48,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use super::error::ApiError;
@@ -110,6 +111,21 @@ pub struct NetArgs {
     #[arg(long, env = "KAFKA_TASKS_UNVERIFIED_BODY_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub unverified_body_timeout_ms: u64,
 
+    /// The certificate chain (PEM, leaf first) to serve HTTPS with; needs `--tls-key`. Both files
+    /// are read again on SIGHUP (a bad new pair keeps the old one, and the log says why).
+    /// `/metrics` on its own listener stays plain HTTP.
+    #[arg(long, env = "KAFKA_TASKS_TLS_CERT", requires = "tls_key", value_name = "PATH")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, env = "KAFKA_TASKS_TLS_KEY", requires = "tls_cert", value_name = "PATH")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// With TLS, the handshake must be done within this (ms) of the accept, or the connection is
+    /// dropped: a client that sends nothing, or trickles its ClientHello, holds no slot longer.
+    #[arg(long, env = "KAFKA_TASKS_TLS_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub tls_handshake_timeout_ms: u64,
+
     /// Where `GET /metrics` is served: an address of its own (the default, loopback only, so
     /// that a stranger on the API's address can neither read every tenant's activity nor spend
     /// the server's time on scrapes), `api` for the API's own address (unauthenticated, as
@@ -159,6 +175,8 @@ pub struct ServeOptions {
     pub max_connections: usize,
     pub max_connections_per_address: usize,
     pub grace: Duration,
+    /// How long a TLS handshake may take (unused without TLS).
+    pub handshake_timeout: Duration,
 }
 
 impl NetArgs {
@@ -170,6 +188,7 @@ impl NetArgs {
             max_connections: self.max_connections as usize,
             max_connections_per_address: self.max_connections_per_address as usize,
             grace: Duration::from_millis(self.shutdown_grace_ms),
+            handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
         }
     }
 }
@@ -214,8 +233,15 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Serves `app` on `listener` until `stop` turns true, then shuts down within `opts.grace`.
-pub async fn serve(listener: TcpListener, app: Router, opts: ServeOptions, mut stop: watch::Receiver<bool>) {
+/// Serves `app` on `listener` until `stop` turns true, then shuts down within `opts.grace`;
+/// HTTPS when `tls` is given.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    opts: ServeOptions,
+    tls: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
     let per_address = PerAddress::new(opts.max_connections_per_address);
     let (closing_tx, closing) = watch::channel(false);
@@ -264,8 +290,16 @@ pub async fn serve(listener: TcpListener, app: Router, opts: ServeOptions, mut s
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let closing = closing.clone();
+        let tls = tls.clone();
         conns.spawn(async move {
-            serve_connection(stream, peer, app, opts, closing).await;
+            match tls {
+                None => serve_connection(stream, peer, app, opts, closing).await,
+                Some(acceptor) => {
+                    if let Some(stream) = handshake(stream, peer, &acceptor, opts.handshake_timeout).await {
+                        serve_connection(stream, peer, app, opts, closing).await;
+                    }
+                }
+            }
             drop(counted);
             drop(permit);
         });
@@ -283,6 +317,63 @@ pub async fn serve(listener: TcpListener, app: Router, opts: ServeOptions, mut s
         conns.shutdown().await;
     }
     tracing::info!(connections_at_stop = open, "HTTP server stopped");
+}
+
+/// The TLS handshake of an accepted connection, within `deadline` of the accept (the
+/// connection holds its slot and its address's place meanwhile, so a client that sends nothing
+/// or trickles its ClientHello is dropped then, like a slow head). A client that speaks plain
+/// HTTP to this port (its first byte is no TLS handshake record) is answered a plain 400 that
+/// says so, then closed.
+async fn handshake(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &TlsAcceptor,
+    deadline: Duration,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    /// The content type of a TLS handshake record: the first byte of every ClientHello.
+    const HANDSHAKE_RECORD: u8 = 0x16;
+    let done = tokio::time::timeout(deadline, async {
+        let mut first = [0u8; 1];
+        if stream.peek(&mut first).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if first[0] != HANDSHAKE_RECORD {
+            use tokio::io::AsyncWriteExt;
+            metrics::counter!(crate::telemetry::CONNECTIONS_CLOSED, "reason" => "plain_http_on_tls").increment(1);
+            stream.write_all(&plain_http_refusal()).await?;
+            let _ = stream.shutdown().await;
+            return Err(io::Error::other("plain HTTP on the TLS port"));
+        }
+        acceptor.accept(stream).await
+    })
+    .await;
+    match done {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(e)) => {
+            crate::limited!(debug, "tls handshake", error = %e, %peer, "TLS handshake failed");
+            metrics::counter!(crate::telemetry::CONNECTIONS_CLOSED, "reason" => "tls_handshake").increment(1);
+            None
+        }
+        Err(_) => {
+            crate::limited!(info, "tls handshake timeout", %peer, "TLS handshake not done in time; connection dropped");
+            metrics::counter!(crate::telemetry::CONNECTIONS_CLOSED, "reason" => "tls_handshake_timeout").increment(1);
+            None
+        }
+    }
+}
+
+/// The answer to plain HTTP on the TLS port: a DMS-shaped 400 that names the cause.
+fn plain_http_refusal() -> Vec<u8> {
+    let body = serde_json::json!({
+        "error_code": "DMS.00400800",
+        "error_msg": "this port speaks HTTPS: use an https:// URL"
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// Open connections per client address, under a cap; an address's entry goes with its last
@@ -340,8 +431,8 @@ async fn stopped(flag: &mut watch::Receiver<bool>) {
     let _ = flag.wait_for(|s| *s).await;
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     peer: SocketAddr,
     app: Router,
     opts: ServeOptions,
@@ -581,16 +672,16 @@ impl Future for HeadSleep {
 
 /// The connection's socket, counting reads (for the [`ConnClock`]) and replacing hyper's own error
 /// responses with DMS-shaped ones.
-struct ConnIo {
-    inner: TcpStream,
+struct ConnIo<S> {
+    inner: S,
     clock: Arc<ConnClock>,
     /// Our replacement for hyper's error response, and how much of it is written. Once set,
     /// everything hyper writes is swallowed (hyper closes the connection after such a response).
     replacement: Option<(Vec<u8>, usize)>,
 }
 
-impl ConnIo {
-    fn new(inner: TcpStream, clock: Arc<ConnClock>) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> ConnIo<S> {
+    fn new(inner: S, clock: Arc<ConnClock>) -> Self {
         ConnIo { inner, clock, replacement: None }
     }
 
@@ -609,7 +700,7 @@ impl ConnIo {
     }
 }
 
-impl AsyncRead for ConnIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ConnIo<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
@@ -620,7 +711,7 @@ impl AsyncRead for ConnIo {
     }
 }
 
-impl AsyncWrite for ConnIo {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         if self.replacement.is_some() {
             ready!(self.poll_replacement(cx))?;

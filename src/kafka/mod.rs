@@ -148,3 +148,146 @@ pub async fn describe(kafka: &krafka::Kafka, timeout: Duration) -> Result<Cluste
     brokers.sort_by_key(|b| b.id);
     Ok(ClusterView { cluster_id: d.cluster_id, controller_id: d.controller_id, brokers })
 }
+
+/// What ShowInstance says of a bound instance's cluster: its brokers as DescribeCluster lists
+/// them and its finalized features, or why it did not answer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct ClusterHealth {
+    /// Whether the cluster answered within the bound ([`HealthCache`]).
+    pub reachable: bool,
+    /// When it was asked (epoch ms); answers are cached for a few seconds.
+    pub checked_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller_id: Option<i32>,
+    /// Registered brokers, by id.
+    pub broker_ids: Vec<i32>,
+    /// Those fenced (registered, not serving).
+    pub fenced_broker_ids: Vec<i32>,
+    /// The finalized `metadata.version` level, when the cluster reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_version: Option<i16>,
+    /// Every finalized feature's level (`metadata.version`, `kraft.version`, …).
+    pub features: std::collections::BTreeMap<String, i16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The most entries a [`HealthCache`] keeps: bindings are an admin's, but a bound instance is
+/// a row any tenant admin can make, so the cache is bounded all the same.
+const HEALTH_ENTRIES: usize = 1024;
+
+/// A short-lived cache of [`ClusterHealth`] by instance and binding, so that ShowInstance of a
+/// bound instance costs a round trip to the cluster at most once per `ttl`, and never waits longer
+/// than `bound` for one that does not answer (the failure is cached too).
+#[derive(Debug)]
+pub struct HealthCache {
+    pub ttl: Duration,
+    pub bound: Duration,
+    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, ClusterHealth)>>,
+}
+
+impl Default for HealthCache {
+    fn default() -> Self {
+        HealthCache { ttl: Duration::from_secs(5), bound: Duration::from_secs(2), entries: Default::default() }
+    }
+}
+
+impl HealthCache {
+    /// The cluster's health as seen at most `ttl` ago, asking it (within `bound`) when older.
+    pub async fn get(
+        &self,
+        instance: &str,
+        stored: &StoredBinding,
+        master: &MasterKey,
+        policy: &ClusterPolicy,
+        now_ms: i64,
+    ) -> ClusterHealth {
+        let key = format!("{instance}\n{}", serde_json::to_string(&stored.binding.view()).unwrap_or_default());
+        if let Ok(entries) = self.entries.lock()
+            && let Some((at, h)) = entries.get(&key)
+            && at.elapsed() < self.ttl
+        {
+            return h.clone();
+        }
+        let health = match tokio::time::timeout(self.bound, health(stored, master, policy, self.bound, now_ms)).await {
+            Ok(h) => h,
+            Err(_) => ClusterHealth::unreachable(
+                now_ms,
+                format!(
+                    "cannot use the cluster at {}: no answer within {} ms",
+                    stored.binding.bootstrap.join(","),
+                    self.bound.as_millis()
+                ),
+            ),
+        };
+        if !health.reachable {
+            metrics::counter!("kafka_tasks_cluster_unreachable_total").increment(1);
+        }
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= HEALTH_ENTRIES {
+                let ttl = self.ttl;
+                entries.retain(|_, (at, _)| at.elapsed() < ttl);
+                if entries.len() >= HEALTH_ENTRIES {
+                    entries.clear();
+                }
+            }
+            entries.insert(key, (std::time::Instant::now(), health.clone()));
+        }
+        health
+    }
+}
+
+impl ClusterHealth {
+    fn unreachable(now_ms: i64, error: String) -> ClusterHealth {
+        let error: String = error.chars().filter(|c| !c.is_control()).take(512).collect();
+        ClusterHealth {
+            reachable: false,
+            checked_at: now_ms,
+            cluster_id: None,
+            controller_id: None,
+            broker_ids: Vec::new(),
+            fenced_broker_ids: Vec::new(),
+            metadata_version: None,
+            features: Default::default(),
+            error: Some(error),
+        }
+    }
+}
+
+async fn health(
+    stored: &StoredBinding,
+    master: &MasterKey,
+    policy: &ClusterPolicy,
+    timeout: Duration,
+    now_ms: i64,
+) -> ClusterHealth {
+    let kafka = match connect(stored, master, policy, timeout).await {
+        Ok(k) => k,
+        Err(e) => return ClusterHealth::unreachable(now_ms, e.to_string()),
+    };
+    let view = match describe(&kafka, timeout).await {
+        Ok(v) => v,
+        Err(e) => return ClusterHealth::unreachable(now_ms, e.to_string()),
+    };
+    let options = krafka::admin::DescribeFeaturesOptions::default().timeout(timeout);
+    let features: std::collections::BTreeMap<String, i16> = match kafka.admin().describe_features(options).await {
+        Ok(f) => f.finalized.into_iter().map(|f| (f.name, f.max_version_level)).collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "the cluster did not describe its features");
+            Default::default()
+        }
+    };
+    ClusterHealth {
+        reachable: true,
+        checked_at: now_ms,
+        cluster_id: Some(view.cluster_id),
+        controller_id: Some(view.controller_id),
+        broker_ids: view.brokers.iter().map(|b| b.id).collect(),
+        fenced_broker_ids: view.brokers.iter().filter(|b| b.fenced).map(|b| b.id).collect(),
+        metadata_version: features.get("metadata.version").copied(),
+        features,
+        error: None,
+    }
+}

@@ -305,6 +305,20 @@ pub trait ClusterStore: Send + Sync {
     ) -> StoreResult<bool>;
 }
 
+/// What test control keeps (`serve --test-control`, [`crate::control`]): named JSON values
+/// (the fault rules, the clock's offset), and the reset to a clean database.
+#[async_trait]
+pub trait ControlStore: Send + Sync {
+    async fn control_value(&self, key: &str) -> StoreResult<Option<String>>;
+    async fn put_control_value(&self, key: &str, value: &str, now: i64) -> StoreResult<()>;
+    /// Removes every record in one transaction: instances, tasks and their counts, runs,
+    /// events (as retention prunes them, so that a stream's cursor stays meaningful), audit,
+    /// retention policies, added kernel builds, cluster bindings. Credentials stay, unless
+    /// `credentials` names the one access key to keep (every other goes). Test control's own
+    /// values stay.
+    async fn reset_state(&self, credentials: Option<&str>) -> StoreResult<()>;
+}
+
 /// A task a worker holds a lease on.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -596,6 +610,7 @@ pub struct Storage {
     pub runs: Arc<dyn RunStore>,
     pub retention: Arc<dyn RetentionStore>,
     pub clusters: Arc<dyn ClusterStore>,
+    pub control: Arc<dyn ControlStore>,
 }
 
 impl Storage {
@@ -613,6 +628,7 @@ impl Storage {
             + RunStore
             + RetentionStore
             + ClusterStore
+            + ControlStore
             + 'static,
     {
         Storage {
@@ -627,7 +643,8 @@ impl Storage {
             events: e.clone(),
             runs: e.clone(),
             retention: e.clone(),
-            clusters: e,
+            clusters: e.clone(),
+            control: e,
         }
     }
 

@@ -201,7 +201,7 @@ async fn get_token(app: &TestApp) -> String {
     assert_eq!(res.json()["token"]["project"]["id"], PROJECT);
     let headers =
         app.signed_headers(&app.admin, &Method::POST, "/v3/auth/tokens", &body.to_string(), app.clock.now_ms());
-    let raw = reqwest::Client::new()
+    let raw = kafka_tasks::tls::http_client()
         .post(format!("{}/v3/auth/tokens", app.base))
         .headers(headers.iter().map(|(k, v)| (k.parse().expect("name"), v.parse().expect("value"))).collect())
         .body(body.to_string())

@@ -133,17 +133,17 @@ impl Kafka {
 }
 
 /// A server that lets bindings reach the test cluster (on loopback), with `extra` flags.
-async fn allowing(extra: &[&str]) -> TestApp {
+pub(crate) async fn allowing(extra: &[&str]) -> TestApp {
     let mut flags = vec!["--time-scale", "0", "--cluster-allow", "127.0.0.1"];
     flags.extend_from_slice(extra);
     TestApp::spawn_with(&flags).await
 }
 
-fn cluster_path(app: &TestApp, inst: &str) -> String {
+pub(crate) fn cluster_path(app: &TestApp, inst: &str) -> String {
     format!("{}/cluster", app.instance_path(inst))
 }
 
-async fn bound(app: &TestApp, kafka: &Kafka) -> String {
+pub(crate) async fn bound(app: &TestApp, kafka: &Kafka) -> String {
     let inst = app.create_instance().await;
     let _ = app.wait_instance_status(&inst, "RUNNING").await;
     let res = app.put(&cluster_path(app, &inst), Some(json!({"bootstrap_servers": kafka.bootstrap()}))).await;
@@ -287,7 +287,7 @@ async fn a_static_config_change_on_a_bound_instance_fails_before_changing_anythi
 
 /// Waits for a task to end (SUCCESS or FAILED), longer than the simulated tests do: a real
 /// cluster takes its time.
-async fn wait_ended(app: &TestApp, inst: &str, task: &str) -> Value {
+pub(crate) async fn wait_ended(app: &TestApp, inst: &str, task: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let res = app.show_task(inst, task).await;

@@ -105,7 +105,7 @@ pub async fn open_with_headers(
     path: &str,
     headers: &[(String, String)],
 ) -> Result<EventStream, crate::helpers::Response> {
-    let mut req = reqwest::Client::new().get(format!("{base}{path}"));
+    let mut req = kafka_tasks::tls::http_client().get(format!("{base}{path}"));
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());
     }
@@ -357,7 +357,7 @@ async fn token(app: &TestApp) -> String {
     let body = json!({"auth": {"identity": {"methods": ["hw_ak_sk"]}, "scope": {"project": {"id": PROJECT}}}});
     let headers =
         app.signed_headers(&app.admin, &Method::POST, "/v3/auth/tokens", &body.to_string(), app.clock.now_ms());
-    let mut req = reqwest::Client::new().post(format!("{}/v3/auth/tokens", app.base)).body(body.to_string());
+    let mut req = kafka_tasks::tls::http_client().post(format!("{}/v3/auth/tokens", app.base)).body(body.to_string());
     for (k, v) in &headers {
         req = req.header(k.as_str(), v.as_str());
     }

@@ -469,70 +469,97 @@ impl Delivery {
 
 /// A tiny HTTP receiver: answers every POST 200 and hands it to the test.
 async fn receiver() -> (String, tokio::sync::mpsc::Receiver<Delivery>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    receiver_on(None).await
+}
+
+/// [`receiver`], over HTTPS when `tls` is given.
+async fn receiver_on(tls: Option<tokio_rustls::TlsAcceptor>) -> (String, tokio::sync::mpsc::Receiver<Delivery>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bound");
-    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}/hook", listener.local_addr().expect("addr"));
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
+        while let Ok((stream, _)) = listener.accept().await {
             let tx = tx.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let (head_end, length) = loop {
-                    let n = stream.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
+                match tls {
+                    None => deliver(stream, tx).await,
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            deliver(stream, tx).await;
+                        }
                     }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-                        let length = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        break (end + 4, length);
-                    }
-                };
-                while buf.len() < head_end + length {
-                    let n = stream.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
                 }
-                let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-                let headers = head
-                    .lines()
-                    .skip(1)
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                    .collect();
-                let body = buf[head_end..head_end + length].to_vec();
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
-                let _ = tx.send(Delivery { headers, body }).await;
             });
         }
     });
     (url, rx)
 }
 
+/// Reads one POST from `stream`, answers 200 and hands it on.
+async fn deliver<S>(mut stream: S, tx: tokio::sync::mpsc::Sender<Delivery>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (head_end, length) = loop {
+        let n = stream.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            break (end + 4, length);
+        }
+    };
+    while buf.len() < head_end + length {
+        let n = stream.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let body = buf[head_end..head_end + length].to_vec();
+    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+    let _ = tx.send(Delivery { headers, body }).await;
+}
+
 const SECRET: &str = "a-webhook-secret-for-tests-only";
 
 /// A server whose restarts go to a webhook receiver; the receiver's deliveries.
-#[allow(unsafe_code, reason = "set_var: every test sets the same value, see the SAFETY note")]
 async fn webhook_app(work: &Work, timeout_secs: u64) -> (TestApp, tokio::sync::mpsc::Receiver<Delivery>) {
     let (url, rx) = receiver().await;
+    (webhook_app_to(work, timeout_secs, &url, "").await, rx)
+}
+
+/// A server whose restarts go to the receiver at `url`, with `extra` lines in its executor entry.
+#[allow(unsafe_code, reason = "set_var: every test sets the same value, see the SAFETY note")]
+async fn webhook_app_to(work: &Work, timeout_secs: u64, url: &str, extra: &str) -> TestApp {
     // SAFETY: under nextest each test has a process of its own; under `cargo test` tests share
     // one, but every test sets this same constant value, so a reader never sees a torn or
     // different value.
     unsafe { std::env::set_var("KT_TEST_WEBHOOK_SECRET", SECRET) };
     let config = work.write_config(&format!(
         "[operations.restartInstance]\nkind = \"webhook\"\nurl = \"{url}\"\nsecret_env = \"KT_TEST_WEBHOOK_SECRET\"\n\
-         callback_base = \"http://kafka-tasks.example\"\ntimeout_secs = {timeout_secs}\n"
+         callback_base = \"http://kafka-tasks.example\"\ntimeout_secs = {timeout_secs}\n{extra}"
     ));
-    (serve(&config).await, rx)
+    serve(&config).await
 }
 
 async fn next_delivery(rx: &mut tokio::sync::mpsc::Receiver<Delivery>) -> Delivery {
@@ -586,6 +613,49 @@ async fn a_webhook_step_ends_when_its_receiver_calls_back_with_the_token() {
     }
     app.wait_task_status(&inst, &task, "SUCCESS").await;
     assert_eq!(app.show_instance(&inst).await.json()["status"], "RUNNING");
+}
+
+#[tokio::test]
+async fn a_webhook_to_an_https_receiver_trusts_its_ca_file_and_no_other() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    kafka_tasks::tls::install_provider();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("CA");
+    let key = KeyPair::generate().expect("key");
+    let leaf =
+        CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params").signed_by(&key, &ca).expect("leaf");
+    let der_key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key DER");
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], der_key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let (url, mut rx) = receiver_on(Some(acceptor)).await;
+    assert!(url.starts_with("https://"));
+
+    // With the CA: delivered, signed, and the step ends as over plain HTTP.
+    let work = Work::new();
+    let ca_file = work.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("CA file");
+    let app = webhook_app_to(&work, 60, &url, &format!("ca_file = \"{}\"\n", ca_file.display())).await;
+    let inst = app.create_instance().await;
+    let task = app.restart_instance(&inst).await;
+    let (path, token) = verified(&next_delivery(&mut rx).await);
+    let res = app.post(&path, json!({"token": token, "result": "failure", "reason": "stop here"})).await;
+    assert_eq!(res.status, 204, "{}", res.text);
+    app.wait_task_status(&inst, &task, "FAILED").await;
+
+    // Without it the receiver's certificate is not trusted: nothing is delivered, and the task
+    // fails saying so.
+    let work = Work::new();
+    let app = webhook_app_to(&work, 60, &url, "").await;
+    let inst = app.create_instance().await;
+    let task = app.restart_instance(&inst).await;
+    app.wait_task_status(&inst, &task, "FAILED").await;
+    let run = app.executor_run(&inst, &task).await.json();
+    assert!(run["reason"].as_str().is_some_and(|r| r.contains("certificate is not trusted")), "{run}");
+    assert!(rx.try_recv().is_err(), "a delivery over an untrusted connection");
 }
 
 #[tokio::test]

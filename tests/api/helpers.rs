@@ -124,7 +124,7 @@ impl TestApp {
             clock,
             db,
             project: PROJECT.to_owned(),
-            client: reqwest::Client::new(),
+            client: kafka_tasks::tls::http_client(),
             running: Some(running),
             child: None,
         }
@@ -132,15 +132,20 @@ impl TestApp {
 
     /// The real binary in its own process, so that it can be killed with SIGKILL.
     pub async fn spawn_process(flags: &[&str]) -> Self {
+        Self::spawn_process_logged(flags, None).await
+    }
+
+    /// As [`spawn_process`](Self::spawn_process), appending its log lines (JSON) to `log`.
+    pub async fn spawn_process_logged(flags: &[&str], log: Option<&std::path::Path>) -> Self {
         let db = TestDb::fresh().await;
-        let (child, base) = start_process(&db, flags);
+        let (child, base) = start_process_logged(&db, flags, log);
         TestApp {
             base,
             admin: initial_credential(db.dir.path()),
             clock: Clock::default(),
             db,
             project: PROJECT.to_owned(),
-            client: reqwest::Client::new(),
+            client: kafka_tasks::tls::http_client(),
             running: None,
             child: Some(child),
         }
@@ -156,7 +161,12 @@ impl TestApp {
 
     /// Starts the binary again on the same database (after `kill9` or `terminate`).
     pub fn start_again(&mut self, flags: &[&str]) {
-        let (child, base) = start_process(&self.db, flags);
+        self.start_again_logged(flags, None);
+    }
+
+    /// As [`start_again`](Self::start_again), appending its log lines to `log`.
+    pub fn start_again_logged(&mut self, flags: &[&str], log: Option<&std::path::Path>) {
+        let (child, base) = start_process_logged(&self.db, flags, log);
         self.child = Some(child);
         self.base = base;
     }
@@ -450,7 +460,17 @@ fn initial_credential(dir: &std::path::Path) -> IssuedCredential {
 
 /// Starts `kafka-tasks serve` on port 0 and reads the bound address from its JSON log.
 pub fn start_process(db: &TestDb, flags: &[&str]) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
+    start_process_logged(db, flags, None)
+}
+
+/// As [`start_process`], appending every log line to `log` when given.
+pub fn start_process_logged(
+    db: &TestDb,
+    flags: &[&str],
+    log: Option<&std::path::Path>,
+) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut log = log.map(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).expect("log file"));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kafka-tasks"))
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--poll-ms", "20", "--database", &db.url])
         .arg("--master-key-file")
@@ -466,6 +486,9 @@ pub fn start_process(db: &TestDb, flags: &[&str]) -> (std::process::Child, Strin
     std::thread::spawn(move || {
         let mut sent = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(f) = log.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
             if !sent
                 && let Ok(v) = serde_json::from_str::<Value>(&line)
                 && v["message"] == "listening"
@@ -530,7 +553,11 @@ impl TestApp {
         body: Option<String>,
         headers: &[(String, String)],
     ) -> reqwest::Response {
-        let client = reqwest::Client::builder().local_address(from).build().expect("client");
+        let client = kafka_tasks::tls::client_builder(None)
+            .expect("client builder")
+            .local_address(from)
+            .build()
+            .expect("client");
         let mut req = client.request(method, format!("{}{}", self.base, path));
         for (k, v) in headers {
             req = req.header(k.as_str(), v.as_str());

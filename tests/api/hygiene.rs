@@ -39,7 +39,7 @@ async fn a_flood_of_made_up_methods_leaves_metrics_small_and_labels_bounded() {
     while let Some(r) = tasks.join_next().await {
         r.expect("flood worker");
     }
-    let res = reqwest::get(format!("{}/metrics", app.base)).await.expect("scrape");
+    let res = kafka_tasks::tls::http_client().get(format!("{}/metrics", app.base)).send().await.expect("scrape");
     let text = res.text().await.expect("metrics text");
     assert!(text.len() < 64 * 1024, "/metrics grew to {} bytes", text.len());
     assert!(text.lines().all(|l| l.len() < 512), "a metrics line is longer than 512 bytes");
@@ -233,7 +233,14 @@ async fn concurrent_large_bodies_stay_within_the_body_budget() {
     }
     // 300 × 250 KB would be 75 MB of bodies; the budget is 1 MiB.
     assert!(peak < rss_before + 40 * 1024, "peak RSS {peak} kB from {rss_before} kB");
-    let res = reqwest::get(format!("{}/metrics", app.base)).await.expect("scrape").text().await.expect("text");
+    let res = kafka_tasks::tls::http_client()
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
     assert!(res.contains("kafka_tasks_body_budget_refusals_total"), "refusals are counted");
 }
 
@@ -243,7 +250,7 @@ async fn readyz_answers_503_while_the_sqlite_writer_is_stalled() {
     let Some(path) = app.db.url.strip_prefix("sqlite:") else {
         return; // the PostgreSQL run covers its own engine below
     };
-    let ready = reqwest::get(format!("{}/readyz", app.base)).await.expect("readyz");
+    let ready = kafka_tasks::tls::http_client().get(format!("{}/readyz", app.base)).send().await.expect("readyz");
     assert_eq!(ready.status(), 200);
 
     // Another process's write transaction: the writer thread waits for it (busy timeout).
@@ -251,7 +258,7 @@ async fn readyz_answers_503_while_the_sqlite_writer_is_stalled() {
     blocker.execute_batch("BEGIN IMMEDIATE").expect("write lock");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let started = Instant::now();
-    let res = reqwest::get(format!("{}/readyz", app.base)).await.expect("readyz");
+    let res = kafka_tasks::tls::http_client().get(format!("{}/readyz", app.base)).send().await.expect("readyz");
     assert_eq!(res.status(), 503, "readyz while no write can complete");
     assert!(started.elapsed() < Duration::from_secs(4), "readyz took {:?}", started.elapsed());
     let body: serde_json::Value = res.json().await.expect("JSON");
@@ -260,7 +267,7 @@ async fn readyz_answers_503_while_the_sqlite_writer_is_stalled() {
     blocker.execute_batch("ROLLBACK").expect("released");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let res = reqwest::get(format!("{}/readyz", app.base)).await.expect("readyz");
+        let res = kafka_tasks::tls::http_client().get(format!("{}/readyz", app.base)).send().await.expect("readyz");
         if res.status() == 200 {
             eprintln!("ready again after {:?}", started.elapsed());
             break;
@@ -312,7 +319,7 @@ async fn a_postgresql_outage_answers_503_and_readyz_follows() {
     // Readiness is sampled about once a second; on a loaded machine the sample may come late.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let res = reqwest::get(format!("{}/readyz", app.base)).await.expect("readyz");
+        let res = kafka_tasks::tls::http_client().get(format!("{}/readyz", app.base)).send().await.expect("readyz");
         if res.status() == 503 {
             break;
         }
@@ -340,7 +347,14 @@ async fn metrics_listen_moves_metrics_off_the_api_address() {
     res.assert_error(404, "DMS.00404001");
     assert!(res.request_id.is_some());
     let other = app.metrics_base().expect("a metrics address");
-    let text = reqwest::get(format!("{other}/metrics")).await.expect("scrape").text().await.expect("text");
+    let text = kafka_tasks::tls::http_client()
+        .get(format!("{other}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
     assert!(text.contains("kafka_tasks_http_request_duration_seconds_bucket"), "{text}");
 }
 
@@ -381,7 +395,11 @@ async fn clients_that_never_read_lose_their_connections_at_the_write_timeout() {
     // Every slot is held by a reader that does not read: a new client waits in the backlog
     // until the write deadline closes one of them.
     let started = Instant::now();
-    let res = tokio::time::timeout(Duration::from_secs(20), reqwest::get(format!("{}/healthz", app.base))).await;
+    let res = tokio::time::timeout(
+        Duration::from_secs(20),
+        kafka_tasks::tls::http_client().get(format!("{}/healthz", app.base)).send(),
+    )
+    .await;
     let res = res.unwrap_or_else(|_| panic!("no slot came back within 20 s")).expect("healthz");
     assert_eq!(res.status(), 200);
     assert!(started.elapsed() < Duration::from_secs(6), "served after {:?}", started.elapsed());
@@ -389,7 +407,14 @@ async fn clients_that_never_read_lose_their_connections_at_the_write_timeout() {
     // loaded machine the last ones may take a while to produce their first answer).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = reqwest::get(format!("{}/metrics", app.base)).await.expect("scrape").text().await.expect("text");
+        let text = kafka_tasks::tls::http_client()
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text");
         let stalled = text
             .lines()
             .find(|l| l.starts_with("kafka_tasks_connections_closed_total{reason=\"write_stalled\"}"))
@@ -403,8 +428,14 @@ async fn clients_that_never_read_lose_their_connections_at_the_write_timeout() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // What reaches each reader then ends well short of its 300 answers.
-    let one_answer =
-        reqwest::get(format!("{}/openapi.json", app.base)).await.expect("doc").bytes().await.expect("body");
+    let one_answer = kafka_tasks::tls::http_client()
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .expect("doc")
+        .bytes()
+        .await
+        .expect("body");
     for mut s in held {
         let mut got = 0usize;
         let mut buf = vec![0u8; 64 * 1024];

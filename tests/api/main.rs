@@ -11,7 +11,9 @@ mod auth;
 mod bad_input;
 mod clusters;
 mod connected;
+mod connected_reassign;
 mod connected_rolling;
+mod control;
 mod engine;
 mod events;
 mod executors;
@@ -23,6 +25,7 @@ mod isolation;
 mod openapi;
 #[path = "../common/pg.rs"]
 mod pg;
+mod provider_reads;
 mod retention;
 mod scheduled;
 mod secrets;

@@ -12,8 +12,10 @@ use crate::helpers::TestApp;
 
 /// Files under src/http whose routes are not API operations: the console's pages are HTML for
 /// people, not part of the API the document describes (see docs/decisions.md, "OpenAPI").
+/// Test control's routes exist, and are documented, only with `serve --test-control`
+/// (tests/api/control.rs checks that document).
 fn is_console(file: &std::path::Path) -> bool {
-    file.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("console"))
+    file.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("console") || n == "control.rs")
 }
 
 /// Every `(METHOD, template)` registered with `.route("…", get(…).put(…))` in src/http, but the

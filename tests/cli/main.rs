@@ -9,6 +9,7 @@
 
 #[path = "../common/serve.rs"]
 mod serve;
+mod tls;
 
 use std::process::Command;
 
@@ -495,9 +496,13 @@ async fn errors_show_the_dms_code_message_and_request_id_and_exit_codes_tell_the
     assert_eq!(down.code, 4, "{down:?}");
     assert!(down.stderr.contains("no answer from http://127.0.0.1:1"), "{}", down.stderr);
 
+    // HTTPS is spoken (tests/cli/tls.rs): nothing listening is "no answer", like plain HTTP.
     let https = f.run(&["instances", "list", "--endpoint", "https://127.0.0.1:1"]);
-    assert_eq!(https.code, 2);
-    assert!(https.stderr.contains("plain HTTP"), "{}", https.stderr);
+    assert_eq!(https.code, 4, "{https:?}");
+    assert!(https.stderr.contains("no answer from https://127.0.0.1:1"), "{}", https.stderr);
+    let bad_ca = f.run(&["instances", "list", "--ca-file", "/nonexistent/ca.pem"]);
+    assert_eq!(bad_ca.code, 2, "{bad_ca:?}");
+    assert!(bad_ca.stderr.contains("cannot read the CA file"), "{}", bad_ca.stderr);
 
     let no_creds = run({
         let mut c = f.command(&["instances", "list"]);
@@ -922,6 +927,13 @@ fn help_is_there_for_every_client_command() {
         &["retention", "show"],
         &["retention", "set"],
         &["retention", "reset"],
+        &["control", "faults", "list"],
+        &["control", "faults", "replace"],
+        &["control", "faults", "add"],
+        &["control", "faults", "remove"],
+        &["control", "clock", "advance"],
+        &["control", "clock", "set"],
+        &["control", "reset"],
         &["completions"],
     ];
     for args in commands {
@@ -947,7 +959,7 @@ async fn wait_follows_the_event_stream_and_polls_when_it_is_refused() {
 
     // Take the one slot.
     let path = format!("/v2/{PROJECT}/tasks/events");
-    let mut req = reqwest::Client::new().get(format!("{}{path}", f.server.base));
+    let mut req = kafka_tasks::tls::http_client().get(format!("{}{path}", f.server.base));
     for (k, v) in f.api.signed_headers("GET", &path, b"") {
         req = req.header(k, v);
     }
@@ -1215,4 +1227,42 @@ async fn every_signing_mode_of_the_sdks_signs_a_write_and_a_read() {
     assert!(elsewhere.stderr.contains("\"eu-west-101\"") && elsewhere.stderr.contains("\"kafka\""), "{elsewhere:?}");
     let bad = f.run(&["instances", "list", "--signing", "hmac-md5"]);
     assert_eq!(bad.code, 2, "{bad:?}");
+}
+
+/// `control …` against a server with `--test-control`: an injected 429 the client waits out
+/// (as it does a real one), an injected step failure that `--wait` reports with exit 3, the
+/// clock moved and refused backwards, and the reset.
+#[tokio::test(flavor = "multi_thread")]
+async fn control_commands_inject_faults_move_the_clock_and_reset() {
+    let f = Fixture::start_with(&["--test-control"]);
+    let inst = f.running_instance("cli-control");
+    let rule = r#"{"operation":"ListInstances","error":{"status_code":429,"retry_after":1},"times":2}"#;
+    let set = f.json(&["control", "faults", "replace", rule]);
+    assert_eq!(set["rules"][0]["error"]["error_code"], "APIGW.0308", "{set}");
+    let listed = f.json(&["instances", "list"]);
+    assert_eq!(listed["instances"][0]["instance_id"], inst.as_str(), "the client waited out both 429s");
+    let rules = f.json(&["control", "faults", "list"]);
+    assert_eq!(rules["rules"][0]["fired"], 2, "{rules}");
+    let people = f.run(&["control", "faults", "list"]).ok();
+    assert!(people.stdout.contains("fired 2/2 (retired)"), "{}", people.stdout);
+
+    let fail = r#"{"task_name":"restartInstance","fail_step":{"reason":"injected: broker 1 is gone"}}"#;
+    f.run(&["control", "faults", "replace", fail]).ok();
+    let restarted = f.run(&["restart", "-i", &inst, "--wait"]);
+    assert_eq!(restarted.code, 3, "{restarted:?}");
+    assert!(restarted.stderr.contains("FAILED"), "{}", restarted.stderr);
+    let removed = f.json(&["control", "faults", "remove"]);
+    assert_eq!(removed["removed"], 1, "{removed}");
+
+    let moved = f.json(&["control", "clock", "advance", "2h"]);
+    assert!(moved["offset_ms"].as_i64().is_some_and(|o| o >= 7_200_000), "{moved}");
+    let back = f.run(&["control", "clock", "set", "2020-01-01T00:00:00Z"]);
+    assert_eq!(back.code, 1, "{back:?}");
+    assert!(back.stderr.contains("DMS.00400800") && back.stderr.contains("go back"), "{}", back.stderr);
+    let bad = f.run(&["control", "faults", "add", "not json"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+
+    let reset = f.run(&["control", "reset"]).ok();
+    assert!(reset.stdout.contains("database reset in"), "{}", reset.stdout);
+    assert_eq!(f.json(&["instances", "list"])["instance_num"], 0);
 }

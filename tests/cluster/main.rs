@@ -246,7 +246,7 @@ async fn three_processes_one_killed_every_task_ends_once() {
     let cred: IssuedCredential = serde_json::from_slice(&out.stdout).expect("credential JSON");
 
     let nodes = (0..3).map(|i| start_node(&db, &key, &dir.path().join(format!("node{i}.log")))).collect();
-    let mut cluster = Cluster { nodes, cred, http: reqwest::Client::new(), next: 0.into() };
+    let mut cluster = Cluster { nodes, cred, http: kafka_tasks::tls::http_client(), next: 0.into() };
     let started = Instant::now();
 
     // The event consumer, its stream open on the empty log before the first write.

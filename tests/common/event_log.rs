@@ -317,7 +317,9 @@ const GIVE_UP: Duration = Duration::from_secs(30);
 /// unread), or until the stream has been quiet for a second.
 pub async fn consume(mut f: Follow) -> Consumed {
     let mut out = Consumed::default();
-    let Ok(http) = reqwest::Client::builder().connect_timeout(Duration::from_secs(2)).build() else {
+    let Ok(http) =
+        kafka_tasks::tls::client_builder(None).expect("client builder").connect_timeout(Duration::from_secs(2)).build()
+    else {
         out.problems.push("no HTTP client".into());
         return out;
     };

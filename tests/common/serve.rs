@@ -60,6 +60,11 @@ impl ServerProcess {
         }
     }
 
+    /// The server's process id (for signals), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Started and not yet killed or stopped by this handle.
     pub fn is_started(&self) -> bool {
         self.child.is_some()
@@ -170,7 +175,8 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str, cred: IssuedCredential) -> Self {
-        let http = reqwest::Client::builder()
+        let http = kafka_tasks::tls::client_builder(None)
+            .expect("client builder")
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(16)
             .build()

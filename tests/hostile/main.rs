@@ -1033,7 +1033,8 @@ async fn run(name: &str, mode: Mode, stage: &mut Stage, count: usize, seed: u64)
         (Some(a), Some(b), Some(c)) => Some((a.clone(), b.clone(), c.clone())),
         _ => None,
     };
-    let http = reqwest::Client::builder()
+    let http = kafka_tasks::tls::client_builder(None)
+        .expect("client builder")
         .redirect(reqwest::redirect::Policy::none())
         .timeout(EXCHANGE_LIMIT)
         .build()

@@ -17,9 +17,6 @@ const BINARY = process.env.KAFKA_TASKS_BIN || path.join(ROOT, 'target', 'debug',
 const PROJECT = '0123456789abcdef0123456789abcdef';
 const OTHER_PROJECT = 'fedcba9876543210fedcba9876543210';
 
-// Tests of behaviour that the `fidelity` branch (issue 9) adds; `SKIP_FIDELITY=1` leaves them out.
-const FIDELITY = { skip: process.env.SKIP_FIDELITY === '1' ? 'SKIP_FIDELITY=1' : false };
-
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
 /**
@@ -126,4 +123,4 @@ async function refused(promise) {
   throw new Error('the call was expected to fail');
 }
 
-module.exports = { Server, wait, refused, sleep, kafka, core, PROJECT, OTHER_PROJECT, FIDELITY, SIGNING_MODES };
+module.exports = { Server, wait, refused, sleep, kafka, core, PROJECT, OTHER_PROJECT, SIGNING_MODES };

@@ -84,7 +84,11 @@ async fn the_dashboard_names_only_metrics_the_service_exports() {
         let inst = client.create(&server, 300).await;
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         client.browse(&server, &inst).await;
-        let res = reqwest::get(format!("{}/v2/{PROJECT}/instances", server.base)).await.expect("sent");
+        let res = kafka_tasks::tls::http_client()
+            .get(format!("{}/v2/{PROJECT}/instances", server.base))
+            .send()
+            .await
+            .expect("sent");
         assert_eq!(res.status(), 401);
         // The store's gauges are sampled at start and every 5 s.
         exported.extend(server.metric_families().await);

@@ -67,7 +67,14 @@ impl Server {
 
     /// The families a scrape of `/metrics` lists (its `# TYPE` lines).
     pub async fn metric_families(&self) -> Vec<String> {
-        let text = reqwest::get(format!("{}/metrics", self.base)).await.expect("scrape").text().await.expect("text");
+        let text = kafka_tasks::tls::http_client()
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text");
         text.lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
             .filter_map(|l| l.split(' ').next())
@@ -85,7 +92,7 @@ pub struct Client {
 impl Client {
     pub fn new(dir: &Path) -> Client {
         let text = std::fs::read_to_string(dir.join("initial-credential.json")).expect("first credential written");
-        Client { http: reqwest::Client::new(), cred: serde_json::from_str(&text).expect("credential JSON") }
+        Client { http: kafka_tasks::tls::http_client(), cred: serde_json::from_str(&text).expect("credential JSON") }
     }
 
     pub async fn request(&self, server: &Server, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -193,7 +200,12 @@ impl Prometheus {
             .stderr(log)
             .spawn()
             .expect("prometheus starts");
-        let p = Prometheus { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new(), _dir: dir };
+        let p = Prometheus {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: kafka_tasks::tls::http_client(),
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(r) = p.http.get(format!("{}/-/ready", p.base)).send().await

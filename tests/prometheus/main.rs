@@ -43,7 +43,11 @@ async fn drive(client: &Client, servers: &[&Server], n: usize) -> Vec<String> {
         made.push(inst);
     }
     for s in servers {
-        let res = reqwest::get(format!("{}/v2/{}/instances", s.base, harness::PROJECT)).await.expect("sent");
+        let res = kafka_tasks::tls::http_client()
+            .get(format!("{}/v2/{}/instances", s.base, harness::PROJECT))
+            .send()
+            .await
+            .expect("sent");
         assert_eq!(res.status(), 401);
     }
     made

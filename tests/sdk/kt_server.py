@@ -55,7 +55,7 @@ class Server:
 
     def add_kernel(self, engine_version, build):
         """Adds a newer kernel build for an engine version, so that `latest_version` moves ahead of the
-        instances: `kafka-tasks kernels add` (issue 9, the `fidelity` branch) on the server's database."""
+        instances: `kafka-tasks kernels add` on the server's database."""
         subprocess.run(
             [BINARY, "kernels", "add", "--engine-version", engine_version, "--build", build, "--database", self.db],
             check=True, capture_output=True, text=True,
@@ -65,3 +65,26 @@ class Server:
         self.proc.kill()
         self.proc.wait()
         self.dir.cleanup()
+
+
+class Control:
+    """Test control of a server started with `serve --test-control`, through the CLI
+    (`kafka-tasks control … --output json`), as the server's admin."""
+
+    def __init__(self, endpoint, cred):
+        self.env = {
+            "PATH": os.environ.get("PATH", ""),
+            "KAFKA_TASKS_ENDPOINT": endpoint,
+            "HUAWEICLOUD_SDK_AK": cred["access_key"],
+            "HUAWEICLOUD_SDK_SK": cred["secret_key"],
+            "HUAWEICLOUD_SDK_PROJECT_ID": cred["project_id"],
+        }
+
+    def __call__(self, *args):
+        out = subprocess.run([BINARY, "control", *args, "--output", "json"],
+                             env=self.env, check=True, capture_output=True, text=True)
+        return json.loads(out.stdout)
+
+    def inject(self, **rule):
+        """Adds one fault rule (the fields of docs/notes/control.md)."""
+        return self("faults", "add", json.dumps(rule))

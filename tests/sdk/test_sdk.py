@@ -1,5 +1,6 @@
 """The official Python SDK (huaweicloudsdkkafka) against the running binary, unmodified."""
 
+import json
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -13,8 +14,10 @@ from huaweicloudsdkkafka.v2 import (
     PartitionReassignRequest, ResizeEngineInstanceReq, ResizeEngineInstanceRequest, ShowBackgroundTaskProgressRequest,
     ShowBackgroundTaskRequest, ShowInstanceConfigsRequest, ShowInstanceRequest, UpdateInstanceAutoCreateTopicReq,
     UpdateInstanceAutoCreateTopicRequest, UpdateScheduledTaskRequest, UpgradeInstanceReq, UpgradeInstanceRequest,
-    # Issue 9:
+    # Instance calls around tasks:
     CreatePostPaidKafkaInstanceRequest, ShowUpgradeInstanceVersionRequest, UpdateInstanceReq, UpdateInstanceRequest,
+    # What the Terraform provider reads back:
+    ListAvailableZonesRequest, ShowKafkaClusterRequest, ShowKafkaTagsRequest,
 )
 
 
@@ -60,6 +63,23 @@ def test_create_show_and_list_instances(client, instance):
     assert shown.broker_num == 3 and shown.storage_space == 300
     listed = client.list_instances(ListInstancesRequest(engine="kafka"))
     assert instance in [i.instance_id for i in listed.instances]
+
+
+def test_zones_listeners_tags_and_brokers_decode(client, instance):
+    """ListAvailableZones, ShowInstance's `charging_mode`/`cross_vpc_info`, ShowKafkaTags and
+    ShowKafkaCluster, decoded by the SDK's own models."""
+    zones = client.list_available_zones(ListAvailableZonesRequest())
+    assert "az1" in [z.id for z in zones.available_zones] and zones.region_id
+    assert all(isinstance(z.port, str) and isinstance(z.sold_out, bool) for z in zones.available_zones)
+    shown = client.show_instance(ShowInstanceRequest(instance_id=instance))
+    assert shown.charging_mode == 1 and shown.port == 9092
+    listeners = json.loads(shown.cross_vpc_info)
+    assert sorted(listeners) == sorted(shown.connect_address.split(","))
+    assert client.show_kafka_tags(ShowKafkaTagsRequest(instance_id=instance)).tags == []
+    brokers = client.show_kafka_cluster(ShowKafkaClusterRequest(instance_id=instance)).cluster.brokers
+    assert sorted((b.broker_id, b.host) for b in brokers) == sorted(
+        (v["broker_id"], ip) for ip, v in listeners.items())
+    assert all(b.health and b.port == 9092 for b in brokers)
 
 
 def test_modify_configs_then_delete_the_task(client, instance):
@@ -125,8 +145,8 @@ def test_resize_storage(server):
 
 
 def test_scheduled_reassignment_update_cancel_and_delete(client, instance):
-    # A scheduled reassignment rather than an upgrade: since issue 9 an upgrade needs a newer kernel
-    # (see the fidelity tests below), while the scheduled-task calls are the same for every task.
+    # A scheduled reassignment rather than an upgrade: an upgrade needs a newer kernel (see the
+    # kernel tests below), while the scheduled-task calls are the same for every task.
     at = int(time.time() * 1000) + 3_600_000
     res = client.create_kafka_reassignment_task(CreateKafkaReassignmentTaskRequest(
         instance_id=instance, body=PartitionReassignRequest(
@@ -146,9 +166,9 @@ def test_scheduled_reassignment_update_cancel_and_delete(client, instance):
     # Two seconds ahead, plus what signing one call takes: the pure-Python ECDSA and SM2 signers
     # derive the key pair on every call, which takes seconds on a loaded machine.
     started = time.monotonic()
-    client.show_instance(ShowInstanceRequest(instance_id=instance))
-    ahead = 2 + 3 * (time.monotonic() - started)
-    soon = (datetime.now(timezone.utc) + timedelta(seconds=ahead)).strftime("%Y%m%d%H%M%S")
+    client.show_instance(ShowInstanceRequest(instance_id=iid))
+    margin = 2 + 3 * (time.monotonic() - started)
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=margin)).strftime("%Y%m%d%H%M%S")
     moved = client.update_scheduled_task(UpdateScheduledTaskRequest(instance_id=instance, task_id=sid, execute_at=soon))
     assert moved.status_code == 204
     finish(client, instance, sid)
@@ -226,8 +246,7 @@ def test_wrong_secret_and_weak_role_are_refused(server, instance, client):
     assert err.value.status_code == 404 and err.value.error_code == "DMS.00404022"
 
 
-# Issue 9 ("Fidelity"): calls the server gains with the `fidelity` branch. Strict: they fail until
-# it lands. Deselect with `-m "not fidelity"`.
+# The instance calls around tasks: creation by engine and post-paid, kernel versions and upgrades.
 
 
 def engine_body(name):
@@ -253,7 +272,6 @@ def versions(client, iid):
     return v
 
 
-@pytest.mark.fidelity
 def test_create_post_paid_kafka_instance(client):
     res = client.create_post_paid_kafka_instance(CreatePostPaidKafkaInstanceRequest(body=engine_body("sdk-postpaid")))
     iid = res.instance_id
@@ -265,7 +283,6 @@ def test_create_post_paid_kafka_instance(client):
     assert [(t.name, t.status) for t in tasks.tasks] == [("createInstance", "SUCCESS")]
 
 
-@pytest.mark.fidelity
 def test_show_upgrade_instance_version_and_no_upgrade_on_the_latest_kernel(client):
     iid = running_instance(client, "sdk-kernel-latest")
     v = versions(client, iid)
@@ -276,7 +293,6 @@ def test_show_upgrade_instance_version_and_no_upgrade_on_the_latest_kernel(clien
     assert client.show_instance(ShowInstanceRequest(instance_id=iid)).engine_version == "2.7"
 
 
-@pytest.mark.fidelity
 def test_kernel_upgrade_is_rolling_and_keeps_the_kafka_version(server, client):
     iid = running_instance(client, "sdk-kernel-upgrade")
     before = versions(client, iid)
@@ -302,7 +318,6 @@ def test_kernel_upgrade_is_rolling_and_keeps_the_kafka_version(server, client):
     assert client.show_instance(ShowInstanceRequest(instance_id=iid)).engine_version == "2.7"
 
 
-@pytest.mark.fidelity
 def test_scheduled_kernel_upgrade_and_status_null(server, client):
     iid = running_instance(client, "sdk-kernel-scheduled")
     server.add_kernel("2.7", "2.7.1-h0.cbu.dms.302.r0")
@@ -320,16 +335,15 @@ def test_scheduled_kernel_upgrade_and_status_null(server, client):
     # Two seconds ahead, plus what signing one call takes: the pure-Python ECDSA and SM2 signers
     # derive the key pair on every call, which takes seconds on a loaded machine.
     started = time.monotonic()
-    client.show_instance(ShowInstanceRequest(instance_id=instance))
-    ahead = 2 + 3 * (time.monotonic() - started)
-    soon = (datetime.now(timezone.utc) + timedelta(seconds=ahead)).strftime("%Y%m%d%H%M%S")
+    client.show_instance(ShowInstanceRequest(instance_id=iid))
+    margin = 2 + 3 * (time.monotonic() - started)
+    soon = (datetime.now(timezone.utc) + timedelta(seconds=margin)).strftime("%Y%m%d%H%M%S")
     client.update_scheduled_task(UpdateScheduledTaskRequest(instance_id=iid, task_id=sid, execute_at=soon))
     finish(client, iid, sid)
     assert versions(client, iid).current_version == ahead.latest_version
     assert client.show_instance(ShowInstanceRequest(instance_id=iid)).engine_version == "2.7"
 
 
-@pytest.mark.fidelity
 def test_update_instance(client):
     iid = running_instance(client, "sdk-update")
     res = client.update_instance(UpdateInstanceRequest(instance_id=iid, body=UpdateInstanceReq(

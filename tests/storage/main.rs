@@ -17,7 +17,7 @@ use kafka_tasks::domain::{ProjectId, Role, TaskId, TaskRecord, TaskStatus};
 use kafka_tasks::storage::*;
 
 const CTX: StepContext =
-    StepContext { storage_pool_gb: 10_000, executed: kafka_tasks::domain::operation::OpSet::EMPTY };
+    StepContext { storage_pool_gb: 10_000, executed: kafka_tasks::domain::operation::OpSet::EMPTY, stepwise: false };
 const T0: i64 = 1_700_000_000_000;
 
 #[path = "../common/pg.rs"]
@@ -1292,5 +1292,66 @@ contract! {
         assert!(s.clusters.put_binding(p, i, None, T0, bind_audit(&inst)).await.expect("w"));
         assert_eq!(s.clusters.get_binding(p, i).await.expect("r"), None, "{}", e.name);
         assert!(!s.instances.get_instance(p, i).await.expect("r").expect("i").cluster_bound, "{}", e.name);
+    }
+}
+
+/// Test control's reset (`POST …/test-control/reset`): every record goes in one call, the
+/// credentials stay (or all but one), test control's own values stay. On 10,000 stored tasks;
+/// the time each engine took is printed (`cargo test --release --test storage reset_ -- --nocapture`),
+/// a figure for docs/notes/control.md, not an assertion.
+#[tokio::test]
+async fn reset_removes_every_record_but_the_credentials_and_control_values() {
+    for e in engines().await {
+        let s = &e.storage;
+        let mut instances = Vec::new();
+        let mut tasks = Vec::new();
+        for i in 0..100 {
+            let inst = instance(&project());
+            for t in 0..100 {
+                tasks.push(task(&inst, Operation::Restart, T0 + i * 100 + t, None));
+            }
+            instances.push(inst);
+        }
+        let some = instances[0].clone();
+        s.bulk.bulk_load(instances, tasks).await.expect("loaded");
+        s.credentials.insert_credential(credential("AK1")).await.expect("insert");
+        s.credentials.insert_credential(credential("AK2")).await.expect("insert");
+        s.control.put_control_value("clock", "{\"offset_ms\":5}", T0).await.expect("stored");
+        s.kernels.add_kernel_build("2.7", "2.7.1-h0.cbu.dms.900.r0", T0).await.expect("added");
+        let audit = AuditEvent {
+            at: T0,
+            request_id: "r".into(),
+            project_id: project().as_str().into(),
+            user_id: "u".into(),
+            user_name: "n".into(),
+            access_key: None,
+            action: "a".into(),
+            target: "t".into(),
+            status: 200,
+            detail: None,
+        };
+        s.audit.append_audit(audit).await.expect("audit");
+        assert_eq!(s.engine.unfinished_count().await.expect("count"), 10_000, "{}", e.name);
+
+        let started = std::time::Instant::now();
+        s.control.reset_state(None).await.expect("reset");
+        eprintln!("{}: reset of 10,000 tasks in {:?}", e.name, started.elapsed());
+
+        assert_eq!(s.engine.unfinished_count().await.expect("count"), 0, "{}", e.name);
+        assert!(s.instances.list_instances(&project()).await.expect("list").is_empty(), "{}", e.name);
+        assert!(s.instances.get_instance(&project(), &some.id).await.expect("get").is_none());
+        assert!(s.audit.list_audit(None, None, 10).await.expect("audit").is_empty(), "{}", e.name);
+        assert!(s.kernels.added_kernel_builds("2.7").await.expect("builds").is_empty(), "{}", e.name);
+        assert_eq!(s.credentials.list_credentials().await.expect("creds").len(), 2, "{}", e.name);
+        assert_eq!(s.control.control_value("clock").await.expect("read").as_deref(), Some("{\"offset_ms\":5}"));
+        // The store works on: a new instance and its task.
+        let fresh = running_instance(s).await;
+        assert_eq!(s.instances.list_instances(&project()).await.expect("list").len(), 1, "{}", e.name);
+        assert!(submit(s, &fresh, Operation::Restart, T0 + 1, None).await.is_ok(), "{}", e.name);
+
+        s.control.reset_state(Some("AK2")).await.expect("reset");
+        let left: Vec<String> =
+            s.credentials.list_credentials().await.expect("creds").into_iter().map(|c| c.access_key).collect();
+        assert_eq!(left, ["AK2"], "{}", e.name);
     }
 }

@@ -12,12 +12,6 @@ from kt_server import Server  # noqa: E402
 from golangsdk import GoClient  # noqa: E402
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "fidelity: calls of issue 9 that the server gains with the `fidelity` branch "
-        "(deselect with -m 'not fidelity')")
-
-
 @pytest.fixture(scope="module")
 def server():
     s = Server("--time-scale", "0")

@@ -82,10 +82,15 @@ class UnexpectedResponse(Exception):
 class GoClient:
     """golangsdk's ServiceClient with AK/SK authentication (`AKSKAuthOptions`) for one project."""
 
-    def __init__(self, endpoint, ak, sk, project_id):
+    def __init__(self, endpoint, ak, sk, project_id, max_retries=0, backoff=None):
         self.endpoint = endpoint.rstrip("/") + "/"
         self.ak, self.sk, self.project_id = ak, sk, project_id
         self.sent = []  # (method, path?query, headers as sent) of every request, for assertions
+        # The provider's `max_retries` (its default is 5): with it set, the provider gives golangsdk
+        # MaxBackoffRetries and its retryBackoffFunc, and a 429 is sent again after a sleep of
+        # 2^retries minutes (Retry-After is not read). `backoff(minutes)` does the sleeping here.
+        self.max_retries = max_retries
+        self.backoff = backoff
 
     def url(self, template, **ids):
         """`client.Endpoint + httpUrl` with `strings.ReplaceAll` of `{project_id}` and the others."""
@@ -95,7 +100,19 @@ class GoClient:
         return self.endpoint + path
 
     def request(self, method, url, json_body=None, more_headers=None, ok_codes=None):
-        """`ProviderClient.Request(method, url, &RequestOpts{...})`."""
+        """`ProviderClient.Request(method, url, &RequestOpts{...})`: doRequest, and on a 429 its
+        retry through RetryBackoffFunc while fewer than MaxBackoffRetries were made."""
+        retries = 0
+        while True:
+            try:
+                return self._do_request(method, url, json_body, more_headers, ok_codes)
+            except UnexpectedResponse as e:
+                if e.status != 429 or self.max_retries <= 0 or retries >= self.max_retries:
+                    raise
+                self.backoff(min(30, 2 ** retries))
+                retries += 1
+
+    def _do_request(self, method, url, json_body, more_headers, ok_codes):
         parts = urlsplit(url)
         payload = go_json(json_body) if json_body is not None else b""
         headers = {}

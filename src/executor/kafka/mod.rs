@@ -16,7 +16,10 @@
 //!   each broker's own configuration, then the same rolling restart, each broker's DescribeConfigs
 //!   showing the value before the next one;
 //! - **upgradeInstance**: each broker restarted on the Apache Kafka release the kernel build names
-//!   (`4.3.2-h0…` → 4.3.2), then `metadata.version` finalised with UpdateFeatures.
+//!   (`4.3.2-h0…` → 4.3.2), then `metadata.version` finalised with UpdateFeatures;
+//! - **kafkaPartitionReassign**: AlterPartitionReassignments throttled as Kafka's own tool does,
+//!   progress from the bytes of the new replicas, a move in flight adopted after a crash
+//!   ([`reassign`]).
 //!
 //! The other operations of a bound instance are refused at their first step with the reason, so
 //! that the task fails before anything changes.
@@ -27,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 
 mod config;
 mod control;
+pub mod reassign;
 mod rolling;
 
 use super::{Event, Outcome, StepRun};
@@ -42,7 +46,7 @@ pub(super) const POLL: Duration = Duration::from_millis(250);
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The operations the `kafka` executor does (by task name).
-pub const OPERATIONS: &[&str] = &["kafkaConfigModify", "restartInstance", "upgradeInstance"];
+pub const OPERATIONS: &[&str] = &["kafkaConfigModify", "kafkaPartitionReassign", "restartInstance", "upgradeInstance"];
 
 /// One bound instance's cluster, as the executor reaches it.
 #[derive(Debug)]
@@ -72,6 +76,7 @@ pub async fn run(
 async fn step(spec: &Spec, req: &StepRun<'_>, events: &mpsc::Sender<Event>) -> Outcome {
     let result = match req.operation {
         "kafkaConfigModify" => config::step(spec, req, events).await,
+        "kafkaPartitionReassign" => reassign::step(spec, req, events).await,
         "restartInstance" => rolling::restart_step(spec, req, events).await,
         "upgradeInstance" => rolling::upgrade_step(spec, req, events).await,
         other => Err(format!("{other} is not done on a bound cluster yet")),

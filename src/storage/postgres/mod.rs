@@ -22,6 +22,7 @@ use super::*;
 mod audit;
 mod bulk;
 mod clusters;
+mod control;
 mod credentials;
 mod engine;
 pub(crate) mod events;
@@ -48,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0010_counter_shards.sql"),
     include_str!("../../../migrations/postgres/0011_cluster_bindings.sql"),
     include_str!("../../../migrations/postgres/0014_executor_state.sql"),
+    include_str!("../../../migrations/postgres/0012_test_control.sql"),
 ];
 
 /// The counter shard a connection writes (migration 0010): its backend's, so that concurrent

@@ -115,6 +115,7 @@ impl EngineStore for Sqlite {
                     if claim.fired {
                         // A scheduled task that fires becomes a background task.
                         bump(conn, &task.instance_id, View::Background, task.created_at, 1)?;
+                        fired_into_background(conn, &task.id)?;
                     }
                     let (taken, started) = (claim.taken, claim.started);
                     apply(conn, &task, &inst, taken.write(now, lease_ms), &owner)?;

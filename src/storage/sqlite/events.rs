@@ -9,17 +9,46 @@ use crate::storage::events::*;
 
 /// Appends `events`, in order, in the transaction `conn` is in. The caller wakes the streams
 /// ([`Sqlite::events_committed`]) once that transaction is committed.
+///
+/// Rows go in by sixteen, then by four, then one at a time: each statement opens the table and
+/// its two indexes and, the ids being `AUTOINCREMENT`, reads and rewrites `sqlite_sequence` once,
+/// so a claim's several hundred events cost a few dozen statements rather than one each. The
+/// ids are still given in the order of `events`.
 pub(crate) fn append_events(conn: &Connection, events: &[NewEvent]) -> StoreResult<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let mut st = conn.prepare_cached(
-        "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    for e in events {
-        st.execute(params![e.at, e.project_id, e.instance_id, e.task_id, e.kind.as_str(), e.data])?;
+    let mut rest = events;
+    while !rest.is_empty() {
+        let n = [16, 4, 1].into_iter().find(|&n| rest.len() >= n).unwrap_or(1);
+        let (now, later) = rest.split_at(n);
+        let mut st = conn.prepare_cached(insert_events_sql(n))?;
+        let mut i = 1;
+        for e in now {
+            st.raw_bind_parameter(i, e.at)?;
+            st.raw_bind_parameter(i + 1, &e.project_id)?;
+            st.raw_bind_parameter(i + 2, &e.instance_id)?;
+            st.raw_bind_parameter(i + 3, &e.task_id)?;
+            st.raw_bind_parameter(i + 4, e.kind.as_str())?;
+            st.raw_bind_parameter(i + 5, &e.data)?;
+            i += 6;
+        }
+        st.raw_execute()?;
+        rest = later;
     }
     Ok(())
+}
+
+/// The insert of `n` (1, 4 or 16) event rows.
+fn insert_events_sql(n: usize) -> &'static str {
+    static SQL: std::sync::LazyLock<[String; 3]> = std::sync::LazyLock::new(|| {
+        [1, 4, 16].map(|n| {
+            let rows = vec!["(?, ?, ?, ?, ?, ?)"; n].join(", ");
+            format!("INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) VALUES {rows}")
+        })
+    });
+    match n {
+        16 => &SQL[2],
+        4 => &SQL[1],
+        _ => &SQL[0],
+    }
 }
 
 const READ_PROJECT: &str =
@@ -96,5 +125,51 @@ impl EventStore for Sqlite {
             Ok(n as u64)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::events::EventKind;
+
+    #[test]
+    fn events_appended_in_chunks_keep_their_order_and_every_column() -> Result<(), Box<dyn std::error::Error>> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(include_str!("../../../migrations/sqlite/0008_task_events.sql"))?;
+        // 16 + 4 + 1 + 1 + 1 rows, then one more call to see the ids go on.
+        let make = |i: usize| NewEvent {
+            kind: EventKind::ALL[i % EventKind::ALL.len()],
+            at: 1_000 + i as i64,
+            project_id: format!("p{}", i % 3),
+            instance_id: format!("i{}", i % 5),
+            task_id: format!("t{i}"),
+            data: format!("{{\"n\":{i}}}"),
+        };
+        let first: Vec<NewEvent> = (0..23).map(make).collect();
+        append_events(&conn, &first)?;
+        append_events(&conn, &[make(23)])?;
+        append_events(&conn, &[])?;
+        let mut st =
+            conn.prepare("SELECT id, at, project_id, instance_id, task_id, kind, data FROM task_events ORDER BY id")?;
+        let rows: Vec<(i64, NewEvent)> = st
+            .query_map([], |r| {
+                let kind: String = r.get(5)?;
+                Ok((
+                    r.get(0)?,
+                    NewEvent {
+                        kind: EventKind::parse(&kind).unwrap_or(EventKind::Created),
+                        at: r.get(1)?,
+                        project_id: r.get(2)?,
+                        instance_id: r.get(3)?,
+                        task_id: r.get(4)?,
+                        data: r.get(6)?,
+                    },
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        let expected: Vec<(i64, NewEvent)> = (0..24).map(|i| (i as i64 + 1, make(i))).collect();
+        assert_eq!(rows, expected);
+        Ok(())
     }
 }

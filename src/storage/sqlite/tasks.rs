@@ -218,11 +218,19 @@ pub(super) fn save_task_progress(
     owner: Option<&str>,
 ) -> StoreResult<()> {
     let steps = serde_json::to_string(&t.steps).map_err(corrupt)?;
+    // `in_background` is not set here: naming it would make SQLite rewrite the task's entry in
+    // the partial index `tasks_background` on every step. A claim sets it when a scheduled task
+    // fires ([`fired_into_background`]).
     let mut st = conn.prepare_cached(
-        "UPDATE tasks SET status = ?2, updated_at = ?3, steps = ?4, due_at = ?5, lease_owner = ?6, \
-         in_background = 1 WHERE id = ?1",
+        "UPDATE tasks SET status = ?2, updated_at = ?3, steps = ?4, due_at = ?5, lease_owner = ?6 WHERE id = ?1",
     )?;
     st.execute(params![t.id.as_str(), t.status.as_str(), t.updated_at, steps, due_at, owner])?;
+    Ok(())
+}
+
+/// A scheduled task that fired is a background task from now on.
+pub(super) fn fired_into_background(conn: &Connection, t: &TaskId) -> StoreResult<()> {
+    conn.prepare_cached("UPDATE tasks SET in_background = 1 WHERE id = ?1")?.execute(params![t.as_str()])?;
     Ok(())
 }
 

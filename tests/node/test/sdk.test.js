@@ -3,13 +3,12 @@
 // real binary, end to end. It signs differently from the Python SDK (no user-agent among the
 // signed headers, query sent unsorted), so it is a second, independent client.
 //
-// The `fidelity` block holds the calls of issue 9 that the server did not have when this suite was
-// written (kernel versions, CreatePostPaidKafkaInstance, UpdateInstance, status=null, params
-// without null fields). It is strict: those tests fail until the server has them.
+// The "instance calls" block covers what surrounds the tasks: kernel versions,
+// CreatePostPaidKafkaInstance, UpdateInstance, status=null, params without null fields.
 
 const { describe, it, before, after } = require('node:test');
 const assert = require('node:assert/strict');
-const { Server, wait, refused, kafka, OTHER_PROJECT, FIDELITY, SIGNING_MODES } = require('../helpers');
+const { Server, wait, refused, kafka, OTHER_PROJECT, SIGNING_MODES } = require('../helpers');
 
 const PRODUCT = 'c6.2u4g.cluster';
 
@@ -66,8 +65,7 @@ async function listAll(client, iid) {
 
 /**
  * Adds a newer kernel build for an engine version, so that latest_version moves ahead of the
- * instances. Interface assumed from issue 9 (the `fidelity` branch): an admin command of the
- * binary working on the server's database.
+ * instances: the binary's admin command `kernels add`, on the server's database.
  */
 function addKernel(server, engineVersion, build) {
   server.adminCommand('kernels', 'add', '--engine-version', engineVersion, '--build', build);
@@ -321,7 +319,7 @@ for (const signing of SIGNING_MODES) {
   });
 }
 
-describe('fidelity (issue 9): calls the server gains with the `fidelity` branch', FIDELITY, () => {
+describe('instance calls around tasks: kernels, post-paid create, UpdateInstance', () => {
   let server;
   let client;
 

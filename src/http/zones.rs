@@ -1,0 +1,49 @@
+//! ListAvailableZones: `GET /v2/available-zones` (no project in the path, as DMS serves it), the
+//! zones CreateInstance accepts in `available_zones` ([`crate::domain::zones`]).
+
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::Caller;
+use super::openapi::shapes;
+use crate::domain::Action;
+use crate::domain::zones::{REGION, ZONES};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v2/available-zones", get(list))
+}
+
+/// ListAvailableZones → `{"region_id", "available_zones": [{"id","code","name","port",
+/// "resource_availability","default_az","soldOut","remain_time","ipv6_enable"}]}`, with DMS's
+/// types (`port` and `resource_availability` are strings; `soldOut` is spelt so).
+#[utoipa::path(
+    get,
+    path = "/v2/available-zones",
+    operation_id = "ListAvailableZones",
+    tag = "Instances",
+    responses((status = 200, description = "The zones instances may be created in", body = shapes::AvailableZones)),
+)]
+pub(super) async fn list(caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::GetInstance)?;
+    let zones: Vec<Value> = ZONES
+        .iter()
+        .enumerate()
+        .map(|(i, z)| {
+            json!({
+                "id": z.id,
+                "code": z.code,
+                "name": z.name,
+                "port": "8002",
+                "resource_availability": "true",
+                "default_az": i == 0,
+                "soldOut": false,
+                "remain_time": 0,
+                "ipv6_enable": false,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "region_id": REGION, "available_zones": zones })))
+}
