@@ -16,6 +16,19 @@ pub enum Op {
     Operation,
 }
 
+impl Op {
+    /// The name the console's copy of the table uses (`/console/hints.json`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Any => "any",
+            Op::Reschedule => "reschedule",
+            Op::ScheduledDelete => "scheduled-delete",
+            Op::TaskDelete => "task-delete",
+            Op::Operation => "operation",
+        }
+    }
+}
+
 /// One hint: for `code`, when the message contains `message` (empty: any), for `op`
 /// (`Op::Any`: any command). `{project}`, `{instance}`, `{task}` and `{access_key}` are filled in.
 pub struct Hint {

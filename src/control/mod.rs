@@ -255,7 +255,7 @@ impl TestControl {
                 request_id: String::new(),
                 project_id: task.project_id.as_str().to_owned(),
                 user_id: String::new(),
-                user_name: crate::engine::ENGINE_USER.to_owned(),
+                user_name: crate::domain::ENGINE_USER.to_owned(),
                 access_key: None,
                 action: INJECTED_ACTION.to_owned(),
                 target: task.id.as_str().to_owned(),

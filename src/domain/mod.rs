@@ -26,6 +26,9 @@ pub use ids::{InstanceId, ProjectId, TaskId, TopicName};
 pub use task::{Step, StepFailure, StepStatus, TaskRecord, TaskStatus};
 pub use time::{CompactTime, now_ms};
 
+/// The user an audit event written by the engine (not by a request) names.
+pub const ENGINE_USER: &str = "kafka-tasks-engine";
+
 /// Who a request is handled for. Produced by the auth layer, consumed by handlers and the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {

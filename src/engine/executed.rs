@@ -14,8 +14,7 @@ use crate::storage::{AuditEvent, Report};
 
 /// The audit action of a step an executor failed.
 pub const FAILED_ACTION: &str = "kafka-tasks:executor:failStep";
-/// The user an engine-written audit event names.
-pub const ENGINE_USER: &str = "kafka-tasks-engine";
+pub use crate::domain::ENGINE_USER;
 
 /// Progress is written at most this often per run; what comes between is merged (the last
 /// percentage and message win), so that a chatty program costs a few writes a second, not one

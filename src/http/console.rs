@@ -8,7 +8,12 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+
 use super::AppState;
+use crate::client::hints::HINTS;
 
 const PAGE: &str = include_str!("console/index.html");
 
@@ -26,10 +31,24 @@ const ASSETS: &[(&str, &str, &str)] = &[
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
                        img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
+/// The CLI's hint table ([`HINTS`]) as the page reads it: one table, so that the console says
+/// under an error what the CLI says. Built once; it holds only the table's own constants.
+fn hints_json() -> &'static str {
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| {
+        let table: Vec<_> = HINTS
+            .iter()
+            .map(|h| json!({ "code": h.code, "message": h.message, "op": h.op.as_str(), "text": h.text }))
+            .collect();
+        Value::Array(table).to_string()
+    })
+}
+
 pub fn router() -> Router<AppState> {
     let mut router = Router::new()
         .route("/", get(|| async { Redirect::to("/console") }))
-        .route("/console", get(|| async { asset("text/html; charset=utf-8", PAGE) }));
+        .route("/console", get(|| async { asset("text/html; charset=utf-8", PAGE) }))
+        .route("/console/hints.json", get(|| async { asset("application/json", hints_json()) }));
     for &(path, content_type, body) in ASSETS {
         router = router.route(path, get(move || async move { asset(content_type, body) }));
     }
@@ -81,5 +100,18 @@ mod tests {
             }
         }
         assert!(!CSP.contains("unsafe"), "{CSP}");
+    }
+
+    /// The page's copy of the hint table is the CLI's table, entry for entry.
+    #[test]
+    fn the_served_hints_are_the_cli_s_table() {
+        let served: Vec<Value> = serde_json::from_str(hints_json()).unwrap_or_default();
+        assert_eq!(served.len(), HINTS.len());
+        for (s, h) in served.iter().zip(HINTS) {
+            assert_eq!(s["code"], h.code);
+            assert_eq!(s["message"], h.message);
+            assert_eq!(s["op"], h.op.as_str());
+            assert_eq!(s["text"], h.text);
+        }
     }
 }

@@ -114,8 +114,25 @@ def test_a_person_manages_tasks_with_access_keys(server, browser):
     expect(page.locator("#count")).to_have_text("1–3 of 3 tasks")
     expect(page.locator("#instance-status")).to_contain_text("EXTENDING")
     expect(row(page, "createInstance").locator(".badge")).to_have_text("SUCCESS")
+    # One date format whatever the locale, with its zone (December: Paris is UTC+01:00).
+    expect(row(page, "createInstance").locator("td[data-label=Created]")).to_contain_text(
+        re.compile(r"^20\d\d-\d\d-\d\d \d\d:\d\d:\d\d UTC[+-]\d\d:\d\d"))
+    assert page.evaluate("when('2026-12-05T13:47:24.000Z')") == "2026-12-05 14:47:24 UTC+01:00"
+    assert page.evaluate("when('2026-07-05T13:47:24.000Z')") == "2026-07-05 15:47:24 UTC+02:00"
     expect(row(page, running).locator(".badge")).to_have_text("EXECUTING")
     expect(row(page, running).get_by_role("button", name="Delete")).to_have_count(0)
+    # A running task shows how far it is, a finished one when it ended (and a running one not).
+    expect(row(page, running).locator("td[data-label=Progress]")).to_contain_text(re.compile(r"^\d{1,3}%$"))
+    expect(row(page, running).get_by_role("progressbar")).to_have_attribute("aria-valuenow", re.compile(r"^\d{1,3}$"))
+    expect(row(page, running).locator("td[data-label=Ended]")).to_have_text("")
+    done = [t for t in server.cli("tasks", "list", "-i", inst)["tasks"] if t["name"] == "createInstance"][0]
+    expect(row(page, "createInstance").locator("td[data-label=Ended]")).to_have_text(
+        page.evaluate("(iso) => when(iso)", done["updated_at"]))
+    expect(row(page, "createInstance").locator("td[data-label=Progress]")).to_have_text("")
+    # Each cell sits under its own heading.
+    headings = page.locator("#panel-bg thead th").all_inner_texts()
+    labels = row(page, running).locator("td").evaluate_all("tds => tds.map(td => td.dataset.label || '')")
+    assert [h for h in headings if h.strip() and h != "Actions"] == [x for x in labels if x], (headings, labels)
 
     # A running task's steps, live.
     row(page, running).get_by_role("button", name="Details").click()
@@ -132,6 +149,7 @@ def test_a_person_manages_tasks_with_access_keys(server, browser):
     expect(page.locator("#detail-pct")).to_have_text("100%")
     page.get_by_role("button", name="Refresh").click()
     expect(page.locator("#instance-status")).to_contain_text("RUNNING")
+    expect(row(page, running).locator("td[data-label=Ended]")).to_contain_text(re.compile(r"^20\d\d-"))
 
     # A finished task is deleted after a confirmation, and is gone.
     victim = row(page, "kafkaConfigModify")
@@ -152,8 +170,8 @@ def test_a_person_manages_tasks_with_access_keys(server, browser):
 
     # The time range: nothing was created in a custom window a year ago.
     page.get_by_label("Created").select_option("custom")
-    page.get_by_label("From (local time)").fill("2025-01-01T00:00:00")
-    page.get_by_label("To (local time)").fill("2025-01-02T00:00:00")
+    page.get_by_label(re.compile(r"^From \(Europe/Paris, UTC\+0[12]:00\)")).fill("2025-01-01T00:00:00")
+    page.get_by_label(re.compile(r"^To \(Europe/Paris, UTC\+0[12]:00\)")).fill("2025-01-02T00:00:00")
     expect(page.locator("#count")).to_have_text("0–0 of 0 tasks")
     page.get_by_label("Created").select_option("hour")
     expect(page.locator("#count")).to_have_text("1–2 of 2 tasks")
@@ -163,12 +181,12 @@ def test_a_person_manages_tasks_with_access_keys(server, browser):
     sched = page.locator("#scheduled tr", has_text=scheduled)
     expect(sched.locator(".badge")).to_have_text("CREATED")
     sched.get_by_role("button", name="Reschedule").click()
-    page.get_by_label("Run at (local time)").fill("2030-02-03T05:06:07")
-    page.get_by_label("Run at (local time)").press("Enter")
-    expect(page.locator("#announce")).to_contain_text("now runs at")
+    page.get_by_label(re.compile(r"^Run at \(Europe/Paris, UTC\+0[12]:00\)")).fill("2030-02-03T05:06:07")
+    page.get_by_label(re.compile(r"^Run at \(Europe/Paris, UTC\+0[12]:00\)")).press("Enter")
+    expect(page.locator("#announce")).to_contain_text("now runs at 2030-02-03 05:06:07 UTC+01:00")
     jobs = server.cli("scheduled", "list", "-i", inst)["jobs"]
     assert [j["schedule_at"] for j in jobs if j["id"] == scheduled] == ["2030-02-03T04:06:07.000Z"]
-    expect(sched.locator(".runs-at")).to_contain_text("2030")
+    expect(sched.locator(".runs-at")).to_have_text("2030-02-03 05:06:07 UTC+01:00")
     page.screenshot(path=os.path.join(ARTIFACTS, "scheduled.png"))
 
     sched.get_by_role("button", name="Cancel task").click()
@@ -225,6 +243,11 @@ def test_a_wrong_secret_is_refused_and_nothing_is_shown(server, browser):
     page.get_by_label("Secret access key (SK)").fill("not-the-secret")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("APIGW.0301")
+    # Under it, what the CLI would say: the same hint table (src/client/hints.rs), served.
+    expect(page.locator("#error .error-hint")).to_have_text(re.compile(
+        "^What to do: the server does not know the access key " + re.escape(server.admin["access_key"])
+        + ", or the secret key is not its own"))
+    page.screenshot(path=os.path.join(ARTIFACTS, "wrong-secret-hint.png"))
     expect(page.locator("#app")).to_be_hidden()
     assert page.evaluate("sessionStorage.length") == 0
     ctx.close()
@@ -332,5 +355,115 @@ def test_a_failed_task_says_why_and_what_to_do(server, browser):
     row(page, "createInstance").get_by_role("button", name="Details").click()
     expect(page.locator("#detail-facts .badge")).to_have_text("SUCCESS")
     expect(why).to_be_hidden()
+    assert problems == [], problems
+    ctx.close()
+
+
+def test_a_server_that_goes_away_is_said_so_and_the_page_comes_back_with_it(browser):
+    s = ConsoleServer()
+    try:
+        s.cli("instances", "create", "--name", "flaky", "--wait")
+        ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+        page = ctx.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        sign_in_with_keys(page, s)
+        expect(row(page, "createInstance")).to_have_count(1)
+        expect(page.locator("#announce")).to_contain_text("Signed in")
+        expect(page.locator("#offline")).to_be_hidden()
+
+        s.proc.kill()
+        s.proc.wait()
+        page.get_by_role("button", name="Refresh").click()
+        expect(page.locator("#offline")).to_be_visible()
+        expect(page.locator("#offline")).to_contain_text("unreachable")
+        # Not the browser's bare words, and no stale "Signed in" above them.
+        expect(page.locator("#error")).not_to_contain_text("Failed to fetch")
+        expect(page.locator("#announce")).not_to_contain_text("Signed in")
+        page.screenshot(path=os.path.join(ARTIFACTS, "server-unreachable.png"))
+
+        # Back on the same address and database: the page notices by itself.
+        s.proc = subprocess.Popen(
+            [BINARY, "serve", "--listen", s.addr, "--poll-ms", "20", "--database", s.db,
+             "--master-key-file", s.key_file], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        expect(page.locator("#offline")).to_be_hidden(timeout=20_000)
+        expect(page.locator("#announce")).to_contain_text("Connected again")
+        expect(page.locator("#error")).to_be_empty()
+        expect(row(page, "createInstance")).to_have_count(1)
+        ctx.close()
+    finally:
+        s.stop()
+
+
+def test_a_readonly_key_sees_no_buttons_that_change_anything(server, browser):
+    inst = server.cli("instances", "create", "--name", "watched", "--wait")["instance_id"]
+    server.cli("autotopic", "-i", inst, "on", "--wait")
+    server.add_kernel("2.7", "2.7.2.2")
+    scheduled = server.cli("upgrade", "-i", inst, "--at", "+1d")["schedule_id"]
+    reader = server.credential("reader", role="readonly")
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems = watch(page, reader["secret_key"])
+    page.goto(server.url + "/console")
+    page.get_by_label("Project ID").fill(PROJECT)
+    page.get_by_label("Access key ID (AK)").fill(reader["access_key"])
+    page.get_by_label("Secret access key (SK)").fill(reader["secret_key"])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_label("Instance", exact=True).select_option(inst)
+    expect(row(page, "createInstance").locator(".badge")).to_have_text("SUCCESS")
+    expect(page.locator("#role")).to_have_text("read-only")
+    # Finished tasks, yet nothing to delete; the details still open.
+    expect(page.locator("#tasks").get_by_role("button", name="Delete")).to_have_count(0)
+    expect(page.locator("#tasks").get_by_role("button", name="Details")).to_have_count(2)
+    page.get_by_role("tab", name="Scheduled Tasks").click()
+    sched = page.locator("#scheduled tr", has_text=scheduled)
+    expect(sched.locator(".badge")).to_have_text("CREATED")
+    expect(page.locator("#scheduled").get_by_role("button")).to_have_count(0)
+    page.screenshot(path=os.path.join(ARTIFACTS, "readonly.png"))
+    # The only refusal is the one the page learnt its role from.
+    assert all(p.startswith("403 from ") and p.endswith("/run") for p in problems), problems
+    assert len(problems) == 1, problems
+    ctx.close()
+
+    # The same instance with the admin key: the buttons are there.
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems = watch(page, server.admin["secret_key"])
+    sign_in_with_keys(page, server)
+    page.get_by_label("Instance", exact=True).select_option(inst)
+    expect(page.locator("#tasks").get_by_role("button", name="Delete")).to_have_count(2)
+    expect(page.locator("#role")).to_be_hidden()
+    page.get_by_role("tab", name="Scheduled Tasks").click()
+    expect(page.locator("#scheduled tr", has_text=scheduled).get_by_role("button", name="Cancel task")).to_have_count(1)
+    assert problems == [], problems
+    ctx.close()
+
+
+def test_more_than_a_hundred_scheduled_tasks_are_paged(server, browser):
+    inst = server.cli("instances", "create", "--name", "busy-calendar", "--wait")["instance_id"]
+    server.add_kernel("2.7", "2.7.2.3")
+    ids = {server.cli("upgrade", "-i", inst, "--at", f"+{d}d")["schedule_id"] for d in range(1, 103)}
+    assert len(ids) == 102
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems = watch(page, server.admin["secret_key"])
+    sign_in_with_keys(page, server)
+    page.get_by_label("Instance", exact=True).select_option(inst)
+    page.get_by_role("tab", name="Scheduled Tasks").click()
+    expect(page.locator("#sched-count")).to_have_text("1–100 of 102 scheduled tasks")
+    expect(page.locator("#scheduled tr")).to_have_count(100)
+    expect(page.get_by_role("button", name="Previous page")).to_be_disabled()
+    seen = set(page.locator("#scheduled tr").evaluate_all("rs => rs.map(r => r.dataset.task)"))
+    page.get_by_role("button", name="Next page").click()
+    expect(page.locator("#sched-count")).to_have_text("101–102 of 102 scheduled tasks")
+    expect(page.locator("#scheduled tr")).to_have_count(2)
+    expect(page.get_by_role("button", name="Next page")).to_be_disabled()
+    seen |= set(page.locator("#scheduled tr").evaluate_all("rs => rs.map(r => r.dataset.task)"))
+    assert seen == ids, ids ^ seen
+    page.screenshot(path=os.path.join(ARTIFACTS, "scheduled-page-2.png"))
+    page.get_by_role("button", name="Previous page").click()
+    expect(page.locator("#sched-count")).to_have_text("1–100 of 102 scheduled tasks")
     assert problems == [], problems
     ctx.close()

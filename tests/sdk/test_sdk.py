@@ -166,7 +166,7 @@ def test_scheduled_reassignment_update_cancel_and_delete(client, instance):
     # Two seconds ahead, plus what signing one call takes: the pure-Python ECDSA and SM2 signers
     # derive the key pair on every call, which takes seconds on a loaded machine.
     started = time.monotonic()
-    client.show_instance(ShowInstanceRequest(instance_id=iid))
+    client.show_instance(ShowInstanceRequest(instance_id=instance))
     margin = 2 + 3 * (time.monotonic() - started)
     soon = (datetime.now(timezone.utc) + timedelta(seconds=margin)).strftime("%Y%m%d%H%M%S")
     moved = client.update_scheduled_task(UpdateScheduledTaskRequest(instance_id=instance, task_id=sid, execute_at=soon))

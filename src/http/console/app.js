@@ -5,6 +5,7 @@
 const TERMINAL = ["SUCCESS", "FAILED", "CANCELLED"];
 const RANGES = { hour: 3600e3, day: 86400e3, week: 7 * 86400e3 };
 const STORE = "kafka-tasks-console";
+const SCHED_PAGE = 100; // scheduled tasks per page (the API's largest page)
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -14,11 +15,16 @@ const state = {
   tab: "bg",
   start: 1,
   total: 0,
+  schedStart: 1, // the first scheduled task on the page (1-based, as the API counts)
   detail: null, // task id shown in the detail panel
   timer: null,
   detailTimer: null,
   live: null, // the event stream being followed: {abort: AbortController, instance, lastId}
   liveReload: null,
+  offline: false, // the last call got no answer at all
+  canChange: null, // whether this key may delete, cancel, reschedule: null until known
+  roleProbe: null, // the look at a task's run under way, if any
+  retry: null,
 };
 
 // ---------- SDK-HMAC-SHA256 ----------
@@ -82,6 +88,69 @@ async function sign(method, path, pairs, headers, body, ak, sk) {
 
 class ApiError extends Error {}
 
+// ---------- hints ----------
+
+/** The CLI's hint table (src/client/hints.rs), served by the binary as /console/hints.json: one
+ * table, so that the page says under an error what the CLI says. Loaded once; without it, errors
+ * show without a hint. */
+let hints = null;
+function loadHints() {
+  if (!hints) {
+    hints = fetch("/console/hints.json", { cache: "no-store" })
+      .then((r) => (r.ok ? r.json() : []))
+      .catch(() => { hints = null; return []; });
+  }
+  return hints;
+}
+
+/** The command a call is, where the table tells commands apart (as the CLI's `Op`). */
+function opOf(method, path) {
+  if (/\/scheduled-tasks\/[^/]+$/.test(path)) return method === "PUT" ? "reschedule" : method === "DELETE" ? "scheduled-delete" : "any";
+  if (method === "DELETE" && /\/tasks\/[^/]+$/.test(path)) return "task-delete";
+  return "any";
+}
+
+/** The first entry for this code whose message fragment the answer contains, for this command;
+ * filled in like the CLI's. */
+async function hintFor(method, path, code, message) {
+  const table = await loadHints();
+  const op = opOf(method, path);
+  const h = (Array.isArray(table) ? table : []).find((e) => e.code === code && message.includes(e.message) && (e.op === "any" || e.op === op));
+  if (!h) return "";
+  const task = (path.match(/\/(?:scheduled-)?tasks\/([^/]+)/) || [])[1] || "";
+  const facts = {
+    project: state.auth ? state.auth.project : "",
+    instance: (path.match(/\/instances\/([^/]+)/) || [])[1] || "",
+    task,
+    access_key: state.auth && state.auth.ak ? state.auth.ak : "",
+  };
+  return h.text.replace(/\{(project|instance|task|access_key)\}/g, (_, k) => facts[k]);
+}
+
+class Unreachable extends Error {
+  constructor() { super("The server is unreachable: nothing here is current. Retrying every few seconds."); }
+}
+
+/** Says plainly when the server does not answer (the list and "Signed in" would otherwise look
+ * current), retries on its own while it does not, and picks up where it was once it answers. */
+function offline(on) {
+  if (state.offline === on) return;
+  state.offline = on;
+  $("offline").hidden = !on;
+  $("who").classList.toggle("off", on);
+  clearInterval(state.retry);
+  if (on) {
+    announce("");
+    // With an instance shown, its list is what to bring back; before that, any answer will do.
+    const probe = () => fetch("/console/favicon.svg", { cache: "no-store" }).then(() => offline(false), () => {});
+    state.retry = setInterval(() => (state.instance ? reload() : probe()), 3000);
+  } else {
+    fail(null);
+    announce("Connected again.");
+    if (state.instance && !state.live) follow();
+  }
+}
+
 /** The headers of a call (signed, or with the token) and its query string. */
 async function authorized(method, path, query) {
   const pairs = Object.entries(query || {}).filter(([, v]) => v !== undefined && v !== "").map(([k, v]) => [k, String(v)]);
@@ -98,14 +167,26 @@ async function authorized(method, path, query) {
 /** Calls the API; `query` is an object whose undefined values are left out. */
 async function api(method, path, query) {
   const { url, headers } = await authorized(method, path, query);
-  const res = await fetch(url, { method, headers, credentials: "omit", cache: "no-store" });
+  let res;
+  try {
+    res = await fetch(url, { method, headers, credentials: "omit", cache: "no-store" });
+  } catch {
+    // fetch rejects only when no answer came at all: the server is down or the network is.
+    offline(true);
+    throw new Unreachable();
+  }
+  offline(false);
   const text = await res.text();
   let json = null;
   try { json = text ? JSON.parse(text) : null; } catch { json = null; }
   if (!res.ok) {
     const id = res.headers.get("x-request-id");
     const what = json && json.error_code ? `${json.error_code}: ${json.error_msg}` : `HTTP ${res.status}`;
-    throw new ApiError(id ? `${what} (request ${id})` : what);
+    const err = new ApiError(id ? `${what} (request ${id})` : what);
+    err.status = res.status;
+    if (json && json.error_code) err.hint = await hintFor(method, path, json.error_code, String(json.error_msg || ""));
+    if (res.status === 403 && json && json.error_code === "DMS.00403003") mayChange(false);
+    throw err;
   }
   return json;
 }
@@ -202,10 +283,38 @@ function localInput(d) {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
+/** `+01:00`: the browser's offset from UTC at `d` (daylight saving moves it). */
+function offset(d) {
+  const m = -d.getTimezoneOffset();
+  const p = (n) => String(n).padStart(2, "0");
+  return `${m < 0 ? "-" : "+"}${p(Math.floor(Math.abs(m) / 60))}:${p(Math.abs(m) % 60)}`;
+}
+
+/** The browser's time zone, e.g. `Europe/Paris`, and its offset now: the pickers' labels. */
+function zoneLabel() {
+  let name = "";
+  try { name = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch { name = ""; }
+  const off = `UTC${offset(new Date())}`;
+  return name ? `${name}, ${off}` : off;
+}
+
+/** One format everywhere, whatever the browser's locale: `2026-12-05 14:47:24 UTC+01:00`, in
+ * the browser's zone and saying which. */
 function when(value) {
   if (value === undefined || value === null || value === "") return "";
-  const d = new Date(typeof value === "number" ? value : value);
-  return isNaN(d) ? String(value) : d.toLocaleString();
+  const d = new Date(value);
+  return isNaN(d) ? String(value) : `${localInput(d).replace("T", " ")} UTC${offset(d)}`;
+}
+
+/** `when()` for a table cell: the date and the time each kept whole, so that a narrow column
+ * breaks between them and nowhere else. */
+function whenCell(value) {
+  const text = when(value);
+  const cut = text.indexOf(" ");
+  if (!/^\d{4}-/.test(text) || cut < 0) return text;
+  const frag = document.createDocumentFragment();
+  frag.append(el("span", { class: "nowrap" }, text.slice(0, cut)), " ", el("span", { class: "nowrap" }, text.slice(cut + 1)));
+  return frag;
 }
 
 function ago(value) {
@@ -237,7 +346,10 @@ function announce(msg) {
 }
 
 function fail(err) {
-  $("error").textContent = err ? err.message || String(err) : "";
+  if (err instanceof Unreachable) return; // the banner says it, once
+  const box = $("error");
+  box.textContent = err ? err.message || String(err) : "";
+  if (err && err.hint) box.append(el("p", { class: "error-hint" }, `What to do: ${err.hint}`));
 }
 
 // ---------- sign-in ----------
@@ -314,6 +426,7 @@ function pickInstance() {
   sessionStorage.setItem(STORE + "-instance", state.instance.instance_id);
   showInstance(state.instance);
   state.start = 1;
+  state.schedStart = 1;
   closeDetail();
   reload();
   follow();
@@ -341,6 +454,38 @@ function reload() {
   refreshInstance().catch(() => {});
 }
 
+// ---------- role ----------
+
+/** Whether this key may change tasks (delete, cancel, reschedule: the operator role and above)
+ * is learnt from an answer the server already gives: a task's run (`…/run`) is for operators and
+ * admins, like every change, so a readonly key's probe is refused with DMS.00403003. Until it is
+ * known no change button is drawn; a 403 on any change settles it too. */
+async function learnRole(taskId) {
+  if (state.canChange !== null || !taskId) return;
+  // One look at a time: lists loading at once (a quick change of instance) share it.
+  if (!state.roleProbe) {
+    state.roleProbe = api("GET", `${base()}/tasks/${taskId}/run`)
+      .then(() => mayChange(true), (e) => {
+        if (e instanceof Unreachable) throw e;
+        // 403 has settled it already (in api); anything else leaves it to the server, later.
+      })
+      .finally(() => { state.roleProbe = null; });
+  }
+  await state.roleProbe;
+}
+
+function mayChange(yes) {
+  if (state.canChange === yes) return;
+  const was = state.canChange;
+  state.canChange = yes;
+  $("role").textContent = yes ? "" : "read-only";
+  $("role").hidden = yes;
+  if (was !== null && state.instance) reload(); // learnt late: redraw without the buttons
+}
+
+/** Change buttons are drawn unless the key is known to be readonly. */
+const changes = () => state.canChange !== false;
+
 // ---------- background tasks ----------
 
 function timeRange() {
@@ -357,26 +502,46 @@ function timeRange() {
 async function loadTasks() {
   const limit = Number($("limit").value);
   const body = await api("GET", `${base()}/tasks`, { start: state.start, limit, ...timeRange() });
+  if (body.tasks.length) await learnRole(body.tasks[0].id);
   fail(null);
   state.total = Number(body.task_count);
   const rows = body.tasks.map((t) =>
     el("tr", { class: t.id === state.detail ? "current" : "", "data-task": t.id },
       el("td", { "data-label": "Task" }, t.name, el("span", { class: "id" }, t.id)),
       el("td", { "data-label": "Status" }, badge(t.status)),
+      el("td", { "data-label": "Progress", class: "pct", "data-pct": t.id }, TERMINAL.includes(t.status) ? "" : "…"),
       el("td", { "data-label": "Started by" }, t.user_name),
-      el("td", { "data-label": "Created", title: t.created_at }, when(t.created_at), el("span", { class: "id" }, ago(t.created_at))),
+      el("td", { "data-label": "Created", title: t.created_at }, whenCell(t.created_at), el("span", { class: "id" }, ago(t.created_at))),
+      // A finished record changes no more: its last update is when it ended.
+      el("td", { "data-label": "Ended", class: "ended", title: TERMINAL.includes(t.status) ? t.updated_at : "" }, TERMINAL.includes(t.status) ? whenCell(t.updated_at) : ""),
       el("td", { class: "actions" },
         el("button", { type: "button", class: "secondary small", onclick: () => openDetail(t.id), "aria-label": `Details of ${t.name} ${t.id}` }, "Details"),
-        TERMINAL.includes(t.status)
+        changes() && TERMINAL.includes(t.status)
           ? el("button", { type: "button", class: "secondary small", onclick: () => deleteTask(t), "aria-label": `Delete ${t.name} ${t.id}` }, "Delete")
           : null)));
-  if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 5, class: "muted" }, "No tasks in this range.")));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 7, class: "muted" }, "No tasks in this range.")));
   $("tasks").replaceChildren(...rows);
+  showProgress(body.tasks.filter((t) => !TERMINAL.includes(t.status)));
   const first = body.tasks.length ? state.start : 0;
   const last = state.start - 1 + body.tasks.length;
   $("count").textContent = `${first}–${last} of ${state.total} tasks`;
   $("prev").disabled = state.start <= 1;
   $("next").disabled = last >= state.total;
+}
+
+/** The percentage of each running task on the page (one `…/progress` call each: only the tasks
+ * still running, a handful at most). */
+function showProgress(running) {
+  for (const t of running) {
+    api("GET", `${base()}/tasks/${t.id}/progress`).then((p) => {
+      const cell = document.querySelector(`#tasks td[data-pct="${CSS.escape(t.id)}"]`);
+      if (!cell) return;
+      const pct = Math.max(0, Math.min(100, Number(p.progress_percentage) || 0));
+      const bar = el("span", { class: "bar mini", role: "progressbar", "aria-label": `Progress of ${t.name}`, "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(pct) }, el("span", { class: "fill" }));
+      bar.firstChild.style.width = `${pct}%`;
+      cell.replaceChildren(bar, el("span", { class: "pct-text" }, `${pct}%`));
+    }).catch(() => {});
+  }
 }
 
 function confirmDialog(text, yes) {
@@ -483,21 +648,35 @@ async function refreshDetail(focus) {
 // ---------- scheduled tasks ----------
 
 async function loadScheduled() {
-  const body = await api("GET", `${base()}/scheduled-tasks`, { start: 1, limit: 100 });
+  const body = await api("GET", `${base()}/scheduled-tasks`, { start: state.schedStart, limit: SCHED_PAGE });
+  const total = Number(body.job_count) || 0;
+  if (!body.jobs.length && state.schedStart > 1 && total > 0) {
+    // The page emptied under us (deleted elsewhere): show the last one that has tasks.
+    state.schedStart = Math.max(1, Math.floor((total - 1) / SCHED_PAGE) * SCHED_PAGE + 1);
+    return loadScheduled();
+  }
+  if (state.canChange === null) {
+    const some = await api("GET", `${base()}/tasks`, { start: 1, limit: 1 });
+    if (some.tasks.length) await learnRole(some.tasks[0].id);
+  }
   fail(null);
   const rows = body.jobs.map((t) =>
     el("tr", { "data-task": t.id },
       el("td", { "data-label": "Task" }, t.name, el("span", { class: "id" }, t.id)),
       el("td", { "data-label": "Status" }, badge(t.status)),
-      el("td", { "data-label": "Runs at", title: t.schedule_at, class: "runs-at" }, when(t.schedule_at)),
+      el("td", { "data-label": "Runs at", title: t.schedule_at, class: "runs-at" }, whenCell(t.schedule_at)),
       el("td", { "data-label": "Started by" }, t.user_name),
       el("td", { class: "actions" },
-        t.status === "CREATED" ? el("button", { type: "button", class: "secondary small", onclick: () => reschedule(t), "aria-label": `Reschedule ${t.name} ${t.id}` }, "Reschedule") : null,
-        t.status === "CREATED" ? el("button", { type: "button", class: "secondary small", onclick: () => cancelScheduled(t), "aria-label": `Cancel task ${t.name} ${t.id}` }, "Cancel task") : null,
-        TERMINAL.includes(t.status) ? el("button", { type: "button", class: "secondary small", onclick: () => deleteScheduled(t), "aria-label": `Delete ${t.name} ${t.id}` }, "Delete") : null)));
+        changes() && t.status === "CREATED" ? el("button", { type: "button", class: "secondary small", onclick: () => reschedule(t), "aria-label": `Reschedule ${t.name} ${t.id}` }, "Reschedule") : null,
+        changes() && t.status === "CREATED" ? el("button", { type: "button", class: "secondary small", onclick: () => cancelScheduled(t), "aria-label": `Cancel task ${t.name} ${t.id}` }, "Cancel task") : null,
+        changes() && TERMINAL.includes(t.status) ? el("button", { type: "button", class: "secondary small", onclick: () => deleteScheduled(t), "aria-label": `Delete ${t.name} ${t.id}` }, "Delete") : null)));
   if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 5, class: "muted" }, "No scheduled tasks.")));
   $("scheduled").replaceChildren(...rows);
-  $("sched-count").textContent = `${body.job_count} scheduled task(s)`;
+  const first = body.jobs.length ? state.schedStart : 0;
+  const last = state.schedStart - 1 + body.jobs.length;
+  $("sched-count").textContent = `${first}–${last} of ${total} scheduled tasks`;
+  $("sched-prev").disabled = state.schedStart <= 1;
+  $("sched-next").disabled = last >= total;
 }
 
 function reschedule(t) {
@@ -514,7 +693,7 @@ function reschedule(t) {
     d.close();
     try {
       await api("PUT", `${base()}/scheduled-tasks/${t.id}`, { execute_at: dmsTime(at) });
-      announce(`Task ${t.id} now runs at ${at.toLocaleString()}.`);
+      announce(`Task ${t.id} now runs at ${when(at)}.`);
       await loadScheduled();
     } catch (e) { fail(e); }
   };
@@ -549,6 +728,8 @@ function autoRefresh() {
 
 document.addEventListener("DOMContentLoaded", () => {
   for (const r of document.querySelectorAll("input[name=method]")) r.addEventListener("change", showMethod);
+  for (const z of document.querySelectorAll(".zone")) z.textContent = zoneLabel();
+  loadHints();
   $("signin-form").addEventListener("submit", async (e) => {
     e.preventDefault();
     fail(null);
@@ -601,6 +782,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("prev").addEventListener("click", () => { state.start = Math.max(1, state.start - Number($("limit").value)); reload(); });
   $("next").addEventListener("click", () => { state.start += Number($("limit").value); reload(); });
   $("detail-close").addEventListener("click", closeDetail);
+  $("sched-prev").addEventListener("click", () => { state.schedStart = Math.max(1, state.schedStart - SCHED_PAGE); reload(); });
+  $("sched-next").addEventListener("click", () => { state.schedStart += SCHED_PAGE; reload(); });
   autoRefresh();
   const saved = sessionStorage.getItem(STORE);
   if (saved) {
