@@ -424,7 +424,10 @@ pub fn database_allowed(url: &str) -> Result<(), String> {
             }
             #[cfg(unix)]
             tokio_postgres::config::Host::Unix(_) => true,
-        });
+        })
+        // `hostaddr` overrides where a host name connects: `host=localhost&hostaddr=10.0.0.5`
+        // would pass the check above and reach another machine.
+        && config.get_hostaddrs().iter().all(|ip| ip.is_loopback());
     if local {
         Ok(())
     } else {
@@ -437,6 +440,18 @@ pub fn database_allowed(url: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_database_on_this_machine_is_allowed() {
+        assert!(database_allowed("sqlite:data/kafka-tasks.db").is_ok());
+        assert!(database_allowed("postgres://postgres@127.0.0.1:5432/db").is_ok());
+        assert!(database_allowed("postgres://postgres@localhost/db").is_ok());
+        assert!(database_allowed("postgres://postgres@10.0.0.5/db").is_err());
+        assert!(database_allowed("postgres://postgres@127.0.0.1,db.example/db").is_err());
+        // A hostaddr decides where a connection goes, whatever the host name says.
+        assert!(database_allowed("postgres://postgres@localhost/db?hostaddr=10.0.0.5").is_err());
+        assert!(database_allowed("postgres://postgres@localhost/db?hostaddr=127.0.0.1").is_ok());
+    }
 
     #[test]
     fn durations_and_times_parse() {
