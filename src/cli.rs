@@ -333,7 +333,7 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
 /// to `kafka-tasks`: clap_complete's bash generator spells a hyphenated name one way in the
 /// loop that walks the words (`kafka__tasks__subcmd__tasks`) and another in the arms that
 /// complete them (`kafka__subcmd__tasks__subcmd__tasks`), so nothing completed past the first
-/// word (clap-rs/clap issues 6421 and 6386). Without a hyphen both agree; the function reads
+/// word (an upstream clap_complete bug: github.com/clap-rs/clap/issues/6421). Without a hyphen both agree; the function reads
 /// the command as typed (`$1`), so only the `complete` lines name the binary.
 pub fn completion_script(shell: clap_complete::Shell) -> String {
     const NAME: &str = "kafka-tasks";
