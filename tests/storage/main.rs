@@ -45,14 +45,6 @@ async fn engine_postgres() -> Option<Engine> {
     Some(Engine { name: "postgres", storage, _dir: None, _pg: Some(db) })
 }
 
-/// Both engines, for a test that compares them or needs both at once.
-#[allow(dead_code, reason = "for contract cases that compare engines; none does today")]
-async fn engines() -> Vec<Engine> {
-    let mut all = vec![engine_sqlite().await];
-    all.extend(engine_postgres().await);
-    all
-}
-
 /// One contract case, run once per engine as two tests named after the engine
 /// (`case::sqlite`, `case::postgres`), so that a failure says which engine failed.
 macro_rules! contract {
@@ -1295,13 +1287,12 @@ contract! {
     }
 }
 
-/// Test control's reset (`POST …/test-control/reset`): every record goes in one call, the
-/// credentials stay (or all but one), test control's own values stay. On 10,000 stored tasks;
-/// the time each engine took is printed (`cargo test --release --test storage reset_ -- --nocapture`),
-/// a figure for docs/performance.md, not an assertion.
-#[tokio::test]
-async fn reset_removes_every_record_but_the_credentials_and_control_values() {
-    for e in engines().await {
+contract! {
+    /// Test control's reset (`POST …/test-control/reset`): every record goes in one call, the
+    /// credentials stay (or all but one), test control's own values stay. On 10,000 stored tasks;
+    /// the time each engine took is printed (`cargo test --release --test storage reset_ -- --nocapture`),
+    /// a figure for docs/performance.md, not an assertion.
+    async fn reset_removes_every_record_but_the_credentials_and_control_values(e: Engine) {
         let s = &e.storage;
         let mut instances = Vec::new();
         let mut tasks = Vec::new();
