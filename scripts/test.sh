@@ -9,7 +9,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's header says when it started, and the run ends with how long each step took, so
+# that a slow CI run shows where its time went.
+step_names=()
+step_starts=()
+step() {
+  step_names+=("$*")
+  step_starts+=("$SECONDS")
+  printf '\n==> %s   [%d s]\n' "$*" "$SECONDS"
+}
+step_summary() {
+  local i end
+  printf '\n==> Time per step (total %d s)\n' "$SECONDS"
+  for i in "${!step_names[@]}"; do
+    end=${step_starts[$((i + 1))]:-$SECONDS}
+    printf '%6d s  %s\n' "$((end - ${step_starts[$i]}))" "${step_names[$i]}"
+  done
+}
 
 step "PostgreSQL on 127.0.0.1:5432 (installed and started if missing)"
 ./scripts/postgres.sh
@@ -29,7 +45,7 @@ stop_background() {
     kill -TERM -- "-$pid" 2>/dev/null || true
   done
 }
-trap 'stop_background; ./scripts/kafka-cluster.sh stop' EXIT
+trap 'stop_background; ./scripts/kafka-cluster.sh stop; step_summary' EXIT
 KAFKA_BASE_PORT=auto ./scripts/kafka-cluster.sh start
 tests/kafka/smoke.sh check
 export KAFKA_TASKS_TEST_KAFKA="$PWD/target/kafka-cluster/cluster.env"
@@ -163,3 +179,4 @@ tofu_jobs=()
 step "Kafka test cluster stopped"
 tests/kafka/smoke.sh stop
 trap - EXIT
+step_summary
