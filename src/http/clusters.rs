@@ -145,8 +145,9 @@ pub(super) async fn bind(
     caller.require(Action::BindCluster)?;
     let request: BindingRequest = serde_json::from_value(body).map_err(|_| ApiError::InvalidBody)?;
     let (binding, inline) = request.check()?;
-    check_broker_control(&binding)?;
+    // The operator's policy first: what a path outside it is, or whether it exists, is not told.
     state.cluster_policy.permits(&binding).map_err(ApiError::ClusterUnusable)?;
+    check_broker_control(&binding)?;
     state.storage.instances.get_instance(&path.project, &path.instance).await?.ok_or(ApiError::NoInstance)?;
     let stored = StoredBinding { password_sealed: inline.map(|p| state.auth.master().seal(&p)), binding };
     let view = look(&state, &stored, BIND_TIMEOUT).await.map_err(|e| ApiError::ClusterUnusable(reason(&e)))?;

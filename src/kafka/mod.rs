@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::auth::keys::MasterKey;
-use crate::domain::cluster::{ClusterPolicy, PasswordSource, SecurityProtocol};
+use crate::domain::cluster::{ClusterPolicy, MAX_FILE_BYTES, PasswordSource, SecurityProtocol};
 use crate::storage::StoredBinding;
 
 /// Why the cluster could not be used.
@@ -57,25 +57,47 @@ pub fn password(
         PasswordSource::Env(name) => std::env::var(name)
             .map_err(|_| ClusterError::Password(format!("the environment variable {name} is not set")))?,
         PasswordSource::File(path) => {
-            policy.check_file(path).map_err(ClusterError::Password)?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let meta =
-                    std::fs::metadata(path).map_err(|e| ClusterError::Password(format!("{}: {e}", path.display())))?;
-                if meta.permissions().mode() & 0o077 != 0 {
-                    return Err(ClusterError::Password(format!(
-                        "{} is readable by others: chmod 600 it",
-                        path.display()
-                    )));
-                }
+            let real = policy.check_file(path).map_err(ClusterError::Password)?;
+            let (bytes, mode) =
+                read_named_file(&real).map_err(|e| ClusterError::Password(format!("{}: {e}", path.display())))?;
+            if mode & 0o077 != 0 {
+                return Err(ClusterError::Password(format!("{} is readable by others: chmod 600 it", path.display())));
             }
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ClusterError::Password(format!("{}: {e}", path.display())))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| ClusterError::Password(format!("{} is not UTF-8 text", path.display())))?;
             text.trim_end_matches(['\n', '\r']).to_owned()
         }
     };
     Ok(Some(secret))
+}
+
+/// A file a binding names (already checked by [`ClusterPolicy::check_file`]): its bytes, at most
+/// [`MAX_FILE_BYTES`], and its mode. Opened without blocking and checked again on the open
+/// handle, so that a FIFO or device swapped in since the check is refused rather than waited on.
+fn read_named_file(path: &std::path::Path) -> std::io::Result<(Vec<u8>, u32)> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW);
+    }
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    #[cfg(unix)]
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+    #[cfg(not(unix))]
+    let mode = 0;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!("larger than {MAX_FILE_BYTES} bytes")));
+    }
+    Ok((bytes, mode))
 }
 
 /// Connects to the cluster of a binding, failing within `timeout` when nothing answers.
@@ -95,10 +117,21 @@ pub async fn connect(
     // have changed since, and a file may have been swapped for a link.
     policy.permits(b).map_err(ClusterError::Config)?;
     let password = password(stored, master, policy)?;
+    // The CA file is read here, not by the client library: bounded, and never blocking on
+    // something that is not a regular file.
+    let ca = match b.ssl_ca_file.as_ref().filter(|_| b.protocol.tls()) {
+        Some(file) => {
+            let real = policy.check_file(file).map_err(ClusterError::Config)?;
+            let (pem, _) =
+                read_named_file(&real).map_err(|e| ClusterError::Config(format!("{}: {e}", file.display())))?;
+            Some(pem)
+        }
+        None => None,
+    };
     let tls = b.protocol.tls().then(|| {
         let tls = krafka::auth::TlsConfig::new();
-        match &b.ssl_ca_file {
-            Some(ca) => tls.with_ca_cert(ca.display().to_string()),
+        match ca {
+            Some(pem) => tls.with_ca_cert_pem(pem),
             None => tls,
         }
     });
@@ -119,11 +152,17 @@ pub async fn connect(
     }
     let unreachable =
         |e: krafka::KrafkaError| ClusterError::Unreachable { servers: servers.clone(), why: e.to_string() };
-    match tokio::time::timeout(timeout, builder.connect()).await {
-        Ok(Ok(kafka)) => Ok(kafka),
-        Ok(Err(e)) => Err(unreachable(e)),
-        Err(_) => Err(ClusterError::Unreachable { servers, why: format!("no answer within {} s", timeout.as_secs()) }),
-    }
+    let kafka = match tokio::time::timeout(timeout, builder.connect()).await {
+        Ok(Ok(kafka)) => kafka,
+        Ok(Err(e)) => return Err(unreachable(e)),
+        Err(_) => {
+            return Err(ClusterError::Unreachable {
+                servers,
+                why: format!("no answer within {} s", timeout.as_secs()),
+            });
+        }
+    };
+    Ok(kafka)
 }
 
 /// DescribeCluster: the cluster's id, controller and brokers.
