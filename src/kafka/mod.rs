@@ -71,6 +71,12 @@ pub fn password(
     Ok(Some(secret))
 }
 
+/// The largest answer frame taken from a cluster (krafka's default is 100 MiB). A cluster's
+/// answers to the admin calls made here (Metadata, DescribeLogDirs of a broker) stay far below
+/// this even with hundreds of thousands of partitions; a hostile "broker" at an allowed address
+/// can make the server buffer at most this much per connection.
+const MAX_RESPONSE_BYTES: usize = 32 << 20;
+
 /// A file a binding names (already checked by [`ClusterPolicy::check_file`]): its bytes, at most
 /// [`MAX_FILE_BYTES`], and its mode. Opened without blocking and checked again on the open
 /// handle, so that a FIFO or device swapped in since the check is refused rather than waited on.
@@ -112,7 +118,8 @@ pub async fn connect(
     let mut builder = krafka::Kafka::builder(servers.clone())
         .client_id("kafka-tasks")
         .connect_timeout(timeout)
-        .request_timeout(timeout);
+        .request_timeout(timeout)
+        .max_response_size(MAX_RESPONSE_BYTES);
     // What the operator allows is checked at every use, not only when binding: the flags may
     // have changed since, and a file may have been swapped for a link.
     policy.permits(b).map_err(ClusterError::Config)?;
@@ -162,6 +169,19 @@ pub async fn connect(
             });
         }
     };
+    // Connecting asked only the bootstrap servers; every later request goes to the addresses
+    // the cluster advertises for its brokers. A cluster that advertises an address the operator
+    // does not allow is refused here, before anything is sent there: otherwise a tenant's
+    // "cluster" could make the server connect wherever it can reach.
+    for broker in krafka::__private::kafka_metadata(&kafka).brokers() {
+        policy.permits_host(broker.host()).map_err(|why| {
+            ClusterError::Config(format!(
+                "the cluster at {servers} advertises broker {} at {}: {why}",
+                broker.id(),
+                broker.address()
+            ))
+        })?;
+    }
     Ok(kafka)
 }
 
