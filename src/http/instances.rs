@@ -148,8 +148,14 @@ pub(super) async fn show(
     let inst = load(&state, &path).await?;
     let mut v = inst.to_json();
     if inst.cluster_bound
-        && let Some(health) = super::clusters::health(&state, &path).await?
+        && let Some(mut health) = super::clusters::health(&state, &path).await?
     {
+        // Why the cluster does not answer names its addresses and files: the binding's, which
+        // only an admin may read.
+        if health.error.is_some() && caller.require(Action::GetCluster).is_err() {
+            health.error =
+                Some("the cluster does not answer; an admin sees why in the instance's cluster binding".into());
+        }
         // The cluster's own broker count while it answers; the record's when it does not.
         if health.reachable {
             v["broker_num"] = json!(health.broker_ids.len());
