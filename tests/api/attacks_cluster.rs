@@ -75,6 +75,12 @@ async fn a_bind_does_not_tell_what_is_on_the_server_s_disk_outside_the_operator_
         assert!(a.contains("is not under the"), "{a}");
         assert!(started.elapsed() < Duration::from_secs(2), "refused before connecting: {:?}", started.elapsed());
     }
+    // Inside the operator's directory a program that is not executable is refused by name.
+    let idle = control.path().join("not-executable");
+    std::fs::write(&idle, "#!/bin/sh\n").expect("file");
+    let res = app.put(&path, Some(control_of(idle.to_str().expect("utf-8")))).await;
+    res.assert_error(400, "DMS.00400062");
+    assert!(res.text.contains("broker_control"), "{}", res.text);
     assert_unbound(&app, &inst).await;
 }
 
