@@ -21,7 +21,6 @@ use super::AppState;
 use super::audit::StoredEvent;
 use super::error::{ApiError, current_request_id};
 use super::extract::{Caller, ProjectPath};
-use super::openapi::shapes;
 use crate::control::{ControlError, INJECTED_ACTION, TestControl, faults::Effect};
 use crate::domain::{Action, Identity};
 use crate::storage::AuditEvent;
@@ -99,7 +98,7 @@ fn cut_to(s: &str, n: usize) -> &str {
     path = "/v2/{project_id}/test-control/faults",
     operation_id = "ListTestControlFaults",
     tag = "Test control",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     responses((status = 200, description = "The fault rules (admin role; `serve --test-control` only)", body = Object)),
 )]
 pub(super) async fn list_faults(
@@ -116,7 +115,7 @@ pub(super) async fn list_faults(
     path = "/v2/{project_id}/test-control/faults",
     operation_id = "ReplaceTestControlFaults",
     tag = "Test control",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     request_body(content = Object, description = "`{\"rules\": [RuleInput, ...]}`"),
     responses((status = 200, description = "The fault rules now in force", body = Object)),
 )]
@@ -137,7 +136,7 @@ pub(super) async fn replace_faults(
     path = "/v2/{project_id}/test-control/faults",
     operation_id = "AppendTestControlFaults",
     tag = "Test control",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     request_body(content = Object, description = "`{\"rules\": [RuleInput, ...]}`"),
     responses((status = 200, description = "The fault rules now in force", body = Object)),
 )]
@@ -159,7 +158,7 @@ pub(super) async fn append_faults(
     path = "/v2/{project_id}/test-control/faults",
     operation_id = "DeleteTestControlFaults",
     tag = "Test control",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     request_body(content = Object, description = "`{\"rules\": [filter, ...]}`; none removes every rule"),
     responses((status = 200, description = "The rules left, and how many were removed", body = Object)),
 )]
@@ -196,7 +195,7 @@ pub(super) async fn remove_faults(
     path = "/v2/{project_id}/test-control/clock",
     operation_id = "ShowTestControlClock",
     tag = "Test control",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     responses((status = 200, description = "The service's clock", body = Object)),
 )]
 pub(super) async fn show_clock(
@@ -214,7 +213,7 @@ pub(super) async fn show_clock(
     path = "/v2/{project_id}/test-control/clock",
     operation_id = "MoveTestControlClock",
     tag = "Test control",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     request_body(content = Object, description = "advance (by: `90s`, `15m`, `2h`, `1d` or milliseconds), set (to: RFC 3339), freeze, resume"),
     responses((status = 200, description = "The clock, moved", body = Object)),
 )]
@@ -267,7 +266,7 @@ pub(super) async fn move_clock(
     path = "/v2/{project_id}/test-control/reset",
     operation_id = "ResetTestControlState",
     tag = "Test control",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     request_body(content = Object, description = "`{\"credentials\": false}` (the default keeps every access key)"),
     responses((status = 200, description = "The database is clean", body = Object)),
 )]

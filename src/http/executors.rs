@@ -14,7 +14,6 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody, TaskPath};
-use super::openapi::shapes;
 use super::tasks::find;
 use crate::domain::Action;
 use crate::executor::{MAX_MESSAGE, REASON_TAIL, webhook};
@@ -69,7 +68,7 @@ pub(super) struct RunJson {
     path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/run",
     operation_id = "ShowTaskRun",
     tag = "Executors",
-    params(shapes::TaskPath),
+    params(TaskPath),
     responses((status = 200, description = "How the task ran: its executor's report, and why it failed", body = RunJson)),
 )]
 pub(super) async fn show_run(
@@ -86,7 +85,7 @@ pub(super) async fn show_run(
     path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor",
     operation_id = "ShowTaskExecutorRun",
     tag = "Executors",
-    params(shapes::TaskPath),
+    params(TaskPath),
     responses((status = 200, description = "The same as ShowTaskRun (`…/run`), its older path", body = RunJson)),
 )]
 pub(super) async fn show_run_alias(
@@ -152,7 +151,7 @@ pub(super) struct CallbackBody {
     path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor-callback",
     operation_id = "ReportTaskExecutorStep",
     tag = "Executors",
-    params(shapes::TaskPath),
+    params(TaskPath),
     request_body = CallbackBody,
     responses((status = 204, description = "Recorded (a token that is not the running attempt's: 400 DMS.00400062)")),
 )]
