@@ -374,11 +374,7 @@ pub async fn inject(State(state): State<AppState>, req: Request, next: Next) -> 
     let mut res = match &fired.effect {
         Effect::Error { status_code, error_code, error_msg, retry_after, .. } => {
             let status = StatusCode::from_u16(*status_code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let body = if error_code.starts_with("APIGW") {
-                json!({ "error_code": error_code, "error_msg": error_msg, "request_id": current_request_id() })
-            } else {
-                json!({ "error_code": error_code, "error_msg": error_msg })
-            };
+            let body = crate::wire::error::ErrorBody::new(error_code, error_msg, current_request_id);
             let mut res = (status, axum::Json(body)).into_response();
             if let Some(secs) = retry_after {
                 res.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(*secs));

@@ -13,11 +13,10 @@ use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use serde::Serialize;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use super::AppState;
 use super::{clusters, events, executors, health, instances, retention, scheduled, tasks, tokens, zones};
@@ -95,7 +94,7 @@ const ALIASES: &[(&str, &str)] = &[
         health::metrics,
         document,
     ),
-    components(schemas(ErrorBody, crate::wire::task::BulkDeletePreview)),
+    components(schemas(crate::wire::error::ErrorBody, crate::wire::task::BulkDeletePreview)),
     modifiers(&Shared),
     tags(
         (name = "Background tasks", description = "DMS background tasks (ListBackgroundTasks and siblings)"),
@@ -139,20 +138,6 @@ const ERRORS: &[(u16, &str)] = &[
 const ANY_REQUEST: &[u16] = &[408, 413, 414, 431, 500, 503];
 /// Added for an authenticated operation.
 const AUTHENTICATED: &[u16] = &[400, 401, 403, 404, 429];
-
-/// The DMS/APIGW error body.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    /// `DMS.*` or `APIGW.*`.
-    #[schema(example = "DMS.00404022")]
-    error_code: String,
-    #[schema(example = "This instance does not exist.")]
-    error_msg: String,
-    /// Only on `APIGW.*` errors.
-    #[schema(nullable = false)]
-    request_id: Option<String>,
-}
 
 fn error_response_name(status: u16) -> String {
     format!("Error{status}")

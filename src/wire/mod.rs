@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::domain::Invalid;
 
+pub mod error;
 pub mod instance;
 pub mod operation;
 pub mod task;
