@@ -94,7 +94,7 @@ impl RequestBody for RescheduleQuery {
     const FIELDS: &'static [&'static str] = &["execute_at", "status"];
 }
 
-/// What UpdateScheduledTask's `status` takes.
+// What UpdateScheduledTask's `status` takes (inlined in the parameter).
 #[derive(ToSchema)]
 pub enum ScheduleStatus {
     #[schema(rename = "CANCELLED")]
