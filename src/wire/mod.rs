@@ -22,6 +22,7 @@ use serde_json::Value;
 use crate::domain::Invalid;
 
 pub mod error;
+pub mod executor;
 pub mod instance;
 pub mod operation;
 pub mod task;
