@@ -11,7 +11,10 @@
 #                    already in the cluster directory; returns once all three brokers serve
 #   stop             stop every node this script started (SIGTERM, SIGKILL after a bound); data kept
 #   status           one line per node; exits 1 unless all three run
-#   stop-node N | start-node N | restart-node N     one node (1-3), for rolling restarts
+#   stop-node N | start-node N | restart-node N     one node (1-3, or an added one), for rolling restarts
+#   add-node N       a broker-only node N (4-9) joining the cluster (the controllers stay 1-3): laid
+#                    out and formatted the first time, started, waited for until it serves
+#   remove-node N    stop added node N, unregister it from the cluster, remove its files
 #   env              KEY=value lines for tests (also in <cluster dir>/cluster.env): bootstrap
 #                    addresses, cluster id, the files holding the SCRAM test user
 #   tools CLASS|ALIAS [ARGS]   run a Kafka tool from the same jars, logs on stderr
@@ -24,7 +27,7 @@
 #                        `KAFKA_VERSION=<newer> … restart-node 1` is a rolling upgrade.
 #   KAFKA_CLUSTER_DIR    default <repo>/target/kafka-cluster
 #   KAFKA_BASE_PORT      default 19092: node N listens on base+N-1 (PLAINTEXT), base+100+N-1
-#                        (CONTROLLER) and base+200+N-1 (SASL_PLAINTEXT, SCRAM-SHA-512). "auto":
+#                        (CONTROLLER, nodes 1-3) and base+200+N-1 (SASL_PLAINTEXT, SCRAM-SHA-512). "auto":
 #                        the first of 19092, 20092, … 28092 whose nine ports are free. Read when a
 #                        cluster is made; the cluster keeps its base (file base-port) after that.
 #   KAFKA_CACHE_DIR      default ${XDG_CACHE_HOME:-$HOME/.cache}/kafka-tasks/kafka (<version>/lib)
@@ -78,7 +81,9 @@ heap_opts=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 jvm_opts=${KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1}
 start_timeout=${KAFKA_START_TIMEOUT:-120}
 stop_timeout=${KAFKA_STOP_TIMEOUT:-30}
-nodes=(1 2 3)
+nodes=(1 2 3)     # broker and controller each; join_ports and the cluster's health are about these
+extra_first=4     # added broker-only nodes are 4-9 (add-node), so their ports stay below base+100
+extra_last=9
 serving="" # set by wait_ready: the brokers found serving
 scram_user=connected-test
 
@@ -88,6 +93,14 @@ say() { printf 'kafka-cluster: %s\n' "$*" >&2; }
 plain_port() { echo $((base_port + $1 - 1)); }
 controller_port() { echo $((base_port + 100 + $1 - 1)); }
 sasl_port() { echo $((base_port + 200 + $1 - 1)); }
+extra_nodes() { # the added nodes laid out in this cluster, one a line
+  local n
+  for n in $(seq "$extra_first" "$extra_last"); do
+    [ -f "$dir/node-$n.properties" ] && echo "$n"
+  done
+  return 0
+}
+all_nodes() { printf '%s\n' "${nodes[@]}"; extra_nodes; }
 join_ports() { # join_ports FUNCTION: "127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3"
   local out="" n
   for n in "${nodes[@]}"; do out+="${out:+,}127.0.0.1:$("$1" "$n")"; done
@@ -210,6 +223,8 @@ node_version() {
     echo "$KAFKA_VERSION"
   elif [ -f "$dir/node-$1.version" ]; then
     cat "$dir/node-$1.version"
+  elif [ -f "$dir/node-1.version" ]; then
+    cat "$dir/node-1.version" # an added node runs what node 1 runs (after an upgrade: the new release)
   else
     cluster_version
   fi
@@ -298,16 +313,21 @@ new_cluster_id() {
   die "could not make a cluster id"
 }
 
-write_node_properties() { # write_node_properties N
-  local n="$1" voters="" m
+write_node_properties() { # write_node_properties N: nodes 1-3 broker and controller, others broker only
+  local n="$1" voters="" m roles=broker,controller controller_listener
   for m in "${nodes[@]}"; do voters+="${voters:+,}$m@127.0.0.1:$(controller_port "$m")"; done
+  controller_listener=",CONTROLLER://127.0.0.1:$(controller_port "$n")"
+  if [ "$n" -ge "$extra_first" ]; then
+    roles=broker
+    controller_listener=""
+  fi
   cat >"$dir/node-$n.properties" <<EOF
-# Written by scripts/kafka-cluster.sh: node $n of a three-node KRaft test cluster.
-process.roles=broker,controller
+# Written by scripts/kafka-cluster.sh: node $n ($roles) of a KRaft test cluster.
+process.roles=$roles
 node.id=$n
 controller.quorum.voters=$voters
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$(plain_port "$n"),SASL_PLAINTEXT://127.0.0.1:$(sasl_port "$n"),CONTROLLER://127.0.0.1:$(controller_port "$n")
+listeners=PLAINTEXT://127.0.0.1:$(plain_port "$n"),SASL_PLAINTEXT://127.0.0.1:$(sasl_port "$n")$controller_listener
 advertised.listeners=PLAINTEXT://127.0.0.1:$(plain_port "$n"),SASL_PLAINTEXT://127.0.0.1:$(sasl_port "$n")
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
 # Brokers replicate over PLAINTEXT; SCRAM is for clients (the connected mode must prove it works).
@@ -559,7 +579,7 @@ wait_ready() {
       log_since_start "$n" | grep -q 'Kafka Server started' || waiting="node $n to start"
     done
     want=""
-    for n in "${nodes[@]}"; do
+    for n in $(all_nodes); do
       node_pid "$n" >/dev/null || continue
       want+="$n "
       [ -n "$waiting" ] || port_in_use "$(sasl_port "$n")" || waiting="node $n's SCRAM listener"
@@ -627,7 +647,14 @@ is_ours() { [ -f "$dir/$marker" ]; }
 is_cluster() { is_ours && [ -f "$dir/cluster.id" ]; }
 need_cluster() { is_cluster || die "no cluster in $dir (run: $0 start)"; }
 check_node() {
-  case "${1:-}" in 1 | 2 | 3) ;; *) die "a node is 1, 2 or 3, not '${1:-}'" ;; esac
+  case "${1:-}" in
+    1 | 2 | 3) ;;
+    [4-9]) [ -f "$dir/node-$1.properties" ] || die "node $1 was not added (add-node $1)" ;;
+    *) die "a node is 1, 2, 3 or an added one (4-9), not '${1:-}'" ;;
+  esac
+}
+check_extra() {
+  case "${1:-}" in [4-9]) ;; *) die "an added node is 4-9 (1-3 are the cluster's own), not '${1:-}'" ;; esac
 }
 
 # Nodes this run launched: if the run fails before they serve, they are stopped on the way out, so
@@ -656,6 +683,41 @@ start_nodes() { # start_nodes N...: those not running, then waits for them
   launched=()
 }
 
+# A broker-only node joining the running cluster: laid out and formatted with the cluster's id the
+# first time (a repeat finds it laid out, and running or not, starts it if needed).
+add_node() { # add_node N
+  local n="$1" version
+  if [ ! -f "$dir/node-$n.properties" ] || [ ! -f "$dir/data/node-$n/meta.properties" ]; then
+    version=$(node_version "$n")
+    fetch "$version"
+    check_ports_free "$n"
+    write_node_properties "$n"
+    say "formatting broker-only node $n with Kafka $version"
+    if ! run_tool "$version" storage format --cluster-id "$(cat "$dir/cluster.id")" --ignore-formatted \
+      --config "$dir/node-$n.properties" >"$dir/format-node-$n.log" 2>&1; then
+      cat "$dir/format-node-$n.log" >&2
+      rm -f "$dir/node-$n.properties"
+      die "formatting node $n failed; see $dir/format-node-$n.log"
+    fi
+  fi
+  start_nodes "$n"
+}
+
+# Stops added node N and takes it out of the cluster's metadata (UnregisterBroker), so that the
+# cluster shows the brokers it had before; its files go.
+remove_node() { # remove_node N
+  local n="$1" out
+  [ -f "$dir/node-$n.properties" ] || return 0
+  stop_nodes "$n"
+  if ! out=$(run_tool "$(node_version 1)" cluster unregister --bootstrap-server "$(join_ports plain_port)" --id "$n" 2>&1); then
+    # Already gone from the metadata is what we want; anything else is a failure to say.
+    grep -qi 'not found\|BrokerIdNotRegistered\|not registered' <<<"$out" || die "unregistering node $n: $out"
+  fi
+  rm -rf "${dir:?}/data/node-$n"
+  rm -f "$dir/node-$n".{properties,version,log,log-offset,pid,storage-gb} "$dir/format-node-$n.log"
+  say "node $n stopped, unregistered and removed"
+}
+
 cmd_start() {
   local t0=$SECONDS
   if ! is_cluster; then
@@ -681,6 +743,15 @@ cmd_status() {
       all=1
     fi
   done
+  # Added brokers: shown, but the exit status is about the three nodes the cluster cannot do without.
+  for n in $(extra_nodes); do
+    if pid=$(node_pid "$n"); then
+      printf 'node %s: running, pid %s, Kafka %s, PLAINTEXT %s, SCRAM %s, broker only\n' "$n" "$pid" \
+        "$(cat "$dir/node-$n.version")" "$(plain_port "$n")" "$(sasl_port "$n")"
+    else
+      printf 'node %s: stopped (added broker)\n' "$n"
+    fi
+  done
   return "$all"
 }
 
@@ -691,7 +762,8 @@ case "$cmd" in
   start) cmd_start ;;
   stop)
     if is_cluster; then
-      stop_nodes "${nodes[@]}"
+      mapfile -t every < <(all_nodes)
+      stop_nodes "${every[@]}"
     fi
     ;;
   status) cmd_status ;;
@@ -715,6 +787,18 @@ case "$cmd" in
     start_nodes "$1"
     say "node $1 restarted in $((SECONDS - t0))s; brokers serving: $serving"
     ;;
+  add-node)
+    check_extra "${1:-}"
+    need_cluster
+    t0=$SECONDS
+    add_node "$1"
+    say "node $1 up in $((SECONDS - t0))s; brokers serving: $serving"
+    ;;
+  remove-node)
+    check_extra "${1:-}"
+    need_cluster
+    remove_node "$1"
+    ;;
   env)
     need_cluster
     cat "$dir/cluster.env"
@@ -727,7 +811,8 @@ case "$cmd" in
     ;;
   clean)
     if is_ours; then
-      stop_nodes "${nodes[@]}"
+      mapfile -t every < <(all_nodes)
+      stop_nodes "${every[@]}"
       rm -rf "$dir"
     elif [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ]; then
       die "$dir holds no test cluster; not removing it"

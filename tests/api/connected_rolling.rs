@@ -410,6 +410,80 @@ async fn kill_9_during_a_rolling_restart_resumes_without_restarting_a_broker_twi
     assert_eq!(attempts, ["1", "2", "2"], "{attempts:?}");
 }
 
+/// The broker ids Kafka's BrokerApiVersionsCommand reaches (every registered, unfenced broker).
+fn broker_ids(kafka: &Kafka) -> BTreeSet<u32> {
+    let out = kafka.tool(&["api-versions", "--bootstrap-server", kafka.bootstrap()]);
+    out.split("(id: ").skip(1).filter_map(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).collect()
+}
+
+/// Takes added node `n` out of the shared cluster (stopped, unregistered) when the test ends,
+/// however it ends, so later tests see the three brokers.
+struct AddedNode<'a>(&'a Kafka, u32);
+
+impl Drop for AddedNode<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.0.script)
+            .args(["remove-node", &self.1.to_string()])
+            .env("KAFKA_CLUSTER_DIR", self.0.var("KAFKA_CLUSTER_DIR"))
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn extending_a_bound_instance_adds_a_broker_kafka_s_tools_see_and_grows_storage_through_the_program() {
+    let Some(kafka) = Kafka::get_exclusive() else { return };
+    let control = Control::new(&kafka);
+    let app = server(&control, &[]).await;
+    let inst = bind(&app, &kafka, &control).await;
+    let shown = app.show_instance(&inst).await.json();
+    let brokers = shown["broker_num"].as_u64().expect("broker_num");
+    assert_eq!(broker_ids(&kafka), BTreeSet::from([1, 2, 3]), "the cluster has other brokers before the test");
+    let name = format!("extend-{}-{}", std::process::id(), kafka_tasks::domain::now_ms());
+    topic(&kafka, &name);
+    let _added = AddedNode(&kafka, 4);
+
+    let res = app.resize(&inst, json!({"oper_type": "horizontal", "new_broker_num": brokers + 1})).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+    let (t, run) = ended(&app, &inst, &task, Duration::from_secs(180)).await;
+    assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+    assert_eq!(t["name"], "extendInstance", "{t}");
+    let p = app.progress(&inst, &task).await.json();
+    let steps: Vec<&str> =
+        p["step_list"].as_array().map_or(vec![], |s| s.iter().filter_map(|s| s["name"].as_str()).collect());
+    assert_eq!(steps, ["pre_check", "create_brokers", "rolling_scaling"], "{p}");
+    assert_eq!(p["progress_percentage"], 100, "{p}");
+    // Kafka's own tool reaches the new broker; the program was asked once, for broker 4.
+    assert_eq!(broker_ids(&kafka), BTreeSet::from([1, 2, 3, 4]));
+    let asked: Vec<(String, String)> = control.actions("add-broker", "task");
+    assert_eq!(asked, [("4".to_owned(), task.clone())], "{asked:?}");
+    assert_eq!(app.show_instance(&inst).await.json()["broker_num"], json!(brokers + 1));
+    // No rebalance was asked for, so none happened: the topic made before keeps its replicas.
+    let described = kafka.tool(&["topics", "--bootstrap-server", kafka.bootstrap(), "--describe", "--topic", &name]);
+    let replicas: Vec<&str> =
+        described.lines().filter_map(|l| l.split("Replicas: ").nth(1)?.split_whitespace().next()).collect();
+    assert_eq!(replicas.len(), 3, "{described}");
+    assert!(replicas.iter().all(|r| !r.split(',').any(|b| b == "4")), "a partition moved to broker 4: {described}");
+
+    // More storage, on the four brokers: the program is asked for each one's share.
+    let storage = shown["storage_space"].as_u64().expect("storage_space");
+    let recorded = |n: u32| Path::new(kafka.var("KAFKA_CLUSTER_DIR")).join(format!("node-{n}.storage-gb"));
+    for n in 1..=4 {
+        let _ = std::fs::remove_file(recorded(n));
+    }
+    let res = app.resize(&inst, json!({"oper_type": "storage", "new_storage_space": storage * 4})).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+    let (t, run) = ended(&app, &inst, &task, Duration::from_secs(60)).await;
+    assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+    let per_broker = (storage * 4).div_ceil(4).to_string();
+    for n in 1..=4 {
+        assert_eq!(std::fs::read_to_string(recorded(n)).unwrap_or_default().trim(), per_broker, "broker {n}");
+    }
+    drop(_added);
+    assert_eq!(broker_ids(&kafka), BTreeSet::from([1, 2, 3]), "broker 4 is still there after the test");
+}
+
 /// A cluster of its own in a temporary directory, cleaned (nodes stopped, files removed) on drop.
 struct OwnCluster {
     dir: tempfile::TempDir,
