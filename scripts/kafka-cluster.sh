@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A three-node Apache Kafka test cluster for the connected-mode tests: KRaft, every node both
-# broker and controller (static voters), one JVM per node, each with a PLAINTEXT listener and a
-# SASL/SCRAM-SHA-512 one on loopback. Kafka comes from Maven Central (the only place this
+# broker and controller (static voters), one JVM per node, each with a PLAINTEXT listener, a
+# SASL/SCRAM-SHA-512 one, an SSL one and a SASL_SSL (SCRAM) one on loopback. The TLS listeners'
+# certificate is signed by a CA the script makes with openssl once per cluster (tls/ca.pem; a
+# second CA that signed nothing, tls/other-ca.pem, is there for tests of a wrong CA). Kafka comes from Maven Central (the only place this
 # project's machines and CI can download from), cached per version, so only the first run on a
 # machine downloads.
 #
@@ -27,7 +29,8 @@
 #                        `KAFKA_VERSION=<newer> … restart-node 1` is a rolling upgrade.
 #   KAFKA_CLUSTER_DIR    default <repo>/target/kafka-cluster
 #   KAFKA_BASE_PORT      default 19092: node N listens on base+N-1 (PLAINTEXT), base+100+N-1
-#                        (CONTROLLER, nodes 1-3) and base+200+N-1 (SASL_PLAINTEXT, SCRAM-SHA-512). "auto":
+#                        (CONTROLLER, nodes 1-3), base+200+N-1 (SASL_PLAINTEXT, SCRAM-SHA-512),
+#                        base+300+N-1 (SSL) and base+400+N-1 (SASL_SSL, SCRAM-SHA-512). "auto":
 #                        the first of 19092, 20092, … 28092 whose nine ports are free. Read when a
 #                        cluster is made; the cluster keeps its base (file base-port) after that.
 #   KAFKA_CACHE_DIR      default ${XDG_CACHE_HOME:-$HOME/.cache}/kafka-tasks/kafka (<version>/lib)
@@ -93,6 +96,8 @@ say() { printf 'kafka-cluster: %s\n' "$*" >&2; }
 plain_port() { echo $((base_port + $1 - 1)); }
 controller_port() { echo $((base_port + 100 + $1 - 1)); }
 sasl_port() { echo $((base_port + 200 + $1 - 1)); }
+ssl_port() { echo $((base_port + 300 + $1 - 1)); }
+sasl_ssl_port() { echo $((base_port + 400 + $1 - 1)); }
 extra_nodes() { # the added nodes laid out in this cluster, one a line
   local n
   for n in $(seq "$extra_first" "$extra_last"); do
@@ -415,6 +420,10 @@ write_env() {
     kv KAFKA_CLUSTER_VERSION "$(cat "$dir/version")"
     kv KAFKA_BOOTSTRAP "$(join_ports plain_port)"
     kv KAFKA_SASL_BOOTSTRAP "$(join_ports sasl_port)"
+    kv KAFKA_SSL_BOOTSTRAP "$(join_ports ssl_port)"
+    kv KAFKA_SASL_SSL_BOOTSTRAP "$(join_ports sasl_ssl_port)"
+    kv KAFKA_CA_FILE "$dir/tls/ca.pem"
+    kv KAFKA_OTHER_CA_FILE "$dir/tls/other-ca.pem"
     kv KAFKA_CONTROLLERS "$(join_ports controller_port)"
     kv KAFKA_SCRAM_MECHANISM SCRAM-SHA-512
     kv KAFKA_SCRAM_FILE "$dir/scram.env"
@@ -428,7 +437,7 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 check_ports_free() { # check_ports_free N...
   local n p
   for n in "$@"; do
-    for p in "$(plain_port "$n")" "$(controller_port "$n")" "$(sasl_port "$n")"; do
+    for p in "$(plain_port "$n")" "$(controller_port "$n")" "$(sasl_port "$n")" "$(ssl_port "$n")" "$(sasl_ssl_port "$n")"; do
       if port_in_use "$p"; then
         die "port $p (node $n) is already in use on 127.0.0.1; set KAFKA_BASE_PORT to another base"
       fi
@@ -439,7 +448,7 @@ check_ports_free() { # check_ports_free N...
 ports_free() { # ports_free N...: every port of nodes N... is free
   local n p
   for n in "$@"; do
-    for p in "$(plain_port "$n")" "$(controller_port "$n")" "$(sasl_port "$n")"; do
+    for p in "$(plain_port "$n")" "$(controller_port "$n")" "$(sasl_port "$n")" "$(ssl_port "$n")" "$(sasl_ssl_port "$n")"; do
       ! port_in_use "$p" || return 1
     done
   done
@@ -506,6 +515,53 @@ create_cluster() {
   write_env
 }
 
+# --- TLS ----------------------------------------------------------------------------------------
+
+# The cluster's CA and the brokers' certificate (one for all: they share 127.0.0.1), made once per
+# cluster; the keys stay in the cluster directory, mode 0600. Kafka reads the PEM keystore as is.
+make_tls() {
+  local t="$dir/tls"
+  [ -f "$t/broker-keystore.pem" ] && [ -f "$t/other-ca.pem" ] && return 0
+  command -v openssl >/dev/null 2>&1 || die "openssl is needed for the TLS listeners"
+  mkdir -p "$t"
+  (
+    umask 077
+    cd "$t"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+      -subj "/CN=kafka-tasks test CA" >/dev/null 2>&1
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.pem -days 3650 \
+      -subj "/CN=kafka-tasks test CA that signed nothing" >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj "/CN=localhost" >/dev/null 2>&1
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out broker.pem -days 3650 \
+      -extfile broker.ext >/dev/null 2>&1
+    # PKCS#8, unencrypted: what Kafka's PEM keystore reads without ssl.key.password.
+    openssl pkcs8 -topk8 -nocrypt -in broker.key -out broker.pk8
+    cat broker.pk8 broker.pem >broker-keystore.pem.tmp
+    mv broker-keystore.pem.tmp broker-keystore.pem
+  ) || die "could not make the TLS certificates in $t"
+  chmod 644 "$t/ca.pem" "$t/other-ca.pem"
+}
+
+# Adds the SSL and SASL_SSL listeners to node N's properties, once (a cluster made before they
+# existed gets them at its next start; the node must be stopped).
+add_tls() { # add_tls N
+  local n="$1" props="$dir/node-$1.properties" tmp
+  grep -q '^ssl.keystore.location=' "$props" && return 0
+  tmp=$(mktemp "$props.XXXXXX")
+  sed -e "s#^listeners=PLAINTEXT://127.0.0.1:$(plain_port "$n"),#&SSL://127.0.0.1:$(ssl_port "$n"),SASL_SSL://127.0.0.1:$(sasl_ssl_port "$n"),#" \
+    -e "s#^advertised.listeners=.*#&,SSL://127.0.0.1:$(ssl_port "$n"),SASL_SSL://127.0.0.1:$(sasl_ssl_port "$n")#" \
+    -e "s#^listener.security.protocol.map=.*#&,SSL:SSL,SASL_SSL:SASL_SSL#" "$props" >"$tmp"
+  {
+    echo "# TLS for clients (scripts/kafka-cluster.sh): the CA is $dir/tls/ca.pem."
+    echo "ssl.keystore.type=PEM"
+    echo "ssl.keystore.location=$dir/tls/broker-keystore.pem"
+    echo "listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512"
+    echo "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+  } >>"$tmp"
+  mv "$tmp" "$props"
+}
+
 # --- Processes ----------------------------------------------------------------------------------
 
 pid_file() { echo "$dir/node-$1.pid"; }
@@ -533,6 +589,8 @@ launch_node() { # launch_node N: starts the JVM, returns at once
   local n="$1" version log opts
   version=$(node_version "$n")
   fetch "$version"
+  make_tls
+  add_tls "$n"
   check_ports_free "$n"
   log="$dir/node-$n.log"
   touch "$log"
@@ -724,6 +782,7 @@ cmd_start() {
     create_cluster "$(cluster_version)"
   fi
   start_nodes "${nodes[@]}"
+  write_env # a cluster made before the TLS listeners gains their lines
   say "three brokers up in $((SECONDS - t0))s: PLAINTEXT $(join_ports plain_port), SCRAM $(join_ports sasl_port)"
 }
 
