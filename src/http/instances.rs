@@ -458,7 +458,12 @@ pub(super) async fn show_upgrade(
     caller.require(Action::GetInstance)?;
     let inst = load(&state, &path).await?;
     let latest = latest_kernel(&state, &inst).await?;
-    Ok(Json(json!({ "current_version": inst.kernel_version(), "latest_version": latest })))
+    // A bound instance's brokers say what they run; the record says what the simulation runs.
+    let current = match super::clusters::running_build(&state, &path, &inst.engine_version).await? {
+        Some(build) => build,
+        None => inst.kernel_version().to_owned(),
+    };
+    Ok(Json(json!({ "current_version": current, "latest_version": latest })))
 }
 
 /// UpgradeInstance: `POST …/upgrade` `{"is_schedule","execute_at"}` → `{"job_id"}` or

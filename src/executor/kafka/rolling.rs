@@ -299,7 +299,7 @@ pub(super) async fn upgrade_step(
     let params: Value =
         serde_json::from_str(&req.task.params).map_err(|e| format!("the task's params are not JSON: {e}"))?;
     let build = params.get("new_version").and_then(Value::as_str).ok_or("the task names no new kernel")?;
-    let release = release_of(build).ok_or_else(|| {
+    let release = crate::kafka::release_of(build).ok_or_else(|| {
         format!(
             "kernel build {build} names no Apache Kafka release (a bound cluster's builds start with one, as in \
              4.3.2-h0.cbu.dms.100.r0); nothing was changed"
@@ -341,14 +341,6 @@ pub(super) async fn upgrade_step(
         .ok_or("the upgrade's broker order was not kept at pre_check")?;
     let broker = *order.get(i).ok_or_else(|| format!("step {} has no broker in the order {order:?}", req.step_name))?;
     roll(spec, req, events, &Action::Upgrade(release.to_owned()), Some(broker)).await
-}
-
-/// The Apache Kafka release a kernel build runs: the `X.Y.Z` its name starts with.
-fn release_of(build: &str) -> Option<&str> {
-    let end = build.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(build.len());
-    let release = &build[..end];
-    let parts: Vec<&str> = release.split('.').collect();
-    (parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.len() <= 4)).then_some(release)
 }
 
 /// UpdateFeatures: `metadata.version` to the highest level every broker supports, once all run
@@ -743,15 +735,6 @@ mod tests {
         let not_serving = snap(&[1, 2], 3, vec![]);
         assert!(not_serving.blocks_restart(3).is_some_and(|w| w.contains("broker 3 is not serving")));
         assert!(not_serving.not_back(3).is_some_and(|w| w.contains("broker 3")));
-    }
-
-    #[test]
-    fn a_build_names_its_release() {
-        assert_eq!(release_of("4.3.2-h0.cbu.dms.100.r0"), Some("4.3.2"));
-        assert_eq!(release_of("4.3.2"), Some("4.3.2"));
-        assert_eq!(release_of("4.3-h0"), None);
-        assert_eq!(release_of("latest"), None);
-        assert_eq!(release_of("4..2"), None);
     }
 
     #[test]
