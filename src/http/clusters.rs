@@ -225,29 +225,25 @@ pub(super) async fn health(
 }
 
 /// ShowUpgradeInstanceVersion's `current_version` of a bound instance: the newest kernel build of
-/// `engine_version` on the release line its brokers run ([`crate::kafka::running`]), or that line
-/// when no build is on it. `None` when the instance has no binding; the cluster not answering is
-/// an error with its reason, never the record's version passed off as the cluster's.
+/// `engine_version` on the release line its brokers run ([`crate::kafka::Running`]), or that line
+/// when no build is on it; from ShowInstance's cache of the cluster's health, so that readers
+/// asking often cost the cluster one look per few seconds. `None` when the instance has no
+/// binding; the cluster not answering is an error with its reason, never the record's version
+/// passed off as the cluster's.
 pub(super) async fn running_build(
     state: &AppState,
     path: &InstancePath,
     engine_version: &str,
 ) -> Result<Option<String>, ApiError> {
-    let Some(stored) = state.storage.clusters.get_binding(&path.project, &path.instance).await? else {
-        return Ok(None);
-    };
+    let Some(health) = health(state, path).await? else { return Ok(None) };
+    if !health.reachable {
+        return Err(ApiError::ClusterUnusable(health.error.unwrap_or_default()));
+    }
+    let level = health.supported_metadata_version.ok_or_else(|| {
+        ApiError::ClusterUnusable("the brokers did not describe the metadata versions they support".to_owned())
+    })?;
     let catalog = state.storage.kernel_catalog(engine_version).await?;
-    let work = async {
-        let kafka = crate::kafka::connect(&stored, state.auth.master(), &state.cluster_policy, SHOW_TIMEOUT)
-            .await
-            .map_err(|e| ApiError::ClusterUnusable(reason(&e)))?;
-        crate::kafka::running(&kafka, SHOW_TIMEOUT).await.map_err(|e| ApiError::ClusterUnusable(reason(&e)))
-    };
-    let running = match tokio::time::timeout(BIND_TIMEOUT, work).await {
-        Ok(answer) => answer?,
-        Err(_) => return Err(ApiError::ClusterUnusable(format!("no answer within {} s", BIND_TIMEOUT.as_secs()))),
-    };
-    Ok(Some(running.current_build(catalog.as_ref().map_or(&[], |c| c.builds()))))
+    Ok(Some(crate::kafka::Running::at(level).current_build(catalog.as_ref().map_or(&[], |c| c.builds()))))
 }
 
 /// `time_estimate` of a reassignment on a bound instance: from the cluster's partition sizes and

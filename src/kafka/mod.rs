@@ -170,6 +170,10 @@ pub struct ClusterHealth {
     pub metadata_version: Option<i16>,
     /// Every finalized feature's level (`metadata.version`, `kraft.version`, …).
     pub features: std::collections::BTreeMap<String, i16>,
+    /// The lowest of the brokers' highest supported `metadata.version` levels: what the oldest
+    /// broker's release can run ([`Running`]; ShowUpgradeInstanceVersion maps it to a release).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supported_metadata_version: Option<i16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -251,6 +255,7 @@ impl ClusterHealth {
             fenced_broker_ids: Vec::new(),
             metadata_version: None,
             features: Default::default(),
+            supported_metadata_version: None,
             error: Some(error),
         }
     }
@@ -263,6 +268,7 @@ async fn health(
     timeout: Duration,
     now_ms: i64,
 ) -> ClusterHealth {
+    let started = std::time::Instant::now();
     let kafka = match connect(stored, master, policy, timeout).await {
         Ok(k) => k,
         Err(e) => return ClusterHealth::unreachable(now_ms, e.to_string()),
@@ -279,6 +285,20 @@ async fn health(
             Default::default()
         }
     };
+    // Best effort, in what is left of the bound (less a margin for the answer): a broker that does
+    // not describe its features in time leaves the level unknown, not the cluster unreachable.
+    let left = timeout.saturating_sub(started.elapsed()).saturating_sub(Duration::from_millis(100));
+    let supported_metadata_version = match tokio::time::timeout(left, running(&kafka, &view.brokers, left)).await {
+        Ok(Ok(r)) => Some(r.level),
+        Err(_) => {
+            tracing::debug!("the brokers did not describe their supported features within the bound");
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "the brokers did not describe their supported features");
+            None
+        }
+    };
     ClusterHealth {
         reachable: true,
         checked_at: now_ms,
@@ -288,6 +308,7 @@ async fn health(
         fenced_broker_ids: view.brokers.iter().filter(|b| b.fenced).map(|b| b.id).collect(),
         metadata_version: features.get("metadata.version").copied(),
         features,
+        supported_metadata_version,
         error: None,
     }
 }
@@ -339,11 +360,13 @@ pub struct Running {
     pub level: i16,
     /// Its release line, when known.
     pub line: Option<&'static str>,
-    /// Whether every broker supports the same level (no upgrade half done).
-    pub uniform: bool,
 }
 
 impl Running {
+    pub fn at(level: i16) -> Running {
+        Running { level, line: release_line(level) }
+    }
+
     /// ShowUpgradeInstanceVersion's `current_version`: the newest of `builds` on the cluster's
     /// release line, else the line itself (`4.0`), else the level.
     pub fn current_build(&self, builds: &[String]) -> String {
@@ -357,30 +380,37 @@ impl Running {
     }
 }
 
-/// Asks every broker DescribeCluster lists for its supported features ([`Running`]).
-pub async fn running(kafka: &krafka::Kafka, timeout: Duration) -> Result<Running, ClusterError> {
-    let view = describe(kafka, timeout).await?;
+/// Asks each of `brokers` (as DescribeCluster listed them), side by side, for its supported
+/// features ([`Running`]).
+pub async fn running(
+    kafka: &krafka::Kafka,
+    brokers: &[BrokerView],
+    timeout: Duration,
+) -> Result<Running, ClusterError> {
     let admin = kafka.admin();
-    let mut levels = Vec::new();
-    for b in &view.brokers {
-        let options = krafka::admin::DescribeFeaturesOptions::default().timeout(timeout).node_id(b.id);
-        let unanswered = |why: String| ClusterError::Unreachable {
-            servers: format!("{}:{}", b.host, b.port),
-            why: format!("broker {} did not describe its features: {why}", b.id),
-        };
-        let f = match tokio::time::timeout(timeout, admin.describe_features(options)).await {
-            Ok(Ok(f)) => f,
-            Ok(Err(e)) => return Err(unanswered(e.to_string())),
-            Err(_) => return Err(unanswered(format!("no answer within {} s", timeout.as_secs()))),
-        };
-        let max = f.supported.iter().find(|s| s.name == "metadata.version").map(|s| s.max_version);
-        levels.push(max.ok_or_else(|| unanswered("it lists no metadata.version".to_owned()))?);
-    }
+    let asks = brokers.iter().map(|b| {
+        let admin = &admin;
+        async move {
+            let options = krafka::admin::DescribeFeaturesOptions::default().timeout(timeout).node_id(b.id);
+            let unanswered = |why: String| ClusterError::Unreachable {
+                servers: format!("{}:{}", b.host, b.port),
+                why: format!("broker {} did not describe its features: {why}", b.id),
+            };
+            let f = match tokio::time::timeout(timeout, admin.describe_features(options)).await {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => return Err(unanswered(e.to_string())),
+                Err(_) => return Err(unanswered(format!("no answer within {} s", timeout.as_secs()))),
+            };
+            let max = f.supported.iter().find(|s| s.name == "metadata.version").map(|s| s.max_version);
+            max.ok_or_else(|| unanswered("it lists no metadata.version".to_owned()))
+        }
+    });
+    let levels = futures_util::future::join_all(asks).await.into_iter().collect::<Result<Vec<i16>, _>>()?;
     let level = levels.iter().copied().min().ok_or_else(|| ClusterError::Unreachable {
         servers: String::new(),
         why: "DescribeCluster shows no broker".to_owned(),
     })?;
-    Ok(Running { level, line: release_line(level), uniform: levels.iter().all(|l| *l == level) })
+    Ok(Running::at(level))
 }
 
 #[cfg(test)]
@@ -405,7 +435,7 @@ mod tests {
             ["2.7.1-h0.cbu.dms.101.r0", "4.3.0-h0.cbu.dms.1.r0", "4.3.2-h0.cbu.dms.200.r0", "4.30.1-h0"]
                 .map(str::to_owned)
                 .into();
-        let on = |level| Running { level, line: release_line(level), uniform: true };
+        let on = Running::at;
         assert_eq!(on(30).current_build(&builds), "4.3.2-h0.cbu.dms.200.r0");
         assert_eq!(on(25).current_build(&builds), "4.0");
         assert_eq!(on(40).current_build(&builds), "metadata.version 40");
