@@ -544,6 +544,7 @@ mod tests {
             fenced_broker_ids: vec![],
             metadata_version: Some(20),
             reachable: true,
+            supported_metadata_version: Some(21),
         });
         let every_field = serde_json::to_value(&shown).expect("json");
         assert_eq!(every_field.as_object().map(Map::len), Some(35), "{every_field}");
