@@ -234,7 +234,8 @@ pub enum ClusterCommand {
         /// The CA certificates (PEM) on the server that the cluster's TLS certificates are checked against.
         #[arg(long)]
         ssl_ca_file: Option<String>,
-        /// The program on the server that restarts and adds brokers.
+        /// The program on the server that restarts, reconfigures, upgrades and adds brokers and grows
+        /// their storage (its interface: examples/broker-control/README.md).
         #[arg(long)]
         broker_control: Option<String>,
     },

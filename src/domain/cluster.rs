@@ -63,7 +63,7 @@ pub struct BindingRequest {
     pub sasl_password_file: Option<String>,
     /// The CA certificate(s), PEM, that the cluster's TLS certificates are checked against.
     pub ssl_ca_file: Option<String>,
-    /// The program that restarts a broker and adds brokers (absolute path, executable).
+    /// The program that restarts, reconfigures, upgrades and adds brokers (absolute path, executable).
     pub broker_control: Option<String>,
 }
 

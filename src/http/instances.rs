@@ -483,7 +483,12 @@ pub(super) async fn show_upgrade(
     caller.require(Action::GetInstance)?;
     let inst = load(&state, &path).await?;
     let latest_version = latest_kernel(&state, &inst).await?;
-    Ok(Json(UpgradeVersions { current_version: inst.kernel_version().to_owned(), latest_version }))
+    // A bound instance's brokers say what they run; the record says what the simulation runs.
+    let current_version = match super::clusters::running_build(&state, &path, &inst.engine_version).await? {
+        Some(build) => build,
+        None => inst.kernel_version().to_owned(),
+    };
+    Ok(Json(UpgradeVersions { current_version, latest_version }))
 }
 
 /// UpgradeInstance: `POST …/upgrade` `{"is_schedule","execute_at"}` → `{"job_id"}` or

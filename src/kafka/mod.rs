@@ -289,6 +289,7 @@ impl ClusterHealth {
             fenced_broker_ids: Vec::new(),
             metadata_version: None,
             features: Default::default(),
+            supported_metadata_version: None,
             error: Some(error),
         }
     }
@@ -301,6 +302,7 @@ async fn health(
     timeout: Duration,
     now_ms: i64,
 ) -> ClusterHealth {
+    let started = std::time::Instant::now();
     let kafka = match connect(stored, master, policy, timeout).await {
         Ok(k) => k,
         Err(e) => return ClusterHealth::unreachable(now_ms, e.to_string()),
@@ -317,6 +319,20 @@ async fn health(
             Default::default()
         }
     };
+    // Best effort, in what is left of the bound (less a margin for the answer): a broker that does
+    // not describe its features in time leaves the level unknown, not the cluster unreachable.
+    let left = timeout.saturating_sub(started.elapsed()).saturating_sub(Duration::from_millis(100));
+    let supported_metadata_version = match tokio::time::timeout(left, running(&kafka, &view.brokers, left)).await {
+        Ok(Ok(r)) => Some(r.level),
+        Err(_) => {
+            tracing::debug!("the brokers did not describe their supported features within the bound");
+            None
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "the brokers did not describe their supported features");
+            None
+        }
+    };
     ClusterHealth {
         reachable: true,
         checked_at: now_ms,
@@ -326,6 +342,145 @@ async fn health(
         fenced_broker_ids: view.brokers.iter().filter(|b| b.fenced).map(|b| b.id).collect(),
         metadata_version: features.get("metadata.version").copied(),
         features,
+        supported_metadata_version,
         error: None,
+    }
+}
+
+/// Where each Apache Kafka release line's brokers top out in `metadata.version` (the highest
+/// production level a broker of that line supports), newest first. From Kafka's MetadataVersion;
+/// `kafka-features version-mapping --release X.Y` prints each line's level (4.0 → 25, 4.1 → 27,
+/// 4.2 → 29, 4.3 → 30).
+const RELEASE_LINES: &[(i16, &str)] = &[
+    (30, "4.3"),
+    (29, "4.2"),
+    (27, "4.1"),
+    (25, "4.0"),
+    (21, "3.9"),
+    (20, "3.8"),
+    (19, "3.7"),
+    (14, "3.6"),
+    (11, "3.5"),
+    (8, "3.4"),
+    (7, "3.3"),
+];
+
+/// The release line (`4.3`) of a broker whose highest supported `metadata.version` is `level`;
+/// `None` for a level the table does not know (newer than its newest line, or older than KRaft).
+pub fn release_line(level: i16) -> Option<&'static str> {
+    if level > RELEASE_LINES[0].0 {
+        // A level past the newest line's is a newer release's (or an unstable level turned on).
+        return None;
+    }
+    RELEASE_LINES.iter().find(|(from, _)| level >= *from).map(|(_, line)| *line)
+}
+
+/// The Apache Kafka release a kernel build runs: the `X.Y.Z` its name starts with
+/// (`4.3.2-h0.cbu.dms.200.r0` → 4.3.2).
+pub fn release_of(build: &str) -> Option<&str> {
+    let end = build.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(build.len());
+    let release = &build[..end];
+    let parts: Vec<&str> = release.split('.').collect();
+    (parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.len() <= 4)).then_some(release)
+}
+
+/// What a bound cluster runs, as far as the Kafka protocol shows it: each broker's highest
+/// supported `metadata.version` (DescribeFeatures, asked of each broker), the lowest of them
+/// mapped to its release line. The patch release is not visible (4.3.0 and 4.3.2 support the same
+/// levels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    /// The lowest supported level across the brokers.
+    pub level: i16,
+    /// Its release line, when known.
+    pub line: Option<&'static str>,
+}
+
+impl Running {
+    pub fn at(level: i16) -> Running {
+        Running { level, line: release_line(level) }
+    }
+
+    /// ShowUpgradeInstanceVersion's `current_version`: the newest of `builds` on the cluster's
+    /// release line, else the line itself (`4.0`), else the level.
+    pub fn current_build(&self, builds: &[String]) -> String {
+        let Some(line) = self.line else { return format!("metadata.version {}", self.level) };
+        builds
+            .iter()
+            .rev()
+            .find(|b| release_of(b).and_then(|r| r.strip_prefix(line)).is_some_and(|rest| rest.starts_with('.')))
+            .cloned()
+            .unwrap_or_else(|| line.to_owned())
+    }
+}
+
+/// Asks each of `brokers` (as DescribeCluster listed them), side by side, for its supported
+/// features ([`Running`]).
+pub async fn running(
+    kafka: &krafka::Kafka,
+    brokers: &[BrokerView],
+    timeout: Duration,
+) -> Result<Running, ClusterError> {
+    let admin = kafka.admin();
+    let asks = brokers.iter().map(|b| {
+        let admin = &admin;
+        async move {
+            let options = krafka::admin::DescribeFeaturesOptions::default().timeout(timeout).node_id(b.id);
+            let unanswered = |why: String| ClusterError::Unreachable {
+                servers: format!("{}:{}", b.host, b.port),
+                why: format!("broker {} did not describe its features: {why}", b.id),
+            };
+            let f = match tokio::time::timeout(timeout, admin.describe_features(options)).await {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => return Err(unanswered(e.to_string())),
+                Err(_) => return Err(unanswered(format!("no answer within {} s", timeout.as_secs()))),
+            };
+            let max = f.supported.iter().find(|s| s.name == "metadata.version").map(|s| s.max_version);
+            max.ok_or_else(|| unanswered("it lists no metadata.version".to_owned()))
+        }
+    });
+    let levels = futures_util::future::join_all(asks).await.into_iter().collect::<Result<Vec<i16>, _>>()?;
+    let level = levels.iter().copied().min().ok_or_else(|| ClusterError::Unreachable {
+        servers: String::new(),
+        why: "DescribeCluster shows no broker".to_owned(),
+    })?;
+    Ok(Running::at(level))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_brokers_metadata_version_names_its_release_line() {
+        assert_eq!(release_line(25), Some("4.0"));
+        assert_eq!(release_line(26), Some("4.0"));
+        assert_eq!(release_line(27), Some("4.1"));
+        assert_eq!(release_line(29), Some("4.2"));
+        assert_eq!(release_line(30), Some("4.3"));
+        assert_eq!(release_line(31), None);
+        assert_eq!(release_line(6), None);
+        assert_eq!(release_line(-1), None);
+    }
+
+    #[test]
+    fn the_current_build_is_the_newest_on_the_clusters_line() {
+        let builds: Vec<String> =
+            ["2.7.1-h0.cbu.dms.101.r0", "4.3.0-h0.cbu.dms.1.r0", "4.3.2-h0.cbu.dms.200.r0", "4.30.1-h0"]
+                .map(str::to_owned)
+                .into();
+        let on = Running::at;
+        assert_eq!(on(30).current_build(&builds), "4.3.2-h0.cbu.dms.200.r0");
+        assert_eq!(on(25).current_build(&builds), "4.0");
+        assert_eq!(on(40).current_build(&builds), "metadata.version 40");
+    }
+
+    #[test]
+    fn a_build_names_its_release() {
+        assert_eq!(release_of("4.3.2-h0.cbu.dms.100.r0"), Some("4.3.2"));
+        assert_eq!(release_of("4.3.2"), Some("4.3.2"));
+        assert_eq!(release_of("4.3-h0"), None);
+        assert_eq!(release_of("latest"), None);
+        assert_eq!(release_of("4..2"), None);
     }
 }
