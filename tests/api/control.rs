@@ -404,6 +404,47 @@ async fn reset_leaves_a_clean_database_and_keeps_the_credentials() {
     assert_eq!(app.get(&faults()).await.status, 200, "the caller's own key is kept");
 }
 
+/// The reset swaps the whole SQLite database for a fresh one: the event log's ids still never
+/// go back, a stream resuming from before the reset is told that events were missed, and the
+/// store (its readers, its writer, the engine) goes on working on the fresh database.
+#[tokio::test]
+async fn after_a_reset_event_ids_go_on_and_an_older_cursor_is_told_it_missed_events() {
+    use crate::events::{open_as, positions};
+    let app = TestApp::spawn_with(ON).await;
+    let inst = app.create_instance().await;
+    app.wait_instance_status(&inst, "RUNNING").await;
+    let path = format!("/v2/{PROJECT}/tasks/events");
+    let mut before =
+        open_as(&app, &app.admin, &format!("{path}?after=0"), &[]).await.unwrap_or_else(|r| panic!("{}", r.text));
+    let old = before.until(|e| e.event == "task.finished").await;
+    let last = old.last().and_then(|e| e.id.clone()).expect("an id");
+    drop(before);
+
+    let res = app.post(&reset(), json!({})).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let again = app.create_instance().await;
+    app.wait_instance_status(&again, "RUNNING").await;
+    // From the newest event before the reset nothing was lost: the new events follow.
+    let mut resumed =
+        open_as(&app, &app.admin, &path, &[("Last-Event-ID", &last)]).await.unwrap_or_else(|r| panic!("{}", r.text));
+    let new = resumed.until(|e| e.event == "task.finished").await;
+    assert!(new.iter().all(|e| e.json()["instance_id"] == again.as_str()), "only the new instance's: {new:?}");
+    // From an older one, the events in between went with the reset: the stream says so.
+    let first = old.first().and_then(|e| e.id.clone()).expect("an id");
+    let mut older =
+        open_as(&app, &app.admin, &path, &[("Last-Event-ID", &first)]).await.unwrap_or_else(|r| panic!("{}", r.text));
+    let missed = older.next_event(Duration::from_secs(10)).await.expect("an event");
+    assert_eq!(missed.event, "missed", "{missed:?}");
+    let after_missed = older.until(|e| e.event == "task.finished").await;
+    assert_eq!(
+        after_missed.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        new.iter().map(|e| e.id.clone()).collect::<Vec<_>>()
+    );
+    let (old_at, new_at) = (positions(&app, PROJECT, &old), positions(&app, PROJECT, &new));
+    let newest_old = old_at.iter().max().copied().unwrap_or(0);
+    assert!(new_at.iter().all(|p| *p > newest_old), "ids never reused: {old_at:?} then {new_at:?}");
+}
+
 #[tokio::test]
 async fn test_control_is_refused_with_a_postgres_server_elsewhere() {
     let argv = ["--database", "postgres://postgres@db.example.com:5432/kt", "--test-control"];
