@@ -526,3 +526,85 @@ async fn a_hostile_path_segment_is_cut_before_it_reaches_the_log_and_audit_of_an
     let injected = events.iter().find(|e| e.action == "kafka-tasks:testControl:faultInjected").expect("audited");
     assert!(injected.target.len() <= 128 && injected.target.chars().all(|c| c == '\u{e9}'), "{}", injected.target);
 }
+
+fn snapshots() -> String {
+    format!("/v2/{PROJECT}/test-control/snapshots")
+}
+
+/// A suite loads "an instance mid-reassignment with 500 finished tasks" in one call: the state
+/// is saved while the reassignment's first step runs, changed (a reset), and restored: the
+/// 500 finished tasks are listed again, the task is EXECUTING, and the engine ends it once the
+/// clock passes its step's time. Then the routes' limits and refusals.
+async fn a_snapshot_restores_an_instance_mid_reassignment_with_500_finished_tasks(app: TestApp) {
+    use crate::retention::{finished, new_instance};
+    use kafka_tasks::domain::TaskStatus;
+    use kafka_tasks::domain::operation::Operation;
+    let now = app.clock.now_ms();
+    let inst = new_instance(PROJECT, now);
+    let id = inst.id.as_str().to_owned();
+    let done: Vec<_> = (0..500)
+        .map(|i| {
+            let op = Operation::AutoTopic { old: false, new: i % 2 == 0 };
+            finished(&inst, op, now - 1_000_000 + i * 1_000, now - 1_000_000 + i * 1_000 + 10, TaskStatus::Success)
+        })
+        .collect();
+    app.db.storage().await.bulk.bulk_load(vec![inst], done).await.expect("seeded");
+    set_rules(&app, json!([{ "step_duration_ms": 7_200_000, "times": 1 }])).await;
+    let res = app.reassign(&id, json!({"reassignments": [{"topic": "t", "brokers": [0, 1, 2]}]})).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+    app.wait_step_running(&id, &task, 0).await;
+
+    let saved = app.post(&snapshots(), json!({ "name": "mid-reassignment" })).await;
+    assert_eq!(saved.status, 200, "{}", saved.text);
+    assert!(saved.json()["size_bytes"].as_u64().is_some_and(|n| n > 500 * 100), "{}", saved.text);
+    // The state moves on: everything goes.
+    assert_eq!(app.post(&reset(), json!({})).await.status, 200);
+    app.show_instance(&id).await.assert_error(404, "DMS.00404022");
+
+    let restored = app.post(&format!("{}/mid-reassignment/restore", snapshots()), json!({})).await;
+    assert_eq!(restored.status, 200, "{}", restored.text);
+    let listed = app.list_tasks(&id, "?limit=100").await.json();
+    assert_eq!(listed["task_count"], "501", "{}", listed["task_count"]);
+    let shown = app.show_task(&id, &task).await.json();
+    assert_eq!(shown["tasks"][0]["status"], "EXECUTING", "restored mid-run: {shown}");
+    // The engine goes on with the restored task once its stretched step's time has passed.
+    app.post(&clock(), json!({ "action": "advance", "by": "2h" })).await;
+    app.wait_task_status(&id, &task, "SUCCESS").await;
+
+    let list = app.get(&snapshots()).await.json();
+    assert_eq!(list["snapshots"][0]["name"], "mid-reassignment", "{list}");
+    for bad in [json!({ "name": "../etc" }), json!({ "name": "" }), json!({ "name": 3 }), json!({ "nom": "x" })] {
+        app.post(&snapshots(), bad).await.assert_error(400, "DMS.00400800");
+    }
+    app.post(&format!("{}/nothing/restore", snapshots()), json!({})).await.assert_error(404, "DMS.00404800");
+    assert_eq!(app.delete(&format!("{}/mid-reassignment", snapshots())).await.status, 204);
+    app.delete(&format!("{}/mid-reassignment", snapshots())).await.assert_error(404, "DMS.00404800");
+    // At most MAX_SNAPSHOTS; saving under a name already kept replaces it.
+    assert_eq!(app.post(&reset(), json!({})).await.status, 200);
+    for n in 0..kafka_tasks::control::MAX_SNAPSHOTS {
+        let res = app.post(&snapshots(), json!({ "name": format!("s{n}") })).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+    }
+    app.post(&snapshots(), json!({ "name": "one-too-many" })).await.assert_error(400, "DMS.00400800");
+    assert_eq!(app.post(&snapshots(), json!({ "name": "s0" })).await.status, 200, "replacing is allowed");
+    let list = app.get(&snapshots()).await.json();
+    assert_eq!(list["snapshots"].as_array().map(Vec::len), Some(kafka_tasks::control::MAX_SNAPSHOTS as usize));
+    // Admin only, and audited.
+    let operator = app.credential(PROJECT, "op", kafka_tasks::domain::Role::Operator).await;
+    let body = Some(json!({ "name": "x" }).to_string());
+    app.request_as(&operator, Method::POST, &snapshots(), body).await.assert_error(403, "DMS.00403003");
+    let events = app.db.storage().await.audit.list_audit(None, None, 10_000).await.expect("audit");
+    assert!(events.iter().any(|e| e.action == "kafka-tasks:testControl:change" && e.status == 403), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_snapshot_restores_an_instance_mid_reassignment_with_500_finished_tasks_on_sqlite() {
+    a_snapshot_restores_an_instance_mid_reassignment_with_500_finished_tasks(TestApp::spawn_with(ON).await).await;
+}
+
+#[tokio::test]
+async fn a_snapshot_restores_an_instance_mid_reassignment_with_500_finished_tasks_on_postgres() {
+    let (app, _) = TestApp::spawn_on_postgres(ON).await;
+    a_snapshot_restores_an_instance_mid_reassignment_with_500_finished_tasks(app).await;
+}

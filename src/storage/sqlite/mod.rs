@@ -52,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0011_cluster_bindings.sql"),
     include_str!("../../../migrations/sqlite/0014_executor_state.sql"),
     include_str!("../../../migrations/sqlite/0012_test_control.sql"),
+    include_str!("../../../migrations/sqlite/0015_test_snapshots.sql"),
 ];
 /// Written into the database header by the readiness probe ("kt" twice).
 const APPLICATION_ID: i32 = 0x6b74_6b74;
