@@ -1262,9 +1262,24 @@ async fn control_commands_inject_faults_move_the_clock_and_reset() {
     let bad = f.run(&["control", "faults", "add", "not json"]);
     assert_eq!(bad.code, 2, "{bad:?}");
 
+    let saved = f.json(&["control", "snapshot", "save", "one-instance"]);
+    assert_eq!(saved["name"], "one-instance", "{saved}");
     let reset = f.run(&["control", "reset"]).ok();
     assert!(reset.stdout.contains("database reset in"), "{}", reset.stdout);
     assert_eq!(f.json(&["instances", "list"])["instance_num"], 0);
+
+    let listed = f.run(&["control", "snapshot", "list"]).ok();
+    assert!(listed.stdout.starts_with("NAME") && listed.stdout.contains("one-instance"), "{}", listed.stdout);
+    let restored = f.run(&["control", "snapshot", "restore", "one-instance"]).ok();
+    assert!(restored.stdout.contains("restored snapshot one-instance in"), "{}", restored.stdout);
+    assert_eq!(f.json(&["instances", "list"])["instances"][0]["instance_id"], inst.as_str(), "the state is back");
+    let bad = f.run(&["control", "snapshot", "restore", "../reset"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    f.run(&["control", "snapshot", "delete", "one-instance"]).ok();
+    let gone = f.run(&["control", "snapshot", "restore", "one-instance"]);
+    assert_eq!(gone.code, 1, "{gone:?}");
+    assert!(gone.stderr.contains("DMS.00404800"), "{}", gone.stderr);
+    assert_eq!(f.json(&["control", "snapshot", "list"])["snapshots"], serde_json::json!([]));
 }
 
 /// `tasks events -o json` for one instance: each event as sent, one a line.
