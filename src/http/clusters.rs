@@ -17,7 +17,6 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, JsonBody};
-use super::openapi::shapes;
 use crate::domain::Action;
 use crate::domain::cluster::{AllowRule, Binding, BindingRequest, BindingView, ClusterPolicy};
 use crate::kafka::{ClusterError, ClusterView};
@@ -110,7 +109,7 @@ async fn answer(state: &AppState, instance: &str, stored: &StoredBinding, timeou
     path = "/v2/{project_id}/instances/{instance_id}/cluster",
     operation_id = "ShowInstanceCluster",
     tag = "Connected mode",
-    params(shapes::InstancePath),
+    params(InstancePath),
     responses((status = 200, description = "The instance's cluster binding (admin role)", body = ClusterAnswer)),
 )]
 pub(super) async fn show(
@@ -132,7 +131,7 @@ pub(super) async fn show(
     path = "/v2/{project_id}/instances/{instance_id}/cluster",
     operation_id = "BindInstanceCluster",
     tag = "Connected mode",
-    params(shapes::InstancePath),
+    params(InstancePath),
     request_body = BindingRequest,
     responses((status = 200, description = "The binding now in force (admin role)", body = ClusterAnswer)),
 )]
@@ -145,8 +144,9 @@ pub(super) async fn bind(
     caller.require(Action::BindCluster)?;
     let request: BindingRequest = serde_json::from_value(body).map_err(|_| ApiError::InvalidBody)?;
     let (binding, inline) = request.check()?;
-    check_broker_control(&binding)?;
+    // The operator's policy first: what a path outside it is, or whether it exists, is not told.
     state.cluster_policy.permits(&binding).map_err(ApiError::ClusterUnusable)?;
+    check_broker_control(&binding)?;
     state.storage.instances.get_instance(&path.project, &path.instance).await?.ok_or(ApiError::NoInstance)?;
     let stored = StoredBinding { password_sealed: inline.map(|p| state.auth.master().seal(&p)), binding };
     let view = look(&state, &stored, BIND_TIMEOUT).await.map_err(|e| ApiError::ClusterUnusable(reason(&e)))?;
@@ -177,7 +177,7 @@ pub(super) async fn bind(
     path = "/v2/{project_id}/instances/{instance_id}/cluster",
     operation_id = "UnbindInstanceCluster",
     tag = "Connected mode",
-    params(shapes::InstancePath),
+    params(InstancePath),
     responses((status = 204, description = "Unbound (admin role)")),
 )]
 pub(super) async fn unbind(

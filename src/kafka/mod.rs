@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::auth::keys::MasterKey;
-use crate::domain::cluster::{ClusterPolicy, PasswordSource, SecurityProtocol};
+use crate::domain::cluster::{ClusterPolicy, MAX_FILE_BYTES, PasswordSource, SecurityProtocol};
 use crate::storage::StoredBinding;
 
 /// Why the cluster could not be used.
@@ -57,25 +57,53 @@ pub fn password(
         PasswordSource::Env(name) => std::env::var(name)
             .map_err(|_| ClusterError::Password(format!("the environment variable {name} is not set")))?,
         PasswordSource::File(path) => {
-            policy.check_file(path).map_err(ClusterError::Password)?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let meta =
-                    std::fs::metadata(path).map_err(|e| ClusterError::Password(format!("{}: {e}", path.display())))?;
-                if meta.permissions().mode() & 0o077 != 0 {
-                    return Err(ClusterError::Password(format!(
-                        "{} is readable by others: chmod 600 it",
-                        path.display()
-                    )));
-                }
+            let real = policy.check_file(path).map_err(ClusterError::Password)?;
+            let (bytes, mode) =
+                read_named_file(&real).map_err(|e| ClusterError::Password(format!("{}: {e}", path.display())))?;
+            if mode & 0o077 != 0 {
+                return Err(ClusterError::Password(format!("{} is readable by others: chmod 600 it", path.display())));
             }
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ClusterError::Password(format!("{}: {e}", path.display())))?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| ClusterError::Password(format!("{} is not UTF-8 text", path.display())))?;
             text.trim_end_matches(['\n', '\r']).to_owned()
         }
     };
     Ok(Some(secret))
+}
+
+/// The largest answer frame taken from a cluster (krafka's default is 100 MiB). A cluster's
+/// answers to the admin calls made here (Metadata, DescribeLogDirs of a broker) stay far below
+/// this even with hundreds of thousands of partitions; a hostile "broker" at an allowed address
+/// can make the server buffer at most this much per connection.
+const MAX_RESPONSE_BYTES: usize = 32 << 20;
+
+/// A file a binding names (already checked by [`ClusterPolicy::check_file`]): its bytes, at most
+/// [`MAX_FILE_BYTES`], and its mode. Opened without blocking and checked again on the open
+/// handle, so that a FIFO or device swapped in since the check is refused rather than waited on.
+fn read_named_file(path: &std::path::Path) -> std::io::Result<(Vec<u8>, u32)> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW);
+    }
+    let file = options.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    #[cfg(unix)]
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+    #[cfg(not(unix))]
+    let mode = 0;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!("larger than {MAX_FILE_BYTES} bytes")));
+    }
+    Ok((bytes, mode))
 }
 
 /// Connects to the cluster of a binding, failing within `timeout` when nothing answers.
@@ -90,15 +118,27 @@ pub async fn connect(
     let mut builder = krafka::Kafka::builder(servers.clone())
         .client_id("kafka-tasks")
         .connect_timeout(timeout)
-        .request_timeout(timeout);
+        .request_timeout(timeout)
+        .max_response_size(MAX_RESPONSE_BYTES);
     // What the operator allows is checked at every use, not only when binding: the flags may
     // have changed since, and a file may have been swapped for a link.
     policy.permits(b).map_err(ClusterError::Config)?;
     let password = password(stored, master, policy)?;
+    // The CA file is read here, not by the client library: bounded, and never blocking on
+    // something that is not a regular file.
+    let ca = match b.ssl_ca_file.as_ref().filter(|_| b.protocol.tls()) {
+        Some(file) => {
+            let real = policy.check_file(file).map_err(ClusterError::Config)?;
+            let (pem, _) =
+                read_named_file(&real).map_err(|e| ClusterError::Config(format!("{}: {e}", file.display())))?;
+            Some(pem)
+        }
+        None => None,
+    };
     let tls = b.protocol.tls().then(|| {
         let tls = krafka::auth::TlsConfig::new();
-        match &b.ssl_ca_file {
-            Some(ca) => tls.with_ca_cert(ca.display().to_string()),
+        match ca {
+            Some(pem) => tls.with_ca_cert_pem(pem),
             None => tls,
         }
     });
@@ -119,11 +159,30 @@ pub async fn connect(
     }
     let unreachable =
         |e: krafka::KrafkaError| ClusterError::Unreachable { servers: servers.clone(), why: e.to_string() };
-    match tokio::time::timeout(timeout, builder.connect()).await {
-        Ok(Ok(kafka)) => Ok(kafka),
-        Ok(Err(e)) => Err(unreachable(e)),
-        Err(_) => Err(ClusterError::Unreachable { servers, why: format!("no answer within {} s", timeout.as_secs()) }),
+    let kafka = match tokio::time::timeout(timeout, builder.connect()).await {
+        Ok(Ok(kafka)) => kafka,
+        Ok(Err(e)) => return Err(unreachable(e)),
+        Err(_) => {
+            return Err(ClusterError::Unreachable {
+                servers,
+                why: format!("no answer within {} s", timeout.as_secs()),
+            });
+        }
+    };
+    // Connecting asked only the bootstrap servers; every later request goes to the addresses
+    // the cluster advertises for its brokers. A cluster that advertises an address the operator
+    // does not allow is refused here, before anything is sent there: otherwise a tenant's
+    // "cluster" could make the server connect wherever it can reach.
+    for broker in krafka::__private::kafka_metadata(&kafka).brokers() {
+        policy.permits_host(broker.host()).map_err(|why| {
+            ClusterError::Config(format!(
+                "the cluster at {servers} advertises broker {} at {}: {why}",
+                broker.id(),
+                broker.address()
+            ))
+        })?;
     }
+    Ok(kafka)
 }
 
 /// DescribeCluster: the cluster's id, controller and brokers.
@@ -149,30 +208,9 @@ pub async fn describe(kafka: &krafka::Kafka, timeout: Duration) -> Result<Cluste
     Ok(ClusterView { cluster_id: d.cluster_id, controller_id: d.controller_id, brokers })
 }
 
-/// What ShowInstance says of a bound instance's cluster: its brokers as DescribeCluster lists
-/// them and its finalized features, or why it did not answer.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct ClusterHealth {
-    /// Whether the cluster answered within the bound ([`HealthCache`]).
-    pub reachable: bool,
-    /// When it was asked (epoch ms); answers are cached for a few seconds.
-    pub checked_at: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cluster_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub controller_id: Option<i32>,
-    /// Registered brokers, by id.
-    pub broker_ids: Vec<i32>,
-    /// Those fenced (registered, not serving).
-    pub fenced_broker_ids: Vec<i32>,
-    /// The finalized `metadata.version` level, when the cluster reports it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata_version: Option<i16>,
-    /// Every finalized feature's level (`metadata.version`, `kraft.version`, …).
-    pub features: std::collections::BTreeMap<String, i16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+/// What ShowInstance says of a bound instance's cluster: a wire type, since ShowInstance's
+/// answer carries it as it is.
+pub use crate::wire::instance::ClusterHealth;
 
 /// The most entries a [`HealthCache`] keeps: bindings are an admin's, but a bound instance is
 /// a row any tenant admin can make, so the cache is bounded all the same.
