@@ -17,6 +17,20 @@ use crate::client::hints::HINTS;
 
 const PAGE: &str = include_str!("console/index.html");
 
+/// The mark a server with `--test-control` puts in the page it serves: the page then shows
+/// everyone a "test server" notice, and offers an admin the test control panel. Served with the
+/// page, the page learns it without a request (a probe of a control route would answer 404 on
+/// every ordinary server).
+const TEST_CONTROL_MARK: &str = "<meta name=\"kt-test-control\" content=\"on\">\n";
+
+/// The page of a server with test control on: [`PAGE`] with [`TEST_CONTROL_MARK`] in its head.
+fn test_control_page() -> &'static str {
+    static MARKED: OnceLock<String> = OnceLock::new();
+    MARKED.get_or_init(|| {
+        PAGE.replacen("<meta charset=\"utf-8\">\n", &format!("<meta charset=\"utf-8\">\n{TEST_CONTROL_MARK}"), 1)
+    })
+}
+
 /// The files the page loads: path, content type, body.
 const ASSETS: &[(&str, &str, &str)] = &[
     ("/console/app.js", "text/javascript; charset=utf-8", include_str!("console/app.js")),
@@ -44,10 +58,12 @@ fn hints_json() -> &'static str {
     })
 }
 
-pub fn router() -> Router<AppState> {
+/// `test_control`: the server runs with `--test-control` (the page is marked so).
+pub fn router(test_control: bool) -> Router<AppState> {
+    let page = if test_control { test_control_page() } else { PAGE };
     let mut router = Router::new()
         .route("/", get(|| async { Redirect::to("/console") }))
-        .route("/console", get(|| async { asset("text/html; charset=utf-8", PAGE) }))
+        .route("/console", get(move || async move { asset("text/html; charset=utf-8", page) }))
         .route("/console/hints.json", get(|| async { asset("application/json", hints_json()) }));
     for &(path, content_type, body) in ASSETS {
         router = router.route(path, get(move || async move { asset(content_type, body) }));
@@ -100,6 +116,17 @@ mod tests {
             }
         }
         assert!(!CSP.contains("unsafe"), "{CSP}");
+    }
+
+    /// Test control's page is the page with the mark, once, in its head; the ordinary page has none.
+    #[test]
+    fn only_the_test_control_page_is_marked() {
+        assert!(!PAGE.contains("kt-test-control"));
+        let marked = test_control_page();
+        assert_eq!(marked.matches(TEST_CONTROL_MARK).count(), 1);
+        let head_end = marked.find("</head>").unwrap_or(0);
+        assert!(marked.find(TEST_CONTROL_MARK).is_some_and(|i| i < head_end));
+        assert_eq!(marked.replacen(TEST_CONTROL_MARK, "", 1), PAGE);
     }
 
     /// The page's copy of the hint table is the CLI's table, entry for entry.

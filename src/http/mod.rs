@@ -102,7 +102,7 @@ pub fn router(state: AppState) -> Router {
         .merge(control::router(&state))
         .merge(health::router())
         .merge(openapi::router())
-        .merge(console::router())
+        .merge(console::router(state.control.is_some()))
         .fallback(|| async { ApiError::NoSuchUrl })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -467,3 +467,159 @@ def test_more_than_a_hundred_scheduled_tasks_are_paged(server, browser):
     expect(page.locator("#sched-count")).to_have_text("1–100 of 102 scheduled tasks")
     assert problems == [], problems
     ctx.close()
+
+
+@pytest.fixture(scope="module")
+def control_server():
+    """A second server, with `--test-control`: the one whose page offers the test control panel."""
+    s = ConsoleServer("--time-scale", TIME_SCALE, "--test-control")
+    yield s
+    s.stop()
+
+
+def sign_in_as(page, server, cred):
+    page.goto(server.url + "/console")
+    page.get_by_label("Project ID").fill(PROJECT)
+    page.get_by_label("Access key ID (AK)").fill(cred["access_key"])
+    page.get_by_label("Secret access key (SK)").fill(cred["secret_key"])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_label("Instance", exact=True)).to_be_visible()
+
+
+def test_an_admin_injects_a_fault_moves_the_clock_and_resets_from_the_panel(control_server, browser):
+    srv = control_server
+    inst = srv.cli("instances", "create", "--name", "chaos", "--wait")["instance_id"]
+
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems = watch(page, srv.admin["secret_key"])
+    sign_in_with_keys(page, srv)
+    # Everyone is told it is a test server; the admin gets the panel.
+    expect(page.locator("#test-server")).to_be_visible()
+    panel = page.get_by_role("region", name="Test control")
+    expect(panel).to_be_visible()
+    expect(panel.locator("#faults")).to_contain_text("No fault rules.")
+
+    # A fail rule, through the form (keyboard: the last field submits with Enter).
+    reason = "broker 2 did not rejoin the ISR <b>"
+    panel.get_by_label("Task name (step effects)").fill("restartInstance")
+    panel.get_by_label("Step (step effects)").fill("health_check")
+    panel.get_by_label("Effect", exact=True).select_option("fail")
+    panel.get_by_label("Failure reason").fill(reason)
+    panel.get_by_label("Times (empty: every time)").fill("1")
+    panel.get_by_label("Times (empty: every time)").press("Enter")
+    rule = panel.locator("#faults tr", has_text="restartInstance")
+    expect(rule).to_have_count(1)
+    expect(rule.locator("td[data-label=Effect]")).to_have_text(f"fail the step: {reason}")  # as text
+    expect(rule.locator("td[data-label=Fired]")).to_have_text("0")
+    listed = srv.cli("control", "faults", "list")["rules"]
+    assert [(r["task_name"], r["step"], r["fail_step"]["reason"], r["times"], r["fired"]) for r in listed] == [
+        ("restartInstance", "health_check", reason, 1, 0)], listed
+
+    # The restart, from the CLI, fails with the injected reason.
+    env = dict(os.environ, KAFKA_TASKS_ENDPOINT=srv.url, HUAWEICLOUD_SDK_PROJECT_ID=PROJECT,
+               HUAWEICLOUD_SDK_AK=srv.admin["access_key"], HUAWEICLOUD_SDK_SK=srv.admin["secret_key"])
+    waited = subprocess.run([BINARY, "restart", "-i", inst, "--wait"], env=env, capture_output=True, text=True)
+    assert waited.returncode != 0, waited
+    tasks = srv.cli("tasks", "list", "-i", inst)["tasks"]
+    restart = [t for t in tasks if t["name"] == "restartInstance"]
+    assert [t["status"] for t in restart] == ["FAILED"], tasks
+    assert srv.cli("control", "faults", "list")["rules"][0]["fired"] == 1
+    panel.get_by_role("button", name="Refresh test control").click()
+    expect(rule.locator("td[data-label=Fired]")).to_have_text("1")
+    expect(rule.locator("td[data-label=State]")).to_have_text("retired")
+    page.get_by_role("button", name="Refresh", exact=True).click()
+    failed = row(page, restart[0]["id"])
+    expect(failed.locator(".badge")).to_have_text("FAILED")
+    failed.get_by_role("button", name="Details").click()
+    expect(page.locator("#detail-why")).to_contain_text(reason)
+    page.get_by_role("button", name="Close").click()
+
+    # The clock: two hours ahead, then frozen and running again.
+    before = srv.cli("control", "clock", "show")["offset_ms"]
+    panel.get_by_label("Advance by (90s, 15m, 2h, 1d)").fill("2h")
+    panel.get_by_role("button", name="Advance").click()
+    expect(page.locator("#announce")).to_contain_text("The clock moved 2h ahead.")
+    assert srv.cli("control", "clock", "show")["offset_ms"] >= before + 2 * 3600 * 1000
+    expect(panel.locator("#clock-facts")).to_contain_text(re.compile(r"Ahead of the wall clock\s*720\d s"))
+    panel.get_by_role("button", name="Freeze").click()
+    expect(panel.locator("#clock-facts")).to_contain_text(re.compile(r"Frozen\s*yes"))
+    assert srv.cli("control", "clock", "show")["frozen"] is True
+    panel.get_by_role("button", name="Resume").focus()
+    page.keyboard.press("Enter")
+    expect(panel.locator("#clock-facts")).to_contain_text(re.compile(r"Frozen\s*no"))
+    assert srv.cli("control", "clock", "show")["frozen"] is False
+
+    # A bad duration is the server's clear refusal, and moves nothing.
+    at = srv.cli("control", "clock", "show")["offset_ms"]
+    panel.get_by_label("Advance by (90s, 15m, 2h, 1d)").fill("soon")
+    panel.get_by_role("button", name="Advance").click()
+    expect(page.locator("#error")).to_contain_text("DMS.00400800")
+    assert problems == ["400 from " + srv.url + f"/v2/{PROJECT}/test-control/clock"], problems
+    problems.clear()
+    assert srv.cli("control", "clock", "show")["offset_ms"] == at
+
+    # Snapshots: saved, listed, deleted.
+    panel.get_by_label("Snapshot name").fill("after-restart")
+    panel.get_by_role("button", name="Save snapshot").click()
+    expect(panel.locator("#snapshots li", has_text="after-restart")).to_have_count(1)
+    expect(page.locator("#error")).to_have_text("")  # the refusal above is over
+    assert [s["name"] for s in srv.cli("control", "snapshot", "list")["snapshots"]] == ["after-restart"]
+    page.screenshot(path=os.path.join(ARTIFACTS, "test-control.png"), full_page=True)
+    panel.get_by_role("button", name="Delete snapshot after-restart").click()
+    page.locator("#confirm").get_by_role("button", name="Delete").click()
+    expect(panel.locator("#snapshots")).to_contain_text("No snapshots.")
+    assert srv.cli("control", "snapshot", "list")["snapshots"] == []
+
+    # Reset: the confirmation names what goes; Escape keeps everything.
+    panel.get_by_role("button", name="Reset the server…").click()
+    expect(page.locator("#confirm-text")).to_contain_text("Every instance, task")
+    expect(page.locator("#confirm-text")).to_contain_text("every fault rule")
+    expect(page.locator("#confirm").get_by_role("button", name="Keep it")).to_be_focused()
+    page.keyboard.press("Escape")
+    assert [i["instance_id"] for i in srv.cli("instances", "list")["instances"]] == [inst]
+    panel.get_by_role("button", name="Reset the server…").click()
+    page.locator("#confirm").get_by_role("button", name="Reset").click()
+    expect(page.locator("#announce")).to_have_text("The server was reset.")
+    expect(page.locator("#count")).to_have_text("0–0 of 0 tasks")
+    expect(page.locator("#tasks")).to_contain_text("No tasks")
+    expect(panel.locator("#faults")).to_contain_text("No fault rules.")
+    assert srv.cli("instances", "list")["instances"] == []
+    assert srv.cli("control", "faults", "list")["rules"] == []
+    assert problems == [], problems
+    ctx.close()
+
+
+def test_only_an_admin_of_a_test_control_server_sees_the_panel(control_server, server, browser):
+    # A readonly key on the test control server: told it is a test server, offered no panel.
+    reader = control_server.credential("panel-reader", role="readonly")
+    ctx = browser.new_context(viewport={"width": 390, "height": 844})
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems = watch(page, reader["secret_key"])
+    with page.expect_response(lambda r: "/test-control/faults" in r.url) as probe:
+        sign_in_as(page, control_server, reader)
+    assert probe.value.status == 403
+    expect(page.locator("#test-server")).to_be_visible()
+    expect(page.locator("#announce")).to_contain_text("Signed in.")
+    expect(page.locator("#control")).to_be_hidden()
+    page.screenshot(path=os.path.join(ARTIFACTS, "test-control-readonly.png"))
+    # The one refusal is the look at the rules that told the page this key is no admin.
+    assert problems == [f"403 from {control_server.url}/v2/{PROJECT}/test-control/faults"], problems
+    ctx.close()
+
+    # An admin of a server without test control: no notice, no panel, and no request for one.
+    ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    problems = watch(page, server.admin["secret_key"])
+    asked = []
+    page.on("request", lambda r: "test-control" in r.url and asked.append(r.url))
+    sign_in_with_keys(page, server)
+    expect(page.locator("#announce")).to_contain_text("Signed in.")
+    expect(page.locator("#test-server")).to_be_hidden()
+    expect(page.locator("#control")).to_be_hidden()
+    assert page.locator('meta[name="kt-test-control"]').count() == 0
+    assert asked == [] and problems == [], (asked, problems)
+    ctx.close()

@@ -151,25 +151,28 @@ function offline(on) {
   }
 }
 
-/** The headers of a call (signed, or with the token) and its query string. */
-async function authorized(method, path, query) {
+/** The headers of a call (signed, or with the token) and its query string; `body` is the text
+ * sent, signed as sent. */
+async function authorized(method, path, query, body = "") {
   const pairs = Object.entries(query || {}).filter(([, v]) => v !== undefined && v !== "").map(([k, v]) => [k, String(v)]);
   const qs = pairs.map(([k, v]) => `${enc(k)}=${enc(v)}`).join("&");
   const headers = { "content-type": "application/json", "x-project-id": state.auth.project };
   if (state.auth.method === "aksk") {
-    await sign(method, path, pairs, headers, "", state.auth.ak, state.auth.sk);
+    await sign(method, path, pairs, headers, body, state.auth.ak, state.auth.sk);
   } else {
     headers["x-auth-token"] = state.auth.token;
   }
   return { url: qs ? `${path}?${qs}` : path, headers };
 }
 
-/** Calls the API; `query` is an object whose undefined values are left out. */
-async function api(method, path, query) {
-  const { url, headers } = await authorized(method, path, query);
+/** Calls the API; `query` is an object whose undefined values are left out; `json`, when given,
+ * is sent as the JSON body. */
+async function api(method, path, query, json) {
+  const body = json === undefined ? "" : JSON.stringify(json);
+  const { url, headers } = await authorized(method, path, query, body);
   let res;
   try {
-    res = await fetch(url, { method, headers, credentials: "omit", cache: "no-store" });
+    res = await fetch(url, { method, headers, credentials: "omit", cache: "no-store", ...(body ? { body } : {}) });
   } catch {
     // fetch rejects only when no answer came at all: the server is down or the network is.
     offline(true);
@@ -177,18 +180,18 @@ async function api(method, path, query) {
   }
   offline(false);
   const text = await res.text();
-  let json = null;
-  try { json = text ? JSON.parse(text) : null; } catch { json = null; }
+  let answer = null;
+  try { answer = text ? JSON.parse(text) : null; } catch { answer = null; }
   if (!res.ok) {
     const id = res.headers.get("x-request-id");
-    const what = json && json.error_code ? `${json.error_code}: ${json.error_msg}` : `HTTP ${res.status}`;
+    const what = answer && answer.error_code ? `${answer.error_code}: ${answer.error_msg}` : `HTTP ${res.status}`;
     const err = new ApiError(id ? `${what} (request ${id})` : what);
     err.status = res.status;
-    if (json && json.error_code) err.hint = await hintFor(method, path, json.error_code, String(json.error_msg || ""));
-    if (res.status === 403 && json && json.error_code === "DMS.00403003") mayChange(false);
+    if (answer && answer.error_code) err.hint = await hintFor(method, path, answer.error_code, String(answer.error_msg || ""));
+    if (res.status === 403 && answer && answer.error_code === "DMS.00403003") mayChange(false);
     throw err;
   }
-  return json;
+  return answer;
 }
 
 // ---------- live events ----------
@@ -375,6 +378,7 @@ async function signIn(auth) {
   $("app").hidden = false;
   $("signout").hidden = false;
   $("who").textContent = `${auth.method === "aksk" ? auth.ak : "token"} · project ${auth.project}`;
+  probeControl().catch(() => {});
   const sel = $("instance");
   sel.replaceChildren(...state.instances.map((i) => el("option", { value: i.instance_id }, instanceLabel(i))));
   if (!state.instances.length) {
@@ -452,6 +456,8 @@ function reload() {
   if (!state.instance) return;
   (state.tab === "bg" ? loadTasks() : loadScheduled()).catch(fail);
   refreshInstance().catch(() => {});
+  // The fire counts move with the tasks: the panel, when shown, follows the lists.
+  if (!$("control").hidden) loadFaults().catch(() => {});
 }
 
 // ---------- role ----------
@@ -719,6 +725,221 @@ async function deleteScheduled(t) {
   } catch (e) { fail(e); }
 }
 
+// ---------- test control ----------
+
+/** The server marks its page when it runs with `--test-control` (src/http/console.rs): the page
+ * learns it without a request. */
+const testControlOn = () => document.querySelector('meta[name="kt-test-control"]') !== null;
+const controlBase = () => `/v2/${state.auth.project}/test-control`;
+
+/** Shows the panel to an admin. The rules are admin-only, like every control route, and no
+ * answer tells a key's role beforehand: the page asks for them once, and any refusal (an
+ * operator's or a readonly key's 403) only leaves the panel hidden. A key already known to be
+ * readonly is not asked. Read with `fetch` itself, not `api()`, so that an operator's 403 here
+ * does not mark the key read-only for the task lists. */
+async function probeControl() {
+  $("control").hidden = true;
+  if (!testControlOn() || !state.auth || state.canChange === false) return;
+  const { url, headers } = await authorized("GET", `${controlBase()}/faults`);
+  let body;
+  try {
+    const res = await fetch(url, { headers, credentials: "omit", cache: "no-store" });
+    if (!res.ok) return;
+    body = await res.json();
+  } catch {
+    return;
+  }
+  $("control").hidden = false;
+  showFaults(body);
+  await Promise.all([loadClock(), loadSnapshots()]).catch(fail);
+}
+
+/** A control action went through: its answer, and the last refusal is cleared. */
+function said(msg) {
+  fail(null);
+  announce(msg);
+}
+
+/** What a rule matches, as `field=value` pairs. */
+function ruleMatches(r) {
+  const parts = ["operation", "project_id", "instance_id", "task_name", "step"].filter((k) => typeof r[k] === "string").map((k) => `${k}=${r[k]}`);
+  return parts.length ? parts.join(", ") : "anything";
+}
+
+/** What a rule does, in words. */
+function ruleEffect(r) {
+  if (r.fail_step) return `fail the step: ${r.fail_step.reason}`;
+  if (r.error) return `answer ${r.error.status_code} ${r.error.error_code || ""}`.trim() + (r.latency_ms ? ` after ${r.latency_ms} ms` : "");
+  if (r.latency_ms !== undefined) return `delay the answer ${r.latency_ms} ms`;
+  if (r.step_duration_ms !== undefined) return `the step takes ${r.step_duration_ms} ms`;
+  if (r.step_duration_factor !== undefined) return `the step takes ×${r.step_duration_factor}`;
+  return "";
+}
+
+function showFaults(body) {
+  const rules = body && Array.isArray(body.rules) ? body.rules : [];
+  const rows = rules.map((r) =>
+    el("tr", { "data-rule": String(r.id) },
+      el("td", { "data-label": "Rule" }, `#${r.id}`),
+      el("td", { "data-label": "Matches" }, ruleMatches(r)),
+      el("td", { "data-label": "Effect" }, ruleEffect(r)),
+      el("td", { "data-label": "Times" }, r.times === null || r.times === undefined ? "every time" : String(r.times)),
+      el("td", { "data-label": "Fired", class: "fired" }, String(r.fired)),
+      el("td", { "data-label": "Matched" }, String(r.matched)),
+      el("td", { "data-label": "State" }, r.retired ? "retired" : "live")));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 7, class: "muted" }, "No fault rules.")));
+  $("faults").replaceChildren(...rows);
+  $("faults-clear").disabled = !rules.length;
+}
+
+async function loadFaults() {
+  showFaults(await api("GET", `${controlBase()}/faults`));
+}
+
+function showClock(c) {
+  facts($("clock-facts"), [
+    ["Now", when(c.now)],
+    ["Ahead of the wall clock", `${Math.round(Number(c.offset_ms) / 1000)} s`],
+    ["Frozen", c.frozen ? "yes" : "no"],
+  ]);
+  $("clock-freeze").disabled = !!c.frozen;
+  $("clock-resume").disabled = !c.frozen;
+}
+
+async function loadClock() {
+  showClock(await api("GET", `${controlBase()}/clock`));
+}
+
+async function moveClock(body, what) {
+  try {
+    showClock(await api("POST", `${controlBase()}/clock`, undefined, body));
+    said(what);
+    reload();
+  } catch (e) { fail(e); }
+}
+
+async function loadSnapshots() {
+  const body = await api("GET", `${controlBase()}/snapshots`);
+  const list = Array.isArray(body.snapshots) ? body.snapshots : [];
+  const items = list.map((s) =>
+    el("li", { "data-snapshot": s.name },
+      el("span", { class: "snapshot-name" }, s.name),
+      el("span", { class: "muted" }, ` ${when(s.created_at)}, ${Math.ceil(Number(s.size_bytes) / 1024)} KiB `),
+      el("button", { type: "button", class: "secondary small", onclick: () => restoreSnapshot(s.name), "aria-label": `Restore snapshot ${s.name}` }, "Restore"),
+      el("button", { type: "button", class: "secondary small", onclick: () => deleteSnapshot(s.name), "aria-label": `Delete snapshot ${s.name}` }, "Delete")));
+  if (!items.length) items.push(el("li", { class: "muted" }, "No snapshots."));
+  $("snapshots").replaceChildren(...items);
+}
+
+/** The rule the form describes: only the fields filled in; the server checks the rest. */
+function ruleFromForm() {
+  const rule = {};
+  for (const [id, key] of [["fault-operation", "operation"], ["fault-task", "task_name"], ["fault-step", "step"]]) {
+    const v = $(id).value.trim();
+    if (v) rule[key] = v;
+  }
+  const num = (id) => ($(id).value.trim() === "" ? undefined : Number($(id).value));
+  const effect = $("fault-effect").value;
+  if (effect === "fail") rule.fail_step = { reason: $("fault-reason").value.trim() };
+  if (effect === "delay") rule.latency_ms = num("fault-latency");
+  if (effect === "error") {
+    rule.error = { status_code: num("fault-status") };
+    const code = $("fault-code").value.trim();
+    if (code) rule.error.error_code = code;
+  }
+  const times = num("fault-times");
+  if (times !== undefined) rule.times = times;
+  return rule;
+}
+
+function showEffectFields() {
+  const effect = $("fault-effect").value;
+  for (const name of ["fail", "delay", "error"]) {
+    for (const e of document.querySelectorAll(`.effect-${name}`)) e.hidden = name !== effect;
+  }
+}
+
+async function addRule(e) {
+  e.preventDefault();
+  try {
+    await api("PATCH", `${controlBase()}/faults`, undefined, { rules: [ruleFromForm()] });
+    said("Fault rule added.");
+    await loadFaults();
+  } catch (err) { fail(err); }
+}
+
+async function clearRules() {
+  if (!(await confirmDialog("Remove every fault rule (their fire counts go with them)?", "Remove all rules"))) return;
+  try {
+    await api("DELETE", `${controlBase()}/faults`);
+    said("Every fault rule removed.");
+    await loadFaults();
+  } catch (e) { fail(e); }
+}
+
+async function resetServer() {
+  const sure = await confirmDialog("Reset the server? Every instance, task, executor run, cluster binding, retention policy, added kernel build, the audit and every fault rule are deleted, for every project. Access keys, snapshots and the clock stay. This cannot be undone.", "Reset");
+  if (!sure) return;
+  try {
+    await api("POST", `${controlBase()}/reset`, undefined, {});
+    said("The server was reset.");
+    await afterStateChange();
+  } catch (e) { fail(e); }
+}
+
+/** After a reset or a restore the instances are others: the list is read again. */
+async function afterStateChange() {
+  closeDetail();
+  const body = await api("GET", `/v2/${state.auth.project}/instances`);
+  state.instances = body.instances || [];
+  const sel = $("instance");
+  sel.replaceChildren(...state.instances.map((i) => el("option", { value: i.instance_id }, instanceLabel(i))));
+  if (state.instances.length) {
+    pickInstance();
+  } else {
+    sel.append(el("option", { value: "" }, "No instances in this project"));
+    state.instance = null;
+    unfollow();
+    $("instance-status").textContent = "";
+    $("tasks").replaceChildren(el("tr", {}, el("td", { colSpan: 7, class: "muted" }, "No tasks in this range.")));
+    $("count").textContent = "0–0 of 0 tasks";
+    $("scheduled").replaceChildren(el("tr", {}, el("td", { colSpan: 5, class: "muted" }, "No scheduled tasks.")));
+  }
+  await Promise.all([loadFaults(), loadClock(), loadSnapshots()]);
+}
+
+async function saveSnapshot() {
+  const name = $("snapshot-name").value.trim();
+  try {
+    await api("POST", `${controlBase()}/snapshots`, undefined, { name });
+    said(`Snapshot ${name} saved.`);
+    $("snapshot-name").value = "";
+    await loadSnapshots();
+  } catch (e) { fail(e); }
+}
+
+async function restoreSnapshot(name) {
+  if (!(await confirmDialog(`Restore snapshot ${name}? The instances, tasks, executor runs and retention policies now on the server are replaced by the snapshot's.`, "Restore"))) return;
+  try {
+    await api("POST", `${controlBase()}/snapshots/${encodeURIComponent(name)}/restore`, undefined, {});
+    said(`Snapshot ${name} restored.`);
+    await afterStateChange();
+  } catch (e) { fail(e); }
+}
+
+async function deleteSnapshot(name) {
+  if (!(await confirmDialog(`Delete snapshot ${name}?`, "Delete"))) return;
+  try {
+    await api("DELETE", `${controlBase()}/snapshots/${encodeURIComponent(name)}`);
+    said(`Snapshot ${name} deleted.`);
+    await loadSnapshots();
+  } catch (e) { fail(e); }
+}
+
+function refreshControl() {
+  Promise.all([loadFaults(), loadClock(), loadSnapshots()]).then(() => fail(null), fail);
+}
+
 // ---------- wiring ----------
 
 function autoRefresh() {
@@ -784,6 +1005,19 @@ document.addEventListener("DOMContentLoaded", () => {
   $("detail-close").addEventListener("click", closeDetail);
   $("sched-prev").addEventListener("click", () => { state.schedStart = Math.max(1, state.schedStart - SCHED_PAGE); reload(); });
   $("sched-next").addEventListener("click", () => { state.schedStart += SCHED_PAGE; reload(); });
+  $("test-server").hidden = !testControlOn();
+  $("fault-form").addEventListener("submit", addRule);
+  $("fault-effect").addEventListener("change", showEffectFields);
+  $("faults-clear").addEventListener("click", clearRules);
+  $("control-refresh").addEventListener("click", refreshControl);
+  $("clock-advance").addEventListener("click", () => {
+    const by = $("clock-by").value.trim();
+    moveClock({ action: "advance", by }, `The clock moved ${by} ahead.`);
+  });
+  $("clock-freeze").addEventListener("click", () => moveClock({ action: "freeze" }, "The clock is frozen."));
+  $("clock-resume").addEventListener("click", () => moveClock({ action: "resume" }, "The clock runs again."));
+  $("snapshot-save").addEventListener("click", saveSnapshot);
+  $("control-reset").addEventListener("click", resetServer);
   autoRefresh();
   const saved = sessionStorage.getItem(STORE);
   if (saved) {
