@@ -82,6 +82,23 @@ async fn the_clock_at_the_end_of_year_9999_breaks_no_request() {
 #[tokio::test]
 async fn a_reset_racing_requests_leaves_no_5xx_and_a_usable_database() {
     let app = std::sync::Arc::new(TestApp::spawn_with(ON).await);
+    race_requests_with(&app, "reset").await;
+    usable_after(&app).await;
+}
+
+/// The same race with a snapshot's restore, which empties and refills the same tables.
+#[tokio::test]
+async fn a_restore_racing_requests_leaves_no_5xx_and_a_usable_database() {
+    let app = std::sync::Arc::new(TestApp::spawn_with(ON).await);
+    let res = app.post(&control("snapshots"), json!({"name": "before-race"})).await;
+    assert!(res.status.is_success(), "{} {}", res.status, res.text);
+    race_requests_with(&app, "snapshots/before-race/restore").await;
+    usable_after(&app).await;
+}
+
+/// Runs 24 requests of four kinds on a running instance, with the test-control call `path`
+/// started in the middle of them; none may answer 5xx.
+async fn race_requests_with(app: &std::sync::Arc<TestApp>, path: &'static str) {
     let inst = app.create_instance().await;
     app.wait_instance_status(&inst, "RUNNING").await;
     let mut racing = Vec::new();
@@ -100,7 +117,7 @@ async fn a_reset_racing_requests_leaves_no_5xx_and_a_usable_database() {
         if i == 12 {
             let client = app.clone();
             racing.push(tokio::spawn(async move {
-                let res = client.post(&control("reset"), json!({})).await;
+                let res = client.post(&control(path), json!({})).await;
                 (-1, res.status, res.text)
             }));
         }
@@ -109,7 +126,10 @@ async fn a_reset_racing_requests_leaves_no_5xx_and_a_usable_database() {
         let (i, status, text) = r.await.expect("request task");
         assert!(status.as_u16() < 500, "request {i}: {status} {text}");
     }
-    // The reset happened; the database takes new work.
+}
+
+/// The database takes new work after the race.
+async fn usable_after(app: &TestApp) {
     let again = app.create_instance().await;
     app.wait_instance_status(&again, "RUNNING").await;
     let task = app.restart_instance(&again).await;

@@ -65,35 +65,15 @@ impl ControlStore for Postgres {
 
     async fn restore_snapshot(&self, name: &str) -> StoreResult<bool> {
         let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let Some(row) = tx.query_opt("SELECT data FROM test_snapshots WHERE name = $1", &[&name]).await? else {
+        let Some(row) = client.query_opt("SELECT data FROM test_snapshots WHERE name = $1", &[&name]).await? else {
             return Ok(false);
         };
         let data: String = row.try_get(0)?;
         let tables: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("snapshot {name}: {e}")))?;
-        tx.batch_execute(&format!("TRUNCATE cluster_bindings, {}", SNAPSHOT_TABLES.join(", "))).await?;
-        prune_every_event(&tx).await?;
-        for table in SNAPSHOT_TABLES {
-            let rows = tables.get(*table).map(|v| v.to_string()).unwrap_or_else(|| "[]".into());
-            tx.execute(
-                &format!(
-                    "INSERT INTO \"{table}\" SELECT * FROM json_populate_recordset(NULL::\"{table}\", $1::text::json)"
-                ),
-                &[&rows],
-            )
-            .await?;
-        }
-        // Events get new ids (and this transaction's xid), in their order: ids never go back.
-        let rows = tables.get("task_events").map(|v| v.to_string()).unwrap_or_else(|| "[]".into());
-        tx.execute(
-            "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
-             SELECT at, project_id, instance_id, task_id, kind, data \
-             FROM json_populate_recordset(NULL::task_events, $1::text::json) ORDER BY xid, id",
-            &[&rows],
-        )
-        .await?;
-        tx.commit().await?;
+        // Like the reset: every table at once and without waiting, so a restore racing requests
+        // is never half of a deadlock.
+        without_waiting_for_locks!(restore_once(&mut client, &tables))?;
         Ok(true)
     }
 
@@ -118,21 +98,63 @@ impl ControlStore for Postgres {
 
     async fn reset_state(&self, credentials: Option<&str>) -> StoreResult<()> {
         let mut client = self.pool.get().await?;
-        // The reset takes every table it touches at once and without waiting (NOWAIT), and
-        // tries again shortly when one is in use: it never waits while holding a lock, so it
-        // can never be half of a deadlock with a request's transaction (a plain TRUNCATE of
-        // many tables could, and one side was answered 500). Bounded: about 10 s of tries.
+        Ok(without_waiting_for_locks!(reset_once(&mut client, credentials))?)
+    }
+}
+
+/// Runs `$once`, a transaction that takes every table it touches at once and without waiting
+/// (`LOCK … NOWAIT`), again shortly while one is in use: it never waits while holding a lock, so
+/// it can never be half of a deadlock with a request's transaction (a plain TRUNCATE of many
+/// tables could, and one side was answered 500). Bounded: about 10 s of tries. (A macro, not a
+/// function taking an async closure: such a closure's future is not `Send` under `async_trait`.)
+macro_rules! without_waiting_for_locks {
+    ($once:expr) => {{
         let mut attempts = 0;
         loop {
-            match reset_once(&mut client, credentials).await {
+            match $once.await {
                 Err(e) if attempts < 200 && e.code().is_some_and(|c| *c == SqlState::LOCK_NOT_AVAILABLE) => {
                     attempts += 1;
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
-                done => return Ok(done?),
+                done => break done,
             }
         }
+    }};
+}
+use without_waiting_for_locks;
+
+async fn restore_once(
+    client: &mut tokio_postgres::Client,
+    tables: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let all = SNAPSHOT_TABLES.join(", ");
+    tx.batch_execute(&format!(
+        "LOCK TABLE cluster_bindings, {all}, task_events, task_events_pruned IN ACCESS EXCLUSIVE MODE NOWAIT"
+    ))
+    .await?;
+    tx.batch_execute(&format!("TRUNCATE cluster_bindings, {all}")).await?;
+    prune_every_event(&tx).await?;
+    for table in SNAPSHOT_TABLES {
+        let rows = tables.get(*table).map(|v| v.to_string()).unwrap_or_else(|| "[]".into());
+        tx.execute(
+            &format!(
+                "INSERT INTO \"{table}\" SELECT * FROM json_populate_recordset(NULL::\"{table}\", $1::text::json)"
+            ),
+            &[&rows],
+        )
+        .await?;
     }
+    // Events get new ids (and this transaction's xid), in their order: ids never go back.
+    let rows = tables.get("task_events").map(|v| v.to_string()).unwrap_or_else(|| "[]".into());
+    tx.execute(
+        "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
+         SELECT at, project_id, instance_id, task_id, kind, data \
+         FROM json_populate_recordset(NULL::task_events, $1::text::json) ORDER BY xid, id",
+        &[&rows],
+    )
+    .await?;
+    tx.commit().await
 }
 
 async fn reset_once(
