@@ -567,6 +567,12 @@ def test_an_admin_injects_a_fault_moves_the_clock_and_resets_from_the_panel(cont
     expect(page.locator("#error")).to_have_text("")  # the refusal above is over
     assert [s["name"] for s in srv.cli("control", "snapshot", "list")["snapshots"]] == ["after-restart"]
     page.screenshot(path=os.path.join(ARTIFACTS, "test-control.png"), full_page=True)
+    # On a phone the panel fits the width, as the rest of the page does.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    expect(panel.get_by_role("button", name="Add rule")).to_be_visible()
+    page.screenshot(path=os.path.join(ARTIFACTS, "test-control-phone.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
     panel.get_by_role("button", name="Delete snapshot after-restart").click()
     page.locator("#confirm").get_by_role("button", name="Delete").click()
     expect(panel.locator("#snapshots")).to_contain_text("No snapshots.")

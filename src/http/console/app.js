@@ -379,17 +379,23 @@ async function signIn(auth) {
   $("signout").hidden = false;
   $("who").textContent = `${auth.method === "aksk" ? auth.ak : "token"} · project ${auth.project}`;
   probeControl().catch(() => {});
-  const sel = $("instance");
-  sel.replaceChildren(...state.instances.map((i) => el("option", { value: i.instance_id }, instanceLabel(i))));
-  if (!state.instances.length) {
-    sel.append(el("option", { value: "" }, "No instances in this project"));
+  if (!listInstances()) {
     announce("Signed in. This project has no instances.");
     return;
   }
   const remembered = sessionStorage.getItem(STORE + "-instance");
-  sel.value = state.instances.some((i) => i.instance_id === remembered) ? remembered : state.instances[0].instance_id;
+  $("instance").value = state.instances.some((i) => i.instance_id === remembered) ? remembered : state.instances[0].instance_id;
   announce(`Signed in. ${state.instances.length} instance(s).`);
   pickInstance();
+}
+
+/** Fills the instance picker from `state.instances`; false when there is none. */
+function listInstances() {
+  const sel = $("instance");
+  sel.replaceChildren(...state.instances.map((i) => el("option", { value: i.instance_id }, instanceLabel(i))));
+  if (state.instances.length) return true;
+  sel.append(el("option", { value: "" }, "No instances in this project"));
+  return false;
 }
 
 function signOut() {
@@ -892,12 +898,9 @@ async function afterStateChange() {
   closeDetail();
   const body = await api("GET", `/v2/${state.auth.project}/instances`);
   state.instances = body.instances || [];
-  const sel = $("instance");
-  sel.replaceChildren(...state.instances.map((i) => el("option", { value: i.instance_id }, instanceLabel(i))));
-  if (state.instances.length) {
+  if (listInstances()) {
     pickInstance();
   } else {
-    sel.append(el("option", { value: "" }, "No instances in this project"));
     state.instance = null;
     unfollow();
     $("instance-status").textContent = "";
