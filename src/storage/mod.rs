@@ -15,30 +15,107 @@ use crate::domain::instance::Instance;
 use crate::domain::operation::{Operation, StepContext};
 use crate::domain::{InstanceId, Invalid, ProjectId, Role, TaskId, TaskRecord, TaskStatus};
 
-/// A storage failure, whatever the engine. Never shown to API clients.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// What a store error keeps of the error under it (the driver's, the JSON decoder's), so that
+/// `source()` chains, error reports and logs reach it. Shared rather than boxed alone: the
+/// SQLite writer hands one failed group commit to every write in the group.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A storage failure, whatever the engine. Never shown to API clients. Each variant but
+/// `Closed` carries a short context (what failed, in words) and, when a driver or decoder
+/// error caused it, that error as its [`source`](std::error::Error::source) (the driver's own
+/// type, so a caller can downcast it); [`StoreError::chain`] renders both.
+#[derive(Debug, Clone)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Backend(String),
-    #[error("stored data is unreadable: {0}")]
-    Corrupt(String),
-    #[error("the database is shutting down")]
+    Backend {
+        context: String,
+        source: Option<Cause>,
+    },
+    Corrupt {
+        context: String,
+        source: Option<Cause>,
+    },
     Closed,
     /// The database cannot serve now (connection refused or lost, disk full, I/O error, locked
     /// past the busy timeout, administrator shutdown); worth retrying later. API: 503.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    Unavailable {
+        context: String,
+        source: Option<Cause>,
+    },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Backend { context, .. } => write!(f, "database error: {context}"),
+            StoreError::Corrupt { context, .. } => write!(f, "stored data is unreadable: {context}"),
+            StoreError::Closed => f.write_str("the database is shutting down"),
+            StoreError::Unavailable { context, .. } => write!(f, "database unavailable: {context}"),
+        }
+    }
+}
+
+/// Written out rather than derived: thiserror would give the `Arc` itself as the source, and a
+/// caller could not downcast it to the driver's error.
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Backend { source, .. }
+            | StoreError::Corrupt { source, .. }
+            | StoreError::Unavailable { source, .. } => {
+                source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+            }
+            StoreError::Closed => None,
+        }
+    }
 }
 
 impl StoreError {
+    /// A backend error with `context` and no source yet (see [`Self::caused_by`]).
+    pub fn backend(context: impl Into<String>) -> StoreError {
+        StoreError::Backend { context: context.into(), source: None }
+    }
+
+    /// Stored data that cannot be read, with `context` and no source yet.
+    pub fn corrupt(context: impl Into<String>) -> StoreError {
+        StoreError::Corrupt { context: context.into(), source: None }
+    }
+
+    /// The database cannot serve now, with `context` and no source yet.
+    pub fn unavailable(context: impl Into<String>) -> StoreError {
+        StoreError::Unavailable { context: context.into(), source: None }
+    }
+
+    /// The same error with `cause` as its source (`Closed` has none and stays as it is).
+    pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        match &mut self {
+            StoreError::Backend { source, .. }
+            | StoreError::Corrupt { source, .. }
+            | StoreError::Unavailable { source, .. } => *source = Some(Arc::new(cause)),
+            StoreError::Closed => {}
+        }
+        self
+    }
+
     /// The error's kind, as the `kafka_tasks_store_errors_total{kind}` label names it.
     pub fn kind(&self) -> &'static str {
         match self {
-            StoreError::Backend(_) => "backend",
-            StoreError::Corrupt(_) => "corrupt",
+            StoreError::Backend { .. } => "backend",
+            StoreError::Corrupt { .. } => "corrupt",
             StoreError::Closed => "closed",
-            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Unavailable { .. } => "unavailable",
         }
+    }
+
+    /// The error and every source under it, `: `-separated (what logs print).
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
     }
 
     /// Counts the error in the store-error metric and gives it back (each engine's errors
@@ -47,6 +124,12 @@ impl StoreError {
         crate::telemetry::store_error(self.kind());
         self
     }
+}
+
+/// A JSON column that does not decode (or a value that does not encode): corrupt data, with
+/// serde's error as the source.
+pub(crate) fn json_error(e: serde_json::Error) -> StoreError {
+    StoreError::corrupt("a JSON column does not convert").caused_by(e).counted()
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -687,10 +770,10 @@ fn task_run_from(
     let answer = answer
         .map(|a| serde_json::from_str(&a))
         .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("task_runs.answer: {e}")))?;
+        .map_err(|e| StoreError::corrupt("task_runs.answer").caused_by(e))?;
     Ok(TaskRun {
-        step: usize::try_from(step).map_err(|_| StoreError::Corrupt("task_runs.step".into()))?,
-        attempt: u32::try_from(attempt).map_err(|_| StoreError::Corrupt("task_runs.attempt".into()))?,
+        step: usize::try_from(step).map_err(|e| StoreError::corrupt("task_runs.step").caused_by(e))?,
+        attempt: u32::try_from(attempt).map_err(|e| StoreError::corrupt("task_runs.attempt").caused_by(e))?,
         progress: progress.map(|p| p.clamp(0, 100) as u32),
         message,
         reason,
@@ -706,9 +789,39 @@ mod tests {
 
     #[test]
     fn store_error_kinds_are_the_variants() {
-        assert_eq!(StoreError::Unavailable("x".into()).kind(), "unavailable");
-        assert_eq!(StoreError::Backend("x".into()).kind(), "backend");
-        assert_eq!(StoreError::Corrupt("x".into()).kind(), "corrupt");
+        assert_eq!(StoreError::unavailable("x").kind(), "unavailable");
+        assert_eq!(StoreError::backend("x").kind(), "backend");
+        assert_eq!(StoreError::corrupt("x").kind(), "corrupt");
         assert_eq!(StoreError::Closed.kind(), "closed");
+    }
+
+    #[test]
+    fn a_decoding_failure_keeps_serdes_error_and_a_clone_keeps_it_too() {
+        let cause = serde_json::from_str::<u32>("x").expect_err("not a number");
+        let e = super::json_error(cause).clone();
+        assert!(std::error::Error::source(&e).is_some_and(|s| s.is::<serde_json::Error>()), "{e:?}");
+        assert!(
+            e.chain().starts_with("stored data is unreadable: a JSON column does not convert: expected"),
+            "{}",
+            e.chain()
+        );
+    }
+
+    #[test]
+    fn sqlite_errors_keep_the_drivers_error_and_the_api_logs_it() {
+        use crate::http::error::ApiError;
+        for (code, kind, status) in
+            [(rusqlite::ffi::SQLITE_BUSY, "unavailable", 503), (rusqlite::ffi::SQLITE_CONSTRAINT, "backend", 500)]
+        {
+            let e = StoreError::from(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None));
+            assert_eq!(e.kind(), kind);
+            assert!(std::error::Error::source(&e).is_some_and(|s| s.is::<rusqlite::Error>()), "{e:?}");
+            let driver = rusqlite::ffi::Error::new(code).to_string();
+            assert!(e.chain().ends_with(&driver), "{} does not end with {driver}", e.chain());
+            let api = ApiError::from(e);
+            assert_eq!(api.status().as_u16(), status);
+            let (ApiError::Unavailable(logged) | ApiError::Internal(logged)) = api else { panic!("{api:?}") };
+            assert!(logged.contains(&driver), "{logged}");
+        }
     }
 }

@@ -284,7 +284,7 @@ fn sqlite_errors_of_an_unwritable_database_answer_503() {
     use kafka_tasks::storage::StoreError;
     for code in [rusqlite::ffi::SQLITE_BUSY, rusqlite::ffi::SQLITE_FULL, rusqlite::ffi::SQLITE_IOERR] {
         let e = StoreError::from(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None));
-        assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
         let api = ApiError::from(e);
         assert_eq!(api.status().as_u16(), 503);
         assert_eq!(api.code_and_message().0, "DMS.00503000");

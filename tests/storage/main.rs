@@ -1346,3 +1346,40 @@ contract! {
         assert_eq!(left, ["AK2"], "{}", e.name);
     }
 }
+
+/// Drops the `instances` table behind the store's back, through the engine's own driver.
+async fn drop_instances_table(e: &Engine) {
+    match (&e._dir, &e._pg) {
+        (Some(dir), _) => {
+            let conn = rusqlite::Connection::open(dir.path().join("c.db")).expect("open");
+            conn.execute_batch("DROP TABLE instances").expect("drop");
+        }
+        (_, Some(db)) => {
+            let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
+            tokio::spawn(conn);
+            client.batch_execute("DROP TABLE instances CASCADE").await.expect("drop");
+        }
+        _ => unreachable!("an engine has a directory or a database"),
+    }
+}
+
+contract! {
+    /// A driver's failure keeps the driver's error under the store error: its source chain
+    /// reaches the engine's own error type, and the chain's text says what the driver said.
+    async fn a_driver_failure_keeps_the_drivers_error_as_its_source(e: Engine) {
+        drop_instances_table(&e).await;
+        let err = e.storage.instances.list_instances(&project()).await.expect_err("the table is gone");
+        assert_eq!(err.kind(), "backend", "{}: {err:?}", e.name);
+        let mut reached = false;
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            reached |= match e.name {
+                "sqlite" => s.is::<rusqlite::Error>(),
+                _ => s.is::<tokio_postgres::Error>(),
+            };
+            source = s.source();
+        }
+        assert!(reached, "{}: the chain does not reach the driver's error: {err:?}", e.name);
+        assert!(err.chain().contains("instances"), "{}: {}", e.name, err.chain());
+    }
+}

@@ -30,7 +30,7 @@ impl TaskUpdates {
         self.ids.push(t.id.as_str().to_owned());
         self.statuses.push(t.status.as_str());
         self.updated.push(t.updated_at);
-        self.steps.push(serde_json::to_string(&t.steps).map_err(corrupt)?);
+        self.steps.push(serde_json::to_string(&t.steps).map_err(json_error)?);
         self.due.push(due_at);
         self.owners.push(owner.map(str::to_owned));
         self.background.push(placement(t).0);
@@ -146,7 +146,7 @@ pub(super) async fn leased(
     };
     let task = task_from_row(&row)?;
     let op: String = row.try_get(12)?;
-    let operation: Operation = serde_json::from_str(&op).map_err(corrupt)?;
+    let operation: Operation = serde_json::from_str(&op).map_err(json_error)?;
     let inst = instance_from_row_at(&row, 13)?;
     Ok(Some((task, operation, inst)))
 }
@@ -215,7 +215,7 @@ impl EngineStore for Postgres {
             let mut task = task_from_row(&row)?;
             let before = Before::of(&task);
             let op: String = row.try_get(12)?;
-            let operation: Operation = serde_json::from_str(&op).map_err(corrupt)?;
+            let operation: Operation = serde_json::from_str(&op).map_err(json_error)?;
             if removed.contains(&task.instance_id) {
                 continue;
             }

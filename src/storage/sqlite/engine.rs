@@ -102,7 +102,7 @@ impl EngineStore for Sqlite {
                 let mut candidates = Vec::new();
                 for row in rows {
                     let (task, op) = row?;
-                    candidates.push((task?, serde_json::from_str::<Operation>(&op).map_err(corrupt)?));
+                    candidates.push((task?, serde_json::from_str::<Operation>(&op).map_err(json_error)?));
                 }
                 let mut claimed = Vec::new();
                 let mut logged = Vec::new();
