@@ -5,6 +5,11 @@
     reason = "a test that meets the unexpected should stop there: a panic is its failure"
 )]
 
+// First, so that its macros (`per_engine!`, `on_postgres!`) are in scope in every module below.
+#[macro_use]
+#[path = "../common/mod.rs"]
+mod kit;
+
 mod attacks;
 mod audit;
 mod auth;
@@ -23,10 +28,10 @@ mod hygiene;
 mod instances;
 mod isolation;
 mod openapi;
-#[path = "../common/pg.rs"]
-mod pg;
 mod provider_reads;
 mod retention;
 mod scheduled;
 mod secrets;
 mod tasks;
+
+use kit::pg;

@@ -20,8 +20,10 @@ const CTX: StepContext =
     StepContext { storage_pool_gb: 10_000, executed: kafka_tasks::domain::operation::OpSet::EMPTY, stepwise: false };
 const T0: i64 = 1_700_000_000_000;
 
-#[path = "../common/pg.rs"]
-mod pg;
+#[path = "../common/mod.rs"]
+mod kit;
+
+use kit::pg;
 
 struct Engine {
     name: &'static str,
@@ -30,40 +32,33 @@ struct Engine {
     _pg: Option<pg::FreshDatabase>,
 }
 
-/// A fresh SQLite database.
-async fn engine_sqlite() -> Engine {
-    let dir = tempfile::tempdir().expect("dir");
-    let storage = Storage::open(&format!("sqlite:{}", dir.path().join("c.db").display())).await.expect("sqlite");
-    Engine { name: "sqlite", storage, _dir: Some(dir), _pg: None }
-}
-
-/// A fresh PostgreSQL database, or `None` (the test skips, saying so) when PostgreSQL is not
-/// reachable outside CI.
-async fn engine_postgres() -> Option<Engine> {
-    let db = pg::FreshDatabase::create_or_skip("kt_contract").await?;
-    let storage = Storage::open(&db.url).await.expect("postgres");
-    Some(Engine { name: "postgres", storage, _dir: None, _pg: Some(db) })
+/// A fresh database on `engine` (PostgreSQL: the runner has checked that it answers).
+async fn fresh(engine: kit::engine::Engine) -> Engine {
+    match engine {
+        kit::engine::Engine::Sqlite => {
+            let dir = tempfile::tempdir().expect("dir");
+            let url = format!("sqlite:{}", dir.path().join("c.db").display());
+            let storage = Storage::open(&url).await.expect("sqlite");
+            Engine { name: "sqlite", storage, _dir: Some(dir), _pg: None }
+        }
+        kit::engine::Engine::Postgres => {
+            let db = pg::FreshDatabase::create("kt_contract").await;
+            let storage = Storage::open(&db.url).await.expect("postgres");
+            Engine { name: "postgres", storage, _dir: None, _pg: Some(db) }
+        }
+    }
 }
 
 /// One contract case, run once per engine as two tests named after the engine
-/// (`case::sqlite`, `case::postgres`), so that a failure says which engine failed.
+/// (`case::sqlite`, `case::postgres`, by the kit's `per_engine!`), so that a failure says which
+/// engine failed.
 macro_rules! contract {
     ($(#[$m:meta])* async fn $name:ident($e:ident: Engine) $body:block) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
+        $crate::per_engine! {
             $(#[$m])*
             #[tokio::test]
-            async fn sqlite() {
-                let $e = super::engine_sqlite().await;
-                $body
-            }
-
-            $(#[$m])*
-            #[tokio::test]
-            async fn postgres() {
-                let Some($e) = super::engine_postgres().await else { return };
+            async fn $name() {
+                let $e = fresh(kit::engine::current()).await;
                 $body
             }
         }
@@ -931,7 +926,7 @@ contract! {
 /// past a later id must still get the earlier one once its transaction commits.
 #[tokio::test]
 async fn an_event_id_that_commits_late_is_not_skipped_on_postgres() {
-    let db = pg::FreshDatabase::create("kt_events").await;
+    let Some(db) = pg::FreshDatabase::create_or_skip("kt_events").await else { return };
     let s = Storage::open(&db.url).await.expect("postgres");
     let inst = running_instance(&s).await;
     let scope = EventScope::Project(inst.project_id.clone());
@@ -965,7 +960,7 @@ async fn an_event_id_that_commits_late_is_not_skipped_on_postgres() {
 /// streams through LISTEN/NOTIFY.
 #[tokio::test]
 async fn a_commit_in_one_process_wakes_the_streams_of_another_on_postgres() {
-    let db = pg::FreshDatabase::create("kt_events").await;
+    let Some(db) = pg::FreshDatabase::create_or_skip("kt_events").await else { return };
     let writer = Storage::open(&db.url).await.expect("postgres");
     let reader = Storage::open(&db.url).await.expect("postgres");
     let mut signal = reader.events.event_signal();
