@@ -8,12 +8,14 @@ pub mod sqlite;
 mod storable;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::domain::instance::Instance;
 use crate::domain::operation::{Operation, StepContext};
-use crate::domain::{InstanceId, Invalid, ProjectId, Role, TaskId, TaskRecord, TaskStatus};
+use crate::domain::time::millis;
+use crate::domain::{InstanceId, Invalid, ProjectId, Role, TaskId, TaskRecord, TaskStatus, Timestamp};
 
 /// What a store error keeps of the error under it (the driver's, the JSON decoder's), so that
 /// `source()` chains, error reports and logs reach it. Shared rather than boxed alone: the
@@ -441,35 +443,35 @@ impl From<crate::domain::transition::Advance> for StepOutcome {
 /// The engine's work queue.
 #[async_trait]
 pub trait EngineStore: Send + Sync {
-    /// Leases up to `max` due tasks to `owner` until `now + lease_ms`: new tasks, scheduled tasks
+    /// Leases up to `max` due tasks to `owner` until `now + lease`: new tasks, scheduled tasks
     /// whose time has come, and running tasks whose lease has expired.
     /// Steps planned to take no time are finished in the same transaction.
     async fn claim(
         &self,
         owner: &str,
-        now: i64,
-        lease_ms: i64,
+        now: Timestamp,
+        lease: Duration,
         max: usize,
         ctx: StepContext,
     ) -> StoreResult<Vec<Claimed>>;
-    /// Finishes a step, if `owner` still holds the task.
+    /// Finishes a step, if `owner` still holds the task (its lease then runs to `now + lease`).
     async fn finish_step(
         &self,
         owner: &str,
         task: &TaskId,
         step: usize,
-        now: i64,
-        lease_ms: i64,
+        now: Timestamp,
+        lease: Duration,
         ctx: StepContext,
     ) -> StoreResult<StepOutcome>;
     /// Extends every lease `owner` holds to `until`.
-    async fn renew_leases(&self, owner: &str, until: i64) -> StoreResult<()>;
+    async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<()>;
     /// Gives back every lease `owner` holds, so that another worker can take them at once.
     async fn release_leases(&self, owner: &str) -> StoreResult<()>;
     /// Tasks not yet ended (waiting, due or running), across all instances.
     async fn unfinished_count(&self) -> StoreResult<u64>;
     /// The counts behind the engine's gauges at `now` (see [`EngineStats`]).
-    async fn engine_stats(&self, now: i64) -> StoreResult<EngineStats>;
+    async fn engine_stats(&self, now: Timestamp) -> StoreResult<EngineStats>;
 }
 
 /// What an executor reported for a task ([`RunStore`]), kept with the task.

@@ -178,11 +178,12 @@ impl EngineStore for Postgres {
     async fn claim(
         &self,
         owner: &str,
-        now: i64,
-        lease_ms: i64,
+        now: Timestamp,
+        lease: Duration,
         max: usize,
         ctx: StepContext,
     ) -> StoreResult<Vec<Claimed>> {
+        let (now, lease_ms) = (now.ms(), millis(lease));
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let st = tx
@@ -268,10 +269,11 @@ impl EngineStore for Postgres {
         owner: &str,
         task_id: &TaskId,
         step: usize,
-        now: i64,
-        lease_ms: i64,
+        now: Timestamp,
+        lease: Duration,
         ctx: StepContext,
     ) -> StoreResult<StepOutcome> {
+        let (now, lease_ms) = (now.ms(), millis(lease));
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let ended = end_step(&tx, owner, task_id, now, lease_ms, |task, inst, op| {
@@ -288,7 +290,8 @@ impl EngineStore for Postgres {
         Ok(outcome)
     }
 
-    async fn renew_leases(&self, owner: &str, until: i64) -> StoreResult<()> {
+    async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<()> {
+        let until = until.ms();
         let client = self.pool.get().await?;
         let st = client
             .prepare_cached("UPDATE tasks SET due_at = $2 WHERE lease_owner = $1 AND status = 'EXECUTING'")
@@ -303,7 +306,8 @@ impl EngineStore for Postgres {
         Ok(n.max(0) as u64)
     }
 
-    async fn engine_stats(&self, now: i64) -> StoreResult<EngineStats> {
+    async fn engine_stats(&self, now: Timestamp) -> StoreResult<EngineStats> {
+        let now = now.ms();
         let status = self.pool.status();
         let client = self.pool.get().await?;
         let r = client
