@@ -391,7 +391,9 @@ per_engine! {
     /// nobody got in for as long as the attacker kept its sockets open.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn clients_that_never_read_lose_their_connections_at_the_write_timeout() {
-        let app = TestApp::spawn_with(&[
+        // A process of its own: the closed-connection counter read below is the process's, and
+        // this test's other engine runs beside it in this one.
+        let app = TestApp::spawn_process(&[
             "--time-scale",
             "0",
             "--max-connections",
