@@ -17,7 +17,6 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, JsonBody};
-use super::openapi::shapes;
 use crate::domain::Action;
 use crate::domain::cluster::{AllowRule, Binding, BindingRequest, BindingView, ClusterPolicy};
 use crate::kafka::{ClusterError, ClusterView};
@@ -110,7 +109,7 @@ async fn answer(state: &AppState, instance: &str, stored: &StoredBinding, timeou
     path = "/v2/{project_id}/instances/{instance_id}/cluster",
     operation_id = "ShowInstanceCluster",
     tag = "Connected mode",
-    params(shapes::InstancePath),
+    params(InstancePath),
     responses((status = 200, description = "The instance's cluster binding (admin role)", body = ClusterAnswer)),
 )]
 pub(super) async fn show(
@@ -132,7 +131,7 @@ pub(super) async fn show(
     path = "/v2/{project_id}/instances/{instance_id}/cluster",
     operation_id = "BindInstanceCluster",
     tag = "Connected mode",
-    params(shapes::InstancePath),
+    params(InstancePath),
     request_body = BindingRequest,
     responses((status = 200, description = "The binding now in force (admin role)", body = ClusterAnswer)),
 )]
@@ -177,7 +176,7 @@ pub(super) async fn bind(
     path = "/v2/{project_id}/instances/{instance_id}/cluster",
     operation_id = "UnbindInstanceCluster",
     tag = "Connected mode",
-    params(shapes::InstancePath),
+    params(InstancePath),
     responses((status = 204, description = "Unbound (admin role)")),
 )]
 pub(super) async fn unbind(

@@ -13,7 +13,6 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody, ProjectPath};
-use super::openapi::shapes;
 use crate::domain::retention::RetentionPolicy;
 use crate::domain::{Action, ProjectId};
 
@@ -53,7 +52,7 @@ fn answer(project: &ProjectId, own: Option<RetentionPolicy>, state: &AppState) -
     path = "/v2/{project_id}/tasks/retention",
     operation_id = "ShowTaskRetention",
     tag = "Retention",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     responses((status = 200, description = "The project's retention policy (admin role)", body = RetentionAnswer)),
 )]
 pub(super) async fn show(
@@ -73,7 +72,7 @@ pub(super) async fn show(
     path = "/v2/{project_id}/tasks/retention",
     operation_id = "UpdateTaskRetention",
     tag = "Retention",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     request_body = RetentionPolicy,
     responses((status = 200, description = "The policy now in force (admin role)", body = RetentionAnswer)),
 )]
@@ -94,7 +93,7 @@ pub(super) async fn set(
     path = "/v2/{project_id}/tasks/retention",
     operation_id = "ResetTaskRetention",
     tag = "Retention",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     responses((status = 200, description = "The default policy, now in force (admin role)", body = RetentionAnswer)),
 )]
 pub(super) async fn reset(

@@ -3,14 +3,12 @@
 
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::Caller;
-use super::openapi::shapes;
 use crate::domain::Action;
-use crate::domain::zones::{REGION, ZONES};
+use crate::wire::zone::AvailableZones;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v2/available-zones", get(list))
@@ -24,26 +22,9 @@ pub fn router() -> Router<AppState> {
     path = "/v2/available-zones",
     operation_id = "ListAvailableZones",
     tag = "Instances",
-    responses((status = 200, description = "The zones instances may be created in", body = shapes::AvailableZones)),
+    responses((status = 200, description = "The zones instances may be created in", body = AvailableZones)),
 )]
-pub(super) async fn list(caller: Caller) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list(caller: Caller) -> Result<Json<AvailableZones>, ApiError> {
     caller.require(Action::GetInstance)?;
-    let zones: Vec<Value> = ZONES
-        .iter()
-        .enumerate()
-        .map(|(i, z)| {
-            json!({
-                "id": z.id,
-                "code": z.code,
-                "name": z.name,
-                "port": "8002",
-                "resource_availability": "true",
-                "default_az": i == 0,
-                "soldOut": false,
-                "remain_time": 0,
-                "ipv6_enable": false,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "region_id": REGION, "available_zones": zones })))
+    Ok(Json(AvailableZones::offered()))
 }

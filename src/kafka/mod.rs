@@ -149,30 +149,9 @@ pub async fn describe(kafka: &krafka::Kafka, timeout: Duration) -> Result<Cluste
     Ok(ClusterView { cluster_id: d.cluster_id, controller_id: d.controller_id, brokers })
 }
 
-/// What ShowInstance says of a bound instance's cluster: its brokers as DescribeCluster lists
-/// them and its finalized features, or why it did not answer.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct ClusterHealth {
-    /// Whether the cluster answered within the bound ([`HealthCache`]).
-    pub reachable: bool,
-    /// When it was asked (epoch ms); answers are cached for a few seconds.
-    pub checked_at: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cluster_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub controller_id: Option<i32>,
-    /// Registered brokers, by id.
-    pub broker_ids: Vec<i32>,
-    /// Those fenced (registered, not serving).
-    pub fenced_broker_ids: Vec<i32>,
-    /// The finalized `metadata.version` level, when the cluster reports it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata_version: Option<i16>,
-    /// Every finalized feature's level (`metadata.version`, `kraft.version`, …).
-    pub features: std::collections::BTreeMap<String, i16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+/// What ShowInstance says of a bound instance's cluster: a wire type, since ShowInstance's
+/// answer carries it as it is.
+pub use crate::wire::instance::ClusterHealth;
 
 /// The most entries a [`HealthCache`] keeps: bindings are an admin's, but a bound instance is
 /// a row any tenant admin can make, so the cache is bounded all the same.
