@@ -58,7 +58,10 @@ pub fn route_action(method: &Method, route: &str, body: &[u8]) -> Option<Action>
             "POST" | "PATCH" | "DELETE",
             "/v2/{project_id}/test-control/faults"
             | "/v2/{project_id}/test-control/clock"
-            | "/v2/{project_id}/test-control/reset",
+            | "/v2/{project_id}/test-control/reset"
+            | "/v2/{project_id}/test-control/snapshots"
+            | "/v2/{project_id}/test-control/snapshots/{name}"
+            | "/v2/{project_id}/test-control/snapshots/{name}/restore",
         ) => TestControl,
         _ => return None,
     };

@@ -28,6 +28,9 @@ use crate::storage::AuditEvent;
 pub const FAULTS: &str = "/v2/{project_id}/test-control/faults";
 pub const CLOCK: &str = "/v2/{project_id}/test-control/clock";
 pub const RESET: &str = "/v2/{project_id}/test-control/reset";
+pub const SNAPSHOTS: &str = "/v2/{project_id}/test-control/snapshots";
+pub const SNAPSHOT: &str = "/v2/{project_id}/test-control/snapshots/{name}";
+pub const SNAPSHOT_RESTORE: &str = "/v2/{project_id}/test-control/snapshots/{name}/restore";
 
 /// The control routes, behind authentication; none at all without `--test-control`.
 pub fn router(state: &AppState) -> Router<AppState> {
@@ -38,6 +41,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route(FAULTS, get(list_faults).post(replace_faults).patch(append_faults).delete(remove_faults))
         .route(CLOCK, get(show_clock).post(move_clock))
         .route(RESET, post(reset))
+        .route(SNAPSHOTS, get(list_snapshots).post(save_snapshot))
+        .route(SNAPSHOT, axum::routing::delete(delete_snapshot))
+        .route(SNAPSHOT_RESTORE, post(restore_snapshot))
         .route_layer(middleware::from_fn_with_state(state.clone(), super::auth_layer::authenticate))
 }
 
@@ -296,10 +302,109 @@ pub(super) async fn reset(
     Ok(axum::Json(answer).into_response())
 }
 
+/// The `{name}` of a snapshot route, as sent (checked by [`TestControl`]).
+fn snapshot_name(raw: &RawPathParams) -> String {
+    raw.iter().find(|(k, _)| *k == "name").map(|(_, v)| cut_to(v, 256).to_owned()).unwrap_or_default()
+}
+
+/// `GET`: the snapshots, by name, with when each was saved and its size.
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/test-control/snapshots",
+    operation_id = "ListTestControlSnapshots",
+    tag = "Test control",
+    params(ProjectPath),
+    responses((status = 200, description = "`{\"snapshots\": [{\"name\", \"created_at\", \"size_bytes\"}]}`", body = Object)),
+)]
+pub(super) async fn list_snapshots(
+    State(state): State<AppState>,
+    caller: Caller,
+    ProjectPath(_): ProjectPath,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(control(&state, &caller)?.list_snapshots().await?).into_response())
+}
+
+/// `POST`: `{"name": "NAME"}` saves the state (instances, tasks, scheduled tasks, runs, events,
+/// retention policies; never credentials) as NAME, replacing a snapshot of that name.
+#[utoipa::path(
+    post,
+    path = "/v2/{project_id}/test-control/snapshots",
+    operation_id = "SaveTestControlSnapshot",
+    tag = "Test control",
+    params(ProjectPath),
+    request_body(content = Object, description = "`{\"name\": \"NAME\"}`: 1 to 64 letters, digits, `.`, `-`, `_`"),
+    responses((status = 200, description = "The snapshot saved", body = Object)),
+)]
+pub(super) async fn save_snapshot(
+    State(state): State<AppState>,
+    caller: Caller,
+    ProjectPath(_): ProjectPath,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = control(&state, &caller)?;
+    let m = object(&body)?;
+    if let Some(k) = m.keys().find(|k| *k != "name") {
+        return Err(ApiError::ControlRefused(format!(
+            "unknown field {:?}; the body is {{\"name\": \"NAME\"}}",
+            cut(k)
+        )));
+    }
+    let Some(Value::String(name)) = m.get("name") else {
+        return Err(ApiError::ControlRefused("the body is {\"name\": \"NAME\"}".into()));
+    };
+    Ok(axum::Json(c.save_snapshot(name).await?).into_response())
+}
+
+/// `POST`: the state becomes the snapshot's, in one transaction.
+#[utoipa::path(
+    post,
+    path = "/v2/{project_id}/test-control/snapshots/{name}/restore",
+    operation_id = "RestoreTestControlSnapshot",
+    tag = "Test control",
+    params(ProjectPath, ("name" = String, Path, description = "The snapshot's name")),
+    responses((status = 200, description = "The state is the snapshot's", body = Object),
+              (status = 404, description = "No snapshot of that name (`DMS.00404800`)")),
+)]
+pub(super) async fn restore_snapshot(
+    State(state): State<AppState>,
+    caller: Caller,
+    ProjectPath(_): ProjectPath,
+    raw: RawPathParams,
+) -> Result<Response, ApiError> {
+    let c = control(&state, &caller)?;
+    let name = snapshot_name(&raw);
+    Ok(axum::Json(c.restore_snapshot(&name).await?.ok_or(ApiError::NoSnapshot)?).into_response())
+}
+
+/// `DELETE`: removes the snapshot.
+#[utoipa::path(
+    delete,
+    path = "/v2/{project_id}/test-control/snapshots/{name}",
+    operation_id = "DeleteTestControlSnapshot",
+    tag = "Test control",
+    params(ProjectPath, ("name" = String, Path, description = "The snapshot's name")),
+    responses((status = 204, description = "The snapshot is gone"),
+              (status = 404, description = "No snapshot of that name (`DMS.00404800`)")),
+)]
+pub(super) async fn delete_snapshot(
+    State(state): State<AppState>,
+    caller: Caller,
+    ProjectPath(_): ProjectPath,
+    raw: RawPathParams,
+) -> Result<Response, ApiError> {
+    let c = control(&state, &caller)?;
+    let name = snapshot_name(&raw);
+    if !c.delete_snapshot(&name).await? {
+        return Err(ApiError::NoSnapshot);
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// The test-control part of the OpenAPI document, served with `--test-control` only.
 #[derive(OpenApi)]
 #[openapi(
-    paths(list_faults, replace_faults, append_faults, remove_faults, show_clock, move_clock, reset),
+    paths(list_faults, replace_faults, append_faults, remove_faults, show_clock, move_clock, reset,
+          list_snapshots, save_snapshot, restore_snapshot, delete_snapshot),
     components(schemas(crate::control::faults::RuleInput, crate::control::faults::ErrorInput, crate::control::faults::FailInput)),
     tags((name = "Test control", description = "Extension, `serve --test-control` only (admin role): fault rules, \
         the movable clock, the state reset. See docs/testing.md."))

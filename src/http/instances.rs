@@ -161,8 +161,14 @@ pub(super) async fn show(
     let inst = load(&state, &path).await?;
     let mut shown = InstanceJson::from(&inst);
     if inst.cluster_bound
-        && let Some(health) = super::clusters::health(&state, &path).await?
+        && let Some(mut health) = super::clusters::health(&state, &path).await?
     {
+        // Why the cluster does not answer names its addresses and files: the binding's, which
+        // only an admin may read.
+        if health.error.is_some() && caller.require(Action::GetCluster).is_err() {
+            health.error =
+                Some("the cluster does not answer; an admin sees why in the instance's cluster binding".into());
+        }
         // The cluster's own broker count while it answers; the record's when it does not.
         if health.reachable {
             shown.broker_num = u32::try_from(health.broker_ids.len()).unwrap_or(u32::MAX);
@@ -477,7 +483,12 @@ pub(super) async fn show_upgrade(
     caller.require(Action::GetInstance)?;
     let inst = load(&state, &path).await?;
     let latest_version = latest_kernel(&state, &inst).await?;
-    Ok(Json(UpgradeVersions { current_version: inst.kernel_version().to_owned(), latest_version }))
+    // A bound instance's brokers say what they run; the record says what the simulation runs.
+    let current_version = match super::clusters::running_build(&state, &path, &inst.engine_version).await? {
+        Some(build) => build,
+        None => inst.kernel_version().to_owned(),
+    };
+    Ok(Json(UpgradeVersions { current_version, latest_version }))
 }
 
 /// UpgradeInstance: `POST …/upgrade` `{"is_schedule","execute_at"}` → `{"job_id"}` or

@@ -239,6 +239,12 @@ pub struct ClusterHealth {
     pub metadata_version: Option<i16>,
     /// Whether the cluster answered within the bound.
     pub reachable: bool,
+    /// The lowest of the brokers' highest supported `metadata.version` levels: what the oldest
+    /// broker's release can run (ShowUpgradeInstanceVersion of a bound instance maps it to a
+    /// release line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub supported_metadata_version: Option<i16>,
 }
 
 /// An instance as ShowInstance and ListInstances return it; kept descriptive fields
@@ -538,6 +544,7 @@ mod tests {
             fenced_broker_ids: vec![],
             metadata_version: Some(20),
             reachable: true,
+            supported_metadata_version: Some(21),
         });
         let every_field = serde_json::to_value(&shown).expect("json");
         assert_eq!(every_field.as_object().map(Map::len), Some(35), "{every_field}");

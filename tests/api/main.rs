@@ -11,6 +11,9 @@
 mod kit;
 
 mod attacks;
+mod attacks_cluster;
+mod attacks_control;
+mod attacks_signing;
 mod audit;
 mod auth;
 mod bad_input;
