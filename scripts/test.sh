@@ -135,9 +135,6 @@ tofu_jobs+=("$tofu_test")
 
 run_tests
 
-step "API over HTTP on PostgreSQL"
-KAFKA_TASKS_TEST_API_ENGINE=postgres run_tests --test api
-
 step "Benchmark, quick mode (proves the command works; asserts no numbers)"
 ./target/debug/kafka-tasks bench --quick
 ./target/debug/kafka-tasks bench --quick --engine postgres --pg-server "$KAFKA_TASKS_TEST_PG"

@@ -104,8 +104,9 @@ pub enum ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
-            e => ApiError::Internal(e.to_string()),
+            // The log line (see `into_response`) shows the whole chain, down to the driver's error.
+            e @ StoreError::Unavailable { .. } => ApiError::Unavailable(e.chain()),
+            e => ApiError::Internal(e.chain()),
         }
     }
 }

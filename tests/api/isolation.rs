@@ -41,35 +41,37 @@ pub fn routes() -> Vec<(Method, String)> {
     out
 }
 
-#[tokio::test]
-async fn every_route_naming_a_project_refuses_another_projects_caller() {
-    let app = TestApp::spawn().await;
-    let inst = app.create_instance().await;
-    let task = app.finished_task(&inst, true).await;
-    let other = app.credential(OTHER_PROJECT, "bob", Role::Admin).await;
-    let before = app.show_instance(&inst).await.json();
+per_engine! {
+    #[tokio::test]
+    async fn every_route_naming_a_project_refuses_another_projects_caller() {
+        let app = TestApp::spawn().await;
+        let inst = app.create_instance().await;
+        let task = app.finished_task(&inst, true).await;
+        let other = app.credential(OTHER_PROJECT, "bob", Role::Admin).await;
+        let before = app.show_instance(&inst).await.json();
 
-    let all = routes();
-    let with_project: Vec<_> = all.iter().filter(|(_, t)| t.contains("{project_id}")).collect();
-    // The scan found the router (not a vacuous pass): the documented task and instance routes.
-    assert!(with_project.len() >= 20, "only {} routes found: {all:?}", with_project.len());
-    for (method, template) in with_project {
-        // Real ids of the project, and ids that do not even parse: the project is refused first.
-        for (instance, task) in [(inst.as_str(), task.as_str()), ("not-an-instance", "not-a-task")] {
-            let path =
-                template.replace("{project_id}", PROJECT).replace("{instance_id}", instance).replace("{task_id}", task);
-            // A body that would do something, and one that is not even an object.
-            for body in [json!({"action": "delete", "instances": [inst.as_str()], "name": "taken"}), json!([])] {
-                let body = (*method != Method::GET && *method != Method::DELETE).then(|| body.to_string());
-                let res = app.request_as(&other, method.clone(), &path, body).await;
-                assert_eq!(
-                    (res.status.as_u16(), res.json()["error_code"].as_str().map(str::to_owned)),
-                    (403, Some("APIGW.0302".to_owned())),
-                    "{method} {path}: {}",
-                    res.text
-                );
+        let all = routes();
+        let with_project: Vec<_> = all.iter().filter(|(_, t)| t.contains("{project_id}")).collect();
+        // The scan found the router (not a vacuous pass): the documented task and instance routes.
+        assert!(with_project.len() >= 20, "only {} routes found: {all:?}", with_project.len());
+        for (method, template) in with_project {
+            // Real ids of the project, and ids that do not even parse: the project is refused first.
+            for (instance, task) in [(inst.as_str(), task.as_str()), ("not-an-instance", "not-a-task")] {
+                let path =
+                    template.replace("{project_id}", PROJECT).replace("{instance_id}", instance).replace("{task_id}", task);
+                // A body that would do something, and one that is not even an object.
+                for body in [json!({"action": "delete", "instances": [inst.as_str()], "name": "taken"}), json!([])] {
+                    let body = (*method != Method::GET && *method != Method::DELETE).then(|| body.to_string());
+                    let res = app.request_as(&other, method.clone(), &path, body).await;
+                    assert_eq!(
+                        (res.status.as_u16(), res.json()["error_code"].as_str().map(str::to_owned)),
+                        (403, Some("APIGW.0302".to_owned())),
+                        "{method} {path}: {}",
+                        res.text
+                    );
+                }
             }
         }
+        assert_eq!(app.show_instance(&inst).await.json(), before, "another project changed nothing");
     }
-    assert_eq!(app.show_instance(&inst).await.json(), before, "another project changed nothing");
 }
