@@ -1,41 +1,28 @@
 //! `GET /openapi.json`: the OpenAPI 3 document of the service, derived at compile time from the
-//! handlers' `#[utoipa::path]` annotations and the wire types (utoipa), then completed here with
-//! what every operation shares: the security schemes, the DMS/APIGW error responses, and the
-//! alias paths that one handler serves under two documented URLs.
+//! handlers' `#[utoipa::path]` annotations and the wire types (utoipa), with the paths of the
+//! operations as [`super::routes`] registers them (an alias path documented as a copy of its
+//! operation), then completed here with what every operation shares: the security schemes and
+//! the DMS/APIGW error responses.
 //!
-//! The document cannot drift silently: `tests/api/openapi.rs` checks it against the routes the
-//! router registers (both ways), and `tests/openapi/` validates live responses of every
-//! operation against it (schemathesis).
+//! The document cannot drift silently: its paths come from the same registrations as the
+//! router's routes (`tests/api/openapi.rs` checks the two both ways on a live server), and
+//! `tests/openapi/` validates live responses of every operation against it (schemathesis).
 
 use std::sync::LazyLock;
 
-use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use serde::Serialize;
-use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::AppState;
-use super::{clusters, events, executors, health, instances, retention, scheduled, tasks, tokens, zones};
+use super::routes::{self, Op, op};
+use super::{AppState, tasks};
 
 /// Security scheme names, as the annotations and [`Shared`] use them.
 pub const AKSK: &str = "aksk";
 pub const TOKEN: &str = "token";
-
-/// One handler serves both paths; the second is documented as a copy of the first.
-/// (`tests/api/openapi.rs` fails if a registered alias is missing here.)
-const ALIASES: &[(&str, &str)] = &[
-    ("/v2/kafka/{project_id}/instances", "/v2/{project_id}/kafka/instances"),
-    ("/v2/{project_id}/kafka/instances/{instance_id}/extend", "/v2/kafka/{project_id}/instances/{instance_id}/extend"),
-    (
-        "/v2/{project_id}/kafka/instances/{instance_id}/reassign",
-        "/v2/kafka/{project_id}/instances/{instance_id}/reassign",
-    ),
-];
 
 #[derive(OpenApi)]
 #[openapi(
@@ -53,50 +40,7 @@ const ALIASES: &[(&str, &str)] = &[
             serve is 405 `DMS.00405001`; an unknown path is 404 `DMS.00404001`.",
         license(name = "Apache-2.0"),
     ),
-    paths(
-        tasks::list,
-        tasks::show,
-        tasks::delete,
-        tasks::delete_many,
-        tasks::progress,
-        events::project_events,
-        events::instance_events,
-        scheduled::list,
-        scheduled::update,
-        scheduled::delete,
-        instances::create,
-        instances::list,
-        instances::batch_action,
-        instances::show,
-        instances::update,
-        instances::delete,
-        instances::show_configs,
-        instances::modify_configs,
-        instances::auto_topic,
-        instances::resize,
-        instances::reassign,
-        instances::show_upgrade,
-        instances::upgrade,
-        instances::show_tags,
-        instances::show_cluster,
-        zones::list,
-        tokens::create,
-        executors::show_run,
-        executors::show_run_alias,
-        executors::callback,
-        retention::show,
-        retention::set,
-        retention::reset,
-        clusters::show,
-        clusters::bind,
-        clusters::unbind,
-        health::healthz,
-        health::ready,
-        health::metrics,
-        document,
-    ),
     components(schemas(ErrorBody, tasks::BulkDeletePreview)),
-    modifiers(&Shared),
     tags(
         (name = "Background tasks", description = "DMS background tasks (ListBackgroundTasks and siblings)"),
         (name = "Task events", description = "Live task events as Server-Sent Events (an extension; DMS has none)"),
@@ -195,7 +139,7 @@ impl Modify for Shared {
         let both = vec![SecurityRequirement::new(AKSK, [""; 0]), SecurityRequirement::new(TOKEN, [""; 0])];
         for (path, item) in doc.paths.paths.iter_mut() {
             let authenticated = path.starts_with("/v2/") || path.starts_with("/v3/");
-            for op in operations(item) {
+            for (_, op) in routes::operations_mut(item) {
                 for response in op.responses.responses.values_mut() {
                     if let RefOr::T(response) = response {
                         response
@@ -215,14 +159,6 @@ impl Modify for Shared {
                 }
             }
         }
-        for (primary, alias) in ALIASES {
-            let Some(item) = doc.paths.paths.get(*primary) else { continue };
-            let mut copy = item.clone();
-            for op in operations(&mut copy) {
-                op.operation_id = op.operation_id.as_ref().map(|id| format!("{id}Alias"));
-            }
-            doc.paths.paths.insert((*alias).to_owned(), copy);
-        }
     }
 }
 
@@ -237,27 +173,29 @@ fn request_id_header() -> utoipa::openapi::Header {
         .build()
 }
 
-fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
-    [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch, &mut item.head]
-        .into_iter()
-        .filter_map(Option::as_mut)
+/// The document: [`ApiDoc`] (information, tags, shared components), the registered operations'
+/// paths ([`super::routes`]) and, with `control`, test control's; then what every operation
+/// shares ([`Shared`]).
+fn build(control: bool) -> String {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(routes::api().doc);
+    doc.merge(routes::public().doc);
+    if control {
+        doc.merge(super::control::ControlDoc::openapi());
+        doc.merge(routes::control().doc);
+    }
+    Shared.modify(&mut doc);
+    doc.to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
 /// The document, built once.
-static DOCUMENT: LazyLock<String> =
-    LazyLock::new(|| ApiDoc::openapi().to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| build(false));
 
 /// The document of a server with `--test-control`: the same, and the test-control operations.
-static DOCUMENT_WITH_CONTROL: LazyLock<String> = LazyLock::new(|| {
-    let mut doc = ApiDoc::openapi();
-    doc.merge(super::control::ControlDoc::openapi());
-    // What every operation shares, for the added ones too (it leaves the others as they are).
-    Shared.modify(&mut doc);
-    doc.to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-});
+static DOCUMENT_WITH_CONTROL: LazyLock<String> = LazyLock::new(|| build(true));
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(document))
+pub fn operations() -> Vec<Op> {
+    vec![op(utoipa_axum::routes!(document))]
 }
 
 /// This document (public, like `/healthz`: it describes the API and holds no secret).
@@ -293,9 +231,10 @@ mod tests {
         for status in ANY_REQUEST.iter().chain(AUTHENTICATED) {
             assert!(responses[error_response_name(*status)].is_object(), "{status} has no shared response");
         }
-        for (primary, alias) in ALIASES {
-            assert!(doc["paths"][primary].is_object(), "{primary} is not documented");
-            assert!(doc["paths"][alias].is_object(), "{alias} is not documented");
+        for r in routes::all().iter().filter(|r| r.alias_of.is_some()) {
+            let method = r.method.as_str().to_lowercase();
+            let id = format!("{}Alias", r.operation_id);
+            assert_eq!(doc["paths"][&r.path][&method]["operationId"], id.as_str(), "{} {}", r.method, r.path);
         }
     }
 }
