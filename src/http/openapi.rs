@@ -17,6 +17,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, Securi
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use super::error::{ApiError, codes_of};
+
 use super::routes::{self, Op, op};
 use super::{AppState, tasks};
 
@@ -28,16 +30,6 @@ pub const TOKEN: &str = "token";
 #[openapi(
     info(
         title = "kafka-tasks",
-        description = "The background-task subsystem of a Kafka control plane, wire-compatible with \
-            Huawei Cloud DMS for Kafka's background-task API (and the instance operations that create tasks).\n\n\
-            Authentication: every `/v2` and `/v3` path takes either an AK/SK signature (`Authorization: \
-            SDK-HMAC-SHA256 Access=…, SignedHeaders=…, Signature=…` with `X-Sdk-Date`, as the official SDKs \
-            sign) or a token (`X-Auth-Token`, from `POST /v3/auth/tokens` or `kafka-tasks token create`). \
-            `/healthz`, `/readyz`, `/metrics` and this document are public.\n\n\
-            Errors are `{\"error_code\",\"error_msg\"}` with a DMS code (`DMS.00400062`, …); errors from the \
-            gateway layer (authentication, throttling, body size) carry an `APIGW.*` code and the \
-            `request_id`, which every response also returns in `X-Request-Id`. A method a path does not \
-            serve is 405 `DMS.00405001`; an unknown path is 404 `DMS.00404001`.",
         license(name = "Apache-2.0"),
     ),
     components(schemas(ErrorBody, tasks::BulkDeletePreview)),
@@ -55,29 +47,56 @@ pub const TOKEN: &str = "token";
 )]
 pub struct ApiDoc;
 
-/// Every error response: the status, then the DMS/APIGW codes it carries.
-const ERRORS: &[(u16, &str)] = &[
-    (
-        400,
-        "Invalid input: DMS.00400002 (project id), DMS.00400030 (instance id), DMS.00400070 (task id), \
-         DMS.00400062 (a parameter, or a query key given twice), DMS.00400142 (timestamp), DMS.00400800 (body), \
-         DMS.00400017 (task still running), DMS.00400026 (instance state)",
-    ),
-    (401, "APIGW.0301: missing, malformed, expired or wrong credentials (with request_id)"),
-    (403, "APIGW.0302 (credential of another project, with request_id) or DMS.00403003 (role lacks permission)"),
-    (
-        404,
-        "DMS.00404022 (no such instance), DMS.00404070 (no such task), DMS.00404090 (no cluster binding) or \
-         DMS.00404001 (no such URL)",
-    ),
-    (408, "DMS.00408000: the request body did not arrive in time"),
-    (413, "APIGW.0201: request body too large (with request_id)"),
-    (414, "DMS.00414000: request URI too long"),
-    (429, "APIGW.0308: throttled (with request_id); Retry-After says when to retry"),
-    (431, "DMS.00431000: request header fields too large"),
-    (500, "DMS.00500000: internal error (the cause is logged with the request id, never sent)"),
-    (503, "DMS.00503000 (database unavailable) or DMS.00503001 (server busy); Retry-After: 1"),
-];
+/// The document's description; the error codes it names come from [`ApiError`].
+fn description() -> String {
+    let code = |e: ApiError| e.code_and_message().0;
+    format!(
+        "The background-task subsystem of a Kafka control plane, wire-compatible with \
+         Huawei Cloud DMS for Kafka's background-task API (and the instance operations that create tasks).\n\n\
+         Authentication: every `/v2` and `/v3` path takes either an AK/SK signature (`Authorization: \
+         SDK-HMAC-SHA256 Access=…, SignedHeaders=…, Signature=…` with `X-Sdk-Date`, as the official SDKs \
+         sign) or a token (`X-Auth-Token`, from `POST /v3/auth/tokens` or `kafka-tasks token create`). \
+         `/healthz`, `/readyz`, `/metrics` and this document are public.\n\n\
+         Errors are `{{\"error_code\",\"error_msg\"}}` with a DMS code (`{}`, …); errors from the \
+         gateway layer (authentication, throttling, body size) carry an `APIGW.*` code and the \
+         `request_id`, which every response also returns in `X-Request-Id`. A method a path does not \
+         serve is 405 `{}`; an unknown path is 404 `{}`.",
+        code(ApiError::InvalidParam("name")),
+        code(ApiError::MethodNotAllowed),
+        code(ApiError::NoSuchUrl),
+    )
+}
+
+/// The description of the shared error response of `status`: the codes it carries and what
+/// they mean, from [`ApiError`] (the one place codes are defined).
+fn error_description(status: u16) -> String {
+    let status = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let codes = codes_of(status);
+    // The gateway's errors carry the request id in the body too (as APIGW does).
+    let with_id = |code: &str| code.starts_with("APIGW");
+    let mut text = match codes.as_slice() {
+        [(code, meaning)] => format!("{code}: {meaning}{}", if with_id(code) { " (with request_id)" } else { "" }),
+        many => {
+            let listed: Vec<String> = many
+                .iter()
+                .map(|(code, meaning)| {
+                    format!("{code} ({meaning}{})", if with_id(code) { ", with request_id" } else { "" })
+                })
+                .collect();
+            match listed.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+                _ => listed.concat(),
+            }
+        }
+    };
+    match status.as_u16() {
+        400 => text.insert_str(0, "Invalid input: "),
+        429 => text.push_str("; Retry-After says when to retry"),
+        503 => text.push_str("; Retry-After: 1"),
+        _ => {}
+    }
+    text
+}
 
 /// The statuses any request can get, authenticated or not (the body guard, the serve loop, a panic).
 const ANY_REQUEST: &[u16] = &[408, 413, 414, 431, 500, 503];
@@ -107,6 +126,7 @@ struct Shared;
 
 impl Modify for Shared {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        doc.info.description = Some(description());
         let components = doc.components.get_or_insert_with(Default::default);
         let signed = ApiKey::Header(ApiKeyValue::with_description(
             "Authorization",
@@ -123,9 +143,10 @@ impl Modify for Shared {
             "A token from `POST /v3/auth/tokens` (its `X-Subject-Token`) or `kafka-tasks token create`",
         ));
         components.add_security_scheme(TOKEN, SecurityScheme::ApiKey(token));
-        for (status, description) in ERRORS {
+        for status in ANY_REQUEST.iter().chain(AUTHENTICATED) {
             let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
-            let mut response = ResponseBuilder::new().description(*description).content("application/json", content);
+            let mut response =
+                ResponseBuilder::new().description(error_description(*status)).content("application/json", content);
             response = response.header("X-Request-Id", request_id_header());
             if matches!(status, 429 | 503) {
                 let header = utoipa::openapi::HeaderBuilder::new()
@@ -229,7 +250,12 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(&DOCUMENT).unwrap_or_default();
         let responses = &doc["components"]["responses"];
         for status in ANY_REQUEST.iter().chain(AUTHENTICATED) {
-            assert!(responses[error_response_name(*status)].is_object(), "{status} has no shared response");
+            let text = responses[error_response_name(*status)]["description"].as_str().unwrap_or_default();
+            let codes = codes_of(axum::http::StatusCode::from_u16(*status).unwrap_or_default());
+            assert!(!codes.is_empty(), "no error has status {status}");
+            for (code, _) in codes {
+                assert!(text.contains(code), "the {status} response does not name {code}: {text:?}");
+            }
         }
         for r in routes::all().iter().filter(|r| r.alias_of.is_some()) {
             let method = r.method.as_str().to_lowercase();
