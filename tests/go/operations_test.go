@@ -15,7 +15,7 @@ import (
 	"github.com/huaweicloud/huaweicloud-sdk-go-v3/services/kafka/v2/model"
 )
 
-func TestOperations(t *testing.T) { forEachSigning(t, testOperations) }
+func TestOperations(t *testing.T) { withDefaultSigning(t, testOperations) }
 
 func testOperations(t *testing.T, signing string) {
 	t.Parallel()

@@ -295,7 +295,7 @@ func testBackgroundTasks(t *testing.T, signing string) {
 
 // TestRunningTask uses realistic durations: creating an instance takes minutes, so its task is
 // still running when the tests reach it.
-func TestRunningTask(t *testing.T) { forEachSigning(t, testRunningTask) }
+func TestRunningTask(t *testing.T) { withDefaultSigning(t, testRunningTask) }
 
 func testRunningTask(t *testing.T, signing string) {
 	t.Parallel()

@@ -57,6 +57,7 @@ def instance(client):
     return iid
 
 
+@pytest.mark.every_signing_mode
 def test_create_show_and_list_instances(client, instance):
     shown = client.show_instance(ShowInstanceRequest(instance_id=instance))
     assert shown.instance_id == instance
@@ -82,6 +83,7 @@ def test_zones_listeners_tags_and_brokers_decode(client, instance):
     assert all(b.health and b.port == 9092 for b in brokers)
 
 
+@pytest.mark.every_signing_mode
 def test_modify_configs_then_delete_the_task(client, instance):
     req = ModifyInstanceConfigsReq(kafka_configs=[ModifyInstanceConfig(name="log.retention.hours", value="24")])
     res = client.modify_instance_configs(ModifyInstanceConfigsRequest(instance_id=instance, body=req))
@@ -108,6 +110,7 @@ def test_modify_configs_then_delete_the_task(client, instance):
     assert err.value.request_id and len(err.value.request_id) == 32
 
 
+@pytest.mark.every_signing_mode
 def test_list_background_tasks_pages_and_filters(client, instance):
     for enable in (True, False, True):
         res = client.update_instance_auto_create_topic(UpdateInstanceAutoCreateTopicRequest(
@@ -144,6 +147,7 @@ def test_resize_storage(server):
     assert slow.show_instance(ShowInstanceRequest(instance_id=iid)).storage_space == 100000
 
 
+@pytest.mark.every_signing_mode
 def test_scheduled_reassignment_update_cancel_and_delete(client, instance):
     # A scheduled reassignment rather than an upgrade: an upgrade needs a newer kernel (see the
     # kernel tests below), while the scheduled-task calls are the same for every task.

@@ -40,7 +40,7 @@ import org.junit.jupiter.params.provider.FieldSource;
  */
 @TestInstance(TestInstance.Lifecycle.PER_CLASS)
 @ParameterizedClass(name = "signing {0}")
-@FieldSource("kafkatasks.sdk.KtServer#SIGNING_MODES")
+@FieldSource("kafkatasks.sdk.KtServer#DEFAULT_SIGNING_MODE")
 class KernelAndInstanceTest {
   /** The signing mode of this run of the class (see KtServer.SIGNING_MODES). */
   @Parameter

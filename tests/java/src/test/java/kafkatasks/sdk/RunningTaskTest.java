@@ -26,7 +26,7 @@ import org.junit.jupiter.params.provider.FieldSource;
 /** A task still running, on a server with realistic durations: creating an instance takes minutes. */
 @TestInstance(TestInstance.Lifecycle.PER_CLASS)
 @ParameterizedClass(name = "signing {0}")
-@FieldSource("kafkatasks.sdk.KtServer#SIGNING_MODES")
+@FieldSource("kafkatasks.sdk.KtServer#DEFAULT_SIGNING_MODE")
 class RunningTaskTest {
   /** The signing mode of this run of the class (see KtServer.SIGNING_MODES). */
   @Parameter
