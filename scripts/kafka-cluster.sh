@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A three-node Apache Kafka test cluster for the connected-mode tests: KRaft, every node both
-# broker and controller (static voters), one JVM per node, each with a PLAINTEXT listener and a
-# SASL/SCRAM-SHA-512 one on loopback. Kafka comes from Maven Central (the only place this
+# broker and controller (static voters), one JVM per node, each with a PLAINTEXT listener, a
+# SASL/SCRAM-SHA-512 one, an SSL one and a SASL_SSL (SCRAM) one on loopback. The TLS listeners'
+# certificate is signed by a CA the script makes with openssl once per cluster (tls/ca.pem; a
+# second CA that signed nothing, tls/other-ca.pem, is there for tests of a wrong CA). Kafka comes from Maven Central (the only place this
 # project's machines and CI can download from), cached per version, so only the first run on a
 # machine downloads.
 #
@@ -11,7 +13,10 @@
 #                    already in the cluster directory; returns once all three brokers serve
 #   stop             stop every node this script started (SIGTERM, SIGKILL after a bound); data kept
 #   status           one line per node; exits 1 unless all three run
-#   stop-node N | start-node N | restart-node N     one node (1-3), for rolling restarts
+#   stop-node N | start-node N | restart-node N     one node (1-3, or an added one), for rolling restarts
+#   add-node N       a broker-only node N (4-9) joining the cluster (the controllers stay 1-3): laid
+#                    out and formatted the first time, started, waited for until it serves
+#   remove-node N    stop added node N, unregister it from the cluster, remove its files
 #   env              KEY=value lines for tests (also in <cluster dir>/cluster.env): bootstrap
 #                    addresses, cluster id, the files holding the SCRAM test user
 #   tools CLASS|ALIAS [ARGS]   run a Kafka tool from the same jars, logs on stderr
@@ -24,7 +29,8 @@
 #                        `KAFKA_VERSION=<newer> … restart-node 1` is a rolling upgrade.
 #   KAFKA_CLUSTER_DIR    default <repo>/target/kafka-cluster
 #   KAFKA_BASE_PORT      default 19092: node N listens on base+N-1 (PLAINTEXT), base+100+N-1
-#                        (CONTROLLER) and base+200+N-1 (SASL_PLAINTEXT, SCRAM-SHA-512). "auto":
+#                        (CONTROLLER, nodes 1-3), base+200+N-1 (SASL_PLAINTEXT, SCRAM-SHA-512),
+#                        base+300+N-1 (SSL) and base+400+N-1 (SASL_SSL, SCRAM-SHA-512). "auto":
 #                        the first of 19092, 20092, … 28092 whose nine ports are free. Read when a
 #                        cluster is made; the cluster keeps its base (file base-port) after that.
 #   KAFKA_CACHE_DIR      default ${XDG_CACHE_HOME:-$HOME/.cache}/kafka-tasks/kafka (<version>/lib)
@@ -78,7 +84,9 @@ heap_opts=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 jvm_opts=${KAFKA_JVM_OPTS:--XX:+UseSerialGC -XX:TieredStopAtLevel=1}
 start_timeout=${KAFKA_START_TIMEOUT:-120}
 stop_timeout=${KAFKA_STOP_TIMEOUT:-30}
-nodes=(1 2 3)
+nodes=(1 2 3)     # broker and controller each; join_ports and the cluster's health are about these
+extra_first=4     # added broker-only nodes are 4-9 (add-node), so their ports stay below base+100
+extra_last=9
 serving="" # set by wait_ready: the brokers found serving
 scram_user=connected-test
 
@@ -88,6 +96,16 @@ say() { printf 'kafka-cluster: %s\n' "$*" >&2; }
 plain_port() { echo $((base_port + $1 - 1)); }
 controller_port() { echo $((base_port + 100 + $1 - 1)); }
 sasl_port() { echo $((base_port + 200 + $1 - 1)); }
+ssl_port() { echo $((base_port + 300 + $1 - 1)); }
+sasl_ssl_port() { echo $((base_port + 400 + $1 - 1)); }
+extra_nodes() { # the added nodes laid out in this cluster, one a line
+  local n
+  for n in $(seq "$extra_first" "$extra_last"); do
+    [ -f "$dir/node-$n.properties" ] && echo "$n"
+  done
+  return 0
+}
+all_nodes() { printf '%s\n' "${nodes[@]}"; extra_nodes; }
 join_ports() { # join_ports FUNCTION: "127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3"
   local out="" n
   for n in "${nodes[@]}"; do out+="${out:+,}127.0.0.1:$("$1" "$n")"; done
@@ -210,6 +228,8 @@ node_version() {
     echo "$KAFKA_VERSION"
   elif [ -f "$dir/node-$1.version" ]; then
     cat "$dir/node-$1.version"
+  elif [ -f "$dir/node-1.version" ]; then
+    cat "$dir/node-1.version" # an added node runs what node 1 runs (after an upgrade: the new release)
   else
     cluster_version
   fi
@@ -298,16 +318,21 @@ new_cluster_id() {
   die "could not make a cluster id"
 }
 
-write_node_properties() { # write_node_properties N
-  local n="$1" voters="" m
+write_node_properties() { # write_node_properties N: nodes 1-3 broker and controller, others broker only
+  local n="$1" voters="" m roles=broker,controller controller_listener
   for m in "${nodes[@]}"; do voters+="${voters:+,}$m@127.0.0.1:$(controller_port "$m")"; done
+  controller_listener=",CONTROLLER://127.0.0.1:$(controller_port "$n")"
+  if [ "$n" -ge "$extra_first" ]; then
+    roles=broker
+    controller_listener=""
+  fi
   cat >"$dir/node-$n.properties" <<EOF
-# Written by scripts/kafka-cluster.sh: node $n of a three-node KRaft test cluster.
-process.roles=broker,controller
+# Written by scripts/kafka-cluster.sh: node $n ($roles) of a KRaft test cluster.
+process.roles=$roles
 node.id=$n
 controller.quorum.voters=$voters
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$(plain_port "$n"),SASL_PLAINTEXT://127.0.0.1:$(sasl_port "$n"),CONTROLLER://127.0.0.1:$(controller_port "$n")
+listeners=PLAINTEXT://127.0.0.1:$(plain_port "$n"),SASL_PLAINTEXT://127.0.0.1:$(sasl_port "$n")$controller_listener
 advertised.listeners=PLAINTEXT://127.0.0.1:$(plain_port "$n"),SASL_PLAINTEXT://127.0.0.1:$(sasl_port "$n")
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
 # Brokers replicate over PLAINTEXT; SCRAM is for clients (the connected mode must prove it works).
@@ -395,6 +420,10 @@ write_env() {
     kv KAFKA_CLUSTER_VERSION "$(cat "$dir/version")"
     kv KAFKA_BOOTSTRAP "$(join_ports plain_port)"
     kv KAFKA_SASL_BOOTSTRAP "$(join_ports sasl_port)"
+    kv KAFKA_SSL_BOOTSTRAP "$(join_ports ssl_port)"
+    kv KAFKA_SASL_SSL_BOOTSTRAP "$(join_ports sasl_ssl_port)"
+    kv KAFKA_CA_FILE "$dir/tls/ca.pem"
+    kv KAFKA_OTHER_CA_FILE "$dir/tls/other-ca.pem"
     kv KAFKA_CONTROLLERS "$(join_ports controller_port)"
     kv KAFKA_SCRAM_MECHANISM SCRAM-SHA-512
     kv KAFKA_SCRAM_FILE "$dir/scram.env"
@@ -408,7 +437,7 @@ port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 check_ports_free() { # check_ports_free N...
   local n p
   for n in "$@"; do
-    for p in "$(plain_port "$n")" "$(controller_port "$n")" "$(sasl_port "$n")"; do
+    for p in "$(plain_port "$n")" "$(controller_port "$n")" "$(sasl_port "$n")" "$(ssl_port "$n")" "$(sasl_ssl_port "$n")"; do
       if port_in_use "$p"; then
         die "port $p (node $n) is already in use on 127.0.0.1; set KAFKA_BASE_PORT to another base"
       fi
@@ -419,7 +448,7 @@ check_ports_free() { # check_ports_free N...
 ports_free() { # ports_free N...: every port of nodes N... is free
   local n p
   for n in "$@"; do
-    for p in "$(plain_port "$n")" "$(controller_port "$n")" "$(sasl_port "$n")"; do
+    for p in "$(plain_port "$n")" "$(controller_port "$n")" "$(sasl_port "$n")" "$(ssl_port "$n")" "$(sasl_ssl_port "$n")"; do
       ! port_in_use "$p" || return 1
     done
   done
@@ -486,6 +515,53 @@ create_cluster() {
   write_env
 }
 
+# --- TLS ----------------------------------------------------------------------------------------
+
+# The cluster's CA and the brokers' certificate (one for all: they share 127.0.0.1), made once per
+# cluster; the keys stay in the cluster directory, mode 0600. Kafka reads the PEM keystore as is.
+make_tls() {
+  local t="$dir/tls"
+  [ -f "$t/broker-keystore.pem" ] && [ -f "$t/other-ca.pem" ] && return 0
+  command -v openssl >/dev/null 2>&1 || die "openssl is needed for the TLS listeners"
+  mkdir -p "$t"
+  (
+    umask 077
+    cd "$t"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+      -subj "/CN=kafka-tasks test CA" >/dev/null 2>&1
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout other-ca.key -out other-ca.pem -days 3650 \
+      -subj "/CN=kafka-tasks test CA that signed nothing" >/dev/null 2>&1
+    openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr -subj "/CN=localhost" >/dev/null 2>&1
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >broker.ext
+    openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out broker.pem -days 3650 \
+      -extfile broker.ext >/dev/null 2>&1
+    # PKCS#8, unencrypted: what Kafka's PEM keystore reads without ssl.key.password.
+    openssl pkcs8 -topk8 -nocrypt -in broker.key -out broker.pk8
+    cat broker.pk8 broker.pem >broker-keystore.pem.tmp
+    mv broker-keystore.pem.tmp broker-keystore.pem
+  ) || die "could not make the TLS certificates in $t"
+  chmod 644 "$t/ca.pem" "$t/other-ca.pem"
+}
+
+# Adds the SSL and SASL_SSL listeners to node N's properties, once (a cluster made before they
+# existed gets them at its next start; the node must be stopped).
+add_tls() { # add_tls N
+  local n="$1" props="$dir/node-$1.properties" tmp
+  grep -q '^ssl.keystore.location=' "$props" && return 0
+  tmp=$(mktemp "$props.XXXXXX")
+  sed -e "s#^listeners=PLAINTEXT://127.0.0.1:$(plain_port "$n"),#&SSL://127.0.0.1:$(ssl_port "$n"),SASL_SSL://127.0.0.1:$(sasl_ssl_port "$n"),#" \
+    -e "s#^advertised.listeners=.*#&,SSL://127.0.0.1:$(ssl_port "$n"),SASL_SSL://127.0.0.1:$(sasl_ssl_port "$n")#" \
+    -e "s#^listener.security.protocol.map=.*#&,SSL:SSL,SASL_SSL:SASL_SSL#" "$props" >"$tmp"
+  {
+    echo "# TLS for clients (scripts/kafka-cluster.sh): the CA is $dir/tls/ca.pem."
+    echo "ssl.keystore.type=PEM"
+    echo "ssl.keystore.location=$dir/tls/broker-keystore.pem"
+    echo "listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512"
+    echo "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+  } >>"$tmp"
+  mv "$tmp" "$props"
+}
+
 # --- Processes ----------------------------------------------------------------------------------
 
 pid_file() { echo "$dir/node-$1.pid"; }
@@ -513,6 +589,8 @@ launch_node() { # launch_node N: starts the JVM, returns at once
   local n="$1" version log opts
   version=$(node_version "$n")
   fetch "$version"
+  make_tls
+  add_tls "$n"
   check_ports_free "$n"
   log="$dir/node-$n.log"
   touch "$log"
@@ -559,7 +637,7 @@ wait_ready() {
       log_since_start "$n" | grep -q 'Kafka Server started' || waiting="node $n to start"
     done
     want=""
-    for n in "${nodes[@]}"; do
+    for n in $(all_nodes); do
       node_pid "$n" >/dev/null || continue
       want+="$n "
       [ -n "$waiting" ] || port_in_use "$(sasl_port "$n")" || waiting="node $n's SCRAM listener"
@@ -627,7 +705,14 @@ is_ours() { [ -f "$dir/$marker" ]; }
 is_cluster() { is_ours && [ -f "$dir/cluster.id" ]; }
 need_cluster() { is_cluster || die "no cluster in $dir (run: $0 start)"; }
 check_node() {
-  case "${1:-}" in 1 | 2 | 3) ;; *) die "a node is 1, 2 or 3, not '${1:-}'" ;; esac
+  case "${1:-}" in
+    1 | 2 | 3) ;;
+    [4-9]) [ -f "$dir/node-$1.properties" ] || die "node $1 was not added (add-node $1)" ;;
+    *) die "a node is 1, 2, 3 or an added one (4-9), not '${1:-}'" ;;
+  esac
+}
+check_extra() {
+  case "${1:-}" in [4-9]) ;; *) die "an added node is 4-9 (1-3 are the cluster's own), not '${1:-}'" ;; esac
 }
 
 # Nodes this run launched: if the run fails before they serve, they are stopped on the way out, so
@@ -656,12 +741,48 @@ start_nodes() { # start_nodes N...: those not running, then waits for them
   launched=()
 }
 
+# A broker-only node joining the running cluster: laid out and formatted with the cluster's id the
+# first time (a repeat finds it laid out, and running or not, starts it if needed).
+add_node() { # add_node N
+  local n="$1" version
+  if [ ! -f "$dir/node-$n.properties" ] || [ ! -f "$dir/data/node-$n/meta.properties" ]; then
+    version=$(node_version "$n")
+    fetch "$version"
+    check_ports_free "$n"
+    write_node_properties "$n"
+    say "formatting broker-only node $n with Kafka $version"
+    if ! run_tool "$version" storage format --cluster-id "$(cat "$dir/cluster.id")" --ignore-formatted \
+      --config "$dir/node-$n.properties" >"$dir/format-node-$n.log" 2>&1; then
+      cat "$dir/format-node-$n.log" >&2
+      rm -f "$dir/node-$n.properties"
+      die "formatting node $n failed; see $dir/format-node-$n.log"
+    fi
+  fi
+  start_nodes "$n"
+}
+
+# Stops added node N and takes it out of the cluster's metadata (UnregisterBroker), so that the
+# cluster shows the brokers it had before; its files go.
+remove_node() { # remove_node N
+  local n="$1" out
+  [ -f "$dir/node-$n.properties" ] || return 0
+  stop_nodes "$n"
+  if ! out=$(run_tool "$(node_version 1)" cluster unregister --bootstrap-server "$(join_ports plain_port)" --id "$n" 2>&1); then
+    # Already gone from the metadata is what we want; anything else is a failure to say.
+    grep -qi 'not found\|BrokerIdNotRegistered\|not registered' <<<"$out" || die "unregistering node $n: $out"
+  fi
+  rm -rf "${dir:?}/data/node-$n"
+  rm -f "$dir/node-$n".{properties,version,log,log-offset,pid,storage-gb} "$dir/format-node-$n.log"
+  say "node $n stopped, unregistered and removed"
+}
+
 cmd_start() {
   local t0=$SECONDS
   if ! is_cluster; then
     create_cluster "$(cluster_version)"
   fi
   start_nodes "${nodes[@]}"
+  write_env # a cluster made before the TLS listeners gains their lines
   say "three brokers up in $((SECONDS - t0))s: PLAINTEXT $(join_ports plain_port), SCRAM $(join_ports sasl_port)"
 }
 
@@ -681,6 +802,15 @@ cmd_status() {
       all=1
     fi
   done
+  # Added brokers: shown, but the exit status is about the three nodes the cluster cannot do without.
+  for n in $(extra_nodes); do
+    if pid=$(node_pid "$n"); then
+      printf 'node %s: running, pid %s, Kafka %s, PLAINTEXT %s, SCRAM %s, broker only\n' "$n" "$pid" \
+        "$(cat "$dir/node-$n.version")" "$(plain_port "$n")" "$(sasl_port "$n")"
+    else
+      printf 'node %s: stopped (added broker)\n' "$n"
+    fi
+  done
   return "$all"
 }
 
@@ -691,7 +821,8 @@ case "$cmd" in
   start) cmd_start ;;
   stop)
     if is_cluster; then
-      stop_nodes "${nodes[@]}"
+      mapfile -t every < <(all_nodes)
+      stop_nodes "${every[@]}"
     fi
     ;;
   status) cmd_status ;;
@@ -715,6 +846,18 @@ case "$cmd" in
     start_nodes "$1"
     say "node $1 restarted in $((SECONDS - t0))s; brokers serving: $serving"
     ;;
+  add-node)
+    check_extra "${1:-}"
+    need_cluster
+    t0=$SECONDS
+    add_node "$1"
+    say "node $1 up in $((SECONDS - t0))s; brokers serving: $serving"
+    ;;
+  remove-node)
+    check_extra "${1:-}"
+    need_cluster
+    remove_node "$1"
+    ;;
   env)
     need_cluster
     cat "$dir/cluster.env"
@@ -727,7 +870,8 @@ case "$cmd" in
     ;;
   clean)
     if is_ours; then
-      stop_nodes "${nodes[@]}"
+      mapfile -t every < <(all_nodes)
+      stop_nodes "${every[@]}"
       rm -rf "$dir"
     elif [ -d "$dir" ] && [ -n "$(ls -A "$dir")" ]; then
       die "$dir holds no test cluster; not removing it"

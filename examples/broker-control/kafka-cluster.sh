@@ -8,6 +8,10 @@
 #   restart BROKER                       stop the node (if running), start it, wait until it serves
 #   set-static-config BROKER NAME=VALUE… write the values into the node's server properties
 #   upgrade BROKER KAFKA_VERSION         restart the node on that Apache Kafka release
+#   add-broker BROKER                    start a new broker-only node with that id (4-9), joining the
+#                                        cluster's controller quorum; return once it serves
+#   set-storage BROKER GB                record the broker's storage (the test cluster's disks are
+#                                        the machine's: nothing to grow; a real program grows them)
 # The environment is cleared by kafka-tasks but for PATH, HOME, LANG, LC_ALL, TZ, TMPDIR and the
 # KT_* variables (KT_BOOTSTRAP, KT_BROKER, KT_TASK_ID, KT_STEP, KT_ATTEMPT, KT_RUN_TOKEN, …), so
 # this program's own settings come from a wrapper the operator puts in the broker-control
@@ -38,7 +42,7 @@ unset KAFKA_VERSION
 
 verb=${1:-}
 broker=${2:-}
-[[ "$broker" =~ ^[1-3]$ ]] || die "usage: $0 status|restart|set-static-config|upgrade BROKER(1-3) [ARGS]"
+[[ "$broker" =~ ^[1-9]$ ]] || die "usage: $0 status|restart|set-static-config|upgrade|add-broker|set-storage BROKER(1-9) [ARGS]"
 
 note() { # note WHAT: one line in the log
   printf '%s %s broker=%s task=%s step=%s attempt=%s run=%s\n' "$(date -u +%FT%T.%3NZ)" "$1" "$broker" \
@@ -100,6 +104,19 @@ case "$verb" in
     note "upgrade $version"
     KAFKA_VERSION=$version "$script" restart-node "$broker"
     note "upgraded $version"
+    ;;
+  add-broker)
+    fence
+    note add-broker
+    "$script" add-node "$broker"
+    note added-broker
+    ;;
+  set-storage)
+    fence
+    gb=${3:-}
+    [[ "$gb" =~ ^[1-9][0-9]{0,6}$ ]] || die "not a size in GB: $gb"
+    printf '%s\n' "$gb" >"$KAFKA_CLUSTER_DIR/node-$broker.storage-gb"
+    note "set-storage $gb"
     ;;
   *) die "unknown verb: $verb" ;;
 esac

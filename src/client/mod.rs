@@ -21,7 +21,10 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
+use crate::domain::task::TaskJson;
 use crate::domain::{CompactTime, now_ms};
+use crate::wire::instance::{InstanceJson, InstanceList};
+use crate::wire::task::{BulkDeletePreview, JobList, TaskList, TaskProgress};
 use http::Api;
 use output::{Cell, colour_stdout, fields, status, table, when};
 
@@ -231,7 +234,8 @@ pub enum ClusterCommand {
         /// The CA certificates (PEM) on the server that the cluster's TLS certificates are checked against.
         #[arg(long)]
         ssl_ca_file: Option<String>,
-        /// The program on the server that restarts and adds brokers.
+        /// The program on the server that restarts, reconfigures, upgrades and adds brokers and grows
+        /// their storage (its interface: examples/broker-control/README.md).
         #[arg(long)]
         broker_control: Option<String>,
     },
@@ -643,6 +647,15 @@ impl Ctx {
     /// nothing the server sent acts on the terminal, whichever of it `render` prints.
     fn show(&self, v: &Value, render: impl FnOnce(&Value) -> String) {
         if self.json() { self.print_json(v) } else { println!("{}", render(&output::for_people(v))) }
+    }
+
+    /// As [`Ctx::show`], with the answer (every string escaped) read into its wire type `T`,
+    /// the one the server writes it from; an answer of another shape is shown as its JSON.
+    fn show_as<T: serde::de::DeserializeOwned>(&self, v: &Value, render: impl FnOnce(&T) -> String) {
+        self.show(v, |safe| match T::deserialize(safe) {
+            Ok(answer) => render(&answer),
+            Err(_) => output::json_text(safe),
+        })
     }
 
     /// A sentence for people (nothing with `-o json`), escaped whole: it may name an id the
@@ -1112,17 +1125,22 @@ fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn task_rows(tasks: &[Value], scheduled: bool) -> Vec<Vec<Cell>> {
+/// A time the API sent as text (ISO 8601 or epoch milliseconds), for people.
+fn when_text(s: &str, now: i64) -> String {
+    when(&Value::from(s), now)
+}
+
+fn task_rows(tasks: &[TaskJson], scheduled: bool) -> Vec<Vec<Cell>> {
     let now = now_ms();
     tasks
         .iter()
         .map(|t| {
-            let mut row = vec![Cell::from(str_of(t, "id")), Cell::from(str_of(t, "name")), status(str_of(t, "status"))];
+            let mut row = vec![Cell::from(&*t.id), Cell::from(&*t.name), status(&t.status)];
             if scheduled {
-                row.push(Cell::from(t.get("schedule_at").map(|s| when(s, now)).unwrap_or_default()));
+                row.push(Cell::from(t.schedule_at.as_deref().map(|s| when_text(s, now)).unwrap_or_default()));
             }
-            row.push(Cell::from(t.get("created_at").map(|s| when(s, now)).unwrap_or_default()));
-            row.push(Cell::from(str_of(t, "user_name")));
+            row.push(Cell::from(when_text(&t.created_at, now)));
+            row.push(Cell::from(&*t.user_name));
             row
         })
         .collect()
@@ -1134,11 +1152,11 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
         TasksCommand::List { inst, page } => {
             let path = c.api.instance_path(&inst.instance, "/tasks");
             let v = fetch_list(&c, &path, &page, "tasks", "task_count").await?;
-            c.show(&v, |v| {
-                let list = v.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default();
-                let rows = task_rows(&list, false);
+            c.show_as(&v, |list: &TaskList| {
+                let rows = task_rows(&list.tasks, false);
                 let mut out = table(&["ID", "NAME", "STATUS", "CREATED", "USER"], rows, c.colour);
-                out.push_str(&list_footer(list.len(), count_of(v, "task_count"), &page, "tasks"));
+                let total = list.task_count.parse().unwrap_or(0);
+                out.push_str(&list_footer(list.tasks.len(), total, &page, "tasks"));
                 out
             });
         }
@@ -1148,16 +1166,16 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
             // A failed task's reason is not in the DMS record: it comes from the task's run.
             let failed = v["tasks"][0]["status"].as_str() == Some("FAILED");
             let why = if failed && !c.json() { wait::why_failed(&c.api, &inst.instance, &task).await } else { None };
-            c.show(&v, |v| {
-                let t = &v["tasks"][0];
+            c.show_as(&v, |list: &TaskList| {
+                let Some(t) = list.tasks.first() else { return format!("no task {}", output::escape(&task)) };
                 let mut rows = vec![
-                    ("id", str_of(t, "id").to_owned()),
-                    ("name", str_of(t, "name").to_owned()),
-                    ("status", output::paint_status(str_of(t, "status"), c.colour)),
-                    ("user", format!("{} ({})", str_of(t, "user_name"), str_of(t, "user_id"))),
-                    ("created", t.get("created_at").map(|s| when(s, now)).unwrap_or_default()),
-                    ("updated", t.get("updated_at").map(|s| when(s, now)).unwrap_or_default()),
-                    ("params", str_of(t, "params").to_owned()),
+                    ("id", t.id.to_string()),
+                    ("name", t.name.to_string()),
+                    ("status", output::paint_status(&t.status, c.colour)),
+                    ("user", format!("{} ({})", t.user_name, t.user_id)),
+                    ("created", when_text(&t.created_at, now)),
+                    ("updated", when_text(&t.updated_at, now)),
+                    ("params", t.params.to_string()),
                 ];
                 if let Some(why) = &why {
                     if let Some(step) = &why.step {
@@ -1176,24 +1194,19 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
         TasksCommand::Progress { inst, task } => {
             let path = c.api.instance_path(&inst.instance, &format!("/tasks/{task}/progress"));
             let v = c.api.get(&path, &[]).await?;
-            c.show(&v, |v| {
-                let steps = v.get("step_list").and_then(Value::as_array).cloned().unwrap_or_default();
-                let rows = steps
+            c.show_as(&v, |p: &TaskProgress| {
+                let at = |ms: Option<i64>| ms.map(|ms| when(&Value::from(ms), now)).unwrap_or_default();
+                let rows = p
+                    .step_list
                     .iter()
                     .map(|s| {
-                        let t = |k: &str| s.get(k).map(|x| when(x, now)).unwrap_or_default();
-                        vec![
-                            Cell::from(str_of(s, "name")),
-                            status(str_of(s, "statue")),
-                            t("start_time").into(),
-                            t("end_time").into(),
-                        ]
+                        let state = serde_json::to_value(s.statue).ok();
+                        let state = state.as_ref().and_then(Value::as_str).unwrap_or_default();
+                        vec![Cell::from(s.name.as_str()), status(state), at(s.start_time).into(), at(s.end_time).into()]
                     })
                     .collect();
-                let pct = v.get("progress_percentage").and_then(Value::as_u64).unwrap_or(0);
-                let left = v.get("remain_time").and_then(Value::as_u64).unwrap_or(0);
                 let mut out = table(&["STEP", "STATUS", "STARTED", "ENDED"], rows, c.colour);
-                out.push_str(&format!("{pct}% done, {} left", output::duration(left)));
+                out.push_str(&format!("{}% done, {} left", p.progress_percentage, output::duration(p.remain_time)));
                 out
             });
         }
@@ -1224,9 +1237,9 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
             let matched = preview.get("matched").and_then(Value::as_u64).unwrap_or(0);
             let created_before = when(&json!(before_ms), now);
             if dry_run {
-                c.show(&preview, |v| {
-                    let list = v.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default();
-                    let mut out = table(&["ID", "NAME", "STATUS", "CREATED", "USER"], task_rows(&list, false), c.colour);
+                c.show_as(&preview, |p: &BulkDeletePreview| {
+                    let list = &p.tasks;
+                    let mut out = table(&["ID", "NAME", "STATUS", "CREATED", "USER"], task_rows(list, false), c.colour);
                     if (list.len() as u64) < matched {
                         out.push_str(&format!("(the oldest {} shown)\n", list.len()));
                     }
@@ -1274,11 +1287,10 @@ async fn scheduled(c: Ctx, cmd: ScheduledCommand) -> Result<(), Failure> {
         ScheduledCommand::List { inst, page } => {
             let path = c.api.instance_path(&inst.instance, "/scheduled-tasks");
             let v = fetch_list(&c, &path, &page, "jobs", "job_count").await?;
-            c.show(&v, |v| {
-                let list = v.get("jobs").and_then(Value::as_array).cloned().unwrap_or_default();
-                let rows = task_rows(&list, true);
+            c.show_as(&v, |list: &JobList| {
+                let rows = task_rows(&list.jobs, true);
                 let mut out = table(&["ID", "NAME", "STATUS", "SCHEDULED FOR", "CREATED", "USER"], rows, c.colour);
-                out.push_str(&list_footer(list.len(), count_of(v, "job_count"), &page, "scheduled tasks"));
+                out.push_str(&list_footer(list.jobs.len(), list.job_count, &page, "scheduled tasks"));
                 out
             });
         }
@@ -1318,20 +1330,18 @@ async fn instances(c: Ctx, cmd: InstancesCommand) -> Result<(), Failure> {
     match cmd {
         InstancesCommand::List => {
             let v = c.api.get(&format!("/v2/{}/instances", c.api.project), &[]).await?;
-            c.show(&v, |v| {
-                let list = v.get("instances").and_then(Value::as_array).cloned().unwrap_or_default();
+            c.show_as(&v, |all: &InstanceList| {
+                let list = &all.instances;
                 let rows = list
                     .iter()
                     .map(|i| {
-                        let num =
-                            |k: &str| i.get(k).map(|x| x.to_string().trim_matches('"').to_owned()).unwrap_or_default();
                         vec![
-                            Cell::from(str_of(i, "instance_id")),
-                            Cell::from(str_of(i, "name")),
-                            status(str_of(i, "status")),
-                            Cell::from(str_of(i, "engine_version")),
-                            Cell::from(num("storage_space")),
-                            Cell::from(i.get("created_at").map(|s| when(s, now)).unwrap_or_default()),
+                            Cell::from(i.instance_id.as_str()),
+                            Cell::from(i.name.as_str()),
+                            status(i.status.as_str()),
+                            Cell::from(i.engine_version.as_str()),
+                            Cell::from(i.storage_space.to_string()),
+                            Cell::from(when_text(&i.created_at, now)),
                         ]
                     })
                     .collect();
@@ -1343,32 +1353,23 @@ async fn instances(c: Ctx, cmd: InstancesCommand) -> Result<(), Failure> {
         InstancesCommand::Show { instance, id } => {
             let instance = instance.or(id).unwrap_or_default();
             let v = c.api.get(&c.api.instance_path(&instance, ""), &[]).await?;
-            c.show(&v, |v| {
-                let keys = [
-                    "instance_id",
-                    "name",
-                    "status",
-                    "engine_version",
-                    "kernel_version",
-                    "broker_num",
-                    "storage_space",
-                    "product_id",
-                    "enable_auto_topic",
-                    "maintain_begin",
-                    "maintain_end",
-                    "description",
+            c.show_as(&v, |i: &InstanceJson| {
+                let mut pairs: Vec<(&str, String)> = vec![
+                    ("instance_id", i.instance_id.clone()),
+                    ("name", i.name.clone()),
+                    ("status", output::paint_status(i.status.as_str(), c.colour)),
+                    ("engine_version", i.engine_version.clone()),
+                    ("broker_num", i.broker_num.to_string()),
+                    ("storage_space", i.storage_space.to_string()),
+                    ("product_id", i.product_id.clone()),
+                    ("enable_auto_topic", i.enable_auto_topic.to_string()),
+                    ("maintain_begin", i.maintain_begin.clone()),
+                    ("maintain_end", i.maintain_end.clone()),
                 ];
-                let mut pairs: Vec<(&str, String)> = keys
-                    .iter()
-                    .filter_map(|k| v.get(*k).map(|x| (*k, x)))
-                    .map(|(k, x)| {
-                        let s = x.as_str().map_or_else(|| x.to_string(), str::to_owned);
-                        (k, if k == "status" { output::paint_status(&s, c.colour) } else { s })
-                    })
-                    .collect();
-                if let Some(t) = v.get("created_at") {
-                    pairs.push(("created_at", when(t, now)));
+                if let Some(d) = &i.description {
+                    pairs.push(("description", d.clone()));
                 }
+                pairs.push(("created_at", when_text(&i.created_at, now)));
                 let mut out = fields(&pairs);
                 out.pop();
                 out

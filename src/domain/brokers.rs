@@ -63,15 +63,6 @@ pub fn cross_vpc_info(brokers: &[Broker]) -> String {
     Value::Object(map).to_string()
 }
 
-/// ShowKafkaCluster's `cluster`: `{"brokers": [{broker_id, host, port, health}]}`.
-pub fn cluster(brokers: &[Broker]) -> Value {
-    let list: Vec<Value> = brokers
-        .iter()
-        .map(|b| json!({"broker_id": b.id.to_string(), "host": b.ip.to_string(), "port": CLIENT_PORT, "health": true}))
-        .collect();
-    json!({ "brokers": list })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 //! SASL password is named by where it is ([`PasswordSource`]); one given inline is sealed with the
 //! master key by the caller before it is stored, and never shown again.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +63,7 @@ pub struct BindingRequest {
     pub sasl_password_file: Option<String>,
     /// The CA certificate(s), PEM, that the cluster's TLS certificates are checked against.
     pub ssl_ca_file: Option<String>,
-    /// The program that restarts a broker and adds brokers (absolute path, executable).
+    /// The program that restarts, reconfigures, upgrades and adds brokers (absolute path, executable).
     pub broker_control: Option<String>,
 }
 
@@ -344,14 +344,7 @@ impl ClusterPolicy {
     /// Whether the operator lets `b` be used; the reason, in words for the admin, when not.
     pub fn permits(&self, b: &Binding) -> Result<(), String> {
         for server in &b.bootstrap {
-            let host = server.rsplit_once(':').map_or(server.as_str(), |(h, _)| h);
-            if !self.allow.iter().any(|r| r.permits(host)) {
-                return Err(if self.allow.is_empty() {
-                    "this server binds no cluster: its operator allows clusters with `serve --cluster-allow`".to_owned()
-                } else {
-                    format!("{host} is not among the clusters this server's operator allows (`serve --cluster-allow`)")
-                });
-            }
+            self.permits_host(server.rsplit_once(':').map_or(server.as_str(), |(h, _)| h))?;
         }
         if let Some(PasswordSource::Env(name)) = b.sasl.as_ref().map(|s| &s.password)
             && !name.starts_with(PASSWORD_ENV_PREFIX)
@@ -371,37 +364,71 @@ impl ClusterPolicy {
         Ok(())
     }
 
+    /// Whether `host` (a name, an address, or a bracketed IPv6 address) is one the operator lets
+    /// the server connect to: a bootstrap server, or a broker a cluster advertises.
+    pub fn permits_host(&self, host: &str) -> Result<(), String> {
+        if self.allow.iter().any(|r| r.permits(host)) {
+            return Ok(());
+        }
+        Err(if self.allow.is_empty() {
+            "this server binds no cluster: its operator allows clusters with `serve --cluster-allow`".to_owned()
+        } else {
+            format!("{host} is not among the clusters this server's operator allows (`serve --cluster-allow`)")
+        })
+    }
+
     /// A broker-control program must be under the operator's directory for them, links
     /// resolved (checked when binding and again before every run).
-    pub fn check_control(&self, program: &std::path::Path) -> Result<(), String> {
+    pub fn check_control(&self, program: &Path) -> Result<(), String> {
         let Some(dir) = &self.control_dir else {
             return Err("this server runs no broker-control program: its operator names a directory for them with \
                         `serve --broker-control-dir`"
                 .to_owned());
         };
-        let dir = dir.canonicalize().map_err(|e| format!("the broker-control directory {}: {e}", dir.display()))?;
-        let real = program.canonicalize().map_err(|e| format!("{}: {e}", program.display()))?;
-        if !real.starts_with(&dir) {
-            return Err(format!("{} is not under the broker-control directory {}", program.display(), dir.display()));
-        }
-        Ok(())
+        under(dir, program, "broker-control directory").map(drop)
     }
 
-    /// A file a binding names must be under the secrets directory, links resolved (checked when
-    /// binding and again when the file is read, so that a link swapped later is caught).
-    pub fn check_file(&self, file: &std::path::Path) -> Result<(), String> {
+    /// A file a binding names must be a regular file of at most [`MAX_FILE_BYTES`] under the
+    /// secrets directory, links resolved (checked when binding and again when the file is read,
+    /// so that a link swapped later is caught). A FIFO, a device or a directory is refused: the
+    /// server must never block reading one. Returns the resolved path.
+    pub fn check_file(&self, file: &Path) -> Result<PathBuf, String> {
         let Some(dir) = &self.secrets_dir else {
             return Err("this server reads no file for a binding: its operator names a directory for them with \
                         `serve --cluster-secrets-dir`"
                 .to_owned());
         };
-        let dir = dir.canonicalize().map_err(|e| format!("the secrets directory {}: {e}", dir.display()))?;
-        let real = file.canonicalize().map_err(|e| format!("{}: {e}", file.display()))?;
-        if !real.starts_with(&dir) {
-            return Err(format!("{} is not under the secrets directory {}", file.display(), dir.display()));
+        let real = under(dir, file, "secrets directory")?;
+        let meta = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", file.display()))?;
+        if !meta.is_file() {
+            return Err(format!("{} is not a regular file", file.display()));
         }
-        Ok(())
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(format!("{} is larger than {MAX_FILE_BYTES} bytes", file.display()));
+        }
+        Ok(real)
     }
+}
+
+/// The largest password or CA file a binding may name.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// `path` resolved, when it is under `dir` (links resolved). A path that is not under `dir` as
+/// written (or climbs out with `..`) is refused before anything on the disk is looked at, in the
+/// same words whether it exists or not: the answer must not tell a tenant what is on the
+/// server's disk outside the operator's directory.
+fn under(dir: &Path, path: &Path, what: &str) -> Result<PathBuf, String> {
+    let real_dir = dir.canonicalize().map_err(|e| format!("the {what} {}: {e}", dir.display()))?;
+    let outside = || format!("{} is not under the {what} {}", path.display(), real_dir.display());
+    let climbs = path.components().any(|c| c == std::path::Component::ParentDir);
+    if climbs || !(path.starts_with(dir) || path.starts_with(&real_dir)) {
+        return Err(outside());
+    }
+    let real = path.canonicalize().map_err(|e| format!("{}: {e}", path.display()))?;
+    if !real.starts_with(&real_dir) {
+        return Err(outside());
+    }
+    Ok(real)
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use serde_json::{Map, Value};
 
 use super::Invalid;
 use super::ids::{InstanceId, ProjectId, TaskId};
-use super::time::iso_ms;
 
 /// Engine versions this control plane can run, oldest first; an upgrade moves to the next one.
 pub const ENGINE_VERSIONS: &[&str] = &["2.7", "3.x"];
@@ -142,68 +141,10 @@ impl Instance {
         }
     }
 
-    /// The instance's tags as ShowKafkaTags returns them (`[]` when it has none).
-    pub fn tags(&self) -> Value {
-        self.extra.get("tags").filter(|t| t.is_array()).cloned().unwrap_or_else(|| Value::Array(Vec::new()))
-    }
-
-    /// The instance as ShowInstance / ListInstances return it.
+    /// The instance as ShowInstance / ListInstances return it ([`crate::wire::instance::InstanceJson`]),
+    /// as a JSON value: what the engine hands to executors.
     pub fn to_json(&self) -> Value {
-        // Only the kept fields, even from a row written before the whitelist existed.
-        let mut m: Map<String, Value> =
-            self.extra.iter().filter(|(k, _)| is_kept_field(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let mut put = |k: &str, v: Value| {
-            m.insert(k.to_owned(), v);
-        };
-        put("instance_id", self.id.as_str().into());
-        put("name", self.name.clone().into());
-        put("engine", "kafka".into());
-        put("engine_version", self.engine_version.clone().into());
-        put("status", self.status.as_str().into());
-        put("broker_num", self.broker_num.into());
-        put("storage_space", self.storage_space.into());
-        put("total_storage_space", self.storage_space.into());
-        put("product_id", self.product_id.clone().into());
-        put("enable_auto_topic", self.enable_auto_topic.into());
-        put("user_id", self.user_id.clone().into());
-        put("user_name", self.user_name.clone().into());
-        put("project_id", self.project_id.as_str().into());
-        // DMS reports created_at as a string of epoch milliseconds.
-        put("created_at", self.created_at.to_string().into());
-        put("created_at_iso", iso_ms(self.created_at).into());
-        put("task", self.busy_task.as_ref().map(|t| Value::from(t.as_str())).unwrap_or(Value::Null));
-        // Every instance here is pay-per-use (DMS: 1; 0 is yearly/monthly, which clients
-        // unsubscribe through billing instead of deleting).
-        put("charging_mode", 1.into());
-        let brokers = self.brokers();
-        if !brokers.is_empty() {
-            put("connect_address", super::brokers::connect_address(&brokers).into());
-            put("port", super::brokers::CLIENT_PORT.into());
-            put("cross_vpc_info", super::brokers::cross_vpc_info(&brokers).into());
-        }
-        if !m.contains_key("maintain_begin") {
-            m.insert("maintain_begin".into(), DEFAULT_WINDOW.0.into());
-            m.insert("maintain_end".into(), DEFAULT_WINDOW.1.into());
-        }
-        Value::Object(m)
-    }
-
-    /// Every broker config with its current value, as ShowInstanceConfigs returns them.
-    pub fn config_list(&self) -> Vec<Value> {
-        CONFIGS
-            .iter()
-            .map(|c| {
-                let value = self.configs.get(c.name).map(String::as_str).unwrap_or(c.default);
-                serde_json::json!({
-                    "name": c.name,
-                    "valid_values": c.valid_values(),
-                    "default_value": c.default,
-                    "config_type": if c.dynamic { "dynamic" } else { "static" },
-                    "value": value,
-                    "value_type": c.kind.type_name(),
-                })
-            })
-            .collect()
+        serde_json::to_value(crate::wire::instance::InstanceJson::from(self)).unwrap_or(Value::Null)
     }
 
     pub fn config_value(&self, name: &str) -> Option<String> {
@@ -220,7 +161,8 @@ pub enum ConfigKind {
 }
 
 impl ConfigKind {
-    fn type_name(self) -> &'static str {
+    /// The name ShowInstanceConfigs gives the type.
+    pub fn type_name(self) -> &'static str {
         match self {
             ConfigKind::Int { .. } => "integer",
             ConfigKind::Bool => "boolean",
@@ -240,7 +182,8 @@ pub struct ConfigDef {
 }
 
 impl ConfigDef {
-    fn valid_values(&self) -> String {
+    /// The values it takes, as ShowInstanceConfigs words them (`1~168`, `true or false`, …).
+    pub fn valid_values(&self) -> String {
         match self.kind {
             ConfigKind::Int { min, max } => format!("{min}~{max}"),
             ConfigKind::Bool => "true or false".to_owned(),
@@ -303,21 +246,6 @@ pub struct NewInstance {
     pub product_id: String,
     pub enable_auto_topic: bool,
     pub extra: Map<String, Value>,
-}
-
-fn take_str(body: &mut Map<String, Value>, key: &'static str) -> Result<Option<String>, Invalid> {
-    match body.remove(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Invalid::Param(key)),
-    }
-}
-
-fn take_u32(body: &mut Map<String, Value>, key: &'static str) -> Result<Option<u32>, Invalid> {
-    match body.remove(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).map(Some).ok_or(Invalid::Param(key)),
-    }
 }
 
 /// The shape a kept descriptive field must have.
@@ -489,34 +417,43 @@ pub struct InstanceUpdate {
     pub enterprise_project_id: Option<String>,
 }
 
+/// An UpdateInstance request as the wire read it, not yet checked.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateRequest {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub maintain_begin: Option<String>,
+    pub maintain_end: Option<String>,
+    pub security_group_id: Option<String>,
+    pub retention_policy: Option<String>,
+    pub enterprise_project_id: Option<String>,
+}
+
 impl InstanceUpdate {
-    /// Validates an UpdateInstance body. Unknown fields are ignored, a null field is absent;
-    /// a body that changes nothing is refused (`Invalid::Body`).
-    pub fn from_body(body: Value) -> Result<Self, Invalid> {
-        let Value::Object(mut body) = body else {
-            return Err(Invalid::Body);
-        };
-        let name = take_str(&mut body, "name")?;
+    /// Checks an UpdateInstance request, each field as create checks it; a request that
+    /// changes nothing is refused (`Invalid::Body`).
+    pub fn validate(req: UpdateRequest) -> Result<Self, Invalid> {
+        let name = req.name;
         if name.as_deref().is_some_and(|n| !valid_name(n)) {
             return Err(Invalid::Param("name"));
         }
-        let text = |body: &mut Map<String, Value>, key: &'static str| -> Result<Option<String>, Invalid> {
-            Ok(checked_kept(key, body.remove(key))?.and_then(|v| v.as_str().map(str::to_owned)))
+        let text = |key: &'static str, v: Option<String>| -> Result<Option<String>, Invalid> {
+            Ok(checked_kept(key, v.map(Value::String))?.and_then(|v| v.as_str().map(str::to_owned)))
         };
-        let description = text(&mut body, "description")?;
-        let begin = text(&mut body, "maintain_begin")?;
-        let end = text(&mut body, "maintain_end")?;
+        let description = text("description", req.description)?;
+        let begin = text("maintain_begin", req.maintain_begin)?;
+        let end = text("maintain_end", req.maintain_end)?;
         check_window(begin.as_deref(), end.as_deref())?;
         let maintenance = begin.zip(end);
-        let mut id = |key: &'static str| -> Result<Option<String>, Invalid> {
-            match text(&mut body, key)? {
+        let id = |key: &'static str, v: Option<String>| -> Result<Option<String>, Invalid> {
+            match text(key, v)? {
                 Some(v) if v.is_empty() => Err(Invalid::Param(key)),
                 v => Ok(v),
             }
         };
-        let security_group_id = id("security_group_id")?;
-        let enterprise_project_id = id("enterprise_project_id")?;
-        let retention_policy = text(&mut body, "retention_policy")?;
+        let security_group_id = id("security_group_id", req.security_group_id)?;
+        let enterprise_project_id = id("enterprise_project_id", req.enterprise_project_id)?;
+        let retention_policy = text("retention_policy", req.retention_policy)?;
         let update = InstanceUpdate {
             name,
             description,
@@ -529,6 +466,17 @@ impl InstanceUpdate {
             return Err(Invalid::Body);
         }
         Ok(update)
+    }
+
+    /// An UpdateInstance body read through the wire (for tests).
+    #[cfg(test)]
+    pub fn from_body(body: Value) -> Result<Self, Invalid> {
+        match body {
+            Value::Object(_) => crate::wire::from_value::<crate::wire::instance::UpdateInstanceBody>(body)
+                .map(UpdateRequest::from)
+                .and_then(Self::validate),
+            _ => Err(Invalid::Body),
+        }
     }
 
     /// The rule of what may change, when. Descriptive fields (name, description, maintenance
@@ -572,47 +520,54 @@ impl InstanceUpdate {
     }
 }
 
+/// A create request as the wire read it (each field of the type DMS takes), not yet checked.
+/// `kept` holds the [`KEPT_FIELDS`] the request gave, by name.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub name: Option<String>,
+    pub engine: Option<String>,
+    pub engine_version: Option<String>,
+    pub broker_num: Option<u32>,
+    pub storage_space: Option<u32>,
+    pub product_id: Option<String>,
+    pub enable_auto_topic: Option<bool>,
+    pub kept: Map<String, Value>,
+}
+
 impl NewInstance {
-    /// Validates a create request body. Besides the fields it interprets, only [`KEPT_FIELDS`]
-    /// are kept (each checked for type and size); every other field, passwords included
-    /// (`password`, `kafka_manager_password`, any `*password*`), is dropped unread.
-    pub fn from_body(body: Value) -> Result<Self, Invalid> {
-        let Value::Object(mut body) = body else {
-            return Err(Invalid::Body);
-        };
-        let name = take_str(&mut body, "name")?.ok_or(Invalid::Param("name"))?;
+    /// Checks a create request. Besides the fields it interprets, only [`KEPT_FIELDS`] are
+    /// kept (each checked for its shape and size); the wire reads nothing else of a body, so
+    /// passwords (`password`, `kafka_manager_password`, any `*password*`) are never seen here.
+    pub fn validate(mut req: CreateRequest) -> Result<Self, Invalid> {
+        let name = req.name.ok_or(Invalid::Param("name"))?;
         if !valid_name(&name) {
             return Err(Invalid::Param("name"));
         }
-        if let Some(engine) = take_str(&mut body, "engine")?
+        if let Some(engine) = req.engine
             && engine != "kafka"
         {
             return Err(Invalid::Param("engine"));
         }
-        let engine_version = take_str(&mut body, "engine_version")?.ok_or(Invalid::Param("engine_version"))?;
+        let engine_version = req.engine_version.ok_or(Invalid::Param("engine_version"))?;
         if !ENGINE_VERSIONS.contains(&engine_version.as_str()) {
             return Err(Invalid::Param("engine_version"));
         }
-        let broker_num = take_u32(&mut body, "broker_num")?.ok_or(Invalid::Param("broker_num"))?;
+        let broker_num = req.broker_num.ok_or(Invalid::Param("broker_num"))?;
         if !(1..=MAX_BROKERS).contains(&broker_num) {
             return Err(Invalid::Param("broker_num"));
         }
-        let storage_space = take_u32(&mut body, "storage_space")?.ok_or(Invalid::Param("storage_space"))?;
+        let storage_space = req.storage_space.ok_or(Invalid::Param("storage_space"))?;
         if !(100..=MAX_STORAGE_GB).contains(&storage_space) {
             return Err(Invalid::Param("storage_space"));
         }
-        let product_id = take_str(&mut body, "product_id")?.ok_or(Invalid::Param("product_id"))?;
+        let product_id = req.product_id.ok_or(Invalid::Param("product_id"))?;
         if product_id.is_empty() || product_id.len() > 64 {
             return Err(Invalid::Param("product_id"));
         }
-        let enable_auto_topic = match body.remove("enable_auto_topic") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => b,
-            Some(_) => return Err(Invalid::Param("enable_auto_topic")),
-        };
+        let enable_auto_topic = req.enable_auto_topic.unwrap_or(false);
         let mut extra = Map::new();
         for key in KEPT_FIELDS {
-            if let Some(v) = checked_kept(key, body.remove(*key))? {
+            if let Some(v) = checked_kept(key, req.kept.remove(*key))? {
                 extra.insert((*key).to_owned(), v);
             }
         }
@@ -625,6 +580,12 @@ impl NewInstance {
             return Err(Invalid::Param("available_zones"));
         }
         Ok(NewInstance { name, engine_version, broker_num, storage_space, product_id, enable_auto_topic, extra })
+    }
+
+    /// A create request body read through the wire (tests build instances from JSON).
+    #[cfg(test)]
+    pub fn from_body(body: Value) -> Result<Self, Invalid> {
+        crate::wire::from_value::<crate::wire::instance::CreateInstanceBody>(body).and_then(Self::try_from)
     }
 }
 

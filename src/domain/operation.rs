@@ -15,7 +15,7 @@ pub struct ConfigChange {
     pub new_value: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ResizeKind {
     Storage,
@@ -473,7 +473,10 @@ impl Operation {
                 }
             }
             Operation::Reassign { reassignments, throttle } => {
-                reassign(&reassign_body(reassignments, *throttle), inst)
+                // The record holds only what `reassign` kept, in the shape it reads.
+                let recorded = serde_json::from_value::<Vec<ReassignmentRequest>>(reassignments.clone())
+                    .map_err(|e| format!("the recorded reassignment cannot be read: {e}"))?;
+                reassign(Some(&recorded), *throttle, inst)
                     .map_err(|e| format!("the reassignment no longer applies to the instance: {e}"))?;
             }
             Operation::CreateInstance { .. }
@@ -506,22 +509,25 @@ impl From<&NewInstance> for Operation {
     }
 }
 
-/// `{"kafka_configs":[{"name","value"}]}` against the instance's current values.
-pub fn modify_configs(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
-    let list = body.get("kafka_configs").and_then(Value::as_array).ok_or(Invalid::Param("kafka_configs"))?;
+/// One config change of a ModifyInstanceConfigs request, as the wire read it (a number or a
+/// boolean value is given as its JSON text).
+#[derive(Debug, Clone, Default)]
+pub struct ConfigRequest {
+    pub name: Option<String>,
+    pub value: Option<String>,
+}
+
+/// ModifyInstanceConfigs' changes against the instance's current values.
+pub fn modify_configs(list: Option<&[ConfigRequest]>, inst: &Instance) -> Result<Operation, Invalid> {
+    let list = list.ok_or(Invalid::Param("kafka_configs"))?;
     if list.is_empty() || list.len() > CONFIG_LIMIT {
         return Err(Invalid::Param("kafka_configs"));
     }
     let mut changes: Vec<ConfigChange> = Vec::with_capacity(list.len());
     for item in list {
-        let name = item.get("name").and_then(Value::as_str).ok_or(Invalid::Param("name"))?;
+        let name = item.name.as_deref().ok_or(Invalid::Param("name"))?;
         let def = config_def(name).ok_or(Invalid::Param("name"))?;
-        let value = match item.get("value") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(Value::Bool(b)) => b.to_string(),
-            _ => return Err(Invalid::Param("value")),
-        };
+        let value = item.value.clone().ok_or(Invalid::Param("value"))?;
         if !def.accepts(&value) || changes.iter().any(|c| c.name == name) {
             return Err(Invalid::Param("value"));
         }
@@ -544,32 +550,30 @@ pub fn config_counts(op: &Operation) -> (usize, usize) {
     }
 }
 
-/// `{"enable_auto_topic": bool}`
-pub fn auto_topic(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
-    let new = body.get("enable_auto_topic").and_then(Value::as_bool).ok_or(Invalid::Param("enable_auto_topic"))?;
+/// UpdateInstanceAutoCreateTopic: `enable_auto_topic`, required.
+pub fn auto_topic(enable: Option<bool>, inst: &Instance) -> Result<Operation, Invalid> {
+    let new = enable.ok_or(Invalid::Param("enable_auto_topic"))?;
     Ok(Operation::AutoTopic { old: inst.enable_auto_topic, new })
 }
 
+/// A ResizeEngineInstance request as the wire read it.
+#[derive(Debug, Clone, Default)]
+pub struct ResizeRequest {
+    pub oper_type: Option<ResizeKind>,
+    pub new_storage_space: Option<u32>,
+    pub new_broker_num: Option<u32>,
+    pub new_product_id: Option<String>,
+}
+
 /// ResizeEngineInstanceReq: `oper_type` storage | horizontal | vertical.
-pub fn resize(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
-    let kind = match body.get("oper_type").and_then(Value::as_str) {
-        Some("storage") => ResizeKind::Storage,
-        Some("horizontal") => ResizeKind::Horizontal,
-        Some("vertical") => ResizeKind::Vertical,
-        _ => return Err(Invalid::Param("oper_type")),
-    };
-    let num = |key: &'static str| -> Result<Option<u32>, Invalid> {
-        match body.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().and_then(|n| u32::try_from(n).ok()).map(Some).ok_or(Invalid::Param(key)),
-        }
-    };
+pub fn resize(req: &ResizeRequest, inst: &Instance) -> Result<Operation, Invalid> {
+    let kind = req.oper_type.ok_or(Invalid::Param("oper_type"))?;
     let mut new_storage = inst.storage_space;
     let mut new_brokers = inst.broker_num;
     let mut new_product = inst.product_id.clone();
     match kind {
         ResizeKind::Storage => {
-            let s = num("new_storage_space")?.ok_or(Invalid::Param("new_storage_space"))?;
+            let s = req.new_storage_space.ok_or(Invalid::Param("new_storage_space"))?;
             // Disks only grow, up to the maximum.
             if s <= inst.storage_space || s > MAX_STORAGE_GB {
                 return Err(Invalid::Param("new_storage_space"));
@@ -577,13 +581,13 @@ pub fn resize(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
             new_storage = s;
         }
         ResizeKind::Horizontal => {
-            let b = num("new_broker_num")?.ok_or(Invalid::Param("new_broker_num"))?;
+            let b = req.new_broker_num.ok_or(Invalid::Param("new_broker_num"))?;
             if b <= inst.broker_num || b > MAX_BROKERS {
                 return Err(Invalid::Param("new_broker_num"));
             }
             // Storage is per cluster and grows with the brokers unless given; the computed size
             // is checked against the maximum (in u64, so that it cannot wrap).
-            new_storage = match num("new_storage_space")? {
+            new_storage = match req.new_storage_space {
                 Some(s) if s >= inst.storage_space && s <= MAX_STORAGE_GB => s,
                 Some(_) => return Err(Invalid::Param("new_storage_space")),
                 None => (u64::from(inst.storage_space) / u64::from(inst.broker_num.max(1)))
@@ -595,7 +599,7 @@ pub fn resize(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
             new_brokers = b;
         }
         ResizeKind::Vertical => {
-            let p = body.get("new_product_id").and_then(Value::as_str).ok_or(Invalid::Param("new_product_id"))?;
+            let p = req.new_product_id.as_deref().ok_or(Invalid::Param("new_product_id"))?;
             if p.is_empty() || p.len() > 64 || p == inst.product_id {
                 return Err(Invalid::Param("new_product_id"));
             }
@@ -614,45 +618,56 @@ pub fn resize(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
 }
 
 /// When a scheduled operation is due (`is_schedule` + `execute_at` in epoch ms), if it is one.
-pub fn schedule(body: &Value, now: i64) -> Result<Option<i64>, Invalid> {
-    match body.get("is_schedule") {
-        None | Some(Value::Null) | Some(Value::Bool(false)) => Ok(None),
-        Some(Value::Bool(true)) => {
-            let at = body.get("execute_at").and_then(Value::as_i64).ok_or(Invalid::Timestamp)?;
-            // Due at least a second from now, and within ten years.
-            if at <= now + 1_000 || at > now + 10 * 366 * 86_400_000 {
-                return Err(Invalid::Timestamp);
-            }
-            Ok(Some(at))
-        }
-        Some(_) => Err(Invalid::Param("is_schedule")),
+pub fn schedule(is_schedule: Option<bool>, execute_at: Option<i64>, now: i64) -> Result<Option<i64>, Invalid> {
+    if is_schedule != Some(true) {
+        return Ok(None);
     }
+    let at = execute_at.ok_or(Invalid::Timestamp)?;
+    // Due at least a second from now, and within ten years.
+    if at <= now + 1_000 || at > now + 10 * 366 * 86_400_000 {
+        return Err(Invalid::Timestamp);
+    }
+    Ok(Some(at))
+}
+
+/// One entry of a reassignment request, as the wire read it (and as the operation records it).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ReassignmentRequest {
+    pub topic: Option<String>,
+    pub brokers: Option<Vec<u64>>,
+    pub replication_factor: Option<u64>,
+    pub assignment: Option<Vec<AssignmentRequest>>,
+}
+
+/// One partition's brokers in a reassignment entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AssignmentRequest {
+    pub partition: Option<u64>,
+    pub partition_brokers: Option<Vec<u64>>,
 }
 
 /// PartitionReassignRequest: every topic named as Kafka allows ([`TopicName`]), every broker
 /// named existing (ids `0..broker_num`). Only the fields it interprets are recorded (topic,
 /// brokers, replication_factor, and each assignment's partition and brokers): whatever else an
 /// entry carries is dropped, not stored.
-pub fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
-    let list = body.get("reassignments").and_then(Value::as_array).ok_or(Invalid::Param("reassignments"))?;
+pub fn reassign(
+    list: Option<&[ReassignmentRequest]>,
+    throttle: Option<i64>,
+    inst: &Instance,
+) -> Result<Operation, Invalid> {
+    let list = list.ok_or(Invalid::Param("reassignments"))?;
     if list.is_empty() || list.len() > 500 {
         return Err(Invalid::Param("reassignments"));
     }
     // A bound instance's brokers are its cluster's (any node id Kafka allows): the `kafka`
     // executor checks them against the cluster at `pre_check`, before anything changes.
-    let broker_ok = |v: &Value| {
-        v.as_u64()
-            .is_some_and(|b| if inst.cluster_bound { b <= i32::MAX as u64 } else { b < u64::from(inst.broker_num) })
-    };
-    let brokers_ok =
-        |ids: &Vec<Value>| !ids.is_empty() && ids.len() <= MAX_BROKERS as usize && ids.iter().all(broker_ok);
+    let broker_ok = |b: &u64| if inst.cluster_bound { *b <= i32::MAX as u64 } else { *b < u64::from(inst.broker_num) };
+    let brokers_ok = |ids: &[u64]| !ids.is_empty() && ids.len() <= MAX_BROKERS as usize && ids.iter().all(broker_ok);
     let mut kept = Vec::with_capacity(list.len());
     for r in list {
-        let topic: TopicName =
-            r.get("topic").and_then(Value::as_str).and_then(|t| t.parse().ok()).ok_or(Invalid::Param("topic"))?;
-        let brokers = r.get("brokers").and_then(Value::as_array);
-        let assignment = r.get("assignment").and_then(Value::as_array);
-        if brokers.is_none() && assignment.is_none() {
+        let topic: TopicName = r.topic.as_deref().and_then(|t| t.parse().ok()).ok_or(Invalid::Param("topic"))?;
+        let brokers = r.brokers.as_deref();
+        if brokers.is_none() && r.assignment.is_none() {
             return Err(Invalid::Param("brokers"));
         }
         let mut entry = serde_json::Map::new();
@@ -661,41 +676,30 @@ pub fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
             if !brokers_ok(brokers) {
                 return Err(Invalid::Param("brokers"));
             }
-            entry.insert("brokers".into(), Value::Array(brokers.clone()));
+            entry.insert("brokers".into(), json!(brokers));
         }
-        if let Some(rf) = r.get("replication_factor").filter(|v| !v.is_null()) {
+        if let Some(rf) = r.replication_factor {
             let all = if inst.cluster_bound { MAX_BROKERS as usize } else { inst.broker_num as usize };
-            let max = brokers.map_or(all, Vec::len) as u64;
-            if !rf.as_u64().is_some_and(|n| n >= 1 && n <= max) {
+            let max = brokers.map_or(all, <[u64]>::len) as u64;
+            if !(rf >= 1 && rf <= max) {
                 return Err(Invalid::Param("replication_factor"));
             }
-            entry.insert("replication_factor".into(), rf.clone());
+            entry.insert("replication_factor".into(), rf.into());
         }
-        if let Some(assignment) = assignment {
+        if let Some(assignment) = &r.assignment {
             let mut parts = Vec::with_capacity(assignment.len());
             for a in assignment {
-                // TopicAssignment: {"partition", "partition_brokers"} in the SDKs; older docs say "assignment".
-                let ids = a
-                    .get("partition_brokers")
-                    .or_else(|| a.get("assignment"))
-                    .and_then(Value::as_array)
-                    .filter(|ids| brokers_ok(ids))
-                    .ok_or(Invalid::Param("assignment"))?;
-                let partition = match a.get("partition") {
-                    None | Some(Value::Null) => Value::Null,
-                    Some(p) if p.is_u64() => p.clone(),
-                    Some(_) => return Err(Invalid::Param("partition")),
-                };
-                parts.push(json!({ "partition": partition, "partition_brokers": ids }));
+                let ids =
+                    a.partition_brokers.as_deref().filter(|ids| brokers_ok(ids)).ok_or(Invalid::Param("assignment"))?;
+                parts.push(json!({ "partition": a.partition, "partition_brokers": ids }));
             }
             entry.insert("assignment".into(), Value::Array(parts));
         }
         kept.push(Value::Object(entry));
     }
-    let throttle = match body.get("throttle") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_i64().filter(|t| *t == -1 || *t > 0).ok_or(Invalid::Param("throttle"))?),
-    };
+    if throttle.is_some_and(|t| t != -1 && t <= 0) {
+        return Err(Invalid::Param("throttle"));
+    }
     Ok(Operation::Reassign { reassignments: Value::Array(kept), throttle })
 }
 
@@ -726,6 +730,27 @@ fn reassign_body(reassignments: &Value, throttle: Option<i64>) -> Value {
 mod tests {
     use super::*;
     use crate::domain::ProjectId;
+
+    // The operations as a handler reaches them: a JSON body read through the wire.
+    fn modify_configs(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
+        let body: crate::wire::operation::ModifyConfigsBody = crate::wire::from_value(body.clone())?;
+        super::modify_configs(body.requests().as_deref(), inst)
+    }
+
+    fn resize(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
+        let body: crate::wire::operation::ResizeBody = crate::wire::from_value(body.clone())?;
+        super::resize(&(&body).into(), inst)
+    }
+
+    fn reassign(body: &Value, inst: &Instance) -> Result<Operation, Invalid> {
+        let body: crate::wire::operation::ReassignBody = crate::wire::from_value(body.clone())?;
+        super::reassign(body.requests().as_deref(), body.throttle, inst)
+    }
+
+    fn schedule(body: &Value, now: i64) -> Result<Option<i64>, Invalid> {
+        let body: crate::wire::operation::UpgradeBody = crate::wire::from_value(body.clone())?;
+        super::schedule(body.is_schedule, body.execute_at, now)
+    }
 
     fn instance() -> Instance {
         let new = NewInstance {

@@ -1,5 +1,7 @@
 //! Task records, their states and their steps.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::ids::{InstanceId, ProjectId, TaskId};
@@ -129,37 +131,42 @@ pub struct TaskRecord {
 }
 
 /// A task as the API shows it: every field a string (`schedule_at` only in scheduled lists).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+/// Borrowed from the record when the server writes it; owned when a client reads it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskJson<'a> {
-    id: &'a str,
+    #[schema(value_type = String)]
+    pub id: Cow<'a, str>,
     /// The operation, e.g. `kafkaManagerCreate`, `restart`, `kafkaReassignment`.
-    name: &'a str,
-    user_name: &'a str,
-    user_id: &'a str,
+    #[schema(value_type = String)]
+    pub name: Cow<'a, str>,
+    #[schema(value_type = String)]
+    pub user_name: Cow<'a, str>,
+    #[schema(value_type = String)]
+    pub user_id: Cow<'a, str>,
     /// The operation's parameters, a JSON document serialised as a string (as DMS sends it).
-    #[schema(example = "{\"enable_auto_topic\":true}")]
-    params: &'a str,
+    #[schema(value_type = String, example = "{\"enable_auto_topic\":true}")]
+    pub params: Cow<'a, str>,
     #[schema(value_type = TaskStatus)]
-    status: &'a str,
+    pub status: Cow<'a, str>,
     /// ISO 8601 UTC with milliseconds.
     #[schema(example = "2026-11-28T07:00:00.000Z")]
-    created_at: String,
-    updated_at: String,
+    pub created_at: String,
+    pub updated_at: String,
     /// Scheduled tasks only: when it runs (ISO 8601 UTC), empty when never scheduled.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
-    schedule_at: Option<String>,
+    pub schedule_at: Option<String>,
 }
 
 impl<'a> TaskJson<'a> {
     pub fn new(t: &'a TaskRecord, with_schedule: bool) -> Self {
         TaskJson {
-            id: t.id.as_str(),
-            name: &t.name,
-            user_name: &t.user_name,
-            user_id: &t.user_id,
-            params: &t.params,
-            status: t.status.as_str(),
+            id: Cow::Borrowed(t.id.as_str()),
+            name: Cow::Borrowed(&t.name),
+            user_name: Cow::Borrowed(&t.user_name),
+            user_id: Cow::Borrowed(&t.user_id),
+            params: Cow::Borrowed(&t.params),
+            status: Cow::Borrowed(t.status.as_str()),
             created_at: iso_ms(t.created_at),
             updated_at: iso_ms(t.updated_at),
             schedule_at: if with_schedule { Some(t.schedule_at.map(iso_ms).unwrap_or_default()) } else { None },

@@ -17,7 +17,6 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, JsonBody};
-use super::openapi::shapes;
 use super::routes::{Op, op};
 use crate::domain::Action;
 use crate::domain::cluster::{AllowRule, Binding, BindingRequest, BindingView, ClusterPolicy};
@@ -115,7 +114,7 @@ async fn answer(state: &AppState, instance: &str, stored: &StoredBinding, timeou
     path = "/v2/{project_id}/instances/{instance_id}/cluster",
     operation_id = "ShowInstanceCluster",
     tag = "Connected mode",
-    params(shapes::InstancePath),
+    params(InstancePath),
     responses((status = 200, description = "The instance's cluster binding (admin role)", body = ClusterAnswer)),
 )]
 pub(super) async fn show(
@@ -137,7 +136,7 @@ pub(super) async fn show(
     path = "/v2/{project_id}/instances/{instance_id}/cluster",
     operation_id = "BindInstanceCluster",
     tag = "Connected mode",
-    params(shapes::InstancePath),
+    params(InstancePath),
     request_body = BindingRequest,
     responses((status = 200, description = "The binding now in force (admin role)", body = ClusterAnswer)),
 )]
@@ -150,8 +149,9 @@ pub(super) async fn bind(
     caller.require(Action::BindCluster)?;
     let request: BindingRequest = serde_json::from_value(body).map_err(|_| ApiError::InvalidBody)?;
     let (binding, inline) = request.check()?;
-    check_broker_control(&binding)?;
+    // The operator's policy first: what a path outside it is, or whether it exists, is not told.
     state.cluster_policy.permits(&binding).map_err(ApiError::ClusterUnusable)?;
+    check_broker_control(&binding)?;
     state.storage.instances.get_instance(&path.project, &path.instance).await?.ok_or(ApiError::NoInstance)?;
     let stored = StoredBinding { password_sealed: inline.map(|p| state.auth.master().seal(&p)), binding };
     let view = look(&state, &stored, BIND_TIMEOUT).await.map_err(|e| ApiError::ClusterUnusable(reason(&e)))?;
@@ -182,7 +182,7 @@ pub(super) async fn bind(
     path = "/v2/{project_id}/instances/{instance_id}/cluster",
     operation_id = "UnbindInstanceCluster",
     tag = "Connected mode",
-    params(shapes::InstancePath),
+    params(InstancePath),
     responses((status = 204, description = "Unbound (admin role)")),
 )]
 pub(super) async fn unbind(
@@ -227,6 +227,28 @@ pub(super) async fn health(
     let now = state.clock.now_ms();
     let cache = &state.cluster_health;
     Ok(Some(cache.get(path.instance.as_str(), &stored, state.auth.master(), &state.cluster_policy, now).await))
+}
+
+/// ShowUpgradeInstanceVersion's `current_version` of a bound instance: the newest kernel build of
+/// `engine_version` on the release line its brokers run ([`crate::kafka::Running`]), or that line
+/// when no build is on it; from ShowInstance's cache of the cluster's health, so that readers
+/// asking often cost the cluster one look per few seconds. `None` when the instance has no
+/// binding; the cluster not answering is an error with its reason, never the record's version
+/// passed off as the cluster's.
+pub(super) async fn running_build(
+    state: &AppState,
+    path: &InstancePath,
+    engine_version: &str,
+) -> Result<Option<String>, ApiError> {
+    let Some(health) = health(state, path).await? else { return Ok(None) };
+    if !health.reachable {
+        return Err(ApiError::ClusterUnusable(health.error.unwrap_or_default()));
+    }
+    let level = health.supported_metadata_version.ok_or_else(|| {
+        ApiError::ClusterUnusable("the brokers did not describe the metadata versions they support".to_owned())
+    })?;
+    let catalog = state.storage.kernel_catalog(engine_version).await?;
+    Ok(Some(crate::kafka::Running::at(level).current_build(catalog.as_ref().map_or(&[], |c| c.builds()))))
 }
 
 /// `time_estimate` of a reassignment on a bound instance: from the cluster's partition sizes and

@@ -19,7 +19,6 @@ use super::AppState;
 use super::audit::StoredEvent;
 use super::error::{ApiError, current_request_id};
 use super::extract::{Caller, ProjectPath};
-use super::openapi::shapes;
 use super::routes::{Op, op};
 use crate::control::{ControlError, INJECTED_ACTION, TestControl, faults::Effect};
 use crate::domain::{Action, Identity};
@@ -104,7 +103,7 @@ fn cut_to(s: &str, n: usize) -> &str {
     path = "/v2/{project_id}/test-control/faults",
     operation_id = "ListTestControlFaults",
     tag = "Test control",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     responses((status = 200, description = "The fault rules (admin role; `serve --test-control` only)", body = Object)),
 )]
 pub(super) async fn list_faults(
@@ -121,7 +120,7 @@ pub(super) async fn list_faults(
     path = "/v2/{project_id}/test-control/faults",
     operation_id = "ReplaceTestControlFaults",
     tag = "Test control",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     request_body(content = Object, description = "`{\"rules\": [RuleInput, ...]}`"),
     responses((status = 200, description = "The fault rules now in force", body = Object)),
 )]
@@ -142,7 +141,7 @@ pub(super) async fn replace_faults(
     path = "/v2/{project_id}/test-control/faults",
     operation_id = "AppendTestControlFaults",
     tag = "Test control",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     request_body(content = Object, description = "`{\"rules\": [RuleInput, ...]}`"),
     responses((status = 200, description = "The fault rules now in force", body = Object)),
 )]
@@ -164,7 +163,7 @@ pub(super) async fn append_faults(
     path = "/v2/{project_id}/test-control/faults",
     operation_id = "DeleteTestControlFaults",
     tag = "Test control",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     request_body(content = Object, description = "`{\"rules\": [filter, ...]}`; none removes every rule"),
     responses((status = 200, description = "The rules left, and how many were removed", body = Object)),
 )]
@@ -201,7 +200,7 @@ pub(super) async fn remove_faults(
     path = "/v2/{project_id}/test-control/clock",
     operation_id = "ShowTestControlClock",
     tag = "Test control",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     responses((status = 200, description = "The service's clock", body = Object)),
 )]
 pub(super) async fn show_clock(
@@ -219,7 +218,7 @@ pub(super) async fn show_clock(
     path = "/v2/{project_id}/test-control/clock",
     operation_id = "MoveTestControlClock",
     tag = "Test control",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     request_body(content = Object, description = "advance (by: `90s`, `15m`, `2h`, `1d` or milliseconds), set (to: RFC 3339), freeze, resume"),
     responses((status = 200, description = "The clock, moved", body = Object)),
 )]
@@ -272,7 +271,7 @@ pub(super) async fn move_clock(
     path = "/v2/{project_id}/test-control/reset",
     operation_id = "ResetTestControlState",
     tag = "Test control",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     request_body(content = Object, description = "`{\"credentials\": false}` (the default keeps every access key)"),
     responses((status = 200, description = "The database is clean", body = Object)),
 )]
@@ -356,11 +355,7 @@ pub async fn inject(State(state): State<AppState>, req: Request, next: Next) -> 
     let mut res = match &fired.effect {
         Effect::Error { status_code, error_code, error_msg, retry_after, .. } => {
             let status = StatusCode::from_u16(*status_code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let body = if error_code.starts_with("APIGW") {
-                json!({ "error_code": error_code, "error_msg": error_msg, "request_id": current_request_id() })
-            } else {
-                json!({ "error_code": error_code, "error_msg": error_msg })
-            };
+            let body = crate::wire::error::ErrorBody::new(error_code, error_msg, current_request_id);
             let mut res = (status, axum::Json(body)).into_response();
             if let Some(secs) = retry_after {
                 res.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(*secs));

@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use crate::domain::Invalid;
 use crate::storage::StoreError;
@@ -309,11 +308,7 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
-        let body = if code.starts_with("APIGW") {
-            json!({ "error_code": code, "error_msg": msg, "request_id": current_request_id() })
-        } else {
-            json!({ "error_code": code, "error_msg": msg })
-        };
+        let body = crate::wire::error::ErrorBody::new(code, &msg, current_request_id);
         let mut res = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));

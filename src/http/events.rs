@@ -30,10 +30,11 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, ProjectPath, QueryMap};
-use super::openapi::shapes;
 use super::routes::{Op, op};
 use crate::domain::Action;
 use crate::storage::events::{EventCursor, EventScope, EventStart, EventStore, LoggedEvent};
+use crate::wire::from_query;
+use crate::wire::task::{EventQuery, LastEventId};
 
 /// Events read from the log at once by one stream.
 pub const PAGE: usize = 100;
@@ -174,7 +175,7 @@ pub fn operations() -> Vec<Op> {
     path = "/v2/{project_id}/tasks/events",
     operation_id = "StreamProjectTaskEvents",
     tag = "Task events",
-    params(shapes::ProjectPath, shapes::EventQuery, shapes::LastEventId),
+    params(ProjectPath, EventQuery, LastEventId),
     responses((status = 200, description = STREAM_DOC, content_type = "text/event-stream", body = SseEvent)),
 )]
 pub(super) async fn project_events(
@@ -194,7 +195,7 @@ pub(super) async fn project_events(
     path = "/v2/{project_id}/instances/{instance_id}/tasks/events",
     operation_id = "StreamInstanceTaskEvents",
     tag = "Task events",
-    params(shapes::InstancePath, shapes::EventQuery, shapes::LastEventId),
+    params(InstancePath, EventQuery, LastEventId),
     responses((status = 200, description = STREAM_DOC, content_type = "text/event-stream", body = SseEvent)),
 )]
 pub(super) async fn instance_events(
@@ -283,13 +284,14 @@ impl EventIds {
 /// Where the client asked to resume: `Last-Event-ID` (what browsers resend on reconnecting)
 /// wins over `?after=`; neither means "from now on".
 fn resume_point(q: &HashMap<String, String>, headers: &HeaderMap, ids: &EventIds) -> Result<Option<i64>, ApiError> {
-    if let Some(v) = headers.get("last-event-id") {
-        let id = v.to_str().ok().and_then(|s| ids.open(s));
-        return id.map(Some).ok_or(ApiError::InvalidParam("Last-Event-ID"));
+    // A value that is not text is no id the stream showed.
+    let header = headers.get("last-event-id").map(|v| v.to_str().unwrap_or_default().to_owned());
+    if let Some(v) = (LastEventId { last_event_id: header }).last_event_id {
+        return ids.open(&v).map(Some).ok_or(ApiError::InvalidParam("Last-Event-ID"));
     }
-    match q.get("after") {
+    match from_query::<EventQuery>(q)?.after {
         None => Ok(None),
-        Some(s) => ids.open(s).map(Some).ok_or(ApiError::InvalidParam("after")),
+        Some(s) => ids.open(&s).map(Some).ok_or(ApiError::InvalidParam("after")),
     }
 }
 

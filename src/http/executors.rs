@@ -7,19 +7,18 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody, TaskPath};
-use super::openapi::shapes;
 use super::routes::{Op, op};
 use super::tasks::find;
 use crate::domain::Action;
 use crate::executor::{MAX_MESSAGE, REASON_TAIL, webhook};
 use crate::storage::{Callback, StepAnswer, View};
+use crate::wire::executor::CallbackBody;
 
 pub fn operations() -> Vec<Op> {
     vec![op(routes!(show_run)), op(routes!(show_run_alias)), op(routes!(callback)).audit(Action::ModifyInstance)]
@@ -67,7 +66,7 @@ pub(super) struct RunJson {
     path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/run",
     operation_id = "ShowTaskRun",
     tag = "Executors",
-    params(shapes::TaskPath),
+    params(TaskPath),
     responses((status = 200, description = "How the task ran: its executor's report, and why it failed", body = RunJson)),
 )]
 pub(super) async fn show_run(
@@ -84,7 +83,7 @@ pub(super) async fn show_run(
     path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor",
     operation_id = "ShowTaskExecutorRun",
     tag = "Executors",
-    params(shapes::TaskPath),
+    params(TaskPath),
     responses((status = 200, description = "The same as ShowTaskRun (`…/run`), its older path", body = RunJson)),
 )]
 pub(super) async fn show_run_alias(
@@ -125,23 +124,6 @@ async fn run_of(State(state): State<AppState>, caller: Caller, path: TaskPath) -
     }))
 }
 
-/// A webhook receiver's callback.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct CallbackBody {
-    /// The attempt's one-time token, from the webhook's `callback.token` (64 hex characters).
-    token: String,
-    /// `progress` (the step goes on), `success` or `failure` (the step ends; the token is spent).
-    #[schema(example = "success")]
-    result: String,
-    /// The step's own progress, 0 to 100.
-    progress: Option<u32>,
-    /// At most 512 bytes.
-    message: Option<String>,
-    /// Why the step failed (`failure` only; at most 1024 bytes).
-    reason: Option<String>,
-}
-
 /// ReportTaskExecutorStep (kafka-tasks): `POST …/tasks/{task_id}/executor-callback` → 204.
 /// Signed with an AK/SK of the project (operator or admin) and carrying the attempt's one-time
 /// token: a leaked token alone ends nothing, and a key alone cannot end a step it was not sent.
@@ -150,7 +132,7 @@ pub(super) struct CallbackBody {
     path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor-callback",
     operation_id = "ReportTaskExecutorStep",
     tag = "Executors",
-    params(shapes::TaskPath),
+    params(TaskPath),
     request_body = CallbackBody,
     responses((status = 204, description = "Recorded (a token that is not the running attempt's: 400 DMS.00400062)")),
 )]
@@ -161,8 +143,9 @@ pub(super) async fn callback(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller.require(Action::ModifyInstance)?;
+    let body: CallbackBody = crate::wire::from_value(body)?;
     let cb = parse_callback(&body)?;
-    let token = body.get("token").and_then(Value::as_str).unwrap_or_default();
+    let token = body.token.as_deref().unwrap_or_default();
     let task = find(&state, &path, View::Background).await?;
     let (event, receipt) = caller.audit(task.id.as_str(), StatusCode::NO_CONTENT);
     let recorded = state
@@ -177,25 +160,24 @@ pub(super) async fn callback(
 }
 
 /// Reads a callback's body; every field is checked before anything is looked up.
-fn parse_callback(body: &Value) -> Result<Callback, ApiError> {
-    let token = body.get("token").and_then(Value::as_str).ok_or(ApiError::InvalidParam("token"))?;
+fn parse_callback(body: &CallbackBody) -> Result<Callback, ApiError> {
+    let token = body.token.as_deref().ok_or(ApiError::InvalidParam("token"))?;
     if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::InvalidParam("token"));
     }
-    let text = |key: &'static str, max: usize| -> Result<Option<String>, ApiError> {
-        match body.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.len() <= max => Ok(Some(s.clone())),
-            Some(_) => Err(ApiError::InvalidParam(key)),
+    let text = |key: &'static str, given: &Option<String>, max: usize| -> Result<Option<String>, ApiError> {
+        match given {
+            Some(s) if s.len() > max => Err(ApiError::InvalidParam(key)),
+            given => Ok(given.clone()),
         }
     };
-    let message = text("message", MAX_MESSAGE)?;
-    let reason = text("reason", REASON_TAIL)?;
-    let progress = match body.get("progress") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(v.as_u64().filter(|p| *p <= 100).ok_or(ApiError::InvalidParam("progress"))? as u32),
+    let message = text("message", &body.message, MAX_MESSAGE)?;
+    let reason = text("reason", &body.reason, REASON_TAIL)?;
+    let progress = match body.progress {
+        None => None,
+        Some(p) => Some(u32::try_from(p).ok().filter(|p| *p <= 100).ok_or(ApiError::InvalidParam("progress"))?),
     };
-    let end = match body.get("result").and_then(Value::as_str) {
+    let end = match body.result.as_deref() {
         Some("progress") => None,
         Some("success") => Some(StepAnswer::Success),
         Some("failure") => Some(StepAnswer::Failure { reason: reason.ok_or(ApiError::InvalidParam("reason"))? }),
@@ -206,9 +188,13 @@ fn parse_callback(body: &Value) -> Result<Callback, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
+
+    fn parse_callback(body: &Value) -> Result<Callback, ApiError> {
+        super::parse_callback(&crate::wire::from_value(body.clone())?)
+    }
 
     #[test]
     fn a_callback_body_is_checked_field_by_field() {

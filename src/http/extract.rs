@@ -39,20 +39,41 @@ fn parse_instance(p: &HashMap<&str, &str>) -> Result<InstanceId, ApiError> {
     p.get("instance_id").and_then(|s| s.parse().ok()).ok_or(ApiError::InvalidInstanceId)
 }
 
-/// `/v2/{project_id}/…`, the caller's own project (see [`own_project`]).
-pub struct ProjectPath(pub ProjectId);
+/// `/v2/{project_id}/…`, the caller's own project (see [`own_project`]). The OpenAPI document
+/// describes the path parameters from these extractors themselves (`params(ProjectPath)`).
+#[derive(utoipa::IntoParams)]
+#[into_params(names("project_id"), parameter_in = Path)]
+pub struct ProjectPath(
+    /// The project: 32 hexadecimal characters.
+    #[param(value_type = String, pattern = "^[0-9a-fA-F]{32}$")]
+    pub ProjectId,
+);
 
 /// `/v2/{project_id}/instances/{instance_id}/…`, in the caller's own project.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct InstancePath {
+    /// The project: 32 hexadecimal characters.
+    #[param(rename = "project_id", value_type = String, pattern = "^[0-9a-fA-F]{32}$")]
     pub project: ProjectId,
+    /// The instance: a UUID in its hyphenated form.
+    #[param(rename = "instance_id", value_type = String, format = "uuid")]
     pub instance: InstanceId,
 }
 
 /// `/v2/{project_id}/instances/{instance_id}/tasks/{task_id}` and the scheduled-task twin, in
 /// the caller's own project.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 pub struct TaskPath {
+    /// The project: 32 hexadecimal characters.
+    #[param(rename = "project_id", value_type = String, pattern = "^[0-9a-fA-F]{32}$")]
     pub project: ProjectId,
+    /// The instance: a UUID in its hyphenated form.
+    #[param(rename = "instance_id", value_type = String, format = "uuid")]
     pub instance: InstanceId,
+    /// The task: 32 lowercase hexadecimal characters.
+    #[param(rename = "task_id", value_type = String, pattern = "^[0-9a-f]{32}$")]
     pub task: TaskId,
 }
 

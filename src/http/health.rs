@@ -53,7 +53,7 @@ pub fn metrics_router(handle: PrometheusHandle) -> Router {
     tag = "Service",
     responses(
         (status = 200, description = "Ready", content_type = "text/plain", body = String, example = "ready"),
-        (status = 503, description = "The database does not take writes in time (DMS.00503000)", body = super::openapi::ErrorBody),
+        (status = 503, description = "The database does not take writes in time (DMS.00503000)", body = crate::wire::error::ErrorBody),
     ),
 )]
 pub(super) async fn ready(State(state): State<AppState>) -> Response {
@@ -120,7 +120,7 @@ impl Readiness {
     tag = "Service",
     responses(
         (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
-        (status = 404, description = "Served on another address (DMS.00404001)", body = super::openapi::ErrorBody),
+        (status = 404, description = "Served on another address (DMS.00404001)", body = crate::wire::error::ErrorBody),
     ),
 )]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {

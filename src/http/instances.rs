@@ -5,20 +5,28 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::audit::{BatchAudit, MAX_BATCH, Receipt, batch_name};
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, JsonBody, ProjectPath};
-use super::openapi::shapes;
 use super::routes::{Op, op};
 use crate::domain::instance::{Instance, InstanceUpdate, NewInstance};
 use crate::domain::operation::{self, Operation};
 use crate::domain::submission::{NewTask, TaskBuilder};
 use crate::domain::{Action, InstanceId, Invalid};
 use crate::storage::SubmitError;
+use crate::wire::from_value;
+use crate::wire::instance::{
+    ConfigList, CreateInstanceBody, CreatedInstance, InstanceJson, InstanceList, KafkaCluster, TagList,
+    UpdateInstanceBody,
+};
+use crate::wire::operation::{
+    AutoTopicBody, AutoTopicChanged, BatchAction, BatchActionBody, BatchResult, BatchResults, ConfigsModified, JobId,
+    JobOrSchedule, ModifyConfigsBody, Outcome, ReassignBody, ReassignOutcome, ReassignmentEstimate, ResizeBody,
+    ScheduleId, UpgradeBody, UpgradeVersions,
+};
 
 /// Several operations have two documented paths (the SDKs and Terraform use both); each pair
 /// is served by one handler, so auth, audit and errors cannot drift apart.
@@ -76,9 +84,14 @@ where
 }
 
 /// `{"job_id"}` for an immediate task, `{"schedule_id"}` for a scheduled one.
-fn job_or_schedule(task: &NewTask) -> Value {
+fn job_or_schedule(task: &NewTask) -> JobOrSchedule {
     let task = &task.record;
-    if task.schedule_at.is_some() { json!({ "schedule_id": task.id }) } else { json!({ "job_id": task.id }) }
+    let id = task.id.as_str().to_owned();
+    if task.schedule_at.is_some() {
+        JobOrSchedule::Schedule(ScheduleId { schedule_id: id })
+    } else {
+        JobOrSchedule::Job(JobId { job_id: id })
+    }
 }
 
 /// CreateInstanceByEngine: `POST /v2/kafka/{project_id}/instances`, and
@@ -89,9 +102,9 @@ fn job_or_schedule(task: &NewTask) -> Value {
     path = "/v2/kafka/{project_id}/instances",
     operation_id = "CreateInstanceByEngine",
     tag = "Instances",
-    params(shapes::ProjectPath),
-    request_body = shapes::CreateInstanceBody,
-    responses((status = 200, description = "The instance is being created (a `kafkaManagerCreate` task runs)", body = shapes::CreatedInstance)),
+    params(ProjectPath),
+    request_body = CreateInstanceBody,
+    responses((status = 200, description = "The instance is being created (a `kafkaManagerCreate` task runs)", body = CreatedInstance)),
 )]
 pub(super) async fn create(
     State(state): State<AppState>,
@@ -100,7 +113,7 @@ pub(super) async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let who = caller.require(Action::CreateInstance)?;
-    let new = NewInstance::from_body(body)?;
+    let new = NewInstance::try_from(from_value::<CreateInstanceBody>(body)?)?;
     let catalog = state.storage.kernel_catalog(&new.engine_version).await?;
     let now = state.clock.now_ms();
     let mut inst = Instance::create(project, &new, &who.user_id, &who.user_name, now);
@@ -110,7 +123,7 @@ pub(super) async fn create(
     let (event, receipt) = caller.audit(id.as_str(), StatusCode::OK);
     state.storage.instances.create_instance(inst, task, Some(event)).await?;
     state.engine_wake.notify_one();
-    Ok(receipt.respond(Json(json!({ "instance_id": id }))))
+    Ok(receipt.respond(Json(CreatedInstance { instance_id: id.as_str().to_owned() })))
 }
 
 /// ListInstances: `GET /v2/{project_id}/instances`
@@ -119,18 +132,18 @@ pub(super) async fn create(
     path = "/v2/{project_id}/instances",
     operation_id = "ListInstances",
     tag = "Instances",
-    params(shapes::ProjectPath),
-    responses((status = 200, description = "The project's instances", body = shapes::InstanceList)),
+    params(ProjectPath),
+    responses((status = 200, description = "The project's instances", body = InstanceList)),
 )]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ProjectPath(project): ProjectPath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InstanceList>, ApiError> {
     caller.require(Action::GetInstance)?;
     let all = state.storage.instances.list_instances(&project).await?;
-    let instances: Vec<Value> = all.iter().map(Instance::to_json).collect();
-    Ok(Json(json!({ "instance_num": instances.len(), "instances": instances })))
+    let instances: Vec<InstanceJson> = all.iter().map(InstanceJson::from).collect();
+    Ok(Json(InstanceList { instance_num: instances.len() as u64, instances }))
 }
 
 async fn load(state: &AppState, path: &InstancePath) -> Result<Instance, ApiError> {
@@ -143,27 +156,33 @@ async fn load(state: &AppState, path: &InstancePath) -> Result<Instance, ApiErro
     path = "/v2/{project_id}/instances/{instance_id}",
     operation_id = "ShowInstance",
     tag = "Instances",
-    params(shapes::InstancePath),
-    responses((status = 200, description = "The instance", body = shapes::InstanceJson)),
+    params(InstancePath),
+    responses((status = 200, description = "The instance (with `cluster` when it is bound to one)", body = InstanceJson)),
 )]
 pub(super) async fn show(
     State(state): State<AppState>,
     caller: Caller,
     path: InstancePath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InstanceJson>, ApiError> {
     caller.require(Action::GetInstance)?;
     let inst = load(&state, &path).await?;
-    let mut v = inst.to_json();
+    let mut shown = InstanceJson::from(&inst);
     if inst.cluster_bound
-        && let Some(health) = super::clusters::health(&state, &path).await?
+        && let Some(mut health) = super::clusters::health(&state, &path).await?
     {
+        // Why the cluster does not answer names its addresses and files: the binding's, which
+        // only an admin may read.
+        if health.error.is_some() && caller.require(Action::GetCluster).is_err() {
+            health.error =
+                Some("the cluster does not answer; an admin sees why in the instance's cluster binding".into());
+        }
         // The cluster's own broker count while it answers; the record's when it does not.
         if health.reachable {
-            v["broker_num"] = json!(health.broker_ids.len());
+            shown.broker_num = u32::try_from(health.broker_ids.len()).unwrap_or(u32::MAX);
         }
-        v["cluster"] = json!(health);
+        shown.cluster = Some(health);
     }
-    Ok(Json(v))
+    Ok(Json(shown))
 }
 
 /// ShowKafkaTags: `GET /v2/{project_id}/kafka/{instance_id}/tags` → `{"tags": [{"key","value"}]}`,
@@ -173,16 +192,16 @@ pub(super) async fn show(
     path = "/v2/{project_id}/kafka/{instance_id}/tags",
     operation_id = "ShowKafkaTags",
     tag = "Instances",
-    params(shapes::InstancePath),
-    responses((status = 200, description = "The instance's tags", body = shapes::TagList)),
+    params(InstancePath),
+    responses((status = 200, description = "The instance's tags", body = TagList)),
 )]
 pub(super) async fn show_tags(
     State(state): State<AppState>,
     caller: Caller,
     path: InstancePath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TagList>, ApiError> {
     caller.require(Action::GetInstance)?;
-    Ok(Json(json!({ "tags": load(&state, &path).await?.tags() })))
+    Ok(Json(TagList::from(&load(&state, &path).await?)))
 }
 
 /// ShowKafkaCluster: `GET /v2/{project_id}/instances/{instance_id}/manage/cluster` →
@@ -193,17 +212,17 @@ pub(super) async fn show_tags(
     path = "/v2/{project_id}/instances/{instance_id}/manage/cluster",
     operation_id = "ShowKafkaCluster",
     tag = "Instances",
-    params(shapes::InstancePath),
-    responses((status = 200, description = "The instance's brokers", body = shapes::KafkaCluster)),
+    params(InstancePath),
+    responses((status = 200, description = "The instance's brokers", body = KafkaCluster)),
 )]
 pub(super) async fn show_cluster(
     State(state): State<AppState>,
     caller: Caller,
     path: InstancePath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KafkaCluster>, ApiError> {
     caller.require(Action::GetInstance)?;
     let brokers = load(&state, &path).await?.brokers();
-    Ok(Json(json!({ "cluster": crate::domain::brokers::cluster(&brokers) })))
+    Ok(Json(KafkaCluster::from(brokers.as_slice())))
 }
 
 /// DeleteInstance: `DELETE /v2/{project_id}/instances/{instance_id}` → 204; the instance and its
@@ -213,7 +232,7 @@ pub(super) async fn show_cluster(
     path = "/v2/{project_id}/instances/{instance_id}",
     operation_id = "DeleteInstance",
     tag = "Instances",
-    params(shapes::InstancePath),
+    params(InstancePath),
     responses((status = 204, description = "Being deleted (a `deleteInstance` task runs)")),
 )]
 pub(super) async fn delete(
@@ -235,9 +254,9 @@ pub(super) async fn delete(
     path = "/v2/{project_id}/instances/action",
     operation_id = "BatchRestartOrDeleteInstances",
     tag = "Instances",
-    params(shapes::ProjectPath),
-    request_body = shapes::BatchActionBody,
-    responses((status = 200, description = "One result per instance, in order", body = shapes::BatchResults)),
+    params(ProjectPath),
+    request_body = BatchActionBody,
+    responses((status = 200, description = "One result per instance, in order", body = BatchResults)),
 )]
 pub(super) async fn batch_action(
     State(state): State<AppState>,
@@ -245,19 +264,20 @@ pub(super) async fn batch_action(
     ProjectPath(project): ProjectPath,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let (action, op) = match body.get("action").and_then(Value::as_str) {
-        Some("restart") => (Action::ModifyInstance, Operation::Restart),
-        Some("delete") => (Action::DeleteInstance, Operation::DeleteInstance),
-        _ => return Err(ApiError::InvalidParam("action")),
+    let body: BatchActionBody = from_value(body)?;
+    let (action, op) = match body.action {
+        Some(BatchAction::Restart) => (Action::ModifyInstance, Operation::Restart),
+        Some(BatchAction::Delete) => (Action::DeleteInstance, Operation::DeleteInstance),
+        None => return Err(ApiError::InvalidParam("action")),
     };
     caller.require(action)?;
-    let ids = body.get("instances").and_then(Value::as_array).ok_or(ApiError::InvalidParam("instances"))?;
+    let ids = body.instances.ok_or(ApiError::InvalidParam("instances"))?;
     if ids.is_empty() || ids.len() > MAX_BATCH {
         return Err(ApiError::InvalidParam("instances"));
     }
     let mut results = Vec::with_capacity(ids.len());
     let mut audit = BatchAudit::default();
-    for raw in ids {
+    for raw in &ids {
         let name = raw.as_str().unwrap_or_default().to_owned();
         let outcome = match name.parse::<InstanceId>() {
             Ok(instance) => {
@@ -266,23 +286,23 @@ pub(super) async fn batch_action(
                 match submit(&state, &caller, &path, None, StatusCode::OK, move |_| Ok(op)).await {
                     Ok((_, receipt)) => {
                         audit.accepted(receipt);
-                        "success"
+                        Outcome::Success
                     }
                     Err(ApiError::Internal(e)) => return Err(ApiError::Internal(e)),
                     Err(e) => {
                         audit.refused(batch_name(raw), e.status().as_u16());
-                        "failed"
+                        Outcome::Failed
                     }
                 }
             }
             Err(_) => {
                 audit.refused(batch_name(raw), ApiError::InvalidInstanceId.status().as_u16());
-                "failed"
+                Outcome::Failed
             }
         };
-        results.push(json!({ "result": outcome, "instance": name }));
+        results.push(BatchResult { instance: name, result: outcome });
     }
-    Ok(audit.respond(Json(json!({ "results": results }))))
+    Ok(audit.respond(Json(BatchResults { results })))
 }
 
 /// UpdateInstance: `PUT /v2/{project_id}/instances/{instance_id}` with any of `name`,
@@ -294,8 +314,8 @@ pub(super) async fn batch_action(
     path = "/v2/{project_id}/instances/{instance_id}",
     operation_id = "UpdateInstance",
     tag = "Instances",
-    params(shapes::InstancePath),
-    request_body = shapes::UpdateInstanceBody,
+    params(InstancePath),
+    request_body = UpdateInstanceBody,
     responses((status = 204, description = "Updated")),
 )]
 pub(super) async fn update(
@@ -305,7 +325,7 @@ pub(super) async fn update(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller.require(Action::ModifyInstance)?;
-    let change = InstanceUpdate::from_body(body)?;
+    let change = InstanceUpdate::validate(from_value::<UpdateInstanceBody>(body)?.into())?;
     let (event, receipt) = caller.audit(path.instance.as_str(), StatusCode::NO_CONTENT);
     let apply = Box::new(move |inst: &mut Instance| change.apply(inst));
     match state.storage.instances.modify_instance(&path.project, &path.instance, apply, Some(event)).await? {
@@ -322,16 +342,16 @@ pub(super) async fn update(
     path = "/v2/{project_id}/instances/{instance_id}/configs",
     operation_id = "ShowInstanceConfigs",
     tag = "Instances",
-    params(shapes::InstancePath),
-    responses((status = 200, description = "Every broker config with its current value", body = shapes::ConfigList)),
+    params(InstancePath),
+    responses((status = 200, description = "Every broker config with its current value", body = ConfigList)),
 )]
 pub(super) async fn show_configs(
     State(state): State<AppState>,
     caller: Caller,
     path: InstancePath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConfigList>, ApiError> {
     caller.require(Action::GetInstance)?;
-    Ok(Json(json!({ "kafka_configs": load(&state, &path).await?.config_list() })))
+    Ok(Json(ConfigList::from(&load(&state, &path).await?)))
 }
 
 /// ModifyInstanceConfigs: `PUT …/configs` → `{"job_id","dynamic_config","static_config"}`
@@ -340,9 +360,9 @@ pub(super) async fn show_configs(
     path = "/v2/{project_id}/instances/{instance_id}/configs",
     operation_id = "ModifyInstanceConfigs",
     tag = "Instances",
-    params(shapes::InstancePath),
-    request_body = shapes::ModifyConfigsBody,
-    responses((status = 200, description = "The task that applies the change", body = shapes::ConfigsModified)),
+    params(InstancePath),
+    request_body = ModifyConfigsBody,
+    responses((status = 200, description = "The task that applies the change", body = ConfigsModified)),
 )]
 pub(super) async fn modify_configs(
     State(state): State<AppState>,
@@ -351,11 +371,12 @@ pub(super) async fn modify_configs(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller.require(Action::ModifyInstance)?;
-    let (task, receipt) =
-        submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::modify_configs(&body, inst))
-            .await?;
+    let changes = from_value::<ModifyConfigsBody>(body)?.requests();
+    let make = move |inst: &Instance| operation::modify_configs(changes.as_deref(), inst);
+    let (task, receipt) = submit(&state, &caller, &path, None, StatusCode::OK, make).await?;
     let (dynamic, stat) = operation::config_counts(&task.operation);
-    Ok(receipt.respond(Json(json!({ "job_id": task.record.id, "dynamic_config": dynamic, "static_config": stat }))))
+    let job_id = task.record.id.as_str().to_owned();
+    Ok(receipt.respond(Json(ConfigsModified { dynamic_config: dynamic as u64, job_id, static_config: stat as u64 })))
 }
 
 /// UpdateInstanceAutoCreateTopic: `POST …/autotopic` `{"enable_auto_topic": bool}`
@@ -364,9 +385,9 @@ pub(super) async fn modify_configs(
     path = "/v2/{project_id}/instances/{instance_id}/autotopic",
     operation_id = "UpdateInstanceAutoCreateTopic",
     tag = "Instances",
-    params(shapes::InstancePath),
-    request_body = shapes::AutoTopicBody,
-    responses((status = 200, description = "The task that applies the change", body = shapes::AutoTopicChanged)),
+    params(InstancePath),
+    request_body = AutoTopicBody,
+    responses((status = 200, description = "The task that applies the change", body = AutoTopicChanged)),
 )]
 pub(super) async fn auto_topic(
     State(state): State<AppState>,
@@ -375,10 +396,12 @@ pub(super) async fn auto_topic(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller.require(Action::ModifyInstance)?;
-    let enable = body.get("enable_auto_topic").and_then(Value::as_bool);
+    let enable = from_value::<AutoTopicBody>(body)?.enable_auto_topic;
     let (task, receipt) =
-        submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::auto_topic(&body, inst)).await?;
-    Ok(receipt.respond(Json(json!({ "job_id": task.record.id, "enable_auto_topic": enable }))))
+        submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::auto_topic(enable, inst)).await?;
+    // Accepted only with a value (`auto_topic` requires it).
+    let enable_auto_topic = enable.unwrap_or_default();
+    Ok(receipt.respond(Json(AutoTopicChanged { enable_auto_topic, job_id: task.record.id.as_str().to_owned() })))
 }
 
 /// ResizeEngineInstance: `POST …/extend` → `{"job_id"}`
@@ -387,9 +410,9 @@ pub(super) async fn auto_topic(
     path = "/v2/{project_id}/kafka/instances/{instance_id}/extend",
     operation_id = "ResizeEngineInstance",
     tag = "Instances",
-    params(shapes::InstancePath),
-    request_body = shapes::ResizeBody,
-    responses((status = 200, description = "The resize task", body = shapes::JobId)),
+    params(InstancePath),
+    request_body = ResizeBody,
+    responses((status = 200, description = "The resize task", body = JobId)),
 )]
 pub(super) async fn resize(
     State(state): State<AppState>,
@@ -398,9 +421,10 @@ pub(super) async fn resize(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller.require(Action::ModifyInstance)?;
+    let req = (&from_value::<ResizeBody>(body)?).into();
     let (task, receipt) =
-        submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::resize(&body, inst)).await?;
-    Ok(receipt.respond(Json(json!({ "job_id": task.record.id }))))
+        submit(&state, &caller, &path, None, StatusCode::OK, move |inst| operation::resize(&req, inst)).await?;
+    Ok(receipt.respond(Json(JobId { job_id: task.record.id.as_str().to_owned() })))
 }
 
 /// CreateKafkaReassignmentTask: `POST /v2/{project_id}/kafka/instances/{instance_id}/reassign`
@@ -412,9 +436,9 @@ pub(super) async fn resize(
     path = "/v2/{project_id}/kafka/instances/{instance_id}/reassign",
     operation_id = "CreateKafkaReassignmentTask",
     tag = "Instances",
-    params(shapes::InstancePath),
-    request_body = shapes::ReassignBody,
-    responses((status = 200, description = "The task (`job_id`), the scheduled task (`schedule_id`), or with `time_estimate` the estimate", body = shapes::ReassignOutcome)),
+    params(InstancePath),
+    request_body = ReassignBody,
+    responses((status = 200, description = "The task (`job_id`), the scheduled task (`schedule_id`), or with `time_estimate` the estimate", body = ReassignOutcome)),
 )]
 pub(super) async fn reassign(
     State(state): State<AppState>,
@@ -423,21 +447,22 @@ pub(super) async fn reassign(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller.require(Action::ModifyInstance)?;
-    let schedule_at = operation::schedule(&body, state.clock.now_ms())?;
-    if body.get("time_estimate").and_then(Value::as_bool) == Some(true) {
+    let req: ReassignBody = from_value(body.clone())?;
+    let schedule_at = operation::schedule(req.is_schedule, req.execute_at, state.clock.now_ms())?;
+    let (entries, throttle) = (req.requests(), req.throttle);
+    if req.time_estimate == Some(true) {
         let inst = load(&state, &path).await?;
-        let op = operation::reassign(&body, &inst)?;
+        let op = operation::reassign(entries.as_deref(), throttle, &inst)?;
         let secs: u64 = match inst.cluster_bound {
             // A bound instance's estimate comes from its cluster: real sizes over the throttle.
             true => super::clusters::estimate_reassignment(&state, &path, &body).await?,
             false => op.plan().iter().map(|s| s.1).sum::<u64>() / 1000,
         };
         // Nothing stored: the gateway audits the estimate.
-        return Ok(Json(json!({ "reassignment_time": secs })).into_response());
+        return Ok(Json(ReassignOutcome::Estimate(ReassignmentEstimate { reassignment_time: secs })).into_response());
     }
-    let (task, receipt) =
-        submit(&state, &caller, &path, schedule_at, StatusCode::OK, move |inst| operation::reassign(&body, inst))
-            .await?;
+    let make = move |inst: &Instance| operation::reassign(entries.as_deref(), throttle, inst);
+    let (task, receipt) = submit(&state, &caller, &path, schedule_at, StatusCode::OK, make).await?;
     Ok(receipt.respond(Json(job_or_schedule(&task))))
 }
 
@@ -454,18 +479,23 @@ async fn latest_kernel(state: &AppState, inst: &Instance) -> Result<String, ApiE
     path = "/v2/{project_id}/kafka/instances/{instance_id}/upgrade",
     operation_id = "ShowUpgradeInstanceVersion",
     tag = "Instances",
-    params(shapes::InstancePath),
-    responses((status = 200, description = "The kernel build the instance runs and the newest of its engine version", body = shapes::UpgradeVersions)),
+    params(InstancePath),
+    responses((status = 200, description = "The kernel build the instance runs and the newest of its engine version", body = UpgradeVersions)),
 )]
 pub(super) async fn show_upgrade(
     State(state): State<AppState>,
     caller: Caller,
     path: InstancePath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UpgradeVersions>, ApiError> {
     caller.require(Action::GetInstance)?;
     let inst = load(&state, &path).await?;
-    let latest = latest_kernel(&state, &inst).await?;
-    Ok(Json(json!({ "current_version": inst.kernel_version(), "latest_version": latest })))
+    let latest_version = latest_kernel(&state, &inst).await?;
+    // A bound instance's brokers say what they run; the record says what the simulation runs.
+    let current_version = match super::clusters::running_build(&state, &path, &inst.engine_version).await? {
+        Some(build) => build,
+        None => inst.kernel_version().to_owned(),
+    };
+    Ok(Json(UpgradeVersions { current_version, latest_version }))
 }
 
 /// UpgradeInstance: `POST …/upgrade` `{"is_schedule","execute_at"}` → `{"job_id"}` or
@@ -476,9 +506,9 @@ pub(super) async fn show_upgrade(
     path = "/v2/{project_id}/kafka/instances/{instance_id}/upgrade",
     operation_id = "UpgradeInstance",
     tag = "Instances",
-    params(shapes::InstancePath),
-    request_body = shapes::UpgradeBody,
-    responses((status = 200, description = "The upgrade task (`job_id`) or the scheduled one (`schedule_id`)", body = shapes::JobOrSchedule)),
+    params(InstancePath),
+    request_body = UpgradeBody,
+    responses((status = 200, description = "The upgrade task (`job_id`) or the scheduled one (`schedule_id`)", body = JobOrSchedule)),
 )]
 pub(super) async fn upgrade(
     State(state): State<AppState>,
@@ -487,7 +517,8 @@ pub(super) async fn upgrade(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     caller.require(Action::ModifyInstance)?;
-    let schedule_at = operation::schedule(&body, state.clock.now_ms())?;
+    let req: UpgradeBody = from_value(body)?;
+    let schedule_at = operation::schedule(req.is_schedule, req.execute_at, state.clock.now_ms())?;
     // Read before the submitting transaction: builds are only ever appended, so a build added
     // meanwhile makes this one older, never invalid.
     let inst = load(&state, &path).await?;

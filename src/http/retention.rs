@@ -13,7 +13,6 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody, ProjectPath};
-use super::openapi::shapes;
 use super::routes::{Op, op};
 use crate::domain::retention::RetentionPolicy;
 use crate::domain::{Action, ProjectId};
@@ -58,7 +57,7 @@ fn answer(project: &ProjectId, own: Option<RetentionPolicy>, state: &AppState) -
     path = "/v2/{project_id}/tasks/retention",
     operation_id = "ShowTaskRetention",
     tag = "Retention",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     responses((status = 200, description = "The project's retention policy (admin role)", body = RetentionAnswer)),
 )]
 pub(super) async fn show(
@@ -78,7 +77,7 @@ pub(super) async fn show(
     path = "/v2/{project_id}/tasks/retention",
     operation_id = "UpdateTaskRetention",
     tag = "Retention",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     request_body = RetentionPolicy,
     responses((status = 200, description = "The policy now in force (admin role)", body = RetentionAnswer)),
 )]
@@ -99,7 +98,7 @@ pub(super) async fn set(
     path = "/v2/{project_id}/tasks/retention",
     operation_id = "ResetTaskRetention",
     tag = "Retention",
-    params(shapes::ProjectPath),
+    params(ProjectPath),
     responses((status = 200, description = "The default policy, now in force (admin role)", body = RetentionAnswer)),
 )]
 pub(super) async fn reset(

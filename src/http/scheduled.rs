@@ -10,13 +10,13 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, QueryMap, TaskPath};
-use super::openapi::shapes;
 use super::routes::{Op, op};
 use super::tasks::{page_query, remove};
 use crate::domain::task::TaskJson;
 use crate::domain::{Action, CompactTime};
 use crate::storage::{Found, ScheduleChange, StatusChange, View};
-use utoipa::ToSchema;
+use crate::wire::from_query;
+use crate::wire::task::{JobList, PageQuery, RescheduleQuery};
 
 pub fn operations() -> Vec<Op> {
     vec![
@@ -26,21 +26,13 @@ pub fn operations() -> Vec<Op> {
     ]
 }
 
-/// ListScheduledTasks' body.
-#[derive(serde::Serialize, ToSchema)]
-pub(super) struct JobList<'a> {
-    /// A number, unlike ListBackgroundTasks' `task_count`.
-    job_count: u64,
-    jobs: Vec<TaskJson<'a>>,
-}
-
 /// ListScheduledTasks: `GET …/scheduled-tasks`; `job_count` is a number, unlike `task_count`.
 #[utoipa::path(
     get,
     path = "/v2/{project_id}/instances/{instance_id}/scheduled-tasks",
     operation_id = "ListScheduledTasks",
     tag = "Scheduled tasks",
-    params(shapes::InstancePath, shapes::PageQuery),
+    params(InstancePath, PageQuery),
     responses((status = 200, description = "A page of the instance's scheduled tasks (each with `schedule_at`)", body = JobList)),
 )]
 pub(super) async fn list(
@@ -50,7 +42,7 @@ pub(super) async fn list(
     QueryMap(q): QueryMap,
 ) -> Result<Response, ApiError> {
     caller.require(Action::ListScheduledTasks)?;
-    let query = page_query(path.project, path.instance, View::Scheduled, &q)?;
+    let query = page_query(path.project, path.instance, View::Scheduled, &from_query(&q)?)?;
     let (total, jobs) = state.storage.tasks.list_tasks(&query).await?.ok_or(ApiError::NoInstance)?;
     let jobs = jobs.iter().map(|t| TaskJson::new(t, true)).collect();
     Ok(Json(JobList { job_count: total, jobs }).into_response())
@@ -64,7 +56,7 @@ pub(super) async fn list(
     path = "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}",
     operation_id = "UpdateScheduledTask",
     tag = "Scheduled tasks",
-    params(shapes::TaskPath, shapes::RescheduleQuery),
+    params(TaskPath, RescheduleQuery),
     responses((status = 204, description = "Rescheduled or cancelled (a task no longer waiting is refused with 400 DMS.00400026)")),
 )]
 pub(super) async fn update(
@@ -74,8 +66,9 @@ pub(super) async fn update(
     QueryMap(q): QueryMap,
 ) -> Result<Response, ApiError> {
     caller.require(Action::ModifyScheduledTask)?;
+    let q: RescheduleQuery = from_query(&q)?;
     let now = state.clock.now_ms();
-    let execute_at = match q.get("execute_at") {
+    let execute_at = match q.execute_at.as_deref() {
         None => None,
         Some(s) => {
             let t = s.parse::<CompactTime>().map_err(|_| ApiError::InvalidTimestamp)?;
@@ -85,7 +78,7 @@ pub(super) async fn update(
             Some(t.0)
         }
     };
-    let status = match q.get("status").map(String::as_str) {
+    let status = match q.status.as_deref() {
         None => StatusChange::Keep,
         Some("CANCELLED") => StatusChange::Cancel,
         // DMS lists `null` ("to be executed") among the statuses: wait (again) for execute_at.
@@ -119,7 +112,7 @@ pub(super) async fn update(
     path = "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}",
     operation_id = "DeleteScheduledTask",
     tag = "Scheduled tasks",
-    params(shapes::TaskPath),
+    params(TaskPath),
     responses((status = 204, description = "Deleted (a task not ended is refused with 400 DMS.00400017)")),
 )]
 pub(super) async fn delete(

@@ -800,12 +800,8 @@ fn stack_error_response(status: u16) -> Vec<u8> {
         error_code = code,
         "request refused by the HTTP parser"
     );
-    let body = if code.starts_with("APIGW") {
-        serde_json::json!({ "error_code": code, "error_msg": msg, "request_id": id })
-    } else {
-        serde_json::json!({ "error_code": code, "error_msg": msg })
-    }
-    .to_string();
+    let body =
+        serde_json::to_string(&crate::wire::error::ErrorBody::new(code, &msg, || id.clone())).unwrap_or_default();
     format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nx-request-id: {id}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         status.as_u16(),

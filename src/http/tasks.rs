@@ -1,25 +1,24 @@
 //! Background tasks: ListBackgroundTasks, ShowBackgroundTask, DeleteBackgroundTask and
 //! ShowBackgroundTaskProgress.
 
-use std::collections::HashMap;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, MAX_ECHOED_NAME, QueryMap, TaskPath};
-use super::openapi::shapes;
 use super::routes::{Op, op};
-use crate::domain::retention::{BULK_DELETE_MAX, BULK_KEYS, BulkFilter};
+use crate::domain::retention::{BULK_DELETE_MAX, BulkFilter};
 use crate::domain::task::TaskJson;
 use crate::domain::{Action, CompactTime, InstanceId, ProjectId, TaskRecord};
 use crate::storage::{DeleteOutcome, Found, TaskQuery, View};
+use crate::wire::from_query;
+use crate::wire::task::{
+    BulkDeleteAnswer, BulkDeletePreview, BulkDeleteQuery, PageQuery, StepJson, TaskList, TaskProgress,
+};
 
 pub fn operations() -> Vec<Op> {
     vec![
@@ -33,19 +32,14 @@ pub fn operations() -> Vec<Op> {
 
 /// Parses `start`/`offset`, `limit`, `begin_time` and `end_time` as ListBackgroundTasks and
 /// ListScheduledTasks take them.
-pub fn page_query(
-    project: ProjectId,
-    instance: InstanceId,
-    view: View,
-    q: &HashMap<String, String>,
-) -> Result<TaskQuery, ApiError> {
-    let start = match (q.get("start"), q.get("offset")) {
+pub fn page_query(project: ProjectId, instance: InstanceId, view: View, q: &PageQuery) -> Result<TaskQuery, ApiError> {
+    let start = match (&q.start, &q.offset) {
         (Some(_), Some(_)) => return Err(ApiError::InvalidParam("start")),
         (Some(s), None) => s.parse::<u64>().map_err(|_| ApiError::InvalidParam("start"))?,
         (None, Some(s)) => s.parse::<u64>().map_err(|_| ApiError::InvalidParam("offset"))?,
         (None, None) => 1,
     };
-    let limit = match q.get("limit") {
+    let limit = match &q.limit {
         None => 10,
         Some(s) => s.parse::<u64>().ok().filter(|l| (1..=100).contains(l)).ok_or(ApiError::InvalidParam("limit"))?,
     };
@@ -63,12 +57,12 @@ pub fn page_query(
 }
 
 /// `begin_time` and `end_time` (`YYYYMMDDHHmmss`, UTC), each optional; begin not after end.
-fn time_range(q: &HashMap<String, String>) -> Result<(Option<CompactTime>, Option<CompactTime>), ApiError> {
-    let time = |key: &str| -> Result<Option<CompactTime>, ApiError> {
-        q.get(key).map(|s| s.parse::<CompactTime>().map_err(|_| ApiError::InvalidTimestamp)).transpose()
+fn time_range(q: &PageQuery) -> Result<(Option<CompactTime>, Option<CompactTime>), ApiError> {
+    let time = |given: &Option<String>| -> Result<Option<CompactTime>, ApiError> {
+        given.as_deref().map(|s| s.parse::<CompactTime>().map_err(|_| ApiError::InvalidTimestamp)).transpose()
     };
-    let begin = time("begin_time")?;
-    let end = time("end_time")?;
+    let begin = time(&q.begin_time)?;
+    let end = time(&q.end_time)?;
     if let (Some(b), Some(e)) = (begin, end)
         && b > e
     {
@@ -83,7 +77,7 @@ fn time_range(q: &HashMap<String, String>) -> Result<(Option<CompactTime>, Optio
     path = "/v2/{project_id}/instances/{instance_id}/tasks",
     operation_id = "ListBackgroundTasks",
     tag = "Background tasks",
-    params(shapes::InstancePath, shapes::PageQuery),
+    params(InstancePath, PageQuery),
     responses((status = 200, description = "A page of the instance's background tasks, newest first", body = TaskList)),
 )]
 pub(super) async fn list(
@@ -93,7 +87,7 @@ pub(super) async fn list(
     QueryMap(q): QueryMap,
 ) -> Result<Response, ApiError> {
     caller.require(Action::GetBackgroundTask)?;
-    let query = page_query(path.project, path.instance, View::Background, &q)?;
+    let query = page_query(path.project, path.instance, View::Background, &from_query(&q)?)?;
     let (total, tasks) = state.storage.tasks.list_tasks(&query).await?.ok_or(ApiError::NoInstance)?;
     Ok(task_list(total, &tasks))
 }
@@ -103,15 +97,6 @@ pub(super) async fn list(
 fn task_list(total: u64, tasks: &[TaskRecord]) -> Response {
     let tasks = tasks.iter().map(|t| TaskJson::new(t, false)).collect();
     Json(TaskList { task_count: total.to_string(), tasks }).into_response()
-}
-
-/// ListBackgroundTasks' and ShowBackgroundTask's body.
-#[derive(Serialize, ToSchema)]
-pub(super) struct TaskList<'a> {
-    /// The number of matching tasks, as a string (as DMS sends it).
-    #[schema(example = "1")]
-    task_count: String,
-    tasks: Vec<TaskJson<'a>>,
 }
 
 /// The task a path names, or the 404 that says which part is missing.
@@ -129,7 +114,7 @@ pub async fn find(state: &AppState, path: &TaskPath, view: View) -> Result<TaskR
     path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}",
     operation_id = "ShowBackgroundTask",
     tag = "Background tasks",
-    params(shapes::TaskPath),
+    params(TaskPath),
     responses((status = 200, description = "The task, as a list of one (`task_count` is \"1\")", body = TaskList)),
 )]
 pub(super) async fn show(State(state): State<AppState>, caller: Caller, path: TaskPath) -> Result<Response, ApiError> {
@@ -156,7 +141,7 @@ pub async fn remove(state: &AppState, caller: &Caller, path: &TaskPath, view: Vi
     path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}",
     operation_id = "DeleteBackgroundTask",
     tag = "Background tasks",
-    params(shapes::TaskPath),
+    params(TaskPath),
     responses((status = 204, description = "Deleted (a running task is refused with 400 DMS.00400017)")),
 )]
 pub(super) async fn delete(
@@ -168,33 +153,8 @@ pub(super) async fn delete(
     remove(&state, &caller, &path, View::Background).await
 }
 
-/// The bulk delete's answer.
-#[derive(Serialize, ToSchema)]
-pub(super) struct BulkDeleteAnswer {
-    /// Records removed by this request.
-    deleted: usize,
-    /// More finished tasks match than one request removes (1000): send it again.
-    more: bool,
-}
-
 /// How many of the records a dry run names (the oldest): one page of the list.
 const BULK_PREVIEW_MAX: u64 = 100;
-
-/// A bulk delete's dry run: what the same request without `dry_run` would remove now. A
-/// superset of [`BulkDeleteAnswer`] (`deleted` is 0), so a client reading either shape is right.
-#[derive(Serialize, ToSchema)]
-pub(super) struct BulkDeletePreview<'a> {
-    /// Always 0: nothing was removed.
-    deleted: usize,
-    /// More match than one request removes (1000).
-    more: bool,
-    /// Always `true`.
-    dry_run: bool,
-    /// Finished background tasks the filter matches now (every one, not only those listed).
-    matched: u64,
-    /// The oldest of them (at most 100), as the list shows tasks.
-    tasks: Vec<TaskJson<'a>>,
-}
 
 /// Bulk delete (an extension): `DELETE /v2/{project_id}/instances/{instance_id}/tasks?end_time=…`
 /// removes the finished background tasks created in the range (oldest first, at most
@@ -205,7 +165,7 @@ pub(super) struct BulkDeletePreview<'a> {
     path = "/v2/{project_id}/instances/{instance_id}/tasks",
     operation_id = "DeleteBackgroundTasks",
     tag = "Background tasks",
-    params(shapes::InstancePath, shapes::BulkDeleteQuery),
+    params(InstancePath, BulkDeleteQuery),
     responses(
         (status = 200, description = "Extension: finished tasks in the range removed (at most 1000 a request; `more` says whether to call again). Running and waiting tasks are never removed. With `dry_run=true`: a `BulkDeletePreview`, nothing removed.", body = BulkDeleteAnswer),
     ),
@@ -217,11 +177,12 @@ pub(super) async fn delete_many(
     QueryMap(q): QueryMap,
 ) -> Result<Response, ApiError> {
     caller.require(Action::DeleteBackgroundTask)?;
-    if let Some(unknown) = q.keys().find(|k| !BULK_KEYS.contains(&k.as_str()) && k.as_str() != "dry_run") {
+    if let Some(unknown) = q.keys().find(|k| !BulkDeleteQuery::KEYS.contains(&k.as_str())) {
         return Err(ApiError::UnknownParam(unknown.chars().take(MAX_ECHOED_NAME).collect()));
     }
-    let filter = BulkFilter::parse(|k| q.get(k).cloned())?;
-    let dry_run = match q.get("dry_run").map(String::as_str) {
+    let q: BulkDeleteQuery = from_query(&q)?;
+    let filter = BulkFilter::parse(|k| q.get(k))?;
+    let dry_run = match q.dry_run.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
         Some(_) => return Err(ApiError::InvalidParam("dry_run")),
@@ -253,34 +214,13 @@ pub(super) async fn delete_many(
     Ok(receipt.respond(Json(BulkDeleteAnswer { deleted: done.deleted.len(), more: done.more })))
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct StepJson<'a> {
-    name: &'a str,
-    /// Spelled `statue` on the wire, as the SDKs' attribute maps have it.
-    statue: crate::domain::StepStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    start_time: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    end_time: Option<i64>,
-}
-
-/// ShowBackgroundTaskProgress's body.
-#[derive(Serialize, ToSchema)]
-pub(super) struct TaskProgress<'a> {
-    /// 0 to 100.
-    progress_percentage: u32,
-    /// Seconds still planned.
-    remain_time: u64,
-    step_list: Vec<StepJson<'a>>,
-}
-
 /// ShowBackgroundTaskProgress: `GET …/tasks/{task_id}/progress`
 #[utoipa::path(
     get,
     path = "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/progress",
     operation_id = "ShowBackgroundTaskProgress",
     tag = "Background tasks",
-    params(shapes::TaskPath),
+    params(TaskPath),
     responses((status = 200, description = "The task's progress and its steps", body = TaskProgress)),
 )]
 pub(super) async fn progress(
@@ -298,11 +238,7 @@ pub(super) async fn progress(
         None
     };
     let p = task.progress_reported(state.clock.now_ms(), reported);
-    let steps: Vec<StepJson> = task
-        .steps
-        .iter()
-        .map(|s| StepJson { name: &s.name, statue: s.status, start_time: s.start_time, end_time: s.end_time })
-        .collect();
+    let steps: Vec<StepJson> = task.steps.iter().map(StepJson::from).collect();
     Ok(Json(TaskProgress { progress_percentage: p.percentage, remain_time: p.remain_seconds, step_list: steps })
         .into_response())
 }

@@ -5,18 +5,17 @@ use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth_layer::ClientAddress;
 use super::error::{ApiError, current_request_id};
 use super::extract::{Caller, JsonBody};
-use super::openapi::shapes;
 use super::routes::{Op, op};
 use crate::auth::{self, Reason};
 use crate::domain::time::iso_ms;
 use crate::domain::{Action, AuthMethod, ProjectId};
+use crate::wire::token::{IdOnly, RoleName, TokenBody, TokenClaims, TokenCreated, TokenUser};
 
 pub fn operations() -> Vec<Op> {
     vec![op(routes!(create)).audit(Action::CreateToken)]
@@ -30,11 +29,11 @@ pub fn operations() -> Vec<Op> {
     operation_id = "CreateToken",
     tag = "Tokens",
     security(("aksk" = [])),
-    request_body = shapes::TokenBody,
+    request_body = TokenBody,
     responses((
         status = 201,
         description = "A token for the caller's access key; a request made with a token is refused (401)",
-        body = shapes::TokenCreated,
+        body = TokenCreated,
         headers(("X-Subject-Token" = String, description = "The token, for `X-Auth-Token`")),
     )),
 )]
@@ -51,28 +50,24 @@ pub(super) async fn create(
             "a token cannot be used to request a token; sign the request with AK/SK".into(),
         ));
     }
-    let project: ProjectId = body
-        .pointer("/auth/scope/project/id")
-        .and_then(Value::as_str)
-        .ok_or(ApiError::InvalidBody)?
-        .parse()
-        .map_err(|_| ApiError::InvalidProjectId)?;
+    let request: TokenBody = crate::wire::from_value(body)?;
+    let project: ProjectId = request.auth.scope.project.id.parse().map_err(|_| ApiError::InvalidProjectId)?;
     caller.own_project(&project)?;
     let who = caller.require(Action::CreateToken)?;
     let Some(ak) = who.access_key.clone() else {
         return Err(ApiError::Unauthenticated("a token is issued only to a request signed with AK/SK".into()));
     };
     let (token, claims) = state.auth.issue_token(&ak).await?;
-    let body = json!({
-        "token": {
-            "methods": ["hw_ak_sk"],
-            "issued_at": iso_ms(claims.issued_at),
-            "expires_at": iso_ms(claims.expires_at),
-            "project": { "id": claims.project_id },
-            "user": { "id": who.user_id, "name": who.user_name },
-            "roles": [{ "name": who.role.as_str() }],
-        }
-    });
+    let body = TokenCreated {
+        token: TokenClaims {
+            expires_at: iso_ms(claims.expires_at),
+            issued_at: iso_ms(claims.issued_at),
+            methods: vec!["hw_ak_sk".to_owned()],
+            project: IdOnly { id: claims.project_id },
+            roles: vec![RoleName { name: who.role.as_str().to_owned() }],
+            user: TokenUser { id: who.user_id.clone(), name: who.user_name.clone() },
+        },
+    };
     let mut res = (StatusCode::CREATED, Json(body)).into_response();
     let value = HeaderValue::from_str(&token).map_err(|e| ApiError::Internal(e.to_string()))?;
     res.headers_mut().insert("x-subject-token", value);

@@ -2,15 +2,13 @@
 //! zones CreateInstance accepts in `available_zones` ([`crate::domain::zones`]).
 
 use axum::Json;
-use serde_json::{Value, json};
 use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::extract::Caller;
-use super::openapi::shapes;
 use super::routes::{Op, op};
 use crate::domain::Action;
-use crate::domain::zones::{REGION, ZONES};
+use crate::wire::zone::AvailableZones;
 
 pub fn operations() -> Vec<Op> {
     vec![op(routes!(list))]
@@ -24,26 +22,9 @@ pub fn operations() -> Vec<Op> {
     path = "/v2/available-zones",
     operation_id = "ListAvailableZones",
     tag = "Instances",
-    responses((status = 200, description = "The zones instances may be created in", body = shapes::AvailableZones)),
+    responses((status = 200, description = "The zones instances may be created in", body = AvailableZones)),
 )]
-pub(super) async fn list(caller: Caller) -> Result<Json<Value>, ApiError> {
+pub(super) async fn list(caller: Caller) -> Result<Json<AvailableZones>, ApiError> {
     caller.require(Action::GetInstance)?;
-    let zones: Vec<Value> = ZONES
-        .iter()
-        .enumerate()
-        .map(|(i, z)| {
-            json!({
-                "id": z.id,
-                "code": z.code,
-                "name": z.name,
-                "port": "8002",
-                "resource_availability": "true",
-                "default_az": i == 0,
-                "soldOut": false,
-                "remain_time": 0,
-                "ipv6_enable": false,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "region_id": REGION, "available_zones": zones })))
+    Ok(Json(AvailableZones::offered()))
 }

@@ -299,3 +299,48 @@ pub(crate) async fn wait_ended(app: &TestApp, inst: &str, task: &str) -> Value {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn tls_binds_with_the_clusters_ca_only_and_a_config_change_lands_through_it() {
+    let Some(kafka) = Kafka::get() else { return };
+    // The CA files where the operator allows files: the secrets directory.
+    let dir = tempfile::tempdir().expect("dir");
+    let (ca, other) = (dir.path().join("ca.pem"), dir.path().join("other-ca.pem"));
+    std::fs::copy(kafka.var("KAFKA_CA_FILE"), &ca).expect("the cluster's CA");
+    std::fs::copy(kafka.var("KAFKA_OTHER_CA_FILE"), &other).expect("another CA");
+    let app = allowing(&["--cluster-secrets-dir", dir.path().to_str().expect("utf-8")]).await;
+    let inst = app.create_instance().await;
+    let _ = app.wait_instance_status(&inst, "RUNNING").await;
+    let ssl = kafka.var("KAFKA_SSL_BOOTSTRAP");
+    let body = |ca: &std::path::Path| json!({"bootstrap_servers": ssl, "security_protocol": "SSL", "ssl_ca_file": ca.display().to_string()});
+    // A CA that did not sign the brokers' certificate: refused with the reason, nothing bound.
+    let wrong = app.put(&cluster_path(&app, &inst), Some(body(&other))).await;
+    wrong.assert_error(400, "DMS.00400062");
+    assert!(wrong.text.contains("cannot use the cluster"), "{}", wrong.text);
+    app.get(&cluster_path(&app, &inst)).await.assert_error(404, "DMS.00404090");
+
+    let res = app.put(&cluster_path(&app, &inst), Some(body(&ca))).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(res.json()["cluster"]["cluster_id"], kafka.var("KAFKA_CLUSTER_ID"), "{}", res.text);
+    // A dynamic config change over TLS lands on every broker (Kafka's ConfigCommand, over PLAINTEXT).
+    let bytes = (1_048_576 + std::process::id() % 100_000).to_string();
+    let res = app.modify_configs(&inst, json!([{"name": "message.max.bytes", "value": bytes}])).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+    let t = wait_ended(&app, &inst, &task).await;
+    let run = app.get(&format!("{}/tasks/{task}/executor", app.instance_path(&inst))).await.text;
+    assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+    for broker in ["1", "2", "3"] {
+        let configs = kafka.broker_configs(broker);
+        assert_eq!(configs.get("message.max.bytes"), Some(&bytes), "broker {broker}");
+    }
+
+    // SCRAM over TLS: the right password binds.
+    let (user, password) = kafka.scram();
+    let sasl_ssl = json!({"bootstrap_servers": kafka.var("KAFKA_SASL_SSL_BOOTSTRAP"), "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": user, "sasl_password": password,
+        "ssl_ca_file": ca.display().to_string()});
+    let res = app.put(&cluster_path(&app, &inst), Some(sasl_ssl)).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    assert_eq!(app.get(&cluster_path(&app, &inst)).await.json()["reachable"], true);
+}

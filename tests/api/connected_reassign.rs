@@ -444,6 +444,17 @@ async fn show_instance_reflects_the_cluster_and_an_unreachable_one_within_the_bo
         }
     }
     assert!(compared >= 2, "{features}");
+    // ShowUpgradeInstanceVersion names the release line the brokers support (`4.3-IV0` → 4.3; no
+    // build of the instance's catalog is on it), not the instance record's build.
+    let line = features
+        .lines()
+        .find(|l| l.contains("Feature: metadata.version"))
+        .and_then(|l| l.split("SupportedMaxVersion: ").nth(1))
+        .and_then(|r| r.split("-IV").next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no supported metadata.version in {features}"));
+    let shown = app.show_upgrade(&inst).await;
+    assert_eq!(shown.json()["current_version"].as_str(), Some(line.as_str()), "{}", shown.text);
 
     // Silent: ShowInstance still answers promptly, RUNNING, with the reason, and fast again while
     // the failure is cached.
@@ -460,6 +471,12 @@ async fn show_instance_reflects_the_cluster_and_an_unreachable_one_within_the_bo
     let again = app.show_instance(&inst).await.json();
     assert!(started.elapsed() < Duration::from_millis(500), "the failure was not cached: {:?}", started.elapsed());
     assert_eq!(again["cluster"]["reachable"], false);
+    // ShowUpgradeInstanceVersion says so too, in DMS's error format, from the same cache.
+    let started = Instant::now();
+    let res = app.show_upgrade(&inst).await;
+    res.assert_error(400, "DMS.00400062");
+    assert!(res.text.contains("cannot use the cluster"), "{}", res.text);
+    assert!(started.elapsed() < Duration::from_millis(500), "not from the cache: {:?}", started.elapsed());
 
     // A reassignment on the silent cluster fails cleanly at pre_check, within the call timeout.
     let started = Instant::now();

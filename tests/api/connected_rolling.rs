@@ -113,10 +113,15 @@ fn quorum_leader(kafka: &Kafka) -> String {
 
 /// A topic with three replicas per partition and min.insync.replicas=2.
 fn topic(kafka: &Kafka, name: &str) {
-    kafka.tool(&[
+    kafka.tool(&new_topic(kafka.bootstrap(), name));
+}
+
+/// TopicCommand's arguments for [`topic`].
+fn new_topic<'a>(bootstrap: &'a str, name: &'a str) -> [&'a str; 12] {
+    [
         "topics",
         "--bootstrap-server",
-        kafka.bootstrap(),
+        bootstrap,
         "--create",
         "--topic",
         name,
@@ -126,7 +131,7 @@ fn topic(kafka: &Kafka, name: &str) {
         "3",
         "--config",
         "min.insync.replicas=2",
-    ]);
+    ]
 }
 
 async fn server(control: &Control, extra: &[&str]) -> TestApp {
@@ -193,16 +198,87 @@ impl DownWatch {
     }
 }
 
-/// A Kafka tool left running in the background (VerifiableProducer), its stdout in a file.
-fn background(kafka: &Kafka, args: &[&str], out: &Path) -> Child {
-    Command::new(&kafka.script)
+/// A Kafka tool of the cluster in `dir` left running in the background (VerifiableProducer), its
+/// stdout in a file.
+fn background(script: &Path, dir: &str, args: &[&str], out: &Path) -> Child {
+    Command::new(script)
         .arg("tools")
         .args(args)
-        .env("KAFKA_CLUSTER_DIR", kafka.var("KAFKA_CLUSTER_DIR"))
+        .env("KAFKA_CLUSTER_DIR", dir)
+        .env_remove("KAFKA_VERSION")
         .stdout(std::fs::File::create(out).expect("output file"))
         .stderr(Stdio::null())
         .spawn()
         .expect("the tool starts")
+}
+
+/// VerifiableProducer with acks=all, 50 messages a second until stopped, keyed over the partitions.
+fn produce(script: &Path, dir: &str, bootstrap: &str, topic: &str, out: &Path) -> Child {
+    let args = [
+        "producer",
+        "--bootstrap-server",
+        bootstrap,
+        "--topic",
+        topic,
+        "--acks",
+        "-1",
+        "--throughput",
+        "50",
+        "--max-messages",
+        "1000000",
+        "--repeating-keys",
+        "30",
+    ];
+    background(script, dir, &args, out)
+}
+
+fn acked_count(produced: &Path) -> usize {
+    events(produced, "producer_send_success").len()
+}
+
+/// Waits (up to a minute) until the producer has had 20 more messages acknowledged than `seen`:
+/// traffic flows before the operation starts, and again after it ends.
+async fn acked_beyond(produced: &Path, seen: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked_count(produced) < seen + 20 {
+        assert!(Instant::now() < deadline, "the producer got no acknowledgement beyond {seen} in a minute");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// SIGTERM: VerifiableProducer's shutdown hook flushes and reports what is still in flight.
+fn stop_producing(producer: &mut Child) {
+    let _ = Command::new("kill").args(["-TERM", &producer.id().to_string()]).status();
+    let _ = producer.wait();
+}
+
+/// Reads `topic` back with VerifiableConsumer (a new group, from the start) and fails unless every
+/// message the producer's `produced.jsonl` in `work` says was acknowledged is read.
+async fn read_back(script: &Path, dir: &str, bootstrap: &str, topic: &str, work: &Path) {
+    let acked: BTreeMap<(i64, i64), String> = events(&work.join("produced.jsonl"), "producer_send_success")
+        .iter()
+        .map(|e| ((e["partition"].as_i64().unwrap_or(-1), e["offset"].as_i64().unwrap_or(-1)), e["value"].to_string()))
+        .collect();
+    assert!(acked.len() > 100, "only {} messages acked", acked.len());
+    let consumed = work.join("consumed.jsonl");
+    let group = format!("{topic}-reader");
+    let args = ["consumer", "--bootstrap-server", bootstrap, "--topic", topic, "--group-id", &group, "--verbose"];
+    let mut consumer = background(script, dir, &args, &consumed);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let missing = loop {
+        let read: HashSet<(i64, i64)> = events(&consumed, "record_data")
+            .iter()
+            .map(|e| (e["partition"].as_i64().unwrap_or(-1), e["offset"].as_i64().unwrap_or(-1)))
+            .collect();
+        let missing: Vec<&(i64, i64)> = acked.keys().filter(|k| !read.contains(k)).collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing.len();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let _ = consumer.kill();
+    let _ = consumer.wait();
+    assert_eq!(missing, 0, "{missing} of {} acked messages were not read back", acked.len());
 }
 
 fn events(path: &Path, name: &str) -> Vec<Value> {
@@ -228,34 +304,14 @@ async fn a_rolling_restart_under_traffic_restarts_every_broker_controller_last_a
     let work = tempfile::tempdir().expect("dir");
     let produced = work.path().join("produced.jsonl");
     // acks=all, 50 messages a second for as long as the restart takes, keyed over the partitions.
-    let mut producer = background(
-        &kafka,
-        &[
-            "producer",
-            "--bootstrap-server",
-            kafka.bootstrap(),
-            "--topic",
-            &name,
-            "--acks",
-            "-1",
-            "--throughput",
-            "50",
-            "--max-messages",
-            "1000000",
-            "--repeating-keys",
-            "30",
-        ],
-        &produced,
-    );
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut producer = produce(&kafka.script, kafka.var("KAFKA_CLUSTER_DIR"), kafka.bootstrap(), &name, &produced);
+    acked_beyond(&produced, 0).await;
     let watch = DownWatch::start(&kafka);
     let task = app.restart_instance(&inst).await;
     let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
     let most_down = watch.most();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    // SIGTERM: VerifiableProducer's shutdown hook flushes and reports what is still in flight.
-    let _ = Command::new("kill").args(["-TERM", &producer.id().to_string()]).status();
-    let _ = producer.wait();
+    acked_beyond(&produced, acked_count(&produced)).await;
+    stop_producing(&mut producer);
     assert_eq!(t["status"], "SUCCESS", "{t} {run}");
     eprintln!("rolling restart: {}", run["output_tail"]);
 
@@ -272,33 +328,7 @@ async fn a_rolling_restart_under_traffic_restarts_every_broker_controller_last_a
     assert!(most_down <= 1, "{most_down} nodes were down at once");
 
     // Every acknowledged message is read back.
-    let acked: BTreeMap<(i64, i64), String> = events(&produced, "producer_send_success")
-        .iter()
-        .map(|e| ((e["partition"].as_i64().unwrap_or(-1), e["offset"].as_i64().unwrap_or(-1)), e["value"].to_string()))
-        .collect();
-    assert!(acked.len() > 100, "only {} messages acked", acked.len());
-    let consumed = work.path().join("consumed.jsonl");
-    let group = format!("{name}-reader");
-    let mut consumer = background(
-        &kafka,
-        &["consumer", "--bootstrap-server", kafka.bootstrap(), "--topic", &name, "--group-id", &group, "--verbose"],
-        &consumed,
-    );
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let missing = loop {
-        let read: HashSet<(i64, i64)> = events(&consumed, "record_data")
-            .iter()
-            .map(|e| (e["partition"].as_i64().unwrap_or(-1), e["offset"].as_i64().unwrap_or(-1)))
-            .collect();
-        let missing: Vec<&(i64, i64)> = acked.keys().filter(|k| !read.contains(k)).collect();
-        if missing.is_empty() || Instant::now() > deadline {
-            break missing.len();
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
-    let _ = consumer.kill();
-    let _ = consumer.wait();
-    assert_eq!(missing, 0, "{missing} of {} acked messages were not read back", acked.len());
+    read_back(&kafka.script, kafka.var("KAFKA_CLUSTER_DIR"), kafka.bootstrap(), &name, work.path()).await;
     // The task's output says what was done and where the time went.
     let output = run["output_tail"].as_str().unwrap_or("");
     assert!(output.contains(&format!("restarted brokers {}", restarts.join(", "))), "{run}");
@@ -410,6 +440,80 @@ async fn kill_9_during_a_rolling_restart_resumes_without_restarting_a_broker_twi
     assert_eq!(attempts, ["1", "2", "2"], "{attempts:?}");
 }
 
+/// The broker ids Kafka's BrokerApiVersionsCommand reaches (every registered, unfenced broker).
+fn broker_ids(kafka: &Kafka) -> BTreeSet<u32> {
+    let out = kafka.tool(&["api-versions", "--bootstrap-server", kafka.bootstrap()]);
+    out.split("(id: ").skip(1).filter_map(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).collect()
+}
+
+/// Takes added node `n` out of the shared cluster (stopped, unregistered) when the test ends,
+/// however it ends, so later tests see the three brokers.
+struct AddedNode<'a>(&'a Kafka, u32);
+
+impl Drop for AddedNode<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.0.script)
+            .args(["remove-node", &self.1.to_string()])
+            .env("KAFKA_CLUSTER_DIR", self.0.var("KAFKA_CLUSTER_DIR"))
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn extending_a_bound_instance_adds_a_broker_kafka_s_tools_see_and_grows_storage_through_the_program() {
+    let Some(kafka) = Kafka::get_exclusive() else { return };
+    let control = Control::new(&kafka);
+    let app = server(&control, &[]).await;
+    let inst = bind(&app, &kafka, &control).await;
+    let shown = app.show_instance(&inst).await.json();
+    let brokers = shown["broker_num"].as_u64().expect("broker_num");
+    assert_eq!(broker_ids(&kafka), BTreeSet::from([1, 2, 3]), "the cluster has other brokers before the test");
+    let name = format!("extend-{}-{}", std::process::id(), kafka_tasks::domain::now_ms());
+    topic(&kafka, &name);
+    let _added = AddedNode(&kafka, 4);
+
+    let res = app.resize(&inst, json!({"oper_type": "horizontal", "new_broker_num": brokers + 1})).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+    let (t, run) = ended(&app, &inst, &task, Duration::from_secs(180)).await;
+    assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+    assert_eq!(t["name"], "extendInstance", "{t}");
+    let p = app.progress(&inst, &task).await.json();
+    let steps: Vec<&str> =
+        p["step_list"].as_array().map_or(vec![], |s| s.iter().filter_map(|s| s["name"].as_str()).collect());
+    assert_eq!(steps, ["pre_check", "create_brokers", "rolling_scaling"], "{p}");
+    assert_eq!(p["progress_percentage"], 100, "{p}");
+    // Kafka's own tool reaches the new broker; the program was asked once, for broker 4.
+    assert_eq!(broker_ids(&kafka), BTreeSet::from([1, 2, 3, 4]));
+    let asked: Vec<(String, String)> = control.actions("add-broker", "task");
+    assert_eq!(asked, [("4".to_owned(), task.clone())], "{asked:?}");
+    assert_eq!(app.show_instance(&inst).await.json()["broker_num"], json!(brokers + 1));
+    // No rebalance was asked for, so none happened: the topic made before keeps its replicas.
+    let described = kafka.tool(&["topics", "--bootstrap-server", kafka.bootstrap(), "--describe", "--topic", &name]);
+    let replicas: Vec<&str> =
+        described.lines().filter_map(|l| l.split("Replicas: ").nth(1)?.split_whitespace().next()).collect();
+    assert_eq!(replicas.len(), 3, "{described}");
+    assert!(replicas.iter().all(|r| !r.split(',').any(|b| b == "4")), "a partition moved to broker 4: {described}");
+
+    // More storage, on the four brokers: the program is asked for each one's share.
+    let storage = shown["storage_space"].as_u64().expect("storage_space");
+    let recorded = |n: u32| Path::new(kafka.var("KAFKA_CLUSTER_DIR")).join(format!("node-{n}.storage-gb"));
+    for n in 1..=4 {
+        let _ = std::fs::remove_file(recorded(n));
+    }
+    let res = app.resize(&inst, json!({"oper_type": "storage", "new_storage_space": storage * 4})).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+    let (t, run) = ended(&app, &inst, &task, Duration::from_secs(60)).await;
+    assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+    let per_broker = (storage * 4).div_ceil(4).to_string();
+    for n in 1..=4 {
+        assert_eq!(std::fs::read_to_string(recorded(n)).unwrap_or_default().trim(), per_broker, "broker {n}");
+    }
+    drop(_added);
+    assert_eq!(broker_ids(&kafka), BTreeSet::from([1, 2, 3]), "broker 4 is still there after the test");
+}
+
 /// A cluster of its own in a temporary directory, cleaned (nodes stopped, files removed) on drop.
 struct OwnCluster {
     dir: tempfile::TempDir,
@@ -479,12 +583,30 @@ async fn a_kernel_upgrade_moves_every_node_to_the_new_release_and_finalises_the_
     let res = app.put(&format!("{}/cluster", app.instance_path(&inst)), Some(body)).await;
     assert_eq!(res.status, 200, "{}", res.text);
     // The operator's catalog names the release a build runs.
-    app.add_kernel_build("2.7", "4.3.2-h0.cbu.dms.200.r0").await.expect("added");
+    const BUILD: &str = "4.3.2-h0.cbu.dms.200.r0";
+    app.add_kernel_build("2.7", BUILD).await.expect("added");
+    // ShowUpgradeInstanceVersion asks the brokers: 4.0 (no build of the catalog is on that line).
+    let shown = app.show_upgrade(&inst).await.json();
+    assert_eq!((shown["current_version"].as_str(), shown["latest_version"].as_str()), (Some("4.0"), Some(BUILD)));
+
+    // Under traffic (acks=all, RF 3, min.insync.replicas 2): no acknowledged message is lost.
+    let name = format!("upgrade-{}", std::process::id());
+    let bootstrap = cluster.bootstrap();
+    cluster.output(&[&["tools"][..], &new_topic(&bootstrap, &name)].concat());
+    let work = tempfile::tempdir().expect("dir");
+    let produced = work.path().join("produced.jsonl");
+    let mut producer = produce(&cluster.script, &dir, &bootstrap, &name, &produced);
+    acked_beyond(&produced, 0).await;
     let res = app.upgrade(&inst, json!({})).await;
     assert_eq!(res.status, 200, "{}", res.text);
     let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
     let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
+    acked_beyond(&produced, acked_count(&produced)).await;
+    stop_producing(&mut producer);
     assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+    read_back(&cluster.script, &dir, &bootstrap, &name, work.path()).await;
+    let shown = app.show_upgrade(&inst).await.json();
+    assert_eq!(shown["current_version"], BUILD, "{shown}");
 
     // Each node's JVM runs the 4.3.2 jars (its command line), and the cluster's metadata version
     // is 4.3's (Kafka's FeatureCommand).
@@ -571,9 +693,11 @@ async fn a_tenant_cannot_make_the_server_run_a_program_the_operator_did_not_allo
         res.assert_error(400, "DMS.00400062");
         assert!(res.text.contains("is not under the broker-control directory"), "{program}: {}", res.text);
     }
-    // (A path that climbs out and back in names the allowed file: it is allowed, as it is the same file.)
+    // A path with `..` is refused even when it climbs back in: whether it would land inside
+    // depends on the disk, and the answer must not tell what is on it.
     let res = bind(&app, &inst, &climbing).await;
-    assert!(!res.text.contains("is not under"), "{}", res.text);
+    res.assert_error(400, "DMS.00400062");
+    assert!(res.text.contains("is not under the broker-control directory"), "{}", res.text);
     // Nothing was bound by the refused requests.
     app.get(&format!("{}/cluster", app.instance_path(&inst))).await.assert_error(404, "DMS.00404090");
 }

@@ -6,6 +6,9 @@
 )]
 
 mod attacks;
+mod attacks_cluster;
+mod attacks_control;
+mod attacks_signing;
 mod audit;
 mod auth;
 mod bad_input;

@@ -189,6 +189,23 @@ async fn tasks_commands_print_the_apis_own_json_and_tables_for_people() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn instances_are_shown_to_people_from_the_answer_read_into_its_type() {
+    let f = Fixture::start();
+    let inst = f.running_instance("cli-shown");
+    // An answer the client cannot read into its wire type is printed as JSON: none here.
+    let shown = f.run(&["instances", "show", &inst]).ok();
+    for want in [inst.as_str(), "cli-shown", "RUNNING", "02:00:00", "06:00:00", "created_at", "just now"] {
+        assert!(shown.stdout.contains(want), "{want} missing from {}", shown.stdout);
+    }
+    assert!(!shown.stdout.contains('{'), "shown as JSON, not read into its type: {}", shown.stdout);
+    let listed = f.run(&["instances", "list"]).ok();
+    for want in [inst.as_str(), "cli-shown", "RUNNING", "STORAGE GB", "1 instance"] {
+        assert!(listed.stdout.contains(want), "{want} missing from {}", listed.stdout);
+    }
+    assert!(!listed.stdout.contains('{'), "shown as JSON, not read into its type: {}", listed.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn retention_commands_and_the_bulk_delete_print_what_the_api_answers() {
     let f = Fixture::start();
     let path = format!("/v2/{PROJECT}/tasks/retention");

@@ -12,6 +12,8 @@
 //! | `restart BROKER`                        | stops the broker's process (if running) and starts it  |
 //! | `set-static-config BROKER NAME=VALUE…`  | writes the values into the broker's config; no restart |
 //! | `upgrade BROKER KAFKA_VERSION`          | restarts the broker on that Apache Kafka release        |
+//! | `add-broker BROKER`                     | starts a new broker with that id, joining the cluster   |
+//! | `set-storage BROKER GB`                 | gives the broker that much storage                      |
 //!
 //! `INCARNATION` names the broker's current process (a pid, a unit's start time, a pod's uid):
 //! it changes exactly when the broker restarts, so a later attempt can tell whether a restart it
@@ -79,6 +81,14 @@ impl<'a> Control<'a> {
 
     pub(super) async fn upgrade(&self, broker: i32, version: &str) -> Result<String, String> {
         self.run(broker, vec!["upgrade".into(), broker.to_string(), version.to_owned()]).await
+    }
+
+    pub(super) async fn add_broker(&self, broker: i32) -> Result<String, String> {
+        self.run(broker, vec!["add-broker".into(), broker.to_string()]).await
+    }
+
+    pub(super) async fn set_storage(&self, broker: i32, gb: u64) -> Result<String, String> {
+        self.run(broker, vec!["set-storage".into(), broker.to_string(), gb.to_string()]).await
     }
 
     /// Runs the program with `args`; its output's tail on success, the reason on failure.

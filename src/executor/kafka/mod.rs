@@ -19,7 +19,10 @@
 //!   (`4.3.2-h0…` → 4.3.2), then `metadata.version` finalised with UpdateFeatures;
 //! - **kafkaPartitionReassign**: AlterPartitionReassignments throttled as Kafka's own tool does,
 //!   progress from the bytes of the new replicas, a move in flight adopted after a crash
-//!   ([`reassign`]).
+//!   ([`reassign`]);
+//! - **extendInstance**: more brokers (`add-broker` through the broker-control program, then
+//!   DescribeCluster until each serves; no partition moved unless a reassignment asks) or more
+//!   storage (`set-storage`); a flavor change is refused ([`scale`]).
 //!
 //! The other operations of a bound instance are refused at their first step with the reason, so
 //! that the task fails before anything changes.
@@ -32,6 +35,7 @@ mod config;
 mod control;
 pub mod reassign;
 mod rolling;
+mod scale;
 
 use super::{Event, Outcome, StepRun};
 use crate::auth::keys::MasterKey;
@@ -46,7 +50,8 @@ pub(super) const POLL: Duration = Duration::from_millis(250);
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The operations the `kafka` executor does (by task name).
-pub const OPERATIONS: &[&str] = &["kafkaConfigModify", "kafkaPartitionReassign", "restartInstance", "upgradeInstance"];
+pub const OPERATIONS: &[&str] =
+    &["extendInstance", "kafkaConfigModify", "kafkaPartitionReassign", "restartInstance", "upgradeInstance"];
 
 /// One bound instance's cluster, as the executor reaches it.
 #[derive(Debug)]
@@ -79,6 +84,7 @@ async fn step(spec: &Spec, req: &StepRun<'_>, events: &mpsc::Sender<Event>) -> O
         "kafkaPartitionReassign" => reassign::step(spec, req, events).await,
         "restartInstance" => rolling::restart_step(spec, req, events).await,
         "upgradeInstance" => rolling::upgrade_step(spec, req, events).await,
+        "extendInstance" => scale::step(spec, req, events).await,
         other => Err(format!("{other} is not done on a bound cluster yet")),
     };
     match result {

@@ -64,7 +64,7 @@ struct Partition {
 #[derive(Debug, Clone)]
 pub(super) struct Snapshot {
     /// Registered and unfenced.
-    serving: BTreeSet<i32>,
+    pub(super) serving: BTreeSet<i32>,
     /// The metadata quorum's leader.
     controller: i32,
     partitions: Vec<Partition>,
@@ -72,10 +72,14 @@ pub(super) struct Snapshot {
 
 impl Snapshot {
     /// Every broker the cluster has: those serving and those holding a replica.
-    fn brokers(&self) -> BTreeSet<i32> {
+    pub(super) fn brokers(&self) -> BTreeSet<i32> {
         let mut all = self.serving.clone();
         all.extend(self.partitions.iter().flat_map(|p| p.replicas.iter().copied()));
         all
+    }
+
+    pub(super) fn partitions_count(&self) -> usize {
+        self.partitions.len()
     }
 
     /// The order to restart in: by id, the controller last.
@@ -247,7 +251,7 @@ pub(super) async fn pre_check(spec: &Spec, req: &StepRun<'_>) -> Result<String, 
 
 /// Why the cluster is not healthy; `None` when every broker serves and no partition is
 /// under-replicated.
-fn unhealthy(snap: &Snapshot) -> Option<String> {
+pub(super) fn unhealthy(snap: &Snapshot) -> Option<String> {
     let missing: Vec<String> = snap.brokers().difference(&snap.serving).map(|b| b.to_string()).collect();
     if !missing.is_empty() {
         let on: Vec<String> = snap
@@ -268,7 +272,7 @@ fn unhealthy(snap: &Snapshot) -> Option<String> {
 }
 
 /// After the roll: every broker serving and nothing under-replicated, waited for.
-async fn health_check(spec: &Spec) -> Result<String, String> {
+pub(super) async fn health_check(spec: &Spec) -> Result<String, String> {
     let kafka = super::connect(spec).await?;
     let deadline = Instant::now() + check_budget(spec.timeout);
     let mut spent = Duration::ZERO;
@@ -295,7 +299,7 @@ pub(super) async fn upgrade_step(
     let params: Value =
         serde_json::from_str(&req.task.params).map_err(|e| format!("the task's params are not JSON: {e}"))?;
     let build = params.get("new_version").and_then(Value::as_str).ok_or("the task names no new kernel")?;
-    let release = release_of(build).ok_or_else(|| {
+    let release = crate::kafka::release_of(build).ok_or_else(|| {
         format!(
             "kernel build {build} names no Apache Kafka release (a bound cluster's builds start with one, as in \
              4.3.2-h0.cbu.dms.100.r0); nothing was changed"
@@ -337,14 +341,6 @@ pub(super) async fn upgrade_step(
         .ok_or("the upgrade's broker order was not kept at pre_check")?;
     let broker = *order.get(i).ok_or_else(|| format!("step {} has no broker in the order {order:?}", req.step_name))?;
     roll(spec, req, events, &Action::Upgrade(release.to_owned()), Some(broker)).await
-}
-
-/// The Apache Kafka release a kernel build runs: the `X.Y.Z` its name starts with.
-fn release_of(build: &str) -> Option<&str> {
-    let end = build.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(build.len());
-    let release = &build[..end];
-    let parts: Vec<&str> = release.split('.').collect();
-    (parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.len() <= 4)).then_some(release)
 }
 
 /// UpdateFeatures: `metadata.version` to the highest level every broker supports, once all run
@@ -411,13 +407,13 @@ struct Issued {
 }
 
 /// The task's executor state, read and written whole (other keys are kept as they are).
-struct Kept<'a> {
+pub(super) struct Kept<'a> {
     req: &'a StepRun<'a>,
-    all: serde_json::Map<String, Value>,
+    pub(super) all: serde_json::Map<String, Value>,
 }
 
 impl<'a> Kept<'a> {
-    async fn load(req: &'a StepRun<'a>) -> Result<Kept<'a>, String> {
+    pub(super) async fn load(req: &'a StepRun<'a>) -> Result<Kept<'a>, String> {
         let text = req.runs.load_state(&req.task.id).await.map_err(|e| format!("cannot read the task's state: {e}"))?;
         let all = match text.as_deref().map(serde_json::from_str::<Value>) {
             None => serde_json::Map::new(),
@@ -450,7 +446,7 @@ impl<'a> Kept<'a> {
     }
 
     /// Writes the whole state; an error when the lease is no longer ours.
-    async fn save_all(&mut self) -> Result<(), String> {
+    pub(super) async fn save_all(&mut self) -> Result<(), String> {
         let text = Value::Object(self.all.clone()).to_string();
         let now = self.req.clock.now_ms();
         match self.req.runs.save_state(self.req.owner, &self.req.task.id, text, now).await {
@@ -629,7 +625,7 @@ async fn timed<T>(spent: &mut Duration, f: impl std::future::Future<Output = T>)
 
 /// Makes `check` until it passes (`Ok(Ok(_))`) or `deadline` passes; the last reason it did not
 /// pass as the error. A call that fails counts as a check that did not pass.
-async fn wait<T, F, Fut>(deadline: Instant, spent: &mut Duration, mut check: F) -> Result<T, String>
+pub(super) async fn wait<T, F, Fut>(deadline: Instant, spent: &mut Duration, mut check: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Result<T, String>, String>>,
@@ -687,7 +683,7 @@ async fn progress(events: &mpsc::Sender<Event>, state: &Roll, total: usize, mess
 
 /// How long the checks of a step may wait in all: the step's timeout less a margin, so that a
 /// check that never passes fails with its own reason before the engine's timeout would.
-fn check_budget(timeout: Duration) -> Duration {
+pub(super) fn check_budget(timeout: Duration) -> Duration {
     timeout.saturating_sub((timeout / 10).min(Duration::from_secs(10)))
 }
 
@@ -739,15 +735,6 @@ mod tests {
         let not_serving = snap(&[1, 2], 3, vec![]);
         assert!(not_serving.blocks_restart(3).is_some_and(|w| w.contains("broker 3 is not serving")));
         assert!(not_serving.not_back(3).is_some_and(|w| w.contains("broker 3")));
-    }
-
-    #[test]
-    fn a_build_names_its_release() {
-        assert_eq!(release_of("4.3.2-h0.cbu.dms.100.r0"), Some("4.3.2"));
-        assert_eq!(release_of("4.3.2"), Some("4.3.2"));
-        assert_eq!(release_of("4.3-h0"), None);
-        assert_eq!(release_of("latest"), None);
-        assert_eq!(release_of("4..2"), None);
     }
 
     #[test]
