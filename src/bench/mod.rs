@@ -7,6 +7,7 @@ mod events;
 mod instructions;
 mod load;
 mod prune;
+mod reset;
 mod seed;
 
 use std::path::PathBuf;
@@ -83,6 +84,16 @@ pub struct BenchArgs {
     /// (`scripts/perf-guard.sh`). SQLite only; the population and sizing flags do not apply.
     #[arg(long)]
     pub instructions: bool,
+    /// Measure test control's reset instead: seed `--reset-tasks` finished tasks, reset, again
+    /// for `--reset-rounds` rounds; prints each and the median (build with `--release`).
+    #[arg(long)]
+    pub reset: bool,
+    /// Tasks stored before each reset.
+    #[arg(long, default_value_t = 10_000)]
+    pub reset_tasks: usize,
+    /// Rounds of seed and reset.
+    #[arg(long, default_value_t = 5)]
+    pub reset_rounds: usize,
     /// The instruction budgets `--instructions` checks.
     #[arg(long, default_value = "bench/instructions.toml")]
     pub budgets: PathBuf,
@@ -237,6 +248,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     };
     let result = if args.instructions {
         instructions::run(&args, &work).await
+    } else if args.reset {
+        reset::run(&args, &database).await
     } else if args.prune {
         prune::run(&args, &database, &work).await
     } else {

@@ -1,5 +1,5 @@
 //! `kafka-tasks control …`: test control of a server started with `serve --test-control`
-//! (fault rules, the clock, the reset; admin role). See docs/testing.md.
+//! (fault rules, the clock, the reset, snapshots; admin role). See docs/testing.md.
 
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -29,6 +29,55 @@ pub enum ControlCommand {
         #[arg(long)]
         credentials: bool,
     },
+    /// Named snapshots of the state (instances, tasks, scheduled tasks, runs, events, retention
+    /// policies; never credentials): save, list, restore, delete.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Save the state as NAME (replacing a snapshot of that name).
+    Save { name: String },
+    /// The snapshots, with when each was saved and its size.
+    List,
+    /// The state becomes the snapshot's (fault rules and the clock stay as they are).
+    Restore { name: String },
+    /// Remove a snapshot.
+    Delete { name: String },
+}
+
+/// A snapshot name as the server takes it; checked here too, since it goes into the path.
+fn snapshot_name(name: &str) -> Result<&str, Failure> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        Ok(name)
+    } else {
+        Err(Failure::Usage("a snapshot NAME has 1 to 64 letters, digits, '.', '-' or '_'".into()))
+    }
+}
+
+fn render_snapshots(v: &Value) -> String {
+    let list = v["snapshots"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return "no snapshots".into();
+    }
+    let rows = list
+        .iter()
+        .map(|s| {
+            let size = s["size_bytes"].as_u64().unwrap_or(0);
+            vec![
+                output::Cell::from(s["name"].as_str().unwrap_or_default()),
+                output::Cell::from(s["created_at"].as_str().unwrap_or_default()),
+                output::Cell::from(format!("{:.1} KiB", size as f64 / 1024.0)),
+            ]
+        })
+        .collect();
+    let mut out = output::table(&["NAME", "SAVED", "SIZE"], rows, false);
+    out.pop();
+    out
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +205,31 @@ pub(super) async fn control(c: Ctx, cmd: ControlCommand) -> Result<(), Failure> 
             let v =
                 c.api.send("POST", &format!("{base}/reset"), &[], Some(&json!({ "credentials": credentials }))).await?;
             c.show(&v, |v| format!("database reset in {:.1} ms", v["took_ms"].as_f64().unwrap_or(0.0)));
+        }
+        ControlCommand::Snapshot(s) => {
+            let path = format!("{base}/snapshots");
+            match s {
+                SnapshotCommand::Save { name } => {
+                    let v = c.api.send("POST", &path, &[], Some(&json!({ "name": snapshot_name(&name)? }))).await?;
+                    c.show(&v, |v| {
+                        let size = v["size_bytes"].as_u64().unwrap_or(0) as f64 / 1024.0;
+                        format!("saved snapshot {} ({size:.1} KiB)", v["name"].as_str().unwrap_or_default())
+                    });
+                }
+                SnapshotCommand::List => c.show(&c.api.get(&path, &[]).await?, render_snapshots),
+                SnapshotCommand::Restore { name } => {
+                    let at = format!("{path}/{}/restore", snapshot_name(&name)?);
+                    let v = c.api.send("POST", &at, &[], None).await?;
+                    c.show(&v, |v| {
+                        let took = v["took_ms"].as_f64().unwrap_or(0.0);
+                        format!("restored snapshot {} in {took:.1} ms", v["restored"].as_str().unwrap_or_default())
+                    });
+                }
+                SnapshotCommand::Delete { name } => {
+                    c.api.send("DELETE", &format!("{path}/{}", snapshot_name(&name)?), &[], None).await?;
+                    c.say(&format!("deleted snapshot {name}"));
+                }
+            }
         }
     }
     Ok(())

@@ -1,10 +1,12 @@
-//! Following an instance's task event stream (the server's SSE extension), for `tasks wait`:
-//! a reader that says when something happened to a task, so that the wait looks at the task
-//! at once instead of on its next poll. A server without the stream (or one that refuses
-//! another stream) leaves the wait polling, as before.
+//! Following an instance's task event stream (the server's SSE extension, docs/events.md):
+//! [`EventReader`] reads it one event at a time. `tasks wait` uses it to look at its task as
+//! soon as something happens to it ([`EventReader::heard`]; a server without the stream, or one
+//! that refuses another stream, leaves the wait polling); `tasks events` prints every event and
+//! resumes from the last id it printed when the stream ends or breaks ([`super::follow`]).
 
 use std::time::Duration;
 
+use super::Failure;
 use super::http::Api;
 
 /// The longest a stream is kept open by this client; the server ends streams sooner anyway.
@@ -18,7 +20,25 @@ pub struct EventReader {
     buf: String,
 }
 
-/// What the stream said within the time asked.
+/// One message of the stream, as sent (`id` is absent on `missed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+/// What the stream gave within the time asked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Event(Event),
+    /// Nothing in time.
+    Quiet,
+    /// The stream ended or broke (an event cut short is dropped: it is sent again on resuming).
+    Closed,
+}
+
+/// What the stream said about a task within the time asked.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Heard {
     /// Something happened to the task (or events were missed): look at it now.
@@ -34,70 +54,115 @@ impl EventReader {
     /// not serve it (an older server), refuses it (too many streams, throttled), or cannot be
     /// reached: the caller polls instead.
     pub async fn open(api: &Api, instance: &str) -> Option<Self> {
+        Self::connect(api, instance, None).await.ok()
+    }
+
+    /// Opens the stream of `instance`'s task events just after the event `after` (`0`: the
+    /// whole log kept), or from now on. The server's refusal is its DMS error; an answer that
+    /// is not an event stream is a [`Failure::Network`].
+    pub async fn connect(api: &Api, instance: &str, after: Option<&str>) -> Result<Self, Failure> {
         let path = api.instance_path(instance, "/tasks/events");
-        let res = api.open_stream(&path, STREAM_TIMEOUT).await.ok()?;
+        let query: Vec<(&str, String)> = after.map(|a| ("after", a.to_owned())).into_iter().collect();
+        let res = api.open_stream(&path, &query, STREAM_TIMEOUT).await?;
         let sse = res
             .headers()
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
-        (res.status().is_success() && sse).then_some(EventReader { res, buf: String::new() })
+        if !sse {
+            return Err(Failure::Network(format!("GET {path}: the answer is not an event stream")));
+        }
+        Ok(EventReader { res, buf: String::new() })
+    }
+
+    /// The next event, waiting until `deadline` at most; comments (`: keep-alive`) are skipped.
+    pub async fn next(&mut self, deadline: tokio::time::Instant) -> Next {
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                if let Some(event) = parse(&block) {
+                    return Next::Event(event);
+                }
+            }
+            if self.buf.len() > MAX_EVENT_BYTES {
+                return Next::Closed;
+            }
+            match tokio::time::timeout_at(deadline, self.res.chunk()).await {
+                Err(_) => return Next::Quiet,
+                Ok(Ok(Some(chunk))) => match std::str::from_utf8(&chunk) {
+                    Ok(text) => self.buf.push_str(&text.replace("\r\n", "\n")),
+                    Err(_) => return Next::Closed,
+                },
+                Ok(_) => return Next::Closed,
+            }
+        }
     }
 
     /// Waits up to `within` for an event about `task`.
     pub async fn heard(&mut self, task: &str, within: Duration) -> Heard {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            while let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
-                if about(&block, task) {
-                    return Heard::Task;
-                }
-            }
-            if self.buf.len() > MAX_EVENT_BYTES {
-                return Heard::Closed;
-            }
-            match tokio::time::timeout_at(deadline, self.res.chunk()).await {
-                Err(_) => return Heard::Quiet,
-                Ok(Ok(Some(chunk))) => match std::str::from_utf8(&chunk) {
-                    Ok(text) => self.buf.push_str(&text.replace("\r\n", "\n")),
-                    Err(_) => return Heard::Closed,
-                },
-                Ok(_) => return Heard::Closed,
+            match self.next(deadline).await {
+                Next::Event(e) if about(&e, task) => return Heard::Task,
+                Next::Event(_) => {}
+                Next::Quiet => return Heard::Quiet,
+                Next::Closed => return Heard::Closed,
             }
         }
     }
 }
 
-/// Whether an SSE message is about `task`: an event whose data names it, or `missed`.
-fn about(block: &str, task: &str) -> bool {
-    let mut event = "";
-    let mut data = String::new();
+/// An SSE message's fields; `None` for a comment or a message without an event name.
+fn parse(block: &str) -> Option<Event> {
+    let (mut id, mut event, mut data) = (None, None, String::new());
     for line in block.lines() {
-        if let Some(v) = line.strip_prefix("event:") {
-            event = v.trim();
-        } else if let Some(v) = line.strip_prefix("data:") {
-            data.push_str(v.trim());
+        let field = |name: &str| line.strip_prefix(name).map(|v| v.strip_prefix(' ').unwrap_or(v).to_owned());
+        if let Some(v) = field("id:") {
+            id = Some(v);
+        } else if let Some(v) = field("event:") {
+            event = Some(v);
+        } else if let Some(v) = field("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(&v);
         }
     }
-    if event == "missed" {
-        return true;
-    }
-    serde_json::from_str::<serde_json::Value>(&data)
-        .ok()
-        .is_some_and(|d| d.get("task_id").and_then(|t| t.as_str()) == Some(task))
+    Some(Event { id, event: event?, data })
+}
+
+/// Whether an event is about `task`: its data names it, or it is `missed`.
+fn about(e: &Event, task: &str) -> bool {
+    e.event == "missed"
+        || serde_json::from_str::<serde_json::Value>(&e.data)
+            .ok()
+            .is_some_and(|d| d.get("task_id").and_then(|t| t.as_str()) == Some(task))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::about;
+    use super::{Event, about, parse};
+
+    fn about_block(block: &str, task: &str) -> bool {
+        parse(block).is_some_and(|e| about(&e, task))
+    }
 
     #[test]
     fn only_events_about_the_task_or_missed_ones_count() {
-        assert!(about("id: 3\nevent: step.started\ndata: {\"task_id\":\"t1\"}\n\n", "t1"));
-        assert!(!about("id: 4\nevent: step.started\ndata: {\"task_id\":\"t2\"}\n\n", "t1"));
-        assert!(about("event: missed\ndata: {\"after\":1}\n\n", "t1"));
-        assert!(!about(": keep-alive\n\n", "t1"));
-        assert!(!about("data: not json\n\n", "t1"));
+        assert!(about_block("id: 3\nevent: step.started\ndata: {\"task_id\":\"t1\"}\n\n", "t1"));
+        assert!(!about_block("id: 4\nevent: step.started\ndata: {\"task_id\":\"t2\"}\n\n", "t1"));
+        assert!(about_block("event: missed\ndata: {\"after\":1}\n\n", "t1"));
+        assert!(!about_block(": keep-alive\n\n", "t1"));
+        assert!(!about_block("event: x\ndata: not json\n\n", "t1"));
+    }
+
+    #[test]
+    fn a_message_keeps_its_fields_as_sent() {
+        let e = parse("id: 9b1d\nevent: task.created\ndata: {\"a\":1}\n\n");
+        let want = Event { id: Some("9b1d".into()), event: "task.created".into(), data: "{\"a\":1}".into() };
+        assert_eq!(e, Some(want));
+        assert_eq!(parse(": keep-alive\n\n"), None);
+        let missed = parse("event: missed\ndata: {\"after\":\"x\"}\n\n");
+        assert_eq!(missed.map(|m| m.id), Some(None));
     }
 }

@@ -337,9 +337,34 @@ impl Api {
     }
 
     /// A signed GET whose answer is a stream: the response as it starts, read by the caller,
-    /// with `timeout` instead of the client's 30 s for the whole of it.
-    pub async fn open_stream(&self, path: &str, timeout: Duration) -> Result<reqwest::Response, Failure> {
-        self.request("GET", path, "", "")?.timeout(timeout).send().await.map_err(|e| Failure::Network(e.to_string()))
+    /// with `timeout` instead of the client's 30 s for the whole of it. An answer that is not
+    /// 2xx is its DMS error (its body read up to 64 KiB: the server is not trusted to end it).
+    pub async fn open_stream(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        timeout: Duration,
+    ) -> Result<reqwest::Response, Failure> {
+        let query = encode_query(query);
+        let mut res = self
+            .request("GET", path, &query, "")?
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| Failure::Network(format!("no answer from {} (GET {path}): {e}", self.endpoint)))?;
+        let status = res.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(res);
+        }
+        let request_id = res.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut body = Vec::new();
+        while body.len() < 64 * 1024 {
+            match tokio::time::timeout(Duration::from_secs(5), res.chunk()).await {
+                Ok(Ok(Some(chunk))) => body.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        Err(self.hinted(api_error(status, request_id, &String::from_utf8_lossy(&body)), "GET", path, &query).await)
     }
 
     async fn send_once(&self, method: &str, path: &str, query: &str, body: &str) -> Result<reqwest::Response, Failure> {

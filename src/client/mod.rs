@@ -9,6 +9,7 @@
 pub mod configure;
 mod control;
 pub mod events;
+mod follow;
 pub mod hints;
 pub mod http;
 pub mod output;
@@ -163,7 +164,7 @@ pub struct Page {
 
 #[derive(Debug, Subcommand)]
 pub enum ClientCommand {
-    /// Background tasks of an instance: list, show, progress, wait, delete.
+    /// Background tasks of an instance: list, show, progress, wait, events, delete.
     Tasks(TasksArgs),
     /// Scheduled tasks of an instance: list, reschedule, cancel, resume, delete.
     Scheduled(ScheduledArgs),
@@ -343,6 +344,22 @@ pub enum TasksCommand {
         /// With --before: only tasks of this name.
         #[arg(long, requires = "before")]
         name: Option<String>,
+    },
+    /// Follow the instance's task events as they happen (time, task, event, step, status; `-o
+    /// json`: each event as sent, one a line). Resumes by itself after the last event printed
+    /// when the stream ends or breaks; Ctrl-C stops it (exit 0).
+    Events {
+        #[command(flatten)]
+        inst: Inst,
+        /// Start just after this event id (`0`: every event the server keeps); without it, from now on.
+        #[arg(long, value_name = "ID")]
+        after: Option<String>,
+        /// Stop (exit 0) after this many seconds without an event.
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        until_idle: Option<u64>,
+        /// Stop (exit 0) after this many events.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
     },
     /// Follow a task until it ends; exit 3 if it fails.
     Wait {
@@ -1268,6 +1285,18 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
                 }
             }
             c.say(&format!("deleted {total} finished task(s)"));
+        }
+        TasksCommand::Events { inst, after, until_idle, count } => {
+            follow::follow(follow::Following {
+                api: &c.api,
+                instance: &inst.instance,
+                after,
+                until_idle: until_idle.map(Duration::from_secs),
+                count,
+                json: c.json(),
+                colour: c.colour,
+            })
+            .await?;
         }
         TasksCommand::Wait { inst, task, timeout } => {
             let w = WaitArgs { wait: true, timeout };

@@ -17,7 +17,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::domain::clock::ClockSetting;
 use crate::domain::{Clock, TaskRecord};
-use crate::storage::{AuditEvent, ControlStore, StepOutcome, Storage, StoreError, StoreResult};
+use crate::storage::{AuditEvent, ControlStore, SnapshotSaved, StepOutcome, Storage, StoreError, StoreResult};
 use faults::{BadRule, Effect, FaultSet, Fired, Site};
 
 /// How often a process reads what other processes stored.
@@ -31,6 +31,13 @@ pub const INJECTED_ACTION: &str = "kafka-tasks:testControl:faultInjected";
 /// The metric counting injected faults, by effect (a fixed set: error, latency, fail_step,
 /// step_duration).
 pub const INJECTED_METRIC: &str = "kafka_tasks_control_faults_injected_total";
+
+/// The most snapshots stored at once.
+pub const MAX_SNAPSHOTS: u64 = 16;
+/// The largest snapshot, in bytes of its JSON (about 100,000 tasks with their events).
+pub const MAX_SNAPSHOT_BYTES: u64 = 128 << 20;
+/// The longest snapshot name.
+pub const MAX_SNAPSHOT_NAME: usize = 64;
 
 /// The latest time the clock may be set or advanced to (the year 9999).
 const LATEST_MS: i64 = 253_402_300_799_000;
@@ -358,6 +365,53 @@ impl TestControl {
         self.move_clock(ClockSetting { offset_ms: frozen - crate::domain::now_ms(), frozen_at: None }).await
     }
 
+    // ---- snapshots ----
+
+    /// Saves the task tables as the snapshot `name` (replacing one of that name).
+    pub async fn save_snapshot(&self, name: &str) -> Result<Value, ControlError> {
+        snapshot_name(name)?;
+        let _one = self.changing.lock().await;
+        let saved = self.store().save_snapshot(name, self.clock.now_ms(), MAX_SNAPSHOTS, MAX_SNAPSHOT_BYTES).await?;
+        match saved {
+            SnapshotSaved::Saved(info) => Ok(snapshot_json(&info)),
+            SnapshotSaved::TooMany => Err(ControlError::Bad(format!(
+                "at most {MAX_SNAPSHOTS} snapshots are kept; delete one first (DELETE …/test-control/snapshots/NAME)"
+            ))),
+            SnapshotSaved::TooBig(size) => Err(ControlError::Bad(format!(
+                "the state is larger than a snapshot may be ({} MiB at least, at most {} MiB)",
+                size >> 20,
+                MAX_SNAPSHOT_BYTES >> 20
+            ))),
+        }
+    }
+
+    /// Loads the snapshot `name`: `None` when there is none of that name. The fault rules and
+    /// the clock stay as they are (time never goes back); the engine looks at the tasks at once.
+    pub async fn restore_snapshot(&self, name: &str) -> Result<Option<Value>, ControlError> {
+        snapshot_name(name)?;
+        let _one = self.changing.lock().await;
+        let started = std::time::Instant::now();
+        if !self.store().restore_snapshot(name).await? {
+            return Ok(None);
+        }
+        self.engine_wake.notify_one();
+        let took = started.elapsed();
+        tracing::warn!(snapshot = name, took_ms = took.as_millis() as u64, "test control restored a snapshot");
+        Ok(Some(json!({ "restored": name, "took_ms": took.as_secs_f64() * 1000.0 })))
+    }
+
+    pub async fn list_snapshots(&self) -> Result<Value, ControlError> {
+        let list = self.store().list_snapshots().await?;
+        Ok(json!({ "snapshots": list.iter().map(snapshot_json).collect::<Vec<_>>() }))
+    }
+
+    /// `false` when there is none of that name.
+    pub async fn delete_snapshot(&self, name: &str) -> Result<bool, ControlError> {
+        snapshot_name(name)?;
+        let _one = self.changing.lock().await;
+        Ok(self.store().delete_snapshot(name).await?)
+    }
+
     // ---- reset ----
 
     /// Back to a clean database: every record but the credentials (and with `credentials`,
@@ -376,6 +430,26 @@ impl TestControl {
         tracing::warn!(credentials, took_ms = took.as_millis() as u64, "test control reset the database");
         Ok(json!({ "reset": true, "credentials": credentials, "took_ms": took.as_secs_f64() * 1000.0 }))
     }
+}
+
+/// A snapshot name: 1 to [`MAX_SNAPSHOT_NAME`] letters, digits, `.`, `-` or `_`.
+fn snapshot_name(name: &str) -> Result<(), ControlError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_SNAPSHOT_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ControlError::Bad(format!("a snapshot name has 1 to {MAX_SNAPSHOT_NAME} letters, digits, '.', '-' or '_'")))
+    }
+}
+
+fn snapshot_json(info: &crate::storage::SnapshotInfo) -> Value {
+    json!({
+        "name": info.name,
+        "created_at": crate::domain::time::iso_ms(info.created_at),
+        "size_bytes": info.size_bytes,
+    })
 }
 
 /// Counts and logs a firing.

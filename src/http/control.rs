@@ -43,6 +43,10 @@ pub fn operations() -> Vec<Op> {
         op(routes!(show_clock)),
         op(routes!(move_clock)).audit(Action::TestControl),
         op(routes!(reset)).audit(Action::TestControl),
+        op(routes!(list_snapshots)),
+        op(routes!(save_snapshot)).audit(Action::TestControl),
+        op(routes!(delete_snapshot)).audit(Action::TestControl),
+        op(routes!(restore_snapshot)).audit(Action::TestControl),
     ]
 }
 
@@ -299,6 +303,104 @@ pub(super) async fn reset(
         state.auth.forget_all();
     }
     Ok(axum::Json(answer).into_response())
+}
+
+/// The `{name}` of a snapshot route, as sent (checked by [`TestControl`]).
+fn snapshot_name(raw: &RawPathParams) -> String {
+    raw.iter().find(|(k, _)| *k == "name").map(|(_, v)| cut_to(v, 256).to_owned()).unwrap_or_default()
+}
+
+/// `GET`: the snapshots, by name, with when each was saved and its size.
+#[utoipa::path(
+    get,
+    path = "/v2/{project_id}/test-control/snapshots",
+    operation_id = "ListTestControlSnapshots",
+    tag = "Test control",
+    params(ProjectPath),
+    responses((status = 200, description = "`{\"snapshots\": [{\"name\", \"created_at\", \"size_bytes\"}]}`", body = Object)),
+)]
+pub(super) async fn list_snapshots(
+    State(state): State<AppState>,
+    caller: Caller,
+    ProjectPath(_): ProjectPath,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(control(&state, &caller)?.list_snapshots().await?).into_response())
+}
+
+/// `POST`: `{"name": "NAME"}` saves the state (instances, tasks, scheduled tasks, runs, events,
+/// retention policies; never credentials) as NAME, replacing a snapshot of that name.
+#[utoipa::path(
+    post,
+    path = "/v2/{project_id}/test-control/snapshots",
+    operation_id = "SaveTestControlSnapshot",
+    tag = "Test control",
+    params(ProjectPath),
+    request_body(content = Object, description = "`{\"name\": \"NAME\"}`: 1 to 64 letters, digits, `.`, `-`, `_`"),
+    responses((status = 200, description = "The snapshot saved", body = Object)),
+)]
+pub(super) async fn save_snapshot(
+    State(state): State<AppState>,
+    caller: Caller,
+    ProjectPath(_): ProjectPath,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = control(&state, &caller)?;
+    let m = object(&body)?;
+    if let Some(k) = m.keys().find(|k| *k != "name") {
+        return Err(ApiError::ControlRefused(format!(
+            "unknown field {:?}; the body is {{\"name\": \"NAME\"}}",
+            cut(k)
+        )));
+    }
+    let Some(Value::String(name)) = m.get("name") else {
+        return Err(ApiError::ControlRefused("the body is {\"name\": \"NAME\"}".into()));
+    };
+    Ok(axum::Json(c.save_snapshot(name).await?).into_response())
+}
+
+/// `POST`: the state becomes the snapshot's, in one transaction.
+#[utoipa::path(
+    post,
+    path = "/v2/{project_id}/test-control/snapshots/{name}/restore",
+    operation_id = "RestoreTestControlSnapshot",
+    tag = "Test control",
+    params(ProjectPath, ("name" = String, Path, description = "The snapshot's name")),
+    responses((status = 200, description = "The state is the snapshot's", body = Object),
+              (status = 404, description = "No snapshot of that name (`DMS.00404800`)")),
+)]
+pub(super) async fn restore_snapshot(
+    State(state): State<AppState>,
+    caller: Caller,
+    ProjectPath(_): ProjectPath,
+    raw: RawPathParams,
+) -> Result<Response, ApiError> {
+    let c = control(&state, &caller)?;
+    let name = snapshot_name(&raw);
+    Ok(axum::Json(c.restore_snapshot(&name).await?.ok_or(ApiError::NoSnapshot)?).into_response())
+}
+
+/// `DELETE`: removes the snapshot.
+#[utoipa::path(
+    delete,
+    path = "/v2/{project_id}/test-control/snapshots/{name}",
+    operation_id = "DeleteTestControlSnapshot",
+    tag = "Test control",
+    params(ProjectPath, ("name" = String, Path, description = "The snapshot's name")),
+    responses((status = 204, description = "The snapshot is gone"),
+              (status = 404, description = "No snapshot of that name (`DMS.00404800`)")),
+)]
+pub(super) async fn delete_snapshot(
+    State(state): State<AppState>,
+    caller: Caller,
+    ProjectPath(_): ProjectPath,
+    raw: RawPathParams,
+) -> Result<Response, ApiError> {
+    let c = control(&state, &caller)?;
+    let name = snapshot_name(&raw);
+    if !c.delete_snapshot(&name).await? {
+        return Err(ApiError::NoSnapshot);
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// The test-control part of the OpenAPI document, served with `--test-control` only.

@@ -46,6 +46,9 @@ pub enum ApiError {
     /// An instance with no cluster binding (connected mode's extension).
     #[error("no cluster binding")]
     NoClusterBinding,
+    /// No test-control snapshot of that name (`serve --test-control`).
+    #[error("no such snapshot")]
+    NoSnapshot,
     #[error("method not allowed")]
     MethodNotAllowed,
     /// 401 from the gateway, with a detail that helps a real user and reveals no secret.
@@ -127,7 +130,7 @@ impl ApiError {
             | TaskRunning | InstanceState => StatusCode::BAD_REQUEST,
             Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Forbidden | WrongProject => StatusCode::FORBIDDEN,
-            NoSuchUrl | NoInstance | NoTask | NoClusterBinding => StatusCode::NOT_FOUND,
+            NoSuchUrl | NoInstance | NoTask | NoClusterBinding | NoSnapshot => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -160,6 +163,7 @@ impl ApiError {
             NoInstance => ("DMS.00404022", "This instance does not exist.".into()),
             NoTask => ("DMS.00404070", "The background task does not exist.".into()),
             NoClusterBinding => ("DMS.00404090", "This instance is not bound to a Kafka cluster.".into()),
+            NoSnapshot => ("DMS.00404800", "The test-control snapshot does not exist.".into()),
             MethodNotAllowed => ("DMS.00405001", "This request method is not allowed.".into()),
             Internal(_) => ("DMS.00500000", "Internal service error.".into()),
             Unauthenticated(detail) => ("APIGW.0301", format!("Incorrect IAM authentication information: {detail}")),
@@ -222,6 +226,7 @@ impl ApiError {
             NoInstance,
             NoTask,
             NoClusterBinding,
+            NoSnapshot,
             NoSuchUrl,
             MethodNotAllowed,
             BodyTimeout,
@@ -262,6 +267,7 @@ impl ApiError {
             NoInstance => "no such instance",
             NoTask => "no such task",
             NoClusterBinding => "no cluster binding",
+            NoSnapshot => "no such snapshot",
             NoSuchUrl => "no such URL",
             MethodNotAllowed => "a method the path does not serve",
             BodyTimeout => "the request body did not arrive in time",

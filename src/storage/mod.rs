@@ -317,6 +317,42 @@ pub trait ControlStore: Send + Sync {
     /// `credentials` names the one access key to keep (every other goes). Test control's own
     /// values stay.
     async fn reset_state(&self, credentials: Option<&str>) -> StoreResult<()>;
+    /// Saves the state of the task tables ([`SNAPSHOT_TABLES`] and the task events) as the
+    /// snapshot `name`, read in one transaction, replacing one of that name; refused when it
+    /// would be the `max_count + 1`th or is larger than `max_bytes`. Never credentials, the
+    /// audit, cluster bindings (their sealed passwords) or test control's values.
+    async fn save_snapshot(&self, name: &str, now: i64, max_count: u64, max_bytes: u64) -> StoreResult<SnapshotSaved>;
+    /// Replaces the state of the task tables with the snapshot's, in one transaction; `false`
+    /// when there is none of that name. Events are loaded in their order under new ids (ids
+    /// never go back), and a stream resuming from before is told what it missed, as after a
+    /// reset. Instances lose their cluster bindings.
+    async fn restore_snapshot(&self, name: &str) -> StoreResult<bool>;
+    /// The snapshots, by name.
+    async fn list_snapshots(&self) -> StoreResult<Vec<SnapshotInfo>>;
+    /// `false` when there is none of that name.
+    async fn delete_snapshot(&self, name: &str) -> StoreResult<bool>;
+}
+
+/// The tables a snapshot holds besides the task events, parents first.
+pub const SNAPSHOT_TABLES: &[&str] =
+    &["instances", "tasks", "task_runs", "task_buckets", "task_totals", "retention_policies"];
+
+/// A stored snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotInfo {
+    pub name: String,
+    pub created_at: i64,
+    pub size_bytes: u64,
+}
+
+/// What saving a snapshot did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotSaved {
+    Saved(SnapshotInfo),
+    /// As many snapshots as allowed are stored already.
+    TooMany,
+    /// The state is larger than allowed (its size).
+    TooBig(u64),
 }
 
 /// A task a worker holds a lease on.

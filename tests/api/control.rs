@@ -404,6 +404,47 @@ async fn reset_leaves_a_clean_database_and_keeps_the_credentials() {
     assert_eq!(app.get(&faults()).await.status, 200, "the caller's own key is kept");
 }
 
+/// The reset swaps the whole SQLite database for a fresh one: the event log's ids still never
+/// go back, a stream resuming from before the reset is told that events were missed, and the
+/// store (its readers, its writer, the engine) goes on working on the fresh database.
+#[tokio::test]
+async fn after_a_reset_event_ids_go_on_and_an_older_cursor_is_told_it_missed_events() {
+    use crate::events::{open_as, positions};
+    let app = TestApp::spawn_with(ON).await;
+    let inst = app.create_instance().await;
+    app.wait_instance_status(&inst, "RUNNING").await;
+    let path = format!("/v2/{PROJECT}/tasks/events");
+    let mut before =
+        open_as(&app, &app.admin, &format!("{path}?after=0"), &[]).await.unwrap_or_else(|r| panic!("{}", r.text));
+    let old = before.until(|e| e.event == "task.finished").await;
+    let last = old.last().and_then(|e| e.id.clone()).expect("an id");
+    drop(before);
+
+    let res = app.post(&reset(), json!({})).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let again = app.create_instance().await;
+    app.wait_instance_status(&again, "RUNNING").await;
+    // From the newest event before the reset nothing was lost: the new events follow.
+    let mut resumed =
+        open_as(&app, &app.admin, &path, &[("Last-Event-ID", &last)]).await.unwrap_or_else(|r| panic!("{}", r.text));
+    let new = resumed.until(|e| e.event == "task.finished").await;
+    assert!(new.iter().all(|e| e.json()["instance_id"] == again.as_str()), "only the new instance's: {new:?}");
+    // From an older one, the events in between went with the reset: the stream says so.
+    let first = old.first().and_then(|e| e.id.clone()).expect("an id");
+    let mut older =
+        open_as(&app, &app.admin, &path, &[("Last-Event-ID", &first)]).await.unwrap_or_else(|r| panic!("{}", r.text));
+    let missed = older.next_event(Duration::from_secs(10)).await.expect("an event");
+    assert_eq!(missed.event, "missed", "{missed:?}");
+    let after_missed = older.until(|e| e.event == "task.finished").await;
+    assert_eq!(
+        after_missed.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        new.iter().map(|e| e.id.clone()).collect::<Vec<_>>()
+    );
+    let (old_at, new_at) = (positions(&app, PROJECT, &old), positions(&app, PROJECT, &new));
+    let newest_old = old_at.iter().max().copied().unwrap_or(0);
+    assert!(new_at.iter().all(|p| *p > newest_old), "ids never reused: {old_at:?} then {new_at:?}");
+}
+
 #[tokio::test]
 async fn test_control_is_refused_with_a_postgres_server_elsewhere() {
     let argv = ["--database", "postgres://postgres@db.example.com:5432/kt", "--test-control"];
@@ -484,4 +525,86 @@ async fn a_hostile_path_segment_is_cut_before_it_reaches_the_log_and_audit_of_an
     let events = app.db.storage().await.audit.list_audit(None, None, 10_000).await.expect("audit");
     let injected = events.iter().find(|e| e.action == "kafka-tasks:testControl:faultInjected").expect("audited");
     assert!(injected.target.len() <= 128 && injected.target.chars().all(|c| c == '\u{e9}'), "{}", injected.target);
+}
+
+fn snapshots() -> String {
+    format!("/v2/{PROJECT}/test-control/snapshots")
+}
+
+/// A suite loads "an instance mid-reassignment with 500 finished tasks" in one call: the state
+/// is saved while the reassignment's first step runs, changed (a reset), and restored: the
+/// 500 finished tasks are listed again, the task is EXECUTING, and the engine ends it once the
+/// clock passes its step's time. Then the routes' limits and refusals.
+async fn a_snapshot_restores_an_instance_mid_reassignment_with_500_finished_tasks(app: TestApp) {
+    use crate::retention::{finished, new_instance};
+    use kafka_tasks::domain::TaskStatus;
+    use kafka_tasks::domain::operation::Operation;
+    let now = app.clock.now_ms();
+    let inst = new_instance(PROJECT, now);
+    let id = inst.id.as_str().to_owned();
+    let done: Vec<_> = (0..500)
+        .map(|i| {
+            let op = Operation::AutoTopic { old: false, new: i % 2 == 0 };
+            finished(&inst, op, now - 1_000_000 + i * 1_000, now - 1_000_000 + i * 1_000 + 10, TaskStatus::Success)
+        })
+        .collect();
+    app.db.storage().await.bulk.bulk_load(vec![inst], done).await.expect("seeded");
+    set_rules(&app, json!([{ "step_duration_ms": 7_200_000, "times": 1 }])).await;
+    let res = app.reassign(&id, json!({"reassignments": [{"topic": "t", "brokers": [0, 1, 2]}]})).await;
+    assert_eq!(res.status, 200, "{}", res.text);
+    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+    app.wait_step_running(&id, &task, 0).await;
+
+    let saved = app.post(&snapshots(), json!({ "name": "mid-reassignment" })).await;
+    assert_eq!(saved.status, 200, "{}", saved.text);
+    assert!(saved.json()["size_bytes"].as_u64().is_some_and(|n| n > 500 * 100), "{}", saved.text);
+    // The state moves on: everything goes.
+    assert_eq!(app.post(&reset(), json!({})).await.status, 200);
+    app.show_instance(&id).await.assert_error(404, "DMS.00404022");
+
+    let restored = app.post(&format!("{}/mid-reassignment/restore", snapshots()), json!({})).await;
+    assert_eq!(restored.status, 200, "{}", restored.text);
+    let listed = app.list_tasks(&id, "?limit=100").await.json();
+    assert_eq!(listed["task_count"], "501", "{}", listed["task_count"]);
+    let shown = app.show_task(&id, &task).await.json();
+    assert_eq!(shown["tasks"][0]["status"], "EXECUTING", "restored mid-run: {shown}");
+    // The engine goes on with the restored task once its stretched step's time has passed.
+    app.post(&clock(), json!({ "action": "advance", "by": "2h" })).await;
+    app.wait_task_status(&id, &task, "SUCCESS").await;
+
+    let list = app.get(&snapshots()).await.json();
+    assert_eq!(list["snapshots"][0]["name"], "mid-reassignment", "{list}");
+    for bad in [json!({ "name": "../etc" }), json!({ "name": "" }), json!({ "name": 3 }), json!({ "nom": "x" })] {
+        app.post(&snapshots(), bad).await.assert_error(400, "DMS.00400800");
+    }
+    app.post(&format!("{}/nothing/restore", snapshots()), json!({})).await.assert_error(404, "DMS.00404800");
+    assert_eq!(app.delete(&format!("{}/mid-reassignment", snapshots())).await.status, 204);
+    app.delete(&format!("{}/mid-reassignment", snapshots())).await.assert_error(404, "DMS.00404800");
+    // At most MAX_SNAPSHOTS; saving under a name already kept replaces it.
+    assert_eq!(app.post(&reset(), json!({})).await.status, 200);
+    for n in 0..kafka_tasks::control::MAX_SNAPSHOTS {
+        let res = app.post(&snapshots(), json!({ "name": format!("s{n}") })).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+    }
+    app.post(&snapshots(), json!({ "name": "one-too-many" })).await.assert_error(400, "DMS.00400800");
+    assert_eq!(app.post(&snapshots(), json!({ "name": "s0" })).await.status, 200, "replacing is allowed");
+    let list = app.get(&snapshots()).await.json();
+    assert_eq!(list["snapshots"].as_array().map(Vec::len), Some(kafka_tasks::control::MAX_SNAPSHOTS as usize));
+    // Admin only, and audited.
+    let operator = app.credential(PROJECT, "op", kafka_tasks::domain::Role::Operator).await;
+    let body = Some(json!({ "name": "x" }).to_string());
+    app.request_as(&operator, Method::POST, &snapshots(), body).await.assert_error(403, "DMS.00403003");
+    let events = app.db.storage().await.audit.list_audit(None, None, 10_000).await.expect("audit");
+    assert!(events.iter().any(|e| e.action == "kafka-tasks:testControl:change" && e.status == 403), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_snapshot_restores_an_instance_mid_reassignment_with_500_finished_tasks_on_sqlite() {
+    a_snapshot_restores_an_instance_mid_reassignment_with_500_finished_tasks(TestApp::spawn_with(ON).await).await;
+}
+
+#[tokio::test]
+async fn a_snapshot_restores_an_instance_mid_reassignment_with_500_finished_tasks_on_postgres() {
+    let (app, _) = TestApp::spawn_on_postgres(ON).await;
+    a_snapshot_restores_an_instance_mid_reassignment_with_500_finished_tasks(app).await;
 }

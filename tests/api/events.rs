@@ -130,7 +130,7 @@ async fn open(app: &TestApp, path: &str) -> EventStream {
 
 /// The log positions behind the streams' opaque ids, opened with the server's own key (which a
 /// client does not have): how the tests check the order the ids hide.
-fn positions(app: &TestApp, project: &str, events: &[Sse]) -> Vec<i64> {
+pub fn positions(app: &TestApp, project: &str, events: &[Sse]) -> Vec<i64> {
     let master = kafka_tasks::auth::keys::MasterKey::load(&app.db.key_file()).expect("key").expect("a key");
     let ids = kafka_tasks::http::events::EventIds::new(master.event_id_key(project));
     events.iter().filter_map(|e| e.id.as_deref()).map(|id| ids.open(id).expect("an id of this project")).collect()

@@ -28,7 +28,7 @@ async fn pruning_app(extra: &[&str]) -> TestApp {
     TestApp::spawn_with(&flags).await
 }
 
-fn new_instance(project: &str, now: i64) -> Instance {
+pub(crate) fn new_instance(project: &str, now: i64) -> Instance {
     let new = NewInstance {
         name: "seeded".into(),
         engine_version: "2.7".into(),
@@ -44,7 +44,7 @@ fn new_instance(project: &str, now: i64) -> Instance {
 }
 
 /// A task of `inst` created at `created`, ended at `ended` with `status`.
-fn finished(inst: &Instance, op: Operation, created: i64, ended: i64, status: TaskStatus) -> NewTask {
+pub(crate) fn finished(inst: &Instance, op: Operation, created: i64, ended: i64, status: TaskStatus) -> NewTask {
     let mut t = NewTask::new(inst, op, ("u", "seed"), created, None, 0.0);
     t.record.status = status;
     t.record.updated_at = ended;

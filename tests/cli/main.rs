@@ -1279,7 +1279,178 @@ async fn control_commands_inject_faults_move_the_clock_and_reset() {
     let bad = f.run(&["control", "faults", "add", "not json"]);
     assert_eq!(bad.code, 2, "{bad:?}");
 
+    let saved = f.json(&["control", "snapshot", "save", "one-instance"]);
+    assert_eq!(saved["name"], "one-instance", "{saved}");
     let reset = f.run(&["control", "reset"]).ok();
     assert!(reset.stdout.contains("database reset in"), "{}", reset.stdout);
     assert_eq!(f.json(&["instances", "list"])["instance_num"], 0);
+
+    let listed = f.run(&["control", "snapshot", "list"]).ok();
+    assert!(listed.stdout.starts_with("NAME") && listed.stdout.contains("one-instance"), "{}", listed.stdout);
+    let restored = f.run(&["control", "snapshot", "restore", "one-instance"]).ok();
+    assert!(restored.stdout.contains("restored snapshot one-instance in"), "{}", restored.stdout);
+    assert_eq!(f.json(&["instances", "list"])["instances"][0]["instance_id"], inst.as_str(), "the state is back");
+    let bad = f.run(&["control", "snapshot", "restore", "../reset"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    f.run(&["control", "snapshot", "delete", "one-instance"]).ok();
+    let gone = f.run(&["control", "snapshot", "restore", "one-instance"]);
+    assert_eq!(gone.code, 1, "{gone:?}");
+    assert!(gone.stderr.contains("DMS.00404800"), "{}", gone.stderr);
+    assert_eq!(f.json(&["control", "snapshot", "list"])["snapshots"], serde_json::json!([]));
+}
+
+/// `tasks events -o json` for one instance: each event as sent, one a line.
+fn events_of(out: &Out) -> Vec<Value> {
+    out.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"))).collect()
+}
+
+/// `tasks events` replays the log from `--after 0`, resumes exactly after an id, and follows
+/// through streams the server ends every second (its lifetime): nothing lost, nothing twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_events_replays_resumes_and_follows_through_streams_that_end() {
+    let f = Fixture::start_with(&["--event-stream-lifetime-secs", "1"]);
+    let inst = f.running_instance("cli-follow");
+    f.json(&["configs", "set", "-i", &inst, "log.retention.hours=12", "--wait"]);
+    let all =
+        events_of(&f.run(&["tasks", "events", "-i", &inst, "--after", "0", "-o", "json", "--until-idle", "2"]).ok());
+    // Every task the API lists was created and finished on the stream, in that order.
+    let listed = f.get(&tasks_path(&inst)).await;
+    let ids: Vec<&str> = listed["tasks"].as_array().expect("tasks").iter().filter_map(|t| t["id"].as_str()).collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+    for id in ids {
+        let of: Vec<&str> =
+            all.iter().filter(|e| e["data"]["task_id"] == id).filter_map(|e| e["event"].as_str()).collect();
+        assert_eq!(of.first(), Some(&"task.created"), "{id}: {of:?}");
+        assert_eq!(of.last(), Some(&"task.finished"), "{id}: {of:?}");
+    }
+    let third = all[2]["id"].as_str().expect("an id");
+    let rest = f.run(&["tasks", "events", "-i", &inst, "--after", third, "-o", "json", "--count", "3"]).ok();
+    assert_eq!(events_of(&rest), all[3..6].to_vec(), "resumed just after the third event");
+
+    // A follower from now on, while three operations come more than a stream's lifetime apart.
+    let mut follower = f.command(&["tasks", "events", "-i", &inst, "-o", "json", "--until-idle", "4"]);
+    let follower = follower.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    for hours in ["24", "36", "48"] {
+        f.json(&["configs", "set", "-i", &inst, &format!("log.retention.hours={hours}"), "--wait"]);
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+    }
+    let out = follower.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let followed =
+        events_of(&Out { code: 0, stdout: String::from_utf8_lossy(&out.stdout).into(), stderr: String::new() });
+    let replay =
+        events_of(&f.run(&["tasks", "events", "-i", &inst, "--after", "0", "-o", "json", "--until-idle", "2"]).ok());
+    let new: Vec<Value> = replay[all.len()..].to_vec();
+    assert_eq!(new.iter().filter(|e| e["event"] == "task.finished").count(), 3, "{new:?}");
+    assert_eq!(followed, new, "the follower saw every new event once, in order, across streams that ended");
+}
+
+/// Ctrl-C stops a follower quietly with exit 0; an unknown instance is the API's 404.
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_events_stops_quietly_at_ctrl_c_and_names_an_unknown_instance() {
+    let f = Fixture::start();
+    let inst = f.running_instance("cli-ctrl-c");
+    let mut child = f.command(&["tasks", "events", "-i", &inst]);
+    let child = child.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stderr.is_empty(), "quiet: {}", String::from_utf8_lossy(&out.stderr));
+
+    let unknown = f.run(&["tasks", "events", "-i", "00000000-0000-0000-0000-000000000000", "--count", "1"]);
+    assert_eq!(unknown.code, 1, "{unknown:?}");
+    assert!(unknown.stderr.contains("DMS.00404022"), "{}", unknown.stderr);
+}
+
+/// A stream server on loopback: the first stream sends two hostile events and breaks in the
+/// middle of a third; the second (which must resume after the second event) sends the third
+/// whole and ends; any later one is refused with a 503. Returns its address and the query
+/// strings it was asked with.
+fn breaking_stream_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+            }
+            let target = first.split_whitespace().nth(1).unwrap_or_default();
+            let query = target.split_once('?').map(|(_, q)| q.to_owned()).unwrap_or_default();
+            let n = {
+                let mut asked = log.lock().unwrap();
+                asked.push(query);
+                asked.len()
+            };
+            let event = |id: &str, name: &str| {
+                let data = serde_json::json!({"task_id": HOSTILE, "status": HOSTILE, "steps": 2,
+                    "step": {"index": 0, "name": HOSTILE, "status": "COMPLETED"}, "at": "2026-11-28T09:12:41.023Z"});
+                format!("id: {id}\nevent: {name}\ndata: {data}\n\n")
+            };
+            let body = match n {
+                1 => format!(
+                    "{}: keep-alive\n\n{}id: a3\nevent: step.sta",
+                    event("a1", "task.created"),
+                    event("a2", HOSTILE)
+                ),
+                2 => event("a3", "step.started"),
+                _ => {
+                    let _ = write!(stream, "HTTP/1.1 503 X\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{{}}");
+                    continue;
+                }
+            };
+            let _ =
+                write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{body}");
+        }
+    });
+    (format!("http://{addr}"), asked)
+}
+
+/// A stream that breaks in the middle of an event is resumed after the last whole one (the
+/// cut one is not printed), and what a hostile server sends reaches the terminal inert in the
+/// table and exact in `-o json`.
+#[test]
+fn tasks_events_resumes_a_broken_stream_and_keeps_hostile_events_inert() {
+    for json in [false, true] {
+        let (base, asked) = breaking_stream_server();
+        let mut c = Command::new(BIN);
+        c.args(["tasks", "events", "-i", "11111111-2222-3333-4444-555555555555", "--count", "3"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("KAFKA_TASKS_ENDPOINT", &base)
+            .env("KAFKA_TASKS_TOKEN", "t")
+            .env("HUAWEICLOUD_SDK_PROJECT_ID", PROJECT);
+        if json {
+            c.args(["-o", "json"]);
+        }
+        let out = run(c).ok();
+        assert_inert(&out.stdout, "tasks events stdout");
+        assert_inert(&out.stderr, "tasks events stderr");
+        assert_eq!(asked.lock().unwrap().clone(), ["", "after=a2"], "resumed after the last whole event");
+        if json {
+            let events = events_of(&out);
+            let ids: Vec<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+            assert_eq!(ids, ["a1", "a2", "a3"]);
+            assert_eq!(events[1]["event"], HOSTILE, "-o json is the event exactly");
+            assert_eq!(events[0]["data"]["step"]["name"], HOSTILE);
+        } else {
+            let lines: Vec<&str> = out.stdout.lines().collect();
+            assert_eq!(lines.len(), 4, "a header and three events: {}", out.stdout);
+            assert!(lines[0].starts_with("TIME") && lines[0].contains("STATUS"), "{}", lines[0]);
+            assert!(lines[1].contains("task.created") && lines[1].contains(r"1/2 all good\r\x1b[2K"), "{}", lines[1]);
+            assert!(lines[3].contains("step.started"), "{}", lines[3]);
+        }
+    }
 }

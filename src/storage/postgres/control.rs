@@ -25,6 +25,97 @@ impl ControlStore for Postgres {
         Ok(())
     }
 
+    async fn save_snapshot(&self, name: &str, now: i64, max_count: u64, max_bytes: u64) -> StoreResult<SnapshotSaved> {
+        let mut client = self.pool.get().await?;
+        // One view of every table: REPEATABLE READ reads them all as of the first statement.
+        let tx =
+            client.build_transaction().isolation_level(tokio_postgres::IsolationLevel::RepeatableRead).start().await?;
+        let others: i64 =
+            tx.query_one("SELECT count(*) FROM test_snapshots WHERE name <> $1", &[&name]).await?.try_get(0)?;
+        if others as u64 >= max_count {
+            return Ok(SnapshotSaved::TooMany);
+        }
+        let mut data = String::from("{");
+        for table in SNAPSHOT_TABLES.iter().chain(&["task_events"]) {
+            let order = if *table == "task_events" { " ORDER BY xid, id" } else { "" };
+            let rows: String = tx
+                .query_one(&format!("SELECT coalesce(json_agg(t{order}), '[]')::text FROM \"{table}\" t"), &[])
+                .await?
+                .try_get(0)?;
+            if data.len() > 1 {
+                data.push(',');
+            }
+            data.push_str(&format!("\"{table}\":{rows}"));
+            if data.len() as u64 > max_bytes {
+                return Ok(SnapshotSaved::TooBig(data.len() as u64));
+            }
+        }
+        data.push('}');
+        let size = data.len() as i64;
+        tx.execute(
+            "INSERT INTO test_snapshots (name, created_at, size_bytes, data) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET created_at = excluded.created_at, \
+             size_bytes = excluded.size_bytes, data = excluded.data",
+            &[&name, &now, &size, &data],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(SnapshotSaved::Saved(SnapshotInfo { name: name.to_owned(), created_at: now, size_bytes: size as u64 }))
+    }
+
+    async fn restore_snapshot(&self, name: &str) -> StoreResult<bool> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx.query_opt("SELECT data FROM test_snapshots WHERE name = $1", &[&name]).await? else {
+            return Ok(false);
+        };
+        let data: String = row.try_get(0)?;
+        let tables: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("snapshot {name}: {e}")))?;
+        tx.batch_execute(&format!("TRUNCATE cluster_bindings, {}", SNAPSHOT_TABLES.join(", "))).await?;
+        prune_every_event(&tx).await?;
+        for table in SNAPSHOT_TABLES {
+            let rows = tables.get(*table).map(|v| v.to_string()).unwrap_or_else(|| "[]".into());
+            tx.execute(
+                &format!(
+                    "INSERT INTO \"{table}\" SELECT * FROM json_populate_recordset(NULL::\"{table}\", $1::text::json)"
+                ),
+                &[&rows],
+            )
+            .await?;
+        }
+        // Events get new ids (and this transaction's xid), in their order: ids never go back.
+        let rows = tables.get("task_events").map(|v| v.to_string()).unwrap_or_else(|| "[]".into());
+        tx.execute(
+            "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
+             SELECT at, project_id, instance_id, task_id, kind, data \
+             FROM json_populate_recordset(NULL::task_events, $1::text::json) ORDER BY xid, id",
+            &[&rows],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn list_snapshots(&self) -> StoreResult<Vec<SnapshotInfo>> {
+        let client = self.pool.get().await?;
+        let rows = client.query("SELECT name, created_at, size_bytes FROM test_snapshots ORDER BY name", &[]).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SnapshotInfo {
+                    name: r.try_get(0)?,
+                    created_at: r.try_get(1)?,
+                    size_bytes: r.try_get::<_, i64>(2)? as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_snapshot(&self, name: &str) -> StoreResult<bool> {
+        let client = self.pool.get().await?;
+        Ok(client.execute("DELETE FROM test_snapshots WHERE name = $1", &[&name]).await? > 0)
+    }
+
     async fn reset_state(&self, credentials: Option<&str>) -> StoreResult<()> {
         let mut client = self.pool.get().await?;
         // The reset takes every table it touches at once and without waiting (NOWAIT), and
@@ -61,8 +152,17 @@ async fn reset_once(
          retention_policies, kernel_builds",
     )
     .await?;
-    // The events go as retention prunes them: a stream resuming from an older cursor is
-    // told that what it missed is gone.
+    prune_every_event(&tx).await?;
+    tx.execute("UPDATE prune_lease SET owner = NULL, until = 0", &[]).await?;
+    if let Some(keep) = credentials {
+        tx.execute("DELETE FROM credentials WHERE access_key <> $1", &[&keep]).await?;
+    }
+    tx.commit().await
+}
+
+/// Removes every task event as retention prunes them: a stream resuming from an older cursor
+/// is told that what it missed is gone.
+async fn prune_every_event(tx: &tokio_postgres::Transaction<'_>) -> Result<(), tokio_postgres::Error> {
     if let Some(last) = tx.query_opt("SELECT xid, id FROM task_events ORDER BY xid DESC, id DESC LIMIT 1", &[]).await? {
         let (xid, id): (i64, i64) = (last.try_get(0)?, last.try_get(1)?);
         let max_id: i64 = tx.query_one("SELECT max(id) FROM task_events", &[]).await?.try_get(0)?;
@@ -73,9 +173,5 @@ async fn reset_once(
         )
         .await?;
     }
-    tx.execute("UPDATE prune_lease SET owner = NULL, until = 0", &[]).await?;
-    if let Some(keep) = credentials {
-        tx.execute("DELETE FROM credentials WHERE access_key <> $1", &[&keep]).await?;
-    }
-    tx.commit().await
+    Ok(())
 }

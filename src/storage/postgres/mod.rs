@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0011_cluster_bindings.sql"),
     include_str!("../../../migrations/postgres/0014_executor_state.sql"),
     include_str!("../../../migrations/postgres/0012_test_control.sql"),
+    include_str!("../../../migrations/postgres/0015_test_snapshots.sql"),
 ];
 
 /// The counter shard a connection writes (migration 0010): its backend's, so that concurrent

@@ -52,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/sqlite/0011_cluster_bindings.sql"),
     include_str!("../../../migrations/sqlite/0014_executor_state.sql"),
     include_str!("../../../migrations/sqlite/0012_test_control.sql"),
+    include_str!("../../../migrations/sqlite/0015_test_snapshots.sql"),
 ];
 /// Written into the database header by the readiness probe ("kt" twice).
 const APPLICATION_ID: i32 = 0x6b74_6b74;
@@ -60,10 +61,20 @@ const MAX_GROUP: usize = 512;
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> Reply + Send>;
+/// A write that runs alone, outside any transaction, between two group commits (the reset's
+/// swap of the whole database, [`control`]).
+type AloneJob = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
+
+/// What the writer thread runs.
+enum Work {
+    /// Grouped with others into one transaction.
+    Grouped(Job),
+    Alone(AloneJob),
+}
 
 pub struct Sqlite {
     path: PathBuf,
-    writer: mpsc::Sender<Job>,
+    writer: mpsc::Sender<Work>,
     readers: Mutex<Vec<Connection>>,
     /// Wakes this process's event streams after a commit that appended events.
     signal: crate::storage::events::EventSignal,
@@ -151,12 +162,25 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.blocking_recv() {
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Work>) {
+    let mut next: Option<Work> = None;
+    while let Some(work) = next.take().or_else(|| rx.blocking_recv()) {
+        let first = match work {
+            Work::Grouped(job) => job,
+            Work::Alone(job) => {
+                job(&mut conn)(Ok(()));
+                continue;
+            }
+        };
         let mut batch = vec![first];
         while batch.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(Work::Grouped(job)) => batch.push(job),
+                // Runs after this group's commit.
+                Ok(alone) => {
+                    next = Some(alone);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -283,7 +307,7 @@ impl Sqlite {
         migrate(&mut conn)?;
         // Checkpoints run on their own thread, so that a commit never waits for one.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        let (tx, rx) = mpsc::channel::<Job>(4096);
+        let (tx, rx) = mpsc::channel::<Work>(4096);
         std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || writer_loop(conn, rx))?;
         let alive = Arc::new(());
         let checkpointer = connect(path)?;
@@ -321,7 +345,24 @@ impl Sqlite {
                 let _ = tx.send(committed.and(result));
             })
         });
-        self.writer.send(job).await.map_err(|_| StoreError::Closed)?;
+        self.writer.send(Work::Grouped(job)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on the writer connection alone, outside any transaction: `f` makes its own.
+    async fn write_alone<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<StoreResult<T>>();
+        let job: AloneJob = Box::new(move |conn: &mut Connection| {
+            let result = f(conn);
+            Box::new(move |_: StoreResult<()>| {
+                let _ = tx.send(result);
+            })
+        });
+        self.writer.send(Work::Alone(job)).await.map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

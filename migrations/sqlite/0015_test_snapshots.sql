@@ -1,0 +1,8 @@
+-- Test control's named snapshots (serve --test-control, docs/testing.md): the state of the
+-- task tables as JSON, saved and loaded by POST …/test-control/snapshots. Never credentials.
+CREATE TABLE test_snapshots (
+    name       TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    data       TEXT NOT NULL
+) STRICT;

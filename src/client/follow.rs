@@ -1,0 +1,173 @@
+//! `tasks events`: an instance's task events as they happen, read with [`EventReader`]. When
+//! the stream ends (the server's stream lifetime, a restart) or breaks, it is opened again just
+//! after the last event printed, after a pause that doubles from [`FIRST_PAUSE`] up to
+//! [`LONGEST_PAUSE`] while nothing comes, so that nothing is lost or printed twice and a
+//! server that keeps refusing is not hammered. Stops after `--count` events, after
+//! `--until-idle` without one, or at Ctrl-C (exit 0, nothing printed).
+//!
+//! `-o json` prints each event as sent (`{"id", "event", "data"}`, one a line, `data` parsed);
+//! the table prints time, task, event, step and status a line, every value escaped
+//! ([`super::output::escape`]): the server's values never act on the terminal.
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::Failure;
+use super::events::{Event, EventReader, Next};
+use super::http::Api;
+use super::output::{escape, inert_json, paint_status, parse_api_time};
+
+/// The pause before opening the stream again after it ended having sent events.
+const FIRST_PAUSE: Duration = Duration::from_millis(250);
+/// The longest pause between attempts while the stream keeps ending or being refused.
+const LONGEST_PAUSE: Duration = Duration::from_secs(30);
+/// Far enough ahead to stand for "never" as a deadline.
+const NEVER: Duration = Duration::from_secs(86_400 * 365);
+
+/// What `tasks events` follows and when it stops.
+pub struct Following<'a> {
+    pub api: &'a Api,
+    pub instance: &'a str,
+    /// Resume just after this event id (`0`: the whole log kept); `None`: from now on.
+    pub after: Option<String>,
+    /// Stop after this long without an event.
+    pub until_idle: Option<Duration>,
+    /// Stop after this many events.
+    pub count: Option<u64>,
+    pub json: bool,
+    pub colour: bool,
+}
+
+/// Follows the stream until `--count`, `--until-idle` or Ctrl-C.
+pub async fn follow(f: Following<'_>) -> Result<(), Failure> {
+    tokio::select! {
+        done = follow_stream(&f) => done,
+        // Ctrl-C is how a person stops following: not a failure, and nothing to say.
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// Whether opening the stream again may succeed later: no answer, a server error, throttling.
+fn retryable(f: &Failure) -> bool {
+    match f {
+        Failure::Network(_) => true,
+        Failure::Api { status, .. } => *status >= 500 || *status == 429,
+        _ => false,
+    }
+}
+
+async fn follow_stream(f: &Following<'_>) -> Result<(), Failure> {
+    let mut cursor = f.after.clone();
+    let mut printed = 0u64;
+    let mut pause = FIRST_PAUSE;
+    let mut last_heard = Instant::now();
+    let mut opened_once = false;
+    let mut header = !f.json;
+    if f.count == Some(0) {
+        return Ok(());
+    }
+    loop {
+        let idle_end = f.until_idle.map_or(last_heard + NEVER, |d| last_heard + d);
+        let opened = tokio::time::timeout_at(idle_end, EventReader::connect(f.api, f.instance, cursor.as_deref()));
+        let mut reader = match opened.await {
+            Err(_) => return Ok(()),
+            Ok(Ok(r)) => r,
+            // The first refusal is the answer (an unknown instance, a bad id, no stream here).
+            Ok(Err(e)) if !opened_once || !retryable(&e) => return Err(e),
+            Ok(Err(e)) => {
+                let line = format!("the stream could not be opened again ({e}); trying again in {pause:?}");
+                let _ = writeln!(std::io::stderr().lock(), "{}", escape(&line));
+                if tokio::time::timeout_at(idle_end, tokio::time::sleep(pause)).await.is_err() {
+                    return Ok(());
+                }
+                pause = (pause * 2).min(LONGEST_PAUSE);
+                continue;
+            }
+        };
+        opened_once = true;
+        loop {
+            let idle_end = f.until_idle.map_or(last_heard + NEVER, |d| last_heard + d);
+            match reader.next(idle_end).await {
+                Next::Event(e) => {
+                    if header {
+                        println!("{}", row("TIME", "TASK", "EVENT", "STEP", "STATUS"));
+                        header = false;
+                    }
+                    print_event(&e, f.json, f.colour);
+                    if let Some(id) = e.id {
+                        cursor = Some(id);
+                    }
+                    last_heard = Instant::now();
+                    pause = FIRST_PAUSE;
+                    printed += 1;
+                    if f.count.is_some_and(|n| printed >= n) {
+                        return Ok(());
+                    }
+                }
+                Next::Quiet if f.until_idle.is_some() => return Ok(()),
+                Next::Quiet => {}
+                Next::Closed => break,
+            }
+        }
+        // Ended or broke: open it again after the last event printed.
+        let idle_end = f.until_idle.map_or(last_heard + NEVER, |d| last_heard + d);
+        if tokio::time::timeout_at(idle_end, tokio::time::sleep(pause)).await.is_err() {
+            return Ok(());
+        }
+        pause = (pause * 2).min(LONGEST_PAUSE);
+    }
+}
+
+/// One line of the table: columns padded to the width of their usual values.
+fn row(time: &str, task: &str, event: &str, step: &str, status: &str) -> String {
+    format!("{time:<12}  {task:<32}  {event:<16}  {step:<24}  {status}")
+}
+
+fn print_event(e: &Event, json: bool, colour: bool) {
+    let data: Option<Value> = serde_json::from_str(&e.data).ok();
+    if json {
+        let line =
+            json!({ "id": e.id, "event": e.event, "data": data.unwrap_or_else(|| Value::String(e.data.clone())) });
+        println!("{}", inert_json(line.to_string()));
+        return;
+    }
+    let d = data.unwrap_or(Value::Null);
+    let text = |v: &Value| escape(v.as_str().unwrap_or_default()).into_owned();
+    let time = d
+        .get("at")
+        .and_then(parse_api_time)
+        .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
+        .map(|t| t.with_timezone(&chrono::Local).format("%H:%M:%S%.3f").to_string())
+        .unwrap_or_default();
+    let step = match d.get("step") {
+        Some(s) if s.is_object() => {
+            let index = s.get("index").and_then(Value::as_u64).map(|i| i + 1);
+            let total = d.get("steps").and_then(Value::as_u64);
+            match (index, total) {
+                (Some(i), Some(n)) => format!("{i}/{n} {}", text(&s["name"])),
+                _ => text(&s["name"]),
+            }
+        }
+        _ => String::new(),
+    };
+    let status = text(&d["status"]);
+    let line = row(&time, &text(&d["task_id"]), &escape(&e.event), &step, "");
+    println!("{line}{}", paint_status(&status, colour));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_may_pass_is_tried_again() {
+        assert!(retryable(&Failure::Network("reset".into())));
+        let api =
+            |status| Failure::Api { status, code: String::new(), message: String::new(), request_id: None, hint: None };
+        assert!(retryable(&api(503)) && retryable(&api(429)));
+        assert!(!retryable(&api(404)) && !retryable(&api(400)) && !retryable(&api(401)));
+    }
+}
