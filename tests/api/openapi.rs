@@ -1,6 +1,6 @@
-//! The OpenAPI document cannot drift from the router: every `(method, path)` the HTTP modules
-//! register is documented, every documented one is registered (read from the source) and
-//! answered by the live router (not its 404/405 fallbacks), and the document is public.
+//! The OpenAPI document cannot drift from the router: every `(method, path)` the registry
+//! registers is in the served document, every documented one is registered and answered by the
+//! live router (not its 404/405 fallbacks), and the document is public.
 //! Live responses against the document's schemas: `tests/openapi/conformance.py`.
 
 use std::collections::BTreeSet;
@@ -10,55 +10,13 @@ use serde_json::Value;
 
 use crate::helpers::TestApp;
 
-/// Files under src/http whose routes are not API operations: the console's pages are HTML for
-/// people, not part of the API the document describes (see docs/decisions.md, "OpenAPI").
-/// Test control's routes exist, and are documented, only with `serve --test-control`
-/// (tests/api/control.rs checks that document).
-fn is_console(file: &std::path::Path) -> bool {
-    file.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("console") || n == "control.rs")
-}
-
-/// Every `(METHOD, template)` registered with `.route("…", get(…).put(…))` in src/http, but the
-/// console's. The router's `/metrics` on `--metrics-listen` is the same operation as the API's.
+/// Every `(METHOD, path)` the registry registers on a server without `--test-control`
+/// (test control's are documented only with it; tests/api/control.rs checks that document).
+/// The console's pages are HTML for people, not API operations, and are not registered there
+/// (see docs/decisions.md, "OpenAPI").
 fn registered() -> BTreeSet<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
-    let mut out = BTreeSet::new();
-    let mut files: Vec<_> =
-        std::fs::read_dir(&dir).expect("src/http readable").map(|e| e.expect("entry").path()).collect();
-    files.sort();
-    for path in files {
-        if path.extension().is_none_or(|e| e != "rs") || is_console(&path) {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("source readable");
-        // `.route(` may open a line or follow `Router::new()` on the same line.
-        for (i, _) in text.match_indices(".route(\"") {
-            let rest = &text[i + ".route(\"".len()..];
-            let Some((template, after)) = rest.split_once('"') else { continue };
-            // The handlers of this route: up to the call's closing parenthesis.
-            let mut depth = 1;
-            let end = after
-                .char_indices()
-                .find(|&(_, c)| {
-                    match c {
-                        '(' => depth += 1,
-                        ')' => depth -= 1,
-                        _ => {}
-                    }
-                    depth == 0
-                })
-                .map_or(after.len(), |(j, _)| j);
-            let handlers = &after[..end];
-            for (name, method) in [("get(", "GET"), ("post(", "POST"), ("put(", "PUT"), ("delete(", "DELETE")] {
-                let starts_call =
-                    handlers.match_indices(name).any(|(j, _)| j == 0 || handlers[..j].ends_with(['.', ' ', ',', '\n']));
-                if starts_call {
-                    out.insert((method.to_owned(), template.to_owned()));
-                }
-            }
-        }
-    }
-    out
+    let routes = kafka_tasks::http::routes::api().registered.into_iter();
+    routes.chain(kafka_tasks::http::routes::public().registered).map(|r| (r.method.to_string(), r.path)).collect()
 }
 
 /// Every `(METHOD, path)` the document describes.
@@ -103,7 +61,7 @@ per_engine! {
         let app = TestApp::spawn().await;
         let doc = document(&app).await;
         let registered = registered();
-        // The scan found the router (not a vacuous pass): the seven task endpoints and more.
+        // The registry is not empty (not a vacuous pass): the seven task endpoints and more.
         assert!(registered.len() >= 25, "only {} routes found: {registered:?}", registered.len());
         let documented = documented(&doc);
         let missing: Vec<_> = registered.difference(&documented).collect();
