@@ -103,7 +103,7 @@ run_tests() {
   fi
 }
 
-step "Rust tests: unit, storage contract (SQLite and PostgreSQL), three-node cluster, API over HTTP on SQLite"
+step "Rust tests: unit, storage contract and API over HTTP on SQLite and PostgreSQL, connected mode on the Kafka cluster, crash and attack suites"
 # The CLI's completion tests drive real shells: zsh on a pty (tmux) and fish; `script` (util-linux)
 # gives the confirmation test its terminal.
 if ! command -v zsh >/dev/null || ! command -v fish >/dev/null || ! command -v tmux >/dev/null; then
