@@ -103,7 +103,7 @@ run_tests() {
   fi
 }
 
-step "Rust tests: unit, storage contract (SQLite and PostgreSQL), three-node cluster, API over HTTP on SQLite"
+step "Rust tests: unit, storage contract and API over HTTP on SQLite and PostgreSQL, connected mode on the Kafka cluster, crash and attack suites"
 # The CLI's completion tests drive real shells: zsh on a pty (tmux) and fish; `script` (util-linux)
 # gives the confirmation test its terminal.
 if ! command -v zsh >/dev/null || ! command -v fish >/dev/null || ! command -v tmux >/dev/null; then
@@ -134,9 +134,6 @@ tofu_test=$!
 tofu_jobs+=("$tofu_test")
 
 run_tests
-
-step "API over HTTP on PostgreSQL"
-KAFKA_TASKS_TEST_API_ENGINE=postgres run_tests --test api
 
 step "Benchmark, quick mode (proves the command works; asserts no numbers)"
 ./target/debug/kafka-tasks bench --quick

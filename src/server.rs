@@ -158,7 +158,8 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
     let engine = Engine::new(
         storage.engine.clone(),
         EngineConfig {
-            lease_ms: args.lease_ms,
+            // Clap keeps it in 200..=3_600_000.
+            lease: std::time::Duration::from_millis(args.lease_ms.unsigned_abs()),
             poll_ms: args.poll_ms,
             max_in_flight: args.max_in_flight as usize,
             step_context,

@@ -81,7 +81,7 @@ impl Reason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
     /// 401: the detail is shown to the caller.
     #[error("{1}")]

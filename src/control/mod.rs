@@ -105,7 +105,7 @@ impl TestControl {
     pub async fn refresh(&self) -> StoreResult<()> {
         if let Some(text) = self.store().control_value(FAULTS_KEY).await? {
             let stored: FaultSet =
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("test_control.faults: {e}")))?;
+                serde_json::from_str(&text).map_err(|e| StoreError::corrupt("test_control.faults").caused_by(e))?;
             let mut mine = self.faults();
             if stored.revision != mine.revision {
                 *mine = stored;
@@ -113,7 +113,7 @@ impl TestControl {
         }
         if let Some(text) = self.store().control_value(CLOCK_KEY).await? {
             let setting: ClockSetting =
-                serde_json::from_str(&text).map_err(|e| StoreError::Corrupt(format!("test_control.clock: {e}")))?;
+                serde_json::from_str(&text).map_err(|e| StoreError::corrupt("test_control.clock").caused_by(e))?;
             if setting != self.clock.setting() {
                 self.clock.apply(setting);
                 self.engine_wake.notify_one();
@@ -155,7 +155,8 @@ impl TestControl {
             return Err(ControlError::Bad(format!("at most {} rules", faults::MAX_RULES)));
         }
         next.revision += 1;
-        let text = serde_json::to_string(&next).map_err(|e| ControlError::Store(StoreError::Backend(e.to_string())))?;
+        let text = serde_json::to_string(&next)
+            .map_err(|e| ControlError::Store(StoreError::backend("test control state does not encode").caused_by(e)))?;
         self.store().put_control_value(FAULTS_KEY, &text, self.clock.now_ms()).await?;
         *self.faults() = next;
         Ok(out)
@@ -301,7 +302,8 @@ impl TestControl {
     }
 
     async fn move_clock(&self, to: ClockSetting) -> Result<Value, ControlError> {
-        let text = serde_json::to_string(&to).map_err(|e| ControlError::Store(StoreError::Backend(e.to_string())))?;
+        let text = serde_json::to_string(&to)
+            .map_err(|e| ControlError::Store(StoreError::backend("test control state does not encode").caused_by(e)))?;
         self.store().put_control_value(CLOCK_KEY, &text, self.clock.now_ms()).await?;
         self.clock.apply(to);
         // Scheduled tasks now due, and steps whose time has passed, go at once.

@@ -47,6 +47,12 @@ pub struct ClockSetting {
 }
 
 impl Clock {
+    /// The clock's time now.
+    pub fn now(&self) -> super::Timestamp {
+        super::Timestamp(self.now_ms())
+    }
+
+    /// [`Clock::now`] in epoch milliseconds.
     pub fn now_ms(&self) -> i64 {
         match self.frozen_at.load(Ordering::Relaxed) {
             RUNNING => super::now_ms() + self.offset_ms.load(Ordering::Relaxed),
@@ -97,7 +103,8 @@ impl Clock {
 
     /// Waits until the clock reads `at` or later: by the wall clock while it runs, and at once
     /// when it is moved past `at`. A frozen clock short of `at` waits until it is moved.
-    pub async fn sleep_until(&self, at: i64) {
+    pub async fn sleep_until(&self, at: super::Timestamp) {
+        let at = at.ms();
         loop {
             let moved = self.moved.notified();
             tokio::pin!(moved);
@@ -139,7 +146,7 @@ mod tests {
     #[tokio::test]
     async fn a_sleeper_wakes_when_the_clock_is_moved_past_its_time() {
         let c = Clock::default();
-        let target = c.now_ms() + 3_600_000;
+        let target = c.now().after(Duration::from_secs(3_600));
         let sleeper = tokio::spawn({
             let c = c.clone();
             async move { c.sleep_until(target).await }

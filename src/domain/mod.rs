@@ -24,7 +24,7 @@ pub mod zones;
 pub use clock::Clock;
 pub use ids::{InstanceId, ProjectId, TaskId, TopicName};
 pub use task::{Step, StepFailure, StepStatus, TaskRecord, TaskStatus};
-pub use time::{CompactTime, now_ms};
+pub use time::{CompactTime, Timestamp, now_ms};
 
 /// The user an audit event written by the engine (not by a request) names.
 pub const ENGINE_USER: &str = "kafka-tasks-engine";

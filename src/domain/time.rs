@@ -57,24 +57,62 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-/// A `YYYYMMDDHHmmss` UTC value from a query string, held as epoch milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct CompactTime(pub i64);
+/// An instant: milliseconds since the Unix epoch, UTC, as the database columns hold it. Shown
+/// (and parsed from query strings) in the compact `YYYYMMDDHHmmss` form; a span between two is a
+/// [`std::time::Duration`]. `CompactTime` is its name where it comes from a query string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
 
-impl std::str::FromStr for CompactTime {
+pub use self::Timestamp as CompactTime;
+
+impl Timestamp {
+    pub const fn from_ms(ms: i64) -> Timestamp {
+        Timestamp(ms)
+    }
+
+    /// Epoch milliseconds (what a column stores).
+    pub const fn ms(self) -> i64 {
+        self.0
+    }
+
+    /// `span` later, saturating at the end of time.
+    pub fn after(self, span: std::time::Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(millis(span)))
+    }
+
+    /// How long after `earlier` this is; zero when it is not after it.
+    pub fn since(self, earlier: Timestamp) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
+    }
+}
+
+impl std::ops::Add<std::time::Duration> for Timestamp {
+    type Output = Timestamp;
+    fn add(self, span: std::time::Duration) -> Timestamp {
+        self.after(span)
+    }
+}
+
+/// A span in whole milliseconds, as the database columns and the step plans count it
+/// (saturating at `i64::MAX`).
+pub fn millis(span: std::time::Duration) -> i64 {
+    i64::try_from(span.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl std::str::FromStr for Timestamp {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, ()> {
         if s.len() != 14 || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(());
         }
         NaiveDateTime::parse_from_str(s, "%Y%m%d%H%M%S")
-            .map(|t| CompactTime(t.and_utc().timestamp_millis()))
+            .map(|t| Timestamp(t.and_utc().timestamp_millis()))
             .map_err(|_| ())
     }
 }
 
 /// The same `YYYYMMDDHHmmss` UTC form (empty for an instant chrono cannot represent).
-impl std::fmt::Display for CompactTime {
+impl std::fmt::Display for Timestamp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match DateTime::<Utc>::from_timestamp_millis(self.0) {
             Some(t) => write!(f, "{}", t.format("%Y%m%d%H%M%S")),
@@ -83,7 +121,7 @@ impl std::fmt::Display for CompactTime {
     }
 }
 
-impl CompactTime {
+impl Timestamp {
     /// The last millisecond of the second this value names, so that an inclusive upper
     /// bound of `…HHmmss` covers a record created at `…HH:mm:ss.999`.
     pub fn end_of_second(self) -> i64 {
@@ -151,5 +189,16 @@ mod tests {
         assert_eq!(CompactTime(1589512791046).to_string(), "20200515031951");
         assert_eq!("20200515031951".parse::<CompactTime>().map(|t| t.to_string()), Ok("20200515031951".to_owned()));
         assert_eq!(CompactTime(i64::MAX).to_string(), "");
+    }
+
+    #[test]
+    fn a_timestamp_moves_by_durations_and_saturates() {
+        use std::time::Duration;
+        let t = Timestamp::from_ms(1589512791046);
+        assert_eq!((t + Duration::from_millis(954)).to_string(), "20200515031952");
+        assert_eq!(t.after(Duration::from_secs(60)).since(t), Duration::from_secs(60));
+        assert_eq!(t.since(t.after(Duration::from_secs(1))), Duration::ZERO);
+        assert_eq!(Timestamp(i64::MAX - 1).after(Duration::MAX), Timestamp(i64::MAX));
+        assert_eq!(millis(Duration::from_micros(2_999)), 2);
     }
 }

@@ -105,7 +105,7 @@ impl Engine {
                 clock: &self.config.clock,
                 poll: Duration::from_millis(self.config.poll_ms.clamp(20, 1000)),
                 kill_grace: deps.executors.kill_grace,
-                lease: Duration::from_millis(self.config.lease_ms.max(1) as u64),
+                lease: self.config.lease.max(Duration::from_millis(1)),
             };
             let (events_tx, mut events) = mpsc::channel(64);
             let (stop_tx, stop_rx) = watch::channel(false);
@@ -119,8 +119,7 @@ impl Engine {
             let mut pending = Pending::default();
             // The lease is checked as often as it is renewed: a task another process took over
             // (this one was paused, or cut off from the database) has its executor stopped.
-            let mut lease_check =
-                tokio::time::interval(Duration::from_millis((self.config.lease_ms / 3).max(50) as u64));
+            let mut lease_check = tokio::time::interval(self.renew_every());
             lease_check.tick().await;
             let outcome = loop {
                 tokio::select! {

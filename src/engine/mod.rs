@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::domain::operation::StepContext;
-use crate::domain::{Clock, TaskRecord};
+use crate::domain::{Clock, TaskRecord, Timestamp};
 use crate::executor::Executors;
 use crate::storage::{Claimed, EngineStore, InstanceStore, RunStore, StepOutcome};
 use crate::telemetry;
@@ -33,7 +33,7 @@ mod executed;
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// How long a lease lasts without renewal; a dead process's tasks are taken over after it.
-    pub lease_ms: i64,
+    pub lease: Duration,
     /// How often to look for due work when nothing wakes the engine.
     pub poll_ms: u64,
     /// Tasks run at once by this process.
@@ -171,10 +171,7 @@ impl Engine {
             let mut claimed_all = false;
             if free > 0 {
                 let want = free.min(256);
-                match this
-                    .store
-                    .claim(&this.owner, this.now_ms(), this.config.lease_ms, want, this.config.step_context)
-                    .await
+                match this.store.claim(&this.owner, this.now(), this.config.lease, want, this.config.step_context).await
                 {
                     Ok(batch) => {
                         claimed_all = batch.len() == want;
@@ -225,8 +222,17 @@ impl Engine {
         self.config.clock.now_ms()
     }
 
+    fn now(&self) -> Timestamp {
+        self.config.clock.now()
+    }
+
+    /// How often leases are renewed (and checked): a third of the lease, at least 50 ms.
+    fn renew_every(&self) -> Duration {
+        (self.config.lease / 3).max(Duration::from_millis(50))
+    }
+
     async fn renew_forever(self: Arc<Self>) {
-        let every = Duration::from_millis((self.config.lease_ms / 3).max(50) as u64);
+        let every = self.renew_every();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -237,7 +243,7 @@ impl Engine {
     }
 
     async fn renew(&self) {
-        if let Err(e) = self.store.renew_leases(&self.owner, self.now_ms() + self.config.lease_ms).await {
+        if let Err(e) = self.store.renew_leases(&self.owner, self.now() + self.config.lease).await {
             crate::limited!(warn, &format!("renew {e}"), error = %e, "could not renew leases");
         }
     }
@@ -291,7 +297,7 @@ impl Engine {
             };
             if plan.duration_ms > 0 {
                 // On the service's clock: moving it (test control) ends the step's wait.
-                let until = self.now_ms().saturating_add(plan.duration_ms as i64);
+                let until = self.now().after(Duration::from_millis(plan.duration_ms));
                 let moves = self.config.clock.moves();
                 tokio::select! {
                     _ = self.config.clock.sleep_until(until) => {}
@@ -324,14 +330,7 @@ impl Engine {
         loop {
             match self
                 .store
-                .finish_step(
-                    &self.owner,
-                    &task.id,
-                    current,
-                    self.now_ms(),
-                    self.config.lease_ms,
-                    self.config.step_context,
-                )
+                .finish_step(&self.owner, &task.id, current, self.now(), self.config.lease, self.config.step_context)
                 .await
             {
                 Ok(o) => return o,

@@ -6,7 +6,8 @@
 //!   `#[must_use]`, so forgetting it does not compile under `-D warnings`);
 //! - everything else (refusals at any stage after authentication, and successes the store did
 //!   not record, such as a token request) is written by the gateway after the handler, from
-//!   the action of the route ([`route_action`], one table) and the path's target.
+//!   the action of the route ([`route_action`], declared where the route is registered) and
+//!   the path's target.
 //!
 //! A batch action names its instances in the body; it leaves one event per named instance,
 //! whether the whole request is refused ([`batch_targets`]) or each instance is decided on its
@@ -16,56 +17,26 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
+use super::routes::Audit;
 use crate::domain::Action;
 
 /// The most instances one batch action may name (more is refused as a whole).
 pub const MAX_BATCH: usize = 50;
 
-/// The batch route, whose action and targets come from its body.
-pub const BATCH_ROUTE: &str = "/v2/{project_id}/instances/action";
-
 /// The action the audit records for a mutating request on `route` (its template), or `None`
-/// for a route that changes nothing. The batch action's is named by its body.
+/// for a route that changes nothing: as the route's registration says ([`super::routes`]).
+/// The batch action's is named by its body.
 pub fn route_action(method: &Method, route: &str, body: &[u8]) -> Option<Action> {
-    use Action::*;
-    let action = match (method.as_str(), route) {
-        ("POST", "/v2/kafka/{project_id}/instances" | "/v2/{project_id}/kafka/instances") => CreateInstance,
-        ("POST", BATCH_ROUTE) => return batch_action(body).map(|(action, _)| action),
-        ("PUT", "/v2/{project_id}/instances/{instance_id}") => ModifyInstance,
-        ("DELETE", "/v2/{project_id}/instances/{instance_id}") => DeleteInstance,
-        ("PUT", "/v2/{project_id}/instances/{instance_id}/configs")
-        | ("POST", "/v2/{project_id}/instances/{instance_id}/autotopic")
-        | (
-            "POST",
-            "/v2/{project_id}/kafka/instances/{instance_id}/extend"
-            | "/v2/kafka/{project_id}/instances/{instance_id}/extend"
-            | "/v2/{project_id}/kafka/instances/{instance_id}/reassign"
-            | "/v2/kafka/{project_id}/instances/{instance_id}/reassign"
-            | "/v2/{project_id}/kafka/instances/{instance_id}/upgrade",
-        ) => ModifyInstance,
-        (
-            "DELETE",
-            "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}"
-            | "/v2/{project_id}/instances/{instance_id}/tasks",
-        ) => DeleteBackgroundTask,
-        ("POST", "/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor-callback") => ModifyInstance,
-        ("PUT" | "DELETE", "/v2/{project_id}/tasks/retention") => SetRetention,
-        ("PUT" | "DELETE", "/v2/{project_id}/instances/{instance_id}/cluster") => BindCluster,
-        ("PUT", "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}") => ModifyScheduledTask,
-        ("DELETE", "/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}") => DeleteScheduledTask,
-        ("POST", "/v3/auth/tokens") => CreateToken,
-        (
-            "POST" | "PATCH" | "DELETE",
-            "/v2/{project_id}/test-control/faults"
-            | "/v2/{project_id}/test-control/clock"
-            | "/v2/{project_id}/test-control/reset"
-            | "/v2/{project_id}/test-control/snapshots"
-            | "/v2/{project_id}/test-control/snapshots/{name}"
-            | "/v2/{project_id}/test-control/snapshots/{name}/restore",
-        ) => TestControl,
-        _ => return None,
-    };
-    Some(action)
+    match super::routes::lookup(method, route)?.audit {
+        Audit::Read => None,
+        Audit::Action(action) => Some(action),
+        Audit::Batch => batch_action(body).map(|(action, _)| action),
+    }
+}
+
+/// Whether `route` is the batch action, whose targets are the instances its body names.
+pub fn is_batch(method: &Method, route: &str) -> bool {
+    super::routes::lookup(method, route).is_some_and(|r| r.audit == Audit::Batch)
 }
 
 /// What a batch body asks for: `restart` is a modification, `delete` a deletion.
@@ -163,9 +134,14 @@ mod tests {
 
     #[test]
     fn a_batch_is_audited_by_the_action_its_body_names() {
-        assert_eq!(route_action(&Method::POST, BATCH_ROUTE, br#"{"action":"restart"}"#), Some(Action::ModifyInstance));
-        assert_eq!(route_action(&Method::POST, BATCH_ROUTE, br#"{"action":"delete"}"#), Some(Action::DeleteInstance));
-        assert_eq!(route_action(&Method::POST, BATCH_ROUTE, br#"{"action":"x"}"#), None);
+        let batch = super::super::routes::all().into_iter().find(|r| r.audit == Audit::Batch);
+        let batch = batch.map(|r| r.path).unwrap_or_default();
+        let batch = batch.as_str();
+        assert!(is_batch(&Method::POST, batch));
+        assert!(!is_batch(&Method::POST, "/v2/{project_id}/instances"));
+        assert_eq!(route_action(&Method::POST, batch, br#"{"action":"restart"}"#), Some(Action::ModifyInstance));
+        assert_eq!(route_action(&Method::POST, batch, br#"{"action":"delete"}"#), Some(Action::DeleteInstance));
+        assert_eq!(route_action(&Method::POST, batch, br#"{"action":"x"}"#), None);
         assert_eq!(batch_targets(br#"{"instances":["a",7]}"#), Some(vec!["a".to_owned(), "7".to_owned()]));
         assert_eq!(batch_targets(br#"{"instances":[]}"#), None);
         let huge = format!(r#"{{"instances":["{}"]}}"#, "é".repeat(5_000));

@@ -129,7 +129,7 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         .map_or_else(|| format!("{method} {route}"), |a| a.iam_name().to_owned());
     let at = state.clock.now_ms();
     // A batch is audited per instance it names, whatever becomes of the request.
-    let batch = (mutating && route == audit::BATCH_ROUTE).then(|| audit::batch_targets(&bytes)).flatten();
+    let batch = (mutating && audit::is_batch(&method, &route)).then(|| audit::batch_targets(&bytes)).flatten();
     parts.extensions.insert(identity.clone());
     parts.extensions.insert(RouteAudit { action: action.clone(), at });
     // Refused after authentication, so that it is audited like any other refusal.

@@ -6,17 +6,18 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, JsonBody};
+use super::routes::{Op, op};
 use crate::domain::Action;
 use crate::domain::cluster::{AllowRule, Binding, BindingRequest, BindingView, ClusterPolicy};
 use crate::kafka::{ClusterError, ClusterView};
@@ -56,8 +57,12 @@ impl ClusterArgs {
     }
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v2/{project_id}/instances/{instance_id}/cluster", get(show).put(bind).delete(unbind))
+pub fn operations() -> Vec<Op> {
+    vec![
+        op(routes!(show)),
+        op(routes!(bind)).audit(Action::BindCluster),
+        op(routes!(unbind)).audit(Action::BindCluster),
+    ]
 }
 
 /// A binding and what the cluster says now.

@@ -3,8 +3,6 @@
 //! none of these routes exists (every one answers the router's 404) and the fault layer
 //! ([`inject`]) passes every request straight through.
 
-use std::collections::HashMap;
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,38 +11,43 @@ use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::{Value, json};
 use utoipa::OpenApi;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::audit::StoredEvent;
 use super::error::{ApiError, current_request_id};
 use super::extract::{Caller, ProjectPath};
+use super::routes::{Op, op};
 use crate::control::{ControlError, INJECTED_ACTION, TestControl, faults::Effect};
 use crate::domain::{Action, Identity};
 use crate::storage::AuditEvent;
-
-pub const FAULTS: &str = "/v2/{project_id}/test-control/faults";
-pub const CLOCK: &str = "/v2/{project_id}/test-control/clock";
-pub const RESET: &str = "/v2/{project_id}/test-control/reset";
-pub const SNAPSHOTS: &str = "/v2/{project_id}/test-control/snapshots";
-pub const SNAPSHOT: &str = "/v2/{project_id}/test-control/snapshots/{name}";
-pub const SNAPSHOT_RESTORE: &str = "/v2/{project_id}/test-control/snapshots/{name}/restore";
 
 /// The control routes, behind authentication; none at all without `--test-control`.
 pub fn router(state: &AppState) -> Router<AppState> {
     if state.control.is_none() {
         return Router::new();
     }
-    Router::new()
-        .route(FAULTS, get(list_faults).post(replace_faults).patch(append_faults).delete(remove_faults))
-        .route(CLOCK, get(show_clock).post(move_clock))
-        .route(RESET, post(reset))
-        .route(SNAPSHOTS, get(list_snapshots).post(save_snapshot))
-        .route(SNAPSHOT, axum::routing::delete(delete_snapshot))
-        .route(SNAPSHOT_RESTORE, post(restore_snapshot))
+    super::routes::control()
+        .router
         .route_layer(middleware::from_fn_with_state(state.clone(), super::auth_layer::authenticate))
+}
+
+pub fn operations() -> Vec<Op> {
+    vec![
+        op(routes!(list_faults)),
+        op(routes!(replace_faults)).audit(Action::TestControl),
+        op(routes!(append_faults)).audit(Action::TestControl),
+        op(routes!(remove_faults)).audit(Action::TestControl),
+        op(routes!(show_clock)),
+        op(routes!(move_clock)).audit(Action::TestControl),
+        op(routes!(reset)).audit(Action::TestControl),
+        op(routes!(list_snapshots)),
+        op(routes!(save_snapshot)).audit(Action::TestControl),
+        op(routes!(delete_snapshot)).audit(Action::TestControl),
+        op(routes!(restore_snapshot)).audit(Action::TestControl),
+    ]
 }
 
 impl From<ControlError> for ApiError {
@@ -403,41 +406,16 @@ pub(super) async fn delete_snapshot(
 /// The test-control part of the OpenAPI document, served with `--test-control` only.
 #[derive(OpenApi)]
 #[openapi(
-    paths(list_faults, replace_faults, append_faults, remove_faults, show_clock, move_clock, reset,
-          list_snapshots, save_snapshot, restore_snapshot, delete_snapshot),
     components(schemas(crate::control::faults::RuleInput, crate::control::faults::ErrorInput, crate::control::faults::FailInput)),
     tags((name = "Test control", description = "Extension, `serve --test-control` only (admin role): fault rules, \
         the movable clock, the state reset. See docs/testing.md."))
 )]
 pub struct ControlDoc;
 
-/// `(METHOD, route template)` → the operation's id, from the OpenAPI document (an alias path
-/// has its primary's id).
-static OPERATIONS: LazyLock<HashMap<(String, String), String>> = LazyLock::new(|| {
-    let doc = super::openapi::ApiDoc::openapi();
-    let mut out = HashMap::new();
-    for (path, item) in &doc.paths.paths {
-        let ops = [
-            ("GET", &item.get),
-            ("PUT", &item.put),
-            ("POST", &item.post),
-            ("DELETE", &item.delete),
-            ("PATCH", &item.patch),
-            ("HEAD", &item.head),
-        ];
-        for (method, op) in ops {
-            if let Some(id) = op.as_ref().and_then(|o| o.operation_id.as_deref()) {
-                let id = id.strip_suffix("Alias").unwrap_or(id);
-                out.insert((method.to_owned(), path.clone()), id.to_owned());
-            }
-        }
-    }
-    out
-});
-
-/// The operation id of a request, if it is a documented operation.
-pub fn operation_id(method: &str, route: &str) -> Option<&'static str> {
-    OPERATIONS.get(&(method.to_owned(), route.to_owned())).map(String::as_str)
+/// The operation id of a request, if it is a registered operation (an alias path has its
+/// primary's id).
+pub fn operation_id(method: &axum::http::Method, route: &str) -> Option<&'static str> {
+    super::routes::lookup(method, route).map(|r| r.operation_id.as_str())
 }
 
 /// The fault layer, between authentication and the handler of every API operation: a rule that
@@ -449,7 +427,7 @@ pub async fn inject(State(state): State<AppState>, req: Request, next: Next) -> 
     };
     let (mut parts, body) = req.into_parts();
     let route = parts.extensions.get::<MatchedPath>().map(|m| m.as_str().to_owned()).unwrap_or_default();
-    let Some(operation) = operation_id(parts.method.as_str(), &route) else {
+    let Some(operation) = operation_id(&parts.method, &route) else {
         return next.run(Request::from_parts(parts, body)).await;
     };
     let (project, instance) = match RawPathParams::from_request_parts(&mut parts, &()).await {

@@ -104,8 +104,9 @@ pub enum ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(cause) => ApiError::Unavailable(cause),
-            e => ApiError::Internal(e.to_string()),
+            // The log line (see `into_response`) shows the whole chain, down to the driver's error.
+            e @ StoreError::Unavailable { .. } => ApiError::Unavailable(e.chain()),
+            e => ApiError::Internal(e.chain()),
         }
     }
 }
@@ -198,6 +199,108 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// One error of each kind: the OpenAPI document's error responses list their codes
+    /// ([`ApiError::meaning`] says what each means there). A new kind goes here and in
+    /// `meaning`'s match, which does not compile without it.
+    pub fn every_kind() -> Vec<ApiError> {
+        use ApiError::*;
+        let s = String::new;
+        vec![
+            InvalidProjectId,
+            InvalidInstanceId,
+            InvalidTaskId,
+            InvalidParam("name"),
+            DuplicateParam(s()),
+            UnknownParam(s()),
+            ClusterRefuses("name", s()),
+            ClusterUnusable(s()),
+            InvalidTimestamp,
+            InvalidBody,
+            ControlRefused(s()),
+            TaskRunning,
+            InstanceState,
+            AlreadyLatestKernel,
+            Unauthenticated(s()),
+            WrongProject,
+            Forbidden,
+            NoInstance,
+            NoTask,
+            NoClusterBinding,
+            NoSnapshot,
+            NoSuchUrl,
+            MethodNotAllowed,
+            BodyTimeout,
+            TooLarge,
+            UriTooLong,
+            Throttled(1),
+            HeadersTooLarge,
+            Internal(s()),
+            Unavailable(s()),
+            Busy,
+        ]
+    }
+
+    /// What the document says this kind of error means (empty: nothing beyond what another
+    /// kind of the same code says); kinds that share a code are listed under it together.
+    pub fn meaning(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            InvalidProjectId => "project id",
+            InvalidInstanceId => "instance id",
+            InvalidTaskId => "task id",
+            InvalidParam(_) => "a parameter",
+            DuplicateParam(_) => "a query key given twice",
+            UnknownParam(_) => "a query key the operation does not take",
+            ClusterRefuses(..) => "a topic or broker the bound cluster does not have",
+            ClusterUnusable(_) => "a cluster binding that cannot be used",
+            InvalidTimestamp => "timestamp",
+            InvalidBody => "body",
+            // Only with `--test-control`: the plain document does not name test control (its
+            // code is listed under the body's meaning).
+            ControlRefused(_) => "",
+            TaskRunning => "task still running",
+            InstanceState => "instance state",
+            AlreadyLatestKernel => "already on the latest kernel",
+            Unauthenticated(_) => "missing, malformed, expired or wrong credentials",
+            WrongProject => "credential of another project",
+            Forbidden => "role lacks permission",
+            NoInstance => "no such instance",
+            NoTask => "no such task",
+            NoClusterBinding => "no cluster binding",
+            NoSnapshot => "no such snapshot",
+            NoSuchUrl => "no such URL",
+            MethodNotAllowed => "a method the path does not serve",
+            BodyTimeout => "the request body did not arrive in time",
+            TooLarge => "request body too large",
+            UriTooLong => "request URI too long",
+            Throttled(_) => "throttled",
+            HeadersTooLarge => "request header fields too large",
+            Internal(_) => "internal error (the cause is logged with the request id, never sent)",
+            Unavailable(_) => "database unavailable",
+            Busy => "server busy",
+        }
+    }
+}
+
+/// The codes a response of `status` can carry, in [`ApiError::every_kind`]'s order, each with
+/// what it means (the meanings of the kinds that share it, joined).
+pub fn codes_of(status: StatusCode) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = Vec::new();
+    for kind in ApiError::every_kind().into_iter().filter(|k| k.status() == status) {
+        let (code, _) = kind.code_and_message();
+        match out.iter_mut().find(|(c, _)| *c == code) {
+            Some((_, meaning)) if !kind.meaning().is_empty() => {
+                meaning.push_str(", or ");
+                meaning.push_str(kind.meaning());
+            }
+            Some(_) => {}
+            None => out.push((code, kind.meaning().to_owned())),
+        }
+    }
+    out
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let this = self;
@@ -218,5 +321,26 @@ impl IntoResponse for ApiError {
             res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }
         res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_listed_once_and_its_code_with_a_meaning() {
+        let kinds = ApiError::every_kind();
+        let mut seen = std::collections::HashSet::new();
+        for kind in &kinds {
+            assert!(seen.insert(std::mem::discriminant(kind)), "{kind:?} is listed twice");
+            let (code, _) = kind.code_and_message();
+            let listed = codes_of(kind.status());
+            assert!(listed.iter().any(|(c, m)| *c == code && !m.is_empty()), "{kind:?}: {listed:?}");
+        }
+        let bad = codes_of(StatusCode::BAD_REQUEST);
+        let param = bad.iter().find(|(code, _)| *code == "DMS.00400062").map(|(_, m)| m.as_str());
+        assert!(param.is_some_and(|m| m.starts_with("a parameter, or a query key given twice")), "{bad:?}");
+        assert_eq!(codes_of(StatusCode::URI_TOO_LONG), [("DMS.00414000", "request URI too long".to_owned())]);
     }
 }

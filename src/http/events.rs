@@ -20,17 +20,17 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, ProjectPath, QueryMap};
+use super::routes::{Op, op};
 use crate::domain::Action;
 use crate::storage::events::{EventCursor, EventScope, EventStart, EventStore, LoggedEvent};
 use crate::wire::from_query;
@@ -165,10 +165,8 @@ impl Drop for Slot {
     }
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v2/{project_id}/tasks/events", get(project_events))
-        .route("/v2/{project_id}/instances/{instance_id}/tasks/events", get(instance_events))
+pub fn operations() -> Vec<Op> {
+    vec![op(routes!(project_events)), op(routes!(instance_events))]
 }
 
 /// `GET /v2/{project_id}/tasks/events`: every task event of the project, as Server-Sent Events.

@@ -2,28 +2,26 @@
 //! failed and what to do (`…/tasks/{task_id}/run`; `…/executor` is its older name, still
 //! served); and the callback through which a webhook receiver ends a step.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody, TaskPath};
+use super::routes::{Op, op};
 use super::tasks::find;
 use crate::domain::Action;
 use crate::executor::{MAX_MESSAGE, REASON_TAIL, webhook};
 use crate::storage::{Callback, StepAnswer, View};
 use crate::wire::executor::CallbackBody;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/run", get(show_run))
-        .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor", get(show_run_alias))
-        .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/executor-callback", post(callback))
+pub fn operations() -> Vec<Op> {
+    vec![op(routes!(show_run)), op(routes!(show_run_alias)), op(routes!(callback)).audit(Action::ModifyInstance)]
 }
 
 /// Why a task failed: the step, what was wrong, what to do.

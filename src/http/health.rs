@@ -11,9 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::task::JoinHandle;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
+use super::routes::{Op, op};
 use crate::storage::{Health, StoreResult};
 
 /// How long a readiness result is reused: /readyz cannot make more than one probe a second,
@@ -22,8 +24,8 @@ const READY_TTL: Duration = Duration::from_secs(1);
 /// A probe that has not answered in this time makes /readyz 503 (a stalled write path).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(ready)).route("/metrics", get(metrics))
+pub fn operations() -> Vec<Op> {
+    vec![op(routes!(healthz)), op(routes!(ready)), op(routes!(metrics))]
 }
 
 /// Liveness: the process answers.

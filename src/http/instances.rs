@@ -1,16 +1,17 @@
 //! Instances and the operations that create tasks (spec 3.8): create, list, show, delete,
 //! batch restart/delete, configs, auto-topic, resize, partition reassignment and upgrade.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::audit::{BatchAudit, MAX_BATCH, Receipt, batch_name};
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, JsonBody, ProjectPath};
+use super::routes::{Op, op};
 use crate::domain::instance::{Instance, InstanceUpdate, NewInstance};
 use crate::domain::operation::{self, Operation};
 use crate::domain::submission::{NewTask, TaskBuilder};
@@ -29,23 +30,29 @@ use crate::wire::operation::{
 
 /// Several operations have two documented paths (the SDKs and Terraform use both); each pair
 /// is served by one handler, so auth, audit and errors cannot drift apart.
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn operations() -> Vec<Op> {
+    vec![
         // CreateInstanceByEngine (engine `kafka`) and CreatePostPaidKafkaInstance.
-        .route("/v2/kafka/{project_id}/instances", post(create))
-        .route("/v2/{project_id}/kafka/instances", post(create))
-        .route("/v2/{project_id}/instances", get(list))
-        .route("/v2/{project_id}/instances/action", post(batch_action))
-        .route("/v2/{project_id}/instances/{instance_id}", get(show).put(update).delete(delete))
-        .route("/v2/{project_id}/instances/{instance_id}/configs", get(show_configs).put(modify_configs))
-        .route("/v2/{project_id}/instances/{instance_id}/autotopic", post(auto_topic))
-        .route("/v2/{project_id}/kafka/instances/{instance_id}/extend", post(resize))
-        .route("/v2/kafka/{project_id}/instances/{instance_id}/extend", post(resize))
-        .route("/v2/{project_id}/kafka/instances/{instance_id}/reassign", post(reassign))
-        .route("/v2/kafka/{project_id}/instances/{instance_id}/reassign", post(reassign))
-        .route("/v2/{project_id}/kafka/instances/{instance_id}/upgrade", get(show_upgrade).post(upgrade))
-        .route("/v2/{project_id}/kafka/{instance_id}/tags", get(show_tags))
-        .route("/v2/{project_id}/instances/{instance_id}/manage/cluster", get(show_cluster))
+        op(routes!(create)).audit(Action::CreateInstance).alias("/v2/{project_id}/kafka/instances"),
+        op(routes!(list)),
+        op(routes!(batch_action)).batch(),
+        op(routes!(show)),
+        op(routes!(update)).audit(Action::ModifyInstance),
+        op(routes!(delete)).audit(Action::DeleteInstance),
+        op(routes!(show_configs)),
+        op(routes!(modify_configs)).audit(Action::ModifyInstance),
+        op(routes!(auto_topic)).audit(Action::ModifyInstance),
+        op(routes!(resize))
+            .audit(Action::ModifyInstance)
+            .alias("/v2/kafka/{project_id}/instances/{instance_id}/extend"),
+        op(routes!(reassign))
+            .audit(Action::ModifyInstance)
+            .alias("/v2/kafka/{project_id}/instances/{instance_id}/reassign"),
+        op(routes!(show_upgrade)),
+        op(routes!(upgrade)).audit(Action::ModifyInstance),
+        op(routes!(show_tags)),
+        op(routes!(show_cluster)),
+    ]
 }
 
 /// Submits an operation on an instance: `make` sees the instance as it is inside the

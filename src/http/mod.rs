@@ -1,5 +1,6 @@
-//! The HTTP layer: one module per resource, each exposing `router()`, assembled here with the
-//! request-id, logging, metrics and body-guard layers and the DMS-shaped 404/405 fallbacks.
+//! The HTTP layer: one module per resource, each listing its operations for [`routes`] (the one
+//! registration of each), assembled here with the request-id, logging, metrics and body-guard
+//! layers and the DMS-shaped 404/405 fallbacks.
 //! The serve loop (connections, timeouts, hyper's own errors) is [`serve`].
 
 pub mod audit;
@@ -15,6 +16,7 @@ pub mod health;
 pub mod instances;
 pub mod openapi;
 pub mod retention;
+pub mod routes;
 pub mod scheduled;
 pub mod serve;
 pub mod tasks;
@@ -79,16 +81,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .merge(tasks::router())
-        .merge(events::router())
-        .merge(scheduled::router())
-        .merge(instances::router())
-        .merge(tokens::router())
-        .merge(executors::router())
-        .merge(retention::router())
-        .merge(clusters::router())
-        .merge(zones::router());
+    let api = routes::api().router;
     // Fault injection is layered only when test control is on: the layer itself (a boxed future
     // and a copy of the state per request) cost every request about 12k instructions even when
     // it had nothing to do.
@@ -100,8 +93,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .merge(control::router(&state))
-        .merge(health::router())
-        .merge(openapi::router())
+        .merge(routes::public().router)
         .merge(console::router(state.control.is_some()))
         .fallback(|| async { ApiError::NoSuchUrl })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -1,101 +1,37 @@
 //! `GET /openapi.json`: the OpenAPI 3 document of the service, derived at compile time from the
-//! handlers' `#[utoipa::path]` annotations and the wire types (utoipa), then completed here with
-//! what every operation shares: the security schemes, the DMS/APIGW error responses, and the
-//! alias paths that one handler serves under two documented URLs.
+//! handlers' `#[utoipa::path]` annotations and the wire types (utoipa), with the paths of the
+//! operations as [`super::routes`] registers them (an alias path documented as a copy of its
+//! operation), then completed here with what every operation shares: the security schemes and
+//! the DMS/APIGW error responses.
 //!
-//! The document cannot drift silently: `tests/api/openapi.rs` checks it against the routes the
-//! router registers (both ways), and `tests/openapi/` validates live responses of every
-//! operation against it (schemathesis).
+//! The document cannot drift silently: its paths come from the same registrations as the
+//! router's routes (`tests/api/openapi.rs` checks the two both ways on a live server), and
+//! `tests/openapi/` validates live responses of every operation against it (schemathesis).
 
 use std::sync::LazyLock;
 
-use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
+use super::error::{ApiError, codes_of};
+
 use super::AppState;
-use super::{clusters, events, executors, health, instances, retention, scheduled, tasks, tokens, zones};
+use super::routes::{self, Op, op};
 
 /// Security scheme names, as the annotations and [`Shared`] use them.
 pub const AKSK: &str = "aksk";
 pub const TOKEN: &str = "token";
 
-/// One handler serves both paths; the second is documented as a copy of the first.
-/// (`tests/api/openapi.rs` fails if a registered alias is missing here.)
-const ALIASES: &[(&str, &str)] = &[
-    ("/v2/kafka/{project_id}/instances", "/v2/{project_id}/kafka/instances"),
-    ("/v2/{project_id}/kafka/instances/{instance_id}/extend", "/v2/kafka/{project_id}/instances/{instance_id}/extend"),
-    (
-        "/v2/{project_id}/kafka/instances/{instance_id}/reassign",
-        "/v2/kafka/{project_id}/instances/{instance_id}/reassign",
-    ),
-];
-
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "kafka-tasks",
-        description = "The background-task subsystem of a Kafka control plane, wire-compatible with \
-            Huawei Cloud DMS for Kafka's background-task API (and the instance operations that create tasks).\n\n\
-            Authentication: every `/v2` and `/v3` path takes either an AK/SK signature (`Authorization: \
-            SDK-HMAC-SHA256 Access=…, SignedHeaders=…, Signature=…` with `X-Sdk-Date`, as the official SDKs \
-            sign) or a token (`X-Auth-Token`, from `POST /v3/auth/tokens` or `kafka-tasks token create`). \
-            `/healthz`, `/readyz`, `/metrics` and this document are public.\n\n\
-            Errors are `{\"error_code\",\"error_msg\"}` with a DMS code (`DMS.00400062`, …); errors from the \
-            gateway layer (authentication, throttling, body size) carry an `APIGW.*` code and the \
-            `request_id`, which every response also returns in `X-Request-Id`. A method a path does not \
-            serve is 405 `DMS.00405001`; an unknown path is 404 `DMS.00404001`.",
         license(name = "Apache-2.0"),
     ),
-    paths(
-        tasks::list,
-        tasks::show,
-        tasks::delete,
-        tasks::delete_many,
-        tasks::progress,
-        events::project_events,
-        events::instance_events,
-        scheduled::list,
-        scheduled::update,
-        scheduled::delete,
-        instances::create,
-        instances::list,
-        instances::batch_action,
-        instances::show,
-        instances::update,
-        instances::delete,
-        instances::show_configs,
-        instances::modify_configs,
-        instances::auto_topic,
-        instances::resize,
-        instances::reassign,
-        instances::show_upgrade,
-        instances::upgrade,
-        instances::show_tags,
-        instances::show_cluster,
-        zones::list,
-        tokens::create,
-        executors::show_run,
-        executors::show_run_alias,
-        executors::callback,
-        retention::show,
-        retention::set,
-        retention::reset,
-        clusters::show,
-        clusters::bind,
-        clusters::unbind,
-        health::healthz,
-        health::ready,
-        health::metrics,
-        document,
-    ),
     components(schemas(crate::wire::error::ErrorBody, crate::wire::task::BulkDeletePreview)),
-    modifiers(&Shared),
     tags(
         (name = "Background tasks", description = "DMS background tasks (ListBackgroundTasks and siblings)"),
         (name = "Task events", description = "Live task events as Server-Sent Events (an extension; DMS has none)"),
@@ -110,29 +46,56 @@ const ALIASES: &[(&str, &str)] = &[
 )]
 pub struct ApiDoc;
 
-/// Every error response: the status, then the DMS/APIGW codes it carries.
-const ERRORS: &[(u16, &str)] = &[
-    (
-        400,
-        "Invalid input: DMS.00400002 (project id), DMS.00400030 (instance id), DMS.00400070 (task id), \
-         DMS.00400062 (a parameter, or a query key given twice), DMS.00400142 (timestamp), DMS.00400800 (body), \
-         DMS.00400017 (task still running), DMS.00400026 (instance state)",
-    ),
-    (401, "APIGW.0301: missing, malformed, expired or wrong credentials (with request_id)"),
-    (403, "APIGW.0302 (credential of another project, with request_id) or DMS.00403003 (role lacks permission)"),
-    (
-        404,
-        "DMS.00404022 (no such instance), DMS.00404070 (no such task), DMS.00404090 (no cluster binding) or \
-         DMS.00404001 (no such URL)",
-    ),
-    (408, "DMS.00408000: the request body did not arrive in time"),
-    (413, "APIGW.0201: request body too large (with request_id)"),
-    (414, "DMS.00414000: request URI too long"),
-    (429, "APIGW.0308: throttled (with request_id); Retry-After says when to retry"),
-    (431, "DMS.00431000: request header fields too large"),
-    (500, "DMS.00500000: internal error (the cause is logged with the request id, never sent)"),
-    (503, "DMS.00503000 (database unavailable) or DMS.00503001 (server busy); Retry-After: 1"),
-];
+/// The document's description; the error codes it names come from [`ApiError`].
+fn description() -> String {
+    let code = |e: ApiError| e.code_and_message().0;
+    format!(
+        "The background-task subsystem of a Kafka control plane, wire-compatible with \
+         Huawei Cloud DMS for Kafka's background-task API (and the instance operations that create tasks).\n\n\
+         Authentication: every `/v2` and `/v3` path takes either an AK/SK signature (`Authorization: \
+         SDK-HMAC-SHA256 Access=…, SignedHeaders=…, Signature=…` with `X-Sdk-Date`, as the official SDKs \
+         sign) or a token (`X-Auth-Token`, from `POST /v3/auth/tokens` or `kafka-tasks token create`). \
+         `/healthz`, `/readyz`, `/metrics` and this document are public.\n\n\
+         Errors are `{{\"error_code\",\"error_msg\"}}` with a DMS code (`{}`, …); errors from the \
+         gateway layer (authentication, throttling, body size) carry an `APIGW.*` code and the \
+         `request_id`, which every response also returns in `X-Request-Id`. A method a path does not \
+         serve is 405 `{}`; an unknown path is 404 `{}`.",
+        code(ApiError::InvalidParam("name")),
+        code(ApiError::MethodNotAllowed),
+        code(ApiError::NoSuchUrl),
+    )
+}
+
+/// The description of the shared error response of `status`: the codes it carries and what
+/// they mean, from [`ApiError`] (the one place codes are defined).
+fn error_description(status: u16) -> String {
+    let status = axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let codes = codes_of(status);
+    // The gateway's errors carry the request id in the body too (as APIGW does).
+    let with_id = |code: &str| code.starts_with("APIGW");
+    let mut text = match codes.as_slice() {
+        [(code, meaning)] => format!("{code}: {meaning}{}", if with_id(code) { " (with request_id)" } else { "" }),
+        many => {
+            let listed: Vec<String> = many
+                .iter()
+                .map(|(code, meaning)| {
+                    format!("{code} ({meaning}{})", if with_id(code) { ", with request_id" } else { "" })
+                })
+                .collect();
+            match listed.split_last() {
+                Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+                _ => listed.concat(),
+            }
+        }
+    };
+    match status.as_u16() {
+        400 => text.insert_str(0, "Invalid input: "),
+        429 => text.push_str("; Retry-After says when to retry"),
+        503 => text.push_str("; Retry-After: 1"),
+        _ => {}
+    }
+    text
+}
 
 /// The statuses any request can get, authenticated or not (the body guard, the serve loop, a panic).
 const ANY_REQUEST: &[u16] = &[408, 413, 414, 431, 500, 503];
@@ -148,6 +111,7 @@ struct Shared;
 
 impl Modify for Shared {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        doc.info.description = Some(description());
         let components = doc.components.get_or_insert_with(Default::default);
         let signed = ApiKey::Header(ApiKeyValue::with_description(
             "Authorization",
@@ -164,9 +128,10 @@ impl Modify for Shared {
             "A token from `POST /v3/auth/tokens` (its `X-Subject-Token`) or `kafka-tasks token create`",
         ));
         components.add_security_scheme(TOKEN, SecurityScheme::ApiKey(token));
-        for (status, description) in ERRORS {
+        for status in ANY_REQUEST.iter().chain(AUTHENTICATED) {
             let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build();
-            let mut response = ResponseBuilder::new().description(*description).content("application/json", content);
+            let mut response =
+                ResponseBuilder::new().description(error_description(*status)).content("application/json", content);
             response = response.header("X-Request-Id", request_id_header());
             if matches!(status, 429 | 503) {
                 let header = utoipa::openapi::HeaderBuilder::new()
@@ -180,7 +145,7 @@ impl Modify for Shared {
         let both = vec![SecurityRequirement::new(AKSK, [""; 0]), SecurityRequirement::new(TOKEN, [""; 0])];
         for (path, item) in doc.paths.paths.iter_mut() {
             let authenticated = path.starts_with("/v2/") || path.starts_with("/v3/");
-            for op in operations(item) {
+            for (_, op) in routes::operations_mut(item) {
                 for response in op.responses.responses.values_mut() {
                     if let RefOr::T(response) = response {
                         response
@@ -200,14 +165,6 @@ impl Modify for Shared {
                 }
             }
         }
-        for (primary, alias) in ALIASES {
-            let Some(item) = doc.paths.paths.get(*primary) else { continue };
-            let mut copy = item.clone();
-            for op in operations(&mut copy) {
-                op.operation_id = op.operation_id.as_ref().map(|id| format!("{id}Alias"));
-            }
-            doc.paths.paths.insert((*alias).to_owned(), copy);
-        }
     }
 }
 
@@ -222,27 +179,29 @@ fn request_id_header() -> utoipa::openapi::Header {
         .build()
 }
 
-fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
-    [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch, &mut item.head]
-        .into_iter()
-        .filter_map(Option::as_mut)
+/// The document: [`ApiDoc`] (information, tags, shared components), the registered operations'
+/// paths ([`super::routes`]) and, with `control`, test control's; then what every operation
+/// shares ([`Shared`]).
+fn build(control: bool) -> String {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(routes::api().doc);
+    doc.merge(routes::public().doc);
+    if control {
+        doc.merge(super::control::ControlDoc::openapi());
+        doc.merge(routes::control().doc);
+    }
+    Shared.modify(&mut doc);
+    doc.to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
 /// The document, built once.
-static DOCUMENT: LazyLock<String> =
-    LazyLock::new(|| ApiDoc::openapi().to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| build(false));
 
 /// The document of a server with `--test-control`: the same, and the test-control operations.
-static DOCUMENT_WITH_CONTROL: LazyLock<String> = LazyLock::new(|| {
-    let mut doc = ApiDoc::openapi();
-    doc.merge(super::control::ControlDoc::openapi());
-    // What every operation shares, for the added ones too (it leaves the others as they are).
-    Shared.modify(&mut doc);
-    doc.to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-});
+static DOCUMENT_WITH_CONTROL: LazyLock<String> = LazyLock::new(|| build(true));
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/openapi.json", get(document))
+pub fn operations() -> Vec<Op> {
+    vec![op(utoipa_axum::routes!(document))]
 }
 
 /// This document (public, like `/healthz`: it describes the API and holds no secret).
@@ -276,11 +235,17 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(&DOCUMENT).unwrap_or_default();
         let responses = &doc["components"]["responses"];
         for status in ANY_REQUEST.iter().chain(AUTHENTICATED) {
-            assert!(responses[error_response_name(*status)].is_object(), "{status} has no shared response");
+            let text = responses[error_response_name(*status)]["description"].as_str().unwrap_or_default();
+            let codes = codes_of(axum::http::StatusCode::from_u16(*status).unwrap_or_default());
+            assert!(!codes.is_empty(), "no error has status {status}");
+            for (code, _) in codes {
+                assert!(text.contains(code), "the {status} response does not name {code}: {text:?}");
+            }
         }
-        for (primary, alias) in ALIASES {
-            assert!(doc["paths"][primary].is_object(), "{primary} is not documented");
-            assert!(doc["paths"][alias].is_object(), "{alias} is not documented");
+        for r in routes::all().iter().filter(|r| r.alias_of.is_some()) {
+            let method = r.method.as_str().to_lowercase();
+            let id = format!("{}Alias", r.operation_id);
+            assert_eq!(doc["paths"][&r.path][&method]["operationId"], id.as_str(), "{} {}", r.method, r.path);
         }
     }
 }

@@ -2,22 +2,27 @@
 //! are kept. Admin role for reading and changing; the rules are [`crate::domain::retention`],
 //! the pruner that applies them [`crate::engine::retention`].
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody, ProjectPath};
+use super::routes::{Op, op};
 use crate::domain::retention::RetentionPolicy;
 use crate::domain::{Action, ProjectId};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v2/{project_id}/tasks/retention", get(show).put(set).delete(reset))
+pub fn operations() -> Vec<Op> {
+    vec![
+        op(routes!(show)),
+        op(routes!(set)).audit(Action::SetRetention),
+        op(routes!(reset)).audit(Action::SetRetention),
+    ]
 }
 
 /// Where a project's policy comes from.

@@ -1,15 +1,16 @@
 //! Scheduled tasks: ListScheduledTasks, UpdateScheduledTask and DeleteScheduledTask.
 //! A scheduled task keeps its id when it fires and from then on is also a background task.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
-use axum::{Json, Router};
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, QueryMap, TaskPath};
+use super::routes::{Op, op};
 use super::tasks::{page_query, remove};
 use crate::domain::task::TaskJson;
 use crate::domain::{Action, CompactTime};
@@ -17,10 +18,12 @@ use crate::storage::{Found, ScheduleChange, StatusChange, View};
 use crate::wire::from_query;
 use crate::wire::task::{JobList, PageQuery, RescheduleQuery};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v2/{project_id}/instances/{instance_id}/scheduled-tasks", get(list))
-        .route("/v2/{project_id}/instances/{instance_id}/scheduled-tasks/{task_id}", put(update).delete(delete))
+pub fn operations() -> Vec<Op> {
+    vec![
+        op(routes!(list)),
+        op(routes!(update)).audit(Action::ModifyScheduledTask),
+        op(routes!(delete)).audit(Action::DeleteScheduledTask),
+    ]
 }
 
 /// ListScheduledTasks: `GET …/scheduled-tasks`; `job_count` is a number, unlike `task_count`.

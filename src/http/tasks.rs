@@ -1,15 +1,16 @@
 //! Background tasks: ListBackgroundTasks, ShowBackgroundTask, DeleteBackgroundTask and
 //! ShowBackgroundTaskProgress.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, InstancePath, MAX_ECHOED_NAME, QueryMap, TaskPath};
+use super::routes::{Op, op};
 use crate::domain::retention::{BULK_DELETE_MAX, BulkFilter};
 use crate::domain::task::TaskJson;
 use crate::domain::{Action, CompactTime, InstanceId, ProjectId, TaskRecord};
@@ -19,11 +20,14 @@ use crate::wire::task::{
     BulkDeleteAnswer, BulkDeletePreview, BulkDeleteQuery, PageQuery, StepJson, TaskList, TaskProgress,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v2/{project_id}/instances/{instance_id}/tasks", get(list).delete(delete_many))
-        .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}", get(show).delete(delete))
-        .route("/v2/{project_id}/instances/{instance_id}/tasks/{task_id}/progress", get(progress))
+pub fn operations() -> Vec<Op> {
+    vec![
+        op(routes!(list)),
+        op(routes!(delete_many)).audit(Action::DeleteBackgroundTask),
+        op(routes!(show)),
+        op(routes!(delete)).audit(Action::DeleteBackgroundTask),
+        op(routes!(progress)),
+    ]
 }
 
 /// Parses `start`/`offset`, `limit`, `begin_time` and `end_time` as ListBackgroundTasks and

@@ -1,23 +1,24 @@
 //! `POST /v3/auth/tokens`: an IAM-shaped token request, authenticated with AK/SK (never with a
 //! token), answered with the token in `X-Subject-Token`.
 
+use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth_layer::ClientAddress;
 use super::error::{ApiError, current_request_id};
 use super::extract::{Caller, JsonBody};
+use super::routes::{Op, op};
 use crate::auth::{self, Reason};
 use crate::domain::time::iso_ms;
 use crate::domain::{Action, AuthMethod, ProjectId};
 use crate::wire::token::{IdOnly, RoleName, TokenBody, TokenClaims, TokenCreated, TokenUser};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v3/auth/tokens", post(create))
+pub fn operations() -> Vec<Op> {
+    vec![op(routes!(create)).audit(Action::CreateToken)]
 }
 
 /// `POST /v3/auth/tokens`. Only a request signed with the secret key gets a token: a token that

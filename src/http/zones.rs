@@ -1,17 +1,17 @@
 //! ListAvailableZones: `GET /v2/available-zones` (no project in the path, as DMS serves it), the
 //! zones CreateInstance accepts in `available_zones` ([`crate::domain::zones`]).
 
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use utoipa_axum::routes;
 
-use super::AppState;
 use super::error::ApiError;
 use super::extract::Caller;
+use super::routes::{Op, op};
 use crate::domain::Action;
 use crate::wire::zone::AvailableZones;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v2/available-zones", get(list))
+pub fn operations() -> Vec<Op> {
+    vec![op(routes!(list))]
 }
 
 /// ListAvailableZones → `{"region_id", "available_zones": [{"id","code","name","port",

@@ -8,37 +8,116 @@ pub mod sqlite;
 mod storable;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::domain::instance::Instance;
 use crate::domain::operation::{Operation, StepContext};
-use crate::domain::{InstanceId, Invalid, ProjectId, Role, TaskId, TaskRecord, TaskStatus};
+use crate::domain::time::millis;
+use crate::domain::{InstanceId, Invalid, ProjectId, Role, TaskId, TaskRecord, TaskStatus, Timestamp};
 
-/// A storage failure, whatever the engine. Never shown to API clients.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// What a store error keeps of the error under it (the driver's, the JSON decoder's), so that
+/// `source()` chains, error reports and logs reach it. Shared rather than boxed alone: the
+/// SQLite writer hands one failed group commit to every write in the group.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A storage failure, whatever the engine. Never shown to API clients. Each variant but
+/// `Closed` carries a short context (what failed, in words) and, when a driver or decoder
+/// error caused it, that error as its [`source`](std::error::Error::source) (the driver's own
+/// type, so a caller can downcast it); [`StoreError::chain`] renders both.
+#[derive(Debug, Clone)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Backend(String),
-    #[error("stored data is unreadable: {0}")]
-    Corrupt(String),
-    #[error("the database is shutting down")]
+    Backend {
+        context: String,
+        source: Option<Cause>,
+    },
+    Corrupt {
+        context: String,
+        source: Option<Cause>,
+    },
     Closed,
     /// The database cannot serve now (connection refused or lost, disk full, I/O error, locked
     /// past the busy timeout, administrator shutdown); worth retrying later. API: 503.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    Unavailable {
+        context: String,
+        source: Option<Cause>,
+    },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Backend { context, .. } => write!(f, "database error: {context}"),
+            StoreError::Corrupt { context, .. } => write!(f, "stored data is unreadable: {context}"),
+            StoreError::Closed => f.write_str("the database is shutting down"),
+            StoreError::Unavailable { context, .. } => write!(f, "database unavailable: {context}"),
+        }
+    }
+}
+
+/// Written out rather than derived: thiserror would give the `Arc` itself as the source, and a
+/// caller could not downcast it to the driver's error.
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Backend { source, .. }
+            | StoreError::Corrupt { source, .. }
+            | StoreError::Unavailable { source, .. } => {
+                source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+            }
+            StoreError::Closed => None,
+        }
+    }
 }
 
 impl StoreError {
+    /// A backend error with `context` and no source yet (see [`Self::caused_by`]).
+    pub fn backend(context: impl Into<String>) -> StoreError {
+        StoreError::Backend { context: context.into(), source: None }
+    }
+
+    /// Stored data that cannot be read, with `context` and no source yet.
+    pub fn corrupt(context: impl Into<String>) -> StoreError {
+        StoreError::Corrupt { context: context.into(), source: None }
+    }
+
+    /// The database cannot serve now, with `context` and no source yet.
+    pub fn unavailable(context: impl Into<String>) -> StoreError {
+        StoreError::Unavailable { context: context.into(), source: None }
+    }
+
+    /// The same error with `cause` as its source (`Closed` has none and stays as it is).
+    pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        match &mut self {
+            StoreError::Backend { source, .. }
+            | StoreError::Corrupt { source, .. }
+            | StoreError::Unavailable { source, .. } => *source = Some(Arc::new(cause)),
+            StoreError::Closed => {}
+        }
+        self
+    }
+
     /// The error's kind, as the `kafka_tasks_store_errors_total{kind}` label names it.
     pub fn kind(&self) -> &'static str {
         match self {
-            StoreError::Backend(_) => "backend",
-            StoreError::Corrupt(_) => "corrupt",
+            StoreError::Backend { .. } => "backend",
+            StoreError::Corrupt { .. } => "corrupt",
             StoreError::Closed => "closed",
-            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Unavailable { .. } => "unavailable",
         }
+    }
+
+    /// The error and every source under it, `: `-separated (what logs print).
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
     }
 
     /// Counts the error in the store-error metric and gives it back (each engine's errors
@@ -47,6 +126,12 @@ impl StoreError {
         crate::telemetry::store_error(self.kind());
         self
     }
+}
+
+/// A JSON column that does not decode (or a value that does not encode): corrupt data, with
+/// serde's error as the source.
+pub(crate) fn json_error(e: serde_json::Error) -> StoreError {
+    StoreError::corrupt("a JSON column does not convert").caused_by(e).counted()
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -394,35 +479,35 @@ impl From<crate::domain::transition::Advance> for StepOutcome {
 /// The engine's work queue.
 #[async_trait]
 pub trait EngineStore: Send + Sync {
-    /// Leases up to `max` due tasks to `owner` until `now + lease_ms`: new tasks, scheduled tasks
+    /// Leases up to `max` due tasks to `owner` until `now + lease`: new tasks, scheduled tasks
     /// whose time has come, and running tasks whose lease has expired.
     /// Steps planned to take no time are finished in the same transaction.
     async fn claim(
         &self,
         owner: &str,
-        now: i64,
-        lease_ms: i64,
+        now: Timestamp,
+        lease: Duration,
         max: usize,
         ctx: StepContext,
     ) -> StoreResult<Vec<Claimed>>;
-    /// Finishes a step, if `owner` still holds the task.
+    /// Finishes a step, if `owner` still holds the task (its lease then runs to `now + lease`).
     async fn finish_step(
         &self,
         owner: &str,
         task: &TaskId,
         step: usize,
-        now: i64,
-        lease_ms: i64,
+        now: Timestamp,
+        lease: Duration,
         ctx: StepContext,
     ) -> StoreResult<StepOutcome>;
     /// Extends every lease `owner` holds to `until`.
-    async fn renew_leases(&self, owner: &str, until: i64) -> StoreResult<()>;
+    async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<()>;
     /// Gives back every lease `owner` holds, so that another worker can take them at once.
     async fn release_leases(&self, owner: &str) -> StoreResult<()>;
     /// Tasks not yet ended (waiting, due or running), across all instances.
     async fn unfinished_count(&self) -> StoreResult<u64>;
     /// The counts behind the engine's gauges at `now` (see [`EngineStats`]).
-    async fn engine_stats(&self, now: i64) -> StoreResult<EngineStats>;
+    async fn engine_stats(&self, now: Timestamp) -> StoreResult<EngineStats>;
 }
 
 /// What an executor reported for a task ([`RunStore`]), kept with the task.
@@ -723,10 +808,10 @@ fn task_run_from(
     let answer = answer
         .map(|a| serde_json::from_str(&a))
         .transpose()
-        .map_err(|e| StoreError::Corrupt(format!("task_runs.answer: {e}")))?;
+        .map_err(|e| StoreError::corrupt("task_runs.answer").caused_by(e))?;
     Ok(TaskRun {
-        step: usize::try_from(step).map_err(|_| StoreError::Corrupt("task_runs.step".into()))?,
-        attempt: u32::try_from(attempt).map_err(|_| StoreError::Corrupt("task_runs.attempt".into()))?,
+        step: usize::try_from(step).map_err(|e| StoreError::corrupt("task_runs.step").caused_by(e))?,
+        attempt: u32::try_from(attempt).map_err(|e| StoreError::corrupt("task_runs.attempt").caused_by(e))?,
         progress: progress.map(|p| p.clamp(0, 100) as u32),
         message,
         reason,
@@ -742,9 +827,39 @@ mod tests {
 
     #[test]
     fn store_error_kinds_are_the_variants() {
-        assert_eq!(StoreError::Unavailable("x".into()).kind(), "unavailable");
-        assert_eq!(StoreError::Backend("x".into()).kind(), "backend");
-        assert_eq!(StoreError::Corrupt("x".into()).kind(), "corrupt");
+        assert_eq!(StoreError::unavailable("x").kind(), "unavailable");
+        assert_eq!(StoreError::backend("x").kind(), "backend");
+        assert_eq!(StoreError::corrupt("x").kind(), "corrupt");
         assert_eq!(StoreError::Closed.kind(), "closed");
+    }
+
+    #[test]
+    fn a_decoding_failure_keeps_serdes_error_and_a_clone_keeps_it_too() {
+        let cause = serde_json::from_str::<u32>("x").expect_err("not a number");
+        let e = super::json_error(cause).clone();
+        assert!(std::error::Error::source(&e).is_some_and(|s| s.is::<serde_json::Error>()), "{e:?}");
+        assert!(
+            e.chain().starts_with("stored data is unreadable: a JSON column does not convert: expected"),
+            "{}",
+            e.chain()
+        );
+    }
+
+    #[test]
+    fn sqlite_errors_keep_the_drivers_error_and_the_api_logs_it() {
+        use crate::http::error::ApiError;
+        for (code, kind, status) in
+            [(rusqlite::ffi::SQLITE_BUSY, "unavailable", 503), (rusqlite::ffi::SQLITE_CONSTRAINT, "backend", 500)]
+        {
+            let e = StoreError::from(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None));
+            assert_eq!(e.kind(), kind);
+            assert!(std::error::Error::source(&e).is_some_and(|s| s.is::<rusqlite::Error>()), "{e:?}");
+            let driver = rusqlite::ffi::Error::new(code).to_string();
+            assert!(e.chain().ends_with(&driver), "{} does not end with {driver}", e.chain());
+            let api = ApiError::from(e);
+            assert_eq!(api.status().as_u16(), status);
+            let (ApiError::Unavailable(logged) | ApiError::Internal(logged)) = api else { panic!("{api:?}") };
+            assert!(logged.contains(&driver), "{logged}");
+        }
     }
 }

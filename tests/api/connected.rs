@@ -151,138 +151,146 @@ pub(crate) async fn bound(app: &TestApp, kafka: &Kafka) -> String {
     inst
 }
 
-#[tokio::test]
-async fn an_instance_binds_to_the_cluster_that_answers_and_shows_it() {
-    let Some(kafka) = Kafka::get() else { return };
-    let app = allowing(&[]).await;
-    let inst = app.create_instance().await;
-    let res = app.put(&cluster_path(&app, &inst), Some(json!({"bootstrap_servers": kafka.bootstrap()}))).await;
-    assert_eq!(res.status, 200, "{}", res.text);
-    let v = res.json();
-    // The cluster's id as its storage was formatted with, and its three brokers.
-    assert_eq!(v["cluster"]["cluster_id"], kafka.var("KAFKA_CLUSTER_ID"), "{v}");
-    let ids: Vec<i64> =
-        v["cluster"]["brokers"].as_array().expect("brokers").iter().filter_map(|b| b["id"].as_i64()).collect();
-    assert_eq!(ids, [1, 2, 3], "{v}");
-    let shown = app.get(&cluster_path(&app, &inst)).await;
-    assert_eq!(shown.status, 200);
-    assert_eq!(shown.json()["reachable"], true, "{}", shown.text);
-    assert_eq!(shown.json()["binding"]["bootstrap_servers"], kafka.bootstrap());
-    // Unbinding leaves the cluster alone and the instance unbound.
-    let res = app.delete(&cluster_path(&app, &inst)).await;
-    assert_eq!(res.status, 204, "{}", res.text);
-    app.get(&cluster_path(&app, &inst)).await.assert_error(404, "DMS.00404090");
+on_sqlite! {
+    #[tokio::test]
+    async fn an_instance_binds_to_the_cluster_that_answers_and_shows_it() {
+        let Some(kafka) = Kafka::get() else { return };
+        let app = allowing(&[]).await;
+        let inst = app.create_instance().await;
+        let res = app.put(&cluster_path(&app, &inst), Some(json!({"bootstrap_servers": kafka.bootstrap()}))).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        let v = res.json();
+        // The cluster's id as its storage was formatted with, and its three brokers.
+        assert_eq!(v["cluster"]["cluster_id"], kafka.var("KAFKA_CLUSTER_ID"), "{v}");
+        let ids: Vec<i64> =
+            v["cluster"]["brokers"].as_array().expect("brokers").iter().filter_map(|b| b["id"].as_i64()).collect();
+        assert_eq!(ids, [1, 2, 3], "{v}");
+        let shown = app.get(&cluster_path(&app, &inst)).await;
+        assert_eq!(shown.status, 200);
+        assert_eq!(shown.json()["reachable"], true, "{}", shown.text);
+        assert_eq!(shown.json()["binding"]["bootstrap_servers"], kafka.bootstrap());
+        // Unbinding leaves the cluster alone and the instance unbound.
+        let res = app.delete(&cluster_path(&app, &inst)).await;
+        assert_eq!(res.status, 204, "{}", res.text);
+        app.get(&cluster_path(&app, &inst)).await.assert_error(404, "DMS.00404090");
+    }
 }
 
-#[tokio::test]
-async fn scram_binds_with_the_right_password_only_and_never_shows_it() {
-    let Some(kafka) = Kafka::get() else { return };
-    let dir = tempfile::tempdir().expect("dir");
-    let app = allowing(&["--cluster-secrets-dir", dir.path().to_str().expect("utf-8")]).await;
-    let inst = app.create_instance().await;
-    let (user, password) = kafka.scram();
-    let sasl = kafka.var("KAFKA_SASL_BOOTSTRAP");
-    let body = |password: &str| {
-        json!({"bootstrap_servers": sasl, "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
-               "sasl_username": user, "sasl_password": password})
-    };
-    let started = Instant::now();
-    let wrong = app.put(&cluster_path(&app, &inst), Some(body("not-the-password"))).await;
-    wrong.assert_error(400, "DMS.00400062");
-    assert!(wrong.text.contains("cannot use the cluster"), "{}", wrong.text);
-    assert!(started.elapsed() < Duration::from_secs(20), "refused after {:?}", started.elapsed());
-    app.get(&cluster_path(&app, &inst)).await.assert_error(404, "DMS.00404090");
+on_sqlite! {
+    #[tokio::test]
+    async fn scram_binds_with_the_right_password_only_and_never_shows_it() {
+        let Some(kafka) = Kafka::get() else { return };
+        let dir = tempfile::tempdir().expect("dir");
+        let app = allowing(&["--cluster-secrets-dir", dir.path().to_str().expect("utf-8")]).await;
+        let inst = app.create_instance().await;
+        let (user, password) = kafka.scram();
+        let sasl = kafka.var("KAFKA_SASL_BOOTSTRAP");
+        let body = |password: &str| {
+            json!({"bootstrap_servers": sasl, "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
+                   "sasl_username": user, "sasl_password": password})
+        };
+        let started = Instant::now();
+        let wrong = app.put(&cluster_path(&app, &inst), Some(body("not-the-password"))).await;
+        wrong.assert_error(400, "DMS.00400062");
+        assert!(wrong.text.contains("cannot use the cluster"), "{}", wrong.text);
+        assert!(started.elapsed() < Duration::from_secs(20), "refused after {:?}", started.elapsed());
+        app.get(&cluster_path(&app, &inst)).await.assert_error(404, "DMS.00404090");
 
-    let res = app.put(&cluster_path(&app, &inst), Some(body(&password))).await;
-    assert_eq!(res.status, 200, "{}", res.text);
-    let shown = app.get(&cluster_path(&app, &inst)).await;
-    assert_eq!(shown.json()["reachable"], true, "{}", shown.text);
-    assert_eq!(shown.json()["binding"]["sasl_password_source"], "sealed");
-    assert!(!res.text.contains(&password) && !shown.text.contains(&password), "the password was shown");
-    // Nor is it anywhere in the database file (bindings, audit log) in the clear.
-    if let Some(db) = app.db.url.strip_prefix("sqlite:") {
-        let bytes = std::fs::read(db).unwrap_or_default();
-        assert!(
-            !bytes.windows(password.len()).any(|w| w == password.as_bytes()),
-            "the password is stored in the clear"
+        let res = app.put(&cluster_path(&app, &inst), Some(body(&password))).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        let shown = app.get(&cluster_path(&app, &inst)).await;
+        assert_eq!(shown.json()["reachable"], true, "{}", shown.text);
+        assert_eq!(shown.json()["binding"]["sasl_password_source"], "sealed");
+        assert!(!res.text.contains(&password) && !shown.text.contains(&password), "the password was shown");
+        // Nor is it anywhere in the database file (bindings, audit log) in the clear.
+        if let Some(db) = app.db.url.strip_prefix("sqlite:") {
+            let bytes = std::fs::read(db).unwrap_or_default();
+            assert!(
+                !bytes.windows(password.len()).any(|w| w == password.as_bytes()),
+                "the password is stored in the clear"
+            );
+        }
+
+        // A password file others can read is refused, with the fix named.
+        let file = dir.path().join("password");
+        std::fs::write(&file, format!("{password}\n")).expect("written");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let by_file = json!({"bootstrap_servers": sasl, "security_protocol": "SASL_PLAINTEXT", "sasl_username": user,
+                             "sasl_password_file": file.display().to_string()});
+        let res = app.put(&cluster_path(&app, &inst), Some(by_file.clone())).await;
+        res.assert_error(400, "DMS.00400062");
+        assert!(res.text.contains("chmod 600"), "{}", res.text);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let res = app.put(&cluster_path(&app, &inst), Some(by_file)).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        assert_eq!(res.json()["binding"]["sasl_password_source"], format!("file:{}", file.display()));
+    }
+}
+
+on_sqlite! {
+    #[tokio::test]
+    async fn a_dynamic_config_change_lands_on_every_broker() {
+        let Some(kafka) = Kafka::get() else { return };
+        let app = allowing(&[]).await;
+        let inst = bound(&app, &kafka).await;
+        // A value no test used before, so that seeing it proves this change.
+        let hours = (100 + (std::process::id() % 60)).to_string();
+        let res = app
+            .modify_configs(&inst, json!([{"name": "log.retention.hours", "value": hours}, {"name": "max.connections.per.ip", "value": "1234"}]))
+            .await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+        let t = wait_ended(&app, &inst, &task).await;
+        assert_eq!(
+            t["status"],
+            "SUCCESS",
+            "{t} {}",
+            app.get(&format!("{}/tasks/{task}/executor", app.instance_path(&inst))).await.text
         );
+        // Kafka's own tool: the cluster default is set, and every broker has it in force (Kafka
+        // changes retention at run time as log.retention.ms, which wins over the hours).
+        let ms = (hours.parse::<i64>().expect("hours") * 3_600_000).to_string();
+        let defaults = kafka.cluster_defaults();
+        assert!(defaults.contains(&format!("log.retention.ms={ms}")), "{defaults}");
+        for broker in ["1", "2", "3"] {
+            let configs = kafka.broker_configs(broker);
+            assert_eq!(configs.get("log.retention.ms").map(String::as_str), Some(ms.as_str()), "broker {broker}");
+            assert_eq!(configs.get("max.connections.per.ip").map(String::as_str), Some("1234"), "broker {broker}");
+        }
+        // The instance shows the new values too, and the step says what it did.
+        let run = app.get(&format!("{}/tasks/{task}/executor", app.instance_path(&inst))).await.json();
+        assert!(run["output_tail"].as_str().unwrap_or("").contains("on every broker"), "{run}");
     }
-
-    // A password file others can read is refused, with the fix named.
-    let file = dir.path().join("password");
-    std::fs::write(&file, format!("{password}\n")).expect("written");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let by_file = json!({"bootstrap_servers": sasl, "security_protocol": "SASL_PLAINTEXT", "sasl_username": user,
-                         "sasl_password_file": file.display().to_string()});
-    let res = app.put(&cluster_path(&app, &inst), Some(by_file.clone())).await;
-    res.assert_error(400, "DMS.00400062");
-    assert!(res.text.contains("chmod 600"), "{}", res.text);
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let res = app.put(&cluster_path(&app, &inst), Some(by_file)).await;
-    assert_eq!(res.status, 200, "{}", res.text);
-    assert_eq!(res.json()["binding"]["sasl_password_source"], format!("file:{}", file.display()));
 }
 
-#[tokio::test]
-async fn a_dynamic_config_change_lands_on_every_broker() {
-    let Some(kafka) = Kafka::get() else { return };
-    let app = allowing(&[]).await;
-    let inst = bound(&app, &kafka).await;
-    // A value no test used before, so that seeing it proves this change.
-    let hours = (100 + (std::process::id() % 60)).to_string();
-    let res = app
-        .modify_configs(&inst, json!([{"name": "log.retention.hours", "value": hours}, {"name": "max.connections.per.ip", "value": "1234"}]))
-        .await;
-    assert_eq!(res.status, 200, "{}", res.text);
-    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
-    let t = wait_ended(&app, &inst, &task).await;
-    assert_eq!(
-        t["status"],
-        "SUCCESS",
-        "{t} {}",
-        app.get(&format!("{}/tasks/{task}/executor", app.instance_path(&inst))).await.text
-    );
-    // Kafka's own tool: the cluster default is set, and every broker has it in force (Kafka
-    // changes retention at run time as log.retention.ms, which wins over the hours).
-    let ms = (hours.parse::<i64>().expect("hours") * 3_600_000).to_string();
-    let defaults = kafka.cluster_defaults();
-    assert!(defaults.contains(&format!("log.retention.ms={ms}")), "{defaults}");
-    for broker in ["1", "2", "3"] {
-        let configs = kafka.broker_configs(broker);
-        assert_eq!(configs.get("log.retention.ms").map(String::as_str), Some(ms.as_str()), "broker {broker}");
-        assert_eq!(configs.get("max.connections.per.ip").map(String::as_str), Some("1234"), "broker {broker}");
+on_sqlite! {
+    #[tokio::test]
+    async fn a_static_config_change_on_a_bound_instance_fails_before_changing_anything() {
+        let Some(kafka) = Kafka::get() else { return };
+        let app = allowing(&[]).await;
+        let inst = bound(&app, &kafka).await;
+        let res = app.modify_configs(&inst, json!([{"name": "num.partitions", "value": "7"}])).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+        let t = wait_ended(&app, &inst, &task).await;
+        assert_eq!(t["status"], "FAILED", "{t}");
+        let run = app.get(&format!("{}/tasks/{task}/executor", app.instance_path(&inst))).await.json();
+        let reason = run["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("num.partitions") && reason.contains("rolling restart"), "{run}");
+        assert_eq!(run["step"], "pre_check", "{run}");
+        // (Other tests change other configs of the shared cluster meanwhile: this one looks at its own.)
+        let defaults = kafka.cluster_defaults();
+        assert!(!defaults.contains("num.partitions"), "the cluster changed: {defaults}");
+        for broker in ["1", "2", "3"] {
+            assert_ne!(
+                kafka.broker_configs(broker).get("num.partitions").map(String::as_str),
+                Some("7"),
+                "broker {broker}"
+            );
+        }
+        assert_eq!(app.show_instance(&inst).await.json()["status"], "RUNNING", "the instance got its status back");
     }
-    // The instance shows the new values too, and the step says what it did.
-    let run = app.get(&format!("{}/tasks/{task}/executor", app.instance_path(&inst))).await.json();
-    assert!(run["output_tail"].as_str().unwrap_or("").contains("on every broker"), "{run}");
-}
-
-#[tokio::test]
-async fn a_static_config_change_on_a_bound_instance_fails_before_changing_anything() {
-    let Some(kafka) = Kafka::get() else { return };
-    let app = allowing(&[]).await;
-    let inst = bound(&app, &kafka).await;
-    let res = app.modify_configs(&inst, json!([{"name": "num.partitions", "value": "7"}])).await;
-    assert_eq!(res.status, 200, "{}", res.text);
-    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
-    let t = wait_ended(&app, &inst, &task).await;
-    assert_eq!(t["status"], "FAILED", "{t}");
-    let run = app.get(&format!("{}/tasks/{task}/executor", app.instance_path(&inst))).await.json();
-    let reason = run["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("num.partitions") && reason.contains("rolling restart"), "{run}");
-    assert_eq!(run["step"], "pre_check", "{run}");
-    // (Other tests change other configs of the shared cluster meanwhile: this one looks at its own.)
-    let defaults = kafka.cluster_defaults();
-    assert!(!defaults.contains("num.partitions"), "the cluster changed: {defaults}");
-    for broker in ["1", "2", "3"] {
-        assert_ne!(
-            kafka.broker_configs(broker).get("num.partitions").map(String::as_str),
-            Some("7"),
-            "broker {broker}"
-        );
-    }
-    assert_eq!(app.show_instance(&inst).await.json()["status"], "RUNNING", "the instance got its status back");
 }
 
 /// Waits for a task to end (SUCCESS or FAILED), longer than the simulated tests do: a real
@@ -300,47 +308,49 @@ pub(crate) async fn wait_ended(app: &TestApp, inst: &str, task: &str) -> Value {
     }
 }
 
-#[tokio::test]
-async fn tls_binds_with_the_clusters_ca_only_and_a_config_change_lands_through_it() {
-    let Some(kafka) = Kafka::get() else { return };
-    // The CA files where the operator allows files: the secrets directory.
-    let dir = tempfile::tempdir().expect("dir");
-    let (ca, other) = (dir.path().join("ca.pem"), dir.path().join("other-ca.pem"));
-    std::fs::copy(kafka.var("KAFKA_CA_FILE"), &ca).expect("the cluster's CA");
-    std::fs::copy(kafka.var("KAFKA_OTHER_CA_FILE"), &other).expect("another CA");
-    let app = allowing(&["--cluster-secrets-dir", dir.path().to_str().expect("utf-8")]).await;
-    let inst = app.create_instance().await;
-    let _ = app.wait_instance_status(&inst, "RUNNING").await;
-    let ssl = kafka.var("KAFKA_SSL_BOOTSTRAP");
-    let body = |ca: &std::path::Path| json!({"bootstrap_servers": ssl, "security_protocol": "SSL", "ssl_ca_file": ca.display().to_string()});
-    // A CA that did not sign the brokers' certificate: refused with the reason, nothing bound.
-    let wrong = app.put(&cluster_path(&app, &inst), Some(body(&other))).await;
-    wrong.assert_error(400, "DMS.00400062");
-    assert!(wrong.text.contains("cannot use the cluster"), "{}", wrong.text);
-    app.get(&cluster_path(&app, &inst)).await.assert_error(404, "DMS.00404090");
+on_sqlite! {
+    #[tokio::test]
+    async fn tls_binds_with_the_clusters_ca_only_and_a_config_change_lands_through_it() {
+        let Some(kafka) = Kafka::get() else { return };
+        // The CA files where the operator allows files: the secrets directory.
+        let dir = tempfile::tempdir().expect("dir");
+        let (ca, other) = (dir.path().join("ca.pem"), dir.path().join("other-ca.pem"));
+        std::fs::copy(kafka.var("KAFKA_CA_FILE"), &ca).expect("the cluster's CA");
+        std::fs::copy(kafka.var("KAFKA_OTHER_CA_FILE"), &other).expect("another CA");
+        let app = allowing(&["--cluster-secrets-dir", dir.path().to_str().expect("utf-8")]).await;
+        let inst = app.create_instance().await;
+        let _ = app.wait_instance_status(&inst, "RUNNING").await;
+        let ssl = kafka.var("KAFKA_SSL_BOOTSTRAP");
+        let body = |ca: &std::path::Path| json!({"bootstrap_servers": ssl, "security_protocol": "SSL", "ssl_ca_file": ca.display().to_string()});
+        // A CA that did not sign the brokers' certificate: refused with the reason, nothing bound.
+        let wrong = app.put(&cluster_path(&app, &inst), Some(body(&other))).await;
+        wrong.assert_error(400, "DMS.00400062");
+        assert!(wrong.text.contains("cannot use the cluster"), "{}", wrong.text);
+        app.get(&cluster_path(&app, &inst)).await.assert_error(404, "DMS.00404090");
 
-    let res = app.put(&cluster_path(&app, &inst), Some(body(&ca))).await;
-    assert_eq!(res.status, 200, "{}", res.text);
-    assert_eq!(res.json()["cluster"]["cluster_id"], kafka.var("KAFKA_CLUSTER_ID"), "{}", res.text);
-    // A dynamic config change over TLS lands on every broker (Kafka's ConfigCommand, over PLAINTEXT).
-    let bytes = (1_048_576 + std::process::id() % 100_000).to_string();
-    let res = app.modify_configs(&inst, json!([{"name": "message.max.bytes", "value": bytes}])).await;
-    assert_eq!(res.status, 200, "{}", res.text);
-    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
-    let t = wait_ended(&app, &inst, &task).await;
-    let run = app.get(&format!("{}/tasks/{task}/executor", app.instance_path(&inst))).await.text;
-    assert_eq!(t["status"], "SUCCESS", "{t} {run}");
-    for broker in ["1", "2", "3"] {
-        let configs = kafka.broker_configs(broker);
-        assert_eq!(configs.get("message.max.bytes"), Some(&bytes), "broker {broker}");
+        let res = app.put(&cluster_path(&app, &inst), Some(body(&ca))).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        assert_eq!(res.json()["cluster"]["cluster_id"], kafka.var("KAFKA_CLUSTER_ID"), "{}", res.text);
+        // A dynamic config change over TLS lands on every broker (Kafka's ConfigCommand, over PLAINTEXT).
+        let bytes = (1_048_576 + std::process::id() % 100_000).to_string();
+        let res = app.modify_configs(&inst, json!([{"name": "message.max.bytes", "value": bytes}])).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+        let t = wait_ended(&app, &inst, &task).await;
+        let run = app.get(&format!("{}/tasks/{task}/executor", app.instance_path(&inst))).await.text;
+        assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+        for broker in ["1", "2", "3"] {
+            let configs = kafka.broker_configs(broker);
+            assert_eq!(configs.get("message.max.bytes"), Some(&bytes), "broker {broker}");
+        }
+
+        // SCRAM over TLS: the right password binds.
+        let (user, password) = kafka.scram();
+        let sasl_ssl = json!({"bootstrap_servers": kafka.var("KAFKA_SASL_SSL_BOOTSTRAP"), "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": user, "sasl_password": password,
+            "ssl_ca_file": ca.display().to_string()});
+        let res = app.put(&cluster_path(&app, &inst), Some(sasl_ssl)).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        assert_eq!(app.get(&cluster_path(&app, &inst)).await.json()["reachable"], true);
     }
-
-    // SCRAM over TLS: the right password binds.
-    let (user, password) = kafka.scram();
-    let sasl_ssl = json!({"bootstrap_servers": kafka.var("KAFKA_SASL_SSL_BOOTSTRAP"), "security_protocol": "SASL_SSL",
-        "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": user, "sasl_password": password,
-        "ssl_ca_file": ca.display().to_string()});
-    let res = app.put(&cluster_path(&app, &inst), Some(sasl_ssl)).await;
-    assert_eq!(res.status, 200, "{}", res.text);
-    assert_eq!(app.get(&cluster_path(&app, &inst)).await.json()["reachable"], true);
 }

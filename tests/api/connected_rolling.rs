@@ -290,154 +290,162 @@ fn events(path: &Path, name: &str) -> Vec<Value> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_rolling_restart_under_traffic_restarts_every_broker_controller_last_and_loses_no_acked_message() {
-    let Some(kafka) = Kafka::get_exclusive() else { return };
-    let control = Control::new(&kafka);
-    let app = server(&control, &[]).await;
-    let inst = bind(&app, &kafka, &control).await;
-    let name = format!("rolling-{}-{}", std::process::id(), kafka_tasks::domain::now_ms());
-    topic(&kafka, &name);
-    let before = pids(&kafka);
-    assert!(before.values().all(Option::is_some), "a node is down before the test: {before:?}");
-    let leader = quorum_leader(&kafka);
-    let work = tempfile::tempdir().expect("dir");
-    let produced = work.path().join("produced.jsonl");
-    // acks=all, 50 messages a second for as long as the restart takes, keyed over the partitions.
-    let mut producer = produce(&kafka.script, kafka.var("KAFKA_CLUSTER_DIR"), kafka.bootstrap(), &name, &produced);
-    acked_beyond(&produced, 0).await;
-    let watch = DownWatch::start(&kafka);
-    let task = app.restart_instance(&inst).await;
-    let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
-    let most_down = watch.most();
-    acked_beyond(&produced, acked_count(&produced)).await;
-    stop_producing(&mut producer);
-    assert_eq!(t["status"], "SUCCESS", "{t} {run}");
-    eprintln!("rolling restart: {}", run["output_tail"]);
+on_postgres! {
+    #[tokio::test]
+    async fn a_rolling_restart_under_traffic_restarts_every_broker_controller_last_and_loses_no_acked_message() {
+        let Some(kafka) = Kafka::get_exclusive() else { return };
+        let control = Control::new(&kafka);
+        let app = server(&control, &[]).await;
+        let inst = bind(&app, &kafka, &control).await;
+        let name = format!("rolling-{}-{}", std::process::id(), kafka_tasks::domain::now_ms());
+        topic(&kafka, &name);
+        let before = pids(&kafka);
+        assert!(before.values().all(Option::is_some), "a node is down before the test: {before:?}");
+        let leader = quorum_leader(&kafka);
+        let work = tempfile::tempdir().expect("dir");
+        let produced = work.path().join("produced.jsonl");
+        // acks=all, 50 messages a second for as long as the restart takes, keyed over the partitions.
+        let mut producer = produce(&kafka.script, kafka.var("KAFKA_CLUSTER_DIR"), kafka.bootstrap(), &name, &produced);
+        acked_beyond(&produced, 0).await;
+        let watch = DownWatch::start(&kafka);
+        let task = app.restart_instance(&inst).await;
+        let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
+        let most_down = watch.most();
+        acked_beyond(&produced, acked_count(&produced)).await;
+        stop_producing(&mut producer);
+        assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+        eprintln!("rolling restart: {}", run["output_tail"]);
 
-    // Every node's JVM is a new one; the program was asked once per broker, the controller last.
-    let after = pids(&kafka);
-    for n in 1..=3 {
-        assert!(after[&n].is_some() && after[&n] != before[&n], "node {n}: {before:?} -> {after:?}");
+        // Every node's JVM is a new one; the program was asked once per broker, the controller last.
+        let after = pids(&kafka);
+        for n in 1..=3 {
+            assert!(after[&n].is_some() && after[&n] != before[&n], "node {n}: {before:?} -> {after:?}");
+        }
+        let restarts: Vec<String> =
+            control.restarts().into_iter().filter(|(_, t)| *t == task).map(|(broker, _)| broker).collect();
+        assert_eq!(restarts.iter().collect::<BTreeSet<_>>().len(), 3, "{restarts:?}");
+        assert_eq!(restarts.len(), 3, "a broker restarted twice: {restarts:?}");
+        assert_eq!(restarts.last(), Some(&leader), "the active controller was not last: {restarts:?}");
+        assert!(most_down <= 1, "{most_down} nodes were down at once");
+
+        // Every acknowledged message is read back.
+        read_back(&kafka.script, kafka.var("KAFKA_CLUSTER_DIR"), kafka.bootstrap(), &name, work.path()).await;
+        // The task's output says what was done and where the time went.
+        let output = run["output_tail"].as_str().unwrap_or("");
+        assert!(output.contains(&format!("restarted brokers {}", restarts.join(", "))), "{run}");
+        assert!(output.contains("waiting on checks"), "{run}");
     }
-    let restarts: Vec<String> =
-        control.restarts().into_iter().filter(|(_, t)| *t == task).map(|(broker, _)| broker).collect();
-    assert_eq!(restarts.iter().collect::<BTreeSet<_>>().len(), 3, "{restarts:?}");
-    assert_eq!(restarts.len(), 3, "a broker restarted twice: {restarts:?}");
-    assert_eq!(restarts.last(), Some(&leader), "the active controller was not last: {restarts:?}");
-    assert!(most_down <= 1, "{most_down} nodes were down at once");
-
-    // Every acknowledged message is read back.
-    read_back(&kafka.script, kafka.var("KAFKA_CLUSTER_DIR"), kafka.bootstrap(), &name, work.path()).await;
-    // The task's output says what was done and where the time went.
-    let output = run["output_tail"].as_str().unwrap_or("");
-    assert!(output.contains(&format!("restarted brokers {}", restarts.join(", "))), "{run}");
-    assert!(output.contains("waiting on checks"), "{run}");
 }
 
-#[tokio::test]
-async fn a_static_config_lands_on_every_broker_through_a_rolling_restart() {
-    let Some(kafka) = Kafka::get_exclusive() else { return };
-    let control = Control::new(&kafka);
-    let app = server(&control, &[]).await;
-    let inst = bind(&app, &kafka, &control).await;
-    let before = pids(&kafka);
-    // A value the cluster does not have yet, so that seeing it proves this change (not
-    // num.partitions: connected.rs's refusal test watches that one on the shared cluster).
-    const NAME: &str = "offsets.retention.minutes";
-    let current = kafka.broker_configs("1").get(NAME).cloned().unwrap_or_default();
-    let mut value = 20_000 + std::process::id() % 5_000;
-    if current == value.to_string() {
-        value += 1;
+on_postgres! {
+    #[tokio::test]
+    async fn a_static_config_lands_on_every_broker_through_a_rolling_restart() {
+        let Some(kafka) = Kafka::get_exclusive() else { return };
+        let control = Control::new(&kafka);
+        let app = server(&control, &[]).await;
+        let inst = bind(&app, &kafka, &control).await;
+        let before = pids(&kafka);
+        // A value the cluster does not have yet, so that seeing it proves this change (not
+        // num.partitions: connected.rs's refusal test watches that one on the shared cluster).
+        const NAME: &str = "offsets.retention.minutes";
+        let current = kafka.broker_configs("1").get(NAME).cloned().unwrap_or_default();
+        let mut value = 20_000 + std::process::id() % 5_000;
+        if current == value.to_string() {
+            value += 1;
+        }
+        let value = value.to_string();
+        let res = app.modify_configs(&inst, json!([{"name": NAME, "value": value}])).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+        let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
+        assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+        for broker in ["1", "2", "3"] {
+            let configs = kafka.broker_configs(broker);
+            assert_eq!(configs.get(NAME), Some(&value), "broker {broker}");
+        }
+        let after = pids(&kafka);
+        for n in 1..=3 {
+            assert!(after[&n].is_some() && after[&n] != before[&n], "node {n} was not restarted: {before:?} -> {after:?}");
+        }
+        // Not a dynamic default: the value is in each broker's own configuration.
+        assert!(!kafka.cluster_defaults().contains(NAME), "set as a dynamic default");
     }
-    let value = value.to_string();
-    let res = app.modify_configs(&inst, json!([{"name": NAME, "value": value}])).await;
-    assert_eq!(res.status, 200, "{}", res.text);
-    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
-    let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
-    assert_eq!(t["status"], "SUCCESS", "{t} {run}");
-    for broker in ["1", "2", "3"] {
-        let configs = kafka.broker_configs(broker);
-        assert_eq!(configs.get(NAME), Some(&value), "broker {broker}");
-    }
-    let after = pids(&kafka);
-    for n in 1..=3 {
-        assert!(after[&n].is_some() && after[&n] != before[&n], "node {n} was not restarted: {before:?} -> {after:?}");
-    }
-    // Not a dynamic default: the value is in each broker's own configuration.
-    assert!(!kafka.cluster_defaults().contains(NAME), "set as a dynamic default");
 }
 
-#[tokio::test]
-async fn a_broker_already_down_fails_the_restart_at_its_check_and_nothing_is_restarted() {
-    let Some(kafka) = Kafka::get_exclusive() else { return };
-    let control = Control::new(&kafka);
-    let app = server(&control, &[]).await;
-    let inst = bind(&app, &kafka, &control).await;
-    // A topic with a replica on every node, so that node 3 holds replicas when it is down.
-    topic(&kafka, &format!("down-{}-{}", std::process::id(), kafka_tasks::domain::now_ms()));
-    node(&kafka, "stop-node", 3);
-    let before = pids(&kafka);
-    let task = app.restart_instance(&inst).await;
-    let (t, run) = ended(&app, &inst, &task, Duration::from_secs(90)).await;
-    let after = pids(&kafka);
-    node(&kafka, "start-node", 3);
-    assert_eq!(t["status"], "FAILED", "{t} {run}");
-    let reason = run["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("broker 3 is not serving") && reason.contains("nothing was restarted"), "{run}");
-    assert_eq!(run["step"], "pre_check", "{run}");
-    assert_eq!(before, after, "a node was restarted");
-    assert!(control.restarts().is_empty(), "the program was asked to restart: {:?}", control.restarts());
-    assert_eq!(app.show_instance(&inst).await.json()["status"], "RUNNING", "the instance got its status back");
+on_postgres! {
+    #[tokio::test]
+    async fn a_broker_already_down_fails_the_restart_at_its_check_and_nothing_is_restarted() {
+        let Some(kafka) = Kafka::get_exclusive() else { return };
+        let control = Control::new(&kafka);
+        let app = server(&control, &[]).await;
+        let inst = bind(&app, &kafka, &control).await;
+        // A topic with a replica on every node, so that node 3 holds replicas when it is down.
+        topic(&kafka, &format!("down-{}-{}", std::process::id(), kafka_tasks::domain::now_ms()));
+        node(&kafka, "stop-node", 3);
+        let before = pids(&kafka);
+        let task = app.restart_instance(&inst).await;
+        let (t, run) = ended(&app, &inst, &task, Duration::from_secs(90)).await;
+        let after = pids(&kafka);
+        node(&kafka, "start-node", 3);
+        assert_eq!(t["status"], "FAILED", "{t} {run}");
+        let reason = run["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("broker 3 is not serving") && reason.contains("nothing was restarted"), "{run}");
+        assert_eq!(run["step"], "pre_check", "{run}");
+        assert_eq!(before, after, "a node was restarted");
+        assert!(control.restarts().is_empty(), "the program was asked to restart: {:?}", control.restarts());
+        assert_eq!(app.show_instance(&inst).await.json()["status"], "RUNNING", "the instance got its status back");
+    }
 }
 
-#[tokio::test]
-async fn kill_9_during_a_rolling_restart_resumes_without_restarting_a_broker_twice() {
-    let Some(kafka) = Kafka::get_exclusive() else { return };
-    let control = Control::new(&kafka);
-    let flags = [
-        "--time-scale",
-        "0",
-        "--cluster-allow",
-        "127.0.0.1",
-        "--broker-control-dir",
-        control.dir(),
-        "--lease-ms",
-        "6000",
-    ];
-    let mut app = TestApp::spawn_process(&flags).await;
-    let inst = bind(&app, &kafka, &control).await;
-    let before = pids(&kafka);
-    let watch = DownWatch::start(&kafka);
-    let task = app.restart_instance(&inst).await;
-    // Killed while the first broker restarts: its `restart` line is in the log, its `restarted` not yet.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while control.restarts().is_empty() {
-        assert!(Instant::now() < deadline, "no restart began");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+on_postgres! {
+    #[tokio::test]
+    async fn kill_9_during_a_rolling_restart_resumes_without_restarting_a_broker_twice() {
+        let Some(kafka) = Kafka::get_exclusive() else { return };
+        let control = Control::new(&kafka);
+        let flags = [
+            "--time-scale",
+            "0",
+            "--cluster-allow",
+            "127.0.0.1",
+            "--broker-control-dir",
+            control.dir(),
+            "--lease-ms",
+            "6000",
+        ];
+        let mut app = TestApp::spawn_process(&flags).await;
+        let inst = bind(&app, &kafka, &control).await;
+        let before = pids(&kafka);
+        let watch = DownWatch::start(&kafka);
+        let task = app.restart_instance(&inst).await;
+        // Killed while the first broker restarts: its `restart` line is in the log, its `restarted` not yet.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while control.restarts().is_empty() {
+            assert!(Instant::now() < deadline, "no restart began");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        app.kill9();
+        let killed_at = control.restarts().len();
+        let finished_at = control.actions("restarted", "attempt").len();
+        app.start_again(&flags);
+        let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
+        let most_down = watch.most();
+        assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+        let restarts: Vec<String> = control.restarts().into_iter().map(|(broker, _)| broker).collect();
+        assert!(killed_at >= 1, "killed before any restart");
+        let distinct: BTreeSet<&String> = restarts.iter().collect();
+        assert_eq!(distinct.len(), 3, "{restarts:?}");
+        assert_eq!(restarts.len(), 3, "a broker was restarted twice: {restarts:?}");
+        assert!(most_down <= 1, "{most_down} nodes were down at once");
+        let after = pids(&kafka);
+        for n in 1..=3 {
+            assert!(after[&n].is_some() && after[&n] != before[&n], "node {n}: {before:?} -> {after:?}");
+        }
+        // The kill came while the first restart ran, and the rest was done by the step's second attempt.
+        assert_eq!((killed_at, finished_at), (1, 0), "not killed during the first restart");
+        let attempts: Vec<String> = control.actions("restart", "attempt").into_iter().map(|(_, a)| a).collect();
+        assert_eq!(attempts, ["1", "2", "2"], "{attempts:?}");
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    app.kill9();
-    let killed_at = control.restarts().len();
-    let finished_at = control.actions("restarted", "attempt").len();
-    app.start_again(&flags);
-    let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
-    let most_down = watch.most();
-    assert_eq!(t["status"], "SUCCESS", "{t} {run}");
-    let restarts: Vec<String> = control.restarts().into_iter().map(|(broker, _)| broker).collect();
-    assert!(killed_at >= 1, "killed before any restart");
-    let distinct: BTreeSet<&String> = restarts.iter().collect();
-    assert_eq!(distinct.len(), 3, "{restarts:?}");
-    assert_eq!(restarts.len(), 3, "a broker was restarted twice: {restarts:?}");
-    assert!(most_down <= 1, "{most_down} nodes were down at once");
-    let after = pids(&kafka);
-    for n in 1..=3 {
-        assert!(after[&n].is_some() && after[&n] != before[&n], "node {n}: {before:?} -> {after:?}");
-    }
-    // The kill came while the first restart ran, and the rest was done by the step's second attempt.
-    assert_eq!((killed_at, finished_at), (1, 0), "not killed during the first restart");
-    let attempts: Vec<String> = control.actions("restart", "attempt").into_iter().map(|(_, a)| a).collect();
-    assert_eq!(attempts, ["1", "2", "2"], "{attempts:?}");
 }
 
 /// The broker ids Kafka's BrokerApiVersionsCommand reaches (every registered, unfenced broker).
@@ -459,59 +467,61 @@ impl Drop for AddedNode<'_> {
     }
 }
 
-#[tokio::test]
-async fn extending_a_bound_instance_adds_a_broker_kafka_s_tools_see_and_grows_storage_through_the_program() {
-    let Some(kafka) = Kafka::get_exclusive() else { return };
-    let control = Control::new(&kafka);
-    let app = server(&control, &[]).await;
-    let inst = bind(&app, &kafka, &control).await;
-    let shown = app.show_instance(&inst).await.json();
-    let brokers = shown["broker_num"].as_u64().expect("broker_num");
-    assert_eq!(broker_ids(&kafka), BTreeSet::from([1, 2, 3]), "the cluster has other brokers before the test");
-    let name = format!("extend-{}-{}", std::process::id(), kafka_tasks::domain::now_ms());
-    topic(&kafka, &name);
-    let _added = AddedNode(&kafka, 4);
+on_postgres! {
+    #[tokio::test]
+    async fn extending_a_bound_instance_adds_a_broker_kafka_s_tools_see_and_grows_storage_through_the_program() {
+        let Some(kafka) = Kafka::get_exclusive() else { return };
+        let control = Control::new(&kafka);
+        let app = server(&control, &[]).await;
+        let inst = bind(&app, &kafka, &control).await;
+        let shown = app.show_instance(&inst).await.json();
+        let brokers = shown["broker_num"].as_u64().expect("broker_num");
+        assert_eq!(broker_ids(&kafka), BTreeSet::from([1, 2, 3]), "the cluster has other brokers before the test");
+        let name = format!("extend-{}-{}", std::process::id(), kafka_tasks::domain::now_ms());
+        topic(&kafka, &name);
+        let _added = AddedNode(&kafka, 4);
 
-    let res = app.resize(&inst, json!({"oper_type": "horizontal", "new_broker_num": brokers + 1})).await;
-    assert_eq!(res.status, 200, "{}", res.text);
-    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
-    let (t, run) = ended(&app, &inst, &task, Duration::from_secs(180)).await;
-    assert_eq!(t["status"], "SUCCESS", "{t} {run}");
-    assert_eq!(t["name"], "extendInstance", "{t}");
-    let p = app.progress(&inst, &task).await.json();
-    let steps: Vec<&str> =
-        p["step_list"].as_array().map_or(vec![], |s| s.iter().filter_map(|s| s["name"].as_str()).collect());
-    assert_eq!(steps, ["pre_check", "create_brokers", "rolling_scaling"], "{p}");
-    assert_eq!(p["progress_percentage"], 100, "{p}");
-    // Kafka's own tool reaches the new broker; the program was asked once, for broker 4.
-    assert_eq!(broker_ids(&kafka), BTreeSet::from([1, 2, 3, 4]));
-    let asked: Vec<(String, String)> = control.actions("add-broker", "task");
-    assert_eq!(asked, [("4".to_owned(), task.clone())], "{asked:?}");
-    assert_eq!(app.show_instance(&inst).await.json()["broker_num"], json!(brokers + 1));
-    // No rebalance was asked for, so none happened: the topic made before keeps its replicas.
-    let described = kafka.tool(&["topics", "--bootstrap-server", kafka.bootstrap(), "--describe", "--topic", &name]);
-    let replicas: Vec<&str> =
-        described.lines().filter_map(|l| l.split("Replicas: ").nth(1)?.split_whitespace().next()).collect();
-    assert_eq!(replicas.len(), 3, "{described}");
-    assert!(replicas.iter().all(|r| !r.split(',').any(|b| b == "4")), "a partition moved to broker 4: {described}");
+        let res = app.resize(&inst, json!({"oper_type": "horizontal", "new_broker_num": brokers + 1})).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+        let (t, run) = ended(&app, &inst, &task, Duration::from_secs(180)).await;
+        assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+        assert_eq!(t["name"], "extendInstance", "{t}");
+        let p = app.progress(&inst, &task).await.json();
+        let steps: Vec<&str> =
+            p["step_list"].as_array().map_or(vec![], |s| s.iter().filter_map(|s| s["name"].as_str()).collect());
+        assert_eq!(steps, ["pre_check", "create_brokers", "rolling_scaling"], "{p}");
+        assert_eq!(p["progress_percentage"], 100, "{p}");
+        // Kafka's own tool reaches the new broker; the program was asked once, for broker 4.
+        assert_eq!(broker_ids(&kafka), BTreeSet::from([1, 2, 3, 4]));
+        let asked: Vec<(String, String)> = control.actions("add-broker", "task");
+        assert_eq!(asked, [("4".to_owned(), task.clone())], "{asked:?}");
+        assert_eq!(app.show_instance(&inst).await.json()["broker_num"], json!(brokers + 1));
+        // No rebalance was asked for, so none happened: the topic made before keeps its replicas.
+        let described = kafka.tool(&["topics", "--bootstrap-server", kafka.bootstrap(), "--describe", "--topic", &name]);
+        let replicas: Vec<&str> =
+            described.lines().filter_map(|l| l.split("Replicas: ").nth(1)?.split_whitespace().next()).collect();
+        assert_eq!(replicas.len(), 3, "{described}");
+        assert!(replicas.iter().all(|r| !r.split(',').any(|b| b == "4")), "a partition moved to broker 4: {described}");
 
-    // More storage, on the four brokers: the program is asked for each one's share.
-    let storage = shown["storage_space"].as_u64().expect("storage_space");
-    let recorded = |n: u32| Path::new(kafka.var("KAFKA_CLUSTER_DIR")).join(format!("node-{n}.storage-gb"));
-    for n in 1..=4 {
-        let _ = std::fs::remove_file(recorded(n));
+        // More storage, on the four brokers: the program is asked for each one's share.
+        let storage = shown["storage_space"].as_u64().expect("storage_space");
+        let recorded = |n: u32| Path::new(kafka.var("KAFKA_CLUSTER_DIR")).join(format!("node-{n}.storage-gb"));
+        for n in 1..=4 {
+            let _ = std::fs::remove_file(recorded(n));
+        }
+        let res = app.resize(&inst, json!({"oper_type": "storage", "new_storage_space": storage * 4})).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+        let (t, run) = ended(&app, &inst, &task, Duration::from_secs(60)).await;
+        assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+        let per_broker = (storage * 4).div_ceil(4).to_string();
+        for n in 1..=4 {
+            assert_eq!(std::fs::read_to_string(recorded(n)).unwrap_or_default().trim(), per_broker, "broker {n}");
+        }
+        drop(_added);
+        assert_eq!(broker_ids(&kafka), BTreeSet::from([1, 2, 3]), "broker 4 is still there after the test");
     }
-    let res = app.resize(&inst, json!({"oper_type": "storage", "new_storage_space": storage * 4})).await;
-    assert_eq!(res.status, 200, "{}", res.text);
-    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
-    let (t, run) = ended(&app, &inst, &task, Duration::from_secs(60)).await;
-    assert_eq!(t["status"], "SUCCESS", "{t} {run}");
-    let per_broker = (storage * 4).div_ceil(4).to_string();
-    for n in 1..=4 {
-        assert_eq!(std::fs::read_to_string(recorded(n)).unwrap_or_default().trim(), per_broker, "broker {n}");
-    }
-    drop(_added);
-    assert_eq!(broker_ids(&kafka), BTreeSet::from([1, 2, 3]), "broker 4 is still there after the test");
 }
 
 /// A cluster of its own in a temporary directory, cleaned (nodes stopped, files removed) on drop.
@@ -555,149 +565,153 @@ impl Drop for OwnCluster {
     }
 }
 
-#[tokio::test]
-async fn a_kernel_upgrade_moves_every_node_to_the_new_release_and_finalises_the_metadata_version() {
-    // Its own cluster, on the oldest 4.x the script runs; the shared one is left on its version.
-    let Some(_turn) = Kafka::get_exclusive() else { return };
-    let cluster = OwnCluster::start("4.0.1");
-    let dir = cluster.dir.path().display().to_string();
-    let control = tempfile::tempdir().expect("dir");
-    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/broker-control/kafka-cluster.sh");
-    let wrapper = control.path().join("control.sh");
-    std::fs::write(&wrapper, format!("#!/bin/sh\nKAFKA_CLUSTER_DIR='{dir}' exec '{}' \"$@\"\n", example.display()))
-        .expect("wrapper");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let control_dir = control.path().to_str().expect("utf-8");
-    let app = TestApp::spawn_with(&[
-        "--time-scale",
-        "0",
-        "--cluster-allow",
-        "127.0.0.1",
-        "--broker-control-dir",
-        control_dir,
-    ])
-    .await;
-    let inst = app.create_instance().await;
-    let body = json!({"bootstrap_servers": cluster.bootstrap(), "broker_control": wrapper.display().to_string()});
-    let res = app.put(&format!("{}/cluster", app.instance_path(&inst)), Some(body)).await;
-    assert_eq!(res.status, 200, "{}", res.text);
-    // The operator's catalog names the release a build runs.
-    const BUILD: &str = "4.3.2-h0.cbu.dms.200.r0";
-    app.add_kernel_build("2.7", BUILD).await.expect("added");
-    // ShowUpgradeInstanceVersion asks the brokers: 4.0 (no build of the catalog is on that line).
-    let shown = app.show_upgrade(&inst).await.json();
-    assert_eq!((shown["current_version"].as_str(), shown["latest_version"].as_str()), (Some("4.0"), Some(BUILD)));
+on_postgres! {
+    #[tokio::test]
+    async fn a_kernel_upgrade_moves_every_node_to_the_new_release_and_finalises_the_metadata_version() {
+        // Its own cluster, on the oldest 4.x the script runs; the shared one is left on its version.
+        let Some(_turn) = Kafka::get_exclusive() else { return };
+        let cluster = OwnCluster::start("4.0.1");
+        let dir = cluster.dir.path().display().to_string();
+        let control = tempfile::tempdir().expect("dir");
+        let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/broker-control/kafka-cluster.sh");
+        let wrapper = control.path().join("control.sh");
+        std::fs::write(&wrapper, format!("#!/bin/sh\nKAFKA_CLUSTER_DIR='{dir}' exec '{}' \"$@\"\n", example.display()))
+            .expect("wrapper");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let control_dir = control.path().to_str().expect("utf-8");
+        let app = TestApp::spawn_with(&[
+            "--time-scale",
+            "0",
+            "--cluster-allow",
+            "127.0.0.1",
+            "--broker-control-dir",
+            control_dir,
+        ])
+        .await;
+        let inst = app.create_instance().await;
+        let body = json!({"bootstrap_servers": cluster.bootstrap(), "broker_control": wrapper.display().to_string()});
+        let res = app.put(&format!("{}/cluster", app.instance_path(&inst)), Some(body)).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        // The operator's catalog names the release a build runs.
+        const BUILD: &str = "4.3.2-h0.cbu.dms.200.r0";
+        app.add_kernel_build("2.7", BUILD).await.expect("added");
+        // ShowUpgradeInstanceVersion asks the brokers: 4.0 (no build of the catalog is on that line).
+        let shown = app.show_upgrade(&inst).await.json();
+        assert_eq!((shown["current_version"].as_str(), shown["latest_version"].as_str()), (Some("4.0"), Some(BUILD)));
 
-    // Under traffic (acks=all, RF 3, min.insync.replicas 2): no acknowledged message is lost.
-    let name = format!("upgrade-{}", std::process::id());
-    let bootstrap = cluster.bootstrap();
-    cluster.output(&[&["tools"][..], &new_topic(&bootstrap, &name)].concat());
-    let work = tempfile::tempdir().expect("dir");
-    let produced = work.path().join("produced.jsonl");
-    let mut producer = produce(&cluster.script, &dir, &bootstrap, &name, &produced);
-    acked_beyond(&produced, 0).await;
-    let res = app.upgrade(&inst, json!({})).await;
-    assert_eq!(res.status, 200, "{}", res.text);
-    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
-    let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
-    acked_beyond(&produced, acked_count(&produced)).await;
-    stop_producing(&mut producer);
-    assert_eq!(t["status"], "SUCCESS", "{t} {run}");
-    read_back(&cluster.script, &dir, &bootstrap, &name, work.path()).await;
-    let shown = app.show_upgrade(&inst).await.json();
-    assert_eq!(shown["current_version"], BUILD, "{shown}");
+        // Under traffic (acks=all, RF 3, min.insync.replicas 2): no acknowledged message is lost.
+        let name = format!("upgrade-{}", std::process::id());
+        let bootstrap = cluster.bootstrap();
+        cluster.output(&[&["tools"][..], &new_topic(&bootstrap, &name)].concat());
+        let work = tempfile::tempdir().expect("dir");
+        let produced = work.path().join("produced.jsonl");
+        let mut producer = produce(&cluster.script, &dir, &bootstrap, &name, &produced);
+        acked_beyond(&produced, 0).await;
+        let res = app.upgrade(&inst, json!({})).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+        let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
+        acked_beyond(&produced, acked_count(&produced)).await;
+        stop_producing(&mut producer);
+        assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+        read_back(&cluster.script, &dir, &bootstrap, &name, work.path()).await;
+        let shown = app.show_upgrade(&inst).await.json();
+        assert_eq!(shown["current_version"], BUILD, "{shown}");
 
-    // Each node's JVM runs the 4.3.2 jars (its command line), and the cluster's metadata version
-    // is 4.3's (Kafka's FeatureCommand).
-    let status = cluster.output(&["status"]);
-    for n in 1..=3 {
-        let line = status.lines().find(|l| l.starts_with(&format!("node {n}: running, pid "))).expect("running");
-        let pid = line.split("pid ").nth(1).and_then(|r| r.split(',').next()).expect("pid");
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        assert!(cmdline.contains("/4.3.2/lib/"), "node {n} runs {cmdline}");
-    }
-    // The 4.3.2 tool: the 4.0.1 one the cluster was made with has no names for 4.3's levels.
-    let out = cluster
-        .command(&["tools", "features", "--bootstrap-server", &cluster.bootstrap(), "describe"])
-        .env("KAFKA_VERSION", "4.3.2")
-        .output()
-        .expect("the tool runs");
-    let features = String::from_utf8_lossy(&out.stdout);
-    let mv = features.lines().find(|l| l.contains("Feature: metadata.version")).expect("metadata.version");
-    assert!(mv.contains("FinalizedVersionLevel: 4.3-"), "{mv}");
-    assert!(run["output_tail"].as_str().unwrap_or("").contains("metadata.version finalised"), "{run}");
+        // Each node's JVM runs the 4.3.2 jars (its command line), and the cluster's metadata version
+        // is 4.3's (Kafka's FeatureCommand).
+        let status = cluster.output(&["status"]);
+        for n in 1..=3 {
+            let line = status.lines().find(|l| l.starts_with(&format!("node {n}: running, pid "))).expect("running");
+            let pid = line.split("pid ").nth(1).and_then(|r| r.split(',').next()).expect("pid");
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            assert!(cmdline.contains("/4.3.2/lib/"), "node {n} runs {cmdline}");
+        }
+        // The 4.3.2 tool: the 4.0.1 one the cluster was made with has no names for 4.3's levels.
+        let out = cluster
+            .command(&["tools", "features", "--bootstrap-server", &cluster.bootstrap(), "describe"])
+            .env("KAFKA_VERSION", "4.3.2")
+            .output()
+            .expect("the tool runs");
+        let features = String::from_utf8_lossy(&out.stdout);
+        let mv = features.lines().find(|l| l.contains("Feature: metadata.version")).expect("metadata.version");
+        assert!(mv.contains("FinalizedVersionLevel: 4.3-"), "{mv}");
+        assert!(run["output_tail"].as_str().unwrap_or("").contains("metadata.version finalised"), "{run}");
 
-    // The auto-topic switch, a static config whose DMS steps have no rolling_restart of their
-    // own, on the same throw-away cluster: every broker shows it after the roll (ConfigCommand).
-    let res = app.auto_topic(&inst, true).await;
-    assert_eq!(res.status, 200, "{}", res.text);
-    let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
-    let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
-    assert_eq!(t["status"], "SUCCESS", "{t} {run}");
-    for broker in ["1", "2", "3"] {
-        let args = [
-            "tools",
-            "configs",
-            "--bootstrap-server",
-            &cluster.bootstrap(),
-            "--entity-type",
-            "brokers",
-            "--entity-name",
-            broker,
-            "--describe",
-            "--all",
-        ];
-        let out = cluster.command(&args).env("KAFKA_VERSION", "4.3.2").output().expect("the tool runs");
-        let configs = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            configs.lines().any(|l| l.trim().starts_with("auto.create.topics.enable=true ")),
-            "broker {broker}: {configs}"
-        );
+        // The auto-topic switch, a static config whose DMS steps have no rolling_restart of their
+        // own, on the same throw-away cluster: every broker shows it after the roll (ConfigCommand).
+        let res = app.auto_topic(&inst, true).await;
+        assert_eq!(res.status, 200, "{}", res.text);
+        let task = res.json()["job_id"].as_str().expect("job_id").to_owned();
+        let (t, run) = ended(&app, &inst, &task, ROLL_LIMIT).await;
+        assert_eq!(t["status"], "SUCCESS", "{t} {run}");
+        for broker in ["1", "2", "3"] {
+            let args = [
+                "tools",
+                "configs",
+                "--bootstrap-server",
+                &cluster.bootstrap(),
+                "--entity-type",
+                "brokers",
+                "--entity-name",
+                broker,
+                "--describe",
+                "--all",
+            ];
+            let out = cluster.command(&args).env("KAFKA_VERSION", "4.3.2").output().expect("the tool runs");
+            let configs = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                configs.lines().any(|l| l.trim().starts_with("auto.create.topics.enable=true ")),
+                "broker {broker}: {configs}"
+            );
+        }
     }
 }
 
-#[tokio::test]
-async fn a_tenant_cannot_make_the_server_run_a_program_the_operator_did_not_allow() {
-    // No cluster needed: the operator's rules are checked before the cluster is asked.
-    let allowed = tempfile::tempdir().expect("dir");
-    let inside = allowed.path().join("control.sh");
-    std::fs::write(&inside, "#!/bin/sh\nexit 0\n").expect("program");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    let link = allowed.path().join("sh");
-    std::os::unix::fs::symlink("/bin/sh", &link).expect("link");
+on_postgres! {
+    #[tokio::test]
+    async fn a_tenant_cannot_make_the_server_run_a_program_the_operator_did_not_allow() {
+        // No cluster needed: the operator's rules are checked before the cluster is asked.
+        let allowed = tempfile::tempdir().expect("dir");
+        let inside = allowed.path().join("control.sh");
+        std::fs::write(&inside, "#!/bin/sh\nexit 0\n").expect("program");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let link = allowed.path().join("sh");
+        std::os::unix::fs::symlink("/bin/sh", &link).expect("link");
 
-    async fn bind(app: &TestApp, inst: &str, program: &str) -> crate::helpers::Response {
-        let body = json!({"bootstrap_servers": "127.0.0.1:9", "broker_control": program});
-        app.put(&format!("{}/cluster", app.instance_path(inst)), Some(body)).await
-    }
+        async fn bind(app: &TestApp, inst: &str, program: &str) -> crate::helpers::Response {
+            let body = json!({"bootstrap_servers": "127.0.0.1:9", "broker_control": program});
+            app.put(&format!("{}/cluster", app.instance_path(inst)), Some(body)).await
+        }
 
-    // Without --broker-control-dir no binding may name a program, not even an allowed-looking one.
-    let app = TestApp::spawn_with(&["--time-scale", "0", "--cluster-allow", "127.0.0.1"]).await;
-    let inst = app.create_instance().await;
-    let res = bind(&app, &inst, inside.to_str().expect("utf-8")).await;
-    res.assert_error(400, "DMS.00400062");
-    assert!(res.text.contains("--broker-control-dir"), "{}", res.text);
-
-    // With it: a program elsewhere, a path climbing out, or a link out of the directory is refused.
-    let dir = allowed.path().to_str().expect("utf-8");
-    let app =
-        TestApp::spawn_with(&["--time-scale", "0", "--cluster-allow", "127.0.0.1", "--broker-control-dir", dir]).await;
-    let inst = app.create_instance().await;
-    let climbing =
-        format!("{dir}/../{}/control.sh", allowed.path().file_name().and_then(|n| n.to_str()).expect("name"));
-    for program in ["/bin/sh", link.to_str().expect("utf-8")] {
-        let res = bind(&app, &inst, program).await;
+        // Without --broker-control-dir no binding may name a program, not even an allowed-looking one.
+        let app = TestApp::spawn_with(&["--time-scale", "0", "--cluster-allow", "127.0.0.1"]).await;
+        let inst = app.create_instance().await;
+        let res = bind(&app, &inst, inside.to_str().expect("utf-8")).await;
         res.assert_error(400, "DMS.00400062");
-        assert!(res.text.contains("is not under the broker-control directory"), "{program}: {}", res.text);
+        assert!(res.text.contains("--broker-control-dir"), "{}", res.text);
+
+        // With it: a program elsewhere, a path climbing out, or a link out of the directory is refused.
+        let dir = allowed.path().to_str().expect("utf-8");
+        let app =
+            TestApp::spawn_with(&["--time-scale", "0", "--cluster-allow", "127.0.0.1", "--broker-control-dir", dir]).await;
+        let inst = app.create_instance().await;
+        let climbing =
+            format!("{dir}/../{}/control.sh", allowed.path().file_name().and_then(|n| n.to_str()).expect("name"));
+        for program in ["/bin/sh", link.to_str().expect("utf-8")] {
+            let res = bind(&app, &inst, program).await;
+            res.assert_error(400, "DMS.00400062");
+            assert!(res.text.contains("is not under the broker-control directory"), "{program}: {}", res.text);
+        }
+        // A path with `..` is refused even when it climbs back in: whether it would land inside
+        // depends on the disk, and the answer must not tell what is on it.
+        let res = bind(&app, &inst, &climbing).await;
+        res.assert_error(400, "DMS.00400062");
+        assert!(res.text.contains("is not under the broker-control directory"), "{}", res.text);
+        // Nothing was bound by the refused requests.
+        app.get(&format!("{}/cluster", app.instance_path(&inst))).await.assert_error(404, "DMS.00404090");
     }
-    // A path with `..` is refused even when it climbs back in: whether it would land inside
-    // depends on the disk, and the answer must not tell what is on it.
-    let res = bind(&app, &inst, &climbing).await;
-    res.assert_error(400, "DMS.00400062");
-    assert!(res.text.contains("is not under the broker-control directory"), "{}", res.text);
-    // Nothing was bound by the refused requests.
-    app.get(&format!("{}/cluster", app.instance_path(&inst))).await.assert_error(404, "DMS.00404090");
 }

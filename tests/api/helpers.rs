@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::kit::engine::Engine;
+use crate::kit::serve::ServerProcess;
+use crate::kit::sign;
 use clap::Parser;
-use kafka_tasks::auth::signature::{self, Algorithm, Signer};
 use kafka_tasks::auth::{Clock, IssuedCredential};
 use kafka_tasks::cli::{Cli, Command};
 use kafka_tasks::domain::Role;
@@ -34,8 +36,8 @@ impl Response {
     }
 }
 
-/// A fresh database for one test: SQLite in a temporary folder, or, when
-/// `KAFKA_TASKS_TEST_API_ENGINE=postgres`, a database of its own on the PostgreSQL server
+/// A fresh database for one test on the engine it runs on ([`crate::kit::engine::current`]):
+/// SQLite in a temporary folder, or a database of its own on the PostgreSQL server
 /// `KAFKA_TASKS_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`), dropped afterwards.
 /// The folder also holds the master key.
 pub struct TestDb {
@@ -47,16 +49,14 @@ pub struct TestDb {
 impl TestDb {
     pub async fn fresh() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        match std::env::var("KAFKA_TASKS_TEST_API_ENGINE").as_deref() {
-            Ok("postgres") => {
+        match crate::kit::engine::current() {
+            // The engine's runner has checked that PostgreSQL answers (or skipped the test).
+            Engine::Postgres => {
                 let pg = crate::pg::FreshDatabase::create("kt_test").await;
                 eprintln!("test database: {}", pg.url);
                 TestDb { url: pg.url.clone(), dir, _pg: Some(pg) }
             }
-            Ok(other) if !other.is_empty() && other != "sqlite" => {
-                panic!("unknown KAFKA_TASKS_TEST_API_ENGINE {other:?}")
-            }
-            _ => {
+            Engine::Sqlite => {
                 let url = format!("sqlite:{}", dir.path().join("test.db").display());
                 TestDb { url, dir, _pg: None }
             }
@@ -82,7 +82,7 @@ pub struct TestApp {
     pub clock: Clock,
     client: reqwest::Client,
     running: Option<Running>,
-    child: Option<std::process::Child>,
+    child: Option<ServerProcess>,
 }
 
 /// Tests scrape `/metrics` on the API's address (and run many servers at once, which could not
@@ -138,9 +138,9 @@ impl TestApp {
     /// As [`spawn_process`](Self::spawn_process), appending its log lines (JSON) to `log`.
     pub async fn spawn_process_logged(flags: &[&str], log: Option<&std::path::Path>) -> Self {
         let db = TestDb::fresh().await;
-        let (child, base) = start_process_logged(&db, flags, log);
+        let child = start_process_logged(&db, flags, log);
         TestApp {
-            base,
+            base: child.base.clone(),
             admin: initial_credential(db.dir.path()),
             clock: Clock::default(),
             db,
@@ -154,8 +154,7 @@ impl TestApp {
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
-            c.kill().expect("kill");
-            c.wait().expect("reaped");
+            c.kill9();
         }
     }
 
@@ -166,18 +165,15 @@ impl TestApp {
 
     /// As [`start_again`](Self::start_again), appending its log lines to `log`.
     pub fn start_again_logged(&mut self, flags: &[&str], log: Option<&std::path::Path>) {
-        let (child, base) = start_process_logged(&self.db, flags, log);
+        let child = start_process_logged(&self.db, flags, log);
+        self.base = child.base.clone();
         self.child = Some(child);
-        self.base = base;
     }
 
-    /// SIGTERM, then waits for the exit status.
+    /// SIGTERM, then waits (up to five minutes) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("a process");
-        let pid = c.id().to_string();
-        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
-        assert!(sent.success());
-        c.wait().expect("exit status")
+        c.terminate(Duration::from_secs(300)).expect("the server exits after SIGTERM")
     }
 
     /// Stops the server gracefully and starts a new one on the same database.
@@ -236,22 +232,9 @@ impl TestApp {
         body: &str,
         at_ms: i64,
     ) -> Vec<(String, String)> {
-        let host = self.base.trim_start_matches("http://").to_owned();
-        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
-        let base =
-            [("content-type", "application/json"), ("host", host.as_str()), ("x-project-id", cred.project_id.as_str())];
-        let date = signature::sdk_date(at_ms);
-        let signer = Signer {
-            algorithm: Algorithm::Sha256,
-            access_key: &cred.access_key,
-            secret_key: &cred.secret_key,
-            region_service: None,
-        };
-        let signed = signer.sign(method.as_str(), path, query, &base, body.as_bytes(), &date);
-        let mut out: Vec<(String, String)> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        out.push(("x-sdk-date".into(), signed.sdk_date));
-        out.push(("authorization".into(), signed.authorization));
-        out
+        let host = self.base.trim_start_matches("http://");
+        let base = [("content-type", "application/json"), ("host", host), ("x-project-id", cred.project_id.as_str())];
+        sign::signed_headers(cred, method.as_str(), path_and_query, &base, sign::Payload::Body(body.as_bytes()), at_ms)
     }
 
     /// Sends a request with exactly these headers.
@@ -458,48 +441,25 @@ fn initial_credential(dir: &std::path::Path) -> IssuedCredential {
     serde_json::from_str(&text).expect("credential JSON")
 }
 
-/// Starts `kafka-tasks serve` on port 0 and reads the bound address from its JSON log.
-pub fn start_process(db: &TestDb, flags: &[&str]) -> (std::process::Child, String) {
+/// Starts `kafka-tasks serve` on port 0 (the kit's [`ServerProcess`]) on `db`.
+pub fn start_process(db: &TestDb, flags: &[&str]) -> ServerProcess {
     start_process_logged(db, flags, None)
 }
 
-/// As [`start_process`], appending every log line to `log` when given.
-pub fn start_process_logged(
-    db: &TestDb,
-    flags: &[&str],
-    log: Option<&std::path::Path>,
-) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader, Write};
-    let mut log = log.map(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).expect("log file"));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kafka-tasks"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--poll-ms", "20", "--database", &db.url])
-        .arg("--master-key-file")
-        .arg(db.key_file())
-        .args(metrics_on_api_unless_set(flags))
-        .args(flags)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("binary starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(f) = log.as_mut() {
-                let _ = writeln!(f, "{line}");
-            }
-            if !sent
-                && let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["message"] == "listening"
-            {
-                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                sent = true;
-            }
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("server logged its address");
-    (child, format!("http://{addr}"))
+/// As [`start_process`], appending its log lines (JSON) to `log` when given, else to a file of
+/// its own in the database's folder.
+pub fn start_process_logged(db: &TestDb, flags: &[&str], log: Option<&std::path::Path>) -> ServerProcess {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let key_file = db.key_file();
+    let key_file = key_file.to_str().expect("utf-8 path");
+    let mut args = vec!["--poll-ms", "20", "--database", &db.url, "--master-key-file", key_file];
+    args.extend_from_slice(flags);
+    let own = || {
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        db.dir.path().join(format!("server-{n}.log"))
+    };
+    let log = log.map_or_else(own, std::path::Path::to_owned);
+    ServerProcess::start(&args, &[], &log)
 }
 
 // --- raw requests, for the attack tests ---
@@ -521,26 +481,11 @@ impl TestApp {
         payload: &str,
         at_ms: i64,
     ) -> Vec<(String, String)> {
-        let host = self.base.trim_start_matches("http://").to_owned();
-        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
-        let mut base = vec![
-            ("content-type", "application/json"),
-            ("host", host.as_str()),
-            ("x-project-id", cred.project_id.as_str()),
-        ];
+        let host = self.base.trim_start_matches("http://");
+        let mut base =
+            vec![("content-type", "application/json"), ("host", host), ("x-project-id", cred.project_id.as_str())];
         base.extend_from_slice(extra);
-        let date = signature::sdk_date(at_ms);
-        let signer = Signer {
-            algorithm: Algorithm::Sha256,
-            access_key: &cred.access_key,
-            secret_key: &cred.secret_key,
-            region_service: None,
-        };
-        let signed = signer.sign_payload(method.as_str(), path, query, &base, payload, &date);
-        let mut out: Vec<(String, String)> = base.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        out.push(("x-sdk-date".into(), signed.sdk_date));
-        out.push(("authorization".into(), signed.authorization));
-        out
+        sign::signed_headers(cred, method.as_str(), path_and_query, &base, sign::Payload::Hash(payload), at_ms)
     }
 
     /// Sends a request with exactly these headers from the local address `from` (any of
@@ -641,7 +586,8 @@ pub async fn raw_send_and_read(mut stream: tokio::net::TcpStream, bytes: &[u8], 
 
 impl TestApp {
     /// A server in this process on a fresh PostgreSQL database of its own, whatever the
-    /// engine of the run.
+    /// engine of the test (which runs [`on_postgres!`](crate::on_postgres), so that it skips
+    /// when PostgreSQL does not answer outside CI).
     pub async fn spawn_on_postgres(flags: &[&str]) -> (Self, String) {
         let dir = tempfile::tempdir().expect("temp dir");
         let pg = crate::pg::FreshDatabase::create("kt_test").await;
@@ -660,26 +606,14 @@ impl TestApp {
 
     /// The server process's id (process servers only).
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("a process").id()
+        self.child.as_ref().and_then(ServerProcess::pid).expect("a process")
     }
 
     /// SIGTERM, then waits at most `limit` for the process to exit; `None` if it did not
     /// (it is then killed).
     pub fn terminate_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take().expect("a process");
-        let pid = c.id().to_string();
-        let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
-        assert!(sent.success());
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = c.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        None
+        c.terminate(limit).ok()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Project isolation by construction: every route whose path names a project refuses another
 //! project's caller at the gateway (`403 APIGW.0302`), before the handler reads anything else.
-//! The routes are read from the router's source, so a route added later is walked too.
+//! The routes come from the registry the router is built from, so a route added later is walked
+//! too.
 
 use reqwest::Method;
 use serde_json::json;
@@ -10,66 +11,44 @@ use kafka_tasks::domain::Role;
 
 const OTHER_PROJECT: &str = "fedcba9876543210fedcba9876543210";
 
-/// Every `(method, template)` the HTTP modules register with `.route("…", get(…).put(…))`.
+/// Every `(method, template)` the router serves behind authentication, aliases included, as
+/// the registry has them (test control's only exist with `--test-control`).
 pub fn routes() -> Vec<(Method, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
-    let mut out = vec![];
-    for entry in std::fs::read_dir(&dir).expect("src/http readable") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_none_or(|e| e != "rs") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("source readable");
-        for line in text.lines() {
-            let Some(rest) = line.trim().strip_prefix(".route(\"") else {
-                continue;
-            };
-            let Some((template, handlers)) = rest.split_once('"') else {
-                continue;
-            };
-            for (name, method) in
-                [("get(", Method::GET), ("post(", Method::POST), ("put(", Method::PUT), ("delete(", Method::DELETE)]
-            {
-                let starts_call =
-                    handlers.match_indices(name).any(|(i, _)| i == 0 || handlers[..i].ends_with(['.', ' ', ',']));
-                if starts_call {
-                    out.push((method, template.to_owned()));
+    let api = kafka_tasks::http::routes::api().registered;
+    api.into_iter().map(|r| (Method::from_bytes(r.method.as_str().as_bytes()).expect("method"), r.path)).collect()
+}
+
+per_engine! {
+    #[tokio::test]
+    async fn every_route_naming_a_project_refuses_another_projects_caller() {
+        let app = TestApp::spawn().await;
+        let inst = app.create_instance().await;
+        let task = app.finished_task(&inst, true).await;
+        let other = app.credential(OTHER_PROJECT, "bob", Role::Admin).await;
+        let before = app.show_instance(&inst).await.json();
+
+        let all = routes();
+        let with_project: Vec<_> = all.iter().filter(|(_, t)| t.contains("{project_id}")).collect();
+        // Not a vacuous pass: the documented task and instance routes.
+        assert!(with_project.len() >= 20, "only {} routes found: {all:?}", with_project.len());
+        for (method, template) in with_project {
+            // Real ids of the project, and ids that do not even parse: the project is refused first.
+            for (instance, task) in [(inst.as_str(), task.as_str()), ("not-an-instance", "not-a-task")] {
+                let path =
+                    template.replace("{project_id}", PROJECT).replace("{instance_id}", instance).replace("{task_id}", task);
+                // A body that would do something, and one that is not even an object.
+                for body in [json!({"action": "delete", "instances": [inst.as_str()], "name": "taken"}), json!([])] {
+                    let body = (*method != Method::GET && *method != Method::DELETE).then(|| body.to_string());
+                    let res = app.request_as(&other, method.clone(), &path, body).await;
+                    assert_eq!(
+                        (res.status.as_u16(), res.json()["error_code"].as_str().map(str::to_owned)),
+                        (403, Some("APIGW.0302".to_owned())),
+                        "{method} {path}: {}",
+                        res.text
+                    );
                 }
             }
         }
+        assert_eq!(app.show_instance(&inst).await.json(), before, "another project changed nothing");
     }
-    out
-}
-
-#[tokio::test]
-async fn every_route_naming_a_project_refuses_another_projects_caller() {
-    let app = TestApp::spawn().await;
-    let inst = app.create_instance().await;
-    let task = app.finished_task(&inst, true).await;
-    let other = app.credential(OTHER_PROJECT, "bob", Role::Admin).await;
-    let before = app.show_instance(&inst).await.json();
-
-    let all = routes();
-    let with_project: Vec<_> = all.iter().filter(|(_, t)| t.contains("{project_id}")).collect();
-    // The scan found the router (not a vacuous pass): the documented task and instance routes.
-    assert!(with_project.len() >= 20, "only {} routes found: {all:?}", with_project.len());
-    for (method, template) in with_project {
-        // Real ids of the project, and ids that do not even parse: the project is refused first.
-        for (instance, task) in [(inst.as_str(), task.as_str()), ("not-an-instance", "not-a-task")] {
-            let path =
-                template.replace("{project_id}", PROJECT).replace("{instance_id}", instance).replace("{task_id}", task);
-            // A body that would do something, and one that is not even an object.
-            for body in [json!({"action": "delete", "instances": [inst.as_str()], "name": "taken"}), json!([])] {
-                let body = (*method != Method::GET && *method != Method::DELETE).then(|| body.to_string());
-                let res = app.request_as(&other, method.clone(), &path, body).await;
-                assert_eq!(
-                    (res.status.as_u16(), res.json()["error_code"].as_str().map(str::to_owned)),
-                    (403, Some("APIGW.0302".to_owned())),
-                    "{method} {path}: {}",
-                    res.text
-                );
-            }
-        }
-    }
-    assert_eq!(app.show_instance(&inst).await.json(), before, "another project changed nothing");
 }

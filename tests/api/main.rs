@@ -5,6 +5,11 @@
     reason = "a test that meets the unexpected should stop there: a panic is its failure"
 )]
 
+// First, so that its macros (`per_engine!`, `on_postgres!`, `on_sqlite!`) are in scope in every module below.
+#[macro_use]
+#[path = "../common/mod.rs"]
+mod kit;
+
 mod attacks;
 mod attacks_cluster;
 mod attacks_control;
@@ -26,10 +31,10 @@ mod hygiene;
 mod instances;
 mod isolation;
 mod openapi;
-#[path = "../common/pg.rs"]
-mod pg;
 mod provider_reads;
 mod retention;
 mod scheduled;
 mod secrets;
 mod tasks;
+
+use kit::pg;

@@ -1,6 +1,6 @@
-//! The OpenAPI document cannot drift from the router: every `(method, path)` the HTTP modules
-//! register is documented, every documented one is registered (read from the source) and
-//! answered by the live router (not its 404/405 fallbacks), and the document is public.
+//! The OpenAPI document cannot drift from the router: every `(method, path)` the registry
+//! registers is in the served document, every documented one is registered and answered by the
+//! live router (not its 404/405 fallbacks), and the document is public.
 //! Live responses against the document's schemas: `tests/openapi/conformance.py`.
 
 use std::collections::BTreeSet;
@@ -10,55 +10,13 @@ use serde_json::Value;
 
 use crate::helpers::TestApp;
 
-/// Files under src/http whose routes are not API operations: the console's pages are HTML for
-/// people, not part of the API the document describes (see docs/decisions.md, "OpenAPI").
-/// Test control's routes exist, and are documented, only with `serve --test-control`
-/// (tests/api/control.rs checks that document).
-fn is_console(file: &std::path::Path) -> bool {
-    file.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("console") || n == "control.rs")
-}
-
-/// Every `(METHOD, template)` registered with `.route("…", get(…).put(…))` in src/http, but the
-/// console's. The router's `/metrics` on `--metrics-listen` is the same operation as the API's.
+/// Every `(METHOD, path)` the registry registers on a server without `--test-control`
+/// (test control's are documented only with it; tests/api/control.rs checks that document).
+/// The console's pages are HTML for people, not API operations, and are not registered there
+/// (see docs/decisions.md, "OpenAPI").
 fn registered() -> BTreeSet<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
-    let mut out = BTreeSet::new();
-    let mut files: Vec<_> =
-        std::fs::read_dir(&dir).expect("src/http readable").map(|e| e.expect("entry").path()).collect();
-    files.sort();
-    for path in files {
-        if path.extension().is_none_or(|e| e != "rs") || is_console(&path) {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("source readable");
-        // `.route(` may open a line or follow `Router::new()` on the same line.
-        for (i, _) in text.match_indices(".route(\"") {
-            let rest = &text[i + ".route(\"".len()..];
-            let Some((template, after)) = rest.split_once('"') else { continue };
-            // The handlers of this route: up to the call's closing parenthesis.
-            let mut depth = 1;
-            let end = after
-                .char_indices()
-                .find(|&(_, c)| {
-                    match c {
-                        '(' => depth += 1,
-                        ')' => depth -= 1,
-                        _ => {}
-                    }
-                    depth == 0
-                })
-                .map_or(after.len(), |(j, _)| j);
-            let handlers = &after[..end];
-            for (name, method) in [("get(", "GET"), ("post(", "POST"), ("put(", "PUT"), ("delete(", "DELETE")] {
-                let starts_call =
-                    handlers.match_indices(name).any(|(j, _)| j == 0 || handlers[..j].ends_with(['.', ' ', ',', '\n']));
-                if starts_call {
-                    out.insert((method.to_owned(), template.to_owned()));
-                }
-            }
-        }
-    }
-    out
+    let routes = kafka_tasks::http::routes::api().registered.into_iter();
+    routes.chain(kafka_tasks::http::routes::public().registered).map(|r| (r.method.to_string(), r.path)).collect()
 }
 
 /// Every `(METHOD, path)` the document describes.
@@ -81,32 +39,36 @@ async fn document(app: &TestApp) -> Value {
     res.json()
 }
 
-#[tokio::test]
-async fn the_openapi_document_is_public_and_is_openapi_3() {
-    let app = TestApp::spawn().await;
-    let doc = document(&app).await;
-    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", doc["openapi"]);
-    let schemes = &doc["components"]["securitySchemes"];
-    assert_eq!(schemes["aksk"]["name"], "Authorization");
-    assert_eq!(schemes["token"]["name"], "X-Auth-Token");
-    assert_eq!(doc["components"]["schemas"]["ErrorBody"]["required"], serde_json::json!(["error_code", "error_msg"]));
-    let show = &doc["paths"]["/v2/{project_id}/instances/{instance_id}/tasks/{task_id}"]["get"]["responses"];
-    assert!(show["200"]["headers"]["X-Request-Id"].is_object(), "{show}");
-    assert!(doc["components"]["responses"]["Error404"]["headers"]["X-Request-Id"].is_object());
+per_engine! {
+    #[tokio::test]
+    async fn the_openapi_document_is_public_and_is_openapi_3() {
+        let app = TestApp::spawn().await;
+        let doc = document(&app).await;
+        assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", doc["openapi"]);
+        let schemes = &doc["components"]["securitySchemes"];
+        assert_eq!(schemes["aksk"]["name"], "Authorization");
+        assert_eq!(schemes["token"]["name"], "X-Auth-Token");
+        assert_eq!(doc["components"]["schemas"]["ErrorBody"]["required"], serde_json::json!(["error_code", "error_msg"]));
+        let show = &doc["paths"]["/v2/{project_id}/instances/{instance_id}/tasks/{task_id}"]["get"]["responses"];
+        assert!(show["200"]["headers"]["X-Request-Id"].is_object(), "{show}");
+        assert!(doc["components"]["responses"]["Error404"]["headers"]["X-Request-Id"].is_object());
+    }
 }
 
-#[tokio::test]
-async fn every_registered_route_is_documented_and_every_documented_one_is_registered() {
-    let app = TestApp::spawn().await;
-    let doc = document(&app).await;
-    let registered = registered();
-    // The scan found the router (not a vacuous pass): the seven task endpoints and more.
-    assert!(registered.len() >= 25, "only {} routes found: {registered:?}", registered.len());
-    let documented = documented(&doc);
-    let missing: Vec<_> = registered.difference(&documented).collect();
-    assert!(missing.is_empty(), "registered but not in /openapi.json: {missing:?}");
-    let extra: Vec<_> = documented.difference(&registered).collect();
-    assert!(extra.is_empty(), "in /openapi.json but not registered: {extra:?}");
+per_engine! {
+    #[tokio::test]
+    async fn every_registered_route_is_documented_and_every_documented_one_is_registered() {
+        let app = TestApp::spawn().await;
+        let doc = document(&app).await;
+        let registered = registered();
+        // The registry is not empty (not a vacuous pass): the seven task endpoints and more.
+        assert!(registered.len() >= 25, "only {} routes found: {registered:?}", registered.len());
+        let documented = documented(&doc);
+        let missing: Vec<_> = registered.difference(&documented).collect();
+        assert!(missing.is_empty(), "registered but not in /openapi.json: {missing:?}");
+        let extra: Vec<_> = documented.difference(&registered).collect();
+        assert!(extra.is_empty(), "in /openapi.json but not registered: {extra:?}");
+    }
 }
 
 /// A path template with placeholder ids of the right shapes.
@@ -117,60 +79,64 @@ fn concrete(template: &str) -> String {
         .replace("{task_id}", "0123456789abcdef0123456789abcdef")
 }
 
-#[tokio::test]
-async fn the_live_router_answers_every_documented_operation() {
-    let app = TestApp::spawn().await;
-    let doc = document(&app).await;
-    for (method, path) in documented(&doc) {
-        let method = Method::from_bytes(method.as_bytes()).expect("method");
-        let res = app.send(method.clone(), &concrete(&path), None, &[]).await;
-        let code = serde_json::from_str::<Value>(&res.text).ok().map(|v| v["error_code"].clone());
-        // The router's fallbacks: an unknown path, or a method the path does not serve.
-        let fallback =
-            res.status == StatusCode::METHOD_NOT_ALLOWED || (code == Some("DMS.00404001".into()) && path != "/metrics");
-        assert!(
-            !fallback,
-            "{method} {path} is documented but the router does not serve it: {} {}",
-            res.status, res.text
-        );
-        let operation = &doc["paths"][&path][method.as_str().to_lowercase()];
-        let authenticated = path.starts_with("/v2/") || path.starts_with("/v3/");
-        if authenticated {
-            // Without credentials a routed operation answers 401, as its document says.
-            assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{method} {path}: {}", res.text);
-            assert!(operation["security"].is_array(), "{method} {path} documents no security");
-        } else {
-            assert!(operation.get("security").is_none(), "{method} {path} is public but documents security");
+per_engine! {
+    #[tokio::test]
+    async fn the_live_router_answers_every_documented_operation() {
+        let app = TestApp::spawn().await;
+        let doc = document(&app).await;
+        for (method, path) in documented(&doc) {
+            let method = Method::from_bytes(method.as_bytes()).expect("method");
+            let res = app.send(method.clone(), &concrete(&path), None, &[]).await;
+            let code = serde_json::from_str::<Value>(&res.text).ok().map(|v| v["error_code"].clone());
+            // The router's fallbacks: an unknown path, or a method the path does not serve.
+            let fallback =
+                res.status == StatusCode::METHOD_NOT_ALLOWED || (code == Some("DMS.00404001".into()) && path != "/metrics");
+            assert!(
+                !fallback,
+                "{method} {path} is documented but the router does not serve it: {} {}",
+                res.status, res.text
+            );
+            let operation = &doc["paths"][&path][method.as_str().to_lowercase()];
+            let authenticated = path.starts_with("/v2/") || path.starts_with("/v3/");
+            if authenticated {
+                // Without credentials a routed operation answers 401, as its document says.
+                assert_eq!(res.status, StatusCode::UNAUTHORIZED, "{method} {path}: {}", res.text);
+                assert!(operation["security"].is_array(), "{method} {path} documents no security");
+            } else {
+                assert!(operation.get("security").is_none(), "{method} {path} is public but documents security");
+            }
+            assert!(
+                operation["responses"].get(res.status.as_str()).is_some(),
+                "{method} {path} answered {} which it does not document",
+                res.status
+            );
         }
-        assert!(
-            operation["responses"].get(res.status.as_str()).is_some(),
-            "{method} {path} answered {} which it does not document",
-            res.status
-        );
     }
 }
 
-#[tokio::test]
-async fn operation_ids_are_unique_and_name_the_dms_operations() {
-    let app = TestApp::spawn().await;
-    let doc = document(&app).await;
-    let mut ids = BTreeSet::new();
-    for (method, path) in documented(&doc) {
-        let id = doc["paths"][&path][method.to_lowercase()]["operationId"].as_str().unwrap_or_default().to_owned();
-        assert!(!id.is_empty(), "{method} {path} has no operationId");
-        assert!(ids.insert(id.clone()), "operationId {id} is used twice");
-    }
-    for dms in [
-        "ListBackgroundTasks",
-        "ShowBackgroundTask",
-        "DeleteBackgroundTask",
-        "ShowBackgroundTaskProgress",
-        "ListScheduledTasks",
-        "UpdateScheduledTask",
-        "DeleteScheduledTask",
-        "UpdateInstance",
-        "ShowUpgradeInstanceVersion",
-    ] {
-        assert!(ids.contains(dms), "{dms} is not documented");
+per_engine! {
+    #[tokio::test]
+    async fn operation_ids_are_unique_and_name_the_dms_operations() {
+        let app = TestApp::spawn().await;
+        let doc = document(&app).await;
+        let mut ids = BTreeSet::new();
+        for (method, path) in documented(&doc) {
+            let id = doc["paths"][&path][method.to_lowercase()]["operationId"].as_str().unwrap_or_default().to_owned();
+            assert!(!id.is_empty(), "{method} {path} has no operationId");
+            assert!(ids.insert(id.clone()), "operationId {id} is used twice");
+        }
+        for dms in [
+            "ListBackgroundTasks",
+            "ShowBackgroundTask",
+            "DeleteBackgroundTask",
+            "ShowBackgroundTaskProgress",
+            "ListScheduledTasks",
+            "UpdateScheduledTask",
+            "DeleteScheduledTask",
+            "UpdateInstance",
+            "ShowUpgradeInstanceVersion",
+        ] {
+            assert!(ids.contains(dms), "{dms} is not documented");
+        }
     }
 }

@@ -7,9 +7,11 @@
     reason = "a test that meets the unexpected should stop there: a panic is its failure"
 )]
 
-#[path = "../common/serve.rs"]
-mod serve;
+#[path = "../common/mod.rs"]
+mod kit;
 mod tls;
+
+use kit::serve;
 
 use std::process::Command;
 

@@ -23,22 +23,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_tasks::auth::IssuedCredential;
-use kafka_tasks::auth::signature::{Algorithm, Signer, sdk_date};
 use serde_json::{Value, json};
 use tokio::sync::{oneshot, watch};
 
 const NEWER_KERNEL: &str = "2.7.1-h0.cbu.dms.102.r0";
 
-#[path = "../common/event_log.rs"]
-mod event_log;
-#[path = "../common/invariants.rs"]
-mod invariants;
-#[path = "../common/pg.rs"]
-mod pg;
-#[path = "../common/rng.rs"]
-mod rng;
-#[path = "../common/serve.rs"]
-mod serve;
+#[path = "../common/mod.rs"]
+mod kit;
+use kit::{event_log, invariants, pg, rng, serve};
 
 use event_log::{Logged, TaskRow, Truth};
 
@@ -88,26 +80,15 @@ impl Cluster {
     async fn call_on(&self, base: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let host = base.trim_start_matches("http://");
-        let (p, q) = path.split_once('?').unwrap_or((path, ""));
-        let signer = Signer {
-            algorithm: Algorithm::Sha256,
-            access_key: &self.cred.access_key,
-            secret_key: &self.cred.secret_key,
-            region_service: None,
-        };
-        let date = sdk_date(chrono::Utc::now().timestamp_millis());
-        let headers = [("content-type", "application/json"), ("host", host)];
-        let signed = signer.sign(method.as_str(), p, q, &headers, body.as_bytes(), &date);
-        let res = self
-            .http
-            .request(method, format!("{base}{path}"))
-            .header("content-type", "application/json")
-            .header("x-sdk-date", signed.sdk_date)
-            .header("authorization", signed.authorization)
-            .body(body)
-            .send()
-            .await
-            .expect("request");
+        let unsigned = [("content-type", "application/json"), ("host", host)];
+        let now = chrono::Utc::now().timestamp_millis();
+        let payload = kit::sign::Payload::Body(body.as_bytes());
+        let headers = kit::sign::signed_headers(&self.cred, method.as_str(), path, &unsigned, payload, now);
+        let mut req = self.http.request(method, format!("{base}{path}"));
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let res = req.body(body).send().await.expect("request");
         let status = res.status().as_u16();
         let text = res.text().await.unwrap_or_default();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))

@@ -1,7 +1,9 @@
 //! A fresh PostgreSQL database for one test, dropped when the value is dropped. The server is
-//! `KAFKA_TASKS_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`). [`FreshDatabase::create`]
-//! fails when it is down; [`FreshDatabase::create_or_skip`] skips (saying so) when it is down
-//! outside CI, and fails in CI (`CI=true`), where `scripts/test.sh` has started it.
+//! `KAFKA_TASKS_TEST_PG` (default `postgres://postgres@127.0.0.1:5432`). A test that needs
+//! PostgreSQL uses [`FreshDatabase::create_or_skip`] (or runs inside
+//! [`per_engine!`](crate::per_engine), which checks first): it skips (saying so) when PostgreSQL
+//! is down outside CI, and fails in CI (`CI=true`), where `scripts/test.sh` has started it.
+//! [`FreshDatabase::create`] is for callers that have checked.
 
 pub fn server() -> String {
     std::env::var("KAFKA_TASKS_TEST_PG")
@@ -21,20 +23,28 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// Whether PostgreSQL answers; when it does not and this is not CI, says the test is skipped
+/// (in CI it answers `true`, and the test fails where it connects).
+pub async fn reachable_or_skip() -> bool {
+    let server = server();
+    let reachable = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    if !reachable && !in_ci() {
+        eprintln!("skipped: PostgreSQL not reachable at {server} (in CI, CI=true, this fails)");
+        return false;
+    }
+    true
+}
+
 impl FreshDatabase {
     /// A fresh database, or `None` when PostgreSQL does not answer and this is not CI (the
     /// caller returns early: the test passes, having printed that it skipped).
-    #[allow(dead_code, reason = "not every test binary that includes this file skips")]
     pub async fn create_or_skip(prefix: &str) -> Option<Self> {
-        let server = server();
-        let reachable = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls),
-        )
-        .await
-        .is_ok_and(|r| r.is_ok());
-        if !reachable && !in_ci() {
-            eprintln!("skipped: PostgreSQL not reachable at {server} (in CI, CI=true, this fails)");
+        if !reachable_or_skip().await {
             return None;
         }
         Some(Self::create(prefix).await)

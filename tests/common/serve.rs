@@ -1,6 +1,6 @@
 //! The built `kafka-tasks` binary as a child process (started, killed with SIGKILL, stopped with
 //! SIGTERM), access keys made with its CLI, and an HTTP client that signs every request with
-//! the project's own signer, as the SDKs do.
+//! the project's own signer ([`super::sign`]), as the SDKs do.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -8,7 +8,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use kafka_tasks::auth::IssuedCredential;
-use kafka_tasks::auth::signature::{Algorithm, Signer, sdk_date};
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kafka-tasks");
@@ -24,9 +23,11 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `serve --listen 127.0.0.1:0 --log-format json` plus `args` and waits (generously)
-    /// for the address it logs.
+    /// for the address it logs. Its log lines are appended to `log`, so one log can follow a
+    /// server across restarts; the address is the one logged after them.
     pub fn start(args: &[&str], envs: &[(&str, &str)], log: &Path) -> Self {
-        let file = std::fs::File::create(log).expect("log file");
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        let before = file.metadata().map_or(0, |m| m.len() as usize);
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             // Scraped on the API's address, and many servers run at once (see `--metrics-listen`).
@@ -39,7 +40,8 @@ impl ServerProcess {
             .expect("serve starts");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let text = std::fs::read(log).unwrap_or_default();
+            let text = String::from_utf8_lossy(text.get(before..).unwrap_or_default());
             if let Some(addr) = text
                 .lines()
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -186,23 +188,10 @@ impl Api {
 
     /// The headers of a request signed now.
     pub fn signed_headers(&self, method: &str, path_and_query: &str, body: &[u8]) -> Vec<(String, String)> {
-        let host = self.base.trim_start_matches("http://").to_owned();
-        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
-        let headers = [("content-type", "application/json"), ("host", host.as_str())];
-        let signer = Signer {
-            algorithm: Algorithm::Sha256,
-            access_key: &self.cred.access_key,
-            secret_key: &self.cred.secret_key,
-            region_service: None,
-        };
-        let date = sdk_date(chrono::Utc::now().timestamp_millis());
-        let signed = signer.sign(method, path, query, &headers, body, &date);
-        vec![
-            ("content-type".into(), "application/json".into()),
-            ("host".into(), host),
-            ("x-sdk-date".into(), signed.sdk_date),
-            ("authorization".into(), signed.authorization),
-        ]
+        let host = self.base.trim_start_matches("http://");
+        let headers = [("content-type", "application/json"), ("host", host)];
+        let now = chrono::Utc::now().timestamp_millis();
+        super::sign::signed_headers(&self.cred, method, path_and_query, &headers, super::sign::Payload::Body(body), now)
     }
 
     /// One signed request; `Err` when no answer came (connection refused or reset, timeout).

@@ -28,17 +28,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-#[path = "../common/event_log.rs"]
-mod event_log;
-#[path = "../common/invariants.rs"]
-mod invariants;
+#[path = "../common/mod.rs"]
+mod kit;
 mod paging;
 #[cfg(test)]
 mod planted;
-#[path = "../common/rng.rs"]
-mod rng;
-#[path = "../common/serve.rs"]
-mod serve;
+
+use kit::{event_log, invariants, rng, serve};
 
 use event_log::{Logged, TaskRow, Truth};
 use invariants::is_terminal;

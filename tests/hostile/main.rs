@@ -30,13 +30,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kafka_tasks::auth::IssuedCredential;
-use kafka_tasks::auth::signature::{self, Algorithm, Signer, sdk_date};
+use kafka_tasks::auth::signature::{self, Algorithm, sdk_date};
 use serde_json::{Value, json};
 
-#[path = "../common/rng.rs"]
-mod rng;
-#[path = "../common/serve.rs"]
-mod serve;
+#[path = "../common/mod.rs"]
+mod kit;
+
+use kit::{rng, serve};
 
 mod craft;
 mod raw;
@@ -503,22 +503,14 @@ fn sign_with(
     format!("SDK-HMAC-SHA256 Access={}, SignedHeaders={}, Signature={sig}", cred.access_key, names.join(";"))
 }
 
-/// The headers of a correctly signed request, as the SDK sends them.
+/// The headers of a correctly signed request, as the SDK sends them (the raw sender adds `host`).
 fn signed_headers(ctx: &Ctx, cred: &IssuedCredential, method: &str, target: &str, body: &[u8], at: i64) -> Headers {
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let signer = Signer {
-        algorithm: Algorithm::Sha256,
-        access_key: &cred.access_key,
-        secret_key: &cred.secret_key,
-        region_service: None,
-    };
     let base = [("content-type", "application/json"), ("host", ctx.addr.as_str())];
-    let s = signer.sign(method, path, query, &base, body, &sdk_date(at));
-    vec![
-        ("content-type".into(), b"application/json".to_vec()),
-        ("x-sdk-date".into(), s.sdk_date.into_bytes()),
-        ("authorization".into(), s.authorization.into_bytes()),
-    ]
+    kit::sign::signed_headers(cred, method, target, &base, kit::sign::Payload::Body(body), at)
+        .into_iter()
+        .filter(|(k, _)| k != "host")
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

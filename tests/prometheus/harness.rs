@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use crate::serve::ServerProcess;
 use kafka_tasks::auth::IssuedCredential;
-use kafka_tasks::auth::signature::{self, Algorithm, Signer};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -98,20 +97,19 @@ impl Client {
     pub async fn request(&self, server: &Server, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let base = [("content-type", "application/json"), ("host", server.addr.as_str()), ("x-project-id", PROJECT)];
-        let (p, q) = path.split_once('?').unwrap_or((path, ""));
-        let signer = Signer {
-            algorithm: Algorithm::Sha256,
-            access_key: &self.cred.access_key,
-            secret_key: &self.cred.secret_key,
-            region_service: None,
-        };
         let now = chrono::Utc::now().timestamp_millis();
-        let signed = signer.sign(method.as_str(), p, q, &base, body.as_bytes(), &signature::sdk_date(now));
+        let headers = crate::kit::sign::signed_headers(
+            &self.cred,
+            method.as_str(),
+            path,
+            &base,
+            crate::kit::sign::Payload::Body(body.as_bytes()),
+            now,
+        );
         let mut req = self.http.request(method, format!("{}{path}", server.base));
-        for (k, v) in base {
+        for (k, v) in headers {
             req = req.header(k, v);
         }
-        req = req.header("x-sdk-date", signed.sdk_date).header("authorization", signed.authorization);
         let res = req.body(body).send().await.expect("request sent");
         let status = res.status().as_u16();
         let text = res.text().await.expect("body");

@@ -14,10 +14,10 @@
 
 mod dashboard;
 mod harness;
-#[path = "../common/pg.rs"]
-mod pg;
-#[path = "../common/serve.rs"]
-mod serve;
+#[path = "../common/mod.rs"]
+mod kit;
+
+use kit::{pg, serve};
 
 use std::time::Duration;
 

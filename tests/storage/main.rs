@@ -9,19 +9,22 @@
 )]
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use kafka_tasks::domain::instance::{Instance, InstanceStatus, NewInstance};
 use kafka_tasks::domain::operation::{self, Operation, StepContext};
 use kafka_tasks::domain::placement::{placement, views_of};
-use kafka_tasks::domain::{ProjectId, Role, TaskId, TaskRecord, TaskStatus};
+use kafka_tasks::domain::{ProjectId, Role, TaskId, TaskRecord, TaskStatus, Timestamp};
 use kafka_tasks::storage::*;
 
 const CTX: StepContext =
     StepContext { storage_pool_gb: 10_000, executed: kafka_tasks::domain::operation::OpSet::EMPTY, stepwise: false };
 const T0: i64 = 1_700_000_000_000;
 
-#[path = "../common/pg.rs"]
-mod pg;
+#[path = "../common/mod.rs"]
+mod kit;
+
+use kit::pg;
 
 struct Engine {
     name: &'static str,
@@ -30,44 +33,42 @@ struct Engine {
     _pg: Option<pg::FreshDatabase>,
 }
 
-/// A fresh SQLite database.
-async fn engine_sqlite() -> Engine {
-    let dir = tempfile::tempdir().expect("dir");
-    let storage = Storage::open(&format!("sqlite:{}", dir.path().join("c.db").display())).await.expect("sqlite");
-    Engine { name: "sqlite", storage, _dir: Some(dir), _pg: None }
-}
-
-/// A fresh PostgreSQL database, or `None` (the test skips, saying so) when PostgreSQL is not
-/// reachable outside CI.
-async fn engine_postgres() -> Option<Engine> {
-    let db = pg::FreshDatabase::create_or_skip("kt_contract").await?;
-    let storage = Storage::open(&db.url).await.expect("postgres");
-    Some(Engine { name: "postgres", storage, _dir: None, _pg: Some(db) })
+/// A fresh database on `engine` (PostgreSQL: the runner has checked that it answers).
+async fn fresh(engine: kit::engine::Engine) -> Engine {
+    match engine {
+        kit::engine::Engine::Sqlite => {
+            let dir = tempfile::tempdir().expect("dir");
+            let url = format!("sqlite:{}", dir.path().join("c.db").display());
+            let storage = Storage::open(&url).await.expect("sqlite");
+            Engine { name: "sqlite", storage, _dir: Some(dir), _pg: None }
+        }
+        kit::engine::Engine::Postgres => {
+            let db = pg::FreshDatabase::create("kt_contract").await;
+            let storage = Storage::open(&db.url).await.expect("postgres");
+            Engine { name: "postgres", storage, _dir: None, _pg: Some(db) }
+        }
+    }
 }
 
 /// One contract case, run once per engine as two tests named after the engine
-/// (`case::sqlite`, `case::postgres`), so that a failure says which engine failed.
+/// (`case::sqlite`, `case::postgres`, by the kit's `per_engine!`), so that a failure says which
+/// engine failed.
 macro_rules! contract {
     ($(#[$m:meta])* async fn $name:ident($e:ident: Engine) $body:block) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
+        $crate::per_engine! {
             $(#[$m])*
             #[tokio::test]
-            async fn sqlite() {
-                let $e = super::engine_sqlite().await;
-                $body
-            }
-
-            $(#[$m])*
-            #[tokio::test]
-            async fn postgres() {
-                let Some($e) = super::engine_postgres().await else { return };
+            async fn $name() {
+                let $e = fresh(kit::engine::current()).await;
                 $body
             }
         }
     };
+}
+
+/// The instant `ms` (epoch milliseconds), as the engine's store takes it.
+fn at(ms: i64) -> Timestamp {
+    Timestamp::from_ms(ms)
 }
 
 fn project() -> ProjectId {
@@ -114,10 +115,15 @@ async fn running_instance(s: &Storage) -> Instance {
 /// Claims and finishes everything due at `now`.
 async fn run_all(s: &Storage, owner: &str, now: i64) -> Vec<TaskStatus> {
     let mut ended = vec![];
-    for c in s.engine.claim(owner, now, 60_000, 100, CTX).await.expect("claim") {
+    for c in s.engine.claim(owner, at(now), Duration::from_millis(60_000), 100, CTX).await.expect("claim") {
         let mut step = c.step;
         loop {
-            match s.engine.finish_step(owner, &c.task.id, step, now, 60_000, CTX).await.expect("finish") {
+            match s
+                .engine
+                .finish_step(owner, &c.task.id, step, at(now), Duration::from_millis(60_000), CTX)
+                .await
+                .expect("finish")
+            {
                 StepOutcome::Next(n) => step = n,
                 StepOutcome::Ended(st) => {
                     ended.push(st);
@@ -148,17 +154,17 @@ contract! {
         assert_eq!(inst.status, InstanceStatus::Running, "{}", e.name);
         assert_eq!(inst.busy_task, None, "{}", e.name);
         let t = submit(s, &inst, Operation::AutoTopic { old: false, new: true }, T0 + 1, None).await.expect("admitted");
-        let claimed = s.engine.claim("w", T0 + 2, 60_000, 10, CTX).await.expect("claim");
+        let claimed = s.engine.claim("w", at(T0 + 2), Duration::from_millis(60_000), 10, CTX).await.expect("claim");
         assert_eq!(claimed.len(), 1, "{}", e.name);
         assert_eq!(claimed[0].step, 0);
         assert_eq!(
-            s.engine.finish_step("w", &t.record.id, 0, T0 + 3, 60_000, CTX).await.expect("f"),
+            s.engine.finish_step("w", &t.record.id, 0, at(T0 + 3), Duration::from_millis(60_000), CTX).await.expect("f"),
             StepOutcome::Next(1)
         );
         let mid = s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g").expect("i");
         assert!(!mid.enable_auto_topic, "{}: applied before the last step", e.name);
         assert_eq!(
-            s.engine.finish_step("w", &t.record.id, 1, T0 + 4, 60_000, CTX).await.expect("f"),
+            s.engine.finish_step("w", &t.record.id, 1, at(T0 + 4), Duration::from_millis(60_000), CTX).await.expect("f"),
             StepOutcome::Ended(TaskStatus::Success)
         );
         let after = s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g").expect("i");
@@ -186,12 +192,12 @@ contract! {
             .expect("submit")
             .expect("admitted");
         // Taken and done in the claim itself: nothing is left for a worker to run.
-        let claimed = s.engine.claim("w", T0 + 2, 60_000, 10, CTX).await.expect("claim");
+        let claimed = s.engine.claim("w", at(T0 + 2), Duration::from_millis(60_000), 10, CTX).await.expect("claim");
         assert_eq!(claimed.len(), 1, "{}", e.name);
         assert_eq!(claimed[0].ended, Some(TaskStatus::Success), "{}", e.name);
         let id = &claimed[0].task.id;
         assert_eq!(
-            s.engine.finish_step("w", id, 0, T0 + 3, 60_000, CTX).await.expect("f"),
+            s.engine.finish_step("w", id, 0, at(T0 + 3), Duration::from_millis(60_000), CTX).await.expect("f"),
             StepOutcome::Lost,
             "{}",
             e.name
@@ -226,18 +232,18 @@ contract! {
         );
         let sched = submit(s, &inst, Operation::Restart, T0 + 3, Some(T0 + 10)).await.expect("scheduled is admitted");
         // Due, but the instance is busy: the scheduled task waits.
-        let claimed = s.engine.claim("w", T0 + 20, 60_000, 10, CTX).await.expect("claim");
+        let claimed = s.engine.claim("w", at(T0 + 20), Duration::from_millis(60_000), 10, CTX).await.expect("claim");
         assert_eq!(claimed.len(), 1, "{}", e.name);
         assert_ne!(claimed[0].task.id, sched.record.id);
         let mut step = claimed[0].step;
         while let StepOutcome::Next(n) =
-            s.engine.finish_step("w", &claimed[0].task.id, step, T0 + 21, 60_000, CTX).await.expect("f")
+            s.engine.finish_step("w", &claimed[0].task.id, step, at(T0 + 21), Duration::from_millis(60_000), CTX).await.expect("f")
         {
             step = n;
         }
         // A second later it is looked at again and runs.
-        assert!(s.engine.claim("w", T0 + 22, 60_000, 10, CTX).await.expect("claim").is_empty(), "{}", e.name);
-        let later = s.engine.claim("w", T0 + 1_100, 60_000, 10, CTX).await.expect("claim");
+        assert!(s.engine.claim("w", at(T0 + 22), Duration::from_millis(60_000), 10, CTX).await.expect("claim").is_empty(), "{}", e.name);
+        let later = s.engine.claim("w", at(T0 + 1_100), Duration::from_millis(60_000), 10, CTX).await.expect("claim");
         assert_eq!(
             later.iter().map(|c| c.task.id.clone()).collect::<Vec<_>>(),
             std::slice::from_ref(&sched.record.id),
@@ -255,33 +261,33 @@ contract! {
         let s = &e.storage;
         let inst = running_instance(s).await;
         let t = submit(s, &inst, Operation::Restart, T0 + 1, None).await.expect("admitted");
-        assert_eq!(s.engine.claim("a", T0 + 2, 100, 10, CTX).await.expect("c").len(), 1);
+        assert_eq!(s.engine.claim("a", at(T0 + 2), Duration::from_millis(100), 10, CTX).await.expect("c").len(), 1);
         assert_eq!(
-            s.engine.finish_step("a", &t.record.id, 0, T0 + 3, 100, CTX).await.expect("f"),
+            s.engine.finish_step("a", &t.record.id, 0, at(T0 + 3), Duration::from_millis(100), CTX).await.expect("f"),
             StepOutcome::Next(1)
         );
-        assert!(s.engine.claim("b", T0 + 50, 100, 10, CTX).await.expect("c").is_empty(), "{}: leased", e.name);
-        let taken = s.engine.claim("b", T0 + 200, 100, 10, CTX).await.expect("c");
+        assert!(s.engine.claim("b", at(T0 + 50), Duration::from_millis(100), 10, CTX).await.expect("c").is_empty(), "{}: leased", e.name);
+        let taken = s.engine.claim("b", at(T0 + 200), Duration::from_millis(100), 10, CTX).await.expect("c");
         assert_eq!(taken.len(), 1, "{}", e.name);
         assert_eq!(taken[0].step, 1, "{}: resumes at the unfinished step", e.name);
         assert_eq!(
-            s.engine.finish_step("a", &t.record.id, 1, T0 + 201, 100, CTX).await.expect("f"),
+            s.engine.finish_step("a", &t.record.id, 1, at(T0 + 201), Duration::from_millis(100), CTX).await.expect("f"),
             StepOutcome::Lost,
             "{}",
             e.name
         );
         // A lease that ran out is lost even before anybody takes it.
         assert_eq!(
-            s.engine.finish_step("b", &t.record.id, 1, T0 + 400, 100, CTX).await.expect("f"),
+            s.engine.finish_step("b", &t.record.id, 1, at(T0 + 400), Duration::from_millis(100), CTX).await.expect("f"),
             StepOutcome::Lost,
             "{}",
             e.name
         );
-        s.engine.claim("b", T0 + 500, 100, 10, CTX).await.expect("c");
-        s.engine.renew_leases("b", T0 + 10_000).await.expect("renew");
-        assert!(s.engine.claim("c", T0 + 9_000, 100, 10, CTX).await.expect("c").is_empty(), "{}: renewed", e.name);
+        s.engine.claim("b", at(T0 + 500), Duration::from_millis(100), 10, CTX).await.expect("c");
+        s.engine.renew_leases("b", at(T0 + 10_000)).await.expect("renew");
+        assert!(s.engine.claim("c", at(T0 + 9_000), Duration::from_millis(100), 10, CTX).await.expect("c").is_empty(), "{}: renewed", e.name);
         s.engine.release_leases("b").await.expect("release");
-        assert_eq!(s.engine.claim("c", T0 + 9_000, 100, 10, CTX).await.expect("c").len(), 1, "{}: released", e.name);
+        assert_eq!(s.engine.claim("c", at(T0 + 9_000), Duration::from_millis(100), 10, CTX).await.expect("c").len(), 1, "{}: released", e.name);
     }
 }
 
@@ -301,7 +307,7 @@ contract! {
                 for _ in 0..10 {
                     got.extend(
                         engine
-                            .claim(&format!("w{w}"), T0 + 2, 60_000, 4, CTX)
+                            .claim(&format!("w{w}"), at(T0 + 2), Duration::from_millis(60_000), 4, CTX)
                             .await
                             .expect("claim")
                             .into_iter()
@@ -426,7 +432,7 @@ contract! {
             .record
             .id;
         let b = submit(s, &inst, Operation::Restart, T0 + 2, Some(T0 + 5_000)).await.expect("b").record.id;
-        assert!(s.engine.claim("w", T0 + 4_999, 60_000, 10, CTX).await.expect("c").is_empty(), "{}: not due", e.name);
+        assert!(s.engine.claim("w", at(T0 + 4_999), Duration::from_millis(60_000), 10, CTX).await.expect("c").is_empty(), "{}: not due", e.name);
         assert_eq!(
             s.tasks.get_task(&p, &inst.id, &a, View::Background).await.expect("g"),
             Found::NoTask,
@@ -444,7 +450,7 @@ contract! {
             Found::Yes(true)
         );
         assert!(
-            s.engine.claim("w", T0 + 8_000, 60_000, 10, CTX).await.expect("c").is_empty(),
+            s.engine.claim("w", at(T0 + 8_000), Duration::from_millis(60_000), 10, CTX).await.expect("c").is_empty(),
             "{}: moved and cancelled",
             e.name
         );
@@ -721,7 +727,7 @@ contract! {
         let deleted: HashSet<TaskId> =
             records.iter().filter(|r| r.status != TaskStatus::Created).take(30).map(|r| r.id.clone()).collect();
         records.retain(|r| !deleted.contains(&r.id));
-        let claimed = s.engine.claim("w", T0 + 6 * day, 60_000, 1, CTX).await.expect("claim");
+        let claimed = s.engine.claim("w", at(T0 + 6 * day), Duration::from_millis(60_000), 1, CTX).await.expect("claim");
         assert_eq!(claimed.len(), 1, "{}", e.name);
         for r in records.iter_mut() {
             if r.id == claimed[0].task.id {
@@ -778,7 +784,7 @@ contract! {
         assert_eq!(run_all(s, "w", T0 + 5).await, [TaskStatus::Success], "{}", e.name);
         let before = s.instances.get_instance(&inst.project_id, &inst.id).await.expect("g").expect("i");
         assert_eq!(before.kernel_version(), NEWER);
-        let claimed = s.engine.claim("w", T0 + 20, 60_000, 10, CTX).await.expect("claim");
+        let claimed = s.engine.claim("w", at(T0 + 20), Duration::from_millis(60_000), 10, CTX).await.expect("claim");
         assert_eq!(claimed.len(), 1, "{}", e.name);
         assert_eq!(claimed[0].task.id, sched.record.id);
         assert_eq!(claimed[0].ended, Some(TaskStatus::Failed), "{}", e.name);
@@ -931,7 +937,7 @@ contract! {
 /// past a later id must still get the earlier one once its transaction commits.
 #[tokio::test]
 async fn an_event_id_that_commits_late_is_not_skipped_on_postgres() {
-    let db = pg::FreshDatabase::create("kt_events").await;
+    let Some(db) = pg::FreshDatabase::create_or_skip("kt_events").await else { return };
     let s = Storage::open(&db.url).await.expect("postgres");
     let inst = running_instance(&s).await;
     let scope = EventScope::Project(inst.project_id.clone());
@@ -965,7 +971,7 @@ async fn an_event_id_that_commits_late_is_not_skipped_on_postgres() {
 /// streams through LISTEN/NOTIFY.
 #[tokio::test]
 async fn a_commit_in_one_process_wakes_the_streams_of_another_on_postgres() {
-    let db = pg::FreshDatabase::create("kt_events").await;
+    let Some(db) = pg::FreshDatabase::create_or_skip("kt_events").await else { return };
     let writer = Storage::open(&db.url).await.expect("postgres");
     let reader = Storage::open(&db.url).await.expect("postgres");
     let mut signal = reader.events.event_signal();
@@ -1007,7 +1013,7 @@ contract! {
         let s = &e.storage;
         let inst = running_instance(s).await;
         let t = submit(s, &inst, Operation::Restart, T0 + 1, None).await.expect("admitted").record.id;
-        assert_eq!(s.engine.claim("a", T0 + 2, 100, 10, ctx).await.expect("c")[0].step, 0);
+        assert_eq!(s.engine.claim("a", at(T0 + 2), Duration::from_millis(100), 10, ctx).await.expect("c")[0].step, 0);
         let runs = &s.runs;
         assert_eq!(runs.begin_attempt("a", &t, 0, None, T0 + 3).await.expect("b"), Some(1), "{}", e.name);
         assert_eq!(
@@ -1022,7 +1028,7 @@ contract! {
         let run = runs.task_run(&t).await.expect("run").expect("a run");
         assert_eq!((run.step, run.attempt, run.progress, run.message.as_str()), (0, 1, Some(40), "m"), "{}", e.name);
         // The lease runs out; another worker takes the task over at the same step: attempt 2.
-        let taken = s.engine.claim("b", T0 + 200, 100, 10, ctx).await.expect("c");
+        let taken = s.engine.claim("b", at(T0 + 200), Duration::from_millis(100), 10, ctx).await.expect("c");
         assert_eq!(taken[0].step, 0, "{}: an executed step is never finished by a claim", e.name);
         assert_eq!(runs.begin_attempt("b", &t, 0, None, T0 + 201).await.expect("b"), Some(2), "{}", e.name);
         assert_eq!(
@@ -1031,7 +1037,7 @@ contract! {
             "{}: a new attempt starts empty",
             e.name
         );
-        assert_eq!(s.engine.finish_step("b", &t, 0, T0 + 202, 100, ctx).await.expect("f"), StepOutcome::Next(1));
+        assert_eq!(s.engine.finish_step("b", &t, 0, at(T0 + 202), Duration::from_millis(100), ctx).await.expect("f"), StepOutcome::Next(1));
         assert_eq!(
             runs.begin_attempt("b", &t, 1, Some("hash".into()), T0 + 203).await.expect("b"),
             Some(1),
@@ -1079,18 +1085,18 @@ contract! {
         let inst = running_instance(s).await;
         let t = submit(s, &inst, Operation::Restart, T0 + 1, None).await.expect("admitted").record.id;
         assert_eq!(runs.load_state(&t).await.expect("l"), None, "{}", e.name);
-        s.engine.claim("a", T0 + 2, 100, 10, ctx).await.expect("c");
+        s.engine.claim("a", at(T0 + 2), Duration::from_millis(100), 10, ctx).await.expect("c");
         assert_eq!(runs.begin_attempt("a", &t, 0, None, T0 + 3).await.expect("b"), Some(1), "{}", e.name);
         let issued = r#"{"rolling":{"rolling_restart":{"issued":{"broker":2}}}}"#;
         assert!(runs.save_state("a", &t, issued.into(), T0 + 4).await.expect("s"), "{}", e.name);
         assert!(!runs.save_state("nobody", &t, "{}".into(), T0 + 4).await.expect("s"), "{}: not its lease", e.name);
         assert!(!runs.save_state("a", &t, "{}".into(), T0 + 500).await.expect("s"), "{}: lease expired", e.name);
         // Another worker takes the task over: the new attempt reads what the old one kept.
-        s.engine.claim("b", T0 + 200, 100, 10, ctx).await.expect("c");
+        s.engine.claim("b", at(T0 + 200), Duration::from_millis(100), 10, ctx).await.expect("c");
         assert_eq!(runs.begin_attempt("b", &t, 0, None, T0 + 201).await.expect("b"), Some(2), "{}", e.name);
         assert_eq!(runs.load_state(&t).await.expect("l").as_deref(), Some(issued), "{}", e.name);
         assert!(!runs.save_state("a", &t, "{}".into(), T0 + 202).await.expect("s"), "{}: the old owner", e.name);
-        assert_eq!(s.engine.finish_step("b", &t, 0, T0 + 203, 100, ctx).await.expect("f"), StepOutcome::Next(1));
+        assert_eq!(s.engine.finish_step("b", &t, 0, at(T0 + 203), Duration::from_millis(100), ctx).await.expect("f"), StepOutcome::Next(1));
         assert_eq!(runs.begin_attempt("b", &t, 1, None, T0 + 204).await.expect("b"), Some(1), "{}", e.name);
         assert_eq!(runs.load_state(&t).await.expect("l").as_deref(), Some(issued), "{}: kept across steps", e.name);
     }
@@ -1102,7 +1108,7 @@ contract! {
         let inst = running_instance(s).await;
         let t = submit(s, &inst, Operation::Restart, T0 + 1, None).await.expect("admitted").record.id;
         assert!(!s.runs.holds_lease("a", &t, T0 + 2).await.expect("h"), "{}: not claimed yet", e.name);
-        s.engine.claim("a", T0 + 2, 100, 10, CTX).await.expect("c");
+        s.engine.claim("a", at(T0 + 2), Duration::from_millis(100), 10, CTX).await.expect("c");
         assert!(s.runs.holds_lease("a", &t, T0 + 50).await.expect("h"), "{}", e.name);
         assert!(!s.runs.holds_lease("b", &t, T0 + 50).await.expect("h"), "{}", e.name);
         assert!(!s.runs.holds_lease("a", &t, T0 + 500).await.expect("h"), "{}: expired", e.name);
@@ -1276,7 +1282,7 @@ contract! {
         let mut t = task(&inst, Operation::Restart, T0 + 1, None);
         t.record.steps = t.operation.steps(0.0);
         s.instances.submit(p, i, TaskBuilder::ready(t), None).await.expect("submit").expect("admitted");
-        let claimed = s.engine.claim("w", T0 + 2, 60_000, 10, CTX).await.expect("claim");
+        let claimed = s.engine.claim("w", at(T0 + 2), Duration::from_millis(60_000), 10, CTX).await.expect("claim");
         assert_eq!(claimed.len(), 1, "{}", e.name);
         assert_eq!(claimed[0].ended, None, "{}: a bound instance's step ended in the claim", e.name);
 
@@ -1344,5 +1350,42 @@ contract! {
         let left: Vec<String> =
             s.credentials.list_credentials().await.expect("creds").into_iter().map(|c| c.access_key).collect();
         assert_eq!(left, ["AK2"], "{}", e.name);
+    }
+}
+
+/// Drops the `instances` table behind the store's back, through the engine's own driver.
+async fn drop_instances_table(e: &Engine) {
+    match (&e._dir, &e._pg) {
+        (Some(dir), _) => {
+            let conn = rusqlite::Connection::open(dir.path().join("c.db")).expect("open");
+            conn.execute_batch("DROP TABLE instances").expect("drop");
+        }
+        (_, Some(db)) => {
+            let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
+            tokio::spawn(conn);
+            client.batch_execute("DROP TABLE instances CASCADE").await.expect("drop");
+        }
+        _ => unreachable!("an engine has a directory or a database"),
+    }
+}
+
+contract! {
+    /// A driver's failure keeps the driver's error under the store error: its source chain
+    /// reaches the engine's own error type, and the chain's text says what the driver said.
+    async fn a_driver_failure_keeps_the_drivers_error_as_its_source(e: Engine) {
+        drop_instances_table(&e).await;
+        let err = e.storage.instances.list_instances(&project()).await.expect_err("the table is gone");
+        assert_eq!(err.kind(), "backend", "{}: {err:?}", e.name);
+        let mut reached = false;
+        let mut source = std::error::Error::source(&err);
+        while let Some(s) = source {
+            reached |= match e.name {
+                "sqlite" => s.is::<rusqlite::Error>(),
+                _ => s.is::<tokio_postgres::Error>(),
+            };
+            source = s.source();
+        }
+        assert!(reached, "{}: the chain does not reach the driver's error: {err:?}", e.name);
+        assert!(err.chain().contains("instances"), "{}: {}", e.name, err.chain());
     }
 }

@@ -22,7 +22,7 @@ impl BulkStore for Postgres {
             &[Type::TEXT, Type::TEXT, Type::INT8, Type::TEXT, Type::TEXT]
         ));
         for inst in &instances {
-            let doc = serde_json::to_string(inst).map_err(corrupt)?;
+            let doc = serde_json::to_string(inst).map_err(json_error)?;
             let busy = inst.busy_task.as_ref().map(TaskId::as_str);
             writer
                 .as_mut()

@@ -18,7 +18,7 @@ impl ClusterStore for Postgres {
         };
         let text: String = row.try_get(0)?;
         Ok(Some(StoredBinding {
-            binding: serde_json::from_str(&text).map_err(corrupt)?,
+            binding: serde_json::from_str(&text).map_err(json_error)?,
             password_sealed: row.try_get(1)?,
         }))
     }
@@ -31,7 +31,7 @@ impl ClusterStore for Postgres {
         now: i64,
         audit: AuditEvent,
     ) -> StoreResult<bool> {
-        let text = binding.as_ref().map(|b| serde_json::to_string(&b.binding)).transpose().map_err(corrupt)?;
+        let text = binding.as_ref().map(|b| serde_json::to_string(&b.binding)).transpose().map_err(json_error)?;
         let sealed = binding.and_then(|b| b.password_sealed);
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;

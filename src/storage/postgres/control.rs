@@ -70,7 +70,7 @@ impl ControlStore for Postgres {
         };
         let data: String = row.try_get(0)?;
         let tables: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("snapshot {name}: {e}")))?;
+            serde_json::from_str(&data).map_err(|e| StoreError::corrupt(format!("snapshot {name}")).caused_by(e))?;
         // Like the reset: every table at once and without waiting, so a restore racing requests
         // is never half of a deadlock.
         without_waiting_for_locks!(restore_once(&mut client, &tables))?;

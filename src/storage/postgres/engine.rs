@@ -30,7 +30,7 @@ impl TaskUpdates {
         self.ids.push(t.id.as_str().to_owned());
         self.statuses.push(t.status.as_str());
         self.updated.push(t.updated_at);
-        self.steps.push(serde_json::to_string(&t.steps).map_err(corrupt)?);
+        self.steps.push(serde_json::to_string(&t.steps).map_err(json_error)?);
         self.due.push(due_at);
         self.owners.push(owner.map(str::to_owned));
         self.background.push(placement(t).0);
@@ -146,7 +146,7 @@ pub(super) async fn leased(
     };
     let task = task_from_row(&row)?;
     let op: String = row.try_get(12)?;
-    let operation: Operation = serde_json::from_str(&op).map_err(corrupt)?;
+    let operation: Operation = serde_json::from_str(&op).map_err(json_error)?;
     let inst = instance_from_row_at(&row, 13)?;
     Ok(Some((task, operation, inst)))
 }
@@ -178,11 +178,12 @@ impl EngineStore for Postgres {
     async fn claim(
         &self,
         owner: &str,
-        now: i64,
-        lease_ms: i64,
+        now: Timestamp,
+        lease: Duration,
         max: usize,
         ctx: StepContext,
     ) -> StoreResult<Vec<Claimed>> {
+        let (now, lease_ms) = (now.ms(), millis(lease));
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let st = tx
@@ -215,7 +216,7 @@ impl EngineStore for Postgres {
             let mut task = task_from_row(&row)?;
             let before = Before::of(&task);
             let op: String = row.try_get(12)?;
-            let operation: Operation = serde_json::from_str(&op).map_err(corrupt)?;
+            let operation: Operation = serde_json::from_str(&op).map_err(json_error)?;
             if removed.contains(&task.instance_id) {
                 continue;
             }
@@ -268,10 +269,11 @@ impl EngineStore for Postgres {
         owner: &str,
         task_id: &TaskId,
         step: usize,
-        now: i64,
-        lease_ms: i64,
+        now: Timestamp,
+        lease: Duration,
         ctx: StepContext,
     ) -> StoreResult<StepOutcome> {
+        let (now, lease_ms) = (now.ms(), millis(lease));
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let ended = end_step(&tx, owner, task_id, now, lease_ms, |task, inst, op| {
@@ -288,7 +290,8 @@ impl EngineStore for Postgres {
         Ok(outcome)
     }
 
-    async fn renew_leases(&self, owner: &str, until: i64) -> StoreResult<()> {
+    async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<()> {
+        let until = until.ms();
         let client = self.pool.get().await?;
         let st = client
             .prepare_cached("UPDATE tasks SET due_at = $2 WHERE lease_owner = $1 AND status = 'EXECUTING'")
@@ -303,7 +306,8 @@ impl EngineStore for Postgres {
         Ok(n.max(0) as u64)
     }
 
-    async fn engine_stats(&self, now: i64) -> StoreResult<EngineStats> {
+    async fn engine_stats(&self, now: Timestamp) -> StoreResult<EngineStats> {
+        let now = now.ms();
         let status = self.pool.status();
         let client = self.pool.get().await?;
         let r = client

@@ -24,7 +24,7 @@ pub(super) fn instance_from_row(r: &Row) -> StoreResult<Instance> {
 pub(super) fn instance_from_row_at(r: &Row, at: usize) -> StoreResult<Instance> {
     let doc: String = r.try_get(at)?;
     let busy: Option<String> = r.try_get(at + 1)?;
-    let mut inst: Instance = serde_json::from_str(&doc).map_err(corrupt)?;
+    let mut inst: Instance = serde_json::from_str(&doc).map_err(json_error)?;
     inst.busy_task = busy.map(TaskId::from_trusted);
     Ok(inst)
 }
@@ -45,7 +45,7 @@ pub(super) async fn lock_instance(
 }
 
 pub(super) async fn save_instance(tx: &Transaction<'_>, inst: &Instance) -> StoreResult<()> {
-    let doc = serde_json::to_string(inst).map_err(corrupt)?;
+    let doc = serde_json::to_string(inst).map_err(json_error)?;
     let st = tx.prepare_cached("UPDATE instances SET doc = $2, busy_task_id = $3 WHERE id = $1").await?;
     tx.execute(&st, &[&inst.id.as_str(), &doc, &inst.busy_task.as_ref().map(TaskId::as_str)]).await?;
     Ok(())
@@ -59,7 +59,7 @@ pub(super) async fn save_instances<'a>(
     let (mut ids, mut docs, mut busy) = (Vec::new(), Vec::new(), Vec::new());
     for inst in instances {
         ids.push(inst.id.as_str().to_owned());
-        docs.push(serde_json::to_string(inst).map_err(corrupt)?);
+        docs.push(serde_json::to_string(inst).map_err(json_error)?);
         busy.push(inst.busy_task.as_ref().map(|t| t.as_str().to_owned()));
     }
     if ids.is_empty() {
@@ -89,7 +89,7 @@ impl InstanceStore for Postgres {
     async fn create_instance(&self, inst: Instance, task: NewTask, audit: Option<AuditEvent>) -> StoreResult<()> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let doc = serde_json::to_string(&inst).map_err(corrupt)?;
+        let doc = serde_json::to_string(&inst).map_err(json_error)?;
         tx.execute(
             "INSERT INTO instances (id, project_id, created_at, busy_task_id, doc) VALUES ($1, $2, $3, $4, $5)",
             &[&inst.id.as_str(), &inst.project_id.as_str(), &inst.created_at, &task.record.id.as_str(), &doc],

@@ -72,12 +72,9 @@ pub struct Postgres {
     events: events::Wakeups,
 }
 
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::counted(StoreError::Backend(e.to_string()))
-}
-
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::counted(StoreError::Corrupt(e.to_string()))
+/// Stored data that does not read back, said in words (no error under it).
+fn corrupt(why: impl std::fmt::Display) -> StoreError {
+    StoreError::counted(StoreError::corrupt(why.to_string()))
 }
 
 /// SQLSTATE classes and codes that mean "the database cannot serve now" rather than "this
@@ -89,8 +86,8 @@ fn unavailable_sqlstate(code: &str) -> bool {
     code.starts_with("08") || code.starts_with("53") || code.starts_with("57") || code == "25006" || code == "3D000"
 }
 
-/// Keeps what PostgreSQL said (SQLSTATE, message, detail, hint, where) instead of the bare
-/// "db error" that `tokio_postgres::Error` displays, and tells outages from faults.
+/// Keeps the driver's error as the source, with what its `Display` leaves out (the SQLSTATE,
+/// where, and the table and constraint) as the context, and tells outages from faults.
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         StoreError::counted(classify(e))
@@ -98,35 +95,24 @@ impl From<tokio_postgres::Error> for StoreError {
 }
 
 fn classify(e: tokio_postgres::Error) -> StoreError {
-    {
-        if let Some(db) = e.as_db_error() {
-            let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
-            for (label, part) in [("detail", db.detail()), ("hint", db.hint()), ("where", db.where_())] {
-                if let Some(part) = part {
-                    text.push_str(&format!("; {label}: {part}"));
-                }
-            }
-            if let (Some(table), Some(constraint)) = (db.table(), db.constraint()) {
-                text.push_str(&format!("; table {table}, constraint {constraint}"));
-            }
-            return if unavailable_sqlstate(db.code().code()) {
-                StoreError::Unavailable(text)
-            } else {
-                StoreError::Backend(text)
-            };
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        let mut context = format!("SQLSTATE {code}");
+        if let Some(place) = db.where_() {
+            context.push_str(&format!("; where: {place}"));
         }
-        // Not from the server: the connection is closed, refused, or broke mid-way.
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            text.push_str(&format!(": {s}"));
-            source = s.source();
+        if let (Some(table), Some(constraint)) = (db.table(), db.constraint()) {
+            context.push_str(&format!("; table {table}, constraint {constraint}"));
         }
-        if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
-            StoreError::Unavailable(text)
-        } else {
-            StoreError::Backend(text)
-        }
+        let err =
+            if unavailable_sqlstate(code) { StoreError::unavailable(context) } else { StoreError::backend(context) };
+        return err.caused_by(e);
+    }
+    // Not from the server: the connection is closed, refused, or broke mid-way.
+    if e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) {
+        StoreError::unavailable("the connection failed").caused_by(e)
+    } else {
+        StoreError::backend("the driver failed").caused_by(e)
     }
 }
 
@@ -138,12 +124,16 @@ impl From<deadpool_postgres::PoolError> for StoreError {
             // handed out, so a backend error here comes from connecting: the server is down,
             // refuses connections, or this database does not accept them.
             PoolError::Backend(e) => StoreError::counted(match classify(e) {
-                StoreError::Backend(text) => StoreError::Unavailable(format!("cannot connect: {text}")),
+                StoreError::Backend { context, source } => {
+                    StoreError::Unavailable { context: format!("cannot connect: {context}"), source }
+                }
                 other => other,
             }),
             PoolError::Closed => StoreError::counted(StoreError::Closed),
-            PoolError::Timeout(_) => StoreError::counted(StoreError::Unavailable(format!("connection pool: {e}"))),
-            PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => backend(e),
+            PoolError::Timeout(_) => StoreError::counted(StoreError::unavailable("connection pool").caused_by(e)),
+            PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
+                StoreError::counted(StoreError::backend("connection pool").caused_by(e))
+            }
         }
     }
 }
@@ -182,7 +172,7 @@ impl Postgres {
             let applied: i64 =
                 client.query_one("SELECT count(*) FROM schema_migrations", &[]).await?.try_get(0)?;
             if applied as usize > MIGRATIONS.len() {
-                return Err(StoreError::Corrupt(format!(
+                return Err(StoreError::corrupt(format!(
                     "the database is at schema version {applied}, newer than this build knows ({})",
                     MIGRATIONS.len()
                 )));

@@ -11,7 +11,7 @@ impl RetentionStore for Postgres {
         let client = self.pool.get().await?;
         let st = client.prepare_cached("SELECT policy FROM retention_policies WHERE project_id = $1").await?;
         let text: Option<String> = client.query_opt(&st, &[&p.as_str()]).await?.map(|r| r.try_get(0)).transpose()?;
-        text.map(|t| serde_json::from_str(&t).map_err(corrupt)).transpose()
+        text.map(|t| serde_json::from_str(&t).map_err(json_error)).transpose()
     }
 
     async fn has_retention_policies(&self) -> StoreResult<bool> {
@@ -27,7 +27,7 @@ impl RetentionStore for Postgres {
         now: i64,
         audit: AuditEvent,
     ) -> StoreResult<()> {
-        let text = policy.map(|p| serde_json::to_string(&p)).transpose().map_err(corrupt)?;
+        let text = policy.map(|p| serde_json::to_string(&p)).transpose().map_err(json_error)?;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         match text {

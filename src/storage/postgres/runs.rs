@@ -146,7 +146,7 @@ impl RunStore for Postgres {
         now: i64,
         audit: Option<AuditEvent>,
     ) -> StoreResult<bool> {
-        let answer = callback.end.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?;
+        let answer = callback.end.as_ref().map(serde_json::to_string).transpose().map_err(json_error)?;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let st = tx

@@ -34,7 +34,7 @@ pub(super) fn task_from_row(r: &Row) -> Result<TaskRecord, StoreError> {
         updated_at: r.try_get(9)?,
         schedule_at: r.try_get(10)?,
         steps: match steps {
-            Some(s) => serde_json::from_str::<Vec<Step>>(&s).map_err(corrupt)?,
+            Some(s) => serde_json::from_str::<Vec<Step>>(&s).map_err(json_error)?,
             None => Vec::new(),
         },
     })
@@ -224,8 +224,8 @@ impl<'a> TaskRow<'a> {
             status: r.status.as_str(),
             in_background,
             due_at,
-            steps: serde_json::to_string(&t.record.steps).map_err(corrupt)?,
-            operation: serde_json::to_string(&t.operation).map_err(corrupt)?,
+            steps: serde_json::to_string(&t.record.steps).map_err(json_error)?,
+            operation: serde_json::to_string(&t.operation).map_err(json_error)?,
             owner: None,
         })
     }
@@ -271,7 +271,7 @@ pub(super) async fn save_task_progress(
     due_at: Option<i64>,
     owner: Option<&str>,
 ) -> StoreResult<()> {
-    let steps = serde_json::to_string(&t.steps).map_err(corrupt)?;
+    let steps = serde_json::to_string(&t.steps).map_err(json_error)?;
     let st = tx
         .prepare_cached(
             "UPDATE tasks SET status = $2, updated_at = $3, steps = $4, due_at = $5, lease_owner = $6, \

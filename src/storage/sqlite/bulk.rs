@@ -15,7 +15,7 @@ impl BulkStore for Sqlite {
                 "INSERT INTO instances (id, project_id, created_at, busy_task_id, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for inst in &instances {
-                let doc = serde_json::to_string(inst).map_err(corrupt)?;
+                let doc = serde_json::to_string(inst).map_err(json_error)?;
                 st.execute(params![
                     inst.id.as_str(),
                     inst.project_id.as_str(),

@@ -19,7 +19,7 @@ impl ClusterStore for Sqlite {
                 })
                 .optional()?;
             row.map(|(text, password_sealed)| {
-                Ok(StoredBinding { binding: serde_json::from_str(&text).map_err(corrupt)?, password_sealed })
+                Ok(StoredBinding { binding: serde_json::from_str(&text).map_err(json_error)?, password_sealed })
             })
             .transpose()
         })
@@ -35,7 +35,7 @@ impl ClusterStore for Sqlite {
         audit: AuditEvent,
     ) -> StoreResult<bool> {
         let (p, i) = (p.clone(), i.clone());
-        let text = binding.as_ref().map(|b| serde_json::to_string(&b.binding)).transpose().map_err(corrupt)?;
+        let text = binding.as_ref().map(|b| serde_json::to_string(&b.binding)).transpose().map_err(json_error)?;
         let sealed = binding.and_then(|b| b.password_sealed);
         self.write(move |conn| {
             // The instance's record says it is bound, so that its steps wait for the executor.

@@ -94,8 +94,8 @@ impl ControlStore for Sqlite {
                 .query_row("SELECT data FROM test_snapshots WHERE name = ?1", params![name], |r| r.get(0))
                 .optional()?;
             let Some(data) = data else { return Ok(false) };
-            let tables: serde_json::Map<String, serde_json::Value> =
-                serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("snapshot {name}: {e}")))?;
+            let tables: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&data)
+                .map_err(|e| StoreError::corrupt(format!("snapshot {name}")).caused_by(e))?;
             for table in SNAPSHOT_TABLES.iter().rev() {
                 conn.execute(&format!("DELETE FROM \"{table}\""), [])?;
             }
@@ -197,7 +197,7 @@ fn swap_for_fresh(live: &mut Connection, path: &std::path::Path, keep_credential
     let backup = rusqlite::backup::Backup::new(&fresh, live)?;
     match backup.step(-1)? {
         rusqlite::backup::StepResult::Done => Ok(()),
-        other => Err(StoreError::Unavailable(format!("the reset could not replace the database: {other:?}"))),
+        other => Err(StoreError::unavailable(format!("the reset could not replace the database: {other:?}"))),
     }
 }
 

@@ -86,11 +86,12 @@ impl EngineStore for Sqlite {
     async fn claim(
         &self,
         owner: &str,
-        now: i64,
-        lease_ms: i64,
+        now: Timestamp,
+        lease: Duration,
         max: usize,
         ctx: StepContext,
     ) -> StoreResult<Vec<Claimed>> {
+        let (now, lease_ms) = (now.ms(), millis(lease));
         let owner = owner.to_owned();
         let (claimed, logged) = self
             .write(move |conn| {
@@ -102,7 +103,7 @@ impl EngineStore for Sqlite {
                 let mut candidates = Vec::new();
                 for row in rows {
                     let (task, op) = row?;
-                    candidates.push((task?, serde_json::from_str::<Operation>(&op).map_err(corrupt)?));
+                    candidates.push((task?, serde_json::from_str::<Operation>(&op).map_err(json_error)?));
                 }
                 let mut claimed = Vec::new();
                 let mut logged = Vec::new();
@@ -148,10 +149,11 @@ impl EngineStore for Sqlite {
         owner: &str,
         task_id: &TaskId,
         step: usize,
-        now: i64,
-        lease_ms: i64,
+        now: Timestamp,
+        lease: Duration,
         ctx: StepContext,
     ) -> StoreResult<StepOutcome> {
+        let (now, lease_ms) = (now.ms(), millis(lease));
         let (owner, task_id) = (owner.to_owned(), task_id.clone());
         let (outcome, logged) = self
             .write(move |conn| {
@@ -167,7 +169,8 @@ impl EngineStore for Sqlite {
         Ok(outcome)
     }
 
-    async fn renew_leases(&self, owner: &str, until: i64) -> StoreResult<()> {
+    async fn renew_leases(&self, owner: &str, until: Timestamp) -> StoreResult<()> {
+        let until = until.ms();
         let owner = owner.to_owned();
         self.write(move |conn| {
             conn.prepare_cached("UPDATE tasks SET due_at = ?2 WHERE lease_owner = ?1 AND status = 'EXECUTING'")?
@@ -187,7 +190,8 @@ impl EngineStore for Sqlite {
         .await
     }
 
-    async fn engine_stats(&self, now: i64) -> StoreResult<EngineStats> {
+    async fn engine_stats(&self, now: Timestamp) -> StoreResult<EngineStats> {
+        let now = now.ms();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(STATS_SQL)?;
             let stats = stmt.query_row(params![now], |r| {

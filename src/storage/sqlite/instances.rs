@@ -21,7 +21,7 @@ pub(super) fn load_instance(conn: &Connection, i: &InstanceId) -> StoreResult<Op
         .query_row(params![i.as_str()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))
         .optional()?;
     row.map(|(doc, busy)| {
-        let mut inst: Instance = serde_json::from_str(&doc).map_err(corrupt)?;
+        let mut inst: Instance = serde_json::from_str(&doc).map_err(json_error)?;
         inst.busy_task = busy.map(TaskId::from_trusted);
         Ok(inst)
     })
@@ -29,7 +29,7 @@ pub(super) fn load_instance(conn: &Connection, i: &InstanceId) -> StoreResult<Op
 }
 
 pub(super) fn save_instance(conn: &Connection, inst: &Instance) -> StoreResult<()> {
-    let doc = serde_json::to_string(inst).map_err(corrupt)?;
+    let doc = serde_json::to_string(inst).map_err(json_error)?;
     let mut st = conn.prepare_cached("UPDATE instances SET doc = ?2, busy_task_id = ?3 WHERE id = ?1")?;
     st.execute(params![inst.id.as_str(), doc, inst.busy_task.as_ref().map(TaskId::as_str)])?;
     Ok(())
@@ -48,7 +48,7 @@ pub(super) fn remove_instance(conn: &Connection, i: &InstanceId) -> StoreResult<
 impl InstanceStore for Sqlite {
     async fn create_instance(&self, inst: Instance, task: NewTask, audit: Option<AuditEvent>) -> StoreResult<()> {
         self.write(move |conn| {
-            let doc = serde_json::to_string(&inst).map_err(corrupt)?;
+            let doc = serde_json::to_string(&inst).map_err(json_error)?;
             conn.prepare_cached(
                 "INSERT INTO instances (id, project_id, created_at, busy_task_id, doc) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
@@ -85,7 +85,7 @@ impl InstanceStore for Sqlite {
             let mut out = Vec::new();
             for row in rows {
                 let (doc, busy) = row?;
-                let mut inst: Instance = serde_json::from_str(&doc).map_err(corrupt)?;
+                let mut inst: Instance = serde_json::from_str(&doc).map_err(json_error)?;
                 inst.busy_task = busy.map(TaskId::from_trusted);
                 out.push(inst);
             }

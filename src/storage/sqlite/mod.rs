@@ -92,16 +92,18 @@ impl From<rusqlite::Error> for StoreError {
                     DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked | CannotOpen | ReadOnly | OutOfMemory
                 ) =>
             {
-                StoreError::Unavailable(e.to_string())
+                StoreError::unavailable(format!("SQLite {:?}", f.code))
             }
-            _ => StoreError::Backend(e.to_string()),
+            rusqlite::Error::SqliteFailure(f, _) => StoreError::backend(format!("SQLite {:?}", f.code)),
+            _ => StoreError::backend("SQLite"),
         };
-        StoreError::counted(err)
+        StoreError::counted(err.caused_by(e))
     }
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::counted(StoreError::Corrupt(e.to_string()))
+/// Stored data that does not read back, said in words (no error under it).
+fn corrupt(why: impl std::fmt::Display) -> StoreError {
+    StoreError::counted(StoreError::corrupt(why.to_string()))
 }
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -148,7 +150,7 @@ fn make_private(path: &Path) -> std::io::Result<()> {
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if applied as usize > MIGRATIONS.len() {
-        return Err(StoreError::Corrupt(format!(
+        return Err(StoreError::corrupt(format!(
             "the database is at schema version {applied}, newer than this build knows ({})",
             MIGRATIONS.len()
         )));
@@ -258,7 +260,7 @@ impl WalPin {
                 return Ok((log, copied));
             }
             if std::time::Instant::now() > deadline {
-                return Err(StoreError::Unavailable(format!("the WAL checkpoint ({mode}) stayed blocked for 60 s")));
+                return Err(StoreError::unavailable(format!("the WAL checkpoint ({mode}) stayed blocked for 60 s")));
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
@@ -270,7 +272,7 @@ impl WalPin {
     pub fn empty(&self) -> StoreResult<()> {
         match self.checkpoint("TRUNCATE")? {
             (0, 0) => Ok(()),
-            other => Err(StoreError::Unavailable(format!("the WAL is not empty after a checkpoint: {other:?}"))),
+            other => Err(StoreError::unavailable(format!("the WAL is not empty after a checkpoint: {other:?}"))),
         }
     }
 
@@ -287,7 +289,7 @@ impl WalPin {
         self.reader.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))?;
         match self.checkpoint("PASSIVE")? {
             (1, 1) => Ok(()),
-            other => Err(StoreError::Unavailable(format!("the WAL did not hold one frame: {other:?}"))),
+            other => Err(StoreError::unavailable(format!("the WAL did not hold one frame: {other:?}"))),
         }
     }
 

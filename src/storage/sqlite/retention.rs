@@ -18,7 +18,7 @@ impl RetentionStore for Sqlite {
                     .optional()?)
             })
             .await?;
-        text.map(|t| serde_json::from_str(&t).map_err(corrupt)).transpose()
+        text.map(|t| serde_json::from_str(&t).map_err(json_error)).transpose()
     }
 
     async fn has_retention_policies(&self) -> StoreResult<bool> {
@@ -36,7 +36,7 @@ impl RetentionStore for Sqlite {
         audit: AuditEvent,
     ) -> StoreResult<()> {
         let p = p.clone();
-        let text = policy.map(|p| serde_json::to_string(&p)).transpose().map_err(corrupt)?;
+        let text = policy.map(|p| serde_json::to_string(&p)).transpose().map_err(json_error)?;
         self.write(move |conn| {
             match text {
                 Some(t) => conn

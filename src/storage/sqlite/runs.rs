@@ -168,7 +168,7 @@ impl RunStore for Sqlite {
         audit: Option<AuditEvent>,
     ) -> StoreResult<bool> {
         let (task, token_hash) = (task.clone(), token_hash.to_owned());
-        let answer = callback.end.as_ref().map(serde_json::to_string).transpose().map_err(corrupt)?;
+        let answer = callback.end.as_ref().map(serde_json::to_string).transpose().map_err(json_error)?;
         self.write(move |conn| {
             let n = conn
                 .prepare_cached(

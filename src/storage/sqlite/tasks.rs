@@ -63,7 +63,7 @@ const BULK_WHERE: &str = "instance_id = ?1 AND in_background = 1 AND due_at IS N
 
 fn bulk_statuses(filter: &BulkFilter) -> StoreResult<String> {
     let statuses: Vec<&str> = filter.statuses_or_finished().iter().map(|s| s.as_str()).collect();
-    serde_json::to_string(&statuses).map_err(corrupt)
+    serde_json::to_string(&statuses).map_err(json_error)
 }
 
 /// The oldest at most `limit` records a bulk delete with `filter` removes, and whether more match.
@@ -111,7 +111,7 @@ pub(super) fn task_from_row(r: &Row<'_>) -> rusqlite::Result<Result<TaskRecord, 
     Ok((|| {
         rec.status = TaskStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?;
         if let Some(steps) = steps {
-            rec.steps = serde_json::from_str::<Vec<Step>>(&steps).map_err(corrupt)?;
+            rec.steps = serde_json::from_str::<Vec<Step>>(&steps).map_err(json_error)?;
         }
         Ok(rec)
     })())
@@ -183,8 +183,8 @@ pub(super) fn count_in(conn: &Connection, r: &TaskRecord, delta: i64) -> StoreRe
 pub(super) fn insert_task(conn: &Connection, t: &NewTask) -> StoreResult<()> {
     let r = &t.record;
     let (in_background, due_at) = placement(r);
-    let steps = serde_json::to_string(&r.steps).map_err(corrupt)?;
-    let op = serde_json::to_string(&t.operation).map_err(corrupt)?;
+    let steps = serde_json::to_string(&r.steps).map_err(json_error)?;
+    let op = serde_json::to_string(&t.operation).map_err(json_error)?;
     let mut st = conn.prepare_cached(
         "INSERT INTO tasks (id, project_id, instance_id, name, user_id, user_name, params, status, created_at, \
          updated_at, schedule_at, in_background, steps, operation, due_at, lease_owner) \
@@ -217,7 +217,7 @@ pub(super) fn save_task_progress(
     due_at: Option<i64>,
     owner: Option<&str>,
 ) -> StoreResult<()> {
-    let steps = serde_json::to_string(&t.steps).map_err(corrupt)?;
+    let steps = serde_json::to_string(&t.steps).map_err(json_error)?;
     // `in_background` is not set here: naming it would make SQLite rewrite the task's entry in
     // the partial index `tasks_background` on every step. A claim sets it when a scheduled task
     // fires ([`fired_into_background`]).
@@ -237,7 +237,7 @@ pub(super) fn fired_into_background(conn: &Connection, t: &TaskId) -> StoreResul
 pub(super) fn load_operation(conn: &Connection, t: &TaskId) -> StoreResult<Operation> {
     let mut st = conn.prepare_cached("SELECT operation FROM tasks WHERE id = ?1")?;
     let op: String = st.query_row(params![t.as_str()], |r| r.get(0))?;
-    serde_json::from_str(&op).map_err(corrupt)
+    serde_json::from_str(&op).map_err(json_error)
 }
 
 #[async_trait]
