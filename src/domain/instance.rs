@@ -141,12 +141,6 @@ impl Instance {
         }
     }
 
-    /// The instance as ShowInstance / ListInstances return it ([`crate::wire::instance::InstanceJson`]),
-    /// as a JSON value: what the engine hands to executors.
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(crate::wire::instance::InstanceJson::from(self)).unwrap_or(Value::Null)
-    }
-
     pub fn config_value(&self, name: &str) -> Option<String> {
         let def = config_def(name)?;
         Some(self.configs.get(name).cloned().unwrap_or_else(|| def.default.to_owned()))
@@ -592,6 +586,11 @@ impl NewInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The instance as ShowInstance answers it (the wire layer's type).
+    fn shown(inst: &Instance) -> Value {
+        serde_json::to_value(crate::wire::instance::InstanceJson::from(inst)).unwrap_or(Value::Null)
+    }
     use serde_json::json;
 
     #[test]
@@ -622,7 +621,7 @@ mod tests {
         let inst = Instance::create(ProjectId::generate(), &n, "", "", 0);
         let stored = serde_json::to_string(&inst).expect("json");
         assert!(!stored.contains("Secret#"), "{stored}");
-        assert!(!inst.to_json().to_string().contains("Secret#"));
+        assert!(!shown(&inst).to_string().contains("Secret#"));
     }
 
     #[test]
@@ -701,7 +700,7 @@ mod tests {
         let mut inst = Instance::create(ProjectId::generate(), &n, "", "", 0);
         inst.extra.insert("kafka_manager_password".into(), json!("Secret#1"));
         inst.extra.insert("vpc_id".into(), json!("vpc-1"));
-        let shown = inst.to_json();
+        let shown = shown(&inst);
         assert!(shown.get("kafka_manager_password").is_none());
         assert_eq!(shown["vpc_id"], "vpc-1");
     }
@@ -751,7 +750,7 @@ mod tests {
         assert_eq!(name.apply(&mut deleting), Err(Invalid::InstanceState));
         let mut idle = running();
         assert_eq!(sg.apply(&mut idle), Ok(()));
-        assert_eq!(idle.to_json()["security_group_id"], "sg-2");
+        assert_eq!(shown(&idle)["security_group_id"], "sg-2");
     }
 
     #[test]

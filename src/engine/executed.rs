@@ -362,7 +362,7 @@ impl Engine {
     ) -> Option<Value> {
         loop {
             match deps.instances.get_instance(&task.project_id, &task.instance_id).await {
-                Ok(i) => return Some(i.map_or(Value::Null, |i| i.to_json())),
+                Ok(i) => return Some(i.map_or(Value::Null, |i| instance_json(&i))),
                 Err(e) => {
                     crate::limited!(warn, &format!("executor instance {e}"), error = %e, "could not read the instance; retrying");
                     tokio::select! {
@@ -373,4 +373,9 @@ impl Engine {
             }
         }
     }
+}
+
+/// The instance as ShowInstance / ListInstances return it: what the engine hands to executors.
+fn instance_json(inst: &crate::domain::instance::Instance) -> Value {
+    serde_json::to_value(crate::wire::instance::InstanceJson::from(inst)).unwrap_or(Value::Null)
 }
