@@ -23,20 +23,25 @@ use crate::domain::Action;
 /// The most instances one batch action may name (more is refused as a whole).
 pub const MAX_BATCH: usize = 50;
 
-/// The action the audit records for a mutating request on `route` (its template), or `None`
-/// for a route that changes nothing: as the route's registration says ([`super::routes`]).
-/// The batch action's is named by its body.
-pub fn route_action(method: &Method, route: &str, body: &[u8]) -> Option<Action> {
-    match super::routes::lookup(method, route)?.audit {
+/// How the audit records requests to `route` (its template), as the route's registration says
+/// ([`super::routes`]); an unregistered route changes nothing.
+pub fn route_audit(method: &Method, route: &str) -> Audit {
+    super::routes::lookup(method, route).map_or(Audit::Read, |r| r.audit)
+}
+
+/// The action the audit records for a request whose route is audited as `audit`, or `None` for
+/// a route that changes nothing. The batch action's is named by its body.
+pub fn action_of(audit: Audit, body: &[u8]) -> Option<Action> {
+    match audit {
         Audit::Read => None,
         Audit::Action(action) => Some(action),
         Audit::Batch => batch_action(body).map(|(action, _)| action),
     }
 }
 
-/// Whether `route` is the batch action, whose targets are the instances its body names.
-pub fn is_batch(method: &Method, route: &str) -> bool {
-    super::routes::lookup(method, route).is_some_and(|r| r.audit == Audit::Batch)
+/// [`action_of`] the route's audit: what the audit records for a request on `route`.
+pub fn route_action(method: &Method, route: &str, body: &[u8]) -> Option<Action> {
+    action_of(route_audit(method, route), body)
 }
 
 /// What a batch body asks for: `restart` is a modification, `delete` a deletion.
@@ -137,8 +142,8 @@ mod tests {
         let batch = super::super::routes::all().into_iter().find(|r| r.audit == Audit::Batch);
         let batch = batch.map(|r| r.path).unwrap_or_default();
         let batch = batch.as_str();
-        assert!(is_batch(&Method::POST, batch));
-        assert!(!is_batch(&Method::POST, "/v2/{project_id}/instances"));
+        assert_eq!(route_audit(&Method::POST, batch), Audit::Batch);
+        assert_ne!(route_audit(&Method::POST, "/v2/{project_id}/instances"), Audit::Batch);
         assert_eq!(route_action(&Method::POST, batch, br#"{"action":"restart"}"#), Some(Action::ModifyInstance));
         assert_eq!(route_action(&Method::POST, batch, br#"{"action":"delete"}"#), Some(Action::DeleteInstance));
         assert_eq!(route_action(&Method::POST, batch, br#"{"action":"x"}"#), None);

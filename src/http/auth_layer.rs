@@ -125,11 +125,14 @@ pub async fn authenticate(State(state): State<AppState>, req: Request, next: Nex
         Err(_) => None,
     };
     let method = parts.method.clone();
-    let action = audit::route_action(&method, &route, &bytes)
-        .map_or_else(|| format!("{method} {route}"), |a| a.iam_name().to_owned());
+    // One look at the route's registration serves both the action and the batch question.
+    let route_audit = audit::route_audit(&method, &route);
+    let action =
+        audit::action_of(route_audit, &bytes).map_or_else(|| format!("{method} {route}"), |a| a.iam_name().to_owned());
     let at = state.clock.now_ms();
     // A batch is audited per instance it names, whatever becomes of the request.
-    let batch = (mutating && audit::is_batch(&method, &route)).then(|| audit::batch_targets(&bytes)).flatten();
+    let batch =
+        (mutating && route_audit == super::routes::Audit::Batch).then(|| audit::batch_targets(&bytes)).flatten();
     parts.extensions.insert(identity.clone());
     parts.extensions.insert(RouteAudit { action: action.clone(), at });
     // Refused after authentication, so that it is audited like any other refusal.
