@@ -35,20 +35,7 @@ pub async fn run(engine: Engine, body: impl Future<Output = ()>) {
 #[macro_export]
 macro_rules! per_engine {
     ($(#[$m:meta])* async fn $name:ident() $body:block) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            $(#[$m])*
-            async fn sqlite() {
-                $crate::kit::engine::run($crate::kit::engine::Engine::Sqlite, async $body).await
-            }
-
-            $(#[$m])*
-            async fn postgres() {
-                $crate::kit::engine::run($crate::kit::engine::Engine::Postgres, async $body).await
-            }
-        }
+        $crate::on_engines!([sqlite Sqlite, postgres Postgres] { $(#[$m])* } $name $body);
     };
 }
 
@@ -58,15 +45,7 @@ macro_rules! per_engine {
 #[macro_export]
 macro_rules! on_sqlite {
     ($(#[$m:meta])* async fn $name:ident() $body:block) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            $(#[$m])*
-            async fn sqlite() {
-                $crate::kit::engine::run($crate::kit::engine::Engine::Sqlite, async $body).await
-            }
-        }
+        $crate::on_engines!([sqlite Sqlite] { $(#[$m])* } $name $body);
     };
 }
 
@@ -75,14 +54,28 @@ macro_rules! on_sqlite {
 #[macro_export]
 macro_rules! on_postgres {
     ($(#[$m:meta])* async fn $name:ident() $body:block) => {
+        $crate::on_engines!([postgres Postgres] { $(#[$m])* } $name $body);
+    };
+}
+
+/// What the three macros above share: a module named after the test holding one test per engine
+/// listed (`case Engine`), each with the test's attributes, named after its engine and run
+/// through [`run`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! on_engines {
+    ([$($case:ident $engine:ident),+] $attrs:tt $name:ident $body:block) => {
         mod $name {
             #[allow(unused_imports)]
             use super::*;
 
-            $(#[$m])*
-            async fn postgres() {
-                $crate::kit::engine::run($crate::kit::engine::Engine::Postgres, async $body).await
-            }
+            $($crate::on_engines!(@case $case $engine $attrs $body);)+
+        }
+    };
+    (@case $case:ident $engine:ident { $(#[$m:meta])* } $body:block) => {
+        $(#[$m])*
+        async fn $case() {
+            $crate::kit::engine::run($crate::kit::engine::Engine::$engine, async $body).await
         }
     };
 }
