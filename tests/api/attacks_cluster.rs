@@ -240,8 +240,7 @@ on_sqlite! {
             .await;
         res.assert_error(400, "DMS.00400062");
         broker.abort();
-        let metrics = reqwest::get(format!("{}/metrics", app.base)).await.expect("metrics").text().await;
-        let metrics = metrics.expect("metrics body");
+        let metrics = app.scrape_metrics().await;
         assert!(metrics.contains("kafka_tasks_"), "metrics are served: {metrics:.200}");
         let audit = app.db.storage().await.audit.list_audit(None, None, 10_000).await.expect("audit");
         assert!(audit.iter().any(|e| e.target == inst && e.status == 400), "the refused bind is audited: {audit:?}");

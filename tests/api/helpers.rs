@@ -654,6 +654,12 @@ pub async fn raw_read_response(mut stream: tokio::net::TcpStream, wait: Duration
 }
 
 impl TestApp {
+    /// The text of `/metrics` on the API address, where the tests' servers serve it.
+    pub async fn scrape_metrics(&self) -> String {
+        let res = kafka_tasks::tls::http_client().get(format!("{}/metrics", self.base)).send().await.expect("scrape");
+        res.text().await.expect("metrics text")
+    }
+
     /// Where `--metrics-listen` serves `/metrics` (in-process servers only).
     pub fn metrics_base(&self) -> Option<String> {
         self.running.as_ref().and_then(|r| r.metrics_addr).map(|a| format!("http://{a}"))

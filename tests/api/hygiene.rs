@@ -40,8 +40,7 @@ per_engine! {
         while let Some(r) = tasks.join_next().await {
             r.expect("flood worker");
         }
-        let res = kafka_tasks::tls::http_client().get(format!("{}/metrics", app.base)).send().await.expect("scrape");
-        let text = res.text().await.expect("metrics text");
+        let text = app.scrape_metrics().await;
         assert!(text.len() < 64 * 1024, "/metrics grew to {} bytes", text.len());
         assert!(text.lines().all(|l| l.len() < 512), "a metrics line is longer than 512 bytes");
         for part in text.split("method=\"").skip(1) {
@@ -244,14 +243,7 @@ per_engine! {
         }
         // 300 × 250 KB would be 75 MB of bodies; the budget is 1 MiB.
         assert!(peak < rss_before + 40 * 1024, "peak RSS {peak} kB from {rss_before} kB");
-        let res = kafka_tasks::tls::http_client()
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("text");
+        let res = app.scrape_metrics().await;
         assert!(res.contains("kafka_tasks_body_budget_refusals_total"), "refusals are counted");
     }
 }
@@ -426,14 +418,7 @@ per_engine! {
         // loaded machine the last ones may take a while to produce their first answer).
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let text = kafka_tasks::tls::http_client()
-                .get(format!("{}/metrics", app.base))
-                .send()
-                .await
-                .expect("scrape")
-                .text()
-                .await
-                .expect("text");
+            let text = app.scrape_metrics().await;
             let stalled = text
                 .lines()
                 .find(|l| l.starts_with("kafka_tasks_connections_closed_total{reason=\"write_stalled\"}"))
