@@ -11,9 +11,10 @@ use crate::storage::events::*;
 /// ([`Sqlite::events_committed`]) once that transaction is committed.
 ///
 /// A row of `n` events takes the next `n` positions of the log and is stored under the last of
-/// them (migration 0016): its id is given here, from the AUTOINCREMENT counter (the highest id
-/// ever stored, so never one that was pruned), read once per call. One writer at a time, so
-/// nobody takes the same ids meanwhile.
+/// them (migration 0016). When every row holds one event, SQLite's AUTOINCREMENT gives exactly
+/// that (one past the highest id ever stored, so never one that was pruned); otherwise the ids
+/// are given here, from that counter read once per call. One writer at a time, so nobody takes
+/// the same ids meanwhile.
 ///
 /// Rows go in by sixteen, then by four, then one at a time: each statement opens the table and
 /// its two indexes and rewrites `sqlite_sequence` once, so a claim's several hundred rows cost a
@@ -22,9 +23,11 @@ pub(crate) fn append_events<R: AsRow>(conn: &Connection, rows: &[R]) -> StoreRes
     if rows.is_empty() {
         return Ok(());
     }
-    let mut last: i64 = conn
-        .prepare_cached("SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'task_events'")?
-        .query_row([], |r| r.get(0))?;
+    let mut last: Option<i64> = None;
+    if rows.iter().any(|r| r.as_row().n > 1) {
+        let seq = "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'task_events'";
+        last = Some(conn.prepare_cached(seq)?.query_row([], |r| r.get(0))?);
+    }
     let mut rest = rows;
     while !rest.is_empty() {
         let n = [16, 4, 1].into_iter().find(|&n| rest.len() >= n).unwrap_or(1);
@@ -33,7 +36,7 @@ pub(crate) fn append_events<R: AsRow>(conn: &Connection, rows: &[R]) -> StoreRes
         let mut i = 1;
         for e in now {
             let e = e.as_row();
-            last += e.n.max(1) as i64;
+            last = last.map(|l| l + e.n.max(1) as i64);
             st.raw_bind_parameter(i, last)?;
             st.raw_bind_parameter(i + 1, e.at)?;
             st.raw_bind_parameter(i + 2, e.project_id)?;
@@ -280,8 +283,10 @@ mod tests {
         assert_eq!(paged, all[1..].to_vec());
         // Ids go on after the highest ever stored.
         conn.execute("DELETE FROM task_events", [])?;
+        append_events(&conn, &[event(0)])?;
         append_events(&conn, &[several(0)])?;
-        assert_eq!(stored(&conn)?.first().map(|r| r.0), Some(last + 3));
+        let ids: Vec<i64> = stored(&conn)?.into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, vec![last + 1, last + 4]);
         Ok(())
     }
 
