@@ -317,8 +317,10 @@ const GIVE_UP: Duration = Duration::from_secs(30);
 /// unread), or until the stream has been quiet for a second.
 pub async fn consume(mut f: Follow) -> Consumed {
     let mut out = Consumed::default();
-    let Ok(http) =
-        kafka_tasks::tls::client_builder(None).expect("client builder").connect_timeout(Duration::from_secs(2)).build()
+    let Ok(http) = kafka_tasks_platform::tls::client_builder(None)
+        .expect("client builder")
+        .connect_timeout(Duration::from_secs(2))
+        .build()
     else {
         out.problems.push("no HTTP client".into());
         return out;

@@ -1,13 +1,9 @@
-//! The test kit, one module every integration-test binary includes (as `kit`): the engine a test
+//! The test kit, a dev-only crate every integration-test binary uses (as `kit`): the engine a test
 //! runs on ([`engine`], with [`per_engine!`](crate::per_engine)), fresh PostgreSQL databases
 //! ([`pg`]), the server as a child process and a signed HTTP client ([`serve`]), the one request
 //! signer ([`sign`]), and the crash and cluster suites' event log, invariants and random numbers.
 //! Each binary uses part of it.
-#![allow(dead_code, unused_macros)]
 
-// First, and `macro_use`, so that a binary that includes the kit with `#[macro_use]` has its
-// macros in scope everywhere.
-#[macro_use]
 pub mod engine;
 pub mod event_log;
 pub mod invariants;

@@ -7,10 +7,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use kafka_tasks::auth::IssuedCredential;
+use kafka_tasks_wire::credential::IssuedCredential;
 use serde_json::Value;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_kafka-tasks");
+/// The `kafka-tasks` binary cargo built beside the running test (`target/<profile>/`: a test
+/// binary runs from its `deps/` folder), as a string for `Command::new` and for printing.
+pub fn bin() -> &'static str {
+    static BIN_PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN_PATH.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        let mut dir = exe.parent().expect("the test binary's folder").to_path_buf();
+        if dir.ends_with("deps") {
+            dir.pop();
+        }
+        let bin = dir.join(format!("kafka-tasks{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.is_file(), "{} is not built (cargo test builds it for the integration tests)", bin.display());
+        bin.to_string_lossy().into_owned()
+    })
+}
 pub const PROJECT: &str = "0123456789abcdef0123456789abcdef";
 
 /// A `kafka-tasks serve` process; its stderr (JSON log lines, and any panic message) goes to `log`.
@@ -28,7 +42,7 @@ impl ServerProcess {
     pub fn start(args: &[&str], envs: &[(&str, &str)], log: &Path) -> Self {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
         let before = file.metadata().map_or(0, |m| m.len() as usize);
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             // Scraped on the API's address, and many servers run at once (see `--metrics-listen`).
             .args(if args.contains(&"--metrics-listen") { &[][..] } else { &["--metrics-listen", "api"][..] })
@@ -141,7 +155,7 @@ pub fn log_panics(log: &Path) -> Vec<String> {
 /// An access key made with `kafka-tasks credentials create`, sealed under `master_key` (given
 /// through `KAFKA_TASKS_MASTER_KEY`).
 pub fn cli_credential(database: &str, master_key: &str, user: &str, role: &str) -> IssuedCredential {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["credentials", "create", "--project-id", PROJECT, "--user-name", user, "--role", role])
         .args(["--database", database])
         .env("KAFKA_TASKS_MASTER_KEY", master_key)
@@ -177,7 +191,7 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: &str, cred: IssuedCredential) -> Self {
-        let http = kafka_tasks::tls::client_builder(None)
+        let http = kafka_tasks_platform::tls::client_builder(None)
             .expect("client builder")
             .timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(16)

@@ -1,8 +1,8 @@
-//! The one way tests sign a request: the library's own signer ([`kafka_tasks::auth::signature`]),
+//! The one way tests sign a request: the library's own signer ([`kafka_tasks_wire::signature`]),
 //! `SDK-HMAC-SHA256` as the Python SDK signs, over the headers the caller sends.
 
-use kafka_tasks::auth::IssuedCredential;
-use kafka_tasks::auth::signature::{Algorithm, Signer, sdk_date};
+use kafka_tasks_wire::credential::IssuedCredential;
+use kafka_tasks_wire::signature::{Algorithm, Signer, sdk_date};
 
 /// What the signature covers of the body.
 pub enum Payload<'a> {

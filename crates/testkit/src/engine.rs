@@ -75,7 +75,7 @@ macro_rules! on_engines {
     (@case $case:ident $engine:ident { $(#[$m:meta])* } $body:block) => {
         $(#[$m])*
         async fn $case() {
-            $crate::kit::engine::run($crate::kit::engine::Engine::$engine, async $body).await
+            $crate::engine::run($crate::engine::Engine::$engine, async $body).await
         }
     };
 }
