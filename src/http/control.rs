@@ -23,6 +23,10 @@ use super::routes::{Op, op};
 use crate::control::{ControlError, INJECTED_ACTION, TestControl, faults::Effect};
 use crate::domain::{Action, Identity};
 use crate::storage::AuditEvent;
+use crate::wire::control::{
+    ClockAnswer, ClockMove, ErrorInput, FailInput, ResetAnswer, ResetBody, RestoredSnapshot, RuleFilters, RuleInput,
+    RulesAnswer, RulesBody, SnapshotBody, SnapshotJson, SnapshotList,
+};
 
 /// The control routes, behind authentication; none at all without `--test-control`.
 pub fn router(state: &AppState) -> Router<AppState> {
@@ -108,7 +112,7 @@ fn cut_to(s: &str, n: usize) -> &str {
     operation_id = "ListTestControlFaults",
     tag = "Test control",
     params(ProjectPath),
-    responses((status = 200, description = "The fault rules (admin role; `serve --test-control` only)", body = Object)),
+    responses((status = 200, description = "The fault rules (admin role; `serve --test-control` only)", body = RulesAnswer)),
 )]
 pub(super) async fn list_faults(
     State(state): State<AppState>,
@@ -125,8 +129,8 @@ pub(super) async fn list_faults(
     operation_id = "ReplaceTestControlFaults",
     tag = "Test control",
     params(ProjectPath),
-    request_body(content = Object, description = "`{\"rules\": [RuleInput, ...]}`"),
-    responses((status = 200, description = "The fault rules now in force", body = Object)),
+    request_body = RulesBody,
+    responses((status = 200, description = "The fault rules now in force", body = RulesAnswer)),
 )]
 pub(super) async fn replace_faults(
     State(state): State<AppState>,
@@ -146,8 +150,8 @@ pub(super) async fn replace_faults(
     operation_id = "AppendTestControlFaults",
     tag = "Test control",
     params(ProjectPath),
-    request_body(content = Object, description = "`{\"rules\": [RuleInput, ...]}`"),
-    responses((status = 200, description = "The fault rules now in force", body = Object)),
+    request_body = RulesBody,
+    responses((status = 200, description = "The fault rules now in force", body = RulesAnswer)),
 )]
 pub(super) async fn append_faults(
     State(state): State<AppState>,
@@ -168,8 +172,8 @@ pub(super) async fn append_faults(
     operation_id = "DeleteTestControlFaults",
     tag = "Test control",
     params(ProjectPath),
-    request_body(content = Object, description = "`{\"rules\": [filter, ...]}`; none removes every rule"),
-    responses((status = 200, description = "The rules left, and how many were removed", body = Object)),
+    request_body(content = RuleFilters, description = "`{\"rules\": [filter, ...]}`; none removes every rule"),
+    responses((status = 200, description = "The rules left, and how many were removed", body = RulesAnswer)),
 )]
 pub(super) async fn remove_faults(
     State(state): State<AppState>,
@@ -205,7 +209,7 @@ pub(super) async fn remove_faults(
     operation_id = "ShowTestControlClock",
     tag = "Test control",
     params(ProjectPath),
-    responses((status = 200, description = "The service's clock", body = Object)),
+    responses((status = 200, description = "The service's clock", body = ClockAnswer)),
 )]
 pub(super) async fn show_clock(
     State(state): State<AppState>,
@@ -223,8 +227,8 @@ pub(super) async fn show_clock(
     operation_id = "MoveTestControlClock",
     tag = "Test control",
     params(ProjectPath),
-    request_body(content = Object, description = "advance (by: `90s`, `15m`, `2h`, `1d` or milliseconds), set (to: RFC 3339), freeze, resume"),
-    responses((status = 200, description = "The clock, moved", body = Object)),
+    request_body(content = ClockMove, description = "advance (by: `90s`, `15m`, `2h`, `1d` or milliseconds), set (to: RFC 3339), freeze, resume"),
+    responses((status = 200, description = "The clock, moved", body = ClockAnswer)),
 )]
 pub(super) async fn move_clock(
     State(state): State<AppState>,
@@ -276,8 +280,8 @@ pub(super) async fn move_clock(
     operation_id = "ResetTestControlState",
     tag = "Test control",
     params(ProjectPath),
-    request_body(content = Object, description = "`{\"credentials\": false}` (the default keeps every access key)"),
-    responses((status = 200, description = "The database is clean", body = Object)),
+    request_body(content = ResetBody, description = "`{\"credentials\": false}` (the default keeps every access key)"),
+    responses((status = 200, description = "The database is clean", body = ResetAnswer)),
 )]
 pub(super) async fn reset(
     State(state): State<AppState>,
@@ -317,7 +321,7 @@ fn snapshot_name(raw: &RawPathParams) -> String {
     operation_id = "ListTestControlSnapshots",
     tag = "Test control",
     params(ProjectPath),
-    responses((status = 200, description = "`{\"snapshots\": [{\"name\", \"created_at\", \"size_bytes\"}]}`", body = Object)),
+    responses((status = 200, description = "The snapshots saved", body = SnapshotList)),
 )]
 pub(super) async fn list_snapshots(
     State(state): State<AppState>,
@@ -335,8 +339,8 @@ pub(super) async fn list_snapshots(
     operation_id = "SaveTestControlSnapshot",
     tag = "Test control",
     params(ProjectPath),
-    request_body(content = Object, description = "`{\"name\": \"NAME\"}`: 1 to 64 letters, digits, `.`, `-`, `_`"),
-    responses((status = 200, description = "The snapshot saved", body = Object)),
+    request_body = SnapshotBody,
+    responses((status = 200, description = "The snapshot saved", body = SnapshotJson)),
 )]
 pub(super) async fn save_snapshot(
     State(state): State<AppState>,
@@ -365,7 +369,7 @@ pub(super) async fn save_snapshot(
     operation_id = "RestoreTestControlSnapshot",
     tag = "Test control",
     params(ProjectPath, ("name" = String, Path, description = "The snapshot's name")),
-    responses((status = 200, description = "The state is the snapshot's", body = Object),
+    responses((status = 200, description = "The state is the snapshot's", body = RestoredSnapshot),
               (status = 404, description = "No snapshot of that name (`DMS.00404800`)")),
 )]
 pub(super) async fn restore_snapshot(
@@ -406,7 +410,7 @@ pub(super) async fn delete_snapshot(
 /// The test-control part of the OpenAPI document, served with `--test-control` only.
 #[derive(OpenApi)]
 #[openapi(
-    components(schemas(crate::control::faults::RuleInput, crate::control::faults::ErrorInput, crate::control::faults::FailInput)),
+    components(schemas(RuleInput, ErrorInput, FailInput)),
     tags((name = "Test control", description = "Extension, `serve --test-control` only (admin role): fault rules, \
         the movable clock, the state reset. See docs/testing.md."))
 )]
