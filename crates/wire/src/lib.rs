@@ -26,6 +26,7 @@ pub mod control;
 pub mod credential;
 pub mod derived;
 pub mod error;
+pub mod events;
 pub mod executor;
 pub mod instance;
 pub mod operation;
