@@ -248,9 +248,12 @@ pub(super) async fn move_clock(
     if let Some(k) = m.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(ApiError::ControlRefused(format!("unknown field {:?} for this action", cut(k))));
     }
-    let answer = match m.get("action").and_then(Value::as_str) {
-        Some("advance") => {
-            let ms = match m.get("by") {
+    const TO: &str = "to must be an RFC 3339 time, such as 2027-01-01T02:00:00Z";
+    // The fields are the action's; a `to` that is not text is the one type left to refuse.
+    let moved: ClockMove = serde_json::from_value(Value::Object(m)).map_err(|_| bad(TO))?;
+    let answer = match moved.action.as_str() {
+        "advance" => {
+            let ms = match &moved.by {
                 Some(Value::String(s)) => crate::control::parse_duration(s),
                 Some(Value::Number(n)) => n.as_i64().filter(|ms| *ms >= 0),
                 _ => None,
@@ -258,15 +261,11 @@ pub(super) async fn move_clock(
             .ok_or_else(|| bad("by must be an amount of time: 90s, 15m, 2h, 1d, or milliseconds"))?;
             c.advance(ms).await?
         }
-        Some("set") => {
-            let at = m
-                .get("to")
-                .and_then(Value::as_str)
-                .and_then(crate::control::parse_time)
-                .ok_or_else(|| bad("to must be an RFC 3339 time, such as 2027-01-01T02:00:00Z"))?;
+        "set" => {
+            let at = moved.to.as_deref().and_then(crate::control::parse_time).ok_or_else(|| bad(TO))?;
             c.set(at).await?
         }
-        Some("freeze") => c.freeze().await?,
+        "freeze" => c.freeze().await?,
         _ => c.resume().await?,
     };
     Ok(axum::Json(answer).into_response())
@@ -294,11 +293,8 @@ pub(super) async fn reset(
     if let Some(k) = m.keys().find(|k| *k != "credentials") {
         return Err(ApiError::ControlRefused(format!("unknown field {:?}", cut(k))));
     }
-    let credentials = match m.get("credentials") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::ControlRefused("credentials must be true or false".into())),
-    };
+    let ResetBody { credentials } = serde_json::from_value(Value::Object(m))
+        .map_err(|_| ApiError::ControlRefused("credentials must be true or false".into()))?;
     if credentials && caller.0.access_key.is_none() {
         return Err(ApiError::ControlRefused("resetting credentials needs a caller with an access key".into()));
     }
@@ -356,10 +352,9 @@ pub(super) async fn save_snapshot(
             cut(k)
         )));
     }
-    let Some(Value::String(name)) = m.get("name") else {
-        return Err(ApiError::ControlRefused("the body is {\"name\": \"NAME\"}".into()));
-    };
-    Ok(axum::Json(c.save_snapshot(name).await?).into_response())
+    let SnapshotBody { name } = serde_json::from_value(Value::Object(m))
+        .map_err(|_| ApiError::ControlRefused("the body is {\"name\": \"NAME\"}".into()))?;
+    Ok(axum::Json(c.save_snapshot(&name).await?).into_response())
 }
 
 /// `POST`: the state becomes the snapshot's, in one transaction.

@@ -1,9 +1,9 @@
 //! Test control on the wire (`serve --test-control` only, an extension): the fault rules as a
 //! client writes them and as the service shows them, the clock, snapshots and the reset.
 //!
-//! The handlers read the small request bodies field by field (so that a refusal says which
-//! field, in words a tester understands); the request types here are what they accept, for the
-//! document and for clients, and a rule is read into [`RuleInput`] itself.
+//! The handlers first check which fields a body has (so that a refusal names the field in
+//! words a tester reads, not serde's), then read it into its type here; each rule of a list is
+//! read into [`RuleInput`] on its own, so that a refusal says which rule.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
