@@ -531,8 +531,9 @@ fn read_only(path: &std::path::Path) -> rusqlite::Result<rusqlite::Connection> {
 /// How many events of the project the log holds now (`None` when the file cannot be read).
 fn log_len(path: &std::path::Path) -> Option<usize> {
     let conn = read_only(path).ok()?;
-    let n: i64 =
-        conn.query_row("SELECT count(*) FROM task_events WHERE project_id = ?1", [PROJECT], |r| r.get(0)).ok()?;
+    let n: i64 = conn
+        .query_row("SELECT coalesce(sum(n), 0) FROM task_events WHERE project_id = ?1", [PROJECT], |r| r.get(0))
+        .ok()?;
     usize::try_from(n).ok()
 }
 
@@ -546,12 +547,19 @@ struct Stored {
 
 fn read_stored(path: &std::path::Path) -> rusqlite::Result<Stored> {
     let conn = read_only(path)?;
-    let log = conn
-        .prepare("SELECT kind, task_id, instance_id, data FROM task_events WHERE project_id = ?1 ORDER BY id")?
-        .query_map([PROJECT], |r| {
-            Ok(Logged { kind: r.get(0)?, task_id: r.get(1)?, instance_id: r.get(2)?, data: r.get(3)? })
-        })?
+    // A row holds the events of one write about one task (migration 0016).
+    let rows: Vec<(String, String, String, String, i64)> = conn
+        .prepare("SELECT kind, task_id, instance_id, data, n FROM task_events WHERE project_id = ?1 ORDER BY id")?
+        .query_map([PROJECT], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
         .collect::<Result<_, _>>()?;
+    let mut log = Vec::new();
+    for (kind, task_id, instance_id, data, n) in rows {
+        let events = usize::try_from(n).ok().and_then(|n| kafka_tasks::domain::events::unpack(n, kind, data));
+        let Some(events) = events else { return Err(rusqlite::Error::InvalidQuery) };
+        for (kind, data) in events {
+            log.push(Logged { kind, task_id: task_id.clone(), instance_id: instance_id.clone(), data });
+        }
+    }
     let tasks = conn
         .prepare("SELECT id, instance_id, name, status, created_at, in_background FROM tasks WHERE project_id = ?1")?
         .query_map([PROJECT], |r| {

@@ -913,14 +913,23 @@ contract! {
         // Keep the newest two by count (age allows everything).
         let policy = EventRetention { max_age_ms: i64::MAX / 2, max_events: 2 };
         let pruned = s.events.prune_events(T0, policy, 1_000).await.expect("prune");
-        assert!(pruned as usize >= all.len() - 3, "{}: pruned {pruned} of {}", e.name, all.len());
         assert_eq!(s.events.prune_events(T0, policy, 1_000).await.expect("prune again"), 0, "{}", e.name);
         let Ok(EventStart::Missed(at)) = s.events.event_start(Some(first)).await else {
             panic!("{}: a pruned resume point is not reported", e.name)
         };
         let (kept, _) = read_all(s, &scope, at).await;
-        assert!(!kept.is_empty() && kept.len() <= 3, "{}: {kept:?}", e.name);
+        assert_eq!(pruned as usize + kept.len(), all.len(), "{}: pruned {pruned}, kept {kept:?}", e.name);
+        assert_eq!(kept, all[all.len() - kept.len()..].to_vec(), "{}: the newest are kept", e.name);
         assert_eq!(kept.last().map(|k| k.id), Some(last), "{}", e.name);
+        // The newest two, and at most the rest of the write they begin in (the events one write
+        // makes about one task are kept or pruned together): same task, same instant.
+        assert!(kept.len() >= 2, "{}: {kept:?}", e.name);
+        let made = |e: &LoggedEvent| {
+            let v: serde_json::Value = serde_json::from_str(&e.data).expect("json");
+            (v["task_id"].to_string(), v["at"].to_string())
+        };
+        let (older, newest) = kept.split_at(kept.len() - 2);
+        assert!(older.iter().all(|e| made(e) == made(&newest[0])), "{}: {kept:?}", e.name);
         // The last event itself still resumes normally; an id never written is unknown.
         assert!(matches!(s.events.event_start(Some(last)).await, Ok(EventStart::From(_))), "{}", e.name);
         assert_eq!(s.events.event_start(Some(last + 1_000)).await.expect("start"), EventStart::Unknown, "{}", e.name);
@@ -930,6 +939,69 @@ contract! {
         let (left, _) = read_all(s, &scope, EventCursor::default()).await;
         assert!(left.is_empty(), "{}: {left:?}", e.name);
     }
+}
+
+/// A SQLite database whose events were logged before a row could hold several (migration
+/// 0016): they stream as they did, under the same ids, a resume from any of them goes on just
+/// after it, and the events written since (rows of several) follow them in order.
+#[tokio::test]
+async fn events_logged_before_rows_held_several_still_stream_and_resume() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("old.db");
+    let url = format!("sqlite:{}", path.display());
+    drop(Storage::open(&url).await.expect("sqlite"));
+    // Back to the schema before 0016 (the newest migration when this was written: a newer one
+    // must move this downgrade), with events as the code before it wrote them.
+    let old: Vec<(String, String)> = ["task.created", "step.started", "step.finished", "task.finished"]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.to_string(), format!("{{\"task_id\":\"old\",\"n\":{i}}}")))
+        .collect();
+    {
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+        conn.execute_batch("ALTER TABLE task_events DROP COLUMN n").expect("0016's column");
+        conn.pragma_update(None, "user_version", version - 1).expect("version");
+        for (kind, data) in &old {
+            conn.execute(
+                "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
+                 VALUES (?1, ?2, 'i', 'old', ?3, ?4)",
+                rusqlite::params![T0, project().as_str(), kind, data],
+            )
+            .expect("an old event");
+        }
+    }
+    let s = Storage::open(&url).await.expect("migrated");
+    let scope = EventScope::Project(project());
+    let (before, end) = read_all(&s, &scope, EventCursor::default()).await;
+    let shown: Vec<(i64, String, String)> = before.iter().map(|e| (e.id, e.kind.clone(), e.data.clone())).collect();
+    let expected: Vec<(i64, String, String)> =
+        old.iter().enumerate().map(|(i, (k, d))| (i as i64 + 1, k.clone(), d.clone())).collect();
+    assert_eq!(shown, expected, "the old events, under the ids they had");
+    // New events: an instance created and run, and a task of steps that take no time, which a
+    // claim runs to its end in one write (one row of several events).
+    let inst = running_instance(&s).await;
+    let instant = NewTask::new(&inst, Operation::Restart, ("u", "n"), T0 + 10, None, 0.0);
+    s.instances.submit(&inst.project_id, &inst.id, TaskBuilder::ready(instant), None).await.expect("s").expect("a");
+    let claimed = s.engine.claim("w", at(T0 + 20), Duration::from_millis(60_000), 10, CTX).await.expect("claim");
+    assert_eq!(claimed.iter().map(|c| c.ended).collect::<Vec<_>>(), vec![Some(TaskStatus::Success)]);
+    let (new, _) = read_all(&s, &scope, end).await;
+    let kinds: Vec<&str> = new.iter().map(|e| e.kind.as_str()).collect();
+    let (started, finished) = ("step.started", "step.finished");
+    let instant_run = ["task.created", started, finished, started, finished, started, finished, "task.finished"];
+    assert!(kinds.ends_with(&instant_run), "{kinds:?}");
+    let all: Vec<LoggedEvent> = before.into_iter().chain(new).collect();
+    let ids: Vec<i64> = all.iter().map(|e| e.id).collect();
+    assert_eq!(ids, (1..=all.len() as i64).collect::<Vec<_>>(), "positions dense and in order");
+    // A resume from any event, old or new (inside a row or at its end), goes on just after it.
+    for (k, e) in all.iter().enumerate() {
+        let Ok(EventStart::From(from)) = s.events.event_start(Some(e.id)).await else {
+            panic!("event {} does not resume", e.id)
+        };
+        let (rest, _) = read_all(&s, &scope, from).await;
+        assert_eq!(rest, all[k + 1..].to_vec(), "resumed after {}", e.id);
+    }
+    assert_eq!(s.events.event_start(Some(all.len() as i64 + 1)).await.expect("start"), EventStart::Unknown);
 }
 
 /// PostgreSQL hands out ids in one order and commits them in another. A reader that has read

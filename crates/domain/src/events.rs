@@ -3,6 +3,8 @@
 //! same transaction (`append_events` in each engine), so a stream never shows a change that was
 //! rolled back and never misses one that committed.
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 use super::task::{StepStatus, TaskRecord, TaskStatus};
@@ -135,6 +137,128 @@ pub struct NewEvent {
     pub data: String,
 }
 
+/// One row of the log about to be appended: one event, or the several events one write makes
+/// about one task (a claim that runs a task of two instant steps to its end makes five), which
+/// take consecutive positions in the log. A row of several keeps what its events share once
+/// (the task's state; see [`unpack`]), so such a write costs the log one row and one payload
+/// rather than one of each per event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub at: i64,
+    pub project_id: String,
+    pub instance_id: String,
+    pub task_id: String,
+    /// How many events the row holds (at least one): the positions it takes.
+    pub n: usize,
+    /// One event: its kind's wire name. Several: see [`unpack`].
+    pub kind: String,
+    /// One event: its [`EventData`] as JSON. Several: see [`unpack`].
+    pub data: String,
+}
+
+/// A row as the engines store it, borrowed from an [`EventRow`] or a single [`NewEvent`].
+#[derive(Debug, Clone, Copy)]
+pub struct RowRef<'a> {
+    pub at: i64,
+    pub project_id: &'a str,
+    pub instance_id: &'a str,
+    pub task_id: &'a str,
+    pub n: usize,
+    pub kind: &'a str,
+    pub data: &'a str,
+}
+
+/// What the engines' `append_events` take: single events and rows alike.
+pub trait AsRow {
+    fn as_row(&self) -> RowRef<'_>;
+}
+
+impl AsRow for EventRow {
+    fn as_row(&self) -> RowRef<'_> {
+        RowRef {
+            at: self.at,
+            project_id: &self.project_id,
+            instance_id: &self.instance_id,
+            task_id: &self.task_id,
+            n: self.n,
+            kind: &self.kind,
+            data: &self.data,
+        }
+    }
+}
+
+impl AsRow for NewEvent {
+    fn as_row(&self) -> RowRef<'_> {
+        RowRef {
+            at: self.at,
+            project_id: &self.project_id,
+            instance_id: &self.instance_id,
+            task_id: &self.task_id,
+            n: 1,
+            kind: self.kind.as_str(),
+            data: &self.data,
+        }
+    }
+}
+
+impl From<NewEvent> for EventRow {
+    fn from(e: NewEvent) -> Self {
+        EventRow {
+            at: e.at,
+            project_id: e.project_id,
+            instance_id: e.instance_id,
+            task_id: e.task_id,
+            n: 1,
+            kind: e.kind.as_str().to_owned(),
+            data: e.data,
+        }
+    }
+}
+
+/// Where the `step` member goes in an event's JSON: [`EventData`]'s members are written in
+/// their declared order, `step` (when present) between `status` and `steps_done`. No member
+/// before it can hold this text: a quote inside a JSON string is always escaped.
+const STEP_GOES_BEFORE: &str = ",\"steps_done\":";
+
+/// The events of a stored row, in order, as `(kind, data)`: what [`EventRow`]s of several
+/// events hold, given back as the single events they stand for (byte for byte what
+/// [`NewEvent::of`] makes of each).
+///
+/// A row of several events has in `kind` their kinds' wire names separated by spaces, that of
+/// an event about a step followed by `:J`, and in `data` the task's state as JSON without
+/// `step` on its first line, then one line per step an event is about (J counts them from 0):
+/// its `step` object. serde_json never writes a raw newline, so lines split cleanly. An event
+/// is the state with its step's object put in as `step`.
+///
+/// `None` when the row is none this log writes (a damaged database).
+pub fn unpack(n: usize, kind: String, data: String) -> Option<Vec<(String, String)>> {
+    if n == 1 {
+        return Some(vec![(kind, data)]);
+    }
+    let mut lines = data.split('\n');
+    let state = lines.next()?;
+    let steps: Vec<&str> = lines.collect();
+    let (head, tail) = state.split_at(state.find(STEP_GOES_BEFORE)?);
+    let mut out = Vec::with_capacity(n);
+    for token in kind.split(' ') {
+        let (kind, data) = match token.split_once(':') {
+            None => (token, state.to_owned()),
+            Some((kind, j)) => {
+                let step = steps.get(j.parse::<usize>().ok()?)?;
+                let mut data = String::with_capacity(state.len() + step.len() + 8);
+                data.push_str(head);
+                data.push_str(",\"step\":");
+                data.push_str(step);
+                data.push_str(tail);
+                (kind, data)
+            }
+        };
+        EventKind::parse(kind)?;
+        out.push((kind.to_owned(), data));
+    }
+    (out.len() == n).then_some(out)
+}
+
 /// What every event about one state of a task shares: its times formatted and its progress
 /// counted once, however many events that state makes (a claim that runs a task of instant
 /// steps to its end makes five).
@@ -163,15 +287,20 @@ impl<'a> TaskState<'a> {
         }
     }
 
-    /// The event `kind` about this state, about step `step` if given.
-    fn event(&self, kind: EventKind, step: Option<usize>) -> NewEvent {
+    /// Step `i` as an event shows it (`None` past the last step).
+    fn step(&self, i: usize) -> Option<StepRef<'a>> {
+        self.task.steps.get(i).map(|s| StepRef { index: i, name: &s.name, status: s.status })
+    }
+
+    /// The data of an event about this state, about step `step` if given.
+    fn data(&self, step: Option<StepRef<'a>>) -> EventData<'_> {
         let task = self.task;
-        let data = EventData {
+        EventData {
             task_id: task.id.as_str(),
             instance_id: task.instance_id.as_str(),
             name: &task.name,
             status: task.status,
-            step: step.and_then(|i| task.steps.get(i).map(|s| StepRef { index: i, name: &s.name, status: s.status })),
+            step,
             steps_done: self.steps_done,
             steps: task.steps.len(),
             progress: self.progress,
@@ -179,7 +308,13 @@ impl<'a> TaskState<'a> {
             updated_at: &self.updated_at,
             schedule_at: self.schedule_at.as_deref(),
             at: &self.at,
-        };
+        }
+    }
+
+    /// The event `kind` about this state, about step `step` if given.
+    fn event(&self, kind: EventKind, step: Option<usize>) -> NewEvent {
+        let task = self.task;
+        let data = self.data(step.and_then(|i| self.step(i)));
         NewEvent {
             kind,
             at: self.now,
@@ -188,6 +323,43 @@ impl<'a> TaskState<'a> {
             task_id: task.id.as_str().to_owned(),
             // Plain data of strings and numbers: serialising cannot fail.
             data: serde_json::to_string(&data).unwrap_or_default(),
+        }
+    }
+
+    /// The row of `events` (two or more) about this state, in [`unpack`]'s layout: the state
+    /// written once, each step once.
+    fn row(&self, events: &[(EventKind, Option<usize>)]) -> EventRow {
+        let task = self.task;
+        // Plain data of strings and numbers: serialising cannot fail.
+        let mut data = serde_json::to_string(&self.data(None)).unwrap_or_default();
+        let mut kind = String::with_capacity(events.len() * 14);
+        // The steps written so far, by index, in the order of their lines.
+        let mut lines: Vec<usize> = Vec::new();
+        for (k, step) in events {
+            if !kind.is_empty() {
+                kind.push(' ');
+            }
+            kind.push_str(k.as_str());
+            let Some((i, s)) = step.and_then(|i| self.step(i).map(|s| (i, s))) else { continue };
+            let j = match lines.iter().position(|l| *l == i) {
+                Some(j) => j,
+                None => {
+                    lines.push(i);
+                    data.push('\n');
+                    data.push_str(&serde_json::to_string(&s).unwrap_or_default());
+                    lines.len() - 1
+                }
+            };
+            let _ = write!(kind, ":{j}");
+        }
+        EventRow {
+            at: self.now,
+            project_id: task.project_id.as_str().to_owned(),
+            instance_id: task.instance_id.as_str().to_owned(),
+            task_id: task.id.as_str().to_owned(),
+            n: events.len(),
+            kind,
+            data,
         }
     }
 }
@@ -221,10 +393,11 @@ impl Before {
 
 /// The events of a worker's move of a task (a claim or a step's end), in the order they
 /// happened: each step that ended or began, by index, then the task's end. A task taken over
-/// after a crash restarts its step: that is a new start.
-pub fn progressed(before: &Before, task: &TaskRecord, now: i64, out: &mut Vec<NewEvent>) {
-    let mut state: Option<TaskState<'_>> = None;
-    let mut push = |kind, step| out.push(state.get_or_insert_with(|| TaskState::of(task, now)).event(kind, step));
+/// after a crash restarts its step: that is a new start. They go into one row (none if nothing
+/// happened).
+pub fn progressed(before: &Before, task: &TaskRecord, now: i64, out: &mut Vec<EventRow>) {
+    let mut made: Vec<(EventKind, Option<usize>)> = Vec::new();
+    let mut push = |kind, step| made.push((kind, step));
     for (i, s) in task.steps.iter().enumerate() {
         let (was, started) = before.steps.get(i).copied().unwrap_or((StepStatus::Waiting, None));
         match s.status {
@@ -243,6 +416,11 @@ pub fn progressed(before: &Before, task: &TaskRecord, now: i64, out: &mut Vec<Ne
     }
     if task.status != before.status && task.status.is_terminal() {
         push(EventKind::Finished, None);
+    }
+    match made.as_slice() {
+        [] => {}
+        [(kind, step)] => out.push(TaskState::of(task, now).event(*kind, *step).into()),
+        several => out.push(TaskState::of(task, now).row(several)),
     }
 }
 
@@ -293,13 +471,23 @@ mod tests {
             .collect()
     }
 
-    fn kinds(out: &[NewEvent]) -> Vec<(&'static str, Option<usize>)> {
-        out.iter()
-            .map(|e| {
-                let v: serde_json::Value = serde_json::from_str(&e.data).unwrap_or_default();
-                (e.kind.as_str(), v["step"]["index"].as_u64().map(|i| i as usize))
+    /// The events of `rows`, one after another, as `(kind, data)`.
+    fn events(rows: &[EventRow]) -> Vec<(String, String)> {
+        rows.iter().flat_map(|r| unpack(r.n, r.kind.clone(), r.data.clone()).unwrap_or_default()).collect()
+    }
+
+    fn kinds(out: &[EventRow]) -> Vec<(String, Option<usize>)> {
+        events(out)
+            .into_iter()
+            .map(|(kind, data)| {
+                let v: serde_json::Value = serde_json::from_str(&data).unwrap_or_default();
+                (kind, v["step"]["index"].as_u64().map(|i| i as usize))
             })
             .collect()
+    }
+
+    fn owned(kinds: &[(&str, Option<usize>)]) -> Vec<(String, Option<usize>)> {
+        kinds.iter().map(|(k, i)| (k.to_string(), *i)).collect()
     }
 
     #[test]
@@ -310,7 +498,7 @@ mod tests {
         t.steps = steps(&[StepStatus::Completed, StepStatus::InProgress]);
         let mut out = Vec::new();
         progressed(&before, &t, 5, &mut out);
-        assert_eq!(kinds(&out), vec![("step.finished", Some(0)), ("step.started", Some(1))]);
+        assert_eq!(kinds(&out), owned(&[("step.finished", Some(0)), ("step.started", Some(1))]));
     }
 
     #[test]
@@ -322,8 +510,8 @@ mod tests {
         t.status = TaskStatus::Success;
         let mut out = Vec::new();
         progressed(&before, &t, 5, &mut out);
-        assert_eq!(kinds(&out), vec![("step.finished", Some(1)), ("task.finished", None)]);
-        let data: serde_json::Value = serde_json::from_str(&out[1].data).unwrap_or_default();
+        assert_eq!(kinds(&out), owned(&[("step.finished", Some(1)), ("task.finished", None)]));
+        let data: serde_json::Value = serde_json::from_str(&events(&out)[1].1).unwrap_or_default();
         assert_eq!(data["progress"], 100);
         assert_eq!(data["status"], "SUCCESS");
         assert_eq!(data["steps_done"], 2);
@@ -338,7 +526,10 @@ mod tests {
         t.status = TaskStatus::Executing;
         let mut out = Vec::new();
         progressed(&before, &t, 5, &mut out);
-        assert_eq!(kinds(&out), vec![("step.started", Some(0)), ("step.finished", Some(0)), ("step.started", Some(1))]);
+        assert_eq!(
+            kinds(&out),
+            owned(&[("step.started", Some(0)), ("step.finished", Some(0)), ("step.started", Some(1))])
+        );
     }
 
     #[test]
@@ -348,6 +539,80 @@ mod tests {
         let mut out = Vec::new();
         progressed(&Before::of(&t), &t, 5, &mut out);
         assert!(out.is_empty());
+    }
+
+    /// Every move of a task from every state to every later one, with awkward names: the row it
+    /// makes holds exactly the events of one [`NewEvent::of`] each, byte for byte, in order.
+    #[test]
+    fn a_row_of_several_events_gives_back_each_event_as_it_was_written() {
+        use StepStatus::*;
+        let names = ["s", "quote \" ,\"steps_done\":1 \\", "line\nbreak", "ünï ✓ \u{7}"];
+        let states = [Waiting, InProgress, Completed, Failed];
+        let mut rows = 0;
+        for n in 1..=3 {
+            for from in 0..states.len().pow(n) {
+                for to in 0..states.len().pow(n) {
+                    let pick = |mut code: usize| -> Vec<StepStatus> {
+                        (0..n)
+                            .map(|_| {
+                                let s = states[code % states.len()];
+                                code /= states.len();
+                                s
+                            })
+                            .collect()
+                    };
+                    let mut t = task(TaskStatus::Executing, Some(7));
+                    t.name = names[(from + to) % names.len()].to_owned();
+                    t.steps = steps(&pick(from));
+                    for (i, s) in t.steps.iter_mut().enumerate() {
+                        s.name = names[(i + to) % names.len()].to_owned();
+                    }
+                    let before = Before::of(&t);
+                    for (s, status) in t.steps.iter_mut().zip(pick(to)) {
+                        s.status = status;
+                        s.start_time = Some(if from == to { 1 } else { 2 });
+                    }
+                    if t.steps.iter().all(|s| s.status == Completed) {
+                        t.status = TaskStatus::Success;
+                    }
+                    let mut out = Vec::new();
+                    progressed(&before, &t, 9, &mut out);
+                    assert!(out.len() <= 1, "one row a move");
+                    let Some(row) = out.first() else { continue };
+                    rows += usize::from(row.n > 1);
+                    let expected: Vec<(String, String)> = kinds(&out)
+                        .into_iter()
+                        .map(|(kind, step)| {
+                            let kind = EventKind::parse(&kind).unwrap_or(EventKind::Created);
+                            let e = NewEvent::of(kind, &t, step, 9);
+                            (e.kind.as_str().to_owned(), e.data)
+                        })
+                        .collect();
+                    assert_eq!(events(&out), expected, "{row:?}");
+                    assert_eq!(row.n, expected.len());
+                    for (_, data) in &expected {
+                        assert!(serde_json::from_str::<serde_json::Value>(data).is_ok(), "{data}");
+                    }
+                }
+            }
+        }
+        assert!(rows > 100, "the cases make rows of several events: {rows}");
+    }
+
+    #[test]
+    fn a_damaged_row_is_refused_rather_than_misread() {
+        let state = r#"{"task_id":"t","status":"SUCCESS","steps_done":1,"at":"x"}"#.to_owned();
+        let ok = unpack(2, "step.finished:0 task.finished".into(), format!("{state}\n{{\"index\":0}}"));
+        assert_eq!(ok.map(|v| v.len()), Some(2));
+        for (n, kind, data) in [
+            (3, "step.finished:0 task.finished", format!("{state}\n{{}}")),
+            (2, "step.finished:1 task.finished", format!("{state}\n{{}}")),
+            (2, "step.finished:x task.finished", format!("{state}\n{{}}")),
+            (2, "step.exploded task.finished", state.clone()),
+            (2, "task.finished task.finished", r#"{"no":"steps_done"}"#.to_owned()),
+        ] {
+            assert_eq!(unpack(n, kind.to_owned(), data.clone()), None, "{kind} {data}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::*;
 use crate::events::*;
-use kafka_tasks_domain::events::{NewEvent, prunable};
+use kafka_tasks_domain::events::{AsRow, prunable, unpack};
 
 /// The channel every process LISTENs on.
 const CHANNEL: &str = "kafka_tasks_events";
@@ -22,11 +22,17 @@ const PRUNE_LOCK: i64 = 0x6b61_666b_6174_0003;
 /// The transaction id and the oldest one still running, as BIGINT (tokio-postgres has no xid8).
 const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::TEXT::BIGINT";
 
-/// Appends `events`, in order, in transaction `tx`: one statement whatever their number (ids are
+/// Appends `rows`, in order, in transaction `tx`: one statement whatever their number (ids are
 /// assigned in the order of the rows). The caller tells the streams
 /// ([`Postgres::events_committed`]) once `tx` is committed.
-pub(crate) async fn append_events(tx: &Transaction<'_>, events: &[NewEvent]) -> StoreResult<()> {
-    if events.is_empty() {
+///
+/// Here every event is a row of its own: a row of several events
+/// ([`EventRow`](kafka_tasks_domain::events::EventRow)) takes several
+/// consecutive positions, and an identity column hands out one value at a time (taking several
+/// at once would serialise the writers, or leave gaps that retention's count by id would count
+/// as events). So a row of several is stored as the single events it stands for.
+pub(crate) async fn append_events<R: AsRow>(tx: &Transaction<'_>, rows: &[R]) -> StoreResult<()> {
+    if rows.is_empty() {
         return Ok(());
     }
     let st = tx
@@ -37,14 +43,47 @@ pub(crate) async fn append_events(tx: &Transaction<'_>, events: &[NewEvent]) -> 
              WITH ORDINALITY AS u(at, p, i, t, k, d, n) ORDER BY n",
         )
         .await?;
-    let at: Vec<i64> = events.iter().map(|e| e.at).collect();
-    let p: Vec<&str> = events.iter().map(|e| e.project_id.as_str()).collect();
-    let i: Vec<&str> = events.iter().map(|e| e.instance_id.as_str()).collect();
-    let t: Vec<&str> = events.iter().map(|e| e.task_id.as_str()).collect();
-    let k: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
-    let d: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
-    tx.execute(&st, &[&at, &p, &i, &t, &k, &d]).await?;
+    let unpacked: Vec<Option<Vec<(String, String)>>> = rows
+        .iter()
+        .map(|r| {
+            let r = r.as_row();
+            if r.n == 1 {
+                return Ok(None);
+            }
+            unpack(r.n, r.kind.to_owned(), r.data.to_owned())
+                .map(Some)
+                .ok_or_else(|| StoreError::corrupt(format!("a new event row of task {}", r.task_id)))
+        })
+        .collect::<StoreResult<_>>()?;
+    let mut c = Columns::default();
+    for (r, events) in rows.iter().zip(&unpacked) {
+        let r = r.as_row();
+        let mut push = |kind, data| {
+            c.at.push(r.at);
+            c.project.push(r.project_id);
+            c.instance.push(r.instance_id);
+            c.task.push(r.task_id);
+            c.kind.push(kind);
+            c.data.push(data);
+        };
+        match events {
+            None => push(r.kind, r.data),
+            Some(events) => events.iter().for_each(|(kind, data)| push(kind, data)),
+        }
+    }
+    tx.execute(&st, &[&c.at, &c.project, &c.instance, &c.task, &c.kind, &c.data]).await?;
     Ok(())
+}
+
+/// The events of one append, a column each (the insert's arrays).
+#[derive(Default)]
+struct Columns<'a> {
+    at: Vec<i64>,
+    project: Vec<&'a str>,
+    instance: Vec<&'a str>,
+    task: Vec<&'a str>,
+    kind: Vec<&'a str>,
+    data: Vec<&'a str>,
 }
 
 /// A page of one project's events, with the horizon read in the same snapshot.

@@ -110,21 +110,38 @@ impl ControlStore for Sqlite {
             }
             conn.execute("DELETE FROM cluster_bindings", [])?;
             prune_every_event(conn)?;
+            // Events get new ids, in their order, after the highest ever given: ids never go
+            // back. A row of several events takes as many (migration 0016; a snapshot saved
+            // before it has single events).
+            let last: i64 = conn.query_row(
+                "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'task_events'",
+                [],
+                |r| r.get(0),
+            )?;
             for table in SNAPSHOT_TABLES.iter().chain(&["task_events"]) {
                 let rows = tables.get(*table).map(|v| v.to_string()).unwrap_or_else(|| "[]".into());
-                // Events get new ids, in their order: ids never go back.
-                let columns: Vec<String> =
-                    columns(conn, table)?.into_iter().filter(|c| !(*table == "task_events" && c == "id")).collect();
-                let values: Vec<String> = columns.iter().map(|c| format!("json_extract(value, '$.\"{c}\"')")).collect();
+                let columns = columns(conn, table)?;
+                let values: Vec<String> = columns
+                    .iter()
+                    .map(|c| match (*table, c.as_str()) {
+                        ("task_events", "id") => {
+                            "?2 + sum(coalesce(json_extract(value, '$.n'), 1)) OVER (ORDER BY key)".to_owned()
+                        }
+                        ("task_events", "n") => "coalesce(json_extract(value, '$.n'), 1)".to_owned(),
+                        _ => format!("json_extract(value, '$.\"{c}\"')"),
+                    })
+                    .collect();
                 let names: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
-                conn.execute(
-                    &format!(
-                        "INSERT INTO \"{table}\" ({}) SELECT {} FROM json_each(?1) ORDER BY key",
-                        names.join(", "),
-                        values.join(", ")
-                    ),
-                    params![rows],
-                )?;
+                let sql = format!(
+                    "INSERT INTO \"{table}\" ({}) SELECT {} FROM json_each(?1) ORDER BY key",
+                    names.join(", "),
+                    values.join(", ")
+                );
+                if *table == "task_events" {
+                    conn.execute(&sql, params![rows, last])?;
+                } else {
+                    conn.execute(&sql, params![rows])?;
+                }
             }
             Ok(true)
         })
