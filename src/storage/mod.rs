@@ -7,6 +7,8 @@ pub mod postgres;
 pub mod sqlite;
 mod storable;
 
+pub use storable::StorableAudit;
+
 use std::sync::Arc;
 use std::time::Duration;
 
