@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The instruction-count performance guard: builds the release binary and runs
-# `kafka-tasks bench --instructions`, which drives a small fixed workload against the release
+# `kafka-tasks-bench --instructions`, which drives a small fixed workload against the release
 # server under valgrind's callgrind, counts the server's instructions per request (per task for
 # the engine) and fails when an operation is more than 10 % over its budget in
 # bench/instructions.toml. Arguments go to the bench: `--runs 5` measures five times (the spread
@@ -12,5 +12,5 @@ if ! command -v valgrind >/dev/null 2>&1 || ! command -v callgrind_control >/dev
   apt-get update -qq && apt-get install -y -qq valgrind
 fi
 
-cargo build --release --locked --bin kafka-tasks
-./target/release/kafka-tasks bench --instructions "$@"
+cargo build --release --locked -p kafka-tasks -p kafka-tasks-bench --bins
+./target/release/kafka-tasks-bench --instructions "$@"

@@ -29,8 +29,8 @@ step_summary() {
 
 # CI runs this on a clean clone each time. The build output of the dependencies, which changes
 # only with Cargo.lock and the toolchain, is kept between CI runs outside the clone (as hosted CI
-# caches it), so a warm run compiles only this crate; cargo's own fingerprints decide what is
-# stale. This crate's output is rebuilt every run (the clone's path is part of its hash), so the
+# caches it), so a warm run compiles only this workspace's crates; cargo's own fingerprints decide what is
+# stale. Their output is rebuilt every run (the clone's path is part of its hash), so the
 # previous run's copy is dropped first and the cache does not grow by a build a run.
 if [ "${CI:-}" = true ] && [ ! -e target ]; then
   ci_cache="${KAFKA_TASKS_CI_CACHE:-$HOME/.cache/kafka-tasks-ci}"
@@ -90,16 +90,16 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # The PostgreSQL server the tests make their databases on (one fresh database per test).
 export KAFKA_TASKS_TEST_PG="${KAFKA_TASKS_TEST_PG:-postgres://postgres@127.0.0.1:5432}"
 
 run_tests() {
   if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --locked --no-fail-fast "$@"
+    cargo nextest run --workspace --locked --no-fail-fast "$@"
   else
-    cargo test --locked --no-fail-fast "$@"
+    cargo test --workspace --locked --no-fail-fast "$@"
   fi
 }
 
@@ -109,7 +109,7 @@ step "Rust tests: unit, storage contract and API over HTTP on SQLite and Postgre
 if ! command -v zsh >/dev/null || ! command -v fish >/dev/null || ! command -v tmux >/dev/null; then
   apt-get update -qq && apt-get install -y -qq zsh fish tmux
 fi
-cargo build --locked --bins
+cargo build --locked --workspace --bins
 
 # OpenTofu with the real provider, in the background from here to the end of the run: most of
 # its time is the provider's own waits (300 s after a create, 180 s after a resize), which
@@ -136,8 +136,8 @@ tofu_jobs+=("$tofu_test")
 run_tests
 
 step "Benchmark, quick mode (proves the command works; asserts no numbers)"
-./target/debug/kafka-tasks bench --quick
-./target/debug/kafka-tasks bench --quick --engine postgres --pg-server "$KAFKA_TASKS_TEST_PG"
+./target/debug/kafka-tasks-bench --quick
+./target/debug/kafka-tasks-bench --quick --engine postgres --pg-server "$KAFKA_TASKS_TEST_PG"
 
 step "Instruction-count guard (release server under callgrind; fails on an operation 10 % over its budget)"
 ./scripts/perf-guard.sh

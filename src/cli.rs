@@ -32,8 +32,6 @@ pub enum Command {
     /// Read the audit log of mutating requests.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Measure the service: seeds a store, starts the server, drives it over loopback.
-    Bench(crate::bench::BenchArgs),
     /// Manage kernel builds: the patch builds of each engine version that instances upgrade to.
     #[command(subcommand)]
     Kernels(KernelsCommand),
@@ -428,10 +426,6 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Audit(cmd) => {
                 init_logging("text");
                 audit(cmd).await
-            }
-            Command::Bench(args) => {
-                init_logging("text");
-                crate::bench::run(args).await
             }
             Command::Kernels(cmd) => {
                 init_logging("text");

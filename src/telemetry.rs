@@ -68,13 +68,10 @@ pub const EXECUTOR_OUTCOMES: &[&str] = &["success", "failure", "timeout", "stopp
 pub const STATS_SAMPLED: &str = "kafka_tasks_store_stats_timestamp_seconds";
 
 // Store.
-pub const SQLITE_COMMIT_DURATION: &str = "kafka_tasks_sqlite_commit_duration_seconds";
-pub const SQLITE_GROUP_SIZE: &str = "kafka_tasks_sqlite_group_commit_size";
+pub use crate::storage::telemetry::{SQLITE_COMMIT_DURATION, SQLITE_GROUP_SIZE, STORE_ERRORS};
 /// PostgreSQL pool connections by `state` (in_use, idle).
 pub const PG_POOL_CONNECTIONS: &str = "kafka_tasks_pg_pool_connections";
 pub const PG_POOL_WAITING: &str = "kafka_tasks_pg_pool_waiting";
-/// Store errors by `kind` (the StoreError variant: backend, corrupt, closed, unavailable).
-pub const STORE_ERRORS: &str = "kafka_tasks_store_errors_total";
 
 pub const BUILD_INFO: &str = "kafka_tasks_build_info";
 
@@ -200,11 +197,6 @@ fn initialise() {
     metrics::counter!(SCHEDULED_FIRED).increment(0);
     metrics::gauge!(HTTP_IN_FLIGHT).increment(0.0);
     metrics::gauge!(RUNNING_STEPS).increment(0.0);
-}
-
-/// Counts a store error of `kind` (see `StoreError::kind`) in [`STORE_ERRORS`].
-pub fn store_error(kind: &'static str) {
-    metrics::counter!(STORE_ERRORS, "kind" => kind).increment(1);
 }
 
 /// Records `kafka_tasks_build_info` for the storage engine named by `database`.

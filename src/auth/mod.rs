@@ -10,9 +10,7 @@
 
 pub mod client_addr;
 pub mod config;
-pub mod derived;
 pub mod keys;
-pub mod signature;
 pub mod throttle;
 
 use std::collections::HashMap;
@@ -25,6 +23,9 @@ use sha2::Digest;
 pub use crate::domain::clock::Clock;
 use crate::domain::{AuthMethod, Identity, ProjectId, Role};
 use crate::storage::{CredentialRecord, CredentialStore, StoreError};
+/// Request signatures and derived keys are part of the wire contract (the CLI signs with them too).
+pub use crate::wire::credential::IssuedCredential;
+pub use crate::wire::{derived, signature};
 use config::AuthArgs;
 use keys::{MasterKey, TokenClaims};
 use signature::{Algorithm, PayloadError, parse_authorization, parse_sdk_date};
@@ -572,17 +573,6 @@ pub async fn issue_token(
         }
         _ => Err(unauthenticated(Reason::UnknownKey, "no such active access key")),
     }
-}
-
-/// A new credential as `credentials create` prints it; the only time the secret is shown.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct IssuedCredential {
-    pub access_key: String,
-    pub secret_key: String,
-    pub project_id: String,
-    pub user_id: String,
-    pub user_name: String,
-    pub role: Role,
 }
 
 /// A user's id is derived from the project and user name, so that one user's keys share it.

@@ -343,4 +343,22 @@ mod tests {
         assert!(param.is_some_and(|m| m.starts_with("a parameter, or a query key given twice")), "{bad:?}");
         assert_eq!(codes_of(StatusCode::URI_TOO_LONG), [("DMS.00414000", "request URI too long".to_owned())]);
     }
+
+    #[test]
+    fn sqlite_errors_keep_the_drivers_error_and_the_api_logs_it() {
+        use crate::storage::StoreError;
+        for (code, kind, status) in
+            [(rusqlite::ffi::SQLITE_BUSY, "unavailable", 503), (rusqlite::ffi::SQLITE_CONSTRAINT, "backend", 500)]
+        {
+            let e = StoreError::from(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None));
+            assert_eq!(e.kind(), kind);
+            assert!(std::error::Error::source(&e).is_some_and(|s| s.is::<rusqlite::Error>()), "{e:?}");
+            let driver = rusqlite::ffi::Error::new(code).to_string();
+            assert!(e.chain().ends_with(&driver), "{} does not end with {driver}", e.chain());
+            let api = ApiError::from(e);
+            assert_eq!(api.status().as_u16(), status);
+            let (ApiError::Unavailable(logged) | ApiError::Internal(logged)) = api else { panic!("{api:?}") };
+            assert!(logged.contains(&driver), "{logged}");
+        }
+    }
 }

@@ -251,7 +251,7 @@ impl HealthCache {
         }
         let health = match tokio::time::timeout(self.bound, health(stored, master, policy, self.bound, now_ms)).await {
             Ok(h) => h,
-            Err(_) => ClusterHealth::unreachable(
+            Err(_) => unreachable(
                 now_ms,
                 format!(
                     "cannot use the cluster at {}: no answer within {} ms",
@@ -277,21 +277,20 @@ impl HealthCache {
     }
 }
 
-impl ClusterHealth {
-    fn unreachable(now_ms: i64, error: String) -> ClusterHealth {
-        let error: String = error.chars().filter(|c| !c.is_control()).take(512).collect();
-        ClusterHealth {
-            reachable: false,
-            checked_at: now_ms,
-            cluster_id: None,
-            controller_id: None,
-            broker_ids: Vec::new(),
-            fenced_broker_ids: Vec::new(),
-            metadata_version: None,
-            features: Default::default(),
-            supported_metadata_version: None,
-            error: Some(error),
-        }
+/// The health of a cluster that did not answer (the error cut to 512 printable characters).
+fn unreachable(now_ms: i64, error: String) -> ClusterHealth {
+    let error: String = error.chars().filter(|c| !c.is_control()).take(512).collect();
+    ClusterHealth {
+        reachable: false,
+        checked_at: now_ms,
+        cluster_id: None,
+        controller_id: None,
+        broker_ids: Vec::new(),
+        fenced_broker_ids: Vec::new(),
+        metadata_version: None,
+        features: Default::default(),
+        supported_metadata_version: None,
+        error: Some(error),
     }
 }
 
@@ -305,11 +304,11 @@ async fn health(
     let started = std::time::Instant::now();
     let kafka = match connect(stored, master, policy, timeout).await {
         Ok(k) => k,
-        Err(e) => return ClusterHealth::unreachable(now_ms, e.to_string()),
+        Err(e) => return unreachable(now_ms, e.to_string()),
     };
     let view = match describe(&kafka, timeout).await {
         Ok(v) => v,
-        Err(e) => return ClusterHealth::unreachable(now_ms, e.to_string()),
+        Err(e) => return unreachable(now_ms, e.to_string()),
     };
     let options = krafka::admin::DescribeFeaturesOptions::default().timeout(timeout);
     let features: std::collections::BTreeMap<String, i16> = match kafka.admin().describe_features(options).await {

@@ -5,10 +5,9 @@
     reason = "a test that meets the unexpected should stop there: a panic is its failure"
 )]
 
-// First, so that its macros (`per_engine!`, `on_postgres!`, `on_sqlite!`) are in scope in every module below.
+// `macro_use`: its macros (`per_engine!`, `on_postgres!`, `on_sqlite!`) are in scope in every module.
 #[macro_use]
-#[path = "../common/mod.rs"]
-mod kit;
+extern crate kafka_tasks_testkit as kit;
 
 mod attacks;
 mod attacks_cluster;

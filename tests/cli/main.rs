@@ -7,8 +7,7 @@
     reason = "a test that meets the unexpected should stop there: a panic is its failure"
 )]
 
-#[path = "../common/mod.rs"]
-mod kit;
+extern crate kafka_tasks_testkit as kit;
 mod tls;
 
 use kit::serve;
@@ -17,7 +16,7 @@ use std::process::Command;
 
 use kafka_tasks::auth::IssuedCredential;
 use serde_json::Value;
-use serve::{Api, BIN, PROJECT, ServerProcess};
+use serve::{Api, PROJECT, ServerProcess, bin};
 
 const MASTER_KEY: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
 /// Instances asking for more storage than this fail their createInstance task.
@@ -85,7 +84,7 @@ impl Fixture {
 
     /// The CLI with nothing from the caller's environment but what a user of the SDKs sets.
     fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.args(args);
         self.with_env(c)
     }
@@ -256,7 +255,7 @@ async fn retention_commands_and_the_bulk_delete_print_what_the_api_answers() {
 /// The CLI on a terminal (a pty made by util-linux `script`), `answer` typed on it; the
 /// screen's text comes back as stdout.
 fn on_terminal(f: &Fixture, args: &[&str], answer: &str) -> Out {
-    let line: Vec<String> = std::iter::once(BIN).chain(args.iter().copied()).map(|a| format!("'{a}'")).collect();
+    let line: Vec<String> = std::iter::once(bin()).chain(args.iter().copied()).map(|a| format!("'{a}'")).collect();
     let mut c = Command::new("script");
     c.args(["-qec", &line.join(" "), "/dev/null"]);
     let mut c = f.with_env(c);
@@ -438,7 +437,7 @@ async fn every_operation_starts_its_task_and_wait_follows_it_line_by_line() {
 
     let upgrade_path = format!("/v2/{PROJECT}/kafka/instances/{inst}/upgrade");
     assert_eq!(f.json(&["upgrade", "-i", &inst, "--check"]), f.get(&upgrade_path).await);
-    let added = Command::new(BIN)
+    let added = Command::new(bin())
         .args(["kernels", "add", "--engine-version", "2.7", "--build", "2.7.1-h0.cbu.dms.999.r0", "--database", &f.db])
         .output()
         .expect("kernels add runs");
@@ -578,7 +577,7 @@ async fn credentials_come_from_a_private_profile_file_or_a_token_never_a_readabl
     assert_eq!(used.code, 0, "{used:?}");
     assert_eq!(used.json()["instance_num"], 0);
 
-    let token = Command::new(BIN)
+    let token = Command::new(bin())
         .args(["token", "create", "--access-key", &f.cred.access_key, "--database", &f.db])
         .env("KAFKA_TASKS_MASTER_KEY", MASTER_KEY)
         .output()
@@ -596,7 +595,7 @@ async fn credentials_come_from_a_private_profile_file_or_a_token_never_a_readabl
 
 /// The CLI with only the endpoint and a config folder: no credentials in the environment.
 fn bare(f: &Fixture, args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(bin());
     c.args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -740,7 +739,7 @@ fn a_port_in_use_is_named_and_leaves_no_data_behind() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     let addr = taken.local_addr().expect("addr").to_string();
     let dir = tempfile::tempdir().expect("dir");
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(bin());
     c.args(["serve", "--listen", &addr]).current_dir(dir.path()).env_remove("KAFKA_TASKS_DATABASE");
     let out = run(c);
     assert_ne!(out.code, 0, "{out:?}");
@@ -789,7 +788,7 @@ async fn a_rate_limited_client_waits_out_429_and_still_follows_its_task() {
 /// The shell's completion script as the binary prints it, in a file.
 fn completion_script(dir: &std::path::Path, shell: &str) -> std::path::PathBuf {
     let out = run({
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.args(["completions", shell]);
         c
     });
@@ -801,7 +800,7 @@ fn completion_script(dir: &std::path::Path, shell: &str) -> std::path::PathBuf {
 
 /// `PATH` with the built binary first, as `kafka-tasks`.
 fn path_with_bin() -> String {
-    let bin_dir = std::path::Path::new(BIN).parent().expect("the binary's folder");
+    let bin_dir = std::path::Path::new(bin()).parent().expect("the binary's folder");
     format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default())
 }
 
@@ -903,7 +902,7 @@ fn zsh_completes_past_the_first_word_on_a_terminal() {
 #[test]
 fn a_closed_pipe_ends_the_client_quietly_not_with_a_panic() {
     use std::io::Read;
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .args(["completions", "zsh"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -957,7 +956,7 @@ fn help_is_there_for_every_client_command() {
     ];
     for args in commands {
         let out = run({
-            let mut c = Command::new(BIN);
+            let mut c = Command::new(bin());
             c.args(*args).arg("--help");
             c
         });
@@ -1110,7 +1109,7 @@ fn a_hostile_server_cannot_drive_the_terminal_through_any_output() {
     let task = "8abfa7b372160bfd0172165864064079";
     let cli = |args: &[&str]| {
         run({
-            let mut c = Command::new(BIN);
+            let mut c = Command::new(bin());
             c.args(args)
                 .env_clear()
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -1427,7 +1426,7 @@ fn breaking_stream_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Stri
 fn tasks_events_resumes_a_broken_stream_and_keeps_hostile_events_inert() {
     for json in [false, true] {
         let (base, asked) = breaking_stream_server();
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.args(["tasks", "events", "-i", "11111111-2222-3333-4444-555555555555", "--count", "3"])
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

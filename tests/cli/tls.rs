@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::serve::{self, BIN, PROJECT, ServerProcess};
+use super::serve::{self, PROJECT, ServerProcess, bin};
 use super::{MASTER_KEY, run};
 
 /// A CA the test makes, which signs server certificates for 127.0.0.1 and localhost.
@@ -86,7 +86,7 @@ impl TlsServer {
 
     /// The CLI as a user runs it, against the https endpoint.
     fn cli(&self, args: &[&str]) -> super::Out {
-        let mut c = std::process::Command::new(BIN);
+        let mut c = std::process::Command::new(bin());
         c.args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -140,7 +140,7 @@ async fn the_cli_speaks_https_with_a_ca_file_and_refuses_an_untrusted_certificat
     assert!(listed.json()["instances"].is_array(), "{listed:?}");
 
     // The CA file from the environment, as a script would set it.
-    let mut c = std::process::Command::new(BIN);
+    let mut c = std::process::Command::new(bin());
     c.args(["instances", "list"])
         .env_clear()
         .env("HOME", s.dir.path())

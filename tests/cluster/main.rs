@@ -28,8 +28,7 @@ use tokio::sync::{oneshot, watch};
 
 const NEWER_KERNEL: &str = "2.7.1-h0.cbu.dms.102.r0";
 
-#[path = "../common/mod.rs"]
-mod kit;
+extern crate kafka_tasks_testkit as kit;
 use kit::{event_log, invariants, pg, rng, serve};
 
 use event_log::{Logged, TaskRow, Truth};

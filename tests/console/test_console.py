@@ -243,7 +243,7 @@ def test_a_wrong_secret_is_refused_and_nothing_is_shown(server, browser):
     page.get_by_label("Secret access key (SK)").fill("not-the-secret")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("APIGW.0301")
-    # Under it, what the CLI would say: the same hint table (src/client/hints.rs), served.
+    # Under it, what the CLI would say: the same hint table (crates/client/src/hints.rs), served.
     expect(page.locator("#error .error-hint")).to_have_text(re.compile(
         "^What to do: the server does not know the access key " + re.escape(server.admin["access_key"])
         + ", or the secret key is not its own"))

@@ -28,8 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-#[path = "../common/mod.rs"]
-mod kit;
+extern crate kafka_tasks_testkit as kit;
 mod paging;
 #[cfg(test)]
 mod planted;

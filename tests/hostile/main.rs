@@ -33,8 +33,7 @@ use kafka_tasks::auth::IssuedCredential;
 use kafka_tasks::auth::signature::{self, Algorithm, sdk_date};
 use serde_json::{Value, json};
 
-#[path = "../common/mod.rs"]
-mod kit;
+extern crate kafka_tasks_testkit as kit;
 
 use kit::{rng, serve};
 
@@ -81,7 +80,7 @@ impl Stage {
             .iter()
             .map(|(user, role)| (user.to_string(), serve::cli_credential(&db, MASTER_KEY, user, role)))
             .collect();
-        let token = std::process::Command::new(serve::BIN)
+        let token = std::process::Command::new(serve::bin())
             .args(["token", "create", "--access-key", &admin.access_key, "--database", &db])
             .env("KAFKA_TASKS_MASTER_KEY", MASTER_KEY)
             .output()

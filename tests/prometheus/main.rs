@@ -14,8 +14,7 @@
 
 mod dashboard;
 mod harness;
-#[path = "../common/mod.rs"]
-mod kit;
+extern crate kafka_tasks_testkit as kit;
 
 use kit::{pg, serve};
 

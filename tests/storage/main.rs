@@ -21,8 +21,7 @@ const CTX: StepContext =
     StepContext { storage_pool_gb: 10_000, executed: kafka_tasks::domain::operation::OpSet::EMPTY, stepwise: false };
 const T0: i64 = 1_700_000_000_000;
 
-#[path = "../common/mod.rs"]
-mod kit;
+extern crate kafka_tasks_testkit as kit;
 
 use kit::pg;
 
@@ -55,7 +54,7 @@ async fn fresh(engine: kit::engine::Engine) -> Engine {
 /// engine failed.
 macro_rules! contract {
     ($(#[$m:meta])* async fn $name:ident($e:ident: Engine) $body:block) => {
-        $crate::per_engine! {
+        $crate::kit::per_engine! {
             $(#[$m])*
             #[tokio::test]
             async fn $name() {

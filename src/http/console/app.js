@@ -90,7 +90,7 @@ class ApiError extends Error {}
 
 // ---------- hints ----------
 
-/** The CLI's hint table (src/client/hints.rs), served by the binary as /console/hints.json: one
+/** The CLI's hint table (crates/client/src/hints.rs), served by the binary as /console/hints.json: one
  * table, so that the page says under an error what the CLI says. Loaded once; without it, errors
  * show without a hint. */
 let hints = null;

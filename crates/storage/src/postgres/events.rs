@@ -1,0 +1,243 @@
+//! The task event log: appends (inside the writing transaction), pages in `(xid, id)` order up
+//! to the snapshot horizon, start points, pruning, and the LISTEN/NOTIFY connection that wakes
+//! streams in every process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::*;
+use crate::events::*;
+use kafka_tasks_domain::events::{NewEvent, prunable};
+
+/// The channel every process LISTENs on.
+const CHANNEL: &str = "kafka_tasks_events";
+/// One pruner at a time across processes.
+const PRUNE_LOCK: i64 = 0x6b61_666b_6174_0003;
+
+/// The transaction id and the oldest one still running, as BIGINT (tokio-postgres has no xid8).
+const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::TEXT::BIGINT";
+
+/// Appends `events`, in order, in transaction `tx`: one statement whatever their number (ids are
+/// assigned in the order of the rows). The caller tells the streams
+/// ([`Postgres::events_committed`]) once `tx` is committed.
+pub(crate) async fn append_events(tx: &Transaction<'_>, events: &[NewEvent]) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
+             SELECT at, p, i, t, k, d \
+             FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[]) \
+             WITH ORDINALITY AS u(at, p, i, t, k, d, n) ORDER BY n",
+        )
+        .await?;
+    let at: Vec<i64> = events.iter().map(|e| e.at).collect();
+    let p: Vec<&str> = events.iter().map(|e| e.project_id.as_str()).collect();
+    let i: Vec<&str> = events.iter().map(|e| e.instance_id.as_str()).collect();
+    let t: Vec<&str> = events.iter().map(|e| e.task_id.as_str()).collect();
+    let k: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let d: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    tx.execute(&st, &[&at, &p, &i, &t, &k, &d]).await?;
+    Ok(())
+}
+
+/// A page of one project's events, with the horizon read in the same snapshot.
+static READ_PROJECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT id, xid, kind, data, {HORIZON} FROM task_events \
+         WHERE project_id = $1 AND (xid, id) > ($2, $3) ORDER BY xid, id LIMIT $4"
+    )
+});
+static READ_INSTANCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT id, xid, kind, data, {HORIZON} FROM task_events \
+         WHERE instance_id = $5 AND project_id = $1 AND (xid, id) > ($2, $3) ORDER BY xid, id LIMIT $4"
+    )
+});
+
+impl Postgres {
+    /// Wakes this process's streams at once and asks the listener connection to NOTIFY the
+    /// others; called after a commit that appended events. The NOTIFY is sent outside the
+    /// writing transaction (a NOTIFY inside it would take PostgreSQL's global notify lock until
+    /// the commit ends, serialising every commit that notifies), and a burst of commits sends one.
+    pub(super) fn events_committed(&self) {
+        self.events.signal.notify();
+        self.events.outbox.notify_one();
+    }
+}
+
+/// The wake-up machinery of one store: the in-process signal, and the request to NOTIFY.
+pub(super) struct Wakeups {
+    pub(super) signal: Arc<EventSignal>,
+    pub(super) outbox: Arc<Notify>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Wakeups {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl Wakeups {
+    /// Starts the listener connection of this store (see [`listen`]).
+    pub(super) fn start(config: tokio_postgres::Config) -> Self {
+        let signal = Arc::new(EventSignal::default());
+        let outbox = Arc::new(Notify::new());
+        let listener = tokio::spawn(listen(config, signal.clone(), outbox.clone()));
+        Wakeups { signal, outbox, listener }
+    }
+}
+
+/// One connection outside the pool that LISTENs for other processes' commits (waking this
+/// process's streams) and sends this process's NOTIFYs. When it is lost, it reconnects after a
+/// second and wakes every stream once (events committed meanwhile are then read); streams also
+/// poll the log on their own, so a lost connection delays events but never loses them.
+async fn listen(config: tokio_postgres::Config, signal: Arc<EventSignal>, outbox: Arc<Notify>) {
+    loop {
+        let why = match config.connect(NoTls).await {
+            Ok((client, mut conn)) => {
+                let driver = async {
+                    loop {
+                        match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                            Some(Ok(AsyncMessage::Notification(_))) => signal.notify(),
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => return e.to_string(),
+                            None => return "connection closed".to_owned(),
+                        }
+                    }
+                };
+                let sender = async {
+                    if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                        return e.to_string();
+                    }
+                    signal.notify();
+                    loop {
+                        outbox.notified().await;
+                        if let Err(e) = client.batch_execute(&format!("NOTIFY {CHANNEL}")).await {
+                            return e.to_string();
+                        }
+                    }
+                };
+                tokio::select! {
+                    why = driver => why,
+                    why = sender => why,
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        kafka_tasks_platform::limited!(warn, "event listener", error = %why, "the event listener connection is down; reconnecting");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn pruned(client: &deadpool_postgres::Client) -> StoreResult<(EventCursor, i64)> {
+    let st = client.prepare_cached("SELECT xid, id, max_id FROM task_events_pruned WHERE one = 1").await?;
+    Ok(match client.query_opt(&st, &[]).await? {
+        Some(r) => (EventCursor { xid: r.try_get(0)?, id: r.try_get(1)? }, r.try_get(2)?),
+        None => Default::default(),
+    })
+}
+
+#[async_trait]
+impl EventStore for Postgres {
+    async fn event_start(&self, after: Option<i64>) -> StoreResult<EventStart> {
+        let client = self.pool.get().await?;
+        let Some(after) = after else {
+            // Every transaction older than the horizon has ended; the stream takes what the
+            // others (running, or not yet begun) append.
+            // Events of those newer ones already committed are left out (one snapshot for both).
+            let row = client
+                .query_one(
+                    &format!(
+                        "WITH h AS (SELECT {HORIZON} AS h) SELECT h, ARRAY(SELECT id FROM task_events, h \
+                         WHERE xid >= h.h ORDER BY xid, id LIMIT {}) FROM h",
+                        kafka_tasks_domain::events::TAIL_SKIP_MAX
+                    ),
+                    &[],
+                )
+                .await?;
+            let (h, seen): (i64, Vec<i64>) = (row.try_get(0)?, row.try_get(1)?);
+            return Ok(EventStart::Tail(EventCursor { xid: h - 1, id: i64::MAX }, seen));
+        };
+        let st = client.prepare_cached("SELECT xid FROM task_events WHERE id = $1").await?;
+        if let Some(r) = client.query_opt(&st, &[&after]).await? {
+            return Ok(EventStart::From(EventCursor { xid: r.try_get(0)?, id: after }));
+        }
+        let (oldest, max_pruned) = pruned(&client).await?;
+        Ok(kafka_tasks_domain::events::resume(after, oldest, max_pruned))
+    }
+
+    async fn read_events(&self, scope: &EventScope, after: EventCursor, limit: usize) -> StoreResult<EventPage> {
+        let client = self.pool.get().await?;
+        let limit = limit as i64;
+        let rows = match scope {
+            EventScope::Project(p) => {
+                let st = client.prepare_cached(&READ_PROJECT).await?;
+                client.query(&st, &[&p.as_str(), &after.xid, &after.id, &limit]).await?
+            }
+            EventScope::Instance(p, i) => {
+                let st = client.prepare_cached(&READ_INSTANCE).await?;
+                client.query(&st, &[&p.as_str(), &after.xid, &after.id, &limit, &i.as_str()]).await?
+            }
+        };
+        drop(client);
+        let mut page = EventPage { events: Vec::with_capacity(rows.len()), next: after, pending: false };
+        for r in rows {
+            let (xid, horizon): (i64, i64) = (r.try_get(1)?, r.try_get(4)?);
+            if xid >= horizon {
+                // Committed, but an older transaction may still commit events before it.
+                page.pending = true;
+                break;
+            }
+            let id: i64 = r.try_get(0)?;
+            page.events.push(LoggedEvent { id, kind: r.try_get(2)?, data: r.try_get(3)? });
+            page.next = EventCursor { xid, id };
+        }
+        Ok(page)
+    }
+
+    fn event_signal(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.signal.subscribe()
+    }
+
+    async fn prune_events(&self, now: i64, policy: EventRetention, batch: usize) -> StoreResult<u64> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let locked: bool = tx.query_one("SELECT pg_try_advisory_xact_lock($1)", &[&PRUNE_LOCK]).await?.try_get(0)?;
+        if !locked {
+            return Ok(0);
+        }
+        let last: Option<i64> = tx.query_one("SELECT max(id) FROM task_events", &[]).await?.try_get(0)?;
+        let Some(last) = last else { return Ok(0) };
+        let st = tx
+            .prepare_cached(&format!("SELECT xid, id, at, {HORIZON} FROM task_events ORDER BY xid, id LIMIT $1"))
+            .await?;
+        let mut rows: Vec<(i64, i64, i64)> = Vec::new();
+        for r in tx.query(&st, &[&(batch as i64)]).await? {
+            let (xid, horizon): (i64, i64) = (r.try_get(0)?, r.try_get(3)?);
+            if xid >= horizon {
+                break;
+            }
+            rows.push((xid, r.try_get(1)?, r.try_get(2)?));
+        }
+        let oldest: Vec<(i64, i64)> = rows.iter().map(|&(_, id, at)| (id, at)).collect();
+        let n = prunable(&oldest, now.saturating_sub(policy.max_age_ms), last.saturating_sub(policy.max_events));
+        let Some(&(xid, id, _)) = rows.get(n.wrapping_sub(1)) else { return Ok(0) };
+        let max_id = rows[..n].iter().map(|r| r.1).max().unwrap_or(id);
+        tx.execute("DELETE FROM task_events WHERE (xid, id) <= ($1, $2)", &[&xid, &id]).await?;
+        tx.execute(
+            "UPDATE task_events_pruned SET xid = $1, id = $2, max_id = greatest(max_id, $3) WHERE one = 1",
+            &[&xid, &id, &max_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(n as u64)
+    }
+}

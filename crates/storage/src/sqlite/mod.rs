@@ -1,0 +1,408 @@
+//! The embedded SQLite engine (the default).
+//!
+//! One writer thread owns the only write connection and commits in groups: every write that
+//! queues while a commit is running joins the next transaction, each in its own savepoint, and
+//! each caller is answered only after the group's commit is on disk (`synchronous=FULL` in WAL
+//! mode). Reads run on a small pool of connections in blocking threads.
+//!
+//! One file per capability (`tasks`, `instances`, `engine`, `credentials`, `audit`, `kernels`,
+//! `bulk`); this file holds the connection, the writer thread with its group commit, the
+//! checkpointer, migrations, the health probe and the instruction guard's [`WalPin`]. The
+//! business rules are in `kafka_tasks_domain`: each capability reads rows, calls the rule and writes
+//! the rows it decides.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::telemetry;
+
+mod audit;
+mod bulk;
+mod clusters;
+mod control;
+mod credentials;
+mod engine;
+pub(crate) mod events;
+mod instances;
+mod kernels;
+mod retention;
+mod runs;
+mod tasks;
+
+use audit::*;
+use instances::*;
+use tasks::*;
+
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../../../migrations/sqlite/0002_auth.sql"),
+    include_str!("../../../../migrations/sqlite/0003_task_buckets.sql"),
+    include_str!("../../../../migrations/sqlite/0004_task_totals.sql"),
+    include_str!("../../../../migrations/sqlite/0005_master_key_check.sql"),
+    include_str!("../../../../migrations/sqlite/0006_kernel_builds.sql"),
+    include_str!("../../../../migrations/sqlite/0007_retention.sql"),
+    include_str!("../../../../migrations/sqlite/0008_task_events.sql"),
+    include_str!("../../../../migrations/sqlite/0009_executors.sql"),
+    include_str!("../../../../migrations/sqlite/0010_counter_shards.sql"),
+    include_str!("../../../../migrations/sqlite/0011_cluster_bindings.sql"),
+    include_str!("../../../../migrations/sqlite/0014_executor_state.sql"),
+    include_str!("../../../../migrations/sqlite/0012_test_control.sql"),
+    include_str!("../../../../migrations/sqlite/0015_test_snapshots.sql"),
+];
+/// Written into the database header by the readiness probe ("kt" twice).
+const APPLICATION_ID: i32 = 0x6b74_6b74;
+/// The most writes one group commit takes.
+const MAX_GROUP: usize = 512;
+
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(Result<&Connection, StoreError>) -> Reply + Send>;
+/// A write that runs alone, outside any transaction, between two group commits (the reset's
+/// swap of the whole database, [`control`]).
+type AloneJob = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
+
+/// What the writer thread runs.
+enum Work {
+    /// Grouped with others into one transaction.
+    Grouped(Job),
+    Alone(AloneJob),
+}
+
+pub struct Sqlite {
+    path: PathBuf,
+    writer: mpsc::Sender<Work>,
+    readers: Mutex<Vec<Connection>>,
+    /// Wakes this process's event streams after a commit that appended events.
+    signal: crate::events::EventSignal,
+    /// The checkpointer runs while this lives.
+    _alive: Arc<()>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode::*;
+        let err = match &e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(
+                    f.code,
+                    DiskFull | SystemIoFailure | DatabaseBusy | DatabaseLocked | CannotOpen | ReadOnly | OutOfMemory
+                ) =>
+            {
+                StoreError::unavailable(format!("SQLite {:?}", f.code))
+            }
+            rusqlite::Error::SqliteFailure(f, _) => StoreError::backend(format!("SQLite {:?}", f.code)),
+            _ => StoreError::backend("SQLite"),
+        };
+        StoreError::counted(err.caused_by(e))
+    }
+}
+
+/// Stored data that does not read back, said in words (no error under it).
+fn corrupt(why: impl std::fmt::Display) -> StoreError {
+    StoreError::counted(StoreError::corrupt(why.to_string()))
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    // Plans that do not depend on bound values: otherwise SQLite re-prepares statements with an
+    // ORDER BY, a LIMIT or a join on every new binding, which cost more than the queries.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    Ok(conn)
+}
+
+/// Creates the database file readable by its owner only (SQLite gives its `-wal` and `-shm`
+/// files the database file's mode), and makes existing files of an older database private.
+/// The database holds the audit log and the sealed secrets.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(path)?;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::set_permissions(&name, std::fs::Permissions::from_mode(0o600)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    // Another owner's file: it still opens, as before; say so.
+                    tracing::warn!(file = %std::path::Path::new(&name).display(), error = %e, "cannot make the database file private");
+                }
+                _ => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if applied as usize > MIGRATIONS.len() {
+        return Err(StoreError::corrupt(format!(
+            "the database is at schema version {applied}, newer than this build knows ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (n, sql) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (n + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Work>) {
+    let mut next: Option<Work> = None;
+    while let Some(work) = next.take().or_else(|| rx.blocking_recv()) {
+        let first = match work {
+            Work::Grouped(job) => job,
+            Work::Alone(job) => {
+                job(&mut conn)(Ok(()));
+                continue;
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(Work::Grouped(job)) => batch.push(job),
+                // Runs after this group's commit.
+                Ok(alone) => {
+                    next = Some(alone);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        // Cached like the jobs' savepoint statements: `execute_batch` parsed BEGIN, COMMIT
+        // (and ROLLBACK) anew for every group, ~3.4k instructions a group.
+        if let Err(e) = run_cached(&conn, "BEGIN IMMEDIATE") {
+            let err = StoreError::from(e);
+            for job in batch {
+                job(Err(err.clone()))(Ok(()));
+            }
+            continue;
+        }
+        let replies: Vec<Reply> = batch.into_iter().map(|job| job(Ok(&conn))).collect();
+        let commit_started = std::time::Instant::now();
+        let committed = run_cached(&conn, "COMMIT").map_err(StoreError::from);
+        if committed.is_err() {
+            let _ = run_cached(&conn, "ROLLBACK");
+        }
+        metrics::histogram!(telemetry::SQLITE_COMMIT_DURATION).record(commit_started.elapsed().as_secs_f64());
+        metrics::histogram!(telemetry::SQLITE_GROUP_SIZE).record(replies.len() as f64);
+        for reply in replies {
+            reply(committed.clone());
+        }
+    }
+}
+
+/// Runs a statement without parameters or rows through the connection's statement cache.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// Copies committed WAL frames into the database file every quarter second (PASSIVE: it never
+/// blocks the writer or readers), until the store is dropped.
+fn checkpoint_loop(conn: Connection, alive: std::sync::Weak<()>) {
+    while alive.upgrade().is_some() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            kafka_tasks_platform::limited!(warn, &format!("checkpoint {e}"), error = %e, "WAL checkpoint failed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// Puts the WAL of a database that another process serves into the same state before each
+/// phase the instruction-count guard (`kafka-tasks bench --instructions`) measures. That
+/// process checkpoints on wall-clock time, so where its writes land in the WAL, whether it
+/// restarts the WAL and how much a checkpoint copies would otherwise differ from run to run,
+/// and so would the instructions its writes cost (by 1-4 %). Two connections of its own and no
+/// threads; its one write per phase makes the server's connections drop their page caches once,
+/// the same way in every run.
+pub struct WalPin {
+    writer: Connection,
+    reader: Connection,
+}
+
+impl WalPin {
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let writer = Connection::open(path)?;
+        writer.busy_timeout(std::time::Duration::from_secs(30))?;
+        let reader = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        reader.busy_timeout(std::time::Duration::from_secs(30))?;
+        Ok(WalPin { writer, reader })
+    }
+
+    /// `PRAGMA wal_checkpoint(mode)`: (frames in the WAL, frames copied into the database).
+    /// Retried while another connection's checkpoint runs (SQLite answers that at once,
+    /// without the busy handler); the busy timeout covers waiting for readers and the writer.
+    fn checkpoint(&self, mode: &str) -> StoreResult<(i64, i64)> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let (busy, log, copied): (i64, i64, i64) =
+                self.writer.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+            if busy == 0 {
+                return Ok((log, copied));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(StoreError::unavailable(format!("the WAL checkpoint ({mode}) stayed blocked for 60 s")));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Copies the whole WAL into the database and empties it (waiting for the server's
+    /// transactions to end): the server's reads then use the database file alone, and its next
+    /// write starts the WAL again at its first frame.
+    pub fn empty(&self) -> StoreResult<()> {
+        match self.checkpoint("TRUNCATE")? {
+            (0, 0) => Ok(()),
+            other => Err(StoreError::unavailable(format!("the WAL is not empty after a checkpoint: {other:?}"))),
+        }
+    }
+
+    /// Empties the WAL, writes one frame of its own (page 1 with the same application id, as
+    /// the readiness probe does), holds a read transaction on it and copies it into the
+    /// database. Until [`release`](Self::release), the server's writes append after that
+    /// frame, its checkpoints find nothing they may copy, and its WAL is not restarted.
+    pub fn hold(&self) -> StoreResult<()> {
+        self.empty()?;
+        let id: i64 = self.writer.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        self.writer.pragma_update(None, "application_id", id)?;
+        self.reader.execute_batch("BEGIN")?;
+        // The read transaction takes its snapshot, and its mark in the WAL, at its first read.
+        self.reader.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))?;
+        match self.checkpoint("PASSIVE")? {
+            (1, 1) => Ok(()),
+            other => Err(StoreError::unavailable(format!("the WAL did not hold one frame: {other:?}"))),
+        }
+    }
+
+    /// Ends the read transaction of [`hold`](Self::hold): checkpoints go on.
+    pub fn release(&self) -> StoreResult<()> {
+        Ok(self.reader.execute_batch("ROLLBACK")?)
+    }
+}
+
+impl Sqlite {
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            kafka_tasks_platform::private_files::create_private_dir(dir)?;
+        }
+        make_private(path)?;
+        let mut conn = connect(path)?;
+        migrate(&mut conn)?;
+        // Checkpoints run on their own thread, so that a commit never waits for one.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let (tx, rx) = mpsc::channel::<Work>(4096);
+        std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || writer_loop(conn, rx))?;
+        let alive = Arc::new(());
+        let checkpointer = connect(path)?;
+        let token = Arc::downgrade(&alive);
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, token))?;
+        Ok(Sqlite {
+            path: path.to_owned(),
+            writer: tx,
+            readers: Mutex::new(Vec::new()),
+            signal: Default::default(),
+            _alive: alive,
+        })
+    }
+
+    /// Runs `f` in its own savepoint inside the next group commit and returns once it is durable.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<StoreResult<T>>();
+        let job: Job = Box::new(move |conn: Result<&Connection, StoreError>| {
+            let result = conn.and_then(|conn| {
+                conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+                let result = f(conn);
+                if result.is_err() {
+                    conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+                }
+                conn.prepare_cached("RELEASE job")?.execute([])?;
+                result
+            });
+            Box::new(move |committed: StoreResult<()>| {
+                let _ = tx.send(committed.and(result));
+            })
+        });
+        self.writer.send(Work::Grouped(job)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on the writer connection alone, outside any transaction: `f` makes its own.
+    async fn write_alone<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<StoreResult<T>>();
+        let job: AloneJob = Box::new(move |conn: &mut Connection| {
+            let result = f(conn);
+            Box::new(move |_: StoreResult<()>| {
+                let _ = tx.send(result);
+            })
+        });
+        self.writer.send(Work::Alone(job)).await.map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Wakes the event streams: called once a write that appended events has committed (one
+    /// writer commits at a time, so what a stream then reads is complete up to the newest id).
+    fn events_committed(&self) {
+        self.signal.notify();
+    }
+
+    /// Runs a read on a pooled connection, on the calling thread. Reads are short indexed lookups;
+    /// handing each to a blocking thread cost more in wake-ups than the query itself, and running
+    /// them inline bounds the open connections by the runtime's worker threads.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Connection) -> StoreResult<T>,
+    {
+        let pooled = self.readers.lock().map_err(|_| StoreError::Closed)?.pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => connect(&self.path)?,
+        };
+        let result = f(&conn);
+        if let Ok(mut pool) = self.readers.lock() {
+            pool.push(conn);
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Health for Sqlite {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?)).await
+    }
+
+    /// Rewrites the header's `application_id` (a field this application owns, the same value
+    /// each time): it dirties page 1, so the group commit must append to the WAL and sync.
+    async fn write_probe(&self) -> StoreResult<()> {
+        self.write(|conn| Ok(conn.pragma_update(None, "application_id", APPLICATION_ID)?)).await
+    }
+}
