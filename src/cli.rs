@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::auth;
 use crate::config::{DatabaseArgs, KeyArgs, ServeArgs};
+use crate::domain::Timestamp;
 use crate::domain::{CompactTime, ProjectId, Role, now_ms};
 use crate::storage::Storage;
 
@@ -142,7 +143,7 @@ async fn credentials(cmd: CredentialsCommand) -> anyhow::Result<()> {
                 anyhow::bail!("--user-name must have 1 to 64 characters");
             }
             let storage = Storage::open(&db.database).await?;
-            let master = keys.open(&storage, now_ms()).await?;
+            let master = keys.open(&storage, Timestamp::now()).await?;
             let created = auth::create_credential(
                 storage.credentials.as_ref(),
                 &master,
@@ -167,7 +168,7 @@ async fn credentials(cmd: CredentialsCommand) -> anyhow::Result<()> {
             .await;
             if let Err(e) = audited {
                 // An unaudited key must not stay usable; its secret was never shown.
-                storage.credentials.revoke_credential(&created.access_key, now_ms()).await?;
+                storage.credentials.revoke_credential(&created.access_key, Timestamp::now()).await?;
                 return Err(e.context(format!("the key {} was revoked at once", created.access_key)));
             }
             println!("{}", serde_json::to_string(&created)?);
@@ -187,7 +188,7 @@ async fn credentials(cmd: CredentialsCommand) -> anyhow::Result<()> {
             let storage = Storage::open(&db.database).await?;
             let project = storage.credentials.get_credential(&access_key).await?.map(|c| c.project_id);
             let project = project.as_ref().map_or("", |p| p.as_str());
-            let revoked = storage.credentials.revoke_credential(&access_key, now_ms()).await?;
+            let revoked = storage.credentials.revoke_credential(&access_key, Timestamp::now()).await?;
             let status = if revoked { 204 } else { 404 };
             operator_audit(&storage, "kafka:credentials:revoke", &access_key, project, status, None).await?;
             if !revoked {
@@ -234,7 +235,7 @@ pub async fn add_kernel_build(storage: &Storage, engine_version: &str, build: &s
         anyhow::anyhow!("unknown --engine-version {engine_version:?} (expected one of {})", known.join(", "))
     })?;
     catalog.check_new(build).map_err(|e| anyhow::anyhow!("--build: {e}"))?;
-    let added = storage.kernels.add_kernel_build(engine_version, build, now_ms()).await?;
+    let added = storage.kernels.add_kernel_build(engine_version, build, Timestamp::now()).await?;
     let status = if added { 201 } else { 409 };
     let detail = serde_json::json!({ "engine_version": engine_version });
     operator_audit(storage, "kafka:kernels:add", build, "", status, Some(detail)).await?;
@@ -299,7 +300,7 @@ async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
     };
     require_existing(&db, &keys)?;
     let storage = Storage::open(&db.database).await?;
-    let master = keys.open(&storage, now_ms()).await?;
+    let master = keys.open(&storage, Timestamp::now()).await?;
     let (token, _) = auth::issue_token(storage.credentials.as_ref(), &master, &access_key, now_ms())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

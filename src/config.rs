@@ -182,7 +182,7 @@ impl KeyArgs {
     pub async fn open(
         &self,
         storage: &crate::storage::Storage,
-        now: i64,
+        now: crate::domain::Timestamp,
     ) -> anyhow::Result<crate::auth::keys::MasterKey> {
         use crate::auth::keys::MasterKey;
         const HOW: &str = "pass the key it was made with: --master-key (KAFKA_TASKS_MASTER_KEY) or \

@@ -97,7 +97,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
         _ => anyhow::anyhow!("cannot listen on {} (--listen): {e}", args.listen),
     })?;
     let storage = Storage::open_with_pool(&args.db.database, args.pool_size as usize).await?;
-    let master = args.keys.open(&storage, clock.now_ms()).await?;
+    let master = args.keys.open(&storage, clock.now()).await?;
     let default_project: ProjectId = args
         .default_project_id
         .parse()

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
+use crate::domain::Timestamp;
 use crate::domain::clock::ClockSetting;
 use crate::domain::{Clock, TaskRecord};
 use crate::storage::{AuditEvent, ControlStore, SnapshotSaved, StepOutcome, Storage, StoreError, StoreResult};
@@ -157,7 +158,7 @@ impl TestControl {
         next.revision += 1;
         let text = serde_json::to_string(&next)
             .map_err(|e| ControlError::Store(StoreError::backend("test control state does not encode").caused_by(e)))?;
-        self.store().put_control_value(FAULTS_KEY, &text, self.clock.now_ms()).await?;
+        self.store().put_control_value(FAULTS_KEY, &text, self.clock.now()).await?;
         *self.faults() = next;
         Ok(out)
     }
@@ -249,7 +250,7 @@ impl TestControl {
         let step_name = task.steps.get(step).map_or("", |s| s.name.as_str());
         loop {
             let now = self.clock.now_ms();
-            let attempt = match runs.begin_attempt(owner, &task.id, step, None, now).await {
+            let attempt = match runs.begin_attempt(owner, &task.id, step, None, Timestamp::from_ms(now)).await {
                 Ok(Some(a)) => a,
                 Ok(None) => return StepOutcome::Lost,
                 Err(e) => {
@@ -278,7 +279,10 @@ impl TestControl {
                     "reason": reason,
                 })),
             };
-            match runs.fail_step(owner, &task.id, step, now, reason.to_owned(), String::new(), audit).await {
+            match runs
+                .fail_step(owner, &task.id, step, Timestamp::from_ms(now), reason.to_owned(), String::new(), audit)
+                .await
+            {
                 Ok(o) => return o,
                 Err(e) => {
                     crate::limited!(warn, &format!("inject {e}"), error = %e, "could not record an injected failure; retrying");
@@ -304,7 +308,7 @@ impl TestControl {
     async fn move_clock(&self, to: ClockSetting) -> Result<Value, ControlError> {
         let text = serde_json::to_string(&to)
             .map_err(|e| ControlError::Store(StoreError::backend("test control state does not encode").caused_by(e)))?;
-        self.store().put_control_value(CLOCK_KEY, &text, self.clock.now_ms()).await?;
+        self.store().put_control_value(CLOCK_KEY, &text, self.clock.now()).await?;
         self.clock.apply(to);
         // Scheduled tasks now due, and steps whose time has passed, go at once.
         self.engine_wake.notify_one();
@@ -373,7 +377,7 @@ impl TestControl {
     pub async fn save_snapshot(&self, name: &str) -> Result<Value, ControlError> {
         snapshot_name(name)?;
         let _one = self.changing.lock().await;
-        let saved = self.store().save_snapshot(name, self.clock.now_ms(), MAX_SNAPSHOTS, MAX_SNAPSHOT_BYTES).await?;
+        let saved = self.store().save_snapshot(name, self.clock.now(), MAX_SNAPSHOTS, MAX_SNAPSHOT_BYTES).await?;
         match saved {
             SnapshotSaved::Saved(info) => Ok(snapshot_json(&info)),
             SnapshotSaved::TooMany => Err(ControlError::Bad(format!(

@@ -138,7 +138,7 @@ impl Engine {
                         self.flush(deps, &task, at, &mut pending).await;
                     }
                     _ = lease_check.tick(), if why.is_none() => {
-                        if let Ok(false) = deps.runs.holds_lease(&self.owner, &task.id, self.now_ms()).await {
+                        if let Ok(false) = deps.runs.holds_lease(&self.owner, &task.id, self.now()).await {
                             tracing::warn!(step = at, attempt, "the lease was lost while the executor ran; stopping it");
                             why = Some(Why::Over);
                             let _ = stop_tx.send(true);
@@ -176,7 +176,7 @@ impl Engine {
                 (Outcome::Done { tail }, _) => {
                     tracing::info!(step = %step_name, attempt, took_ms = took.as_millis() as u64, "executor run succeeded");
                     let report = Report { output_tail: Some(tail), ..Report::default() };
-                    if let Err(e) = deps.runs.report(&self.owner, &task.id, current, report, self.now_ms()).await {
+                    if let Err(e) = deps.runs.report(&self.owner, &task.id, current, report, self.now()).await {
                         tracing::warn!(error = %e, "could not keep the executor's output");
                     }
                     telemetry::step_done(&operation, op, step_name, took);
@@ -258,7 +258,7 @@ impl Engine {
             return;
         };
         pending.written = Some(tokio::time::Instant::now());
-        if let Err(e) = deps.runs.report(&self.owner, &task.id, at, report, self.now_ms()).await {
+        if let Err(e) = deps.runs.report(&self.owner, &task.id, at, report, self.now()).await {
             crate::limited!(warn, &format!("report {e}"), error = %e, "could not record an executor's progress");
         }
     }
@@ -317,7 +317,11 @@ impl Engine {
                     "reason": crate::executor::cut(&reason, crate::executor::REASON_TAIL),
                 })),
             };
-            match deps.runs.fail_step(&self.owner, &task.id, current, now, reason.clone(), tail.clone(), audit).await {
+            match deps
+                .runs
+                .fail_step(&self.owner, &task.id, current, Timestamp::from_ms(now), reason.clone(), tail.clone(), audit)
+                .await
+            {
                 Ok(outcome) => return self.after_step(op, task, current, outcome),
                 Err(e) => {
                     crate::limited!(warn, &format!("fail step {e}"), error = %e, "could not record a failed step; retrying");
@@ -339,7 +343,7 @@ impl Engine {
     ) -> Option<u32> {
         let hash = token.map(webhook::token_hash);
         loop {
-            match deps.runs.begin_attempt(&self.owner, &task.id, current, hash.clone(), self.now_ms()).await {
+            match deps.runs.begin_attempt(&self.owner, &task.id, current, hash.clone(), self.now()).await {
                 Ok(attempt) => return attempt,
                 Err(e) => {
                     crate::limited!(warn, &format!("begin attempt {e}"), error = %e, "could not begin a step; retrying");

@@ -14,7 +14,7 @@ use crate::domain::{Clock, InstanceId, ProjectId};
 use crate::storage::{AuditEvent, RetentionStore, StoreResult};
 
 /// How long the pruning lease lasts without renewal; a pruner renews it before each batch.
-pub const LEASE_MS: i64 = 30_000;
+pub const LEASE: Duration = Duration::from_secs(30);
 /// Instances read per page while walking them.
 const INSTANCE_PAGE: u64 = 200;
 
@@ -76,8 +76,8 @@ impl Pruner {
 
     /// Holds (or renews) the lease; `false` when another process prunes now.
     async fn lease(&self) -> StoreResult<bool> {
-        let now = self.clock.now_ms();
-        self.store.take_prune_lease(&self.owner, now, now + LEASE_MS).await
+        let now = self.clock.now();
+        self.store.take_prune_lease(&self.owner, now, now.after(LEASE)).await
     }
 
     /// One pass over every instance, if this process holds the lease.

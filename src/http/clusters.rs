@@ -160,7 +160,7 @@ pub(super) async fn bind(
     let bound = state
         .storage
         .clusters
-        .put_binding(&path.project, &path.instance, Some(stored.clone()), state.clock.now_ms(), event)
+        .put_binding(&path.project, &path.instance, Some(stored.clone()), state.clock.now(), event)
         .await?;
     if !bound {
         return Err(ApiError::NoInstance);
@@ -194,7 +194,7 @@ pub(super) async fn unbind(
     state.storage.clusters.get_binding(&path.project, &path.instance).await?.ok_or(ApiError::NoClusterBinding)?;
     let (event, receipt) = caller.audit(path.instance.as_str(), StatusCode::NO_CONTENT);
     let done =
-        state.storage.clusters.put_binding(&path.project, &path.instance, None, state.clock.now_ms(), event).await?;
+        state.storage.clusters.put_binding(&path.project, &path.instance, None, state.clock.now(), event).await?;
     if !done {
         return Err(ApiError::NoInstance);
     }

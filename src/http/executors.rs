@@ -151,7 +151,7 @@ pub(super) async fn callback(
     let recorded = state
         .storage
         .runs
-        .answer_step(&task.id, &webhook::token_hash(token), cb, state.clock.now_ms(), Some(event))
+        .answer_step(&task.id, &webhook::token_hash(token), cb, state.clock.now(), Some(event))
         .await?;
     if !recorded {
         return Err(ApiError::InvalidParam("token"));

@@ -120,6 +120,6 @@ async fn store(
 ) -> Result<Response, ApiError> {
     let (mut event, receipt) = caller.audit(project.as_str(), StatusCode::OK);
     event.detail = Some(serde_json::json!({ "policy": policy }));
-    state.storage.retention.put_retention(project, policy.clone(), state.clock.now_ms(), event).await?;
+    state.storage.retention.put_retention(project, policy.clone(), state.clock.now(), event).await?;
     Ok(receipt.respond(answer(project, policy, state)))
 }

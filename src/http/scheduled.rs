@@ -67,12 +67,12 @@ pub(super) async fn update(
 ) -> Result<Response, ApiError> {
     caller.require(Action::ModifyScheduledTask)?;
     let q: RescheduleQuery = from_query(&q)?;
-    let now = state.clock.now_ms();
+    let now = state.clock.now();
     let execute_at = match q.execute_at.as_deref() {
         None => None,
         Some(s) => {
             let t = s.parse::<CompactTime>().map_err(|_| ApiError::InvalidTimestamp)?;
-            if t.0 <= now {
+            if t <= now {
                 return Err(ApiError::InvalidTimestamp);
             }
             Some(t.0)

@@ -1,6 +1,7 @@
 //! Authentication, project isolation, roles, tokens and the audit log, over HTTP with
 //! real signatures.
 
+use kafka_tasks::domain::Timestamp;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -117,7 +118,7 @@ per_engine! {
         let path = format!("/v2/{PROJECT}/instances");
         assert_eq!(app.request_as(&cred, Method::GET, &path, None).await.status, 200);
         let storage = app.db.storage().await;
-        assert!(storage.credentials.revoke_credential(&cred.access_key, app.clock.now_ms()).await.expect("revoked"));
+        assert!(storage.credentials.revoke_credential(&cred.access_key, Timestamp::from_ms(app.clock.now_ms())).await.expect("revoked"));
         // Every node rereads a credential at least this often.
         app.clock.advance(kafka_tasks::auth::CREDENTIAL_CACHE_MS);
         let res = app.request_as(&cred, Method::GET, &path, None).await;
@@ -259,7 +260,7 @@ per_engine! {
         app.request(Method::POST, "/v3/auth/tokens", Some("{}".into())).await.assert_error(400, "DMS.00400800");
 
         let storage = app.db.storage().await;
-        storage.credentials.revoke_credential(&app.admin.access_key, app.clock.now_ms()).await.expect("revoked");
+        storage.credentials.revoke_credential(&app.admin.access_key, Timestamp::from_ms(app.clock.now_ms())).await.expect("revoked");
         app.clock.advance(kafka_tasks::auth::CREDENTIAL_CACHE_MS);
         app.send(Method::GET, &path, None, &h).await.assert_error(401, "APIGW.0301");
     }

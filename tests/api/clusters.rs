@@ -2,6 +2,7 @@
 //! what a binding may say, and a cluster that does not answer. The bindings to a real cluster
 //! are tested in `tests/connected` against the three-node test cluster.
 
+use kafka_tasks::domain::Timestamp;
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
@@ -135,7 +136,13 @@ pub(crate) async fn store_plaintext_binding(app: &TestApp, inst: &str, server: &
     let project: kafka_tasks::domain::ProjectId = PROJECT.parse().expect("project");
     let id: kafka_tasks::domain::InstanceId = inst.parse().expect("instance");
     let stored = StoredBinding { binding, password_sealed: None };
-    assert!(storage.clusters.put_binding(&project, &id, Some(stored), app.clock.now_ms(), audit).await.expect("bound"));
+    assert!(
+        storage
+            .clusters
+            .put_binding(&project, &id, Some(stored), Timestamp::from_ms(app.clock.now_ms()), audit)
+            .await
+            .expect("bound")
+    );
 }
 
 per_engine! {

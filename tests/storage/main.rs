@@ -440,12 +440,12 @@ contract! {
         );
         let moved = ScheduleChange { execute_at: Some(T0 + 9_000), status: StatusChange::Keep };
         assert_eq!(
-            s.tasks.update_scheduled(&p, &inst.id, &a, moved, T0 + 10, None).await.expect("u"),
+            s.tasks.update_scheduled(&p, &inst.id, &a, moved, Timestamp::from_ms(T0 + 10), None).await.expect("u"),
             Found::Yes(true)
         );
         let cancel = ScheduleChange { execute_at: None, status: StatusChange::Cancel };
         assert_eq!(
-            s.tasks.update_scheduled(&p, &inst.id, &b, cancel, T0 + 10, None).await.expect("u"),
+            s.tasks.update_scheduled(&p, &inst.id, &b, cancel, Timestamp::from_ms(T0 + 10), None).await.expect("u"),
             Found::Yes(true)
         );
         assert!(
@@ -455,7 +455,7 @@ contract! {
         );
         assert_eq!(run_all(s, "w", T0 + 9_000).await, [TaskStatus::Success], "{}", e.name);
         assert_eq!(
-            s.tasks.update_scheduled(&p, &inst.id, &a, cancel, T0 + 9_001, None).await.expect("u"),
+            s.tasks.update_scheduled(&p, &inst.id, &a, cancel, Timestamp::from_ms(T0 + 9_001), None).await.expect("u"),
             Found::Yes(false),
             "{}",
             e.name
@@ -485,7 +485,7 @@ contract! {
         let p = inst.project_id.clone();
         let a = submit(s, &inst, Operation::Restart, T0 + 1, Some(T0 + 5_000)).await.expect("a").record.id;
         let change = |execute_at, status| ScheduleChange { execute_at, status };
-        let update = |c, now| s.tasks.update_scheduled(&p, &inst.id, &a, c, now, None);
+        let update = |c, now| s.tasks.update_scheduled(&p, &inst.id, &a, c, Timestamp::from_ms(now), None);
         assert_eq!(update(change(None, StatusChange::Cancel), T0 + 10).await.expect("u"), Found::Yes(true));
         assert_eq!(update(change(None, StatusChange::Wait), T0 + 20).await.expect("u"), Found::Yes(true), "{}", e.name);
         assert_eq!(update(change(None, StatusChange::Cancel), T0 + 30).await.expect("u"), Found::Yes(true));
@@ -515,10 +515,10 @@ contract! {
     async fn kernel_builds_are_appended_in_order_per_engine_version(e: Engine) {
         let s = &e.storage;
         assert!(s.kernels.added_kernel_builds("2.7").await.expect("r").is_empty(), "{}", e.name);
-        assert!(s.kernels.add_kernel_build("2.7", "b-2", T0).await.expect("w"));
-        assert!(s.kernels.add_kernel_build("2.7", "b-1", T0).await.expect("w"));
-        assert!(!s.kernels.add_kernel_build("2.7", "b-2", T0).await.expect("w"), "{}: once", e.name);
-        assert!(s.kernels.add_kernel_build("3.x", "b-3", T0).await.expect("w"));
+        assert!(s.kernels.add_kernel_build("2.7", "b-2", Timestamp::from_ms(T0)).await.expect("w"));
+        assert!(s.kernels.add_kernel_build("2.7", "b-1", Timestamp::from_ms(T0)).await.expect("w"));
+        assert!(!s.kernels.add_kernel_build("2.7", "b-2", Timestamp::from_ms(T0)).await.expect("w"), "{}: once", e.name);
+        assert!(s.kernels.add_kernel_build("3.x", "b-3", Timestamp::from_ms(T0)).await.expect("w"));
         assert_eq!(s.kernels.added_kernel_builds("2.7").await.expect("r"), ["b-2", "b-1"], "{}", e.name);
         let catalog = s.kernel_catalog("2.7").await.expect("r").expect("known");
         assert_eq!(catalog.latest(), "b-1", "{}: the last added is the latest", e.name);
@@ -606,8 +606,8 @@ contract! {
         let locked = c.get_credential("AK3").await.expect("g").expect("c");
         assert_eq!(locked.secret_sealed, vec![1, 2, 3]);
         assert_eq!(locked.role, Role::Operator);
-        assert!(c.revoke_credential("AK3", T0).await.expect("r"));
-        assert!(!c.revoke_credential("AK3", T0).await.expect("r"), "{}: already revoked", e.name);
+        assert!(c.revoke_credential("AK3", Timestamp::from_ms(T0)).await.expect("r"));
+        assert!(!c.revoke_credential("AK3", Timestamp::from_ms(T0)).await.expect("r"), "{}: already revoked", e.name);
         assert_eq!(c.list_credentials().await.expect("l").len(), 2);
     }
 }
@@ -767,8 +767,8 @@ contract! {
         let c = &e.storage.credentials;
         assert_eq!(c.master_key_check().await.expect("r"), None, "{}", e.name);
         assert!(!c.has_credentials().await.expect("r"));
-        assert_eq!(c.record_master_key_check("one", T0).await.expect("w"), "one", "{}", e.name);
-        assert_eq!(c.record_master_key_check("two", T0).await.expect("w"), "one", "{}", e.name);
+        assert_eq!(c.record_master_key_check("one", Timestamp::from_ms(T0)).await.expect("w"), "one", "{}", e.name);
+        assert_eq!(c.record_master_key_check("two", Timestamp::from_ms(T0)).await.expect("w"), "one", "{}", e.name);
         assert_eq!(c.master_key_check().await.expect("r").as_deref(), Some("one"));
     }
 }
@@ -1014,22 +1014,22 @@ contract! {
         let t = submit(s, &inst, Operation::Restart, T0 + 1, None).await.expect("admitted").record.id;
         assert_eq!(s.engine.claim("a", at(T0 + 2), Duration::from_millis(100), 10, ctx).await.expect("c")[0].step, 0);
         let runs = &s.runs;
-        assert_eq!(runs.begin_attempt("a", &t, 0, None, T0 + 3).await.expect("b"), Some(1), "{}", e.name);
+        assert_eq!(runs.begin_attempt("a", &t, 0, None, Timestamp::from_ms(T0 + 3)).await.expect("b"), Some(1), "{}", e.name);
         assert_eq!(
-            runs.begin_attempt("nobody", &t, 0, None, T0 + 3).await.expect("b"),
+            runs.begin_attempt("nobody", &t, 0, None, Timestamp::from_ms(T0 + 3)).await.expect("b"),
             None,
             "{}: not its lease",
             e.name
         );
         let report = Report { progress: Some(40), message: Some("m".into()), output_tail: None };
-        runs.report("a", &t, 0, report.clone(), T0 + 4).await.expect("r");
-        runs.report("nobody", &t, 0, Report { progress: Some(90), ..report }, T0 + 4).await.expect("r");
+        runs.report("a", &t, 0, report.clone(), Timestamp::from_ms(T0 + 4)).await.expect("r");
+        runs.report("nobody", &t, 0, Report { progress: Some(90), ..report }, Timestamp::from_ms(T0 + 4)).await.expect("r");
         let run = runs.task_run(&t).await.expect("run").expect("a run");
         assert_eq!((run.step, run.attempt, run.progress, run.message.as_str()), (0, 1, Some(40), "m"), "{}", e.name);
         // The lease runs out; another worker takes the task over at the same step: attempt 2.
         let taken = s.engine.claim("b", at(T0 + 200), Duration::from_millis(100), 10, ctx).await.expect("c");
         assert_eq!(taken[0].step, 0, "{}: an executed step is never finished by a claim", e.name);
-        assert_eq!(runs.begin_attempt("b", &t, 0, None, T0 + 201).await.expect("b"), Some(2), "{}", e.name);
+        assert_eq!(runs.begin_attempt("b", &t, 0, None, Timestamp::from_ms(T0 + 201)).await.expect("b"), Some(2), "{}", e.name);
         assert_eq!(
             runs.task_run(&t).await.expect("r").expect("run").progress,
             None,
@@ -1038,20 +1038,20 @@ contract! {
         );
         assert_eq!(s.engine.finish_step("b", &t, 0, at(T0 + 202), Duration::from_millis(100), ctx).await.expect("f"), StepOutcome::Next(1));
         assert_eq!(
-            runs.begin_attempt("b", &t, 1, Some("hash".into()), T0 + 203).await.expect("b"),
+            runs.begin_attempt("b", &t, 1, Some("hash".into()), Timestamp::from_ms(T0 + 203)).await.expect("b"),
             Some(1),
             "{}",
             e.name
         );
         // A webhook answer: only with the attempt's token, and only once.
         let success = Callback { progress: Some(100), message: None, end: Some(StepAnswer::Success) };
-        assert!(!runs.answer_step(&t, "other", success.clone(), T0 + 204, None).await.expect("a"), "{}", e.name);
-        assert!(runs.answer_step(&t, "hash", success.clone(), T0 + 204, None).await.expect("a"), "{}", e.name);
-        assert!(!runs.answer_step(&t, "hash", success, T0 + 205, None).await.expect("a"), "{}: spent", e.name);
+        assert!(!runs.answer_step(&t, "other", success.clone(), Timestamp::from_ms(T0 + 204), None).await.expect("a"), "{}", e.name);
+        assert!(runs.answer_step(&t, "hash", success.clone(), Timestamp::from_ms(T0 + 204), None).await.expect("a"), "{}", e.name);
+        assert!(!runs.answer_step(&t, "hash", success, Timestamp::from_ms(T0 + 205), None).await.expect("a"), "{}: spent", e.name);
         assert_eq!(runs.task_run(&t).await.expect("r").expect("run").answer, Some(StepAnswer::Success));
         // A failure ends the task, keeps its reason and output, and is audited with it.
         let failed = runs
-            .fail_step("b", &t, 1, T0 + 206, "exit code 3: no".into(), "tail".into(), failure_event(&t))
+            .fail_step("b", &t, 1, Timestamp::from_ms(T0 + 206), "exit code 3: no".into(), "tail".into(), failure_event(&t))
             .await
             .expect("f");
         assert_eq!(failed, StepOutcome::Ended(TaskStatus::Failed), "{}", e.name);
@@ -1062,7 +1062,7 @@ contract! {
         let audit = s.audit.list_audit(None, None, 100).await.expect("audit");
         assert_eq!(audit.iter().filter(|a| a.action == "kafka-tasks:executor:failStep").count(), 1, "{}", e.name);
         assert_eq!(
-            runs.fail_step("b", &t, 1, T0 + 207, "again".into(), String::new(), failure_event(&t)).await.expect("f"),
+            runs.fail_step("b", &t, 1, Timestamp::from_ms(T0 + 207), "again".into(), String::new(), failure_event(&t)).await.expect("f"),
             StepOutcome::Lost,
             "{}: an ended task fails once",
             e.name
@@ -1085,18 +1085,18 @@ contract! {
         let t = submit(s, &inst, Operation::Restart, T0 + 1, None).await.expect("admitted").record.id;
         assert_eq!(runs.load_state(&t).await.expect("l"), None, "{}", e.name);
         s.engine.claim("a", at(T0 + 2), Duration::from_millis(100), 10, ctx).await.expect("c");
-        assert_eq!(runs.begin_attempt("a", &t, 0, None, T0 + 3).await.expect("b"), Some(1), "{}", e.name);
+        assert_eq!(runs.begin_attempt("a", &t, 0, None, Timestamp::from_ms(T0 + 3)).await.expect("b"), Some(1), "{}", e.name);
         let issued = r#"{"rolling":{"rolling_restart":{"issued":{"broker":2}}}}"#;
-        assert!(runs.save_state("a", &t, issued.into(), T0 + 4).await.expect("s"), "{}", e.name);
-        assert!(!runs.save_state("nobody", &t, "{}".into(), T0 + 4).await.expect("s"), "{}: not its lease", e.name);
-        assert!(!runs.save_state("a", &t, "{}".into(), T0 + 500).await.expect("s"), "{}: lease expired", e.name);
+        assert!(runs.save_state("a", &t, issued.into(), Timestamp::from_ms(T0 + 4)).await.expect("s"), "{}", e.name);
+        assert!(!runs.save_state("nobody", &t, "{}".into(), Timestamp::from_ms(T0 + 4)).await.expect("s"), "{}: not its lease", e.name);
+        assert!(!runs.save_state("a", &t, "{}".into(), Timestamp::from_ms(T0 + 500)).await.expect("s"), "{}: lease expired", e.name);
         // Another worker takes the task over: the new attempt reads what the old one kept.
         s.engine.claim("b", at(T0 + 200), Duration::from_millis(100), 10, ctx).await.expect("c");
-        assert_eq!(runs.begin_attempt("b", &t, 0, None, T0 + 201).await.expect("b"), Some(2), "{}", e.name);
+        assert_eq!(runs.begin_attempt("b", &t, 0, None, Timestamp::from_ms(T0 + 201)).await.expect("b"), Some(2), "{}", e.name);
         assert_eq!(runs.load_state(&t).await.expect("l").as_deref(), Some(issued), "{}", e.name);
-        assert!(!runs.save_state("a", &t, "{}".into(), T0 + 202).await.expect("s"), "{}: the old owner", e.name);
+        assert!(!runs.save_state("a", &t, "{}".into(), Timestamp::from_ms(T0 + 202)).await.expect("s"), "{}: the old owner", e.name);
         assert_eq!(s.engine.finish_step("b", &t, 0, at(T0 + 203), Duration::from_millis(100), ctx).await.expect("f"), StepOutcome::Next(1));
-        assert_eq!(runs.begin_attempt("b", &t, 1, None, T0 + 204).await.expect("b"), Some(1), "{}", e.name);
+        assert_eq!(runs.begin_attempt("b", &t, 1, None, Timestamp::from_ms(T0 + 204)).await.expect("b"), Some(1), "{}", e.name);
         assert_eq!(runs.load_state(&t).await.expect("l").as_deref(), Some(issued), "{}: kept across steps", e.name);
     }
 }
@@ -1106,11 +1106,11 @@ contract! {
         let s = &e.storage;
         let inst = running_instance(s).await;
         let t = submit(s, &inst, Operation::Restart, T0 + 1, None).await.expect("admitted").record.id;
-        assert!(!s.runs.holds_lease("a", &t, T0 + 2).await.expect("h"), "{}: not claimed yet", e.name);
+        assert!(!s.runs.holds_lease("a", &t, Timestamp::from_ms(T0 + 2)).await.expect("h"), "{}: not claimed yet", e.name);
         s.engine.claim("a", at(T0 + 2), Duration::from_millis(100), 10, CTX).await.expect("c");
-        assert!(s.runs.holds_lease("a", &t, T0 + 50).await.expect("h"), "{}", e.name);
-        assert!(!s.runs.holds_lease("b", &t, T0 + 50).await.expect("h"), "{}", e.name);
-        assert!(!s.runs.holds_lease("a", &t, T0 + 500).await.expect("h"), "{}: expired", e.name);
+        assert!(s.runs.holds_lease("a", &t, Timestamp::from_ms(T0 + 50)).await.expect("h"), "{}", e.name);
+        assert!(!s.runs.holds_lease("b", &t, Timestamp::from_ms(T0 + 50)).await.expect("h"), "{}", e.name);
+        assert!(!s.runs.holds_lease("a", &t, Timestamp::from_ms(T0 + 500)).await.expect("h"), "{}: expired", e.name);
     }
 }
 
@@ -1200,11 +1200,11 @@ contract! {
         let p = inst.project_id.clone();
         let a = submit(s, &inst, Operation::Restart, T0 + 1, Some(T0 + 5_000)).await.expect("a").record.id;
         let change = |status| ScheduleChange { execute_at: None, status };
-        s.tasks.update_scheduled(&p, &inst.id, &a, change(StatusChange::Cancel), T0 + 10, None).await.expect("u");
+        s.tasks.update_scheduled(&p, &inst.id, &a, change(StatusChange::Cancel), Timestamp::from_ms(T0 + 10), None).await.expect("u");
         let read = s.retention.finished_tasks(&inst.id, T0 + 1_000, None, 10).await.expect("read");
         assert!(read.iter().any(|c| c.id == a && c.status == TaskStatus::Cancelled), "{}", e.name);
         // Resumed between the read and the prune: waiting again, never removed.
-        s.tasks.update_scheduled(&p, &inst.id, &a, change(StatusChange::Wait), T0 + 20, None).await.expect("u");
+        s.tasks.update_scheduled(&p, &inst.id, &a, change(StatusChange::Wait), Timestamp::from_ms(T0 + 20), None).await.expect("u");
         let mine: Vec<Candidate> = read.into_iter().filter(|c| c.id == a).collect();
         let n = s.retention.prune_tasks(&inst.id, mine, PruneRule::Age, prune_event(&p, "x")).await.expect("prune");
         assert_eq!(n, 0, "{}", e.name);
@@ -1218,21 +1218,21 @@ contract! {
         let p = project();
         assert!(!r.has_retention_policies().await.expect("read"), "{}", e.name);
         let policy = RetentionPolicy { max_age_days: Some(3), ..Default::default() };
-        r.put_retention(&p, Some(policy.clone()), T0, prune_event(&p, "p")).await.expect("put");
+        r.put_retention(&p, Some(policy.clone()), Timestamp::from_ms(T0), prune_event(&p, "p")).await.expect("put");
         assert!(r.has_retention_policies().await.expect("read"), "{}", e.name);
         assert_eq!(r.get_retention(&p).await.expect("get"), Some(policy), "{}", e.name);
-        r.put_retention(&p, None, T0, prune_event(&p, "p")).await.expect("reset");
+        r.put_retention(&p, None, Timestamp::from_ms(T0), prune_event(&p, "p")).await.expect("reset");
         assert!(!r.has_retention_policies().await.expect("read"), "{}", e.name);
         assert_eq!(r.get_retention(&p).await.expect("get"), None, "{}", e.name);
-        assert!(r.take_prune_lease("a", T0, T0 + 100).await.expect("take"), "{}", e.name);
-        assert!(!r.take_prune_lease("b", T0 + 50, T0 + 150).await.expect("take"), "{}: held", e.name);
-        assert!(r.take_prune_lease("a", T0 + 60, T0 + 160).await.expect("renew"), "{}: renewed", e.name);
-        assert!(!r.take_prune_lease("b", T0 + 150, T0 + 250).await.expect("take"), "{}: renewed", e.name);
-        assert!(r.take_prune_lease("b", T0 + 161, T0 + 261).await.expect("take"), "{}: expired", e.name);
+        assert!(r.take_prune_lease("a", Timestamp::from_ms(T0), Timestamp::from_ms(T0 + 100)).await.expect("take"), "{}", e.name);
+        assert!(!r.take_prune_lease("b", Timestamp::from_ms(T0 + 50), Timestamp::from_ms(T0 + 150)).await.expect("take"), "{}: held", e.name);
+        assert!(r.take_prune_lease("a", Timestamp::from_ms(T0 + 60), Timestamp::from_ms(T0 + 160)).await.expect("renew"), "{}: renewed", e.name);
+        assert!(!r.take_prune_lease("b", Timestamp::from_ms(T0 + 150), Timestamp::from_ms(T0 + 250)).await.expect("take"), "{}: renewed", e.name);
+        assert!(r.take_prune_lease("b", Timestamp::from_ms(T0 + 161), Timestamp::from_ms(T0 + 261)).await.expect("take"), "{}: expired", e.name);
         r.release_prune_lease("a").await.expect("a releases nothing it lost");
-        assert!(!r.take_prune_lease("a", T0 + 170, T0 + 270).await.expect("take"), "{}", e.name);
+        assert!(!r.take_prune_lease("a", Timestamp::from_ms(T0 + 170), Timestamp::from_ms(T0 + 270)).await.expect("take"), "{}", e.name);
         r.release_prune_lease("b").await.expect("release");
-        assert!(r.take_prune_lease("a", T0 + 171, T0 + 271).await.expect("take"), "{}: released", e.name);
+        assert!(r.take_prune_lease("a", Timestamp::from_ms(T0 + 171), Timestamp::from_ms(T0 + 271)).await.expect("take"), "{}: released", e.name);
     }
 }
 
@@ -1269,13 +1269,13 @@ contract! {
         };
         let (p, i) = (&inst.project_id, &inst.id);
         assert_eq!(s.clusters.get_binding(p, i).await.expect("r"), None, "{}", e.name);
-        assert!(s.clusters.put_binding(p, i, Some(binding.clone()), T0, bind_audit(&inst)).await.expect("w"));
+        assert!(s.clusters.put_binding(p, i, Some(binding.clone()), Timestamp::from_ms(T0), bind_audit(&inst)).await.expect("w"));
         assert_eq!(s.clusters.get_binding(p, i).await.expect("r"), Some(binding.clone()), "{}", e.name);
         assert!(s.instances.get_instance(p, i).await.expect("r").expect("i").cluster_bound, "{}", e.name);
         // Another project's instance of the same id is not this one.
         let other: ProjectId = "fedcba9876543210fedcba9876543210".parse().expect("p");
         assert_eq!(s.clusters.get_binding(&other, i).await.expect("r"), None, "{}", e.name);
-        assert!(!s.clusters.put_binding(&other, i, None, T0, bind_audit(&inst)).await.expect("w"), "{}", e.name);
+        assert!(!s.clusters.put_binding(&other, i, None, Timestamp::from_ms(T0), bind_audit(&inst)).await.expect("w"), "{}", e.name);
 
         // A bound instance's steps that take no time still wait for the executor.
         let mut t = task(&inst, Operation::Restart, T0 + 1, None);
@@ -1286,7 +1286,7 @@ contract! {
         assert_eq!(claimed[0].ended, None, "{}: a bound instance's step ended in the claim", e.name);
 
         // Unbinding clears both; deleting the instance removes its binding.
-        assert!(s.clusters.put_binding(p, i, None, T0, bind_audit(&inst)).await.expect("w"));
+        assert!(s.clusters.put_binding(p, i, None, Timestamp::from_ms(T0), bind_audit(&inst)).await.expect("w"));
         assert_eq!(s.clusters.get_binding(p, i).await.expect("r"), None, "{}", e.name);
         assert!(!s.instances.get_instance(p, i).await.expect("r").expect("i").cluster_bound, "{}", e.name);
     }
@@ -1312,8 +1312,8 @@ contract! {
         s.bulk.bulk_load(instances, tasks).await.expect("loaded");
         s.credentials.insert_credential(credential("AK1")).await.expect("insert");
         s.credentials.insert_credential(credential("AK2")).await.expect("insert");
-        s.control.put_control_value("clock", "{\"offset_ms\":5}", T0).await.expect("stored");
-        s.kernels.add_kernel_build("2.7", "2.7.1-h0.cbu.dms.900.r0", T0).await.expect("added");
+        s.control.put_control_value("clock", "{\"offset_ms\":5}", Timestamp::from_ms(T0)).await.expect("stored");
+        s.kernels.add_kernel_build("2.7", "2.7.1-h0.cbu.dms.900.r0", Timestamp::from_ms(T0)).await.expect("added");
         let audit = AuditEvent {
             at: T0,
             request_id: "r".into(),

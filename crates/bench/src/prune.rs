@@ -116,7 +116,10 @@ pub async fn run(args: &BenchArgs, database: &str, work: &std::path::Path) -> an
         status: 200,
         detail: None,
     };
-    storage.retention.put_retention(&pruned_project, Some(policy), now_ms(), event).await?;
+    storage
+        .retention
+        .put_retention(&pruned_project, Some(policy), kafka_tasks::domain::Timestamp::now(), event)
+        .await?;
     let started = Instant::now();
     let cpu0 = cpu_seconds(&pid);
     let mut during: Vec<Vec<Measured>> = vec![Vec::new(), Vec::new(), Vec::new()];

@@ -66,6 +66,11 @@ pub struct Timestamp(pub i64);
 pub use self::Timestamp as CompactTime;
 
 impl Timestamp {
+    /// The wall clock now (the service's own time is the [`Clock`](crate::clock::Clock)'s).
+    pub fn now() -> Timestamp {
+        Timestamp(now_ms())
+    }
+
     pub const fn from_ms(ms: i64) -> Timestamp {
         Timestamp(ms)
     }

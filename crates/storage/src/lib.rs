@@ -233,7 +233,7 @@ pub trait TaskStore: Send + Sync {
         i: &InstanceId,
         t: &TaskId,
         change: ScheduleChange,
-        now: i64,
+        now: Timestamp,
         audit: Option<AuditEvent>,
     ) -> StoreResult<Found<bool>>;
 }
@@ -297,12 +297,12 @@ pub trait RetentionStore: Send + Sync {
         &self,
         p: &ProjectId,
         policy: Option<RetentionPolicy>,
-        now: i64,
+        now: Timestamp,
         audit: AuditEvent,
     ) -> StoreResult<()>;
     /// Takes (or renews, for its holder) the one pruning lease until `until`; `false` while
     /// another owner holds an unexpired one.
-    async fn take_prune_lease(&self, owner: &str, now: i64, until: i64) -> StoreResult<bool>;
+    async fn take_prune_lease(&self, owner: &str, now: Timestamp, until: Timestamp) -> StoreResult<bool>;
     async fn release_prune_lease(&self, owner: &str) -> StoreResult<()>;
     /// Instances in id order after `after`, at most `limit`, with their projects.
     async fn instances_after(
@@ -366,7 +366,7 @@ pub trait KernelStore: Send + Sync {
     /// The builds added to `engine_version`, in the order they were added.
     async fn added_kernel_builds(&self, engine_version: &str) -> StoreResult<Vec<String>>;
     /// Appends a build to `engine_version`'s list; `false` when it was listed already.
-    async fn add_kernel_build(&self, engine_version: &str, build: &str, now: i64) -> StoreResult<bool>;
+    async fn add_kernel_build(&self, engine_version: &str, build: &str, now: Timestamp) -> StoreResult<bool>;
 }
 
 /// A cluster binding as stored: the binding and, when its SASL password was given inline, that
@@ -388,7 +388,7 @@ pub trait ClusterStore: Send + Sync {
         p: &ProjectId,
         i: &InstanceId,
         binding: Option<StoredBinding>,
-        now: i64,
+        now: Timestamp,
         audit: AuditEvent,
     ) -> StoreResult<bool>;
 }
@@ -398,7 +398,7 @@ pub trait ClusterStore: Send + Sync {
 #[async_trait]
 pub trait ControlStore: Send + Sync {
     async fn control_value(&self, key: &str) -> StoreResult<Option<String>>;
-    async fn put_control_value(&self, key: &str, value: &str, now: i64) -> StoreResult<()>;
+    async fn put_control_value(&self, key: &str, value: &str, now: Timestamp) -> StoreResult<()>;
     /// Removes every record in one transaction: instances, tasks and their counts, runs,
     /// events (as retention prunes them, so that a stream's cursor stays meaningful), audit,
     /// retention policies, added kernel builds, cluster bindings. Credentials stay, unless
@@ -409,7 +409,13 @@ pub trait ControlStore: Send + Sync {
     /// snapshot `name`, read in one transaction, replacing one of that name; refused when it
     /// would be the `max_count + 1`th or is larger than `max_bytes`. Never credentials, the
     /// audit, cluster bindings (their sealed passwords) or test control's values.
-    async fn save_snapshot(&self, name: &str, now: i64, max_count: u64, max_bytes: u64) -> StoreResult<SnapshotSaved>;
+    async fn save_snapshot(
+        &self,
+        name: &str,
+        now: Timestamp,
+        max_count: u64,
+        max_bytes: u64,
+    ) -> StoreResult<SnapshotSaved>;
     /// Replaces the state of the task tables with the snapshot's, in one transaction; `false`
     /// when there is none of that name. Events are loaded in their order under new ids (ids
     /// never go back), and a stream resuming from before is told what it missed, as after a
@@ -570,10 +576,10 @@ pub trait RunStore: Send + Sync {
         task: &TaskId,
         step: usize,
         token_hash: Option<String>,
-        now: i64,
+        now: Timestamp,
     ) -> StoreResult<Option<u32>>;
     /// Records what the executor running `step` reported (fields left `None` are kept).
-    async fn report(&self, owner: &str, task: &TaskId, step: usize, r: Report, now: i64) -> StoreResult<()>;
+    async fn report(&self, owner: &str, task: &TaskId, step: usize, r: Report, now: Timestamp) -> StoreResult<()>;
     /// Ends the task `FAILED` at `step` because its executor failed, if `owner` still holds it:
     /// the instance goes back as [`kafka_tasks_domain::transition::fail_step`] says; `reason` and
     /// `output_tail` are kept with the task and `audit` is written, all in one transaction.
@@ -583,20 +589,20 @@ pub trait RunStore: Send + Sync {
         owner: &str,
         task: &TaskId,
         step: usize,
-        now: i64,
+        now: Timestamp,
         reason: String,
         output_tail: String,
         audit: AuditEvent,
     ) -> StoreResult<StepOutcome>;
     /// Whether `owner` still holds the lease on `task` at `now`: an executor whose task another
     /// process has taken over is stopped.
-    async fn holds_lease(&self, owner: &str, task: &TaskId, now: i64) -> StoreResult<bool>;
+    async fn holds_lease(&self, owner: &str, task: &TaskId, now: Timestamp) -> StoreResult<bool>;
     /// What the executors reported for a task; `None` when no executor ran it.
     async fn task_run(&self, task: &TaskId) -> StoreResult<Option<TaskRun>>;
     /// Keeps `state` (an executor's own JSON) with `task` across its attempts and steps, if
     /// `owner` still holds the lease at `now`; `false` when it does not (nothing is written, and
     /// the executor must do nothing more). Needs an attempt begun.
-    async fn save_state(&self, owner: &str, task: &TaskId, state: String, now: i64) -> StoreResult<bool>;
+    async fn save_state(&self, owner: &str, task: &TaskId, state: String, now: Timestamp) -> StoreResult<bool>;
     /// What an executor kept with `task` ([`save_state`](Self::save_state)); `None` before any.
     async fn load_state(&self, task: &TaskId) -> StoreResult<Option<String>>;
     /// A webhook receiver's callback for `task`: recorded (with `audit`, in one transaction)
@@ -607,7 +613,7 @@ pub trait RunStore: Send + Sync {
         task: &TaskId,
         token_hash: &str,
         callback: Callback,
-        now: i64,
+        now: Timestamp,
         audit: Option<AuditEvent>,
     ) -> StoreResult<bool>;
 }
@@ -656,7 +662,7 @@ pub trait CredentialStore: Send + Sync {
     async fn master_key_check(&self) -> StoreResult<Option<String>>;
     /// Records `value` as the master key's check value unless one is recorded already;
     /// returns the recorded one (which may be another process's).
-    async fn record_master_key_check(&self, value: &str, now: i64) -> StoreResult<String>;
+    async fn record_master_key_check(&self, value: &str, now: Timestamp) -> StoreResult<String>;
     /// Whether any access key (active or revoked) is stored.
     async fn has_credentials(&self) -> StoreResult<bool>;
     async fn insert_credential(&self, c: CredentialRecord) -> StoreResult<()>;
@@ -665,7 +671,7 @@ pub trait CredentialStore: Send + Sync {
     async fn get_credential(&self, access_key: &str) -> StoreResult<Option<CredentialRecord>>;
     async fn list_credentials(&self) -> StoreResult<Vec<CredentialRecord>>;
     /// `false` when there is no such active key.
-    async fn revoke_credential(&self, access_key: &str, now: i64) -> StoreResult<bool>;
+    async fn revoke_credential(&self, access_key: &str, now: Timestamp) -> StoreResult<bool>;
 }
 
 /// One authenticated mutating request.

@@ -448,8 +448,7 @@ impl<'a> Kept<'a> {
     /// Writes the whole state; an error when the lease is no longer ours.
     pub(super) async fn save_all(&mut self) -> Result<(), String> {
         let text = Value::Object(self.all.clone()).to_string();
-        let now = self.req.clock.now_ms();
-        match self.req.runs.save_state(self.req.owner, &self.req.task.id, text, now).await {
+        match self.req.runs.save_state(self.req.owner, &self.req.task.id, text, self.req.clock.now()).await {
             Ok(true) => Ok(()),
             Ok(false) => Err("the task's lease was lost; another worker has it".to_owned()),
             Err(e) => Err(format!("cannot keep the rolling restart's state: {e}")),

@@ -1,6 +1,7 @@
 //! The clusters instances are bound to.
 
 use async_trait::async_trait;
+use kafka_tasks_domain::Timestamp;
 
 use super::*;
 
@@ -28,9 +29,10 @@ impl ClusterStore for Postgres {
         p: &ProjectId,
         i: &InstanceId,
         binding: Option<StoredBinding>,
-        now: i64,
+        now: Timestamp,
         audit: AuditEvent,
     ) -> StoreResult<bool> {
+        let now = now.ms();
         let text = binding.as_ref().map(|b| serde_json::to_string(&b.binding)).transpose().map_err(json_error)?;
         let sealed = binding.and_then(|b| b.password_sealed);
         let mut client = self.pool.get().await?;

@@ -1,6 +1,7 @@
 //! Test control's values and the reset to a clean database ([`ControlStore`]).
 
 use async_trait::async_trait;
+use kafka_tasks_domain::Timestamp;
 use tokio_postgres::error::SqlState;
 
 use super::*;
@@ -13,7 +14,8 @@ impl ControlStore for Postgres {
         Ok(client.query_opt(&st, &[&key]).await?.map(|r| r.try_get(0)).transpose()?)
     }
 
-    async fn put_control_value(&self, key: &str, value: &str, now: i64) -> StoreResult<()> {
+    async fn put_control_value(&self, key: &str, value: &str, now: Timestamp) -> StoreResult<()> {
+        let now = now.ms();
         let client = self.pool.get().await?;
         client
             .execute(
@@ -25,7 +27,14 @@ impl ControlStore for Postgres {
         Ok(())
     }
 
-    async fn save_snapshot(&self, name: &str, now: i64, max_count: u64, max_bytes: u64) -> StoreResult<SnapshotSaved> {
+    async fn save_snapshot(
+        &self,
+        name: &str,
+        now: Timestamp,
+        max_count: u64,
+        max_bytes: u64,
+    ) -> StoreResult<SnapshotSaved> {
+        let now = now.ms();
         let mut client = self.pool.get().await?;
         // One view of every table: REPEATABLE READ reads them all as of the first statement.
         let tx =

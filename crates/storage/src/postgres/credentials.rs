@@ -6,6 +6,7 @@ use tokio_postgres::Row;
 
 use super::*;
 use kafka_tasks_domain::ProjectId;
+use kafka_tasks_domain::Timestamp;
 
 pub(super) const CREDENTIAL_COLUMNS: &str = "access_key, secret_sealed, project_id, user_id, user_name, role, created_at, \
      revoked_at, failed_attempts, locked_until";
@@ -54,7 +55,8 @@ impl CredentialStore for Postgres {
         Ok(row.map(|r| r.try_get(0)).transpose()?)
     }
 
-    async fn record_master_key_check(&self, value: &str, now: i64) -> StoreResult<String> {
+    async fn record_master_key_check(&self, value: &str, now: Timestamp) -> StoreResult<String> {
+        let now = now.ms();
         let client = self.pool.get().await?;
         client
             .execute(
@@ -107,7 +109,8 @@ impl CredentialStore for Postgres {
         rows.iter().map(credential_from_row).collect()
     }
 
-    async fn revoke_credential(&self, access_key: &str, now: i64) -> StoreResult<bool> {
+    async fn revoke_credential(&self, access_key: &str, now: Timestamp) -> StoreResult<bool> {
+        let now = now.ms();
         let client = self.pool.get().await?;
         let n = client
             .execute(

@@ -1,6 +1,7 @@
 //! Kernel builds the operator added.
 
 use async_trait::async_trait;
+use kafka_tasks_domain::Timestamp;
 
 use super::*;
 
@@ -13,7 +14,8 @@ impl KernelStore for Postgres {
         client.query(&st, &[&engine_version]).await?.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
-    async fn add_kernel_build(&self, engine_version: &str, build: &str, now: i64) -> StoreResult<bool> {
+    async fn add_kernel_build(&self, engine_version: &str, build: &str, now: Timestamp) -> StoreResult<bool> {
+        let now = now.ms();
         let client = self.pool.get().await?;
         let n = client
             .execute(

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use super::*;
+use kafka_tasks_domain::Timestamp;
 use kafka_tasks_domain::{InstanceId, ProjectId, TaskId, TaskStatus};
 
 #[async_trait]
@@ -24,9 +25,10 @@ impl RetentionStore for Postgres {
         &self,
         p: &ProjectId,
         policy: Option<RetentionPolicy>,
-        now: i64,
+        now: Timestamp,
         audit: AuditEvent,
     ) -> StoreResult<()> {
+        let now = now.ms();
         let text = policy.map(|p| serde_json::to_string(&p)).transpose().map_err(json_error)?;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -46,7 +48,9 @@ impl RetentionStore for Postgres {
         Ok(())
     }
 
-    async fn take_prune_lease(&self, owner: &str, now: i64, until: i64) -> StoreResult<bool> {
+    async fn take_prune_lease(&self, owner: &str, now: Timestamp, until: Timestamp) -> StoreResult<bool> {
+        let now = now.ms();
+        let until = until.ms();
         let client = self.pool.get().await?;
         let st = client
             .prepare_cached(

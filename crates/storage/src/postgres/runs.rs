@@ -4,6 +4,7 @@ use async_trait::async_trait;
 
 use super::engine::end_step;
 use super::*;
+use kafka_tasks_domain::Timestamp;
 use kafka_tasks_domain::transition;
 use kafka_tasks_domain::{StepFailure, TaskId};
 
@@ -15,8 +16,9 @@ impl RunStore for Postgres {
         task: &TaskId,
         step: usize,
         token_hash: Option<String>,
-        now: i64,
+        now: Timestamp,
     ) -> StoreResult<Option<u32>> {
+        let now = now.ms();
         let client = self.pool.get().await?;
         // The first attempt at a step, or one more at the step begun last (the task row is
         // checked for our lease in the same statement).
@@ -36,7 +38,8 @@ impl RunStore for Postgres {
         Ok(row.map(|r| r.try_get::<_, i64>(0)).transpose()?.map(|a| a.clamp(1, i64::from(u32::MAX)) as u32))
     }
 
-    async fn report(&self, owner: &str, task: &TaskId, step: usize, r: Report, now: i64) -> StoreResult<()> {
+    async fn report(&self, owner: &str, task: &TaskId, step: usize, r: Report, now: Timestamp) -> StoreResult<()> {
+        let now = now.ms();
         let client = self.pool.get().await?;
         let st = client
             .prepare_cached(
@@ -57,11 +60,12 @@ impl RunStore for Postgres {
         owner: &str,
         task_id: &TaskId,
         step: usize,
-        now: i64,
+        now: Timestamp,
         reason: String,
         output_tail: String,
         audit: AuditEvent,
     ) -> StoreResult<StepOutcome> {
+        let now = now.ms();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let failure = StepFailure::executor(&reason);
@@ -86,7 +90,8 @@ impl RunStore for Postgres {
         Ok(outcome)
     }
 
-    async fn holds_lease(&self, owner: &str, task: &TaskId, now: i64) -> StoreResult<bool> {
+    async fn holds_lease(&self, owner: &str, task: &TaskId, now: Timestamp) -> StoreResult<bool> {
+        let now = now.ms();
         let client = self.pool.get().await?;
         let st = client
             .prepare_cached(
@@ -96,7 +101,8 @@ impl RunStore for Postgres {
         Ok(client.query_opt(&st, &[&task.as_str(), &owner, &now]).await?.is_some())
     }
 
-    async fn save_state(&self, owner: &str, task: &TaskId, state: String, now: i64) -> StoreResult<bool> {
+    async fn save_state(&self, owner: &str, task: &TaskId, state: String, now: Timestamp) -> StoreResult<bool> {
+        let now = now.ms();
         let client = self.pool.get().await?;
         let st = client
             .prepare_cached(
@@ -143,9 +149,10 @@ impl RunStore for Postgres {
         task: &TaskId,
         token_hash: &str,
         callback: Callback,
-        now: i64,
+        now: Timestamp,
         audit: Option<AuditEvent>,
     ) -> StoreResult<bool> {
+        let now = now.ms();
         let answer = callback.end.as_ref().map(serde_json::to_string).transpose().map_err(json_error)?;
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;

@@ -9,6 +9,7 @@ use tokio_postgres::Row;
 use super::*;
 use crate::paging::{ListShape, bucket_of, bucket_range, list_sql, partial_edges, removal_deltas};
 use crate::postgres::events::append_events;
+use kafka_tasks_domain::Timestamp;
 use kafka_tasks_domain::events::{EventKind, NewEvent};
 use kafka_tasks_domain::placement::{placement, views_of};
 use kafka_tasks_domain::{InstanceId, ProjectId, Step, TaskId, TaskRecord, TaskStatus};
@@ -490,9 +491,10 @@ impl TaskStore for Postgres {
         i: &InstanceId,
         t: &TaskId,
         change: ScheduleChange,
-        now: i64,
+        now: Timestamp,
         audit: Option<AuditEvent>,
     ) -> StoreResult<Found<bool>> {
+        let now = now.ms();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         if !instance_exists(&tx, p, i).await? {

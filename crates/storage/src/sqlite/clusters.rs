@@ -1,6 +1,7 @@
 //! The clusters instances are bound to.
 
 use async_trait::async_trait;
+use kafka_tasks_domain::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
 use super::*;
@@ -31,9 +32,10 @@ impl ClusterStore for Sqlite {
         p: &ProjectId,
         i: &InstanceId,
         binding: Option<StoredBinding>,
-        now: i64,
+        now: Timestamp,
         audit: AuditEvent,
     ) -> StoreResult<bool> {
+        let now = now.ms();
         let (p, i) = (p.clone(), i.clone());
         let text = binding.as_ref().map(|b| serde_json::to_string(&b.binding)).transpose().map_err(json_error)?;
         let sealed = binding.and_then(|b| b.password_sealed);

@@ -1,6 +1,7 @@
 //! Test control's values and the reset to a clean database ([`ControlStore`]).
 
 use async_trait::async_trait;
+use kafka_tasks_domain::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
 use super::*;
@@ -31,7 +32,8 @@ impl ControlStore for Sqlite {
         .await
     }
 
-    async fn put_control_value(&self, key: &str, value: &str, now: i64) -> StoreResult<()> {
+    async fn put_control_value(&self, key: &str, value: &str, now: Timestamp) -> StoreResult<()> {
+        let now = now.ms();
         let (key, value) = (key.to_owned(), value.to_owned());
         self.write(move |conn| {
             conn.prepare_cached(
@@ -44,7 +46,14 @@ impl ControlStore for Sqlite {
         .await
     }
 
-    async fn save_snapshot(&self, name: &str, now: i64, max_count: u64, max_bytes: u64) -> StoreResult<SnapshotSaved> {
+    async fn save_snapshot(
+        &self,
+        name: &str,
+        now: Timestamp,
+        max_count: u64,
+        max_bytes: u64,
+    ) -> StoreResult<SnapshotSaved> {
+        let now = now.ms();
         let name = name.to_owned();
         self.write(move |conn| {
             let others: i64 =

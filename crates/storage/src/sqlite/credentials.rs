@@ -5,6 +5,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::*;
 use kafka_tasks_domain::ProjectId;
+use kafka_tasks_domain::Timestamp;
 
 pub(super) const CREDENTIAL_COLUMNS: &str = "access_key, secret_sealed, project_id, user_id, user_name, role, created_at, \
      revoked_at, failed_attempts, locked_until";
@@ -58,7 +59,8 @@ impl CredentialStore for Sqlite {
         .await
     }
 
-    async fn record_master_key_check(&self, value: &str, now: i64) -> StoreResult<String> {
+    async fn record_master_key_check(&self, value: &str, now: Timestamp) -> StoreResult<String> {
+        let now = now.ms();
         let value = value.to_owned();
         self.write(move |conn| {
             conn.prepare_cached(
@@ -113,7 +115,8 @@ impl CredentialStore for Sqlite {
         .await
     }
 
-    async fn revoke_credential(&self, access_key: &str, now: i64) -> StoreResult<bool> {
+    async fn revoke_credential(&self, access_key: &str, now: Timestamp) -> StoreResult<bool> {
+        let now = now.ms();
         let ak = access_key.to_owned();
         self.write(move |conn| {
             let n = conn

@@ -1,6 +1,7 @@
 //! Kernel builds the operator added.
 
 use async_trait::async_trait;
+use kafka_tasks_domain::Timestamp;
 use rusqlite::params;
 
 use super::*;
@@ -17,7 +18,8 @@ impl KernelStore for Sqlite {
         .await
     }
 
-    async fn add_kernel_build(&self, engine_version: &str, build: &str, now: i64) -> StoreResult<bool> {
+    async fn add_kernel_build(&self, engine_version: &str, build: &str, now: Timestamp) -> StoreResult<bool> {
+        let now = now.ms();
         let (engine_version, build) = (engine_version.to_owned(), build.to_owned());
         self.write(move |conn| {
             let n = conn

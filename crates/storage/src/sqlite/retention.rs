@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 
 use super::*;
+use kafka_tasks_domain::Timestamp;
 use kafka_tasks_domain::deletion::may_delete;
 use kafka_tasks_domain::{InstanceId, ProjectId, TaskId, TaskStatus};
 
@@ -32,9 +33,10 @@ impl RetentionStore for Sqlite {
         &self,
         p: &ProjectId,
         policy: Option<RetentionPolicy>,
-        now: i64,
+        now: Timestamp,
         audit: AuditEvent,
     ) -> StoreResult<()> {
+        let now = now.ms();
         let p = p.clone();
         let text = policy.map(|p| serde_json::to_string(&p)).transpose().map_err(json_error)?;
         self.write(move |conn| {
@@ -54,7 +56,9 @@ impl RetentionStore for Sqlite {
         .await
     }
 
-    async fn take_prune_lease(&self, owner: &str, now: i64, until: i64) -> StoreResult<bool> {
+    async fn take_prune_lease(&self, owner: &str, now: Timestamp, until: Timestamp) -> StoreResult<bool> {
+        let now = now.ms();
+        let until = until.ms();
         let owner = owner.to_owned();
         self.write(move |conn| {
             let n = conn

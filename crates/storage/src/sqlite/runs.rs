@@ -5,6 +5,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::engine::end_step;
 use super::*;
+use kafka_tasks_domain::Timestamp;
 use kafka_tasks_domain::transition;
 use kafka_tasks_domain::{StepFailure, TaskId};
 
@@ -25,8 +26,9 @@ impl RunStore for Sqlite {
         task: &TaskId,
         step: usize,
         token_hash: Option<String>,
-        now: i64,
+        now: Timestamp,
     ) -> StoreResult<Option<u32>> {
+        let now = now.ms();
         let (owner, task) = (owner.to_owned(), task.clone());
         self.write(move |conn| {
             let attempt: Option<i64> = conn
@@ -38,7 +40,8 @@ impl RunStore for Sqlite {
         .await
     }
 
-    async fn report(&self, owner: &str, task: &TaskId, step: usize, r: Report, now: i64) -> StoreResult<()> {
+    async fn report(&self, owner: &str, task: &TaskId, step: usize, r: Report, now: Timestamp) -> StoreResult<()> {
+        let now = now.ms();
         let (owner, task) = (owner.to_owned(), task.clone());
         self.write(move |conn| {
             conn.prepare_cached(
@@ -65,11 +68,12 @@ impl RunStore for Sqlite {
         owner: &str,
         task_id: &TaskId,
         step: usize,
-        now: i64,
+        now: Timestamp,
         reason: String,
         output_tail: String,
         audit: AuditEvent,
     ) -> StoreResult<StepOutcome> {
+        let now = now.ms();
         let (owner, task_id) = (owner.to_owned(), task_id.clone());
         let (outcome, logged) = self.write(move |conn| {
             let failure = StepFailure::executor(&reason);
@@ -93,7 +97,8 @@ impl RunStore for Sqlite {
         Ok(outcome)
     }
 
-    async fn holds_lease(&self, owner: &str, task: &TaskId, now: i64) -> StoreResult<bool> {
+    async fn holds_lease(&self, owner: &str, task: &TaskId, now: Timestamp) -> StoreResult<bool> {
+        let now = now.ms();
         self.read(|conn| {
             let held = conn
                 .prepare_cached(
@@ -106,7 +111,8 @@ impl RunStore for Sqlite {
         .await
     }
 
-    async fn save_state(&self, owner: &str, task: &TaskId, state: String, now: i64) -> StoreResult<bool> {
+    async fn save_state(&self, owner: &str, task: &TaskId, state: String, now: Timestamp) -> StoreResult<bool> {
+        let now = now.ms();
         let (owner, task) = (owner.to_owned(), task.clone());
         self.write(move |conn| {
             let n = conn
@@ -164,9 +170,10 @@ impl RunStore for Sqlite {
         task: &TaskId,
         token_hash: &str,
         callback: Callback,
-        now: i64,
+        now: Timestamp,
         audit: Option<AuditEvent>,
     ) -> StoreResult<bool> {
+        let now = now.ms();
         let (task, token_hash) = (task.clone(), token_hash.to_owned());
         let answer = callback.end.as_ref().map(serde_json::to_string).transpose().map_err(json_error)?;
         self.write(move |conn| {

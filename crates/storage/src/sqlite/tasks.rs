@@ -9,6 +9,7 @@ use super::*;
 use crate::paging::ViewCode as _;
 use crate::paging::{BUCKET_MS, PageCount, bucket_of, bucket_range, partial_edges, removal_deltas, unbounded};
 use crate::sqlite::events::append_events;
+use kafka_tasks_domain::Timestamp;
 use kafka_tasks_domain::events::{EventKind, NewEvent};
 use kafka_tasks_domain::operation::Operation;
 use kafka_tasks_domain::placement::{placement, views_of};
@@ -417,9 +418,10 @@ impl TaskStore for Sqlite {
         i: &InstanceId,
         t: &TaskId,
         change: ScheduleChange,
-        now: i64,
+        now: Timestamp,
         audit: Option<AuditEvent>,
     ) -> StoreResult<Found<bool>> {
+        let now = now.ms();
         let (p, i, t) = (p.clone(), i.clone(), t.clone());
         let found = self
             .write(move |conn| {
