@@ -124,7 +124,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: Clock) -> anyhow::Result<
             tokio::spawn(control.clone().refresh_forever(shutdown_rx.clone()));
             tracing::warn!(
                 database = %redact(&args.db.database),
-                clock = %control.clock_json(),
+                clock = %serde_json::to_string(&control.clock_json()).unwrap_or_default(),
                 "TEST CONTROL IS ON (--test-control): any admin of this server can inject faults, move the clock \
                  and reset the whole database through /v2/{{project_id}}/test-control/; never run it like this \
                  in production"

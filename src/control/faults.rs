@@ -7,7 +7,6 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
 
 /// Rules one server holds at most.
 pub const MAX_RULES: usize = 100;
@@ -24,55 +23,8 @@ pub const MAX_FACTOR: f64 = 1_000.0;
 /// Largest `times`.
 pub const MAX_TIMES: u64 = 1_000_000_000;
 
-/// A rule as a client writes it. Matchers left out match anything; exactly one effect.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RuleInput {
-    /// An API operation, by its OpenAPI operationId (`ListBackgroundTasks`, `RestartInstance`…).
-    /// API effects only.
-    pub operation: Option<String>,
-    pub project_id: Option<String>,
-    pub instance_id: Option<String>,
-    /// A task name (`restart`, `modifyConfigs`…). Step effects only.
-    pub task_name: Option<String>,
-    /// A step name (`RESTART_BROKERS`…). Step effects only.
-    pub step: Option<String>,
-    /// Chance (0 to 1) that a matching request or step is hit; 1 when left out.
-    pub probability: Option<f64>,
-    /// Fire this many times, then retire; forever when left out.
-    pub times: Option<u64>,
-    /// Seed of the rule's own random sequence (0 when left out): the same seed and the same
-    /// requests give the same faults.
-    pub seed: Option<u64>,
-    /// Effect: answer the API call with this error (after `latency_ms`, if given).
-    pub error: Option<ErrorInput>,
-    /// Effect: delay the API answer this long (alone, or before `error`).
-    pub latency_ms: Option<u64>,
-    /// Effect: fail the step, and so the task, with this reason.
-    pub fail_step: Option<FailInput>,
-    /// Effect: the step takes this long instead of its planned duration.
-    pub step_duration_ms: Option<u64>,
-    /// Effect: the step takes this many times its planned duration.
-    pub step_duration_factor: Option<f64>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ErrorInput {
-    /// 400 to 599.
-    pub status_code: u16,
-    /// The DMS or APIGW code; for 429, 403, 500 and 503 the service's own code when left out.
-    pub error_code: Option<String>,
-    pub error_msg: Option<String>,
-    /// Seconds, sent as `Retry-After`; for 429 and 503 the service's own (1) when left out.
-    pub retry_after: Option<u64>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FailInput {
-    pub reason: String,
-}
+pub use crate::wire::control::{ErrorInput, FailInput, RuleInput};
+use crate::wire::control::{InjectedError, RuleJson};
 
 /// What a rule does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,42 +137,42 @@ impl Rule {
     }
 
     /// The rule as the API shows it.
-    pub fn to_json(&self) -> Value {
-        let mut v = serde_json::json!({
-            "id": self.id,
-            "probability": self.probability,
-            "times": self.times,
-            "seed": self.seed,
-            "fired": self.fired,
-            "matched": self.matched,
-            "retired": self.retired(),
-        });
-        for (k, val) in [
-            ("operation", &self.operation),
-            ("project_id", &self.project_id),
-            ("instance_id", &self.instance_id),
-            ("task_name", &self.task_name),
-            ("step", &self.step),
-        ] {
-            if let Some(val) = val {
-                v[k] = Value::String(val.clone());
-            }
-        }
+    pub fn shown(&self) -> RuleJson {
+        let mut shown = RuleJson {
+            error: None,
+            fail_step: None,
+            fired: self.fired,
+            id: self.id,
+            instance_id: self.instance_id.clone(),
+            latency_ms: None,
+            matched: self.matched,
+            operation: self.operation.clone(),
+            probability: self.probability,
+            project_id: self.project_id.clone(),
+            retired: self.retired(),
+            seed: self.seed,
+            step: self.step.clone(),
+            step_duration_factor: None,
+            step_duration_ms: None,
+            task_name: self.task_name.clone(),
+            times: self.times,
+        };
         match &self.effect {
             Effect::Error { status_code, error_code, error_msg, retry_after, latency_ms } => {
-                v["error"] = serde_json::json!({
-                    "status_code": status_code, "error_code": error_code, "error_msg": error_msg, "retry_after": retry_after,
+                shown.error = Some(InjectedError {
+                    error_code: error_code.clone(),
+                    error_msg: error_msg.clone(),
+                    retry_after: *retry_after,
+                    status_code: *status_code,
                 });
-                if *latency_ms > 0 {
-                    v["latency_ms"] = (*latency_ms).into();
-                }
+                shown.latency_ms = (*latency_ms > 0).then_some(*latency_ms);
             }
-            Effect::Latency { latency_ms } => v["latency_ms"] = (*latency_ms).into(),
-            Effect::FailStep { reason } => v["fail_step"] = serde_json::json!({ "reason": reason }),
-            Effect::StepDuration { ms } => v["step_duration_ms"] = (*ms).into(),
-            Effect::StepFactor { factor } => v["step_duration_factor"] = (*factor).into(),
+            Effect::Latency { latency_ms } => shown.latency_ms = Some(*latency_ms),
+            Effect::FailStep { reason } => shown.fail_step = Some(FailInput { reason: reason.clone() }),
+            Effect::StepDuration { ms } => shown.step_duration_ms = Some(*ms),
+            Effect::StepFactor { factor } => shown.step_duration_factor = Some(*factor),
         }
-        v
+        shown
     }
 }
 
@@ -255,17 +207,17 @@ fn known_error(status: u16) -> Option<(&'static str, &'static str)> {
     })
 }
 
-impl RuleInput {
-    /// The rule this input describes, with id `id`; refused with the reason when it is not one.
-    pub fn into_rule(self, id: u64) -> Result<Rule, BadRule> {
-        let latency = match self.latency_ms {
+impl Rule {
+    /// The rule `input` describes, with id `id`; refused with the reason when it is not one.
+    pub fn of(input: RuleInput, id: u64) -> Result<Rule, BadRule> {
+        let latency = match input.latency_ms {
             Some(ms) if ms > MAX_LATENCY_MS => {
                 return Err(BadRule(format!("latency_ms must be at most {MAX_LATENCY_MS}")));
             }
             other => other,
         };
         let mut effects = Vec::new();
-        if let Some(e) = &self.error {
+        if let Some(e) = &input.error {
             if !(400..=599).contains(&e.status_code) {
                 return Err(BadRule("error.status_code must be between 400 and 599".into()));
             }
@@ -306,16 +258,16 @@ impl RuleInput {
         } else if let Some(ms) = latency {
             effects.push(Effect::Latency { latency_ms: ms });
         }
-        if let Some(f) = &self.fail_step {
+        if let Some(f) = &input.fail_step {
             effects.push(Effect::FailStep { reason: text("fail_step.reason", &f.reason)? });
         }
-        if let Some(ms) = self.step_duration_ms {
+        if let Some(ms) = input.step_duration_ms {
             if ms > MAX_STEP_MS {
                 return Err(BadRule(format!("step_duration_ms must be at most {MAX_STEP_MS}")));
             }
             effects.push(Effect::StepDuration { ms });
         }
-        if let Some(f) = self.step_duration_factor {
+        if let Some(f) = input.step_duration_factor {
             if !f.is_finite() || !(0.0..=MAX_FACTOR).contains(&f) {
                 return Err(BadRule(format!("step_duration_factor must be between 0 and {MAX_FACTOR}")));
             }
@@ -331,33 +283,33 @@ impl RuleInput {
             }
             _ => return Err(BadRule("a rule has exactly one effect (error may come with latency_ms)".into())),
         };
-        if effect.on_api() && (self.task_name.is_some() || self.step.is_some()) {
+        if effect.on_api() && (input.task_name.is_some() || input.step.is_some()) {
             return Err(BadRule(
                 "task_name and step match steps; an API effect matches operation, project_id, instance_id".into(),
             ));
         }
-        if !effect.on_api() && self.operation.is_some() {
+        if !effect.on_api() && input.operation.is_some() {
             return Err(BadRule(
                 "operation matches API calls; a step effect matches project_id, instance_id, task_name, step".into(),
             ));
         }
-        let probability = self.probability.unwrap_or(1.0);
+        let probability = input.probability.unwrap_or(1.0);
         if !probability.is_finite() || !(0.0..=1.0).contains(&probability) {
             return Err(BadRule("probability must be between 0 and 1".into()));
         }
-        if self.times.is_some_and(|t| t == 0 || t > MAX_TIMES) {
+        if input.times.is_some_and(|t| t == 0 || t > MAX_TIMES) {
             return Err(BadRule(format!("times must be between 1 and {MAX_TIMES}")));
         }
-        let seed = self.seed.unwrap_or(0);
+        let seed = input.seed.unwrap_or(0);
         Ok(Rule {
             id,
-            operation: name("operation", &self.operation)?,
-            project_id: name("project_id", &self.project_id)?,
-            instance_id: name("instance_id", &self.instance_id)?,
-            task_name: name("task_name", &self.task_name)?,
-            step: name("step", &self.step)?,
+            operation: name("operation", &input.operation)?,
+            project_id: name("project_id", &input.project_id)?,
+            instance_id: name("instance_id", &input.instance_id)?,
+            task_name: name("task_name", &input.task_name)?,
+            step: name("step", &input.step)?,
             probability,
-            times: self.times,
+            times: input.times,
             seed,
             effect,
             fired: 0,
@@ -375,7 +327,7 @@ pub fn parse_rules(list: &[Value], first_id: u64) -> Result<Vec<Rule>, BadRule> 
         .map(|(i, v)| {
             let input: RuleInput =
                 serde_json::from_value(v.clone()).map_err(|e| BadRule(format!("rules[{i}]: {e}")))?;
-            input.into_rule(first_id + i as u64).map_err(|BadRule(why)| BadRule(format!("rules[{i}]: {why}")))
+            Rule::of(input, first_id + i as u64).map_err(|BadRule(why)| BadRule(format!("rules[{i}]: {why}")))
         })
         .collect()
 }
@@ -413,7 +365,7 @@ impl FaultSet {
     pub fn remove_matching(&mut self, filter: &serde_json::Map<String, Value>) -> usize {
         let before = self.rules.len();
         self.rules.retain(|r| {
-            let shown = r.to_json();
+            let shown = serde_json::to_value(r.shown()).unwrap_or_default();
             !filter.iter().all(|(k, v)| shown.get(k) == Some(v))
         });
         before - self.rules.len()
@@ -426,7 +378,7 @@ mod tests {
     use serde_json::json;
 
     fn rule(v: Value) -> Result<Rule, BadRule> {
-        serde_json::from_value::<RuleInput>(v).map_err(|e| BadRule(e.to_string()))?.into_rule(1)
+        Rule::of(serde_json::from_value::<RuleInput>(v).map_err(|e| BadRule(e.to_string()))?, 1)
     }
 
     const LIST: Site<'static> = Site::Api { operation: "ListInstances", project_id: "p", instance_id: None };

@@ -19,6 +19,7 @@ use crate::domain::Timestamp;
 use crate::domain::clock::ClockSetting;
 use crate::domain::{Clock, TaskRecord};
 use crate::storage::{AuditEvent, ControlStore, SnapshotSaved, StepOutcome, Storage, StoreError, StoreResult};
+use crate::wire::control::{ClockAnswer, ResetAnswer, RestoredSnapshot, RulesAnswer, SnapshotJson, SnapshotList};
 use faults::{BadRule, Effect, FaultSet, Fired, Site};
 
 /// How often a process reads what other processes stored.
@@ -138,9 +139,9 @@ impl TestControl {
 
     // ---- fault rules ----
 
-    pub fn rules_json(&self) -> Value {
+    pub fn rules_json(&self) -> RulesAnswer {
         let set = self.faults();
-        json!({ "rules": set.rules.iter().map(faults::Rule::to_json).collect::<Vec<_>>() })
+        RulesAnswer { removed: None, rules: set.rules.iter().map(faults::Rule::shown).collect() }
     }
 
     /// Stores `change` applied to the list, then makes it the list; nothing changes when it
@@ -164,7 +165,7 @@ impl TestControl {
     }
 
     /// `POST`: the list becomes `rules`.
-    pub async fn replace_rules(&self, rules: &[Value]) -> Result<Value, ControlError> {
+    pub async fn replace_rules(&self, rules: &[Value]) -> Result<RulesAnswer, ControlError> {
         self.change_rules(|set| {
             let parsed = faults::parse_rules(rules, set.next_id + 1)?;
             set.next_id += parsed.len() as u64;
@@ -176,7 +177,7 @@ impl TestControl {
     }
 
     /// `PATCH`: `rules` go at the end of the list.
-    pub async fn append_rules(&self, rules: &[Value]) -> Result<Value, ControlError> {
+    pub async fn append_rules(&self, rules: &[Value]) -> Result<RulesAnswer, ControlError> {
         self.change_rules(|set| {
             if set.rules.len() + rules.len() > faults::MAX_RULES {
                 return Err(ControlError::Bad(format!("at most {} rules", faults::MAX_RULES)));
@@ -192,12 +193,10 @@ impl TestControl {
 
     /// `DELETE`: removes the rules equal to one of `filters` in every field it gives (`{}`
     /// matches every rule), in one change.
-    pub async fn remove_rules(&self, filters: &[serde_json::Map<String, Value>]) -> Result<Value, ControlError> {
+    pub async fn remove_rules(&self, filters: &[serde_json::Map<String, Value>]) -> Result<RulesAnswer, ControlError> {
         let removed =
             self.change_rules(|set| Ok(filters.iter().map(|f| set.remove_matching(f)).sum::<usize>())).await?;
-        let mut v = self.rules_json();
-        v["removed"] = removed.into();
-        Ok(v)
+        Ok(RulesAnswer { removed: Some(removed), ..self.rules_json() })
     }
 
     /// The fault an API call meets, if a rule fires (counted, logged; the caller audits it).
@@ -294,18 +293,18 @@ impl TestControl {
 
     // ---- the clock ----
 
-    pub fn clock_json(&self) -> Value {
+    pub fn clock_json(&self) -> ClockAnswer {
         let s = self.clock.setting();
         let now = self.clock.now_ms();
-        json!({
-            "now": crate::domain::time::iso_ms(now),
-            "now_ms": now,
-            "offset_ms": s.offset_ms,
-            "frozen": s.frozen_at.is_some(),
-        })
+        ClockAnswer {
+            frozen: s.frozen_at.is_some(),
+            now: crate::domain::time::iso_ms(now),
+            now_ms: now,
+            offset_ms: s.offset_ms,
+        }
     }
 
-    async fn move_clock(&self, to: ClockSetting) -> Result<Value, ControlError> {
+    async fn move_clock(&self, to: ClockSetting) -> Result<ClockAnswer, ControlError> {
         let text = serde_json::to_string(&to)
             .map_err(|e| ControlError::Store(StoreError::backend("test control state does not encode").caused_by(e)))?;
         self.store().put_control_value(CLOCK_KEY, &text, self.clock.now()).await?;
@@ -317,7 +316,7 @@ impl TestControl {
     }
 
     /// Moves the clock forward by `ms`.
-    pub async fn advance(&self, ms: i64) -> Result<Value, ControlError> {
+    pub async fn advance(&self, ms: i64) -> Result<ClockAnswer, ControlError> {
         let _one = self.changing.lock().await;
         if ms < 0 {
             return Err(ControlError::Bad(
@@ -333,7 +332,7 @@ impl TestControl {
     }
 
     /// Sets the clock to `at` (epoch ms), which must not be earlier than now.
-    pub async fn set(&self, at: i64) -> Result<Value, ControlError> {
+    pub async fn set(&self, at: i64) -> Result<ClockAnswer, ControlError> {
         let _one = self.changing.lock().await;
         let now = self.clock.now_ms();
         if at < now {
@@ -352,7 +351,7 @@ impl TestControl {
     }
 
     /// Stops the clock where it is.
-    pub async fn freeze(&self) -> Result<Value, ControlError> {
+    pub async fn freeze(&self) -> Result<ClockAnswer, ControlError> {
         let _one = self.changing.lock().await;
         let s = self.clock.setting();
         if s.frozen_at.is_some() {
@@ -362,7 +361,7 @@ impl TestControl {
     }
 
     /// Lets the clock run again from where it stood (it does not jump to catch up).
-    pub async fn resume(&self) -> Result<Value, ControlError> {
+    pub async fn resume(&self) -> Result<ClockAnswer, ControlError> {
         let _one = self.changing.lock().await;
         let s = self.clock.setting();
         let Some(frozen) = s.frozen_at else {
@@ -374,7 +373,7 @@ impl TestControl {
     // ---- snapshots ----
 
     /// Saves the task tables as the snapshot `name` (replacing one of that name).
-    pub async fn save_snapshot(&self, name: &str) -> Result<Value, ControlError> {
+    pub async fn save_snapshot(&self, name: &str) -> Result<SnapshotJson, ControlError> {
         snapshot_name(name)?;
         let _one = self.changing.lock().await;
         let saved = self.store().save_snapshot(name, self.clock.now(), MAX_SNAPSHOTS, MAX_SNAPSHOT_BYTES).await?;
@@ -393,7 +392,7 @@ impl TestControl {
 
     /// Loads the snapshot `name`: `None` when there is none of that name. The fault rules and
     /// the clock stay as they are (time never goes back); the engine looks at the tasks at once.
-    pub async fn restore_snapshot(&self, name: &str) -> Result<Option<Value>, ControlError> {
+    pub async fn restore_snapshot(&self, name: &str) -> Result<Option<RestoredSnapshot>, ControlError> {
         snapshot_name(name)?;
         let _one = self.changing.lock().await;
         let started = std::time::Instant::now();
@@ -403,12 +402,12 @@ impl TestControl {
         self.engine_wake.notify_one();
         let took = started.elapsed();
         tracing::warn!(snapshot = name, took_ms = took.as_millis() as u64, "test control restored a snapshot");
-        Ok(Some(json!({ "restored": name, "took_ms": took.as_secs_f64() * 1000.0 })))
+        Ok(Some(RestoredSnapshot { restored: name.to_owned(), took_ms: took.as_secs_f64() * 1000.0 }))
     }
 
-    pub async fn list_snapshots(&self) -> Result<Value, ControlError> {
+    pub async fn list_snapshots(&self) -> Result<SnapshotList, ControlError> {
         let list = self.store().list_snapshots().await?;
-        Ok(json!({ "snapshots": list.iter().map(snapshot_json).collect::<Vec<_>>() }))
+        Ok(SnapshotList { snapshots: list.iter().map(snapshot_json).collect() })
     }
 
     /// `false` when there is none of that name.
@@ -423,7 +422,7 @@ impl TestControl {
     /// Back to a clean database: every record but the credentials (and with `credentials`,
     /// every credential but `keep`, the caller's own); the fault rules go too. The clock stays
     /// where it is: time never goes back.
-    pub async fn reset(&self, credentials: bool, keep: Option<&str>) -> Result<Value, ControlError> {
+    pub async fn reset(&self, credentials: bool, keep: Option<&str>) -> Result<ResetAnswer, ControlError> {
         let started = std::time::Instant::now();
         let keep = if credentials { Some(keep.unwrap_or_default()) } else { None };
         self.storage.control.reset_state(keep).await?;
@@ -434,7 +433,7 @@ impl TestControl {
         .await?;
         let took = started.elapsed();
         tracing::warn!(credentials, took_ms = took.as_millis() as u64, "test control reset the database");
-        Ok(json!({ "reset": true, "credentials": credentials, "took_ms": took.as_secs_f64() * 1000.0 }))
+        Ok(ResetAnswer { credentials, reset: true, took_ms: took.as_secs_f64() * 1000.0 })
     }
 }
 
@@ -450,12 +449,12 @@ fn snapshot_name(name: &str) -> Result<(), ControlError> {
     }
 }
 
-fn snapshot_json(info: &crate::storage::SnapshotInfo) -> Value {
-    json!({
-        "name": info.name,
-        "created_at": crate::domain::time::iso_ms(info.created_at),
-        "size_bytes": info.size_bytes,
-    })
+fn snapshot_json(info: &crate::storage::SnapshotInfo) -> SnapshotJson {
+    SnapshotJson {
+        created_at: crate::domain::time::iso_ms(info.created_at),
+        name: info.name.clone(),
+        size_bytes: info.size_bytes,
+    }
 }
 
 /// Counts and logs a firing.

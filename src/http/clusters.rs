@@ -10,8 +10,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::AppState;
@@ -19,9 +17,10 @@ use super::error::ApiError;
 use super::extract::{Caller, InstancePath, JsonBody};
 use super::routes::{Op, op};
 use crate::domain::Action;
-use crate::domain::cluster::{AllowRule, Binding, BindingRequest, BindingView, ClusterPolicy};
+use crate::domain::cluster::{AllowRule, Binding, BindingRequest, ClusterPolicy};
 use crate::kafka::{ClusterError, ClusterView};
 use crate::storage::StoredBinding;
+use crate::wire::cluster::ClusterAnswer;
 
 /// How long binding waits for the cluster to answer.
 const BIND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,21 +64,6 @@ pub fn operations() -> Vec<Op> {
     ]
 }
 
-/// A binding and what the cluster says now.
-#[derive(Serialize, ToSchema)]
-pub(super) struct ClusterAnswer {
-    instance_id: String,
-    binding: BindingView,
-    /// Whether the cluster answered DescribeCluster just now.
-    reachable: bool,
-    /// The cluster as DescribeCluster showed it, when it answered.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cluster: Option<ClusterView>,
-    /// Why it did not, when it did not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
 fn reason(e: &ClusterError) -> String {
     let mut s: String = e.to_string().chars().filter(|c| !c.is_control()).collect();
     if s.len() > MAX_REASON {
@@ -104,7 +88,7 @@ async fn answer(state: &AppState, instance: &str, stored: &StoredBinding, timeou
         Ok(v) => (true, Some(v), None),
         Err(e) => (false, None, Some(reason(&e))),
     };
-    ClusterAnswer { instance_id: instance.to_owned(), binding: stored.binding.view(), reachable, cluster, error }
+    ClusterAnswer { binding: stored.binding.view(), cluster, error, instance_id: instance.to_owned(), reachable }
 }
 
 /// `GET /v2/{project_id}/instances/{instance_id}/cluster`: the binding (never its password) and
@@ -166,11 +150,11 @@ pub(super) async fn bind(
         return Err(ApiError::NoInstance);
     }
     let answer = ClusterAnswer {
-        instance_id: path.instance.as_str().to_owned(),
         binding: stored.binding.view(),
-        reachable: true,
         cluster: Some(view),
         error: None,
+        instance_id: path.instance.as_str().to_owned(),
+        reachable: true,
     };
     Ok(receipt.respond(Json(answer).into_response()))
 }

@@ -23,6 +23,10 @@ use super::routes::{Op, op};
 use crate::control::{ControlError, INJECTED_ACTION, TestControl, faults::Effect};
 use crate::domain::{Action, Identity};
 use crate::storage::AuditEvent;
+use crate::wire::control::{
+    ClockAnswer, ClockMove, ErrorInput, FailInput, ResetAnswer, ResetBody, RestoredSnapshot, RuleFilters, RuleInput,
+    RulesAnswer, RulesBody, SnapshotBody, SnapshotJson, SnapshotList,
+};
 
 /// The control routes, behind authentication; none at all without `--test-control`.
 pub fn router(state: &AppState) -> Router<AppState> {
@@ -108,7 +112,7 @@ fn cut_to(s: &str, n: usize) -> &str {
     operation_id = "ListTestControlFaults",
     tag = "Test control",
     params(ProjectPath),
-    responses((status = 200, description = "The fault rules (admin role; `serve --test-control` only)", body = Object)),
+    responses((status = 200, description = "The fault rules (admin role; `serve --test-control` only)", body = RulesAnswer)),
 )]
 pub(super) async fn list_faults(
     State(state): State<AppState>,
@@ -125,8 +129,8 @@ pub(super) async fn list_faults(
     operation_id = "ReplaceTestControlFaults",
     tag = "Test control",
     params(ProjectPath),
-    request_body(content = Object, description = "`{\"rules\": [RuleInput, ...]}`"),
-    responses((status = 200, description = "The fault rules now in force", body = Object)),
+    request_body = RulesBody,
+    responses((status = 200, description = "The fault rules now in force", body = RulesAnswer)),
 )]
 pub(super) async fn replace_faults(
     State(state): State<AppState>,
@@ -146,8 +150,8 @@ pub(super) async fn replace_faults(
     operation_id = "AppendTestControlFaults",
     tag = "Test control",
     params(ProjectPath),
-    request_body(content = Object, description = "`{\"rules\": [RuleInput, ...]}`"),
-    responses((status = 200, description = "The fault rules now in force", body = Object)),
+    request_body = RulesBody,
+    responses((status = 200, description = "The fault rules now in force", body = RulesAnswer)),
 )]
 pub(super) async fn append_faults(
     State(state): State<AppState>,
@@ -168,8 +172,8 @@ pub(super) async fn append_faults(
     operation_id = "DeleteTestControlFaults",
     tag = "Test control",
     params(ProjectPath),
-    request_body(content = Object, description = "`{\"rules\": [filter, ...]}`; none removes every rule"),
-    responses((status = 200, description = "The rules left, and how many were removed", body = Object)),
+    request_body(content = RuleFilters, description = "`{\"rules\": [filter, ...]}`; none removes every rule"),
+    responses((status = 200, description = "The rules left, and how many were removed", body = RulesAnswer)),
 )]
 pub(super) async fn remove_faults(
     State(state): State<AppState>,
@@ -205,7 +209,7 @@ pub(super) async fn remove_faults(
     operation_id = "ShowTestControlClock",
     tag = "Test control",
     params(ProjectPath),
-    responses((status = 200, description = "The service's clock", body = Object)),
+    responses((status = 200, description = "The service's clock", body = ClockAnswer)),
 )]
 pub(super) async fn show_clock(
     State(state): State<AppState>,
@@ -223,8 +227,8 @@ pub(super) async fn show_clock(
     operation_id = "MoveTestControlClock",
     tag = "Test control",
     params(ProjectPath),
-    request_body(content = Object, description = "advance (by: `90s`, `15m`, `2h`, `1d` or milliseconds), set (to: RFC 3339), freeze, resume"),
-    responses((status = 200, description = "The clock, moved", body = Object)),
+    request_body(content = ClockMove, description = "advance (by: `90s`, `15m`, `2h`, `1d` or milliseconds), set (to: RFC 3339), freeze, resume"),
+    responses((status = 200, description = "The clock, moved", body = ClockAnswer)),
 )]
 pub(super) async fn move_clock(
     State(state): State<AppState>,
@@ -244,9 +248,12 @@ pub(super) async fn move_clock(
     if let Some(k) = m.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(ApiError::ControlRefused(format!("unknown field {:?} for this action", cut(k))));
     }
-    let answer = match m.get("action").and_then(Value::as_str) {
-        Some("advance") => {
-            let ms = match m.get("by") {
+    const TO: &str = "to must be an RFC 3339 time, such as 2027-01-01T02:00:00Z";
+    // The fields are the action's; a `to` that is not text is the one type left to refuse.
+    let moved: ClockMove = serde_json::from_value(Value::Object(m)).map_err(|_| bad(TO))?;
+    let answer = match moved.action.as_str() {
+        "advance" => {
+            let ms = match &moved.by {
                 Some(Value::String(s)) => crate::control::parse_duration(s),
                 Some(Value::Number(n)) => n.as_i64().filter(|ms| *ms >= 0),
                 _ => None,
@@ -254,15 +261,11 @@ pub(super) async fn move_clock(
             .ok_or_else(|| bad("by must be an amount of time: 90s, 15m, 2h, 1d, or milliseconds"))?;
             c.advance(ms).await?
         }
-        Some("set") => {
-            let at = m
-                .get("to")
-                .and_then(Value::as_str)
-                .and_then(crate::control::parse_time)
-                .ok_or_else(|| bad("to must be an RFC 3339 time, such as 2027-01-01T02:00:00Z"))?;
+        "set" => {
+            let at = moved.to.as_deref().and_then(crate::control::parse_time).ok_or_else(|| bad(TO))?;
             c.set(at).await?
         }
-        Some("freeze") => c.freeze().await?,
+        "freeze" => c.freeze().await?,
         _ => c.resume().await?,
     };
     Ok(axum::Json(answer).into_response())
@@ -276,8 +279,8 @@ pub(super) async fn move_clock(
     operation_id = "ResetTestControlState",
     tag = "Test control",
     params(ProjectPath),
-    request_body(content = Object, description = "`{\"credentials\": false}` (the default keeps every access key)"),
-    responses((status = 200, description = "The database is clean", body = Object)),
+    request_body(content = ResetBody, description = "`{\"credentials\": false}` (the default keeps every access key)"),
+    responses((status = 200, description = "The database is clean", body = ResetAnswer)),
 )]
 pub(super) async fn reset(
     State(state): State<AppState>,
@@ -290,11 +293,8 @@ pub(super) async fn reset(
     if let Some(k) = m.keys().find(|k| *k != "credentials") {
         return Err(ApiError::ControlRefused(format!("unknown field {:?}", cut(k))));
     }
-    let credentials = match m.get("credentials") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::ControlRefused("credentials must be true or false".into())),
-    };
+    let ResetBody { credentials } = serde_json::from_value(Value::Object(m))
+        .map_err(|_| ApiError::ControlRefused("credentials must be true or false".into()))?;
     if credentials && caller.0.access_key.is_none() {
         return Err(ApiError::ControlRefused("resetting credentials needs a caller with an access key".into()));
     }
@@ -317,7 +317,7 @@ fn snapshot_name(raw: &RawPathParams) -> String {
     operation_id = "ListTestControlSnapshots",
     tag = "Test control",
     params(ProjectPath),
-    responses((status = 200, description = "`{\"snapshots\": [{\"name\", \"created_at\", \"size_bytes\"}]}`", body = Object)),
+    responses((status = 200, description = "The snapshots saved", body = SnapshotList)),
 )]
 pub(super) async fn list_snapshots(
     State(state): State<AppState>,
@@ -335,8 +335,8 @@ pub(super) async fn list_snapshots(
     operation_id = "SaveTestControlSnapshot",
     tag = "Test control",
     params(ProjectPath),
-    request_body(content = Object, description = "`{\"name\": \"NAME\"}`: 1 to 64 letters, digits, `.`, `-`, `_`"),
-    responses((status = 200, description = "The snapshot saved", body = Object)),
+    request_body = SnapshotBody,
+    responses((status = 200, description = "The snapshot saved", body = SnapshotJson)),
 )]
 pub(super) async fn save_snapshot(
     State(state): State<AppState>,
@@ -352,10 +352,9 @@ pub(super) async fn save_snapshot(
             cut(k)
         )));
     }
-    let Some(Value::String(name)) = m.get("name") else {
-        return Err(ApiError::ControlRefused("the body is {\"name\": \"NAME\"}".into()));
-    };
-    Ok(axum::Json(c.save_snapshot(name).await?).into_response())
+    let SnapshotBody { name } = serde_json::from_value(Value::Object(m))
+        .map_err(|_| ApiError::ControlRefused("the body is {\"name\": \"NAME\"}".into()))?;
+    Ok(axum::Json(c.save_snapshot(&name).await?).into_response())
 }
 
 /// `POST`: the state becomes the snapshot's, in one transaction.
@@ -365,7 +364,7 @@ pub(super) async fn save_snapshot(
     operation_id = "RestoreTestControlSnapshot",
     tag = "Test control",
     params(ProjectPath, ("name" = String, Path, description = "The snapshot's name")),
-    responses((status = 200, description = "The state is the snapshot's", body = Object),
+    responses((status = 200, description = "The state is the snapshot's", body = RestoredSnapshot),
               (status = 404, description = "No snapshot of that name (`DMS.00404800`)")),
 )]
 pub(super) async fn restore_snapshot(
@@ -406,7 +405,7 @@ pub(super) async fn delete_snapshot(
 /// The test-control part of the OpenAPI document, served with `--test-control` only.
 #[derive(OpenApi)]
 #[openapi(
-    components(schemas(crate::control::faults::RuleInput, crate::control::faults::ErrorInput, crate::control::faults::FailInput)),
+    components(schemas(RuleInput, ErrorInput, FailInput)),
     tags((name = "Test control", description = "Extension, `serve --test-control` only (admin role): fault rules, \
         the movable clock, the state reset. See docs/testing.md."))
 )]

@@ -33,6 +33,7 @@ use super::extract::{Caller, InstancePath, ProjectPath, QueryMap};
 use super::routes::{Op, op};
 use crate::domain::Action;
 use crate::storage::events::{EventCursor, EventScope, EventStart, EventStore, LoggedEvent};
+use crate::wire::events::SseEvent;
 use crate::wire::from_query;
 use crate::wire::task::{EventQuery, LastEventId};
 
@@ -210,31 +211,21 @@ pub(super) async fn instance_events(
     open(&state, &caller, EventScope::Instance(path.project, path.instance), &q, &headers).await
 }
 
-/// One message of the stream, as an SSE parser hands it over (comment lines aside).
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub(super) struct SseEvent {
-    /// The event's place in the log, for `Last-Event-ID`: opaque, the project's own; absent on
-    /// `missed`.
-    #[schema(nullable = false, example = "3f0c9a1e7b2d4c5a8e6f1b0d2c3a4e5f")]
-    id: Option<String>,
-    /// `task.created`, `step.started`, `step.finished`, `task.finished`, `task.deleted`,
-    /// `task.rescheduled`, or `missed`.
-    #[schema(example = "step.finished")]
-    event: String,
-    /// A JSON object (see the operation's description).
-    #[schema(example = "{\"task_id\":\"…\",\"status\":\"EXECUTING\",\"progress\":50}")]
-    data: String,
-}
+const STREAM_DOC: &str = "A `text/event-stream` of task events (each message is an `SseEvent`; its `data` is \
+     a JSON object, `EventData` for a task event). `id` is the event's place in the log, for `Last-Event-ID` or \
+     `?after=`: 32 hex digits, opaque and the project's own; `0` is the log's start. A stream resumed from an event \
+     the log no longer keeps starts with an event `missed` (no id; data `MissedData`): events in between are lost, \
+     re-read the task lists. Comment lines (`: keep-alive`) are sent while idle. 429 when too many streams are \
+     open (per key, or in all).";
 
-const STREAM_DOC: &str = "A `text/event-stream` of task events. Each event has `id` (its place in the log, \
-     for `Last-Event-ID` or `?after=`: 32 hex digits, opaque and the project's own; `0` is the log's start), `event` (`task.created`, `step.started`, `step.finished`, `task.finished`, \
-     `task.deleted`, `task.rescheduled`) and `data`, a JSON object: `task_id`, `instance_id`, `name`, `status`, \
-     `step` (`index`, `name`, `status`; step events only), `steps_done`, `steps`, `progress` (0-100), \
-     `created_at`, `updated_at`, `schedule_at` (scheduled tasks), `at` (when the change was made). \
-     A stream resumed from an event the log no longer keeps starts with an event `missed` (no id; data \
-     `{\"after\":ID,\"resumed_at\":ID}`): events in between are lost, re-read the task lists. Comment lines \
-     (`: keep-alive`) are sent while idle. 429 when too many streams are open (per key, or in all).";
+/// A message of the stream as the SSE encoder sends it.
+fn frame(e: SseEvent) -> Event {
+    let frame = Event::default().event(e.event).data(e.data);
+    match e.id {
+        Some(id) => frame.id(id),
+        None => frame,
+    }
+}
 
 /// The event ids one project's streams show: each log position and a zero check block, as one
 /// AES-128 block under the project's own key, in hex. The same position always shows the same
@@ -315,11 +306,7 @@ async fn open(
             (c, None)
         }
         EventStart::From(c) => (c, None),
-        EventStart::Missed(c) => {
-            let data =
-                serde_json::json!({ "after": ids.show(after.unwrap_or(0)), "resumed_at": ids.show(c.id) }).to_string();
-            (c, Some(Event::default().event("missed").data(data)))
-        }
+        EventStart::Missed(c) => (c, Some(SseEvent::missed(ids.show(after.unwrap_or(0)), ids.show(c.id)))),
         EventStart::Unknown => {
             return Err(ApiError::InvalidParam(if headers.contains_key("last-event-id") {
                 "Last-Event-ID"
@@ -365,7 +352,7 @@ struct Reader {
     buf: VecDeque<LoggedEvent>,
     /// Events that committed before a stream "from now" started (see [`EventStart::Tail`]).
     skip: std::collections::HashSet<i64>,
-    first: Option<Event>,
+    first: Option<SseEvent>,
     signal: watch::Receiver<u64>,
     shutdown: watch::Receiver<bool>,
     poll: Duration,
@@ -378,15 +365,15 @@ struct Reader {
 /// wake-up. `None` ends the stream (shutdown or lifetime).
 async fn next(mut r: Reader) -> Option<(Result<Event, Infallible>, Reader)> {
     if let Some(e) = r.first.take() {
-        return Some((Ok(e), r));
+        return Some((Ok(frame(e)), r));
     }
     loop {
         if let Some(e) = r.buf.pop_front() {
             if !r.skip.is_empty() && r.skip.remove(&e.id) {
                 continue;
             }
-            let event = Event::default().id(r.ids.show(e.id)).event(e.kind).data(e.data);
-            return Some((Ok(event), r));
+            let event = SseEvent::task(r.ids.show(e.id), e.kind, e.data);
+            return Some((Ok(frame(event)), r));
         }
         if *r.shutdown.borrow() || tokio::time::Instant::now() >= r.ends {
             return None;

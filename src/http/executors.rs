@@ -6,8 +6,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Serialize;
-use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::AppState;
@@ -18,45 +16,10 @@ use super::tasks::find;
 use crate::domain::Action;
 use crate::executor::{MAX_MESSAGE, REASON_TAIL, webhook};
 use crate::storage::{Callback, StepAnswer, View};
-use crate::wire::executor::CallbackBody;
+use crate::wire::executor::{CallbackBody, FailureJson, RunJson};
 
 pub fn operations() -> Vec<Op> {
     vec![op(routes!(show_run)), op(routes!(show_run_alias)), op(routes!(callback)).audit(Action::ModifyInstance)]
-}
-
-/// Why a task failed: the step, what was wrong, what to do.
-#[derive(Serialize, ToSchema)]
-pub(super) struct FailureJson {
-    /// The step that failed (its name) and its index in the step list (0-based).
-    step: String,
-    step_index: usize,
-    /// What was wrong: the simulation's, the executor's or the start check's own words.
-    reason: String,
-    /// What to do about it.
-    remedy: String,
-}
-
-/// How a task ran: what its executor reported, and why it failed if it did.
-#[derive(Serialize, ToSchema)]
-pub(super) struct RunJson {
-    task_id: String,
-    /// The step the executor runs or ran last (its name), empty when no executor ran the task.
-    step: String,
-    /// The attempt at that step: 1, one more each time it was begun again; 0 when no executor ran.
-    attempt: u32,
-    /// The step's own progress (0 to 100) as last reported.
-    progress: Option<u32>,
-    message: String,
-    /// Why the task failed (the executor's reason, or the simulation's or start check's when no
-    /// executor ran it); `null` while it has not failed.
-    reason: Option<String>,
-    /// The failed step with what was wrong and what to do; `null` unless the task failed. Tasks
-    /// that failed before this field existed have none.
-    failure: Option<FailureJson>,
-    /// The last 4 KiB of the executor's output (stdout and stderr).
-    output_tail: String,
-    /// Epoch milliseconds of the last report.
-    updated_at: i64,
 }
 
 /// ShowTaskRun (kafka-tasks): `GET …/tasks/{task_id}/run`, for operators and admins only (an
@@ -105,21 +68,21 @@ async fn run_of(State(state): State<AppState>, caller: Caller, path: TaskPath) -
     };
     let failure = task.steps.iter().enumerate().find_map(|(i, s)| {
         s.failure.as_ref().map(|f| FailureJson {
-            step: s.name.clone(),
-            step_index: i,
             reason: f.reason.clone(),
             remedy: f.remedy.clone(),
+            step: s.name.clone(),
+            step_index: i,
         })
     });
     Ok(Json(RunJson {
-        task_id: task.id.as_str().to_owned(),
-        step,
         attempt: run.attempt,
-        progress: run.progress,
-        message: run.message,
         reason: run.reason.or_else(|| failure.as_ref().map(|f| f.reason.clone())),
         failure,
+        message: run.message,
         output_tail: run.output_tail,
+        progress: run.progress,
+        step,
+        task_id: task.id.as_str().to_owned(),
         updated_at: run.updated_at,
     }))
 }

@@ -230,6 +230,39 @@ mod tests {
         }
     }
 
+    /// Every `$ref` of both documents (with and without test control) names a component that
+    /// is there: a schema named by `value_type` or `body` and never registered would dangle.
+    #[test]
+    fn every_reference_resolves() {
+        fn refs<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    if let Some(r) = m.get("$ref").and_then(serde_json::Value::as_str) {
+                        out.push(r);
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        for text in [build(false), build(true)] {
+            let doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let mut found = Vec::new();
+            refs(&doc, &mut found);
+            assert!(found.len() > 10, "too few references: {found:?}");
+            for r in found {
+                let target = r.strip_prefix('#').and_then(|p| doc.pointer(p));
+                assert!(target.is_some(), "{r} does not resolve");
+            }
+        }
+        let with_control: serde_json::Value = serde_json::from_str(&build(true)).unwrap_or_default();
+        let schemas = &with_control["components"]["schemas"];
+        for name in ["SseEvent", "EventPayload", "EventData", "MissedData", "RulesAnswer", "ClockAnswer"] {
+            assert!(schemas.get(name).is_some(), "{name} is not in the document");
+        }
+    }
+
     #[test]
     fn the_document_names_every_error_status_it_refers_to() {
         let doc: serde_json::Value = serde_json::from_str(&DOCUMENT).unwrap_or_default();

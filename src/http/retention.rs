@@ -6,8 +6,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::AppState;
@@ -16,6 +14,7 @@ use super::extract::{Caller, JsonBody, ProjectPath};
 use super::routes::{Op, op};
 use crate::domain::retention::RetentionPolicy;
 use crate::domain::{Action, ProjectId};
+use crate::wire::retention::{RetentionAnswer, Source};
 
 pub fn operations() -> Vec<Op> {
     vec![
@@ -25,30 +24,12 @@ pub fn operations() -> Vec<Op> {
     ]
 }
 
-/// Where a project's policy comes from.
-#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub(super) enum Source {
-    /// The server's configuration (`serve --retention-*`).
-    Default,
-    /// Set for this project through this endpoint.
-    Project,
-}
-
-/// The policy in force for a project.
-#[derive(Serialize, ToSchema)]
-pub(super) struct RetentionAnswer {
-    project_id: String,
-    source: Source,
-    policy: RetentionPolicy,
-}
-
 fn answer(project: &ProjectId, own: Option<RetentionPolicy>, state: &AppState) -> Response {
     let (source, policy) = match own {
         Some(p) => (Source::Project, p),
         None => (Source::Default, (*state.retention_defaults).clone()),
     };
-    Json(RetentionAnswer { project_id: project.as_str().to_owned(), source, policy }).into_response()
+    Json(RetentionAnswer { policy, project_id: project.as_str().to_owned(), source }).into_response()
 }
 
 /// `GET /v2/{project_id}/tasks/retention`: the policy in force and where it comes from.

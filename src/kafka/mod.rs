@@ -23,21 +23,7 @@ pub enum ClusterError {
     Unreachable { servers: String, why: String },
 }
 
-/// The cluster as DescribeCluster shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct ClusterView {
-    pub cluster_id: String,
-    pub controller_id: i32,
-    pub brokers: Vec<BrokerView>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct BrokerView {
-    pub id: i32,
-    pub host: String,
-    pub port: i32,
-    pub fenced: bool,
-}
+pub use crate::wire::cluster::{BrokerView, ClusterView};
 
 /// The SASL password of a binding, from where it says it is.
 pub fn password(
@@ -202,10 +188,10 @@ pub async fn describe(kafka: &krafka::Kafka, timeout: Duration) -> Result<Cluste
     let mut brokers: Vec<BrokerView> = d
         .brokers
         .into_iter()
-        .map(|b| BrokerView { id: b.id, host: b.host, port: b.port, fenced: b.is_fenced })
+        .map(|b| BrokerView { fenced: b.is_fenced, host: b.host, id: b.id, port: b.port })
         .collect();
     brokers.sort_by_key(|b| b.id);
-    Ok(ClusterView { cluster_id: d.cluster_id, controller_id: d.controller_id, brokers })
+    Ok(ClusterView { brokers, cluster_id: d.cluster_id, controller_id: d.controller_id })
 }
 
 /// What ShowInstance says of a bound instance's cluster: a wire type, since ShowInstance's

@@ -295,6 +295,9 @@ per_engine! {
             json!({ "action": "advance", "by": "999999999999d" }),
             json!({ "action": "set", "to": "tomorrow" }),
             json!({ "action": "set", "to": "99999-01-01T00:00:00Z" }),
+            json!({ "action": "set", "to": 4_102_444_800_000u64 }),
+            json!({ "action": "set" }),
+            json!({ "action": "advance", "by": ["1h"] }),
             json!({ "action": "freeze", "by": "1h" }),
         ] {
             let was = app.get(&clock()).await.json()["offset_ms"].clone();

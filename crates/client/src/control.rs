@@ -4,6 +4,8 @@
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
+use kafka_tasks_wire::control::{ClockAnswer, ResetAnswer, RestoredSnapshot, RulesAnswer, SnapshotJson, SnapshotList};
+
 use super::output::{self, fields};
 use super::{Conn, Ctx, Failure};
 
@@ -59,19 +61,18 @@ fn snapshot_name(name: &str) -> Result<&str, Failure> {
     }
 }
 
-fn render_snapshots(v: &Value) -> String {
-    let list = v["snapshots"].as_array().cloned().unwrap_or_default();
-    if list.is_empty() {
+fn render_snapshots(list: &SnapshotList) -> String {
+    if list.snapshots.is_empty() {
         return "no snapshots".into();
     }
     let rows = list
+        .snapshots
         .iter()
         .map(|s| {
-            let size = s["size_bytes"].as_u64().unwrap_or(0);
             vec![
-                output::Cell::from(s["name"].as_str().unwrap_or_default()),
-                output::Cell::from(s["created_at"].as_str().unwrap_or_default()),
-                output::Cell::from(format!("{:.1} KiB", size as f64 / 1024.0)),
+                output::Cell::from(s.name.as_str()),
+                output::Cell::from(s.created_at.as_str()),
+                output::Cell::from(format!("{:.1} KiB", s.size_bytes as f64 / 1024.0)),
             ]
         })
         .collect();
@@ -134,32 +135,33 @@ fn rules_body(rules: &[String], file: Option<&std::path::Path>) -> Result<Value,
     Ok(json!({ "rules": list }))
 }
 
-fn render_rules(v: &Value) -> String {
-    let rules = v["rules"].as_array().cloned().unwrap_or_default();
-    if rules.is_empty() {
+fn render_rules(answer: &RulesAnswer) -> String {
+    if answer.rules.is_empty() {
         return "no fault rules".into();
     }
-    rules
+    answer
+        .rules
         .iter()
         .map(|r| {
-            let mut shown = r.clone();
-            for k in ["id", "fired", "matched", "retired"] {
-                if let Some(m) = shown.as_object_mut() {
+            // The matchers and the effect, as the server shows them.
+            let mut shown = serde_json::to_value(r).unwrap_or_default();
+            if let Some(m) = shown.as_object_mut() {
+                for k in ["id", "fired", "matched", "retired"] {
                     m.remove(k);
                 }
             }
-            let state = if r["retired"] == true { " (retired)" } else { "" };
-            format!("#{} fired {}/{}{state}  {}", r["id"], r["fired"], r["matched"], shown)
+            let state = if r.retired { " (retired)" } else { "" };
+            format!("#{} fired {}/{}{state}  {}", r.id, r.fired, r.matched, shown)
         })
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-fn render_clock(v: &Value) -> String {
+fn render_clock(clock: &ClockAnswer) -> String {
     let mut out = fields(&[
-        ("now", v["now"].as_str().unwrap_or_default().to_owned()),
-        ("offset", output::duration(v["offset_ms"].as_i64().unwrap_or(0).unsigned_abs() / 1000)),
-        ("frozen", v["frozen"].to_string()),
+        ("now", clock.now.clone()),
+        ("offset", output::duration(clock.offset_ms.unsigned_abs() / 1000)),
+        ("frozen", clock.frozen.to_string()),
     ]);
     out.pop();
     out
@@ -184,7 +186,7 @@ pub(super) async fn control(c: Ctx, cmd: ControlCommand) -> Result<(), Failure> 
                     c.api.send("DELETE", &path, &[], Some(&body)).await?
                 }
             };
-            c.show(&v, render_rules);
+            c.show_as(&v, render_rules);
         }
         ControlCommand::Clock(k) => {
             let path = format!("{base}/clock");
@@ -199,30 +201,28 @@ pub(super) async fn control(c: Ctx, cmd: ControlCommand) -> Result<(), Failure> 
                 None => c.api.get(&path, &[]).await?,
                 Some(b) => c.api.send("POST", &path, &[], Some(&b)).await?,
             };
-            c.show(&v, render_clock);
+            c.show_as(&v, render_clock);
         }
         ControlCommand::Reset { credentials } => {
             let v =
                 c.api.send("POST", &format!("{base}/reset"), &[], Some(&json!({ "credentials": credentials }))).await?;
-            c.show(&v, |v| format!("database reset in {:.1} ms", v["took_ms"].as_f64().unwrap_or(0.0)));
+            c.show_as(&v, |r: &ResetAnswer| format!("database reset in {:.1} ms", r.took_ms));
         }
         ControlCommand::Snapshot(s) => {
             let path = format!("{base}/snapshots");
             match s {
                 SnapshotCommand::Save { name } => {
                     let v = c.api.send("POST", &path, &[], Some(&json!({ "name": snapshot_name(&name)? }))).await?;
-                    c.show(&v, |v| {
-                        let size = v["size_bytes"].as_u64().unwrap_or(0) as f64 / 1024.0;
-                        format!("saved snapshot {} ({size:.1} KiB)", v["name"].as_str().unwrap_or_default())
+                    c.show_as(&v, |s: &SnapshotJson| {
+                        format!("saved snapshot {} ({:.1} KiB)", s.name, s.size_bytes as f64 / 1024.0)
                     });
                 }
-                SnapshotCommand::List => c.show(&c.api.get(&path, &[]).await?, render_snapshots),
+                SnapshotCommand::List => c.show_as(&c.api.get(&path, &[]).await?, render_snapshots),
                 SnapshotCommand::Restore { name } => {
                     let at = format!("{path}/{}/restore", snapshot_name(&name)?);
                     let v = c.api.send("POST", &at, &[], None).await?;
-                    c.show(&v, |v| {
-                        let took = v["took_ms"].as_f64().unwrap_or(0.0);
-                        format!("restored snapshot {} in {took:.1} ms", v["restored"].as_str().unwrap_or_default())
+                    c.show_as(&v, |r: &RestoredSnapshot| {
+                        format!("restored snapshot {} in {:.1} ms", r.restored, r.took_ms)
                     });
                 }
                 SnapshotCommand::Delete { name } => {

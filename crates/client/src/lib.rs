@@ -20,12 +20,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use http::Api;
 use kafka_tasks_domain::task::TaskJson;
 use kafka_tasks_domain::{CompactTime, now_ms};
-use kafka_tasks_wire::instance::{InstanceJson, InstanceList};
+use kafka_tasks_wire::cluster::ClusterAnswer;
+use kafka_tasks_wire::instance::{ConfigList, InstanceJson, InstanceList};
+use kafka_tasks_wire::operation::{
+    AutoTopicChanged, BatchResults, ConfigsModified, JobId, Outcome, ReassignOutcome, UpgradeVersions,
+};
+use kafka_tasks_wire::retention::RetentionAnswer;
 use kafka_tasks_wire::task::{BulkDeletePreview, JobList, TaskList, TaskProgress};
 use output::{Cell, colour_stdout, fields, status, table, when};
 
@@ -729,8 +735,8 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
             let body = json!({ "enable_auto_topic": matches!(a.state, OnOff::On) });
             let path = c.api.instance_path(&a.inst.instance, "/autotopic");
             let v = c.api.send("POST", &path, &[], Some(&body)).await?;
-            c.show(&v, |v| format!("task {} started", v["job_id"].as_str().unwrap_or("?")));
-            c.follow(&a.inst.instance, v.get("job_id").and_then(Value::as_str), &a.wait).await
+            c.show_as(&v, |a: &AutoTopicChanged| format!("task {} started", a.job_id));
+            c.follow(&a.inst.instance, job_of(&v).as_deref(), &a.wait).await
         }
         ClientCommand::Resize(a) => {
             let c = Ctx::new(&a.conn)?;
@@ -742,8 +748,8 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
             };
             let path = format!("/v2/{}/kafka/instances/{}/extend", c.api.project, a.inst.instance);
             let v = c.api.send("POST", &path, &[], Some(&body)).await?;
-            c.show(&v, |v| format!("task {} started", v["job_id"].as_str().unwrap_or("?")));
-            c.follow(&a.inst.instance, v.get("job_id").and_then(Value::as_str), &a.wait).await
+            c.show_as(&v, |j: &JobId| format!("task {} started", j.job_id));
+            c.follow(&a.inst.instance, job_of(&v).as_deref(), &a.wait).await
         }
         ClientCommand::Reassign(a) => {
             let c = Ctx::new(&a.conn)?;
@@ -768,9 +774,9 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
             let path = format!("/v2/{}/kafka/instances/{}/upgrade", c.api.project, a.inst.instance);
             if a.check {
                 let v = c.api.get(&path, &[]).await?;
-                c.show(&v, |v| {
-                    let s = |k: &str| str_of(v, k).to_owned();
-                    let mut out = fields(&[("current", s("current_version")), ("latest", s("latest_version"))]);
+                c.show_as(&v, |u: &UpgradeVersions| {
+                    let mut out =
+                        fields(&[("current", u.current_version.clone()), ("latest", u.latest_version.clone())]);
                     out.pop();
                     out
                 });
@@ -789,8 +795,8 @@ async fn dispatch(cmd: ClientCommand) -> Result<(), Failure> {
             let body = json!({ "action": "restart", "instances": [a.inst.instance] });
             let path = format!("/v2/{}/instances/action", c.api.project);
             let v = c.api.send("POST", &path, &[], Some(&body)).await?;
-            let ok = v.get("results").and_then(|r| r.get(0)).and_then(|r| r.get("result")).and_then(Value::as_str)
-                == Some("success");
+            let ok = BatchResults::deserialize(&v)
+                .is_ok_and(|b| b.results.first().is_some_and(|r| r.result == Outcome::Success));
             if !ok {
                 if c.json() {
                     c.print_json(&v);
@@ -862,29 +868,27 @@ async fn cluster(c: Ctx, cmd: ClusterCommand) -> Result<(), Failure> {
             c.api.send("PUT", &path, &[], Some(&Value::Object(body))).await?
         }
     };
-    c.show(&v, |v| {
-        let b = &v["binding"];
-        let brokers = v["cluster"]["brokers"]
-            .as_array()
-            .map(|bs| bs.iter().map(|b| format!("{}@{}:{}", b["id"], str_of(b, "host"), b["port"])).collect::<Vec<_>>())
-            .unwrap_or_default();
+    c.show_as(&v, |a: &ClusterAnswer| {
+        let b = &a.binding;
         let mut rows = vec![
-            ("instance", str_of(v, "instance_id").to_owned()),
-            ("bootstrap", str_of(b, "bootstrap_servers").to_owned()),
-            ("security", str_of(b, "security_protocol").to_owned()),
-            ("reachable", v["reachable"].to_string()),
+            ("instance", a.instance_id.clone()),
+            ("bootstrap", b.bootstrap_servers.clone()),
+            ("security", wire_name(&b.security_protocol)),
+            ("reachable", a.reachable.to_string()),
         ];
-        if let Some(id) = v["cluster"]["cluster_id"].as_str() {
-            rows.push(("cluster id", id.to_owned()));
-            rows.push(("controller", v["cluster"]["controller_id"].to_string()));
+        if let Some(cluster) = &a.cluster {
+            let brokers: Vec<String> =
+                cluster.brokers.iter().map(|b| format!("{}@{}:{}", b.id, b.host, b.port)).collect();
+            rows.push(("cluster id", cluster.cluster_id.clone()));
+            rows.push(("controller", cluster.controller_id.to_string()));
             rows.push(("brokers", brokers.join(", ")));
         }
-        if let Some(e) = v["error"].as_str() {
-            rows.push(("error", e.to_owned()));
+        if let Some(e) = &a.error {
+            rows.push(("error", e.clone()));
         }
-        if let Some(u) = b["sasl_username"].as_str() {
-            rows.push(("sasl user", u.to_owned()));
-            rows.push(("password", str_of(b, "sasl_password_source").to_owned()));
+        if let Some(u) = &b.sasl_username {
+            rows.push(("sasl user", u.clone()));
+            rows.push(("password", b.sasl_password_source.clone().unwrap_or_default()));
         }
         fields(&rows)
     });
@@ -913,21 +917,16 @@ async fn retention(c: Ctx, cmd: RetentionCommand) -> Result<(), Failure> {
             c.api.send("PUT", &path, &[], Some(&body)).await?
         }
     };
-    c.show(&v, |v| {
-        let p = &v["policy"];
-        let days = |d: &Value| d.as_u64().map_or_else(|| "forever".to_owned(), |d| format!("{d} days"));
+    c.show_as(&v, |a: &RetentionAnswer| {
+        let p = &a.policy;
+        let days = |d: Option<u32>| d.map_or_else(|| "forever".to_owned(), |d| format!("{d} days"));
         let mut rows = vec![
-            ("source", str_of(v, "source").to_owned()),
-            ("max age", days(&p["max_age_days"])),
-            (
-                "per instance",
-                p["max_tasks_per_instance"].as_u64().map_or_else(|| "no cap".to_owned(), |n| n.to_string()),
-            ),
+            ("source", wire_name(&a.source)),
+            ("max age", days(p.max_age_days)),
+            ("per instance", p.max_tasks_per_instance.map_or_else(|| "no cap".to_owned(), |n| n.to_string())),
         ];
-        if let Some(over) = p["overrides"].as_object() {
-            for (name, d) in over {
-                rows.push(("override", format!("{name}: {}", days(d))));
-            }
+        for (name, d) in &p.overrides {
+            rows.push(("override", format!("{name}: {}", days(*d))));
         }
         let mut out = fields(&rows);
         out.pop();
@@ -938,17 +937,24 @@ async fn retention(c: Ctx, cmd: RetentionCommand) -> Result<(), Failure> {
 
 /// `{"job_id"}` (follows it with `--wait`), `{"schedule_id"}` or `{"reassignment_time"}`.
 async fn operation_started(c: &Ctx, v: &Value, instance: &str, w: &WaitArgs) -> Result<(), Failure> {
-    if let Some(secs) = v.get("reassignment_time").and_then(Value::as_u64) {
-        c.show(v, |_| format!("estimated time: {}", output::duration(secs)));
-        return Ok(());
-    }
-    if v.get("schedule_id").is_some() {
-        let see = format!("see `kafka-tasks scheduled list -i {instance}`");
-        c.show(v, |v| format!("task {} scheduled; {see}", str_of(v, "schedule_id")));
-        return Ok(());
-    }
-    c.show(v, |v| format!("task {} started", v["job_id"].as_str().unwrap_or("?")));
-    c.follow(instance, v.get("job_id").and_then(Value::as_str), w).await
+    let see = format!("see `kafka-tasks scheduled list -i {instance}`");
+    c.show_as(v, |o: &ReassignOutcome| match o {
+        ReassignOutcome::Estimate(e) => format!("estimated time: {}", output::duration(e.reassignment_time)),
+        ReassignOutcome::Schedule(s) => format!("task {} scheduled; {see}", s.schedule_id),
+        ReassignOutcome::Job(j) => format!("task {} started", j.job_id),
+    });
+    c.follow(instance, job_of(v).as_deref(), w).await
+}
+
+/// The task an operation started (`{"job_id"}`, as the server sent it: it goes into a path,
+/// where it is encoded).
+fn job_of(v: &Value) -> Option<String> {
+    JobId::deserialize(v).ok().map(|j| j.job_id)
+}
+
+/// A value's wire name (an enum's, as the server spells it).
+fn wire_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// Adds `is_schedule` + `execute_at` (epoch ms) for `--at`.
@@ -1484,15 +1490,18 @@ async fn configs(c: Ctx, cmd: ConfigsCommand) -> Result<(), Failure> {
     match cmd {
         ConfigsCommand::Get { inst } => {
             let v = c.api.get(&c.api.instance_path(&inst.instance, "/configs"), &[]).await?;
-            c.show(&v, |v| {
-                let list = v.get("kafka_configs").and_then(Value::as_array).cloned().unwrap_or_default();
+            c.show_as(&v, |list: &ConfigList| {
                 let rows = list
+                    .kafka_configs
                     .iter()
                     .map(|i| {
-                        ["name", "value", "default_value", "config_type", "valid_values"]
-                            .iter()
-                            .map(|k| Cell::from(str_of(i, k)))
-                            .collect()
+                        vec![
+                            Cell::from(i.name.as_str()),
+                            Cell::from(i.value.as_str()),
+                            Cell::from(i.default_value.as_str()),
+                            Cell::from(wire_name(&i.config_type)),
+                            Cell::from(i.valid_values.as_str()),
+                        ]
                     })
                     .collect();
                 let mut out = table(&["NAME", "VALUE", "DEFAULT", "KIND", "VALID VALUES"], rows, c.colour);
@@ -1509,16 +1518,10 @@ async fn configs(c: Ctx, cmd: ConfigsCommand) -> Result<(), Failure> {
             }
             let body = json!({ "kafka_configs": list });
             let v = c.api.send("PUT", &c.api.instance_path(&inst.instance, "/configs"), &[], Some(&body)).await?;
-            c.show(&v, |v| {
-                let n = |k: &str| v.get(k).map(Value::to_string).unwrap_or_default();
-                format!(
-                    "task {} started ({} dynamic, {} static)",
-                    v["job_id"].as_str().unwrap_or("?"),
-                    n("dynamic_config"),
-                    n("static_config")
-                )
+            c.show_as(&v, |m: &ConfigsModified| {
+                format!("task {} started ({} dynamic, {} static)", m.job_id, m.dynamic_config, m.static_config)
             });
-            c.follow(&inst.instance, v.get("job_id").and_then(Value::as_str), &wait).await?;
+            c.follow(&inst.instance, job_of(&v).as_deref(), &wait).await?;
         }
     }
     Ok(())

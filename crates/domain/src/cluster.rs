@@ -180,22 +180,23 @@ fn absolute(s: &str, field: &'static str) -> Result<PathBuf, Invalid> {
     Ok(p)
 }
 
-/// A binding as it is shown (`GET …/cluster`): everything but secrets.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+/// A binding as it is shown (`GET …/cluster`): everything but secrets. Its fields are in
+/// alphabetical order, as every answer of the wire is (see the wire crate).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BindingView {
     pub bootstrap_servers: String,
-    pub security_protocol: SecurityProtocol,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sasl_mechanism: Option<&'static str>,
+    pub broker_control: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sasl_username: Option<String>,
+    pub sasl_mechanism: Option<String>,
     /// Where the password is read from: `sealed` (stored, never shown), `env:NAME` or `file:PATH`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sasl_password_source: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ssl_ca_file: Option<String>,
+    pub sasl_username: Option<String>,
+    pub security_protocol: SecurityProtocol,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub broker_control: Option<String>,
+    pub ssl_ca_file: Option<String>,
 }
 
 impl Binding {
@@ -203,7 +204,7 @@ impl Binding {
         BindingView {
             bootstrap_servers: self.bootstrap.join(","),
             security_protocol: self.protocol,
-            sasl_mechanism: self.sasl.as_ref().map(|_| "SCRAM-SHA-512"),
+            sasl_mechanism: self.sasl.as_ref().map(|_| "SCRAM-SHA-512".to_owned()),
             sasl_username: self.sasl.as_ref().map(|s| s.username.clone()),
             sasl_password_source: self.sasl.as_ref().map(|s| match &s.password {
                 PasswordSource::Sealed => "sealed".to_owned(),

@@ -90,7 +90,7 @@ impl EventKind {
 }
 
 /// The step an event is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StepRef<'a> {
     /// 0-based.
     pub index: usize,
@@ -98,14 +98,16 @@ pub struct StepRef<'a> {
     pub status: StepStatus,
 }
 
-/// An event's JSON `data`, as stored and as sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// An event's JSON `data`, as stored and as sent (the event stream's document takes its schema
+/// from this type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EventData<'a> {
     pub task_id: &'a str,
     pub instance_id: &'a str,
     pub name: &'a str,
     pub status: TaskStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub step: Option<StepRef<'a>>,
     /// Steps completed out of `steps` and the percentage ShowBackgroundTaskProgress reports.
     pub steps_done: usize,
@@ -115,6 +117,7 @@ pub struct EventData<'a> {
     pub created_at: &'a str,
     pub updated_at: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub schedule_at: Option<&'a str>,
     /// When the change was made.
     pub at: &'a str,

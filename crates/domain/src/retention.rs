@@ -26,22 +26,23 @@ pub const MAX_NAME_LEN: usize = 64;
 /// The largest per-instance cap.
 pub const MAX_CAP: u64 = 10_000_000;
 
-/// A project's retention policy as stored and as the API shows it.
+/// A project's retention policy as stored and as the API shows it (fields in alphabetical
+/// order, as every answer of the wire is).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionPolicy {
     /// Finished tasks are removed this many days after they ended; `null` keeps them (1-36500).
     #[serde(default)]
     pub max_age_days: Option<u32>,
+    /// The most finished records each instance keeps; the oldest beyond it are removed
+    /// (`null`: no cap; 1-10000000).
+    #[serde(default)]
+    pub max_tasks_per_instance: Option<u64>,
     /// Per task name: days that replace `max_age_days` for that name; `null` keeps that name
     /// forever (at most 64 names of 1-64 letters, digits, `_`, `-` or `.`).
     #[serde(default)]
     #[schema(value_type = Object)]
     pub overrides: BTreeMap<String, Option<u32>>,
-    /// The most finished records each instance keeps; the oldest beyond it are removed
-    /// (`null`: no cap; 1-10000000).
-    #[serde(default)]
-    pub max_tasks_per_instance: Option<u64>,
 }
 
 /// A task name as policies and filters take it.

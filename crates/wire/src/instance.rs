@@ -570,6 +570,54 @@ mod tests {
         assert_eq!(read.task, None);
     }
 
+    /// `FIELDS` names every field of the body, and the fields the body keeps are the domain's
+    /// `KEPT_FIELDS`: a field added to one and not the others fails here, not in a client.
+    #[test]
+    fn the_create_fields_are_the_bodys_and_the_domains() {
+        use std::collections::BTreeSet;
+        use utoipa::PartialSchema;
+        let named: BTreeSet<&str> = CreateInstanceBody::FIELDS.iter().copied().collect();
+        assert_eq!(named.len(), CreateInstanceBody::FIELDS.len(), "a field named twice");
+        let schema = serde_json::to_value(CreateInstanceBody::schema()).expect("schema");
+        let declared: BTreeSet<&str> =
+            schema["properties"].as_object().map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
+        assert_eq!(named, declared, "FIELDS and the struct's fields");
+        let every = CreateInstanceBody {
+            name: Some("kafka-1".into()),
+            engine: Some("kafka".into()),
+            engine_version: Some("3.x".into()),
+            broker_num: Some(3),
+            storage_space: Some(300),
+            product_id: Some("p".into()),
+            enable_auto_topic: Some(true),
+            description: Some("d".into()),
+            specification: Some("s".into()),
+            storage_spec_code: Some("c".into()),
+            vpc_id: Some("v".into()),
+            subnet_id: Some("n".into()),
+            security_group_id: Some("g".into()),
+            available_zones: Some(vec!["az1".into()]),
+            enterprise_project_id: Some("0".into()),
+            ssl_enable: Some(false),
+            retention_policy: Some(RetentionPolicy::TimeBase),
+            disk_encrypted_enable: Some(false),
+            maintain_begin: Some("22:00:00".into()),
+            maintain_end: Some("02:00:00".into()),
+            tags: Some(vec![TagInput { key: "k".into(), value: None }]),
+        };
+        let kept: BTreeSet<String> = CreateRequest::from(every).kept.keys().cloned().collect();
+        let domain: BTreeSet<String> =
+            kafka_tasks_domain::instance::KEPT_FIELDS.iter().map(|f| (*f).to_owned()).collect();
+        assert_eq!(kept, domain, "what the body keeps and the domain's KEPT_FIELDS");
+        let interpreted: BTreeSet<&str> = named.iter().copied().filter(|f| !domain.contains(*f)).collect();
+        assert_eq!(
+            interpreted,
+            ["broker_num", "enable_auto_topic", "engine", "engine_version", "name", "product_id", "storage_space"]
+                .into(),
+            "the fields the domain interprets"
+        );
+    }
+
     #[test]
     fn a_wrong_type_is_refused_under_the_name_dms_gives_it() {
         let bad = |body: Value| crate::from_value::<CreateInstanceBody>(body).err();

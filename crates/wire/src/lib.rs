@@ -8,7 +8,7 @@
 //! `serde_json::Value`:
 //! - A response struct declares its fields in alphabetical order: a JSON object built as a
 //!   `Value` serialises its keys sorted, and a struct in declaration order
-//!   (`tests::responses_serialise_with_sorted_keys` holds every response to it).
+//!   (each module's `…_serialise_with_sorted_keys` test holds its responses to it).
 //! - A request is read as JSON first (a syntax error is `DMS.00400800` wherever it is) and then
 //!   into its type; a value of the wrong type is the bad parameter DMS names (`DMS.00400062`),
 //!   found by the path of the error ([`decode`]). Fields a handler requires are `Option`s that
@@ -21,12 +21,16 @@ use serde_json::Value;
 
 use kafka_tasks_domain::Invalid;
 
+pub mod cluster;
+pub mod control;
 pub mod credential;
 pub mod derived;
 pub mod error;
+pub mod events;
 pub mod executor;
 pub mod instance;
 pub mod operation;
+pub mod retention;
 pub mod signature;
 pub mod task;
 pub mod token;
