@@ -174,12 +174,18 @@ impl<'a> TaskJson<'a> {
     }
 }
 
+/// The record as it was, for the audit event of its deletion: the API's fields and its instance.
+/// Serialised straight into the audit row's text (no `serde_json::Value` in between).
+#[derive(Debug, Serialize)]
+pub struct AuditRecord<'a> {
+    #[serde(flatten)]
+    pub task: TaskJson<'a>,
+    pub instance_id: &'a str,
+}
+
 impl TaskRecord {
-    /// The record as it was, for the audit event of its deletion: the API's fields and its instance.
-    pub fn audit_record(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(TaskJson::new(self, self.schedule_at.is_some())).unwrap_or_default();
-        v["instance_id"] = serde_json::Value::from(self.instance_id.as_str());
-        v
+    pub fn audit_record(&self) -> AuditRecord<'_> {
+        AuditRecord { task: TaskJson::new(self, self.schedule_at.is_some()), instance_id: self.instance_id.as_str() }
     }
 }
 

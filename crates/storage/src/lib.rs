@@ -8,6 +8,8 @@ pub mod sqlite;
 mod storable;
 pub mod telemetry;
 
+pub use storable::StorableAudit;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -14,7 +14,6 @@ pub(super) async fn insert_audit(tx: &Transaction<'_>, e: &AuditEvent) -> StoreR
              status, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .await?;
-    let detail = e.detail.as_ref().map(|d| d.to_string());
     let status = i32::from(e.status);
     tx.execute(
         &st,
@@ -28,7 +27,7 @@ pub(super) async fn insert_audit(tx: &Transaction<'_>, e: &AuditEvent) -> StoreR
             &e.action,
             &e.target,
             &status,
-            &detail,
+            &e.detail,
         ],
     )
     .await?;
@@ -37,12 +36,12 @@ pub(super) async fn insert_audit(tx: &Transaction<'_>, e: &AuditEvent) -> StoreR
 
 /// Writes several events in one statement, in order.
 pub(super) async fn insert_audits(tx: &Transaction<'_>, events: &[AuditEvent]) -> StoreResult<()> {
-    let events: Vec<AuditEvent> = events.iter().map(AuditEvent::storable).collect();
-    let col = |f: fn(&AuditEvent) -> String| events.iter().map(f).collect::<Vec<String>>();
+    let events: Vec<StorableAudit> = events.iter().map(AuditEvent::storable).collect();
+    let col = |f: for<'x> fn(&'x StorableAudit<'x>) -> &'x str| events.iter().map(f).collect::<Vec<&str>>();
     let at: Vec<i64> = events.iter().map(|e| e.at).collect();
-    let keys: Vec<Option<String>> = events.iter().map(|e| e.access_key.clone()).collect();
+    let keys: Vec<Option<&str>> = events.iter().map(|e| e.access_key.as_deref()).collect();
     let status: Vec<i32> = events.iter().map(|e| i32::from(e.status)).collect();
-    let detail: Vec<Option<String>> = events.iter().map(|e| e.detail.as_ref().map(|d| d.to_string())).collect();
+    let detail: Vec<Option<&str>> = events.iter().map(|e| e.detail.as_deref()).collect();
     let st = tx
         .prepare_cached(
             "INSERT INTO audit_events (at, request_id, project_id, user_id, user_name, access_key, action, target, \
@@ -54,13 +53,13 @@ pub(super) async fn insert_audits(tx: &Transaction<'_>, events: &[AuditEvent]) -
         &st,
         &[
             &at,
-            &col(|e| e.request_id.clone()),
-            &col(|e| e.project_id.clone()),
-            &col(|e| e.user_id.clone()),
-            &col(|e| e.user_name.clone()),
+            &col(|e| e.request_id.as_ref()),
+            &col(|e| e.project_id.as_ref()),
+            &col(|e| e.user_id.as_ref()),
+            &col(|e| e.user_name.as_ref()),
             &keys,
-            &col(|e| e.action.clone()),
-            &col(|e| e.target.clone()),
+            &col(|e| e.action.as_ref()),
+            &col(|e| e.target.as_ref()),
             &status,
             &detail,
         ],

@@ -396,10 +396,8 @@ impl TaskStore for Postgres {
                 [&ev.at, &ev.project_id, &ev.instance_id, &ev.task_id, &kind, &ev.data];
             let deleted: i64 = match &audit {
                 Some(event) => {
-                    let mut event = event.clone();
-                    event.detail = Some(deletion::deleted_detail(&task));
-                    let e = event.storable();
-                    let detail = e.detail.as_ref().map(|d| d.to_string());
+                    let detail = serde_json::to_string(&deletion::deleted(&task)).map_err(json_error)?;
+                    let e = event.storable_with(Some(detail));
                     let code = i32::from(e.status);
                     let values: [&(dyn tokio_postgres::types::ToSql + Sync); 15] = [
                         &id,
@@ -416,7 +414,7 @@ impl TaskStore for Postgres {
                         &e.action,
                         &e.target,
                         &code,
-                        &detail,
+                        &e.detail,
                     ];
                     let all: Vec<_> = values.iter().chain(logged.iter()).copied().collect();
                     client.query_one(&write, &all).await?.try_get(0)?

@@ -7,13 +7,16 @@ use super::*;
 use kafka_tasks_domain::ProjectId;
 
 pub(super) fn insert_audit(conn: &Connection, e: &AuditEvent) -> StoreResult<()> {
-    let e = &e.storable();
-    let detail = e.detail.as_ref().map(|d| d.to_string());
+    write_audit(conn, &e.storable())
+}
+
+/// Inserts an event made storable ([`AuditEvent::storable_with`] when its detail is already text).
+pub(super) fn write_audit(conn: &Connection, e: &StorableAudit<'_>) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT INTO audit_events (at, request_id, project_id, user_id, user_name, access_key, action, target, status, detail) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
-    .execute(params![e.at, e.request_id, e.project_id, e.user_id, e.user_name, e.access_key, e.action, e.target, e.status, detail])?;
+    .execute(params![e.at, e.request_id, e.project_id, e.user_id, e.user_name, e.access_key, e.action, e.target, e.status, e.detail])?;
     Ok(())
 }
 

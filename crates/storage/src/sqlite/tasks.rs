@@ -349,9 +349,9 @@ impl TaskStore for Sqlite {
                 count_in(conn, &task, -1)?;
                 let at = audit.as_ref().map_or_else(kafka_tasks_domain::now_ms, |a| a.at);
                 append_events(conn, &[NewEvent::of(EventKind::Deleted, &task, None, at)])?;
-                if let Some(mut event) = audit {
-                    event.detail = Some(deletion::deleted_detail(&task));
-                    insert_audit(conn, &event)?;
+                if let Some(event) = &audit {
+                    let detail = serde_json::to_string(&deletion::deleted(&task)).map_err(json_error)?;
+                    write_audit(conn, &event.storable_with(Some(detail)))?;
                 }
                 Ok(DeleteOutcome::Deleted(Box::new(task)))
             })
