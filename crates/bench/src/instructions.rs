@@ -1,4 +1,4 @@
-//! `kafka-tasks bench --instructions`: the performance guard CI runs (`scripts/perf-guard.sh`).
+//! `kafka-tasks-bench --instructions`: the performance guard CI runs (`scripts/perf-guard.sh`).
 //!
 //! It seeds a small fixed population, starts the release server under callgrind (valgrind) and
 //! counts the instructions the server process executes per request, or per task for the
@@ -547,7 +547,7 @@ fn report(args: &BenchArgs, budgets: &BTreeMap<String, u64>, runs: &[Vec<u64>], 
         println!("{}", json!({ "runs": runs.len(), "seconds": took.as_secs_f64(), "operations": ops }));
     } else {
         println!(
-            "kafka-tasks bench --instructions: instructions the server executes per request (per task for the \
+            "kafka-tasks-bench --instructions: instructions the server executes per request (per task for the \
              engine), under callgrind; {} run{}, {:.0} s",
             runs.len(),
             if runs.len() == 1 { "" } else { "s, the median checked" },

@@ -592,7 +592,7 @@ fn print_report(args: &BenchArgs, rows: &[Row], sum: &Summary, database: &str) {
         return;
     }
     println!(
-        "kafka-tasks bench: {} ({}), {} tasks seeded in {:.1} s, {} connections, {} s per operation, {machine}",
+        "kafka-tasks-bench: {} ({}), {} tasks seeded in {:.1} s, {} connections, {} s per operation, {machine}",
         args.engine,
         kafka_tasks::server::redact(database),
         sum.seeded,

@@ -1,4 +1,4 @@
-//! `kafka-tasks bench --prune`: what pruning costs the API. One project holds the records a
+//! `kafka-tasks-bench --prune`: what pruning costs the API. One project holds the records a
 //! retention policy removes (`--prune-instances` × `--prune-tasks-per-instance`, spread over
 //! the last year, all but the last day's pruned by `max_age_days: 1`); another holds the
 //! instance the API calls read and delete. ShowBackgroundTask, ListBackgroundTasks and
@@ -143,7 +143,7 @@ pub async fn run(args: &BenchArgs, database: &str, work: &std::path::Path) -> an
     drop(server);
 
     println!(
-        "kafka-tasks bench --prune: {}, {} records pruned of {} ({} left: the last day's), {} connections, {} s per \
+        "kafka-tasks-bench --prune: {}, {} records pruned of {} ({} left: the last day's), {} connections, {} s per \
          operation and round",
         args.engine, pruned, before, last, args.connections, args.seconds
     );

@@ -1,4 +1,4 @@
-//! `kafka-tasks bench --reset`: what test control's reset (`POST …/test-control/reset`) costs
+//! `kafka-tasks-bench --reset`: what test control's reset (`POST …/test-control/reset`) costs
 //! the store. Each round seeds `--reset-tasks` finished tasks in 100 instances and times
 //! `reset_state` on them, in this process, without HTTP; prints each round and the median. Build with `--release`: the
 //! figure is for people choosing whether to reset before every test.
@@ -35,7 +35,7 @@ pub async fn run(args: &BenchArgs, database: &str) -> anyhow::Result<()> {
         println!("{line}");
     } else {
         println!(
-            "kafka-tasks bench --reset: {} ({}), {} tasks, {} rounds: median {:.2} ms, max {:.2} ms",
+            "kafka-tasks-bench --reset: {} ({}), {} tasks, {} rounds: median {:.2} ms, max {:.2} ms",
             args.engine,
             database,
             100 * per_instance,

@@ -227,7 +227,7 @@ fn checkpoint_loop(conn: Connection, alive: std::sync::Weak<()>) {
 }
 
 /// Puts the WAL of a database that another process serves into the same state before each
-/// phase the instruction-count guard (`kafka-tasks bench --instructions`) measures. That
+/// phase the instruction-count guard (`kafka-tasks-bench --instructions`) measures. That
 /// process checkpoints on wall-clock time, so where its writes land in the WAL, whether it
 /// restarts the WAL and how much a checkpoint copies would otherwise differ from run to run,
 /// and so would the instructions its writes cost (by 1-4 %). Two connections of its own and no
