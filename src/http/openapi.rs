@@ -31,7 +31,12 @@ pub const TOKEN: &str = "token";
         title = "kafka-tasks",
         license(name = "Apache-2.0"),
     ),
-    components(schemas(crate::wire::error::ErrorBody, crate::wire::task::BulkDeletePreview)),
+    components(schemas(
+        crate::wire::error::ErrorBody,
+        crate::wire::task::BulkDeletePreview,
+        // What an event stream's `data:` text holds (SseEvent::data is that JSON as text).
+        crate::wire::events::EventPayload
+    )),
     tags(
         (name = "Background tasks", description = "DMS background tasks (ListBackgroundTasks and siblings)"),
         (name = "Task events", description = "Live task events as Server-Sent Events (an extension; DMS has none)"),

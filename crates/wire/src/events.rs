@@ -14,8 +14,9 @@ pub const MISSED: &str = "missed";
 /// One message of a task event stream, as an SSE parser hands it over (comment lines aside).
 #[derive(Debug, Clone, PartialEq, Eq, ToSchema)]
 pub struct SseEvent {
-    /// A JSON object: a task event's [`EventData`], or [`MissedData`] for `missed`.
-    #[schema(value_type = EventPayload)]
+    /// JSON text (an SSE `data:` line is text): an `EventPayload`, i.e. a task event's
+    /// [`EventData`], or [`MissedData`] for `missed`.
+    #[schema(value_type = String, content_media_type = "application/json")]
     pub data: String,
     /// `task.created`, `step.started`, `step.finished`, `task.finished`, `task.deleted`,
     /// `task.rescheduled`, or `missed`.
