@@ -341,7 +341,9 @@ def test_a_failed_task_says_why_and_what_to_do(server, browser):
     failed = row(page, job)
     expect(failed.locator(".badge")).to_have_text("FAILED")
     # The red badge is red: the colour a person reads, not only a word.
-    assert failed.locator(".badge").evaluate("b => getComputedStyle(b).color") == "rgb(161, 40, 40)"
+    # A retrying assertion: the list re-renders on its own refresh, and a badge read just as it is
+    # replaced is a detached element whose computed colour is empty.
+    expect(failed.locator(".badge")).to_have_css("color", "rgb(161, 40, 40)")
     failed.get_by_role("button", name="Details").click()
     why = page.locator("#detail-why")
     expect(why).to_be_visible()
