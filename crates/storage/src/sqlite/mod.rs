@@ -313,8 +313,9 @@ fn commit_group(conn: &Connection, mut batch: Vec<Job>) {
         if own_savepoints {
             for job in batch.iter_mut() {
                 // A failure SQLite met by ending the transaction itself (a full disk, an I/O
-                // error): the writes after it must not run outside one, each statement committed
-                // on its own. The COMMIT below then fails, and every write is answered with that.
+                // error): the writes after it must not run outside one (a SAVEPOINT there begins
+                // a transaction and its RELEASE commits it, behind the error they would be
+                // answered with). The COMMIT below fails, and every write is answered with that.
                 if conn.is_autocommit() {
                     break;
                 }
@@ -664,7 +665,7 @@ mod tests {
         commit_group(&conn, vec![first, ended, last]);
         assert!(!answered_ok(&mut first_answer) && !answered_ok(&mut ended_answer));
         assert!(!answered_ok(&mut last_answer), "its transaction is gone: not committed, and said so");
-        assert_eq!(last_runs.load(Ordering::SeqCst), 0, "never run in autocommit");
+        assert_eq!(last_runs.load(Ordering::SeqCst), 0, "never run outside the transaction");
         assert!(rows(&conn).is_empty());
     }
 
