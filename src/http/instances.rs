@@ -67,7 +67,7 @@ async fn submit<F>(
     make: F,
 ) -> Result<(NewTask, Receipt), ApiError>
 where
-    F: FnOnce(&Instance) -> Result<Operation, Invalid> + Send + 'static,
+    F: Fn(&Instance) -> Result<Operation, Invalid> + Send + 'static,
 {
     let build = TaskBuilder::new(&caller.0, state.clock.now_ms(), schedule_at, state.time_scale, make);
     let (event, receipt) = caller.audit(path.instance.as_str(), status);
@@ -283,7 +283,7 @@ pub(super) async fn batch_action(
             Ok(instance) => {
                 let path = InstancePath { project: project.clone(), instance };
                 let op = op.clone();
-                match submit(&state, &caller, &path, None, StatusCode::OK, move |_| Ok(op)).await {
+                match submit(&state, &caller, &path, None, StatusCode::OK, move |_| Ok(op.clone())).await {
                     Ok((_, receipt)) => {
                         audit.accepted(receipt);
                         Outcome::Success

@@ -37,7 +37,7 @@ pub fn admit(inst: &mut Instance, task: &NewTask) -> Result<bool, SubmitError> {
 pub fn submission(
     inst: Option<Instance>,
     project: &ProjectId,
-    build: TaskBuilder,
+    build: &TaskBuilder,
 ) -> Result<(NewTask, Option<Instance>), SubmitError> {
     let Some(mut inst) = inst.filter(|inst| inst.project_id == *project) else {
         return Err(SubmitError::NoInstance);
@@ -93,7 +93,7 @@ mod tests {
     fn an_immediate_task_takes_the_instance_lock() {
         let inst = instance(InstanceStatus::Running);
         let p = inst.project_id.clone();
-        let (task, changed) = submission(Some(inst.clone()), &p, restart(&inst, None)).expect("admitted");
+        let (task, changed) = submission(Some(inst.clone()), &p, &restart(&inst, None)).expect("admitted");
         assert_eq!(changed.and_then(|i| i.busy_task), Some(task.record.id));
     }
 
@@ -102,8 +102,8 @@ mod tests {
         let mut inst = instance(InstanceStatus::Running);
         inst.busy_task = Some(crate::TaskId::generate());
         let p = inst.project_id.clone();
-        assert_eq!(submission(Some(inst.clone()), &p, restart(&inst, None)).err(), Some(SubmitError::Busy));
-        let (_, changed) = submission(Some(inst.clone()), &p, restart(&inst, Some(99))).expect("scheduled");
+        assert_eq!(submission(Some(inst.clone()), &p, &restart(&inst, None)).err(), Some(SubmitError::Busy));
+        let (_, changed) = submission(Some(inst.clone()), &p, &restart(&inst, Some(99))).expect("scheduled");
         assert!(changed.is_none(), "a scheduled task leaves the instance as it is");
     }
 
@@ -111,16 +111,38 @@ mod tests {
     fn an_operation_the_instance_does_not_allow_is_busy() {
         let inst = instance(InstanceStatus::Creating);
         let p = inst.project_id.clone();
-        assert_eq!(submission(Some(inst.clone()), &p, restart(&inst, None)).err(), Some(SubmitError::Busy));
+        assert_eq!(submission(Some(inst.clone()), &p, &restart(&inst, None)).err(), Some(SubmitError::Busy));
     }
 
     #[test]
     fn another_projects_instance_is_no_instance() {
         let inst = instance(InstanceStatus::Running);
         let other = ProjectId::generate();
-        assert_eq!(submission(Some(inst.clone()), &other, restart(&inst, None)).err(), Some(SubmitError::NoInstance));
-        assert_eq!(submission(None, &other, restart(&inst, None)).err(), Some(SubmitError::NoInstance));
+        assert_eq!(submission(Some(inst.clone()), &other, &restart(&inst, None)).err(), Some(SubmitError::NoInstance));
+        assert_eq!(submission(None, &other, &restart(&inst, None)).err(), Some(SubmitError::NoInstance));
         assert_eq!(modification(Some(inst), &other, |_| Ok(())).err(), Some(SubmitError::NoInstance));
+    }
+
+    #[test]
+    fn a_builder_builds_again_from_the_instance_it_is_given() {
+        // A store may run its transaction twice: each build is made from that run's instance.
+        let running = instance(InstanceStatus::Running);
+        let p = running.project_id.clone();
+        let build = TaskBuilder::new(&who(&p), 10, None, 1.0, |inst: &Instance| match inst.status {
+            InstanceStatus::Running => Ok(Operation::Restart),
+            _ => Err(Invalid::Body),
+        });
+        let (one, _) = submission(Some(running.clone()), &p, &build).expect("admitted");
+        let (two, changed) = submission(Some(running.clone()), &p, &build).expect("admitted again");
+        assert_ne!(one.record.id, two.record.id, "each build is a task of its own");
+        assert_eq!(changed.and_then(|i| i.busy_task), Some(two.record.id.clone()));
+        assert_eq!(one.record, crate::TaskRecord { id: one.record.id.clone(), ..two.record });
+        let creating = Instance { status: InstanceStatus::Creating, ..running.clone() };
+        assert_eq!(submission(Some(creating), &p, &build).err(), Some(SubmitError::Invalid(Invalid::Body)));
+        // A task built beforehand is the same task each time.
+        let ready = TaskBuilder::ready(one.clone());
+        let record = || submission(Some(running.clone()), &p, &ready).expect("admitted").0.record;
+        assert_eq!((record(), record()), (one.record.clone(), one.record));
     }
 
     #[test]
@@ -128,7 +150,7 @@ mod tests {
         let inst = instance(InstanceStatus::Running);
         let p = inst.project_id.clone();
         let build = TaskBuilder::new(&who(&p), 10, None, 1.0, |_| Err(Invalid::Body));
-        assert_eq!(submission(Some(inst.clone()), &p, build).err(), Some(SubmitError::Invalid(Invalid::Body)));
+        assert_eq!(submission(Some(inst.clone()), &p, &build).err(), Some(SubmitError::Invalid(Invalid::Body)));
         assert_eq!(
             modification(Some(inst), &p, |_| Err(Invalid::Body)).err(),
             Some(SubmitError::Invalid(Invalid::Body))

@@ -48,11 +48,14 @@ impl NewTask {
     }
 }
 
-/// The operation a submission carries out, given the instance as the store read it.
-pub type OperationFrom = Box<dyn FnOnce(&Instance) -> Result<Operation, Invalid> + Send>;
+/// The operation a submission carries out, given the instance as the store read it. `Fn`: a store
+/// may build the task more than once ([`TaskBuilder::build`]).
+pub type OperationFrom = Box<dyn Fn(&Instance) -> Result<Operation, Invalid> + Send>;
 
 /// Builds the task of a submission from the instance as it is inside the submitting
-/// transaction. Made by the HTTP layer from the request, called by the store.
+/// transaction. Made by the HTTP layer from the request, called by the store, which may call it
+/// again when it runs the transaction again (the SQLite writer re-runs a group's writes after
+/// one of them failed, the first run rolled back): each build stands alone.
 pub struct TaskBuilder(Build);
 
 enum Build {
@@ -76,7 +79,7 @@ impl TaskBuilder {
         now: i64,
         schedule_at: Option<i64>,
         time_scale: f64,
-        operation: impl FnOnce(&Instance) -> Result<Operation, Invalid> + Send + 'static,
+        operation: impl Fn(&Instance) -> Result<Operation, Invalid> + Send + 'static,
     ) -> Self {
         TaskBuilder(Build::Plan {
             user_id: who.user_id.clone(),
@@ -93,13 +96,14 @@ impl TaskBuilder {
         TaskBuilder(Build::Ready(Box::new(task)))
     }
 
-    /// The task for `inst`, or why the operation does not apply to it.
-    pub fn build(self, inst: &Instance) -> Result<NewTask, Invalid> {
-        match self.0 {
-            Build::Ready(task) => Ok(*task),
+    /// The task for `inst`, or why the operation does not apply to it. Each build of a planned
+    /// task is a new task (its own id), made from `inst` alone; a ready one is the same each time.
+    pub fn build(&self, inst: &Instance) -> Result<NewTask, Invalid> {
+        match &self.0 {
+            Build::Ready(task) => Ok(NewTask::clone(task)),
             Build::Plan { user_id, user_name, now, schedule_at, time_scale, operation } => {
                 let op = operation(inst)?;
-                Ok(NewTask::new(inst, op, (&user_id, &user_name), now, schedule_at, time_scale))
+                Ok(NewTask::new(inst, op, (user_id, user_name), *now, *schedule_at, *time_scale))
             }
         }
     }

@@ -182,8 +182,9 @@ pub use kafka_tasks_domain::submission::{NewTask, TaskBuilder};
 
 /// Changes UpdateInstance makes to an instance, decided by the domain's rule
 /// ([`kafka_tasks_domain::instance::InstanceUpdate::apply`]) on the instance as it is inside the
-/// storing transaction.
-pub type InstanceChange = Box<dyn FnOnce(&mut Instance) -> Result<(), Invalid> + Send>;
+/// storing transaction. `Fn`: a store may apply it again when it runs the transaction again
+/// (the first run rolled back), each time to the instance as that run read it.
+pub type InstanceChange = Box<dyn Fn(&mut Instance) -> Result<(), Invalid> + Send>;
 
 /// Background and scheduled task records.
 #[async_trait]

@@ -131,7 +131,7 @@ impl InstanceStore for Postgres {
     ) -> StoreResult<Result<NewTask, SubmitError>> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let (task, changed) = match admission::submission(lock_instance(&tx, i, false).await?, p, build) {
+        let (task, changed) = match admission::submission(lock_instance(&tx, i, false).await?, p, &build) {
             Ok(admitted) => admitted,
             Err(e) => return Ok(Err(e)),
         };

@@ -195,35 +195,19 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Work>) {
 /// A write the writer thread runs inside a group's transaction.
 trait GroupedWrite: Send {
     /// Runs the write and keeps its result; false when it failed. `own_savepoint`: inside a
-    /// savepoint of its own, rolled back to when it fails. A write that [can run
-    /// again](Self::can_run_again) may run twice ([`commit_group`]): the first run's changes are
-    /// then rolled back, and the second run's result is the answer.
+    /// savepoint of its own, rolled back to when it fails. A write may run twice
+    /// ([`commit_group`]): the first run's changes are then rolled back, and the second run's
+    /// result is the answer.
     fn run(&mut self, conn: &Connection, own_savepoint: bool) -> bool;
-    /// Whether [`run`](Self::run) may be called a second time.
-    fn can_run_again(&self) -> bool;
     /// Answers the caller: the group's commit (or why the write never ran), then its result.
     fn answer(self: Box<Self>, committed: StoreResult<()>);
 }
 
-/// A caller's write (`Fn`, or `FnOnce` in an `Option`, taken when it runs) and the channel its
-/// answer goes back on.
+/// A caller's write and the channel its answer goes back on.
 struct Pending<F, T> {
     f: F,
     result: Option<StoreResult<T>>,
     tx: oneshot::Sender<StoreResult<T>>,
-}
-
-impl<F, T> Pending<F, T> {
-    fn keep(&mut self, result: StoreResult<T>) -> bool {
-        let ok = result.is_ok();
-        self.result = Some(result);
-        ok
-    }
-
-    fn send(self, committed: StoreResult<()>) {
-        let never_ran = || Err(StoreError::backend("the write never ran"));
-        let _ = self.tx.send(committed.and_then(|()| self.result.unwrap_or_else(never_ran)));
-    }
 }
 
 impl<F, T> GroupedWrite for Pending<F, T>
@@ -233,44 +217,15 @@ where
 {
     fn run(&mut self, conn: &Connection, own_savepoint: bool) -> bool {
         let result = if own_savepoint { in_own_savepoint(conn, &self.f) } else { (self.f)(conn) };
-        self.keep(result)
-    }
-
-    fn can_run_again(&self) -> bool {
-        true
-    }
-
-    fn answer(self: Box<Self>, committed: StoreResult<()>) {
-        self.send(committed)
-    }
-}
-
-/// A write that consumes what it was given (a submission's [`TaskBuilder`], an instance
-/// change): it runs at most once.
-///
-/// [`TaskBuilder`]: kafka_tasks_domain::submission::TaskBuilder
-struct Once<F>(F);
-
-impl<F, T> GroupedWrite for Pending<Once<Option<F>>, T>
-where
-    T: Send,
-    F: FnOnce(&Connection) -> StoreResult<T> + Send,
-{
-    fn run(&mut self, conn: &Connection, own_savepoint: bool) -> bool {
-        let result = match self.f.0.take() {
-            Some(f) if own_savepoint => in_own_savepoint(conn, f),
-            Some(f) => f(conn),
-            None => Err(StoreError::backend("a write that runs once ran twice")),
-        };
-        self.keep(result)
-    }
-
-    fn can_run_again(&self) -> bool {
-        false
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
     }
 
     fn answer(self: Box<Self>, committed: StoreResult<()>) {
-        self.send(committed)
+        let Pending { result, tx, .. } = *self;
+        let never_ran = || Err(StoreError::backend("the write never ran"));
+        let _ = tx.send(committed.and_then(|()| result.unwrap_or_else(never_ran)));
     }
 }
 
@@ -290,47 +245,33 @@ fn in_own_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> StoreRe
 /// A write that fails must change nothing while the others still commit. Each write in a
 /// savepoint of its own does that, but a savepoint makes SQLite copy every page the write then
 /// changes into its sub-journal first (an in-memory copy of each page: ~15 pages and ~41k
-/// instructions of a task's delete, a tenth of it). So when every write of the group but the
-/// last [can run again](GroupedWrite::can_run_again), they first run one after the other with no
-/// savepoint. When one fails, the whole transaction is rolled back (its own partial changes with
-/// it), that write is answered with its error, and the rest of the group runs in a new
-/// transaction, each write in its own savepoint (those before the failed one for the second
+/// instructions of a task's delete, a tenth of it). So the writes first run one after the other
+/// with no savepoint. When one fails, the whole transaction is rolled back (its own partial
+/// changes with it), that write is answered with its error, and the rest of the group runs in a
+/// new transaction, each write in its own savepoint (those before the failed one for the second
 /// time, their first run undone). A write thus runs at most twice, whatever the others do: a
-/// client whose writes fail cannot make the writer redo a group more than once. Other groups
-/// run each write in its own savepoint from the start.
-fn commit_group(conn: &Connection, mut batch: Vec<Job>) {
-    let mut own_savepoints = batch.iter().rev().skip(1).any(|job| !job.can_run_again());
-    loop {
-        // Cached like the savepoint statements: `execute_batch` parsed BEGIN, COMMIT (and
-        // ROLLBACK) anew for every group, ~3.4k instructions a group.
-        if let Err(e) = run_cached(conn, "BEGIN IMMEDIATE") {
-            let err = StoreError::from(e);
-            for job in batch {
-                job.answer(Err(err.clone()));
-            }
-            return;
-        }
-        if own_savepoints {
-            for job in batch.iter_mut() {
-                // A failure SQLite met by ending the transaction itself (a full disk, an I/O
-                // error): the writes after it must not run outside one (a SAVEPOINT there begins
-                // a transaction and its RELEASE commits it, behind the error they would be
-                // answered with). The COMMIT below fails, and every write is answered with that.
-                if conn.is_autocommit() {
-                    break;
-                }
-                job.run(conn, true);
-            }
-            break;
-        }
-        let Some(failed) = batch.iter_mut().position(|job| !job.run(conn, false)) else { break };
+/// client whose writes fail cannot make the writer redo a group more than once.
+fn commit_group(conn: &Connection, batch: Vec<Job>) {
+    let Some(mut batch) = begin(conn, batch) else { return };
+    if let Some(failed) = batch.iter_mut().position(|job| !job.run(conn, false)) {
         // Fails only when SQLite has already rolled the transaction back itself.
         let _ = run_cached(conn, "ROLLBACK");
         batch.remove(failed).answer(Ok(()));
         if batch.is_empty() {
             return;
         }
-        own_savepoints = true;
+        let Some(again) = begin(conn, batch) else { return };
+        batch = again;
+        for job in batch.iter_mut() {
+            // A failure SQLite met by ending the transaction itself (a full disk, an I/O error):
+            // the writes after it must not run outside one (a SAVEPOINT there begins a
+            // transaction and its RELEASE commits it, behind the error they would be answered
+            // with). The COMMIT below fails, and every write is answered with that.
+            if conn.is_autocommit() {
+                break;
+            }
+            job.run(conn, true);
+        }
     }
     let commit_started = std::time::Instant::now();
     let committed = run_cached(conn, "COMMIT").map_err(StoreError::from);
@@ -341,6 +282,22 @@ fn commit_group(conn: &Connection, mut batch: Vec<Job>) {
     metrics::histogram!(telemetry::SQLITE_GROUP_SIZE).record(batch.len() as f64);
     for job in batch {
         job.answer(committed.clone());
+    }
+}
+
+/// `BEGIN IMMEDIATE` for `batch`: the group back, or `None` with every write answered with why
+/// it could not begin. Cached like the savepoint statements: `execute_batch` parsed BEGIN,
+/// COMMIT (and ROLLBACK) anew for every group, ~3.4k instructions a group.
+fn begin(conn: &Connection, batch: Vec<Job>) -> Option<Vec<Job>> {
+    match run_cached(conn, "BEGIN IMMEDIATE") {
+        Ok(()) => Some(batch),
+        Err(e) => {
+            let err = StoreError::from(e);
+            for job in batch {
+                job.answer(Err(err.clone()));
+            }
+            None
+        }
     }
 }
 
@@ -469,23 +426,9 @@ impl Sqlite {
         F: Fn(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.grouped(Box::new(Pending { f, result: None, tx }), rx).await
-    }
-
-    /// [`write`](Self::write) for an `f` that consumes what it captured: it runs once, so the
-    /// writes grouped before it run in savepoints of their own.
-    async fn write_once<T, F>(&self, f: F) -> StoreResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        self.grouped(Box::new(Pending { f: Once(Some(f)), result: None, tx }), rx).await
-    }
-
-    async fn grouped<T>(&self, job: Job, answer: oneshot::Receiver<StoreResult<T>>) -> StoreResult<T> {
+        let job: Job = Box::new(Pending { f, result: None, tx });
         self.writer.send(Work::Grouped(job)).await.map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Runs `f` on the writer connection alone, outside any transaction: `f` makes its own.
@@ -561,7 +504,7 @@ mod tests {
 
     /// A write that adds 1 to row `k` and counts its runs, then fails when `fails(run)` says so
     /// (after its change).
-    fn bump(k: &'static str, once: bool, fails: fn(usize) -> bool) -> (Job, Answer, Arc<AtomicUsize>) {
+    fn bump(k: &'static str, fails: fn(usize) -> bool) -> (Job, Answer, Arc<AtomicUsize>) {
         let runs = Arc::new(AtomicUsize::new(0));
         let counted = runs.clone();
         let f = move |conn: &Connection| {
@@ -570,12 +513,7 @@ mod tests {
             if fails(run) { Err(StoreError::backend("refused")) } else { Ok(()) }
         };
         let (tx, rx) = oneshot::channel();
-        let job: Job = if once {
-            Box::new(Pending { f: Once(Some(f)), result: None, tx })
-        } else {
-            Box::new(Pending { f, result: None, tx })
-        };
-        (job, rx, runs)
+        (Box::new(Pending { f, result: None, tx }), rx, runs)
     }
 
     fn rows(conn: &Connection) -> Rows {
@@ -587,27 +525,38 @@ mod tests {
         rx.try_recv().expect("answered").is_ok()
     }
 
-    /// A test write: its key, whether it runs once, and on which run it fails.
-    type Write = (&'static str, bool, fn(usize) -> bool);
+    /// A test write: its key, and on which run it fails.
+    type Write = (&'static str, fn(usize) -> bool);
     type Rows = Vec<(String, i64)>;
 
     /// Runs `writes` as one group: each write's answer, its runs, and the rows committed.
     fn group(writes: &[Write]) -> (Vec<bool>, Vec<usize>, Rows) {
         let (_dir, conn) = db();
+        group_on(&conn, writes)
+    }
+
+    /// [`group`] on `conn`.
+    fn group_on(conn: &Connection, writes: &[Write]) -> (Vec<bool>, Vec<usize>, Rows) {
         let mut jobs = vec![];
         let mut answers = vec![];
         let mut runs = vec![];
-        for &(k, once, fails) in writes {
-            let (job, rx, n) = bump(k, once, fails);
+        for &(k, fails) in writes {
+            let (job, rx, n) = bump(k, fails);
             jobs.push(job);
             answers.push(rx);
             runs.push(n);
         }
-        commit_group(&conn, jobs);
+        commit_group(conn, jobs);
         assert!(conn.is_autocommit(), "the group's transaction has ended");
         let ok = answers.iter_mut().map(answered_ok).collect();
         let runs = runs.iter().map(|n| n.load(Ordering::SeqCst)).collect();
-        (ok, runs, rows(&conn))
+        (ok, runs, rows(conn))
+    }
+
+    /// How many times the writer's `SAVEPOINT job` has run on `conn` (SQLite's own count for the
+    /// cached statement; it stays cached: the tests prepare far fewer than the cache holds).
+    fn savepoints_run(conn: &Connection) -> i32 {
+        conn.prepare_cached("SAVEPOINT job").expect("prepare").get_status(rusqlite::StatementStatus::Run)
     }
 
     const NEVER: fn(usize) -> bool = |_| false;
@@ -620,7 +569,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_changes_nothing_and_the_writes_before_it_run_again_once() {
-        let (ok, runs, rows) = group(&[("a", false, NEVER), ("b", false, ALWAYS), ("c", false, NEVER)]);
+        let (ok, runs, rows) = group(&[("a", NEVER), ("b", ALWAYS), ("c", NEVER)]);
         assert_eq!(ok, [true, false, true]);
         assert_eq!(runs, [2, 1, 1], "a ran again after b's failure rolled the group back; c ran once");
         assert_eq!(rows, committed(&[("a", 1), ("c", 1)]), "a's first run was undone, b's change too");
@@ -628,32 +577,43 @@ mod tests {
 
     #[test]
     fn a_write_that_fails_on_its_second_run_is_undone_alone() {
-        let (ok, runs, rows) = group(&[("a", false, SECOND_RUN), ("b", false, NEVER), ("c", false, ALWAYS)]);
+        let (ok, runs, rows) = group(&[("a", SECOND_RUN), ("b", NEVER), ("c", ALWAYS)]);
         assert_eq!(ok, [false, true, false]);
         assert_eq!(runs, [2, 2, 1]);
         assert_eq!(rows, committed(&[("b", 1)]), "a's second run was rolled back to its own savepoint");
     }
 
     #[test]
-    fn a_write_that_runs_once_is_never_run_again() {
-        // Not last: every write of the group runs in its own savepoint from the start.
-        let (ok, runs, rows) = group(&[("a", true, NEVER), ("b", false, ALWAYS), ("c", true, NEVER)]);
-        assert_eq!((ok, runs), (vec![true, false, true], vec![1, 1, 1]));
-        assert_eq!(rows, committed(&[("a", 1), ("c", 1)]));
-        // Last: nothing runs after it, so its failure only makes the others run again.
-        let (ok, runs, rows) = group(&[("a", false, NEVER), ("b", true, ALWAYS)]);
-        assert_eq!((ok, runs), (vec![true, false], vec![2, 1]));
-        assert_eq!(rows, committed(&[("a", 1)]));
-        // Alone.
-        let (ok, runs, rows) = group(&[("a", true, ALWAYS)]);
-        assert_eq!((ok, runs), (vec![false], vec![1]));
-        assert!(rows.is_empty());
+    fn a_write_runs_at_most_twice_whatever_the_others_do() {
+        // Every other write fails, each on its first run: one redo of the group, not one a failure.
+        let writes: Vec<Write> = ["a", "b", "c", "d", "e", "f", "g"]
+            .into_iter()
+            .enumerate()
+            .map(|(n, k)| (k, if n % 2 == 1 { ALWAYS } else { NEVER }))
+            .collect();
+        let (ok, runs, rows) = group(&writes);
+        assert_eq!(ok, [true, false, true, false, true, false, true]);
+        assert_eq!(runs, [2, 1, 1, 1, 1, 1, 1], "only the write before the first failure ran again");
+        assert_eq!(rows, committed(&[("a", 1), ("c", 1), ("e", 1), ("g", 1)]));
+    }
+
+    #[test]
+    fn savepoints_run_only_after_a_failure_and_once_a_write() {
+        let (_dir, conn) = db();
+        let before = savepoints_run(&conn);
+        let (ok, runs, _) = group_on(&conn, &[("a", NEVER), ("b", NEVER), ("c", NEVER)]);
+        assert_eq!((ok, runs), (vec![true; 3], vec![1; 3]));
+        assert_eq!(savepoints_run(&conn), before, "a group with no failure runs no savepoint");
+        let (ok, _, rows) = group_on(&conn, &[("a", NEVER), ("b", ALWAYS), ("c", NEVER), ("d", NEVER)]);
+        assert_eq!(ok, [true, false, true, true]);
+        assert_eq!(savepoints_run(&conn), before + 3, "one savepoint for each write that ran again");
+        assert_eq!(rows, committed(&[("a", 2), ("b", 1), ("c", 2), ("d", 1)]));
     }
 
     #[test]
     fn writes_never_run_outside_the_transaction_when_sqlite_ended_it() {
         let (_dir, conn) = db();
-        let (first, mut first_answer, _) = bump("a", false, ALWAYS);
+        let (first, mut first_answer, _) = bump("a", ALWAYS);
         // Fails the way SQLite fails a statement on a full disk: the transaction is gone.
         let (tx, mut ended_answer) = oneshot::channel();
         let ends = |conn: &Connection| -> StoreResult<()> {
@@ -661,7 +621,7 @@ mod tests {
             Err(StoreError::unavailable("SQLite DiskFull"))
         };
         let ended: Job = Box::new(Pending { f: ends, result: None, tx });
-        let (last, mut last_answer, last_runs) = bump("c", false, NEVER);
+        let (last, mut last_answer, last_runs) = bump("c", NEVER);
         commit_group(&conn, vec![first, ended, last]);
         assert!(!answered_ok(&mut first_answer) && !answered_ok(&mut ended_answer));
         assert!(!answered_ok(&mut last_answer), "its transaction is gone: not committed, and said so");
@@ -671,7 +631,7 @@ mod tests {
 
     #[test]
     fn a_group_that_fails_entirely_commits_nothing() {
-        let (ok, runs, rows) = group(&[("a", false, ALWAYS), ("b", false, ALWAYS), ("c", false, NEVER)]);
+        let (ok, runs, rows) = group(&[("a", ALWAYS), ("b", ALWAYS), ("c", NEVER)]);
         assert_eq!(ok, [false, false, true]);
         assert_eq!(runs, [1, 1, 1], "b first ran in its own savepoint, after a's failure");
         assert_eq!(rows, committed(&[("c", 1)]));
