@@ -9,6 +9,7 @@ mod load;
 mod prune;
 mod reset;
 mod seed;
+mod thread_io;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
