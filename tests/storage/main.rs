@@ -1460,3 +1460,94 @@ contract! {
         assert!(err.chain().contains("instances"), "{}: {}", e.name, err.chain());
     }
 }
+
+/// Runs and run records with no task, read behind the store's back with the engine's own driver:
+/// (every `task_runs` row, those whose task is gone).
+async fn run_rows(e: &Engine) -> (i64, i64) {
+    const SQL: &str = "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.id = r.task_id)) \
+                       FROM task_runs r";
+    match (&e._dir, &e._pg) {
+        (Some(dir), _) => {
+            let conn = rusqlite::Connection::open(dir.path().join("c.db")).expect("open");
+            conn.query_row(SQL, [], |r| Ok((r.get(0)?, r.get(1)?))).expect("count")
+        }
+        (_, Some(db)) => {
+            let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
+            tokio::spawn(conn);
+            let row = client.query_one(SQL, &[]).await.expect("count");
+            (row.get(0), row.get(1))
+        }
+        _ => unreachable!("an engine has a directory or a database"),
+    }
+}
+
+/// A restart of `inst` claimed by an executor, its first attempt begun (so it has a run
+/// record), then failed by it at `now`: a finished task that can be deleted and pruned.
+async fn failed_with_a_run(s: &Storage, inst: &Instance, now: i64) -> TaskId {
+    let mut executed = operation::OpSet::EMPTY;
+    assert!(executed.insert("restartInstance"));
+    let ctx = StepContext { executed, ..CTX };
+    let t = submit(s, inst, Operation::Restart, now, None).await.expect("admitted").record.id;
+    let claimed = s.engine.claim("x", at(now + 1), Duration::from_millis(60_000), 10, ctx).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(s.runs.begin_attempt("x", &t, 0, None, at(now + 2)).await.expect("begin"), Some(1));
+    let failed = s
+        .runs
+        .fail_step("x", &t, 0, at(now + 3), "exit 1".into(), String::new(), failure_event(&t))
+        .await
+        .expect("fail");
+    assert_eq!(failed, StepOutcome::Ended(TaskStatus::Failed));
+    assert!(s.runs.task_run(&t).await.expect("run").is_some());
+    t
+}
+
+contract! {
+    /// Whichever way a task goes (deleted alone or in bulk, pruned, with its instance, by test
+    /// control's reset or a snapshot's restore), its run record goes with it.
+    async fn a_run_record_never_outlives_its_task(e: Engine) {
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let p = inst.project_id.clone();
+        // A snapshot of the store before any run.
+        assert!(matches!(s.control.save_snapshot("empty", at(T0), 10, 1 << 30).await.expect("save"), SnapshotSaved::Saved(_)));
+
+        let single = failed_with_a_run(s, &inst, T0 + 10).await;
+        let d = s.tasks.delete_task(&p, &inst.id, &single, View::Background, None).await.expect("delete");
+        assert!(matches!(d, DeleteOutcome::Deleted(_)), "{}", e.name);
+        assert_eq!(s.runs.task_run(&single).await.expect("run"), None, "{}", e.name);
+        assert_eq!(run_rows(&e).await, (0, 0), "{}: single", e.name);
+
+        let bulk = [failed_with_a_run(s, &inst, T0 + 20).await, failed_with_a_run(s, &inst, T0 + 30).await];
+        let filter = BulkFilter::parse(|k| (k == "end_time").then(|| "29991231000000".to_owned())).expect("filter");
+        let deleted = s.tasks.delete_tasks(&p, &inst.id, &filter, 100, event("bulk")).await.expect("d").expect("inst");
+        assert!(bulk.iter().all(|t| deleted.deleted.iter().any(|r| &r.id == t)), "{}", e.name);
+        assert_eq!(run_rows(&e).await, (0, 0), "{}: bulk", e.name);
+
+        let pruned = failed_with_a_run(s, &inst, T0 + 40).await;
+        let read = s.retention.finished_tasks(&inst.id, T0 + 1_000, None, 100).await.expect("read");
+        let mine: Vec<Candidate> = read.into_iter().filter(|c| c.id == pruned).collect();
+        assert_eq!(mine.len(), 1, "{}", e.name);
+        let n = s.retention.prune_tasks(&inst.id, mine, PruneRule::Age, prune_event(&p, "x")).await.expect("prune");
+        assert_eq!(n, 1, "{}", e.name);
+        assert_eq!(run_rows(&e).await, (0, 0), "{}: pruned", e.name);
+
+        // Kept in a snapshot with its task, then the instance goes, its tasks and their runs with it.
+        let kept = failed_with_a_run(s, &inst, T0 + 50).await;
+        assert!(matches!(s.control.save_snapshot("one", at(T0), 10, 1 << 30).await.expect("save"), SnapshotSaved::Saved(_)));
+        submit(s, &inst, Operation::DeleteInstance, T0 + 60, None).await.expect("admitted");
+        assert_eq!(run_all(s, "w", T0 + 61).await, [TaskStatus::Success], "{}", e.name);
+        assert_eq!(s.instances.get_instance(&p, &inst.id).await.expect("g"), None, "{}", e.name);
+        assert_eq!(run_rows(&e).await, (0, 0), "{}: instance", e.name);
+
+        // A restore brings the task back with its run; one from before it takes both away.
+        assert!(s.control.restore_snapshot("one").await.expect("restore"), "{}", e.name);
+        assert!(s.runs.task_run(&kept).await.expect("run").is_some(), "{}: restored with its task", e.name);
+        assert_eq!(run_rows(&e).await, (1, 0), "{}: restored", e.name);
+        assert!(s.control.restore_snapshot("empty").await.expect("restore"), "{}", e.name);
+        assert_eq!(run_rows(&e).await, (0, 0), "{}: restored before", e.name);
+
+        assert!(s.control.restore_snapshot("one").await.expect("restore"), "{}", e.name);
+        s.control.reset_state(None).await.expect("reset");
+        assert_eq!(run_rows(&e).await, (0, 0), "{}: reset", e.name);
+    }
+}

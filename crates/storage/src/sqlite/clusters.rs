@@ -46,7 +46,7 @@ impl ClusterStore for Sqlite {
             };
             inst.cluster_bound = text.is_some();
             super::instances::save_instance(conn, &inst)?;
-            match text {
+            match &text {
                 Some(t) => conn
                     .prepare_cached(
                         "INSERT INTO cluster_bindings (instance_id, project_id, binding, password_sealed, updated_at) \

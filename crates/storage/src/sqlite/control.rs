@@ -91,7 +91,7 @@ impl ControlStore for Sqlite {
                  size_bytes = excluded.size_bytes, data = excluded.data",
             )?
             .execute(params![name, now, size as i64, data])?;
-            Ok(SnapshotSaved::Saved(SnapshotInfo { name, created_at: now, size_bytes: size }))
+            Ok(SnapshotSaved::Saved(SnapshotInfo { name: name.clone(), created_at: now, size_bytes: size }))
         })
         .await
     }

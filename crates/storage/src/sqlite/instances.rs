@@ -103,7 +103,7 @@ impl InstanceStore for Sqlite {
     ) -> StoreResult<Result<NewTask, SubmitError>> {
         let (p, i) = (p.clone(), i.clone());
         let submitted = self
-            .write(move |conn| {
+            .write_once(move |conn| {
                 let (task, changed) = match admission::submission(load_instance(conn, &i)?, &p, build) {
                     Ok(admitted) => admitted,
                     Err(e) => return Ok(Err(e)),
@@ -133,7 +133,7 @@ impl InstanceStore for Sqlite {
         audit: Option<AuditEvent>,
     ) -> StoreResult<Result<(), SubmitError>> {
         let (p, i) = (p.clone(), i.clone());
-        self.write(move |conn| {
+        self.write_once(move |conn| {
             let inst = match admission::modification(load_instance(conn, &i)?, &p, change) {
                 Ok(inst) => inst,
                 Err(e) => return Ok(Err(e)),

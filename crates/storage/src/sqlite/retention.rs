@@ -40,7 +40,7 @@ impl RetentionStore for Sqlite {
         let p = p.clone();
         let text = policy.map(|p| serde_json::to_string(&p)).transpose().map_err(json_error)?;
         self.write(move |conn| {
-            match text {
+            match &text {
                 Some(t) => conn
                     .prepare_cached(
                         "INSERT INTO retention_policies (project_id, policy, updated_at) VALUES (?1, ?2, ?3) \
