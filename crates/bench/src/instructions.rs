@@ -47,7 +47,7 @@
 //! - the deletes and the drain work on the seeded tasks (deterministic ids, see above): their
 //!   bytes and reads agree to the byte between runs. The tasks submitted over HTTP get random ids,
 //!   so the pages they land on and split differ: the engine over HTTP's bytes move by up to 0.35 %
-//!   and its reads by 3-8 %: the reads have no budget;
+//!   and its reads by 3-11 %: the reads have no budget;
 //! - the writer's reads here are the pages a phase touches first after the pin's write dropped
 //!   the server's page caches, a far smaller share than on a store of a million tasks, where
 //!   most leaves of a scattered index miss the cache: the guard sees the extra pages written,
