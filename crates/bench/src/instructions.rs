@@ -198,15 +198,6 @@ impl Figure {
             Figure::Instructions | Figure::WriterWriteBytes => thousands(value.round() as u64),
         }
     }
-
-    fn of(self, io: &IoCounters) -> u64 {
-        match self {
-            Figure::Instructions => 0,
-            Figure::WriterWriteCalls => io.write_calls,
-            Figure::WriterWriteBytes => io.write_bytes,
-            Figure::WriterReadCalls => io.read_calls,
-        }
-    }
 }
 
 /// The budget file: every operation's instructions as a top-level `key = instructions`, and
@@ -389,7 +380,9 @@ impl Measured {
     fn get(&self, figure: Figure) -> f64 {
         let total = match figure {
             Figure::Instructions => self.instructions,
-            _ => figure.of(&self.writer) as f64,
+            Figure::WriterWriteCalls => self.writer.write_calls as f64,
+            Figure::WriterWriteBytes => self.writer.write_bytes as f64,
+            Figure::WriterReadCalls => self.writer.read_calls as f64,
         };
         if self.n == 0 { 0.0 } else { total / self.n as f64 }
     }
@@ -823,15 +816,13 @@ fn report(args: &BenchArgs, budgets: &Budgets, runs: &[Vec<Measured>], took: Dur
              /proc/<pid>/task/<tid>/io (a WAL frame is two writes of 4,120 bytes in all); operations whose writer \
              did none and that have no budget left out"
         );
-        let writer: Vec<&Row> = rows
+        let did_io = |key: &str| {
+            rows.iter().any(|o| o.op.key == key && o.figure != Figure::Instructions && o.runs.iter().any(|v| *v > 0.0))
+        };
+        let mut writer: Vec<&Row> = rows
             .iter()
-            .filter(|r| r.figure != Figure::Instructions)
-            .filter(|r| {
-                r.budget.is_some()
-                    || rows.iter().any(|o| o.op.key == r.op.key && o.figure != Figure::Instructions && o.measured > 0.0)
-            })
+            .filter(|r| r.figure != Figure::Instructions && (r.budget.is_some() || did_io(r.op.key)))
             .collect();
-        let mut writer = writer;
         writer.sort_by_key(|r| (OPERATIONS.iter().position(|o| o.key == r.op.key), r.figure));
         print_table(&writer, runs.len(), true);
     }

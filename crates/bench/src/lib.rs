@@ -99,7 +99,7 @@ pub struct BenchArgs {
     /// Rounds of seed and reset.
     #[arg(long, default_value_t = 5)]
     pub reset_rounds: usize,
-    /// The instruction budgets `--instructions` checks.
+    /// The budgets `--instructions` checks (instructions, and the SQLite writer thread's I/O).
     #[arg(long, default_value = "bench/instructions.toml")]
     pub budgets: PathBuf,
     /// With `--instructions`: runs of the workload (fresh store and server each); the median is
