@@ -34,7 +34,8 @@
 //! counters of the server's `sqlite-writer` thread (`/proc/<pid>/task/<tid>/io`, see
 //! [`ThreadIo`]) right after a phase's zero and right after its last answer, before the dump,
 //! and reports per request or task the writer's write calls, bytes written and read calls,
-//! checked against the budgets in the file's `[writer_…]` tables like the instructions:
+//! checked against the budgets in the file's `[writer_…]` tables like the instructions but with
+//! 5 % allowed over, not 10 % (page counts repeat to the byte; one more leaf page a delete is ~+7-10 %):
 //!
 //! - valgrind runs with `--fair-sched=yes`: its default lock between the guest's threads is a
 //!   pipe, of which every thread reads and writes a byte at each switch; that was half the
@@ -67,8 +68,12 @@ use kafka_tasks::domain::{ProjectId, now_ms};
 use kafka_tasks::storage::Storage;
 use kafka_tasks::storage::sqlite::WalPin;
 
-/// An operation more than this over its budget fails the check.
+/// An operation's instructions more than this over their budget fail the check.
 const OVER_BUDGET: f64 = 0.10;
+/// A writer I/O figure more than this over its budget fails the check: they are page counts that
+/// repeat to the byte (spread 0-0.35 % over eighteen runs), so one more index leaf a write
+/// (about +10 % of a delete's WAL bytes) must not fit in the margin.
+const IO_OVER_BUDGET: f64 = 0.05;
 /// An operation more than this under its budget gets a hint to lower the budget.
 const UNDER_BUDGET: f64 = 0.20;
 
@@ -187,6 +192,14 @@ impl Figure {
             Figure::WriterWriteCalls => "writer write calls",
             Figure::WriterWriteBytes => "writer bytes written",
             Figure::WriterReadCalls => "writer read calls",
+        }
+    }
+
+    /// How far over its budget the figure may measure before the check fails.
+    fn allowed_over(self) -> f64 {
+        match self {
+            Figure::Instructions => OVER_BUDGET,
+            Figure::WriterWriteCalls | Figure::WriterWriteBytes | Figure::WriterReadCalls => IO_OVER_BUDGET,
         }
     }
 
@@ -715,7 +728,7 @@ impl Row {
     }
 
     fn over(&self) -> bool {
-        self.vs_budget().is_some_and(|r| r > OVER_BUDGET)
+        self.vs_budget().is_some_and(|r| r > self.figure.allowed_over())
     }
 
     fn under(&self) -> bool {
@@ -757,8 +770,8 @@ fn check(rows: &[Row], file: &str) -> anyhow::Result<()> {
         eprintln!("hint: {}, more than {:.0} % under: lower it in {file}", row.said(), UNDER_BUDGET * 100.0);
     }
     let over: Vec<String> = rows.iter().filter(|r| r.over()).map(Row::said).collect();
-    for line in &over {
-        eprintln!("OVER BUDGET: {line}, allowed +{:.0} %", OVER_BUDGET * 100.0);
+    for row in rows.iter().filter(|r| r.over()) {
+        eprintln!("OVER BUDGET: {}, allowed +{:.0} %", row.said(), row.figure.allowed_over() * 100.0);
     }
     anyhow::ensure!(
         over.is_empty(),
@@ -951,23 +964,24 @@ mod tests {
     }
 
     #[test]
-    fn writer_io_within_ten_percent_of_its_budgets_passes_and_beyond_fails() {
+    fn writer_io_within_five_percent_of_its_budgets_passes_and_beyond_fails() {
         let within = format!(
-            "{INSTRUCTIONS_ONLY}[writer_write_calls]\ndelete = 28\n[writer_write_bytes]\ndelete = 57_000\n\
+            "{INSTRUCTIONS_ONLY}[writer_write_calls]\ndelete = 29\n[writer_write_bytes]\ndelete = 59_000\n\
              [writer_read_calls]\ndelete = 0.5\nengine_drain = 1.5\n"
         );
         let budgets = Budgets::parse(&within).expect("parses");
         let runs = one_run(&budgets, delete_writes);
-        // 30 calls against 28 (+7 %), 61,800 bytes against 57,000 (+8.4 %), 0.5 reads against
+        // 30 calls against 29 (+3.4 %), 61,800 bytes against 59,000 (+4.7 %), 0.5 reads against
         // 0.5, and a drain that read nothing.
-        check(&rows(&budgets, &runs), "budgets.toml").expect("within 10 %");
+        check(&rows(&budgets, &runs), "budgets.toml").expect("within 5 %");
 
-        let beyond = within.replace("delete = 28", "delete = 27");
+        // +7.1 %: within the instructions' 10 %, beyond the I/O figures' 5 %.
+        let beyond = within.replace("delete = 29", "delete = 28");
         let budgets = Budgets::parse(&beyond).expect("parses");
         let Err(failed) = check(&rows(&budgets, &one_run(&budgets, delete_writes)), "budgets.toml") else {
-            panic!("30 write calls passed a budget of 27 (+11 %)")
+            panic!("30 write calls passed a budget of 28 (+7.1 %)")
         };
-        assert!(failed.to_string().contains("measures 30.00 writer write calls per request, budget 27.00"), "{failed}");
+        assert!(failed.to_string().contains("measures 30.00 writer write calls per request, budget 28.00"), "{failed}");
     }
 
     #[test]
