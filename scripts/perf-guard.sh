@@ -2,8 +2,9 @@
 # The instruction-count performance guard: builds the release binary and runs
 # `kafka-tasks-bench --instructions`, which drives a small fixed workload against the release
 # server under valgrind's callgrind, counts the server's instructions per request (per task for
-# the engine) and fails when an operation is more than 10 % over its budget in
-# bench/instructions.toml. Arguments go to the bench: `--runs 5` measures five times (the spread
+# the engine) and its SQLite writer thread's I/O (bytes written, i.e. WAL frames, and read
+# calls, from /proc/<pid>/task/<tid>/io), and fails when a figure is more than 10 % over its
+# budget in bench/instructions.toml. Arguments go to the bench: `--runs 5` measures five times (the spread
 # of each operation, and the median checked), `--keep` keeps the callgrind dump of each phase.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -24,6 +24,35 @@
 //! What is left is the metrics upkeep and memory trimmer threads (every 5 and 10 s, a few
 //! hundred thousand instructions) and glibc's malloc, whose paths depend on which worker thread
 //! ran what.
+//!
+//! Instructions are user space only, and the engine's wall on a quiet machine is not there: its
+//! SQLite writer thread spends about half its time in the kernel, in `pread64` of pages missing
+//! from SQLite's cache and `pwrite64` of WAL frames (a frame is two writes, its 24-byte header and
+//! the 4,096-byte page, for every page a group commit dirtied). An index whose key starts with the
+//! instance puts each task's entry on a leaf page of its own: a few percent more instructions, but
+//! pages that each commit writes (and first reads). So the guard also reads the kernel's I/O
+//! counters of the server's `sqlite-writer` thread (`/proc/<pid>/task/<tid>/io`, see
+//! [`ThreadIo`]) right after a phase's zero and right after its last answer, before the dump,
+//! and reports per request or task the writer's write calls, bytes written and read calls,
+//! checked against the budgets in the file's `[writer_…]` tables like the instructions but with
+//! 5 % allowed over, not 10 % (page counts repeat to the byte; one more leaf page a delete is ~+7-10 %):
+//!
+//! - valgrind runs with `--fair-sched=yes`: its default lock between the guest's threads is a
+//!   pipe, of which every thread reads and writes a byte at each switch; that was half the
+//!   writer's system calls. The futex-based lock of the fair scheduler makes none, and moved no
+//!   instruction figure beyond its usual spread;
+//! - the bytes are the WAL frames (4,120 bytes each) plus 8 for each `eventfd` write by which the
+//!   writer's answer wakes a parked tokio worker. Those wakes depend on timing (0.6-1.0 a delete
+//!   on this machine), so the write calls move by 1-2 % between runs and have no budget; the
+//!   bytes, where a wake weighs 1/515 of a frame, do not;
+//! - the deletes and the drain work on the seeded tasks (deterministic ids, see above): their
+//!   bytes and reads agree to the byte between runs. The tasks submitted over HTTP get random ids,
+//!   so the pages they land on and split differ: the engine over HTTP's bytes move by up to 0.35 %
+//!   and its reads by 3-11 %: the reads have no budget;
+//! - the writer's reads here are the pages a phase touches first after the pin's write dropped
+//!   the server's page caches, a far smaller share than on a store of a million tasks, where
+//!   most leaves of a scattered index miss the cache: the guard sees the extra pages written,
+//!   and the reads only of pages no phase touched before.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,14 +61,19 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::load::{self, Call, Target};
+use super::thread_io::{IoCounters, ThreadIo};
 use super::{BenchArgs, bench_credential, seed, start_server_under};
 use kafka_tasks::auth::keys::MasterKey;
 use kafka_tasks::domain::{ProjectId, now_ms};
 use kafka_tasks::storage::Storage;
 use kafka_tasks::storage::sqlite::WalPin;
 
-/// An operation more than this over its budget fails the check.
+/// An operation's instructions more than this over their budget fail the check.
 const OVER_BUDGET: f64 = 0.10;
+/// A writer I/O figure more than this over its budget fails the check: they are page counts that
+/// repeat to the byte (spread 0-0.35 % over eighteen runs), so one more index leaf a write
+/// (about +10 % of a delete's WAL bytes) must not fit in the margin.
+const IO_OVER_BUDGET: f64 = 0.05;
 /// An operation more than this under its budget gets a hint to lower the budget.
 const UNDER_BUDGET: f64 = 0.20;
 
@@ -126,24 +160,122 @@ const OPERATIONS: [Operation; 14] = [
 const SIGNED_REQUESTS: usize = 100;
 const NEW_KEYS: usize = 20;
 
-/// The budgets file: `key = instructions`, one line per operation.
-fn read_budgets(path: &Path) -> anyhow::Result<BTreeMap<String, u64>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        anyhow::anyhow!("cannot read the budgets {}: {e} (run from the repository root)", path.display())
-    })?;
-    let budgets: BTreeMap<String, u64> =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    for key in budgets.keys() {
-        anyhow::ensure!(
-            OPERATIONS.iter().any(|o| o.key == key),
-            "{}: {key:?} is no operation the guard measures",
-            path.display()
-        );
+/// What the guard measures of an operation: the server's instructions, and the I/O system calls
+/// of its SQLite writer thread, which callgrind's count does not see (see the module's header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Figure {
+    Instructions,
+    WriterWriteCalls,
+    WriterWriteBytes,
+    WriterReadCalls,
+}
+
+impl Figure {
+    const ALL: [Figure; 4] =
+        [Figure::Instructions, Figure::WriterWriteCalls, Figure::WriterWriteBytes, Figure::WriterReadCalls];
+    const WRITER: [Figure; 3] = [Figure::WriterWriteCalls, Figure::WriterWriteBytes, Figure::WriterReadCalls];
+
+    /// The table of the budget file its budgets are in (the instructions' are its top-level keys).
+    fn table(self) -> Option<&'static str> {
+        match self {
+            Figure::Instructions => None,
+            Figure::WriterWriteCalls => Some("writer_write_calls"),
+            Figure::WriterWriteBytes => Some("writer_write_bytes"),
+            Figure::WriterReadCalls => Some("writer_read_calls"),
+        }
     }
-    for op in &OPERATIONS {
-        anyhow::ensure!(budgets.contains_key(op.key), "{}: no budget for {:?}", path.display(), op.key);
+
+    /// What it counts, in words.
+    fn unit(self) -> &'static str {
+        match self {
+            Figure::Instructions => "instructions",
+            Figure::WriterWriteCalls => "writer write calls",
+            Figure::WriterWriteBytes => "writer bytes written",
+            Figure::WriterReadCalls => "writer read calls",
+        }
     }
-    Ok(budgets)
+
+    /// How far over its budget the figure may measure before the check fails.
+    fn allowed_over(self) -> f64 {
+        match self {
+            Figure::Instructions => OVER_BUDGET,
+            Figure::WriterWriteCalls | Figure::WriterWriteBytes | Figure::WriterReadCalls => IO_OVER_BUDGET,
+        }
+    }
+
+    /// A per-operation figure as printed: system calls with two decimals (a few a request), the
+    /// others in whole units.
+    fn show(self, value: f64) -> String {
+        match self {
+            Figure::WriterWriteCalls | Figure::WriterReadCalls => format!("{value:.2}"),
+            Figure::Instructions | Figure::WriterWriteBytes => thousands(value.round() as u64),
+        }
+    }
+}
+
+/// The budget file: every operation's instructions as a top-level `key = instructions`, and
+/// writer I/O budgets in the tables `[writer_write_calls]`, `[writer_write_bytes]` and
+/// `[writer_read_calls]` for the operations that have one.
+struct Budgets(BTreeMap<(Figure, &'static str), f64>);
+
+impl Budgets {
+    fn read(path: &Path) -> anyhow::Result<Budgets> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!("cannot read the budgets {}: {e} (run from the repository root)", path.display())
+        })?;
+        Budgets::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    fn parse(text: &str) -> anyhow::Result<Budgets> {
+        let table: toml::Table = toml::from_str(text)?;
+        let operation = |key: &str| {
+            OPERATIONS
+                .iter()
+                .find(|o| o.key == key)
+                .map(|o| o.key)
+                .ok_or_else(|| anyhow::anyhow!("{key:?} is no operation the guard measures"))
+        };
+        let budget = |figure: Figure, key: &str, value: &toml::Value| -> anyhow::Result<f64> {
+            let number = match value {
+                toml::Value::Integer(n) => *n as f64,
+                toml::Value::Float(x) if figure != Figure::Instructions => *x,
+                _ if figure == Figure::Instructions => {
+                    anyhow::bail!("{key}: a budget of instructions is a whole number, not {value}")
+                }
+                _ => anyhow::bail!("{key}: a budget of {} is a number, not {value}", figure.unit()),
+            };
+            anyhow::ensure!(number.is_finite() && number >= 0.0, "{key}: the budget {value} is below zero");
+            Ok(number)
+        };
+        let mut budgets = BTreeMap::new();
+        for (key, value) in &table {
+            if let toml::Value::Table(inner) = value {
+                let Some(figure) = Figure::WRITER.into_iter().find(|f| f.table() == Some(key.as_str())) else {
+                    anyhow::bail!(
+                        "[{key}] is no figure the guard measures (it measures {:?})",
+                        Figure::WRITER.map(|f| f.table())
+                    );
+                };
+                for (op, value) in inner {
+                    budgets.insert((figure, operation(op)?), budget(figure, &format!("{key}.{op}"), value)?);
+                }
+            } else {
+                budgets.insert((Figure::Instructions, operation(key)?), budget(Figure::Instructions, key, value)?);
+            }
+        }
+        for op in &OPERATIONS {
+            anyhow::ensure!(
+                budgets.contains_key(&(Figure::Instructions, op.key)),
+                "no instruction budget for {:?}",
+                op.key
+            );
+        }
+        Ok(Budgets(budgets))
+    }
+
+    fn get(&self, figure: Figure, op: &Operation) -> Option<f64> {
+        self.0.get(&(figure, op.key)).copied()
+    }
 }
 
 pub async fn run(args: &BenchArgs, work: &Path) -> anyhow::Result<()> {
@@ -153,7 +285,7 @@ pub async fn run(args: &BenchArgs, work: &Path) -> anyhow::Result<()> {
         "--instructions counts a release build: cargo build --release, then target/release/kafka-tasks"
     );
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
-    let budgets = read_budgets(&args.budgets)?;
+    let budgets = Budgets::read(&args.budgets)?;
     for tool in ["valgrind", "callgrind_control"] {
         let found = tokio::process::Command::new(tool).arg("--version").output().await;
         anyhow::ensure!(
@@ -162,7 +294,7 @@ pub async fn run(args: &BenchArgs, work: &Path) -> anyhow::Result<()> {
         );
     }
     let started = Instant::now();
-    let mut runs: Vec<Vec<u64>> = Vec::new();
+    let mut runs: Vec<Vec<Measured>> = Vec::new();
     for n in 1..=args.runs {
         let dir = work.join(format!("run-{n}"));
         std::fs::create_dir_all(&dir)?;
@@ -189,6 +321,8 @@ impl Callgrind {
         vec![
             "valgrind".into(),
             "--tool=callgrind".into(),
+            // No pipe reads and writes by every thread at each switch in the writer's I/O counters.
+            "--fair-sched=yes".into(),
             format!("--callgrind-out-file={}", dir.join(Self::OUT).display()),
             format!("--log-file={}", dir.join("valgrind.log").display()),
         ]
@@ -243,6 +377,58 @@ impl Callgrind {
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| anyhow::anyhow!("no total in {}", kept.display()))
+    }
+}
+
+/// One operation's figures in one run: per request, or per task for the engine.
+#[derive(Clone, Copy, Debug, Default)]
+struct Measured {
+    instructions: f64,
+    writer: IoCounters,
+    /// Requests or tasks of the phase.
+    n: usize,
+}
+
+impl Measured {
+    fn get(&self, figure: Figure) -> f64 {
+        let total = match figure {
+            Figure::Instructions => self.instructions,
+            Figure::WriterWriteCalls => self.writer.write_calls as f64,
+            Figure::WriterWriteBytes => self.writer.write_bytes as f64,
+            Figure::WriterReadCalls => self.writer.read_calls as f64,
+        };
+        if self.n == 0 { 0.0 } else { total / self.n as f64 }
+    }
+}
+
+/// The two views of the server a phase is measured with: callgrind's count of its instructions,
+/// and the kernel's I/O counters of its SQLite writer thread.
+struct Meter {
+    callgrind: Callgrind,
+    writer: ThreadIo,
+    phases: BTreeMap<&'static str, Measured>,
+}
+
+impl Meter {
+    /// The thread that owns the store's one write connection (`storage::sqlite`): every WAL
+    /// frame is written by it, and every page a write needs and SQLite's cache lacks is read by it.
+    const WRITER_THREAD: &'static str = "sqlite-writer";
+
+    /// Zeroes the instruction counters, then reads the writer's I/O counters: the phase starts.
+    /// In this order because `callgrind_control` reaches the process through valgrind's
+    /// gdbserver, which may answer on any of the process's threads, the writer's too.
+    async fn start(&self) -> anyhow::Result<IoCounters> {
+        self.callgrind.zero().await?;
+        self.writer.read()
+    }
+
+    /// Ends the phase `key` of `n` requests or tasks that `start` began: the writer's I/O
+    /// counters first, then the dump (which writes its file from whatever thread answers it).
+    async fn stop(&mut self, key: &'static str, started: IoCounters, n: usize) -> anyhow::Result<()> {
+        let writer = self.writer.read()?.since(started);
+        let instructions = self.callgrind.dump(key).await? as f64;
+        self.phases.insert(key, Measured { instructions, writer, n });
+        Ok(())
     }
 }
 
@@ -329,9 +515,9 @@ impl EndedTasks {
     }
 }
 
-/// One run of the workload on a fresh store and server: instructions per request or task, in
-/// the order of [`OPERATIONS`].
-async fn measure(dir: &Path) -> anyhow::Result<Vec<u64>> {
+/// One run of the workload on a fresh store and server: the figures of each operation, in the
+/// order of [`OPERATIONS`].
+async fn measure(dir: &Path) -> anyhow::Result<Vec<Measured>> {
     let db_path = dir.join("bench.db");
     let database = format!("sqlite:{}", db_path.display());
     let key_hex = hex::encode(uuid::Uuid::new_v4().as_bytes()).repeat(2);
@@ -369,7 +555,9 @@ async fn measure(dir: &Path) -> anyhow::Result<Vec<u64>> {
     let log = dir.join("server.log");
     let wrapper = Callgrind::wrapper(dir);
     let (server, _) = start_server_under(&wrapper, ENV, &database, &key_hex, &log, QUIET).await?;
-    let callgrind = Callgrind { pid: server.child.id().to_string(), dir: dir.to_owned() };
+    let pid = server.child.id();
+    let callgrind = Callgrind { pid: pid.to_string(), dir: dir.to_owned() };
+    let mut meter = Meter { callgrind, writer: ThreadIo::find(pid, Meter::WRITER_THREAD)?, phases: BTreeMap::new() };
     let target = Target {
         addr: server.addr,
         access_key: cred.access_key.clone(),
@@ -386,20 +574,19 @@ async fn measure(dir: &Path) -> anyhow::Result<Vec<u64>> {
     let deep_start = HOT_TASKS * 9 / 10 + 1;
     // The read phases: the i-th request of each, warm-up and measured alike (a show or progress
     // request walks the sampled tasks).
-    let reads: [(&str, MakeCall); 5] = [
+    let reads: [(&'static str, MakeCall); 5] = [
         ("healthz", Box::new(|_| get("/healthz".into()))),
         ("show", Box::new(|i| get(format!("{hot_base}/{}", sample[i * 7 % sample.len()])))),
         ("progress", Box::new(|i| get(format!("{hot_base}/{}/progress", sample[i * 7 % sample.len()])))),
         ("list_page_1", Box::new(|_| get(format!("{hot_base}?start=1&limit=10")))),
         ("list_deep", Box::new(|_| get(format!("{hot_base}?start={deep_start}&limit=10")))),
     ];
-    let mut totals: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
     for (key, make) in &reads {
         client.send_all((0..WARM_UP).map(make), 200).await?;
         wal.empty()?;
-        callgrind.zero().await?;
+        let started = meter.start().await?;
         client.send_all((0..REQUESTS).map(make), 200).await?;
-        totals.insert(key, (callgrind.dump(key).await?, REQUESTS));
+        meter.stop(key, started, REQUESTS).await?;
     }
 
     // The other signing modes over the show request: warmed up (the key's pair derived), then
@@ -418,15 +605,15 @@ async fn measure(dir: &Path) -> anyhow::Result<Vec<u64>> {
     ] {
         client.target = Target { algorithm, ..main_key.clone() };
         client.send_all((0..WARM_UP).map(show), 200).await?;
-        callgrind.zero().await?;
+        let started = meter.start().await?;
         client.send_all((0..SIGNED_REQUESTS).map(show), 200).await?;
-        totals.insert(key, (callgrind.dump(key).await?, SIGNED_REQUESTS));
+        meter.stop(key, started, SIGNED_REQUESTS).await?;
     }
     for (key, algorithm, fresh) in [
         ("show_ecdsa_p256_new_key", Algorithm::EcdsaP256, &new_keys[..NEW_KEYS]),
         ("show_sm2_sm3_new_key", Algorithm::Sm2, &new_keys[NEW_KEYS..]),
     ] {
-        callgrind.zero().await?;
+        let started = meter.start().await?;
         for (i, k) in fresh.iter().enumerate() {
             client.target = Target {
                 access_key: k.access_key.clone(),
@@ -436,7 +623,7 @@ async fn measure(dir: &Path) -> anyhow::Result<Vec<u64>> {
             };
             client.send(&show(i), 200).await?;
         }
-        totals.insert(key, (callgrind.dump(key).await?, NEW_KEYS));
+        meter.stop(key, started, NEW_KEYS).await?;
     }
     client.target = main_key;
 
@@ -444,9 +631,9 @@ async fn measure(dir: &Path) -> anyhow::Result<Vec<u64>> {
     let delete = |path: &String| Call { method: "DELETE", path_and_query: path.clone(), body: None };
     client.send_all(victims[..WARM_UP].iter().map(delete), 204).await?;
     wal.hold()?;
-    callgrind.zero().await?;
+    let started = meter.start().await?;
     client.send_all(victims[WARM_UP..needed_victims].iter().map(delete), 204).await?;
-    totals.insert("delete", (callgrind.dump("delete").await?, REQUESTS));
+    meter.stop("delete", started, REQUESTS).await?;
     wal.release()?;
 
     // One auto-topic toggle after another on one instance, each run to SUCCESS before the next.
@@ -455,15 +642,16 @@ async fn measure(dir: &Path) -> anyhow::Result<Vec<u64>> {
         path_and_query: format!("/v2/{p}/instances/{instance}/autotopic"),
         body: Some(json!({ "enable_auto_topic": on }).to_string()),
     };
+    let mut started = IoCounters::default();
     for i in 0..ENGINE_WARM_UP + ENGINE_TASKS {
         if i == ENGINE_WARM_UP {
             wal.hold()?;
-            callgrind.zero().await?;
+            started = meter.start().await?;
         }
         client.send(&toggle(engine_instance, i % 2 == 0), 200).await?;
         ended.wait_for(i + 1).await?;
     }
-    totals.insert("engine_over_http", (callgrind.dump("engine_over_http").await?, ENGINE_TASKS));
+    meter.stop("engine_over_http", started, ENGINE_TASKS).await?;
     wal.release()?;
     let submitted = ENGINE_WARM_UP + ENGINE_TASKS;
 
@@ -475,17 +663,14 @@ async fn measure(dir: &Path) -> anyhow::Result<Vec<u64>> {
     }
     anyhow::ensure!(ended.count()? == submitted, "the engine started on the queued tasks before the drain phase");
     wal.hold()?;
-    callgrind.zero().await?;
+    let started = meter.start().await?;
     client.send(&toggle(trigger_instance, true), 200).await?;
     ended.wait_for(submitted + DRAIN_TASKS + 1).await?;
-    totals.insert("engine_drain", (callgrind.dump("engine_drain").await?, DRAIN_TASKS + 1));
+    meter.stop("engine_drain", started, DRAIN_TASKS + 1).await?;
     wal.release()?;
     drop(server);
 
-    Ok(OPERATIONS
-        .iter()
-        .map(|op| totals.get(op.key).map_or(0, |(total, n)| (*total as f64 / *n as f64).round() as u64))
-        .collect())
+    Ok(OPERATIONS.iter().map(|op| meter.phases.get(op.key).copied().unwrap_or_default()).collect())
 }
 
 fn thousands(n: u64) -> String {
@@ -500,48 +685,132 @@ fn thousands(n: u64) -> String {
     out
 }
 
-fn median(v: &[u64]) -> u64 {
+fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
-    s.sort_unstable();
+    s.sort_unstable_by(f64::total_cmp);
     match s.len() {
-        0 => 0,
+        0 => 0.0,
         n if !n.is_multiple_of(2) => s[n / 2],
-        n => (s[n / 2 - 1] + s[n / 2]).div_ceil(2),
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
     }
 }
 
 /// (max - min) / mean.
-fn spread(v: &[u64]) -> f64 {
-    let (Some(min), Some(max)) = (v.iter().min(), v.iter().max()) else { return 0.0 };
-    let mean = v.iter().sum::<u64>() as f64 / v.len() as f64;
-    if mean > 0.0 { (max - min) as f64 / mean } else { 0.0 }
+fn spread(v: &[f64]) -> f64 {
+    let (Some(min), Some(max)) = (v.iter().copied().reduce(f64::min), v.iter().copied().reduce(f64::max)) else {
+        return 0.0;
+    };
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    if mean > 0.0 { (max - min) / mean } else { 0.0 }
 }
 
-fn report(args: &BenchArgs, budgets: &BTreeMap<String, u64>, runs: &[Vec<u64>], took: Duration) -> anyhow::Result<()> {
-    let column = |i: usize| runs.iter().map(|r| r.get(i).copied().unwrap_or(0)).collect::<Vec<u64>>();
-    let mut over = Vec::new();
-    let mut under = Vec::new();
-    let mut rows = Vec::new();
-    for (i, op) in OPERATIONS.iter().enumerate() {
-        let figures = column(i);
-        let measured = median(&figures);
-        let budget = budgets.get(op.key).copied().unwrap_or(0);
-        let ratio = if budget > 0 { measured as f64 / budget as f64 - 1.0 } else { f64::INFINITY };
-        if ratio > OVER_BUDGET {
-            over.push((op, measured, budget, ratio));
-        } else if ratio < -UNDER_BUDGET {
-            under.push((op, measured, budget, ratio));
-        }
-        rows.push((op, figures, measured, budget, ratio));
+/// One figure of one operation over the runs, beside its budget.
+struct Row {
+    op: &'static Operation,
+    figure: Figure,
+    runs: Vec<f64>,
+    /// The median of the runs: what is checked.
+    measured: f64,
+    budget: Option<f64>,
+}
+
+impl Row {
+    /// How far over (above 0) or under its budget the figure is; none without a budget.
+    fn vs_budget(&self) -> Option<f64> {
+        let budget = self.budget?;
+        Some(if budget > 0.0 {
+            self.measured / budget - 1.0
+        } else if self.measured > 0.0 {
+            f64::INFINITY
+        } else {
+            0.0
+        })
     }
+
+    fn over(&self) -> bool {
+        self.vs_budget().is_some_and(|r| r > self.figure.allowed_over())
+    }
+
+    fn under(&self) -> bool {
+        self.vs_budget().is_some_and(|r| r < -UNDER_BUDGET)
+    }
+
+    /// The operation, the figure and its budget, in a sentence.
+    fn said(&self) -> String {
+        let ratio = self.vs_budget().unwrap_or(0.0) * 100.0;
+        let budget = self.budget.map_or_else(|| "none".into(), |b| self.figure.show(b));
+        let table = self.figure.table().map_or_else(String::new, |t| format!(" in [{t}]"));
+        format!(
+            "{} ({}) measures {} {} per {}, budget {budget}{table} ({ratio:+.1} %)",
+            self.op.name,
+            self.op.key,
+            self.figure.show(self.measured),
+            self.figure.unit(),
+            self.op.per.as_str()
+        )
+    }
+}
+
+/// Every figure of every operation: the instructions in the order of [`OPERATIONS`], then the
+/// writer's I/O.
+fn rows(budgets: &Budgets, runs: &[Vec<Measured>]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for figure in Figure::ALL {
+        for (i, op) in OPERATIONS.iter().enumerate() {
+            let figures: Vec<f64> = runs.iter().map(|r| r.get(i).map_or(0.0, |m| m.get(figure))).collect();
+            rows.push(Row { op, figure, measured: median(&figures), runs: figures, budget: budgets.get(figure, op) });
+        }
+    }
+    rows
+}
+
+/// Hints at the budgets far above what is measured, and fails naming every figure over its budget.
+fn check(rows: &[Row], file: &str) -> anyhow::Result<()> {
+    for row in rows.iter().filter(|r| r.under()) {
+        eprintln!("hint: {}, more than {:.0} % under: lower it in {file}", row.said(), UNDER_BUDGET * 100.0);
+    }
+    let over: Vec<String> = rows.iter().filter(|r| r.over()).map(Row::said).collect();
+    for row in rows.iter().filter(|r| r.over()) {
+        eprintln!("OVER BUDGET: {}, allowed +{:.0} %", row.said(), row.figure.allowed_over() * 100.0);
+    }
+    anyhow::ensure!(
+        over.is_empty(),
+        "{} figure{} over budget ({}); if the cost is intended, raise the budget in {file} in a commit that says why",
+        over.len(),
+        if over.len() == 1 { " is" } else { "s are" },
+        over.join("; ")
+    );
+    Ok(())
+}
+
+fn report(args: &BenchArgs, budgets: &Budgets, runs: &[Vec<Measured>], took: Duration) -> anyhow::Result<()> {
+    let rows = rows(budgets, runs);
     if args.json {
-        let ops: Vec<_> = rows
+        let json_of = |row: &Row| {
+            json!({
+                "runs": row.runs, "measured": row.measured, "budget": row.budget, "vs_budget": row.vs_budget(),
+                "spread": spread(&row.runs),
+            })
+        };
+        let ops: Vec<_> = OPERATIONS
             .iter()
-            .map(|(op, figures, measured, budget, ratio)| {
-                json!({
-                    "operation": op.key, "name": op.name, "per": op.per.as_str(), "runs": figures,
-                    "instructions": measured, "budget": budget, "vs_budget": ratio, "spread": spread(figures),
-                })
+            .map(|op| {
+                let of = |figure: Figure| rows.iter().find(|r| r.figure == figure && r.op.key == op.key);
+                let mut entry = json!({ "operation": op.key, "name": op.name, "per": op.per.as_str() });
+                if let Some(row) = of(Figure::Instructions) {
+                    // Whole instructions, as the budgets are.
+                    entry["runs"] = json!(row.runs.iter().map(|r| r.round() as u64).collect::<Vec<_>>());
+                    entry["instructions"] = json!(row.measured.round() as u64);
+                    entry["budget"] = json!(row.budget);
+                    entry["vs_budget"] = json!(row.vs_budget());
+                    entry["spread"] = json!(spread(&row.runs));
+                }
+                for figure in Figure::WRITER {
+                    if let (Some(row), Some(table)) = (of(figure), figure.table()) {
+                        entry[table] = json_of(row);
+                    }
+                }
+                entry
             })
             .collect();
         println!("{}", json!({ "runs": runs.len(), "seconds": took.as_secs_f64(), "operations": ops }));
@@ -553,56 +822,58 @@ fn report(args: &BenchArgs, budgets: &BTreeMap<String, u64>, runs: &[Vec<u64>], 
             if runs.len() == 1 { "" } else { "s, the median checked" },
             took.as_secs_f64()
         );
-        print!("{:<34} {:>8}", "operation", "per");
-        if runs.len() > 1 {
-            for n in 1..=runs.len() {
-                print!(" {:>12}", format!("run {n}"));
-            }
-            print!(" {:>8}", "spread");
-        }
-        println!(" {:>12} {:>12} {:>10}", "measured", "budget", "vs budget");
-        for (op, figures, measured, budget, ratio) in &rows {
-            print!("{:<34} {:>8}", op.name, op.per.as_str());
-            if runs.len() > 1 {
-                for f in figures {
-                    print!(" {:>12}", thousands(*f));
-                }
-                print!(" {:>7.2}%", spread(figures) * 100.0);
-            }
-            println!(" {:>12} {:>12} {:>+9.1}%", thousands(*measured), thousands(*budget), ratio * 100.0);
-        }
-    }
-    let file = args.budgets.display();
-    for (op, measured, budget, ratio) in &under {
-        eprintln!(
-            "hint: {} ({}) measures {} instructions per {}, {:.0} % under its budget {}: lower it in {file}",
-            op.name,
-            op.key,
-            thousands(*measured),
-            op.per.as_str(),
-            -ratio * 100.0,
-            thousands(*budget)
+        let instructions: Vec<&Row> = rows.iter().filter(|r| r.figure == Figure::Instructions).collect();
+        print_table(&instructions, runs.len(), false);
+        println!(
+            "\nthe SQLite writer thread's I/O system calls per request (per task for the engine), from its \
+             /proc/<pid>/task/<tid>/io (a WAL frame is two writes of 4,120 bytes in all); operations whose writer \
+             did none and that have no budget left out"
         );
+        let did_io = |key: &str| {
+            rows.iter().any(|o| o.op.key == key && o.figure != Figure::Instructions && o.runs.iter().any(|v| *v > 0.0))
+        };
+        let mut writer: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.figure != Figure::Instructions && (r.budget.is_some() || did_io(r.op.key)))
+            .collect();
+        writer.sort_by_key(|r| (OPERATIONS.iter().position(|o| o.key == r.op.key), r.figure));
+        print_table(&writer, runs.len(), true);
     }
-    for (op, measured, budget, ratio) in &over {
-        eprintln!(
-            "OVER BUDGET: {} ({}) measures {} instructions per {}, budget {} (+{:.1} %, allowed +{:.0} %)",
-            op.name,
-            op.key,
-            thousands(*measured),
-            op.per.as_str(),
-            thousands(*budget),
-            ratio * 100.0,
-            OVER_BUDGET * 100.0
-        );
+    check(&rows, &args.budgets.display().to_string())
+}
+
+/// The table of some figures: each run's when there are several, their spread, the median,
+/// the budget and how far the median is from it.
+fn print_table(rows: &[&Row], runs: usize, figure_column: bool) {
+    print!("{:<34} {:>8}", "operation", "per");
+    if figure_column {
+        print!(" {:<21}", "figure");
     }
-    anyhow::ensure!(
-        over.is_empty(),
-        "{} operation{} over budget; if the cost is intended, raise the budget in {file} in a commit that says why",
-        over.len(),
-        if over.len() == 1 { " is" } else { "s are" }
-    );
-    Ok(())
+    if runs > 1 {
+        for n in 1..=runs {
+            print!(" {:>12}", format!("run {n}"));
+        }
+        print!(" {:>8}", "spread");
+    }
+    println!(" {:>12} {:>12} {:>10}", "measured", "budget", "vs budget");
+    let mut last = "";
+    for row in rows {
+        let name = if row.op.key == last { "" } else { row.op.name };
+        last = row.op.key;
+        print!("{name:<34} {:>8}", row.op.per.as_str());
+        if figure_column {
+            print!(" {:<21}", row.figure.unit());
+        }
+        if runs > 1 {
+            for f in &row.runs {
+                print!(" {:>12}", row.figure.show(*f));
+            }
+            print!(" {:>7.2}%", spread(&row.runs) * 100.0);
+        }
+        let budget = row.budget.map_or_else(|| "-".into(), |b| row.figure.show(b));
+        let vs = row.vs_budget().map_or_else(|| "-".into(), |r| format!("{:+.1}%", r * 100.0));
+        println!(" {:>12} {budget:>12} {vs:>10}", row.figure.show(row.measured));
+    }
 }
 
 #[cfg(test)]
@@ -611,17 +882,137 @@ mod tests {
 
     #[test]
     fn medians_and_spreads() {
-        assert_eq!(median(&[3, 1, 2]), 2);
-        assert_eq!(median(&[4, 1, 3, 2]), 3);
-        assert!((spread(&[90, 100, 110]) - 0.2).abs() < 1e-9);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!((spread(&[90.0, 100.0, 110.0]) - 0.2).abs() < 1e-9);
+        assert_eq!(spread(&[0.0, 0.0]), 0.0);
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(thousands(999), "999");
+        assert_eq!(Figure::WriterWriteCalls.show(31.114), "31.11");
+        assert_eq!(Figure::WriterWriteBytes.show(62_041.4), "62,041");
+    }
+
+    fn committed_budgets() -> Budgets {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/instructions.toml");
+        Budgets::read(&path).expect("the committed budgets parse")
     }
 
     #[test]
     fn the_committed_budgets_name_every_operation() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/instructions.toml");
-        let budgets = read_budgets(&path).expect("the committed budgets parse");
-        assert_eq!(budgets.len(), OPERATIONS.len());
+        let budgets = committed_budgets();
+        for op in &OPERATIONS {
+            assert!(budgets.get(Figure::Instructions, op).is_some(), "{}", op.key);
+        }
+        // The writes have budgets for their writer's bytes, and the ones on seeded tasks for its reads.
+        let budgeted = |figure: Figure, key: &str| {
+            OPERATIONS.iter().find(|o| o.key == key).and_then(|op| budgets.get(figure, op)).is_some()
+        };
+        for key in ["delete", "engine_over_http", "engine_drain"] {
+            assert!(budgeted(Figure::WriterWriteBytes, key), "{key}");
+        }
+        for key in ["delete", "engine_drain"] {
+            assert!(budgeted(Figure::WriterReadCalls, key), "{key}");
+        }
+    }
+
+    /// One run in which every operation measures exactly its instruction budget, and the writer of
+    /// each has done `writer` in all over its phase.
+    fn one_run(budgets: &Budgets, writer: impl Fn(&str) -> IoCounters) -> Vec<Vec<Measured>> {
+        let n = 100;
+        vec![
+            OPERATIONS
+                .iter()
+                .map(|op| Measured {
+                    instructions: budgets.get(Figure::Instructions, op).unwrap_or(0.0) * n as f64,
+                    writer: writer(op.key),
+                    n,
+                })
+                .collect(),
+        ]
+    }
+
+    /// The delete's writer writing 15 WAL frames a request (two calls each), nothing else writing.
+    fn delete_writes(key: &str) -> IoCounters {
+        if key == "delete" {
+            IoCounters { write_calls: 3_000, write_bytes: 6_180_000, read_calls: 50, read_bytes: 204_800 }
+        } else {
+            IoCounters::default()
+        }
+    }
+
+    const INSTRUCTIONS_ONLY: &str = "healthz = 55_000\nshow = 196_000\nprogress = 196_000\nlist_page_1 = 368_000\n\
+        list_deep = 834_000\ndelete = 430_000\nengine_over_http = 702_000\nengine_drain = 138_000\n\
+        show_hmac_sm3 = 194_000\nshow_ecdsa_p256 = 2_684_000\nshow_sm2_sm3 = 3_329_000\nshow_v11 = 232_000\n\
+        show_ecdsa_p256_new_key = 5_075_000\nshow_sm2_sm3_new_key = 5_881_000\n";
+
+    #[test]
+    fn a_writer_io_budget_far_below_the_measured_figure_fails_naming_the_operation_and_both_figures() {
+        let text = format!("{INSTRUCTIONS_ONLY}[writer_write_bytes]\ndelete = 4_120\n");
+        let budgets = Budgets::parse(&text).expect("parses");
+        let runs = one_run(&budgets, delete_writes);
+        let Err(failed) = check(&rows(&budgets, &runs), "budgets.toml") else {
+            panic!("a delete writing 61,800 bytes a request passed a budget of 4,120")
+        };
+        let said = failed.to_string();
+        assert!(said.starts_with("1 figure is over budget"), "{said}");
+        assert!(
+            said.contains("DeleteBackgroundTask (delete) measures 61,800 writer bytes written per request"),
+            "{said}"
+        );
+        assert!(said.contains("budget 4,120 in [writer_write_bytes]"), "{said}");
+        assert!(!said.contains("engine"), "{said}");
+    }
+
+    #[test]
+    fn writer_io_within_five_percent_of_its_budgets_passes_and_beyond_fails() {
+        let within = format!(
+            "{INSTRUCTIONS_ONLY}[writer_write_calls]\ndelete = 29\n[writer_write_bytes]\ndelete = 59_000\n\
+             [writer_read_calls]\ndelete = 0.5\nengine_drain = 1.5\n"
+        );
+        let budgets = Budgets::parse(&within).expect("parses");
+        let runs = one_run(&budgets, delete_writes);
+        // 30 calls against 29 (+3.4 %), 61,800 bytes against 59,000 (+4.7 %), 0.5 reads against
+        // 0.5, and a drain that read nothing.
+        check(&rows(&budgets, &runs), "budgets.toml").expect("within 5 %");
+
+        // +7.1 %: within the instructions' 10 %, beyond the I/O figures' 5 %.
+        let beyond = within.replace("delete = 29", "delete = 28");
+        let budgets = Budgets::parse(&beyond).expect("parses");
+        let Err(failed) = check(&rows(&budgets, &one_run(&budgets, delete_writes)), "budgets.toml") else {
+            panic!("30 write calls passed a budget of 28 (+7.1 %)")
+        };
+        assert!(failed.to_string().contains("measures 30.00 writer write calls per request, budget 28.00"), "{failed}");
+    }
+
+    #[test]
+    fn instructions_over_budget_still_fail_naming_the_operation() {
+        let budgets = Budgets::parse(INSTRUCTIONS_ONLY).expect("parses");
+        let mut runs = one_run(&budgets, |_| IoCounters::default());
+        let Some(show) = OPERATIONS.iter().position(|o| o.key == "show") else { panic!("show") };
+        runs[0][show].instructions *= 1.2;
+        let Err(failed) = check(&rows(&budgets, &runs), "budgets.toml") else { panic!("+20 % passed") };
+        assert!(
+            failed
+                .to_string()
+                .contains("ShowBackgroundTask (show) measures 235,200 instructions per request, budget 196,000"),
+            "{failed}"
+        );
+    }
+
+    #[test]
+    fn budget_files_that_say_something_else_are_refused() {
+        let refused = |text: &str| Budgets::parse(text).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused("healthz = 55_000\n").contains("no instruction budget for \"show\""));
+        assert!(refused(&format!("{INSTRUCTIONS_ONLY}nonsense = 1\n")).contains("\"nonsense\" is no operation"));
+        assert!(
+            refused(&format!("{INSTRUCTIONS_ONLY}[writer_iops]\ndelete = 1\n")).contains("[writer_iops] is no figure")
+        );
+        assert!(
+            refused(&format!("{INSTRUCTIONS_ONLY}[writer_write_bytes]\ndelet = 1\n"))
+                .contains("\"delet\" is no operation")
+        );
+        assert!(refused(&format!("{INSTRUCTIONS_ONLY}[writer_read_calls]\ndelete = -1\n")).contains("below zero"));
+        assert!(refused(&format!("{INSTRUCTIONS_ONLY}[writer_read_calls]\ndelete = \"1\"\n")).contains("is a number"));
+        assert!(refused(&INSTRUCTIONS_ONLY.replace("healthz = 55_000", "healthz = 55.5")).contains("a whole number"));
     }
 }

@@ -9,6 +9,7 @@ mod load;
 mod prune;
 mod reset;
 mod seed;
+mod thread_io;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -98,7 +99,7 @@ pub struct BenchArgs {
     /// Rounds of seed and reset.
     #[arg(long, default_value_t = 5)]
     pub reset_rounds: usize,
-    /// The instruction budgets `--instructions` checks.
+    /// The budgets `--instructions` checks (instructions, and the SQLite writer thread's I/O).
     #[arg(long, default_value = "bench/instructions.toml")]
     pub budgets: PathBuf,
     /// With `--instructions`: runs of the workload (fresh store and server each); the median is
