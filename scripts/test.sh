@@ -139,7 +139,7 @@ step "Benchmark, quick mode (proves the command works; asserts no numbers)"
 ./target/debug/kafka-tasks-bench --quick
 ./target/debug/kafka-tasks-bench --quick --engine postgres --pg-server "$KAFKA_TASKS_TEST_PG"
 
-step "Instruction-count guard (release server under callgrind; fails on an operation 10 % over its budget)"
+step "Instruction-count guard (release server under callgrind; fails on an operation over its budget: instructions +10 %, writer I/O +5 %)"
 ./scripts/perf-guard.sh
 
 step "Prometheus rules, dashboard and live scrape"
