@@ -769,9 +769,11 @@ fn check(rows: &[Row], file: &str) -> anyhow::Result<()> {
     for row in rows.iter().filter(|r| r.under()) {
         eprintln!("hint: {}, more than {:.0} % under: lower it in {file}", row.said(), UNDER_BUDGET * 100.0);
     }
-    let over: Vec<String> = rows.iter().filter(|r| r.over()).map(Row::said).collect();
+    let mut over = Vec::new();
     for row in rows.iter().filter(|r| r.over()) {
-        eprintln!("OVER BUDGET: {}, allowed +{:.0} %", row.said(), row.figure.allowed_over() * 100.0);
+        let said = row.said();
+        eprintln!("OVER BUDGET: {said}, allowed +{:.0} %", row.figure.allowed_over() * 100.0);
+        over.push(said);
     }
     anyhow::ensure!(
         over.is_empty(),

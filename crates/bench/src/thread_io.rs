@@ -3,7 +3,7 @@
 //! I/O, which callgrind does not count (it counts user-space instructions, and a `pwrite64` of a
 //! WAL frame or a `pread64` of a page missing from SQLite's cache costs its time in the kernel).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Read and write system calls of one thread and the bytes they moved (`syscr`, `syscw`,
 /// `rchar`, `wchar`: every `read`/`pread64`/`write`/`pwrite64`…, whatever the file, cached or
@@ -84,15 +84,12 @@ impl ThreadIo {
     }
 
     pub fn read(&self) -> anyhow::Result<IoCounters> {
-        read_counters(&self.io)
+        let path = self.io.display();
+        let text = std::fs::read_to_string(&self.io).map_err(|e| {
+            anyhow::anyhow!("{path}: {e} (the thread ended, or the kernel keeps no per-task I/O accounting)")
+        })?;
+        IoCounters::parse(&text).map_err(|e| anyhow::anyhow!("{path}: {e}"))
     }
-}
-
-fn read_counters(path: &Path) -> anyhow::Result<IoCounters> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        anyhow::anyhow!("{}: {e} (the thread ended, or the kernel keeps no per-task I/O accounting)", path.display())
-    })?;
-    IoCounters::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]
