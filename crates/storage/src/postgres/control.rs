@@ -146,9 +146,18 @@ async fn restore_once(
     prune_every_event(&tx).await?;
     for table in SNAPSHOT_TABLES {
         let rows = tables.get(*table).map(|v| v.to_string()).unwrap_or_else(|| "[]".into());
+        // An instance's count of finished tasks starts at 0 and is counted up as its tasks go
+        // in (a trigger): exact whatever the snapshot held, and a snapshot saved before the
+        // count existed restores too.
+        let rows_sql = if *table == "instances" {
+            "(SELECT coalesce(json_agg(r::jsonb || '{\"finished_tasks\": 0}'), '[]') FROM json_array_elements($1::text::json) AS r)"
+        } else {
+            "$1::text::json"
+        };
         tx.execute(
             &format!(
-                "INSERT INTO \"{table}\" SELECT * FROM json_populate_recordset(NULL::\"{table}\", $1::text::json)"
+                "INSERT INTO \"{table}\" SELECT * FROM json_populate_recordset(NULL::\"{table}\", {sql})",
+                sql = rows_sql
             ),
             &[&rows],
         )

@@ -95,8 +95,17 @@ impl RetentionStore for Postgres {
         let (at, id) = after.map_or((i64::MIN, String::new()), |(at, id)| (at, id.as_str().to_owned()));
         let st = client
             .prepare_cached(
-                "SELECT id, name, status, updated_at FROM tasks WHERE instance_id = $1 AND due_at IS NULL \
-                 AND updated_at < $2 AND (updated_at, id) > ($3, $4) ORDER BY updated_at, id LIMIT $5",
+                // Both creation-ordered views, each an index range scan in order with its own
+                // limit, merged (a Merge Append: without the arms' limits the planner may sort
+                // the instance's tasks instead). A task in both, a fired scheduled one, is read
+                // from the background arm only.
+                "(SELECT id, name, status, updated_at, created_at FROM tasks \
+                 WHERE instance_id = $1 AND in_background AND created_at < $2 AND (created_at, id) > ($3, $4) \
+                 AND due_at IS NULL AND updated_at < $2 ORDER BY created_at, id LIMIT $5) \
+                 UNION ALL (SELECT id, name, status, updated_at, created_at FROM tasks \
+                 WHERE instance_id = $1 AND schedule_at IS NOT NULL AND NOT in_background AND created_at < $2 \
+                 AND (created_at, id) > ($3, $4) AND due_at IS NULL AND updated_at < $2 ORDER BY created_at, id LIMIT $5) \
+                 ORDER BY created_at, id LIMIT $5",
             )
             .await?;
         let limit = limit.min(i64::MAX as u64) as i64;
@@ -111,6 +120,7 @@ impl RetentionStore for Postgres {
                     name: r.try_get(1)?,
                     status: TaskStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?,
                     ended_at: r.try_get(3)?,
+                    created_at: r.try_get(4)?,
                 })
             })
             .collect()
@@ -118,8 +128,8 @@ impl RetentionStore for Postgres {
 
     async fn finished_count(&self, i: &InstanceId) -> StoreResult<u64> {
         let client = self.pool.get().await?;
-        let st = client.prepare_cached("SELECT count(*) FROM tasks WHERE instance_id = $1 AND due_at IS NULL").await?;
-        let n: i64 = client.query_one(&st, &[&i.as_str()]).await?.try_get(0)?;
+        let st = client.prepare_cached("SELECT finished_tasks FROM instances WHERE id = $1").await?;
+        let n: i64 = client.query_opt(&st, &[&i.as_str()]).await?.map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
         Ok(n.max(0) as u64)
     }
 
@@ -135,6 +145,12 @@ impl RetentionStore for Postgres {
         let ended: Vec<i64> = tasks.iter().map(|c| c.ended_at).collect();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        // The instance's row first: removing finished tasks updates its count of them (a
+        // trigger), and every writer takes the instance's row before its tasks' and their
+        // counters', as the engine does; a request holds it for one short transaction.
+        if lock_instance_row(&tx, i).await?.is_none() {
+            return Ok(0);
+        }
         // Only rows still as read (a cancelled scheduled task may have been resumed), and never
         // a row another transaction holds: the pruner waits for no one.
         let st = tx
