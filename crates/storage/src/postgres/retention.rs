@@ -147,8 +147,10 @@ impl RetentionStore for Postgres {
         let tx = client.transaction().await?;
         // The instance's row first: removing finished tasks updates its count of them (a
         // trigger), and every writer takes the instance's row before its tasks' and their
-        // counters', as the engine does; a request holds it for one short transaction.
-        if lock_instance_row(&tx, i).await?.is_none() {
+        // counters', as the engine does. Held by a request: this batch removes nothing (the
+        // pruner waits for no one; the next round sees).
+        let st = tx.prepare_cached("SELECT 1 FROM instances WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED").await?;
+        if tx.query_opt(&st, &[&i.as_str()]).await?.is_none() {
             return Ok(0);
         }
         // Only rows still as read (a cancelled scheduled task may have been resumed), and never
