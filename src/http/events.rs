@@ -387,6 +387,12 @@ async fn next(mut r: Reader) -> Option<(Result<Event, Infallible>, Reader)> {
                     r.buf.extend(page.events);
                     continue;
                 }
+                if page.more {
+                    // Another instance's events filled the read: read on (each read is
+                    // bounded), letting the other tasks of this worker run in between.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
                 if page.pending { PENDING_RETRY } else { r.poll }
             }
             Err(e) => {

@@ -508,6 +508,53 @@ per_engine! {
     }
 }
 
+/// Appends `n` events of another instance of the project behind the server's back, through the
+/// engine's own driver (no wake-up: only the next commit of the server wakes the streams).
+async fn neighbour_events(app: &TestApp, n: i64) {
+    const DATA: &str = r#"{"task_id":"neighbour"}"#;
+    if let Some(path) = app.db.url.strip_prefix("sqlite:") {
+        let conn = rusqlite::Connection::open(path).expect("open");
+        conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+        conn.execute(
+            "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1) \
+             INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
+             SELECT 0, ?2, 'neighbour', 'neighbour', 'task.created', ?3 FROM k",
+            rusqlite::params![n, PROJECT, DATA],
+        )
+        .expect("insert");
+    } else {
+        let (client, conn) = tokio_postgres::connect(&app.db.url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        client
+            .execute(
+                "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
+                 SELECT 0, $2, 'neighbour', 'neighbour', 'task.created', $3 FROM generate_series(1, $1::BIGINT)",
+                &[&n, &PROJECT, &DATA],
+            )
+            .await
+            .expect("insert");
+    }
+}
+
+per_engine! {
+    /// An instance's stream walks its project's log a bounded part at a time: behind a busy
+    /// neighbour's thousands of events it reads on at once, part after part, rather than waiting
+    /// for the next poll (set here beyond the test's patience) after a part with none of its own.
+    #[tokio::test]
+    async fn a_quiet_instance_in_a_busy_project_gets_its_events_at_once() {
+        let app = TestApp::spawn_with(&["--event-poll-ms", "600000", "--time-scale", "0"]).await;
+        let inst = app.create_instance().await;
+        let mut stream = open(&app, &instance_events(&app, &inst)).await;
+        neighbour_events(&app, 3 * kafka_tasks::storage::events::INSTANCE_SCAN_ROWS as i64).await;
+        let task = toggle(&app, &inst, true).await;
+        // (`until` fails after 20 s: a stream waiting for its poll would.)
+        let events = stream.until(is_end_of(&task)).await;
+        assert_eq!(events.first().map(|e| e.event.as_str()), Some("task.created"), "{events:?}");
+        assert!(events.iter().all(|e| e.json()["task_id"] == task.as_str()), "{events:?}");
+        assert!(events.iter().all(|e| e.json()["instance_id"] == inst.as_str()), "{events:?}");
+    }
+}
+
 per_engine! {
     #[tokio::test]
     async fn bad_resume_points_are_refused_clearly() {

@@ -860,7 +860,7 @@ async fn read_all(s: &Storage, scope: &EventScope, from: EventCursor) -> (Vec<Lo
         at = page.next;
         let empty = page.events.is_empty();
         out.extend(page.events);
-        if empty && !page.pending {
+        if empty && !page.pending && !page.more {
             return (out, at);
         }
         if page.pending {
@@ -950,8 +950,8 @@ async fn events_logged_before_rows_held_several_still_stream_and_resume() {
     let path = dir.path().join("old.db");
     let url = format!("sqlite:{}", path.display());
     drop(Storage::open(&url).await.expect("sqlite"));
-    // Back to the schema before 0016 (0018, the one migration after it, undone first: a newer
-    // one must move this downgrade), with events as the code before it wrote them.
+    // Back to the schema before 0016 (undoing 0018 and 0017 too; a newer migration must move
+    // this downgrade), with events as the code before it wrote them.
     let old: Vec<(String, String)> = ["task.created", "step.started", "step.finished", "task.finished"]
         .iter()
         .enumerate()
@@ -961,8 +961,9 @@ async fn events_logged_before_rows_held_several_still_stream_and_resume() {
         let conn = rusqlite::Connection::open(&path).expect("open");
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
         conn.execute_batch(SQLITE_BEFORE_FINISHED_COUNT).expect("0018 undone");
+        conn.execute_batch("CREATE INDEX task_events_by_instance ON task_events (instance_id, id)").expect("0017");
         conn.execute_batch("ALTER TABLE task_events DROP COLUMN n").expect("0016's column");
-        conn.pragma_update(None, "user_version", version - 2).expect("version");
+        conn.pragma_update(None, "user_version", version - 3).expect("version");
         for (kind, data) in &old {
             conn.execute(
                 "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
@@ -1003,6 +1004,81 @@ async fn events_logged_before_rows_held_several_still_stream_and_resume() {
         assert_eq!(rest, all[k + 1..].to_vec(), "resumed after {}", e.id);
     }
     assert_eq!(s.events.event_start(Some(all.len() as i64 + 1)).await.expect("start"), EventStart::Unknown);
+}
+
+/// Appends `n` events of another instance of `p` behind the store's back, through the engine's
+/// own driver: one row each, as a busy neighbour's log would have them.
+async fn neighbour_events(e: &Engine, p: &ProjectId, n: i64) {
+    const DATA: &str = r#"{"task_id":"neighbour"}"#;
+    match (&e._dir, &e._pg) {
+        (Some(dir), _) => {
+            let conn = rusqlite::Connection::open(dir.path().join("c.db")).expect("open");
+            conn.execute(
+                "WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < ?1) \
+                 INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
+                 SELECT ?2, ?3, 'neighbour', 'neighbour', 'task.created', ?4 FROM k",
+                rusqlite::params![n, T0, p.as_str(), DATA],
+            )
+            .expect("insert");
+        }
+        (_, Some(db)) => {
+            let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
+            tokio::spawn(conn);
+            client
+                .execute(
+                    "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
+                     SELECT $2, $3, 'neighbour', 'neighbour', 'task.created', $4 FROM generate_series(1, $1::BIGINT)",
+                    &[&n, &T0, &p.as_str(), &DATA],
+                )
+                .await
+                .expect("insert");
+        }
+        _ => unreachable!("an engine has a directory or a database"),
+    }
+}
+
+contract! {
+    /// An instance's events are read from its project's log (there is no index by instance):
+    /// each read walks at most `INSTANCE_SCAN_ROWS` rows, says there is more, and moves the
+    /// position past what it walked, so a quiet instance in a busy project gets its events after
+    /// a few short reads, never one long one, and every one of them.
+    async fn an_instance_read_walks_a_bounded_part_of_its_projects_log(e: Engine) {
+        use kafka_tasks::storage::events::INSTANCE_SCAN_ROWS;
+        let s = &e.storage;
+        let inst = running_instance(s).await;
+        let mine = EventScope::Instance(inst.project_id.clone(), inst.id.clone());
+        let (before, end) = read_all(s, &mine, EventCursor::default()).await;
+        assert!(!before.is_empty(), "{}", e.name);
+        let busy = 2 * INSTANCE_SCAN_ROWS as i64 + 500;
+        neighbour_events(&e, &inst.project_id, busy).await;
+        let t = submit(s, &inst, Operation::Restart, T0 + 10, None).await.expect("admitted");
+
+        let mut at = end;
+        for walked in 1..=2 {
+            let page = s.events.read_events(&mine, at, 100).await.expect("read");
+            assert!(page.events.is_empty(), "{}: read {walked} found {:?}", e.name, page.events);
+            assert!(page.more && !page.pending, "{}: read {walked}: {page:?}", e.name);
+            assert_eq!(page.next.id - at.id, INSTANCE_SCAN_ROWS as i64, "{}: read {walked} walked one bound", e.name);
+            at = page.next;
+        }
+        let page = s.events.read_events(&mine, at, 100).await.expect("read");
+        let kinds: Vec<&str> = page.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["task.created"], "{}", e.name);
+        assert!(page.events[0].data.contains(t.record.id.as_str()), "{}: {:?}", e.name, page.events);
+        assert!(!page.more, "{}", e.name);
+
+        // From the beginning, page by page: exactly the instance's events, in log order, the
+        // same as the project's log without the neighbour's.
+        let (all, _) = read_all(s, &mine, EventCursor::default()).await;
+        let (project, _) = read_all(s, &EventScope::Project(inst.project_id.clone()), EventCursor::default()).await;
+        assert_eq!(project.len() as i64, all.len() as i64 + busy, "{}", e.name);
+        let theirs: Vec<LoggedEvent> = project.into_iter().filter(|e| !e.data.contains("neighbour")).collect();
+        assert_eq!(all, theirs, "{}", e.name);
+        // A page is never longer than asked, even from a row of several events.
+        let page = s.events.read_events(&mine, EventCursor::default(), 1).await.expect("read");
+        assert_eq!(page.events.len(), 1, "{}", e.name);
+        assert_eq!(page.next.id, page.events[0].id, "{}", e.name);
+    }
 }
 
 /// PostgreSQL hands out ids in one order and commits them in another. A reader that has read

@@ -43,7 +43,17 @@ pub struct EventPage {
     /// Committed events lie beyond `next` that are not readable yet (PostgreSQL: an older
     /// transaction is still running); read again shortly rather than wait for a wake-up.
     pub pending: bool,
+    /// The read stopped at its bound of rows scanned ([`INSTANCE_SCAN_ROWS`]) with fewer than
+    /// `limit` events: more of the log lies beyond `next` now; read again at once.
+    pub more: bool,
 }
+
+/// The most rows of its project's log one read of an instance's events walks. The log has no
+/// index by instance (each task's end would write a leaf of it on a page of its own: see
+/// docs/performance.md, "The wall the counts do not see"), so an instance's stream reads its
+/// project's rows and keeps its own; this bound keeps each read short, however busy the project
+/// and however far back the stream resumes, and the stream's position moves past what it read.
+pub const INSTANCE_SCAN_ROWS: usize = 1_000;
 
 /// How long the log keeps events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use kafka_tasks_domain::events::{AsRow, prunable, resume, unpack};
 /// the same ids meanwhile.
 ///
 /// Rows go in by sixteen, then by four, then one at a time: each statement opens the table and
-/// its two indexes and rewrites `sqlite_sequence` once, so a claim's several hundred rows cost a
+/// its index and rewrites `sqlite_sequence` once, so a claim's several hundred rows cost a
 /// few dozen statements rather than one each.
 pub(crate) fn append_events<R: AsRow>(conn: &Connection, rows: &[R]) -> StoreResult<()> {
     if rows.is_empty() {
@@ -72,29 +72,48 @@ fn insert_events_sql(n: usize) -> &'static str {
 /// so the first one may also hold events at or before it, which [`expand`] leaves out.
 const READ_PROJECT: &str =
     "SELECT id, n, kind, data FROM task_events WHERE project_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
-const READ_INSTANCE: &str = "SELECT id, n, kind, data FROM task_events \
-     WHERE instance_id = ?4 AND project_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
+/// An instance's rows, found by walking its project's rows from the position (at most ?3 of them:
+/// [`INSTANCE_SCAN_ROWS`]): another instance's rows come without their kind and data, and only
+/// move the stream's position on. There is no index by instance: every task's end would write a
+/// leaf of it on its own page (docs/performance.md, "The wall the counts do not see").
+const READ_INSTANCE: &str = "SELECT id, n, CASE WHEN instance_id = ?4 THEN kind END, \
+     CASE WHEN instance_id = ?4 THEN data END FROM task_events \
+     WHERE project_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3";
 
-/// A stored row: the position of its last event, how many it holds, its kind and data columns.
-type Row = (i64, i64, String, String);
+/// A stored row: the position of its last event, how many it holds, and its kind and data
+/// columns (`None` for a row of another instance than the one read).
+type Row = (i64, i64, Option<(String, String)>);
 
-/// The events of `rows` after position `after`, at most `limit` of them.
-fn expand(rows: Vec<Row>, after: i64, limit: usize) -> StoreResult<Vec<LoggedEvent>> {
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    let (kind, data): (Option<String>, Option<String>) = (r.get(2)?, r.get(3)?);
+    Ok((r.get(0)?, r.get(1)?, kind.zip(data)))
+}
+
+/// The events of `rows` after position `after`, at most `limit` of them, and the position read
+/// up to: the last event taken, or the last row passed over when the page is not full.
+fn expand(rows: Vec<Row>, after: i64, limit: usize) -> StoreResult<(Vec<LoggedEvent>, i64)> {
     let mut out = Vec::with_capacity(rows.len().min(limit));
-    for (last, n, kind, data) in rows {
+    let mut next = after;
+    for (last, n, content) in rows {
+        let Some((kind, data)) = content else {
+            next = next.max(last);
+            continue;
+        };
         let events = usize::try_from(n).ok().and_then(|n| unpack(n, kind, data));
         let events = events.ok_or_else(|| StoreError::corrupt(format!("task event row {last}")))?;
         let first = last - n + 1;
         for (id, (kind, data)) in (first..).zip(events) {
             if out.len() == limit {
-                return Ok(out);
+                return Ok((out, next));
             }
             if id > after {
                 out.push(LoggedEvent { id, kind, data });
+                next = id;
             }
         }
+        next = next.max(last);
     }
-    Ok(out)
+    Ok((out, next))
 }
 
 fn pruned(conn: &Connection) -> StoreResult<(EventCursor, i64)> {
@@ -128,21 +147,27 @@ impl EventStore for Sqlite {
 
     async fn read_events(&self, scope: &EventScope, after: EventCursor, limit: usize) -> StoreResult<EventPage> {
         self.read(move |conn| {
-            let map = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
-            // Each row holds at least one event after `after`: `limit` rows are enough.
-            let rows: Vec<Row> = match scope {
-                EventScope::Project(p) => conn
-                    .prepare_cached(READ_PROJECT)?
-                    .query_map(params![p.as_str(), after.id, limit as i64], map)?
-                    .collect::<Result<_, _>>()?,
-                EventScope::Instance(p, i) => conn
-                    .prepare_cached(READ_INSTANCE)?
-                    .query_map(params![p.as_str(), after.id, limit as i64, i.as_str()], map)?
-                    .collect::<Result<_, _>>()?,
+            // Each row holds at least one event after `after`: `limit` rows are enough for a
+            // project; an instance's scan is bounded by rows, whatever it finds.
+            let (rows, scan): (Vec<Row>, Option<usize>) = match scope {
+                EventScope::Project(p) => (
+                    conn.prepare_cached(READ_PROJECT)?
+                        .query_map(params![p.as_str(), after.id, limit as i64], row)?
+                        .collect::<Result<_, _>>()?,
+                    None,
+                ),
+                EventScope::Instance(p, i) => (
+                    conn.prepare_cached(READ_INSTANCE)?
+                        .query_map(params![p.as_str(), after.id, INSTANCE_SCAN_ROWS as i64, i.as_str()], row)?
+                        .collect::<Result<_, _>>()?,
+                    Some(INSTANCE_SCAN_ROWS),
+                ),
             };
-            let events = expand(rows, after.id, limit)?;
-            let next = events.last().map_or(after, |e| EventCursor { xid: 0, id: e.id });
-            Ok(EventPage { events, next, pending: false })
+            let scanned = rows.len();
+            let (events, next) = expand(rows, after.id, limit)?;
+            let more = scan == Some(scanned) && events.len() < limit;
+            let next = EventCursor { xid: 0, id: next };
+            Ok(EventPage { events, next, pending: false, more })
         })
         .await
     }
@@ -262,9 +287,9 @@ mod tests {
         let read = |after: i64, limit: usize| -> Result<Vec<LoggedEvent>, Box<dyn std::error::Error>> {
             let rows: Vec<Row> = conn
                 .prepare(READ_PROJECT.replace("project_id = ?1 AND ", "?1 = ?1 AND ").as_str())?
-                .query_map(params!["", after, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .query_map(params!["", after, limit as i64], row)?
                 .collect::<Result<_, _>>()?;
-            Ok(expand(rows, after, limit)?)
+            Ok(expand(rows, after, limit)?.0)
         };
         let all = read(0, 1_000)?;
         assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), (1..=last).collect::<Vec<_>>());
@@ -292,9 +317,8 @@ mod tests {
 
     #[test]
     fn a_damaged_row_is_an_error_not_a_guess() {
-        let row = (5, 2, "task.finished".to_owned(), "{}".to_owned());
-        assert!(matches!(expand(vec![row], 0, 10), Err(StoreError::Corrupt { .. })));
-        let row = (5, 0, "task.finished".to_owned(), "{}".to_owned());
-        assert!(expand(vec![row], 0, 10).is_err());
+        let content = Some(("task.finished".to_owned(), "{}".to_owned()));
+        assert!(matches!(expand(vec![(5, 2, content.clone())], 0, 10), Err(StoreError::Corrupt { .. })));
+        assert!(expand(vec![(5, 0, content)], 0, 10).is_err());
     }
 }
