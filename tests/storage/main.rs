@@ -1669,13 +1669,17 @@ const SQLITE_BEFORE_FINISHED_COUNT: &str = "DROP TRIGGER tasks_finished_inserted
 
 /// Each instance's stored count of finished tasks beside a recount of its rows.
 async fn finished_counts(e: &Engine) -> Vec<(String, i64, i64)> {
-    const SQL: &str = "SELECT i.id, i.finished_tasks, \
+    // SQLite keeps the count on the instance's row; PostgreSQL in shard rows (migration 0018).
+    const SQLITE: &str = "SELECT i.id, i.finished_tasks, \
+                          (SELECT count(*) FROM tasks t WHERE t.instance_id = i.id AND t.due_at IS NULL) \
+                          FROM instances i ORDER BY i.id";
+    const SQL: &str = "SELECT i.id, (SELECT coalesce(sum(n), 0)::BIGINT FROM finished_counts f WHERE f.instance_id = i.id), \
                        (SELECT count(*) FROM tasks t WHERE t.instance_id = i.id AND t.due_at IS NULL) \
                        FROM instances i ORDER BY i.id";
     match (&e._dir, &e._pg) {
         (Some(dir), _) => {
             let conn = rusqlite::Connection::open(dir.path().join("c.db")).expect("open");
-            let mut st = conn.prepare(SQL).expect("prepare");
+            let mut st = conn.prepare(SQLITE).expect("prepare");
             st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .expect("query")
                 .map(|r| r.expect("row"))
@@ -1698,6 +1702,11 @@ async fn assert_finished_counts_exact(e: &Engine, after: &str) -> i64 {
         assert_eq!(stored, recount, "{}: after {after}, instance {id}", e.name);
         let read = e.storage.retention.finished_count(&id.parse().expect("instance id")).await.expect("count");
         assert_eq!(read as i64, *recount, "{}: after {after}, finished_count of {id}", e.name);
+    }
+    if e._pg.is_some() {
+        let orphans =
+            raw_count(e, "SELECT count(*) FROM finished_counts WHERE instance_id NOT IN (SELECT id FROM instances)");
+        assert_eq!(orphans.await, 0, "{}: after {after}, counts of instances that are gone", e.name);
     }
     counts.iter().map(|(_, _, n)| n).sum()
 }
@@ -1855,7 +1864,7 @@ contract! {
             _ => raw_execute(&e, "DROP TRIGGER tasks_finished_inserted ON tasks; DROP TRIGGER tasks_finished_deleted ON tasks; \
                   DROP TRIGGER tasks_finished_changed ON tasks; DROP FUNCTION tasks_finished_inserted(); \
                   DROP FUNCTION tasks_finished_deleted(); DROP FUNCTION tasks_finished_changed(); \
-                  ALTER TABLE instances DROP COLUMN finished_tasks; \
+                  DROP TABLE finished_counts; \
                   CREATE INDEX tasks_finished ON tasks (instance_id, updated_at, id) WHERE due_at IS NULL; \
                   DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations);").await,
         }
@@ -1880,10 +1889,9 @@ contract! {
 }
 
 contract! {
-    /// Every write that changes an instance's count of finished tasks takes the instance's row
-    /// (the count's) as the engine does: instance, then task, then counters. Single and bulk
-    /// deletes, prunes, cancels and resumes and the engine's runs on one instance at once never
-    /// deadlock (PostgreSQL would abort one, an error here) and leave the count exact.
+    /// Single and bulk deletes, prunes, cancels and resumes and the engine's runs on one
+    /// instance at once never deadlock (PostgreSQL would abort one, an error here) and leave the
+    /// count exact.
     async fn concurrent_writes_of_one_instances_tasks_keep_its_finished_count_exact(e: Engine) {
         let s = &e.storage;
         let inst = running_instance(s).await;
@@ -1936,7 +1944,7 @@ contract! {
             runs.spawn(async move {
                 for k in 0..10 {
                     submit(&s, &inst, Operation::Restart, T0 + 100 + k, None).await.expect("admitted");
-                    // A claim passes over an instance whose row another write holds: again.
+                    // A claim passes over an instance another write holds: again.
                     while run_all(&s, "w", T0 + 100 + k).await.is_empty() {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
@@ -1948,89 +1956,5 @@ contract! {
         }
         let left = assert_finished_counts_exact(&e, "concurrent writes").await;
         assert!(left > 0, "{}", e.name);
-    }
-}
-
-/// The lock order that keeps the finished count's trigger out of deadlocks, checked
-/// deterministically: while a transaction holds an instance's row (as a submission or the
-/// engine does, before the counters), a single delete, a bulk delete and a resume of that
-/// instance's tasks wait for it before they take any task row or counter row. (Taking the
-/// task and the counters first, then the instance row for the count, closes a cycle with a
-/// submission: instance, then counters.)
-#[tokio::test]
-async fn writes_of_finished_tasks_take_the_instance_row_first_on_postgres() {
-    let Some(db) = pg::FreshDatabase::create_or_skip("kt_lock_order").await else { return };
-    let s = Storage::open(&db.url).await.expect("postgres");
-    let inst = running_instance(&s).await;
-    let p = inst.project_id.clone();
-    let loaded = finished_tasks(&s, &inst, 3).await;
-    let sched = submit(&s, &inst, Operation::Restart, T0 + 1, Some(T0 + 1_000_000)).await.expect("a").record.id;
-    let connect = || async {
-        let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
-        tokio::spawn(conn);
-        client
-    };
-    let (holder, probe) = (connect().await, connect().await);
-    let filter = BulkFilter::parse(|k| (k == "end_time").then(|| "29991231000000".to_owned())).expect("filter");
-    let writes: Vec<(&str, TaskId)> =
-        vec![("single delete", loaded[0].clone()), ("bulk delete", loaded[1].clone()), ("cancel", sched.clone())];
-    for (what, task) in writes {
-        holder.batch_execute("BEGIN").await.expect("begin");
-        holder.execute("SELECT 1 FROM instances WHERE id = $1 FOR UPDATE", &[&inst.id.as_str()]).await.expect("lock");
-        let (s2, p2, i2, t2, f2) = (s.clone(), p.clone(), inst.id.clone(), task.clone(), filter.clone());
-        let write = tokio::spawn(async move {
-            match what {
-                "single delete" => {
-                    s2.tasks.delete_task(&p2, &i2, &t2, View::Background, None).await.map(|_| ()).expect("delete")
-                }
-                "bulk delete" => {
-                    s2.tasks.delete_tasks(&p2, &i2, &f2, 1, event("bulk")).await.map(|_| ()).expect("bulk")
-                }
-                _ => {
-                    let cancel = ScheduleChange { execute_at: None, status: StatusChange::Cancel };
-                    s2.tasks
-                        .update_scheduled(&p2, &i2, &t2, cancel, at(T0 + 5), None)
-                        .await
-                        .map(|_| ())
-                        .expect("cancel")
-                }
-            }
-        });
-        // The write is waiting on the instance's row ...
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let waiting: i64 = probe
-                .query_one(
-                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN ('transactionid', 'tuple')",
-                    &[],
-                )
-                .await
-                .expect("locks")
-                .get(0);
-            if waiting > 0 {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{what}: never waited on the instance's row");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        // ... holding no task row and no counter row.
-        probe.batch_execute("BEGIN").await.expect("begin");
-        let taken = probe
-            .query("SELECT 1 FROM tasks WHERE instance_id = $1 FOR UPDATE NOWAIT", &[&inst.id.as_str()])
-            .await
-            .and(
-                probe
-                    .query("SELECT 1 FROM task_totals WHERE instance_id = $1 FOR UPDATE NOWAIT", &[&inst.id.as_str()])
-                    .await,
-            )
-            .and(
-                probe
-                    .query("SELECT 1 FROM task_buckets WHERE instance_id = $1 FOR UPDATE NOWAIT", &[&inst.id.as_str()])
-                    .await,
-            );
-        probe.batch_execute("ROLLBACK").await.expect("rollback");
-        assert!(taken.is_ok(), "{what} took a task or counter row before the instance's: {taken:?}");
-        holder.batch_execute("COMMIT").await.expect("commit");
-        write.await.expect("the write went on");
     }
 }

@@ -139,25 +139,19 @@ async fn restore_once(
     let tx = client.transaction().await?;
     let all = SNAPSHOT_TABLES.join(", ");
     tx.batch_execute(&format!(
-        "LOCK TABLE cluster_bindings, {all}, task_events, task_events_pruned IN ACCESS EXCLUSIVE MODE NOWAIT"
+        "LOCK TABLE cluster_bindings, finished_counts, {all}, task_events, task_events_pruned \
+         IN ACCESS EXCLUSIVE MODE NOWAIT"
     ))
     .await?;
-    tx.batch_execute(&format!("TRUNCATE cluster_bindings, {all}")).await?;
+    // The counts of finished tasks go too: the tasks' inserts count them again (a trigger), exact
+    // whatever the snapshot's age.
+    tx.batch_execute(&format!("TRUNCATE cluster_bindings, finished_counts, {all}")).await?;
     prune_every_event(&tx).await?;
     for table in SNAPSHOT_TABLES {
         let rows = tables.get(*table).map(|v| v.to_string()).unwrap_or_else(|| "[]".into());
-        // An instance's count of finished tasks starts at 0 and is counted up as its tasks go
-        // in (a trigger): exact whatever the snapshot held, and a snapshot saved before the
-        // count existed restores too.
-        let rows_sql = if *table == "instances" {
-            "(SELECT coalesce(json_agg(r::jsonb || '{\"finished_tasks\": 0}'), '[]') FROM json_array_elements($1::text::json) AS r)"
-        } else {
-            "$1::text::json"
-        };
         tx.execute(
             &format!(
-                "INSERT INTO \"{table}\" SELECT * FROM json_populate_recordset(NULL::\"{table}\", {sql})",
-                sql = rows_sql
+                "INSERT INTO \"{table}\" SELECT * FROM json_populate_recordset(NULL::\"{table}\", $1::text::json)"
             ),
             &[&rows],
         )
@@ -181,14 +175,14 @@ async fn reset_once(
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     tx.batch_execute(
-        "LOCK TABLE task_runs, cluster_bindings, task_buckets, task_totals, tasks, instances, audit_events, \
+        "LOCK TABLE task_runs, cluster_bindings, task_buckets, task_totals, finished_counts, tasks, instances, audit_events, \
          retention_policies, kernel_builds, task_events, task_events_pruned, prune_lease, credentials \
          IN ACCESS EXCLUSIVE MODE NOWAIT",
     )
     .await?;
     // One statement: TRUNCATE takes each table's lock once and leaves no dead rows behind.
     tx.batch_execute(
-        "TRUNCATE task_runs, cluster_bindings, task_buckets, task_totals, tasks, instances, audit_events, \
+        "TRUNCATE task_runs, cluster_bindings, task_buckets, task_totals, finished_counts, tasks, instances, audit_events, \
          retention_policies, kernel_builds",
     )
     .await?;

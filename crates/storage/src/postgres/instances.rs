@@ -16,14 +16,6 @@ pub(super) async fn instance_exists(tx: &Transaction<'_>, p: &ProjectId, i: &Ins
     Ok(tx.query_opt(&st, &[&i.as_str(), &p.as_str()]).await?.is_some())
 }
 
-/// Locks an instance's row as a write of its tasks that changes its count of finished tasks
-/// does, before the tasks and their counters (the engine's order: instance, task, counters);
-/// its project, `None` when there is no such instance.
-pub(super) async fn lock_instance_row(tx: &Transaction<'_>, i: &InstanceId) -> StoreResult<Option<ProjectId>> {
-    let st = tx.prepare_cached("SELECT project_id FROM instances WHERE id = $1 FOR NO KEY UPDATE").await?;
-    Ok(tx.query_opt(&st, &[&i.as_str()]).await?.map(|r| r.try_get(0).map(ProjectId::from_trusted)).transpose()?)
-}
-
 pub(super) fn instance_from_row(r: &Row) -> StoreResult<Instance> {
     instance_from_row_at(r, 0)
 }
@@ -87,6 +79,7 @@ pub(super) async fn remove_instance(tx: &Transaction<'_>, i: &InstanceId) -> Sto
     tx.execute("DELETE FROM tasks WHERE instance_id = $1", &[&i.as_str()]).await?;
     tx.execute("DELETE FROM task_buckets WHERE instance_id = $1", &[&i.as_str()]).await?;
     tx.execute("DELETE FROM task_totals WHERE instance_id = $1", &[&i.as_str()]).await?;
+    tx.execute("DELETE FROM finished_counts WHERE instance_id = $1", &[&i.as_str()]).await?;
     tx.execute("DELETE FROM cluster_bindings WHERE instance_id = $1", &[&i.as_str()]).await?;
     tx.execute("DELETE FROM instances WHERE id = $1", &[&i.as_str()]).await?;
     Ok(())

@@ -128,8 +128,10 @@ impl RetentionStore for Postgres {
 
     async fn finished_count(&self, i: &InstanceId) -> StoreResult<u64> {
         let client = self.pool.get().await?;
-        let st = client.prepare_cached("SELECT finished_tasks FROM instances WHERE id = $1").await?;
-        let n: i64 = client.query_opt(&st, &[&i.as_str()]).await?.map(|r| r.try_get(0)).transpose()?.unwrap_or(0);
+        let st = client
+            .prepare_cached("SELECT coalesce(sum(n), 0)::BIGINT FROM finished_counts WHERE instance_id = $1")
+            .await?;
+        let n: i64 = client.query_one(&st, &[&i.as_str()]).await?.try_get(0)?;
         Ok(n.max(0) as u64)
     }
 
@@ -145,22 +147,17 @@ impl RetentionStore for Postgres {
         let ended: Vec<i64> = tasks.iter().map(|c| c.ended_at).collect();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        // The instance's row first: removing finished tasks updates its count of them (a
-        // trigger), and every writer takes the instance's row before its tasks' and their
-        // counters', as the engine does. Held by a request: this batch removes nothing (the
-        // pruner waits for no one; the next round sees).
-        let st = tx.prepare_cached("SELECT 1 FROM instances WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED").await?;
-        if tx.query_opt(&st, &[&i.as_str()]).await?.is_none() {
-            return Ok(0);
-        }
         // Only rows still as read (a cancelled scheduled task may have been resumed), and never
-        // a row another transaction holds: the pruner waits for no one.
+        // a row another transaction holds: the pruner waits for no one. Locked, then counted out,
+        // then deleted: the counters before the count of finished tasks (the delete's trigger),
+        // the order of every other write of both (a single delete: its counters, then the
+        // trigger), so that two writes sharing a counter shard cannot wait for each other.
         let st = tx
             .prepare_cached(&format!(
-                "DELETE FROM tasks WHERE id IN (SELECT t.id FROM tasks t \
-                 JOIN unnest($2::TEXT[], $3::TEXT[], $4::BIGINT[]) AS c(id, status, ended) ON t.id = c.id \
-                 WHERE t.instance_id = $1 AND t.status = c.status AND t.updated_at = c.ended AND t.due_at IS NULL \
-                 FOR UPDATE OF t SKIP LOCKED) RETURNING {SUMMARY_COLUMNS}"
+                "SELECT {SUMMARY_COLUMNS} FROM tasks t \
+                 JOIN unnest($2::TEXT[], $3::TEXT[], $4::BIGINT[]) AS c(cid, cstatus, cended) ON t.id = c.cid \
+                 WHERE t.instance_id = $1 AND t.status = c.cstatus AND t.updated_at = c.cended AND t.due_at IS NULL \
+                 FOR UPDATE OF t SKIP LOCKED"
             ))
             .await?;
         let rows = tx.query(&st, &[&i.as_str(), &ids, &statuses, &ended]).await?;
@@ -169,6 +166,9 @@ impl RetentionStore for Postgres {
             return Ok(0);
         }
         count_out(&tx, i, &removed, audit.at).await?;
+        let gone: Vec<&str> = removed.iter().map(|t| t.id.as_str()).collect();
+        let st = tx.prepare_cached("DELETE FROM tasks WHERE id = ANY($1)").await?;
+        tx.execute(&st, &[&gone]).await?;
         insert_audit(&tx, &prune_event(&audit, rule, &removed)).await?;
         tx.commit().await?;
         self.events_committed();

@@ -72,16 +72,11 @@ pub(super) static GET_SCHEDULED_TASK: LazyLock<String> = LazyLock::new(|| get_ta
 /// it is still as it was read (`status`, `updated_at`), and with it its day buckets and totals
 /// (`$4`, the views the domain counts it in) and, in the `audit` variant, the audit event (built
 /// in Rust, the deleted record in its detail), and the `task.deleted` event (its six values
-/// after the audit's, or after `$5`). It returns how many rows it deleted (0 or 1). The
-/// instance's row is locked first (`l`, a one-time filter of the delete, run before it reads a
-/// row): removing a finished task updates the instance's count of them (a trigger), and every
-/// writer takes the instance before the task and the counters, as the engine does.
+/// after the audit's, or after `$5`). It returns how many rows it deleted (0 or 1).
 pub(super) fn delete_write_sql(audit: bool) -> String {
     let e = if audit { 16 } else { 6 };
     format!(
-        "WITH l AS MATERIALIZED (SELECT 1 FROM instances WHERE id = ${e2}::TEXT FOR NO KEY UPDATE), \
-         d AS (DELETE FROM tasks WHERE id = $1 AND status = $2 AND updated_at = $3 AND EXISTS (SELECT 1 FROM l) \
-               RETURNING instance_id), \
+        "WITH d AS (DELETE FROM tasks WHERE id = $1 AND status = $2 AND updated_at = $3 RETURNING instance_id), \
          b AS (INSERT INTO task_buckets (instance_id, view, bucket, shard, n) \
                SELECT d.instance_id, u.v, $5, {shard}, -1 FROM d, unnest($4::SMALLINT[]) AS u(v) \
                ON CONFLICT (instance_id, view, bucket, shard) DO UPDATE SET n = task_buckets.n + excluded.n), \
@@ -448,16 +443,18 @@ impl TaskStore for Postgres {
     ) -> StoreResult<Option<BulkDeleted>> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if lock_instance_row(&tx, i).await?.as_ref() != Some(p) {
+        if !instance_exists(&tx, p, i).await? {
             return Ok(None);
         }
         // Locked as read: a concurrent single delete or resume waits, or is waited for.
         let (deleted, more) = bulk_select(&tx, i, filter, limit, " FOR UPDATE").await?;
         if !deleted.is_empty() {
+            // The counters first, then the delete (whose trigger takes the count of finished
+            // tasks): every write takes them in this order (see `prune_tasks`).
+            count_out(&tx, i, &deleted, audit.at).await?;
             let ids: Vec<&str> = deleted.iter().map(|t| t.id.as_str()).collect();
             let st = tx.prepare_cached("DELETE FROM tasks WHERE id = ANY($1)").await?;
             tx.execute(&st, &[&ids]).await?;
-            count_out(&tx, i, &deleted, audit.at).await?;
         }
         insert_audits(&tx, &bulk_delete_events(&audit, filter, &deleted, more)).await?;
         tx.commit().await?;
@@ -502,7 +499,7 @@ impl TaskStore for Postgres {
         let now = now.ms();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        if lock_instance_row(&tx, i).await?.as_ref() != Some(p) {
+        if !instance_exists(&tx, p, i).await? {
             return Ok(Found::NoInstance);
         }
         let Some(mut task) = load_task(&tx, i, t, View::Scheduled, true).await? else {
