@@ -136,7 +136,7 @@ impl Pruner {
             loop {
                 let page = self.store.finished_tasks(instance, bound, cursor.clone(), batch).await?;
                 let full = page.len() as u64 == batch;
-                cursor = page.last().map(|c| (c.ended_at, c.id.clone()));
+                cursor = page.last().map(|c| (c.created_at, c.id.clone()));
                 let doomed: Vec<_> = page.into_iter().filter(|c| policy.expired(c, now)).collect();
                 if !doomed.is_empty() {
                     match self.batch(instance, project, doomed, PruneRule::Age).await? {

@@ -180,12 +180,17 @@ per_engine! {
 
 per_engine! {
     #[tokio::test]
-    async fn the_cap_keeps_the_most_recently_ended_records_of_each_instance() {
+    async fn the_cap_keeps_the_most_recently_created_records_of_each_instance() {
         let app = pruning_app(&["--retention-max-tasks-per-instance", "3"]).await;
         let now = app.clock.now_ms();
         let (a, b) = (new_instance(PROJECT, now), new_instance(PROJECT, now));
-        let a_tasks: Vec<NewTask> =
-            (0..8).map(|k| finished(&a, restart(), now - DAY, now - DAY + k * 1000, TaskStatus::Success)).collect();
+        // A long-running task: created first, ended last. The cap removes in creation order
+        // (the list's order), so it goes first; by end it would have been kept.
+        let long = finished(&a, restart(), now - 2 * DAY, now - 1, TaskStatus::Success);
+        let mut a_tasks: Vec<NewTask> = (0..8)
+            .map(|k| finished(&a, restart(), now - DAY + k * 1000, now - DAY + k * 1000 + 10, TaskStatus::Success))
+            .collect();
+        a_tasks.insert(0, long);
         let b_tasks: Vec<NewTask> =
             (0..2).map(|k| finished(&b, restart(), now - DAY, now - k, TaskStatus::Failed)).collect();
         let (ia, ib) = (a.id.as_str().to_owned(), b.id.as_str().to_owned());
@@ -196,11 +201,11 @@ per_engine! {
         assert_eq!(shown["source"], "default");
         assert_eq!(shown["policy"]["max_tasks_per_instance"], 3);
         wait_count(&app, &ia, 3).await;
-        assert_eq!(listed(&app, &ia).await, ids(&a_tasks[5..]));
+        assert_eq!(listed(&app, &ia).await, ids(&a_tasks[6..]), "the three created last");
         assert_eq!(listed(&app, &ib).await, ids(&b_tasks), "an instance under the cap keeps everything");
         assert_counts_exact(&app, &ia).await;
         let caps = audit_events(&app).await.into_iter().filter(|e| e.action == "kafka-tasks:retention:prune").count();
-        assert!(caps >= 2, "5 records in batches of 3");
+        assert!(caps >= 2, "6 records in batches of 3");
     }
 }
 

@@ -104,7 +104,7 @@ impl RetentionPolicy {
         task.finished() && self.max_age_ms(&task.name).is_some_and(|age| task.ended_at < now - age)
     }
 
-    /// How many of an instance's `finished` records the cap removes (the oldest ones).
+    /// How many of an instance's `finished` records the cap removes (the oldest-created ones).
     pub fn excess(&self, finished: u64) -> u64 {
         self.max_tasks_per_instance.map_or(0, |cap| finished.saturating_sub(cap))
     }
@@ -119,6 +119,8 @@ pub struct Candidate {
     pub status: TaskStatus,
     /// `updated_at`: when a finished task ended.
     pub ended_at: i64,
+    /// When the task was created: the order the pruner reads an instance's tasks in.
+    pub created_at: i64,
 }
 
 impl Candidate {
@@ -244,7 +246,7 @@ mod tests {
     use serde_json::json;
 
     fn cand(name: &str, status: TaskStatus, ended_at: i64) -> Candidate {
-        Candidate { id: TaskId::generate(), name: name.into(), status, ended_at }
+        Candidate { id: TaskId::generate(), name: name.into(), status, ended_at, created_at: ended_at }
     }
 
     #[test]

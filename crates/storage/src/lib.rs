@@ -311,8 +311,11 @@ pub trait RetentionStore: Send + Sync {
         after: Option<&InstanceId>,
         limit: u64,
     ) -> StoreResult<Vec<(InstanceId, ProjectId)>>;
-    /// Finished tasks of `i` that ended before `before`, oldest end first, after the
-    /// `(ended_at, id)` cursor, at most `limit`.
+    /// Finished tasks of `i` that ended before `before`, oldest creation first, after the
+    /// `(created_at, id)` cursor, at most `limit`. A task ends after it is created, so the scan
+    /// walks the instance's tasks in creation order (its background and scheduled views, each
+    /// task once) and stops at the first created at or after `before`; what it reads and skips
+    /// is the tasks created before `before` that have not ended, or ended after it.
     async fn finished_tasks(
         &self,
         i: &InstanceId,
@@ -320,7 +323,8 @@ pub trait RetentionStore: Send + Sync {
         after: Option<(i64, TaskId)>,
         limit: u64,
     ) -> StoreResult<Vec<Candidate>>;
-    /// How many finished task records `i` keeps.
+    /// How many finished task records `i` keeps (a count the database's triggers keep on every
+    /// write of a task: on the instance's row on SQLite, in shard rows on PostgreSQL).
     async fn finished_count(&self, i: &InstanceId) -> StoreResult<u64>;
     /// Retention's one deletion path: in one transaction, removes those of `tasks` (of
     /// instance `i`) still finished and unchanged since read, with their day buckets and

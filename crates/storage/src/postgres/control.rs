@@ -139,10 +139,13 @@ async fn restore_once(
     let tx = client.transaction().await?;
     let all = SNAPSHOT_TABLES.join(", ");
     tx.batch_execute(&format!(
-        "LOCK TABLE cluster_bindings, {all}, task_events, task_events_pruned IN ACCESS EXCLUSIVE MODE NOWAIT"
+        "LOCK TABLE cluster_bindings, finished_counts, {all}, task_events, task_events_pruned \
+         IN ACCESS EXCLUSIVE MODE NOWAIT"
     ))
     .await?;
-    tx.batch_execute(&format!("TRUNCATE cluster_bindings, {all}")).await?;
+    // The counts of finished tasks go too: the tasks' inserts count them again (a trigger), exact
+    // whatever the snapshot's age.
+    tx.batch_execute(&format!("TRUNCATE cluster_bindings, finished_counts, {all}")).await?;
     prune_every_event(&tx).await?;
     for table in SNAPSHOT_TABLES {
         let rows = tables.get(*table).map(|v| v.to_string()).unwrap_or_else(|| "[]".into());
@@ -172,14 +175,14 @@ async fn reset_once(
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
     tx.batch_execute(
-        "LOCK TABLE task_runs, cluster_bindings, task_buckets, task_totals, tasks, instances, audit_events, \
+        "LOCK TABLE task_runs, cluster_bindings, task_buckets, task_totals, finished_counts, tasks, instances, audit_events, \
          retention_policies, kernel_builds, task_events, task_events_pruned, prune_lease, credentials \
          IN ACCESS EXCLUSIVE MODE NOWAIT",
     )
     .await?;
     // One statement: TRUNCATE takes each table's lock once and leaves no dead rows behind.
     tx.batch_execute(
-        "TRUNCATE task_runs, cluster_bindings, task_buckets, task_totals, tasks, instances, audit_events, \
+        "TRUNCATE task_runs, cluster_bindings, task_buckets, task_totals, finished_counts, tasks, instances, audit_events, \
          retention_policies, kernel_builds",
     )
     .await?;

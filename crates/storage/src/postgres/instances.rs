@@ -79,6 +79,7 @@ pub(super) async fn remove_instance(tx: &Transaction<'_>, i: &InstanceId) -> Sto
     tx.execute("DELETE FROM tasks WHERE instance_id = $1", &[&i.as_str()]).await?;
     tx.execute("DELETE FROM task_buckets WHERE instance_id = $1", &[&i.as_str()]).await?;
     tx.execute("DELETE FROM task_totals WHERE instance_id = $1", &[&i.as_str()]).await?;
+    tx.execute("DELETE FROM finished_counts WHERE instance_id = $1", &[&i.as_str()]).await?;
     tx.execute("DELETE FROM cluster_bindings WHERE instance_id = $1", &[&i.as_str()]).await?;
     tx.execute("DELETE FROM instances WHERE id = $1", &[&i.as_str()]).await?;
     Ok(())

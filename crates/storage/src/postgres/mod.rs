@@ -53,6 +53,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../migrations/postgres/0012_test_control.sql"),
     include_str!("../../../../migrations/postgres/0015_test_snapshots.sql"),
     include_str!("../../../../migrations/postgres/0017_no_instance_event_index.sql"),
+    include_str!("../../../../migrations/postgres/0018_finished_counts.sql"),
 ];
 
 /// The counter shard a connection writes (migration 0010): its backend's, so that concurrent

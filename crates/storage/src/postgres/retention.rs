@@ -95,8 +95,17 @@ impl RetentionStore for Postgres {
         let (at, id) = after.map_or((i64::MIN, String::new()), |(at, id)| (at, id.as_str().to_owned()));
         let st = client
             .prepare_cached(
-                "SELECT id, name, status, updated_at FROM tasks WHERE instance_id = $1 AND due_at IS NULL \
-                 AND updated_at < $2 AND (updated_at, id) > ($3, $4) ORDER BY updated_at, id LIMIT $5",
+                // Both creation-ordered views, each an index range scan in order with its own
+                // limit, merged (a Merge Append: without the arms' limits the planner may sort
+                // the instance's tasks instead). A task in both, a fired scheduled one, is read
+                // from the background arm only.
+                "(SELECT id, name, status, updated_at, created_at FROM tasks \
+                 WHERE instance_id = $1 AND in_background AND created_at < $2 AND (created_at, id) > ($3, $4) \
+                 AND due_at IS NULL AND updated_at < $2 ORDER BY created_at, id LIMIT $5) \
+                 UNION ALL (SELECT id, name, status, updated_at, created_at FROM tasks \
+                 WHERE instance_id = $1 AND schedule_at IS NOT NULL AND NOT in_background AND created_at < $2 \
+                 AND (created_at, id) > ($3, $4) AND due_at IS NULL AND updated_at < $2 ORDER BY created_at, id LIMIT $5) \
+                 ORDER BY created_at, id LIMIT $5",
             )
             .await?;
         let limit = limit.min(i64::MAX as u64) as i64;
@@ -111,6 +120,7 @@ impl RetentionStore for Postgres {
                     name: r.try_get(1)?,
                     status: TaskStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?,
                     ended_at: r.try_get(3)?,
+                    created_at: r.try_get(4)?,
                 })
             })
             .collect()
@@ -118,7 +128,9 @@ impl RetentionStore for Postgres {
 
     async fn finished_count(&self, i: &InstanceId) -> StoreResult<u64> {
         let client = self.pool.get().await?;
-        let st = client.prepare_cached("SELECT count(*) FROM tasks WHERE instance_id = $1 AND due_at IS NULL").await?;
+        let st = client
+            .prepare_cached("SELECT coalesce(sum(n), 0)::BIGINT FROM finished_counts WHERE instance_id = $1")
+            .await?;
         let n: i64 = client.query_one(&st, &[&i.as_str()]).await?.try_get(0)?;
         Ok(n.max(0) as u64)
     }
@@ -136,13 +148,16 @@ impl RetentionStore for Postgres {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         // Only rows still as read (a cancelled scheduled task may have been resumed), and never
-        // a row another transaction holds: the pruner waits for no one.
+        // a row another transaction holds: the pruner waits for no one. Locked, then counted out,
+        // then deleted: the counters before the count of finished tasks (the delete's trigger),
+        // the order of every other write of both (a single delete: its counters, then the
+        // trigger), so that two writes sharing a counter shard cannot wait for each other.
         let st = tx
             .prepare_cached(&format!(
-                "DELETE FROM tasks WHERE id IN (SELECT t.id FROM tasks t \
-                 JOIN unnest($2::TEXT[], $3::TEXT[], $4::BIGINT[]) AS c(id, status, ended) ON t.id = c.id \
-                 WHERE t.instance_id = $1 AND t.status = c.status AND t.updated_at = c.ended AND t.due_at IS NULL \
-                 FOR UPDATE OF t SKIP LOCKED) RETURNING {SUMMARY_COLUMNS}"
+                "SELECT {SUMMARY_COLUMNS} FROM tasks t \
+                 JOIN unnest($2::TEXT[], $3::TEXT[], $4::BIGINT[]) AS c(cid, cstatus, cended) ON t.id = c.cid \
+                 WHERE t.instance_id = $1 AND t.status = c.cstatus AND t.updated_at = c.cended AND t.due_at IS NULL \
+                 FOR UPDATE OF t SKIP LOCKED"
             ))
             .await?;
         let rows = tx.query(&st, &[&i.as_str(), &ids, &statuses, &ended]).await?;
@@ -151,6 +166,9 @@ impl RetentionStore for Postgres {
             return Ok(0);
         }
         count_out(&tx, i, &removed, audit.at).await?;
+        let gone: Vec<&str> = removed.iter().map(|t| t.id.as_str()).collect();
+        let st = tx.prepare_cached("DELETE FROM tasks WHERE id = ANY($1)").await?;
+        tx.execute(&st, &[&gone]).await?;
         insert_audit(&tx, &prune_event(&audit, rule, &removed)).await?;
         tx.commit().await?;
         self.events_committed();

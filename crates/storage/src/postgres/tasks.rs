@@ -449,10 +449,12 @@ impl TaskStore for Postgres {
         // Locked as read: a concurrent single delete or resume waits, or is waited for.
         let (deleted, more) = bulk_select(&tx, i, filter, limit, " FOR UPDATE").await?;
         if !deleted.is_empty() {
+            // The counters first, then the delete (whose trigger takes the count of finished
+            // tasks): every write takes them in this order (see `prune_tasks`).
+            count_out(&tx, i, &deleted, audit.at).await?;
             let ids: Vec<&str> = deleted.iter().map(|t| t.id.as_str()).collect();
             let st = tx.prepare_cached("DELETE FROM tasks WHERE id = ANY($1)").await?;
             tx.execute(&st, &[&ids]).await?;
-            count_out(&tx, i, &deleted, audit.at).await?;
         }
         insert_audits(&tx, &bulk_delete_events(&audit, filter, &deleted, more)).await?;
         tx.commit().await?;

@@ -128,6 +128,9 @@ impl ControlStore for Sqlite {
                             "?2 + sum(coalesce(json_extract(value, '$.n'), 1)) OVER (ORDER BY key)".to_owned()
                         }
                         ("task_events", "n") => "coalesce(json_extract(value, '$.n'), 1)".to_owned(),
+                        // Counted up from 0 as the instance's tasks go in (a trigger): exact
+                        // whatever the snapshot held, and one saved before the count restores.
+                        ("instances", "finished_tasks") => "0".to_owned(),
                         _ => format!("json_extract(value, '$.\"{c}\"')"),
                     })
                     .collect();

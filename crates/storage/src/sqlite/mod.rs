@@ -56,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../migrations/sqlite/0015_test_snapshots.sql"),
     include_str!("../../../../migrations/sqlite/0016_event_rows.sql"),
     include_str!("../../../../migrations/sqlite/0017_no_instance_event_index.sql"),
+    include_str!("../../../../migrations/sqlite/0018_finished_counts.sql"),
 ];
 /// Written into the database header by the readiness probe ("kt" twice).
 const APPLICATION_ID: i32 = 0x6b74_6b74;

@@ -8,6 +8,17 @@ use kafka_tasks_domain::Timestamp;
 use kafka_tasks_domain::deletion::may_delete;
 use kafka_tasks_domain::{InstanceId, ProjectId, TaskId, TaskStatus};
 
+/// An instance's finished tasks created and ended before `?2`, after the `(created_at, id)`
+/// cursor `(?3, ?4)`, oldest creation first: both creation-ordered views, each an index range
+/// scan, merged (a task in both, a fired scheduled one, is read from the background arm only).
+const FINISHED_TASKS: &str = "SELECT id, name, status, updated_at, created_at FROM tasks \
+     WHERE instance_id = ?1 AND in_background = 1 AND created_at < ?2 AND (created_at, id) > (?3, ?4) \
+     AND due_at IS NULL AND updated_at < ?2 \
+     UNION ALL SELECT id, name, status, updated_at, created_at FROM tasks \
+     WHERE instance_id = ?1 AND schedule_at IS NOT NULL AND in_background = 0 AND created_at < ?2 \
+     AND (created_at, id) > (?3, ?4) AND due_at IS NULL AND updated_at < ?2 \
+     ORDER BY 5, 1 LIMIT ?5";
+
 #[async_trait]
 impl RetentionStore for Sqlite {
     async fn get_retention(&self, p: &ProjectId) -> StoreResult<Option<RetentionPolicy>> {
@@ -108,18 +119,21 @@ impl RetentionStore for Sqlite {
     ) -> StoreResult<Vec<Candidate>> {
         self.read(|conn| {
             let (at, id) = after.map_or((i64::MIN, String::new()), |(at, id)| (at, id.as_str().to_owned()));
-            let mut st = conn.prepare_cached(
-                "SELECT id, name, status, updated_at FROM tasks WHERE instance_id = ?1 AND due_at IS NULL \
-                 AND updated_at < ?2 AND (updated_at, id) > (?3, ?4) ORDER BY updated_at, id LIMIT ?5",
-            )?;
+            let mut st = conn.prepare_cached(FINISHED_TASKS)?;
             let rows = st.query_map(params![i.as_str(), before, at, id, limit.min(i64::MAX as u64) as i64], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
             })?;
             let mut out = Vec::new();
             for r in rows {
-                let (id, name, status, ended_at) = r?;
+                let (id, name, status, ended_at, created_at) = r?;
                 let status = TaskStatus::parse(&status).ok_or_else(|| corrupt(format!("task status {status:?}")))?;
-                out.push(Candidate { id: TaskId::from_trusted(id), name, status, ended_at });
+                out.push(Candidate { id: TaskId::from_trusted(id), name, status, ended_at, created_at });
             }
             Ok(out)
         })
@@ -129,8 +143,10 @@ impl RetentionStore for Sqlite {
     async fn finished_count(&self, i: &InstanceId) -> StoreResult<u64> {
         self.read(|conn| {
             let n: i64 = conn
-                .prepare_cached("SELECT count(*) FROM tasks WHERE instance_id = ?1 AND due_at IS NULL")?
-                .query_row(params![i.as_str()], |r| r.get(0))?;
+                .prepare_cached("SELECT finished_tasks FROM instances WHERE id = ?1")?
+                .query_row(params![i.as_str()], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0);
             Ok(n.max(0) as u64)
         })
         .await
