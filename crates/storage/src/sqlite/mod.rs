@@ -638,4 +638,52 @@ mod tests {
         assert_eq!(runs, [1, 1, 1], "b first ran in its own savepoint, after a's failure");
         assert_eq!(rows, committed(&[("c", 1)]));
     }
+
+    /// The engine's wall was page I/O: an index whose key begins with `instance_id` puts each
+    /// task's entry on a leaf of its own (a burst of queued tasks is spread over many instances),
+    /// so an index like that which a task's end writes costs the single writer a page (often
+    /// read first) per ended task (docs/performance.md, "The wall the counts do not see"). Two
+    /// such indexes halved the drain before anyone noticed. This names the rule: no index on
+    /// `task_events` (appended at every end) begins with the instance, and none on `tasks` that
+    /// does has a column a task's end changes in its key or its `WHERE`. A new one needs a
+    /// reason written down here and a measurement (the guard's writer bytes).
+    #[test]
+    fn no_index_a_tasks_end_writes_begins_with_its_instance() -> Result<(), Box<dyn std::error::Error>> {
+        // What `tasks::save_task_progress` (the end of a task) and a claim set.
+        const END_COLUMNS: [&str; 5] = ["status", "updated_at", "steps", "due_at", "lease_owner"];
+        let dir = tempfile::tempdir()?;
+        let mut conn = connect(&dir.path().join("s.db"))?;
+        migrate(&mut conn)?;
+        let indexes: Vec<(String, String, String)> = conn
+            .prepare(
+                "SELECT name, tbl_name, coalesce(sql, '') FROM sqlite_master \
+                 WHERE type = 'index' AND tbl_name IN ('tasks', 'task_events') ORDER BY name",
+            )?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        assert!(indexes.len() >= 4, "the schema's indexes were read: {indexes:?}");
+        let mut offending = Vec::new();
+        let mut keyed_by_instance = Vec::new();
+        for (name, table, sql) in indexes {
+            let columns: Vec<String> = conn
+                .prepare("SELECT name FROM pragma_index_info(?1) ORDER BY seqno")?
+                .query_map([&name], |r| r.get::<_, Option<String>>(0))?
+                .filter_map(|c| c.transpose())
+                .collect::<Result<_, _>>()?;
+            if columns.first().map(String::as_str) != Some("instance_id") {
+                continue;
+            }
+            keyed_by_instance.push(name.clone());
+            let sql = sql.to_lowercase();
+            let filter = sql.split_once(" where ").map_or("", |(_, w)| w);
+            let ends = |c: &str| END_COLUMNS.contains(&c) || END_COLUMNS.iter().any(|e| c.contains(e));
+            if table == "task_events" || columns.iter().any(|c| ends(c)) || ends(filter) {
+                offending.push(format!("{name}: {sql}"));
+            }
+        }
+        assert_eq!(offending, Vec::<String>::new(), "indexes keyed by instance that a task's end writes");
+        // The ones that stay, written at a task's creation only (the task list's own order).
+        assert_eq!(keyed_by_instance, ["tasks_background", "tasks_scheduled"]);
+        Ok(())
+    }
 }
