@@ -7,16 +7,9 @@ ALTER TABLE instances ADD COLUMN finished_tasks INTEGER NOT NULL DEFAULT 0;
 UPDATE instances SET finished_tasks = c.n
     FROM (SELECT instance_id, count(*) AS n FROM tasks WHERE due_at IS NULL GROUP BY instance_id) AS c
     WHERE instances.id = c.instance_id;
--- Every path that inserts, ends, un-ends (a resumed scheduled task) or deletes a task keeps the
--- count exact by construction; a task is finished exactly when its due_at is NULL.
-CREATE TRIGGER tasks_finished_inserted AFTER INSERT ON tasks WHEN new.due_at IS NULL BEGIN
-    UPDATE instances SET finished_tasks = finished_tasks + 1 WHERE id = new.instance_id;
-END;
-CREATE TRIGGER tasks_finished_deleted AFTER DELETE ON tasks WHEN old.due_at IS NULL BEGIN
-    UPDATE instances SET finished_tasks = finished_tasks - 1 WHERE id = old.instance_id;
-END;
-CREATE TRIGGER tasks_finished_changed AFTER UPDATE OF due_at ON tasks
-    WHEN (old.due_at IS NULL) <> (new.due_at IS NULL) BEGIN
-    UPDATE instances SET finished_tasks = finished_tasks + iif(new.due_at IS NULL, 1, -1) WHERE id = new.instance_id;
-END;
+-- Kept in code by every write that inserts, ends, un-ends (a resumed scheduled task) or deletes
+-- a task, beside the task counters (crates/storage/src/sqlite/tasks.rs, `count_finished`), not by
+-- triggers: a trigger on `tasks` makes SQLite open a statement journal for every statement that
+-- writes it (each step, each submission, each delete: +11 % instructions on the drain, measured in
+-- docs/performance.md). A task is finished exactly when its due_at is NULL.
 DROP INDEX tasks_finished;

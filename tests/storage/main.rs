@@ -1663,8 +1663,7 @@ async fn raw_count(e: &Engine, sql: &str) -> i64 {
 }
 
 /// SQLite's schema as it was before the count of finished tasks (migration 0018 undone).
-const SQLITE_BEFORE_FINISHED_COUNT: &str = "DROP TRIGGER tasks_finished_inserted; DROP TRIGGER tasks_finished_deleted; \
-     DROP TRIGGER tasks_finished_changed; ALTER TABLE instances DROP COLUMN finished_tasks; \
+const SQLITE_BEFORE_FINISHED_COUNT: &str = "ALTER TABLE instances DROP COLUMN finished_tasks; \
      CREATE INDEX tasks_finished ON tasks (instance_id, updated_at, id) WHERE due_at IS NULL;";
 
 /// Each instance's stored count of finished tasks beside a recount of its rows.
@@ -1713,8 +1712,8 @@ async fn assert_finished_counts_exact(e: &Engine, after: &str) -> i64 {
 
 contract! {
     /// The count of an instance's finished tasks that retention's cap reads is kept on the
-    /// instance's row by the database (triggers): after every path that inserts, ends, un-ends
-    /// or deletes a task it equals a recount of the rows.
+    /// instance's row (SQLite: by each write, in code; PostgreSQL: by triggers into shard rows):
+    /// after every path that inserts, ends, un-ends or deletes a task it equals a recount.
     async fn every_write_of_tasks_keeps_each_instances_finished_count_exact(e: Engine) {
         let s = &e.storage;
         let inst = running_instance(s).await;

@@ -128,8 +128,8 @@ impl ControlStore for Sqlite {
                             "?2 + sum(coalesce(json_extract(value, '$.n'), 1)) OVER (ORDER BY key)".to_owned()
                         }
                         ("task_events", "n") => "coalesce(json_extract(value, '$.n'), 1)".to_owned(),
-                        // Counted up from 0 as the instance's tasks go in (a trigger): exact
-                        // whatever the snapshot held, and one saved before the count restores.
+                        // Recounted once every table is in (below): exact whatever the snapshot
+                        // held, and one saved before the count restores.
                         ("instances", "finished_tasks") => "0".to_owned(),
                         _ => format!("json_extract(value, '$.\"{c}\"')"),
                     })
@@ -146,6 +146,11 @@ impl ControlStore for Sqlite {
                     conn.execute(&sql, params![rows])?;
                 }
             }
+            conn.execute(
+                "UPDATE instances SET finished_tasks = \
+                 (SELECT count(*) FROM tasks WHERE instance_id = instances.id AND due_at IS NULL)",
+                [],
+            )?;
             Ok(true)
         })
         .await

@@ -13,9 +13,11 @@ use kafka_tasks_domain::{TaskId, TaskRecord};
 
 /// Writes what a worker's move of a task leads to, as the domain maps it ([`transition::Write`]).
 pub(super) fn apply(conn: &Connection, task: &TaskRecord, inst: &Instance, w: Write, owner: &str) -> StoreResult<()> {
+    // A task the engine ends was running or due: the instance counts one more finished task.
+    let ended = matches!(w.task, TaskWrite::Ended) as i64;
     match w.instance {
-        InstanceWrite::Keep => {}
-        InstanceWrite::Save => save_instance(conn, inst)?,
+        InstanceWrite::Keep => count_finished(conn, &inst.id, ended)?,
+        InstanceWrite::Save => save_instance_ending(conn, inst, ended)?,
         InstanceWrite::Remove => remove_instance(conn, &inst.id)?,
     }
     match w.task {

@@ -29,9 +29,17 @@ pub(super) fn load_instance(conn: &Connection, i: &InstanceId) -> StoreResult<Op
 }
 
 pub(super) fn save_instance(conn: &Connection, inst: &Instance) -> StoreResult<()> {
+    save_instance_ending(conn, inst, 0)
+}
+
+/// Writes the instance back and adds `ended` (0 or 1) tasks to its count of finished tasks, in
+/// the one rewrite of its row that a task's end makes anyway.
+pub(super) fn save_instance_ending(conn: &Connection, inst: &Instance, ended: i64) -> StoreResult<()> {
     let doc = serde_json::to_string(inst).map_err(json_error)?;
-    let mut st = conn.prepare_cached("UPDATE instances SET doc = ?2, busy_task_id = ?3 WHERE id = ?1")?;
-    st.execute(params![inst.id.as_str(), doc, inst.busy_task.as_ref().map(TaskId::as_str)])?;
+    let mut st = conn.prepare_cached(
+        "UPDATE instances SET doc = ?2, busy_task_id = ?3, finished_tasks = finished_tasks + ?4 WHERE id = ?1",
+    )?;
+    st.execute(params![inst.id.as_str(), doc, inst.busy_task.as_ref().map(TaskId::as_str), ended])?;
     Ok(())
 }
 

@@ -172,7 +172,25 @@ pub(super) fn remove_records(
     for (view, bucket, delta) in removal_deltas(records) {
         bump(conn, instance, view, bucket * BUCKET_MS, delta)?;
     }
+    count_finished(conn, instance, -(records.iter().filter(|r| is_finished(r)).count() as i64))
+}
+
+/// Moves instance `i`'s count of finished tasks (`instances.finished_tasks`, what retention's cap
+/// reads) by `delta`. Every write that inserts, ends, un-ends or deletes a task calls it (or, for
+/// a task's end, [`save_instance_ending`](super::instances::save_instance_ending)), as the task
+/// counters are kept: in code, since a trigger on `tasks` would make SQLite open a statement
+/// journal for every statement that writes a task (migration 0018).
+pub(super) fn count_finished(conn: &Connection, i: &InstanceId, delta: i64) -> StoreResult<()> {
+    if delta != 0 {
+        conn.prepare_cached("UPDATE instances SET finished_tasks = finished_tasks + ?2 WHERE id = ?1")?
+            .execute(params![i.as_str(), delta])?;
+    }
     Ok(())
+}
+
+/// Whether a record counts as finished: its `due_at` is NULL ([`placement`]).
+pub(super) fn is_finished(r: &TaskRecord) -> bool {
+    placement(r).1.is_none()
 }
 
 pub(super) fn count_in(conn: &Connection, r: &TaskRecord, delta: i64) -> StoreResult<()> {
@@ -209,6 +227,9 @@ pub(super) fn insert_task(conn: &Connection, t: &NewTask) -> StoreResult<()> {
         op,
         due_at,
     ])?;
+    if due_at.is_none() {
+        count_finished(conn, &r.instance_id, 1)?;
+    }
     count_in(conn, r, 1)
 }
 
@@ -347,6 +368,9 @@ impl TaskStore for Sqlite {
                 }
                 conn.prepare_cached("DELETE FROM tasks WHERE id = ?1")?.execute(params![t.as_str()])?;
                 count_in(conn, &task, -1)?;
+                if is_finished(&task) {
+                    count_finished(conn, &i, -1)?;
+                }
                 let at = audit.as_ref().map_or_else(kafka_tasks_domain::now_ms, |a| a.at);
                 append_events(conn, &[NewEvent::of(EventKind::Deleted, &task, None, at)])?;
                 if let Some(event) = &audit {
@@ -438,6 +462,8 @@ impl TaskStore for Sqlite {
                     "UPDATE tasks SET status = ?2, schedule_at = ?3, due_at = ?4, updated_at = ?5 WHERE id = ?1",
                 )?
                 .execute(params![t.as_str(), r.status.as_str(), r.schedule_at, r.due_at, now])?;
+                // A cancel ends the task, a resume un-ends it.
+                count_finished(conn, &i, r.due_at.is_none() as i64 - is_finished(&task) as i64)?;
                 r.apply_to(&mut task, now);
                 append_events(conn, &[NewEvent::of(EventKind::Rescheduled, &task, None, now)])?;
                 if let Some(event) = &audit {
