@@ -496,15 +496,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let storage = Storage::open(&format!("sqlite:{}", dir.path().join("e.db").display())).await.expect("store");
         let project: crate::domain::ProjectId = "0123456789abcdef0123456789abcdef".parse().expect("project");
-        let new = NewInstance {
-            name: "k".into(),
-            engine_version: "2.7".into(),
-            broker_num: 3,
-            storage_space: 300,
-            product_id: "p".into(),
-            enable_auto_topic: false,
-            extra: Default::default(),
-        };
+        let new = NewInstance { name: "k".into(), ..NewInstance::example() };
         let mut inst = Instance::create(project.clone(), &new, "u", "n", 1);
         inst.status = InstanceStatus::Running;
         let create = NewTask::new(&inst, Operation::Restart, ("u", "n"), 1, None, 1.0);

@@ -29,15 +29,7 @@ async fn pruning_app(extra: &[&str]) -> TestApp {
 }
 
 pub(crate) fn new_instance(project: &str, now: i64) -> Instance {
-    let new = NewInstance {
-        name: "seeded".into(),
-        engine_version: "2.7".into(),
-        broker_num: 3,
-        storage_space: 300,
-        product_id: "c6.2u4g.cluster".into(),
-        enable_auto_topic: false,
-        extra: Default::default(),
-    };
+    let new = NewInstance { name: "seeded".into(), product_id: "c6.2u4g.cluster".into(), ..NewInstance::example() };
     let mut inst = Instance::create(project.parse().expect("project"), &new, "u", "seed", now - 500 * DAY);
     inst.status = InstanceStatus::Running;
     inst

@@ -75,15 +75,7 @@ fn project() -> ProjectId {
 }
 
 fn instance(p: &ProjectId) -> Instance {
-    let new = NewInstance {
-        name: "kafka".into(),
-        engine_version: "2.7".into(),
-        broker_num: 3,
-        storage_space: 300,
-        product_id: "p".into(),
-        enable_auto_topic: false,
-        extra: Default::default(),
-    };
+    let new = NewInstance { name: "kafka".into(), ..NewInstance::example() };
     let mut inst = Instance::create(p.clone(), &new, "u", "n", T0);
     inst.status = InstanceStatus::Running;
     inst

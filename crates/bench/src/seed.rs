@@ -21,15 +21,8 @@ pub struct Population {
 const DAY_MS: i64 = 86_400_000;
 
 fn instance(project: &ProjectId, now: i64, i: usize) -> anyhow::Result<Instance> {
-    let new = NewInstance {
-        name: format!("bench-{i}"),
-        engine_version: "2.7".into(),
-        broker_num: 3,
-        storage_space: 300,
-        product_id: "c6.2u4g.cluster".into(),
-        enable_auto_topic: false,
-        extra: Default::default(),
-    };
+    let new =
+        NewInstance { name: format!("bench-{i}"), product_id: "c6.2u4g.cluster".into(), ..NewInstance::example() };
     let mut inst = Instance::create(project.clone(), &new, USER.0, USER.1, now - 400 * DAY_MS);
     inst.id = instance_id(project, i as u64)?;
     inst.status = InstanceStatus::Running;

@@ -566,10 +566,10 @@ impl NewInstance {
     }
 }
 
-/// A valid instance of three brokers, for tests that need one.
-#[cfg(test)]
+/// A valid instance of three brokers, for the tests of every crate (and the bench's seed) that
+/// need one: `NewInstance { name: …, ..NewInstance::example() }` changes what matters to them.
 impl NewInstance {
-    pub(crate) fn example() -> Self {
+    pub fn example() -> Self {
         NewInstance {
             name: "kafka-1".into(),
             engine_version: "2.7".into(),

@@ -227,15 +227,8 @@ mod operation {
     }
 
     fn instance() -> Instance {
-        let new = NewInstance {
-            name: "kafka-1".into(),
-            engine_version: "2.7".into(),
-            broker_num: 3,
-            storage_space: 300,
-            product_id: "c6.2u4g.cluster".into(),
-            enable_auto_topic: false,
-            extra: Default::default(),
-        };
+        let new =
+            NewInstance { name: "kafka-1".into(), product_id: "c6.2u4g.cluster".into(), ..NewInstance::example() };
         let mut inst = Instance::create(ProjectId::generate(), &new, "", "", 0);
         inst.status = InstanceStatus::Running;
         inst

@@ -213,15 +213,7 @@ mod tests {
     /// A running instance with no operation, and the id of its creation task (planned to take no
     /// time, so the claim that takes it ends it).
     async fn running(store: &Sqlite, p: &ProjectId, name: &str) -> (Instance, TaskId) {
-        let new = NewInstance {
-            name: name.into(),
-            engine_version: "2.7".into(),
-            broker_num: 3,
-            storage_space: 300,
-            product_id: "p".into(),
-            enable_auto_topic: false,
-            extra: Default::default(),
-        };
+        let new = NewInstance { name: name.into(), ..NewInstance::example() };
         let inst = Instance::create(p.clone(), &new, "u", "n", T0);
         let create = NewTask::new(&inst, Operation::from(&new), ("u", "n"), T0, None, 0.0);
         let created = create.record.id.clone();
