@@ -16,27 +16,21 @@ INSERT INTO finished_counts (instance_id, shard, n)
 
 -- Inserts and deletes: once per statement, each instance's shard row once (a bulk delete, a
 -- prune batch, a bulk load, an instance's removal write one row per instance, not one per task).
-CREATE FUNCTION tasks_finished_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+-- One function for both: each trigger names its transition table `changed_tasks`, and an insert
+-- counts in, a delete counts out.
+CREATE FUNCTION tasks_finished_counted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO finished_counts (instance_id, shard, n)
-        SELECT instance_id, (pg_backend_pid() % 16)::SMALLINT, count(*) FROM new_tasks
+        SELECT instance_id, (pg_backend_pid() % 16)::SMALLINT,
+               CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END * count(*) FROM changed_tasks
         WHERE due_at IS NULL GROUP BY instance_id ORDER BY instance_id
         ON CONFLICT (instance_id, shard) DO UPDATE SET n = finished_counts.n + excluded.n;
     RETURN NULL;
 END $$;
 CREATE TRIGGER tasks_finished_inserted AFTER INSERT ON tasks
-    REFERENCING NEW TABLE AS new_tasks FOR EACH STATEMENT EXECUTE FUNCTION tasks_finished_inserted();
-
-CREATE FUNCTION tasks_finished_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO finished_counts (instance_id, shard, n)
-        SELECT instance_id, (pg_backend_pid() % 16)::SMALLINT, -count(*) FROM old_tasks
-        WHERE due_at IS NULL GROUP BY instance_id ORDER BY instance_id
-        ON CONFLICT (instance_id, shard) DO UPDATE SET n = finished_counts.n + excluded.n;
-    RETURN NULL;
-END $$;
+    REFERENCING NEW TABLE AS changed_tasks FOR EACH STATEMENT EXECUTE FUNCTION tasks_finished_counted();
 CREATE TRIGGER tasks_finished_deleted AFTER DELETE ON tasks
-    REFERENCING OLD TABLE AS old_tasks FOR EACH STATEMENT EXECUTE FUNCTION tasks_finished_deleted();
+    REFERENCING OLD TABLE AS changed_tasks FOR EACH STATEMENT EXECUTE FUNCTION tasks_finished_counted();
 
 -- Ends and un-ends: per row, and only the rows whose finishedness changes (the WHEN is checked
 -- without calling the function). A statement-level trigger here would collect every updated row

@@ -1853,8 +1853,8 @@ contract! {
         match e.name {
             "sqlite" => raw_execute(&e, &format!("{SQLITE_BEFORE_FINISHED_COUNT} PRAGMA user_version = {};", raw_count(&e, "PRAGMA user_version").await - 1)).await,
             _ => raw_execute(&e, "DROP TRIGGER tasks_finished_inserted ON tasks; DROP TRIGGER tasks_finished_deleted ON tasks; \
-                  DROP TRIGGER tasks_finished_changed ON tasks; DROP FUNCTION tasks_finished_inserted(); \
-                  DROP FUNCTION tasks_finished_deleted(); DROP FUNCTION tasks_finished_changed(); \
+                  DROP TRIGGER tasks_finished_changed ON tasks; DROP FUNCTION tasks_finished_counted(); \
+                  DROP FUNCTION tasks_finished_changed(); \
                   DROP TABLE finished_counts; \
                   CREATE INDEX tasks_finished ON tasks (instance_id, updated_at, id) WHERE due_at IS NULL; \
                   DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations);").await,

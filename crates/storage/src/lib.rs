@@ -323,8 +323,8 @@ pub trait RetentionStore: Send + Sync {
         after: Option<(i64, TaskId)>,
         limit: u64,
     ) -> StoreResult<Vec<Candidate>>;
-    /// How many finished task records `i` keeps (a count the database's triggers keep on every
-    /// write of a task: on the instance's row on SQLite, in shard rows on PostgreSQL).
+    /// How many finished task records `i` keeps (a count every write of a task keeps: on the
+    /// instance's row, in code, on SQLite; in shard rows, by triggers, on PostgreSQL).
     async fn finished_count(&self, i: &InstanceId) -> StoreResult<u64>;
     /// Retention's one deletion path: in one transaction, removes those of `tasks` (of
     /// instance `i`) still finished and unchanged since read, with their day buckets and
