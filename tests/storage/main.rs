@@ -1044,6 +1044,12 @@ contract! {
         let busy = 2 * INSTANCE_SCAN_ROWS as i64 + 500;
         neighbour_events(&e, &inst.project_id, busy).await;
         let t = submit(s, &inst, Operation::Restart, T0 + 10, None).await.expect("admitted");
+        // PostgreSQL reads only below the snapshot horizon, which any transaction running on the
+        // server (other tests') holds back: wait until all of this is readable, so that the reads
+        // below see the whole log and their bounds are the scan's, not the horizon's.
+        let project = EventScope::Project(inst.project_id.clone());
+        let (settled, _) = read_all(s, &project, end).await;
+        assert_eq!(settled.len() as i64, busy + 1, "{}", e.name);
 
         let mut at = end;
         for walked in 1..=2 {
