@@ -432,7 +432,8 @@ pub async fn prune_forever(
         }
         loop {
             match state_store.prune_events(clock.now_ms(), policy, BATCH).await {
-                Ok(n) if n as usize == BATCH => {
+                // A batch of rows holds at least as many events (a row may hold several).
+                Ok(n) if n as usize >= BATCH => {
                     // More to prune: a short pause between batches leaves room for requests.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
