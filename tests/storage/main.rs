@@ -1186,28 +1186,51 @@ contract! {
     }
 }
 
+/// A fresh PostgreSQL store with a running instance, its project's log read to its end, and a
+/// connection of its own that writes events behind the store's back (as another process would).
+struct RawWriter {
+    _db: pg::FreshDatabase,
+    s: Storage,
+    inst: Instance,
+    scope: EventScope,
+    end: EventCursor,
+    client: tokio_postgres::Client,
+}
+
+impl RawWriter {
+    async fn open() -> Option<Self> {
+        let db = pg::FreshDatabase::create_or_skip("kt_events").await?;
+        let s = Storage::open(&db.url).await.expect("postgres");
+        let inst = running_instance(&s).await;
+        let scope = EventScope::Project(inst.project_id.clone());
+        let (_, end) = read_all(&s, &scope, EventCursor::default()).await;
+        let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        Some(RawWriter { _db: db, s, inst, scope, end, client })
+    }
+
+    /// Appends a `task.created` event of task `task` of `inst` through `client`, in whatever
+    /// transaction it is in; its position.
+    async fn event(client: &tokio_postgres::Client, inst: &Instance, task: &str) -> i64 {
+        client
+            .query_one(
+                "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
+                 VALUES (1, $1, $2, $3, 'task.created', '{}') RETURNING id",
+                &[&inst.project_id.as_str(), &inst.id.as_str(), &task],
+            )
+            .await
+            .expect("insert")
+            .get(0)
+    }
+}
+
 /// PostgreSQL hands out ids in one order and commits them in another. A reader that has read
 /// past a later id must still get the earlier one once its transaction commits.
 #[tokio::test]
 async fn an_event_id_that_commits_late_is_not_skipped_on_postgres() {
-    let Some(db) = pg::FreshDatabase::create_or_skip("kt_events").await else { return };
-    let s = Storage::open(&db.url).await.expect("postgres");
-    let inst = running_instance(&s).await;
-    let scope = EventScope::Project(inst.project_id.clone());
-    let (_, end) = read_all(&s, &scope, EventCursor::default()).await;
-
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
-    tokio::spawn(conn);
+    let Some(RawWriter { _db, s, inst, scope, end, client }) = RawWriter::open().await else { return };
     client.batch_execute("BEGIN").await.expect("begin");
-    let early: i64 = client
-        .query_one(
-            "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
-             VALUES (1, $1, $2, 'late', 'task.created', '{}') RETURNING id",
-            &[&inst.project_id.as_str(), &inst.id.as_str()],
-        )
-        .await
-        .expect("insert")
-        .get(0);
+    let early = RawWriter::event(&client, &inst, "late").await;
     // A later id commits first.
     submit(&s, &inst, Operation::Restart, T0 + 10, None).await.expect("admitted");
     let page = s.events.read_events(&scope, end, 100).await.expect("read");
@@ -1226,27 +1249,12 @@ async fn an_event_id_that_commits_late_is_not_skipped_on_postgres() {
 /// still get the newer transaction's events, though their positions are smaller.
 #[tokio::test]
 async fn a_resume_gets_a_newer_transactions_events_with_smaller_positions_on_postgres() {
-    let Some(db) = pg::FreshDatabase::create_or_skip("kt_events").await else { return };
-    let s = Storage::open(&db.url).await.expect("postgres");
-    let inst = running_instance(&s).await;
-    let scope = EventScope::Project(inst.project_id.clone());
-    let (_, end) = read_all(&s, &scope, EventCursor::default()).await;
-
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
-    tokio::spawn(conn);
+    let Some(RawWriter { _db, s, inst, scope, end, client }) = RawWriter::open().await else { return };
     client.batch_execute("BEGIN").await.expect("begin");
     // The older transaction: its xid now, its event (and so its block) after the newer one's.
     client.query_one("SELECT pg_current_xact_id()", &[]).await.expect("xid");
     let newer = submit(&s, &inst, Operation::Restart, T0 + 10, None).await.expect("admitted");
-    let older: i64 = client
-        .query_one(
-            "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
-             VALUES (1, $1, $2, 'older', 'task.created', '{}') RETURNING id",
-            &[&inst.project_id.as_str(), &inst.id.as_str()],
-        )
-        .await
-        .expect("insert")
-        .get(0);
+    let older = RawWriter::event(&client, &inst, "older").await;
     client.batch_execute("COMMIT").await.expect("commit");
     let (after, _) = read_all(&s, &scope, end).await;
     let order: Vec<(i64, bool)> = after.iter().map(|e| (e.id, e.data.contains(newer.record.id.as_str()))).collect();
