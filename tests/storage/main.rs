@@ -974,16 +974,7 @@ async fn events_logged_before_rows_held_several_still_stream_and_resume() {
     assert_eq!(shown, expected, "the old events, under the ids they had");
     // New events: an instance created and run, and a task of steps that take no time, which a
     // claim runs to its end in one write (one row of several events).
-    let inst = running_instance(&s).await;
-    let instant = NewTask::new(&inst, Operation::Restart, ("u", "n"), T0 + 10, None, 0.0);
-    s.instances.submit(&inst.project_id, &inst.id, TaskBuilder::ready(instant), None).await.expect("s").expect("a");
-    let claimed = s.engine.claim("w", at(T0 + 20), Duration::from_millis(60_000), 10, CTX).await.expect("claim");
-    assert_eq!(claimed.iter().map(|c| c.ended).collect::<Vec<_>>(), vec![Some(TaskStatus::Success)]);
-    let (new, _) = read_all(&s, &scope, end).await;
-    let kinds: Vec<&str> = new.iter().map(|e| e.kind.as_str()).collect();
-    let (started, finished) = ("step.started", "step.finished");
-    let instant_run = ["task.created", started, finished, started, finished, started, finished, "task.finished"];
-    assert!(kinds.ends_with(&instant_run), "{kinds:?}");
+    let (_, new) = an_instant_task_run(&s, &scope, end).await;
     let all: Vec<LoggedEvent> = before.into_iter().chain(new).collect();
     let ids: Vec<i64> = all.iter().map(|e| e.id).collect();
     assert_eq!(ids, (1..=all.len() as i64).collect::<Vec<_>>(), "positions dense and in order");
@@ -996,6 +987,24 @@ async fn events_logged_before_rows_held_several_still_stream_and_resume() {
         assert_eq!(rest, all[k + 1..].to_vec(), "resumed after {}", e.id);
     }
     assert_eq!(s.events.event_start(Some(all.len() as i64 + 1)).await.expect("start"), EventStart::Unknown);
+}
+
+/// A new running instance and a task of steps that take no time, which a claim runs to its end
+/// in one write (one row of several events): the task's id, and the events of `scope` after
+/// `end`, checked to end with that task's life.
+async fn an_instant_task_run(s: &Storage, scope: &EventScope, end: EventCursor) -> (TaskId, Vec<LoggedEvent>) {
+    let inst = running_instance(s).await;
+    let instant = NewTask::new(&inst, Operation::Restart, ("u", "n"), T0 + 10, None, 0.0);
+    let t = s.instances.submit(&inst.project_id, &inst.id, TaskBuilder::ready(instant), None).await.expect("s");
+    let t = t.expect("admitted");
+    let claimed = s.engine.claim("w", at(T0 + 20), Duration::from_millis(60_000), 10, CTX).await.expect("claim");
+    assert_eq!(claimed.iter().map(|c| c.ended).collect::<Vec<_>>(), vec![Some(TaskStatus::Success)]);
+    let (new, _) = read_all(s, scope, end).await;
+    let kinds: Vec<&str> = new.iter().map(|e| e.kind.as_str()).collect();
+    let (started, finished) = ("step.started", "step.finished");
+    let instant_run = ["task.created", started, finished, started, finished, started, finished, "task.finished"];
+    assert!(kinds.ends_with(&instant_run), "{kinds:?}");
+    (t.record.id, new)
 }
 
 /// A PostgreSQL database whose events were logged one a row under an identity (before
@@ -1034,23 +1043,13 @@ async fn events_logged_one_a_row_on_postgres_still_stream_and_resume() {
     let first = old_ids[0];
     assert_eq!(old_ids, (first..first + 4).collect::<Vec<_>>(), "under the ids the identity gave them");
 
-    let inst = running_instance(&s).await;
-    let instant = NewTask::new(&inst, Operation::Restart, ("u", "n"), T0 + 10, None, 0.0);
-    let t = s.instances.submit(&inst.project_id, &inst.id, TaskBuilder::ready(instant), None).await.expect("s");
-    let t = t.expect("admitted");
-    let claimed = s.engine.claim("w", at(T0 + 20), Duration::from_millis(60_000), 10, CTX).await.expect("claim");
-    assert_eq!(claimed.iter().map(|c| c.ended).collect::<Vec<_>>(), vec![Some(TaskStatus::Success)]);
-    let (new, _) = read_all(&s, &scope, end).await;
-    let kinds: Vec<&str> = new.iter().map(|e| e.kind.as_str()).collect();
-    let (started, finished) = ("step.started", "step.finished");
-    let instant_run = ["task.created", started, finished, started, finished, started, finished, "task.finished"];
-    assert!(kinds.ends_with(&instant_run), "{kinds:?}");
+    let (t, new) = an_instant_task_run(&s, &scope, end).await;
     let all: Vec<LoggedEvent> = before.into_iter().chain(new).collect();
     assert!(all.windows(2).all(|w| w[0].id < w[1].id), "positions in order");
     // Seen from the table itself: the claim wrote one row of seven events, the submission one of
     // one, and both sit past the old ids.
     let rows: Vec<(i64, i32)> = client
-        .query("SELECT id, n FROM task_events WHERE task_id = $1 ORDER BY xid, id", &[&t.record.id.as_str()])
+        .query("SELECT id, n FROM task_events WHERE task_id = $1 ORDER BY xid, id", &[&t.as_str()])
         .await
         .expect("rows")
         .iter()
