@@ -430,22 +430,34 @@ pub async fn prune_forever(
             // Moved forward (test control), events age at once.
             _ = clock.moved() => {}
         }
-        loop {
-            match state_store.prune_events(clock.now_ms(), policy, BATCH).await {
-                Ok(n) if n as usize == BATCH => {
-                    // More to prune: a short pause between batches leaves room for requests.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Ok(_) => break,
-                Err(e) => {
-                    crate::limited!(warn, "event prune", error = %e, "could not prune the event log");
-                    break;
-                }
-            }
-            if *stop.borrow() {
-                return;
-            }
+        if let Err(e) = prune_round(state_store.as_ref(), clock.now_ms(), policy, BATCH, &stop).await {
+            crate::limited!(warn, "event prune", error = %e, "could not prune the event log");
         }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+/// One round of pruning: batches of `batch` rows, a short pause between them (room for
+/// requests), until a batch prunes less than a full one's worth or shutdown begins. Returns the
+/// events pruned. A batch of rows holds at least as many events (a row may hold several), so a
+/// full batch returns `batch` or more.
+async fn prune_round(
+    store: &dyn EventStore,
+    now: i64,
+    policy: crate::storage::events::EventRetention,
+    batch: usize,
+    stop: &watch::Receiver<bool>,
+) -> crate::storage::StoreResult<u64> {
+    let mut total = 0;
+    loop {
+        let n = store.prune_events(now, policy, batch).await?;
+        total += n;
+        if (n as usize) < batch || *stop.borrow() {
+            return Ok(total);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -454,6 +466,7 @@ mod tests {
     use super::*;
     use crate::domain::instance::{Instance, InstanceStatus, NewInstance};
     use crate::domain::operation::Operation;
+    use crate::storage::events::EventRetention;
     use crate::storage::{NewTask, Storage, TaskBuilder};
 
     fn args() -> EventArgs {
@@ -489,6 +502,33 @@ mod tests {
         for bad in ["", "1", "-1", "zz", &"0".repeat(32), &"f".repeat(33), &mine.show(5)[..31]] {
             assert_eq!(mine.open(bad), None, "{bad:?}");
         }
+    }
+
+    /// A round goes on while batches come back full, counted in events: a batch of rows each
+    /// holding a claim's several events prunes more events than it has rows (a real SQLite
+    /// store: twelve instances created and run at once, a row of one and a row of several each).
+    #[tokio::test]
+    async fn a_round_prunes_every_full_batch_of_rows_holding_several_events() {
+        use crate::domain::operation::{OpSet, StepContext};
+        let dir = tempfile::tempdir().expect("dir");
+        let storage = Storage::open(&format!("sqlite:{}", dir.path().join("e.db").display())).await.expect("store");
+        let project: crate::domain::ProjectId = "0123456789abcdef0123456789abcdef".parse().expect("project");
+        for i in 0..12 {
+            let new = NewInstance { name: format!("k{i}"), ..NewInstance::example() };
+            let inst = Instance::create(project.clone(), &new, "u", "n", 1);
+            let create = NewTask::new(&inst, Operation::Restart, ("u", "n"), 1, None, 0.0);
+            storage.instances.create_instance(inst, create, None).await.expect("instance");
+        }
+        let ctx = StepContext { storage_pool_gb: 10_000, executed: OpSet::EMPTY, stepwise: false };
+        let at = crate::domain::Timestamp::from_ms(2);
+        let claimed = storage.engine.claim("w", at, Duration::from_secs(60), 100, ctx).await.expect("claim");
+        assert_eq!(claimed.len(), 12);
+        let all = EventRetention { max_age_ms: 0, max_events: 0 };
+        let stop = watch::channel(false).1;
+        let pruned = prune_round(storage.events.as_ref(), i64::MAX / 4, all, 4, &stop).await.expect("prune");
+        assert!(pruned > 12 * 2, "rows of several: {pruned}");
+        let left = storage.events.read_events(&EventScope::Project(project), EventCursor::default(), 100).await;
+        assert_eq!(left.expect("read").events, vec![], "one round prunes the whole log");
     }
 
     #[tokio::test]

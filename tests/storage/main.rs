@@ -974,16 +974,7 @@ async fn events_logged_before_rows_held_several_still_stream_and_resume() {
     assert_eq!(shown, expected, "the old events, under the ids they had");
     // New events: an instance created and run, and a task of steps that take no time, which a
     // claim runs to its end in one write (one row of several events).
-    let inst = running_instance(&s).await;
-    let instant = NewTask::new(&inst, Operation::Restart, ("u", "n"), T0 + 10, None, 0.0);
-    s.instances.submit(&inst.project_id, &inst.id, TaskBuilder::ready(instant), None).await.expect("s").expect("a");
-    let claimed = s.engine.claim("w", at(T0 + 20), Duration::from_millis(60_000), 10, CTX).await.expect("claim");
-    assert_eq!(claimed.iter().map(|c| c.ended).collect::<Vec<_>>(), vec![Some(TaskStatus::Success)]);
-    let (new, _) = read_all(&s, &scope, end).await;
-    let kinds: Vec<&str> = new.iter().map(|e| e.kind.as_str()).collect();
-    let (started, finished) = ("step.started", "step.finished");
-    let instant_run = ["task.created", started, finished, started, finished, started, finished, "task.finished"];
-    assert!(kinds.ends_with(&instant_run), "{kinds:?}");
+    let (_, new) = an_instant_task_run(&s, &scope, end).await;
     let all: Vec<LoggedEvent> = before.into_iter().chain(new).collect();
     let ids: Vec<i64> = all.iter().map(|e| e.id).collect();
     assert_eq!(ids, (1..=all.len() as i64).collect::<Vec<_>>(), "positions dense and in order");
@@ -996,6 +987,119 @@ async fn events_logged_before_rows_held_several_still_stream_and_resume() {
         assert_eq!(rest, all[k + 1..].to_vec(), "resumed after {}", e.id);
     }
     assert_eq!(s.events.event_start(Some(all.len() as i64 + 1)).await.expect("start"), EventStart::Unknown);
+}
+
+/// A new running instance and a task of steps that take no time, which a claim runs to its end
+/// in one write (one row of several events): the task's id, and the events of `scope` after
+/// `end`, checked to end with that task's life.
+async fn an_instant_task_run(s: &Storage, scope: &EventScope, end: EventCursor) -> (TaskId, Vec<LoggedEvent>) {
+    let inst = running_instance(s).await;
+    let instant = NewTask::new(&inst, Operation::Restart, ("u", "n"), T0 + 10, None, 0.0);
+    let t = s.instances.submit(&inst.project_id, &inst.id, TaskBuilder::ready(instant), None).await.expect("s");
+    let t = t.expect("admitted");
+    let claimed = s.engine.claim("w", at(T0 + 20), Duration::from_millis(60_000), 10, CTX).await.expect("claim");
+    assert_eq!(claimed.iter().map(|c| c.ended).collect::<Vec<_>>(), vec![Some(TaskStatus::Success)]);
+    let (new, _) = read_all(s, scope, end).await;
+    let kinds: Vec<&str> = new.iter().map(|e| e.kind.as_str()).collect();
+    let (started, finished) = ("step.started", "step.finished");
+    let instant_run = ["task.created", started, finished, started, finished, started, finished, "task.finished"];
+    assert!(kinds.ends_with(&instant_run), "{kinds:?}");
+    (t.record.id, new)
+}
+
+/// A PostgreSQL database whose events were logged one a row under an identity (before
+/// migration 0019): they stream as they did, under the same ids; the rows written since take a
+/// block each, above every old id, a claim's events in one row; a resume from any event, old or
+/// new, inside a row or at its end, goes on just after it; a position in a block's gap is
+/// unknown.
+#[tokio::test]
+async fn events_logged_one_a_row_on_postgres_still_stream_and_resume() {
+    let Some(db) = pg::FreshDatabase::create_or_skip("kt_events").await else { return };
+    drop(Storage::open(&db.url).await.expect("postgres"));
+    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    client.batch_execute(PG_BEFORE_EVENT_ROWS).await.expect("0019 undone");
+    let old: Vec<(String, String)> = ["task.created", "step.started", "step.finished", "task.finished"]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.to_string(), format!("{{\"task_id\":\"old\",\"n\":{i}}}")))
+        .collect();
+    for (kind, data) in &old {
+        client
+            .execute(
+                "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
+                 VALUES ($1, $2, 'i', 'old', $3, $4)",
+                &[&T0, &project().as_str(), kind, data],
+            )
+            .await
+            .expect("an old event");
+    }
+    let s = Storage::open(&db.url).await.expect("migrated");
+    let scope = EventScope::Project(project());
+    let (before, end) = read_all(&s, &scope, EventCursor::default()).await;
+    let shown: Vec<(String, String)> = before.iter().map(|e| (e.kind.clone(), e.data.clone())).collect();
+    assert_eq!(shown, old, "the old events");
+    let old_ids: Vec<i64> = before.iter().map(|e| e.id).collect();
+    let first = old_ids[0];
+    assert_eq!(old_ids, (first..first + 4).collect::<Vec<_>>(), "under the ids the identity gave them");
+
+    let (t, new) = an_instant_task_run(&s, &scope, end).await;
+    let all: Vec<LoggedEvent> = before.into_iter().chain(new).collect();
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id), "positions in order");
+    // Seen from the table itself: the claim wrote one row of seven events, the submission one of
+    // one, and both sit past the old ids.
+    let rows: Vec<(i64, i32)> = client
+        .query("SELECT id, n FROM task_events WHERE task_id = $1 ORDER BY xid, id", &[&t.as_str()])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(rows.iter().map(|r| r.1).collect::<Vec<_>>(), vec![1, 7], "{rows:?}");
+    assert!(rows.iter().all(|r| r.0 > first + 3), "{rows:?}");
+    for (k, e) in all.iter().enumerate() {
+        let Ok(EventStart::From(from)) = s.events.event_start(Some(e.id)).await else {
+            panic!("event {} does not resume", e.id)
+        };
+        let (rest, _) = read_all(&s, &scope, from).await;
+        assert_eq!(rest, all[k + 1..].to_vec(), "resumed after {}", e.id);
+    }
+    // The positions of the claim's block after its seven events, and between the blocks, were
+    // never an event.
+    let last = all.last().map_or(0, |e| e.id);
+    for gap in [last + 1, rows[0].0 + 1] {
+        assert_eq!(s.events.event_start(Some(gap)).await.expect("start"), EventStart::Unknown, "{gap}");
+    }
+}
+
+contract! {
+    /// The count cap keeps that many events, counted, whatever the positions (PostgreSQL's have
+    /// gaps: a row takes a block): pruned twice with events appended between, the log keeps the
+    /// newest `max_events` of them each time, and says how many it pruned.
+    async fn the_count_cap_keeps_that_many_events_whatever_their_positions(e: Engine) {
+        let s = &e.storage;
+        let p = project();
+        let scope = EventScope::Project(p.clone());
+        let policy = EventRetention { max_age_ms: i64::MAX / 2, max_events: 10 };
+        let mut total = 0;
+        for append in [40, 25] {
+            neighbour_events(&e, &p, append).await;
+            total += append;
+            let (all, _) = read_all(s, &scope, EventCursor::default()).await;
+            let mut pruned = 0;
+            loop {
+                let n = s.events.prune_events(T0, policy, 7).await.expect("prune");
+                if n == 0 {
+                    break;
+                }
+                pruned += n;
+            }
+            let (kept, _) = read_all(s, &scope, EventCursor::default()).await;
+            assert_eq!(kept.len(), 10, "{}: after {total} appended", e.name);
+            assert_eq!(kept, all[all.len() - 10..].to_vec(), "{}: the newest are kept", e.name);
+            assert_eq!(pruned as usize, all.len() - 10, "{}", e.name);
+        }
+    }
 }
 
 /// Appends `n` events of another instance of `p` behind the store's back, through the engine's
@@ -1056,7 +1160,9 @@ contract! {
             let page = s.events.read_events(&mine, at, 100).await.expect("read");
             assert!(page.events.is_empty(), "{}: read {walked} found {:?}", e.name, page.events);
             assert!(page.more && !page.pending, "{}: read {walked}: {page:?}", e.name);
-            assert_eq!(page.next.id - at.id, INSTANCE_SCAN_ROWS as i64, "{}: read {walked} walked one bound", e.name);
+            // (Positions are dense on SQLite, a block a row apart on PostgreSQL: count the rows.)
+            let walked_rows = settled.iter().filter(|e| e.id > at.id && e.id <= page.next.id).count();
+            assert_eq!(walked_rows, INSTANCE_SCAN_ROWS, "{}: read {walked} walked one bound", e.name);
             at = page.next;
         }
         let page = s.events.read_events(&mine, at, 100).await.expect("read");
@@ -1079,28 +1185,51 @@ contract! {
     }
 }
 
+/// A fresh PostgreSQL store with a running instance, its project's log read to its end, and a
+/// connection of its own that writes events behind the store's back (as another process would).
+struct RawWriter {
+    _db: pg::FreshDatabase,
+    s: Storage,
+    inst: Instance,
+    scope: EventScope,
+    end: EventCursor,
+    client: tokio_postgres::Client,
+}
+
+impl RawWriter {
+    async fn open() -> Option<Self> {
+        let db = pg::FreshDatabase::create_or_skip("kt_events").await?;
+        let s = Storage::open(&db.url).await.expect("postgres");
+        let inst = running_instance(&s).await;
+        let scope = EventScope::Project(inst.project_id.clone());
+        let (_, end) = read_all(&s, &scope, EventCursor::default()).await;
+        let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        Some(RawWriter { _db: db, s, inst, scope, end, client })
+    }
+
+    /// Appends a `task.created` event of task `task` of `inst` through `client`, in whatever
+    /// transaction it is in; its position.
+    async fn event(client: &tokio_postgres::Client, inst: &Instance, task: &str) -> i64 {
+        client
+            .query_one(
+                "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
+                 VALUES (1, $1, $2, $3, 'task.created', '{}') RETURNING id",
+                &[&inst.project_id.as_str(), &inst.id.as_str(), &task],
+            )
+            .await
+            .expect("insert")
+            .get(0)
+    }
+}
+
 /// PostgreSQL hands out ids in one order and commits them in another. A reader that has read
 /// past a later id must still get the earlier one once its transaction commits.
 #[tokio::test]
 async fn an_event_id_that_commits_late_is_not_skipped_on_postgres() {
-    let Some(db) = pg::FreshDatabase::create_or_skip("kt_events").await else { return };
-    let s = Storage::open(&db.url).await.expect("postgres");
-    let inst = running_instance(&s).await;
-    let scope = EventScope::Project(inst.project_id.clone());
-    let (_, end) = read_all(&s, &scope, EventCursor::default()).await;
-
-    let (client, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.expect("connect");
-    tokio::spawn(conn);
+    let Some(RawWriter { _db, s, inst, scope, end, client }) = RawWriter::open().await else { return };
     client.batch_execute("BEGIN").await.expect("begin");
-    let early: i64 = client
-        .query_one(
-            "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
-             VALUES (1, $1, $2, 'late', 'task.created', '{}') RETURNING id",
-            &[&inst.project_id.as_str(), &inst.id.as_str()],
-        )
-        .await
-        .expect("insert")
-        .get(0);
+    let early = RawWriter::event(&client, &inst, "late").await;
     // A later id commits first.
     submit(&s, &inst, Operation::Restart, T0 + 10, None).await.expect("admitted");
     let page = s.events.read_events(&scope, end, 100).await.expect("read");
@@ -1111,6 +1240,31 @@ async fn an_event_id_that_commits_late_is_not_skipped_on_postgres() {
     let ids: Vec<i64> = after.iter().map(|e| e.id).collect();
     assert!(ids.contains(&early), "the early id was skipped: {ids:?}");
     assert!(ids.iter().any(|i| *i > early), "{ids:?}");
+}
+
+/// PostgreSQL's log is read in (transaction, position) order, and a row's block is taken when
+/// its events are inserted: a transaction that began first (the smaller xid) may take its block
+/// after a newer one took its own. A stream resumed from the older transaction's event must
+/// still get the newer transaction's events, though their positions are smaller.
+#[tokio::test]
+async fn a_resume_gets_a_newer_transactions_events_with_smaller_positions_on_postgres() {
+    let Some(RawWriter { _db, s, inst, scope, end, client }) = RawWriter::open().await else { return };
+    client.batch_execute("BEGIN").await.expect("begin");
+    // The older transaction: its xid now, its event (and so its block) after the newer one's.
+    client.query_one("SELECT pg_current_xact_id()", &[]).await.expect("xid");
+    let newer = submit(&s, &inst, Operation::Restart, T0 + 10, None).await.expect("admitted");
+    let older = RawWriter::event(&client, &inst, "older").await;
+    client.batch_execute("COMMIT").await.expect("commit");
+    let (after, _) = read_all(&s, &scope, end).await;
+    let order: Vec<(i64, bool)> = after.iter().map(|e| (e.id, e.data.contains(newer.record.id.as_str()))).collect();
+    assert_eq!(order.len(), 2, "{order:?}");
+    assert!(
+        order[0] == (older, false) && order[1].1 && order[1].0 < older,
+        "log order is the transactions': {order:?}"
+    );
+    let Ok(EventStart::From(from)) = s.events.event_start(Some(older)).await else { panic!("no resume") };
+    let (rest, _) = read_all(&s, &scope, from).await;
+    assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), vec![order[1].0], "resumed after the older one");
 }
 
 /// Two stores on one database, as two processes: a commit through one wakes the other's
@@ -1660,6 +1814,18 @@ async fn raw_count(e: &Engine, sql: &str) -> i64 {
     }
 }
 
+/// PostgreSQL's schema as it was before rows held several events (migration 0019 undone: the
+/// identity back, continuing above every position handed out; the newest version forgotten).
+const PG_BEFORE_EVENT_ROWS: &str = "DO $$ DECLARE next BIGINT; BEGIN \
+     SELECT greatest((SELECT coalesce(max(id), 0) FROM task_events), \
+                     (SELECT last_value FROM task_events_block)) + 1 INTO next; \
+     ALTER TABLE task_events ALTER COLUMN id DROP DEFAULT; \
+     DROP SEQUENCE task_events_block; \
+     ALTER TABLE task_events DROP COLUMN n; \
+     EXECUTE format('ALTER TABLE task_events ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (START WITH %s)', next); \
+     ALTER TABLE task_events_pruned DROP COLUMN counted_xid, DROP COLUMN counted_id, DROP COLUMN counted; \
+     DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations); END $$;";
+
 /// SQLite's schema as it was before the count of finished tasks (migration 0018 undone).
 const SQLITE_BEFORE_FINISHED_COUNT: &str = "ALTER TABLE instances DROP COLUMN finished_tasks; \
      CREATE INDEX tasks_finished ON tasks (instance_id, updated_at, id) WHERE due_at IS NULL;";
@@ -1854,16 +2020,16 @@ contract! {
         let other = running_instance(s).await;
         finished_tasks(s, &other, 2).await;
         submit(s, &other, Operation::Restart, T0 + 2, None).await.expect("admitted");
-        // Back to the schema before the count (0018, the newest migration when this was
-        // written: a newer one must move this downgrade).
+        // Back to the schema before the count (0018; the newer ones undone first: a newer one
+        // must move this downgrade).
         match e.name {
             "sqlite" => raw_execute(&e, &format!("{SQLITE_BEFORE_FINISHED_COUNT} PRAGMA user_version = {};", raw_count(&e, "PRAGMA user_version").await - 1)).await,
-            _ => raw_execute(&e, "DROP TRIGGER tasks_finished_inserted ON tasks; DROP TRIGGER tasks_finished_deleted ON tasks; \
+            _ => raw_execute(&e, &(PG_BEFORE_EVENT_ROWS.to_owned() + "DROP TRIGGER tasks_finished_inserted ON tasks; DROP TRIGGER tasks_finished_deleted ON tasks; \
                   DROP TRIGGER tasks_finished_changed ON tasks; DROP FUNCTION tasks_finished_counted(); \
                   DROP FUNCTION tasks_finished_changed(); \
                   DROP TABLE finished_counts; \
                   CREATE INDEX tasks_finished ON tasks (instance_id, updated_at, id) WHERE due_at IS NULL; \
-                  DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations);").await,
+                  DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations);")).await,
         }
         let url = match (&e._dir, &e._pg) {
             (Some(dir), _) => format!("sqlite:{}", dir.path().join("c.db").display()),

@@ -60,8 +60,9 @@ pub const INSTANCE_SCAN_ROWS: usize = 1_000;
 pub struct EventRetention {
     /// Events older than this (ms) are pruned.
     pub max_age_ms: i64,
-    /// At most about this many events are kept (counted by id, so ids lost to rolled-back
-    /// transactions count too).
+    /// At most about this many events are kept: on SQLite counted by position (positions lost
+    /// to rolled-back transactions count too); on PostgreSQL, whose positions have gaps, by the
+    /// rows' events, once their transactions have settled.
     pub max_events: i64,
 }
 

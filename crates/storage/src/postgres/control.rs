@@ -160,9 +160,9 @@ async fn restore_once(
     // Events get new ids (and this transaction's xid), in their order: ids never go back.
     let rows = tables.get("task_events").map(|v| v.to_string()).unwrap_or_else(|| "[]".into());
     tx.execute(
-        "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
-         SELECT at, project_id, instance_id, task_id, kind, data \
-         FROM json_populate_recordset(NULL::task_events, $1::text::json) ORDER BY xid, id",
+        "INSERT INTO task_events (id, at, project_id, instance_id, task_id, kind, data, n) \
+         SELECT nextval('task_events_block') + coalesce(n, 1) - 1, at, project_id, instance_id, task_id, kind, data, \
+         coalesce(n, 1) FROM json_populate_recordset(NULL::task_events, $1::text::json) ORDER BY xid, id",
         &[&rows],
     )
     .await?;
@@ -202,7 +202,8 @@ async fn prune_every_event(tx: &tokio_postgres::Transaction<'_>) -> Result<(), t
         let max_id: i64 = tx.query_one("SELECT max(id) FROM task_events", &[]).await?.try_get(0)?;
         tx.execute("DELETE FROM task_events", &[]).await?;
         tx.execute(
-            "UPDATE task_events_pruned SET xid = $1, id = $2, max_id = greatest(max_id, $3) WHERE one = 1",
+            "UPDATE task_events_pruned SET xid = $1, id = $2, max_id = greatest(max_id, $3), \
+             counted_xid = $1, counted_id = $2, counted = 0 WHERE one = 1",
             &[&xid, &id, &max_id],
         )
         .await?;

@@ -22,32 +22,34 @@ const PRUNE_LOCK: i64 = 0x6b61_666b_6174_0003;
 /// The transaction id and the oldest one still running, as BIGINT (tokio-postgres has no xid8).
 const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::TEXT::BIGINT";
 
-/// Appends `rows`, in order, in transaction `tx`: one statement whatever their number (ids are
-/// assigned in the order of the rows). The caller tells the streams
-/// ([`Postgres::events_committed`]) once `tx` is committed.
+/// The positions a row's block holds (migration 0019): a row takes one value of the block
+/// sequence and the first `n` positions from it, so a row holds at most this many events.
+pub(crate) const BLOCK: usize = 32;
+
+/// Appends `rows`, in order, in transaction `tx`: one statement whatever their number.
 ///
-/// Here every event is a row of its own: a row of several events
-/// ([`EventRow`](kafka_tasks_domain::events::EventRow)) takes several
-/// consecutive positions, and an identity column hands out one value at a time (taking several
-/// at once would serialise the writers, or leave gaps that retention's count by id would count
-/// as events). So a row of several is stored as the single events it stands for.
+/// A row of `n` events takes the first `n` positions of a block of its own and is stored under
+/// the last of them, as on SQLite (migration 0019): `nextval` is evaluated per row in the rows'
+/// order, so the blocks, and so the positions, follow the order of the rows. A row of more
+/// events than a block holds (a kernel upgrade of many brokers run to its end in one claim) is
+/// stored as the single events it stands for.
 pub(crate) async fn append_events<R: AsRow>(tx: &Transaction<'_>, rows: &[R]) -> StoreResult<()> {
     if rows.is_empty() {
         return Ok(());
     }
     let st = tx
         .prepare_cached(
-            "INSERT INTO task_events (at, project_id, instance_id, task_id, kind, data) \
-             SELECT at, p, i, t, k, d \
-             FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[]) \
-             WITH ORDINALITY AS u(at, p, i, t, k, d, n) ORDER BY n",
+            "INSERT INTO task_events (id, at, project_id, instance_id, task_id, kind, data, n) \
+             SELECT nextval('task_events_block') + n - 1, at, p, i, t, k, d, n \
+             FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::INTEGER[]) \
+             WITH ORDINALITY AS u(at, p, i, t, k, d, n, o) ORDER BY o",
         )
         .await?;
     let unpacked: Vec<Option<Vec<(String, String)>>> = rows
         .iter()
         .map(|r| {
             let r = r.as_row();
-            if r.n == 1 {
+            if r.n <= BLOCK {
                 return Ok(None);
             }
             unpack(r.n, r.kind.to_owned(), r.data.to_owned())
@@ -58,24 +60,25 @@ pub(crate) async fn append_events<R: AsRow>(tx: &Transaction<'_>, rows: &[R]) ->
     let mut c = Columns::default();
     for (r, events) in rows.iter().zip(&unpacked) {
         let r = r.as_row();
-        let mut push = |kind, data| {
+        let mut push = |kind, data, n: usize| {
             c.at.push(r.at);
             c.project.push(r.project_id);
             c.instance.push(r.instance_id);
             c.task.push(r.task_id);
             c.kind.push(kind);
             c.data.push(data);
+            c.n.push(n.max(1) as i32);
         };
         match events {
-            None => push(r.kind, r.data),
-            Some(events) => events.iter().for_each(|(kind, data)| push(kind, data)),
+            None => push(r.kind, r.data, r.n),
+            Some(events) => events.iter().for_each(|(kind, data)| push(kind, data, 1)),
         }
     }
-    tx.execute(&st, &[&c.at, &c.project, &c.instance, &c.task, &c.kind, &c.data]).await?;
+    tx.execute(&st, &[&c.at, &c.project, &c.instance, &c.task, &c.kind, &c.data, &c.n]).await?;
     Ok(())
 }
 
-/// The events of one append, a column each (the insert's arrays).
+/// The rows of one append, a column each (the insert's arrays).
 #[derive(Default)]
 struct Columns<'a> {
     at: Vec<i64>,
@@ -84,12 +87,15 @@ struct Columns<'a> {
     task: Vec<&'a str>,
     kind: Vec<&'a str>,
     data: Vec<&'a str>,
+    n: Vec<i32>,
 }
 
-/// A page of one project's events, with the horizon read in the same snapshot.
+/// The rows holding one project's events after a position, with the horizon read in the same
+/// snapshot. A row is stored under its last event's position, so the first may also hold events
+/// at or before it, which [`read_events`](EventStore::read_events) leaves out.
 static READ_PROJECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "SELECT id, xid, kind, data, {HORIZON} FROM task_events \
+        "SELECT id, xid, kind, data, {HORIZON}, n FROM task_events \
          WHERE project_id = $1 AND (xid, id) > ($2, $3) ORDER BY xid, id LIMIT $4"
     )
 });
@@ -101,7 +107,7 @@ static READ_PROJECT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 static READ_INSTANCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "SELECT id, xid, CASE WHEN instance_id = $5 THEN kind END, CASE WHEN instance_id = $5 THEN data END, \
-         {HORIZON} FROM task_events \
+         {HORIZON}, n FROM task_events \
          WHERE project_id = $1 AND (xid, id) > ($2, $3) ORDER BY xid, id LIMIT $4"
     )
 });
@@ -201,8 +207,9 @@ impl EventStore for Postgres {
             let row = client
                 .query_one(
                     &format!(
-                        "WITH h AS (SELECT {HORIZON} AS h) SELECT h, ARRAY(SELECT id FROM task_events, h \
-                         WHERE xid >= h.h ORDER BY xid, id LIMIT {}) FROM h",
+                        "WITH h AS (SELECT {HORIZON} AS h) SELECT h, ARRAY(SELECT p FROM \
+                         (SELECT id, n FROM task_events, h WHERE xid >= h.h ORDER BY xid, id LIMIT {0}) r, \
+                         generate_series(r.id - r.n + 1, r.id) p LIMIT {0}) FROM h",
                         kafka_tasks_domain::events::TAIL_SKIP_MAX
                     ),
                     &[],
@@ -211,9 +218,14 @@ impl EventStore for Postgres {
             let (h, seen): (i64, Vec<i64>) = (row.try_get(0)?, row.try_get(1)?);
             return Ok(EventStart::Tail(EventCursor { xid: h - 1, id: i64::MAX }, seen));
         };
-        let st = client.prepare_cached("SELECT xid FROM task_events WHERE id = $1").await?;
+        // The row that would hold position `after`: the first stored at or after it (a row's
+        // positions lie in its own block, so no other row's end falls between).
+        let st = client.prepare_cached("SELECT xid, id, n FROM task_events WHERE id >= $1 ORDER BY id LIMIT 1").await?;
         if let Some(r) = client.query_opt(&st, &[&after]).await? {
-            return Ok(EventStart::From(EventCursor { xid: r.try_get(0)?, id: after }));
+            let (xid, last, n): (i64, i64, i32) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+            if after > 0 && last - i64::from(n) < after {
+                return Ok(EventStart::From(EventCursor { xid, id: after }));
+            }
         }
         let (oldest, max_pruned) = pruned(&client).await?;
         Ok(kafka_tasks_domain::events::resume(after, oldest, max_pruned))
@@ -247,12 +259,26 @@ impl EventStore for Postgres {
             if page.events.len() == limit {
                 return Ok(page);
             }
-            let id: i64 = r.try_get(0)?;
+            let (last, n): (i64, i32) = (r.try_get(0)?, r.try_get(5)?);
             let (kind, data): (Option<String>, Option<String>) = (r.try_get(2)?, r.try_get(3)?);
             if let Some((kind, data)) = kind.zip(data) {
-                page.events.push(LoggedEvent { id, kind, data });
+                let events = usize::try_from(n).ok().and_then(|n| unpack(n, kind, data));
+                let events = events.ok_or_else(|| StoreError::corrupt(format!("task event row {last}")))?;
+                let first = last - i64::from(n) + 1;
+                for (id, (kind, data)) in (first..).zip(events) {
+                    // Only the row the position is in has events at or before it (positions
+                    // are in log order within one transaction, not across transactions).
+                    if xid == after.xid && id <= after.id {
+                        continue;
+                    }
+                    if page.events.len() == limit {
+                        return Ok(page);
+                    }
+                    page.events.push(LoggedEvent { id, kind, data });
+                    page.next = EventCursor { xid, id };
+                }
             }
-            page.next = EventCursor { xid, id };
+            page.next = EventCursor { xid, id: last };
         }
         page.more = !page.pending && scan == Some(scanned) && page.events.len() < limit;
         Ok(page)
@@ -262,6 +288,11 @@ impl EventStore for Postgres {
         self.events.signal.subscribe()
     }
 
+    /// Prunes whole rows (the events of one write about one task go together), as on SQLite.
+    /// Positions have gaps here (each row takes a block), so the count cap counts the rows'
+    /// events: the pruner keeps a count of the events after the pruned position and moves it on
+    /// over the rows that have settled since its last round (older than every transaction still
+    /// running: none can be added before them), and prunes only rows it has counted.
     async fn prune_events(&self, now: i64, policy: EventRetention, batch: usize) -> StoreResult<u64> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -269,30 +300,65 @@ impl EventStore for Postgres {
         if !locked {
             return Ok(0);
         }
-        let last: Option<i64> = tx.query_one("SELECT max(id) FROM task_events", &[]).await?.try_get(0)?;
-        let Some(last) = last else { return Ok(0) };
-        let st = tx
-            .prepare_cached(&format!("SELECT xid, id, at, {HORIZON} FROM task_events ORDER BY xid, id LIMIT $1"))
+        let state =
+            tx.query_one("SELECT counted_xid, counted_id, counted FROM task_events_pruned WHERE one = 1", &[]).await?;
+        let (mut counted_to, mut counted) =
+            (EventCursor { xid: state.try_get(0)?, id: state.try_get(1)? }, state.try_get::<_, i64>(2)?);
+        let new = tx
+            .query_one(
+                &format!(
+                    "WITH c AS (SELECT xid, id, n FROM task_events WHERE (xid, id) > ($1, $2) AND xid < {HORIZON}) \
+                     SELECT (SELECT coalesce(sum(n), 0)::BIGINT FROM c), \
+                     (SELECT ARRAY[xid, id] FROM c ORDER BY xid DESC, id DESC LIMIT 1)"
+                ),
+                &[&counted_to.xid, &counted_to.id],
+            )
             .await?;
-        let mut rows: Vec<(i64, i64, i64)> = Vec::new();
-        for r in tx.query(&st, &[&(batch as i64)]).await? {
-            let (xid, horizon): (i64, i64) = (r.try_get(0)?, r.try_get(3)?);
-            if xid >= horizon {
-                break;
+        let moved = match new.try_get::<_, Option<Vec<i64>>>(1)?.as_deref() {
+            Some(&[xid, id]) => {
+                counted += new.try_get::<_, i64>(0)?;
+                counted_to = EventCursor { xid, id };
+                true
             }
-            rows.push((xid, r.try_get(1)?, r.try_get(2)?));
+            _ => false,
+        };
+        let st = tx
+            .prepare_cached(
+                "SELECT xid, id, at, n FROM task_events WHERE (xid, id) <= ($1, $2) ORDER BY xid, id LIMIT $3",
+            )
+            .await?;
+        let mut rows: Vec<(i64, i64, i64, i64)> = Vec::new();
+        for r in tx.query(&st, &[&counted_to.xid, &counted_to.id, &(batch as i64)]).await? {
+            rows.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, i64::from(r.try_get::<_, i32>(3)?)));
         }
-        let oldest: Vec<(i64, i64)> = rows.iter().map(|&(_, id, at)| (id, at)).collect();
-        let n = prunable(&oldest, now.saturating_sub(policy.max_age_ms), last.saturating_sub(policy.max_events));
-        let Some(&(xid, id, _)) = rows.get(n.wrapping_sub(1)) else { return Ok(0) };
-        let max_id = rows[..n].iter().map(|r| r.1).max().unwrap_or(id);
-        tx.execute("DELETE FROM task_events WHERE (xid, id) <= ($1, $2)", &[&xid, &id]).await?;
+        // Each row as (how many events up to and including it, its time): the cap's rule by
+        // position is then a rule by count.
+        let ranked: Vec<(i64, i64)> = rows
+            .iter()
+            .scan(0, |events, &(_, _, at, n)| {
+                *events += n;
+                Some((*events, at))
+            })
+            .collect();
+        let n = prunable(&ranked, now.saturating_sub(policy.max_age_ms), counted.saturating_sub(policy.max_events));
+        let pruned_events = n.checked_sub(1).and_then(|i| ranked.get(i)).map_or(0, |r| r.0);
+        if let Some(&(xid, id, _, _)) = rows.get(n.wrapping_sub(1)) {
+            let max_id = rows[..n].iter().map(|r| r.1).max().unwrap_or(id);
+            tx.execute("DELETE FROM task_events WHERE (xid, id) <= ($1, $2)", &[&xid, &id]).await?;
+            tx.execute(
+                "UPDATE task_events_pruned SET xid = $1, id = $2, max_id = greatest(max_id, $3) WHERE one = 1",
+                &[&xid, &id, &max_id],
+            )
+            .await?;
+        } else if !moved {
+            return Ok(0);
+        }
         tx.execute(
-            "UPDATE task_events_pruned SET xid = $1, id = $2, max_id = greatest(max_id, $3) WHERE one = 1",
-            &[&xid, &id, &max_id],
+            "UPDATE task_events_pruned SET counted_xid = $1, counted_id = $2, counted = greatest($3::BIGINT, 0) WHERE one = 1",
+            &[&counted_to.xid, &counted_to.id, &(counted - pruned_events)],
         )
         .await?;
         tx.commit().await?;
-        Ok(n as u64)
+        Ok(pruned_events as u64)
     }
 }

@@ -54,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../../migrations/postgres/0015_test_snapshots.sql"),
     include_str!("../../../../migrations/postgres/0017_no_instance_event_index.sql"),
     include_str!("../../../../migrations/postgres/0018_finished_counts.sql"),
+    include_str!("../../../../migrations/postgres/0019_event_rows.sql"),
 ];
 
 /// The counter shard a connection writes (migration 0010): its backend's, so that concurrent
