@@ -554,11 +554,7 @@ fn read_stored(path: &std::path::Path) -> rusqlite::Result<Stored> {
         .collect::<Result<_, _>>()?;
     let mut log = Vec::new();
     for (kind, task_id, instance_id, data, n) in rows {
-        let events = usize::try_from(n).ok().and_then(|n| kafka_tasks::domain::events::unpack(n, kind, data));
-        let Some(events) = events else { return Err(rusqlite::Error::InvalidQuery) };
-        for (kind, data) in events {
-            log.push(Logged { kind, task_id: task_id.clone(), instance_id: instance_id.clone(), data });
-        }
+        log.extend(Logged::of_row(kind, &task_id, &instance_id, data, n).ok_or(rusqlite::Error::InvalidQuery)?);
     }
     let tasks = conn
         .prepare("SELECT id, instance_id, name, status, created_at, in_background FROM tasks WHERE project_id = ?1")?

@@ -34,6 +34,17 @@ pub struct Logged {
     pub data: String,
 }
 
+impl Logged {
+    /// The events of one stored row, in order: a row holds the events of one write about one
+    /// task (`n` of them; both engines). `None` for a row the log never writes.
+    pub fn of_row(kind: String, task_id: &str, instance_id: &str, data: String, n: i64) -> Option<Vec<Logged>> {
+        let events = kafka_tasks_domain::events::unpack(usize::try_from(n).ok()?, kind, data)?;
+        let logged =
+            |(kind, data)| Logged { kind, task_id: task_id.to_owned(), instance_id: instance_id.to_owned(), data };
+        Some(events.into_iter().map(logged).collect())
+    }
+}
+
 /// One task as the database holds it after the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskRow {
