@@ -523,11 +523,15 @@ mod tests {
         let at = crate::domain::Timestamp::from_ms(2);
         let claimed = storage.engine.claim("w", at, Duration::from_secs(60), 100, ctx).await.expect("claim");
         assert_eq!(claimed.len(), 12);
+        let scope = EventScope::Project(project);
+        let logged = storage.events.read_events(&scope, EventCursor::default(), 1_000).await.expect("read");
+        // Each creation's `task.created`, then each claim's row of several.
+        assert!(logged.events.len() > 12 * 2, "rows of several: {}", logged.events.len());
         let all = EventRetention { max_age_ms: 0, max_events: 0 };
         let stop = watch::channel(false).1;
         let pruned = prune_round(storage.events.as_ref(), i64::MAX / 4, all, 4, &stop).await.expect("prune");
-        assert!(pruned > 12 * 2, "rows of several: {pruned}");
-        let left = storage.events.read_events(&EventScope::Project(project), EventCursor::default(), 100).await;
+        assert_eq!(pruned as usize, logged.events.len(), "every event, counted once");
+        let left = storage.events.read_events(&scope, EventCursor::default(), 100).await;
         assert_eq!(left.expect("read").events, vec![], "one round prunes the whole log");
     }
 

@@ -24,7 +24,7 @@ const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::TEXT::BIGINT";
 
 /// The positions a row's block holds (migration 0019): a row takes one value of the block
 /// sequence and the first `n` positions from it, so a row holds at most this many events.
-pub(crate) const BLOCK: usize = 32;
+const BLOCK: usize = 32;
 
 /// Appends `rows`, in order, in transaction `tx`: one statement whatever their number.
 ///
@@ -342,20 +342,27 @@ impl EventStore for Postgres {
             .collect();
         let n = prunable(&ranked, now.saturating_sub(policy.max_age_ms), counted.saturating_sub(policy.max_events));
         let pruned_events = n.checked_sub(1).and_then(|i| ranked.get(i)).map_or(0, |r| r.0);
-        if let Some(&(xid, id, _, _)) = rows.get(n.wrapping_sub(1)) {
-            let max_id = rows[..n].iter().map(|r| r.1).max().unwrap_or(id);
-            tx.execute("DELETE FROM task_events WHERE (xid, id) <= ($1, $2)", &[&xid, &id]).await?;
-            tx.execute(
-                "UPDATE task_events_pruned SET xid = $1, id = $2, max_id = greatest(max_id, $3) WHERE one = 1",
-                &[&xid, &id, &max_id],
-            )
-            .await?;
-        } else if !moved {
+        // The last row pruned, and the highest position among those pruned.
+        let through = rows.get(n.wrapping_sub(1)).map(|&(xid, id, _, _)| (xid, id));
+        if through.is_none() && !moved {
             return Ok(0);
         }
+        let max_id = rows[..n].iter().map(|r| r.1).max();
+        if let Some((xid, id)) = through {
+            tx.execute("DELETE FROM task_events WHERE (xid, id) <= ($1, $2)", &[&xid, &id]).await?;
+        }
         tx.execute(
-            "UPDATE task_events_pruned SET counted_xid = $1, counted_id = $2, counted = greatest($3::BIGINT, 0) WHERE one = 1",
-            &[&counted_to.xid, &counted_to.id, &(counted - pruned_events)],
+            "UPDATE task_events_pruned SET xid = coalesce($1, xid), id = coalesce($2, id), \
+             max_id = greatest(max_id, coalesce($3, max_id)), \
+             counted_xid = $4, counted_id = $5, counted = greatest($6::BIGINT, 0) WHERE one = 1",
+            &[
+                &through.map(|t| t.0),
+                &through.map(|t| t.1),
+                &max_id,
+                &counted_to.xid,
+                &counted_to.id,
+                &(counted - pruned_events),
+            ],
         )
         .await?;
         tx.commit().await?;
