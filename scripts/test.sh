@@ -105,9 +105,12 @@ run_tests() {
 
 step "Rust tests: unit, storage contract and API over HTTP on SQLite and PostgreSQL, connected mode on the Kafka cluster, crash and attack suites"
 # The CLI's completion tests drive real shells: zsh on a pty (tmux) and fish; `script` (util-linux)
-# gives the confirmation test its terminal.
-if ! command -v zsh >/dev/null || ! command -v fish >/dev/null || ! command -v tmux >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq zsh fish tmux
+# gives the confirmation test its terminal. The Prometheus tests are among the test binaries this
+# step runs, and CI requires them (they fail, not skip, without `prometheus` and `promtool`), so
+# Prometheus is installed here, before them.
+if ! command -v zsh >/dev/null || ! command -v fish >/dev/null || ! command -v tmux >/dev/null \
+  || ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq zsh fish tmux prometheus
 fi
 cargo build --locked --workspace --bins
 
@@ -143,9 +146,6 @@ step "Instruction-count guard (release server under callgrind; fails on an opera
 ./scripts/perf-guard.sh
 
 step "Prometheus rules, dashboard and live scrape"
-if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
-  apt-get update -qq && apt-get install -y -qq prometheus
-fi
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
 KAFKA_TASKS_REQUIRE_PROMETHEUS=1 run_tests --test prometheus

@@ -25,10 +25,10 @@ fn tool(env: &str, name: &str) -> Option<PathBuf> {
 }
 
 /// `promtool`/`prometheus`, or `None` when the test may skip: absent and not required.
-/// `KAFKA_TASKS_REQUIRE_PROMETHEUS=1` requires it (then this panics): scripts/test.sh — what CI
-/// runs — installs the package and sets it in its "Prometheus rules, dashboard and live scrape"
-/// step. Earlier, in the step that runs every test binary, these tests run when the package is
-/// already there and skip (saying so) when it is not yet installed.
+/// In CI (`CI=true`) or with `KAFKA_TASKS_REQUIRE_PROMETHEUS=1` it is required (then this
+/// panics): scripts/test.sh, which CI runs, installs the package before the step that runs every
+/// test binary, and sets the variable again in its "Prometheus rules, dashboard and live scrape"
+/// step. Elsewhere (a developer's `cargo test`) these tests skip, saying so, without it.
 pub fn prometheus_tool(name: &str) -> Option<PathBuf> {
     let env = if name == "promtool" { "KAFKA_TASKS_PROMTOOL" } else { "KAFKA_TASKS_PROMETHEUS" };
     match tool(env, name) {
