@@ -1177,7 +1177,7 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
             let path = c.api.instance_path(&inst.instance, &format!("/tasks/{task}"));
             let v = c.api.get(&path, &[]).await?;
             // A failed task's reason is not in the DMS record: it comes from the task's run.
-            let failed = v["tasks"][0]["status"].as_str() == Some("FAILED");
+            let failed = TaskList::deserialize(&v).is_ok_and(|l| l.tasks.first().is_some_and(|t| t.status == "FAILED"));
             let why = if failed && !c.json() { wait::why_failed(&c.api, &inst.instance, &task).await } else { None };
             c.show_as(&v, |list: &TaskList| {
                 let Some(t) = list.tasks.first() else { return format!("no task {}", output::escape(&task)) };
