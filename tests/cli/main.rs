@@ -1070,6 +1070,19 @@ fn hostile_server(route: fn(&str, &str) -> (u16, String)) -> String {
     format!("http://{addr}")
 }
 
+/// The CLI with `args`, told to use the test server at `base` with a token and nothing else
+/// from this environment.
+fn against(base: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KAFKA_TASKS_ENDPOINT", base)
+        .env("KAFKA_TASKS_TOKEN", "t")
+        .env("HUAWEICLOUD_SDK_PROJECT_ID", PROJECT);
+    c
+}
+
 /// A server that answers with hostile values everywhere: task and instance lists, a task, its
 /// progress (a FAILED task whose step is hostile), the retention policy, and errors whose code,
 /// message and request id are.
@@ -1108,18 +1121,7 @@ fn a_hostile_server_cannot_drive_the_terminal_through_any_output() {
     let base = hostile_server(hostile_route);
     let inst = "11111111-2222-3333-4444-555555555555";
     let task = "8abfa7b372160bfd0172165864064079";
-    let cli = |args: &[&str]| {
-        run({
-            let mut c = Command::new(bin());
-            c.args(args)
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .env("KAFKA_TASKS_ENDPOINT", &base)
-                .env("KAFKA_TASKS_TOKEN", "t")
-                .env("HUAWEICLOUD_SDK_PROJECT_ID", PROJECT);
-            c
-        })
-    };
+    let cli = |args: &[&str]| run(against(&base, args));
     let commands: &[&[&str]] = &[
         &["tasks", "list", "-i", inst],
         &["tasks", "show", "-i", inst, task],
@@ -1166,14 +1168,7 @@ fn countless_route(method: &str, _path: &str) -> (u16, String) {
 #[test]
 fn a_bulk_delete_whose_dry_run_has_no_count_deletes_nothing() {
     let base = hostile_server(countless_route);
-    let mut c = Command::new(bin());
-    c.args(["tasks", "delete", "-i", "11111111-2222-3333-4444-555555555555", "--before", "1d"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("KAFKA_TASKS_ENDPOINT", &base)
-        .env("KAFKA_TASKS_TOKEN", "t")
-        .env("HUAWEICLOUD_SDK_PROJECT_ID", PROJECT);
-    let out = run(c);
+    let out = run(against(&base, &["tasks", "delete", "-i", "11111111-2222-3333-4444-555555555555", "--before", "1d"]));
     assert_eq!(out.code, 4, "{out:?}");
     assert!(out.stderr.contains("not of the expected shape: missing field"), "{}", out.stderr);
     assert_eq!(DELETES_SENT.load(std::sync::atomic::Ordering::SeqCst), 1, "the dry run only");
@@ -1463,13 +1458,7 @@ fn breaking_stream_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Stri
 fn tasks_events_resumes_a_broken_stream_and_keeps_hostile_events_inert() {
     for json in [false, true] {
         let (base, asked) = breaking_stream_server();
-        let mut c = Command::new(bin());
-        c.args(["tasks", "events", "-i", "11111111-2222-3333-4444-555555555555", "--count", "3"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("KAFKA_TASKS_ENDPOINT", &base)
-            .env("KAFKA_TASKS_TOKEN", "t")
-            .env("HUAWEICLOUD_SDK_PROJECT_ID", PROJECT);
+        let mut c = against(&base, &["tasks", "events", "-i", "11111111-2222-3333-4444-555555555555", "--count", "3"]);
         if json {
             c.args(["-o", "json"]);
         }
