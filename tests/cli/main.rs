@@ -1070,13 +1070,27 @@ fn hostile_server(route: fn(&str, &str) -> (u16, String)) -> String {
     format!("http://{addr}")
 }
 
+/// The CLI with `args`, told to use the test server at `base` with a token and nothing else
+/// from this environment.
+fn against(base: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KAFKA_TASKS_ENDPOINT", base)
+        .env("KAFKA_TASKS_TOKEN", "t")
+        .env("HUAWEICLOUD_SDK_PROJECT_ID", PROJECT);
+    c
+}
+
 /// A server that answers with hostile values everywhere: task and instance lists, a task, its
 /// progress (a FAILED task whose step is hostile), the retention policy, and errors whose code,
 /// message and request id are.
 fn hostile_route(_method: &str, path: &str) -> (u16, String) {
     use serde_json::json;
     let task = json!({"id": HOSTILE, "name": HOSTILE, "status": "FAILED", "user_name": HOSTILE,
-                      "user_id": HOSTILE, "params": HOSTILE, "created_at": "2026-01-01T00:00:00.000Z"});
+                      "user_id": HOSTILE, "params": HOSTILE, "created_at": "2026-01-01T00:00:00.000Z",
+                      "updated_at": HOSTILE});
     let (status, body) = if path.ends_with("/tasks/events") {
         (404, json!({"error_code": "DMS.00404001", "error_msg": "no stream"}))
     } else if path.ends_with("/progress") {
@@ -1107,18 +1121,7 @@ fn a_hostile_server_cannot_drive_the_terminal_through_any_output() {
     let base = hostile_server(hostile_route);
     let inst = "11111111-2222-3333-4444-555555555555";
     let task = "8abfa7b372160bfd0172165864064079";
-    let cli = |args: &[&str]| {
-        run({
-            let mut c = Command::new(bin());
-            c.args(args)
-                .env_clear()
-                .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-                .env("KAFKA_TASKS_ENDPOINT", &base)
-                .env("KAFKA_TASKS_TOKEN", "t")
-                .env("HUAWEICLOUD_SDK_PROJECT_ID", PROJECT);
-            c
-        })
-    };
+    let cli = |args: &[&str]| run(against(&base, args));
     let commands: &[&[&str]] = &[
         &["tasks", "list", "-i", inst],
         &["tasks", "show", "-i", inst, task],
@@ -1144,6 +1147,31 @@ fn a_hostile_server_cannot_drive_the_terminal_through_any_output() {
     assert!(failed.stderr.contains(r"FAILED at step all good\r\x1b[2K"), "{}", failed.stderr);
     let json = cli(&["tasks", "list", "-i", inst, "-o", "json"]).ok();
     assert_eq!(json.json()["tasks"][0]["name"], HOSTILE, "-o json is the answer exactly");
+}
+
+/// DELETEs the answer-less server below was sent.
+static DELETES_SENT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A server whose bulk delete answers without the dry run's count (a shape this service never
+/// sends): `{"deleted": 0, "more": false}` to every DELETE.
+fn countless_route(method: &str, _path: &str) -> (u16, String) {
+    if method == "DELETE" {
+        DELETES_SENT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        return (200, r#"{"deleted":0,"more":false}"#.into());
+    }
+    (404, r#"{"error_code":"DMS.00404022","error_msg":"no"}"#.into())
+}
+
+/// A bulk delete's dry run is read into its type before anything is deleted: an answer without
+/// the count of what matches ends the command (exit 4, the shape named) instead of passing for
+/// "nothing matches", which would skip the question and send the real delete.
+#[test]
+fn a_bulk_delete_whose_dry_run_has_no_count_deletes_nothing() {
+    let base = hostile_server(countless_route);
+    let out = run(against(&base, &["tasks", "delete", "-i", "11111111-2222-3333-4444-555555555555", "--before", "1d"]));
+    assert_eq!(out.code, 4, "{out:?}");
+    assert!(out.stderr.contains("not of the expected shape: missing field"), "{}", out.stderr);
+    assert_eq!(DELETES_SENT.load(std::sync::atomic::Ordering::SeqCst), 1, "the dry run only");
 }
 
 /// `cluster bind|show|unbind` against the Kafka test cluster (connected mode), when there is one
@@ -1396,8 +1424,12 @@ fn breaking_stream_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Stri
                 asked.len()
             };
             let event = |id: &str, name: &str| {
-                let data = serde_json::json!({"task_id": HOSTILE, "status": HOSTILE, "steps": 2,
-                    "step": {"index": 0, "name": HOSTILE, "status": "COMPLETED"}, "at": "2026-11-28T09:12:41.023Z"});
+                // Every member of the events' data, each string hostile (the status is one of
+                // the task statuses, or the data would not be an event's).
+                let data = serde_json::json!({"task_id": HOSTILE, "instance_id": HOSTILE, "name": HOSTILE,
+                    "status": "EXECUTING", "step": {"index": 0, "name": HOSTILE, "status": "COMPLETED"},
+                    "steps_done": 1, "steps": 2, "progress": 50, "created_at": HOSTILE, "updated_at": HOSTILE,
+                    "at": "2026-11-28T09:12:41.023Z"});
                 format!("id: {id}\nevent: {name}\ndata: {data}\n\n")
             };
             let body = match n {
@@ -1426,13 +1458,7 @@ fn breaking_stream_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Stri
 fn tasks_events_resumes_a_broken_stream_and_keeps_hostile_events_inert() {
     for json in [false, true] {
         let (base, asked) = breaking_stream_server();
-        let mut c = Command::new(bin());
-        c.args(["tasks", "events", "-i", "11111111-2222-3333-4444-555555555555", "--count", "3"])
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("KAFKA_TASKS_ENDPOINT", &base)
-            .env("KAFKA_TASKS_TOKEN", "t")
-            .env("HUAWEICLOUD_SDK_PROJECT_ID", PROJECT);
+        let mut c = against(&base, &["tasks", "events", "-i", "11111111-2222-3333-4444-555555555555", "--count", "3"]);
         if json {
             c.args(["-o", "json"]);
         }
@@ -1451,6 +1477,8 @@ fn tasks_events_resumes_a_broken_stream_and_keeps_hostile_events_inert() {
             assert_eq!(lines.len(), 4, "a header and three events: {}", out.stdout);
             assert!(lines[0].starts_with("TIME") && lines[0].contains("STATUS"), "{}", lines[0]);
             assert!(lines[1].contains("task.created") && lines[1].contains(r"1/2 all good\r\x1b[2K"), "{}", lines[1]);
+            assert!(lines[1].contains(":41.023"), "the event's time, local: {}", lines[1]);
+            assert!(lines[1].ends_with("EXECUTING"), "{}", lines[1]);
             assert!(lines[3].contains("step.started"), "{}", lines[3]);
         }
     }

@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+use kafka_tasks_domain::events::EventData;
+use kafka_tasks_wire::events::{MISSED, SseEvent};
+
 use super::Failure;
 use super::http::Api;
 
@@ -20,18 +23,10 @@ pub struct EventReader {
     buf: String,
 }
 
-/// One message of the stream, as sent (`id` is absent on `missed`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub id: Option<String>,
-    pub event: String,
-    pub data: String,
-}
-
 /// What the stream gave within the time asked.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Next {
-    Event(Event),
+    Event(SseEvent),
     /// Nothing in time.
     Quiet,
     /// The stream ended or broke (an event cut short is dropped: it is sent again on resuming).
@@ -113,7 +108,7 @@ impl EventReader {
 }
 
 /// An SSE message's fields; `None` for a comment or a message without an event name.
-fn parse(block: &str) -> Option<Event> {
+fn parse(block: &str) -> Option<SseEvent> {
     let (mut id, mut event, mut data) = (None, None, String::new());
     for line in block.lines() {
         let field = |name: &str| line.strip_prefix(name).map(|v| v.strip_prefix(' ').unwrap_or(v).to_owned());
@@ -128,38 +123,48 @@ fn parse(block: &str) -> Option<Event> {
             data.push_str(&v);
         }
     }
-    Some(Event { id, event: event?, data })
+    Some(SseEvent { id, event: event?, data })
 }
 
 /// Whether an event is about `task`: its data names it, or it is `missed`.
-fn about(e: &Event, task: &str) -> bool {
-    e.event == "missed"
-        || serde_json::from_str::<serde_json::Value>(&e.data)
-            .ok()
-            .is_some_and(|d| d.get("task_id").and_then(|t| t.as_str()) == Some(task))
+fn about(e: &SseEvent, task: &str) -> bool {
+    e.event == MISSED || serde_json::from_str::<EventData>(&e.data).is_ok_and(|d| d.task_id == task)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{Event, about, parse};
+pub(crate) mod tests {
+    use super::{SseEvent, about, parse};
 
     fn about_block(block: &str, task: &str) -> bool {
         parse(block).is_some_and(|e| about(&e, task))
     }
 
+    /// An event's data as the server writes it (every member of `EventData`), naming `task` as
+    /// JSON text (`\u` escapes allowed).
+    pub(crate) fn data_naming(task: &str) -> String {
+        format!(
+            r#"{{"task_id":"{task}","instance_id":"i1","name":"restart","status":"EXECUTING","step":{{"index":0,"name":"s","status":"IN_PROGRESS"}},"steps_done":0,"steps":2,"progress":10,"created_at":"2026-11-28T09:12:40.000Z","updated_at":"2026-11-28T09:12:41.023Z","at":"2026-11-28T09:12:41.023Z"}}"#
+        )
+    }
+
     #[test]
     fn only_events_about_the_task_or_missed_ones_count() {
-        assert!(about_block("id: 3\nevent: step.started\ndata: {\"task_id\":\"t1\"}\n\n", "t1"));
-        assert!(!about_block("id: 4\nevent: step.started\ndata: {\"task_id\":\"t2\"}\n\n", "t1"));
+        let block = |id: &str, task: &str| format!("id: {id}\nevent: step.started\ndata: {}\n\n", data_naming(task));
+        assert!(about_block(&block("3", "t1"), "t1"));
+        assert!(!about_block(&block("4", "t2"), "t1"));
+        // The id is read as JSON text, escapes and all.
+        assert!(about_block(&block("5", r"t\u0031"), "t1"));
         assert!(about_block("event: missed\ndata: {\"after\":1}\n\n", "t1"));
         assert!(!about_block(": keep-alive\n\n", "t1"));
         assert!(!about_block("event: x\ndata: not json\n\n", "t1"));
+        // Data of another shape names no task.
+        assert!(!about_block("id: 6\nevent: step.started\ndata: {\"task_id\":\"t1\"}\n\n", "t1"));
     }
 
     #[test]
     fn a_message_keeps_its_fields_as_sent() {
         let e = parse("id: 9b1d\nevent: task.created\ndata: {\"a\":1}\n\n");
-        let want = Event { id: Some("9b1d".into()), event: "task.created".into(), data: "{\"a\":1}".into() };
+        let want = SseEvent { id: Some("9b1d".into()), event: "task.created".into(), data: "{\"a\":1}".into() };
         assert_eq!(e, Some(want));
         assert_eq!(parse(": keep-alive\n\n"), None);
         let missed = parse("event: missed\ndata: {\"after\":\"x\"}\n\n");

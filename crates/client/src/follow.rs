@@ -15,8 +15,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use kafka_tasks_domain::events::EventData;
+use kafka_tasks_wire::events::SseEvent;
+
 use super::Failure;
-use super::events::{Event, EventReader, Next};
+use super::events::{EventReader, Next};
 use super::http::Api;
 use super::output::{escape, inert_json, paint_status, parse_api_time};
 
@@ -126,41 +129,49 @@ fn row(time: &str, task: &str, event: &str, step: &str, status: &str) -> String 
     format!("{time:<12}  {task:<32}  {event:<16}  {step:<24}  {status}")
 }
 
-fn print_event(e: &Event, json: bool, colour: bool) {
-    let data: Option<Value> = serde_json::from_str(&e.data).ok();
+fn print_event(e: &SseEvent, json: bool, colour: bool) {
     if json {
-        let line =
-            json!({ "id": e.id, "event": e.event, "data": data.unwrap_or_else(|| Value::String(e.data.clone())) });
+        let data = serde_json::from_str(&e.data).unwrap_or_else(|_| Value::String(e.data.clone()));
+        let line = json!({ "id": e.id, "event": e.event, "data": data });
         println!("{}", inert_json(line.to_string()));
         return;
     }
-    let d = data.unwrap_or(Value::Null);
-    let text = |v: &Value| escape(v.as_str().unwrap_or_default()).into_owned();
-    let time = d
-        .get("at")
-        .and_then(parse_api_time)
+    println!("{}", event_row(e, colour));
+}
+
+/// An event's line of the table, its data read into [`EventData`] (the type the server writes it
+/// from); a `missed` message, or data of another shape, shows its event name alone.
+fn event_row(e: &SseEvent, colour: bool) -> String {
+    let Ok(d) = serde_json::from_str::<EventData>(&e.data) else {
+        return row("", "", &escape(&e.event), "", "");
+    };
+    let time = parse_api_time(&d.at)
         .and_then(chrono::DateTime::<chrono::Utc>::from_timestamp_millis)
         .map(|t| t.with_timezone(&chrono::Local).format("%H:%M:%S%.3f").to_string())
         .unwrap_or_default();
-    let step = match d.get("step") {
-        Some(s) if s.is_object() => {
-            let index = s.get("index").and_then(Value::as_u64).map(|i| i + 1);
-            let total = d.get("steps").and_then(Value::as_u64);
-            match (index, total) {
-                (Some(i), Some(n)) => format!("{i}/{n} {}", text(&s["name"])),
-                _ => text(&s["name"]),
-            }
-        }
-        _ => String::new(),
-    };
-    let status = text(&d["status"]);
-    let line = row(&time, &text(&d["task_id"]), &escape(&e.event), &step, "");
-    println!("{line}{}", paint_status(&status, colour));
+    let step = d.step.map(|s| format!("{}/{} {}", s.index + 1, d.steps, escape(&s.name))).unwrap_or_default();
+    let line = row(&time, &escape(&d.task_id), &escape(&e.event), &step, "");
+    format!("{line}{}", paint_status(d.status.as_str(), colour))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A row of the table reads the event's data into its type: the step's place out of the
+    /// steps, the status; strings escaped; `missed` and data of another shape show the event alone.
+    #[test]
+    fn an_events_row_reads_its_data_into_its_type() {
+        let event = |name: &str, data: String| SseEvent { id: Some("a1".into()), event: name.into(), data };
+        let hostile = crate::events::tests::data_naming(r"t\u001b]0;x\u0007");
+        let line = event_row(&event("step.started", hostile), false);
+        assert!(line.contains(r"t\x1b]0;x\x07") && line.contains("1/2 s") && line.ends_with("EXECUTING"), "{line}");
+        assert!(!line.contains('\u{1b}'), "{line:?}");
+        let missed = event_row(&SseEvent::missed("a".into(), "b".into()), false);
+        assert_eq!(missed.trim(), "missed");
+        let other = event_row(&event("step.started", r#"{"task_id":"t1"}"#.into()), false);
+        assert_eq!(other.trim(), "step.started");
+    }
 
     #[test]
     fn only_what_may_pass_is_tried_again() {

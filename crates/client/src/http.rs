@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use kafka_tasks_domain::now_ms;
+use kafka_tasks_wire::instance::InstanceJson;
 use kafka_tasks_wire::signature::{Algorithm, Signer, sdk_date};
+use kafka_tasks_wire::task::TaskList;
 
 use super::hints::{Facts, Op, hint, key_shape};
 use super::{Conn, Failure};
@@ -233,6 +236,11 @@ impl Api {
         self.send("GET", path, query, None).await
     }
 
+    /// [`Api::get`]'s answer read into `T`, the wire type the server writes it from.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, Failure> {
+        answer_as(self.get(path, query).await?, &format!("GET {path}"))
+    }
+
     /// One request; answers refused with 429 are sent again after their `Retry-After` (a few
     /// times). A 2xx answer's body as JSON (`Null` when empty), else the DMS error.
     pub async fn send(
@@ -292,26 +300,20 @@ impl Api {
         Failure::Api { status, code, message, request_id, hint: found }
     }
 
-    /// Why an instance refuses an operation: its status and the task running on it.
+    /// Why an instance refuses an operation: its status and the task running on it (none when
+    /// either answer cannot be read).
     async fn busy_hint(&self, instance: &str) -> Option<String> {
-        let inst = self.get(&self.instance_path(instance, ""), &[]).await.ok()?;
-        let status = inst.get("status").and_then(Value::as_str).unwrap_or("?").to_owned();
-        let tasks = self.get(&self.instance_path(instance, "/tasks"), &[("limit", "100".into())]).await.ok();
-        let running = tasks.as_ref().and_then(|t| t.get("tasks")).and_then(Value::as_array).and_then(|ts| {
-            ts.iter().find(|t| matches!(t.get("status").and_then(Value::as_str), Some("EXECUTING" | "CREATED")))
-        });
+        let inst: InstanceJson = self.get_as(&self.instance_path(instance, ""), &[]).await.ok()?;
+        let status = inst.status;
+        let tasks: TaskList =
+            self.get_as(&self.instance_path(instance, "/tasks"), &[("limit", "100".into())]).await.ok()?;
+        let running = tasks.tasks.iter().find(|t| matches!(&*t.status, "EXECUTING" | "CREATED"));
         Some(match running {
-            Some(t) => {
-                let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
-                format!(
-                    "the instance is {status}: task {} ({}) is {} on it; wait for it (`kafka-tasks tasks wait -i \
-                     {instance} {}`), then try again",
-                    s("id"),
-                    s("name"),
-                    s("status"),
-                    s("id")
-                )
-            }
+            Some(t) => format!(
+                "the instance is {status}: task {} ({}) is {} on it; wait for it (`kafka-tasks tasks wait -i {instance} \
+                 {}`), then try again",
+                t.id, t.name, t.status, t.id
+            ),
             None => format!("the instance is {status}, which does not allow this operation now"),
         })
     }
@@ -469,6 +471,14 @@ fn request_context<'a>(method: &str, path: &'a str, query: &str) -> (Op, &'a str
         _ => Op::Any,
     };
     (op, instance, task)
+}
+
+/// A 2xx answer (`what`: its request) read into `T`, the wire type the server writes it from.
+/// An answer of another shape is unreadable (exit 4), as one that is not JSON is: the client
+/// acts on no field it had to guess.
+pub fn answer_as<T: DeserializeOwned>(answer: Value, what: &str) -> Result<T, Failure> {
+    serde_json::from_value(answer)
+        .map_err(|e| Failure::Network(format!("{what}: the answer is not of the expected shape: {e}")))
 }
 
 #[cfg(test)]

@@ -23,17 +23,17 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use http::Api;
+use http::{Api, answer_as};
 use kafka_tasks_domain::task::TaskJson;
 use kafka_tasks_domain::{CompactTime, now_ms};
 use kafka_tasks_wire::cluster::ClusterAnswer;
-use kafka_tasks_wire::instance::{ConfigList, InstanceJson, InstanceList};
+use kafka_tasks_wire::instance::{ConfigList, CreatedInstance, InstanceJson, InstanceList};
 use kafka_tasks_wire::operation::{
     AutoTopicChanged, BatchResults, ConfigsModified, JobId, Outcome, ReassignOutcome, UpgradeVersions,
 };
 use kafka_tasks_wire::retention::RetentionAnswer;
-use kafka_tasks_wire::task::{BulkDeletePreview, JobList, TaskList, TaskProgress};
-use output::{Cell, colour_stdout, fields, status, table, when};
+use kafka_tasks_wire::task::{BulkDeleteAnswer, BulkDeletePreview, JobList, TaskList, TaskProgress};
+use output::{Cell, colour_stdout, fields, status, table, when, when_text};
 
 /// Task statuses that end well.
 pub const OK_STATUSES: [&str; 1] = ["SUCCESS"];
@@ -712,13 +712,12 @@ impl Ctx {
     /// The newest task named `name` of the instance (for calls whose answer names no task).
     async fn newest_task(&self, instance: &str, name: &str) -> Result<String, Failure> {
         let path = self.api.instance_path(instance, "/tasks");
-        let list = self.api.get(&path, &[("limit", "100".into())]).await?;
-        let tasks = list.get("tasks").and_then(Value::as_array).cloned().unwrap_or_default();
-        tasks
-            .iter()
-            .filter(|t| t.get("name").and_then(Value::as_str) == Some(name))
-            .max_by_key(|t| t.get("created_at").and_then(output::parse_api_time).unwrap_or(0))
-            .and_then(|t| t.get("id").and_then(Value::as_str).map(str::to_owned))
+        let list: TaskList = self.api.get_as(&path, &[("limit", "100".into())]).await?;
+        list.tasks
+            .into_iter()
+            .filter(|t| t.name == name)
+            .max_by_key(|t| output::parse_api_time(&t.created_at).unwrap_or(0))
+            .map(|t| t.id.into_owned())
             .ok_or_else(|| Failure::Network(format!("no {name} task found on instance {instance}")))
     }
 }
@@ -1144,15 +1143,6 @@ fn page_query(p: &Page) -> Result<Vec<(&'static str, String)>, Failure> {
     Ok(q)
 }
 
-fn str_of<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or_default()
-}
-
-/// A time the API sent as text (ISO 8601 or epoch milliseconds), for people.
-fn when_text(s: &str, now: i64) -> String {
-    when(&Value::from(s), now)
-}
-
 fn task_rows(tasks: &[TaskJson], scheduled: bool) -> Vec<Vec<Cell>> {
     let now = now_ms();
     tasks
@@ -1187,7 +1177,7 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
             let path = c.api.instance_path(&inst.instance, &format!("/tasks/{task}"));
             let v = c.api.get(&path, &[]).await?;
             // A failed task's reason is not in the DMS record: it comes from the task's run.
-            let failed = v["tasks"][0]["status"].as_str() == Some("FAILED");
+            let failed = TaskList::deserialize(&v).is_ok_and(|l| l.tasks.first().is_some_and(|t| t.status == "FAILED"));
             let why = if failed && !c.json() { wait::why_failed(&c.api, &inst.instance, &task).await } else { None };
             c.show_as(&v, |list: &TaskList| {
                 let Some(t) = list.tasks.first() else { return format!("no task {}", output::escape(&task)) };
@@ -1218,7 +1208,7 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
             let path = c.api.instance_path(&inst.instance, &format!("/tasks/{task}/progress"));
             let v = c.api.get(&path, &[]).await?;
             c.show_as(&v, |p: &TaskProgress| {
-                let at = |ms: Option<i64>| ms.map(|ms| when(&Value::from(ms), now)).unwrap_or_default();
+                let at = |ms: Option<i64>| ms.map(|ms| when(ms, now)).unwrap_or_default();
                 let rows = p
                     .step_list
                     .iter()
@@ -1257,8 +1247,10 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
             let mut preview_q = q.clone();
             preview_q.push(("dry_run", "true".into()));
             let preview = c.api.send("DELETE", &path, &preview_q, None).await?;
-            let matched = preview.get("matched").and_then(Value::as_u64).unwrap_or(0);
-            let created_before = when(&json!(before_ms), now);
+            // Read into its type, not field by field: an answer without a count must not pass
+            // for "none match" and skip the question below.
+            let matched = answer_as::<BulkDeletePreview>(preview.clone(), &format!("DELETE {path}"))?.matched;
+            let created_before = when(before_ms, now);
             if dry_run {
                 c.show_as(&preview, |p: &BulkDeletePreview| {
                     let list = &p.tasks;
@@ -1281,12 +1273,12 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
             // least one while more remain, so this ends.
             loop {
                 let v = c.api.send("DELETE", &path, &q, None).await?;
-                let n = v.get("deleted").and_then(Value::as_u64).unwrap_or(0);
-                total += n;
+                let BulkDeleteAnswer { deleted, more } = answer_as(v.clone(), &format!("DELETE {path}"))?;
+                total += deleted as u64;
                 if c.json() {
                     c.print_json(&v);
                 }
-                if n == 0 || v.get("more").and_then(Value::as_bool) != Some(true) {
+                if deleted == 0 || !more {
                     break;
                 }
             }
@@ -1335,14 +1327,14 @@ async fn scheduled(c: Ctx, cmd: ScheduledCommand) -> Result<(), Failure> {
                 return Err(Failure::Usage(format!(
                     "--at {}: that is not ahead ({}); a task is moved to a time to come, e.g. `--at +1h`",
                     output::escape(&at),
-                    when(&json!(ms), now_ms())
+                    when(ms, now_ms())
                 )));
             }
             let v = c
                 .api
                 .send("PUT", &task_path(&inst, &task), &[("execute_at", CompactTime(ms).to_string())], None)
                 .await?;
-            c.show(&v, |_| format!("task {task} now due {}", when(&json!(ms), now_ms())));
+            c.show(&v, |_| format!("task {task} now due {}", when(ms, now_ms())));
         }
         ScheduledCommand::Resume { inst, task } => {
             let v = c.api.send("PUT", &task_path(&inst, &task), &[("status", "null".into())], None).await?;
@@ -1429,8 +1421,8 @@ async fn instances(c: Ctx, cmd: InstancesCommand) -> Result<(), Failure> {
             }
             let path = format!("/v2/kafka/{}/instances", c.api.project);
             let v = c.api.send("POST", &path, &[], Some(&body)).await?;
-            let id = str_of(&v, "instance_id").to_owned();
-            c.show(&v, |v| format!("instance {} is being created", str_of(v, "instance_id")));
+            let id = answer_as::<CreatedInstance>(v.clone(), &format!("POST {path}"))?.instance_id;
+            c.show_as(&v, |a: &CreatedInstance| format!("instance {} is being created", a.instance_id));
             if wait.wait {
                 let job = c.newest_task(&id, "createInstance").await?;
                 c.follow(&id, Some(&job), &wait).await?;

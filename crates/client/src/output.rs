@@ -169,12 +169,9 @@ pub fn fields(pairs: &[(&str, String)]) -> String {
     pairs.iter().map(|(k, v)| format!("{k:<w$}  {v}\n")).collect()
 }
 
-/// Epoch milliseconds of an API time: RFC 3339 (task records) or epoch milliseconds.
-pub fn parse_api_time(v: &serde_json::Value) -> Option<i64> {
-    if let Some(ms) = v.as_i64() {
-        return Some(ms);
-    }
-    let s = v.as_str()?;
+/// Epoch milliseconds of a time the API sent as text: RFC 3339 (task records, events) or epoch
+/// milliseconds.
+pub fn parse_api_time(s: &str) -> Option<i64> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.timestamp_millis());
     }
@@ -194,12 +191,17 @@ pub fn relative(ms: i64, now: i64) -> String {
     if d > 0 { format!("{n} {unit} ago") } else { format!("in {n} {unit}") }
 }
 
-/// The local time and its age: `2026-11-28 09:03:04 (3 min ago)`; empty for no time.
-pub fn when(v: &serde_json::Value, now: i64) -> String {
-    match parse_api_time(v).and_then(|ms| DateTime::<Utc>::from_timestamp_millis(ms).map(|t| (ms, t))) {
-        Some((ms, t)) => format!("{} ({})", t.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"), relative(ms, now)),
+/// The local time and its age: `2026-11-28 09:03:04 (3 min ago)`; empty for a time out of range.
+pub fn when(ms: i64, now: i64) -> String {
+    match DateTime::<Utc>::from_timestamp_millis(ms) {
+        Some(t) => format!("{} ({})", t.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"), relative(ms, now)),
         None => String::new(),
     }
+}
+
+/// [`when`] of a time the API sent as text ([`parse_api_time`]); empty for one it cannot read.
+pub fn when_text(s: &str, now: i64) -> String {
+    parse_api_time(s).map(|ms| when(ms, now)).unwrap_or_default()
 }
 
 /// A duration in seconds as people say it: `45 s`, `3 min 20 s`, `1 h 5 min`.

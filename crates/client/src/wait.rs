@@ -5,9 +5,10 @@
 //! names it, and otherwise every [`QUIET_LOOK`] (every second with a live bar, whose remaining
 //! time moves). Without the stream it polls about once a second (429s are waited out by
 //! [`Api::send`]).
-//! Progress goes to stderr so that stdout keeps only the command's result. What it shows is
-//! read from the answers' escaped copy ([`super::output::for_people`]) and the task id escaped
-//! once (an operation's answer named it), so that nothing the server sent acts on the terminal.
+//! Progress goes to stderr so that stdout keeps only the command's result. The answers are read
+//! into their wire types (an answer of another shape ends the wait, exit 4); what it shows of
+//! them (the status, the step names) and the task id are escaped, so that nothing the server
+//! sent acts on the terminal.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -16,8 +17,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
 use super::events::{EventReader, Heard};
-use super::http::Api;
-use super::output::{duration, escape, for_people, paint_status};
+use kafka_tasks_domain::task::StepStatus;
+use kafka_tasks_wire::executor::RunJson;
+use kafka_tasks_wire::task::{TaskList, TaskProgress};
+
+use super::http::{Api, answer_as};
+use super::output::{duration, escape, paint_status};
 use super::{Failure, OK_STATUSES};
 
 /// Why a failed task failed and what to do (when the server says), from the task's run
@@ -25,13 +30,12 @@ use super::{Failure, OK_STATUSES};
 /// the caller prints it escaped.
 pub async fn why_failed(api: &Api, instance: &str, task: &str) -> Option<Why> {
     let path = api.instance_path(instance, &format!("/tasks/{task}/run"));
-    match api.get(&path, &[]).await {
-        Ok(run) => {
-            let f = &run["failure"];
-            let reason = f["reason"].as_str().or_else(|| run["reason"].as_str())?;
-            let text = |k: &str| f[k].as_str().map(str::to_owned);
-            Some(Why { step: text("step"), reason: reason.to_owned(), remedy: text("remedy") })
+    match api.get_as::<RunJson>(&path, &[]).await {
+        Ok(RunJson { failure: Some(f), .. }) => {
+            Some(Why { step: Some(f.step), reason: f.reason, remedy: Some(f.remedy) })
         }
+        // A task that failed before runs kept their failure has only the reason.
+        Ok(RunJson { failure: None, reason, .. }) => Some(Why { step: None, reason: reason?, remedy: None }),
         Err(Failure::Api { status: 403, .. }) => Some(Why {
             step: None,
             reason: "not shown to this key's role (operators and admins see it with `tasks show`)".into(),
@@ -101,17 +105,16 @@ impl Seen {
     }
 }
 
-fn parse_progress(p: &Value, status: &str) -> Seen {
-    let steps = p.get("step_list").and_then(Value::as_array).cloned().unwrap_or_default();
-    let total = steps.len();
-    let state = |s: &Value| s.get("statue").and_then(Value::as_str).unwrap_or_default().to_owned();
+/// What a look shows people: `status` as given (escaped by the caller), the step names escaped.
+fn parse_progress(p: &TaskProgress, status: &str) -> Seen {
+    let total = p.step_list.len();
     // The current step: the first not completed (the failed one, when the task failed).
-    let idx = steps.iter().position(|s| state(s) != "COMPLETED").unwrap_or(total.saturating_sub(1));
-    let step_name = steps.get(idx).and_then(|s| s.get("name")).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let idx = p.step_list.iter().position(|s| s.statue != StepStatus::Completed).unwrap_or(total.saturating_sub(1));
+    let step_name = p.step_list.get(idx).map(|s| escape(&s.name).into_owned()).unwrap_or_default();
     Seen {
         status: status.to_owned(),
-        percentage: p.get("progress_percentage").and_then(Value::as_u64).unwrap_or(0).min(100),
-        remain_secs: p.get("remain_time").and_then(Value::as_u64).unwrap_or(0),
+        percentage: u64::from(p.progress_percentage.min(100)),
+        remain_secs: p.remain_time,
         step: if total == 0 { 0 } else { idx + 1 },
         total,
         step_name,
@@ -153,15 +156,18 @@ pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
             Err(Failure::Api { status: 404, .. }) if w.gone_is_success => break Ok(Value::Null),
             Err(e) => break Err(e),
         };
+        let status = match answer_as::<TaskList>(shown.clone(), &format!("GET {task_path}")) {
+            Ok(list) => list.tasks.first().map_or_else(|| "UNKNOWN".to_owned(), |t| t.status.clone().into_owned()),
+            Err(e) => break Err(e),
+        };
         let task = shown.get("tasks").and_then(|t| t.get(0)).cloned().unwrap_or(Value::Null);
-        let status = task.get("status").and_then(Value::as_str).unwrap_or("UNKNOWN").to_owned();
-        let progress = match w.api.get(&format!("{task_path}/progress"), &[]).await {
+        let progress = match w.api.get_as::<TaskProgress>(&format!("{task_path}/progress"), &[]).await {
             Ok(p) => p,
             Err(Failure::Api { status: 404, .. }) if w.gone_is_success => break Ok(Value::Null),
             Err(e) => break Err(e),
         };
         // `seen` is what people are shown; the status as sent decides below.
-        let seen = parse_progress(&for_people(&progress), &escape(&status));
+        let seen = parse_progress(&progress, &escape(&status));
         let ended = matches!(status.as_str(), "SUCCESS" | "FAILED" | "CANCELLED" | "DELETED");
         match &bar {
             Some(bar) => {
@@ -238,6 +244,7 @@ mod tests {
     fn the_current_step_is_the_first_not_completed() {
         let p = serde_json::json!({"progress_percentage": 40, "remain_time": 75, "step_list": [
             {"name": "a", "statue": "COMPLETED"}, {"name": "b", "statue": "IN_PROGRESS"}, {"name": "c", "statue": "WAITING"}]});
+        let p: TaskProgress = serde_json::from_value(p).expect("a progress answer");
         let s = parse_progress(&p, "EXECUTING");
         assert_eq!((s.step, s.total, s.step_name.as_str(), s.percentage), (2, 3, "b", 40));
         assert_eq!(s.line(false), "EXECUTING  40% step 2/3 b, 1 min 15 s left");

@@ -3,9 +3,10 @@
 //! same transaction (`append_events` in each engine), so a stream never shows a change that was
 //! rolled back and never misses one that committed.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::task::{StepStatus, TaskRecord, TaskStatus};
 use super::time::iso_ms;
@@ -92,21 +93,27 @@ impl EventKind {
 }
 
 /// The step an event is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepRef<'a> {
     /// 0-based.
     pub index: usize,
-    pub name: &'a str,
+    #[schema(value_type = String)]
+    pub name: Cow<'a, str>,
     pub status: StepStatus,
 }
 
 /// An event's JSON `data`, as stored and as sent (the event stream's document takes its schema
 /// from this type).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+// The strings are `Cow`: borrowed from the task when the stores write events, owned when the CLI
+// reads them back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventData<'a> {
-    pub task_id: &'a str,
-    pub instance_id: &'a str,
-    pub name: &'a str,
+    #[schema(value_type = String)]
+    pub task_id: Cow<'a, str>,
+    #[schema(value_type = String)]
+    pub instance_id: Cow<'a, str>,
+    #[schema(value_type = String)]
+    pub name: Cow<'a, str>,
     pub status: TaskStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -116,13 +123,16 @@ pub struct EventData<'a> {
     pub steps: usize,
     pub progress: u32,
     /// ISO 8601 UTC with milliseconds, as the task API shows times.
-    pub created_at: &'a str,
-    pub updated_at: &'a str,
+    #[schema(value_type = String)]
+    pub created_at: Cow<'a, str>,
+    #[schema(value_type = String)]
+    pub updated_at: Cow<'a, str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
-    pub schedule_at: Option<&'a str>,
+    #[schema(nullable = false, value_type = Option<String>)]
+    pub schedule_at: Option<Cow<'a, str>>,
     /// When the change was made.
-    pub at: &'a str,
+    #[schema(value_type = String)]
+    pub at: Cow<'a, str>,
 }
 
 /// One event about to be appended.
@@ -289,25 +299,25 @@ impl<'a> TaskState<'a> {
 
     /// Step `i` as an event shows it (`None` past the last step).
     fn step(&self, i: usize) -> Option<StepRef<'a>> {
-        self.task.steps.get(i).map(|s| StepRef { index: i, name: &s.name, status: s.status })
+        self.task.steps.get(i).map(|s| StepRef { index: i, name: Cow::Borrowed(&s.name), status: s.status })
     }
 
     /// The data of an event about this state, about step `step` if given.
     fn data(&self, step: Option<StepRef<'a>>) -> EventData<'_> {
         let task = self.task;
         EventData {
-            task_id: task.id.as_str(),
-            instance_id: task.instance_id.as_str(),
-            name: &task.name,
+            task_id: Cow::Borrowed(task.id.as_str()),
+            instance_id: Cow::Borrowed(task.instance_id.as_str()),
+            name: Cow::Borrowed(&task.name),
             status: task.status,
             step,
             steps_done: self.steps_done,
             steps: task.steps.len(),
             progress: self.progress,
-            created_at: &self.created_at,
-            updated_at: &self.updated_at,
-            schedule_at: self.schedule_at.as_deref(),
-            at: &self.at,
+            created_at: Cow::Borrowed(&self.created_at),
+            updated_at: Cow::Borrowed(&self.updated_at),
+            schedule_at: self.schedule_at.as_deref().map(Cow::Borrowed),
+            at: Cow::Borrowed(&self.at),
         }
     }
 
