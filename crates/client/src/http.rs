@@ -238,7 +238,7 @@ impl Api {
 
     /// [`Api::get`]'s answer read into `T`, the wire type the server writes it from.
     pub async fn get_as<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, Failure> {
-        answer_as(self.get(path, query).await?, &format!("GET {path}"))
+        answer_as(&self.get(path, query).await?, &format!("GET {path}"))
     }
 
     /// One request; answers refused with 429 are sent again after their `Retry-After` (a few
@@ -473,11 +473,11 @@ fn request_context<'a>(method: &str, path: &'a str, query: &str) -> (Op, &'a str
     (op, instance, task)
 }
 
-/// A 2xx answer (`what`: its request) read into `T`, the wire type the server writes it from.
-/// An answer of another shape is unreadable (exit 4), as one that is not JSON is: the client
-/// acts on no field it had to guess.
-pub fn answer_as<T: DeserializeOwned>(answer: Value, what: &str) -> Result<T, Failure> {
-    serde_json::from_value(answer)
+/// A 2xx answer (`what`: its request) read into `T`, the wire type the server writes it from
+/// (the answer itself stays as it came, for `-o json`). An answer of another shape is unreadable
+/// (exit 4), as one that is not JSON is: the client acts on no field it had to guess.
+pub fn answer_as<T: DeserializeOwned>(answer: &Value, what: &str) -> Result<T, Failure> {
+    T::deserialize(answer)
         .map_err(|e| Failure::Network(format!("{what}: the answer is not of the expected shape: {e}")))
 }
 

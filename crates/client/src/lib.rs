@@ -1249,7 +1249,7 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
             let preview = c.api.send("DELETE", &path, &preview_q, None).await?;
             // Read into its type, not field by field: an answer without a count must not pass
             // for "none match" and skip the question below.
-            let matched = answer_as::<BulkDeletePreview>(preview.clone(), &format!("DELETE {path}"))?.matched;
+            let matched = answer_as::<BulkDeletePreview>(&preview, &format!("DELETE {path}"))?.matched;
             let created_before = when(before_ms, now);
             if dry_run {
                 c.show_as(&preview, |p: &BulkDeletePreview| {
@@ -1273,7 +1273,7 @@ async fn tasks(c: Ctx, cmd: TasksCommand) -> Result<(), Failure> {
             // least one while more remain, so this ends.
             loop {
                 let v = c.api.send("DELETE", &path, &q, None).await?;
-                let BulkDeleteAnswer { deleted, more } = answer_as(v.clone(), &format!("DELETE {path}"))?;
+                let BulkDeleteAnswer { deleted, more } = answer_as(&v, &format!("DELETE {path}"))?;
                 total += deleted as u64;
                 if c.json() {
                     c.print_json(&v);
@@ -1421,7 +1421,7 @@ async fn instances(c: Ctx, cmd: InstancesCommand) -> Result<(), Failure> {
             }
             let path = format!("/v2/kafka/{}/instances", c.api.project);
             let v = c.api.send("POST", &path, &[], Some(&body)).await?;
-            let id = answer_as::<CreatedInstance>(v.clone(), &format!("POST {path}"))?.instance_id;
+            let id = answer_as::<CreatedInstance>(&v, &format!("POST {path}"))?.instance_id;
             c.show_as(&v, |a: &CreatedInstance| format!("instance {} is being created", a.instance_id));
             if wait.wait {
                 let job = c.newest_task(&id, "createInstance").await?;

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
-use super::events::{EventReader, Heard};
 use kafka_tasks_domain::task::StepStatus;
 use kafka_tasks_wire::executor::RunJson;
 use kafka_tasks_wire::task::{TaskList, TaskProgress};
 
+use super::events::{EventReader, Heard};
 use super::http::{Api, answer_as};
 use super::output::{duration, escape, paint_status};
 use super::{Failure, OK_STATUSES};
@@ -156,7 +156,7 @@ pub async fn wait(w: Waiting<'_>) -> Result<Value, Failure> {
             Err(Failure::Api { status: 404, .. }) if w.gone_is_success => break Ok(Value::Null),
             Err(e) => break Err(e),
         };
-        let status = match answer_as::<TaskList>(shown.clone(), &format!("GET {task_path}")) {
+        let status = match answer_as::<TaskList>(&shown, &format!("GET {task_path}")) {
             Ok(list) => list.tasks.first().map_or_else(|| "UNKNOWN".to_owned(), |t| t.status.clone().into_owned()),
             Err(e) => break Err(e),
         };
