@@ -105,13 +105,14 @@ run_tests() {
 
 step "Rust tests: unit, storage contract and API over HTTP on SQLite and PostgreSQL, connected mode on the Kafka cluster, crash and attack suites"
 # The CLI's completion tests drive real shells: zsh on a pty (tmux) and fish; `script` (util-linux)
-# gives the confirmation test its terminal. The Prometheus tests are among the test binaries this
-# step runs, and CI requires them (they fail, not skip, without `prometheus` and `promtool`), so
-# Prometheus is installed here, before them.
+# gives the confirmation test its terminal. The Prometheus tests (the dashboard's queries, a live
+# scrape and its alerts) are among the test binaries this step runs, so Prometheus is installed
+# here, before them, and they are required: they fail rather than skip without it.
 if ! command -v zsh >/dev/null || ! command -v fish >/dev/null || ! command -v tmux >/dev/null \
   || ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   apt-get update -qq && apt-get install -y -qq zsh fish tmux prometheus
 fi
+export KAFKA_TASKS_REQUIRE_PROMETHEUS=1
 cargo build --locked --workspace --bins
 
 # OpenTofu with the real provider, in the background from here to the end of the run: most of
@@ -145,10 +146,9 @@ step "Benchmark, quick mode (proves the command works; asserts no numbers)"
 step "Instruction-count guard (release server under callgrind; fails on an operation over its budget: instructions +10 %, writer I/O +5 %)"
 ./scripts/perf-guard.sh
 
-step "Prometheus rules, dashboard and live scrape"
+step "Prometheus alert rules and their unit tests (the dashboard and live-scrape tests ran with the Rust tests)"
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
-KAFKA_TASKS_REQUIRE_PROMETHEUS=1 run_tests --test prometheus
 
 step "OpenAPI document and conformance"
 .venv/bin/pip install -q --disable-pip-version-check -r tests/openapi/requirements.txt

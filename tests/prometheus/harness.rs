@@ -26,9 +26,9 @@ fn tool(env: &str, name: &str) -> Option<PathBuf> {
 
 /// `promtool`/`prometheus`, or `None` when the test may skip: absent and not required.
 /// In CI (`CI=true`) or with `KAFKA_TASKS_REQUIRE_PROMETHEUS=1` it is required (then this
-/// panics): scripts/test.sh, which CI runs, installs the package before the step that runs every
-/// test binary, and sets the variable again in its "Prometheus rules, dashboard and live scrape"
-/// step. Elsewhere (a developer's `cargo test`) these tests skip, saying so, without it.
+/// panics): scripts/test.sh, which CI runs, installs the package and sets the variable before
+/// the step that runs every test binary. Elsewhere (a developer's `cargo test`) these tests skip,
+/// saying so, without it.
 pub fn prometheus_tool(name: &str) -> Option<PathBuf> {
     let env = if name == "promtool" { "KAFKA_TASKS_PROMTOOL" } else { "KAFKA_TASKS_PROMETHEUS" };
     match tool(env, name) {

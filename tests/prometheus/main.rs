@@ -4,8 +4,8 @@
 //! with `promtool` and names only metrics the service exports.
 //!
 //! Skips (saying so) when `prometheus`/`promtool` are not installed, unless
-//! `KAFKA_TASKS_REQUIRE_PROMETHEUS=1` (set by scripts/test.sh, which CI runs, after it installs
-//! them). Each test is bounded (well under 60 s).
+//! `KAFKA_TASKS_REQUIRE_PROMETHEUS=1` or in CI (scripts/test.sh, which CI runs, installs them
+//! and sets it before it runs every test binary). Each test is bounded (well under 60 s).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
